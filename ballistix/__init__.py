@@ -1,0 +1,28 @@
+"""ballistix: ballistic matching and firearm-linkage analysis.
+
+>>> import ballistix as bx
+>>> scan = bx.read_scan("exhibit-17.x3p")  # doctest: +SKIP
+
+See ``DESIGN.md`` for the data flow: read_scan -> preprocess -> describe ->
+ScanIndex -> compare -> LinkageGraph -> CaseStore.
+"""
+
+from ._version import __version__
+from .errors import BallistixError, ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
+from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
+from .scan import Scan
+
+__all__ = [
+    "__version__", "Scan",
+    "BallistixError", "ScanFormatError", "ChecksumError", "ParameterError", "ScanFormatWarning",
+    "read_scan", "read_x3p", "write_x3p", "read_image", "read_npz", "write_npz",
+    "datasets",
+]
+
+
+def __getattr__(name):  # lazy submodules: keep `import ballistix` fast
+    if name == "datasets":
+        import importlib
+
+        return importlib.import_module(".datasets", __name__)
+    raise AttributeError(f"module 'ballistix' has no attribute {name!r}")

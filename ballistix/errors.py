@@ -1,0 +1,32 @@
+"""One exception family for everything ballistix raises on bad input."""
+
+from __future__ import annotations
+
+
+class BallistixError(Exception):
+    """Base class of every error ballistix raises on purpose."""
+
+
+class ScanFormatError(BallistixError, ValueError):
+    """A scan file is malformed, hostile, truncated or unsupported.
+
+    The message names the file and the problem.
+    """
+
+    def __init__(self, path, problem: str):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{problem}")
+
+
+class ChecksumError(ScanFormatError):
+    """A checksum stored in a file does not match its content."""
+
+
+class ParameterError(BallistixError, ValueError):
+    """A function was called with an argument outside what it accepts."""
+
+
+class ScanFormatWarning(UserWarning):
+    """A recoverable problem in a scan file (for example a checksum mismatch when ``strict=False``)."""

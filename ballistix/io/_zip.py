@@ -1,0 +1,73 @@
+"""Shared helpers for reading zip containers (x3p, npz) safely."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+import zipfile
+import zlib
+from pathlib import Path
+
+from ..errors import ScanFormatError
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_member_name(path, name: str) -> None:
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or "\x00" in name:
+        raise ScanFormatError(path, f"zip member {name!r} has an absolute path")
+    if ".." in name.replace("\\", "/").split("/"):
+        raise ScanFormatError(path, f"zip member {name!r} escapes the archive with '..'")
+
+
+def read_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: str) -> bytes:
+    """Read one member with a hard byte budget (zip-bomb safe)."""
+    if info.flag_bits & 0x1:
+        raise ScanFormatError(path, f"{what} ({info.filename}) is encrypted")
+    if info.file_size > limit:
+        raise ScanFormatError(path, f"{what} ({info.filename}) declares {info.file_size} bytes, more than the {limit} allowed")
+    out = io.BytesIO()
+    try:
+        with zf.open(info) as f:
+            while True:
+                chunk = f.read(min(1 << 20, limit + 1 - out.tell()))
+                if not chunk:
+                    break
+                out.write(chunk)
+                if out.tell() > limit:
+                    raise ScanFormatError(path, f"{what} ({info.filename}) inflates beyond {limit} bytes (zip bomb?)")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as e:
+        if isinstance(e, ScanFormatError):
+            raise
+        raise ScanFormatError(path, f"{what} ({info.filename}) is corrupt or truncated: {e}") from None
+    return out.getvalue()
+
+
+def open_zip(path: Path, what: str) -> zipfile.ZipFile:
+    """Open ``path`` as a zip archive or raise ScanFormatError."""
+    if not path.is_file():
+        raise ScanFormatError(path, "no such file")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ScanFormatError(path, f"not {what}: not a readable zip archive ({e})") from None
+
+
+def list_members(path, zf: zipfile.ZipFile, max_members: int = 1000) -> dict[str, zipfile.ZipInfo]:
+    """Checked file members by normalised name; refuses unsafe names and huge listings."""
+    infos = zf.infolist()
+    if len(infos) > max_members:
+        raise ScanFormatError(path, f"zip holds {len(infos)} members, more than {max_members}")
+    members = {}
+    for info in infos:
+        check_member_name(path, info.filename)
+        if not info.is_dir():
+            members[posixpath.normpath(info.filename.replace("\\", "/"))] = info
+    return members

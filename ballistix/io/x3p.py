@@ -1,0 +1,435 @@
+"""ISO 25178-72 (ISO 5436-2) x3p reader and writer.
+
+An x3p file is a zip archive holding ``main.xml`` (axes, sizes, metadata),
+the binary point data (``bindata/data.bin``, little-endian, X fastest), an
+optional valid-points bit mask, and ``md5checksum.hex`` (the MD5 of
+``main.xml``). The reader treats every file as untrusted: member paths are
+checked, XML is parsed without DTDs or entities, declared sizes are checked
+against limits *before* anything is allocated, and every member is read with
+a hard byte budget, so that zip bombs, truncated data and absurd dimensions
+end in a `ScanFormatError` that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import posixpath
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from xml.etree.ElementTree import ParseError
+
+import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as _safe_fromstring
+
+from .._version import __version__
+from ..errors import ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
+from ..scan import Scan
+from ._zip import check_member_name as _check_member_name, list_members, open_zip
+from ._zip import read_member as _read_member, sha256_file as _sha256_file
+
+__all__ = ["read_x3p", "write_x3p", "MAX_POINTS"]
+
+#: Default cap on SizeX * SizeY (1e8 points is 800 MB as float64).
+MAX_POINTS = 100_000_000
+MAX_XML_BYTES = 16 * 1024 * 1024
+MAX_SIDECAR_BYTES = 4 * 1024 * 1024
+MAX_MEMBERS = 1000
+_DTYPES = {"D": np.dtype("<f8"), "F": np.dtype("<f4"), "L": np.dtype("<i4"), "I": np.dtype("<i2")}
+_SIDECAR = "ballistix.json"
+_OWN_KEYS = ("source", "sha256", "format", "x3p")  # describe the file read, never stored in it
+
+
+def _strip_ns(root) -> None:
+    for el in root.iter():
+        if isinstance(el.tag, str) and "}" in el.tag:
+            el.tag = el.tag.rsplit("}", 1)[1]
+
+
+def _text(path, root, field: str, *, required: bool = True, default=None) -> str | None:
+    el = root.find(field)
+    if el is None or el.text is None or not el.text.strip():
+        if required:
+            raise ScanFormatError(path, f"main.xml is missing the required element {field}")
+        return default
+    return el.text.strip()
+
+
+def _number(path, root, field: str, kind=float, *, required: bool = True, default=None):
+    s = _text(path, root, field, required=required)
+    if s is None:
+        return default
+    try:
+        v = kind(s)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ScanFormatError(path, f"main.xml field {field} = {s[:40]!r} is not {what}") from None
+    if kind is float and not math.isfinite(v):
+        raise ScanFormatError(path, f"main.xml field {field} = {s[:40]!r} is not finite")
+    return v
+
+
+def _md5_from_checksum_file(data: bytes) -> str | None:
+    """Accept a bare hash or an ``md5sum``-style line ``<hash> *main.xml``."""
+    try:
+        token = data.decode("ascii", "strict").split()
+    except UnicodeDecodeError:
+        return None
+    if not token or len(token[0]) != 32:
+        return None
+    try:
+        int(token[0], 16)
+    except ValueError:
+        return None
+    return token[0].lower()
+
+
+def _checksum(path, strict: bool, what: str, expected: str | None, data: bytes) -> str:
+    if expected is None:
+        return "absent"
+    if hashlib.md5(data).hexdigest() == expected.strip().lower():
+        return "verified"
+    msg = f"MD5 checksum of {what} does not match the one stored in the file"
+    if strict:
+        raise ChecksumError(path, msg + " (pass strict=False to read it anyway)")
+    warnings.warn(f"{path}: {msg}", ScanFormatWarning, stacklevel=3)
+    return "mismatch"
+
+
+def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan:
+    """Read an ISO 25178-72 x3p file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.x3p`` file.
+    strict : bool, default True
+        If True a wrong MD5 checksum (of ``main.xml``, of the point data or
+        of the valid-points mask) raises `ChecksumError`; if False it only
+        warns (`ScanFormatWarning`) and the result records ``"mismatch"``.
+    max_points : int
+        Refuse files declaring more than this many points (SizeX * SizeY),
+        before allocating anything.
+
+    Returns
+    -------
+    Scan
+        Heights in metres (float64, NaN where the file marks a point invalid),
+        ``dx``/``dy`` from the CX/CY increments, and ``meta`` with source
+        path, SHA-256 of the file, Record2 metadata (date, creator,
+        instrument, calibration date, probing system, comment) and
+        ``meta["x3p"]`` (data type, axis offsets, checksum status, members).
+
+    Raises
+    ------
+    ScanFormatError
+        For anything malformed, hostile, truncated or unsupported; the
+        message names the file and the problem. `ChecksumError` (a subclass)
+        for checksum mismatches when ``strict``.
+
+    Examples
+    --------
+    >>> scan = read_x3p("../shared/data/fadul/fadul-1-1.x3p")  # doctest: +SKIP
+    >>> scan.shape, scan.dx
+    ((545, 545), 6.25e-06)
+    """
+    path = Path(path)
+    with open_zip(path, "an x3p file") as zf:
+        members = list_members(path, zf, MAX_MEMBERS)
+        mains = [n for n in members if posixpath.basename(n).lower() == "main.xml"]
+        if not mains:
+            raise ScanFormatError(path, "no main.xml in the archive")
+        depth = min(n.count("/") for n in mains)
+        mains = [n for n in mains if n.count("/") == depth]
+        if len(mains) > 1:
+            raise ScanFormatError(path, f"ambiguous archive: several main.xml files {sorted(mains)}")
+        main_name = mains[0]
+        prefix = posixpath.dirname(main_name)
+
+        def member(link: str, what: str) -> zipfile.ZipInfo:
+            _check_member_name(path, link)
+            name = posixpath.normpath(posixpath.join(prefix, link.strip().replace("\\", "/")))
+            if name not in members:
+                raise ScanFormatError(path, f"{what} {link!r} named in main.xml is not in the archive")
+            return members[name]
+
+        xml_bytes = _read_member(path, zf, members[main_name], MAX_XML_BYTES, "main.xml")
+        try:
+            root = _safe_fromstring(xml_bytes, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        except DefusedXmlException as e:
+            raise ScanFormatError(path, f"main.xml uses forbidden XML constructs (DTD/entities): {type(e).__name__}") from None
+        except (ParseError, ValueError, UnicodeError) as e:
+            raise ScanFormatError(path, f"main.xml is not well-formed XML: {e}") from None
+        _strip_ns(root)
+        if root.tag != "ISO5436_2":
+            raise ScanFormatError(path, f"main.xml root element is {root.tag!r}, expected ISO5436_2")
+
+        # --- Record1: feature type and axes -----------------------------
+        feature = _text(path, root, "Record1/FeatureType")
+        if feature.upper() != "SUR":
+            raise ScanFormatError(path, f"FeatureType {feature!r} is not supported (only SUR surfaces)")
+        for ax in ("CX", "CY"):
+            t = _text(path, root, f"Record1/Axes/{ax}/AxisType")
+            if t.upper() != "I":
+                raise ScanFormatError(path, f"{ax} AxisType {t!r} is not supported (expected I, incremental)")
+        dx = _number(path, root, "Record1/Axes/CX/Increment")
+        dy = _number(path, root, "Record1/Axes/CY/Increment")
+        for name, v in (("CX", dx), ("CY", dy)):
+            if not v > 0:
+                raise ScanFormatError(path, f"{name} Increment must be a positive spacing in metres, got {v}")
+        dtype_code = _text(path, root, "Record1/Axes/CZ/DataType", required=False, default="D").upper()
+        if dtype_code not in _DTYPES:
+            raise ScanFormatError(path, f"CZ DataType {dtype_code!r} is not one of D, F, L, I")
+        z_inc = _number(path, root, "Record1/Axes/CZ/Increment", required=False, default=1.0)
+        z_off = _number(path, root, "Record1/Axes/CZ/Offset", required=False, default=0.0)
+        x_off = _number(path, root, "Record1/Axes/CX/Offset", required=False, default=0.0)
+        y_off = _number(path, root, "Record1/Axes/CY/Offset", required=False, default=0.0)
+
+        # --- Record3: sizes and data -----------------------------------
+        nx = _number(path, root, "Record3/MatrixDimension/SizeX", int)
+        ny = _number(path, root, "Record3/MatrixDimension/SizeY", int)
+        nz = _number(path, root, "Record3/MatrixDimension/SizeZ", int, required=False, default=1)
+        if nx < 1 or ny < 1:
+            raise ScanFormatError(path, f"declared size {nx} x {ny} is not positive")
+        if nz != 1:
+            raise ScanFormatError(path, f"SizeZ = {nz} is not supported (expected 1 layer)")
+        npts = nx * ny
+        if npts > max_points:
+            raise ScanFormatError(path, f"declared size {nx} x {ny} = {npts} points exceeds the limit of {max_points} (max_points)")
+        dtype = _DTYPES[dtype_code]
+        status = {}
+
+        link = _text(path, root, "Record3/DataLink/PointDataLink", required=False)
+        if link is not None:
+            info = member(link, "point data")
+            expected = npts * dtype.itemsize
+            if info.file_size != expected:
+                raise ScanFormatError(
+                    path, f"point data {info.filename} has {info.file_size} bytes, expected {expected} "
+                    f"for {nx} x {ny} points of type {dtype_code}")
+            raw = _read_member(path, zf, info, expected, "point data")
+            if len(raw) != expected:
+                raise ScanFormatError(path, f"point data {info.filename} is truncated: {len(raw)} of {expected} bytes")
+            status["point_data"] = _checksum(
+                path, strict, "the point data",
+                _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False), raw)
+            values = np.frombuffer(raw, dtype=dtype).reshape(ny, nx)
+        else:
+            data_list = root.find("Record3/DataList")
+            if data_list is None:
+                raise ScanFormatError(path, "main.xml has neither Record3/DataLink/PointDataLink nor Record3/DataList")
+            datums = data_list.findall("Datum")
+            if len(datums) != npts:
+                raise ScanFormatError(path, f"DataList holds {len(datums)} points, expected {nx} x {ny} = {npts}")
+            vals = np.full(npts, np.nan)
+            for i, d in enumerate(datums):
+                if d.text and d.text.strip():
+                    try:
+                        vals[i] = float(d.text.split()[-1])
+                    except ValueError:
+                        raise ScanFormatError(path, f"DataList point {i} = {d.text[:40]!r} is not a number") from None
+            values = vals.reshape(ny, nx)
+            dtype_code = "D" if dtype_code in "DF" else dtype_code
+            status["point_data"] = "inline"
+
+        valid = None
+        vlink = _text(path, root, "Record3/DataLink/ValidPointsLink", required=False)
+        if vlink is not None:
+            vinfo = member(vlink, "valid-points mask")
+            vexp = (npts + 7) // 8
+            vraw = _read_member(path, zf, vinfo, vexp, "valid-points mask")
+            if len(vraw) != vexp:
+                raise ScanFormatError(path, f"valid-points mask {vinfo.filename} has {len(vraw)} bytes, expected {vexp}")
+            status["valid_points"] = _checksum(
+                path, strict, "the valid-points mask",
+                _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False), vraw)
+            valid = np.unpackbits(np.frombuffer(vraw, np.uint8), count=npts, bitorder="little").astype(bool).reshape(ny, nx)
+
+        if dtype_code in ("L", "I"):
+            heights = values.astype(np.float64) * z_inc + z_off
+        else:
+            heights = values.astype(np.float64, copy=True)
+            if z_off:
+                heights += z_off
+        with np.errstate(invalid="ignore"):
+            heights[~np.isfinite(heights)] = np.nan
+        if valid is not None:
+            heights[~valid] = np.nan
+
+        # --- Record4: checksum of main.xml ------------------------------
+        ck_name = _text(path, root, "Record4/ChecksumFile", required=False, default="md5checksum.hex")
+        ck_expected = None
+        try:
+            ck_info = member(ck_name, "checksum file")
+        except ScanFormatError:
+            ck_info = None
+        if ck_info is not None:
+            ck_expected = _md5_from_checksum_file(_read_member(path, zf, ck_info, 4096, "checksum file"))
+            if ck_expected is None:
+                ck_expected = "unreadable"  # not a hash: counts as a mismatch
+        status["main_xml"] = _checksum(path, strict, "main.xml", ck_expected, xml_bytes)
+
+        # --- metadata ---------------------------------------------------
+        meta = {
+            "source": str(path),
+            "sha256": _sha256_file(path),
+            "format": "x3p",
+        }
+        for key, field in (("date", "Record2/Date"), ("creator", "Record2/Creator"),
+                           ("calibration_date", "Record2/CalibrationDate"), ("comment", "Record2/Comment")):
+            v = _text(path, root, field, required=False)
+            if v is not None:
+                meta[key] = v
+        inst = {k.lower(): _text(path, root, f"Record2/Instrument/{k}", required=False)
+                for k in ("Manufacturer", "Model", "Serial", "Version")}
+        if any(inst.values()):
+            meta["instrument"] = {k: v for k, v in inst.items() if v is not None}
+        probe = {k.lower(): _text(path, root, f"Record2/ProbingSystem/{k}", required=False)
+                 for k in ("Type", "Identification")}
+        if any(probe.values()):
+            meta["probing"] = {k: v for k, v in probe.items() if v is not None}
+        meta["x3p"] = {
+            "data_type": dtype_code,
+            "z_increment": z_inc,
+            "offset_m": [x_off, y_off, z_off],
+            "checksums": status,
+            "members": sorted(members),
+        }
+        side = posixpath.normpath(posixpath.join(prefix, _SIDECAR)) if prefix else _SIDECAR
+        if side in members:
+            try:
+                extra = json.loads(_read_member(path, zf, members[side], MAX_SIDECAR_BYTES, _SIDECAR))
+            except (ValueError, UnicodeError) as e:
+                raise ScanFormatError(path, f"{_SIDECAR} is not valid JSON: {e}") from None
+            if not isinstance(extra, dict):
+                raise ScanFormatError(path, f"{_SIDECAR} must hold a JSON object")
+            for k, v in extra.items():
+                if k not in _OWN_KEYS:
+                    meta[k] = v
+    try:
+        return Scan(heights, dx, dy, meta)
+    except ParameterError as e:
+        raise ScanFormatError(path, str(e)) from None
+
+
+# ----------------------------------------------------------------------------
+# writer
+# ----------------------------------------------------------------------------
+
+def _esc(s) -> str:
+    return (str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def _main_xml(scan: Scan, data_md5: str) -> bytes:
+    m = scan.meta
+    inst = m.get("instrument") or {}
+    probe = m.get("probing") or {}
+    ny, nx = scan.shape
+    xo, yo, _ = (m.get("x3p") or {}).get("offset_m", [0.0, 0.0, 0.0])
+
+    def axis(name, kind, inc, off):
+        return (f"      <{name}>\n        <AxisType>{kind}</AxisType>\n        <DataType>D</DataType>\n"
+                f"        <Increment>{_esc(repr(float(inc)))}</Increment>\n"
+                f"        <Offset>{_esc(repr(float(off)))}</Offset>\n      </{name}>\n")
+
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<p:ISO5436_2 xmlns:p="http://www.opengps.eu/2008/ISO5436_2" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        'xsi:schemaLocation="http://www.opengps.eu/2008/ISO5436_2 '
+        'http://www.opengps.eu/2008/ISO5436_2/ISO5436_2.xsd">\n'
+        "  <Record1>\n    <Revision>ISO5436 - 2000</Revision>\n    <FeatureType>SUR</FeatureType>\n    <Axes>\n"
+        + axis("CX", "I", scan.dx, xo) + axis("CY", "I", scan.dy, yo) + axis("CZ", "A", 1.0, 0.0)
+        + "    </Axes>\n  </Record1>\n"
+        "  <Record2>\n"
+        f"    <Date>{_esc(m.get('date', ''))}</Date>\n"
+        f"    <Creator>{_esc(m.get('creator', 'ballistix ' + __version__))}</Creator>\n"
+        "    <Instrument>\n"
+        f"      <Manufacturer>{_esc(inst.get('manufacturer', 'NA'))}</Manufacturer>\n"
+        f"      <Model>{_esc(inst.get('model', 'NA'))}</Model>\n"
+        f"      <Serial>{_esc(inst.get('serial', 'NA'))}</Serial>\n"
+        f"      <Version>{_esc(inst.get('version', 'NA'))}</Version>\n"
+        "    </Instrument>\n"
+        f"    <CalibrationDate>{_esc(m.get('calibration_date', ''))}</CalibrationDate>\n"
+        "    <ProbingSystem>\n"
+        f"      <Type>{_esc(probe.get('type', 'NonContacting'))}</Type>\n"
+        f"      <Identification>{_esc(probe.get('identification', 'NA'))}</Identification>\n"
+        "    </ProbingSystem>\n"
+        f"    <Comment>{_esc(m.get('comment', ''))}</Comment>\n"
+        "  </Record2>\n"
+        "  <Record3>\n    <MatrixDimension>\n"
+        f"      <SizeX>{nx}</SizeX>\n      <SizeY>{ny}</SizeY>\n      <SizeZ>1</SizeZ>\n"
+        "    </MatrixDimension>\n    <DataLink>\n"
+        "      <PointDataLink>bindata/data.bin</PointDataLink>\n"
+        f"      <MD5ChecksumPointData>{data_md5}</MD5ChecksumPointData>\n"
+        "    </DataLink>\n  </Record3>\n"
+        "  <Record4>\n    <ChecksumFile>md5checksum.hex</ChecksumFile>\n  </Record4>\n"
+        "</p:ISO5436_2>\n"
+    )
+    return xml.encode("utf-8")
+
+
+def write_x3p(scan: Scan, path) -> Path:
+    """Write a scan as an x3p file (float64 ``D`` data, NaN = invalid).
+
+    ``main.xml`` follows the layout the R package x3ptools writes (Record1
+    axes, Record2 metadata, Record3 data link with the MD5 of the point data,
+    Record4 checksum file). Metadata that x3p has no place for (labels,
+    simulation truth, processing history) goes into an extra member
+    ``ballistix.json``, which other readers ignore. The file is written to a
+    temporary name and renamed, so a crash never leaves a half-written file.
+    Reading the result back gives identical heights, spacing and metadata.
+
+    Parameters
+    ----------
+    scan : Scan
+    path : str or path-like
+        Destination, normally ending in ``.x3p``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    if not isinstance(scan, Scan):
+        raise ParameterError(f"write_x3p expects a Scan, got {type(scan).__name__}")
+    path = Path(path)
+    data = np.ascontiguousarray(scan.heights, dtype="<f8").tobytes()
+    data_md5 = hashlib.md5(data).hexdigest()
+    xml = _main_xml(scan, data_md5)
+    extra = {k: v for k, v in scan.meta.items() if k not in _OWN_KEYS}
+    try:
+        sidecar = json.dumps(extra, sort_keys=True, allow_nan=False, default=_json_default).encode()
+    except (TypeError, ValueError) as e:
+        raise ParameterError(f"scan meta cannot be stored as JSON: {e}") from None
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".x3p", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("main.xml", xml)
+            zf.writestr("bindata/data.bin", data)
+            zf.writestr("md5checksum.hex", hashlib.md5(xml).hexdigest() + "\n")
+            zf.writestr(_SIDECAR, sidecar)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"object of type {type(o).__name__} is not JSON serializable")
