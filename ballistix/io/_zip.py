@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import posixpath
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,7 +21,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+try:  # lzma is optional in some Python builds
+    from lzma import LZMAError as _LZMAError
+except ImportError:  # pragma: no cover
+    _LZMAError = zlib.error
+
+# What zipfile and its decompressors raise on corrupt input.
+_CORRUPT = (zipfile.BadZipFile, zlib.error, _LZMAError, struct.error, EOFError, OSError, NotImplementedError, ValueError)
+
+
 def check_member_name(path, name: str) -> None:
+    if not name:
+        raise ScanFormatError(path, "zip member with an empty name")
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or "\x00" in name:
         raise ScanFormatError(path, f"zip member {name!r} has an absolute path")
     if ".." in name.replace("\\", "/").split("/"):
@@ -43,7 +55,7 @@ def read_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, wh
                 out.write(chunk)
                 if out.tell() > limit:
                     raise ScanFormatError(path, f"{what} ({info.filename}) inflates beyond {limit} bytes (zip bomb?)")
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as e:
+    except _CORRUPT as e:
         if isinstance(e, ScanFormatError):
             raise
         raise ScanFormatError(path, f"{what} ({info.filename}) is corrupt or truncated: {e}") from None
@@ -56,7 +68,7 @@ def open_zip(path: Path, what: str) -> zipfile.ZipFile:
         raise ScanFormatError(path, "no such file")
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error) as e:
         raise ScanFormatError(path, f"not {what}: not a readable zip archive ({e})") from None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -23,17 +24,15 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 #: An image resolution tag is believed only if it implies pixels at most this large:
 #: 72/96 dpi defaults written by ordinary software are not a microscope's calibration.
 MAX_TRUSTED_PIXEL_M = 100e-6
+_PIL_FORMATS = ("PNG", "TIFF")
 
 
 def _pixel_size_from_file(img) -> float | None:
     """Pixel size in metres from PNG pHYs / TIFF resolution tags, or None."""
+    # Pillow puts inch and centimetre resolutions (PNG pHYs in metres, TIFF
+    # ResolutionUnit 2/3) into info["dpi"]; info["resolution"] alone means
+    # "no absolute unit" (TIFF ResolutionUnit 1), which says nothing physical.
     dpi = img.info.get("dpi")
-    if dpi is None and "resolution" in img.info:
-        res = img.info["resolution"]
-        unit = img.info.get("unit", "inch")
-        dpi = res if unit in ("inch", None) else None
-        if unit == "cm":
-            dpi = tuple(float(r) * 2.54 for r in (res if isinstance(res, tuple) else (res, res)))
     if dpi is None:
         return None
     if not isinstance(dpi, (tuple, list)):
@@ -75,7 +74,7 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
     if not path.is_file():
         raise ScanFormatError(path, "no such file")
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=_PIL_FORMATS) as img:  # never any other of Pillow's decoders
             w, h = img.size
             if w * h > max_points:
                 raise ScanFormatError(path, f"image size {w} x {h} exceeds the limit of {max_points} points")
@@ -163,9 +162,24 @@ def _npy(path, zf, members, name, limit):
     if info is None:
         raise ScanFormatError(path, f"npz member {name} is missing (expected heights, spacing, meta, version)")
     raw = read_member(path, zf, info, limit, name)
+    f = io.BytesIO(raw)
     try:
-        return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+        # Check the header against the bytes present *before* numpy allocates
+        # the array it declares (read_array allocates first, then reads).
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f".npy format version {version} is not supported")
+        if dtype.hasobject:
+            raise ValueError("object arrays are not allowed")
+        if math.prod(shape) * dtype.itemsize != len(raw) - f.tell():
+            raise ValueError(f"header declares shape {shape} of {dtype} but {len(raw) - f.tell()} data bytes follow")
+        f.seek(0)
+        return np.lib.format.read_array(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError, OverflowError) as e:
         raise ScanFormatError(path, f"npz member {name} is not a valid pickle-free .npy array: {e}") from None
 
 
@@ -190,7 +204,7 @@ def read_npz(path, *, max_points: int = MAX_POINTS) -> Scan:
         raise ScanFormatError(path, "meta must be a 0-d unicode string holding JSON")
     try:
         meta = json.loads(str(meta_arr))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
         raise ScanFormatError(path, f"meta is not valid JSON: {e}") from None
     if not isinstance(meta, dict):
         raise ScanFormatError(path, "meta JSON must be an object")

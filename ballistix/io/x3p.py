@@ -17,6 +17,7 @@ import json
 import math
 import os
 import posixpath
+import re
 import tempfile
 import warnings
 import zipfile
@@ -163,7 +164,7 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
             root = _safe_fromstring(xml_bytes, forbid_dtd=True, forbid_entities=True, forbid_external=True)
         except DefusedXmlException as e:
             raise ScanFormatError(path, f"main.xml uses forbidden XML constructs (DTD/entities): {type(e).__name__}") from None
-        except (ParseError, ValueError, UnicodeError) as e:
+        except (ParseError, ValueError, LookupError) as e:  # LookupError: unknown encoding="..."
             raise ScanFormatError(path, f"main.xml is not well-formed XML: {e}") from None
         _strip_ns(root)
         if root.tag != "ISO5436_2":
@@ -304,7 +305,7 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
         if side in members:
             try:
                 extra = json.loads(_read_member(path, zf, members[side], MAX_SIDECAR_BYTES, _SIDECAR))
-            except (ValueError, UnicodeError) as e:
+            except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
                 raise ScanFormatError(path, f"{_SIDECAR} is not valid JSON: {e}") from None
             if not isinstance(extra, dict):
                 raise ScanFormatError(path, f"{_SIDECAR} must hold a JSON object")
@@ -321,8 +322,13 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
 # writer
 # ----------------------------------------------------------------------------
 
+# Characters XML 1.0 cannot hold at all (even escaped); written as U+FFFD so that
+# main.xml stays well-formed (the exact value survives in ballistix.json).
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _esc(s) -> str:
-    return (str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return (_XML_INVALID.sub("\ufffd", str(s)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;"))
 
 

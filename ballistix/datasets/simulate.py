@@ -1,0 +1,523 @@
+"""Synthetic 3D scans of fired 9 mm cartridge cases, with ground truth.
+
+The simulator builds each gun's breech face once (class marks shared by the
+make/model's machining *kind*, subclass marks shared *exactly* by slides of
+one manufacturing run, individual marks of its own), then "fires" cartridges
+in it. Each firing is an imperfect copy of the breech face pressed into a
+primer, scanned by a confocal-like instrument:
+
+- geometry of a 9 mm Luger case head as seen by a 3.75 mm field of view: the
+  primer (4.4 mm across) with a rounded edge, the gap to the primer pocket,
+  the case head around it; a deep firing-pin crater (sometimes off-centre),
+  a raised ring of primer metal that flowed back into the firing-pin aperture,
+  for some guns an aperture shear or a firing-pin drag lobe; a residual tilt
+  and dome;
+- the gun's marks transferred with a random pose (full 0-360 degree rotation,
+  translation), contact-pressure amplitude, partial transfer (patches where the
+  primer did not touch), loss of the finest detail, and a share of poor
+  impressions;
+- primer roughness that does not come from the gun, instrument noise and
+  spikes, and missing data where a real instrument measures nothing: slopes
+  steeper than the objective's acceptance angle (crater walls, the aperture
+  step, the primer edge), the crater floor below the depth window, and random
+  clusters of drop-outs.
+
+Pose convention (``meta["truth"]``): a point ``g`` of the breech face in the
+gun's frame (metres, x to the right, y down, origin on the firing-pin axis)
+appears in the scan at ``p = R(rotation_deg) @ g + firing_pin_center_m``,
+with ``R(a) = [[cos a, -sin a], [sin a, cos a]]`` acting on (x, y) and scan
+coordinates in metres from the top-left corner of the grid (x along columns,
+y along rows). Two shots ``a`` and ``b`` of one gun are therefore related by
+``p_b = R(rot_b - rot_a) @ (p_a - c_a) + c_b``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from .._version import __version__
+from ..errors import ParameterError
+from ..scan import Scan
+
+__all__ = ["simulate", "iter_simulate", "make_firearm", "fire", "Firearm", "DIFFICULTIES", "MODELS"]
+
+#: Makes/models the simulator knows. ``family`` is the kind of machining mark
+#: on the breech face (the class characteristic), ``shear`` the chance of an
+#: aperture shear, ``drag`` of a firing-pin drag lobe.
+MODELS: dict[str, dict[str, Any]] = {
+    "Ruger P95": dict(make="Ruger", model="P95", family="filed", angle_deg=20.0, shear=0.6, drag=0.0),
+    "Glock 17": dict(make="Glock", model="17", family="granular", angle_deg=0.0, shear=0.3, drag=0.9),
+    "Smith & Wesson SD9": dict(make="Smith & Wesson", model="SD9", family="arched", angle_deg=75.0, shear=0.4, drag=0.0),
+    "Hi-Point C9": dict(make="Hi-Point", model="C9", family="circular", angle_deg=0.0, shear=0.2, drag=0.1),
+    "SIG Sauer P226": dict(make="SIG Sauer", model="P226", family="arched", angle_deg=-30.0, shear=0.5, drag=0.0),
+    "Beretta 92FS": dict(make="Beretta", model="92FS", family="filed", angle_deg=-60.0, shear=0.3, drag=0.0),
+    "Taurus PT111": dict(make="Taurus", model="PT111", family="granular", angle_deg=0.0, shear=0.4, drag=0.2),
+}
+
+#: Per-firing imperfection settings, from easy to realistic-hard.
+#: amplitude: contact-pressure scale range; transfer_loss: share of the breech
+#: face that transfers poorly; blur_um: loss of fine detail (Gaussian sigma);
+#: primer_rms_um: roughness of the primer itself; noise_um: instrument noise;
+#: dropout: share of random missing-data clusters; poor: share of poor
+#: impressions; translation_um: spread of the firing-pin position in the field.
+DIFFICULTIES: dict[str, dict[str, Any]] = {
+    "easy": dict(amplitude=(0.9, 1.0), transfer_loss=0.0, blur_um=1.0, primer_rms_um=0.25, noise_um=0.02,
+                 dropout=0.003, poor=0.0, spikes=1e-5, translation_um=40.0),
+    "moderate": dict(amplitude=(0.75, 1.0), transfer_loss=0.12, blur_um=2.0, primer_rms_um=0.45, noise_um=0.04,
+                     dropout=0.01, poor=0.05, spikes=3e-5, translation_um=60.0),
+    "realistic": dict(amplitude=(0.6, 1.0), transfer_loss=0.22, blur_um=2.5, primer_rms_um=0.6, noise_um=0.05,
+                      dropout=0.02, poor=0.1, spikes=5e-5, translation_um=80.0),
+    "realistic-hard": dict(amplitude=(0.5, 1.0), transfer_loss=0.32, blur_um=3.0, primer_rms_um=0.8, noise_um=0.08,
+                           dropout=0.03, poor=0.2, spikes=1e-4, translation_um=100.0),
+}
+
+#: Scan resolutions: "full" is like the raw NIST scans (3.125 um, 1200 points
+#: across); "standard" like the processed ones (6.25 um); "fast" for unit tests.
+RESOLUTIONS = {"full": (3.125, 1200), "standard": (6.25, 600), "fast": (12.5, 300)}
+
+_ACCEPTANCE_SLOPE = np.tan(np.deg2rad(17.5))  # NA 0.30 objective
+_BREECH_RMS_UM = (1.2, 1.3)                   # class-kind and individual marks, before transfer
+
+
+# ----------------------------------------------------------------------------
+# random fields
+# ----------------------------------------------------------------------------
+
+def _spectral_field(rng: np.random.Generator, shape, dx_um: float, lo_um: float, hi_um: float,
+                    *, alpha: float = 2.0, aniso: tuple[float, float] | None = None) -> np.ndarray:
+    """Gaussian random field with wavelengths of about lo_um..hi_um, unit RMS.
+
+    Inside the band the amplitude spectrum falls as ``f**-alpha`` (alpha = 2 is
+    a power spectral density ~ f^-4, the smooth end of machined surfaces; this
+    matches the autocorrelation length of real breech faces, about 40 um after
+    a 16-500 um band-pass). ``aniso=(angle_deg, ratio)`` stretches
+    correlations along ``angle_deg`` by ``ratio`` (striations).
+    """
+    ny, nx = shape
+    noise = rng.standard_normal(shape)
+    fy = np.fft.fftfreq(ny, d=dx_um)[:, None]
+    fx = np.fft.rfftfreq(nx, d=dx_um)[None, :]
+    if aniso is None:
+        f2 = fx**2 + fy**2
+    else:
+        a = np.deg2rad(aniso[0])
+        along = fx * np.cos(a) + fy * np.sin(a)
+        across = -fx * np.sin(a) + fy * np.cos(a)
+        f2 = (along * aniso[1]) ** 2 + across**2
+    s_lo, s_hi = lo_um / (2 * np.pi), hi_um / (2 * np.pi)  # Gaussian sigmas of the two cutoffs
+    h = (np.exp(-2 * np.pi**2 * s_lo**2 * f2) * (1 - np.exp(-2 * np.pi**2 * s_hi**2 * f2))
+         * (np.sqrt(f2) + 1.0 / hi_um) ** -alpha)
+    out = np.fft.irfft2(np.fft.rfft2(noise) * h, s=shape)
+    out -= out.mean()
+    return out / (out.std() + 1e-30)
+
+
+def _smooth_field(rng: np.random.Generator, shape, scale_px: float) -> np.ndarray:
+    """Cheap smooth unit-RMS field with correlation length ~scale_px (coarse grid, upsampled)."""
+    ny, nx = shape
+    step = max(1, int(scale_px / 4))
+    small = rng.standard_normal((ny // step + 3, nx // step + 3)).astype(np.float32)
+    small = cv2.GaussianBlur(small, (0, 0), sigmaX=max(scale_px / step / 2, 0.5))
+    big = cv2.resize(small, ((nx // step + 3) * step, (ny // step + 3) * step), interpolation=cv2.INTER_CUBIC)
+    big = big[step:step + ny, step:step + nx].astype(np.float64)
+    big -= big.mean()
+    return big / (big.std() + 1e-30)
+
+
+def _heavy_tails(z: np.ndarray, power: float = 1.5) -> np.ndarray:
+    z = np.sign(z) * np.abs(z) ** power
+    return z / z.std()
+
+
+def _pits(rng: np.random.Generator, shape, dx_um: float, density_per_mm2: float, size_um: float) -> np.ndarray:
+    """Sparse negative bumps (pits), unit RMS."""
+    ny, nx = shape
+    area_mm2 = ny * nx * (dx_um * 1e-3) ** 2
+    n = rng.poisson(density_per_mm2 * area_mm2)
+    imp = np.zeros(shape)
+    iy, ix = rng.integers(0, ny, n), rng.integers(0, nx, n)
+    np.add.at(imp, (iy, ix), -rng.exponential(1.0, n))
+    out = cv2.GaussianBlur(imp, (0, 0), sigmaX=size_um / dx_um)
+    return out / (out.std() + 1e-30)
+
+
+def _class_texture(rng: np.random.Generator, family: str, angle_deg: float, shape, dx_um: float) -> np.ndarray:
+    """Machining marks of one kind ('filed', 'arched', 'circular', 'granular'), unit RMS."""
+    ny, nx = shape
+    if family == "filed":
+        z = _spectral_field(rng, shape, dx_um, 15.0, 300.0, alpha=1.5, aniso=(angle_deg, 12.0))
+    elif family in ("arched", "circular"):
+        yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float64)
+        cy, cx = (ny - 1) / 2, (nx - 1) / 2
+        if family == "arched":  # milling cutter centre a few mm away
+            d_px = rng.uniform(3000, 7000) / dx_um
+            a = np.deg2rad(angle_deg + rng.normal(0, 5))
+            cx, cy = cx + d_px * np.cos(a), cy + d_px * np.sin(a)
+        r = np.hypot(yy - cy, xx - cx)
+        r0 = r.min()
+        n = int(np.ceil(r.max() - r0)) + 2
+        prof = _spectral_field(rng, (1, 4 * n), dx_um, 15.0, 300.0, alpha=1.5)[0, :n]
+        z = np.interp(r - r0, np.arange(n), prof)
+        z = z * (1 + 0.3 * _smooth_field(rng, shape, 400 / dx_um))  # tool chatter along the arcs
+    elif family == "granular":
+        z = 0.7 * _spectral_field(rng, shape, dx_um, 20.0, 300.0) + 0.7 * _pits(rng, shape, dx_um, 60.0, 25.0)
+    else:
+        raise ParameterError(f"unknown breech-face family {family!r}; expected filed, arched, circular or granular")
+    z -= z.mean()
+    return z / (z.std() + 1e-30)
+
+
+# ----------------------------------------------------------------------------
+# firearms
+# ----------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class Firearm:
+    """One simulated gun: its breech-face surface and firing geometry.
+
+    ``surface`` is the breech face in the gun's frame (metres, float32) on a
+    square grid of spacing ``spacing_m`` centred on the firing-pin axis.
+    """
+
+    id: str
+    make_model: str
+    run: str
+    spacing_m: float
+    surface: np.ndarray = field(repr=False)
+    geometry: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        m = MODELS[self.make_model]
+        return {"firearm": self.id, "make": m["make"], "model": m["model"], "calibre": "9mm Luger",
+                "family": m["family"], "manufacturing_run": self.run}
+
+
+def _as_difficulty(difficulty) -> tuple[str, dict[str, Any]]:
+    if isinstance(difficulty, str):
+        if difficulty not in DIFFICULTIES:
+            raise ParameterError(f"difficulty must be one of {sorted(DIFFICULTIES)} or a dict, got {difficulty!r}")
+        return difficulty, dict(DIFFICULTIES[difficulty])
+    if isinstance(difficulty, dict):
+        unknown = set(difficulty) - set(DIFFICULTIES["realistic"])
+        if unknown:
+            raise ParameterError(f"unknown difficulty settings {sorted(unknown)}; known: {sorted(DIFFICULTIES['realistic'])}")
+        return "custom", {**DIFFICULTIES["realistic"], **difficulty}
+    raise ParameterError(f"difficulty must be a name or a dict, got {type(difficulty).__name__}")
+
+
+def _resolution(resolution) -> tuple[float, int]:
+    if isinstance(resolution, str):
+        if resolution not in RESOLUTIONS:
+            raise ParameterError(f"resolution must be one of {sorted(RESOLUTIONS)} or (spacing_um, size_px), got {resolution!r}")
+        return RESOLUTIONS[resolution]
+    try:
+        spacing_um, size_px = float(resolution[0]), int(resolution[1])
+    except (TypeError, ValueError, IndexError):
+        raise ParameterError(f"resolution must be a name or (spacing_um, size_px), got {resolution!r}") from None
+    if not (0.5 <= spacing_um <= 50 and 32 <= size_px <= 4096):
+        raise ParameterError(f"resolution ({spacing_um} um, {size_px} px) outside 0.5-50 um and 32-4096 px")
+    return spacing_um, size_px
+
+
+def make_firearm(firearm_id: str, make_model: str = "Ruger P95", *, seed: int | np.random.SeedSequence = 0,
+                 run: str | None = None, run_seed: int | np.random.SeedSequence | None = None,
+                 subclass_share: float = 0.5, resolution="full") -> Firearm:
+    """Build one gun: breech-face marks and firing geometry.
+
+    Parameters
+    ----------
+    firearm_id : str
+    make_model : str
+        A key of `MODELS`; sets the kind of machining marks (class) and the
+        chance of an aperture shear or drag mark.
+    seed : int or SeedSequence
+        The gun's own randomness (individual marks, geometry).
+    run, run_seed : optional
+        Manufacturing run. Guns built with the same ``run_seed`` share the
+        run's tool marks exactly (subclass characteristics, as on
+        consecutively manufactured slides).
+    subclass_share : float in [0, 1]
+        Share of the machining-mark variance that comes from the run (only
+        when ``run_seed`` is given).
+    resolution : "full", "standard", "fast" or (spacing_um, size_px)
+    """
+    if make_model not in MODELS:
+        raise ParameterError(f"unknown make_model {make_model!r}; known: {sorted(MODELS)}")
+    if not 0.0 <= subclass_share <= 1.0:
+        raise ParameterError(f"subclass_share must be in [0, 1], got {subclass_share}")
+    spacing_um, _ = _resolution(resolution)
+    m = MODELS[make_model]
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    rng = np.random.default_rng(ss)
+    n = int(np.ceil(4400.0 / spacing_um)) | 1  # covers the primer whatever the offset
+    shape = (n, n)
+    angle = m["angle_deg"] + rng.normal(0, 4)
+    own = _class_texture(rng, m["family"], angle, shape, spacing_um)
+    if run_seed is not None and subclass_share > 0:
+        rss = run_seed if isinstance(run_seed, np.random.SeedSequence) else np.random.SeedSequence(int(run_seed))
+        run_rng = np.random.default_rng(rss)
+        shared = _class_texture(run_rng, m["family"], m["angle_deg"] + run_rng.normal(0, 4), shape, spacing_um)
+        kind = np.sqrt(subclass_share) * shared + np.sqrt(1 - subclass_share) * own
+    else:
+        kind = own
+    individual = _heavy_tails(_spectral_field(rng, shape, spacing_um, 18.0, 500.0))
+    individual += 0.6 * _pits(rng, shape, spacing_um, 20.0, 18.0)
+    individual /= individual.std()
+    surface = (_BREECH_RMS_UM[0] * kind + _BREECH_RMS_UM[1] * individual) * 1e-6
+    geometry = {
+        "crater_radius_m": float(rng.uniform(0.45e-3, 0.62e-3)),
+        "crater_depth_m": float(rng.uniform(120e-6, 220e-6)),
+        "aperture_radius_m": float(rng.uniform(0.95e-3, 1.15e-3)),
+        "flowback_height_m": float(rng.uniform(40e-6, 90e-6)),
+        "firing_pin_offset_m": [float(v) for v in rng.normal(0, 60e-6, 2)],
+        "shear_deg": float(rng.uniform(0, 360)) if rng.random() < m["shear"] else None,
+        "shear_width_deg": float(rng.uniform(35, 80)),
+        "drag_deg": float(rng.uniform(0, 360)) if rng.random() < m["drag"] else None,
+        "drag_length_m": float(rng.uniform(0.25e-3, 0.5e-3)),
+    }
+    return Firearm(firearm_id, make_model, run or firearm_id, spacing_um * 1e-6, surface.astype(np.float32), geometry)
+
+
+# ----------------------------------------------------------------------------
+# firing and scanning
+# ----------------------------------------------------------------------------
+
+def _rot(deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+
+def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence = 0, difficulty="realistic",
+         resolution="full") -> Scan:
+    """Fire one cartridge in ``firearm`` and scan its head: a raw, labelled `Scan`.
+
+    The scan looks like an unprocessed confocal scan of a 9 mm primer (see the
+    module docs): heights in metres with NaN where nothing was measured, and
+    ``meta["labels"]`` (exhibit, firearm, shot, make, model, calibre) and
+    ``meta["truth"]`` (pose, geometry, imperfections) filled in.
+    """
+    level, d = _as_difficulty(difficulty)
+    spacing_um, n = _resolution(resolution)
+    dx = spacing_um * 1e-6
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    rng = np.random.default_rng(ss)
+    g = firearm.geometry
+
+    # --- pose --------------------------------------------------------------
+    rot = float(rng.uniform(0.0, 360.0))
+    centre = np.array([(n - 1) / 2 * dx, (n - 1) / 2 * dx])
+    fp = centre + rng.normal(0, d["translation_um"] * 1e-6, 2)             # firing-pin axis in the scan
+    primer = fp + _rot(rot) @ (np.asarray(g["firing_pin_offset_m"]) + rng.normal(0, 25e-6, 2))
+
+    yy, xx = np.mgrid[0:n, 0:n]
+    px, py = xx * dx, yy * dx
+    gx, gy = _rot(-rot) @ np.stack([(px - fp[0]).ravel(), (py - fp[1]).ravel()])  # gun-frame coordinates
+    gx, gy = gx.reshape(n, n), gy.reshape(n, n)
+    r_fp = np.hypot(gx, gy)
+    phi = np.rad2deg(np.arctan2(gy, gx)) % 360
+    r_pr = np.hypot(px - primer[0], py - primer[1])
+
+    # --- breech-face marks transferred -----------------------------------
+    poor = bool(rng.random() < d["poor"])
+    amp = float(rng.uniform(*d["amplitude"])) * (float(rng.uniform(0.25, 0.5)) if poor else 1.0)
+    m_src = firearm.surface.shape[0]
+    scale = dx / firearm.spacing_m
+    # scan pixel (x, y) -> gun-surface pixel: surface centre + R(-rot) (p - fp) / spacing
+    R = _rot(-rot) * scale
+    c_src = (m_src - 1) / 2
+    t = np.array([c_src, c_src]) - R @ (fp / dx)
+    M = np.hstack([R, t[:, None]]).astype(np.float64)
+    marks = cv2.warpAffine(firearm.surface, M, (n, n), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REFLECT).astype(np.float64)
+    if d["blur_um"] > 0:
+        marks = cv2.GaussianBlur(marks, (0, 0), sigmaX=d["blur_um"] / spacing_um)
+    loss = d["transfer_loss"] + (0.25 if poor else 0.0)
+    contact = 1.0 / (1.0 + np.exp(-(_smooth_field(rng, (n, n), 500 / spacing_um) + 1.6 - 4.0 * loss) * 3.0))
+    marks *= amp * contact
+
+    # --- geometry ----------------------------------------------------------
+    rc, ra, depth, hfb = g["crater_radius_m"], g["aperture_radius_m"], g["crater_depth_m"], g["flowback_height_m"]
+    r_flat = 1.72e-3 + rng.normal(0, 25e-6)  # the primer face is flat to here, then rounds off
+    r_primer, rho, gap = 2.2e-3, 2.2e-3 - r_flat, float(rng.uniform(0.15e-3, 0.25e-3))
+    z = np.zeros((n, n))
+    # primer edge: a quarter-round of radius rho, then the pocket chamfer, then the case head 40-80 um lower
+    edge = np.clip(r_pr - r_flat, 0, rho)
+    z -= rho - np.sqrt(np.maximum(rho**2 - edge**2, 0))
+    head = r_pr > r_primer + gap
+    z[head] = -float(rng.uniform(40e-6, 80e-6))
+    in_gap = (r_pr > r_primer) & ~head
+    z[in_gap] = -200e-6
+    # flowback ring: primer metal in the firing-pin aperture, falling from the crater lip to a step at ra
+    ring = (r_fp >= rc) & (r_fp < ra)
+    frac = np.clip((ra - r_fp) / (ra - rc), 0, 1)
+    step = 0.2 * hfb
+    fb = step + (hfb - step) * frac**0.8
+    edge_w = 2.0 * dx  # the step is a few micrometres wide: steeper than any objective accepts
+    fb = fb * np.clip((ra - r_fp) / edge_w + 0.5, 0, 1)
+    if g["shear_deg"] is not None:  # aperture shear: the ring is cut down in a sector
+        dphi = np.abs((phi - g["shear_deg"] + 180) % 360 - 180)
+        fb = np.where(dphi < g["shear_width_deg"] / 2, fb * 0.15, fb)
+    z += np.where(r_fp < ra, fb, 0.0)
+    # crater: parabolic bowl; drag: an elongated lobe of the crater along drag_deg
+    bowl = np.where(r_fp < rc, -(depth + hfb) * (1 - (r_fp / rc) ** 2), 0.0)
+    if g["drag_deg"] is not None:
+        a = np.deg2rad(g["drag_deg"])
+        along = gx * np.cos(a) + gy * np.sin(a)
+        across = -gx * np.sin(a) + gy * np.cos(a)
+        reach = rc + g["drag_length_m"]  # the groove runs from the crater out across the face
+        s = np.clip(along, 0, reach)
+        dd = np.hypot(along - s, across)
+        w = 0.45 * rc
+        lobe = np.where(dd < w, -0.35 * depth * (1 - (dd / w) ** 2) * (1 - s / (reach * 1.2)), 0.0)
+        bowl = np.minimum(bowl, lobe - np.where(r_fp < ra, fb, 0.0))
+    z += bowl
+    face = (r_fp >= ra) & (r_pr <= r_flat)
+    geom = z.copy()
+    # form: tilt and dome, absolute offset of the instrument
+    tilt = rng.normal(0, 4e-3, 2)
+    dome = rng.normal(0, 2.5)  # um per mm^2
+    cx_, cy_ = px - primer[0], py - primer[1]
+    z += tilt[0] * cx_ + tilt[1] * cy_ + dome * (cx_**2 + cy_**2)  # um/mm^2 * m^2 == m
+    z += 100e-6
+
+    # --- texture: breech-face marks on the face, primer roughness, noise ---
+    z += np.where(face, marks, 0.0)
+    primer_rough = _spectral_field(rng, (n, n), spacing_um, 10.0, 300.0, alpha=1.5) * d["primer_rms_um"] * 1e-6
+    z += np.where(head, 1.5, 1.0) * primer_rough
+    z += rng.standard_normal((n, n)) * d["noise_um"] * 1e-6
+
+    # --- what the instrument does not measure -----------------------------
+    gyy, gxx = np.gradient(geom, dx)
+    slope = np.hypot(gxx, gyy)
+    u = rng.random((n, n))
+    # fewer photons come back as the slope nears the acceptance angle: a soft threshold
+    p_miss = 1.0 / (1.0 + np.exp(-(slope / _ACCEPTANCE_SLOPE - 0.75) * 6.0))
+    # speckle of missing points grows near steep zones (low returned light)
+    near_steep = cv2.GaussianBlur((slope > _ACCEPTANCE_SLOPE).astype(np.float32), (0, 0), 12.0 / spacing_um * 2)
+    p_miss = np.maximum(p_miss, 0.6 * np.clip(near_steep.astype(np.float64) * 3, 0, 1))
+    missing = u < p_miss
+    window = float(rng.uniform(30e-6, 60e-6))  # crater floor below the depth window
+    missing |= (r_fp < rc) & (bowl < -(hfb + window))
+    missing |= in_gap
+    missing |= head & (_smooth_field(rng, (n, n), 150 / spacing_um) > -0.6)  # dark, tilted case head
+    clusters = _smooth_field(rng, (n, n), 30 / spacing_um)
+    missing |= clusters > np.quantile(clusters, 1 - d["dropout"])
+    spikes = rng.random((n, n)) < d["spikes"]
+    z[spikes] += rng.choice([-1, 1], spikes.sum()) * rng.uniform(5e-6, 30e-6, spikes.sum())
+    z[missing] = np.nan
+
+    exhibit = f"{firearm.id}-{shot + 1}"
+    meta = {
+        "format": "simulated",
+        "creator": f"ballistix {__version__} simulator",
+        "instrument": {"manufacturer": "ballistix", "model": "simulated confocal, NA 0.30",
+                       "serial": "sim", "version": __version__},
+        "comment": f"simulated {firearm.make_model} shot {shot + 1}, difficulty {level}",
+        "labels": {"exhibit": exhibit, **firearm.info, "shot": int(shot)},
+        "truth": {
+            "rotation_deg": rot,
+            "firing_pin_center_m": [float(fp[0]), float(fp[1])],
+            "translation_m": [float(fp[0] - centre[0]), float(fp[1] - centre[1])],
+            "primer_center_m": [float(primer[0]), float(primer[1])],
+            "primer_flat_radius_m": float(r_flat),
+            "aperture_radius_m": float(ra),
+            "crater_radius_m": float(rc),
+            "amplitude": amp,
+            "poor_impression": poor,
+            "difficulty": level,
+            "difficulty_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()},
+            "firearm_geometry": firearm.geometry,
+            "seed_entropy": str(ss.entropy),
+            "spawn_key": list(ss.spawn_key),
+        },
+    }
+    return Scan(z, dx, dx, meta)
+
+
+# ----------------------------------------------------------------------------
+# labelled sets
+# ----------------------------------------------------------------------------
+
+def iter_simulate(n_firearms: int = 10, shots: int = 4, *, seed: int = 0, difficulty="realistic",
+                  resolution="full", models: list[str] | None = None, run_size: int = 1,
+                  subclass_share: float = 0.5) -> Iterator[Scan]:
+    """Like `simulate`, but yields the scans one at a time (one gun in memory at once)."""
+    if not (isinstance(n_firearms, (int, np.integer)) and n_firearms >= 1):
+        raise ParameterError(f"n_firearms must be a positive integer, got {n_firearms!r}")
+    shots_per = list(shots) if isinstance(shots, (list, tuple)) else [shots] * n_firearms
+    if len(shots_per) != n_firearms or any(not isinstance(s, (int, np.integer)) or s < 1 for s in shots_per):
+        raise ParameterError(f"shots must be a positive integer or one per firearm, got {shots!r}")
+    if not (isinstance(run_size, (int, np.integer)) and run_size >= 1):
+        raise ParameterError(f"run_size must be a positive integer, got {run_size!r}")
+    _as_difficulty(difficulty)
+    _resolution(resolution)
+    models = list(models) if models else sorted(MODELS)
+    for mm in models:
+        if mm not in MODELS:
+            raise ParameterError(f"unknown model {mm!r}; known: {sorted(MODELS)}")
+    root = np.random.SeedSequence(int(seed))
+    gun_seeds = root.spawn(n_firearms)
+    pick = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    runs: dict[tuple[str, int], np.random.SeedSequence] = {}
+    for i in range(n_firearms):
+        make_model = models[i // run_size % len(models)] if run_size > 1 else models[int(pick.integers(len(models)))]
+        run_idx = i // run_size
+        key = (make_model, run_idx)
+        if run_size > 1 and key not in runs:
+            runs[key] = np.random.SeedSequence([int(seed), 2, run_idx])
+        gun = make_firearm(f"F{i + 1:04d}", make_model, seed=gun_seeds[i],
+                           run=f"R{run_idx + 1:03d}" if run_size > 1 else None,
+                           run_seed=runs.get(key), subclass_share=subclass_share, resolution=resolution)
+        for k, shot_seed in enumerate(gun_seeds[i].spawn(shots_per[i])):
+            yield fire(gun, k, seed=shot_seed, difficulty=difficulty, resolution=resolution)
+
+
+def simulate(n_firearms: int = 10, shots: int | list[int] = 4, *, seed: int = 0, difficulty="realistic",
+             resolution="full", models: list[str] | None = None, run_size: int = 1,
+             subclass_share: float = 0.5) -> list[Scan]:
+    """Simulate labelled raw scans of cartridge cases fired in ``n_firearms`` guns.
+
+    Parameters
+    ----------
+    n_firearms : int
+        Number of guns.
+    shots : int or list of int
+        Cartridges fired per gun (or one count per gun).
+    seed : int
+        Everything is deterministic given the seed and the other arguments.
+    difficulty : {"easy", "moderate", "realistic", "realistic-hard"} or dict
+        Per-firing imperfections (see `DIFFICULTIES`); a dict overrides the
+        "realistic" settings.
+    resolution : {"full", "standard", "fast"} or (spacing_um, size_px)
+        "full": 3.125 um, 1200 x 1200 (like raw NIST scans); "standard": 6.25
+        um, 600 x 600; "fast": 12.5 um, 300 x 300 for unit tests.
+    models : list of str, optional
+        Keys of `MODELS` to draw guns from (default: all).
+    run_size : int
+        Guns per manufacturing run: consecutive guns of one run share the
+        run's tool marks (subclass characteristics). ``run_size=10`` with
+        ``models=["Ruger P95"]`` gives a Fadul-like set of consecutively
+        manufactured slides.
+    subclass_share : float
+        Share of machining-mark variance shared within a run.
+
+    Returns
+    -------
+    list of Scan
+        Raw scans, ``meta["labels"]["firearm"]`` the ground truth and
+        ``meta["truth"]`` the true pose (see the module docs).
+
+    Examples
+    --------
+    >>> import ballistix as bx
+    >>> scans = bx.datasets.simulate(n_firearms=2, shots=2, seed=0, resolution="fast")
+    >>> [s.meta["labels"]["exhibit"] for s in scans]
+    ['F0001-1', 'F0001-2', 'F0002-1', 'F0002-2']
+    """
+    return list(iter_simulate(n_firearms, shots, seed=seed, difficulty=difficulty, resolution=resolution,
+                              models=models, run_size=run_size, subclass_share=subclass_share))
