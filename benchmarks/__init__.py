@@ -1,0 +1,1 @@
+"""ballistix benchmarks: each module writes benchmarks/results/<name>.json (+ PNG) and prints a table."""

@@ -1,0 +1,56 @@
+"""The simulator against reality: statistics of simulated and real Fadul scans within a factor of 2."""
+
+import numpy as np
+import pytest
+
+import ballistix as bx
+from ballistix.datasets.realism import fadul_like, raw_scan_stats, surface_stats, truth_breech_face
+from ballistix.features.filters import gaussian_bandpass
+
+
+@pytest.fixture(scope="module")
+def fadul_like_sims():
+    # one manufacturing run of Ruger P95 slides, like the Fadul set, at the raw scans' resolution
+    return bx.datasets.simulate(3, 1, seed=11, models=["Ruger P95"], run_size=3, difficulty="realistic")
+
+
+def _texture(z, spacing):
+    st = surface_stats(z, spacing)
+    st["kurtosis"] = st["excess_kurtosis"] + 3.0
+    return st
+
+
+@pytest.mark.parametrize("key", ["rms_um", "kurtosis", "tail_ratio", "acf_length_um"])
+def test_breech_face_texture_within_factor_two(shared_data, fadul_like_sims, key):
+    real = [_texture(gaussian_bandpass(s.heights, s.dx), s.dx)
+            for s in (bx.read_scan(p) for p in sorted((shared_data / "fadul").glob("*.x3p"))[::4])]
+    sim = [_texture(fadul_like(s, truth_breech_face(s)), 6.25e-6) for s in fadul_like_sims]
+    r = np.median([x[key] for x in real])
+    s = np.median([x[key] for x in sim])
+    assert 0.5 <= s / r <= 2.0, f"{key}: simulated {s:.3g} vs real {r:.3g}"
+
+
+def test_skewness_close_to_real(shared_data, fadul_like_sims):
+    real = [surface_stats(gaussian_bandpass(s.heights, s.dx), s.dx)["skewness"]
+            for s in (bx.read_scan(p) for p in sorted((shared_data / "fadul").glob("*.x3p"))[::4])]
+    sim = [surface_stats(fadul_like(s, truth_breech_face(s)), 6.25e-6)["skewness"] for s in fadul_like_sims]
+    assert abs(np.median(sim) - np.median(real)) < 0.5
+
+
+@pytest.mark.parametrize("key", ["missing_fraction", "crater_core_radius_mm", "outer_radius_mm", "relief_um",
+                                 "ring_height_um"])
+def test_raw_scan_form_within_factor_two(shared_data, fadul_like_sims, key):
+    real = [raw_scan_stats(bx.read_scan(p))[key] for p in sorted((shared_data / "fadul-raw").glob("*.x3p"))]
+    sim = [raw_scan_stats(s)[key] for s in fadul_like_sims]
+    r, s = np.median(real), np.median(sim)
+    assert 0.5 <= s / r <= 2.0, f"{key}: simulated {s:.3g} vs real {r:.3g}"
+
+
+def test_raw_missing_pattern_by_radius(shared_data, fadul_like_sims):
+    # the share of measured points, ring by ring from the crater out, follows the real scans
+    real = np.median([raw_scan_stats(bx.read_scan(p))["valid_by_radius"]
+                      for p in sorted((shared_data / "fadul-raw").glob("*.x3p"))], axis=0)
+    sim = np.median([raw_scan_stats(s)["valid_by_radius"] for s in fadul_like_sims], axis=0)
+    assert np.mean(np.abs(real - sim)) < 0.15
+    assert real[:3].max() == sim[:3].max() == 0.0  # crater floor unmeasured
+    assert sim[12:17].min() > 0.7  # breech face well measured

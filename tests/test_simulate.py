@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+import ballistix as bx
+from ballistix.datasets import simulate
+from ballistix.datasets.realism import truth_breech_face
+from ballistix.features.filters import gaussian_bandpass
+
+
+def test_labels_shapes_and_units():
+    scans = simulate(2, 3, seed=0, resolution="fast")
+    assert [s.meta["labels"]["exhibit"] for s in scans] == [f"F000{g}-{k}" for g in (1, 2) for k in (1, 2, 3)]
+    for s in scans:
+        assert s.shape == (300, 300) and s.dx == s.dy == 12.5e-6
+        assert 0.3 < s.valid_fraction < 0.8
+        z = s.heights[s.valid_mask]
+        assert 1e-6 < np.ptp(z) < 1e-3  # metres: tens of micrometres of relief
+        t = s.meta["truth"]
+        assert 0 <= t["rotation_deg"] < 360
+        assert s.meta["labels"]["firearm"] in ("F0001", "F0002")
+
+
+def test_deterministic_and_seed_dependent():
+    a = simulate(1, 2, seed=7, resolution="fast")
+    b = simulate(1, 2, seed=7, resolution="fast")
+    c = simulate(1, 2, seed=8, resolution="fast")
+    for x, y in zip(a, b):
+        assert np.array_equal(x.heights, y.heights, equal_nan=True)
+        assert x.meta == y.meta
+    assert not np.array_equal(a[0].heights, c[0].heights, equal_nan=True)
+
+
+def test_rotation_covers_full_circle():
+    rots = [s.meta["truth"]["rotation_deg"] for s in simulate(6, 4, seed=1, resolution="fast")]
+    assert min(rots) < 90 and max(rots) > 270
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "moderate", "realistic", "realistic-hard"])
+def test_difficulties_run(difficulty):
+    (s,) = simulate(1, 1, seed=2, difficulty=difficulty, resolution="fast")
+    assert s.meta["truth"]["difficulty"] == difficulty
+
+
+def _aligned_correlation(a: bx.Scan, b: bx.Scan) -> float:
+    """Correlation of b's breech face with a's, mapped through the true relative pose."""
+    import cv2
+
+    za = gaussian_bandpass(np.where(truth_breech_face(a), a.heights, np.nan), a.dx, long_cutoff_um=250)
+    zb = gaussian_bandpass(np.where(truth_breech_face(b), b.heights, np.nan), b.dx, long_cutoff_um=250)
+    ta, tb = a.meta["truth"], b.meta["truth"]
+    rel = np.deg2rad(ta["rotation_deg"] - tb["rotation_deg"])
+    R = np.array([[np.cos(rel), -np.sin(rel)], [np.sin(rel), np.cos(rel)]])
+    ca, cb = np.array(ta["firing_pin_center_m"]) / a.dx, np.array(tb["firing_pin_center_m"]) / b.dx
+    # p_a = R (p_b - c_b) + c_a, in pixels (x, y)
+    M = np.hstack([R, (ca - R @ cb)[:, None]])
+    warped = cv2.warpAffine(np.nan_to_num(za, nan=0.0), M, zb.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    wmask = cv2.warpAffine((~np.isnan(za)).astype(np.float32), M, zb.shape[::-1],
+                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0.5
+    both = wmask & ~np.isnan(zb)
+    assert both.sum() > 1000
+    return float(np.corrcoef(warped[both], zb[both])[0, 1])
+
+
+def test_true_pose_aligns_same_gun_marks():
+    # The recorded pose must be the real one: aligning two shots of one gun with it
+    # superimposes their breech-face marks; shots of different guns stay uncorrelated.
+    scans = simulate(2, 2, seed=3, difficulty="easy", resolution="standard", models=["Ruger P95"])
+    same = _aligned_correlation(scans[0], scans[1])
+    other = _aligned_correlation(scans[0], scans[2])
+    assert same > 0.6
+    assert abs(other) < 0.2
+
+
+def test_consecutive_slides_share_subclass_marks():
+    # Guns of one manufacturing run share the run's tool marks: their breech faces
+    # correlate more than those of independent guns of the same model.
+    from ballistix.datasets import make_firearm
+    from ballistix.datasets.simulate import _BREECH_RMS_UM
+
+    run = [make_firearm(f"G{i}", "Ruger P95", seed=i, run_seed=99, subclass_share=0.6, resolution="fast")
+           for i in range(2)]
+    free = [make_firearm(f"H{i}", "Ruger P95", seed=10 + i, resolution="fast") for i in range(2)]
+    corr = lambda p: np.corrcoef(p[0].surface.ravel(), p[1].surface.ravel())[0, 1]  # noqa: E731
+    c, i = _BREECH_RMS_UM  # shared variance: share * class variance over total variance
+    assert corr(run) == pytest.approx(0.6 * c**2 / (c**2 + i**2), abs=0.08)
+    assert abs(corr(free)) < 0.08
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(n_firearms=0), dict(shots=0), dict(shots=[1, 2]), dict(difficulty="impossible"),
+    dict(difficulty={"wobble": 1}), dict(resolution="huge"), dict(resolution=(0.01, 10)),
+    dict(models=["Colt Python"]), dict(run_size=0),
+])
+def test_bad_arguments(kwargs):
+    args = dict(n_firearms=1, shots=1, resolution="fast") | kwargs
+    with pytest.raises(bx.ParameterError):
+        simulate(**args)
+
+
+def test_simulated_scan_roundtrips_through_x3p(tmp_path):
+    (s,) = simulate(1, 1, seed=4, resolution="fast")
+    p = bx.write_x3p(s, tmp_path / "sim.x3p")
+    r = bx.read_scan(p)
+    assert np.array_equal(r.heights, s.heights, equal_nan=True)
+    assert r.meta["labels"] == s.meta["labels"]
+    assert r.meta["truth"] == s.meta["truth"]
