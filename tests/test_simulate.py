@@ -89,7 +89,8 @@ def test_consecutive_slides_share_subclass_marks():
 @pytest.mark.parametrize("kwargs", [
     dict(n_firearms=0), dict(shots=0), dict(shots=[1, 2]), dict(difficulty="impossible"),
     dict(difficulty={"wobble": 1}), dict(resolution="huge"), dict(resolution=(0.01, 10)),
-    dict(models=["Colt Python"]), dict(run_size=0),
+    dict(models=["Colt Python"]), dict(run_size=0), dict(seed=-1), dict(models=[]), dict(shots=True),
+    dict(difficulty={"amplitude": (0.0, 1.0)}), dict(difficulty={"poor": 1.5}), dict(difficulty={"noise_um": -1}),
 ])
 def test_bad_arguments(kwargs):
     args = dict(n_firearms=1, shots=1, resolution="fast") | kwargs
@@ -104,3 +105,14 @@ def test_simulated_scan_roundtrips_through_x3p(tmp_path):
     assert np.array_equal(r.heights, s.heights, equal_nan=True)
     assert r.meta["labels"] == s.meta["labels"]
     assert r.meta["truth"] == s.meta["truth"]
+
+
+def test_fire_without_seed_differs_by_shot_and_is_repeatable():
+    from ballistix.datasets import fire, make_firearm
+
+    gun = make_firearm("G1", resolution="fast")
+    a, b, a2 = fire(gun, 0, resolution="fast"), fire(gun, 1, resolution="fast"), fire(gun, 0, resolution="fast")
+    assert not np.array_equal(a.heights, b.heights, equal_nan=True)
+    assert np.array_equal(a.heights, a2.heights, equal_nan=True)
+    a.meta["truth"]["firearm_geometry"]["crater_radius_m"] = -1.0  # truth is a copy, not the gun's own dict
+    assert gun.geometry["crater_radius_m"] > 0

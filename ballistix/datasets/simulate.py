@@ -33,6 +33,8 @@ y along rows). Two shots ``a`` and ``b`` of one gun are therefore related by
 
 from __future__ import annotations
 
+import copy
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -43,7 +45,7 @@ from .._version import __version__
 from ..errors import ParameterError
 from ..scan import Scan
 
-__all__ = ["simulate", "iter_simulate", "make_firearm", "fire", "Firearm", "DIFFICULTIES", "MODELS"]
+__all__ = ["simulate", "iter_simulate", "make_firearm", "fire", "Firearm", "DIFFICULTIES", "MODELS", "RESOLUTIONS"]
 
 #: Makes/models the simulator knows. ``family`` is the kind of machining mark
 #: on the breech face (the class characteristic), ``shear`` the chance of an
@@ -199,6 +201,14 @@ class Firearm:
                 "family": m["family"], "manufacturing_run": self.run}
 
 
+def _seed_sequence(seed) -> np.random.SeedSequence:
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ParameterError(f"seed must be a non-negative integer or a numpy SeedSequence, got {seed!r}")
+    return np.random.SeedSequence(int(seed))
+
+
 def _as_difficulty(difficulty) -> tuple[str, dict[str, Any]]:
     if isinstance(difficulty, str):
         if difficulty not in DIFFICULTIES:
@@ -208,7 +218,17 @@ def _as_difficulty(difficulty) -> tuple[str, dict[str, Any]]:
         unknown = set(difficulty) - set(DIFFICULTIES["realistic"])
         if unknown:
             raise ParameterError(f"unknown difficulty settings {sorted(unknown)}; known: {sorted(DIFFICULTIES['realistic'])}")
-        return "custom", {**DIFFICULTIES["realistic"], **difficulty}
+        d = {**DIFFICULTIES["realistic"], **difficulty}
+        lo, hi = d["amplitude"]
+        if not 0 < lo <= hi <= 2:
+            raise ParameterError(f"difficulty amplitude must be (low, high) with 0 < low <= high <= 2, got {d['amplitude']}")
+        for k, v in d.items():
+            if k != "amplitude" and not (isinstance(v, (int, float)) and v >= 0):
+                raise ParameterError(f"difficulty setting {k} must be a non-negative number, got {v!r}")
+        for k in ("transfer_loss", "poor", "dropout", "spikes"):
+            if d[k] > 1:
+                raise ParameterError(f"difficulty setting {k} is a share and must be <= 1, got {d[k]!r}")
+        return "custom", d
     raise ParameterError(f"difficulty must be a name or a dict, got {type(difficulty).__name__}")
 
 
@@ -254,15 +274,14 @@ def make_firearm(firearm_id: str, make_model: str = "Ruger P95", *, seed: int | 
         raise ParameterError(f"subclass_share must be in [0, 1], got {subclass_share}")
     spacing_um, _ = _resolution(resolution)
     m = MODELS[make_model]
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    ss = _seed_sequence(seed)
     rng = np.random.default_rng(ss)
     n = int(np.ceil(4400.0 / spacing_um)) | 1  # covers the primer whatever the offset
     shape = (n, n)
     angle = m["angle_deg"] + rng.normal(0, 4)
     own = _class_texture(rng, m["family"], angle, shape, spacing_um)
     if run_seed is not None and subclass_share > 0:
-        rss = run_seed if isinstance(run_seed, np.random.SeedSequence) else np.random.SeedSequence(int(run_seed))
-        run_rng = np.random.default_rng(rss)
+        run_rng = np.random.default_rng(_seed_sequence(run_seed))
         shared = _class_texture(run_rng, m["family"], m["angle_deg"] + run_rng.normal(0, 4), shape, spacing_um)
         kind = np.sqrt(subclass_share) * shared + np.sqrt(1 - subclass_share) * own
     else:
@@ -294,9 +313,12 @@ def _rot(deg: float) -> np.ndarray:
     return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
 
 
-def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence = 0, difficulty="realistic",
-         resolution="full") -> Scan:
+def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence | None = None,
+         difficulty="realistic", resolution="full") -> Scan:
     """Fire one cartridge in ``firearm`` and scan its head: a raw, labelled `Scan`.
+
+    Without a ``seed`` the firing's randomness comes from the firearm id and
+    ``shot``, so every shot differs and the same call gives the same scan.
 
     The scan looks like an unprocessed confocal scan of a 9 mm primer (see the
     module docs): heights in metres with NaN where nothing was measured, and
@@ -306,7 +328,9 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     level, d = _as_difficulty(difficulty)
     spacing_um, n = _resolution(resolution)
     dx = spacing_um / 1e6
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    if seed is None:
+        seed = np.random.SeedSequence([zlib.crc32(firearm.id.encode()), int(shot)])
+    ss = _seed_sequence(seed)
     rng = np.random.default_rng(ss)
     g = firearm.geometry
 
@@ -435,7 +459,7 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
             "poor_impression": poor,
             "difficulty": level,
             "difficulty_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()},
-            "firearm_geometry": firearm.geometry,
+            "firearm_geometry": copy.deepcopy(firearm.geometry),
             "seed_entropy": str(ss.entropy),
             "spawn_key": list(ss.spawn_key),
         },
@@ -451,16 +475,20 @@ def iter_simulate(n_firearms: int = 10, shots: int = 4, *, seed: int = 0, diffic
                   resolution="full", models: list[str] | None = None, run_size: int = 1,
                   subclass_share: float = 0.5) -> Iterator[Scan]:
     """Like `simulate`, but yields the scans one at a time (one gun in memory at once)."""
-    if not (isinstance(n_firearms, (int, np.integer)) and n_firearms >= 1):
+    _seed_sequence(seed)
+    if isinstance(n_firearms, bool) or not (isinstance(n_firearms, (int, np.integer)) and n_firearms >= 1):
         raise ParameterError(f"n_firearms must be a positive integer, got {n_firearms!r}")
     shots_per = list(shots) if isinstance(shots, (list, tuple)) else [shots] * n_firearms
-    if len(shots_per) != n_firearms or any(not isinstance(s, (int, np.integer)) or s < 1 for s in shots_per):
+    if len(shots_per) != n_firearms or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
+                                           for s in shots_per):
         raise ParameterError(f"shots must be a positive integer or one per firearm, got {shots!r}")
     if not (isinstance(run_size, (int, np.integer)) and run_size >= 1):
         raise ParameterError(f"run_size must be a positive integer, got {run_size!r}")
     _as_difficulty(difficulty)
     _resolution(resolution)
-    models = list(models) if models else sorted(MODELS)
+    if models is not None and len(models) == 0:
+        raise ParameterError("models must name at least one make/model (or be None for all)")
+    models = list(models) if models is not None else sorted(MODELS)
     for mm in models:
         if mm not in MODELS:
             raise ParameterError(f"unknown model {mm!r}; known: {sorted(MODELS)}")

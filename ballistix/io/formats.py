@@ -179,7 +179,7 @@ def _npy(path, zf, members, name, limit):
             raise ValueError(f"header declares shape {shape} of {dtype} but {len(raw) - f.tell()} data bytes follow")
         f.seek(0)
         return np.lib.format.read_array(f, allow_pickle=False)
-    except (ValueError, OSError, EOFError, OverflowError) as e:
+    except Exception as e:  # numpy's header parser also raises SyntaxError, TokenError, TypeError, ...
         raise ScanFormatError(path, f"npz member {name} is not a valid pickle-free .npy array: {e}") from None
 
 
@@ -202,6 +202,9 @@ def read_npz(path, *, max_points: int = MAX_POINTS) -> Scan:
         raise ScanFormatError(path, f"spacing must be two floats [dx, dy], got {spacing.dtype} {spacing.shape}")
     if meta_arr.shape != () or meta_arr.dtype.kind != "U":
         raise ScanFormatError(path, "meta must be a 0-d unicode string holding JSON")
+    codes = np.frombuffer(meta_arr.tobytes(), meta_arr.dtype.str[0] + "u4")
+    if codes.size and int(codes.max()) > 0x10FFFF:  # numpy would build an invalid Python str from these
+        raise ScanFormatError(path, "meta holds code points beyond U+10FFFF")
     try:
         meta = json.loads(str(meta_arr))
     except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON

@@ -1,0 +1,56 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+import ballistix as bx
+from ballistix.cli import main
+
+
+def test_demo_writes_reads_back_and_summarises(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--firearms", "3", "--scenes", "3", "--resolution", "fast",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["identical_after_roundtrip"] and report["checksums_verified"]
+    files = sorted((out / "exhibits").glob("*.x3p"))
+    assert len(files) == len(report["exhibits"]) > 0
+    scan = bx.read_scan(files[0])
+    assert scan.meta["labels"]["exhibit"] == files[0].stem
+    cw = bx.datasets.Casework.from_json((out / "casework.json").read_text())
+    assert sorted(e["id"] for e in cw.exhibits) == [f.stem for f in files]
+
+
+def test_demo_is_deterministic(tmp_path, capsys):
+    for name in ("a", "b"):
+        main(["demo", "--out", str(tmp_path / name), "--firearms", "2", "--scenes", "2", "--resolution", "fast"])
+    capsys.readouterr()
+    for fa in sorted((tmp_path / "a" / "exhibits").glob("*.x3p")):
+        fb = tmp_path / "b" / "exhibits" / fa.name
+        assert np.array_equal(bx.read_scan(fa).heights, bx.read_scan(fb).heights, equal_nan=True)
+
+
+def test_info_bad_file_exits_nonzero_with_one_line(tmp_path):
+    bad = tmp_path / "broken.x3p"
+    bad.write_bytes(b"not a zip at all")
+    r = subprocess.run([sys.executable, "-m", "ballistix.cli", "info", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "broken.x3p" in lines[0] and "zip" in lines[0]
+
+
+def test_info_reads_good_file(tmp_path, capsys):
+    (s,) = bx.datasets.simulate(1, 1, seed=0, resolution="fast")
+    p = bx.write_x3p(s, tmp_path / "ok.x3p")
+    assert main(["info", str(p), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["file"] == "ok.x3p" and row["shape"] == "300x300" and row["checksums"] == "verified"
+
+
+def test_version_flag(capsys):
+    try:
+        main(["--version"])
+    except SystemExit as e:
+        assert e.code == 0
+    assert bx.__version__ in capsys.readouterr().out
