@@ -95,7 +95,8 @@ class Scan:
         return Scan(self.heights.copy(), self.dx, self.dy, copy.deepcopy(self.meta))
 
     def __repr__(self) -> str:
-        label = self.meta.get("labels", {}).get("exhibit") or self.meta.get("source") or ""
+        labels = self.meta.get("labels")
+        label = (labels.get("exhibit") if isinstance(labels, dict) else None) or self.meta.get("source") or ""
         label = f" {label!r}" if label else ""
         return (
             f"<Scan{label} {self.shape[0]}x{self.shape[1]} at {self.dx * 1e6:.4g}x{self.dy * 1e6:.4g} um, "

@@ -1,7 +1,16 @@
 from pathlib import Path
 
+import os
+
 import matplotlib
 import pytest
+from hypothesis import settings
+
+# CI runs the fuzz tests on a fixed sequence of examples (no flaky red runs);
+# HYPOTHESIS_PROFILE=explore searches fresh inputs, many more of them.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 matplotlib.use("Agg")
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..scan import Scan
-from .simulate import MODELS, _as_difficulty, _resolution, fire, make_firearm
+from .simulate import MODELS, _as_difficulty, _resolution, fire, gun_plan, make_firearm
 
 __all__ = ["simulate_casework", "Casework", "CONTEXTS", "DISTRICTS"]
 
@@ -222,11 +222,8 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
                            start_date, days, difficulty, resolution, scans, models, run_size)
     n, (lo, hi) = int(n_firearms), (int(shots_per_scene[0]), int(shots_per_scene[1]))
     day = lambda k: (start + dt.timedelta(days=int(k))).isoformat()  # noqa: E731
-    ids = [f"F{i + 1:04d}" for i in range(n)]
-    # guns as `iter_simulate` makes them: model, manufacturing run
-    pick = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
-    make_models = [models[i // run_size % len(models)] if run_size > 1 else models[int(pick.integers(len(models)))]
-                   for i in range(n)]
+    plan = gun_plan(n, int(seed), models, run_size)  # the guns `simulate` makes for this seed
+    ids, make_models = [g["firearm_id"] for g in plan], [g["make_model"] for g in plan]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
 
     # who uses which gun where: context, home districts, heavy-tailed reuse; who gets recovered
@@ -276,7 +273,7 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
         m = MODELS[make_models[i]]
         obliterated = bool(rng.random() < _P_OBLITERATED)
         f = {"id": ids[i], "make": m["make"], "model": m["model"], "calibre": CALIBRE,
-             "manufacturing_run": f"R{i // run_size + 1:03d}" if run_size > 1 else ids[i],
+             "manufacturing_run": plan[i]["run"] or ids[i],
              "serial": None if obliterated else _serial(rng, m["make"]), "serial_obliterated": obliterated,
              "scenes": seen_at[i], "recovered": bool(recovered[i]), "status": None, "recovery_date": None,
              "recovery_place": None, "recovery_country": None, "origin_country": None,
@@ -329,25 +326,22 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
     params = json.loads(json.dumps(params, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     cw = Casework(scenes, firearms, exhibits, [], params)
     if scans:
-        cw.scans = _fire_exhibits(exhibits, ids, make_models, int(seed), run_size, difficulty, resolution)
+        cw.scans = _fire_exhibits(exhibits, plan, difficulty, resolution)
     return cw
 
 
-def _fire_exhibits(exhibits, ids, make_models, seed, run_size, difficulty, resolution) -> list[Scan]:
+def _fire_exhibits(exhibits, plan, difficulty, resolution) -> list[Scan]:
     """One gun at a time, seeded as `iter_simulate` does: fire its exhibits in order."""
     by_gun: dict[str, list[int]] = {}
     for e, x in enumerate(exhibits):
         by_gun.setdefault(x["firearm_truth"], []).append(e)
     out: list[Scan] = [None] * len(exhibits)  # type: ignore[list-item]
-    for i, (gun_ss, mm) in enumerate(zip(np.random.SeedSequence(seed).spawn(len(ids)), make_models)):
-        if ids[i] not in by_gun:
+    for gun_args in plan:
+        mine = by_gun.get(gun_args["firearm_id"])
+        if not mine:
             continue
-        run = i // run_size
-        gun = make_firearm(ids[i], mm, seed=gun_ss, run=f"R{run + 1:03d}" if run_size > 1 else None,
-                           run_seed=np.random.SeedSequence([seed, 2, run]) if run_size > 1 else None,
-                           resolution=resolution)
-        mine = by_gun[ids[i]]
-        for shot, (e, ss) in enumerate(zip(mine, gun_ss.spawn(len(mine)))):
+        gun = make_firearm(**gun_args, resolution=resolution)
+        for shot, (e, ss) in enumerate(zip(mine, gun_args["seed"].spawn(len(mine)))):
             x = exhibits[e]
             s = fire(gun, shot, seed=ss, difficulty=difficulty, resolution=resolution)
             s.meta["labels"].update(exhibit=x["id"], kind=x["kind"], scene=x["scene"], firearm=x["firearm_truth"],

@@ -471,6 +471,29 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
 # labelled sets
 # ----------------------------------------------------------------------------
 
+def gun_plan(n_firearms: int, seed: int, models: list[str], run_size: int) -> list[dict[str, Any]]:
+    """Keyword arguments of `make_firearm` for each gun of a simulated set (cheap: no surfaces built).
+
+    Gun ``i`` is ``F{i+1:04d}``, seeded by the ``i``-th child of
+    ``SeedSequence(seed)``; with ``run_size > 1`` consecutive guns form
+    manufacturing runs of one model (run seeds ``[seed, 2, run]``), otherwise
+    each gun's model is drawn from ``models`` (stream ``[seed, 1]``).
+    Shared by `simulate` and `simulate_casework` so the same seed gives the same guns.
+    """
+    pick = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    plan = []
+    for i, gun_seed in enumerate(np.random.SeedSequence(int(seed)).spawn(n_firearms)):
+        run = i // run_size
+        plan.append({
+            "firearm_id": f"F{i + 1:04d}",
+            "make_model": models[run % len(models)] if run_size > 1 else models[int(pick.integers(len(models)))],
+            "seed": gun_seed,
+            "run": f"R{run + 1:03d}" if run_size > 1 else None,
+            "run_seed": np.random.SeedSequence([int(seed), 2, run]) if run_size > 1 else None,
+        })
+    return plan
+
+
 def iter_simulate(n_firearms: int = 10, shots: int = 4, *, seed: int = 0, difficulty="realistic",
                   resolution="full", models: list[str] | None = None, run_size: int = 1,
                   subclass_share: float = 0.5) -> Iterator[Scan]:
@@ -492,20 +515,9 @@ def iter_simulate(n_firearms: int = 10, shots: int = 4, *, seed: int = 0, diffic
     for mm in models:
         if mm not in MODELS:
             raise ParameterError(f"unknown model {mm!r}; known: {sorted(MODELS)}")
-    root = np.random.SeedSequence(int(seed))
-    gun_seeds = root.spawn(n_firearms)
-    pick = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
-    runs: dict[tuple[str, int], np.random.SeedSequence] = {}
-    for i in range(n_firearms):
-        make_model = models[i // run_size % len(models)] if run_size > 1 else models[int(pick.integers(len(models)))]
-        run_idx = i // run_size
-        key = (make_model, run_idx)
-        if run_size > 1 and key not in runs:
-            runs[key] = np.random.SeedSequence([int(seed), 2, run_idx])
-        gun = make_firearm(f"F{i + 1:04d}", make_model, seed=gun_seeds[i],
-                           run=f"R{run_idx + 1:03d}" if run_size > 1 else None,
-                           run_seed=runs.get(key), subclass_share=subclass_share, resolution=resolution)
-        for k, shot_seed in enumerate(gun_seeds[i].spawn(shots_per[i])):
+    for gun_args, n_shots in zip(gun_plan(n_firearms, seed, models, run_size), shots_per):
+        gun = make_firearm(**gun_args, subclass_share=subclass_share, resolution=resolution)
+        for k, shot_seed in enumerate(gun_args["seed"].spawn(n_shots)):
             yield fire(gun, k, seed=shot_seed, difficulty=difficulty, resolution=resolution)
 
 

@@ -39,27 +39,33 @@ def check_member_name(path, name: str) -> None:
         raise ScanFormatError(path, f"zip member {name!r} escapes the archive with '..'")
 
 
-def read_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: str) -> bytes:
-    """Read one member with a hard byte budget (zip-bomb safe)."""
+def read_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: str) -> bytearray:
+    """Read one member with a hard byte budget (zip-bomb safe), into one buffer without copies."""
     if info.flag_bits & 0x1:
         raise ScanFormatError(path, f"{what} ({info.filename}) is encrypted")
     if info.file_size > limit:
         raise ScanFormatError(path, f"{what} ({info.filename}) declares {info.file_size} bytes, more than the {limit} allowed")
-    out = io.BytesIO()
+    buf = bytearray(info.file_size)  # what the member declares, never more than the budget
+    view = memoryview(buf)
+    n = 0
     try:
         with zf.open(info) as f:
-            while True:
-                chunk = f.read(min(1 << 20, limit + 1 - out.tell()))
-                if not chunk:
+            while n < len(buf):
+                got = f.readinto(view[n:n + (1 << 22)])
+                if not got:
                     break
-                out.write(chunk)
-                if out.tell() > limit:
-                    raise ScanFormatError(path, f"{what} ({info.filename}) inflates beyond {limit} bytes (zip bomb?)")
+                n += got
+            if f.read(1):
+                raise ScanFormatError(path, f"{what} ({info.filename}) inflates beyond its declared "
+                                            f"{info.file_size} bytes (zip bomb?)")
     except _CORRUPT as e:
         if isinstance(e, ScanFormatError):
             raise
         raise ScanFormatError(path, f"{what} ({info.filename}) is corrupt or truncated: {e}") from None
-    return out.getvalue()
+    finally:
+        view.release()
+    del buf[n:]
+    return buf
 
 
 def open_zip(path: Path, what: str) -> zipfile.ZipFile:

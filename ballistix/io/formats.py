@@ -64,8 +64,10 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
     Returns
     -------
     Scan
-        ``heights`` hold grey values scaled to [0, 1] (``meta["z_unit"] ==
-        "intensity"``, not metres); fully transparent pixels are NaN. Colour
+        ``heights`` hold intensities, not metres (``meta["z_unit"] ==
+        "intensity"``): 8- and 16-bit grey values scaled to [0, 1]; 32-bit
+        integer images divided by 2**32 - 1; floating-point images divided by
+        their largest absolute value. Fully transparent pixels are NaN. Colour
         images are converted to luminance.
     """
     from PIL import Image, UnidentifiedImageError
@@ -88,7 +90,7 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
                 arr = np.asarray(img).astype(np.float64)
                 full = {"F": None, "I": float(2**32 - 1)}.get(mode, 65535.0)
                 if full is None:
-                    full = float(np.nanmax(np.abs(arr))) or 1.0
+                    full = float(np.max(np.abs(arr[np.isfinite(arr)]), initial=0.0)) or 1.0
             else:
                 arr = np.asarray(img.convert("L")).astype(np.float64)
                 full = 255.0

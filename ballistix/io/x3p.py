@@ -44,6 +44,7 @@ MAX_MEMBERS = 1000
 _DTYPES = {"D": np.dtype("<f8"), "F": np.dtype("<f4"), "L": np.dtype("<i4"), "I": np.dtype("<i2")}
 _SIDECAR = "ballistix.json"
 _OWN_KEYS = ("source", "sha256", "format", "x3p")  # describe the file read, never stored in it
+_RECORD2_KEYS = ("date", "creator", "calibration_date", "comment", "instrument", "probing")
 
 
 def _strip_ns(root) -> None:
@@ -93,13 +94,16 @@ def _md5_from_checksum_file(data: bytes) -> str | None:
 def _checksum(path, strict: bool, what: str, expected: str | None, data: bytes) -> str:
     if expected is None:
         return "absent"
-    if hashlib.md5(data).hexdigest() == expected.strip().lower():
+    if expected == "missing":
+        msg, status = f"the checksum file of {what} named in main.xml is not in the archive", "missing"
+    elif hashlib.md5(data).hexdigest() == expected.strip().lower():
         return "verified"
-    msg = f"MD5 checksum of {what} does not match the one stored in the file"
+    else:
+        msg, status = f"MD5 checksum of {what} does not match the one stored in the file", "mismatch"
     if strict:
         raise ChecksumError(path, msg + " (pass strict=False to read it anyway)")
     warnings.warn(f"{path}: {msg}", ScanFormatWarning, stacklevel=3)
-    return "mismatch"
+    return status
 
 
 def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan:
@@ -140,6 +144,8 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
     ((545, 545), 6.25e-06)
     """
     path = Path(path)
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
+        raise ParameterError(f"max_points must be a positive integer, got {max_points!r}")
     with open_zip(path, "an x3p file") as zf:
         members = list_members(path, zf, MAX_MEMBERS)
         mains = [n for n in members if posixpath.basename(n).lower() == "main.xml"]
@@ -159,7 +165,7 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
                 raise ScanFormatError(path, f"{what} {link!r} named in main.xml is not in the archive")
             return members[name]
 
-        xml_bytes = _read_member(path, zf, members[main_name], MAX_XML_BYTES, "main.xml")
+        xml_bytes = bytes(_read_member(path, zf, members[main_name], MAX_XML_BYTES, "main.xml"))
         try:
             root = _safe_fromstring(xml_bytes, forbid_dtd=True, forbid_entities=True, forbid_external=True)
         except DefusedXmlException as e:
@@ -253,8 +259,8 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
 
         if dtype_code in ("L", "I"):
             heights = values.astype(np.float64) * z_inc + z_off
-        else:
-            heights = values.astype(np.float64, copy=True)
+        else:  # float64 data read into a writable buffer is used in place: no copy of large scans
+            heights = values if values.dtype == np.float64 and values.flags.writeable else values.astype(np.float64)
             if z_off:
                 heights += z_off
         with np.errstate(invalid="ignore"):
@@ -263,12 +269,13 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
             heights[~valid] = np.nan
 
         # --- Record4: checksum of main.xml ------------------------------
-        ck_name = _text(path, root, "Record4/ChecksumFile", required=False, default="md5checksum.hex")
+        ck_declared = _text(path, root, "Record4/ChecksumFile", required=False)
+        ck_name = ck_declared or "md5checksum.hex"
+        _check_member_name(path, ck_name)
+        ck_info = members.get(posixpath.normpath(posixpath.join(prefix, ck_name.replace("\\", "/"))))
         ck_expected = None
-        try:
-            ck_info = member(ck_name, "checksum file")
-        except ScanFormatError:
-            ck_info = None
+        if ck_info is None and ck_declared is not None:
+            ck_expected = "missing"  # named in main.xml but not in the archive: cannot be verified
         if ck_info is not None:
             ck_expected = _md5_from_checksum_file(_read_member(path, zf, ck_info, 4096, "checksum file"))
             if ck_expected is None:
@@ -309,6 +316,10 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
                 raise ScanFormatError(path, f"{_SIDECAR} is not valid JSON: {e}") from None
             if not isinstance(extra, dict):
                 raise ScanFormatError(path, f"{_SIDECAR} must hold a JSON object")
+            # written by write_x3p from the scan's whole meta: it replaces the Record2 fields,
+            # so defaults the writer had to fill in ("NA") do not appear on reading back
+            for k in _RECORD2_KEYS:
+                meta.pop(k, None)
             for k, v in extra.items():
                 if k not in _OWN_KEYS:
                     meta[k] = v
