@@ -127,23 +127,26 @@ def pack_bits_lsb_first(valid: np.ndarray) -> bytes:
     return bytes(out)
 
 
-def patch_header(data: bytes, name: str, *, file_size=None, compress_type=None, flag_bits=None,
-                extract_version=None, local=True) -> bytes:
-    """Rewrite fields of one member's central-directory (and local) header."""
-    zf = zipfile.ZipFile(io.BytesIO(data))
-    info = zf.getinfo(name)
-    b = bytearray(data)
-    # central directory entry: find it by walking from the end-of-central-directory record
+def central_entry(b: bytearray, name: str) -> tuple[int, int, int]:
+    """(offset, name length, end-of-central-directory offset) of ``name``'s central-directory entry."""
     eocd = b.rfind(b"PK\x05\x06")
     n_entries, _, cd_off = struct.unpack("<HII", b[eocd + 10:eocd + 20])
     pos = cd_off
     for _ in range(n_entries):
         n, m, k = struct.unpack("<HHH", b[pos + 28:pos + 34])
         if b[pos + 46:pos + 46 + n].decode("utf-8") == name:
-            break
+            return pos, n, eocd
         pos += 46 + n + m + k
-    else:  # pragma: no cover
-        raise AssertionError(name)
+    raise AssertionError(f"{name} not in the central directory")
+
+
+def patch_header(data: bytes, name: str, *, file_size=None, compress_type=None, flag_bits=None,
+                extract_version=None, local=True) -> bytes:
+    """Rewrite fields of one member's central-directory (and local) header."""
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    info = zf.getinfo(name)
+    b = bytearray(data)
+    pos, _, _ = central_entry(b, name)
     lh = info.header_offset
     if file_size is not None:
         struct.pack_into("<I", b, pos + 24, file_size)
@@ -541,17 +544,10 @@ def _empty_member_name(tmp):
     raw = _valid_bytes(tmp)
     # rename "md5checksum.hex" to "" in the central directory only: zipfile reads names from there
     b = bytearray(raw)
-    eocd = b.rfind(b"PK\x05\x06")
-    n_entries, _, cd_off = struct.unpack("<HII", b[eocd + 10:eocd + 20])
-    pos = cd_off
-    for _ in range(n_entries):
-        n, m, k = struct.unpack("<HHH", b[pos + 28:pos + 34])
-        if b[pos + 46:pos + 46 + n] == b"md5checksum.hex":
-            struct.pack_into("<H", b, pos + 28, 0)
-            del b[pos + 46:pos + 46 + n]
-            struct.pack_into("<I", b, eocd - n + 12, struct.unpack("<I", b[eocd - n + 12:eocd - n + 16])[0] - n)
-            break
-        pos += 46 + n + m + k
+    pos, n, eocd = central_entry(b, "md5checksum.hex")
+    struct.pack_into("<H", b, pos + 28, 0)
+    del b[pos + 46:pos + 46 + n]
+    struct.pack_into("<I", b, eocd - n + 12, struct.unpack("<I", b[eocd - n + 12:eocd - n + 16])[0] - n)
     return _write(tmp, bytes(b))
 
 
