@@ -379,7 +379,6 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     in_gap = (r_pr > r_primer) & ~head
     z[in_gap] = -200e-6
     # flowback ring: primer metal in the firing-pin aperture, falling from the crater lip to a step at ra
-    ring = (r_fp >= rc) & (r_fp < ra)
     frac = np.clip((ra - r_fp) / (ra - rc), 0, 1)
     step = 0.2 * hfb
     fb = step + (hfb - step) * frac**0.8

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import posixpath
 import struct
 import zipfile
