@@ -10,12 +10,14 @@ ScanIndex -> compare -> LinkageGraph -> CaseStore.
 from ._version import __version__
 from .errors import BallistixError, ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
 from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
+from .features.compare import Comparison, compare, compare_many
 from .scan import Scan
 
 __all__ = [
     "__version__", "Scan",
     "BallistixError", "ScanFormatError", "ChecksumError", "ParameterError", "ScanFormatWarning",
     "read_scan", "read_x3p", "write_x3p", "read_image", "read_npz", "write_npz",
+    "compare", "compare_many", "Comparison",
     "datasets",
 ]
 

@@ -1,0 +1,357 @@
+"""Congruent Matching Cells (CMC): the cell-correlation engine.
+
+Method (Song 2013; Tong et al. 2015 for the high-CMC variant), implemented
+from the papers:
+
+1. the reference surface is divided into a grid of cells; cells with too
+   little valid data are skipped;
+2. for each rotation of the target, each cell is searched for inside a target
+   region around its own position (``region_factor`` times the cell side);
+   the shift is the peak of the cell's cross-correlation over the region, and
+   the cell's correlation is the NaN-aware Pearson correlation between the
+   cell and the target patch at that shift (pairwise-complete points);
+3. congruence: a cell is a CMC when its correlation is high and its rotation
+   and shift agree with the consensus of the other cells.
+
+The cross-correlation peak is found with batched FFTs over all cells of a
+rotation (the reference cells' transforms are computed once and reused for
+every rotation), normalised by the local energy of the target region under
+the cell (box sums), so that bright patches do not attract the peak. The
+slow reference path `cell_search_reference` computes the same thing with
+explicit loops over shifts; a test holds the fast path to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import scipy.fft as sfft
+
+from ..errors import ParameterError
+
+__all__ = ["Cells", "CellSearch", "make_cells", "rotate_nan", "cell_search", "cell_search_reference", "congruence",
+           "angle_diff"]
+
+
+@dataclass
+class Cells:
+    """Valid reference cells: their grid index, top-left corner, size and data."""
+
+    index: np.ndarray      # (n, 2) grid row, col
+    corner: np.ndarray     # (n, 2) top-left row, col in the reference array
+    shape: tuple[int, int]  # cell height, width (pixels)
+    data: np.ndarray       # (n, h, w) heights, NaN = missing
+    valid_fraction: np.ndarray  # (n,)
+    grid: tuple[int, int]
+    ref_shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def centre(self) -> np.ndarray:
+        """(n, 2) cell centres (row, col) relative to the reference array's centre, in pixels."""
+        h, w = self.shape
+        c = self.corner + np.array([(h - 1) / 2, (w - 1) / 2])
+        return c - (np.array(self.ref_shape) - 1) / 2
+
+
+def make_cells(ref: np.ndarray, grid: tuple[int, int] = (8, 8), max_missing: float = 0.85) -> Cells:
+    """Split ``ref`` into ``grid`` equal cells (remainder trimmed evenly) and keep those
+    with at most ``max_missing`` missing data (and enough spread to correlate)."""
+    ref = np.asarray(ref)
+    gy, gx = int(grid[0]), int(grid[1])
+    if gy < 1 or gx < 1:
+        raise ParameterError(f"grid must be two positive integers, got {grid}")
+    if not 0.0 <= max_missing < 1.0:
+        raise ParameterError(f"max_missing must be in [0, 1), got {max_missing}")
+    ny, nx = ref.shape
+    h, w = ny // gy, nx // gx
+    if h < 4 or w < 4:
+        raise ParameterError(f"cells of {h}x{w} pixels are too small: surface {ny}x{nx} with grid {grid}")
+    oy, ox = (ny - h * gy) // 2, (nx - w * gx) // 2
+    index, corner, data, frac = [], [], [], []
+    for i in range(gy):
+        for j in range(gx):
+            c = ref[oy + i * h: oy + (i + 1) * h, ox + j * w: ox + (j + 1) * w]
+            v = ~np.isnan(c)
+            f = v.mean()
+            if 1.0 - f > max_missing or v.sum() < 10 or np.nanstd(c) == 0:
+                continue
+            index.append((i, j))
+            corner.append((oy + i * h, ox + j * w))
+            data.append(c)
+            frac.append(f)
+    if not data:
+        return Cells(np.zeros((0, 2), int), np.zeros((0, 2), int), (h, w), np.zeros((0, h, w)), np.zeros(0),
+                     (gy, gx), (ny, nx))
+    return Cells(np.array(index), np.array(corner), (h, w), np.stack(data), np.array(frac), (gy, gx), (ny, nx))
+
+
+def rotate_nan(z: np.ndarray, angle_deg: float, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Rotate a NaN-holding array about its centre by ``angle_deg`` (counter-clockwise
+    as displayed with row 0 at the top), bilinear, float32.
+
+    A rotated point is NaN when any input point with a non-zero interpolation
+    weight is NaN: no value is ever made up near missing data, and a rotation
+    by 0 returns the input. ``out_shape`` pads/crops the output around the
+    centre; outside the input is NaN.
+    """
+    ny, nx = z.shape
+    oy, ox = out_shape if out_shape is not None else (ny, nx)
+    M = cv2.getRotationMatrix2D(((nx - 1) / 2, (ny - 1) / 2), float(angle_deg), 1.0)
+    M[0, 2] += (ox - nx) / 2
+    M[1, 2] += (oy - ny) / 2
+    valid = ~np.isnan(z)
+    kw = dict(dsize=(ox, oy), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.warpAffine(np.where(valid, z, 0).astype(np.float32), M, **kw)
+    weight = cv2.warpAffine(valid.astype(np.float32), M, **kw)
+    out[weight < 0.999] = np.nan
+    return out
+
+
+def _regions(target: np.ndarray, cells: Cells, region_factor: float, pad: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+    """(n, H, W) target windows centred where each cell sits (relative to the array centres).
+
+    ``target`` may carry ``pad`` rows/columns of NaN on every side (its centre is then
+    the centre of the unpadded array); windows reaching beyond the array are NaN-filled.
+    """
+    h, w = cells.shape
+    H, W = int(round(region_factor * h)), int(round(region_factor * w))
+    ty, tx = target.shape[0] - 2 * pad, target.shape[1] - 2 * pad
+    centre = cells.centre + (np.array([ty, tx]) - 1) / 2  # cell centres in target pixel coordinates
+    top = np.rint(centre[:, 0] - (H - 1) / 2).astype(int) + pad
+    left = np.rint(centre[:, 1] - (W - 1) / 2).astype(int) + pad
+    extra = max(0, -top.min(), -left.min(), (top + H).max() - target.shape[0], (left + W).max() - target.shape[1])
+    if extra:
+        target = np.pad(target, extra, constant_values=np.nan)
+        top, left = top + extra, left + extra
+    return np.stack([target[t:t + H, c:c + W] for t, c in zip(top, left)]), (H, W)
+
+
+def _pearson_nan(a: np.ndarray, b: np.ndarray, min_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise pairwise-complete Pearson correlation of (n, m) arrays (NaN if fewer than
+    ``min_points`` points both hold), and the number of such points per row."""
+    both = ~(np.isnan(a) | np.isnan(b))
+    n = both.sum(1)
+    a0 = np.where(both, a, 0.0).astype(np.float64)
+    b0 = np.where(both, b, 0.0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a0 -= (a0.sum(1) / n)[:, None]
+        b0 -= (b0.sum(1) / n)[:, None]
+        a0 *= both
+        b0 *= both
+        r = (a0 * b0).sum(1) / np.sqrt((a0 * a0).sum(1) * (b0 * b0).sum(1))
+    r[n < min_points] = np.nan
+    return r, n
+
+
+def _patches(regions: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    n = len(regions)
+    rr = rows[:, None] + np.arange(h)[None, :]
+    cc = cols[:, None] + np.arange(w)[None, :]
+    return regions[np.arange(n)[:, None, None], rr[:, :, None], cc[:, None, :]]
+
+
+class CellSearch:
+    """Batched search of all cells of one reference over rotated targets.
+
+    The cells' zero-mean, NaN-as-zero templates are transformed once; each
+    call with a rotated target transforms its regions and correlates them
+    with all templates in one batched FFT.
+    """
+
+    def __init__(self, cells: Cells, region_factor: float = 3.0, min_overlap: float = 0.15):
+        if region_factor < 1:
+            raise ParameterError(f"region_factor must be >= 1, got {region_factor}")
+        self.cells = cells
+        self.region_factor = region_factor
+        h, w = cells.shape
+        self.min_points = max(10, int(min_overlap * h * w))
+        t = cells.data.astype(np.float32)
+        tm = np.nanmean(t, axis=(1, 2), keepdims=True) if len(cells) else t
+        self.templates = np.where(np.isnan(t), 0.0, t - tm).astype(np.float32)
+        self.tnorm = np.sqrt((self.templates.astype(np.float64) ** 2).sum((1, 2)))
+        self.flat = cells.data.reshape(len(cells), -1).astype(np.float32)
+        H, W = int(round(region_factor * h)), int(round(region_factor * w))
+        self.fft_shape = (sfft.next_fast_len(H, real=True), sfft.next_fast_len(W, real=True))
+        self.T = np.conj(sfft.rfft2(self.templates, s=self.fft_shape, workers=1)) if len(cells) else None
+
+    def __call__(self, target: np.ndarray, pad: int = 0) -> dict[str, np.ndarray]:
+        """Search every cell in ``target`` (already rotated; ``pad`` NaN margin, see
+        `_regions`); returns per-cell ``corr`` (NaN-aware Pearson at the peak),
+        ``shift`` (row, col pixels of the target patch relative to the cell's own
+        position) and ``overlap`` (points both have)."""
+        cells, (h, w) = self.cells, self.cells.shape
+        n = len(cells)
+        if n == 0:
+            return {"corr": np.zeros(0), "shift": np.zeros((0, 2)), "overlap": np.zeros(0, int)}
+        regions, (H, W) = _regions(target, cells, self.region_factor, pad)
+        regions = regions.astype(np.float32, copy=False)
+        ly, lx = H - h + 1, W - w + 1
+        valid = ~np.isnan(regions)
+        r0 = np.zeros((n, *self.fft_shape), np.float32)  # mean-removed regions, NaN as 0, padded for the FFT
+        view = r0[:, :H, :W]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = regions.sum((1, 2), dtype=np.float64, where=valid) / valid.sum((1, 2))
+        np.subtract(regions, mean[:, None, None].astype(np.float32), out=view, where=valid)
+        # 1 / (cell norm * region norm under every cell window), zero where the window holds
+        # too few valid points (integral images of the squared region and of its valid mask)
+        inv_norm = np.zeros((n, ly, lx), np.float32)
+        for k in range(n):
+            _, s2 = cv2.integral2(r0[k, :H, :W], sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
+            energy = s2[h:, w:] - s2[:-h, w:] - s2[h:, :-w] + s2[:-h, :-w]
+            c = cv2.integral(valid[k].view(np.uint8))
+            ok = (c[h:, w:] - c[:-h, w:] - c[h:, :-w] + c[:-h, :-w] >= self.min_points) & (energy > 0)
+            np.divide(1.0 / self.tnorm[k], np.sqrt(energy, where=ok, out=np.ones_like(energy)), out=inv_norm[k],
+                      where=ok, casting="unsafe")
+        spec = sfft.rfft2(r0, workers=1, overwrite_x=True)
+        spec *= self.T
+        ccf = sfft.irfft2(spec, s=self.fft_shape, workers=1, overwrite_x=True)[:, :ly, :lx]
+        score = ccf * inv_norm
+        score[inv_norm == 0] = -np.inf
+        flat = score.reshape(n, -1).argmax(1)
+        rows, cols = np.unravel_index(flat, (ly, lx))
+        patches = _patches(regions, rows, cols, (h, w))
+        corr, overlap = _pearson_nan(self.flat, patches.reshape(n, -1), self.min_points)
+        shift = np.stack([rows - (ly - 1) / 2, cols - (lx - 1) / 2], axis=1)
+        return {"corr": corr, "shift": shift, "overlap": overlap}
+
+    def search(self, target: np.ndarray, angles_deg) -> dict[str, np.ndarray]:
+        """Search every cell in ``target`` rotated by each angle: arrays (r, n), (r, n, 2), (r, n)."""
+        # rotate into a canvas that holds the whole rotated surface (its diagonal)
+        pad = int(np.ceil((np.hypot(*target.shape) - min(target.shape)) / 2))
+        shape = (target.shape[0] + 2 * pad, target.shape[1] + 2 * pad)
+        res = [self(rotate_nan(target, a, shape), pad) for a in angles_deg]
+        n = len(self.cells)
+        return {"corr": np.stack([r["corr"] for r in res]) if res else np.zeros((0, n)),
+                "shift": np.stack([r["shift"] for r in res]) if res else np.zeros((0, n, 2)),
+                "overlap": np.stack([r["overlap"] for r in res]) if res else np.zeros((0, n), int)}
+
+
+def cell_search(cells: Cells, target: np.ndarray, region_factor: float = 3.0, min_overlap: float = 0.15):
+    """Search every cell in ``target`` (see `CellSearch`); convenience for one target."""
+    return CellSearch(cells, region_factor, min_overlap)(target)
+
+
+def cell_search_reference(cells: Cells, target: np.ndarray, region_factor: float = 3.0,
+                          min_overlap: float = 0.15) -> dict[str, np.ndarray]:
+    """The same search as `cell_search`, written out with loops: slow, obviously correct.
+
+    For each cell and each shift that keeps the cell inside its region: the
+    correlation of the zero-mean, NaN-as-zero cell with the region (mean
+    removed, NaN as zero), divided by the cell's norm and the region's norm
+    under the window; the best shift's patch is then correlated with the cell
+    over the points both have.
+    """
+    h, w = cells.shape
+    min_points = max(10, int(min_overlap * h * w))
+    regions, (H, W) = _regions(target, cells, region_factor)
+    out_corr, out_shift, out_overlap = [], [], []
+    for k in range(len(cells)):
+        c = cells.data[k].astype(np.float64)
+        t = np.where(np.isnan(c), 0.0, c - np.nanmean(c))
+        reg = regions[k].astype(np.float64)
+        r = np.where(np.isnan(reg), 0.0, reg - np.nanmean(reg)) if (~np.isnan(reg)).any() else np.zeros_like(reg)
+        best, best_rc = -np.inf, (0, 0)
+        for i in range(H - h + 1):
+            for j in range(W - w + 1):
+                win = r[i:i + h, j:j + w]
+                den = np.sqrt((win**2).sum() * (t**2).sum())
+                enough = (~np.isnan(reg[i:i + h, j:j + w])).sum() >= min_points
+                s = (win * t).sum() / den if den > 0 and enough else -np.inf
+                if s > best:
+                    best, best_rc = s, (i, j)
+        i, j = best_rc
+        patch = reg[i:i + h, j:j + w]
+        both = ~(np.isnan(c) | np.isnan(patch))
+        if both.sum() >= min_points and np.std(c[both]) > 0 and np.std(patch[both]) > 0:
+            corr = float(np.corrcoef(c[both], patch[both])[0, 1])
+        else:
+            corr = float("nan")
+        out_corr.append(corr)
+        out_shift.append((i - (H - h) / 2, j - (W - w) / 2))
+        out_overlap.append(int(both.sum()))
+    return {"corr": np.array(out_corr), "shift": np.array(out_shift, dtype=float).reshape(-1, 2),
+            "overlap": np.array(out_overlap, dtype=int)}
+
+
+def angle_diff(a, b):
+    """Signed smallest difference a - b of angles in degrees, in [-180, 180)."""
+    return (np.asarray(a) - np.asarray(b) + 180.0) % 360.0 - 180.0
+
+
+def congruence(angles: np.ndarray, corr: np.ndarray, shift: np.ndarray, *, corr_threshold: float = 0.5,
+               angle_tolerance_deg: float = 6.0, shift_tolerance_px: float = 20.0, tau: int = 1) -> dict:
+    """Decide which cells are congruent, by the original and the high-CMC rules.
+
+    Parameters
+    ----------
+    angles : (r,) rotations searched, degrees.
+    corr : (r, n) cell correlation at each rotation (NaN = not computable).
+    shift : (r, n, 2) cell shift (row, col) at each rotation, pixels.
+
+    Returns
+    -------
+    dict
+        ``original``: per cell, the rotation maximising its correlation; a CMC
+        when that correlation >= threshold and its rotation and shift are within
+        the tolerances of the medians over the cells passing the threshold
+        (Song 2013). ``high``: for every rotation, the cells passing the
+        threshold whose shift is within tolerance of that rotation's median
+        shift (the CMC-theta distribution); the rotations whose count is within
+        ``tau`` of the peak must lie within ``angle_tolerance_deg`` of the peak
+        rotation, and then the high-CMC cells are those congruent at any
+        rotation within that tolerance of the peak (Tong et al. 2015);
+        otherwise the original count stands. Each entry holds ``mask`` (n,),
+        ``count``, ``rotation_deg``, ``shift`` (row, col pixels).
+    """
+    angles = np.asarray(angles, float)
+    corr = np.where(np.isnan(corr), -np.inf, corr)
+    r, n = corr.shape
+    empty = {"mask": np.zeros(n, bool), "count": 0, "rotation_deg": float("nan"), "shift": np.array([np.nan, np.nan])}
+    if n == 0 or r == 0:
+        return {"original": dict(empty), "high": dict(empty, passed=False), "theta_counts": np.zeros(r, int)}
+
+    # original method
+    best = corr.argmax(0)
+    bc = corr[best, np.arange(n)]
+    bt = angles[best]
+    bs = shift[best, np.arange(n)]
+    ok = bc >= corr_threshold
+    if ok.any():
+        # circular median of rotations: the median of differences to one of them
+        ref = bt[ok][np.argmax(bc[ok])]
+        t_med = ref + np.median(angle_diff(bt[ok], ref))
+        s_med = np.median(bs[ok], axis=0)
+        orig = ok & (np.abs(angle_diff(bt, t_med)) <= angle_tolerance_deg) & \
+            (np.abs(bs - s_med) <= shift_tolerance_px).all(1)
+        original = {"mask": orig, "count": int(orig.sum()), "rotation_deg": float(t_med % 360), "shift": s_med}
+    else:
+        original = dict(empty)
+
+    # high-CMC method: CMC-theta distribution
+    theta_masks = np.zeros((r, n), bool)
+    theta_shift = np.full((r, 2), np.nan)
+    for k in range(r):
+        okk = corr[k] >= corr_threshold
+        if okk.any():
+            med = np.median(shift[k][okk], axis=0)
+            theta_shift[k] = med
+            theta_masks[k] = okk & (np.abs(shift[k] - med) <= shift_tolerance_px).all(1)
+    counts = theta_masks.sum(1)
+    peak = int(counts.argmax())
+    high = dict(empty, passed=False)
+    if counts[peak] > 0:
+        near_peak = counts >= counts[peak] - tau
+        within = np.abs(angle_diff(angles, angles[peak])) <= angle_tolerance_deg
+        if np.all(within[near_peak]):
+            mask = theta_masks[peak]
+            high = {"mask": mask, "count": int(mask.sum()), "rotation_deg": float(angles[peak] % 360),
+                    "shift": theta_shift[peak], "passed": True}
+    if not high["passed"]:
+        high = dict(original, passed=False)
+    return {"original": original, "high": high, "theta_counts": counts}

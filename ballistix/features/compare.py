@@ -1,0 +1,460 @@
+"""`compare`: do two processed breech faces come from the same gun? (CMC method)
+
+Pose search (documented choice): real cases arrive in any orientation. The
+default ``rotation="full"`` first estimates the pose globally: both surfaces
+are reduced 4x (25 um at the standard 6.25 um spacing, which keeps the
+50-250 um marks), the target is rotated in ``coarse_step_deg`` steps over the
+full circle, and for each rotation the peak of the whole-surface normalised
+cross-correlation over translations is taken. The ``candidates`` best,
+well-separated rotations are then refined with the full CMC cell search in a
+window of +-``window_deg`` around each, in ``step_deg`` steps; the candidate
+with the most congruent cells wins. The reverse direction (target cells
+searched in the reference) is searched around the opposite rotation only.
+``rotation="reference"`` uses the CMC literature's own grid (-30 to 30
+degrees in 3 degree steps, one pass, no coarse stage) for like-for-like
+comparisons with published counts; an array of angles gives any grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import ParameterError
+from ..scan import Scan
+from .cmc import CellSearch, angle_diff, congruence, make_cells, rotate_nan
+
+__all__ = ["compare", "compare_many", "Comparison", "DEFAULTS"]
+
+#: Default comparison parameters (lengths in micrometres, converted to pixels at the scans' spacing).
+DEFAULTS: dict[str, Any] = {
+    "grid": (8, 8),
+    "max_missing": 0.85,
+    "region_factor": 3.0,
+    "corr_threshold": 0.5,
+    "angle_tolerance_deg": 6.0,
+    "shift_tolerance_um": 125.0,   # 20 pixels at 6.25 um
+    "tau": 1,
+    "min_overlap": 0.15,
+    "rotation": "full",
+    "coarse_factor": 4,
+    "coarse_step_deg": 3.0,
+    "candidates": 3,
+    "window_deg": 9.0,
+    "step_deg": 3.0,
+    "directions": "both",
+    "method": "high",
+}
+REFERENCE_ANGLES = np.arange(-30.0, 30.0 + 1e-9, 3.0)
+
+
+@dataclass(eq=False)
+class Comparison:
+    """Result of comparing a reference surface ``a`` with a target ``b``.
+
+    Attributes
+    ----------
+    cmc_count : int
+        Congruent matching cells, the smaller of the two directions' counts
+        (``method``: "high" = Tong et al. 2015, falling back to the original
+        Song 2013 count when the high-CMC rotation test fails; "original").
+        The conventional decision rule calls 6 or more an identification.
+    score : float
+        ``cmc_count`` plus the mean correlation of the congruent cells (0 if
+        none), so ``int(score) == cmc_count`` and ties are broken by how well
+        the congruent cells match: 27.8 reads "27 CMCs, correlating 0.8 on
+        average". Use it to rank candidates; it is not a probability.
+    rotation_deg : float
+        Rotation of ``b`` about its centre (counter-clockwise as displayed,
+        row 0 at the top) that aligns it with ``a``.
+    translation : (2,) ndarray
+        Shift (x, y) in metres of ``b``'s matching patches relative to ``a``'s
+        cells after that rotation (median over the congruent cells).
+    cells : list of dict
+        Per reference cell of the forward direction: grid index, centre
+        (x, y) in metres from ``a``'s top-left corner, correlation, rotation,
+        shift (x, y) in metres, and whether it is congruent.
+    directions : dict
+        Per direction ("ab", "ba"): original and high counts, rotation, shift,
+        number of valid cells, CMC-theta distribution.
+    params, inputs, version
+        Parameters used, SHA-256 of each input's heights (and source file
+        checksum when known), library version: enough to reproduce the result.
+    """
+
+    cmc_count: int
+    score: float
+    rotation_deg: float
+    translation: np.ndarray
+    cells: list[dict[str, Any]]
+    directions: dict[str, dict[str, Any]]
+    params: dict[str, Any]
+    inputs: dict[str, dict[str, Any]]
+    version: str = __version__
+    _surfaces: tuple = field(default=(), repr=False)
+
+    @property
+    def n_cells(self) -> int:
+        """Valid reference cells in the forward direction."""
+        return self.directions["ab"]["n_cells"]
+
+    def __repr__(self) -> str:
+        return (f"<Comparison {self.inputs['a'].get('label', 'a')} vs {self.inputs['b'].get('label', 'b')}: "
+                f"{self.cmc_count} CMCs of {self.n_cells} cells, score {self.score:.2f}, "
+                f"rotation {self.rotation_deg:.1f} deg>")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (cells included)."""
+        def clean(o):
+            if isinstance(o, dict):
+                return {k: clean(v) for k, v in o.items()}
+            if isinstance(o, (list, tuple)):
+                return [clean(v) for v in o]
+            if isinstance(o, np.ndarray):
+                return clean(o.tolist())
+            if isinstance(o, np.generic):
+                return o.item()
+            if isinstance(o, float) and not np.isfinite(o):
+                return None
+            return o
+        return clean({"cmc_count": self.cmc_count, "score": self.score, "rotation_deg": self.rotation_deg,
+                      "translation_m": self.translation, "cells": self.cells, "directions": self.directions,
+                      "params": self.params, "inputs": self.inputs, "version": self.version})
+
+    def plot(self, fig=None):
+        """Both surfaces with the reference cells drawn on ``a`` and their matched
+        positions on ``b`` (congruent cells in colour); returns the Figure."""
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Polygon, Rectangle
+
+        if not self._surfaces:
+            raise ParameterError("this Comparison holds no surfaces to draw (loaded from JSON?)")
+        a, b = self._surfaces
+        fig = fig or plt.figure(figsize=(11, 5.2))
+        axa, axb = fig.subplots(1, 2)
+        for ax, s, title in ((axa, a, "reference a: cells"), (axb, b, "target b: matched positions")):
+            z = s.heights
+            lim = np.nanpercentile(np.abs(z), 99) if np.isfinite(z).any() else 1
+            ax.imshow(z, cmap="gray", vmin=-lim, vmax=lim, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+        h, w = self.params["cell_px"]
+        rb, cb, hb, wb = self.params["valid_box_px"]["b"]
+        ycb, xcb = rb + (hb - 1) / 2, cb + (wb - 1) / 2  # centre of b's valid box, in b's grid
+        for c in self.cells:
+            colour = "tab:green" if c["congruent"] else "tab:red"
+            r0, c0 = c["corner_px"]
+            axa.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), w, h, fill=False, ec=colour, lw=1.2 if c["congruent"] else 0.6))
+            if not np.isfinite(c["correlation"]):
+                continue
+            # matched patch in b: rotate the cell centre (relative to the centres) by the cell's rotation
+            ang = np.deg2rad(c["rotation_deg"])
+            cy, cx = c["centre_rel_px"]
+            sy, sx = c["shift_px"]
+            # the patch lies at (centre + shift) in b rotated by rotation_deg; map back to b's frame
+            pr, pc = cy + sy, cx + sx
+            cos, sin = np.cos(ang), np.sin(ang)
+            corners = []
+            for dy, dx in ((-h / 2, -w / 2), (-h / 2, w / 2), (h / 2, w / 2), (h / 2, -w / 2)):
+                yy, xx = pr + dy, pc + dx
+                # inverse of the display rotation by +ang (counter-clockwise): rotate by -ang
+                xb = cos * xx - sin * yy
+                yb = sin * xx + cos * yy
+                corners.append((xb + xcb, yb + ycb))
+            axb.add_patch(Polygon(corners, closed=True, fill=False, ec=colour, lw=1.2 if c["congruent"] else 0.6))
+        fig.suptitle(f"{self.cmc_count} congruent matching cells of {self.n_cells}; score {self.score:.2f}; "
+                     f"rotation {self.rotation_deg:.1f} deg", fontsize=10)
+        return fig
+
+
+def _params(overrides: dict) -> dict:
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise ParameterError(f"unknown comparison parameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    p = {**DEFAULTS, **overrides}
+    if p["directions"] not in ("both", "forward"):
+        raise ParameterError(f"directions must be 'both' or 'forward', got {p['directions']!r}")
+    if p["method"] not in ("high", "original"):
+        raise ParameterError(f"method must be 'high' or 'original', got {p['method']!r}")
+    for k in ("corr_threshold",):
+        if not -1 <= p[k] <= 1:
+            raise ParameterError(f"{k} must be in [-1, 1], got {p[k]}")
+    for k in ("angle_tolerance_deg", "shift_tolerance_um", "coarse_step_deg", "window_deg", "step_deg"):
+        if not (isinstance(p[k], (int, float)) and p[k] > 0):
+            raise ParameterError(f"{k} must be a positive number, got {p[k]!r}")
+    if not (isinstance(p["candidates"], int) and p["candidates"] >= 1):
+        raise ParameterError(f"candidates must be a positive integer, got {p['candidates']!r}")
+    return p
+
+
+def _check_scan(s, name: str) -> Scan:
+    if not isinstance(s, Scan):
+        raise ParameterError(f"compare expects bx.Scan inputs; {name} is {type(s).__name__}")
+    if s.valid_fraction == 0:
+        raise ParameterError(f"{name} ({s.meta.get('source', 'scan')}) has no valid points")
+    return s
+
+
+def _fingerprint(s: Scan) -> dict[str, Any]:
+    z = np.ascontiguousarray(s.heights)
+    d = {"heights_sha256": hashlib.sha256(z.tobytes() + str(z.dtype).encode() + str(z.shape).encode()).hexdigest(),
+         "shape": list(s.shape), "spacing_m": [s.dx, s.dy]}
+    for k in ("sha256", "source"):
+        if k in s.meta:
+            d[k] = s.meta[k]
+    lab = s.meta.get("labels")
+    if isinstance(lab, dict) and lab.get("exhibit") is not None:
+        d["label"] = str(lab["exhibit"])
+    elif "source" in s.meta:
+        d["label"] = str(s.meta["source"]).rsplit("/", 1)[-1]
+    return d
+
+
+def _valid_box(z: np.ndarray) -> list[int]:
+    """[row, col, height, width] of the bounding box of the valid points."""
+    rows = np.flatnonzero(~np.isnan(z).all(1))
+    cols = np.flatnonzero(~np.isnan(z).all(0))
+    return [int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)]
+
+
+def _downsample(z: np.ndarray, f: int) -> np.ndarray:
+    ny, nx = (z.shape[0] // f) * f, (z.shape[1] // f) * f
+    blocks = z[:ny, :nx].reshape(ny // f, f, nx // f, f)
+    valid = ~np.isnan(blocks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(valid, blocks, 0).sum((1, 3)) / valid.sum((1, 3))
+    out[valid.sum((1, 3)) < f * f / 2] = np.nan
+    return out.astype(np.float32)
+
+
+def coarse_rotations(a: np.ndarray, b: np.ndarray, *, factor: int = 4, step_deg: float = 3.0,
+                     candidates: int = 3, min_separation_deg: float = 15.0) -> tuple[np.ndarray, np.ndarray]:
+    """Best rotations of ``b`` onto ``a`` over the full circle from whole-surface correlation.
+
+    Both surfaces are reduced ``factor`` times; for each rotation the peak of
+    the normalised cross-correlation over all translations (NaN as zero after
+    removing the mean) is recorded. Returns the ``candidates`` best
+    rotations (local maxima at least ``min_separation_deg`` apart) and the
+    whole curve (one value per ``step_deg``).
+    """
+    import scipy.fft as sfft
+
+    sa, sb = _downsample(a, factor), _downsample(b, factor)
+    za = np.where(np.isnan(sa), 0, sa - np.nanmean(sa))
+    diag = int(np.ceil(np.hypot(*sb.shape)))  # the rotated target fits in a diag x diag canvas
+    shape = tuple(sfft.next_fast_len(n + diag, real=True) for n in za.shape)  # no wrap-around
+    A = np.conj(sfft.rfft2(za, s=shape, workers=1))
+    na = np.sqrt((za.astype(np.float64) ** 2).sum())
+    angles = np.arange(0.0, 360.0, step_deg)
+    stack = np.zeros((len(angles), diag, diag), np.float32)
+    for i, ang in enumerate(angles):
+        r = rotate_nan(sb, ang, (diag, diag))
+        stack[i] = np.where(np.isnan(r), 0, r - np.nanmean(r))
+    norms = np.sqrt((stack.astype(np.float64) ** 2).sum((1, 2)))
+    cc = sfft.irfft2(sfft.rfft2(stack, s=shape, workers=1) * A, s=shape, workers=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        curve = cc.reshape(len(angles), -1).max(1) / (na * norms)
+    curve = np.nan_to_num(curve, nan=-1.0)
+    order = np.argsort(-curve)
+    chosen: list[float] = []
+    for i in order:
+        if all(abs(angle_diff(angles[i], c)) >= min_separation_deg for c in chosen):
+            chosen.append(float(angles[i]))
+        if len(chosen) == candidates:
+            break
+    return np.array(chosen), curve
+
+
+def _direction(ref: np.ndarray, tgt: np.ndarray, angles: np.ndarray, p: dict, spacing: float) -> dict[str, Any]:
+    cells = make_cells(ref, p["grid"], p["max_missing"])
+    search = CellSearch(cells, p["region_factor"], p["min_overlap"])
+    res = search.search(tgt, angles)
+    tol_px = p["shift_tolerance_um"] * 1e-6 / spacing
+    con = congruence(angles, res["corr"], res["shift"], corr_threshold=p["corr_threshold"],
+                     angle_tolerance_deg=p["angle_tolerance_deg"], shift_tolerance_px=tol_px, tau=p["tau"])
+    return {"cells": cells, "search": res, "congruence": con, "angles": angles}
+
+
+def _count(d: dict, method: str) -> int:
+    return int(d["congruence"][method]["count"])
+
+
+def _summary(d: dict, method: str) -> dict[str, Any]:
+    con = d["congruence"]
+    return {"n_cells": len(d["cells"]), "original": con["original"]["count"], "high": con["high"]["count"],
+            "high_passed": bool(con["high"].get("passed", False)),
+            "rotation_deg": con[method]["rotation_deg"], "shift_px": con[method]["shift"],
+            "angles_deg": d["angles"], "theta_counts": con["theta_counts"]}
+
+
+def compare(a: Scan, b: Scan, **params) -> Comparison:
+    """Compare two processed breech-face scans with the Congruent Matching Cells method.
+
+    Parameters
+    ----------
+    a, b : Scan
+        Processed surfaces (see `preprocess`) at the same lateral spacing; ``a``
+        is the reference, ``b`` the target.
+    **params
+        Overrides of `DEFAULTS`: ``grid`` (cells per side), ``max_missing``
+        (skip cells with more missing data), ``region_factor`` (target region
+        side / cell side), ``corr_threshold``, ``angle_tolerance_deg``,
+        ``shift_tolerance_um``, ``tau`` (high-CMC rotation test), ``rotation``
+        ("full", "reference" or an array of angles), the coarse pose settings
+        ``coarse_factor``, ``coarse_step_deg``, ``candidates``, ``window_deg``,
+        ``step_deg``; ``directions`` ("both" or "forward"); ``method`` ("high"
+        or "original") for ``cmc_count``.
+
+    Returns
+    -------
+    Comparison
+
+    Examples
+    --------
+    >>> import ballistix as bx
+    >>> a = bx.preprocess(bx.read_scan("fadul-1-1.x3p"))  # doctest: +SKIP
+    >>> b = bx.preprocess(bx.read_scan("fadul-1-2.x3p"))  # doctest: +SKIP
+    >>> res = bx.compare(a, b)  # doctest: +SKIP
+    >>> res.cmc_count >= 6  # doctest: +SKIP
+    True
+    """
+    p = _params(params)
+    a, b = _check_scan(a, "a"), _check_scan(b, "b")
+    if abs(a.dx - b.dx) > 1e-3 * a.dx or abs(a.dy - b.dy) > 1e-3 * a.dy or abs(a.dx - a.dy) > 1e-3 * a.dx:
+        raise ParameterError(f"compare needs both scans on one square grid; got {a.dx:g} x {a.dy:g} m and "
+                             f"{b.dx:g} x {b.dy:g} m (resample with preprocess)")
+    spacing = a.dx
+    # cells are laid on the bounding box of each surface's valid data
+    box_a, box_b = _valid_box(a.heights), _valid_box(b.heights)
+    za = a.heights[box_a[0]:box_a[0] + box_a[2], box_a[1]:box_a[1] + box_a[3]].astype(np.float32)
+    zb = b.heights[box_b[0]:box_b[0] + box_b[2], box_b[1]:box_b[1] + box_b[3]].astype(np.float32)
+    rot = p["rotation"]
+    coarse = None
+    if isinstance(rot, str):
+        if rot == "reference":
+            forward = [REFERENCE_ANGLES.copy()]
+        elif rot == "full":
+            cand, curve = coarse_rotations(za, zb, factor=int(p["coarse_factor"]), step_deg=p["coarse_step_deg"],
+                                           candidates=p["candidates"])
+            coarse = {"candidates_deg": cand, "curve_step_deg": p["coarse_step_deg"], "curve": curve}
+            offsets = np.arange(-p["window_deg"], p["window_deg"] + 1e-9, p["step_deg"])
+            forward = [c + offsets for c in cand]
+        else:
+            raise ParameterError(f"rotation must be 'full', 'reference' or an array of angles, got {rot!r}")
+    else:
+        arr = np.asarray(rot, dtype=float).ravel()
+        if arr.size == 0 or not np.isfinite(arr).all():
+            raise ParameterError("rotation angles must be a non-empty array of finite degrees")
+        forward = [arr]
+    # forward direction: a's cells searched in b; keep the best candidate window
+    best = None
+    for angles in forward:
+        d = _direction(za, zb, angles, p, spacing)
+        con = d["congruence"][p["method"]]
+        corr = np.where(np.isnan(d["search"]["corr"]), -1.0, d["search"]["corr"]).max(0) if len(d["cells"]) else []
+        key = (con["count"], float(np.mean(corr[con["mask"]])) if con["count"] else 0.0)
+        if best is None or key > best[0]:  # most congruent cells, then best-correlating ones
+            best = (key, d)
+    ab = best[1]
+    theta = ab["congruence"][p["method"]]["rotation_deg"]
+    if not np.isfinite(theta):
+        theta = float(ab["angles"][len(ab["angles"]) // 2])
+    dirs = {"ab": ab}
+    if p["directions"] == "both":
+        # b's cells searched in a, around the opposite rotation (or the same grid, mirrored)
+        if isinstance(rot, str) and rot == "full":
+            back = -theta + np.arange(-p["window_deg"], p["window_deg"] + 1e-9, p["step_deg"])
+        else:
+            back = -forward[0][::-1]
+        dirs["ba"] = _direction(zb, za, back, p, spacing)
+    counts = [_count(d, p["method"]) for d in dirs.values()]
+    cmc = int(min(counts))
+    # cells and pose from the forward direction
+    con = ab["congruence"][p["method"]]
+    mask = con["mask"]
+    res = ab["search"]
+    corr = res["corr"]
+    best_rot = np.nanargmax(np.where(np.isnan(corr), -np.inf, corr), axis=0) if corr.size else np.zeros(0, int)
+    cells_out = []
+    cl = ab["cells"]
+    for k in range(len(cl)):
+        r = int(best_rot[k])
+        c_corr = float(corr[r, k]) if np.isfinite(corr[r, k]) else float("nan")
+        sy, sx = (float(v) for v in res["shift"][r, k])
+        cy, cx = (float(v) for v in cl.centre[k])
+        cells_out.append({
+            "index": [int(v) for v in cl.index[k]],
+            "corner_px": [int(cl.corner[k][0] + box_a[0]), int(cl.corner[k][1] + box_a[1])],  # in a's grid
+            "centre_rel_px": [cy, cx],  # from the centre of a's valid box
+            "centre_m": [float((cl.corner[k][1] + box_a[1] + (cl.shape[1] - 1) / 2) * spacing),
+                         float((cl.corner[k][0] + box_a[0] + (cl.shape[0] - 1) / 2) * spacing)],
+            "correlation": c_corr, "rotation_deg": float(ab["angles"][r] % 360),
+            "shift_px": [sy, sx], "shift_m": [sx * spacing, sy * spacing],
+            "valid_fraction": float(cl.valid_fraction[k]), "congruent": bool(mask[k]),
+        })
+    congruent_corr = [c["correlation"] for c in cells_out if c["congruent"]]
+    mean_corr = float(np.mean(congruent_corr)) if congruent_corr else 0.0
+    shift = con["shift"]
+    translation = np.array([shift[1] * spacing, shift[0] * spacing]) if np.all(np.isfinite(shift)) else \
+        np.array([np.nan, np.nan])
+    p_out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}
+    if isinstance(p_out["rotation"], np.ndarray):
+        p_out["rotation"] = p_out["rotation"].tolist()
+    p_out["cell_px"] = list(cl.shape)
+    p_out["valid_box_px"] = {"a": box_a, "b": box_b}
+    p_out["spacing_m"] = spacing
+    if coarse is not None:
+        p_out["coarse"] = {"candidates_deg": coarse["candidates_deg"].tolist()}
+    return Comparison(
+        cmc_count=cmc,
+        score=float(cmc + (mean_corr if cmc > 0 else 0.0)),
+        rotation_deg=float(theta % 360),
+        translation=translation,
+        cells=cells_out,
+        directions={k: _summary(d, p["method"]) for k, d in dirs.items()},
+        params=p_out,
+        inputs={"a": _fingerprint(a), "b": _fingerprint(b)},
+        _surfaces=(a, b),
+    )
+
+
+def _compare_pair(args):
+    a, b, params = args
+    import cv2
+
+    cv2.setNumThreads(1)
+    return compare(a, b, **params)
+
+
+def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, **params) -> list[Comparison]:
+    """Compare many pairs of processed scans; results in the order of ``pairs``.
+
+    Parameters
+    ----------
+    pairs : iterable of (Scan, Scan)
+    n_jobs : int
+        Worker processes (1 = in this process). Each worker runs OpenCV and
+        the FFTs single-threaded.
+    progress : bool
+        Show a progress bar (tqdm).
+    **params
+        Passed to `compare`.
+    """
+    from tqdm.auto import tqdm
+
+    _params(params)
+    pairs = list(pairs)
+    if not (isinstance(n_jobs, int) and n_jobs >= 1):
+        raise ParameterError(f"n_jobs must be a positive integer, got {n_jobs!r}")
+    jobs = [(a, b, params) for a, b in pairs]
+    if n_jobs == 1:
+        return [_compare_pair(j) for j in tqdm(jobs, disable=not progress, desc="compare")]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=n_jobs) as ex:
+        return list(tqdm(ex.map(_compare_pair, jobs, chunksize=max(1, len(jobs) // (4 * n_jobs))),
+                         total=len(jobs), disable=not progress, desc="compare"))

@@ -1,0 +1,118 @@
+"""bx.compare / compare_many / Comparison on simulated and real surfaces."""
+
+import json
+
+import numpy as np
+import pytest
+
+import ballistix as bx
+from ballistix.datasets.realism import fadul_like, truth_breech_face
+from ballistix.features.cmc import rotate_nan
+from ballistix.features.filters import gaussian_bandpass
+
+
+def processed(scan, spacing_m=12.5e-6):
+    """A simulated raw scan made comparable with its ground truth (no preprocess needed)."""
+    z = fadul_like(scan, truth_breech_face(scan), spacing_m=spacing_m, long_cutoff_um=250)
+    return bx.Scan(z, spacing_m, spacing_m, {"labels": scan.meta["labels"], "truth": scan.meta["truth"]})
+
+
+@pytest.fixture(scope="module")
+def sims():
+    raw = bx.datasets.simulate(2, 2, seed=21, difficulty="easy", resolution="standard", models=["Ruger P95"])
+    return [processed(s) for s in raw]
+
+
+@pytest.fixture(scope="module")
+def km(sims):
+    return bx.compare(sims[0], sims[1])
+
+
+def test_same_gun_identified_with_the_true_rotation(sims, km):
+    assert km.cmc_count >= 6
+    truth = (sims[1].meta["truth"]["rotation_deg"] - sims[0].meta["truth"]["rotation_deg"]) % 360
+    assert abs((km.rotation_deg - truth + 180) % 360 - 180) <= 6
+    assert int(km.score) == km.cmc_count and 0 < km.score - km.cmc_count < 1
+
+
+def test_different_guns_not_identified(sims):
+    res = bx.compare(sims[0], sims[2])
+    assert res.cmc_count < 6
+    assert res.cmc_count < bx.compare(sims[0], sims[1]).cmc_count
+
+
+def test_comparison_records_cells_params_inputs_and_version(sims, km):
+    assert len(km.cells) == km.n_cells > 10
+    congruent = [c for c in km.cells if c["congruent"]]
+    assert len(congruent) >= 6 and all(c["correlation"] >= 0.5 for c in congruent)
+    assert km.params["grid"] == [8, 8] and km.params["rotation"] == "full"
+    assert km.inputs["a"]["label"] == sims[0].meta["labels"]["exhibit"]
+    assert len(km.inputs["a"]["heights_sha256"]) == 64
+    assert km.version == bx.__version__
+    d = json.loads(json.dumps(km.to_dict()))
+    assert d["cmc_count"] == km.cmc_count and len(d["cells"]) == len(km.cells)
+
+
+def test_deterministic(sims, km):
+    again = bx.compare(sims[0], sims[1])
+    assert again.to_dict() == km.to_dict()
+
+
+def test_plot_draws_cells_on_both_surfaces(km):
+    fig = km.plot()
+    axa, axb = fig.axes[:2]
+    assert len(axa.patches) == km.n_cells
+    assert len(axb.patches) == sum(np.isfinite(c["correlation"]) for c in km.cells)
+
+
+def test_reference_grid_mode_finds_small_rotations(sims):
+    a = sims[0]
+    b = bx.Scan(rotate_nan(a.heights, 12.0).astype(float), a.dx, a.dy, {})
+    res = bx.compare(a, b, rotation="reference")
+    # b is a turned 12 deg counter-clockwise: b must turn back by -12 deg to align with a
+    assert res.cmc_count >= 20 and abs(res.rotation_deg - 348.0) <= 3
+    assert res.params["rotation"] == "reference"
+
+
+def test_compare_many_matches_compare_in_order(sims):
+    pairs = [(sims[0], sims[1]), (sims[0], sims[2])]
+    serial = bx.compare_many(pairs, progress=False)
+    parallel = bx.compare_many(pairs, n_jobs=2, progress=False)
+    assert [r.cmc_count for r in serial] == [r.cmc_count for r in parallel] == \
+        [bx.compare(a, b).cmc_count for a, b in pairs]
+
+
+@pytest.mark.parametrize("kwargs", [dict(grid=(0, 8)), dict(wobble=1), dict(method="best"), dict(directions="up"),
+                                    dict(rotation="any"), dict(rotation=[]), dict(corr_threshold=2.0),
+                                    dict(shift_tolerance_um=-1)])
+def test_bad_parameters(sims, kwargs):
+    with pytest.raises(bx.ParameterError):
+        bx.compare(sims[0], sims[1], **kwargs)
+
+
+def test_bad_inputs(sims):
+    a = sims[0]
+    with pytest.raises(bx.ParameterError, match="grid"):
+        bx.compare(a, bx.Scan(a.heights, a.dx * 2, a.dy * 2))
+    with pytest.raises(bx.ParameterError, match="no valid points"):
+        bx.compare(a, bx.Scan(np.full((50, 50), np.nan), a.dx, a.dy))
+    with pytest.raises(bx.ParameterError):
+        bx.compare(a, a.heights)
+
+
+def _fadul(shared_data, name):
+    s = bx.read_scan(shared_data / "fadul" / f"fadul-{name}.x3p")
+    return bx.Scan(gaussian_bandpass(s.heights, s.dx, long_cutoff_um=250), s.dx, s.dy, {"labels": {"exhibit": name}})
+
+
+@pytest.mark.slow
+def test_real_fadul_pair_in_any_orientation(shared_data):
+    a, b, c = (_fadul(shared_data, n) for n in ("1-1", "1-2", "2-1"))
+    rng = np.random.default_rng(0)
+    angle = float(rng.uniform(0, 360))
+    side = int(np.ceil(np.hypot(*b.shape)))
+    b_rot = bx.Scan(rotate_nan(b.heights, angle, (side, side)).astype(float), b.dx, b.dy, {})
+    km = bx.compare(a, b_rot)
+    knm = bx.compare(a, c)
+    assert km.cmc_count >= 15   # NIST: 27
+    assert knm.cmc_count < 6    # NIST: 0
