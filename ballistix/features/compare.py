@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "window_deg": 9.0,
     "step_deg": 3.0,
     "directions": "both",
-    "method": "high",
+    "method": "original",
 }
 REFERENCE_ANGLES = np.arange(-30.0, 30.0 + 1e-9, 3.0)
 
@@ -59,10 +59,16 @@ class Comparison:
     Attributes
     ----------
     cmc_count : int
-        Congruent matching cells, the smaller of the two directions' counts
-        (``method``: "high" = Tong et al. 2015, falling back to the original
-        Song 2013 count when the high-CMC rotation test fails; "original").
-        The conventional decision rule calls 6 or more an identification.
+        Congruent matching cells, the smaller of the two directions' counts.
+        ``method="original"`` (default): Song 2013, one consensus rotation and
+        shift over all cells; ``"high"``: Tong et al. 2015, the peak of the
+        CMC-theta distribution (falling back to the original count when its
+        rotation test fails). Both are reported per direction in
+        ``directions``. The high-CMC count is not the default because over a
+        full-circle search (many candidate rotations) it lets more different-gun
+        pairs reach a few CMCs by chance: on the 717 Fadul non-matches the
+        original count stays at or below 3, the high count reaches 6. The
+        conventional decision rule calls 6 or more an identification.
     score : float
         ``cmc_count`` plus the mean correlation of the congruent cells (0 if
         none), so ``int(score) == cmc_count`` and ties are broken by how well
@@ -306,8 +312,8 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
         ``shift_tolerance_um``, ``tau`` (high-CMC rotation test), ``rotation``
         ("full", "reference" or an array of angles), the coarse pose settings
         ``coarse_factor``, ``coarse_step_deg``, ``candidates``, ``window_deg``,
-        ``step_deg``; ``directions`` ("both" or "forward"); ``method`` ("high"
-        or "original") for ``cmc_count``.
+        ``step_deg``; ``directions`` ("both" or "forward"); ``method`` ("original",
+        the default, or "high") for ``cmc_count``.
 
     Returns
     -------

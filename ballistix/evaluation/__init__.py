@@ -1,0 +1,85 @@
+"""Evaluation measures for same-source decisions: ROC, AUC, EER, error rates at a rule."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ParameterError
+
+__all__ = ["roc_curve", "auc", "equal_error_rate", "error_rates", "summarise_scores"]
+
+
+def _check(scores, same):
+    s = np.asarray(scores, dtype=float).ravel()
+    y = np.asarray(same, dtype=bool).ravel()
+    if s.shape != y.shape or s.size == 0:
+        raise ParameterError(f"scores and labels must be non-empty and the same length, got {s.size} and {y.size}")
+    if not y.any() or y.all():
+        raise ParameterError("need both same-source and different-source comparisons")
+    if np.isnan(s).any():
+        raise ParameterError("scores contain NaN")
+    return s, y
+
+
+def roc_curve(scores, same) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False- and true-positive rates for every threshold ``score >= t`` (highest first).
+
+    Returns ``fpr``, ``tpr``, ``thresholds``; the curve starts at (0, 0).
+    """
+    s, y = _check(scores, same)
+    thr = np.unique(s)[::-1]
+    tp = np.array([(s[y] >= t).sum() for t in thr]) / y.sum()
+    fp = np.array([(s[~y] >= t).sum() for t in thr]) / (~y).sum()
+    return np.r_[0.0, fp], np.r_[0.0, tp], np.r_[np.inf, thr]
+
+
+def auc(scores, same) -> float:
+    """Area under the ROC curve: the probability that a random same-source pair
+    scores above a random different-source pair (ties count one half)."""
+    s, y = _check(scores, same)
+    pos, neg = s[y], s[~y]
+    order = np.argsort(np.r_[pos, neg], kind="mergesort")
+    ranks = np.empty(order.size)
+    allv = np.r_[pos, neg][order]
+    # average ranks for ties
+    i = 0
+    while i < allv.size:
+        j = i
+        while j + 1 < allv.size and allv[j + 1] == allv[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    u = ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2
+    return float(u / (pos.size * neg.size))
+
+
+def equal_error_rate(scores, same) -> float:
+    """Rate where the false-positive and false-negative rates are equal (linear interpolation on the ROC)."""
+    fpr, tpr, _ = roc_curve(scores, same)
+    fnr = 1 - tpr
+    d = fpr - fnr
+    k = int(np.argmax(d >= 0))
+    if k == 0:
+        return float(fpr[0])
+    f0, f1, d0, d1 = fpr[k - 1], fpr[k], d[k - 1], d[k]
+    t = d0 / (d0 - d1) if d1 != d0 else 0.0
+    return float(f0 + t * (f1 - f0) if f1 != f0 else (fpr[k] + fnr[k]) / 2)
+
+
+def error_rates(scores, same, threshold: float) -> dict[str, float]:
+    """False-positive and false-negative rates of the rule ``score >= threshold``."""
+    s, y = _check(scores, same)
+    return {"threshold": float(threshold),
+            "false_positive_rate": float((s[~y] >= threshold).mean()),
+            "false_negative_rate": float((s[y] < threshold).mean()),
+            "false_positives": int((s[~y] >= threshold).sum()),
+            "false_negatives": int((s[y] < threshold).sum()),
+            "n_same": int(y.sum()), "n_different": int((~y).sum())}
+
+
+def summarise_scores(scores, same, threshold: float) -> dict:
+    """AUC, EER, error rates at ``threshold`` and the score ranges of each class."""
+    s, y = _check(scores, same)
+    q = lambda v: {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}  # noqa: E731
+    return {"auc": auc(s, y), "eer": equal_error_rate(s, y), "at_threshold": error_rates(s, y, threshold),
+            "same": q(s[y]), "different": q(s[~y])}

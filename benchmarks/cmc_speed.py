@@ -1,0 +1,87 @@
+"""Speed of the CMC comparison on one core, on a pair of processed Fadul scans.
+
+    python -m benchmarks.cmc_speed [--repeat 3]
+
+Modes: like-for-like with the reference implementation cmcR (-30..30 deg in 3
+deg steps, 8x8 cells, one direction) and the default `bx.compare` (both
+directions, full 360 deg pose search); plus the time per stage. cmcR takes
+about 30-50 s per direction for such a pair on one core (issue text; not run
+here: R is not available on this machine). Writes
+benchmarks/results/cmc_speed.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import ballistix as bx  # noqa: E402
+from ballistix.features import compare as cmp_mod  # noqa: E402
+from ballistix.features.cmc import CellSearch, congruence, make_cells  # noqa: E402
+
+from ._common import SHARED_DATA, table, write_json  # noqa: E402
+
+CMCR_SECONDS = (30.0, 50.0)  # per direction, one core (issue text)
+
+
+def _load(name):
+    return bx.preprocess(bx.read_scan(SHARED_DATA / "fadul" / f"fadul-{name}.x3p"))
+
+
+def _best_of(f, repeat):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = f()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args(argv)
+    if not (SHARED_DATA / "fadul").is_dir():
+        print(f"skipped: real scans not found at {SHARED_DATA}")
+        return 0
+    cv2.setNumThreads(1)
+    a, b = _load("1-1"), _load("1-2")
+    rows, out = [], {"pair": ["fadul-1-1", "fadul-1-2"], "shape": [list(a.shape), list(b.shape)],
+                     "cmcR_seconds_per_direction": CMCR_SECONDS, "modes": {}}
+    modes = {
+        "like-for-like (-30..30/3 deg, one direction)": dict(rotation="reference", directions="forward"),
+        "reference grid, both directions": dict(rotation="reference"),
+        "default (full 360, both directions)": dict(),
+    }
+    for name, kw in modes.items():
+        t, res = _best_of(lambda: bx.compare(a, b, **kw), args.repeat)
+        out["modes"][name] = {"seconds": t, "pairs_per_second": 1 / t, "cmc_count": res.cmc_count,
+                              "speedup_vs_cmcR": [CMCR_SECONDS[0] / t, CMCR_SECONDS[1] / t], "params": kw}
+        rows.append([name, t, 1 / t, res.cmc_count, f"{CMCR_SECONDS[0] / t:.0f}-{CMCR_SECONDS[1] / t:.0f}x"])
+    # stages of one forward direction on the reference grid
+    za = a.heights.astype(np.float32)
+    zb = b.heights.astype(np.float32)
+    angles = cmp_mod.REFERENCE_ANGLES
+    stages = {}
+    stages["cells + template FFTs"], search = _best_of(lambda: CellSearch(make_cells(za)), args.repeat)
+    stages["cell search, 21 rotations"], res = _best_of(lambda: search.search(zb, angles), args.repeat)
+    stages["congruence"], _ = _best_of(lambda: congruence(angles, res["corr"], res["shift"]), args.repeat)
+    stages["coarse pose, 120 rotations"], _ = _best_of(lambda: cmp_mod.coarse_rotations(za, zb), args.repeat)
+    out["stages_seconds"] = stages
+    path = write_json("cmc_speed", out)
+    print(table(rows, ["mode", "seconds", "pairs/s", "CMCs", "vs cmcR"]))
+    print()
+    print(table([[k, v] for k, v in stages.items()], ["stage", "seconds"]))
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
