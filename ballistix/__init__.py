@@ -11,6 +11,7 @@ from ._version import __version__
 from .errors import BallistixError, ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
 from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
 from .features.compare import Comparison, compare, compare_many
+from .features.preprocess import plot_preprocess, preprocess
 from .scan import Scan
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "BallistixError", "ScanFormatError", "ChecksumError", "ParameterError", "ScanFormatWarning",
     "read_scan", "read_x3p", "write_x3p", "read_image", "read_npz", "write_npz",
     "compare", "compare_many", "Comparison",
+    "preprocess", "plot_preprocess",
     "datasets",
 ]
 

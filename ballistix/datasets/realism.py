@@ -8,12 +8,13 @@ excess kurtosis, robust spread ratio) and the autocorrelation length.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from scipy import stats
 
 from ..errors import ParameterError
 from ..features.filters import gaussian_bandpass
+from ..features.preprocess import level
+from ..features.preprocess import resample as resample_nan  # NaN-aware resampling lives with preprocessing
 from ..scan import Scan
 
 __all__ = ["surface_stats", "truth_breech_face", "level_plane", "resample_nan", "fadul_like"]
@@ -85,31 +86,9 @@ def truth_breech_face(scan: Scan, *, margin_um: float = 40.0) -> np.ndarray:
 
 
 def level_plane(heights: np.ndarray) -> np.ndarray:
-    """Subtract the least-squares plane through the valid points."""
-    z = np.asarray(heights, dtype=np.float64)
-    yy, xx = np.nonzero(~np.isnan(z))
-    if yy.size < 3:
-        raise ParameterError("level_plane needs at least 3 valid points")
-    A = np.column_stack([np.ones(yy.size), xx, yy]).astype(np.float64)
-    coef, *_ = np.linalg.lstsq(A, z[yy, xx], rcond=None)
-    Y, X = np.mgrid[0:z.shape[0], 0:z.shape[1]]
-    return z - (coef[0] + coef[1] * X + coef[2] * Y)
-
-
-def resample_nan(heights: np.ndarray, spacing_m: float, new_spacing_m: float, *, min_valid: float = 0.5) -> np.ndarray:
-    """NaN-aware area-averaging resample to ``new_spacing_m`` (downsampling)."""
-    z = np.asarray(heights, dtype=np.float64)
-    if abs(new_spacing_m - spacing_m) < 1e-12:
-        return z.copy()
-    f = spacing_m / new_spacing_m
-    size = (max(1, int(round(z.shape[1] * f))), max(1, int(round(z.shape[0] * f))))
-    valid = ~np.isnan(z)
-    num = cv2.resize(np.where(valid, z, 0.0), size, interpolation=cv2.INTER_AREA)
-    den = cv2.resize(valid.astype(np.float64), size, interpolation=cv2.INTER_AREA)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = num / den
-    out[den < min_valid] = np.nan
-    return out
+    """Subtract the least-squares plane through the valid points (plain, not robust: `level`)."""
+    z = np.asarray(heights)
+    return level(z, order=1, robust=False, max_points=max(z.size, 10))
 
 
 def fadul_like(scan: Scan, mask: np.ndarray | None = None, *, spacing_m: float = 6.25e-6,

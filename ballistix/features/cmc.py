@@ -193,24 +193,27 @@ class CellSearch:
         regions = regions.astype(np.float32, copy=False)
         ly, lx = H - h + 1, W - w + 1
         valid = ~np.isnan(regions)
-        r0 = np.zeros((n, *self.fft_shape), np.float32)  # mean-removed regions, NaN as 0, padded for the FFT
-        view = r0[:, :H, :W]
+        r0 = np.zeros((n, H, W), np.float32)  # mean-removed regions, NaN as 0
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = regions.sum((1, 2), dtype=np.float64, where=valid) / valid.sum((1, 2))
-        np.subtract(regions, mean[:, None, None].astype(np.float32), out=view, where=valid)
+        np.subtract(regions, mean[:, None, None].astype(np.float32), out=r0, where=valid)
         # 1 / (cell norm * region norm under every cell window), zero where the window holds
         # too few valid points (integral images of the squared region and of its valid mask)
         inv_norm = np.zeros((n, ly, lx), np.float32)
         for k in range(n):
-            _, s2 = cv2.integral2(r0[k, :H, :W], sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
+            _, s2 = cv2.integral2(r0[k], sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
             energy = s2[h:, w:] - s2[:-h, w:] - s2[h:, :-w] + s2[:-h, :-w]
             c = cv2.integral(valid[k].view(np.uint8))
             ok = (c[h:, w:] - c[:-h, w:] - c[h:, :-w] + c[:-h, :-w] >= self.min_points) & (energy > 0)
             np.divide(1.0 / self.tnorm[k], np.sqrt(energy, where=ok, out=np.ones_like(energy)), out=inv_norm[k],
                       where=ok, casting="unsafe")
-        spec = sfft.rfft2(r0, workers=1, overwrite_x=True)
+        # cross-correlation by FFT, zero-padded to fft_shape; the inverse is done one axis at a
+        # time so that only the ly rows of lags that are used get their last transform
+        fy, fx = self.fft_shape
+        spec = sfft.fft(sfft.rfft(r0, n=fx, axis=2, workers=1), n=fy, axis=1, workers=1, overwrite_x=True)
         spec *= self.T
-        ccf = sfft.irfft2(spec, s=self.fft_shape, workers=1, overwrite_x=True)[:, :ly, :lx]
+        half = sfft.ifft(spec, axis=1, workers=1, overwrite_x=True)[:, :ly, :]
+        ccf = sfft.irfft(half, n=fx, axis=2, workers=1)[:, :, :lx]
         score = ccf * inv_norm
         score[inv_norm == 0] = -np.inf
         flat = score.reshape(n, -1).argmax(1)
