@@ -1,0 +1,1314 @@
+"""Breech-face preprocessing: from a raw cartridge-case scan to a comparable surface.
+
+`preprocess` chains pure steps, each one a plain public function that can be
+used alone (arrays in, arrays out; or a `Scan` in, a `Scan` out with the step
+recorded in ``meta["processing"]``):
+
+1. `find_breech_face`: fits the primer's outer edge (circle through the convex
+   hull of the measured primer), detects the firing-pin impression (the central
+   crater or hole and the raised flowback ring around it, up to the step at the
+   firing-pin aperture edge), and finds where the primer's flat face ends (its
+   rounded edge falls away, or data stop). Returns the mask and the geometry.
+2. `level`: removes the plane (or second-order) form by a robust fit (trimmed,
+   then iteratively reweighted least squares with Tukey's biweight).
+3. `remove_outliers`: spikes, dust and bad pixels (points far from their local
+   median, in robust sigmas) and tiny isolated islands become NaN.
+4. `bandpass`: ISO 16610-61 Gaussian regression band-pass, NaN-aware
+   (`ballistix.features.filters.gaussian_bandpass`).
+5. `crop` to the region's bounding box and `resample` to a standard lateral
+   spacing (NaN-aware; area averaging when downsampling).
+
+Everything is deterministic: same input and parameters, same output bits.
+Coordinates in results are metres from the centre of the grid's first point,
+``x`` along columns and ``y`` along rows (as ``meta["truth"]`` of the simulator).
+A point ``p`` of the input appears in the output of `preprocess` at
+``p - crop["origin_m"] - resample["origin_m"]`` (the ``result`` of those steps
+in ``meta["processing"]``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from .._version import __version__
+from ..errors import ParameterError
+from ..scan import Scan
+from .filters import gaussian_bandpass
+
+__all__ = [
+    "DEFAULTS",
+    "BreechFaceRegion",
+    "Circle",
+    "bandpass",
+    "crop",
+    "find_breech_face",
+    "fit_circle",
+    "level",
+    "plot_preprocess",
+    "preprocess",
+    "remove_outliers",
+    "resample",
+]
+
+#: Default parameters of `preprocess` (9 mm Luger primers, 16-500 um band, 6.25 um grid).
+DEFAULTS: dict[str, Any] = {
+    "primer_radius_mm": (1.3, 2.6),
+    "aperture_radius_mm": (0.3, 1.6),
+    "pin_margin_um": 30.0,
+    "edge_margin_um": 30.0,
+    "edge_drop_um": 2.0,
+    "max_pin_extension_um": 300.0,
+    "level_order": 1,
+    "outlier_sigma": 6.0,
+    "outlier_window_um": 15.0,
+    "min_island_um2": 2000.0,
+    "short_cutoff_um": 16.0,
+    "long_cutoff_um": 500.0,
+    "spacing_um": 6.25,
+}
+
+_MIN_SPACING_M, _MAX_SPACING_M = 1e-9, 1e-4
+_FACE_MAX_SLOPE = 0.2  # steepest slope (after a 10 um smoothing) still taken for the flat breech face
+
+
+# ----------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------
+
+def _heights(heights, name: str = "heights") -> np.ndarray:
+    if isinstance(heights, Scan):
+        heights = heights.heights
+    z = np.asarray(heights)
+    if z.ndim != 2 or z.shape[0] < 2 or z.shape[1] < 2:
+        raise ParameterError(f"{name} must be a 2-D array of at least 2 x 2 points, got shape {z.shape}")
+    if not np.issubdtype(z.dtype, np.floating):
+        raise ParameterError(f"{name} must be floating point (NaN = missing), got dtype {z.dtype}")
+    if np.isinf(z).any():
+        raise ParameterError(f"{name} contains +/-inf; use NaN for missing points")
+    return z
+
+
+def _spacing(spacing_m, name: str = "spacing_m") -> tuple[float, float]:
+    """(dx, dy) in metres from a number or a pair; refuses values that cannot be metres."""
+    try:
+        pair = (float(spacing_m), float(spacing_m)) if np.ndim(spacing_m) == 0 else tuple(float(v) for v in spacing_m)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number or (dx, dy) in metres, got {spacing_m!r}") from None
+    if len(pair) != 2:
+        raise ParameterError(f"{name} must be a number or (dx, dy) in metres, got {spacing_m!r}")
+    for v in pair:
+        if not (np.isfinite(v) and _MIN_SPACING_M <= v <= _MAX_SPACING_M):
+            raise ParameterError(
+                f"{name} must be a lateral spacing in metres between {_MIN_SPACING_M:g} and {_MAX_SPACING_M:g} "
+                f"(a microscope's grid), got {v!r}; were micrometres or millimetres passed as metres?")
+    return pair
+
+
+def _positive(value, name: str, *, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ParameterError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value!r}")
+    return v
+
+
+def _range(value, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a (low, high) pair, got {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
+        raise ParameterError(f"{name} must be a (low, high) pair with 0 < low < high, got {value!r}")
+    return lo, hi
+
+
+def _check_cutoffs(short_cutoff_um, long_cutoff_um) -> tuple[float, float]:
+    s = _positive(short_cutoff_um, "short_cutoff_um")
+    lc = _positive(long_cutoff_um, "long_cutoff_um")
+    if not s < lc:
+        raise ParameterError(f"short_cutoff_um ({s:g}) must be below long_cutoff_um ({lc:g}); are they swapped?")
+    return s, lc
+
+
+def _record(scan: Scan, heights: np.ndarray, step: str, params: dict, result: dict | None = None, *,
+            spacing: tuple[float, float] | None = None) -> Scan:
+    """A new Scan with ``heights`` and the step appended to ``meta["processing"]``."""
+    meta = copy.deepcopy(scan.meta)
+    entry = {"step": step, "params": params, "version": __version__}
+    if result is not None:
+        entry["result"] = result
+    meta["processing"] = list(meta.get("processing", [])) + [entry]
+    dx, dy = spacing if spacing is not None else (scan.dx, scan.dy)
+    return Scan(heights, dx, dy, meta)
+
+
+# ----------------------------------------------------------------------------
+# circle fit
+# ----------------------------------------------------------------------------
+
+class Circle(NamedTuple):
+    """A fitted circle: centre ``(x, y)``, radius ``r`` (units of the input points), the inlier
+    flags and the RMS radial residual of the inliers."""
+
+    x: float
+    y: float
+    r: float
+    inliers: np.ndarray
+    rms: float
+
+
+def _kasa(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    A = np.column_stack([x, y, np.ones_like(x)])
+    c, *_ = np.linalg.lstsq(A, x * x + y * y, rcond=None)
+    a, b = c[0] / 2, c[1] / 2
+    return float(a), float(b), float(np.sqrt(max(c[2] + a * a + b * b, 0.0)))
+
+
+def _geometric(x: np.ndarray, y: np.ndarray, a: float, b: float, r: float, iters: int = 20):
+    """Gauss-Newton on the orthogonal distances, from (a, b, r)."""
+    p = np.array([a, b, r], dtype=np.float64)
+    for _ in range(iters):
+        dxp, dyp = x - p[0], y - p[1]
+        d = np.maximum(np.hypot(dxp, dyp), 1e-12)
+        e = d - p[2]
+        J = np.column_stack([-dxp / d, -dyp / d, -np.ones_like(d)])
+        step, *_ = np.linalg.lstsq(J, -e, rcond=None)
+        p += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(p[0]), float(p[1]), float(abs(p[2]))
+
+
+def fit_circle(x, y, *, threshold: float | None = None, radius_range: tuple[float, float] | None = None,
+               max_trials: int = 400, seed: int = 0) -> Circle:
+    """Fit a circle to 2-D points, robustly when a ``threshold`` is given.
+
+    Without a threshold: algebraic (Kasa) fit refined by geometric least
+    squares on all points. With a threshold: RANSAC (MSAC scoring) over
+    ``max_trials`` triples, then a geometric least-squares refinement on the
+    points within ``threshold`` of the circle (twice), so partial arcs and
+    points from other structures do not pull the fit.
+
+    Parameters
+    ----------
+    x, y : (n,) array_like
+        Point coordinates (any length unit; the result is in the same unit).
+    threshold : float, optional
+        Inlier distance from the circle, in the unit of ``x`` and ``y``.
+    radius_range : (float, float), optional
+        Plausible radii; candidate circles outside are rejected.
+    max_trials : int
+        RANSAC triples.
+    seed : int
+        Seed of the triple sampling (the fit is deterministic for a given seed).
+
+    Returns
+    -------
+    Circle
+        ``x``, ``y``, ``r``, ``inliers`` (bool per point) and ``rms``.
+
+    Examples
+    --------
+    >>> t = np.linspace(0, np.pi, 50)
+    >>> c = fit_circle(3 + 2 * np.cos(t), -1 + 2 * np.sin(t))
+    >>> round(c.x, 6), round(c.y, 6), round(c.r, 6)
+    (3.0, -1.0, 2.0)
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ParameterError(f"x and y must have the same length, got {x.size} and {y.size}")
+    if x.size < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ParameterError(f"fit_circle needs at least 3 finite points, got {x.size}")
+    if threshold is not None:
+        threshold = _positive(threshold, "threshold")
+    if radius_range is not None:
+        radius_range = _range(radius_range, "radius_range")
+    if isinstance(max_trials, bool) or not isinstance(max_trials, (int, np.integer)) or max_trials < 1:
+        raise ParameterError(f"max_trials must be a positive integer, got {max_trials!r}")
+    # normalise for conditioning
+    mx, my = x.mean(), y.mean()
+    s = max(float(np.hypot(x - mx, y - my).max()), 1e-300)
+    u, v = (x - mx) / s, (y - my) / s
+    rr = None if radius_range is None else (radius_range[0] / s, radius_range[1] / s)
+    if threshold is None:
+        a, b, r = _geometric(u, v, *_kasa(u, v))
+        inl = np.ones(u.size, bool)
+    else:
+        t = threshold / s
+        rng = np.random.default_rng(seed)
+        score_idx = np.arange(u.size) if u.size <= 1500 else np.linspace(0, u.size - 1, 1500).astype(int)
+        su, sv = u[score_idx], v[score_idx]
+        tri = np.stack([rng.choice(u.size, 3, replace=False) for _ in range(max_trials)]) if u.size > 3 else \
+            np.array([[0, 1, 2]])
+        ax, ay, bx, by, cx, cy = u[tri[:, 0]], v[tri[:, 0]], u[tri[:, 1]], v[tri[:, 1]], u[tri[:, 2]], v[tri[:, 2]]
+        d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+        ok = np.abs(d) > 1e-12
+        d = np.where(ok, d, 1.0)
+        a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx * cx + cy * cy
+        ux = (a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by)) / d
+        uy = (a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)) / d
+        ur = np.hypot(ax - ux, ay - uy)
+        if rr is not None:
+            ok &= (ur >= rr[0]) & (ur <= rr[1])
+        if not ok.any():
+            raise ParameterError("fit_circle: no candidate circle within radius_range; check the points and range")
+        res = np.abs(np.hypot(su[None, :] - ux[ok, None], sv[None, :] - uy[ok, None]) - ur[ok, None])
+        cost = (np.minimum(res, t) ** 2).sum(axis=1)
+        best = int(np.argmin(cost))
+        a, b, r = ux[ok][best], uy[ok][best], ur[ok][best]
+        for _ in range(3):
+            inl = np.abs(np.hypot(u - a, v - b) - r) < t
+            if inl.sum() < 3:
+                break
+            a, b, r = _geometric(u[inl], v[inl], a, b, r)
+        inl = np.abs(np.hypot(u - a, v - b) - r) < t
+    e = np.hypot(u - a, v - b) - r
+    rms = float(np.sqrt(np.mean(e[inl] ** 2))) * s if inl.any() else float("nan")
+    return Circle(float(a * s + mx), float(b * s + my), float(r * s), inl, rms)
+
+
+# ----------------------------------------------------------------------------
+# step 2: levelling
+# ----------------------------------------------------------------------------
+
+def _design(xn: np.ndarray, yn: np.ndarray, order: int) -> np.ndarray:
+    cols = [np.ones_like(xn), xn, yn]
+    if order == 2:
+        cols += [xn * xn, xn * yn, yn * yn]
+    return np.column_stack(cols)
+
+
+def level(heights, *, order: int = 1, robust: bool = True, mask=None, max_iter: int = 30,
+          max_points: int = 50_000):
+    """Remove the plane (``order=1``) or second-order (``order=2``) form of a surface.
+
+    The form is fitted to the valid points (optionally only those in ``mask``)
+    and subtracted from every point. The robust fit starts from least
+    squares, trims the points with the largest residuals (three passes keeping
+    the best 60 %), then iterates Tukey-biweight reweighted least squares
+    (c = 4.685 robust sigmas), so raised rings, pits or a remaining edge do not
+    tilt the result. A regular subsample of at most ``max_points`` points is
+    fitted (deterministic).
+
+    Parameters
+    ----------
+    heights : (ny, nx) ndarray or Scan
+        Heights in metres, NaN = missing.
+    order : {1, 2}
+        1: plane; 2: plane plus quadratic terms (dome, saddle).
+    robust : bool
+        False gives the plain least-squares fit.
+    mask : (ny, nx) bool ndarray, optional
+        Points used for the fit (the form is still removed everywhere).
+    max_iter : int
+        Reweighting iterations at most.
+    max_points : int
+        Points fitted at most.
+
+    Returns
+    -------
+    ndarray or Scan
+        Levelled heights (float64), NaN where the input is NaN; a Scan (with
+        the step in ``meta["processing"]``) when given a Scan.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[0:20, 0:30]
+    >>> bool(np.allclose(level(1e-6 * (3 + 0.2 * xx - 0.1 * yy)), 0, atol=1e-15))
+    True
+    """
+    z = _heights(heights)
+    if order not in (1, 2) or isinstance(order, bool):
+        raise ParameterError(f"order must be 1 (plane) or 2 (second order), got {order!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ParameterError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 10:
+        raise ParameterError(f"max_points must be an integer >= 10, got {max_points!r}")
+    sel = ~np.isnan(z)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.shape != z.shape:
+            raise ParameterError(f"mask shape {m.shape} differs from heights shape {z.shape}")
+        sel &= m.astype(bool)
+    ncoef = 3 if order == 1 else 6
+    rows, cols = np.nonzero(sel)
+    if rows.size < ncoef:
+        raise ParameterError(f"level needs at least {ncoef} valid points for order {order}, got {rows.size}")
+    if rows.size > max_points:
+        pick = np.linspace(0, rows.size - 1, max_points).astype(np.int64)
+        rows, cols = rows[pick], cols[pick]
+    ny, nx = z.shape
+    cx, cy, sx, sy = (nx - 1) / 2, (ny - 1) / 2, max(nx / 2, 1.0), max(ny / 2, 1.0)
+    A = _design((cols - cx) / sx, (rows - cy) / sy, order)
+    zv = z[rows, cols].astype(np.float64)
+    zoff = float(np.median(zv))
+    b = (zv - zoff) * 1e6  # micrometres: well-scaled numbers
+
+    def solve(w=None):  # normal equations: A is well conditioned (coordinates in [-1, 1])
+        Aw = A if w is None else A * w[:, None]
+        return np.linalg.solve(Aw.T @ A, Aw.T @ b)
+
+    coef = solve()
+    if robust:
+        for _ in range(3):
+            res = np.abs(b - A @ coef)
+            keep = (res <= np.quantile(res, 0.6)).astype(np.float64)
+            if keep.sum() < 2 * ncoef:
+                break
+            coef = solve(keep)
+        for _ in range(max_iter):
+            res = b - A @ coef
+            scale = 1.4826 * np.median(np.abs(res - np.median(res)))
+            if not scale > 1e-6:  # an exact fit (to a picometre): nothing left to reweight
+                break
+            u = res / (4.685 * scale)
+            w = np.where(np.abs(u) < 1, (1 - u * u) ** 2, 0.0)
+            if np.count_nonzero(w) < 2 * ncoef:
+                break
+            new = solve(w)
+            done = np.abs(new - coef).max() < 1e-6
+            coef = new
+            if done:
+                break
+    xn = ((np.arange(nx) - cx) / sx)[None, :]
+    yn = ((np.arange(ny) - cy) / sy)[:, None]
+    form = coef[0] + coef[1] * xn + coef[2] * yn
+    if order == 2:
+        form = form + coef[3] * xn * xn + coef[4] * xn * yn + coef[5] * yn * yn
+    out = z.astype(np.float64) - (zoff + form * 1e-6)
+    if isinstance(heights, Scan):
+        return _record(heights, out, "level", {"order": int(order), "robust": bool(robust),
+                                               "max_iter": int(max_iter), "max_points": int(max_points),
+                                               "mask": mask is not None})
+    return out
+
+
+# ----------------------------------------------------------------------------
+# step 3: outliers
+# ----------------------------------------------------------------------------
+
+def _fill_nan(z: np.ndarray, valid: np.ndarray, size_px: int) -> np.ndarray:
+    """NaN replaced by the mean of the valid points in a ``size_px`` box (then by the median where none)."""
+    k = (int(size_px) | 1, int(size_px) | 1)
+    num = cv2.boxFilter(np.where(valid, z, 0.0), -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    den = cv2.boxFilter(valid.astype(np.float64), -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fill = num / den
+    fill[~(den > 0.5)] = np.median(z[valid])
+    return np.where(valid, z, fill)
+
+
+def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: float = 15.0,
+                    min_island_um2: float = 2000.0, return_mask: bool = False):
+    """Set spikes, dust specks and bad pixels to NaN.
+
+    A point is an outlier when it departs from the median of its
+    ``window_um`` neighbourhood by more than ``sigma`` robust standard
+    deviations of such departures (Hampel filter: 1.4826 x their median in the
+    same window, or over the whole scan if that is larger, and never less than
+    a tenth of the robust standard deviation of the heights). Measured
+    islands smaller than ``min_island_um2`` surrounded by missing data are
+    dropped too. Texture wider than the window is left alone.
+
+    Parameters
+    ----------
+    heights : (ny, nx) ndarray or Scan
+        Heights in metres, NaN = missing.
+    spacing_m : float or (dx, dy)
+        Lateral spacing in metres (taken from the Scan when given one).
+    sigma : float
+        Threshold in robust standard deviations of the departures.
+    window_um : float
+        Side of the median window in micrometres (at least 3 points).
+    min_island_um2 : float
+        Area below which an isolated measured island is removed (0: keep all).
+    return_mask : bool
+        Also return the boolean array of points removed.
+
+    Returns
+    -------
+    ndarray or Scan (and ndarray)
+        Cleaned heights, NaN at outliers; with ``return_mask`` also the removed points.
+
+    Examples
+    --------
+    >>> z = np.zeros((40, 40)); z[20, 20] = 5e-6
+    >>> z += 1e-8 * np.random.default_rng(0).standard_normal(z.shape)
+    >>> bool(np.isnan(remove_outliers(z, 3.125e-6)[20, 20]))
+    True
+    """
+    z = _heights(heights)
+    if isinstance(heights, Scan):
+        spacing_m = (heights.dx, heights.dy) if spacing_m is None else spacing_m
+    if spacing_m is None:
+        raise ParameterError("remove_outliers needs spacing_m (metres) for an array input")
+    dx, dy = _spacing(spacing_m)
+    sigma = _positive(sigma, "sigma")
+    window_um = _positive(window_um, "window_um")
+    min_island_um2 = _positive(min_island_um2, "min_island_um2", allow_zero=True)
+    z = z.astype(np.float64)
+    valid = ~np.isnan(z)
+    removed = np.zeros(z.shape, bool)
+    if valid.sum() >= 9:
+        ky = max(3, int(round(window_um * 1e-6 / dy)) | 1)
+        kx = max(3, int(round(window_um * 1e-6 / dx)) | 1)
+        zoff = float(np.median(z[valid]))
+        zu = (z - zoff) * 1e6
+        filled = _fill_nan(zu, valid, 2 * max(kx, ky) + 1)
+        def median(a):
+            if kx == ky and kx <= 5:
+                return cv2.medianBlur(a.astype(np.float32), kx).astype(np.float64)
+            return ndimage.median_filter(a, size=(ky, kx), mode="nearest")
+
+        dev = np.abs(zu - median(filled))
+        # Hampel-type scale: the local spread of the departures (so steep texture is not taken for
+        # spikes), never below the scan-wide spread (so flat areas do not flag their noise). Missing
+        # neighbours count as large departures: near gaps, where the local median is least sure,
+        # the test is more lenient.
+        # (on smooth surfaces most departures are exactly 0: the floor keeps texture peaks, whose
+        # departure is a small share of the height spread, from counting as spikes)
+        zv = zu[valid]
+        floor = 0.1 * 1.4826 * np.median(np.abs(zv - np.median(zv)))
+        s_all = max(1.4826 * np.median(dev[valid]), floor)
+        dev_filled = np.where(valid, dev, 1e3 * max(s_all, 1e-9))
+        scale = np.maximum(1.4826 * median(dev_filled), s_all)
+        if s_all > 0:
+            removed = valid & (dev > sigma * scale)
+    out = np.where(removed, np.nan, z)
+    if min_island_um2 > 0:
+        ok = ~np.isnan(out)
+        _, lab, stats, _ = cv2.connectedComponentsWithStats(ok.astype(np.uint8), connectivity=8)
+        small = stats[:, cv2.CC_STAT_AREA] * dx * dy * 1e12 < min_island_um2
+        small[0] = False
+        islands = small[lab] & ok
+        removed |= islands
+        out[islands] = np.nan
+    if isinstance(heights, Scan):
+        res = _record(heights, out, "remove_outliers",
+                      {"sigma": sigma, "window_um": window_um, "min_island_um2": min_island_um2},
+                      {"removed_points": int(removed.sum())})
+        return (res, removed) if return_mask else res
+    return (out, removed) if return_mask else out
+
+
+# ----------------------------------------------------------------------------
+# step 4: band-pass, step 5: crop and resample
+# ----------------------------------------------------------------------------
+
+def bandpass(heights, spacing_m=None, *, short_cutoff_um: float = 16.0, long_cutoff_um: float = 500.0):
+    """Gaussian regression band-pass (ISO 16610-61 weighting), NaN-aware.
+
+    Low-pass at ``short_cutoff_um`` minus low-pass at ``long_cutoff_um``, each
+    by normalised weights (`ballistix.features.filters.gaussian_bandpass`):
+    missing points neither spread nor bias the result. Keeps the
+    breech-face marks, removes fine noise and the form left after levelling.
+
+    Parameters
+    ----------
+    heights : (ny, nx) ndarray or Scan
+        Heights in metres, NaN = missing.
+    spacing_m : float or (dx, dy)
+        Lateral spacing in metres (taken from the Scan when given one).
+    short_cutoff_um, long_cutoff_um : float
+        Cutoff wavelengths in micrometres (50 % transmission); CMC work uses
+        16 and 250-500 um.
+
+    Returns
+    -------
+    ndarray or Scan
+        Band-passed heights in metres.
+
+    Examples
+    --------
+    >>> z = np.full((64, 64), 3e-6)
+    >>> bool(np.allclose(bandpass(z, 6.25e-6), 0, atol=1e-15))
+    True
+    """
+    z = _heights(heights)
+    if isinstance(heights, Scan):
+        spacing_m = (heights.dx, heights.dy) if spacing_m is None else spacing_m
+    if spacing_m is None:
+        raise ParameterError("bandpass needs spacing_m (metres) for an array input")
+    dx, dy = _spacing(spacing_m)
+    s, lc = _check_cutoffs(short_cutoff_um, long_cutoff_um)
+    out = gaussian_bandpass(z.astype(np.float64), (dx, dy), short_cutoff_um=s, long_cutoff_um=lc)
+    if isinstance(heights, Scan):
+        return _record(heights, out, "bandpass", {"short_cutoff_um": s, "long_cutoff_um": lc})
+    return out
+
+
+def crop(heights, mask=None, *, pad: int = 0, return_origin: bool = False):
+    """Crop to the bounding box of ``mask`` (default: the valid points), plus ``pad`` points.
+
+    Returns
+    -------
+    ndarray or Scan (and (row0, col0))
+        The cropped heights; with ``return_origin`` also the first row and
+        column of the crop in the input grid. A Scan's step records the
+        origin in metres (``origin_m`` = x, y of the new first point).
+
+    Examples
+    --------
+    >>> z = np.full((5, 6), np.nan); z[1:3, 2:5] = 0.0
+    >>> crop(z).shape
+    (2, 3)
+    """
+    z = _heights(heights)
+    m = ~np.isnan(z) if mask is None else np.asarray(mask, dtype=bool)
+    if m.shape != z.shape:
+        raise ParameterError(f"mask shape {m.shape} differs from heights shape {z.shape}")
+    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ParameterError(f"pad must be a non-negative integer, got {pad!r}")
+    rows, cols = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
+    if rows.size == 0:
+        raise ParameterError("crop: nothing to crop to (the mask or the valid region is empty)")
+    r0, r1 = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, z.shape[0])
+    c0, c1 = max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, z.shape[1])
+    out = z[r0:r1, c0:c1].copy()
+    if isinstance(heights, Scan):
+        res = _record(heights, out, "crop", {"pad": int(pad), "mask": mask is not None},
+                      {"origin_px": [int(r0), int(c0)], "origin_m": [c0 * heights.dx, r0 * heights.dy]})
+        return (res, (int(r0), int(c0))) if return_origin else res
+    return (out, (int(r0), int(c0))) if return_origin else out
+
+
+def resample(heights, spacing_m=None, new_spacing_m: float | tuple[float, float] = 6.25e-6, *,
+             min_valid: float = 0.5):
+    """Resample to a new lateral spacing, NaN-aware.
+
+    Heights and the valid-point indicator are resampled alike (area averaging
+    when downsampling, bilinear when upsampling) and divided, so missing
+    points neither spread nor bias the result; a new point is NaN when less
+    than ``min_valid`` of its area was measured. The new grid starts at the
+    same first point and keeps the extent to the nearest point.
+
+    Parameters
+    ----------
+    heights : (ny, nx) ndarray or Scan
+        Heights in metres, NaN = missing.
+    spacing_m : float or (dx, dy)
+        Current spacing in metres (taken from the Scan when given one).
+    new_spacing_m : float or (dx, dy)
+        Target spacing in metres.
+    min_valid : float
+        Share of measured area below which a new point is NaN (0-1].
+
+    Returns
+    -------
+    ndarray or Scan
+        Resampled heights (float64).
+
+    Examples
+    --------
+    >>> resample(np.ones((8, 6)), 3.125e-6, 6.25e-6).shape
+    (4, 3)
+    """
+    z = _heights(heights)
+    if isinstance(heights, Scan):
+        spacing_m = (heights.dx, heights.dy) if spacing_m is None else spacing_m
+    if spacing_m is None:
+        raise ParameterError("resample needs spacing_m (metres) for an array input")
+    dx, dy = _spacing(spacing_m)
+    ndx, ndy = _spacing(new_spacing_m, "new_spacing_m")
+    min_valid = float(min_valid)
+    if not 0 < min_valid <= 1:
+        raise ParameterError(f"min_valid must be in (0, 1], got {min_valid!r}")
+    z = z.astype(np.float64)
+    fx, fy = dx / ndx, dy / ndy
+    if abs(fx - 1) < 1e-9 and abs(fy - 1) < 1e-9:
+        out, fx, fy = z.copy(), 1, 1
+    else:
+        size = (max(1, int(round(z.shape[1] * fx))), max(1, int(round(z.shape[0] * fy))))
+        interp = cv2.INTER_AREA if (fx < 1 and fy < 1) else cv2.INTER_LINEAR
+        valid = ~np.isnan(z)
+        zoff = float(np.median(z[valid])) if valid.any() else 0.0
+        num = cv2.resize(np.where(valid, z - zoff, 0.0), size, interpolation=interp)
+        den = cv2.resize(valid.astype(np.float64), size, interpolation=interp)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = num / den + zoff
+        out[~(den >= min_valid - 1e-9)] = np.nan
+    if isinstance(heights, Scan):
+        # cv2 maps point centres: new point 0 sits half a new step minus half an old step from old point 0
+        shift = [0.0, 0.0] if out.shape == z.shape and fx == fy == 1 else [(ndx - dx) / 2, (ndy - dy) / 2]
+        return _record(heights, out, "resample",
+                       {"spacing_um": [round(ndx * 1e6, 9), round(ndy * 1e6, 9)], "min_valid": min_valid},
+                       {"origin_m": shift}, spacing=(ndx, ndy))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# step 1: breech-face region
+# ----------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class BreechFaceRegion:
+    """Where the breech face is on a scan: the mask and the fitted geometry.
+
+    Coordinates are metres in the scan's frame (``x`` along columns, ``y``
+    along rows, from the first grid point); radii in metres.
+
+    Attributes
+    ----------
+    mask : (ny, nx) bool ndarray
+        True on measured breech-face points.
+    primer_center_m, primer_radius_m
+        Circle through the outer edge of the measured primer (convex hull).
+    flat_radius_m
+        Where the primer's flat face ends (about ``primer_center_m``): the
+        rounded edge falls more than ``edge_drop_um`` below the face, or data
+        stop.
+    outer_radius_m
+        Outer radius of the mask (``flat_radius_m`` less the margin).
+    aperture_center_m, aperture_radius_m
+        Circle through the outer edge of the firing-pin impression (the step
+        at the firing-pin aperture, or the edge of a hole already masked);
+        None when no impression was found.
+    inner_radius_m
+        ``aperture_radius_m`` plus the margin.
+    crater_center_m, crater_radius_m
+        The central crater (hole of missing data), None when there is none.
+    outer_edge, inner_edge : str
+        What bounded the region: ``"rounded edge"`` (height drop), ``"data
+        edge"`` (measurement stops raggedly), ``"mask edge"`` (a clean, sharp
+        edge of a scan already masked: no margin taken), ``"flowback step"``,
+        ``"grid"`` or ``"none"``.
+    pin_extension_m : (n_angles,) ndarray
+        Per-angle extension of the firing-pin mask beyond its circle
+        (aperture shear, drag), angles ``2 pi k / n_angles`` about
+        ``aperture_center_m``.
+    face_sigma_um
+        Robust standard deviation of the levelled face (the detection noise).
+    """
+
+    mask: np.ndarray
+    primer_center_m: tuple[float, float]
+    primer_radius_m: float
+    flat_radius_m: float
+    outer_radius_m: float
+    aperture_center_m: tuple[float, float] | None
+    aperture_radius_m: float | None
+    inner_radius_m: float | None
+    crater_center_m: tuple[float, float] | None
+    crater_radius_m: float | None
+    outer_edge: str
+    inner_edge: str
+    face_sigma_um: float
+    pin_extension_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The geometry as JSON-ready numbers (no mask)."""
+        def pt(p):
+            return None if p is None else [float(p[0]), float(p[1])]
+
+        def num(v):
+            return None if v is None else float(v)
+
+        return {
+            "primer_center_m": pt(self.primer_center_m), "primer_radius_m": num(self.primer_radius_m),
+            "flat_radius_m": num(self.flat_radius_m), "outer_radius_m": num(self.outer_radius_m),
+            "aperture_center_m": pt(self.aperture_center_m), "aperture_radius_m": num(self.aperture_radius_m),
+            "inner_radius_m": num(self.inner_radius_m),
+            "crater_center_m": pt(self.crater_center_m), "crater_radius_m": num(self.crater_radius_m),
+            "outer_edge": self.outer_edge, "inner_edge": self.inner_edge,
+            "face_sigma_um": float(self.face_sigma_um),
+            "max_pin_extension_m": float(self.pin_extension_m.max()) if self.pin_extension_m.size else 0.0,
+            "mask_points": int(self.mask.sum()),
+        }
+
+
+def _largest_component(m: np.ndarray) -> np.ndarray:
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(m, bool)
+    return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def _disk(radius_px: float) -> np.ndarray:
+    r = max(int(round(radius_px)), 1)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _hull_points(comp: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """Points every grid step along the convex hull of ``comp``, off the grid border, in metres."""
+    pts = cv2.findNonZero(comp.astype(np.uint8))
+    if pts is None or len(pts) < 3:
+        return np.zeros((0, 2))
+    hull = cv2.convexHull(pts)[:, 0, :].astype(np.float64)
+    seg = []
+    for a, b in zip(hull, np.roll(hull, -1, axis=0)):
+        n = max(int(np.ceil(np.hypot(*(b - a)))), 1)
+        t = np.arange(n)[:, None] / n
+        seg.append(a + t * (b - a))
+    p = np.concatenate(seg)
+    ny, nx = comp.shape
+    off = (p[:, 0] > 1.5) & (p[:, 0] < nx - 2.5) & (p[:, 1] > 1.5) & (p[:, 1] < ny - 2.5)
+    return p[off] * [dx, dy]
+
+
+def _sample_rays(arrs, centre, r, n_angles, dx, dy):
+    """Nearest-point samples of 2-D arrays along rays from ``centre`` (metres); out-of-grid -> fill."""
+    th = 2 * np.pi * np.arange(n_angles) / n_angles
+    X = centre[0] + r[None, :] * np.cos(th)[:, None]
+    Y = centre[1] + r[None, :] * np.sin(th)[:, None]
+    col, row = np.rint(X / dx).astype(np.int64), np.rint(Y / dy).astype(np.int64)
+    ny, nx = arrs[0][0].shape
+    inside = (col >= 0) & (col < nx) & (row >= 0) & (row < ny)
+    col, row = np.clip(col, 0, nx - 1), np.clip(row, 0, ny - 1)
+    return [np.where(inside, a[row, col], fill) for a, fill in arrs], inside
+
+
+def _step_edge(F: np.ndarray, L: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the index in [lo, hi] where the share of True in the next ``L`` samples most exceeds
+    the share in the previous ``L`` (the step from impression to face), and that contrast."""
+    K, M = F.shape
+    c = np.concatenate([np.zeros((K, 1)), np.cumsum(F, axis=1)], axis=1)
+    idx = np.arange(M)
+    fwd = (c[:, np.minimum(idx + L, M)] - c[:, idx]) / np.maximum(np.minimum(idx + L, M) - idx, 1)
+    bwd = (c[:, idx] - c[:, np.maximum(idx - L, 0)]) / np.maximum(idx - np.maximum(idx - L, 0), 1)
+    score = np.where((idx >= lo) & (idx <= hi), fwd - bwd, -np.inf)
+    best = np.argmax(score, axis=1)
+    return best, score[np.arange(K), best]
+
+
+def _clean_edge(valid: np.ndarray, centre, radius: float, dx: float, dy: float, inside_valid: bool):
+    """Is the boundary near ``radius`` about ``centre`` a clean mask edge (a scan already cut)?
+
+    Along each ray across the boundary (+-12 grid steps), coming from the unmeasured side: a
+    clean edge has nothing measured, then at once a well-measured run (>= 80 % of the next 6
+    points). Raw scans fail this: data thin out raggedly (the primer's rounded edge) or there is
+    measured structure on both sides (the flowback ring). Clean when >= 70 % of the rays that
+    meet data are clean. Returns ``(clean, r_min, r_max)``: the range of the edge radii.
+    """
+    s = max(dx, dy)
+    n = int(np.clip(2 * np.pi * radius / s, 64, 2048))
+    k = np.arange(-12, 13)
+    if inside_valid:  # walk inward from outside
+        k = k[::-1]
+    (v,), g = _sample_rays([(valid, False)], centre, radius + k * s, n, dx, dy)
+    v = v & g
+    hit = v.any(axis=1)
+    if hit.sum() < 0.25 * n:
+        return False, radius, radius
+    v, g = v[hit], g[hit]
+    t = np.argmax(v, axis=1)  # first measured sample from the empty side
+    c = np.concatenate([np.zeros((len(t), 1)), np.cumsum(v, axis=1)], axis=1)
+    rows = np.arange(len(t))
+    run = np.where(t + 6 <= v.shape[1], (c[rows, np.minimum(t + 6, v.shape[1])] - c[rows, t]) / 6, 0.0)
+    clean = (t >= 3) & (run >= 0.8) & g[rows, np.maximum(t - 1, 0)]
+    if clean.mean() < 0.7:
+        return False, radius, radius
+    r_edge = radius + k[t[clean]] * s
+    return True, float(r_edge.min()), float(r_edge.max())
+
+
+def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_radius_mm"],
+                     aperture_radius_mm=DEFAULTS["aperture_radius_mm"], pin_margin_um: float = DEFAULTS["pin_margin_um"],
+                     edge_margin_um: float = DEFAULTS["edge_margin_um"], edge_drop_um: float = DEFAULTS["edge_drop_um"],
+                     max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"]) -> BreechFaceRegion:
+    """Find the breech-face region of a cartridge-case scan: mask and geometry.
+
+    1. Primer edge: the convex hull of the largest region where at least half
+       the points are measured (30 um boxes) is sampled every grid step
+       (points on the grid border dropped) and a circle is fitted by RANSAC.
+       Dents from drop-outs do not reach the hull, and stray points beyond it
+       are outliers.
+    2. Form: a robust second-order fit on the outer face (0.7-0.92 of the
+       primer radius) gives face-relative heights and the face's noise
+       ``sigma``; points within ``max(3 sigma, 2 um)`` of the face are
+       "face-like".
+       Face-like also requires a slope below 0.2 (after a 10 um smoothing:
+       the crater wall crosses face level on its way down) and a
+       well-measured neighbourhood (>= 70 % of a 20 um box: the flowback
+       metal and the steps around the impression return little light, so
+       their drop-outs are dense).
+    3. Firing-pin impression: from the central hole (largest missing blob
+       inside the primer, its circle fitted by RANSAC), rays go out every
+       degree; along each, the impression ends at the radius where the share
+       of face-like points over the next 80 um most exceeds the share over the
+       previous 80 um (the crater, the raised flowback ring and the drop-outs
+       at its step are not face-like; contrast > 0.4 required). A RANSAC
+       circle through these ends is the aperture; rays are cast again from its
+       centre and the fit repeated. Where the impression reaches beyond the
+       circle (aperture shear, drag), the mask follows it, ray by ray
+       (median over 7 degrees), by up to ``max_pin_extension_um``.
+    4. Flat-face edge: the median face height ring by ring about the primer
+       centre; the face ends where it falls ``edge_drop_um`` below the face
+       (the rounded primer edge) or where data stop.
+    5. Margins: ``pin_margin_um`` beyond the impression and ``edge_margin_um``
+       inside the flat edge, except where the edge is a clean mask edge (a
+       scan already cut to the breech face): there no margin is taken.
+
+    Parameters
+    ----------
+    scan : Scan or (ny, nx) ndarray
+        Heights in metres, NaN = missing.
+    spacing_m : float or (dx, dy), optional
+        Lateral spacing in metres (needed for an array).
+    primer_radius_mm : (float, float)
+        Plausible radius of the measured primer (9 mm Luger / small pistol
+        primers: 2.2 mm cup, flat face ~1.7-1.9 mm).
+    aperture_radius_mm : (float, float)
+        Plausible radius of the firing-pin aperture step.
+    pin_margin_um, edge_margin_um : float
+        Margins beyond the firing-pin impression and inside the flat edge.
+    edge_drop_um : float
+        Height drop (below the face) that marks the rounded primer edge.
+    max_pin_extension_um : float
+        How far beyond the aperture circle the mask may follow the impression.
+
+    Returns
+    -------
+    BreechFaceRegion
+        ``mask`` and the fitted geometry (metres).
+
+    Examples
+    --------
+    >>> import ballistix as bx
+    >>> s = bx.datasets.simulate(1, 1, seed=0, resolution="fast")[0]
+    >>> r = find_breech_face(s)
+    >>> 1.4e-3 < r.outer_radius_m < 2.0e-3
+    True
+    """
+    z = _heights(scan, "scan heights")
+    if isinstance(scan, Scan):
+        spacing_m = (scan.dx, scan.dy) if spacing_m is None else spacing_m
+    if spacing_m is None:
+        raise ParameterError("find_breech_face needs spacing_m (metres) for an array input")
+    dx, dy = _spacing(spacing_m)
+    pr_lo, pr_hi = (v * 1e-3 for v in _range(primer_radius_mm, "primer_radius_mm"))
+    ap_lo, ap_hi = (v * 1e-3 for v in _range(aperture_radius_mm, "aperture_radius_mm"))
+    pin_margin = _positive(pin_margin_um, "pin_margin_um", allow_zero=True) * 1e-6
+    edge_margin = _positive(edge_margin_um, "edge_margin_um", allow_zero=True) * 1e-6
+    edge_drop = _positive(edge_drop_um, "edge_drop_um") * 1e-6
+    max_ext = _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True) * 1e-6
+    ny, nx = z.shape
+    if min(nx * dx, ny * dy) < pr_lo:
+        raise ParameterError(
+            f"the scan covers {nx * dx * 1e3:.3g} x {ny * dy * 1e3:.3g} mm, smaller than the primer radius range "
+            f"{primer_radius_mm} mm: it cannot hold a breech face (pass region=None to preprocess to skip this step)")
+    valid = ~np.isnan(z)
+    if valid.sum() < 100:
+        raise ParameterError(f"the scan has {int(valid.sum())} measured points; at least 100 are needed")
+    step = min(dx, dy)
+    Xm, Ym = (np.arange(nx) * dx)[None, :], (np.arange(ny) * dy)[:, None]
+
+    # --- 1. primer edge ---------------------------------------------------
+    # the primer is where at least half the points are measured (30 um boxes): its ragged edge (drop-outs
+    # where the rounded edge steepens) and stray specks beyond it do not move the hull
+    kb = max(int(round(30e-6 / step)), 1) | 1
+    dens = cv2.boxFilter(valid.astype(np.float32), -1, (kb, kb), borderType=cv2.BORDER_REPLICATE)
+    comp = _largest_component(dens >= 0.5)
+    pts = _hull_points(comp, dx, dy)
+    outer_edge = "data edge"
+    circ = None
+    if len(pts) >= 20:
+        try:
+            circ = fit_circle(pts[:, 0], pts[:, 1], threshold=max(3 * step, 10e-6), radius_range=(pr_lo, pr_hi))
+            if circ.inliers.mean() < 0.3:
+                circ = None
+        except ParameterError:
+            circ = None
+    if circ is None:  # no usable edge in the field: take the grid's inscribed circle
+        pc = ((nx - 1) * dx / 2, (ny - 1) * dy / 2)
+        pr = min(nx * dx, ny * dy) / 2
+        outer_edge = "grid"
+    else:
+        pc, pr = (circ.x, circ.y), circ.r
+    r_p = np.hypot(Xm - pc[0], Ym - pc[1])
+    inside = r_p < pr - 2 * step
+
+    # --- central hole (crater) --------------------------------------------
+    hole = (~valid & inside).astype(np.uint8)
+    hole = cv2.morphologyEx(hole, cv2.MORPH_OPEN, _disk(max(10e-6 / step, 1)))
+    n, lab, stats, cents = cv2.connectedComponentsWithStats(hole, connectivity=8)
+    crater_c = crater_r = None
+    c0 = pc
+    if n > 1:
+        cm = cents[1:] * [dx, dy]
+        area = stats[1:, cv2.CC_STAT_AREA] * dx * dy
+        near = (np.hypot(cm[:, 0] - pc[0], cm[:, 1] - pc[1]) < 0.6 * pr) & (area > np.pi * (0.1 * ap_lo) ** 2)
+        if near.any():
+            k = int(np.argmax(np.where(near, area, -1)))
+            blob = lab == k + 1
+            c0 = (float(cm[k, 0]), float(cm[k, 1]))
+            cs, _ = cv2.findContours(blob.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cpts = max(cs, key=len)[:, 0, :].astype(np.float64) * [dx, dy]
+            # contour points on the primer edge are not crater edge
+            cpts = cpts[np.hypot(cpts[:, 0] - pc[0], cpts[:, 1] - pc[1]) < pr - 4 * step]
+            if len(cpts) >= 10:
+                try:
+                    cc = fit_circle(cpts[:, 0], cpts[:, 1], threshold=max(4 * step, 15e-6), radius_range=(0.02e-3, ap_hi))
+                    crater_c, crater_r = (cc.x, cc.y), cc.r
+                except ParameterError:
+                    pass
+
+    # --- 2. face-relative heights -------------------------------------------
+    band = valid & (r_p > 0.7 * pr) & (r_p < 0.92 * pr)
+    if band.sum() < 50:
+        band = valid & inside
+    h = level(z, order=2, mask=band)
+    res = h[band]
+    sig = float(1.4826 * np.median(np.abs(res - np.median(res)))) if res.size else 1e-6
+    thr = max(3 * sig, 2e-6)
+    # face-like: measured, at face level, nearly flat (not the crater wall crossing face level on its way
+    # down), and in a well-measured neighbourhood (the flowback metal and the steps around the impression
+    # return little light: their drop-outs are dense)
+    k = max(int(round(20e-6 / step)), 1) | 1
+    vf = valid.astype(np.float32)
+    density = cv2.boxFilter(vf, -1, (k, k), borderType=cv2.BORDER_CONSTANT)
+    hs = np.where(valid, h * 1e6, 0.0).astype(np.float32)
+    sig_px = (10e-6 / dx, 10e-6 / dy)
+    num = cv2.GaussianBlur(hs, (0, 0), sigmaX=sig_px[0], sigmaY=sig_px[1], borderType=cv2.BORDER_CONSTANT)
+    den = cv2.GaussianBlur(vf, (0, 0), sigmaX=sig_px[0], sigmaY=sig_px[1], borderType=cv2.BORDER_CONSTANT)
+    hsm = num / np.maximum(den, 1e-3)
+    gy, gx = np.gradient(hsm, dy * 1e6, dx * 1e6)
+    face = valid & (np.abs(h) < thr) & (r_p < pr) & (density >= 0.7) & (np.hypot(gx, gy) < _FACE_MAX_SLOPE)
+
+    # --- 3. firing-pin impression --------------------------------------------
+    n_ang = 360
+    L = max(int(round(80e-6 / step)), 3)
+    r = np.arange(0.0, pr + 2 * step, step)
+
+    def ends(centre, lo, hi):
+        (F,), _ = _sample_rays([(face, False)], centre, r, n_ang, dx, dy)
+        i, contrast = _step_edge(F, L, int(lo / step), int(np.ceil(hi / step)))
+        re = r[i]
+        ok = contrast > 0.4
+        th = 2 * np.pi * np.arange(n_ang) / n_ang
+        return re, ok, th
+
+    ap_c = ap_r = None
+    inner_edge = "none"
+    ext = np.zeros(n_ang)
+    re, ok, th = ends(c0, 0.5 * ap_lo, min(ap_hi + 0.5 * (ap_hi - ap_lo), 0.95 * pr))
+    if ok.sum() >= 0.25 * n_ang:
+        px_, py_ = c0[0] + re[ok] * np.cos(th[ok]), c0[1] + re[ok] * np.sin(th[ok])
+        try:
+            ac = fit_circle(px_, py_, threshold=max(4 * step, 25e-6), radius_range=(ap_lo, ap_hi))
+            re2, ok2, _ = ends((ac.x, ac.y), ap_lo * 0.5, ap_hi * 1.5)
+            if ok2.sum() >= 0.25 * n_ang:
+                px_, py_ = ac.x + re2[ok2] * np.cos(th[ok2]), ac.y + re2[ok2] * np.sin(th[ok2])
+                ac2 = fit_circle(px_, py_, threshold=max(4 * step, 25e-6), radius_range=(ap_lo, ap_hi))
+                if ac2.inliers.sum() >= 0.2 * n_ang:
+                    ac, re = ac2, re2
+                    ext = np.where(ok2, re2 - ac.r, 0.0)
+                    # follow the impression outward (shear, drag) where it goes on beyond the circle,
+                    # smoothed over +-3 degrees so single rays through drop-outs do not count
+                    ext = ndimage.median_filter(np.clip(ext, 0, None), size=7, mode="wrap")
+                    ext = np.where(ext <= max_ext, ext, 0.0)
+            if ac.inliers.sum() >= 0.2 * n_ang:
+                ap_c, ap_r = (ac.x, ac.y), ac.r
+        except ParameterError:
+            pass
+    if ap_c is not None:
+        clean_inner, r_lo, _ = _clean_edge(valid, ap_c, ap_r, dx, dy, inside_valid=False)
+        inner_edge = "mask edge" if clean_inner else "flowback step"
+        if clean_inner:  # a scan already cut to the breech face: keep all it kept, no margin
+            m_in, ext = min(r_lo - ap_r, 0.0) - step, np.zeros(n_ang)
+        else:
+            m_in = pin_margin
+        r_a = np.hypot(Xm - ap_c[0], Ym - ap_c[1])
+        ang = np.mod(np.rint(np.arctan2(Ym - ap_c[1], Xm - ap_c[0]) / (2 * np.pi) * n_ang), n_ang).astype(int)
+        pin = r_a < ap_r + m_in + ext[ang]
+        inner_r = ap_r + max(m_in, 0.0)
+    else:
+        pin = np.zeros_like(valid)
+        inner_r = None
+
+    # --- 4. flat-face edge ---------------------------------------------------
+    face_pts = valid & ~pin
+    ref_band = face_pts & (r_p > 0.7 * pr) & (r_p < 0.85 * pr)
+    flat_r = pr
+    if ref_band.sum() > 50:
+        ref = float(np.median(h[ref_band]))
+        binw = 2 * step
+        nb = int(np.ceil(pr * 1.1 / binw))
+        bi = np.minimum((r_p / binw).astype(np.int64), nb)
+        sel = face_pts & (r_p < pr * 1.1)
+        # ring medians through sorting once: order by (bin, height)
+        order = np.lexsort((h[sel], bi[sel]))
+        bs, hs = bi[sel][order], h[sel][order]
+        starts = np.searchsorted(bs, np.arange(nb + 1))
+        counts = np.diff(np.append(starts, bs.size))
+        med = np.full(nb + 1, np.nan)
+        has = counts > 0
+        med[has] = hs[starts[has] + counts[has] // 2]
+        ring_area = np.bincount(bi[~pin & (r_p < pr * 1.1)].ravel(), minlength=nb + 1)
+        frac = counts / np.maximum(ring_area, 1)
+        rb = (np.arange(nb + 1) + 0.5) * binw
+        search = rb > 0.85 * pr
+        gone = ~(frac > 0.3)
+        dropped = (med < ref - edge_drop) | gone
+
+        def first_of_three(flags):  # first searched ring from which ``flags`` holds for 3 rings
+            run = np.convolve(flags.astype(int), np.ones(3, int), mode="full")[2:]  # run[k]: rings k..k+2
+            idx = np.nonzero(search & (run >= 3))[0]
+            return int(idx[0]) if idx.size else None
+
+        k_end, k_drop = first_of_three(gone), first_of_three(dropped)
+        if k_drop is not None:
+            flat_r = float(min(k_drop * binw, pr))
+            # the face fell away before the data stopped: the primer's rounded edge
+            if (k_end is None or k_drop < k_end) and flat_r < pr - step:
+                outer_edge = "rounded edge"
+    clean_outer, _, r_hi = (False, pr, pr) if outer_edge == "grid" else _clean_edge(valid, pc, pr, dx, dy,
+                                                                                    inside_valid=True)
+    if outer_edge == "rounded edge" and flat_r < pr - max(50e-6, 3 * step):
+        clean_outer = False  # the face falls away well inside a clean cut: the rounded edge wins
+    if clean_outer:  # a scan already cut to the breech face: keep all it kept, no margin
+        outer_edge, flat_r, out_r = "mask edge", pr, max(r_hi, pr) + step
+    elif outer_edge == "grid":  # no edge seen: the grid's inscribed circle, nothing to keep clear of
+        out_r = flat_r
+    else:  # the rounded edge or a ragged end of the data
+        out_r = flat_r - edge_margin
+
+    mask = valid & ~pin & (r_p < out_r)
+    return BreechFaceRegion(
+        mask=mask, primer_center_m=(float(pc[0]), float(pc[1])), primer_radius_m=float(pr),
+        flat_radius_m=float(flat_r), outer_radius_m=float(out_r),
+        aperture_center_m=None if ap_c is None else (float(ap_c[0]), float(ap_c[1])),
+        aperture_radius_m=None if ap_r is None else float(ap_r),
+        inner_radius_m=None if inner_r is None else float(inner_r),
+        crater_center_m=None if crater_c is None else (float(crater_c[0]), float(crater_c[1])),
+        crater_radius_m=None if crater_r is None else float(crater_r),
+        outer_edge=outer_edge, inner_edge=inner_edge, face_sigma_um=sig * 1e6, pin_extension_m=ext)
+
+
+# ----------------------------------------------------------------------------
+# the pipeline
+# ----------------------------------------------------------------------------
+
+def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_radius_mm"],
+               aperture_radius_mm=DEFAULTS["aperture_radius_mm"], pin_margin_um: float = DEFAULTS["pin_margin_um"],
+               edge_margin_um: float = DEFAULTS["edge_margin_um"], edge_drop_um: float = DEFAULTS["edge_drop_um"],
+               max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"],
+               level_order: int | None = DEFAULTS["level_order"], outlier_sigma: float | None = DEFAULTS["outlier_sigma"],
+               outlier_window_um: float = DEFAULTS["outlier_window_um"],
+               min_island_um2: float = DEFAULTS["min_island_um2"],
+               short_cutoff_um: float | None = DEFAULTS["short_cutoff_um"],
+               long_cutoff_um: float | None = DEFAULTS["long_cutoff_um"],
+               spacing_um: float | None = DEFAULTS["spacing_um"], diagnostics: bool = False):
+    """Breech-face preprocessing of a cartridge-case scan: region, level, outliers, band-pass, resample.
+
+    Each step is a public function of this module; the output's
+    ``meta["processing"]`` lists them in order with their parameters (and
+    results such as the fitted geometry), after any steps already there.
+
+    Parameters
+    ----------
+    scan : Scan
+        Heights in metres, NaN = missing (raw or already processed).
+    region : "auto", BreechFaceRegion, bool ndarray or None
+        "auto": `find_breech_face`; a region or a boolean mask (shape of the
+        scan) to use as given; None: keep every measured point.
+    primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um, max_pin_extension_um
+        Passed to `find_breech_face` (9 mm Luger defaults).
+    level_order : {1, 2} or None
+        Form removed by `level` (robust); None skips levelling.
+    outlier_sigma : float or None
+        `remove_outliers` threshold in robust sigmas; None skips the step.
+    outlier_window_um, min_island_um2 : float
+        `remove_outliers` window and smallest island kept.
+    short_cutoff_um, long_cutoff_um : float or None
+        Gaussian band-pass cutoffs in micrometres (16 and 500 by default);
+        None for both skips the band-pass.
+    spacing_um : float or None
+        Output lateral spacing in micrometres; None keeps the scan's.
+    diagnostics : bool
+        Also return a dict of the intermediate results for plots and checks:
+        ``region`` (`BreechFaceRegion` or None), arrays on the input grid
+        ``masked``, ``levelled``, ``outliers`` (bool, points removed),
+        ``cleaned``; ``crop_origin_px`` (row, col); on the cropped grid
+        ``cropped`` and ``filtered``; and ``final`` (the returned Scan).
+
+    Returns
+    -------
+    Scan (and dict)
+        Processed scan: float32 heights, NaN outside the breech face, cropped
+        to the region's bounding box; meta copied from the input plus
+        ``processing``.
+
+    Raises
+    ------
+    ParameterError
+        On a scan or parameters the pipeline cannot work with (all-NaN scan,
+        spacing that cannot be metres, inverted cutoffs, ...).
+
+    Examples
+    --------
+    >>> import ballistix as bx
+    >>> raw = bx.datasets.simulate(1, 1, seed=0, resolution="fast")[0]
+    >>> proc = bx.preprocess(raw)
+    >>> [p["step"] for p in proc.meta["processing"]]
+    ['find_breech_face', 'level', 'remove_outliers', 'crop', 'bandpass', 'resample']
+    """
+    # --- validation up front: fail before any work --------------------------
+    if not isinstance(scan, Scan):
+        raise ParameterError(f"preprocess expects a ballistix Scan, got {type(scan).__name__}; "
+                             "wrap arrays as Scan(heights, dx, dy)")
+    _spacing((scan.dx, scan.dy), "scan spacing (dx, dy)")
+    z = scan.heights
+    valid = ~np.isnan(z)
+    if not valid.any():
+        raise ParameterError("the scan has no measured point (all heights are NaN)")
+    zr = float(np.nanmax(z) - np.nanmin(z))
+    if zr > 1e-2:
+        raise ParameterError(f"heights span {zr:g} m: more than a centimetre, so not metres "
+                             "(were micrometres stored as metres?)")
+    if level_order is not None and (isinstance(level_order, bool) or level_order not in (1, 2)):
+        raise ParameterError(f"level_order must be 1, 2 or None, got {level_order!r}")
+    if outlier_sigma is not None:
+        _positive(outlier_sigma, "outlier_sigma")
+        _positive(outlier_window_um, "outlier_window_um")
+        _positive(min_island_um2, "min_island_um2", allow_zero=True)
+    if (short_cutoff_um is None) != (long_cutoff_um is None):
+        raise ParameterError("give both short_cutoff_um and long_cutoff_um, or neither (no band-pass)")
+    if short_cutoff_um is not None:
+        short_cutoff_um, long_cutoff_um = _check_cutoffs(short_cutoff_um, long_cutoff_um)
+    if spacing_um is not None:
+        spacing_um = _positive(spacing_um, "spacing_um")
+        _spacing(spacing_um / 1e6, "spacing_um / 1e6")
+    region_params = {"primer_radius_mm": list(_range(primer_radius_mm, "primer_radius_mm")),
+                     "aperture_radius_mm": list(_range(aperture_radius_mm, "aperture_radius_mm")),
+                     "pin_margin_um": _positive(pin_margin_um, "pin_margin_um", allow_zero=True),
+                     "edge_margin_um": _positive(edge_margin_um, "edge_margin_um", allow_zero=True),
+                     "edge_drop_um": _positive(edge_drop_um, "edge_drop_um"),
+                     "max_pin_extension_um": _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True)}
+
+    diag: dict[str, Any] = {}
+    cur = Scan(z.astype(np.float64, copy=False), scan.dx, scan.dy, copy.deepcopy(scan.meta))
+
+    # 1. region
+    if isinstance(region, str) and region == "auto":
+        reg = find_breech_face(cur, **region_params)
+        mask = reg.mask
+        cur = _record(cur, np.where(mask, cur.heights, np.nan), "find_breech_face", region_params, reg.as_dict())
+    elif isinstance(region, BreechFaceRegion) or (region is not None and not isinstance(region, str)):
+        reg = region if isinstance(region, BreechFaceRegion) else None
+        mask = np.asarray(reg.mask if reg is not None else region)
+        if mask.shape != z.shape or mask.dtype != bool:
+            raise ParameterError(f"region mask must be a boolean array of shape {z.shape}, "
+                                 f"got {mask.dtype} {mask.shape}")
+        cur = _record(cur, np.where(mask, cur.heights, np.nan), "mask", {"source": "given"},
+                      reg.as_dict() if reg is not None else {"mask_points": int(mask.sum())})
+    elif region is None:
+        reg, mask = None, valid
+    else:
+        raise ParameterError(f"region must be 'auto', a BreechFaceRegion, a boolean mask or None, got {region!r}")
+    if not (~np.isnan(cur.heights)).any():
+        raise ParameterError("the breech-face region is empty: nothing measured inside it")
+    diag["region"], diag["masked"] = reg, cur.heights
+
+    # 2. level
+    if level_order is not None:
+        cur = level(cur, order=level_order)
+    diag["levelled"] = cur.heights
+
+    # 3. outliers
+    if outlier_sigma is not None:
+        cur, removed = remove_outliers(cur, sigma=outlier_sigma, window_um=outlier_window_um,
+                                       min_island_um2=min_island_um2, return_mask=True)
+        diag["outliers"] = removed
+    else:
+        diag["outliers"] = np.zeros(z.shape, bool)
+    diag["cleaned"] = cur.heights
+    if not (~np.isnan(cur.heights)).any():
+        raise ParameterError("nothing left after outlier removal")
+
+    # 4. crop to the region (exact: the filters see NaN outside it either way), band-pass
+    crop_mask = mask if region is not None else None
+    cur, origin = crop(cur, crop_mask, return_origin=True)
+    diag["crop_origin_px"] = origin
+    diag["cropped"] = cur.heights
+    if short_cutoff_um is not None:
+        cur = bandpass(cur, short_cutoff_um=short_cutoff_um, long_cutoff_um=long_cutoff_um)
+    diag["filtered"] = cur.heights
+
+    # 5. resample
+    if spacing_um is not None:
+        cur = resample(cur, new_spacing_m=spacing_um / 1e6)
+    out = Scan(cur.heights.astype(np.float32), cur.dx, cur.dy, cur.meta)
+    if not out.valid_mask.any():
+        raise ParameterError("the processed scan has no valid point left")
+    if diagnostics:
+        diag["final"] = out
+        return out, diag
+    return out
+
+
+def plot_preprocess(scan: Scan, *, fig=None, **params):
+    """Figure of every preprocessing step: raw scan with the fitted circles, mask, levelled,
+    outliers removed, band-passed, final.
+
+    Parameters
+    ----------
+    scan : Scan
+    fig : matplotlib Figure, optional
+    **params
+        Passed to `preprocess`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    out, d = preprocess(scan, diagnostics=True, **params)
+    if fig is None:
+        fig = plt.figure(figsize=(15, 9.5))
+    axs = fig.subplots(2, 3).ravel()
+    dx, dy = scan.dx, scan.dy
+    ny, nx = scan.shape
+    ext = (0, nx * dx * 1e3, ny * dy * 1e3, 0)
+
+    def show(ax, a, title, extent=ext, sym=False):
+        v = a[np.isfinite(a)] * 1e6
+        lo, hi = (np.percentile(v, [1, 99]) if v.size else (0, 1))
+        if sym:
+            lim = max(abs(lo), abs(hi))
+            lo, hi = -lim, lim
+        im = ax.imshow(a * 1e6, cmap="viridis", vmin=lo, vmax=hi, extent=extent, interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.75, label="um")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("x (mm)")
+
+    reg = d["region"]
+    show(axs[0], scan.heights, "raw, fitted circles")
+    if reg is not None:
+        t = np.linspace(0, 2 * np.pi, 361)
+        circles = [(reg.primer_center_m, reg.primer_radius_m, "w:", "primer edge"),
+                   (reg.primer_center_m, reg.outer_radius_m, "r-", f"outer ({reg.outer_edge})")]
+        if reg.aperture_center_m is not None:
+            circles += [(reg.aperture_center_m, reg.aperture_radius_m, "m--", "aperture"),
+                        (reg.aperture_center_m, reg.inner_radius_m, "r-", f"inner ({reg.inner_edge})")]
+        if reg.crater_center_m is not None:
+            circles += [(reg.crater_center_m, reg.crater_radius_m, "c:", "crater")]
+        for c, rad, style, lab in circles:
+            axs[0].plot((c[0] + rad * np.cos(t)) * 1e3, (c[1] + rad * np.sin(t)) * 1e3, style, lw=1, label=lab)
+        axs[0].legend(fontsize=6, loc="lower right")
+        axs[1].imshow(reg.mask, cmap="gray", extent=ext, interpolation="nearest")
+        axs[1].set_title(f"breech-face mask ({100 * reg.mask.mean():.1f} % of grid)", fontsize=9)
+    else:
+        axs[1].imshow(~np.isnan(d["masked"]), cmap="gray", extent=ext, interpolation="nearest")
+        axs[1].set_title("mask (given)", fontsize=9)
+    show(axs[2], d["levelled"], "levelled")
+    show(axs[3], d["cleaned"], f"outliers removed ({int(d['outliers'].sum())} points)")
+    r0, c0 = d["crop_origin_px"]
+    fy, fx = d["filtered"].shape
+    cext = (c0 * dx * 1e3, (c0 + fx) * dx * 1e3, (r0 + fy) * dy * 1e3, r0 * dy * 1e3)
+    show(axs[4], d["filtered"], "band-passed", extent=cext, sym=True)
+    oy, ox = out.shape
+    show(axs[5], out.heights.astype(np.float64), f"final {oy}x{ox} at {out.dx * 1e6:.4g} um", sym=True,
+         extent=(0, ox * out.dx * 1e3, oy * out.dy * 1e3, 0))
+    fig.suptitle(repr(scan)[1:-1], fontsize=10)
+    fig.tight_layout()
+    return fig
