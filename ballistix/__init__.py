@@ -10,8 +10,8 @@ ScanIndex -> compare -> LinkageGraph -> CaseStore.
 from ._version import __version__
 from .errors import BallistixError, ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
 from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
-from .features.compare import Comparison, compare, compare_many
-from .features.preprocess import plot_preprocess, preprocess
+from .features.comparison import Comparison, compare, compare_many
+from .features.preprocessing import plot_preprocess, preprocess
 from .scan import Scan
 
 __all__ = [

@@ -66,7 +66,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Simulate casework, write every exhibit as x3p, read it back, summarise."""
+    """Simulate casework, write every exhibit as x3p, read it back, summarise, and compare
+    one exhibit with a same-gun and a different-gun exhibit (preprocess + CMC)."""
     import numpy as np
 
     from .datasets import simulate_casework
@@ -92,12 +93,10 @@ def cmd_demo(args) -> int:
         rows.append({"exhibit": ex["id"], "kind": ex["kind"], "scene": ex["scene"] or "-",
                      "test-fired from": ex["test_fired_from"] or "-", **{k: v for k, v in _scan_row(scan).items()
                                                                         if k in ("shape", "spacing_um", "valid_%", "sha256")}})
-    if args.json:
-        print(json.dumps({"out": str(out), "exhibits": rows, "identical_after_roundtrip": identical,
-                          "checksums_verified": verified, "n_scenes": len(cw.scenes),
-                          "n_firearms": len(cw.firearms),
-                          "truth_indicator_16_4_2": cw.indicator_16_4_2()}, indent=2))
-    else:
+    report = {"out": str(out), "exhibits": rows, "identical_after_roundtrip": identical,
+              "checksums_verified": verified, "n_scenes": len(cw.scenes), "n_firearms": len(cw.firearms),
+              "truth_indicator_16_4_2": cw.indicator_16_4_2()}
+    if not args.json:
         _print_table(rows)
         recovered = [f for f in cw.firearms if f["recovered"]]
         print()
@@ -109,7 +108,43 @@ def cmd_demo(args) -> int:
         print(f"wrote {len(paths)} x3p files and casework.json to {out}/; read back: "
               f"{'identical' if identical else 'DIFFERENT'}, checksums {'verified' if verified else 'NOT verified'}")
         print(f"time: simulate {t_sim:.1f} s, write {t_write:.1f} s, read {t_read:.1f} s")
+        print()
+    pairs, dt = _demo_comparisons(cw, back)
+    if args.json:
+        report["comparisons"] = pairs
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(pairs)
+        print(f"(preprocess + compare: {dt:.1f} s; decision rule: 6 or more congruent matching cells)")
+    # a comparison that disagrees with the truth is a result to report, not a failure of the command
     return 0 if identical and verified else 1
+
+
+def _demo_comparisons(cw, scans) -> tuple[list[dict], float]:
+    """Compare the first scene exhibit with a same-gun and a different-gun exhibit, as read back."""
+    from .features.comparison import compare
+    from .features.preprocessing import preprocess
+
+    truth = [e["firearm_truth"] for e in cw.exhibits]
+    first = 0
+    same = next((j for j in range(1, len(truth)) if truth[j] == truth[first]), None)
+    other = next((j for j in range(1, len(truth)) if truth[j] != truth[first]), None)
+    out = []
+    t0 = time.perf_counter()
+    proc = {}
+    for j in (first, same, other):
+        if j is not None and j not in proc:
+            proc[j] = preprocess(scans[j])
+    for j in (same, other):
+        if j is None:
+            continue
+        r = compare(proc[first], proc[j])
+        same_gun = truth[j] == truth[first]
+        out.append({"a": cw.exhibits[first]["id"], "b": cw.exhibits[j]["id"], "same_gun_truth": same_gun,
+                    "cmc_count": r.cmc_count, "cells": r.n_cells, "score": round(r.score, 3),
+                    "rotation_deg": round(r.rotation_deg, 1), "decision": "identification" if r.cmc_count >= 6
+                    else "no identification", "agrees_with_truth": (r.cmc_count >= 6) == same_gun})
+    return out, time.perf_counter() - t0
 
 
 def build_parser() -> argparse.ArgumentParser:

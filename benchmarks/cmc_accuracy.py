@@ -32,7 +32,7 @@ from scipy import stats
 import ballistix as bx
 from ballistix.evaluation import summarise_scores
 from ballistix.features.cmc import rotate_nan
-from ballistix.features.compare import coarse_rotations
+from ballistix.features.comparison import coarse_rotations
 
 from ._common import RESULTS, SHARED_DATA, table, write_json
 

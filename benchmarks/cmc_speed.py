@@ -23,7 +23,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ballistix as bx  # noqa: E402
-from ballistix.features import compare as cmp_mod  # noqa: E402
+from ballistix.features import comparison as cmp_mod  # noqa: E402
 from ballistix.features.cmc import CellSearch, congruence, make_cells  # noqa: E402
 
 from ._common import SHARED_DATA, table, write_json  # noqa: E402

@@ -13,8 +13,8 @@ from scipy import stats
 
 from ..errors import ParameterError
 from ..features.filters import gaussian_bandpass
-from ..features.preprocess import level
-from ..features.preprocess import resample as resample_nan  # NaN-aware resampling lives with preprocessing
+from ..features.preprocessing import level
+from ..features.preprocessing import resample as resample_nan  # NaN-aware resampling lives with preprocessing
 from ..scan import Scan
 
 __all__ = ["surface_stats", "truth_breech_face", "level_plane", "resample_nan", "fadul_like"]

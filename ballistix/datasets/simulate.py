@@ -398,8 +398,10 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
         s = np.clip(along, 0, reach)
         dd = np.hypot(along - s, across)
         w = 0.45 * rc
-        lobe = np.where(dd < w, -0.35 * depth * (1 - (dd / w) ** 2) * (1 - s / (reach * 1.2)), 0.0)
-        bowl = np.minimum(bowl, lobe - np.where(r_fp < ra, fb, 0.0))
+        in_lobe = dd < w
+        lobe = -0.35 * depth * (1 - (dd / w) ** 2) * (1 - s / (reach * 1.2))
+        # inside the lobe the surface drops to the groove (cancelling the flowback there only)
+        bowl = np.where(in_lobe, np.minimum(bowl, lobe - np.where(r_fp < ra, fb, 0.0)), bowl)
     z += bowl
     face = (r_fp >= ra) & (r_pr <= r_flat)
     geom = z.copy()

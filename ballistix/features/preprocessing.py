@@ -56,7 +56,7 @@ __all__ = [
     "resample",
 ]
 
-#: Default parameters of `preprocess` (9 mm Luger primers, 16-500 um band, 6.25 um grid).
+#: Default parameters of `preprocess` (9 mm Luger primers, 16-250 um band as in the NIST CMC papers, 6.25 um grid).
 DEFAULTS: dict[str, Any] = {
     "primer_radius_mm": (1.3, 2.6),
     "aperture_radius_mm": (0.3, 1.6),
@@ -69,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "outlier_window_um": 15.0,
     "min_island_um2": 2000.0,
     "short_cutoff_um": 16.0,
-    "long_cutoff_um": 500.0,
+    "long_cutoff_um": 250.0,
     "spacing_um": 6.25,
 }
 
@@ -504,7 +504,7 @@ def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: f
 # step 4: band-pass, step 5: crop and resample
 # ----------------------------------------------------------------------------
 
-def bandpass(heights, spacing_m=None, *, short_cutoff_um: float = 16.0, long_cutoff_um: float = 500.0):
+def bandpass(heights, spacing_m=None, *, short_cutoff_um: float = 16.0, long_cutoff_um: float = 250.0):
     """Gaussian regression band-pass (ISO 16610-61 weighting), NaN-aware.
 
     Low-pass at ``short_cutoff_um`` minus low-pass at ``long_cutoff_um``, each
@@ -1119,7 +1119,7 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
     outlier_window_um, min_island_um2 : float
         `remove_outliers` window and smallest island kept.
     short_cutoff_um, long_cutoff_um : float or None
-        Gaussian band-pass cutoffs in micrometres (16 and 500 by default);
+        Gaussian band-pass cutoffs in micrometres (16 and 250 by default, as in the NIST CMC papers);
         None for both skips the band-pass.
     spacing_um : float or None
         Output lateral spacing in micrometres; None keeps the scan's.
