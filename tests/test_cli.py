@@ -14,6 +14,10 @@ def test_demo_writes_reads_back_and_summarises(tmp_path, capsys):
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["identical_after_roundtrip"] and report["checksums_verified"]
+    same, other = report["comparisons"]  # first exhibit vs a same-gun and a different-gun exhibit
+    assert same["same_gun_truth"] and not other["same_gun_truth"]
+    assert same["a"] == other["a"] and same["cells"] > 0 and isinstance(same["cmc_count"], int)
+    assert same["decision"] == ("identification" if same["cmc_count"] >= 6 else "no identification")
     files = sorted((out / "exhibits").glob("*.x3p"))
     assert len(files) == len(report["exhibits"]) > 0
     scan = bx.read_scan(files[0])
