@@ -241,7 +241,7 @@ def cell_search(cells: Cells, target: np.ndarray, region_factor: float = 3.0, mi
 
 
 def cell_search_reference(cells: Cells, target: np.ndarray, region_factor: float = 3.0,
-                          min_overlap: float = 0.15) -> dict[str, np.ndarray]:
+                          min_overlap: float = 0.15, pad: int = 0) -> dict[str, np.ndarray]:
     """The same search as `cell_search`, written out with loops: slow, obviously correct.
 
     For each cell and each shift that keeps the cell inside its region: the
@@ -252,7 +252,7 @@ def cell_search_reference(cells: Cells, target: np.ndarray, region_factor: float
     """
     h, w = cells.shape
     min_points = max(10, int(min_overlap * h * w))
-    regions, (H, W) = _regions(target, cells, region_factor)
+    regions, (H, W) = _regions(target, cells, region_factor, pad)
     out_corr, out_shift, out_overlap = [], [], []
     for k in range(len(cells)):
         c = cells.data[k].astype(np.float64)
