@@ -428,11 +428,14 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     )
 
 
-def _compare_pair(args):
-    a, b, params = args
+def _single_threaded():
     import cv2
 
     cv2.setNumThreads(1)
+
+
+def _compare_pair(args):
+    a, b, params = args
     return compare(a, b, **params)
 
 
@@ -459,8 +462,11 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, **params) -> 
     jobs = [(a, b, params) for a, b in pairs]
     if n_jobs == 1:
         return [_compare_pair(j) for j in tqdm(jobs, disable=not progress, desc="compare")]
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=n_jobs) as ex:
+    # "spawn": a forked child can deadlock on locks held by OpenCV/OpenMP threads of the parent
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_single_threaded) as ex:
         return list(tqdm(ex.map(_compare_pair, jobs, chunksize=max(1, len(jobs) // (4 * n_jobs))),
                          total=len(jobs), disable=not progress, desc="compare"))
