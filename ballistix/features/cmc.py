@@ -199,17 +199,14 @@ class CellSearch:
         np.subtract(regions, mean[:, None, None].astype(np.float32), out=r0, where=valid)
         # 1 / (cell norm * region norm under every cell window), zero where the window holds
         # too few valid points (integral images of the squared region and of its valid mask)
-        sq = np.empty((n, H + 1, W + 1))
-        cnt = np.empty((n, H + 1, W + 1), np.int32)
-        for k in range(n):
-            cv2.integral2(r0[k], sqsum=sq[k], sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
-            cv2.integral(valid[k].view(np.uint8), sum=cnt[k])
-        energy = sq[:, h:, w:] - sq[:, :-h, w:] - sq[:, h:, :-w] + sq[:, :-h, :-w]
-        count = cnt[:, h:, w:] - cnt[:, :-h, w:] - cnt[:, h:, :-w] + cnt[:, :-h, :-w]
-        ok = (count >= self.min_points) & (energy > 0)
         inv_norm = np.zeros((n, ly, lx), np.float32)
-        np.divide(1.0 / self.tnorm[:, None, None], np.sqrt(energy, where=ok, out=np.ones_like(energy)), out=inv_norm,
-                  where=ok, casting="unsafe")
+        for k in range(n):
+            _, s2 = cv2.integral2(r0[k], sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
+            energy = s2[h:, w:] - s2[:-h, w:] - s2[h:, :-w] + s2[:-h, :-w]
+            c = cv2.integral(valid[k].view(np.uint8))
+            ok = (c[h:, w:] - c[:-h, w:] - c[h:, :-w] + c[:-h, :-w] >= self.min_points) & (energy > 0)
+            np.divide(1.0 / self.tnorm[k], np.sqrt(energy, where=ok, out=np.ones_like(energy)), out=inv_norm[k],
+                      where=ok, casting="unsafe")
         # cross-correlation by FFT, zero-padded to fft_shape; the inverse is done one axis at a
         # time so that only the ly rows of lags that are used get their last transform
         fy, fx = self.fft_shape
