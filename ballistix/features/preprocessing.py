@@ -110,6 +110,15 @@ def _spacing(spacing_m, name: str = "spacing_m") -> tuple[float, float]:
     return pair
 
 
+def _spacing_of(heights, spacing_m, step: str) -> tuple[float, float]:
+    """Lateral spacing from ``spacing_m`` or, when it is None, from the Scan given as heights."""
+    if spacing_m is None and isinstance(heights, Scan):
+        spacing_m = (heights.dx, heights.dy)
+    if spacing_m is None:
+        raise ParameterError(f"{step} needs spacing_m (metres) for an array input")
+    return _spacing(spacing_m)
+
+
 def _positive(value, name: str, *, allow_zero: bool = False) -> float:
     try:
         v = float(value)
@@ -447,11 +456,7 @@ def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: f
     True
     """
     z = _heights(heights)
-    if isinstance(heights, Scan):
-        spacing_m = (heights.dx, heights.dy) if spacing_m is None else spacing_m
-    if spacing_m is None:
-        raise ParameterError("remove_outliers needs spacing_m (metres) for an array input")
-    dx, dy = _spacing(spacing_m)
+    dx, dy = _spacing_of(heights, spacing_m, "remove_outliers")
     sigma = _positive(sigma, "sigma")
     window_um = _positive(window_um, "window_um")
     min_island_um2 = _positive(min_island_um2, "min_island_um2", allow_zero=True)
@@ -534,11 +539,7 @@ def bandpass(heights, spacing_m=None, *, short_cutoff_um: float = 16.0, long_cut
     True
     """
     z = _heights(heights)
-    if isinstance(heights, Scan):
-        spacing_m = (heights.dx, heights.dy) if spacing_m is None else spacing_m
-    if spacing_m is None:
-        raise ParameterError("bandpass needs spacing_m (metres) for an array input")
-    dx, dy = _spacing(spacing_m)
+    dx, dy = _spacing_of(heights, spacing_m, "bandpass")
     s, lc = _check_cutoffs(short_cutoff_um, long_cutoff_um)
     out = gaussian_bandpass(z.astype(np.float64), (dx, dy), short_cutoff_um=s, long_cutoff_um=lc)
     if isinstance(heights, Scan):
@@ -613,11 +614,7 @@ def resample(heights, spacing_m=None, new_spacing_m: float | tuple[float, float]
     (4, 3)
     """
     z = _heights(heights)
-    if isinstance(heights, Scan):
-        spacing_m = (heights.dx, heights.dy) if spacing_m is None else spacing_m
-    if spacing_m is None:
-        raise ParameterError("resample needs spacing_m (metres) for an array input")
-    dx, dy = _spacing(spacing_m)
+    dx, dy = _spacing_of(heights, spacing_m, "resample")
     ndx, ndy = _spacing(new_spacing_m, "new_spacing_m")
     min_valid = float(min_valid)
     if not 0 < min_valid <= 1:
@@ -879,11 +876,7 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
     True
     """
     z = _heights(scan, "scan heights")
-    if isinstance(scan, Scan):
-        spacing_m = (scan.dx, scan.dy) if spacing_m is None else spacing_m
-    if spacing_m is None:
-        raise ParameterError("find_breech_face needs spacing_m (metres) for an array input")
-    dx, dy = _spacing(spacing_m)
+    dx, dy = _spacing_of(scan, spacing_m, "find_breech_face")
     pr_lo, pr_hi = (v * 1e-3 for v in _range(primer_radius_mm, "primer_radius_mm"))
     ap_lo, ap_hi = (v * 1e-3 for v in _range(aperture_radius_mm, "aperture_radius_mm"))
     pin_margin = _positive(pin_margin_um, "pin_margin_um", allow_zero=True) * 1e-6
