@@ -80,6 +80,8 @@ def test_compare_many_matches_compare_in_order(sims):
     parallel = bx.compare_many(pairs, n_jobs=2, progress=False)
     assert [r.cmc_count for r in serial] == [r.cmc_count for r in parallel] == \
         [bx.compare(a, b).cmc_count for a, b in pairs]
+    assert parallel[0]._surfaces[0] is sims[0]  # the caller's scans, not copies shipped back
+    assert len(parallel[1].plot().axes[0].patches) == parallel[1].n_cells
 
 
 @pytest.mark.parametrize("kwargs", [dict(grid=(0, 8)), dict(wobble=1), dict(method="best"), dict(directions="up"),

@@ -436,7 +436,9 @@ def _single_threaded():
 
 def _compare_pair(args):
     a, b, params = args
-    return compare(a, b, **params)
+    res = compare(a, b, **params)
+    res._surfaces = ()  # do not ship copies of both surfaces back from a worker; reattached by the caller
+    return res
 
 
 def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, **params) -> list[Comparison]:
@@ -461,12 +463,15 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, **params) -> 
         raise ParameterError(f"n_jobs must be a positive integer, got {n_jobs!r}")
     jobs = [(a, b, params) for a, b in pairs]
     if n_jobs == 1:
-        return [_compare_pair(j) for j in tqdm(jobs, disable=not progress, desc="compare")]
+        return [compare(a, b, **params) for a, b, _ in tqdm(jobs, disable=not progress, desc="compare")]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # "spawn": a forked child can deadlock on locks held by OpenCV/OpenMP threads of the parent
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_single_threaded) as ex:
-        return list(tqdm(ex.map(_compare_pair, jobs, chunksize=max(1, len(jobs) // (4 * n_jobs))),
-                         total=len(jobs), disable=not progress, desc="compare"))
+        results = list(tqdm(ex.map(_compare_pair, jobs, chunksize=max(1, len(jobs) // (4 * n_jobs))),
+                            total=len(jobs), disable=not progress, desc="compare"))
+    for r, (a, b) in zip(results, pairs):
+        r._surfaces = (a, b)
+    return results
