@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         "default (full 360, both directions)": dict(),
     }
     for name, kw in modes.items():
-        t, res = _best_of(lambda: bx.compare(a, b, **kw), args.repeat)
+        t, res = _best_of(lambda kw=kw: bx.compare(a, b, **kw), args.repeat)
         out["modes"][name] = {"seconds": t, "pairs_per_second": 1 / t, "cmc_count": res.cmc_count,
                               "speedup_vs_cmcR": [CMCR_SECONDS[0] / t, CMCR_SECONDS[1] / t], "params": kw}
         rows.append([name, t, 1 / t, res.cmc_count, f"{CMCR_SECONDS[0] / t:.0f}-{CMCR_SECONDS[1] / t:.0f}x"])
