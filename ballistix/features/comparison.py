@@ -282,7 +282,9 @@ def _direction(ref: np.ndarray, tgt: np.ndarray, angles: np.ndarray, p: dict, sp
     tol_px = p["shift_tolerance_um"] * 1e-6 / spacing
     con = congruence(angles, res["corr"], res["shift"], corr_threshold=p["corr_threshold"],
                      angle_tolerance_deg=p["angle_tolerance_deg"], shift_tolerance_px=tol_px, tau=p["tau"])
-    return {"cells": cells, "search": res, "congruence": con, "angles": angles}
+    # each cell's best rotation (index into angles), used for its record and to rank candidates
+    best = np.where(np.isnan(res["corr"]), -np.inf, res["corr"]).argmax(0) if len(cells) else np.zeros(0, int)
+    return {"cells": cells, "search": res, "congruence": con, "angles": angles, "best": best}
 
 
 def _count(d: dict, method: str) -> int:
@@ -339,16 +341,15 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     za = a.heights[box_a[0]:box_a[0] + box_a[2], box_a[1]:box_a[1] + box_a[3]].astype(np.float32)
     zb = b.heights[box_b[0]:box_b[0] + box_b[2], box_b[1]:box_b[1] + box_b[3]].astype(np.float32)
     rot = p["rotation"]
-    coarse = None
+    candidates = None  # coarse pose candidates of the full-circle search
     if isinstance(rot, str):
         if rot == "reference":
             forward = [REFERENCE_ANGLES.copy()]
         elif rot == "full":
-            cand, curve = coarse_rotations(za, zb, factor=int(p["coarse_factor"]), step_deg=p["coarse_step_deg"],
-                                           candidates=p["candidates"])
-            coarse = {"candidates_deg": cand, "curve_step_deg": p["coarse_step_deg"], "curve": curve}
+            candidates, _ = coarse_rotations(za, zb, factor=int(p["coarse_factor"]), step_deg=p["coarse_step_deg"],
+                                             candidates=p["candidates"])
             offsets = np.arange(-p["window_deg"], p["window_deg"] + 1e-9, p["step_deg"])
-            forward = [c + offsets for c in cand]
+            forward = [c + offsets for c in candidates]
         else:
             raise ParameterError(f"rotation must be 'full', 'reference' or an array of angles, got {rot!r}")
     else:
@@ -361,7 +362,7 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     for angles in forward:
         d = _direction(za, zb, angles, p, spacing)
         con = d["congruence"][p["method"]]
-        corr = np.where(np.isnan(d["search"]["corr"]), -1.0, d["search"]["corr"]).max(0) if len(d["cells"]) else []
+        corr = d["search"]["corr"][d["best"], np.arange(len(d["cells"]))]
         key = (con["count"], float(np.mean(corr[con["mask"]])) if con["count"] else 0.0)
         if best is None or key > best[0]:  # most congruent cells, then best-correlating ones
             best = (key, d)
@@ -372,7 +373,7 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     dirs = {"ab": ab}
     if p["directions"] == "both":
         # b's cells searched in a, around the opposite rotation (or the same grid, mirrored)
-        if isinstance(rot, str) and rot == "full":
+        if candidates is not None:
             back = -theta + np.arange(-p["window_deg"], p["window_deg"] + 1e-9, p["step_deg"])
         else:
             back = -forward[0][::-1]
@@ -384,7 +385,7 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     mask = con["mask"]
     res = ab["search"]
     corr = res["corr"]
-    best_rot = np.nanargmax(np.where(np.isnan(corr), -np.inf, corr), axis=0) if corr.size else np.zeros(0, int)
+    best_rot = ab["best"]
     cells_out = []
     cl = ab["cells"]
     for k in range(len(cl)):
@@ -413,8 +414,8 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     p_out["cell_px"] = list(cl.shape)
     p_out["valid_box_px"] = {"a": box_a, "b": box_b}
     p_out["spacing_m"] = spacing
-    if coarse is not None:
-        p_out["coarse"] = {"candidates_deg": coarse["candidates_deg"].tolist()}
+    if candidates is not None:
+        p_out["coarse"] = {"candidates_deg": candidates.tolist()}
     return Comparison(
         cmc_count=cmc,
         score=float(cmc + (mean_corr if cmc > 0 else 0.0)),
