@@ -8,25 +8,31 @@ ScanIndex -> compare -> LinkageGraph -> CaseStore.
 """
 
 from ._version import __version__
-from .errors import BallistixError, ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
+from .errors import (BallistixError, ChecksumError, DescriptorMismatchError, IndexFormatError, ParameterError,
+                     ScanFormatError, ScanFormatWarning)
 from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
 from .features.comparison import Comparison, compare, compare_many
+from .features.describe import describe
 from .features.preprocessing import plot_preprocess, preprocess
 from .scan import Scan
 
 __all__ = [
     "__version__", "Scan",
     "BallistixError", "ScanFormatError", "ChecksumError", "ParameterError", "ScanFormatWarning",
+    "IndexFormatError", "DescriptorMismatchError",
     "read_scan", "read_x3p", "write_x3p", "read_image", "read_npz", "write_npz",
     "compare", "compare_many", "Comparison",
-    "preprocess", "plot_preprocess",
+    "preprocess", "plot_preprocess", "describe",
+    "ScanIndex", "search",
     "datasets",
 ]
 
 
-def __getattr__(name):  # lazy submodules: keep `import ballistix` fast
-    if name == "datasets":
-        import importlib
+def __getattr__(name):  # lazy submodules: keep `import ballistix` fast (FAISS loads on first use)
+    import importlib
 
+    if name == "datasets":
         return importlib.import_module(".datasets", __name__)
+    if name in ("ScanIndex", "search"):
+        return getattr(importlib.import_module(".index", __name__), name)
     raise AttributeError(f"module 'ballistix' has no attribute {name!r}")

@@ -24,6 +24,23 @@ class ChecksumError(ScanFormatError):
     """A checksum stored in a file does not match its content."""
 
 
+class IndexFormatError(BallistixError, ValueError):
+    """A saved index file is corrupt, truncated, tampered with or of another format.
+
+    The message names the file and the problem.
+    """
+
+    def __init__(self, path, problem: str):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{problem}")
+
+
+class DescriptorMismatchError(BallistixError, ValueError):
+    """Vectors or an index were made with other descriptor parameters than the ones asked for."""
+
+
 class ParameterError(BallistixError, ValueError):
     """A function was called with an argument outside what it accepts."""
 

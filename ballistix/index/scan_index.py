@@ -1,0 +1,534 @@
+"""`ScanIndex`: a FAISS similarity index of scan descriptors with explicit int64 ids.
+
+Index types (inner product on L2-normalised vectors, so scores are cosine
+similarities):
+
+- ``Flat``: exact search, wrapped in ``IndexIDMap2``; removal is exact.
+- ``IVF...``: inverted lists hold the caller's ids natively (``add_with_ids``),
+  with a hash-table direct map for reconstruction and removal. They are *not*
+  wrapped in ``IndexIDMap2``: FAISS's ID map assumes the wrapped index
+  renumbers its entries on removal, which IVF does not, and returns wrong ids
+  after a removal (checked with FAISS 1.15).
+- ``HNSW...``: graph indexes cannot remove entries. Removed ids become
+  tombstones: searches fetch extra neighbours and drop them, and the index is
+  rebuilt without them once they exceed 10% of its entries (or before one of
+  them is added again).
+
+``factory="auto"`` picks the type by the number of vectors, following the
+FAISS guidelines (exact while small, IVF as it grows, an HNSW coarse quantizer
+and compressed codes for millions; see `choose_factory`) and rebuilds itself
+when a tier is crossed. Any other FAISS factory string is used as given.
+
+An optional PCA (``pca_dim``), fitted by `train` on a reference set, projects
+descriptors to a smaller dimension (then re-normalises them); it is saved with
+the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .._version import __version__
+from ..errors import DescriptorMismatchError, IndexFormatError, ParameterError, ScanFormatError
+from ..io._zip import list_members, open_zip, read_member
+
+__all__ = ["ScanIndex", "choose_factory", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "ballistix-scan-index"
+FORMAT_VERSION = 1
+FLAT_MAX = 20_000           # exact search below this many vectors
+IVF_FLAT_MAX = 1_000_000    # IVF with uncompressed vectors below this
+SQ_MAX = 10_000_000         # IVF with an HNSW quantizer and 8-bit codes below this; PQ above
+TOMBSTONE_FRACTION = 0.10
+
+
+def choose_factory(n: int, dim: int) -> str:
+    """The FAISS factory string `ScanIndex` uses for ``n`` vectors of dimension ``dim``.
+
+    Follows the FAISS guidelines ("Guidelines to choose an index"): exact
+    ``Flat`` below 20,000 vectors; ``IVF{k},Flat`` with k about 4 sqrt(n) (a
+    power of two) below 1 million; ``IVF65536_HNSW32,SQ8`` (HNSW coarse
+    quantizer, 8-bit scalar codes, a quarter of the memory) below 10 million;
+    ``IVF262144_HNSW32,PQ{m}`` (product quantization, ``dim/4`` bytes a
+    vector) beyond.
+    """
+    n = int(n)
+    if n < FLAT_MAX:
+        return "Flat"
+    if n < IVF_FLAT_MAX:
+        k = 2 ** int(round(math.log2(4 * math.sqrt(n))))
+        return f"IVF{k},Flat"
+    if n < SQ_MAX:
+        return "IVF65536_HNSW32,SQ8"
+    m = max(1, dim // 4)
+    while dim % m:
+        m -= 1
+    return f"IVF262144_HNSW32,PQ{m}"
+
+
+def _as_ids(ids, what="ids") -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ParameterError(f"{what} must be a 1-D array of integers, got shape {arr.shape} dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise ParameterError(f"{what} must be non-negative (FAISS uses -1 for 'no result'), got {int(arr.min())}")
+    return arr
+
+
+def _sha256(b) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+class ScanIndex:
+    """Similarity index of scan descriptors (FAISS inside), with int64 ids.
+
+    Parameters
+    ----------
+    dim : int
+        Length of the vectors added and searched (the descriptor's length).
+    factory : str
+        ``"auto"`` (default: type by size, see `choose_factory`) or a FAISS
+        factory string such as ``"Flat"``, ``"IVF1024,Flat"``, ``"HNSW32"``,
+        ``"IVF4096,PQ32"``.
+    descriptor : dict, optional
+        What made the vectors (``describe.descriptor_info()``): name, parameters
+        and dimension. Saved in the manifest and checked by `load` and `search`.
+    pca_dim : int, optional
+        Project vectors to this dimension with a PCA fitted by `train` (then
+        re-normalise). None keeps the full vectors.
+    nprobe : int, optional
+        Inverted lists visited per query for IVF types (default: enough for
+        recall@200 >= 0.95 in `benchmarks/index_scale.py`: max(16, nlist / 64)).
+    threads : int, optional
+        FAISS (OpenMP) threads for add, train and search; None leaves FAISS's setting.
+
+    Examples
+    --------
+    >>> import numpy as np, ballistix as bx
+    >>> v = np.eye(4, dtype="float32")
+    >>> index = bx.ScanIndex(dim=4)
+    >>> index.add([10, 11, 12, 13], v)
+    >>> scores, ids = index.search(v[:1], k=2)
+    >>> int(ids[0, 0]), float(scores[0, 0])
+    (10, 1.0)
+    """
+
+    def __init__(self, dim: int, *, factory: str = "auto", descriptor: dict | None = None,
+                 pca_dim: int | None = None, nprobe: int | None = None, threads: int | None = None):
+        if int(dim) != dim or dim < 1:
+            raise ParameterError(f"dim must be a positive integer, got {dim!r}")
+        if not isinstance(factory, str) or not factory.strip():
+            raise ParameterError(f"factory must be 'auto' or a FAISS factory string, got {factory!r}")
+        if pca_dim is not None and (int(pca_dim) != pca_dim or not 1 <= pca_dim <= dim):
+            raise ParameterError(f"pca_dim must be an integer in [1, {dim}], got {pca_dim!r}")
+        if nprobe is not None and (int(nprobe) != nprobe or nprobe < 1):
+            raise ParameterError(f"nprobe must be a positive integer, got {nprobe!r}")
+        if threads is not None and (int(threads) != threads or threads < 1):
+            raise ParameterError(f"threads must be a positive integer, got {threads!r}")
+        if descriptor is not None and (not isinstance(descriptor, dict) or descriptor.get("dim", dim) != dim):
+            raise DescriptorMismatchError(f"descriptor {descriptor!r} does not describe {dim}-long vectors")
+        self.dim = int(dim)
+        self.auto = factory.strip() == "auto"
+        self.descriptor = descriptor
+        self.pca_dim = None if pca_dim is None else int(pca_dim)
+        self.nprobe = None if nprobe is None else int(nprobe)
+        self.threads = None if threads is None else int(threads)
+        self._pca_mean: np.ndarray | None = None
+        self._pca_components: np.ndarray | None = None
+        self._ids = np.zeros(0, np.int64)        # live ids, sorted
+        self._tombstones = np.zeros(0, np.int64)  # removed from the results, still in the FAISS index
+        self.factory = choose_factory(0, self.inner_dim) if self.auto else factory.strip()
+        self._index = self._new_index(self.factory)
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def inner_dim(self) -> int:
+        """Dimension of the vectors FAISS holds (``pca_dim`` when a PCA is used)."""
+        return self.pca_dim or self.dim
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    def __contains__(self, id_) -> bool:
+        i = np.searchsorted(self._ids, int(id_))
+        return bool(i < self._ids.size and self._ids[i] == int(id_))
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The ids in the index, sorted (a copy)."""
+        return self._ids.copy()
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained) and (self.pca_dim is None or self._pca_components is not None)
+
+    @property
+    def index_type(self) -> str:
+        """Class name of the FAISS index doing the search (e.g. IndexFlat, IndexIVFFlat, IndexHNSWFlat)."""
+        inner = faiss.downcast_index(self._index.index) if isinstance(self._index, faiss.IndexIDMap2) else self._index
+        return type(inner).__name__
+
+    def __repr__(self) -> str:
+        return (f"ScanIndex(dim={self.dim}, factory={self.factory!r}{' (auto)' if self.auto else ''}, "
+                f"n={len(self)}, pca_dim={self.pca_dim}, type={self.index_type})")
+
+    @contextlib.contextmanager
+    def _omp(self):
+        if self.threads is None:
+            yield
+            return
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            faiss.omp_set_num_threads(before)
+
+    def _new_index(self, factory: str):
+        spec = factory
+        if spec.upper().startswith("IDMAP"):
+            spec = spec.split(",", 1)[1] if "," in spec else ""
+        try:
+            index = faiss.index_factory(self.inner_dim, spec, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as e:
+            raise ParameterError(f"FAISS cannot build index {factory!r}: {str(e).splitlines()[0]}") from None
+        # (index_factory returns the concrete class and owns it: never replace it by a downcast proxy)
+        if isinstance(index, faiss.IndexIVF):  # ids held natively (see the module notes)
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            return index
+        if faiss.try_extract_index_ivf(index) is not None:
+            raise ParameterError(f"index {factory!r}: an IVF index behind a transform is not supported; "
+                                 f"use pca_dim for a PCA")
+        return faiss.IndexIDMap2(index)
+
+    def _set_search_params(self, index, k: int) -> None:
+        if isinstance(index, faiss.IndexIVF):
+            index.nprobe = min(index.nlist, self.nprobe or max(16, index.nlist // 64))
+            q = faiss.downcast_index(index.quantizer)
+            if isinstance(q, faiss.IndexHNSW):
+                q.hnsw.efSearch = max(64, 2 * index.nprobe)
+        elif isinstance(index, faiss.IndexIDMap2):
+            inner = faiss.downcast_index(index.index)
+            if isinstance(inner, faiss.IndexHNSW):
+                inner.hnsw.efSearch = max(64, 2 * k)
+
+    # --------------------------------------------------------------- vectors
+    def _check_vectors(self, vectors, what="vectors") -> np.ndarray:
+        x = np.asarray(vectors)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ParameterError(f"{what} must have shape (n, {self.dim}), got {x.shape}")
+        if x.size and not np.issubdtype(x.dtype, np.number):
+            raise ParameterError(f"{what} must be numeric, got dtype {x.dtype}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise ParameterError(f"{what} hold NaN or infinite values")
+        return x
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        if self.pca_dim is not None:
+            if self._pca_components is None:
+                raise ParameterError("this index projects with a PCA: call train(reference_vectors) first")
+            x = (x - self._pca_mean) @ self._pca_components.T
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        return np.ascontiguousarray(x / np.where(norm > 0, norm, 1.0), dtype=np.float32)
+
+    def train(self, vectors) -> "ScanIndex":
+        """Fit the PCA (if ``pca_dim``) and train the FAISS index type if it needs it.
+
+        ``vectors`` is a reference set like the vectors to come (a few times
+        ``pca_dim`` at least; for IVF about 40 vectors per list or more). IVF
+        types chosen by ``factory="auto"`` train themselves on the indexed
+        vectors when they are built.
+        """
+        x = self._check_vectors(vectors, "training vectors")
+        if self.pca_dim is not None:
+            if len(x) < 2:
+                raise ParameterError(f"a PCA needs at least 2 training vectors, got {len(x)}")
+            mean = x.mean(0, dtype=np.float64)
+            _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+            comp = vt[:self.pca_dim]
+            # deterministic signs: the largest coefficient of each component positive
+            comp *= np.sign(comp[np.arange(len(comp)), np.abs(comp).argmax(1)])[:, None]
+            if len(comp) < self.pca_dim:
+                comp = np.vstack([comp, np.zeros((self.pca_dim - len(comp), self.dim))])
+            self._pca_mean, self._pca_components = mean.astype(np.float32), comp.astype(np.float32)
+        if not self._index.is_trained:
+            if len(self):
+                raise ParameterError("train the index before adding vectors")
+            self._train_faiss(self._index, self._project(x))
+        return self
+
+    def _train_faiss(self, index, y: np.ndarray) -> None:
+        need = index.nlist if isinstance(index, faiss.IndexIVF) else 1
+        if len(y) < need:
+            raise ParameterError(f"index {self.factory!r} needs at least {need} training vectors, got {len(y)}")
+        with self._omp():
+            index.train(y)
+
+    def add(self, ids, vectors) -> None:
+        """Add vectors under the given ids (each id at most once in the index)."""
+        ids = _as_ids(ids)
+        x = self._check_vectors(vectors)
+        if len(ids) != len(x):
+            raise ParameterError(f"{len(ids)} ids for {len(x)} vectors")
+        if not len(ids):
+            return
+        uniq = np.unique(ids)
+        if uniq.size != ids.size:
+            raise ParameterError(f"ids repeat within the batch: {ids[np.r_[False, np.diff(np.sort(ids)) == 0]][:5].tolist()}")
+        dup = uniq[np.isin(uniq, self._ids)]
+        if dup.size:
+            raise ParameterError(f"{dup.size} id(s) already in the index, e.g. {dup[:5].tolist()}; remove them first")
+        if np.isin(uniq, self._tombstones).any():
+            self._compact()
+        y = self._project(x)
+        if self.auto and choose_factory(len(self) + len(ids), self.inner_dim) != self.factory:
+            old_ids, old_y = self._live_vectors()
+            self._rebuild(np.concatenate([old_ids, ids]), np.concatenate([old_y, y]),
+                          choose_factory(len(self) + len(ids), self.inner_dim))
+            return
+        if not self._index.is_trained:
+            raise ParameterError(f"index {self.factory!r} needs training: call train(reference_vectors) first")
+        with self._omp():
+            self._index.add_with_ids(y, ids)
+        self._ids = np.union1d(self._ids, uniq)
+
+    def remove(self, ids) -> int:
+        """Remove ids; returns how many were in the index (absent ids are ignored)."""
+        ids = np.unique(_as_ids(ids))
+        present = ids[np.isin(ids, self._ids)]
+        if not present.size:
+            return 0
+        try:
+            n = self._index.remove_ids(faiss.IDSelectorBatch(present))
+            if n != present.size:
+                raise RuntimeError(f"FAISS removed {n} of {present.size}")  # pragma: no cover
+        except RuntimeError as e:
+            if "not implemented" not in str(e).lower() and "remove_ids" not in str(e):
+                raise
+            self._tombstones = np.union1d(self._tombstones, present)  # e.g. HNSW: cannot remove
+        self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
+        if self._tombstones.size > TOMBSTONE_FRACTION * max(1, self._index.ntotal):
+            self._compact()
+        return int(present.size)
+
+    def search(self, vectors, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most similar indexed vectors of each query.
+
+        Returns ``(scores, ids)``, arrays of shape (n_queries, k), best first;
+        scores are inner products of unit vectors (cosine similarity, 1 = same
+        direction). Where fewer than ``k`` vectors exist, ids are -1 and scores -inf.
+        """
+        if int(k) != k or k < 1:
+            raise ParameterError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        q = self._project(self._check_vectors(vectors, "query vectors"))
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        out = np.full((len(q), k), -1, np.int64)
+        if not len(self) or not len(q):
+            return scores, out
+        extra = int(self._tombstones.size)
+        kk = min(k + extra, int(self._index.ntotal))
+        self._set_search_params(self._index, kk)
+        with self._omp():
+            d, i = self._index.search(q, kk)
+        if extra:
+            dead = np.isin(i, self._tombstones)
+            for r in range(len(q)):
+                keep = ~dead[r] & (i[r] >= 0)
+                n = min(k, int(keep.sum()))
+                scores[r, :n], out[r, :n] = d[r][keep][:n], i[r][keep][:n]
+        else:
+            scores[:, :kk], out[:, :kk] = d, i
+            bad = out < 0
+            scores[bad] = -np.inf
+        return scores, out
+
+    # ------------------------------------------------------------ rebuilding
+    def _live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, projected vectors) of every live entry, in id order (exact for Flat/IVF-Flat/HNSW-Flat,
+        decoded codes for SQ/PQ types)."""
+        if not len(self):
+            return np.zeros(0, np.int64), np.zeros((0, self.inner_dim), np.float32)
+        if isinstance(self._index, faiss.IndexIDMap2):
+            all_ids = faiss.vector_to_array(self._index.id_map)
+            inner = self._index.index
+            vecs = inner.reconstruct_n(0, inner.ntotal)
+            order = np.argsort(all_ids)
+            all_ids, vecs = all_ids[order], vecs[order]
+            keep = np.isin(all_ids, self._ids)
+            return all_ids[keep], np.ascontiguousarray(vecs[keep])
+        return self._ids.copy(), self._index.reconstruct_batch(self._ids.copy())
+
+    def _rebuild(self, ids: np.ndarray, y: np.ndarray, factory: str) -> None:
+        index = self._new_index(factory)
+        if not index.is_trained:
+            # a deterministic sample of up to 256 vectors per list (FAISS's own cap)
+            cap = 256 * index.nlist
+            sample = y if len(y) <= cap else y[np.random.default_rng(0).choice(len(y), cap, replace=False)]
+            self.factory = factory
+            self._train_faiss(index, np.ascontiguousarray(sample))
+        with self._omp():
+            index.add_with_ids(np.ascontiguousarray(y, dtype=np.float32), ids)
+        self._index, self.factory = index, factory
+        self._ids = np.sort(ids)
+        self._tombstones = np.zeros(0, np.int64)
+
+    def _compact(self) -> None:
+        ids, y = self._live_vectors()
+        self._rebuild(ids, y, self.factory)
+
+    def rebuild(self, factory: str | None = None) -> "ScanIndex":
+        """Rebuild from the stored vectors, with another factory if given ("auto" picks by size).
+
+        Types that store compressed codes (SQ, PQ) rebuild from their decoded
+        vectors: re-add the original descriptors instead when they are at hand.
+        """
+        if factory is not None:
+            self.auto = factory.strip() == "auto"
+        target = choose_factory(len(self), self.inner_dim) if self.auto else (factory or self.factory).strip()
+        ids, y = self._live_vectors()
+        if not len(ids):
+            self.factory, self._index = target, self._new_index(target)
+            return self
+        self._rebuild(ids, y, target)
+        return self
+
+    # ----------------------------------------------------------- persistence
+    def _manifest(self, members: dict[str, bytes]) -> dict:
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "dim": self.dim, "inner_dim": self.inner_dim, "pca_dim": self.pca_dim,
+            "factory": self.factory, "auto": self.auto, "index_type": self.index_type,
+            "count": len(self), "tombstones": int(self._tombstones.size),
+            "nprobe": self.nprobe, "descriptor": self.descriptor,
+            "ballistix_version": __version__, "faiss_version": faiss.__version__,
+            "saved_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "sha256": {name: _sha256(b) for name, b in members.items()},
+        }
+
+    def save(self, path) -> Path:
+        """Write the whole index (FAISS data, ids, PCA, manifest) to one file, atomically.
+
+        The file is a zip archive (stored, not compressed) holding
+        ``manifest.json`` and the members it lists with their SHA-256. It is
+        written to a temporary file in the same folder and renamed over
+        ``path``, so a crash never leaves a half-written index under that name.
+        """
+        path = Path(path)
+        members = {"index.faiss": faiss.serialize_index(self._index).tobytes(),
+                   "ids.npy": _npy_bytes(self._ids), "tombstones.npy": _npy_bytes(self._tombstones)}
+        if self._pca_components is not None:
+            members["pca_mean.npy"] = _npy_bytes(self._pca_mean)
+            members["pca_components.npy"] = _npy_bytes(self._pca_components)
+        manifest = json.dumps(self._manifest(members), indent=2, sort_keys=True).encode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+                    zf.writestr("manifest.json", manifest)
+                    for name, b in members.items():
+                        zf.writestr(name, b)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path, *, descriptor: dict | None = None, threads: int | None = None) -> "ScanIndex":
+        """Read an index written by `save`.
+
+        Raises `IndexFormatError` (naming the file and the problem) when the
+        file is not such an index, is truncated or corrupt, or its checksums
+        or counts disagree; `DescriptorMismatchError` when ``descriptor`` is
+        given and differs from the one the index was built with.
+        """
+        path = Path(path)
+        try:
+            zf = open_zip(path, "a ballistix index")
+        except ScanFormatError as e:
+            raise IndexFormatError(path, e.problem) from None
+        budget = path.stat().st_size  # members are stored uncompressed: none can exceed the file
+        with zf:
+            try:
+                members = list_members(path, zf, max_members=16)
+                if "manifest.json" not in members:
+                    raise IndexFormatError(path, "not a ballistix index: no manifest.json")
+                raw = {name: bytes(read_member(path, zf, info, budget, name)) for name, info in members.items()}
+            except ScanFormatError as e:
+                raise IndexFormatError(path, e.problem) from None
+        try:
+            man = json.loads(raw.pop("manifest.json"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise IndexFormatError(path, f"manifest.json is not valid JSON ({e})") from None
+        if not isinstance(man, dict) or man.get("format") != FORMAT:
+            raise IndexFormatError(path, f"not a ballistix index (format {man.get('format') if isinstance(man, dict) else man!r})")
+        if man.get("format_version") != FORMAT_VERSION:
+            raise IndexFormatError(path, f"index format version {man.get('format_version')!r}; this ballistix "
+                                         f"reads version {FORMAT_VERSION}")
+        sums = man.get("sha256")
+        if not isinstance(sums, dict) or set(sums) != set(raw):
+            raise IndexFormatError(path, f"members {sorted(raw)} do not match the manifest's {sorted(sums or {})}")
+        for name, b in raw.items():
+            if _sha256(b) != sums[name]:
+                raise IndexFormatError(path, f"{name} is corrupt: its SHA-256 differs from the manifest's")
+        if descriptor is not None and _descriptor_key(descriptor) != _descriptor_key(man.get("descriptor")):
+            raise DescriptorMismatchError(f"{path}: index built with descriptor {man.get('descriptor')!r}, "
+                                          f"expected {descriptor!r}")
+        try:
+            ids = np.load(io.BytesIO(raw["ids.npy"]), allow_pickle=False)
+            tomb = np.load(io.BytesIO(raw["tombstones.npy"]), allow_pickle=False)
+            self = cls(int(man["dim"]), factory="auto" if man["auto"] else str(man["factory"]),
+                       descriptor=man["descriptor"], pca_dim=man["pca_dim"], nprobe=man["nprobe"], threads=threads)
+            self.factory = str(man["factory"])
+            if "pca_components.npy" in raw:
+                self._pca_mean = np.load(io.BytesIO(raw["pca_mean.npy"]), allow_pickle=False)
+                self._pca_components = np.load(io.BytesIO(raw["pca_components.npy"]), allow_pickle=False)
+            index = faiss.deserialize_index(np.frombuffer(raw["index.faiss"], dtype=np.uint8))
+        except (KeyError, TypeError, ValueError, RuntimeError, ParameterError) as e:
+            raise IndexFormatError(path, f"cannot rebuild the index: {e}") from None
+        if not isinstance(index, (faiss.IndexIVF, faiss.IndexIDMap2)):
+            raise IndexFormatError(path, f"unexpected FAISS index class {type(index).__name__}")
+        if (index.d != self.inner_dim or ids.dtype != np.int64 or ids.ndim != 1 or len(ids) != man["count"]
+                or index.ntotal != len(ids) + len(tomb)):
+            raise IndexFormatError(path, f"counts disagree: manifest {man['count']} ids, file holds {len(ids)} ids, "
+                                         f"{len(tomb)} tombstones and {index.ntotal} vectors of dimension {index.d}")
+        if self.pca_dim is not None and (self._pca_components is None
+                                         or self._pca_components.shape != (self.pca_dim, self.dim)):
+            raise IndexFormatError(path, "the PCA projection is missing or has the wrong shape")
+        if isinstance(index, faiss.IndexIVF):
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self._index, self._ids, self._tombstones = index, ids, tomb.astype(np.int64)
+        return self
+
+
+def _descriptor_key(d) -> str:
+    return json.dumps(d, sort_keys=True)
