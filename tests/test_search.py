@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+import ballistix as bx
+from ballistix.features.describe import descriptor_info
+
+
+@pytest.fixture(scope="module")
+def db():
+    scans = [bx.preprocess(s) for s in bx.datasets.simulate(n_firearms=3, shots=2, seed=5, difficulty="moderate")]
+    gun = [s.meta["labels"]["firearm"] for s in scans]
+    index = bx.ScanIndex(descriptor_info()["dim"], descriptor=descriptor_info())
+    index.add(np.arange(len(scans)) + 100, np.array([bx.describe(s) for s in scans]))
+    return index, {100 + i: s for i, s in enumerate(scans)}, gun
+
+
+def test_two_stage_search_ranks_the_same_gun_first(db):
+    index, scans, gun = db
+    for q in (100, 102, 104):
+        hits = bx.search(index, scans[q], k=3, shortlist=5, scans=scans, exclude=[q])
+        assert q not in [h.id for h in hits]
+        best = hits[0]
+        assert gun[best.id - 100] == gun[q - 100]
+        assert best.cmc_count >= 6 and best.comparison.cmc_count == best.cmc_count
+        assert [h.cmc_count for h in hits] == sorted((h.cmc_count for h in hits), reverse=True)
+        assert -1 <= best.descriptor_score <= 1 and 0 <= best.descriptor_rank < 5
+
+
+def test_descriptor_only_without_scans(db):
+    index, scans, _ = db
+    hits = bx.search(index, scans[100], k=4)
+    assert len(hits) == 4 and hits[0].id == 100 and hits[0].cmc_count is None
+    assert hits[0].descriptor_score == pytest.approx(1.0, abs=1e-5)
+    assert [h.descriptor_rank for h in hits] == [0, 1, 2, 3]
+    assert set(hits[0].to_dict()) == {"id", "descriptor_score", "descriptor_rank", "cmc_count", "score"}
+
+
+def test_scans_may_be_a_callable(db):
+    index, scans, _ = db
+    hits = bx.search(index, scans[100], k=1, shortlist=2, scans=scans.__getitem__, exclude=[100])
+    assert hits[0].cmc_count is not None
+
+
+def test_missing_database_scan_is_a_clear_error(db):
+    index, scans, _ = db
+    partial = {k: v for k, v in scans.items() if k != 101}
+    with pytest.raises(bx.ParameterError, match="no scan for id 101"):
+        bx.search(index, scans[100], k=6, shortlist=6, scans=partial)
+
+
+def test_index_of_other_descriptor_parameters_is_refused(db):
+    _, scans, _ = db
+    other = descriptor_info(n_radii=8)
+    index = bx.ScanIndex(other["dim"], descriptor={**other, "name": "someone-elses-descriptor"})
+    with pytest.raises(bx.DescriptorMismatchError, match="someone-elses-descriptor"):
+        bx.search(index, scans[100])
+    index = bx.ScanIndex(other["dim"] + 1)
+    with pytest.raises(bx.DescriptorMismatchError, match="dimension"):
+        bx.search(index, scans[100])
+
+
+def test_query_uses_the_index_descriptor_parameters(db):
+    _, scans, _ = db
+    info = descriptor_info(n_radii=8, n_harmonics=4)
+    index = bx.ScanIndex(info["dim"], descriptor=info)
+    index.add([1], bx.describe(scans[100], n_radii=8, n_harmonics=4)[None])
+    hits = bx.search(index, scans[100], k=1)
+    assert hits[0].id == 1 and hits[0].descriptor_score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("kw, match", [({"k": 0}, "k must"), ({"shortlist": 2.5}, "shortlist")])
+def test_bad_arguments(db, kw, match):
+    index, scans, _ = db
+    with pytest.raises(bx.ParameterError, match=match):
+        bx.search(index, scans[100], **kw)
