@@ -13,7 +13,7 @@ from ..features.describe import DESCRIPTOR_NAME, describe
 from ..scan import Scan
 from .scan_index import ScanIndex
 
-__all__ = ["Candidate", "search", "query_vector"]
+__all__ = ["Candidate", "query_vector", "rerank", "search"]
 
 
 @dataclass
@@ -37,6 +37,13 @@ class Candidate:
     def to_dict(self) -> dict:
         return {"id": self.id, "descriptor_score": self.descriptor_score, "descriptor_rank": self.descriptor_rank,
                 "cmc_count": self.cmc_count, "score": self.score}
+
+
+def rerank(candidates: list[Candidate]) -> list[Candidate]:
+    """Sort verified candidates best first: CMC count, then the comparison's score, then
+    descriptor similarity, then id (so that ties resolve the same way every time)."""
+    candidates.sort(key=lambda c: (-c.cmc_count, -c.score, -c.descriptor_score, c.id))
+    return candidates
 
 
 def query_vector(index: ScanIndex, scan: Scan) -> np.ndarray:
@@ -126,5 +133,4 @@ def search(index: ScanIndex, scan: Scan, *, k: int = 20, shortlist: int = 200,
     results = compare_many([(scan, t) for t in targets], n_jobs=n_jobs, progress=progress, **compare_params)
     for c, r in zip(cands, results):
         c.cmc_count, c.score, c.comparison = int(r.cmc_count), float(r.score), r
-    cands.sort(key=lambda c: (-c.cmc_count, -c.score, -c.descriptor_score, c.id))
-    return cands[:k]
+    return rerank(cands)[:k]
