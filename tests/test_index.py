@@ -34,12 +34,13 @@ def built(factory, n=2000, seed=0, **kw):
 
 
 # ---------------------------------------------------------------- choosing
-@pytest.mark.parametrize("n, expected", [
-    (0, "Flat"), (19_999, "Flat"), (20_000, "IVF512,Flat"), (100_000, "IVF1024,Flat"),
-    (999_999, "IVF4096,Flat"), (1_000_000, "IVF65536_HNSW32,SQ8"), (10_000_000, "IVF262144_HNSW32,PQ32"),
+@pytest.mark.parametrize("n, dim, expected", [
+    (0, 128, "Flat"), (131_071, 128, "Flat"), (131_072, 128, "HNSW32"), (3_999_999, 128, "HNSW32"),
+    (4_000_000, 128, "IVF8192_HNSW32,SQ8"), (20_000_000, 128, "IVF16384_HNSW32,PQ32"),
+    (1_820, 9216, "Flat"), (1_821, 9216, "HNSW32"),
 ])
-def test_choose_factory_follows_size(n, expected):
-    assert choose_factory(n, 128) == expected
+def test_choose_factory_follows_size(n, dim, expected):
+    assert choose_factory(n, dim) == expected
 
 
 def test_bad_constructor_arguments():
@@ -155,13 +156,13 @@ def test_re_adding_a_removed_id_returns_the_new_vector():
 
 # ------------------------------------------------------------ auto growth
 def test_auto_index_switches_type_when_it_grows(monkeypatch):
-    monkeypatch.setattr(si, "FLAT_MAX", 1000)
+    monkeypatch.setattr(si, "FLAT_WORK", 1000 * DIM)
     x = unit(3000)
     index = bx.ScanIndex(DIM)
     index.add(np.arange(800), x[:800])
     assert index.factory == "Flat"
     index.add(np.arange(800, 3000), x[800:])
-    assert index.factory.startswith("IVF") and index.index_type == "IndexIVFFlat"
+    assert index.factory == "HNSW32" and index.index_type == "IndexHNSWFlat"
     assert len(index) == 3000
     _, got = index.search(x[::100], k=1)
     assert np.array_equal(got[:, 0], np.arange(0, 3000, 100))

@@ -15,8 +15,8 @@ similarities):
   them is added again).
 
 ``factory="auto"`` picks the type by the number of vectors, following the
-FAISS guidelines (exact while small, IVF as it grows, an HNSW coarse quantizer
-and compressed codes for millions; see `choose_factory`) and rebuilds itself
+FAISS guidelines (exact while small, HNSW as it grows, inverted lists with
+compressed codes for many millions; see `choose_factory`) and rebuilds itself
 when a tier is crossed. Any other FAISS factory string is used as given.
 
 An optional PCA (``pca_dim``), fitted by `train` on a reference set, projects
@@ -48,34 +48,41 @@ __all__ = ["ScanIndex", "choose_factory", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "ballistix-scan-index"
 FORMAT_VERSION = 1
-FLAT_MAX = 20_000           # exact search below this many vectors
-IVF_FLAT_MAX = 1_000_000    # IVF with uncompressed vectors below this
-SQ_MAX = 10_000_000         # IVF with an HNSW quantizer and 8-bit codes below this; PQ above
+FLAT_WORK = 2**24           # exact search while vectors x dimension stays below this (~2 ms a query)
+HNSW_MAX = 4_000_000        # HNSW over full vectors below this
+SQ_MAX = 20_000_000         # IVF with an HNSW quantizer and 8-bit codes below this; PQ above
 TOMBSTONE_FRACTION = 0.10
 
 
 def choose_factory(n: int, dim: int) -> str:
     """The FAISS factory string `ScanIndex` uses for ``n`` vectors of dimension ``dim``.
 
-    Follows the FAISS guidelines ("Guidelines to choose an index"): exact
-    ``Flat`` below 20,000 vectors; ``IVF{k},Flat`` with k about 4 sqrt(n) (a
-    power of two) below 1 million; ``IVF65536_HNSW32,SQ8`` (HNSW coarse
-    quantizer, 8-bit scalar codes, a quarter of the memory) below 10 million;
-    ``IVF262144_HNSW32,PQ{m}`` (product quantization, ``dim/4`` bytes a
-    vector) beyond.
+    After the FAISS guidelines ("Guidelines to choose an index") and what
+    `benchmarks/index_scale.py` measured on descriptor-like vectors: exact
+    ``Flat`` while n * dim < 2^24 (131,072 vectors of 128 values, 1,820 full
+    9,216-long descriptors: about 2 ms a query on one core); ``HNSW32`` (a graph over the full vectors:
+    the best recall for the time when memory allows, about 4 dim + 256 bytes
+    a vector) below 4 million; inverted lists with k about 4 sqrt(n) lists (a
+    power of two) and compressed codes beyond: ``IVF{k}_HNSW32,SQ8`` (8-bit
+    codes, a quarter of the memory) below 20 million, ``IVF{k}_HNSW32,PQ{m}``
+    (product quantization, ``m`` = dim/4 bytes a vector) above.
+
+    Descriptor neighbourhoods beyond the same-gun scans are nearly isotropic
+    (different guns look alike to a global descriptor), which is hard for
+    inverted lists: they need a large ``nprobe`` for a high recall@200.
     """
     n = int(n)
-    if n < FLAT_MAX:
+    if n * int(dim) < FLAT_WORK:
         return "Flat"
-    if n < IVF_FLAT_MAX:
-        k = 2 ** int(round(math.log2(4 * math.sqrt(n))))
-        return f"IVF{k},Flat"
+    if n < HNSW_MAX:
+        return "HNSW32"
+    k = 2 ** int(round(math.log2(4 * math.sqrt(n))))
     if n < SQ_MAX:
-        return "IVF65536_HNSW32,SQ8"
+        return f"IVF{k}_HNSW32,SQ8"
     m = max(1, dim // 4)
     while dim % m:
         m -= 1
-    return f"IVF262144_HNSW32,PQ{m}"
+    return f"IVF{k}_HNSW32,PQ{m}"
 
 
 def _as_ids(ids, what="ids") -> np.ndarray:
@@ -118,8 +125,10 @@ class ScanIndex:
         Project vectors to this dimension with a PCA fitted by `train` (then
         re-normalise). None keeps the full vectors.
     nprobe : int, optional
-        Inverted lists visited per query for IVF types (default: enough for
-        recall@200 >= 0.95 in `benchmarks/index_scale.py`: max(16, nlist / 64)).
+        Inverted lists visited per query for IVF types (default max(16, nlist / 16)).
+    ef_search : int, optional
+        Graph candidates kept per query for HNSW types (default max(64, 4 k):
+        recall@200 of about 0.95 against exact search in `benchmarks/index_scale.py`).
     threads : int, optional
         FAISS (OpenMP) threads for add, train and search; None leaves FAISS's setting.
 
@@ -135,15 +144,17 @@ class ScanIndex:
     """
 
     def __init__(self, dim: int, *, factory: str = "auto", descriptor: dict | None = None,
-                 pca_dim: int | None = None, nprobe: int | None = None, threads: int | None = None):
+                 pca_dim: int | None = None, nprobe: int | None = None, ef_search: int | None = None,
+                 threads: int | None = None):
         if int(dim) != dim or dim < 1:
             raise ParameterError(f"dim must be a positive integer, got {dim!r}")
         if not isinstance(factory, str) or not factory.strip():
             raise ParameterError(f"factory must be 'auto' or a FAISS factory string, got {factory!r}")
         if pca_dim is not None and (int(pca_dim) != pca_dim or not 1 <= pca_dim <= dim):
             raise ParameterError(f"pca_dim must be an integer in [1, {dim}], got {pca_dim!r}")
-        if nprobe is not None and (int(nprobe) != nprobe or nprobe < 1):
-            raise ParameterError(f"nprobe must be a positive integer, got {nprobe!r}")
+        for name, v in (("nprobe", nprobe), ("ef_search", ef_search)):
+            if v is not None and (int(v) != v or v < 1):
+                raise ParameterError(f"{name} must be a positive integer, got {v!r}")
         if threads is not None and (int(threads) != threads or threads < 1):
             raise ParameterError(f"threads must be a positive integer, got {threads!r}")
         if descriptor is not None and (not isinstance(descriptor, dict) or descriptor.get("dim", dim) != dim):
@@ -153,6 +164,7 @@ class ScanIndex:
         self.descriptor = descriptor
         self.pca_dim = None if pca_dim is None else int(pca_dim)
         self.nprobe = None if nprobe is None else int(nprobe)
+        self.ef_search = None if ef_search is None else int(ef_search)
         self.threads = None if threads is None else int(threads)
         self._pca_mean: np.ndarray | None = None
         self._pca_components: np.ndarray | None = None
@@ -224,14 +236,14 @@ class ScanIndex:
 
     def _set_search_params(self, index, k: int) -> None:
         if isinstance(index, faiss.IndexIVF):
-            index.nprobe = min(index.nlist, self.nprobe or max(16, index.nlist // 64))
+            index.nprobe = min(index.nlist, self.nprobe or max(16, index.nlist // 16))
             q = faiss.downcast_index(index.quantizer)
             if isinstance(q, faiss.IndexHNSW):
                 q.hnsw.efSearch = max(64, 2 * index.nprobe)
         elif isinstance(index, faiss.IndexIDMap2):
             inner = faiss.downcast_index(index.index)
             if isinstance(inner, faiss.IndexHNSW):
-                inner.hnsw.efSearch = max(64, 2 * k)
+                inner.hnsw.efSearch = max(k, self.ef_search or max(64, 4 * k))
 
     # --------------------------------------------------------------- vectors
     def _check_vectors(self, vectors, what="vectors") -> np.ndarray:
@@ -386,8 +398,8 @@ class ScanIndex:
     def _rebuild(self, ids: np.ndarray, y: np.ndarray, factory: str) -> None:
         index = self._new_index(factory)
         if not index.is_trained:
-            # a deterministic sample of up to 256 vectors per list (FAISS's own cap)
-            cap = 256 * index.nlist
+            # a deterministic sample of up to 64 vectors per list (FAISS warns below 39)
+            cap = 64 * index.nlist
             sample = y if len(y) <= cap else y[np.random.default_rng(0).choice(len(y), cap, replace=False)]
             self.factory = factory
             self._train_faiss(index, np.ascontiguousarray(sample))
@@ -424,7 +436,7 @@ class ScanIndex:
             "dim": self.dim, "inner_dim": self.inner_dim, "pca_dim": self.pca_dim,
             "factory": self.factory, "auto": self.auto, "index_type": self.index_type,
             "count": len(self), "tombstones": int(self._tombstones.size),
-            "nprobe": self.nprobe, "descriptor": self.descriptor,
+            "nprobe": self.nprobe, "ef_search": self.ef_search, "descriptor": self.descriptor,
             "ballistix_version": __version__, "faiss_version": faiss.__version__,
             "saved_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "sha256": {name: _sha256(b) for name, b in members.items()},
@@ -507,7 +519,8 @@ class ScanIndex:
             ids = np.load(io.BytesIO(raw["ids.npy"]), allow_pickle=False)
             tomb = np.load(io.BytesIO(raw["tombstones.npy"]), allow_pickle=False)
             self = cls(int(man["dim"]), factory="auto" if man["auto"] else str(man["factory"]),
-                       descriptor=man["descriptor"], pca_dim=man["pca_dim"], nprobe=man["nprobe"], threads=threads)
+                       descriptor=man["descriptor"], pca_dim=man["pca_dim"], nprobe=man["nprobe"],
+                       ef_search=man.get("ef_search"), threads=threads)
             self.factory = str(man["factory"])
             if "pca_components.npy" in raw:
                 self._pca_mean = np.load(io.BytesIO(raw["pca_mean.npy"]), allow_pickle=False)
