@@ -66,11 +66,13 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Simulate casework, write every exhibit as x3p, read it back, summarise, and compare
-    one exhibit with a same-gun and a different-gun exhibit (preprocess + CMC)."""
+    """Simulate casework, write every exhibit as x3p, read it back, summarise, compare one
+    exhibit with a same-gun and a different-gun exhibit (preprocess + CMC), and search an index
+    of all exhibits for it (descriptor shortlist, CMC re-ranking)."""
     import numpy as np
 
     from .datasets import simulate_casework
+    from .features.preprocessing import preprocess
     from .io import read_scan, write_x3p
 
     t0 = time.perf_counter()
@@ -109,21 +111,31 @@ def cmd_demo(args) -> int:
               f"{'identical' if identical else 'DIFFERENT'}, checksums {'verified' if verified else 'NOT verified'}")
         print(f"time: simulate {t_sim:.1f} s, write {t_write:.1f} s, read {t_read:.1f} s")
         print()
-    pairs, dt = _demo_comparisons(cw, back)
+    t = time.perf_counter()
+    proc = [preprocess(s) for s in back]
+    t_proc = time.perf_counter() - t
+    pairs, dt = _demo_comparisons(cw, proc)
+    search_report, dt_search = _demo_search(cw, proc, out)
     if args.json:
         report["comparisons"] = pairs
+        report["search"] = search_report
         print(json.dumps(report, indent=2))
     else:
         _print_table(pairs)
-        print(f"(preprocess + compare: {dt:.1f} s; decision rule: 6 or more congruent matching cells)")
+        print(f"(preprocess {len(proc)} exhibits: {t_proc:.1f} s; compare: {dt:.1f} s; decision rule: 6 or more "
+              f"congruent matching cells)")
+        print()
+        print(f"database search for {search_report['query']} among the other {len(proc) - 1} exhibits "
+              f"(descriptor shortlist, then CMC re-ranking; index saved to {search_report['index']}):")
+        _print_table(search_report["candidates"])
+        print(f"(describe + index + search: {dt_search:.1f} s)")
     # a comparison that disagrees with the truth is a result to report, not a failure of the command
     return 0 if identical and verified else 1
 
 
-def _demo_comparisons(cw, scans) -> tuple[list[dict], float]:
-    """Compare the first scene exhibit with a same-gun and a different-gun exhibit, as read back."""
+def _demo_comparisons(cw, proc) -> tuple[list[dict], float]:
+    """Compare the first exhibit with a same-gun and a different-gun exhibit (processed scans)."""
     from .features.comparison import compare
-    from .features.preprocessing import preprocess
 
     truth = [e["firearm_truth"] for e in cw.exhibits]
     first = 0
@@ -131,10 +143,6 @@ def _demo_comparisons(cw, scans) -> tuple[list[dict], float]:
     other = next((j for j in range(1, len(truth)) if truth[j] != truth[first]), None)
     out = []
     t0 = time.perf_counter()
-    proc = {}
-    for j in (first, same, other):
-        if j is not None and j not in proc:
-            proc[j] = preprocess(scans[j])
     for j in (same, other):
         if j is None:
             continue
@@ -145,6 +153,29 @@ def _demo_comparisons(cw, scans) -> tuple[list[dict], float]:
                     "rotation_deg": round(r.rotation_deg, 1), "decision": "identification" if r.cmc_count >= 6
                     else "no identification", "agrees_with_truth": (r.cmc_count >= 6) == same_gun})
     return out, time.perf_counter() - t0
+
+
+def _demo_search(cw, proc, out: Path) -> tuple[dict, float]:
+    """Index every exhibit's descriptor, save and reload the index, and search it for the first
+    exhibit: shortlist by descriptor, re-rank by CMC."""
+    import numpy as np
+
+    from .features.describe import describe, descriptor_info
+    from .index import ScanIndex, search
+
+    t0 = time.perf_counter()
+    info = descriptor_info()
+    index = ScanIndex(info["dim"], descriptor=info)
+    index.add(np.arange(len(proc)), np.array([describe(p) for p in proc]))
+    path = index.save(out / "index.bxi")
+    index = ScanIndex.load(path, descriptor=info)
+    hits = search(index, proc[0], k=5, shortlist=10, scans=dict(enumerate(proc)), exclude=[0])
+    truth = [e["firearm_truth"] for e in cw.exhibits]
+    rows = [{"rank": r + 1, "exhibit": cw.exhibits[h.id]["id"], "cmc_count": h.cmc_count,
+             "score": round(h.score, 3), "descriptor_score": round(h.descriptor_score, 3),
+             "descriptor_rank": h.descriptor_rank + 1, "same_gun_truth": truth[h.id] == truth[0]}
+            for r, h in enumerate(hits)]
+    return {"query": cw.exhibits[0]["id"], "index": str(path), "candidates": rows}, time.perf_counter() - t0
 
 
 def build_parser() -> argparse.ArgumentParser:

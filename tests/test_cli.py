@@ -24,6 +24,13 @@ def test_demo_writes_reads_back_and_summarises(tmp_path, capsys):
     assert scan.meta["labels"]["exhibit"] == files[0].stem
     cw = bx.datasets.Casework.from_json((out / "casework.json").read_text())
     assert sorted(e["id"] for e in cw.exhibits) == [f.stem for f in files]
+    # database search: the first exhibit against an index of all the others, re-ranked by CMC
+    search = report["search"]
+    cands = search["candidates"]
+    assert search["query"] == same["a"] and search["query"] not in [c["exhibit"] for c in cands]
+    assert 0 < len(cands) <= 5
+    assert [c["cmc_count"] for c in cands] == sorted((c["cmc_count"] for c in cands), reverse=True)
+    assert len(bx.ScanIndex.load(search["index"])) == len(files)
 
 
 def test_demo_is_deterministic(tmp_path, capsys):
