@@ -7,34 +7,32 @@ class BallistixError(Exception):
     """Base class of every error ballistix raises on purpose."""
 
 
-class ScanFormatError(BallistixError, ValueError):
-    """A scan file is malformed, hostile, truncated or unsupported.
-
-    The message names the file and the problem.
-    """
+class FileFormatError(BallistixError, ValueError):
+    """A file is malformed, hostile, truncated or unsupported; ``path`` and ``problem`` say which and what."""
 
     def __init__(self, path, problem: str):
         self.path = None if path is None else str(path)
         self.problem = problem
         where = f"{self.path}: " if self.path else ""
         super().__init__(f"{where}{problem}")
+
+
+class ScanFormatError(FileFormatError):
+    """A scan file is malformed, hostile, truncated or unsupported.
+
+    The message names the file and the problem.
+    """
 
 
 class ChecksumError(ScanFormatError):
     """A checksum stored in a file does not match its content."""
 
 
-class IndexFormatError(BallistixError, ValueError):
+class IndexFormatError(FileFormatError):
     """A saved index file is corrupt, truncated, tampered with or of another format.
 
     The message names the file and the problem.
     """
-
-    def __init__(self, path, problem: str):
-        self.path = None if path is None else str(path)
-        self.problem = problem
-        where = f"{self.path}: " if self.path else ""
-        super().__init__(f"{where}{problem}")
 
 
 class DescriptorMismatchError(BallistixError, ValueError):
