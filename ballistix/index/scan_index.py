@@ -32,14 +32,13 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from .._files import atomic_file
 from .._version import __version__
 from ..errors import DescriptorMismatchError, IndexFormatError, ParameterError, ScanFormatError
 from ..io._zip import list_members, open_zip, read_member
@@ -458,20 +457,10 @@ class ScanIndex:
             members["pca_components.npy"] = _npy_bytes(self._pca_components)
         manifest = json.dumps(self._manifest(members), indent=2, sort_keys=True).encode()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
-                    zf.writestr("manifest.json", manifest)
-                    for name, b in members.items():
-                        zf.writestr(name, b)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_file(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr("manifest.json", manifest)
+            for name, b in members.items():
+                zf.writestr(name, b)
         return path
 
     @classmethod

@@ -6,12 +6,11 @@ import inspect
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_file
 from ..errors import ParameterError, ScanFormatError
 from ..scan import Scan
 from ._zip import list_members, open_zip, read_member, sha256_file
@@ -144,18 +143,9 @@ def write_npz(scan: Scan, path) -> Path:
         meta_json = json.dumps(meta, sort_keys=True, allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as e:
         raise ParameterError(f"scan meta cannot be stored as JSON: {e}") from None
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, heights=scan.heights, spacing=np.array([scan.dx, scan.dy], np.float64),
-                                meta=np.array(meta_json), version=np.array(NPZ_FORMAT_VERSION, np.int64))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path) as f:
+        np.savez_compressed(f, heights=scan.heights, spacing=np.array([scan.dx, scan.dy], np.float64),
+                            meta=np.array(meta_json), version=np.array(NPZ_FORMAT_VERSION, np.int64))
     return path
 
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import posixpath
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as _safe_fromstring
 
+from .._files import atomic_file
 from .._version import __version__
 from ..errors import ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
 from ..scan import Scan
@@ -425,20 +424,11 @@ def write_x3p(scan: Scan, path) -> Path:
         sidecar = json.dumps(extra, sort_keys=True, allow_nan=False, default=_json_default).encode()
     except (TypeError, ValueError) as e:
         raise ParameterError(f"scan meta cannot be stored as JSON: {e}") from None
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".x3p", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("main.xml", xml)
-            zf.writestr("bindata/data.bin", data)
-            zf.writestr("md5checksum.hex", hashlib.md5(xml).hexdigest() + "\n")
-            zf.writestr(_SIDECAR, sidecar)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("main.xml", xml)
+        zf.writestr("bindata/data.bin", data)
+        zf.writestr("md5checksum.hex", hashlib.md5(xml).hexdigest() + "\n")
+        zf.writestr(_SIDECAR, sidecar)
     return path
 
 
