@@ -8,8 +8,8 @@ ScanIndex -> compare -> LinkageGraph -> CaseStore.
 """
 
 from ._version import __version__
-from .errors import (BallistixError, ChecksumError, DescriptorMismatchError, IndexFormatError, ParameterError,
-                     ScanFormatError, ScanFormatWarning)
+from .errors import (BallistixError, ChecksumError, DescriptorMismatchError, FileFormatError, IndexFormatError,
+                     ParameterError, ScanFormatError, ScanFormatWarning)
 from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
 from .features.comparison import Comparison, compare, compare_many
 from .features.describe import describe
@@ -23,7 +23,7 @@ __all__ = [
     "read_scan", "read_x3p", "write_x3p", "read_image", "read_npz", "write_npz",
     "compare", "compare_many", "Comparison",
     "preprocess", "plot_preprocess", "describe",
-    "ScanIndex", "search",
+    "ScanIndex", "search", "LinkageGraph", "FileFormatError",
     "datasets",
 ]
 
@@ -35,4 +35,6 @@ def __getattr__(name):  # lazy submodules: keep `import ballistix` fast (FAISS l
         return importlib.import_module(".datasets", __name__)
     if name in ("ScanIndex", "search"):
         return getattr(importlib.import_module(".index", __name__), name)
+    if name == "LinkageGraph":
+        return importlib.import_module(".graph", __name__).LinkageGraph
     raise AttributeError(f"module 'ballistix' has no attribute {name!r}")

@@ -1,0 +1,386 @@
+"""`LinkageGraph`: exhibits, scenes, firearms and the comparisons between exhibits, in one NetworkX graph.
+
+Nodes (key ``"<kind>:<id>"``, attributes ``kind`` and ``id`` plus the rest):
+
+- ``exhibit``: a cartridge case from a scene or a test fire (``sha256``,
+  ``calibre``, ``date``, ...);
+- ``scene``: an incident (``date``, ``place``, ``lat``, ``lon``, ``context``);
+- ``firearm``: a recovered gun (``make``, ``model``, ``calibre``, ``serial``,
+  ``status`` seized/found/surrendered, ``recovery_date``, ``recovery_place``,
+  ``recovery_country``, ``origin_country``, ``tracing_status``,
+  ``tracing_result``).
+
+Edges (attribute ``kind``):
+
+- ``match`` exhibit-exhibit: ``cmc_count``, ``score``, ``confirmed`` (True:
+  an examiner confirmed the identification; False: an examiner rejected it;
+  None: not reviewed) and, when built from a `Comparison`, ``rotation_deg``;
+- ``found_at`` exhibit-scene; ``test_fired`` exhibit-firearm.
+
+A match edge is a *link* (evidence of one gun) when an examiner confirmed it,
+or, unless ``confirmed_only``, when its CMC count reaches ``threshold`` and no
+examiner rejected it. Test fires of one firearm are one gun by definition.
+
+Same-gun groups (`groups`) are the connected sets of links, with one rule
+against chaining: a link that is the only connection between two sets of two
+or more exhibits (a bridge of the link graph with two or more exhibits on
+each side) is cut, unless an examiner confirmed it. A single false link can
+then never merge two groups; the cut links are kept as `weak_links`, for an
+examiner to review. The price: a true group whose comparisons form a bare
+chain (a-b, b-c, c-d, and nothing else) splits in two; the benchmark
+measures how often.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pathlib import Path
+
+import networkx as nx
+
+from .._version import __version__
+from ..errors import ParameterError
+from . import analysis, export
+
+__all__ = ["LinkageGraph", "node_key"]
+
+KINDS = ("exhibit", "scene", "firearm")
+
+
+def node_key(kind: str, id_: str) -> str:
+    """The NetworkX node key of an exhibit, scene or firearm id."""
+    if kind not in KINDS:
+        raise ParameterError(f"node kind must be one of {KINDS}, got {kind!r}")
+    return f"{kind}:{id_}"
+
+
+def _result_fields(result) -> dict[str, Any]:
+    """Edge attributes from a Comparison, a mapping with ``cmc_count`` (and ``score``,
+    ``confirmed``), or a bare CMC count."""
+    if isinstance(result, bool):
+        raise ParameterError("a comparison result must be a Comparison, a mapping or a CMC count, got a bool")
+    if isinstance(result, int) or (hasattr(result, "__index__") and not hasattr(result, "cmc_count")):
+        return {"cmc_count": int(result), "score": float(int(result))}
+    if isinstance(result, Mapping):
+        if "cmc_count" not in result:
+            raise ParameterError(f"a comparison mapping needs 'cmc_count', got keys {sorted(result)}")
+        out = {"cmc_count": int(result["cmc_count"]), "score": float(result.get("score", result["cmc_count"]))}
+        for k in ("confirmed", "rotation_deg", "examiner", "comparison_id"):
+            if result.get(k) is not None:
+                out[k] = result[k]
+        return out
+    if hasattr(result, "cmc_count") and hasattr(result, "score"):
+        return {"cmc_count": int(result.cmc_count), "score": float(result.score),
+                "rotation_deg": float(result.rotation_deg)}
+    raise ParameterError(f"a comparison result must be a Comparison, a mapping or a CMC count, "
+                         f"got {type(result).__name__}")
+
+
+class LinkageGraph:
+    """The crime-linkage graph.
+
+    Parameters
+    ----------
+    threshold : int
+        CMC count at or above which an unreviewed comparison is a link (6, the
+        conventional rule).
+    confirmed_only : bool
+        Only examiner-confirmed comparisons are links.
+
+    Examples
+    --------
+    >>> import ballistix as bx
+    >>> g = bx.LinkageGraph.from_comparisons([("A", "B", 24), ("B", "C", 19), ("C", "D", 1)])
+    >>> g.groups()
+    [{'A', 'B', 'C'}, {'D'}]
+    """
+
+    def __init__(self, *, threshold: int = 6, confirmed_only: bool = False):
+        if isinstance(threshold, bool) or int(threshold) != threshold or threshold < 1:
+            raise ParameterError(f"threshold must be a positive integer CMC count, got {threshold!r}")
+        self.nx = nx.Graph(threshold=int(threshold), confirmed_only=bool(confirmed_only),
+                           ballistix_version=__version__)
+        self._cache: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ settings
+    @property
+    def threshold(self) -> int:
+        return int(self.nx.graph["threshold"])
+
+    @property
+    def confirmed_only(self) -> bool:
+        return bool(self.nx.graph["confirmed_only"])
+
+    def __repr__(self) -> str:
+        n = {k: 0 for k in KINDS}
+        for _, kind in self.nx.nodes(data="kind"):
+            n[kind] += 1
+        links = sum(1 for *_, d in self.nx.edges(data=True) if d["kind"] == "match" and self.is_link(d))
+        return (f"<LinkageGraph: {n['exhibit']} exhibits, {n['scene']} scenes, {n['firearm']} firearms, "
+                f"{links} links (threshold {self.threshold}{', confirmed only' if self.confirmed_only else ''})>")
+
+    def _changed(self) -> None:
+        self._cache.clear()
+
+    # --------------------------------------------------------------- nodes
+    def _add(self, kind: str, id_, attrs: dict) -> str:
+        if not isinstance(id_, str) or not id_:
+            raise ParameterError(f"{kind} id must be a non-empty string, got {id_!r}")
+        bad = {"kind", "id"} & set(attrs)
+        if bad:
+            raise ParameterError(f"{kind} attributes may not be named {sorted(bad)}")
+        key = node_key(kind, id_)
+        clean = {k: v for k, v in attrs.items() if v is not None}
+        if key in self.nx:
+            self.nx.nodes[key].update(clean)
+        else:
+            self.nx.add_node(key, kind=kind, id=id_, **clean)
+        self._changed()
+        return key
+
+    def add_scene(self, id_: str, **attrs) -> str:
+        """Add (or update) a scene: ``date``, ``place``, ``lat``, ``lon``, ``context``, ..."""
+        return self._add("scene", id_, attrs)
+
+    def add_firearm(self, id_: str, **attrs) -> str:
+        """Add (or update) a recovered firearm: ``make``, ``model``, ``calibre``, ``serial``, ``status``
+        (seized / found / surrendered), ``recovery_date``, ``recovery_place``, ``recovery_country``,
+        ``origin_country``, ``tracing_status`` ("traced" when its origin is established), ``tracing_result``."""
+        status = attrs.get("status")
+        if status is not None and status not in ("seized", "found", "surrendered"):
+            raise ParameterError(f"firearm status must be seized, found or surrendered, got {status!r}")
+        return self._add("firearm", id_, attrs)
+
+    def add_exhibit(self, id_: str, *, scene: str | None = None, test_fired_from: str | None = None,
+                    **attrs) -> str:
+        """Add (or update) an exhibit, found at ``scene`` or test-fired from the firearm
+        ``test_fired_from`` (nodes created if new); other attributes: ``sha256``, ``calibre``, ``date``."""
+        if scene is not None and test_fired_from is not None:
+            raise ParameterError(f"exhibit {id_!r}: a cartridge case comes from a scene or a test fire, not both")
+        key = self._add("exhibit", id_, attrs)
+        if scene is not None:
+            s = node_key("scene", scene)
+            if s not in self.nx:
+                self.add_scene(scene)
+            self.nx.add_edge(key, s, kind="found_at")
+        if test_fired_from is not None:
+            f = node_key("firearm", test_fired_from)
+            if f not in self.nx:
+                self.add_firearm(test_fired_from)
+            self.nx.add_edge(key, f, kind="test_fired")
+        return key
+
+    def add_comparison(self, a: str, b: str, result, *, confirmed: bool | None = None) -> None:
+        """Record the comparison of exhibits ``a`` and ``b`` (created if new); a later
+        comparison of the same pair replaces the earlier one. ``confirmed``: the examiner's
+        verdict (True / False), if any."""
+        if a == b:
+            raise ParameterError(f"cannot compare exhibit {a!r} with itself")
+        fields = _result_fields(result)
+        if confirmed is not None:
+            fields["confirmed"] = bool(confirmed)
+        ka, kb = node_key("exhibit", a), node_key("exhibit", b)
+        for k, i in ((ka, a), (kb, b)):
+            if k not in self.nx:
+                self.add_exhibit(i)
+        self.nx.add_edge(ka, kb, kind="match", **fields)
+        self._changed()
+
+    # ------------------------------------------------------- constructors
+    @classmethod
+    def from_comparisons(cls, comparisons: Iterable, *, threshold: int = 6, confirmed_only: bool = False,
+                         exhibits: Iterable[Mapping] = (), scenes: Iterable[Mapping] = (),
+                         firearms: Iterable[Mapping] = ()) -> LinkageGraph:
+        """Build from ``(id_a, id_b, result)`` triples (result: a `Comparison`, a mapping with
+        ``cmc_count`` and optionally ``score``/``confirmed``, or a CMC count), and optional
+        records of exhibits, scenes and firearms (mappings with an ``id``)."""
+        g = cls(threshold=threshold, confirmed_only=confirmed_only)
+        for rec in scenes:
+            g.add_scene(**_record(rec))
+        for rec in firearms:
+            g.add_firearm(**_record(rec))
+        for rec in exhibits:
+            g.add_exhibit(**_record(rec))
+        for item in comparisons:
+            try:
+                a, b, result = item
+            except (TypeError, ValueError):
+                raise ParameterError(f"comparisons must be (id_a, id_b, result) triples, got {item!r}") from None
+            g.add_comparison(str(a), str(b), result)
+        return g
+
+    @classmethod
+    def from_casework(cls, casework, comparisons: Iterable = (), **kw) -> LinkageGraph:
+        """The analyst's view of simulated casework: its scenes, recovered firearms and exhibits
+        (without the ground truth), plus the given comparisons."""
+        exhibits = [{"id": e["id"], "scene": e["scene"], "test_fired_from": e["test_fired_from"],
+                     "calibre": e.get("calibre"), "date": e.get("date")} for e in casework.exhibits]
+        firearms = [{k: v for k, v in f.items() if k not in ("scenes", "recovered", "manufacturing_run")}
+                    for f in casework.firearms if f["recovered"]]
+        scenes = [{k: v for k, v in s.items() if k != "firearms"} for s in casework.scenes]
+        return cls.from_comparisons(comparisons, exhibits=exhibits, scenes=scenes, firearms=firearms, **kw)
+
+    # ------------------------------------------------------------ queries
+    def ids(self, kind: str) -> list[str]:
+        """Ids of the nodes of one kind, sorted."""
+        node_key(kind, "")  # validates the kind
+        return sorted(d["id"] for _, d in self.nx.nodes(data=True) if d["kind"] == kind)
+
+    def node(self, kind: str, id_: str) -> dict:
+        """The attributes of one node (a copy)."""
+        key = node_key(kind, id_)
+        if key not in self.nx:
+            raise ParameterError(f"no {kind} {id_!r} in the graph")
+        return dict(self.nx.nodes[key])
+
+    def is_link(self, edge: Mapping) -> bool:
+        """Whether a match edge's attributes make it a link (see the module notes)."""
+        c = edge.get("confirmed")
+        if c is not None:
+            return bool(c)
+        return not self.confirmed_only and edge.get("cmc_count", 0) >= self.threshold
+
+    def scene_of(self, exhibit: str) -> str | None:
+        for nb in self.nx[node_key("exhibit", exhibit)]:
+            if self.nx.nodes[nb]["kind"] == "scene":
+                return self.nx.nodes[nb]["id"]
+        return None
+
+    def firearm_of(self, exhibit: str) -> str | None:
+        """The firearm an exhibit was test-fired from (None for scene exhibits)."""
+        for nb in self.nx[node_key("exhibit", exhibit)]:
+            if self.nx.nodes[nb]["kind"] == "firearm":
+                return self.nx.nodes[nb]["id"]
+        return None
+
+    def link_graph(self) -> nx.Graph:
+        """Exhibits and the links between them (test fires of one firearm linked to each other),
+        before the chaining rule: a view for analysis, keyed by exhibit id."""
+        if "links" in self._cache:
+            return self._cache["links"]
+        g = nx.Graph()
+        by_gun: dict[str, list[str]] = {}
+        for key, d in self.nx.nodes(data=True):
+            if d["kind"] != "exhibit":
+                continue
+            g.add_node(d["id"])
+            for nb in self.nx[key]:
+                if self.nx.nodes[nb]["kind"] == "firearm":
+                    by_gun.setdefault(self.nx.nodes[nb]["id"], []).append(d["id"])
+        for u, v, d in self.nx.edges(data=True):
+            if d["kind"] == "match" and self.is_link(d):
+                g.add_edge(self.nx.nodes[u]["id"], self.nx.nodes[v]["id"], cmc_count=d["cmc_count"],
+                           confirmed=bool(d.get("confirmed")))
+        for ids in by_gun.values():
+            for a, b in itertools.combinations(sorted(ids), 2):
+                g.add_edge(a, b, cmc_count=None, confirmed=True, same_firearm=True)
+        self._cache["links"] = g
+        return g
+
+    def _grouping(self) -> tuple[list[set[str]], list[tuple[str, str]]]:
+        if "groups" in self._cache:
+            return self._cache["groups"]
+        g = self.link_graph()
+        weak = []
+        for comp in nx.connected_components(g):
+            if len(comp) < 4:
+                continue  # a bridge needs 2 exhibits on each side
+            sub = g.subgraph(comp)
+            for u, v in nx.bridges(sub):
+                if sub.edges[u, v]["confirmed"]:
+                    continue
+                side = nx.node_connected_component(nx.restricted_view(sub, [], [(u, v)]), u)
+                if 2 <= len(side) <= len(comp) - 2:
+                    weak.append(tuple(sorted((u, v))))
+        cut = nx.restricted_view(g, [], weak)
+        groups = sorted((set(c) for c in nx.connected_components(cut)), key=lambda s: (-len(s), min(s)))
+        self._cache["groups"] = (groups, sorted(weak))
+        return self._cache["groups"]
+
+    def groups(self, min_size: int = 1) -> list[set[str]]:
+        """Same-gun groups: sets of exhibit ids, largest first (ties by smallest id).
+
+        Every exhibit is in exactly one group (a gun seen once is a group of
+        one); ``min_size`` drops smaller groups.
+        """
+        return [set(s) for s in self._grouping()[0] if len(s) >= min_size]
+
+    def weak_links(self) -> list[dict]:
+        """Links cut by the chaining rule (each the only link between two sets of 2+ exhibits),
+        with their CMC counts: for examiner review."""
+        g = self.link_graph()
+        return [{"a": a, "b": b, "cmc_count": g.edges[a, b]["cmc_count"]} for a, b in self._grouping()[1]]
+
+    def group_of(self, exhibit: str) -> set[str]:
+        """The same-gun group holding ``exhibit``."""
+        if "group_of" not in self._cache:
+            self._cache["group_of"] = {e: s for s in self._grouping()[0] for e in s}
+        try:
+            return set(self._cache["group_of"][exhibit])
+        except KeyError:
+            raise ParameterError(f"no exhibit {exhibit!r} in the graph") from None
+
+    # ------------------------------------------------------------ analysis
+    def group_summaries(self, min_size: int = 1) -> list[dict]:
+        """See `analysis.group_summaries`."""
+        return analysis.group_summaries(self, min_size)
+
+    def scene_links(self) -> nx.Graph:
+        """See `analysis.scene_links`."""
+        return analysis.scene_links(self)
+
+    def scene_connection(self, a: str, b: str) -> list[dict] | None:
+        """See `analysis.scene_connection`."""
+        return analysis.scene_connection(self, a, b)
+
+    def timeline(self, exhibit: str) -> list[dict]:
+        """See `analysis.timeline`."""
+        return analysis.timeline(self, exhibit)
+
+    def leads(self, new_exhibits: Iterable[str]) -> list[dict]:
+        """See `analysis.leads`."""
+        return analysis.leads(self, new_exhibits)
+
+    def indicator_16_4_2(self) -> dict:
+        """See `analysis.indicator_16_4_2`."""
+        return analysis.indicator_16_4_2(self)
+
+    def counts_by_context(self) -> dict[str, dict]:
+        """See `analysis.counts_by_context`."""
+        return analysis.counts_by_context(self)
+
+    def trafficking_flows(self) -> dict[tuple[str, str], int]:
+        """See `analysis.trafficking_flows`."""
+        return analysis.trafficking_flows(self)
+
+    def unrecovered_guns(self) -> list[dict]:
+        """See `analysis.unrecovered_guns`."""
+        return analysis.unrecovered_guns(self)
+
+    # ------------------------------------------------------ files, pictures
+    def export(self, path) -> Path:
+        """Write the graph; the format follows the suffix: .graphml, .gexf or .json (node-link)."""
+        return export.write(self, path)
+
+    @classmethod
+    def read(cls, path) -> LinkageGraph:
+        """Read a graph written by `export` (any of its formats), attributes as they were."""
+        return export.read(cls, path)
+
+    def to_html(self, path, *, title: str = "ballistix linkage graph") -> Path:
+        """A self-contained interactive view (no network needed), for a browser or a notebook."""
+        return export.to_html(self, path, title=title)
+
+    def plot(self, ax=None, *, seed: int = 0):
+        """A static matplotlib figure of the graph; returns the axes."""
+        return export.plot(self, ax=ax, seed=seed)
+
+
+def _record(rec: Mapping) -> dict:
+    if not isinstance(rec, Mapping) or "id" not in rec:
+        raise ParameterError(f"records must be mappings with an 'id', got {rec!r}")
+    d = dict(rec)
+    return {"id_": str(d.pop("id")), **d}

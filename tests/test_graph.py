@@ -1,0 +1,234 @@
+import itertools
+import json
+import math
+
+import pytest
+
+import ballistix as bx
+from ballistix.graph import LinkageGraph
+
+
+def clique(ids, cmc=20):
+    return [(a, b, cmc) for a, b in itertools.combinations(ids, 2)]
+
+
+# ------------------------------------------------------------- grouping
+@pytest.mark.parametrize("cmc, linked", [(5, False), (6, True), (30, True)])
+def test_threshold_decides_a_link(cmc, linked):
+    g = LinkageGraph.from_comparisons([("A", "B", cmc)])
+    assert (g.groups() == [{"A", "B"}]) == linked
+
+
+def test_single_false_link_does_not_merge_two_groups():
+    comps = clique("ABCD") + clique("WXYZ") + [("D", "W", 9)]
+    g = LinkageGraph.from_comparisons(comps)
+    assert g.groups() == [{"A", "B", "C", "D"}, {"W", "X", "Y", "Z"}]
+    assert g.weak_links() == [{"a": "D", "b": "W", "cmc_count": 9}]
+
+
+def test_two_independent_links_do_merge():
+    comps = clique("ABCD") + clique("WXYZ") + [("D", "W", 9), ("C", "X", 8)]
+    assert LinkageGraph.from_comparisons(comps).groups() == [set("ABCDWXYZ")]
+
+
+def test_examiner_confirmed_bridge_is_kept_and_rejected_link_is_not_a_link():
+    g = LinkageGraph.from_comparisons(clique("ABCD") + clique("WXYZ"))
+    g.add_comparison("D", "W", 9, confirmed=True)
+    assert g.groups() == [set("ABCDWXYZ")]
+    g.add_comparison("D", "W", 9, confirmed=False)  # the later verdict replaces the earlier one
+    assert g.groups() == [set("ABCD"), set("WXYZ")]
+    assert g.weak_links() == []
+
+
+def test_single_exhibit_joins_on_one_link_but_bare_chain_splits():
+    g = LinkageGraph.from_comparisons(clique("ABC") + [("C", "D", 7)])
+    assert g.groups() == [set("ABCD")]  # a pendant exhibit is not a merge of two groups
+    chain = LinkageGraph.from_comparisons([("A", "B", 20), ("B", "C", 20), ("C", "D", 20)])
+    assert chain.groups() == [{"A", "B"}, {"C", "D"}]  # the documented price of the rule
+
+
+def test_confirmed_only_mode():
+    g = LinkageGraph.from_comparisons([("A", "B", 25), ("C", "D", {"cmc_count": 3, "confirmed": True})],
+                                      confirmed_only=True)
+    assert g.groups() == [{"C", "D"}, {"A"}, {"B"}]
+
+
+def test_test_fires_of_one_firearm_are_one_gun_and_name_it():
+    g = LinkageGraph.from_comparisons([("E1", "T1", 15)],
+                                      exhibits=[{"id": "T1", "test_fired_from": "F1"},
+                                                {"id": "T2", "test_fired_from": "F1"},
+                                                {"id": "E1", "scene": "S1"}])
+    assert g.groups() == [{"E1", "T1", "T2"}]
+    (s,) = g.group_summaries()
+    assert s["firearm"] == "F1" and s["scenes"] == ["S1"]
+
+
+def test_groups_update_when_comparisons_arrive():
+    g = LinkageGraph.from_comparisons([("A", "B", 20)])
+    assert g.groups() == [{"A", "B"}]
+    g.add_comparison("B", "C", 11)
+    assert g.groups() == [{"A", "B", "C"}]
+    g.add_exhibit("D", scene="S9")
+    assert g.groups()[-1] == {"D"} and g.scene_of("D") == "S9"
+
+
+class FakeComparison:
+    cmc_count, score, rotation_deg = 17, 17.62, 123.0
+
+
+def test_comparison_objects_and_mappings_are_accepted():
+    g = LinkageGraph.from_comparisons([("A", "B", FakeComparison()), ("B", "C", {"cmc_count": 2, "score": 2.3})])
+    e = g.nx.edges["exhibit:A", "exhibit:B"]
+    assert e == {"kind": "match", "cmc_count": 17, "score": 17.62, "rotation_deg": 123.0}
+    assert g.nx.edges["exhibit:B", "exhibit:C"]["score"] == 2.3
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda g: g.add_comparison("A", "A", 20), "itself"),
+    (lambda g: g.add_comparison("A", "B", "many"), "Comparison, a mapping or a CMC count"),
+    (lambda g: g.add_comparison("A", "B", True), "bool"),
+    (lambda g: g.add_comparison("A", "B", {"score": 3}), "cmc_count"),
+    (lambda g: g.add_exhibit("A", scene="S", test_fired_from="F"), "not both"),
+    (lambda g: g.add_firearm("F", status="borrowed"), "seized, found or surrendered"),
+    (lambda g: g.add_scene(""), "non-empty string"),
+    (lambda g: g.add_scene("S", kind="x"), "may not be named"),
+    (lambda g: g.ids("gun"), "node kind"),
+    (lambda g: LinkageGraph.from_comparisons([("A", "B")]), "triples"),
+    (lambda g: LinkageGraph(threshold=0), "threshold"),
+    (lambda g: g.group_of("nobody"), "no exhibit"),
+])
+def test_bad_input_is_a_parameter_error(call, match):
+    with pytest.raises(bx.ParameterError, match=match):
+        call(LinkageGraph())
+
+
+# ------------------------------------------------------------- analysis
+@pytest.fixture()
+def small():
+    """Gun 1 at scenes S1, S2 (recovered as F1, traced); gun 2 at S2, S3; gun 3 at S4 only."""
+    g = LinkageGraph()
+    for sid, date, ctx in (("S1", "2024-01-05", "street gang"), ("S2", "2024-03-01", "street gang"),
+                           ("S3", "2024-02-01", "drug trafficking"), ("S4", "2024-04-01", "robbery")):
+        g.add_scene(sid, date=date, context=ctx, place="Oude Haven")
+    g.add_firearm("F1", status="seized", tracing_status="traced", origin_country="Belgium",
+                  recovery_country="Netherlands", recovery_date="2024-05-01")
+    g.add_firearm("F2", status="found", tracing_status="in progress", origin_country="Germany",
+                  recovery_country="Netherlands")
+    for eid, sid in (("E1", "S1"), ("E2", "S2"), ("E3", "S2"), ("E4", "S3"), ("E5", "S4")):
+        g.add_exhibit(eid, scene=sid)
+    g.add_exhibit("T1", test_fired_from="F1")
+    g.add_comparison("E1", "E2", 22)
+    g.add_comparison("E3", "E4", 14)
+    g.add_comparison("E1", "E3", 1)
+    g.add_comparison("T1", "E1", 25)
+    return g
+
+
+def test_summaries_scene_links_and_connection(small):
+    sums = {tuple(s["exhibits"]): s for s in small.group_summaries(min_size=2)}
+    s = sums[("E1", "E2", "T1")]
+    assert s["firearm"] == "F1" and s["scenes"] == ["S1", "S2"] and s["first_date"] == "2024-01-05"
+    sl = small.scene_links()
+    assert set(map(frozenset, sl.edges())) == {frozenset(("S1", "S2")), frozenset(("S2", "S3"))}
+    hops = small.scene_connection("S1", "S3")
+    assert [(h["from"], h["to"]) for h in hops] == [("S1", "S2"), ("S2", "S3")]
+    assert small.scene_connection("S1", "S4") is None
+
+
+def test_timeline_is_ordered_and_ends_with_recovery(small):
+    t = small.timeline("E2")
+    assert [e.get("scene") or e.get("firearm") for e in t] == ["S1", "S2", "F1"]
+    assert t[-1]["event"] == "firearm seized"
+
+
+def test_leads_rank_firearm_hits_first(small):
+    small.add_exhibit("E9", scene="S5")
+    small.add_comparison("E9", "E4", 12)
+    small.add_exhibit("T9", test_fired_from="F2")
+    small.add_comparison("T9", "E5", 18)
+    leads = small.leads(["E9", "T9"])
+    assert [r["exhibit"] for r in leads] == ["T9", "E9"]
+    assert leads[0]["firearm"] == "F2" and leads[0]["linked_scenes"] == ["S4"]
+    assert leads[1]["linked_scenes"] == ["S2", "S3"] and leads[1]["best_cmc"] == 12
+    assert small.leads(["E5"]) == [] or small.leads(["E5"])[0]["firearm"] == "F2"
+
+
+def test_tracing_figures(small):
+    ind = small.indicator_16_4_2()
+    assert ind["value"] == 0.5 and ind["traced"] == 1 and ind["firearms"] == 2
+    assert ind["by_status"]["found"] == {"firearms": 1, "traced": 0}
+    assert small.trafficking_flows() == {("Belgium", "Netherlands"): 1, ("Germany", "Netherlands"): 1}
+    ctx = small.counts_by_context()
+    assert ctx["street gang"] == {"scenes": 2, "linked_scenes": 2, "guns": 2}
+    unrec = small.unrecovered_guns()
+    assert [u["exhibits"] for u in unrec] == [["E3", "E4"], ["E5"]]
+    assert math.isnan(LinkageGraph().indicator_16_4_2()["value"])
+
+
+def test_casework_with_perfect_comparisons_recovers_the_truth():
+    cw = bx.datasets.simulate_casework(n_firearms=6, n_scenes=15, seed=1, scans=False)
+    truth = {e["id"]: e["firearm_truth"] for e in cw.exhibits}
+    comps = [(a, b, 25 if truth[a] == truth[b] else 1) for a, b in itertools.combinations(sorted(truth), 2)]
+    g = LinkageGraph.from_casework(cw, comps)
+    by_gun = {}
+    for e, f in truth.items():
+        by_gun.setdefault(f, set()).add(e)
+    assert sorted(map(sorted, g.groups())) == sorted(map(sorted, by_gun.values()))
+    assert g.indicator_16_4_2()["value"] == pytest.approx(cw.indicator_16_4_2())
+    linked = {tuple(sorted(e)) for e in g.scene_links().edges()}
+    assert linked == cw.linked_scenes()
+    assert all("firearm_truth" not in d for _, d in g.nx.nodes(data=True))
+
+
+# ------------------------------------------------------------ files
+@pytest.mark.parametrize("suffix", [".graphml", ".gexf", ".json"])
+def test_export_and_read_back_without_loss(small, tmp_path, suffix):
+    small.add_comparison("E4", "E5", {"cmc_count": 2, "confirmed": False, "examiner": "J. Doe"})
+    small.nx.nodes["scene:S1"]["tags"] = ["night", "vehicle"]
+    small.nx.nodes["scene:S2"]["note"] = "json:looks encoded"
+    small.nx.nodes["scene:S3"]["lat"] = 52.1
+    path = small.export(tmp_path / f"links{suffix}")
+    back = LinkageGraph.read(path)
+    assert dict(back.nx.nodes(data=True)) == dict(small.nx.nodes(data=True))
+    edges = lambda g: {frozenset((u, v)): d for u, v, d in g.nx.edges(data=True)}  # noqa: E731
+    assert edges(back) == edges(small)
+    assert back.nx.graph == small.nx.graph and back.threshold == small.threshold
+    assert back.groups() == small.groups()
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("x.graphml", "<graphml><broken", "cannot read"),
+    ("x.json", json.dumps({"nodes": []}), "not a ballistix linkage graph"),
+    ("x.json", "{not json", "cannot read"),
+    ("x.gexf", '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><gexf>&a;</gexf>', "cannot read"),
+])
+def test_bad_graph_files(tmp_path, name, content, match):
+    p = tmp_path / name
+    p.write_text(content)
+    with pytest.raises(bx.FileFormatError, match=match) as e:
+        LinkageGraph.read(p)
+    assert name in str(e.value)
+
+
+def test_unknown_suffix_and_missing_file(small, tmp_path):
+    with pytest.raises(bx.ParameterError, match="suffix"):
+        small.export(tmp_path / "links.csv")
+    with pytest.raises(bx.FileFormatError, match="no such file"):
+        LinkageGraph.read(tmp_path / "missing.json")
+
+
+def test_html_view_is_self_contained_and_escapes_values(small, tmp_path):
+    small.nx.nodes["scene:S1"]["note"] = "</script><script>alert(1)</script>"
+    text = small.to_html(tmp_path / "view.html").read_text()
+    assert text.count("<script>") == 1 and text.count("</script>") == 1
+    for needle in ("src=", "href=", "<link", "@import", "https://"):
+        assert needle not in text
+    assert '"S1"' in text and "E1" in text
+
+
+def test_plot_draws_every_node(small):
+    from matplotlib.collections import PathCollection
+
+    ax = small.plot()
+    drawn = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+    assert drawn == small.nx.number_of_nodes()
