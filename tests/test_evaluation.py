@@ -39,3 +39,34 @@ def test_eer_symmetric_case():
 def test_bad_input(s, y):
     with pytest.raises(ParameterError):
         auc(s, y)
+
+
+def test_grouping_scores_perfect_and_merged():
+    from ballistix.evaluation import grouping_scores
+
+    truth = {"a": 1, "b": 1, "c": 2, "d": 2, "e": 3}
+    perfect = grouping_scores([{"a", "b"}, {"c", "d"}, {"e"}], truth)
+    assert perfect["precision"] == perfect["recall"] == perfect["adjusted_rand_index"] == 1.0
+    assert perfect["merged_groups"] == 0
+    merged = grouping_scores([{"a", "b", "c", "d"}, {"e"}], truth)
+    assert merged["recall"] == 1.0 and merged["precision"] == pytest.approx(2 / 6) and merged["merged_groups"] == 1
+    stray = grouping_scores([{"a", "b", "e"}, {"c", "d"}], truth)
+    assert stray["merged_groups"] == 0 and stray["precision"] == pytest.approx(2 / 4)
+    split = grouping_scores([{"a"}, {"b"}, {"c", "d"}, {"e"}], truth)
+    assert split["precision"] == 1.0 and split["recall"] == 0.5 and split["adjusted_rand_index"] < 1
+
+
+def test_grouping_scores_ari_matches_a_known_value():
+    from ballistix.evaluation import grouping_scores
+
+    # sklearn.metrics.adjusted_rand_score([0, 0, 1, 1], [0, 0, 1, 2]) == 0.5714285714285715
+    r = grouping_scores([{0, 1}, {2}, {3}], {0: 0, 1: 0, 2: 1, 3: 1})
+    assert r["adjusted_rand_index"] == pytest.approx(0.5714285714285715)
+
+
+@pytest.mark.parametrize("groups, match", [([{"a"}, {"a", "b"}], "two groups"), ([{"a"}], "same items")])
+def test_grouping_scores_bad_input(groups, match):
+    from ballistix.evaluation import grouping_scores
+
+    with pytest.raises(ParameterError, match=match):
+        grouping_scores(groups, {"a": 1, "b": 2})

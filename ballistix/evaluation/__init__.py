@@ -1,4 +1,5 @@
-"""Evaluation measures for same-source decisions: ROC, AUC, EER, error rates at a rule."""
+"""Evaluation measures: same-source decisions (ROC, AUC, EER, error rates at a rule) and
+groupings (pairwise precision and recall, adjusted Rand index)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["roc_curve", "auc", "equal_error_rate", "error_rates", "summarise_scores"]
+__all__ = ["roc_curve", "auc", "equal_error_rate", "error_rates", "summarise_scores", "grouping_scores"]
 
 
 def _check(scores, same):
@@ -83,3 +84,41 @@ def summarise_scores(scores, same, threshold: float) -> dict:
     q = lambda v: {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}  # noqa: E731
     return {"auc": auc(s, y), "eer": equal_error_rate(s, y), "at_threshold": error_rates(s, y, threshold),
             "same": q(s[y]), "different": q(s[~y])}
+
+
+def grouping_scores(groups, truth) -> dict:
+    """How well ``groups`` (an iterable of sets of items) recover ``truth`` (a mapping item -> true label).
+
+    Every item of ``truth`` must be in exactly one group. Returns pairwise
+    ``precision`` (of the pairs put together, the share truly together),
+    ``recall`` (of the true pairs, the share put together), their counts, the
+    ``adjusted_rand_index`` (Hubert and Arabie 1985: 1 for the truth, about 0
+    for chance), and ``merged_groups``: groups holding two or more items of
+    each of at least two true labels (a merge of true groups, not a stray item).
+    """
+    from collections import Counter
+
+    labels = dict(truth)
+    seen: dict = {}
+    for k, g in enumerate(groups):
+        for item in g:
+            if item in seen:
+                raise ParameterError(f"item {item!r} is in two groups")
+            seen[item] = k
+    if set(seen) != set(labels):
+        missing, extra = set(labels) - set(seen), set(seen) - set(labels)
+        raise ParameterError(f"groups and truth must hold the same items; missing {sorted(missing)[:5]}, "
+                             f"unknown {sorted(extra)[:5]}")
+    cells = Counter((seen[i], labels[i]) for i in labels)
+    c2 = lambda n: n * (n - 1) // 2  # noqa: E731
+    tp = sum(c2(n) for n in cells.values())
+    pred = sum(c2(n) for n in Counter(seen.values()).values())
+    true = sum(c2(n) for n in Counter(labels.values()).values())
+    total = c2(len(labels))
+    expected = pred * true / total if total else 0.0
+    top = (pred + true) / 2
+    ari = (tp - expected) / (top - expected) if top != expected else 1.0
+    big = Counter(g for (g, _), n in cells.items() if n >= 2)
+    return {"precision": tp / pred if pred else 1.0, "recall": tp / true if true else 1.0,
+            "true_pairs": true, "predicted_pairs": pred, "correct_pairs": tp,
+            "adjusted_rand_index": float(ari), "merged_groups": sum(1 for n in big.values() if n >= 2)}
