@@ -31,6 +31,15 @@ def test_demo_writes_reads_back_and_summarises(tmp_path, capsys):
     assert 0 < len(cands) <= 5
     assert [c["cmc_count"] for c in cands] == sorted((c["cmc_count"] for c in cands), reverse=True)
     assert len(bx.ScanIndex.load(search["index"])) == len(files)
+    # linkage: groups, linked scenes, leads, 16.4.2 from the graph of the verified shortlists
+    link = report["linkage"]
+    scenes = {e["scene"] for e in report["exhibits"]}
+    assert all(set(p) <= scenes for p in link["linked_scenes"])
+    assert all(r["kind"] in ("firearm hit", "scene link") for r in link["leads"])
+    assert link["indicator_16_4_2"] == link["indicator_16_4_2_truth"]  # tracing records come with the casework
+    g = bx.LinkageGraph.read(link["graph"])
+    assert len(g.ids("exhibit")) == len(files)
+    assert (out / "links.html").stat().st_size > 0
 
 
 def test_demo_is_deterministic(tmp_path, capsys):
