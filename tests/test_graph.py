@@ -232,3 +232,32 @@ def test_plot_draws_every_node(small):
     ax = small.plot()
     drawn = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
     assert drawn == small.nx.number_of_nodes()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_incremental_groups_equal_a_fresh_computation(seed):
+    """Comparisons arriving one by one (some replaced, some rejected by an examiner), groups
+    asked for now and then: always the groups of a graph built from scratch."""
+    import random
+
+    rnd = random.Random(seed)
+    ex = [f"E{i:02d}" for i in range(30)]
+    g = LinkageGraph()
+    for i, e in enumerate(ex[:6]):
+        g.add_exhibit(e, test_fired_from="F1" if i < 3 else "F2")
+    final = {}
+    for step in range(200):
+        a, b = rnd.sample(ex, 2)
+        cmc = rnd.choice([0, 2, 5, 6, 9, 20])
+        verdict = rnd.choice([None, None, None, True, False])
+        g.add_comparison(a, b, cmc, confirmed=verdict)
+        final[frozenset((a, b))] = (a, b, {"cmc_count": cmc, "confirmed": verdict})
+        if step % 17 == 0:
+            g.groups()
+    fresh = LinkageGraph.from_comparisons(list(final.values()),
+                                          exhibits=[{"id": e, "test_fired_from": "F1" if i < 3 else "F2"}
+                                                    for i, e in enumerate(ex[:6])])
+    assert g.groups() == fresh.groups()
+    assert g.weak_links() == fresh.weak_links()
+    assert [g.group_of(e) for e in ex if e in g.link_graph()] == [fresh.group_of(e) for e in ex
+                                                                  if e in g.link_graph()]

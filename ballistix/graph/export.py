@@ -146,6 +146,7 @@ def read(cls, path):
     for u, v, d in h.edges(data=True):
         d = {k: val for k, val in dec(d).items() if not (s == ".gexf" and k == "id")}  # GEXF adds edge ids
         g.nx.add_edge(str(u), str(v), **d)
+    g._rebuild_links()
     return g
 
 

@@ -33,7 +33,6 @@ measures how often.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -103,7 +102,30 @@ class LinkageGraph:
             raise ParameterError(f"threshold must be a positive integer CMC count, got {threshold!r}")
         self.nx = nx.Graph(threshold=int(threshold), confirmed_only=bool(confirmed_only),
                            ballistix_version=__version__)
-        self._cache: dict[str, Any] = {}
+        self._reset_links()
+
+    def _reset_links(self) -> None:
+        """Empty the derived structures: the link graph (exhibit ids), the groups and the set of
+        exhibits whose group must be recomputed. They are kept up to date as nodes and
+        comparisons arrive, and groups are recomputed only where something changed."""
+        self._links = nx.Graph()
+        self._test_fires: dict[str, set[str]] = {}
+        self._group_of: dict[str, int] = {}
+        self._groups: dict[int, frozenset] = {}
+        self._weak: dict[int, list[tuple[str, str]]] = {}
+        self._next_group = 0
+        self._dirty: set[str] = set()
+        self._sorted: list[frozenset] | None = None
+
+    def _rebuild_links(self) -> None:
+        """Recompute every derived structure from ``self.nx`` (after reading a file)."""
+        self._reset_links()
+        for key, d in self.nx.nodes(data=True):
+            if d["kind"] == "exhibit":
+                self._link_exhibit(d["id"], self.firearm_of(d["id"]))
+        for u, v, d in self.nx.edges(data=True):
+            if d["kind"] == "match":
+                self._link_comparison(self.nx.nodes[u]["id"], self.nx.nodes[v]["id"], d)
 
     # ------------------------------------------------------------ settings
     @property
@@ -122,8 +144,24 @@ class LinkageGraph:
         return (f"<LinkageGraph: {n['exhibit']} exhibits, {n['scene']} scenes, {n['firearm']} firearms, "
                 f"{links} links (threshold {self.threshold}{', confirmed only' if self.confirmed_only else ''})>")
 
-    def _changed(self) -> None:
-        self._cache.clear()
+    def _link_exhibit(self, exhibit: str, firearm: str | None) -> None:
+        self._links.add_node(exhibit)
+        self._dirty.add(exhibit)
+        if firearm is not None:
+            mates = self._test_fires.setdefault(firearm, set())
+            for m in mates:
+                self._links.add_edge(exhibit, m, cmc_count=None, confirmed=True, same_firearm=True)
+                self._dirty.add(m)
+            mates.add(exhibit)
+
+    def _link_comparison(self, a: str, b: str, edge: Mapping) -> None:
+        self._dirty.update((a, b))
+        if self._links.has_edge(a, b) and self._links.edges[a, b].get("same_firearm"):
+            return  # test fires of one firearm: one gun whatever a comparison says
+        if self.is_link(edge):
+            self._links.add_edge(a, b, cmc_count=edge["cmc_count"], confirmed=bool(edge.get("confirmed")))
+        elif self._links.has_edge(a, b):
+            self._links.remove_edge(a, b)
 
     # --------------------------------------------------------------- nodes
     def _add(self, kind: str, id_, attrs: dict) -> str:
@@ -138,7 +176,7 @@ class LinkageGraph:
             self.nx.nodes[key].update(clean)
         else:
             self.nx.add_node(key, kind=kind, id=id_, **clean)
-        self._changed()
+        self._sorted = None  # summaries read node attributes
         return key
 
     def add_scene(self, id_: str, **attrs) -> str:
@@ -161,6 +199,12 @@ class LinkageGraph:
         if scene is not None and test_fired_from is not None:
             raise ParameterError(f"exhibit {id_!r}: a cartridge case comes from a scene or a test fire, not both")
         key = self._add("exhibit", id_, attrs)
+        old_scene, old_gun = self.scene_of(id_), self.firearm_of(id_)
+        if (scene is not None and old_scene not in (None, scene)) or \
+                (test_fired_from is not None and old_gun not in (None, test_fired_from)):
+            raise ParameterError(f"exhibit {id_!r} is already recorded at scene {old_scene!r} / "
+                                 f"test-fired from {old_gun!r}")
+        self._link_exhibit(id_, test_fired_from)
         if scene is not None:
             s = node_key("scene", scene)
             if s not in self.nx:
@@ -186,8 +230,10 @@ class LinkageGraph:
         for k, i in ((ka, a), (kb, b)):
             if k not in self.nx:
                 self.add_exhibit(i)
+        if self.nx.has_edge(ka, kb):
+            self.nx.remove_edge(ka, kb)  # the new result replaces the old one, verdict included
         self.nx.add_edge(ka, kb, kind="match", **fields)
-        self._changed()
+        self._link_comparison(a, b, self.nx.edges[ka, kb])
 
     # ------------------------------------------------------- constructors
     @classmethod
@@ -257,69 +303,61 @@ class LinkageGraph:
         return None
 
     def link_graph(self) -> nx.Graph:
-        """Exhibits and the links between them (test fires of one firearm linked to each other),
-        before the chaining rule: a view for analysis, keyed by exhibit id."""
-        if "links" in self._cache:
-            return self._cache["links"]
-        g = nx.Graph()
-        by_gun: dict[str, list[str]] = {}
-        for key, d in self.nx.nodes(data=True):
-            if d["kind"] != "exhibit":
-                continue
-            g.add_node(d["id"])
-            for nb in self.nx[key]:
-                if self.nx.nodes[nb]["kind"] == "firearm":
-                    by_gun.setdefault(self.nx.nodes[nb]["id"], []).append(d["id"])
-        for u, v, d in self.nx.edges(data=True):
-            if d["kind"] == "match" and self.is_link(d):
-                g.add_edge(self.nx.nodes[u]["id"], self.nx.nodes[v]["id"], cmc_count=d["cmc_count"],
-                           confirmed=bool(d.get("confirmed")))
-        for ids in by_gun.values():
-            for a, b in itertools.combinations(sorted(ids), 2):
-                g.add_edge(a, b, cmc_count=None, confirmed=True, same_firearm=True)
-        self._cache["links"] = g
-        return g
+        """Exhibits (by id) and the links between them, test fires of one firearm linked to each
+        other, before the chaining rule. Kept up to date; do not modify it."""
+        return self._links
 
-    def _grouping(self) -> tuple[list[set[str]], list[tuple[str, str]]]:
-        if "groups" in self._cache:
-            return self._cache["groups"]
-        g = self.link_graph()
-        weak = []
-        for comp in nx.connected_components(g):
-            if len(comp) < 4:
-                continue  # a bridge needs 2 exhibits on each side
-            sub = g.subgraph(comp)
-            for u, v in nx.bridges(sub):
-                if sub.edges[u, v]["confirmed"]:
-                    continue
-                side = nx.node_connected_component(nx.restricted_view(sub, [], [(u, v)]), u)
-                if 2 <= len(side) <= len(comp) - 2:
-                    weak.append(tuple(sorted((u, v))))
-        cut = nx.restricted_view(g, [], weak)
-        groups = sorted((set(c) for c in nx.connected_components(cut)), key=lambda s: (-len(s), min(s)))
-        self._cache["groups"] = (groups, sorted(weak))
-        return self._cache["groups"]
+    def _regroup(self) -> None:
+        """Recompute the groups of the link-graph components that hold a changed exhibit."""
+        if not self._dirty:
+            return
+        seen: set[str] = set()
+        for start in sorted(self._dirty):
+            if start in seen or start not in self._links:
+                continue
+            comp = nx.node_connected_component(self._links, start)
+            seen |= comp
+            for gid in {self._group_of[e] for e in comp if e in self._group_of}:
+                self._groups.pop(gid, None)  # a group split by a removed link is met once per part
+                self._weak.pop(gid, None)
+            weak = _weak_bridges(self._links, comp)
+            parts = [comp] if not weak else nx.connected_components(
+                nx.restricted_view(self._links.subgraph(comp), [], weak))
+            for part in parts:
+                gid = self._next_group
+                self._next_group += 1
+                self._groups[gid] = frozenset(part)
+                for e in part:
+                    self._group_of[e] = gid
+            if weak:
+                self._weak[gid] = weak
+        self._dirty.clear()
+        self._sorted = None
 
     def groups(self, min_size: int = 1) -> list[set[str]]:
         """Same-gun groups: sets of exhibit ids, largest first (ties by smallest id).
 
         Every exhibit is in exactly one group (a gun seen once is a group of
-        one); ``min_size`` drops smaller groups.
+        one); ``min_size`` drops smaller groups. After new exhibits or
+        comparisons only the groups they touch are recomputed.
         """
-        return [set(s) for s in self._grouping()[0] if len(s) >= min_size]
+        self._regroup()
+        if self._sorted is None:
+            self._sorted = sorted(self._groups.values(), key=lambda s: (-len(s), min(s)))
+        return [set(s) for s in self._sorted if len(s) >= min_size]
 
     def weak_links(self) -> list[dict]:
         """Links cut by the chaining rule (each the only link between two sets of 2+ exhibits),
         with their CMC counts: for examiner review."""
-        g = self.link_graph()
-        return [{"a": a, "b": b, "cmc_count": g.edges[a, b]["cmc_count"]} for a, b in self._grouping()[1]]
+        self._regroup()
+        pairs = sorted(p for w in self._weak.values() for p in w)
+        return [{"a": a, "b": b, "cmc_count": self._links.edges[a, b]["cmc_count"]} for a, b in pairs]
 
     def group_of(self, exhibit: str) -> set[str]:
         """The same-gun group holding ``exhibit``."""
-        if "group_of" not in self._cache:
-            self._cache["group_of"] = {e: s for s in self._grouping()[0] for e in s}
+        self._regroup()
         try:
-            return set(self._cache["group_of"][exhibit])
+            return set(self._groups[self._group_of[exhibit]])
         except KeyError:
             raise ParameterError(f"no exhibit {exhibit!r} in the graph") from None
 
@@ -377,6 +415,21 @@ class LinkageGraph:
     def plot(self, ax=None, *, seed: int = 0):
         """A static matplotlib figure of the graph; returns the axes."""
         return export.plot(self, ax=ax, seed=seed)
+
+
+def _weak_bridges(links: nx.Graph, comp: set[str]) -> list[tuple[str, str]]:
+    """Unconfirmed bridges of one component with at least two exhibits on each side."""
+    if len(comp) < 4:
+        return []
+    sub = links.subgraph(comp)
+    weak = []
+    for u, v in nx.bridges(sub):
+        if sub.edges[u, v]["confirmed"]:
+            continue
+        side = nx.node_connected_component(nx.restricted_view(sub, [], [(u, v)]), u)
+        if 2 <= len(side) <= len(comp) - 2:
+            weak.append(tuple(sorted((u, v))))
+    return sorted(weak)
 
 
 def _record(rec: Mapping) -> dict:
