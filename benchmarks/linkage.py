@@ -207,8 +207,18 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--scale-only", action="store_true", help="only the scale part (to linkage_scale.json)")
     args = p.parse_args(argv)
     out = {"params": vars(args)}
+    if args.scale_only:
+        s = out["scale"] = scale(args.scale, args.seed)
+        path = write_json("linkage_scale", out)
+        print(f"scale: {s['exhibits']:,} exhibits, {s['edges']:,} edges: build {s['build_seconds']:.0f} s, "
+              f"group {s['group_seconds']:.1f} s, summaries {s['summaries_seconds']:.1f} s, "
+              f"RSS +{s['rss_growth_mb']:.0f} MB; export " +
+              ", ".join(f"{k} {v['seconds']:.0f} s ({v['mb']:.0f} MB)" for k, v in s["export"].items()))
+        print(f"\nwrote {path}")
+        return 0
     cw, comps, truth, run = casework_pipeline(args.firearms, args.scenes, args.shortlist, args.jobs, args.seed,
                                               args.difficulty)
     out["casework"] = {"run": run, "quality": casework_quality(cw, comps, truth, args.seed, args.false_links)}
