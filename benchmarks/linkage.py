@@ -196,6 +196,13 @@ def figure(out, path):
     plt.close(fig)
 
 
+def _print_scale(s: dict) -> None:
+    print(f"scale: {s['exhibits']:,} exhibits, {s['edges']:,} edges: build {s['build_seconds']:.0f} s, "
+          f"group {s['group_seconds']:.1f} s, summaries {s['summaries_seconds']:.1f} s, "
+          f"RSS +{s['rss_growth_mb']:.0f} MB; export " +
+          ", ".join(f"{k} {v['seconds']:.0f} s ({v['mb']:.0f} MB)" for k, v in s["export"].items()))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=2)
@@ -213,10 +220,7 @@ def main(argv=None) -> int:
     if args.scale_only:
         s = out["scale"] = scale(args.scale, args.seed)
         path = write_json("linkage_scale", out)
-        print(f"scale: {s['exhibits']:,} exhibits, {s['edges']:,} edges: build {s['build_seconds']:.0f} s, "
-              f"group {s['group_seconds']:.1f} s, summaries {s['summaries_seconds']:.1f} s, "
-              f"RSS +{s['rss_growth_mb']:.0f} MB; export " +
-              ", ".join(f"{k} {v['seconds']:.0f} s ({v['mb']:.0f} MB)" for k, v in s["export"].items()))
+        _print_scale(s)
         print(f"\nwrote {path}")
         return 0
     cw, comps, truth, run = casework_pipeline(args.firearms, args.scenes, args.shortlist, args.jobs, args.seed,
@@ -249,10 +253,7 @@ def main(argv=None) -> int:
               f"precision {f['scores']['precision']:.3f}, recall {f['scores']['recall']:.3f}")
     if out.get("scale"):
         s = out["scale"]
-        print(f"scale: {s['exhibits']:,} exhibits, {s['edges']:,} edges: build {s['build_seconds']:.0f} s, "
-              f"group {s['group_seconds']:.1f} s, summaries {s['summaries_seconds']:.1f} s, "
-              f"RSS +{s['rss_growth_mb']:.0f} MB; export " +
-              ", ".join(f"{k} {v['seconds']:.0f} s ({v['mb']:.0f} MB)" for k, v in s["export"].items()))
+        _print_scale(s)
     print(f"\nwrote {path}")
     return 0
 
