@@ -23,7 +23,7 @@ __all__ = [
     "read_scan", "read_x3p", "write_x3p", "read_image", "read_npz", "write_npz",
     "compare", "compare_many", "Comparison",
     "preprocess", "plot_preprocess", "describe",
-    "ScanIndex", "search", "LinkageGraph", "FileFormatError",
+    "ScanIndex", "search", "LinkageGraph", "FileFormatError", "CaseStore",
     "datasets",
 ]
 
@@ -37,4 +37,6 @@ def __getattr__(name):  # lazy submodules: keep `import ballistix` fast (FAISS l
         return getattr(importlib.import_module(".index", __name__), name)
     if name == "LinkageGraph":
         return importlib.import_module(".graph", __name__).LinkageGraph
+    if name == "CaseStore":
+        return importlib.import_module(".store", __name__).CaseStore
     raise AttributeError(f"module 'ballistix' has no attribute {name!r}")

@@ -1,0 +1,514 @@
+"""`CaseStore`: a lab's case database in one folder, nothing to install or start.
+
+Layout of the folder::
+
+    store.sqlite     exhibits, scenes, firearms, comparisons, failures, provenance (SQLite, WAL)
+    scans/ab/<sha256>.npz   processed scans, named by the SHA-256 of their source
+    index.bxi        the FAISS index of the exhibits' descriptors (`ScanIndex`)
+
+SQLite is the source of truth. Each exhibit is committed in one transaction
+together with its descriptor, after its processed scan is written (atomically,
+under a content-derived name); the index file is derived data, saved after
+each batch and checked against SQLite when the store opens: a stale, missing
+or corrupt index is rebuilt from the stored descriptors. A crash or
+``kill -9`` at any moment therefore leaves a store that reopens consistent;
+ingesting the same files again skips what was committed (an exhibit is its
+source's SHA-256) and resumes. Readers may search while one writer ingests
+(WAL mode).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import BallistixError, IndexFormatError, ParameterError
+from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
+from ..features.comparison import compare_many
+from ..features.describe import describe, descriptor_info
+from ..features.preprocessing import preprocess
+from ..index import ScanIndex
+from ..index.search import Candidate, rerank
+from ..io import read_npz, read_scan, write_npz
+from ..scan import Scan
+
+__all__ = ["CaseStore", "StoreError", "SCHEMA_VERSION", "IngestReport"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = [
+    """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE exhibits (
+        rowid INTEGER PRIMARY KEY,            -- the index id
+        exhibit_id TEXT NOT NULL UNIQUE,
+        source_sha256 TEXT NOT NULL UNIQUE,   -- of the source file (or of the heights of an in-memory scan)
+        source_name TEXT,
+        kind TEXT NOT NULL DEFAULT 'scene' CHECK (kind IN ('scene', 'test_fire')),
+        scene_id TEXT, firearm_id TEXT, calibre TEXT, date TEXT,
+        meta_json TEXT NOT NULL,              -- labels and other metadata given at ingest
+        processing_json TEXT NOT NULL,        -- preprocess steps and parameters
+        descriptor BLOB NOT NULL,             -- float32 descriptor
+        scan_file TEXT NOT NULL,              -- processed scan, relative to the store
+        linked INTEGER NOT NULL DEFAULT 0,    -- compared with the store by link_new
+        created_utc TEXT NOT NULL, created_by TEXT NOT NULL, ballistix_version TEXT NOT NULL)""",
+    """CREATE TABLE scenes (scene_id TEXT PRIMARY KEY, attrs_json TEXT NOT NULL,
+        created_utc TEXT NOT NULL, created_by TEXT NOT NULL)""",
+    """CREATE TABLE firearms (firearm_id TEXT PRIMARY KEY, attrs_json TEXT NOT NULL,
+        created_utc TEXT NOT NULL, created_by TEXT NOT NULL)""",
+    """CREATE TABLE comparisons (
+        a INTEGER NOT NULL REFERENCES exhibits(rowid), b INTEGER NOT NULL REFERENCES exhibits(rowid),
+        cmc_count INTEGER NOT NULL, score REAL NOT NULL, rotation_deg REAL,
+        params_json TEXT NOT NULL, confirmed INTEGER, created_utc TEXT NOT NULL, created_by TEXT NOT NULL,
+        ballistix_version TEXT NOT NULL, PRIMARY KEY (a, b), CHECK (a < b))""",
+    """CREATE TABLE failures (source TEXT NOT NULL, sha256 TEXT, reason TEXT NOT NULL, created_utc TEXT NOT NULL)""",
+]
+#: Migrations: MIGRATIONS[v] takes a store at schema version v to v + 1.
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+class StoreError(BallistixError):
+    """The store folder is not a ballistix store, is newer than this library, or is damaged."""
+
+
+@dataclass
+class IngestReport:
+    """What `CaseStore.ingest` did: exhibit ids added, ids of inputs already in the store,
+    and ``(source, reason)`` for inputs skipped as bad."""
+
+    added: list[str]
+    existing: list[str]
+    failed: list[tuple[str, str]]
+
+    def to_dict(self) -> dict:
+        return {"added": self.added, "existing": self.existing, "failed": [list(f) for f in self.failed]}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _user() -> str:
+    try:
+        return f"{getpass.getuser()}@ballistix-{__version__}"
+    except (KeyError, OSError):  # no user name in some containers
+        return f"uid{os.getuid()}@ballistix-{__version__}"
+
+
+def _scan_sha256(scan: Scan) -> str:
+    if scan.meta.get("sha256"):
+        return str(scan.meta["sha256"])
+    h = hashlib.sha256(np.ascontiguousarray(scan.heights, dtype="<f8").tobytes())
+    h.update(np.array([scan.dx, scan.dy], "<f8").tobytes())
+    return h.hexdigest()
+
+
+class CaseStore:
+    """A lab's case database in one folder (see the module notes).
+
+    Parameters
+    ----------
+    folder : path
+        Created if missing. An existing store is opened, migrated to the
+        current schema, and its index checked.
+    preprocess_params, compare_params : dict, optional
+        Passed to `preprocess` and `compare`; recorded with every exhibit and
+        comparison. A store keeps the parameters it was created with.
+    """
+
+    def __init__(self, folder, *, preprocess_params: Mapping | None = None,
+                 compare_params: Mapping | None = None, shortlist: int = 50):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise StoreError(f"{self.folder}: not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "scans").mkdir(exist_ok=True)
+        self.db_path = self.folder / "store.sqlite"
+        self.index_path = self.folder / "index.bxi"
+        self._db = self._connect()
+        self._migrate()
+        self.preprocess_params = self._setting("preprocess_params", dict(preprocess_params or {}))
+        self.compare_params = self._setting("compare_params", dict(compare_params or {}))
+        self.shortlist = int(shortlist)
+        self.descriptor = descriptor_info()
+        self._index = self._load_or_rebuild_index()
+
+    # ------------------------------------------------------------ database
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)  # explicit transactions
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.db_path}: not a readable SQLite database ({e})") from None
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> CaseStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        db = self._db
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.db_path}: not a readable SQLite database ({e})") from None
+        if not tables:
+            db.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA:
+                db.execute(stmt)
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("format", "ballistix-case-store"), ("schema_version", str(SCHEMA_VERSION)),
+                ("created_utc", _now()), ("created_by", _user())])
+            db.execute("COMMIT")
+            return
+        if "meta" not in tables:
+            raise StoreError(f"{self.db_path}: not a ballistix store (no meta table)")
+        version = int(dict(db.execute("SELECT key, value FROM meta")).get("schema_version", -1))
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.db_path}: schema version {version} is newer than this ballistix "
+                             f"({SCHEMA_VERSION}); upgrade ballistix")
+        while version < SCHEMA_VERSION:
+            if version not in MIGRATIONS:
+                raise StoreError(f"{self.db_path}: no migration from schema version {version}")
+            db.execute("BEGIN IMMEDIATE")
+            for stmt in MIGRATIONS[version]:
+                db.execute(stmt)
+            version += 1
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+            db.execute("COMMIT")
+
+    def _setting(self, key: str, value: dict) -> dict:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+            return value
+        stored = json.loads(row[0])
+        if value and value != stored:
+            raise ParameterError(f"this store was made with {key}={stored}; open it without {key} or use a new store")
+        return stored
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM exhibits").fetchone()[0])
+
+    def __repr__(self) -> str:
+        return f"<CaseStore {self.folder}: {len(self)} exhibits, index {len(self._index)}>"
+
+    # --------------------------------------------------------------- index
+    def _descriptors(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._db.execute("SELECT rowid, descriptor FROM exhibits ORDER BY rowid").fetchall()
+        ids = np.array([r[0] for r in rows], np.int64)
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1) if rows else \
+            np.zeros((0, self.descriptor["dim"]), np.float32)
+        return ids, vecs
+
+    def rebuild_index(self) -> ScanIndex:
+        """Rebuild the FAISS index from the descriptors in SQLite and save it (atomically)."""
+        ids, vecs = self._descriptors()
+        index = ScanIndex(self.descriptor["dim"], descriptor=self.descriptor)
+        if len(ids):
+            index.add(ids, vecs)
+        index.save(self.index_path)
+        self._index = index
+        return index
+
+    def _load_or_rebuild_index(self) -> ScanIndex:
+        if not self.index_path.exists():
+            return self.rebuild_index()
+        try:
+            index = ScanIndex.load(self.index_path, descriptor=self.descriptor)
+        except (IndexFormatError, BallistixError):
+            return self.rebuild_index()
+        ids = np.array([r[0] for r in self._db.execute("SELECT rowid FROM exhibits ORDER BY rowid")], np.int64)
+        if not np.array_equal(index.ids, ids):
+            return self.rebuild_index()
+        return index
+
+    def check_index(self) -> None:
+        """Raise `IndexFormatError` if the index file is missing, corrupt, or disagrees with SQLite."""
+        index = ScanIndex.load(self.index_path, descriptor=self.descriptor)
+        ids = np.array([r[0] for r in self._db.execute("SELECT rowid FROM exhibits ORDER BY rowid")], np.int64)
+        if not np.array_equal(index.ids, ids):
+            raise IndexFormatError(self.index_path, f"holds {len(index)} exhibits, the store {len(ids)}")
+
+    # -------------------------------------------------------------- ingest
+    def add_scene(self, scene_id: str, **attrs) -> None:
+        """Record (or update) a scene: date, place, lat, lon, context, ..."""
+        self._upsert("scenes", "scene_id", scene_id, attrs)
+
+    def add_firearm(self, firearm_id: str, **attrs) -> None:
+        """Record (or update) a recovered firearm: make, model, serial, status, tracing_status, ..."""
+        self._upsert("firearms", "firearm_id", firearm_id, attrs)
+
+    def _upsert(self, table: str, key: str, value: str, attrs: dict) -> None:
+        if not isinstance(value, str) or not value:
+            raise ParameterError(f"{key} must be a non-empty string, got {value!r}")
+        self._db.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?) ON CONFLICT({key}) DO UPDATE SET "
+                         f"attrs_json=excluded.attrs_json", (value, json.dumps(attrs, sort_keys=True, default=str),
+                                                             _now(), _user()))
+
+    def _prepare(self, item, meta: Mapping, sha: str | None) -> tuple[str, str, Scan, np.ndarray, str]:
+        """Read, preprocess and describe one input (no database access)."""
+        if isinstance(item, Scan):
+            raw, name = item, str(item.meta.get("source") or meta.get("exhibit_id") or "in-memory scan")
+        else:
+            name = str(item)
+            raw = read_scan(item)
+        sha = sha or _scan_sha256(raw)
+        proc = preprocess(raw, **self.preprocess_params)
+        vec = describe(proc)
+        rel = f"scans/{sha[:2]}/{sha}.npz"
+        (self.folder / "scans" / sha[:2]).mkdir(exist_ok=True)
+        small = Scan(proc.heights.astype(np.float32), proc.dx, proc.dy,
+                     {"processing": proc.meta.get("processing", []), "source_sha256": sha})
+        write_npz(small, self.folder / rel)  # atomic, content-named: a crash leaves at worst an orphan file
+        return sha, name, proc, vec, rel
+
+    def ingest(self, items: Iterable, meta: Mapping | Iterable[Mapping] | None = None, *,
+               progress: bool = True) -> IngestReport:
+        """Add scan files (or in-memory `Scan` objects) to the store.
+
+        ``meta``: one mapping for all items or one per item, with any of
+        ``exhibit_id`` (default: the source file's stem, made unique), ``kind``
+        ("scene" or "test_fire"), ``scene_id``, ``firearm_id``, ``calibre``,
+        ``date`` and other labels (kept as JSON). An input whose SHA-256 is
+        already in the store is not added again (reported as existing). A bad
+        input is recorded in ``failures`` with its reason and skipped; the
+        batch goes on. Each exhibit is committed on its own, and the index is
+        saved at the end.
+        """
+        from tqdm.auto import tqdm
+
+        items = list(items)
+        metas = [dict(meta or {})] * len(items) if meta is None or isinstance(meta, Mapping) else \
+            [dict(m) for m in meta]
+        if len(metas) != len(items):
+            raise ParameterError(f"{len(metas)} meta records for {len(items)} items")
+        report = IngestReport([], [], [])
+        new_ids, new_vecs = [], []
+        for item, m in tqdm(list(zip(items, metas)), disable=not progress, desc="ingest"):
+            source = str(item.meta.get("source", "in-memory scan")) if isinstance(item, Scan) else str(item)
+            try:
+                _check_meta(m)
+                if not isinstance(item, Scan) and not Path(item).is_file():
+                    raise ParameterError(f"{item}: no such file")
+                sha_known = None if isinstance(item, Scan) else _file_sha256(Path(item))
+                if sha_known:
+                    row = self._db.execute("SELECT exhibit_id FROM exhibits WHERE source_sha256=?",
+                                           (sha_known,)).fetchone()
+                    if row:
+                        report.existing.append(row[0])
+                        continue
+                sha, name, proc, vec, rel = self._prepare(item, m, sha_known)
+            except Exception as e:  # a bad input never stops the batch: recorded with its reason
+                reason = str(e) if isinstance(e, BallistixError) else f"{type(e).__name__}: {e}"
+                self._db.execute("INSERT INTO failures VALUES (?, ?, ?, ?)", (source, None, reason, _now()))
+                report.failed.append((source, reason))
+                continue
+            rowid, exhibit_id, added = self._insert(sha, name, proc, vec, rel, m)
+            (report.added if added else report.existing).append(exhibit_id)
+            if added:
+                new_ids.append(rowid)
+                new_vecs.append(vec)
+        if new_ids:
+            try:
+                self._index.add(np.array(new_ids, np.int64), np.array(new_vecs))
+                self._index.save(self.index_path)
+            except BallistixError:
+                self.rebuild_index()
+        return report
+
+    def _insert(self, sha, name, proc, vec, rel, m) -> tuple[int, str, bool]:
+        m = dict(m)
+        kind = m.pop("kind", None) or ("test_fire" if m.get("firearm_id") else "scene")
+        wanted = m.pop("exhibit_id", None) or Path(name).stem or sha[:12]
+        fields = {k: m.pop(k, None) for k in ("scene_id", "firearm_id", "calibre", "date")}
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT rowid, exhibit_id FROM exhibits WHERE source_sha256=?", (sha,)).fetchone()
+            if row:  # another writer (or an earlier run) committed it meanwhile
+                db.execute("ROLLBACK")
+                return row[0], row[1], False
+            exhibit_id, k = str(wanted), 1
+            while db.execute("SELECT 1 FROM exhibits WHERE exhibit_id=?", (exhibit_id,)).fetchone():
+                k += 1
+                exhibit_id = f"{wanted}-{k}"
+            cur = db.execute(
+                "INSERT INTO exhibits (exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre,"
+                " date, meta_json, processing_json, descriptor, scan_file, created_utc, created_by,"
+                " ballistix_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (exhibit_id, sha, Path(name).name, kind, fields["scene_id"], fields["firearm_id"], fields["calibre"],
+                 fields["date"], json.dumps(m, sort_keys=True, default=str),
+                 json.dumps(proc.meta.get("processing", []), default=str), vec.astype(np.float32).tobytes(), rel,
+                 _now(), _user(), __version__))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return int(cur.lastrowid), exhibit_id, True
+
+    # -------------------------------------------------------------- access
+    def exhibits(self) -> list[dict]:
+        """Every exhibit's record (without the descriptor), in ingest order."""
+        cols = ["rowid", "exhibit_id", "source_sha256", "source_name", "kind", "scene_id", "firearm_id", "calibre",
+                "date", "meta_json", "scan_file", "linked", "created_utc", "created_by", "ballistix_version"]
+        rows = self._db.execute(f"SELECT {', '.join(cols)} FROM exhibits ORDER BY rowid").fetchall()
+        return [dict(zip(cols, r)) for r in rows]
+
+    def failures(self) -> list[dict]:
+        rows = self._db.execute("SELECT source, reason, created_utc FROM failures ORDER BY rowid").fetchall()
+        return [{"source": s, "reason": r, "created_utc": t} for s, r, t in rows]
+
+    def _rowid(self, exhibit_id: str) -> int:
+        row = self._db.execute("SELECT rowid FROM exhibits WHERE exhibit_id=?", (exhibit_id,)).fetchone()
+        if row is None:
+            raise ParameterError(f"no exhibit {exhibit_id!r} in the store {self.folder}")
+        return int(row[0])
+
+    def scan(self, exhibit_id_or_rowid) -> Scan:
+        """The processed scan of an exhibit (from the cache)."""
+        rowid = exhibit_id_or_rowid if isinstance(exhibit_id_or_rowid, (int, np.integer)) else \
+            self._rowid(exhibit_id_or_rowid)
+        row = self._db.execute("SELECT scan_file FROM exhibits WHERE rowid=?", (int(rowid),)).fetchone()
+        if row is None:
+            raise ParameterError(f"no exhibit with index id {rowid} in the store")
+        path = self.folder / row[0]
+        if not path.is_file():
+            raise StoreError(f"{path}: the processed scan of exhibit {rowid} is missing from the cache")
+        return read_npz(path)
+
+    # -------------------------------------------------------------- search
+    def search(self, query, k: int = 20, *, shortlist: int | None = None, n_jobs: int = 1) -> list[dict]:
+        """Two-stage search of the store for a scan file, a `Scan`, or an exhibit id in the store.
+
+        Returns up to ``k`` candidates, best first, each a dict with
+        ``exhibit_id``, ``source_name``, ``cmc_count``, ``score``,
+        ``descriptor_score`` and ``descriptor_rank``.
+        """
+        exclude = ()
+        if isinstance(query, str) and not Path(query).suffix and self._db.execute(
+                "SELECT 1 FROM exhibits WHERE exhibit_id=?", (query,)).fetchone():
+            rowid = self._rowid(query)
+            proc, exclude = self.scan(rowid), (rowid,)
+        else:
+            raw = query if isinstance(query, Scan) else read_scan(query)
+            proc = preprocess(raw, **self.preprocess_params)
+        cands = self._candidates(proc, k, shortlist or self.shortlist, exclude, n_jobs)
+        names = dict(self._db.execute("SELECT rowid, exhibit_id FROM exhibits"))
+        files = dict(self._db.execute("SELECT rowid, source_name FROM exhibits"))
+        return [{"exhibit_id": names[c.id], "source_name": files[c.id], "cmc_count": c.cmc_count,
+                 "score": c.score, "descriptor_score": c.descriptor_score, "descriptor_rank": c.descriptor_rank}
+                for c in cands]
+
+    def _candidates(self, proc: Scan, k: int, shortlist: int, exclude, n_jobs: int) -> list[Candidate]:
+        if int(k) != k or k < 1:
+            raise ParameterError(f"k must be a positive integer, got {k!r}")
+        shortlist = max(int(shortlist), int(k))
+        scores, ids = self._index.search(describe(proc)[None], shortlist + len(exclude))
+        cands = [Candidate(int(i), float(s), r) for r, (s, i) in enumerate(zip(scores[0], ids[0]))
+                 if i >= 0 and int(i) not in exclude][:shortlist]
+        res = compare_many([(proc, self.scan(c.id)) for c in cands], n_jobs=n_jobs, progress=False,
+                           **self.compare_params)
+        for c, r in zip(cands, res):
+            c.cmc_count, c.score, c.comparison = int(r.cmc_count), float(r.score), r
+        return rerank(cands)[:k]
+
+    # ---------------------------------------------------------------- link
+    def link_new(self, *, n_jobs: int = 1, progress: bool = True) -> int:
+        """Compare every exhibit not linked yet with its shortlist in the store and record the
+        comparisons; returns the number of comparisons recorded."""
+        from tqdm.auto import tqdm
+
+        todo = [r[0] for r in self._db.execute("SELECT rowid FROM exhibits WHERE linked=0 ORDER BY rowid")]
+        params = json.dumps({**COMPARE_DEFAULTS, **self.compare_params}, sort_keys=True, default=str)
+        n = 0
+        for rowid in tqdm(todo, disable=not progress, desc="link"):
+            have = {b for (b,) in self._db.execute("SELECT b FROM comparisons WHERE a=?", (rowid,))} | \
+                   {a for (a,) in self._db.execute("SELECT a FROM comparisons WHERE b=?", (rowid,))}
+            proc = self.scan(rowid)
+            scores, ids = self._index.search(describe(proc)[None], self.shortlist + 1)
+            targets = [int(i) for i in ids[0] if i >= 0 and int(i) != rowid and int(i) not in have]
+            res = compare_many([(proc, self.scan(t)) for t in targets], n_jobs=n_jobs, progress=False,
+                               **self.compare_params)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for t, r in zip(targets, res):
+                    a, b = sorted((rowid, t))
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO comparisons VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                        (a, b, int(r.cmc_count), float(r.score), float(r.rotation_deg), params, _now(), _user(),
+                         __version__))
+                self._db.execute("UPDATE exhibits SET linked=1 WHERE rowid=?", (rowid,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            n += len(targets)
+        return n
+
+    def confirm(self, exhibit_a: str, exhibit_b: str, verdict: bool) -> None:
+        """Record an examiner's verdict on a recorded comparison."""
+        a, b = sorted((self._rowid(exhibit_a), self._rowid(exhibit_b)))
+        cur = self._db.execute("UPDATE comparisons SET confirmed=? WHERE a=? AND b=?", (int(bool(verdict)), a, b))
+        if cur.rowcount == 0:
+            raise ParameterError(f"no comparison of {exhibit_a!r} and {exhibit_b!r} in the store")
+
+    def graph(self, **kw):
+        """The `LinkageGraph` of everything in the store (``threshold``, ``confirmed_only``)."""
+        from ..graph import LinkageGraph
+
+        g = LinkageGraph(**kw)
+        for sid, attrs in self._db.execute("SELECT scene_id, attrs_json FROM scenes"):
+            g.add_scene(sid, **json.loads(attrs))
+        for fid, attrs in self._db.execute("SELECT firearm_id, attrs_json FROM firearms"):
+            g.add_firearm(fid, **json.loads(attrs))
+        names = {}
+        for rowid, eid, sha, src, kind, scene, gun, cal, date in self._db.execute(
+                "SELECT rowid, exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre, date "
+                "FROM exhibits ORDER BY rowid"):
+            names[rowid] = eid
+            g.add_exhibit(eid, scene=scene if kind == "scene" else None,
+                          test_fired_from=gun if kind == "test_fire" else None,
+                          sha256=sha, source_name=src, calibre=cal, date=date)
+        for a, b, cmc, score, rot, confirmed in self._db.execute(
+                "SELECT a, b, cmc_count, score, rotation_deg, confirmed FROM comparisons"):
+            res = {"cmc_count": cmc, "score": score, "rotation_deg": rot}
+            if confirmed is not None:
+                res["confirmed"] = bool(confirmed)
+            g.add_comparison(names[a], names[b], res)
+        return g
+
+
+def _check_meta(m: Mapping) -> None:
+    kind = m.get("kind")
+    if kind is not None and kind not in ("scene", "test_fire"):
+        raise ParameterError(f"kind must be 'scene' or 'test_fire', got {kind!r}")
+    for key in ("exhibit_id", "scene_id", "firearm_id"):
+        if m.get(key) is not None and (not isinstance(m[key], str) or not m[key]):
+            raise ParameterError(f"{key} must be a non-empty string, got {m[key]!r}")
+
+
+def _file_sha256(path: Path) -> str:
+    from ..io._zip import sha256_file
+
+    return sha256_file(path)
