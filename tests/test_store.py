@@ -1,0 +1,260 @@
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import ballistix as bx
+from ballistix.store import CaseStore, StoreError
+
+FAST = {"spacing_um": 12.5}  # 12.5 um grids keep the tests quick
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Nine x3p files: three guns of three different models, three shots each (easy impressions;
+    two guns of one model share class marks that can reach the 6-CMC rule in the simulator)."""
+    d = tmp_path_factory.mktemp("scans")
+    scans = bx.datasets.simulate(n_firearms=3, shots=3, seed=3, difficulty="easy", resolution="fast",
+                                 models=["Glock 17", "Ruger P95", "SIG Sauer P226"])
+    paths = [bx.write_x3p(s, d / f"case-{k:02d}.x3p") for k, s in enumerate(scans)]
+    guns = {p.stem: s.meta["labels"]["firearm"] for p, s in zip(paths, scans)}
+    return paths, guns
+
+
+@pytest.fixture()
+def store(tmp_path, files):
+    st = CaseStore(tmp_path / "casefile", preprocess_params=FAST, shortlist=4)
+    st.ingest(files[0], progress=False)
+    yield st
+    st.close()
+
+
+def test_ingest_is_idempotent(tmp_path, files):
+    paths, _ = files
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        r = st.ingest(paths[:4] + [paths[0]], progress=False)
+        assert r.added == [p.stem for p in paths[:4]] and r.existing == ["case-00"] and not r.failed
+        r = st.ingest(paths[2:5], progress=False)
+        assert r.added == ["case-04"] and r.existing == ["case-02", "case-03"]
+        assert len(st) == 5
+        rows = st.exhibits()
+        assert len({r["source_sha256"] for r in rows}) == 5
+        assert all(r["created_by"] and r["ballistix_version"] == bx.__version__ for r in rows)
+    with CaseStore(tmp_path / "s") as st:  # reopened: the same five
+        assert len(st) == 5 and len(st._index) == 5
+
+
+def test_bad_inputs_are_recorded_and_skipped(tmp_path, files):
+    paths, _ = files
+    bad = tmp_path / "broken.x3p"
+    bad.write_bytes(b"not a zip at all")
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        r = st.ingest([bad, paths[0], tmp_path / "missing.x3p", paths[1]], progress=False)
+        assert r.added == ["case-00", "case-01"]
+        reasons = dict(r.failed)
+        assert "zip" in reasons[str(bad)] and "no such file" in reasons[str(tmp_path / "missing.x3p")]
+        assert [f["source"] for f in st.failures()] == [str(bad), str(tmp_path / "missing.x3p")]
+        r = st.ingest([paths[2]], meta={"kind": "evidence"}, progress=False)
+        assert r.failed and "kind" in r.failed[0][1] and len(st) == 2
+
+
+def test_ids_and_meta_from_the_caller(tmp_path, files):
+    paths, _ = files
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        st.add_scene("S1", date="2024-05-01", context="street gang")
+        st.add_firearm("F1", status="seized", tracing_status="traced")
+        r = st.ingest(paths[:2], meta=[{"exhibit_id": "E-17", "scene_id": "S1"},
+                                       {"exhibit_id": "T-1", "firearm_id": "F1"}], progress=False)
+        assert r.added == ["E-17", "T-1"]
+        kinds = {e["exhibit_id"]: (e["kind"], e["scene_id"], e["firearm_id"]) for e in st.exhibits()}
+        assert kinds == {"E-17": ("scene", "S1", None), "T-1": ("test_fire", None, "F1")}
+        g = st.graph()
+        assert g.scene_of("E-17") == "S1" and g.firearm_of("T-1") == "F1"
+        assert g.indicator_16_4_2()["value"] == 1.0
+
+
+def test_search_by_file_scan_and_exhibit(store, files):
+    paths, guns = files
+    by_id = store.search("case-00", k=3)
+    assert "case-00" not in [c["exhibit_id"] for c in by_id]
+    assert set(by_id[0]) == {"exhibit_id", "source_name", "cmc_count", "score", "descriptor_score",
+                             "descriptor_rank"}
+    assert guns[by_id[0]["exhibit_id"]] == guns["case-00"] and by_id[0]["cmc_count"] >= 6
+    by_file = store.search(paths[4], k=2)
+    assert by_file[0]["exhibit_id"] == "case-04" and by_file[0]["source_name"] == "case-04.x3p"
+    by_scan = store.search(bx.read_scan(paths[4]), k=2)
+    assert [c["exhibit_id"] for c in by_scan] == [c["exhibit_id"] for c in by_file]
+
+
+def test_link_new_records_comparisons_once_and_the_graph_groups_guns(store, files):
+    _, guns = files
+    n = store.link_new(progress=False)
+    assert n > 0 and store.link_new(progress=False) == 0
+    g = store.graph()
+    truth = {}
+    for e, f in guns.items():
+        truth.setdefault(f, set()).add(e)
+    assert sorted(map(sorted, g.groups())) == sorted(map(sorted, truth.values()))
+    a, b = sorted(truth.values(), key=min)[0], sorted(truth.values(), key=min)[1]
+    x, y = min(a), min(b)
+    rows = {(r[0], r[1]) for r in store._db.execute("SELECT a, b FROM comparisons")}
+    ids = {e["exhibit_id"]: e["rowid"] for e in store.exhibits()}
+    if tuple(sorted((ids[x], ids[y]))) in rows:
+        store.confirm(x, y, False)
+        assert not store.graph().link_graph().has_edge(x, y)
+    with pytest.raises(bx.ParameterError, match="no exhibit"):
+        store.confirm("nobody", x, True)
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt", "stale"])
+def test_lost_or_corrupt_index_is_detected_and_rebuilt(store, damage):
+    before = store.search("case-03", k=4)
+    ids_before = store._index.ids
+    if damage == "delete":
+        store.index_path.unlink()
+    elif damage == "corrupt":
+        b = bytearray(store.index_path.read_bytes())
+        b[len(b) // 2] ^= 0xFF
+        store.index_path.write_bytes(bytes(b))
+    else:
+        idx = bx.ScanIndex.load(store.index_path)
+        idx.remove(idx.ids[:2])
+        idx.save(store.index_path)
+    with pytest.raises(bx.IndexFormatError):
+        store.check_index()
+    store.rebuild_index()
+    store.check_index()
+    assert np.array_equal(store._index.ids, ids_before)
+    assert store.search("case-03", k=4) == before
+    # and a store opened on a damaged index repairs it itself
+    store.index_path.unlink()
+    with CaseStore(store.folder, shortlist=store.shortlist) as again:
+        again.check_index()
+        assert again.search("case-03", k=4) == before
+
+
+def test_schema_versions_and_foreign_files(tmp_path, files):
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        assert st.schema_version == 1
+    db = sqlite3.connect(tmp_path / "s" / "store.sqlite")
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        CaseStore(tmp_path / "s")
+    other = tmp_path / "other"
+    other.mkdir()
+    db = sqlite3.connect(other / "store.sqlite")
+    db.execute("CREATE TABLE stuff (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="not a ballistix store"):
+        CaseStore(other)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "store.sqlite").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(StoreError, match="SQLite"):
+        CaseStore(junk)
+
+
+def test_migrations_run_in_order(tmp_path, monkeypatch):
+    from ballistix.store import casestore
+
+    with CaseStore(tmp_path / "s"):
+        pass
+    monkeypatch.setattr(casestore, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(casestore.MIGRATIONS, 1, ["ALTER TABLE exhibits ADD COLUMN examiner TEXT"])
+    with CaseStore(tmp_path / "s") as st:
+        assert st.schema_version == 2
+        cols = [r[1] for r in st._db.execute("PRAGMA table_info(exhibits)")]
+        assert "examiner" in cols
+
+
+def test_other_parameters_on_reopen_are_refused(tmp_path):
+    with CaseStore(tmp_path / "s", preprocess_params=FAST):
+        pass
+    with pytest.raises(bx.ParameterError, match="preprocess_params"):
+        CaseStore(tmp_path / "s", preprocess_params={"spacing_um": 6.25})
+
+
+_INGEST = textwrap.dedent("""
+    import sys
+    from ballistix.store import CaseStore
+    st = CaseStore(sys.argv[1], preprocess_params={"spacing_um": 12.5})
+    print("ready", flush=True)
+    st.ingest(sys.argv[2:], progress=False)
+    print("done", flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def many_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("many")
+    scans = bx.datasets.simulate(n_firearms=10, shots=4, seed=4, difficulty="easy", resolution="fast")
+    return [bx.write_x3p(s, d / f"m-{k:02d}.x3p") for k, s in enumerate(scans)]
+
+
+def test_kill_9_during_ingest_never_loses_or_duplicates(tmp_path, many_files):
+    """Twenty `kill -9` at random moments of an ingest of 40 files; after each, the store opens
+    consistent (every committed exhibit has its scan and descriptor, the index agrees), and the
+    final run completes the set with no duplicate."""
+    paths = many_files
+    folder = tmp_path / "s"
+    script = tmp_path / "ingest.py"
+    script.write_text(_INGEST)
+    args = [sys.executable, str(script), str(folder)] + [str(p) for p in paths]
+    rnd = random.Random(0)
+    counts = []
+    for _ in range(20):
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"  # imports done, store open: ingest starts now
+        time.sleep(rnd.uniform(0.0, 0.8))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with CaseStore(folder) as st:
+            rows = st.exhibits()
+            assert len({r["source_sha256"] for r in rows}) == len(rows)
+            for r in rows:
+                assert (folder / r["scan_file"]).is_file()
+                st.scan(r["exhibit_id"])  # readable
+            st.check_index()
+            counts.append(len(rows))
+    print("exhibits after each kill:", counts)
+    assert counts == sorted(counts)  # nothing committed is ever lost
+    assert sum(0 < c < len(paths) for c in counts) >= 5  # the kills did land in the middle of ingests
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    with CaseStore(folder) as st:
+        assert len(st) == len(paths) and sorted(e["exhibit_id"] for e in st.exhibits()) == sorted(p.stem for p in paths)
+        st.check_index()
+
+
+def test_readers_see_a_consistent_store_while_a_writer_ingests(tmp_path, files):
+    paths, _ = files
+    folder = tmp_path / "s"
+    with CaseStore(folder, preprocess_params=FAST) as st:
+        st.ingest(paths[:1], progress=False)
+    script = tmp_path / "ingest.py"
+    script.write_text(_INGEST)
+    proc = subprocess.Popen([sys.executable, str(script), str(folder)] + [str(p) for p in paths],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = []
+    while proc.poll() is None:
+        db = sqlite3.connect(f"file:{folder / 'store.sqlite'}?mode=ro", uri=True, timeout=30)
+        n = db.execute("SELECT COUNT(*) FROM exhibits").fetchone()[0]
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        db.close()
+        seen.append(n)
+        time.sleep(0.2)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert seen == sorted(seen) and seen[0] >= 1
+    with CaseStore(folder) as st:
+        assert len(st) == len(paths)
+    assert os.path.exists(folder / "index.bxi")
