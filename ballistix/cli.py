@@ -1,6 +1,7 @@
 """The ``ballistix`` command.
 
 ``ballistix demo`` runs the main job on built-in simulated casework;
+``ballistix ingest | search | compare | link`` work on a case store;
 ``ballistix info FILE...`` reads scans and prints what is in them.
 Errors print one line to stderr and exit with a non-zero code.
 """
@@ -238,6 +239,75 @@ def _print_linkage(r: dict, dt: float) -> None:
           f"view: {r['view']} ({dt:.1f} s)")
 
 
+def _store(args):
+    from .store import CaseStore
+
+    return CaseStore(args.store, **({"shortlist": args.shortlist} if getattr(args, "shortlist", None) else {}))
+
+
+def cmd_ingest(args) -> int:
+    """Add scan files to a case store (created if new); bad files are reported and skipped."""
+    meta = {k: v for k, v in (("scene_id", args.scene), ("firearm_id", args.firearm), ("kind", args.kind),
+                              ("date", args.date), ("calibre", args.calibre)) if v}
+    with _store(args) as st:
+        r = st.ingest(args.files, meta=meta, progress=not args.json)
+        total = len(st)
+    for source, reason in r.failed:
+        print(f"error: {reason}" if source in reason else f"error: {source}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**r.to_dict(), "store": str(args.store), "exhibits": total}, indent=2))
+    else:
+        print(f"{len(r.added)} added, {len(r.existing)} already in the store, {len(r.failed)} failed; "
+              f"{total} exhibits in {args.store}")
+    return EXIT_BAD_INPUT if r.failed else 0
+
+
+def cmd_search(args) -> int:
+    """Find the exhibits of a store most likely fired by the same gun as a scan (or a stored exhibit)."""
+    with _store(args) as st:
+        cands = st.search(args.query, k=args.k, n_jobs=args.jobs)
+    if args.json:
+        print(json.dumps({"query": args.query, "store": str(args.store), "candidates": cands}, indent=2))
+    else:
+        _print_table([{**c, "score": round(c["score"], 3), "descriptor_score": round(c["descriptor_score"], 3),
+                       "identification": "yes" if c["cmc_count"] >= 6 else "no"} for c in cands])
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Compare two scan files: preprocess both, Congruent Matching Cells, decision at 6 CMCs."""
+    from .features.comparison import compare
+    from .features.preprocessing import preprocess
+    from .io import read_scan
+
+    a, b = (preprocess(read_scan(f)) for f in (args.a, args.b))
+    r = compare(a, b)
+    out = {"a": args.a, "b": args.b, "cmc_count": r.cmc_count, "score": r.score, "rotation_deg": r.rotation_deg,
+           "translation_m": [float(t) for t in r.translation], "cells": r.n_cells,
+           "decision": "identification" if r.cmc_count >= 6 else "no identification"}
+    if args.json:
+        print(json.dumps({**out, "comparison": r.to_dict()}, indent=2, default=str))
+    else:
+        _print_table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()
+                       if k != "translation_m"}])
+    return 0
+
+
+def cmd_link(args) -> int:
+    """Compare every new exhibit of a store with its shortlist, and write the linkage graph."""
+    with _store(args) as st:
+        n = st.link_new(n_jobs=args.jobs, progress=not args.json)
+        g = st.graph(threshold=args.threshold)
+    out = Path(args.out)
+    g.to_html(out) if out.suffix.lower() == ".html" else g.export(out)
+    groups = g.group_summaries(min_size=2)
+    if args.json:
+        print(json.dumps({"comparisons_recorded": n, "groups": groups, "out": str(out)}, indent=2))
+    else:
+        print(f"{n} comparisons recorded; {len(groups)} same-gun groups of 2+ exhibits; wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ballistix", description="Ballistic matching and firearm-linkage analysis.")
     p.add_argument("--version", action="version", version=f"ballistix {__version__}")
@@ -253,6 +323,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scan resolution: fast 12.5 um, standard 6.25 um, full 3.125 um (default standard)")
     d.add_argument("--json", action="store_true", help="print JSON instead of tables")
     d.set_defaults(func=cmd_demo)
+
+    ing = sub.add_parser("ingest", help="add scan files to a case store", description=cmd_ingest.__doc__)
+    ing.add_argument("files", nargs="+")
+    ing.add_argument("--store", required=True, help="the store's folder (created if new)")
+    ing.add_argument("--scene", help="scene id of these cartridge cases")
+    ing.add_argument("--firearm", help="firearm id, for test fires")
+    ing.add_argument("--kind", choices=["scene", "test_fire"])
+    ing.add_argument("--date")
+    ing.add_argument("--calibre")
+    ing.add_argument("--json", action="store_true")
+    ing.set_defaults(func=cmd_ingest)
+
+    se = sub.add_parser("search", help="search a case store for a scan or an exhibit", description=cmd_search.__doc__)
+    se.add_argument("query", help="a scan file, or the id of an exhibit in the store")
+    se.add_argument("--store", required=True)
+    se.add_argument("-k", type=int, default=20, help="candidates to list (default 20)")
+    se.add_argument("--shortlist", type=int, help="candidates verified by CMC (default: the store's, 50)")
+    se.add_argument("--jobs", type=int, default=1)
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(func=cmd_search)
+
+    co = sub.add_parser("compare", help="compare two scan files (CMC)", description=cmd_compare.__doc__)
+    co.add_argument("a")
+    co.add_argument("b")
+    co.add_argument("--json", action="store_true")
+    co.set_defaults(func=cmd_compare)
+
+    li = sub.add_parser("link", help="link new exhibits of a store and write the graph", description=cmd_link.__doc__)
+    li.add_argument("--store", required=True)
+    li.add_argument("--out", required=True, help="graph file: .graphml, .gexf, .json or .html (interactive view)")
+    li.add_argument("--threshold", type=int, default=6)
+    li.add_argument("--shortlist", type=int, help="candidates compared per new exhibit (default: the store's, 50)")
+    li.add_argument("--jobs", type=int, default=1)
+    li.add_argument("--json", action="store_true")
+    li.set_defaults(func=cmd_link)
 
     i = sub.add_parser("info", help="read scans (.x3p, .png, .tif, .npz) and print what is in them")
     i.add_argument("files", nargs="+")

@@ -74,3 +74,37 @@ def test_version_flag(capsys):
     except SystemExit as e:
         assert e.code == 0
     assert bx.__version__ in capsys.readouterr().out
+
+
+def test_store_commands(tmp_path, capsys):
+    from ballistix.store import CaseStore
+
+    scans = bx.datasets.simulate(n_firearms=2, shots=2, seed=3, difficulty="easy", resolution="fast",
+                                 models=["Glock 17", "Ruger P95"])
+    files = [str(bx.write_x3p(s, tmp_path / f"c{k}.x3p")) for k, s in enumerate(scans)]
+    store = tmp_path / "store"
+    CaseStore(store, preprocess_params={"spacing_um": 12.5}).close()  # the CLI keeps the store's parameters
+    bad = tmp_path / "bad.x3p"
+    bad.write_bytes(b"junk")
+    assert main(["ingest", *files[:3], str(bad), "--store", str(store), "--scene", "S1", "--json"]) == 2
+    cap = capsys.readouterr()
+    report = json.loads(cap.out)
+    assert report["added"] == ["c0", "c1", "c2"] and len(report["failed"]) == 1 and report["exhibits"] == 3
+    assert cap.err.strip().splitlines() == [line for line in cap.err.strip().splitlines() if "bad.x3p" in line]
+    assert main(["search", files[3], "--store", str(store), "-k", "2", "--shortlist", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    best = out["candidates"][0]
+    assert best["exhibit_id"] == "c2" and best["source_name"] == "c2.x3p" and best["cmc_count"] >= 6
+    assert {"descriptor_score", "score"} <= set(best)
+    assert main(["link", "--store", str(store), "--out", str(tmp_path / "g.json"), "--shortlist", "2"]) == 0
+    capsys.readouterr()
+    g = bx.LinkageGraph.read(tmp_path / "g.json")
+    assert {"c0", "c1"} in g.groups()
+    assert main(["compare", files[0], files[1], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["decision"] == "identification"
+
+
+def test_search_of_a_missing_store_file_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ballistix.cli", "search", str(tmp_path / "nope.x3p"), "--store",
+                        str(tmp_path / "s")], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope.x3p" in r.stderr
