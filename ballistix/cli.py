@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from ._version import __version__
@@ -67,176 +66,13 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Simulate casework, write every exhibit as x3p, read it back, summarise, compare one
-    exhibit with a same-gun and a different-gun exhibit (preprocess + CMC), and search an index
-    of all exhibits for it (descriptor shortlist, CMC re-ranking)."""
-    import numpy as np
+    """The whole story on simulated casework: write the exhibits as x3p and read them back,
+    ingest them into a case store, compare a pair, search the store, link everything, and write
+    the linkage graph and the HTML report."""
+    from ._demo import run_demo
 
-    from .datasets import simulate_casework
-    from .features.preprocessing import preprocess
-    from .io import read_scan, write_x3p
-
-    t0 = time.perf_counter()
-    out = Path(args.out)
-    (out / "exhibits").mkdir(parents=True, exist_ok=True)
-    cw = simulate_casework(n_firearms=args.firearms, n_scenes=args.scenes, seed=args.seed,
-                           resolution=args.resolution)
-    t_sim = time.perf_counter() - t0
-    (out / "casework.json").write_text(cw.to_json(indent=2))
-    paths = [write_x3p(scan, out / "exhibits" / f"{ex['id']}.x3p") for ex, scan in zip(cw.exhibits, cw.scans)]
-    t_write = time.perf_counter() - t0 - t_sim
-    back = [read_scan(p) for p in paths]
-    t_read = time.perf_counter() - t0 - t_sim - t_write
-    identical = all(np.array_equal(a.heights, b.heights, equal_nan=True) and a.meta["labels"] == b.meta["labels"]
-                    for a, b in zip(cw.scans, back))
-    verified = all(set(b.meta["x3p"]["checksums"].values()) == {"verified"} for b in back)
-
-    rows = []
-    for ex, scan in zip(cw.exhibits, back):
-        rows.append({"exhibit": ex["id"], "kind": ex["kind"], "scene": ex["scene"] or "-",
-                     "test-fired from": ex["test_fired_from"] or "-", **{k: v for k, v in _scan_row(scan).items()
-                                                                        if k in ("shape", "spacing_um", "valid_%", "sha256")}})
-    report = {"out": str(out), "exhibits": rows, "identical_after_roundtrip": identical,
-              "checksums_verified": verified, "n_scenes": len(cw.scenes), "n_firearms": len(cw.firearms),
-              "truth_indicator_16_4_2": cw.indicator_16_4_2()}
-    if not args.json:
-        _print_table(rows)
-        recovered = [f for f in cw.firearms if f["recovered"]]
-        print()
-        print(f"simulated casework (seed {args.seed}): {len(cw.scenes)} scenes, {len(cw.firearms)} firearms "
-              f"({len(recovered)} recovered), {len(cw.exhibits)} exhibits")
-        print(f"same-gun exhibit pairs (truth): {len(cw.same_gun_pairs())}; "
-              f"scenes linked by a shared gun (truth): {len(cw.linked_scenes())}")
-        print(f"indicator 16.4.2 (truth): {cw.indicator_16_4_2():.0%} of recovered firearms traced")
-        print(f"wrote {len(paths)} x3p files and casework.json to {out}/; read back: "
-              f"{'identical' if identical else 'DIFFERENT'}, checksums {'verified' if verified else 'NOT verified'}")
-        print(f"time: simulate {t_sim:.1f} s, write {t_write:.1f} s, read {t_read:.1f} s")
-        print()
-    t = time.perf_counter()
-    proc = [preprocess(s) for s in back]
-    t_proc = time.perf_counter() - t
-    pairs, dt = _demo_comparisons(cw, proc)
-    search_report, dt_search = _demo_search(cw, proc, out)
-    link_report, dt_link = _demo_link(cw, proc, out)
-    if args.json:
-        report["comparisons"] = pairs
-        report["search"] = search_report
-        report["linkage"] = link_report
-        print(json.dumps(report, indent=2))
-    else:
-        _print_table(pairs)
-        print(f"(preprocess {len(proc)} exhibits: {t_proc:.1f} s; compare: {dt:.1f} s; decision rule: 6 or more "
-              f"congruent matching cells)")
-        print()
-        print(f"database search for {search_report['query']} among the other {len(proc) - 1} exhibits "
-              f"(descriptor shortlist, then CMC re-ranking; index saved to {search_report['index']}):")
-        _print_table(search_report["candidates"])
-        print(f"(describe + index + search: {dt_search:.1f} s)")
-        _print_linkage(link_report, dt_link)
-    # a comparison that disagrees with the truth is a result to report, not a failure of the command
-    return 0 if identical and verified else 1
-
-
-def _demo_comparisons(cw, proc) -> tuple[list[dict], float]:
-    """Compare the first exhibit with a same-gun and a different-gun exhibit (processed scans)."""
-    from .features.comparison import compare
-
-    truth = [e["firearm_truth"] for e in cw.exhibits]
-    first = 0
-    same = next((j for j in range(1, len(truth)) if truth[j] == truth[first]), None)
-    other = next((j for j in range(1, len(truth)) if truth[j] != truth[first]), None)
-    out = []
-    t0 = time.perf_counter()
-    for j in (same, other):
-        if j is None:
-            continue
-        r = compare(proc[first], proc[j])
-        same_gun = truth[j] == truth[first]
-        out.append({"a": cw.exhibits[first]["id"], "b": cw.exhibits[j]["id"], "same_gun_truth": same_gun,
-                    "cmc_count": r.cmc_count, "cells": r.n_cells, "score": round(r.score, 3),
-                    "rotation_deg": round(r.rotation_deg, 1), "decision": "identification" if r.cmc_count >= 6
-                    else "no identification", "agrees_with_truth": (r.cmc_count >= 6) == same_gun})
-    return out, time.perf_counter() - t0
-
-
-def _demo_search(cw, proc, out: Path) -> tuple[dict, float]:
-    """Index every exhibit's descriptor, save and reload the index, and search it for the first
-    exhibit: shortlist by descriptor, re-rank by CMC."""
-    import numpy as np
-
-    from .features.describe import describe, descriptor_info
-    from .index import ScanIndex, search
-
-    t0 = time.perf_counter()
-    info = descriptor_info()
-    index = ScanIndex(info["dim"], descriptor=info)
-    index.add(np.arange(len(proc)), np.array([describe(p) for p in proc]))
-    path = index.save(out / "index.bxi")
-    index = ScanIndex.load(path, descriptor=info)
-    hits = search(index, proc[0], k=5, shortlist=6, scans=dict(enumerate(proc)), exclude=[0])
-    truth = [e["firearm_truth"] for e in cw.exhibits]
-    rows = [{"rank": r + 1, "exhibit": cw.exhibits[h.id]["id"], "cmc_count": h.cmc_count,
-             "score": round(h.score, 3), "descriptor_score": round(h.descriptor_score, 3),
-             "descriptor_rank": h.descriptor_rank + 1, "same_gun_truth": truth[h.id] == truth[0]}
-            for r, h in enumerate(hits)]
-    return {"query": cw.exhibits[0]["id"], "index": str(path), "candidates": rows}, time.perf_counter() - t0
-
-
-def _demo_link(cw, proc, out: Path, shortlist: int = 3) -> tuple[dict, float]:
-    """Link the casework: each exhibit's descriptor shortlist verified by CMC, the results in a
-    LinkageGraph; same-gun groups, linked scenes, leads from the test fires, 16.4.2."""
-    import os
-
-    import numpy as np
-
-    from .features.comparison import compare_many
-    from .features.describe import describe, descriptor_info
-    from .graph import LinkageGraph
-    from .index import ScanIndex
-
-    t0 = time.perf_counter()
-    info = descriptor_info()
-    vecs = np.array([describe(p) for p in proc])
-    index = ScanIndex(info["dim"], descriptor=info)
-    index.add(np.arange(len(proc)), vecs)
-    _, near = index.search(vecs, shortlist + 1)
-    pairs = sorted({tuple(sorted((q, int(c)))) for q in range(len(proc)) for c in near[q] if c >= 0 and c != q})
-    res = compare_many([(proc[i], proc[j]) for i, j in pairs], n_jobs=min(2, os.cpu_count() or 1), progress=False)
-    ids = [e["id"] for e in cw.exhibits]
-    graph = LinkageGraph.from_casework(cw, [(ids[i], ids[j], r) for (i, j), r in zip(pairs, res)])
-    graph.export(out / "links.graphml")
-    graph.to_html(out / "links.html", title="ballistix demo: simulated casework")
-    truth = {e["id"]: e["firearm_truth"] for e in cw.exhibits}
-    groups = []
-    for g in graph.group_summaries(min_size=2):
-        guns = {truth[e] for e in g["exhibits"]}
-        groups.append({"exhibits": len(g["exhibits"]), "scenes": " ".join(g["scenes"]) or "-",
-                       "dates": f"{g['first_date']}..{g['last_date']}" if g["first_date"] else "-",
-                       "firearm": g["firearm"] or "not recovered", "true_guns": " ".join(sorted(guns))})
-    links = sorted(tuple(sorted(e)) for e in graph.scene_links().edges())
-    test_fires = [e["id"] for e in cw.exhibits if e["kind"] == "test_fire"]
-    leads = [{"exhibit": r["exhibit"], "kind": r["kind"], "firearm": r["firearm"] or "-",
-              "linked_scenes": " ".join(r["linked_scenes"]) or "-", "best_cmc": r["best_cmc"]}
-             for r in graph.leads(test_fires)]
-    ind = graph.indicator_16_4_2()
-    report = {"compared_pairs": len(pairs), "groups": groups, "linked_scenes": [list(p) for p in links],
-              "linked_scenes_truth": [list(p) for p in sorted(cw.linked_scenes())], "leads": leads,
-              "indicator_16_4_2": ind["value"], "indicator_16_4_2_truth": cw.indicator_16_4_2(),
-              "graph": str(out / "links.graphml"), "view": str(out / "links.html")}
-    return report, time.perf_counter() - t0
-
-
-def _print_linkage(r: dict, dt: float) -> None:
-    print()
-    print(f"linkage: {r['compared_pairs']} shortlisted pairs compared; same-gun groups of 2+ exhibits:")
-    _print_table(r["groups"])
-    found, truth = {tuple(p) for p in r["linked_scenes"]}, {tuple(p) for p in r["linked_scenes_truth"]}
-    print(f"linked scenes: {', '.join('-'.join(p) for p in sorted(found)) or 'none'} "
-          f"({len(found & truth)} of {len(truth)} true scene links found, {len(found - truth)} false)")
-    print("leads from the test fires of recovered guns:")
-    _print_table(r["leads"]) if r["leads"] else print("  none")
-    print(f"indicator 16.4.2: {r['indicator_16_4_2']:.0%} of recovered firearms traced; graph: {r['graph']}, "
-          f"view: {r['view']} ({dt:.1f} s)")
+    return run_demo(args.out, firearms=args.firearms, scenes=args.scenes, seed=args.seed,
+                    resolution=args.resolution, as_json=args.json)
 
 
 def _store(args):
@@ -308,12 +144,20 @@ def cmd_link(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """Write a case store's report: leads, same-gun groups, scene timeline, 16.4.2 (one offline HTML file)."""
+    with _store(args) as st:
+        path = st.report(args.out, since=args.since, threshold=args.threshold)
+    print(json.dumps({"report": str(path)}) if args.json else f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ballistix", description="Ballistic matching and firearm-linkage analysis.")
     p.add_argument("--version", action="version", version=f"ballistix {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="simulate labelled casework, write it as x3p, read it back, summarise",
+    d = sub.add_parser("demo", help="the whole story on simulated casework: ingest, search, link, report",
                        description=cmd_demo.__doc__)
     d.add_argument("--out", default="ballistix-demo", help="output folder (default: ./ballistix-demo)")
     d.add_argument("--firearms", type=int, default=4, help="number of guns (default 4)")
@@ -358,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--jobs", type=int, default=1)
     li.add_argument("--json", action="store_true")
     li.set_defaults(func=cmd_link)
+
+    rp = sub.add_parser("report", help="write a case store's HTML report", description=cmd_report.__doc__)
+    rp.add_argument("--store", required=True)
+    rp.add_argument("--out", default="report.html")
+    rp.add_argument("--since", help="ISO date: exhibits ingested since then are the new ones (default: last day)")
+    rp.add_argument("--threshold", type=int, default=6)
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_report)
 
     i = sub.add_parser("info", help="read scans (.x3p, .png, .tif, .npz) and print what is in them")
     i.add_argument("files", nargs="+")

@@ -8,38 +8,41 @@ import ballistix as bx
 from ballistix.cli import main
 
 
-def test_demo_writes_reads_back_and_summarises(tmp_path, capsys):
+def test_demo_tells_the_whole_story(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--firearms", "3", "--scenes", "3", "--resolution", "fast",
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["identical_after_roundtrip"] and report["checksums_verified"]
-    same, other = report["comparisons"]  # first exhibit vs a same-gun and a different-gun exhibit
-    assert same["same_gun_truth"] and not other["same_gun_truth"]
-    assert same["a"] == other["a"] and same["cells"] > 0 and isinstance(same["cmc_count"], int)
-    assert same["decision"] == ("identification" if same["cmc_count"] >= 6 else "no identification")
     files = sorted((out / "exhibits").glob("*.x3p"))
-    assert len(files) == len(report["exhibits"]) > 0
-    scan = bx.read_scan(files[0])
-    assert scan.meta["labels"]["exhibit"] == files[0].stem
+    assert len(files) == report["n_exhibits"] == len(report["ingest"]["added"]) > 0
     cw = bx.datasets.Casework.from_json((out / "casework.json").read_text())
     assert sorted(e["id"] for e in cw.exhibits) == [f.stem for f in files]
-    # database search: the first exhibit against an index of all the others, re-ranked by CMC
+    same, other = report["comparisons"]  # first exhibit vs a same-gun and a different-gun exhibit
+    assert same["same_gun_truth"] and not other["same_gun_truth"] and same["a"] == other["a"]
+    assert same["decision"] == ("identification" if same["cmc_count"] >= 6 else "no identification")
+    # search: the first exhibit against the store, re-ranked by CMC
     search = report["search"]
     cands = search["candidates"]
-    assert search["query"] == same["a"] and search["query"] not in [c["exhibit"] for c in cands]
+    assert search["query"] == same["a"] and search["query"] not in [c["exhibit_id"] for c in cands]
     assert 0 < len(cands) <= 5
     assert [c["cmc_count"] for c in cands] == sorted((c["cmc_count"] for c in cands), reverse=True)
-    assert len(bx.ScanIndex.load(search["index"])) == len(files)
-    # linkage: groups, linked scenes, leads, 16.4.2 from the graph of the verified shortlists
+    # linkage: groups, linked scenes, leads, 16.4.2 from the store's graph
     link = report["linkage"]
-    scenes = {e["scene"] for e in report["exhibits"]}
+    scenes = {s["id"] for s in cw.scenes}
     assert all(set(p) <= scenes for p in link["linked_scenes"])
     assert all(r["kind"] in ("firearm hit", "scene link") for r in link["leads"])
     assert link["indicator_16_4_2"] == link["indicator_16_4_2_truth"]  # tracing records come with the casework
-    g = bx.LinkageGraph.read(link["graph"])
+    g = bx.LinkageGraph.read(report["files"]["graph"])
     assert len(g.ids("exhibit")) == len(files)
-    assert (out / "links.html").stat().st_size > 0
+    html = (out / "report.html").read_text()
+    assert "Same-gun groups" in html and "16.4.2" in html and "src='http" not in html
+    # running it again into the same folder: the store recognises every exhibit
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out), "--firearms", "3", "--scenes", "3", "--resolution", "fast",
+                 "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["ingest"]["added"] == [] and len(again["ingest"]["existing"]) == len(files)
 
 
 def test_demo_is_deterministic(tmp_path, capsys):

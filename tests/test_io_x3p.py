@@ -927,3 +927,13 @@ def test_max_points_must_be_a_positive_integer(tmp_path, bad):
     p = simple_x3p(tmp_path / "ok.x3p")
     with pytest.raises(bx.ParameterError, match="max_points"):
         bx.read_x3p(p, max_points=bad)
+
+
+def test_writing_is_deterministic(tmp_path):
+    import time
+
+    (s,) = bx.datasets.simulate(1, 1, seed=0, resolution="fast")
+    a = bx.write_x3p(s, tmp_path / "a.x3p").read_bytes()
+    time.sleep(2.1)  # zip member times have a 2-second resolution
+    b = bx.write_x3p(s, tmp_path / "b.x3p").read_bytes()
+    assert a == b

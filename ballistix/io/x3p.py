@@ -425,10 +425,11 @@ def write_x3p(scan: Scan, path) -> Path:
     except (TypeError, ValueError) as e:
         raise ParameterError(f"scan meta cannot be stored as JSON: {e}") from None
     with atomic_file(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("main.xml", xml)
-        zf.writestr("bindata/data.bin", data)
-        zf.writestr("md5checksum.hex", hashlib.md5(xml).hexdigest() + "\n")
-        zf.writestr(_SIDECAR, sidecar)
+        for name, content in (("main.xml", xml), ("bindata/data.bin", data),
+                              ("md5checksum.hex", hashlib.md5(xml).hexdigest() + "\n"), (_SIDECAR, sidecar)):
+            # a fixed member date: the same scan always gives the same bytes (and the same SHA-256)
+            zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content,
+                        compress_type=zipfile.ZIP_DEFLATED)
     return path
 
 

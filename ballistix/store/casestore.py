@@ -473,6 +473,12 @@ class CaseStore:
         if cur.rowcount == 0:
             raise ParameterError(f"no comparison of {exhibit_a!r} and {exhibit_b!r} in the store")
 
+    def report(self, path, *, since: str | None = None, threshold: int = 6) -> Path:
+        """Write the HTML report (leads, same-gun groups, scene timeline, 16.4.2); see `report.write_report`."""
+        from .report import write_report
+
+        return write_report(self, path, since=since, threshold=threshold)
+
     def graph(self, **kw):
         """The `LinkageGraph` of everything in the store (``threshold``, ``confirmed_only``)."""
         from ..graph import LinkageGraph

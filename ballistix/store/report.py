@@ -1,0 +1,147 @@
+"""The case store's HTML report: leads, same-gun groups, scene timeline, tracing figures, in one offline file."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+from pathlib import Path
+
+from .._files import atomic_file
+from .._version import __version__
+
+__all__ = ["write_report"]
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1100px; color: #222; padding: 0 16px; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } .muted { color: #666; font-size: 12px; } img { max-width: 100%; }
+.big { font-size: 28px; font-weight: 600; }
+"""
+
+
+def _e(v) -> str:
+    return html.escape("-" if v is None or v == "" or v == [] else
+                       ", ".join(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v))
+
+
+def _table(rows: list[dict], empty: str = "none") -> str:
+    if not rows:
+        return f"<p class='muted'>{html.escape(empty)}</p>"
+    keys = list(rows[0])
+    head = "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{_e(r[k])}</td>" for k in keys) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f"<img alt='figure' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+
+
+def _timeline_figure(g, groups) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = [(k, s) for k, s in enumerate(groups) if len(s["scenes"]) >= 2 or s["firearm"]]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    for y, (_, s) in enumerate(rows):
+        dates = [_dt.date.fromisoformat(g.node("scene", sc)["date"]) for sc in s["scenes"]
+                 if g.node("scene", sc).get("date")]
+        if dates:
+            ax.plot(dates, [y] * len(dates), "o-", color="#4477aa")
+        if s["firearm"]:
+            rd = g.node("firearm", s["firearm"]).get("recovery_date")
+            if rd:
+                ax.plot([_dt.date.fromisoformat(rd)], [y], "^", color="#228833", ms=9)
+    ax.set_yticks(range(len(rows)), [f"gun {s['group']}" + (f" ({s['firearm']})" if s["firearm"] else "")
+                                     for _, s in rows], fontsize=8)
+    ax.set_title("scenes of each linked gun (circles) and its recovery (triangle)", fontsize=10)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _tracing_figure(ind: dict) -> str | None:
+    import matplotlib.pyplot as plt
+
+    if not ind["firearms"]:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    st = list(ind["by_status"])
+    ax.bar(st, [ind["by_status"][s]["firearms"] for s in st], color="#cccccc", label="recovered")
+    ax.bar(st, [ind["by_status"][s]["traced"] for s in st], color="#228833", label="origin traced")
+    ax.set_title(f"SDG 16.4.2: {ind['value']:.0%} traced", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def write_report(store, path, *, since: str | None = None, threshold: int = 6) -> Path:
+    """Write the store's report to ``path`` (one self-contained HTML file; figures inline).
+
+    ``since`` (ISO date or time): exhibits ingested from then on are the new
+    ones whose leads head the report; default: the latest day of ingest.
+    """
+    g = store.graph(threshold=threshold)
+    exhibits = store.exhibits()
+    if since is None and exhibits:
+        since = max(e["created_utc"] for e in exhibits)[:10]
+    new = [e["exhibit_id"] for e in exhibits if since and e["created_utc"] >= since]
+    leads = g.leads(new)
+    groups = g.group_summaries(min_size=2)
+    ind = g.indicator_16_4_2()
+    flows = [{"origin": o, "recovered in": r, "firearms": n} for (o, r), n in g.trafficking_flows().items()]
+    context = [{"context": c, **v} for c, v in g.counts_by_context().items()]
+    unrec = [{"gun": s["group"], "scenes": s["scenes"], "first": s["first_date"], "last": s["last_date"],
+              "places": s["places"]} for s in g.unrecovered_guns() if s["scenes"]]
+    value = f"{ind['value']:.0%}" if ind["firearms"] else "-"
+    sl = g.scene_links()
+    links = [{"scene a": a, "scene b": b, "shared guns": d["weight"]} for a, b, d in sorted(sl.edges(data=True))]
+    parts = [
+        f"<h1>Case store report</h1><p class='muted'>{_e(store.folder)} &middot; generated "
+        f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} &middot; ballistix {__version__} "
+        f"&middot; decision rule: {threshold} or more congruent matching cells</p>",
+        f"<p>{len(exhibits)} exhibits, {len(g.ids('scene'))} scenes, {len(g.ids('firearm'))} recovered firearms; "
+        f"{len(groups)} same-gun groups of two or more exhibits; {sl.number_of_edges()} scene links.</p>",
+        f"<h2>Leads: new exhibits since {_e(since)}</h2>",
+        _table([{"exhibit": r["exhibit"], "scene": r["scene"], "kind": r["kind"], "firearm": r["firearm"],
+                 "linked scenes": r["linked_scenes"], "linked exhibits": r["linked_exhibits"],
+                 "best CMC": r["best_cmc"]} for r in leads], "no new links"),
+        "<p class='muted'>Leads are investigative aids from automated comparisons: each needs an examiner's "
+        "confirmation before it is evidence.</p>",
+        "<h2>Same-gun groups</h2>",
+        _table([{"gun": s["group"], "exhibits": len(s["exhibits"]), "scenes": s["scenes"],
+                 "from": s["first_date"], "to": s["last_date"], "places": s["places"], "contexts": s["contexts"],
+                 "firearm": s["firearm"] or ("conflict: " + ", ".join(s["firearm_conflict"])
+                                             if s["firearm_conflict"] else "not recovered")} for s in groups]),
+        "<h2>Scene timeline</h2>", _timeline_figure(g, groups) or "<p class='muted'>no linked guns</p>",
+        "<h2>Scene links</h2>", _table(links, "no scene shares a gun with another"),
+        "<h2>Guns seen at scenes, not recovered</h2>", _table(unrec),
+        "<h2>Tracing (SDG indicator 16.4.2)</h2>",
+        f"<p class='big'>{_e(value)}</p>",
+        f"<p>{ind['traced']} of {ind['firearms']} seized, found or surrendered firearms have their illicit origin "
+        f"or context traced.</p>", _tracing_figure(ind) or "",
+        "<h3>Origin to recovery (trafficking routes)</h3>", _table(flows),
+        "<h3>By context</h3>", _table(context),
+        "<h2>Review: links cut by the chaining rule</h2>",
+        _table(g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
+    ]
+    if store.failures():
+        parts += ["<h2>Files that could not be ingested</h2>", _table(store.failures())]
+    doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>ballistix report</title>"
+           f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as f:
+        f.write(doc.encode("utf-8"))
+    return path
