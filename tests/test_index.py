@@ -27,7 +27,7 @@ def built(factory, n=2000, seed=0, **kw):
     x = unit(n, seed=seed)
     ids = np.arange(n, dtype=np.int64) * 7 + 3  # ids that are not positions
     index = bx.ScanIndex(DIM, factory=factory, **kw)
-    if factory.startswith("IVF"):
+    if not index.is_trained:
         index.train(x)
     index.add(ids, x)
     return index, ids, x
@@ -35,9 +35,10 @@ def built(factory, n=2000, seed=0, **kw):
 
 # ---------------------------------------------------------------- choosing
 @pytest.mark.parametrize("n, dim, expected", [
-    (0, 128, "Flat"), (131_071, 128, "Flat"), (131_072, 128, "HNSW32"), (3_999_999, 128, "HNSW32"),
-    (4_000_000, 128, "IVF8192_HNSW32,SQ8"), (20_000_000, 128, "IVF16384_HNSW32,PQ32"),
-    (1_820, 9216, "Flat"), (1_821, 9216, "HNSW32"),
+    (0, 128, "Flat"), (131_071, 128, "Flat"), (131_072, 128, "PQ64x4fs,RFlat"),
+    (3_999_999, 128, "PQ64x4fs,RFlat"), (4_000_000, 128, "IVF8192_HNSW32,SQ8"),
+    (20_000_000, 128, "IVF16384_HNSW32,PQ32"), (1_820, 9216, "Flat"), (1_821, 9216, "PQ4608x4fs,RFlat"),
+    (200_000, 100, "PQ50x4fs,RFlat"), (500_000, 36, "PQ18x4fs,RFlat"),
 ])
 def test_choose_factory_follows_size(n, dim, expected):
     assert choose_factory(n, dim) == expected
@@ -65,7 +66,7 @@ def test_exact_types_match_brute_force(factory, kw):
     assert np.array_equal(got, ids[o_ref])
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW32", "IVF16,SQ8"])
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW32", "IVF16,SQ8", "PQ8x4fs,RFlat"])
 def test_every_vector_finds_itself(factory):
     index, ids, x = built(factory, n=1000)
     _, got = index.search(x, k=1)
@@ -119,7 +120,7 @@ def test_untrained_ivf_refuses_to_add():
 
 
 # ---------------------------------------------------------------- removal
-@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW32", "IVF16,SQ8"])
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW32", "IVF16,SQ8", "PQ8x4fs,RFlat"])
 def test_removed_ids_are_never_returned_and_others_keep_their_ids(factory):
     index, ids, x = built(factory, n=1000, nprobe=16)
     gone = ids[::3]
@@ -162,7 +163,7 @@ def test_auto_index_switches_type_when_it_grows(monkeypatch):
     index.add(np.arange(800), x[:800])
     assert index.factory == "Flat"
     index.add(np.arange(800, 3000), x[800:])
-    assert index.factory == "HNSW32" and index.index_type == "IndexHNSWFlat"
+    assert index.factory == "PQ8x4fs,RFlat" and index.index_type == "IndexRefineFlat"
     assert len(index) == 3000
     _, got = index.search(x[::100], k=1)
     assert np.array_equal(got[:, 0], np.arange(0, 3000, 100))
@@ -204,7 +205,7 @@ def test_threads_are_restored_after_use():
 DESC = {"name": "test-descriptor", "params": {"a": 1}, "dim": DIM}
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW32", "IVF16,PQ4"])
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW32", "IVF16,PQ4", "PQ8x4fs,RFlat"])
 def test_save_load_round_trip(tmp_path, factory):
     index, ids, x = built(factory, n=600, descriptor=DESC, nprobe=4)
     index.remove(ids[:5])

@@ -9,14 +9,16 @@ similarities):
   wrapped in ``IndexIDMap2``: FAISS's ID map assumes the wrapped index
   renumbers its entries on removal, which IVF does not, and returns wrong ids
   after a removal (checked with FAISS 1.15).
-- ``HNSW...``: graph indexes cannot remove entries. Removed ids become
+- ``HNSW...`` and ``...,RFlat`` (re-ranked codes): FAISS cannot remove
+  entries from them. Removed ids become
   tombstones: searches fetch extra neighbours and drop them, and the index is
   rebuilt without them once they exceed 10% of its entries (or before one of
   them is added again).
 
 ``factory="auto"`` picks the type by the number of vectors, following the
-FAISS guidelines (exact while small, HNSW as it grows, inverted lists with
-compressed codes for many millions; see `choose_factory`) and rebuilds itself
+FAISS guidelines (exact while small, then a SIMD scan of 4-bit codes with
+exact re-ranking, inverted lists with compressed codes for tens of millions;
+see `choose_factory`) and rebuilds itself
 when a tier is crossed. Any other FAISS factory string is used as given.
 
 An optional PCA (``pca_dim``), fitted by `train` on a reference set, projects
@@ -48,7 +50,7 @@ __all__ = ["ScanIndex", "choose_factory", "FORMAT", "FORMAT_VERSION"]
 FORMAT = "ballistix-scan-index"
 FORMAT_VERSION = 1
 FLAT_WORK = 2**24           # exact search while vectors x dimension stays below this (~2 ms a query)
-HNSW_MAX = 4_000_000        # HNSW over full vectors below this
+PQFS_MAX = 4_000_000        # exhaustive 4-bit PQ fast scan with exact re-ranking below this
 SQ_MAX = 20_000_000         # IVF with an HNSW quantizer and 8-bit codes below this; PQ above
 TOMBSTONE_FRACTION = 0.10
 
@@ -56,25 +58,32 @@ TOMBSTONE_FRACTION = 0.10
 def choose_factory(n: int, dim: int) -> str:
     """The FAISS factory string `ScanIndex` uses for ``n`` vectors of dimension ``dim``.
 
-    After the FAISS guidelines ("Guidelines to choose an index") and what
-    `benchmarks/index_scale.py` measured on descriptor-like vectors: exact
-    ``Flat`` while n * dim < 2^24 (131,072 vectors of 128 values, 1,820 full
-    9,216-long descriptors: about 2 ms a query on one core); ``HNSW32`` (a graph over the full vectors:
-    the best recall for the time when memory allows, about 4 dim + 256 bytes
-    a vector) below 4 million; inverted lists with k about 4 sqrt(n) lists (a
-    power of two) and compressed codes beyond: ``IVF{k}_HNSW32,SQ8`` (8-bit
-    codes, a quarter of the memory) below 20 million, ``IVF{k}_HNSW32,PQ{m}``
-    (product quantization, ``m`` = dim/4 bytes a vector) above.
+    From the FAISS guidelines ("Guidelines to choose an index") and what
+    `benchmarks/index_scale.py` measured on descriptor-like vectors:
 
-    Descriptor neighbourhoods beyond the same-gun scans are nearly isotropic
-    (different guns look alike to a global descriptor), which is hard for
-    inverted lists: they need a large ``nprobe`` for a high recall@200.
+    - ``Flat`` (exact) while n * dim < 2^24 (131,072 vectors of 128 values,
+      1,820 full 9,216-long descriptors): about 2 ms a query on one core;
+    - ``PQ{m}x4fs,RFlat`` below 4 million: every vector scanned as a 4-bit
+      product-quantization code with SIMD ("fast scan", ``m`` = dim/2 codes,
+      dim/4 bytes a vector), the best ``refine_factor`` x k re-ranked with the
+      exact vectors (kept beside the codes: dim * 4 + dim/4 bytes a vector);
+    - ``IVF{k}_HNSW32,SQ8`` (about 4 sqrt(n) lists, 8-bit codes) below 20
+      million, ``IVF{k}_HNSW32,PQ{dim/4}`` above, for memory.
+
+    Why not HNSW or IVF in the middle: descriptor neighbourhoods beyond the
+    same-gun scans are nearly isotropic (different guns look alike to a
+    global descriptor), and graph and inverted-list searches lose most of the
+    true top 200 there: at 1 million vectors HNSW32 kept 0.72 of them at
+    6.4 ms, fast scan with exact re-ranking 0.98 at 3 ms.
     """
-    n = int(n)
-    if n * int(dim) < FLAT_WORK:
+    n, dim = int(n), int(dim)
+    if n * dim < FLAT_WORK:
         return "Flat"
-    if n < HNSW_MAX:
-        return "HNSW32"
+    if n < PQFS_MAX:
+        m = dim // 2 - (dim // 2) % 2
+        while m > 2 and dim % m:
+            m -= 2
+        return f"PQ{max(m, 2)}x4fs,RFlat"
     k = 2 ** int(round(math.log2(4 * math.sqrt(n))))
     if n < SQ_MAX:
         return f"IVF{k}_HNSW32,SQ8"
@@ -126,8 +135,11 @@ class ScanIndex:
     nprobe : int, optional
         Inverted lists visited per query for IVF types (default max(16, nlist / 16)).
     ef_search : int, optional
-        Graph candidates kept per query for HNSW types (default max(64, 4 k):
-        recall@200 of about 0.95 against exact search in `benchmarks/index_scale.py`).
+        Graph candidates kept per query for HNSW types (default max(64, 4 k)).
+    refine_factor : int, optional
+        For ``...,RFlat`` types: candidates re-ranked exactly, as a multiple of
+        k (default 25: recall@200 of 0.98 against exact search at 1 million
+        vectors in `benchmarks/index_scale.py`).
     threads : int, optional
         FAISS (OpenMP) threads for add, train and search; None leaves FAISS's setting.
 
@@ -144,14 +156,14 @@ class ScanIndex:
 
     def __init__(self, dim: int, *, factory: str = "auto", descriptor: dict | None = None,
                  pca_dim: int | None = None, nprobe: int | None = None, ef_search: int | None = None,
-                 threads: int | None = None):
+                 refine_factor: int | None = None, threads: int | None = None):
         if int(dim) != dim or dim < 1:
             raise ParameterError(f"dim must be a positive integer, got {dim!r}")
         if not isinstance(factory, str) or not factory.strip():
             raise ParameterError(f"factory must be 'auto' or a FAISS factory string, got {factory!r}")
         if pca_dim is not None and (int(pca_dim) != pca_dim or not 1 <= pca_dim <= dim):
             raise ParameterError(f"pca_dim must be an integer in [1, {dim}], got {pca_dim!r}")
-        for name, v in (("nprobe", nprobe), ("ef_search", ef_search)):
+        for name, v in (("nprobe", nprobe), ("ef_search", ef_search), ("refine_factor", refine_factor)):
             if v is not None and (int(v) != v or v < 1):
                 raise ParameterError(f"{name} must be a positive integer, got {v!r}")
         if threads is not None and (int(threads) != threads or threads < 1):
@@ -164,6 +176,7 @@ class ScanIndex:
         self.pca_dim = None if pca_dim is None else int(pca_dim)
         self.nprobe = None if nprobe is None else int(nprobe)
         self.ef_search = None if ef_search is None else int(ef_search)
+        self.refine_factor = None if refine_factor is None else int(refine_factor)
         self.threads = None if threads is None else int(threads)
         self._pca_mean: np.ndarray | None = None
         self._pca_components: np.ndarray | None = None
@@ -243,6 +256,8 @@ class ScanIndex:
             inner = faiss.downcast_index(index.index)
             if isinstance(inner, faiss.IndexHNSW):
                 inner.hnsw.efSearch = max(k, self.ef_search or max(64, 4 * k))
+            elif isinstance(inner, faiss.IndexRefine):
+                inner.k_factor = float(self.refine_factor or 25)
 
     # --------------------------------------------------------------- vectors
     def _check_vectors(self, vectors, what="vectors") -> np.ndarray:
@@ -397,8 +412,8 @@ class ScanIndex:
     def _rebuild(self, ids: np.ndarray, y: np.ndarray, factory: str) -> None:
         index = self._new_index(factory)
         if not index.is_trained:
-            # a deterministic sample of up to 64 vectors per list (FAISS warns below 39)
-            cap = 64 * index.nlist
+            # a deterministic sample: up to 64 vectors per list (FAISS warns below 39), 100,000 for codes
+            cap = 64 * index.nlist if isinstance(index, faiss.IndexIVF) else 100_000
             sample = y if len(y) <= cap else y[np.random.default_rng(0).choice(len(y), cap, replace=False)]
             self.factory = factory
             self._train_faiss(index, np.ascontiguousarray(sample))
@@ -435,7 +450,8 @@ class ScanIndex:
             "dim": self.dim, "inner_dim": self.inner_dim, "pca_dim": self.pca_dim,
             "factory": self.factory, "auto": self.auto, "index_type": self.index_type,
             "count": len(self), "tombstones": int(self._tombstones.size),
-            "nprobe": self.nprobe, "ef_search": self.ef_search, "descriptor": self.descriptor,
+            "nprobe": self.nprobe, "ef_search": self.ef_search, "refine_factor": self.refine_factor,
+            "descriptor": self.descriptor,
             "ballistix_version": __version__, "faiss_version": faiss.__version__,
             "saved_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "sha256": {name: _sha256(b) for name, b in members.items()},
@@ -509,7 +525,7 @@ class ScanIndex:
             tomb = np.load(io.BytesIO(raw["tombstones.npy"]), allow_pickle=False)
             self = cls(int(man["dim"]), factory="auto" if man["auto"] else str(man["factory"]),
                        descriptor=man["descriptor"], pca_dim=man["pca_dim"], nprobe=man["nprobe"],
-                       ef_search=man.get("ef_search"), threads=threads)
+                       ef_search=man.get("ef_search"), refine_factor=man.get("refine_factor"), threads=threads)
             self.factory = str(man["factory"])
             if "pca_components.npy" in raw:
                 self._pca_mean = np.load(io.BytesIO(raw["pca_mean.npy"]), allow_pickle=False)
