@@ -86,7 +86,7 @@ def cmd_ingest(args) -> int:
     meta = {k: v for k, v in (("scene_id", args.scene), ("firearm_id", args.firearm), ("kind", args.kind),
                               ("date", args.date), ("calibre", args.calibre)) if v}
     with _store(args) as st:
-        r = st.ingest(args.files, meta=meta, progress=not args.json)
+        r = st.ingest(args.files, meta=meta, progress=not args.json, client=args.scheduler)
         total = len(st)
     for source, reason in r.failed:
         print(f"error: {reason}" if source in reason else f"error: {source}: {reason}", file=sys.stderr)
@@ -132,7 +132,7 @@ def cmd_compare(args) -> int:
 def cmd_link(args) -> int:
     """Compare every new exhibit of a store with its shortlist, and write the linkage graph."""
     with _store(args) as st:
-        n = st.link_new(n_jobs=args.jobs, progress=not args.json)
+        n = st.link_new(n_jobs=args.jobs, progress=not args.json, client=args.scheduler)
         g = st.graph(threshold=args.threshold)
     out = Path(args.out)
     g.to_html(out) if out.suffix.lower() == ".html" else g.export(out)
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--kind", choices=["scene", "test_fire"])
     ing.add_argument("--date")
     ing.add_argument("--calibre")
+    ing.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): preprocess on the cluster")
     ing.add_argument("--json", action="store_true")
     ing.set_defaults(func=cmd_ingest)
 
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--threshold", type=int, default=6)
     li.add_argument("--shortlist", type=int, help="candidates compared per new exhibit (default: the store's, 50)")
     li.add_argument("--jobs", type=int, default=1)
+    li.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): compare on the cluster")
     li.add_argument("--json", action="store_true")
     li.set_defaults(func=cmd_link)
 

@@ -442,7 +442,7 @@ def _compare_pair(args):
     return res
 
 
-def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, **params) -> list[Comparison]:
+def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, **params) -> list[Comparison]:
     """Compare many pairs of processed scans; results in the order of ``pairs``.
 
     Parameters
@@ -453,6 +453,9 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, **params) -> 
         the FFTs single-threaded.
     progress : bool
         Show a progress bar (tqdm).
+    client : distributed.Client or str, optional
+        Run on a Dask cluster instead (a client or a scheduler address);
+        results are identical to a local run.
     **params
         Passed to `compare`.
     """
@@ -463,6 +466,13 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, **params) -> 
     if not (isinstance(n_jobs, int) and n_jobs >= 1):
         raise ParameterError(f"n_jobs must be a positive integer, got {n_jobs!r}")
     jobs = [(a, b, params) for a, b in pairs]
+    if client is not None:
+        from .._dask import dask_map
+
+        results = dask_map(_compare_pair, jobs, client)
+        for r, (a, b) in zip(results, pairs):
+            r._surfaces = (a, b)
+        return results
     if n_jobs == 1:
         return [compare(a, b, **params) for a, b, _ in tqdm(jobs, disable=not progress, desc="compare")]
     import multiprocessing

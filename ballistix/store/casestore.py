@@ -266,25 +266,9 @@ class CaseStore:
                          f"attrs_json=excluded.attrs_json", (value, json.dumps(attrs, sort_keys=True, default=str),
                                                              _now(), _user()))
 
-    def _prepare(self, item, meta: Mapping, sha: str | None) -> tuple[str, str, Scan, np.ndarray, str]:
-        """Read, preprocess and describe one input (no database access)."""
-        if isinstance(item, Scan):
-            raw, name = item, str(item.meta.get("source") or meta.get("exhibit_id") or "in-memory scan")
-        else:
-            name = str(item)
-            raw = read_scan(item)
-        sha = sha or _scan_sha256(raw)
-        proc = preprocess(raw, **self.preprocess_params)
-        vec = describe(proc)
-        rel = f"scans/{sha[:2]}/{sha}.npz"
-        (self.folder / "scans" / sha[:2]).mkdir(exist_ok=True)
-        small = Scan(proc.heights.astype(np.float32), proc.dx, proc.dy,
-                     {"processing": proc.meta.get("processing", []), "source_sha256": sha})
-        write_npz(small, self.folder / rel)  # atomic, content-named: a crash leaves at worst an orphan file
-        return sha, name, proc, vec, rel
 
     def ingest(self, items: Iterable, meta: Mapping | Iterable[Mapping] | None = None, *,
-               progress: bool = True) -> IngestReport:
+               progress: bool = True, client=None) -> IngestReport:
         """Add scan files (or in-memory `Scan` objects) to the store.
 
         ``meta``: one mapping for all items or one per item, with any of
@@ -294,7 +278,9 @@ class CaseStore:
         already in the store is not added again (reported as existing). A bad
         input is recorded in ``failures`` with its reason and skipped; the
         batch goes on. Each exhibit is committed on its own, and the index is
-        saved at the end.
+        saved at the end. ``client`` (a `distributed.Client` or a scheduler
+        address): read, preprocess and describe on a Dask cluster (workers must
+        see the store's folder); the database is written here.
         """
         from tqdm.auto import tqdm
 
@@ -305,30 +291,38 @@ class CaseStore:
             raise ParameterError(f"{len(metas)} meta records for {len(items)} items")
         report = IngestReport([], [], [])
         new_ids, new_vecs = [], []
-        for item, m in tqdm(list(zip(items, metas)), disable=not progress, desc="ingest"):
+        jobs = []  # inputs to read, preprocess and describe
+        for item, m in zip(items, metas):
             source = str(item.meta.get("source", "in-memory scan")) if isinstance(item, Scan) else str(item)
             try:
                 _check_meta(m)
                 if not isinstance(item, Scan) and not Path(item).is_file():
                     raise ParameterError(f"{item}: no such file")
                 sha_known = None if isinstance(item, Scan) else _file_sha256(Path(item))
-                if sha_known:
-                    row = self._db.execute("SELECT exhibit_id FROM exhibits WHERE source_sha256=?",
-                                           (sha_known,)).fetchone()
-                    if row:
-                        report.existing.append(row[0])
-                        continue
-                sha, name, proc, vec, rel = self._prepare(item, m, sha_known)
-            except Exception as e:  # a bad input never stops the batch: recorded with its reason
-                reason = str(e) if isinstance(e, BallistixError) else f"{type(e).__name__}: {e}"
-                self._db.execute("INSERT INTO failures VALUES (?, ?, ?, ?)", (source, None, reason, _now()))
-                report.failed.append((source, reason))
+            except (BallistixError, OSError) as e:
+                self._fail(report, source, str(e))
                 continue
-            rowid, exhibit_id, added = self._insert(sha, name, proc, vec, rel, m)
+            row = self._db.execute("SELECT exhibit_id FROM exhibits WHERE source_sha256=?",
+                                   (sha_known,)).fetchone() if sha_known else None
+            if row:
+                report.existing.append(row[0])
+            else:
+                jobs.append((source, m, (str(self.folder), self.preprocess_params, item, m, sha_known)))
+        if client is not None:  # the heavy part on the cluster, the database writes here
+            from .._dask import dask_map
+
+            prepared = dask_map(_prepare, [j for *_, j in jobs], client)
+        else:
+            prepared = (_prepare(j) for *_, j in jobs)
+        for (source, m, _), out in tqdm(zip(jobs, prepared), total=len(jobs), disable=not progress, desc="ingest"):
+            if out[0] is None:
+                self._fail(report, source, out[1])
+                continue
+            rowid, exhibit_id, added = self._insert(*out, m)
             (report.added if added else report.existing).append(exhibit_id)
             if added:
                 new_ids.append(rowid)
-                new_vecs.append(vec)
+                new_vecs.append(out[3])
         if new_ids:
             try:
                 self._index.add(np.array(new_ids, np.int64), np.array(new_vecs))
@@ -337,7 +331,11 @@ class CaseStore:
                 self.rebuild_index()
         return report
 
-    def _insert(self, sha, name, proc, vec, rel, m) -> tuple[int, str, bool]:
+    def _fail(self, report: IngestReport, source: str, reason: str) -> None:
+        self._db.execute("INSERT INTO failures VALUES (?, ?, ?, ?)", (source, None, reason, _now()))
+        report.failed.append((source, reason))
+
+    def _insert(self, sha, name, processing, vec, rel, m) -> tuple[int, str, bool]:
         m = dict(m)
         kind = m.pop("kind", None) or ("test_fire" if m.get("firearm_id") else "scene")
         wanted = m.pop("exhibit_id", None) or Path(name).stem or sha[:12]
@@ -359,7 +357,7 @@ class CaseStore:
                 " ballistix_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (exhibit_id, sha, Path(name).name, kind, fields["scene_id"], fields["firearm_id"], fields["calibre"],
                  fields["date"], json.dumps(m, sort_keys=True, default=str),
-                 json.dumps(proc.meta.get("processing", []), default=str), vec.astype(np.float32).tobytes(), rel,
+                 json.dumps(processing, default=str), vec.astype(np.float32).tobytes(), rel,
                  _now(), _user(), __version__))
             db.execute("COMMIT")
         except BaseException:
@@ -434,9 +432,10 @@ class CaseStore:
         return rerank(cands)[:k]
 
     # ---------------------------------------------------------------- link
-    def link_new(self, *, n_jobs: int = 1, progress: bool = True) -> int:
+    def link_new(self, *, n_jobs: int = 1, progress: bool = True, client=None) -> int:
         """Compare every exhibit not linked yet with its shortlist in the store and record the
-        comparisons; returns the number of comparisons recorded."""
+        comparisons; returns the number of comparisons recorded. ``client``: compare on a Dask
+        cluster (see `ingest`)."""
         from tqdm.auto import tqdm
 
         todo = [r[0] for r in self._db.execute("SELECT rowid FROM exhibits WHERE linked=0 ORDER BY rowid")]
@@ -449,7 +448,7 @@ class CaseStore:
             scores, ids = self._index.search(describe(proc)[None], self.shortlist + 1)
             targets = [int(i) for i in ids[0] if i >= 0 and int(i) != rowid and int(i) not in have]
             res = compare_many([(proc, self.scan(t)) for t in targets], n_jobs=n_jobs, progress=False,
-                               **self.compare_params)
+                               client=client, **self.compare_params)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for t, r in zip(targets, res):
@@ -503,6 +502,30 @@ class CaseStore:
                 res["confirmed"] = bool(confirmed)
             g.add_comparison(names[a], names[b], res)
         return g
+
+
+def _prepare(job: tuple) -> tuple:
+    """Read, preprocess and describe one input and write its processed scan to the cache (no
+    database access: runs in this process or on a Dask worker). Returns (sha256, name,
+    processing steps, descriptor, cache path relative to the store) or (None, reason)."""
+    folder, params, item, meta, sha = job
+    try:
+        if isinstance(item, Scan):
+            raw, name = item, str(item.meta.get("source") or meta.get("exhibit_id") or "in-memory scan")
+        else:
+            name = str(item)
+            raw = read_scan(item)
+        sha = sha or _scan_sha256(raw)
+        proc = preprocess(raw, **params)
+        vec = describe(proc)
+        rel = f"scans/{sha[:2]}/{sha}.npz"
+        (Path(folder) / "scans" / sha[:2]).mkdir(exist_ok=True)
+        small = Scan(proc.heights.astype(np.float32), proc.dx, proc.dy,
+                     {"processing": proc.meta.get("processing", []), "source_sha256": sha})
+        write_npz(small, Path(folder) / rel)  # atomic, content-named: a crash leaves at worst an orphan file
+        return sha, name, proc.meta.get("processing", []), vec, rel
+    except Exception as e:  # a bad input never stops the batch: recorded with its reason
+        return None, str(e) if isinstance(e, BallistixError) else f"{type(e).__name__}: {e}"
 
 
 def _check_meta(m: Mapping) -> None:

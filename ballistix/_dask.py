@@ -1,0 +1,54 @@
+"""Optional Dask (``dask.distributed``) execution for batch work that outgrows one machine.
+
+Every function that takes ``client=`` runs locally when it is None, and on the
+cluster when it is a `distributed.Client` or a scheduler address
+("tcp://host:8786"). Tasks are pure functions of their arguments, results come
+back in input order, and each worker runs OpenCV and FAISS single-threaded
+(the cluster's parallelism is its workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .errors import ParameterError
+
+__all__ = ["get_client", "dask_map", "single_threaded"]
+
+
+def single_threaded() -> None:
+    """Make this process's OpenCV and FAISS single-threaded (workers share the machine)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def get_client(client):
+    """A `distributed.Client` from a client or a scheduler address."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ParameterError("client= needs dask.distributed: pip install 'ballistix[dask]'") from None
+    if isinstance(client, Client):
+        return client
+    if isinstance(client, str):
+        return Client(client)
+    raise ParameterError(f"client must be a distributed.Client or a scheduler address, got {type(client).__name__}")
+
+
+def _run(fn, item):
+    single_threaded()
+    return fn(item)
+
+
+def dask_map(fn: Callable, items: Sequence, client) -> list:
+    """``[fn(x) for x in items]`` on a Dask cluster, in order (``fn`` must be importable by the workers)."""
+    c = get_client(client)
+    futures = c.map(_run, [fn] * len(items), list(items), pure=False)
+    return c.gather(futures)
