@@ -261,3 +261,15 @@ def test_incremental_groups_equal_a_fresh_computation(seed):
     assert g.weak_links() == fresh.weak_links()
     assert [g.group_of(e) for e in ex if e in g.link_graph()] == [fresh.group_of(e) for e in ex
                                                                   if e in g.link_graph()]
+
+
+def test_leads_skip_links_that_tell_nothing_new():
+    g = LinkageGraph()
+    g.add_exhibit("A", scene="S1")
+    g.add_exhibit("B", scene="S1")
+    g.add_exhibit("T1", test_fired_from="F1")
+    g.add_exhibit("T2", test_fired_from="F1")
+    g.add_comparison("A", "B", 20)  # two cases from one scene
+    assert g.leads(["A", "B", "T1", "T2"]) == []  # test fires of a gun never seen at a scene: no lead either
+    g.add_comparison("T1", "A", 15)
+    assert [(r["exhibit"], r["kind"]) for r in g.leads(["A", "T1"])] == [("A", "firearm hit"), ("T1", "firearm hit")]

@@ -101,28 +101,28 @@ def timeline(g, exhibit: str) -> list[dict]:
 def leads(g, new_exhibits: Iterable[str]) -> list[dict]:
     """New links that new exhibits make, ranked for investigators (like a network's lead report).
 
-    For each new exhibit that joins a group with earlier exhibits: the
-    earlier exhibits it links to, the other scenes (open cases) of that gun,
-    the recovered firearm if a test fire is in the group, and the strongest
-    CMC count to an earlier exhibit. Ranked: firearm hits first, then the
-    number of other scenes, then the CMC count.
+    For each new exhibit whose gun (same-gun group) was also seen at another
+    scene, or, for a scene exhibit, whose gun was recovered: the other exhibits of that gun, the
+    other scenes (open cases) it connects, the firearm if a test fire is in
+    the group, and the strongest CMC count to another exhibit. New exhibits
+    may link to each other (a first report of a new store has only new
+    ones). Ranked: firearm hits first, then the number of other scenes, then
+    the CMC count.
     """
     new = [str(e) for e in new_exhibits]
-    newset = set(new)
     links = g.link_graph()
     out = []
     for e in new:
         if f"exhibit:{e}" not in g.nx:
             raise ParameterError(f"no exhibit {e!r} in the graph")
-        members = g.group_of(e)
-        earlier = sorted(members - newset)
-        if not earlier:
-            continue
+        others = sorted(g.group_of(e) - {e})
         own = g.scene_of(e)
-        scenes = sorted({s for x in earlier if (s := g.scene_of(x)) is not None} - {own})
-        guns = sorted({f for x in members if (f := g.firearm_of(x)) is not None})
-        direct = [links.edges[e, x].get("cmc_count") or 0 for x in earlier if links.has_edge(e, x)]
-        out.append({"exhibit": e, "scene": own, "linked_exhibits": earlier, "linked_scenes": scenes,
+        scenes = sorted({s for x in others if (s := g.scene_of(x)) is not None} - {own})
+        guns = sorted({f for x in others + [e] if (f := g.firearm_of(x)) is not None})
+        if not scenes and not (guns and own is not None):
+            continue  # links within one scene, or test fires of one gun: nothing new for an investigator
+        direct = [links.edges[e, x].get("cmc_count") or 0 for x in others if links.has_edge(e, x)]
+        out.append({"exhibit": e, "scene": own, "linked_exhibits": others, "linked_scenes": scenes,
                     "firearm": guns[0] if len(guns) == 1 else None, "best_cmc": max(direct, default=0),
                     "kind": "firearm hit" if guns else "scene link"})
     return sorted(out, key=lambda r: (r["firearm"] is None, -len(r["linked_scenes"]), -r["best_cmc"], r["exhibit"]))

@@ -48,8 +48,7 @@ def _png(fig) -> str:
 
 def _timeline_figure(g, groups) -> str | None:
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    import matplotlib.dates
     import matplotlib.pyplot as plt
 
     rows = [(k, s) for k, s in enumerate(groups) if len(s["scenes"]) >= 2 or s["firearm"]]
@@ -68,6 +67,9 @@ def _timeline_figure(g, groups) -> str | None:
     ax.set_yticks(range(len(rows)), [f"gun {s['group']}" + (f" ({s['firearm']})" if s["firearm"] else "")
                                      for _, s in rows], fontsize=8)
     ax.set_title("scenes of each linked gun (circles) and its recovery (triangle)", fontsize=10)
+    locator = matplotlib.dates.AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -126,7 +128,7 @@ def write_report(store, path, *, since: str | None = None, threshold: int = 6) -
                                              if s["firearm_conflict"] else "not recovered")} for s in groups]),
         "<h2>Scene timeline</h2>", _timeline_figure(g, groups) or "<p class='muted'>no linked guns</p>",
         "<h2>Scene links</h2>", _table(links, "no scene shares a gun with another"),
-        "<h2>Guns seen at scenes, not recovered</h2>", _table(unrec),
+        "<h2>Guns seen at scenes, not recovered (including guns seen once)</h2>", _table(unrec),
         "<h2>Tracing (SDG indicator 16.4.2)</h2>",
         f"<p class='big'>{_e(value)}</p>",
         f"<p>{ind['traced']} of {ind['firearms']} seized, found or surrendered firearms have their illicit origin "
