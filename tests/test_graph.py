@@ -271,5 +271,8 @@ def test_leads_skip_links_that_tell_nothing_new():
     g.add_exhibit("T2", test_fired_from="F1")
     g.add_comparison("A", "B", 20)  # two cases from one scene
     assert g.leads(["A", "B", "T1", "T2"]) == []  # test fires of a gun never seen at a scene: no lead either
-    g.add_comparison("T1", "A", 15)
-    assert [(r["exhibit"], r["kind"]) for r in g.leads(["A", "T1"])] == [("A", "firearm hit"), ("T1", "firearm hit")]
+    g.add_comparison("T1", "A", 15)  # one link between two sets of two: cut by the chaining rule
+    assert g.leads(["A", "T1"]) == [] and g.weak_links() == [{"a": "A", "b": "T1", "cmc_count": 15}]
+    g.add_comparison("T2", "B", 12)  # corroborated
+    assert [(r["exhibit"], r["kind"], r["linked_scenes"]) for r in g.leads(["A", "T1"])] == [
+        ("T1", "firearm hit", ["S1"]), ("A", "firearm hit", [])]
