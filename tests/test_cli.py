@@ -111,3 +111,8 @@ def test_search_of_a_missing_store_file_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ballistix.cli", "search", str(tmp_path / "nope.x3p"), "--store",
                         str(tmp_path / "s")], capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope.x3p" in r.stderr
+
+
+def test_bench_refuses_unknown_names(capsys):
+    assert main(["bench", "no-such-benchmark"]) == 2
+    assert "unknown benchmark" in capsys.readouterr().err
