@@ -280,3 +280,27 @@ def test_dask_cluster_gives_the_same_store_as_a_local_run(tmp_path, files):
     assert [{k: e[k] for k in keys} for e in local[0]] == [{k: e[k] for k in keys} for e in remote[0]]
     assert np.array_equal(local[1], remote[1])  # bit-identical descriptors
     assert local[2] == remote[2]  # identical comparisons
+
+
+def test_failed_migration_leaves_the_store_unchanged(tmp_path, monkeypatch):
+    from ballistix.store import casestore
+
+    with CaseStore(tmp_path / "s"):
+        pass
+    monkeypatch.setattr(casestore, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(casestore.MIGRATIONS, 1, ["ALTER TABLE exhibits ADD COLUMN x TEXT", "NOT SQL AT ALL"])
+    with pytest.raises(StoreError, match="migration from schema version 1 failed"):
+        CaseStore(tmp_path / "s")
+    monkeypatch.setattr(casestore, "SCHEMA_VERSION", 1)
+    with CaseStore(tmp_path / "s") as st:
+        assert st.schema_version == 1
+        assert "x" not in [r[1] for r in st._db.execute("PRAGMA table_info(exhibits)")]
+
+
+def test_unwritable_folder_is_a_store_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(StoreError, match="not a folder"):
+        CaseStore(f)
+    with pytest.raises(StoreError, match="cannot create"):
+        CaseStore(f / "sub")

@@ -130,8 +130,10 @@ class CaseStore:
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise StoreError(f"{self.folder}: not a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "scans").mkdir(exist_ok=True)
+        try:
+            (self.folder / "scans").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.folder}: cannot create the store here ({e.strerror})") from None
         self.db_path = self.folder / "store.sqlite"
         self.index_path = self.folder / "index.bxi"
         self._db = self._connect()
@@ -169,14 +171,15 @@ class CaseStore:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.db_path}: not a readable SQLite database ({e})") from None
         if not tables:
-            db.execute("BEGIN IMMEDIATE")
-            for stmt in _SCHEMA:
-                db.execute(stmt)
-            db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("format", "ballistix-case-store"), ("schema_version", str(SCHEMA_VERSION)),
-                ("created_utc", _now()), ("created_by", _user())])
+            db.execute("BEGIN IMMEDIATE")  # two processes creating one store: the second sees the first's
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table'").fetchone():
+                for stmt in _SCHEMA:
+                    db.execute(stmt)
+                db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("format", "ballistix-case-store"), ("schema_version", str(SCHEMA_VERSION)),
+                    ("created_utc", _now()), ("created_by", _user())])
             db.execute("COMMIT")
-            return
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables:
             raise StoreError(f"{self.db_path}: not a ballistix store (no meta table)")
         version = int(dict(db.execute("SELECT key, value FROM meta")).get("schema_version", -1))
@@ -187,11 +190,16 @@ class CaseStore:
             if version not in MIGRATIONS:
                 raise StoreError(f"{self.db_path}: no migration from schema version {version}")
             db.execute("BEGIN IMMEDIATE")
-            for stmt in MIGRATIONS[version]:
-                db.execute(stmt)
+            try:
+                for stmt in MIGRATIONS[version]:
+                    db.execute(stmt)
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version + 1),))
+                db.execute("COMMIT")
+            except sqlite3.DatabaseError as e:
+                db.execute("ROLLBACK")
+                raise StoreError(f"{self.db_path}: migration from schema version {version} failed ({e}); "
+                                 f"the store is unchanged") from None
             version += 1
-            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
-            db.execute("COMMIT")
 
     def _setting(self, key: str, value: dict) -> dict:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
