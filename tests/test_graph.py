@@ -276,3 +276,13 @@ def test_leads_skip_links_that_tell_nothing_new():
     g.add_comparison("T2", "B", 12)  # corroborated
     assert [(r["exhibit"], r["kind"], r["linked_scenes"]) for r in g.leads(["A", "T1"])] == [
         ("T1", "firearm hit", ["S1"]), ("A", "firearm hit", [])]
+
+
+def test_an_exhibit_origin_is_recorded_once():
+    g = LinkageGraph()
+    g.add_exhibit("E1", scene="S1")
+    g.add_exhibit("E1", scene="S1", date="2024-01-01")  # same origin: an update
+    for kw in ({"scene": "S2"}, {"test_fired_from": "F1"}):
+        with pytest.raises(bx.ParameterError, match="already recorded"):
+            g.add_exhibit("E1", **kw)
+    assert g.scene_of("E1") == "S1" and g.firearm_of("E1") is None and g.node("exhibit", "E1")["date"] == "2024-01-01"

@@ -198,12 +198,13 @@ class LinkageGraph:
         ``test_fired_from`` (nodes created if new); other attributes: ``sha256``, ``calibre``, ``date``."""
         if scene is not None and test_fired_from is not None:
             raise ParameterError(f"exhibit {id_!r}: a cartridge case comes from a scene or a test fire, not both")
+        if node_key("exhibit", id_) in self.nx:  # an exhibit's origin is recorded once
+            old_scene, old_gun = self.scene_of(id_), self.firearm_of(id_)
+            if (scene is not None and (old_scene not in (None, scene) or old_gun is not None)) or \
+                    (test_fired_from is not None and (old_gun not in (None, test_fired_from) or old_scene)):
+                raise ParameterError(f"exhibit {id_!r} is already recorded at scene {old_scene!r} / "
+                                     f"test-fired from {old_gun!r}")
         key = self._add("exhibit", id_, attrs)
-        old_scene, old_gun = self.scene_of(id_), self.firearm_of(id_)
-        if (scene is not None and old_scene not in (None, scene)) or \
-                (test_fired_from is not None and old_gun not in (None, test_fired_from)):
-            raise ParameterError(f"exhibit {id_!r} is already recorded at scene {old_scene!r} / "
-                                 f"test-fired from {old_gun!r}")
         self._link_exhibit(id_, test_fired_from)
         if scene is not None:
             s = node_key("scene", scene)
