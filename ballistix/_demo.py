@@ -16,21 +16,10 @@ import numpy as np
 from .datasets import simulate_casework
 from .features.comparison import compare
 from .io import read_scan, write_x3p
+from .cli import _print_table as _table
 from .store import CaseStore
 
 __all__ = ["run_demo"]
-
-
-def _table(rows: list[dict]) -> None:
-    if not rows:
-        print("  none")
-        return
-    keys = list(rows[0])
-    width = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
-    print("  ".join(k.ljust(width[k]) for k in keys))
-    print("  ".join("-" * width[k] for k in keys))
-    for r in rows:
-        print("  ".join(str(r[k]).ljust(width[k]) for k in keys))
 
 
 def run_demo(out, *, firearms: int = 4, scenes: int = 6, seed: int = 0, resolution: str = "standard",

@@ -33,6 +33,7 @@ def _scan_row(scan) -> dict:
 
 def _print_table(rows: list[dict]) -> None:
     if not rows:
+        print("  none")
         return
     keys = list(rows[0])
     width = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
