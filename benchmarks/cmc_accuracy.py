@@ -111,7 +111,41 @@ def raw_scans(seed: int = 0) -> dict:
     return out
 
 
-def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, spacing_um: float = 6.25) -> dict:
+def _baseline_pair(ab):
+    return baseline_score(*ab)
+
+
+def _baseline_many(pairs, jobs: int) -> list[float]:
+    if jobs == 1:
+        return [_baseline_pair(p) for p in pairs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+        return list(ex.map(_baseline_pair, pairs, chunksize=16))
+
+
+def _pair_records(pairs, res, fire, run, same) -> dict:
+    """Per-pair comparison features as columns (for the evidence calibration and re-analysis)."""
+    def cells_corr(r):
+        c = np.array([x["correlation"] for x in r.cells], float)
+        return c[np.isfinite(c)]
+    return {
+        "a": [int(i) for i, _ in pairs], "b": [int(j) for _, j in pairs],
+        "gun_a": [str(fire[i]) for i, _ in pairs], "gun_b": [str(fire[j]) for _, j in pairs],
+        "same_run": [bool(run[i] == run[j]) for i, j in pairs], "same": [bool(x) for x in same],
+        "cmc": [r.cmc_count for r in res], "score": [round(r.score, 4) for r in res],
+        "n_cells": [[r.directions[d]["n_cells"] for d in r.directions] for r in res],
+        "original": [[r.directions[d]["original"] for d in r.directions] for r in res],
+        "high": [[r.directions[d]["high"] for d in r.directions] for r in res],
+        "cell_corr_mean": [round(float(cells_corr(r).mean()), 4) if cells_corr(r).size else None for r in res],
+        "cell_corr_p90": [round(float(np.percentile(cells_corr(r), 90)), 4) if cells_corr(r).size else None
+                          for r in res],
+    }
+
+
+def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, spacing_um: float = 6.25,
+              chunk: int = 500) -> dict:
     t = time.perf_counter()
     scans = [bx.preprocess(s, spacing_um=spacing_um) for s in bx.datasets.iter_simulate(
         guns, shots, seed=seed, difficulty="realistic-hard", resolution="standard", run_size=max(2, guns // 4))]
@@ -128,13 +162,21 @@ def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, sp
     run = [s.meta["labels"]["manufacturing_run"] for s in scans]
     same_run = np.array([run[i] == run[j] for i, j in pairs])
     t = time.perf_counter()
-    res = bx.compare_many([(scans[i], scans[j]) for i, j in pairs], n_jobs=jobs, progress=False)
+    # in chunks, each written to a partial file, so that a long run leaves its numbers behind if stopped
+    res = []
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start:start + chunk]
+        res += bx.compare_many([(scans[i], scans[j]) for i, j in part], n_jobs=jobs, progress=False)
+        write_json("cmc_accuracy_simulated_partial", {
+            "done": len(res), "of": len(pairs), "seconds": time.perf_counter() - t,
+            "pairs": _pair_records(pairs[:len(res)], res, fire, run, same[:len(res)])})
     dt = time.perf_counter() - t
     counts = np.array([r.cmc_count for r in res])
-    # the baseline runs in this process: all same-gun pairs and up to 2,000 different-gun pairs
-    knm_idx = np.flatnonzero(~same)
-    sub = np.r_[np.flatnonzero(same), np.sort(rng.choice(knm_idx, min(2000, knm_idx.size), replace=False))]
-    base = np.array([baseline_score(scans[pairs[k][0]], scans[pairs[k][1]]) for k in sub])
+    # the baseline: up to 500 same-gun and 1,000 different-gun pairs
+    km_idx, knm_idx = np.flatnonzero(same), np.flatnonzero(~same)
+    sub = np.r_[np.sort(rng.choice(km_idx, min(500, km_idx.size), replace=False)),
+                np.sort(rng.choice(knm_idx, min(1000, knm_idx.size), replace=False))]
+    base = np.array(_baseline_many([(scans[pairs[k][0]], scans[pairs[k][1]]) for k in sub], jobs))
     truth_rot = np.array([(scans[j].meta["truth"]["rotation_deg"] - scans[i].meta["truth"]["rotation_deg"]) % 360
                           for i, j in pairs])
     rot_err = np.abs((np.array([r.rotation_deg for r in res]) - truth_rot + 180) % 360 - 180)
@@ -149,6 +191,7 @@ def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, sp
         if (same & (counts >= RULE)).any() else None,
         "baseline": {**summarise_scores(base, same[sub], 0.5), "n_pairs": int(sub.size)},
         "counts_km": counts[same].tolist(), "counts_knm": counts[~same].tolist(),
+        "pairs": _pair_records(pairs, res, fire, run, same),
     }
 
 
