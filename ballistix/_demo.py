@@ -62,7 +62,8 @@ def run_demo(out, *, firearms: int = 4, scenes: int = 6, seed: int = 0, resoluti
         pairs.append({"a": first, "b": other, "same_gun_truth": truth[other] == truth[first],
                       "cmc_count": r.cmc_count, "cells": r.n_cells, "score": round(r.score, 3),
                       "rotation_deg": round(r.rotation_deg, 1),
-                      "decision": "identification" if r.cmc_count >= 6 else "no identification"})
+                      "log10_lr": None if r.log10_lr is None else round(r.log10_lr, 2),
+                      "conclusion": r.evidence["conclusion"]["conclusion"] if r.log10_lr is not None else "no LR"})
     clock["compare a pair"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -120,7 +121,8 @@ def _print(r: dict, cw, seed: int) -> None:
     i = r["ingest"]
     print(f"ingested into {r['files']['store']}: {len(i['added'])} added, {len(i['existing'])} already there, "
           f"{len(i['failed'])} failed")
-    print("\ncompare (preprocessed breech faces, Congruent Matching Cells; identification at 6 or more):")
+    print("\ncompare (preprocessed breech faces, Congruent Matching Cells; likelihood ratio from the shipped "
+          "calibration, identification at LR >= 100):")
     _table(r["comparisons"])
     print(f"\nsearch the store for {r['search']['query']} (descriptor shortlist, then CMC re-ranking):")
     _table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in c.items()} for c in r["search"]["candidates"]])

@@ -112,22 +112,46 @@ def cmd_search(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    """Compare two scan files: preprocess both, Congruent Matching Cells, decision at 6 CMCs."""
+    """Compare two scan files: preprocess both, Congruent Matching Cells, likelihood ratio and conclusion."""
     from .features.comparison import compare
     from .features.preprocessing import preprocess
     from .io import read_scan
 
     a, b = (preprocess(read_scan(f)) for f in (args.a, args.b))
-    r = compare(a, b)
-    out = {"a": args.a, "b": args.b, "cmc_count": r.cmc_count, "score": r.score, "rotation_deg": r.rotation_deg,
-           "translation_m": [float(t) for t in r.translation], "cells": r.n_cells,
-           "decision": "identification" if r.cmc_count >= 6 else "no identification"}
+    r = compare(a, b, calibration=args.calibration or "default")
+    out = {"a": args.a, "b": args.b, "cmc_count": r.cmc_count, "cells": r.n_cells, "score": r.score,
+           "rotation_deg": r.rotation_deg, "translation_m": [float(t) for t in r.translation],
+           "log10_lr": r.log10_lr, "lr": r.lr, "evidence": r.evidence}
     if args.json:
         print(json.dumps({**out, "comparison": r.to_dict()}, indent=2, default=str))
-    else:
-        _print_table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()
-                       if k != "translation_m"}])
+        return 0
+    _print_table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()
+                   if k in ("cmc_count", "cells", "score", "rotation_deg")}])
+    print()
+    for line in evidence_lines(r):
+        print(line)
     return 0
+
+
+def evidence_lines(r) -> list[str]:
+    """What a comparison's likelihood ratio and conclusion say, in words, with the error rate."""
+    ev = r.evidence
+    if r.log10_lr is None:
+        return [ev.get("note", "no likelihood ratio (no calibration asked for)")]
+    c = ev["conclusion"]
+    lines = [f"likelihood ratio {r.lr:.3g} (log10 {r.log10_lr:+.2f}): {c['verbal']}",
+             f"calibration: {ev['calibration']}",
+             f"conclusion (aid to the examiner): {c['conclusion'].upper()} "
+             f"(identification at LR >= {c['thresholds_lr']['identification']:g}, "
+             f"elimination at LR <= {c['thresholds_lr']['elimination']:g})"]
+    e = c.get("error_rate")
+    if e and "k" in e:
+        lines.append(f"measured error rate: {e['what']}: {e['k']} of {e['n']} ({100 * e['rate']:.2f}%, "
+                     f"95% upper bound {100 * e['upper95']:.2f}%) in cross-validation by gun")
+    elif e:
+        lines.append(f"in cross-validation by gun, {e['what']}: {100 * e['same']:.1f}% of same-gun and "
+                     f"{100 * e['different']:.1f}% of different-gun pairs")
+    return lines
 
 
 def cmd_link(args) -> int:
@@ -225,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("compare", help="compare two scan files (CMC)", description=cmd_compare.__doc__)
     co.add_argument("a")
     co.add_argument("b")
+    co.add_argument("--calibration", help="calibration file for the likelihood ratio (default: the shipped one)")
     co.add_argument("--json", action="store_true")
     co.set_defaults(func=cmd_compare)
 

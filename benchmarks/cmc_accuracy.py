@@ -69,7 +69,8 @@ def real_processed(jobs: int, modes: list[str]) -> dict:
     out["nist"] = summarise_scores(nist_counts, same, RULE)
     for mode in modes:
         t = time.perf_counter()
-        res = bx.compare_many([(scans[a], scans[b]) for a, b in pairs], n_jobs=jobs, progress=False, rotation=mode)
+        res = bx.compare_many([(scans[a], scans[b]) for a, b in pairs], n_jobs=jobs, progress=False, rotation=mode,
+                              calibration=None)
         dt = time.perf_counter() - t
         counts = np.array([r.cmc_count for r in res])
         scores = np.array([r.score for r in res])
@@ -166,7 +167,8 @@ def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, sp
     res = []
     for start in range(0, len(pairs), chunk):
         part = pairs[start:start + chunk]
-        res += bx.compare_many([(scans[i], scans[j]) for i, j in part], n_jobs=jobs, progress=False)
+        res += bx.compare_many([(scans[i], scans[j]) for i, j in part], n_jobs=jobs, progress=False,
+                               calibration=None)
         write_json("cmc_accuracy_simulated_partial", {
             "done": len(res), "of": len(pairs), "seconds": time.perf_counter() - t,
             "pairs": _pair_records(pairs[:len(res)], res, fire, run, same[:len(res)])})

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import ballistix as bx
 from ballistix.cli import main
@@ -20,7 +21,10 @@ def test_demo_tells_the_whole_story(tmp_path, capsys):
     assert sorted(e["id"] for e in cw.exhibits) == [f.stem for f in files]
     same, other = report["comparisons"]  # first exhibit vs a same-gun and a different-gun exhibit
     assert same["same_gun_truth"] and not other["same_gun_truth"] and same["a"] == other["a"]
-    assert same["decision"] == ("identification" if same["cmc_count"] >= 6 else "no identification")
+    for pair in (same, other):  # the LR's conclusion follows its thresholds (or no LR, said so)
+        lr = pair["log10_lr"]
+        assert pair["conclusion"] == ("no LR" if lr is None else "identification" if lr >= 2 else
+                                      "elimination" if lr <= -2 else "inconclusive")
     # search: the first exhibit against the store, re-ranked by CMC
     search = report["search"]
     cands = search["candidates"]
@@ -104,7 +108,15 @@ def test_store_commands(tmp_path, capsys):
     g = bx.LinkageGraph.read(tmp_path / "g.json")
     assert {"c0", "c1"} in g.groups()
     assert main(["compare", files[0], files[1], "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["decision"] == "identification"
+    res = json.loads(capsys.readouterr().out)
+    assert res["cmc_count"] >= 6
+    if res["log10_lr"] is None:
+        assert "no likelihood ratio" in res["evidence"]["note"]
+    else:
+        assert res["lr"] == pytest.approx(10 ** res["log10_lr"]) and res["evidence"]["conclusion"]["conclusion"]
+    assert main(["compare", files[0], files[1]]) == 0
+    printed = capsys.readouterr().out
+    assert "likelihood ratio" in printed
 
 
 def test_search_of_a_missing_store_file_is_one_line(tmp_path):

@@ -28,6 +28,11 @@ from ..errors import ParameterError
 from ..scan import Scan
 from .cmc import CellSearch, angle_diff, congruence, make_cells, rotate_nan
 
+
+def processing_signature(meta_processing) -> list:
+    """The steps and parameters of a scan's ``meta["processing"]`` (results and versions dropped)."""
+    return [[st.get("step"), st.get("params", {})] for st in (meta_processing or []) if isinstance(st, dict)]
+
 __all__ = ["compare", "compare_many", "Comparison", "DEFAULTS"]
 
 #: Default comparison parameters (lengths in micrometres, converted to pixels at the scans' spacing).
@@ -89,7 +94,17 @@ class Comparison:
         number of valid cells, CMC-theta distribution.
     params, inputs, version
         Parameters used, SHA-256 of each input's heights (and source file
-        checksum when known), library version: enough to reproduce the result.
+        checksum and processing steps when known), library version: enough to
+        reproduce the result.
+    log10_lr, lr : float or None
+        Likelihood ratio p(result | same gun) / p(result | different guns)
+        from the calibration ``compare`` was given (the shipped default
+        unless told otherwise; see `ballistix.evidence`), bounded by what its
+        reference data support. None when no calibration was asked for or
+        the default one does not apply (``evidence["note"]`` says why).
+    evidence : dict
+        The calibration used (name, checksum), the examiner-scale conclusion
+        with its measured error rate, or the reason there is no LR.
     """
 
     cmc_count: int
@@ -101,7 +116,14 @@ class Comparison:
     params: dict[str, Any]
     inputs: dict[str, dict[str, Any]]
     version: str = __version__
+    log10_lr: float | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
     _surfaces: tuple = field(default=(), repr=False)
+
+    @property
+    def lr(self) -> float | None:
+        """The likelihood ratio (see ``log10_lr``)."""
+        return None if self.log10_lr is None else float(10.0 ** self.log10_lr)
 
     @property
     def n_cells(self) -> int:
@@ -109,9 +131,10 @@ class Comparison:
         return self.directions["ab"]["n_cells"]
 
     def __repr__(self) -> str:
+        lr = "" if self.log10_lr is None else f", log10 LR {self.log10_lr:+.2f}"
         return (f"<Comparison {self.inputs['a'].get('label', 'a')} vs {self.inputs['b'].get('label', 'b')}: "
                 f"{self.cmc_count} CMCs of {self.n_cells} cells, score {self.score:.2f}, "
-                f"rotation {self.rotation_deg:.1f} deg>")
+                f"rotation {self.rotation_deg:.1f} deg{lr}>")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (cells included)."""
@@ -129,7 +152,8 @@ class Comparison:
             return o
         return clean({"cmc_count": self.cmc_count, "score": self.score, "rotation_deg": self.rotation_deg,
                       "translation_m": self.translation, "cells": self.cells, "directions": self.directions,
-                      "params": self.params, "inputs": self.inputs, "version": self.version})
+                      "params": self.params, "inputs": self.inputs, "version": self.version,
+                      "log10_lr": self.log10_lr, "lr": self.lr, "evidence": self.evidence})
 
     def plot(self, fig=None):
         """Both surfaces with the reference cells drawn on ``a`` and their matched
@@ -212,6 +236,8 @@ def _fingerprint(s: Scan) -> dict[str, Any]:
     for k in ("sha256", "source"):
         if k in s.meta:
             d[k] = s.meta[k]
+    if s.meta.get("processing"):
+        d["processing"] = processing_signature(s.meta["processing"])
     lab = s.meta.get("labels")
     if isinstance(lab, dict) and lab.get("exhibit") is not None:
         d["label"] = str(lab["exhibit"])
@@ -299,7 +325,7 @@ def _summary(d: dict, method: str) -> dict[str, Any]:
             "angles_deg": d["angles"], "theta_counts": con["theta_counts"]}
 
 
-def compare(a: Scan, b: Scan, **params) -> Comparison:
+def compare(a: Scan, b: Scan, *, calibration="default", **params) -> Comparison:
     """Compare two processed breech-face scans with the Congruent Matching Cells method.
 
     Parameters
@@ -316,6 +342,13 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
         ``coarse_factor``, ``coarse_step_deg``, ``candidates``, ``window_deg``,
         ``step_deg``; ``directions`` ("both" or "forward"); ``method`` ("original",
         the default, or "high") for ``cmc_count``.
+    calibration : "default", Calibration, path or None
+        Turns the result into a likelihood ratio (``log10_lr``). "default": the
+        calibration shipped with the package, used only when the scans and
+        parameters are those it was fitted with (otherwise ``log10_lr`` is None
+        and ``evidence["note"]`` says why); a `Calibration` or its file: used,
+        and a comparison made with other parameters raises
+        `CalibrationMismatchError`; None: no LR.
 
     Returns
     -------
@@ -416,7 +449,7 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     p_out["spacing_m"] = spacing
     if candidates is not None:
         p_out["coarse"] = {"candidates_deg": candidates.tolist()}
-    return Comparison(
+    res = Comparison(
         cmc_count=cmc,
         score=float(cmc + (mean_corr if cmc > 0 else 0.0)),
         rotation_deg=float(theta % 360),
@@ -427,6 +460,29 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
         inputs={"a": _fingerprint(a), "b": _fingerprint(b)},
         _surfaces=(a, b),
     )
+    if calibration is not None:
+        _weigh(res, calibration)
+    return res
+
+
+def _weigh(res: Comparison, calibration) -> None:
+    from .. import evidence
+
+    if isinstance(calibration, str) and calibration == "default":
+        cal, strict = evidence.default_calibration(), False
+    elif isinstance(calibration, evidence.Calibration):
+        cal, strict = calibration, True
+    elif isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
+        cal, strict = evidence.load_calibration(calibration), True
+    else:
+        raise ParameterError(f"calibration must be 'default', a Calibration, a path or None; got "
+                             f"{type(calibration).__name__}")
+    res.log10_lr = cal.weigh(res, strict=strict)
+    res.evidence = {"calibration": cal.reference.get("name"), "calibration_sha256": cal.reference.get("features_sha256")}
+    if res.log10_lr is None:
+        res.evidence["note"] = f"no likelihood ratio: {cal.check(res)}"
+    else:
+        res.evidence["conclusion"] = evidence.conclusion(res.log10_lr, cal)
 
 
 def _single_threaded():
@@ -442,7 +498,8 @@ def _compare_pair(args):
     return res
 
 
-def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, **params) -> list[Comparison]:
+def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, calibration="default",
+                 **params) -> list[Comparison]:
     """Compare many pairs of processed scans; results in the order of ``pairs``.
 
     Parameters
@@ -456,7 +513,7 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, 
     client : distributed.Client or str, optional
         Run on a Dask cluster instead (a client or a scheduler address);
         results are identical to a local run.
-    **params
+    calibration, **params
         Passed to `compare`.
     """
     from tqdm.auto import tqdm
@@ -465,7 +522,7 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, 
     pairs = list(pairs)
     if not (isinstance(n_jobs, int) and n_jobs >= 1):
         raise ParameterError(f"n_jobs must be a positive integer, got {n_jobs!r}")
-    jobs = [(a, b, params) for a, b in pairs]
+    jobs = [(a, b, {**params, "calibration": calibration}) for a, b in pairs]
     if client is not None:
         from .._dask import dask_map
 
@@ -474,7 +531,7 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, 
             r._surfaces = (a, b)
         return results
     if n_jobs == 1:
-        return [compare(a, b, **params) for a, b, _ in tqdm(jobs, disable=not progress, desc="compare")]
+        return [compare(a, b, **kw) for a, b, kw in tqdm(jobs, disable=not progress, desc="compare")]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

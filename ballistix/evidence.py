@@ -1,0 +1,502 @@
+"""Evidence strength: calibrated likelihood ratios, examiner-style conclusions, stated error rates.
+
+A comparison gives numbers (congruent cells, correlations); a court needs to
+know how much more probable those numbers are if the two cases were fired by
+the same gun than if they were fired by different guns. That ratio is the
+likelihood ratio (LR), fitted here on a reference population of comparisons
+whose truth is known:
+
+    LR = p(features | same gun) / p(features | different guns)
+
+Model (documented choice): logistic-regression calibration, the standard
+score-to-LR method of forensic statistics. The log LR is a weighted sum of
+the comparison's features (`FEATURES`) plus a constant, fitted with the two
+classes weighted equally (so the fitted log-odds are log LRs, whatever the
+mix of the reference set), a small ridge penalty, and the weights held
+non-negative: the LR never falls when a feature that marks a match rises
+(monotone). The LR is then bounded by what the reference data can support,
+with the empirical lower and upper bounds (ELUB) of Vergeer et al. (2016):
+an LR beyond them would claim more than the reference set could ever have
+shown (no LR of 10^12 from 700 different-gun pairs).
+
+Quality is reported with the standard measures (`cllr`, `cllr_min`,
+`misleading`, `tippett`), and `cross_validate` leaves out whole guns: the
+LR of a pair comes from a calibration fitted without any pair involving
+either of its guns.
+
+`conclusion` maps an LR to the familiar examiner scale (identification /
+inconclusive / elimination) with the thresholds stated as LR values and the
+error rates measured on the calibration's reference set. It is an aid for
+the examiner, not a replacement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import optimize
+
+from ._files import atomic_file
+from ._version import __version__
+from .errors import FileFormatError, ParameterError
+from .features.comparison import processing_signature
+
+__all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "features", "fit", "cross_validate", "cv_splits",
+           "cllr", "cllr_min", "elub_bounds", "misleading", "tippett", "conclusion", "conclusion_rates", "verbal",
+           "load_calibration", "default_calibration", "processing_signature", "IDENTIFICATION_LR",
+           "ELIMINATION_LR"]
+
+#: Features of a comparison used by the LR model; each one can only raise the LR.
+FEATURES: dict[str, str] = {
+    "cmc": "congruent matching cells (the smaller of the two directions' counts)",
+    "congruent_corr": "mean correlation of the congruent cells (0 when there are none)",
+    "cell_corr": "mean correlation of all valid reference cells at their best rotation",
+}
+IDENTIFICATION_LR = 100.0   # LR at or above which `conclusion` says "identification"
+ELIMINATION_LR = 0.01       # LR at or below which it says "elimination"
+FORMAT = "ballistix-calibration"
+FORMAT_VERSION = 1
+
+
+class CalibrationMismatchError(ParameterError):
+    """A calibration was asked to weigh a comparison made with other parameters than its own."""
+
+
+def features(comparison) -> dict[str, float]:
+    """The model's features of one comparison (a `Comparison` or a mapping holding them)."""
+    if isinstance(comparison, dict):
+        missing = [k for k in FEATURES if k not in comparison]
+        if missing:
+            raise ParameterError(f"comparison features lack {missing}; expected the keys {list(FEATURES)}")
+        return {k: float(comparison[k]) for k in FEATURES}
+    corr = np.array([c["correlation"] for c in comparison.cells], float)
+    corr = corr[np.isfinite(corr)]
+    cmc = int(comparison.cmc_count)
+    return {"cmc": float(cmc),
+            "congruent_corr": float(comparison.score - cmc) if cmc > 0 else 0.0,
+            "cell_corr": float(corr.mean()) if corr.size else 0.0}
+
+
+def _matrix(rows) -> np.ndarray:
+    if isinstance(rows, np.ndarray):
+        X = np.asarray(rows, float)
+    else:
+        X = np.array([[features(r)[k] for k in FEATURES] for r in rows], float).reshape(-1, len(FEATURES))
+    if X.ndim != 2 or X.shape[1] != len(FEATURES):
+        raise ParameterError(f"features must be an (n, {len(FEATURES)}) array in the order {list(FEATURES)}; "
+                             f"got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ParameterError("features hold NaN or infinite values")
+    return X
+
+
+def _canon(o) -> str:
+    return json.dumps(o, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+
+
+# ---------------------------------------------------------------------------------------------- measures
+
+def _split(log10_lr, same) -> tuple[np.ndarray, np.ndarray]:
+    llr = np.asarray(log10_lr, float)
+    y = np.asarray(same, bool)
+    if llr.shape != y.shape or llr.ndim != 1:
+        raise ParameterError(f"log10_lr and same must be 1-d and of one length; got {llr.shape} and {y.shape}")
+    if not y.any() or y.all():
+        raise ParameterError("need same-gun and different-gun comparisons both")
+    if np.isnan(llr).any():
+        raise ParameterError("log10_lr holds NaN")
+    return llr[y], llr[~y]
+
+
+def cllr(log10_lr, same) -> float:
+    """Log-likelihood-ratio cost in bits: 0 is perfect, 1 is an uninformative system (LR = 1 always).
+
+    Cllr = 1/2 [mean over same-gun pairs of log2(1 + 1/LR) + mean over different-gun pairs of log2(1 + LR)].
+    """
+    h1, h2 = _split(log10_lr, same)
+    ln10 = math.log(10)
+    return float(0.5 * (np.logaddexp(0, -h1 * ln10).mean() + np.logaddexp(0, h2 * ln10).mean()) / math.log(2))
+
+
+def _pav_log10_lr(log10_lr, same) -> np.ndarray:
+    """Log10 LRs after the optimal monotone recalibration (pool-adjacent-violators), ties pooled."""
+    llr = np.asarray(log10_lr, float)
+    y = np.asarray(same, bool)
+    uniq, inv = np.unique(llr, return_inverse=True)
+    w = np.bincount(inv).astype(float)
+    pos = np.bincount(inv, weights=y.astype(float))
+    p = optimize.isotonic_regression(pos / w, weights=w, increasing=True).x
+    prior = y.sum() / (~y).sum()
+    with np.errstate(divide="ignore"):
+        return (np.log10(p) - np.log10(1 - p) - np.log10(prior))[inv]
+
+
+def cllr_min(log10_lr, same) -> float:
+    """The Cllr left after the best monotone recalibration: the discrimination part of Cllr
+    (Cllr - Cllr_min is the calibration loss)."""
+    return cllr(_pav_log10_lr(log10_lr, same), same)
+
+
+def misleading(log10_lr, same, strong_lr: float = 100.0) -> dict[str, Any]:
+    """Rates of misleading evidence in each direction.
+
+    ``rate_for_same``: share of different-gun pairs with LR > 1 (misleading towards
+    "same gun"); ``rate_for_different``: share of same-gun pairs with LR < 1;
+    ``strong_*``: the same beyond ``strong_lr`` (or 1/``strong_lr``); ``worst_*``:
+    the most misleading log10 LR in each direction.
+    """
+    h1, h2 = _split(log10_lr, same)
+    s = math.log10(strong_lr)
+    return {"rate_for_same": float((h2 > 0).mean()), "rate_for_different": float((h1 < 0).mean()),
+            "strong_for_same": int((h2 > s).sum()), "strong_for_different": int((h1 < -s).sum()),
+            "strong_lr": strong_lr, "worst_for_same_log10": float(h2.max()),
+            "worst_for_different_log10": float(h1.min()), "n_same": int(h1.size), "n_different": int(h2.size)}
+
+
+def elub_bounds(log10_lr, same, add_misleading: int = 1, step: float = 0.01) -> tuple[float, float]:
+    """Empirical lower and upper bounds of the log10 LR (Vergeer et al. 2016).
+
+    For each decision threshold t (log10 LR) the expected Bayes error of the
+    LRs at the prior odds that put the decision at t is compared with that of
+    an uninformative system (LR = 1), after adding ``add_misleading``
+    misleading comparisons to each class (the next case could be one). The
+    bounds are where, going out from 0, the LRs stop doing better than the
+    uninformative system: stronger LRs are not supported by the data.
+    """
+    h1, h2 = _split(log10_lr, same)
+    n1, n2 = h1.size + add_misleading, h2.size + add_misleading
+    h1s, h2s = np.sort(h1), np.sort(h2)
+
+    def better(t: np.ndarray) -> np.ndarray:
+        p_miss = (np.searchsorted(h1s, t, side="right") + add_misleading) / n1   # same-gun at or below t
+        p_fa = (h2s.size - np.searchsorted(h2s, t, side="right") + add_misleading) / n2  # different-gun above t
+        prior_h1 = 1.0 / (1.0 + 10.0 ** t)   # prior probability of "same gun" putting the threshold at t
+        error = prior_h1 * p_miss + (1 - prior_h1) * p_fa
+        return error < np.minimum(prior_h1, 1 - prior_h1)
+
+    span = max(1.0, float(np.abs(np.r_[h1, h2]).max()) + 1.0) if np.isfinite(np.r_[h1, h2]).all() else 20.0
+    up = np.arange(step, span + step, step)
+    down = -up
+    ok_up, ok_down = better(up), better(down)
+    hi = float(up[np.argmin(ok_up)] - step) if not ok_up.all() else float(up[-1])
+    lo = float(down[np.argmin(ok_down)] + step) if not ok_down.all() else float(down[-1])
+    return min(lo, 0.0), max(hi, 0.0)
+
+
+def tippett(log10_lr, same, ax=None, title: str | None = None):
+    """Tippett plot: share of same-gun and of different-gun pairs with log10 LR above each value."""
+    import matplotlib.pyplot as plt
+
+    h1, h2 = _split(log10_lr, same)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4))
+    for vals, label, colour in ((h1, f"same gun (n={h1.size})", "tab:blue"),
+                                (h2, f"different guns (n={h2.size})", "tab:red")):
+        x = np.sort(vals)
+        ax.step(np.r_[x[0] - 0.5, x], np.r_[1.0, 1 - np.arange(1, x.size + 1) / x.size], where="post",
+                label=label, color=colour)
+    ax.axvline(0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("log10 LR")
+    ax.set_ylabel("share of comparisons with log10 LR > x")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+def _fit_weights(X: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-balanced logistic regression with non-negative slopes on standardised features."""
+    mu, sd = X.mean(0), X.std(0)
+    sd[sd == 0] = 1.0
+    Z = (X - mu) / sd
+    sgn = np.where(y, 1.0, -1.0)
+    c = np.where(y, 0.5 / y.sum(), 0.5 / (~y).sum())
+
+    def loss(w):
+        m = sgn * (w[0] + Z @ w[1:])
+        val = (c * np.logaddexp(0, -m)).sum() + 0.5 * ridge * (w[1:] @ w[1:])
+        g = -c * sgn * np.exp(-np.logaddexp(0, m))  # derivative of c*log(1+exp(-m)) with respect to z
+        grad = np.r_[g.sum(), Z.T @ g + ridge * w[1:]]
+        return val, grad
+
+    w0 = np.zeros(X.shape[1] + 1)
+    bounds = [(None, None)] + [(0.0, None)] * X.shape[1]
+    res = optimize.minimize(loss, w0, jac=True, method="L-BFGS-B", bounds=bounds,
+                            options={"maxiter": 2000, "gtol": 1e-10})
+    return res.x, mu, sd
+
+
+@dataclass
+class Calibration:
+    """A fitted LR model with its bounds, reference set and measured performance.
+
+    ``coef`` are the natural-log-odds weights on the standardised features
+    (``mean``, ``scale``), ``bounds_log10`` the ELUB bounds. ``reference``
+    describes the data it was fitted on (sets, counts, SHA-256 of the
+    features); ``preprocessing`` and ``comparison`` are the parameters the
+    reference comparisons were made with; a comparison made otherwise is
+    refused. ``performance`` holds the cross-validated measures and the
+    conclusion scale's error rates.
+    """
+
+    coef: list[float]
+    mean: list[float]
+    scale: list[float]
+    bounds_log10: list[float]
+    reference: dict[str, Any]
+    preprocessing: list | None = None
+    comparison: dict[str, Any] | None = None
+    performance: dict[str, Any] = field(default_factory=dict)
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    version: str = __version__
+
+    def raw_log10_lr(self, X) -> np.ndarray:
+        """Unbounded log10 LRs of feature rows (see `features`)."""
+        Z = (_matrix(X) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return (self.coef[0] + Z @ np.asarray(self.coef[1:])) / math.log(10)
+
+    def log10_lr(self, X) -> np.ndarray:
+        """Log10 LRs of feature rows, bounded by the ELUB bounds."""
+        return np.clip(self.raw_log10_lr(X), *self.bounds_log10)
+
+    def check(self, comparison) -> str | None:
+        """Why this calibration cannot weigh ``comparison`` (None when it can)."""
+        if self.comparison is not None:
+            p = comparison.params
+            diff = sorted(k for k, v in self.comparison.items() if _canon(p.get(k)) != _canon(v))
+            if diff:
+                return f"the comparison parameters differ from the calibration's in {diff}"
+        if self.preprocessing is not None:
+            for side in ("a", "b"):
+                sig = comparison.inputs[side].get("processing")
+                if sig is None or _canon(sig) != _canon(self.preprocessing):
+                    return (f"scan {comparison.inputs[side].get('label', side)} was not preprocessed with the "
+                            f"calibration's preprocessing steps and parameters")
+        return None
+
+    def weigh(self, comparison, strict: bool = True) -> float | None:
+        """Bounded log10 LR of one comparison; a mismatch raises `CalibrationMismatchError`
+        (or returns None when ``strict`` is False)."""
+        why = self.check(comparison)
+        if why:
+            if strict:
+                raise CalibrationMismatchError(f"calibration {self.reference.get('name', '?')} refused: {why}")
+            return None
+        return float(self.log10_lr([comparison])[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
+
+    def save(self, path) -> Path:
+        """Write the calibration as one JSON file (atomically), with a SHA-256 of its content."""
+        body = _canon(self.to_dict())
+        doc = {"sha256": hashlib.sha256(body.encode()).hexdigest(), "calibration": json.loads(body)}
+        path = Path(path)
+        with atomic_file(path) as f:
+            f.write(json.dumps(doc, indent=1, sort_keys=True).encode())
+        return path
+
+
+def load_calibration(path) -> Calibration:
+    """Read a calibration written by `Calibration.save`; a damaged or foreign file raises
+    `FileFormatError` naming it."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > 50_000_000:
+            raise FileFormatError(path, "too large for a calibration file")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileFormatError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(path, f"not a readable calibration file ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("calibration"), dict):
+        raise FileFormatError(path, "not a ballistix calibration file (no 'calibration' object)")
+    cal = doc["calibration"]
+    if hashlib.sha256(_canon(cal).encode()).hexdigest() != doc.get("sha256"):
+        raise FileFormatError(path, "checksum mismatch: the calibration was altered or damaged")
+    if cal.get("format") != FORMAT or cal.get("format_version") != FORMAT_VERSION:
+        raise FileFormatError(path, f"unsupported calibration format {cal.get('format')!r} "
+                                    f"version {cal.get('format_version')!r}")
+    if cal.get("features") != list(FEATURES):
+        raise FileFormatError(path, f"calibration features {cal.get('features')} are not this version's "
+                                    f"{list(FEATURES)}")
+    kw = {k: v for k, v in cal.items() if k not in ("format", "format_version")}
+    try:
+        c = Calibration(**kw)
+        n = len(FEATURES)
+        ok = (len(c.coef) == n + 1 and len(c.mean) == n and len(c.scale) == n and len(c.bounds_log10) == 2
+              and all(math.isfinite(v) for v in [*c.coef, *c.mean, *c.scale, *c.bounds_log10])
+              and all(v >= 0 for v in c.coef[1:]) and all(v > 0 for v in c.scale)
+              and c.bounds_log10[0] <= 0 <= c.bounds_log10[1])
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise FileFormatError(path, "calibration values are incomplete or out of range")
+    return c
+
+
+_DEFAULT: Calibration | None = None
+
+
+def default_calibration() -> Calibration:
+    """The calibration shipped with the package (see docs/evidence.md for what it was fitted on
+    and its limits)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        with resources.as_file(resources.files("ballistix") / "data" / "calibration_default.json") as p:
+            _DEFAULT = load_calibration(p)
+    return _DEFAULT
+
+
+def fit(X, same, *, ridge: float = 1e-3, name: str = "unnamed", description: str = "",
+        preprocessing: list | None = None, comparison: dict[str, Any] | None = None,
+        extra_reference: dict[str, Any] | None = None) -> Calibration:
+    """Fit a calibration on reference comparisons of known truth.
+
+    Parameters
+    ----------
+    X : (n, len(FEATURES)) array or sequence of comparisons / feature mappings
+    same : (n,) bool, True for same-gun pairs
+    ridge : float
+        L2 penalty on the standardised slopes (keeps the fit finite when the
+        classes separate completely; the ELUB bounds then set the LR).
+    name, description : str
+        What the reference set is, kept with the calibration.
+    preprocessing, comparison
+        Parameters the reference comparisons were made with (`processing_signature`
+        of the scans, `Comparison.params`); a comparison made otherwise is refused.
+    """
+    Xm = _matrix(X)
+    y = np.asarray(same, bool)
+    if y.shape != (Xm.shape[0],):
+        raise ParameterError(f"same must hold one flag per comparison ({Xm.shape[0]}), got shape {y.shape}")
+    if y.sum() < 2 or (~y).sum() < 2:
+        raise ParameterError(f"a calibration needs at least 2 same-gun and 2 different-gun comparisons; got "
+                             f"{int(y.sum())} and {int((~y).sum())}")
+    w, mu, sd = _fit_weights(Xm, y, ridge)
+    cal = Calibration(coef=w.tolist(), mean=mu.tolist(), scale=sd.tolist(), bounds_log10=[0.0, 0.0],
+                      reference={"name": name, "description": description, "n_same": int(y.sum()),
+                                 "n_different": int((~y).sum()), "ridge": ridge,
+                                 "features_sha256": hashlib.sha256(np.ascontiguousarray(Xm).tobytes()
+                                                                   + y.tobytes()).hexdigest(),
+                                 **(extra_reference or {})},
+                      preprocessing=preprocessing, comparison=comparison)
+    cal.bounds_log10 = list(elub_bounds(cal.raw_log10_lr(Xm), y))
+    return cal
+
+
+def cv_splits(guns_a, guns_b, n_folds: int = 10, seed: int = 0):
+    """(train, test) boolean masks over the pairs for `cross_validate`: every pair is tested
+    once, by a split whose training pairs share no gun with it."""
+    ga, gb = [str(g) for g in guns_a], [str(g) for g in guns_b]
+    if len(ga) != len(gb):
+        raise ParameterError(f"guns_a and guns_b must be of one length, got {len(ga)} and {len(gb)}")
+    if not (isinstance(n_folds, int) and n_folds >= 2):
+        raise ParameterError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    guns = sorted(set(ga) | set(gb))
+    order = np.random.default_rng(seed).permutation(len(guns))
+    fold_of = {g: int(order[i]) % n_folds for i, g in enumerate(guns)}
+    fa, fb = np.array([fold_of[g] for g in ga]), np.array([fold_of[g] for g in gb])
+    for i, j in sorted({tuple(sorted(k)) for k in zip(fa.tolist(), fb.tolist())}):
+        test = ((fa == i) & (fb == j)) | ((fa == j) & (fb == i))
+        train = ~np.isin(fa, (i, j)) & ~np.isin(fb, (i, j))
+        yield train, test
+
+
+def cross_validate(X, same, guns_a, guns_b, *, n_folds: int = 10, seed: int = 0, **fit_kw) -> np.ndarray:
+    """Bounded log10 LRs where no pair calibrates its own guns.
+
+    The guns are split into ``n_folds`` groups (one gun per group when there
+    are at most ``n_folds`` guns: leave-one-gun-out). A pair whose guns fall in
+    groups i and j gets its LR from a calibration fitted on the pairs that
+    involve neither group (`cv_splits`).
+    """
+    Xm = _matrix(X)
+    y = np.asarray(same, bool)
+    if y.shape != (Xm.shape[0],):
+        raise ParameterError(f"same must hold one flag per comparison ({Xm.shape[0]}), got shape {y.shape}")
+    out = np.full(len(y), np.nan)
+    for train, test in cv_splits(guns_a, guns_b, n_folds, seed):
+        if y[train].sum() < 2 or (~y[train]).sum() < 2:
+            raise ParameterError("too few guns to leave a pair's guns out and still fit a calibration "
+                                 "(use more guns or fewer folds)")
+        out[test] = fit(Xm[train], y[train], **fit_kw).log10_lr(Xm[test])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- conclusions
+
+def _upper95(k: int, n: int) -> float:
+    """One-sided 95% upper bound of a rate seen k times in n (Clopper-Pearson)."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(0.95, k + 1, n - k)) if n else 1.0
+
+
+def conclusion_rates(log10_lr, same, identification_lr: float = IDENTIFICATION_LR,
+                     elimination_lr: float = ELIMINATION_LR) -> dict[str, Any]:
+    """How often each conclusion was reached for same-gun and different-gun pairs (with 95% upper bounds)."""
+    h1, h2 = _split(log10_lr, same)
+    hi, lo = math.log10(identification_lr), math.log10(elimination_lr)
+    out = {"identification_lr": identification_lr, "elimination_lr": elimination_lr}
+    for name, pick in (("identification", lambda v: v >= hi), ("elimination", lambda v: v <= lo),
+                       ("inconclusive", lambda v: (v > lo) & (v < hi))):
+        k1, k2 = int(pick(h1).sum()), int(pick(h2).sum())
+        out[name] = {"same": k1, "n_same": int(h1.size), "different": k2, "n_different": int(h2.size),
+                     "rate_same": k1 / h1.size, "rate_different": k2 / h2.size,
+                     "upper95_same": _upper95(k1, h1.size), "upper95_different": _upper95(k2, h2.size)}
+    return out
+
+
+_VERBAL = [(6, "extremely strong support"), (4, "very strong support"), (3, "strong support"),
+           (2, "moderately strong support"), (1, "moderate support"), (0, "weak support")]
+
+
+def verbal(log10_lr: float) -> str:
+    """ENFSI verbal equivalent of an LR ("... for same gun" above 1, "... for different guns" below)."""
+    if abs(log10_lr) < 1e-12:
+        return "no support either way"
+    side = "same gun" if log10_lr > 0 else "different guns"
+    words = next(w for t, w in _VERBAL if abs(log10_lr) >= t)
+    return f"{words} for {side}"
+
+
+def conclusion(log10_lr: float, calibration: Calibration | None = None) -> dict[str, Any]:
+    """Examiner-scale conclusion of a log10 LR, with the calibration's measured error rates.
+
+    Identification at LR >= `IDENTIFICATION_LR` (100), elimination at LR <=
+    `ELIMINATION_LR` (1/100), inconclusive between. ``error_rate`` is the
+    share of reference pairs of the other truth that reached the same
+    conclusion in cross-validation (for identification: different-gun pairs;
+    for elimination: same-gun pairs), with its 95% upper bound.
+    """
+    if not math.isfinite(log10_lr):
+        raise ParameterError(f"log10_lr must be finite, got {log10_lr}")
+    rates = (calibration.performance.get("conclusions") if calibration is not None else None) or {}
+    hi = math.log10(rates.get("identification_lr", IDENTIFICATION_LR))
+    lo = math.log10(rates.get("elimination_lr", ELIMINATION_LR))
+    name = "identification" if log10_lr >= hi else "elimination" if log10_lr <= lo else "inconclusive"
+    out = {"conclusion": name, "log10_lr": float(log10_lr), "verbal": verbal(log10_lr),
+           "thresholds_lr": {"identification": 10 ** hi, "elimination": 10 ** lo}}
+    r = rates.get(name)
+    if r:
+        if name == "identification":
+            out["error_rate"] = {"what": "different-gun pairs called identification", "k": r["different"],
+                                 "n": r["n_different"], "rate": r["rate_different"], "upper95": r["upper95_different"]}
+        elif name == "elimination":
+            out["error_rate"] = {"what": "same-gun pairs called elimination", "k": r["same"], "n": r["n_same"],
+                                 "rate": r["rate_same"], "upper95": r["upper95_same"]}
+        else:
+            out["error_rate"] = {"what": "share of reference pairs left inconclusive",
+                                 "same": r["rate_same"], "different": r["rate_different"]}
+    return out

@@ -1,0 +1,177 @@
+"""Evidence strength: likelihood ratios on real and simulated comparisons, cross-validated by gun.
+
+    python -m benchmarks.evidence [--jobs 2] [--write-default]
+
+1. Fadul (40 real scans, 10 slides): all 780 pairs compared with the
+   defaults (features cached in benchmarks/results/evidence_fadul_pairs.json);
+   leave-one-gun-out LRs: Cllr, Cllr-min, misleading evidence, Tippett plot,
+   error rates of the conclusion scale.
+2. Simulated realistic-hard (the per-pair features written by
+   ``python -m benchmarks.cmc_accuracy --skip-real ...``): the same, by 10
+   folds of guns.
+3. Transfer: a calibration fitted on one population applied to the other.
+4. ``--write-default``: fit the shipped default calibration on both
+   populations (each weighted equally) and write it to
+   ballistix/data/calibration_default.json, with its cross-validated
+   performance.
+
+Writes benchmarks/results/evidence.json and evidence.png, prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import ballistix as bx  # noqa: E402
+from ballistix import evidence as ev  # noqa: E402
+from ballistix.features.comparison import DEFAULTS  # noqa: E402
+
+from ._common import RESULTS, ROOT, SHARED_DATA, table, write_json  # noqa: E402
+
+FADUL_CACHE = RESULTS / "evidence_fadul_pairs.json"
+
+
+def fadul_pairs(jobs: int) -> dict:
+    """Features of all 780 Fadul pairs (cached: delete the file to recompute)."""
+    if FADUL_CACHE.exists():
+        return json.loads(FADUL_CACHE.read_text())
+    labels = {r["file"].split("/")[-1][:-4]: r["firearm"] for r in csv.DictReader(open(SHARED_DATA / "labels.csv"))}
+    names = sorted(p.stem for p in (SHARED_DATA / "fadul").glob("*.x3p"))
+    scans = {n: bx.preprocess(bx.read_scan(SHARED_DATA / "fadul" / f"{n}.x3p")) for n in names}
+    pairs = list(itertools.combinations(names, 2))
+    t = time.perf_counter()
+    res = bx.compare_many([(scans[a], scans[b]) for a, b in pairs], n_jobs=jobs, progress=False, calibration=None)
+    out = {"seconds": time.perf_counter() - t,
+           "preprocessing": ev.processing_signature(scans[names[0]].meta["processing"]),
+           "comparison": {k: res[0].params[k] for k in DEFAULTS},
+           "a": [a for a, _ in pairs], "b": [b for _, b in pairs],
+           "gun_a": [labels[a] for a, _ in pairs], "gun_b": [labels[b] for _, b in pairs],
+           "features": [[ev.features(r)[k] for k in ev.FEATURES] for r in res]}
+    FADUL_CACHE.write_text(json.dumps(out))
+    return out
+
+
+def simulated_pairs() -> dict | None:
+    path = RESULTS / "cmc_accuracy_simulated.json"
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())["simulated"]
+    p = d["pairs"]
+    cmc = np.array(p["cmc"], float)
+    score = np.array(p["score"], float)
+    congruent = np.where(cmc > 0, score - cmc, 0.0)
+    cell = np.array([v if v is not None else 0.0 for v in p["cell_corr_mean"]], float)
+    return {"gun_a": p["gun_a"], "gun_b": p["gun_b"], "features": np.c_[cmc, congruent, cell].tolist(),
+            "description": f"simulated realistic-hard, {d['guns']} guns x {d['shots']} shots, consecutive runs, "
+                           f"{d['n_km']} same-gun and {d['n_knm']} different-gun pairs"}
+
+
+def evaluate(llr: np.ndarray, same: np.ndarray) -> dict:
+    return {"cllr": ev.cllr(llr, same), "cllr_min": ev.cllr_min(llr, same), "misleading": ev.misleading(llr, same),
+            "conclusions": ev.conclusion_rates(llr, same)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--write-default", action="store_true")
+    args = p.parse_args(argv)
+    pops = {}
+    if (SHARED_DATA / "fadul").is_dir():
+        f = fadul_pairs(args.jobs)
+        pops["fadul"] = {**f, "description": "40 real Fadul scans (10 consecutively made Ruger slides), all 780 pairs"}
+    sim = simulated_pairs()
+    if sim:
+        pops["simulated"] = sim
+    if not pops:
+        print("skipped: neither the real scans nor the simulated pair file are present")
+        return 0
+    out = {"params": vars(args), "populations": {}, "transfer": {}}
+    rows, curves = [], {}
+    for name, d in pops.items():
+        X = np.array(d["features"], float)
+        same = np.array([a == b for a, b in zip(d["gun_a"], d["gun_b"])])
+        t = time.perf_counter()
+        llr = ev.cross_validate(X, same, d["gun_a"], d["gun_b"], n_folds=args.folds)
+        r = evaluate(llr, same)
+        r.update(n_same=int(same.sum()), n_different=int((~same).sum()), description=d["description"],
+                 cv_seconds=time.perf_counter() - t, n_guns=len(set(d["gun_a"]) | set(d["gun_b"])))
+        # count-only model: what the other features add
+        Xc = np.c_[X[:, 0], np.zeros((len(X), 2))]
+        r["count_only"] = {"cllr": ev.cllr(ev.cross_validate(Xc, same, d["gun_a"], d["gun_b"], n_folds=args.folds),
+                                           same)}
+        out["populations"][name] = r
+        curves[name] = (llr, same)
+        m = r["misleading"]
+        c = r["conclusions"]
+        rows.append([name, int(same.sum()), int((~same).sum()), r["cllr"], r["cllr_min"], r["count_only"]["cllr"],
+                     m["rate_for_same"], m["rate_for_different"], m["strong_for_same"], m["strong_for_different"],
+                     c["identification"]["rate_same"], c["identification"]["different"],
+                     c["elimination"]["same"]])
+    if len(pops) == 2:
+        for src, dst in (("fadul", "simulated"), ("simulated", "fadul")):
+            a, b = pops[src], pops[dst]
+            cal = ev.fit(np.array(a["features"]), [x == y for x, y in zip(a["gun_a"], a["gun_b"])])
+            same = np.array([x == y for x, y in zip(b["gun_a"], b["gun_b"])])
+            llr = cal.log10_lr(np.array(b["features"]))
+            out["transfer"][f"{src} -> {dst}"] = {**evaluate(llr, same), "bounds_log10": cal.bounds_log10}
+            r = out["transfer"][f"{src} -> {dst}"]
+            rows.append([f"fit {src}, test {dst}", int(same.sum()), int((~same).sum()), r["cllr"], r["cllr_min"], "-",
+                         r["misleading"]["rate_for_same"], r["misleading"]["rate_for_different"],
+                         r["misleading"]["strong_for_same"], r["misleading"]["strong_for_different"],
+                         r["conclusions"]["identification"]["rate_same"],
+                         r["conclusions"]["identification"]["different"], r["conclusions"]["elimination"]["same"]])
+    if args.write_default and "fadul" in pops:
+        X = np.concatenate([np.array(d["features"], float) for d in pops.values()])
+        ga = [f"{n}:{g}" for n, d in pops.items() for g in d["gun_a"]]
+        gb = [f"{n}:{g}" for n, d in pops.items() for g in d["gun_b"]]
+        same = np.array([a == b for a, b in zip(ga, gb)])
+        llr = ev.cross_validate(X, same, ga, gb, n_folds=args.folds)
+        cal = ev.fit(X, same, name="ballistix default " + bx.__version__,
+                     description="; ".join(d["description"] for d in pops.values()),
+                     preprocessing=pops["fadul"]["preprocessing"], comparison=pops["fadul"]["comparison"],
+                     extra_reference={"populations": {n: {"n_pairs": len(d["gun_a"])} for n, d in pops.items()}})
+        cal.performance = {"cross_validation": f"{args.folds} folds of guns over both populations",
+                           **evaluate(llr, same),
+                           "per_population": {n: {k: out["populations"][n][k] for k in ("cllr", "cllr_min")}
+                                              for n in pops}}
+        path = cal.save(ROOT / "ballistix" / "data" / "calibration_default.json")
+        out["default"] = {"path": str(path.relative_to(ROOT)), "bounds_log10": cal.bounds_log10,
+                          "coef": cal.coef, **{k: cal.performance[k] for k in ("cllr", "cllr_min")}}
+        print(f"wrote {path}")
+    path = write_json("evidence", out)
+    _figure(curves, out, RESULTS / "evidence.png")
+    print(table(rows, ["population", "KM", "KNM", "Cllr", "Cllr-min", "Cllr count-only", "KNM LR>1", "KM LR<1",
+                       "KNM LR>100", "KM LR<1/100", "KM ident.", "KNM ident.", "KM elim."]))
+    print(f"\nwrote {path}")
+    return 0
+
+
+def _figure(curves, out, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    for ax, (name, (llr, same)) in zip(axes[0], curves.items()):
+        r = out["populations"][name]
+        ev.tippett(llr, same, ax=ax, title=f"{name}: cross-validated by gun, Cllr {r['cllr']:.3f} "
+                                           f"(min {r['cllr_min']:.3f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
