@@ -188,16 +188,25 @@ def plot(g, ax=None, *, seed: int = 0):
 _HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body {{ font: 13px system-ui, sans-serif; margin: 0; color: #222; }}
-header {{ padding: 8px 12px; background: #f4f4f4; border-bottom: 1px solid #ddd; }}
-#view {{ width: 100%; height: calc(100vh - 90px); display: block; cursor: grab; }}
+body {{ font: 13px system-ui, sans-serif; margin: 0; color: #222; height: 100vh; display: flex;
+        flex-direction: column; }}
+header {{ flex: none; padding: 8px 12px; background: #f4f4f4; border-bottom: 1px solid #ddd; }}
+#view {{ flex: 1 1 auto; min-height: 0; width: 100%; display: block; cursor: grab; }}
 #info {{ position: absolute; right: 12px; top: 60px; max-width: 340px; background: #fff; border: 1px solid #ccc;
-        padding: 8px; font-size: 12px; white-space: pre-wrap; display: none; }}
-.legend span {{ display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 12px; }}
+        padding: 8px; font-size: 12px; white-space: pre-wrap; overflow-wrap: anywhere; display: none;
+        max-height: calc(100vh - 90px); overflow: auto; }}
+.key {{ white-space: nowrap; margin-left: 12px; }}
+.key b {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; }}
+.key i {{ display: inline-block; width: 22px; height: 0; margin-right: 4px; vertical-align: middle; }}
 </style></head><body>
 <header><b>{title}</b> &middot; {summary}
-<span class="legend"><span style="background:#4477aa"></span>exhibit<span style="background:#ee6677"></span>scene
-<span style="background:#228833"></span>firearm</span> &middot; drag to pan, wheel to zoom, click a node for details
+<span class="key"><b style="background:#4477aa"></b>exhibit</span>
+<span class="key"><b style="background:#ee6677"></b>scene</span>
+<span class="key"><b style="background:#228833"></b>firearm</span>
+<span class="key"><i style="border-top: 3px solid #222"></i>link ({rule})</span>
+<span class="key"><i style="border-top: 2px dotted #d08080"></i>compared, no link</span>
+<span class="key"><i style="border-top: 1px solid #bbb"></i>found at / test-fired from</span>
+&middot; drag to pan, wheel to zoom, click a node for details
 </header>
 <svg id="view" xmlns="http://www.w3.org/2000/svg"><g id="world"></g></svg>
 <div id="info"></div>
@@ -217,7 +226,7 @@ for (const e of data.edges) {{
   const a = data.nodes[e.source], b = data.nodes[e.target];
   const l = document.createElementNS(svgNS, "line");
   l.setAttribute("x1", a.x); l.setAttribute("y1", a.y); l.setAttribute("x2", b.x); l.setAttribute("y2", b.y);
-  l.setAttribute("stroke", e.link ? "#222" : (e.kind === "match" ? "#e0b0b0" : "#bbb"));
+  l.setAttribute("stroke", e.link ? "#222" : (e.kind === "match" ? "#d08080" : "#bbb"));
   l.setAttribute("stroke-width", e.link ? 0.012 : 0.005);
   if (e.kind === "match" && !e.link) l.setAttribute("stroke-dasharray", "0.01 0.01");
   world.appendChild(l);
@@ -273,7 +282,8 @@ def to_html(g, path, *, title: str = "ballistix linkage graph", seed: int = 0) -
     # JSON inside <script>: no raw <, > or & so that no value can end or alter the script element
     data = (json.dumps({"nodes": nodes, "edges": edges})
             .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-    text = _HTML.format(title=html.escape(title), summary=summary, data=data)
+    rule = "examiner-confirmed" if g.confirmed_only else f"CMC &ge; {int(g.threshold)} or confirmed"
+    text = _HTML.format(title=html.escape(title), summary=summary, data=data, rule=rule)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         f.write(text.encode("utf-8"))

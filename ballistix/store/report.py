@@ -66,6 +66,7 @@ def _timeline_figure(g, groups) -> str | None:
                 ax.plot([_dt.date.fromisoformat(rd)], [y], "^", color="#228833", ms=9)
     ax.set_yticks(range(len(rows)), [f"gun {s['group']}" + (f" ({s['firearm']})" if s["firearm"] else "")
                                      for _, s in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # gun 0 on top, as in the groups table; room for the markers
     ax.set_title("scenes of each linked gun (circles) and its recovery (triangle)", fontsize=10)
     locator = matplotlib.dates.AutoDateLocator(maxticks=8)
     ax.xaxis.set_major_locator(locator)
@@ -76,6 +77,7 @@ def _timeline_figure(g, groups) -> str | None:
 
 def _tracing_figure(ind: dict) -> str | None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not ind["firearms"]:
         return None
@@ -83,6 +85,8 @@ def _tracing_figure(ind: dict) -> str | None:
     st = list(ind["by_status"])
     ax.bar(st, [ind["by_status"][s]["firearms"] for s in st], color="#cccccc", label="recovered")
     ax.bar(st, [ind["by_status"][s]["traced"] for s in st], color="#228833", label="origin traced")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # firearms are counted whole
+    ax.set_ylabel("firearms", fontsize=9)
     ax.set_title(f"SDG 16.4.2: {ind['value']:.0%} traced", fontsize=10)
     ax.legend(fontsize=8)
     return _png(fig)

@@ -1,0 +1,397 @@
+"""The HTML report and the interactive linkage view in a real browser (headless Chromium).
+
+Each page is opened from disk with the network switched off; the test fails on
+any uncaught JavaScript error, console error, resource that did not load,
+image that did not decode, or request that would need the network, and saves
+a full-page screenshot under the test's ``tmp_path`` (its path is printed).
+
+Chromium is driven through the DevTools protocol over ``--remote-debugging-pipe``
+(file descriptors 3 and 4, messages separated by NUL bytes), so no websocket
+or browser-automation package is needed. The tests skip when no Chromium
+binary is found (``.ci/run`` installs Debian's ``chromium`` when it can).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import ballistix as bx
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "headless_shell")
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+
+
+def find_chromium() -> str | None:
+    """The Chromium (or Chrome) executable: ``$BALLISTIX_CHROMIUM``, else the first of
+    `BROWSERS` on the ``PATH``; None when there is none."""
+    exe = os.environ.get("BALLISTIX_CHROMIUM")
+    if exe:
+        return exe if Path(exe).is_file() else None
+    for name in BROWSERS:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("no Chromium found (install Debian's 'chromium' or set BALLISTIX_CHROMIUM)")
+    return exe
+
+
+class DevTools:
+    """A headless Chromium driven over the DevTools pipe (``--remote-debugging-pipe``).
+
+    Parameters
+    ----------
+    exe : str
+        The Chromium executable.
+    profile : path
+        An empty folder for the browser profile.
+    timeout : float
+        Seconds to wait for any one answer before giving up.
+    """
+
+    def __init__(self, exe: str, profile: Path, timeout: float = 60.0):
+        self.timeout = timeout
+        self.events: list[dict] = []
+        self._buf = b""
+        self._id = 0
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+
+        def child_fds():  # the browser reads commands on fd 3 and writes answers on fd 4
+            a, b = os.dup(to_browser_r), os.dup(from_browser_w)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        self.stderr = open(Path(profile) / "stderr.txt", "w+b")
+        args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--remote-debugging-pipe", f"--user-data-dir={profile}", "--no-first-run",
+                "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
+                # offline: no host name resolves, so nothing can leave the machine even by accident
+                "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank"]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr,
+                                     preexec_fn=child_fds, close_fds=False)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+
+    def _read(self, timeout: float) -> dict | None:
+        """The next message from the browser, or None after ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        while b"\0" not in self._buf:
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self._from_browser], [], [], left)
+            if ready:
+                chunk = os.read(self._from_browser, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"Chromium closed the DevTools pipe; its log:\n{self.log()}")
+                self._buf += chunk
+        msg, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        """Send one command and return its result; events that arrive meanwhile are kept in ``events``."""
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._to_browser, json.dumps(msg).encode() + b"\0")
+        while True:
+            answer = self._read(self.timeout)
+            if answer is None:
+                raise TimeoutError(f"Chromium did not answer {method} within {self.timeout} s")
+            if answer.get("id") == self._id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer.get("result", {})
+            self.events.append(answer)
+
+    def wait_for(self, method: str, timeout: float) -> bool:
+        """Collect events until one named ``method`` arrives (True) or ``timeout`` passes (False)."""
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            m = self._read(left)
+            if m is None:
+                return False
+            self.events.append(m)
+            if m.get("method") == method:
+                return True
+        return False
+
+    def settle(self, quiet: float = 0.5, limit: float = 5.0) -> None:
+        """Collect events until none has arrived for ``quiet`` seconds (at most ``limit``)."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            m = self._read(quiet)
+            if m is None:
+                return
+            self.events.append(m)
+
+    def log(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode("utf-8", "replace")[-4000:]
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        except Exception:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+        self.stderr.close()
+
+
+@dataclass
+class PageResult:
+    """What a page did in the browser: its problems (empty when clean), the screenshot, and
+    the values of the JavaScript expressions asked for."""
+
+    url: str
+    problems: list[str] = field(default_factory=list)
+    screenshot: Path | None = None
+    values: dict = field(default_factory=dict)
+
+
+def problems_in(events: list[dict]) -> list[str]:
+    """Everything in a page's DevTools events that a person would call broken: uncaught
+    exceptions, console errors and assertions, error log entries (failed resources), failed
+    loads, HTTP error statuses, and requests that would leave the machine."""
+    urls, out = {}, []
+    for e in events:
+        m, p = e.get("method"), e.get("params", {})
+        if m == "Network.requestWillBeSent":
+            url = p["request"]["url"]
+            urls[p["requestId"]] = url
+            if not url.startswith(LOCAL_SCHEMES):
+                out.append(f"needs the network: {url}")
+        elif m == "Runtime.exceptionThrown":
+            d = p["exceptionDetails"]
+            what = d.get("exception", {}).get("description") or d.get("text")
+            out.append(f"uncaught exception at {d.get('url', '?')}:{d.get('lineNumber', -1) + 1}: {what}")
+        elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            text = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+            out.append(f"console.{p['type']}: {text}")
+        elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
+            out.append(f"log error: {p['entry'].get('text')} ({p['entry'].get('url', '')})")
+        elif m == "Network.loadingFailed" and not p.get("canceled"):
+            out.append(f"failed to load {urls.get(p['requestId'], p['requestId'])}: {p.get('errorText')}")
+        elif m == "Network.responseReceived" and p["response"].get("status", 200) >= 400:
+            out.append(f"HTTP {p['response']['status']} for {p['response'].get('url')}")
+    return out
+
+
+BROKEN_IMAGES_JS = "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+
+
+def render(exe: str, page: Path, screenshot: Path, *, width: int = 1280, height: int = 900,
+           evaluate: dict[str, str] | None = None, click_js: str | None = None) -> PageResult:
+    """Open ``page`` (a local HTML file) in headless Chromium with the network off, and report.
+
+    Parameters
+    ----------
+    exe : str
+        Chromium executable.
+    page : path
+        The HTML file.
+    screenshot : path
+        Where the PNG goes: the whole page, not only the first screen.
+    width, height : int
+        Viewport, CSS pixels.
+    evaluate : dict of str to str, optional
+        Name -> JavaScript expression, evaluated after the page loaded (and after the click);
+        their JSON values are returned in ``values``.
+    click_js : str, optional
+        An expression giving ``[x, y]`` in the viewport: a left click is made there before
+        the screenshot.
+
+    Returns
+    -------
+    PageResult
+        ``problems`` lists every error (see `problems_in`) and each ``<img>`` that did not decode.
+    """
+    url = Path(page).resolve().as_uri()
+    result = PageResult(url)
+    with tempfile.TemporaryDirectory(prefix="bx-chromium-") as profile:
+        b = DevTools(exe, Path(profile))
+        try:
+            target = b.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+            s = b.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            for domain in ("Runtime", "Log", "Network", "Page"):
+                b.call(f"{domain}.enable", session=s)
+            b.call("Network.emulateNetworkConditions", {"offline": True, "latency": 0, "downloadThroughput": -1,
+                                                        "uploadThroughput": -1}, session=s)
+            b.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                          "mobile": False}, session=s)
+            b.call("Page.navigate", {"url": url}, session=s)
+            if not b.wait_for("Page.loadEventFired", b.timeout):
+                result.problems.append(f"the page did not finish loading within {b.timeout} s")
+            b.settle()
+            if click_js:
+                x, y = b.call("Runtime.evaluate", {"expression": click_js, "returnByValue": True},
+                              session=s)["result"]["value"]
+                for kind in ("mousePressed", "mouseReleased"):
+                    b.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
+                                                        "clickCount": 1}, session=s)
+                b.settle(quiet=0.3)
+            for name, expr in {"broken_images": BROKEN_IMAGES_JS, **(evaluate or {})}.items():
+                r = b.call("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=s)
+                if "exceptionDetails" in r:
+                    result.problems.append(f"evaluating {name}: {r['exceptionDetails'].get('text')}")
+                result.values[name] = r["result"].get("value")
+            size = b.call("Page.getLayoutMetrics", session=s)["cssContentSize"]
+            shot = b.call("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": max(width, size["width"]), "height": max(height, size["height"]),
+                         "scale": 1}}, session=s)
+            screenshot = Path(screenshot)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+            result.screenshot = screenshot
+            b.settle(quiet=0.2)
+        finally:
+            b.close()
+        result.problems[:0] = problems_in(b.events)
+        result.problems += [f"image did not load: {src[:80]}" for src in result.values.get("broken_images") or []]
+    print(f"screenshot of {page}: {result.screenshot}")
+    return result
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG, read from its header."""
+    head = Path(path).read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+# ----------------------------------------------------------------- the checker itself can fail
+def test_checker_catches_a_script_error_and_a_missing_image(chromium, tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>broken</title></head><body>"
+                    "<h1>a broken page</h1><img src='missing-picture.png' alt='missing'>"
+                    "<script>console.log('just-a-log-line'); notDefinedAnywhere();</script></body></html>")
+    res = render(chromium, page, tmp_path / "broken.png")
+    text = "\n".join(res.problems)
+    assert "notDefinedAnywhere" in text and "uncaught exception" in text
+    assert "missing-picture.png" in text and "ERR_FILE_NOT_FOUND" in text
+    assert any(p.startswith("image did not load") for p in res.problems)
+    assert "just-a-log-line" not in text  # a console.log is not an error
+    assert png_size(res.screenshot) >= (1280, 900)
+
+
+def test_checker_catches_console_errors_and_network_use(chromium, tmp_path):
+    page = tmp_path / "online.html"
+    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>online</title>"
+                    "<script src='https://cdn.example.org/lib.js'></script></head><body>"
+                    "<script>console.error('something went wrong')</script></body></html>")
+    res = render(chromium, page, tmp_path / "online.png")
+    text = "\n".join(res.problems)
+    assert "needs the network: https://cdn.example.org/lib.js" in text
+    assert "console.error: something went wrong" in text
+
+
+def test_checker_passes_a_clean_page(chromium, tmp_path):
+    page = tmp_path / "clean.html"
+    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>clean</title></head><body>"
+                    "<img alt='dot' src='data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAD"
+                    "UlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=='><script>document.title = 'ok'</script>"
+                    "</body></html>")
+    res = render(chromium, page, tmp_path / "clean.png", evaluate={"title": "document.title"})
+    assert res.problems == [] and res.values["title"] == "ok"
+
+
+# ----------------------------------------------------------------- ballistix's pages
+@pytest.fixture(scope="module")
+def casefile(tmp_path_factory):
+    """A small case store built from simulated casework (fast resolution), its report and linkage view."""
+    out = tmp_path_factory.mktemp("casefile")
+    cw = bx.datasets.simulate_casework(n_firearms=4, n_scenes=6, seed=0, resolution="fast")
+    store = bx.CaseStore(out / "store", shortlist=3)
+    for s in cw.scenes:
+        store.add_scene(s["id"], **{k: v for k, v in s.items() if k not in ("id", "firearms")})
+    for f in cw.firearms:
+        if f["recovered"]:
+            store.add_firearm(f["id"], **{k: v for k, v in f.items() if k not in ("id", "scenes", "recovered")})
+    meta = [{"exhibit_id": e["id"], "kind": e["kind"], "scene_id": e["scene"], "firearm_id": e["test_fired_from"],
+             "date": e["date"], "calibre": e["calibre"]} for e in cw.exhibits]
+    store.ingest(cw.scans, meta=meta, progress=False)
+    store.link_new(n_jobs=1, progress=False)
+    graph = store.graph()
+    report = store.report(out / "report.html")
+    view = graph.to_html(out / "links.html", title="simulated casework")
+    store.close()
+    return {"report": report, "view": view, "graph": graph}
+
+
+def test_report_renders_offline_without_errors(chromium, casefile, tmp_path):
+    g = casefile["graph"]
+    res = render(chromium, casefile["report"], tmp_path / "report.png", evaluate={
+        "headings": "[...document.querySelectorAll('h2')].map(h => h.textContent)",
+        "figures": "[...document.images].map(i => [i.naturalWidth, i.naturalHeight])",
+        "overflow": "document.documentElement.scrollWidth > window.innerWidth",
+        "groups_rows": "document.querySelectorAll('h2 + table')[1].rows.length"})
+    assert res.problems == [], "\n".join(res.problems)
+    v = res.values
+    for section in ("Same-gun groups", "Scene timeline", "Tracing (SDG indicator 16.4.2)"):
+        assert section in v["headings"]
+    assert len(v["figures"]) == 2 and all(w > 100 and h > 100 for w, h in v["figures"])  # timeline, tracing
+    assert not v["overflow"], "the report is wider than the window"
+    assert v["groups_rows"] == 1 + len(g.groups(min_size=2))  # header row + one row a group
+    w, h = png_size(res.screenshot)
+    assert w >= 1280 and h > 1500  # the whole page, not the first screen
+
+
+NODE_CENTRE_JS = """(() => {{ const r = [...document.querySelectorAll('#world {sel}')][0].getBoundingClientRect();
+  return [r.x + r.width / 2, r.y + r.height / 2]; }})()"""
+
+
+def test_linkage_view_renders_offline_and_responds(chromium, casefile, tmp_path):
+    g = casefile["graph"]
+    # click the first exhibit: its details (a long SHA-256 among them) must stay inside the window
+    res = render(chromium, casefile["view"], tmp_path / "links.png", click_js=NODE_CENTRE_JS.format(sel="circle"),
+                 evaluate={
+                     "nodes": "document.querySelectorAll('#world circle, #world rect').length",
+                     "info": "document.getElementById('info').textContent",
+                     "info_shown": "getComputedStyle(document.getElementById('info')).display !== 'none'",
+                     "info_inside": "document.getElementById('info').getBoundingClientRect().right <= innerWidth",
+                     "overflow": "document.documentElement.scrollWidth > innerWidth",
+                     # every node inside the drawing area, none hidden under the header or off screen
+                     "inside": """(() => { const v = document.getElementById('view').getBoundingClientRect();
+                        return [...document.querySelectorAll('#world circle, #world rect')].every(n => {
+                          const r = n.getBoundingClientRect();
+                          return r.left >= v.left && r.right <= v.right && r.top >= v.top && r.bottom <= v.bottom;
+                        }); })()""",
+                     "fills": """(() => { const v = document.getElementById('view').getBoundingClientRect();
+                        const b = document.getElementById('world').getBoundingClientRect();
+                        return Math.max(b.width / v.width, b.height / v.height); })()"""})
+    assert res.problems == [], "\n".join(res.problems)
+    v = res.values
+    assert v["nodes"] == g.nx.number_of_nodes()
+    first = v["info"].split("\n")[0]
+    assert v["info_shown"] and first.startswith("exhibit ") and first.split()[1] in g.ids("exhibit")
+    assert "sha256: " in v["info"] and v["info_inside"] and not v["overflow"]
+    assert v["inside"], "some nodes are drawn outside the view"
+    assert v["fills"] > 0.6, f"the graph uses only {v['fills']:.0%} of the view"
+    assert png_size(res.screenshot) == (1280, 900)
