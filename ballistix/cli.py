@@ -178,35 +178,20 @@ def cmd_report(args) -> int:
 
 
 #: ``ballistix bench --quick``: arguments that make each benchmark run in minutes.
-QUICK = {"realism": [], "cmc_speed": ["--repeat", "1"],
-         "cmc_accuracy": ["--modes", "reference", "--sim-guns", "6", "--sim-shots", "3", "--knm-per-km", "3"],
-         "retrieval": ["--sim-sizes", "200", "--rerank-queries", "2", "--km-pairs", "100"],
-         "index_scale": ["--sizes", "10000", "100000", "--queries", "100"],
-         "linkage": ["--firearms", "8", "--scenes", "20", "--shortlist", "5", "--scale", "100000"]}
-
-
 def cmd_bench(args) -> int:
-    """Run benchmarks (from a source checkout: the benchmarks/ folder is not installed with the package);
-    each writes benchmarks/results/<name>.json and prints its table."""
+    """Run the benchmarks and print one summary table (from a source checkout: the benchmarks/
+    folder is not installed with the package); the same as ``python -m benchmarks``."""
     import importlib
 
     root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "__init__.py").is_file():
+    if not (root / "benchmarks" / "__main__.py").is_file():
         print(f"error: ballistix bench runs from a source checkout; no benchmarks/ beside {root}", file=sys.stderr)
         return EXIT_BAD_INPUT
     sys.path.insert(0, str(root))
-    names = args.names or list(QUICK)
-    unknown = [n for n in names if n not in QUICK]
-    if unknown:
-        print(f"error: unknown benchmark(s) {unknown}; known: {', '.join(QUICK)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    failed = 0
-    for name in names:
-        print(f"== {name}", flush=True)
-        argv = (QUICK[name] if args.quick else []) + (["--jobs", str(args.jobs)] if name in (
-            "cmc_accuracy", "retrieval", "linkage") else [])
-        failed += bool(importlib.import_module(f"benchmarks.{name}").main(argv))
-    return 1 if failed else 0
+    argv = list(args.names) + (["--quick"] if args.quick else []) + (["--full"] if args.full else []) + \
+        ["--jobs", str(args.jobs)] + (["--summary-only"] if args.summary_only else []) + \
+        (["--update-readme"] if args.update_readme else [])
+    return importlib.import_module("benchmarks.__main__").main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,9 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
 
     be = sub.add_parser("bench", help="run the benchmarks (from a source checkout)", description=cmd_bench.__doc__)
-    be.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(QUICK)})")
-    be.add_argument("--quick", action="store_true", help="small sizes: minutes instead of hours")
+    be.add_argument("names", nargs="*", help="benchmarks to run (default: all; see python -m benchmarks --help)")
+    size = be.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes: minutes instead of hours")
+    size.add_argument("--full", action="store_true", help="the sizes quoted in the README: hours")
     be.add_argument("--jobs", type=int, default=2)
+    be.add_argument("--summary-only", action="store_true", help="summarise the result files present; run nothing")
+    be.add_argument("--update-readme", action="store_true", help="write the summary into benchmarks/README.md")
     be.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="read scans (.x3p, .png, .tif, .npz) and print what is in them")

@@ -11,7 +11,7 @@ from pathlib import Path
 import ballistix
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = Path(os.environ.get("BALLISTIX_BENCH_RESULTS") or ROOT / "benchmarks" / "results")  # env: for tests
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 

@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +130,18 @@ def test_search_of_a_missing_store_file_is_one_line(tmp_path):
 def test_bench_refuses_unknown_names(capsys):
     assert main(["bench", "no-such-benchmark"]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_benchmark_command_runs_end_to_end_and_summarises(tmp_path):
+    # one quick benchmark through `python -m benchmarks`, results written to a temporary folder
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "BALLISTIX_BENCH_RESULTS": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "cmc_speed", "--quick"], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "SUMMARY" in r.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    if (root.parent / "shared" / "data" / "fadul").is_dir():
+        speed = json.loads((tmp_path / "cmc_speed.json").read_text())
+        assert speed["modes"] and all(v["seconds"] > 0 for v in speed["modes"].values())
+        assert sum(row[0] == "cmc_speed" for row in summary["rows"]) == len(speed["modes"])

@@ -1,0 +1,192 @@
+"""Run the benchmarks and print one summary table.
+
+    python -m benchmarks [--quick | --full] [--jobs 2] [names ...] [--update-readme]
+    ballistix bench ...            (the same, from a source checkout)
+
+``--quick`` runs every benchmark at small sizes (minutes; numbers are rough),
+the default sizes are each benchmark's own, and ``--full`` gives the sizes
+quoted in the README (hours on 2 cores). Each benchmark writes
+benchmarks/results/<name>.json (and PNG figures); this command then reads
+them all, prints the summary, writes benchmarks/results/summary.json and, with
+``--update-readme``, puts the table into benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+
+from ._common import RESULTS, ROOT, machine, write_json
+
+#: benchmark -> (quick arguments, full arguments); default arguments are the benchmark's own
+SIZES: dict[str, tuple[list[str], list[str]]] = {
+    "realism": ([], []),
+    "cmc_speed": (["--repeat", "1"], ["--repeat", "5"]),
+    "cmc_accuracy": (["--modes", "reference", "--sim-guns", "6", "--sim-shots", "3", "--knm-per-km", "3"],
+                     ["--sim-guns", "100", "--sim-shots", "5", "--knm-per-km", "10"]),
+    "retrieval": (["--sim-sizes", "200", "--rerank-queries", "2", "--km-pairs", "100"],
+                  ["--sim-sizes", "1000", "10000", "--rerank-queries", "20", "--km-pairs", "800"]),
+    "index_scale": (["--sizes", "10000", "100000", "--queries", "100"],
+                    ["--sizes", "10000", "100000", "1000000", "--also", "HNSW32"]),
+    "linkage": (["--firearms", "8", "--scenes", "20", "--shortlist", "5", "--scale", "100000"],
+                ["--shortlist", "8"]),
+    "evidence": ([], ["--write-default"]),
+    "store": (["--exhibits", "24"], ["--exhibits", "300"]),
+}
+TAKES_JOBS = {"cmc_accuracy", "retrieval", "linkage", "evidence", "store"}
+
+
+def _get(d, *keys, default=None):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def _fmt(v, spec=".3g"):
+    return "n/a" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def summary_rows() -> list[list[str]]:
+    """Headline numbers from the result files present: [benchmark, measure, value, date]."""
+    rows = []
+
+    def load(name):
+        p = RESULTS / f"{name}.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def add(name, measure, value, d):
+        rows.append([name, measure, value, _get(d, "machine", "date", default="?")[:10]])
+
+    if d := load("realism"):
+        r = [v for sub in _get(d, "ratios_sim_over_real", default={}).values() for k, v in sub.items()
+             if k not in ("skewness",)]
+        add("realism", "simulated / real statistics (range)", f"{min(r):.2f}-{max(r):.2f}" if r else "n/a", d)
+    if d := load("cmc_accuracy"):
+        for mode in ("reference", "full"):
+            c = _get(d, "real", "modes", mode, "cmc_count")
+            if c:
+                add("cmc_accuracy", f"Fadul 780 pairs, {mode} rotation: AUC / FP / FN at 6 CMCs",
+                    f"{_fmt(c['auc'])} / {c['at_threshold']['false_positives']} / "
+                    f"{c['at_threshold']['false_negatives']}", d)
+        rho = _get(d, "real", "modes", "reference", "spearman_vs_nist")
+        if rho is not None:
+            add("cmc_accuracy", "Spearman vs NIST per-pair counts, reference grid (all / known matches)",
+                f"{_fmt(rho)} / {_fmt(_get(d, 'real', 'modes', 'reference', 'spearman_vs_nist_km'))}", d)
+    for name in ("cmc_accuracy_simulated", "cmc_accuracy"):
+        if (d := load(name)) and (s := _get(d, "simulated")):
+            c = s["cmc_count"]
+            add(name, f"simulated realistic-hard {s['n_km']} KM / {s['n_knm']} KNM: AUC / EER / FPR / FNR at 6",
+                f"{_fmt(c['auc'])} / {_fmt(c['eer'])} / {_fmt(c['at_threshold']['false_positive_rate'])} / "
+                f"{_fmt(c['at_threshold']['false_negative_rate'])}", d)
+            break
+    if d := load("cmc_speed"):
+        for mode, v in _get(d, "modes", default={}).items():
+            add("cmc_speed", f"{mode}: s per pair (one core)", f"{_fmt(v['seconds'])} ({v['pairs_per_second']:.2f}/s)",
+                d)
+    if d := load("retrieval"):
+        add("retrieval", "Fadul descriptor R@10 / top-1; re-ranked top-1",
+            f"{_fmt(_get(d, 'real', 'descriptor', 'recall_at', '10'))} / "
+            f"{_fmt(_get(d, 'real', 'descriptor', 'top1'))}; {_fmt(_get(d, 'real', 'reranked', 'top1'))}", d)
+        for size, s in _get(d, "simulated", default={}).items():
+            add("retrieval", f"simulated {size}: descriptor R@200; shortlist holds CMC-identified",
+                f"{_fmt(_get(s, 'descriptor', 'recall_at', '200'))}; {_fmt(s.get('shortlist200_holds_identified'))}", d)
+    if d := load("index_scale"):
+        sizes = _get(d, "sizes", default={})
+        if sizes:
+            n = max(sizes, key=int)
+            auto = next((v for v in _get(sizes[n], "approx", default={}).values() if v.get("auto")), None)
+            if auto:  # at the index's default setting (refine 25 x k, nprobe 64, ef 200)
+                sweep = auto.get("sweep", {})
+                knob = {"refine_factor": "25", "nprobe": "64", "ef_search": "200"}.get(auto.get("knob"))
+                v = sweep.get(knob) or auto
+                add("index_scale", f"{int(n):,} vectors, {auto['factory']} (default setting): p50 ms / recall@200",
+                    f"{_fmt(v.get('p50_ms'))} / {_fmt(v.get('recall_at_k'))}", d)
+    if d := load("linkage"):
+        q = _get(d, "casework", "quality", "thresholds", "6", "rule")
+        if q:
+            add("linkage", "simulated casework at 6 CMCs: precision / recall", f"{_fmt(q['precision'])} / "
+                f"{_fmt(q['recall'])}", d)
+        m = _get(d, "casework", "quality", "injected", "single_link_trials_with_a_merge")
+        if m:
+            add("linkage", "single false links that merged groups (rule / components)",
+                f"{m['rule']} / {m['components']} of {_get(d, 'casework', 'quality', 'injected', 'n')}", d)
+        if _get(d, "fadul", "equals_slides") is not None:
+            add("linkage", "Fadul groups equal the ten slides", str(d["fadul"]["equals_slides"]), d)
+    if d := load("evidence"):
+        for pop, r in _get(d, "populations", default={}).items():
+            m = r["misleading"]
+            add("evidence", f"{pop} ({r['n_same']} KM / {r['n_different']} KNM), CV by gun: Cllr / Cllr-min / "
+                            f"misleading beyond 100",
+                f"{_fmt(r['cllr'])} / {_fmt(r['cllr_min'])} / {m['strong_for_same'] + m['strong_for_different']}", d)
+    if d := load("store"):
+        add("store", f"{d['exhibits']} exhibits: ingest s each / link all s / store MB",
+            f"{_fmt(d['ingest_seconds_per_exhibit'])} / {_fmt(_get(d, 'seconds', 'link all (shortlisted pairs)'))} / "
+            f"{_fmt(d['store_mb'])}", d)
+    return rows
+
+
+def markdown(rows) -> str:
+    lines = ["| benchmark | measure | value | run on |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(r)} |" for r in rows]
+    return "\n".join(lines)
+
+
+def update_readme(rows, command: str) -> None:
+    path = ROOT / "benchmarks" / "README.md"
+    text = path.read_text()
+    start, end = "<!-- summary:start -->", "<!-- summary:end -->"
+    m = machine()
+    block = (f"{start}\nLatest summary ({time.strftime('%Y-%m-%d')}, ballistix {m['ballistix']}, "
+             f"{m['cpus']} cores, {platform.machine()}, Python {m['python']}; `{command}`):\n\n{markdown(rows)}\n{end}")
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(SIZES)}")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes: minutes")
+    size.add_argument("--full", action="store_true", help="the sizes quoted in the README: hours")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--summary-only", action="store_true", help="run nothing; summarise the result files present")
+    p.add_argument("--update-readme", action="store_true", help="write the summary table into benchmarks/README.md")
+    args = p.parse_args(argv)
+    unknown = [n for n in args.names if n not in SIZES]
+    if unknown:
+        print(f"error: unknown benchmark(s) {unknown}; known: {', '.join(SIZES)}", file=sys.stderr)
+        return 2
+    failed = []
+    if not args.summary_only:
+        for name in args.names or list(SIZES):
+            argv_b = SIZES[name][0] if args.quick else SIZES[name][1] if args.full else []
+            argv_b = argv_b + (["--jobs", str(args.jobs)] if name in TAKES_JOBS else [])
+            print(f"== {name} {' '.join(argv_b)}", flush=True)
+            t = time.perf_counter()
+            if importlib.import_module(f"benchmarks.{name}").main(argv_b):
+                failed.append(name)
+            print(f"== {name}: {time.perf_counter() - t:.0f} s\n", flush=True)
+    rows = summary_rows()
+    write_json("summary", {"rows": rows, "failed": failed})
+    widths = [max(len(r[i]) for r in rows + [["benchmark", "measure", "value", "run on"]]) for i in range(4)]
+    print("SUMMARY")
+    for r in [["benchmark", "measure", "value", "run on"]] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    if args.update_readme:
+        update_readme(rows, "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]))
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
