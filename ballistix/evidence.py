@@ -214,13 +214,16 @@ def tippett(log10_lr, same, ax=None, title: str | None = None):
 
 # ---------------------------------------------------------------------------------------------- model
 
-def _fit_weights(X: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class-balanced logistic regression with non-negative slopes on standardised features."""
-    mu, sd = X.mean(0), X.std(0)
+def _fit_weights(X: np.ndarray, y: np.ndarray, ridge: float,
+                 weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-balanced (weighted) logistic regression with non-negative slopes on standardised features."""
+    w = np.ones(len(y)) if weight is None else weight
+    mu = np.average(X, axis=0, weights=w)
+    sd = np.sqrt(np.average((X - mu) ** 2, axis=0, weights=w))
     sd[sd == 0] = 1.0
     Z = (X - mu) / sd
     sgn = np.where(y, 1.0, -1.0)
-    c = np.where(y, 0.5 / y.sum(), 0.5 / (~y).sum())
+    c = np.where(y, 0.5 * w / w[y].sum(), 0.5 * w / w[~y].sum())
 
     def loss(w):
         m = sgn * (w[0] + Z @ w[1:])
@@ -358,7 +361,7 @@ def default_calibration() -> Calibration:
     return _DEFAULT
 
 
-def fit(X, same, *, ridge: float = 1e-3, name: str = "unnamed", description: str = "",
+def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unnamed", description: str = "",
         preprocessing: list | None = None, comparison: dict[str, Any] | None = None,
         extra_reference: dict[str, Any] | None = None) -> Calibration:
     """Fit a calibration on reference comparisons of known truth.
@@ -367,6 +370,10 @@ def fit(X, same, *, ridge: float = 1e-3, name: str = "unnamed", description: str
     ----------
     X : (n, len(FEATURES)) array or sequence of comparisons / feature mappings
     same : (n,) bool, True for same-gun pairs
+    sample_weight : (n,) positive floats, optional
+        Relative weights within each class (for example to let several
+        reference populations count equally); the classes always weigh equally.
+        The ELUB bounds use the plain counts.
     ridge : float
         L2 penalty on the standardised slopes (keeps the fit finite when the
         classes separate completely; the ELUB bounds then set the LR).
@@ -383,7 +390,12 @@ def fit(X, same, *, ridge: float = 1e-3, name: str = "unnamed", description: str
     if y.sum() < 2 or (~y).sum() < 2:
         raise ParameterError(f"a calibration needs at least 2 same-gun and 2 different-gun comparisons; got "
                              f"{int(y.sum())} and {int((~y).sum())}")
-    w, mu, sd = _fit_weights(Xm, y, ridge)
+    wt = None
+    if sample_weight is not None:
+        wt = np.asarray(sample_weight, float)
+        if wt.shape != y.shape or not np.all(np.isfinite(wt)) or np.any(wt <= 0):
+            raise ParameterError(f"sample_weight must hold one positive finite weight per comparison ({len(y)})")
+    w, mu, sd = _fit_weights(Xm, y, ridge, wt)
     cal = Calibration(coef=w.tolist(), mean=mu.tolist(), scale=sd.tolist(), bounds_log10=[0.0, 0.0],
                       reference={"name": name, "description": description, "n_same": int(y.sum()),
                                  "n_different": int((~y).sum()), "ridge": ridge,
@@ -413,7 +425,8 @@ def cv_splits(guns_a, guns_b, n_folds: int = 10, seed: int = 0):
         yield train, test
 
 
-def cross_validate(X, same, guns_a, guns_b, *, n_folds: int = 10, seed: int = 0, **fit_kw) -> np.ndarray:
+def cross_validate(X, same, guns_a, guns_b, *, n_folds: int = 10, seed: int = 0, sample_weight=None,
+                   **fit_kw) -> np.ndarray:
     """Bounded log10 LRs where no pair calibrates its own guns.
 
     The guns are split into ``n_folds`` groups (one gun per group when there
@@ -430,7 +443,8 @@ def cross_validate(X, same, guns_a, guns_b, *, n_folds: int = 10, seed: int = 0,
         if y[train].sum() < 2 or (~y[train]).sum() < 2:
             raise ParameterError("too few guns to leave a pair's guns out and still fit a calibration "
                                  "(use more guns or fewer folds)")
-        out[test] = fit(Xm[train], y[train], **fit_kw).log10_lr(Xm[test])
+        w = None if sample_weight is None else np.asarray(sample_weight, float)[train]
+        out[test] = fit(Xm[train], y[train], sample_weight=w, **fit_kw).log10_lr(Xm[test])
     return out
 
 

@@ -7,9 +7,11 @@
    leave-one-gun-out LRs: Cllr, Cllr-min, misleading evidence, Tippett plot,
    error rates of the conclusion scale.
 2. Simulated realistic-hard (the per-pair features written by
-   ``python -m benchmarks.cmc_accuracy --skip-real ...``): the same, by 10
-   folds of guns.
-3. Transfer: a calibration fitted on one population applied to the other.
+   ``python -m benchmarks.cmc_accuracy --skip-real ...``), and two smaller
+   simulated populations made here (realistic impressions; another
+   "instrument": 3.125 um scans with more noise, dropouts and blur): the
+   same, by 10 folds of guns.
+3. Transfer: a calibration fitted on one population applied to each other one.
 4. ``--write-default``: fit the shipped default calibration on both
    populations (each weighted equally) and write it to
    ballistix/data/calibration_default.json, with its cross-validated
@@ -61,6 +63,43 @@ def fadul_pairs(jobs: int) -> dict:
     return out
 
 
+#: simulated populations besides the realistic-hard one: (difficulty, resolution, description)
+EXTRA = {
+    "sim-realistic": ("realistic", "standard", "simulated realistic impressions, 6.25 um instrument"),
+    "sim-noisy-instrument": ({"noise_um": 0.25, "dropout": 0.03, "blur_um": 4.0}, "full",
+                             "simulated realistic impressions, other instrument: 3.125 um scans, 5x the noise, "
+                             "5x the dropouts, more blur"),
+}
+
+
+def extra_pairs(name: str, guns: int, shots: int, knm_per_km: float, jobs: int, seed: int = 1) -> dict:
+    """Features of a smaller simulated population (cached in results/evidence_<name>.json)."""
+    cache = RESULTS / f"evidence_{name}.json"
+    if cache.exists():
+        d = json.loads(cache.read_text())
+        if d.get("params") == [guns, shots, knm_per_km, seed]:
+            return d
+    difficulty, resolution, description = EXTRA[name]
+    scans = [bx.preprocess(s) for s in bx.datasets.iter_simulate(guns, shots, seed=seed, difficulty=difficulty,
+                                                                 resolution=resolution, run_size=max(2, guns // 3))]
+    fire = [s.meta["labels"]["firearm"] for s in scans]
+    allpairs = list(itertools.combinations(range(len(scans)), 2))
+    km = [p for p in allpairs if fire[p[0]] == fire[p[1]]]
+    knm = [p for p in allpairs if fire[p[0]] != fire[p[1]]]
+    rng = np.random.default_rng(seed)
+    knm = [knm[i] for i in sorted(rng.choice(len(knm), min(len(knm), int(knm_per_km * len(km))), replace=False))]
+    pairs = km + knm
+    t = time.perf_counter()
+    res = bx.compare_many([(scans[i], scans[j]) for i, j in pairs], n_jobs=jobs, progress=False, calibration=None)
+    out = {"params": [guns, shots, knm_per_km, seed], "seconds": time.perf_counter() - t,
+           "description": f"{description}; {guns} guns x {shots} shots, {len(km)} same-gun and {len(knm)} "
+                          f"different-gun pairs",
+           "gun_a": [fire[i] for i, _ in pairs], "gun_b": [fire[j] for _, j in pairs],
+           "features": [[ev.features(r)[k] for k in ev.FEATURES] for r in res]}
+    cache.write_text(json.dumps(out))
+    return out
+
+
 def simulated_pairs() -> dict | None:
     path = RESULTS / "cmc_accuracy_simulated.json"
     if not path.exists():
@@ -86,6 +125,9 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--write-default", action="store_true")
+    p.add_argument("--extra", nargs="*", default=list(EXTRA), help=f"smaller simulated populations: {list(EXTRA)}")
+    p.add_argument("--extra-guns", type=int, default=12)
+    p.add_argument("--extra-shots", type=int, default=4)
     args = p.parse_args(argv)
     pops = {}
     if (SHARED_DATA / "fadul").is_dir():
@@ -93,7 +135,9 @@ def main(argv=None) -> int:
         pops["fadul"] = {**f, "description": "40 real Fadul scans (10 consecutively made Ruger slides), all 780 pairs"}
     sim = simulated_pairs()
     if sim:
-        pops["simulated"] = sim
+        pops["sim-hard"] = sim
+    for name in args.extra:
+        pops[name] = extra_pairs(name, args.extra_guns, args.extra_shots, 5.0, args.jobs)
     if not pops:
         print("skipped: neither the real scans nor the simulated pair file are present")
         return 0
@@ -119,32 +163,37 @@ def main(argv=None) -> int:
                      m["rate_for_same"], m["rate_for_different"], m["strong_for_same"], m["strong_for_different"],
                      c["identification"]["rate_same"], c["identification"]["different"],
                      c["elimination"]["same"]])
-    if len(pops) == 2:
-        for src, dst in (("fadul", "simulated"), ("simulated", "fadul")):
-            a, b = pops[src], pops[dst]
-            cal = ev.fit(np.array(a["features"]), [x == y for x, y in zip(a["gun_a"], a["gun_b"])])
-            same = np.array([x == y for x, y in zip(b["gun_a"], b["gun_b"])])
-            llr = cal.log10_lr(np.array(b["features"]))
-            out["transfer"][f"{src} -> {dst}"] = {**evaluate(llr, same), "bounds_log10": cal.bounds_log10}
-            r = out["transfer"][f"{src} -> {dst}"]
-            rows.append([f"fit {src}, test {dst}", int(same.sum()), int((~same).sum()), r["cllr"], r["cllr_min"], "-",
-                         r["misleading"]["rate_for_same"], r["misleading"]["rate_for_different"],
-                         r["misleading"]["strong_for_same"], r["misleading"]["strong_for_different"],
-                         r["conclusions"]["identification"]["rate_same"],
-                         r["conclusions"]["identification"]["different"], r["conclusions"]["elimination"]["same"]])
+    # transfer: a calibration fitted on one whole population, applied to each other one
+    for src, dst in itertools.permutations(pops, 2):
+        a, b = pops[src], pops[dst]
+        cal = ev.fit(np.array(a["features"]), [x == y for x, y in zip(a["gun_a"], a["gun_b"])])
+        same = np.array([x == y for x, y in zip(b["gun_a"], b["gun_b"])])
+        llr = cal.log10_lr(np.array(b["features"]))
+        r = out["transfer"][f"{src} -> {dst}"] = {**evaluate(llr, same), "bounds_log10": cal.bounds_log10}
+        rows.append([f"fit {src}, test {dst}", int(same.sum()), int((~same).sum()), r["cllr"], r["cllr_min"], "-",
+                     r["misleading"]["rate_for_same"], r["misleading"]["rate_for_different"],
+                     r["misleading"]["strong_for_same"], r["misleading"]["strong_for_different"],
+                     r["conclusions"]["identification"]["rate_same"],
+                     r["conclusions"]["identification"]["different"], r["conclusions"]["elimination"]["same"]])
     if args.write_default and "fadul" in pops:
         X = np.concatenate([np.array(d["features"], float) for d in pops.values()])
         ga = [f"{n}:{g}" for n, d in pops.items() for g in d["gun_a"]]
         gb = [f"{n}:{g}" for n, d in pops.items() for g in d["gun_b"]]
         same = np.array([a == b for a, b in zip(ga, gb)])
-        llr = ev.cross_validate(X, same, ga, gb, n_folds=args.folds)
-        cal = ev.fit(X, same, name="ballistix default " + bx.__version__,
+        # each population counts equally within each class
+        pop = np.array([n for n, d in pops.items() for _ in d["gun_a"]])
+        key = np.char.add(pop.astype(str), same.astype(str))
+        _, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+        weight = 1.0 / counts[inv]
+        llr = ev.cross_validate(X, same, ga, gb, n_folds=args.folds, sample_weight=weight)
+        cal = ev.fit(X, same, sample_weight=weight, name="ballistix default " + bx.__version__,
                      description="; ".join(d["description"] for d in pops.values()),
                      preprocessing=pops["fadul"]["preprocessing"], comparison=pops["fadul"]["comparison"],
                      extra_reference={"populations": {n: {"n_pairs": len(d["gun_a"])} for n, d in pops.items()}})
-        cal.performance = {"cross_validation": f"{args.folds} folds of guns over both populations",
+        cal.performance = {"cross_validation": f"{args.folds} folds of guns over all populations",
                            **evaluate(llr, same),
-                           "per_population": {n: {k: out["populations"][n][k] for k in ("cllr", "cllr_min")}
+                           "per_population": {n: {"cllr": ev.cllr(llr[pop == n], same[pop == n]),
+                                                  "cllr_min": ev.cllr_min(llr[pop == n], same[pop == n])}
                                               for n in pops}}
         path = cal.save(ROOT / "ballistix" / "data" / "calibration_default.json")
         out["default"] = {"path": str(path.relative_to(ROOT)), "bounds_log10": cal.bounds_log10,

@@ -209,3 +209,16 @@ def test_lr_on_real_scans(shared_data):
     assert km.log10_lr is not None and km.log10_lr >= 2
     assert km.evidence["conclusion"]["conclusion"] == "identification"
     assert knm.log10_lr < 0
+
+
+def test_sample_weight_equals_repeating_pairs():
+    X, same, _, _ = population(knm=300)
+    rep = np.r_[np.arange(len(X)), np.flatnonzero(same)[:10], np.flatnonzero(~same)[:40]]
+    a = ev.fit(X[rep], same[rep])
+    w = np.ones(len(X))
+    w[np.flatnonzero(same)[:10]] = 2
+    w[np.flatnonzero(~same)[:40]] = 2
+    b = ev.fit(X, same, sample_weight=w)
+    np.testing.assert_allclose(a.raw_log10_lr(X), b.raw_log10_lr(X), atol=1e-4)
+    with pytest.raises(ParameterError):
+        ev.fit(X, same, sample_weight=-w)
