@@ -101,18 +101,24 @@ def extra_pairs(name: str, guns: int, shots: int, knm_per_km: float, jobs: int, 
 
 
 def simulated_pairs() -> dict | None:
-    path = RESULTS / "cmc_accuracy_simulated.json"
-    if not path.exists():
+    """The realistic-hard pairs of benchmarks.cmc_accuracy (or of its partial file, if the run is unfinished)."""
+    path, partial = RESULTS / "cmc_accuracy_simulated.json", RESULTS / "cmc_accuracy_simulated_partial.json"
+    if path.exists():
+        d = json.loads(path.read_text())["simulated"]
+    elif partial.exists():
+        d = json.loads(partial.read_text())
+        same = np.array(d["pairs"]["same"])
+        d.update(n_km=int(same.sum()), n_knm=int((~same).sum()))
+    else:
         return None
-    d = json.loads(path.read_text())["simulated"]
     p = d["pairs"]
     cmc = np.array(p["cmc"], float)
     score = np.array(p["score"], float)
     congruent = np.where(cmc > 0, score - cmc, 0.0)
     cell = np.array([v if v is not None else 0.0 for v in p["cell_corr_mean"]], float)
     return {"gun_a": p["gun_a"], "gun_b": p["gun_b"], "features": np.c_[cmc, congruent, cell].tolist(),
-            "description": f"simulated realistic-hard, {d['guns']} guns x {d['shots']} shots, consecutive runs, "
-                           f"{d['n_km']} same-gun and {d['n_knm']} different-gun pairs"}
+            "description": f"simulated realistic-hard, {len(set(p['gun_a']) | set(p['gun_b']))} guns in consecutive "
+                           f"manufacturing runs, {d['n_km']} same-gun and {d['n_knm']} different-gun pairs"}
 
 
 def evaluate(llr: np.ndarray, same: np.ndarray) -> dict:
