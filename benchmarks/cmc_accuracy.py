@@ -157,8 +157,8 @@ def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, sp
     knm = [p for p in allpairs if fire[p[0]] != fire[p[1]]]
     rng = np.random.default_rng(seed)
     n_knm = min(len(knm), int(knm_per_km * len(km)))
-    knm = [knm[i] for i in sorted(rng.choice(len(knm), n_knm, replace=False))]
-    pairs = km + knm
+    knm = [knm[i] for i in rng.choice(len(knm), n_knm, replace=False)]  # random order: a stopped run's
+    pairs = km + knm                                                    # partial file holds a random subset
     same = np.array([True] * len(km) + [False] * len(knm))
     run = [s.meta["labels"]["manufacturing_run"] for s in scans]
     same_run = np.array([run[i] == run[j] for i, j in pairs])
