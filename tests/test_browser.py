@@ -337,7 +337,7 @@ def casefile(tmp_path_factory):
     meta = [{"exhibit_id": e["id"], "kind": e["kind"], "scene_id": e["scene"], "firearm_id": e["test_fired_from"],
              "date": e["date"], "calibre": e["calibre"]} for e in cw.exhibits]
     store.ingest(cw.scans, meta=meta, progress=False)
-    store.link_new(n_jobs=2, progress=False)
+    store.link_new(progress=False)  # one process: link_new starts a pool per exhibit
     graph = store.graph()
     report = store.report(out / "report.html")
     view = graph.to_html(out / "links.html", title="simulated casework")
