@@ -478,7 +478,8 @@ def _weigh(res: Comparison, calibration) -> None:
         raise ParameterError(f"calibration must be 'default', a Calibration, a path or None; got "
                              f"{type(calibration).__name__}")
     res.log10_lr = cal.weigh(res, strict=strict)
-    res.evidence = {"calibration": cal.reference.get("name"), "calibration_sha256": cal.reference.get("features_sha256")}
+    res.evidence = {"calibration": cal.reference.get("name"),
+                    "calibration_reference_sha256": cal.reference.get("features_sha256")}
     if res.log10_lr is None:
         res.evidence["note"] = f"no likelihood ratio: {cal.check(res)}"
     else:
