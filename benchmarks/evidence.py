@@ -134,9 +134,10 @@ def main(argv=None) -> int:
     p.add_argument("--extra", nargs="*", default=list(EXTRA), help=f"smaller simulated populations: {list(EXTRA)}")
     p.add_argument("--extra-guns", type=int, default=12)
     p.add_argument("--extra-shots", type=int, default=4)
+    p.add_argument("--skip-real", action="store_true", help="leave out the Fadul population")
     args = p.parse_args(argv)
     pops = {}
-    if (SHARED_DATA / "fadul").is_dir():
+    if (SHARED_DATA / "fadul").is_dir() and not args.skip_real:
         f = fadul_pairs(args.jobs)
         pops["fadul"] = {**f, "description": "40 real Fadul scans (10 consecutively made Ruger slides), all 780 pairs"}
     sim = simulated_pairs()
