@@ -92,10 +92,11 @@ def summary_rows() -> list[list[str]]:
         for mode, v in _get(d, "modes", default={}).items():
             add("cmc_speed", f"{mode}: s per pair (one core)", f"{_fmt(v['seconds'])} ({v['pairs_per_second']:.2f}/s)",
                 d)
-    if d := load("retrieval"):
-        add("retrieval", "Fadul descriptor R@10 / top-1; re-ranked top-1",
-            f"{_fmt(_get(d, 'real', 'descriptor', 'recall_at', '10'))} / "
-            f"{_fmt(_get(d, 'real', 'descriptor', 'top1'))}; {_fmt(_get(d, 'real', 'reranked', 'top1'))}", d)
+    if d := (load("retrieval") or load("retrieval_simulated")):
+        if _get(d, "real"):
+            add("retrieval", "Fadul descriptor R@10 / top-1; re-ranked top-1",
+                f"{_fmt(_get(d, 'real', 'descriptor', 'recall_at', '10'))} / "
+                f"{_fmt(_get(d, 'real', 'descriptor', 'top1'))}; {_fmt(_get(d, 'real', 'reranked', 'top1'))}", d)
         for size, s in _get(d, "simulated", default={}).items():
             add("retrieval", f"simulated {size}: descriptor R@200; shortlist holds CMC-identified",
                 f"{_fmt(_get(s, 'descriptor', 'recall_at', '200'))}; {_fmt(s.get('shortlist200_holds_identified'))}", d)
@@ -104,6 +105,10 @@ def summary_rows() -> list[list[str]]:
         if sizes:
             n = max(sizes, key=int)
             auto = next((v for v in _get(sizes[n], "approx", default={}).values() if v.get("auto")), None)
+            if not auto and _get(sizes[n], "exact"):  # small sizes: the automatic choice is exact search
+                e = sizes[n]["exact"]
+                add("index_scale", f"{int(n):,} vectors, {e['factory']} (exact, automatic at this size): p50 ms",
+                    _fmt(e.get("p50_ms")), d)
             if auto:  # at the index's default setting (refine 25 x k, nprobe 64, ef 200)
                 sweep = auto.get("sweep", {})
                 knob = {"refine_factor": "25", "nprobe": "64", "ef_search": "200"}.get(auto.get("knob"))
