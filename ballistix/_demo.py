@@ -40,14 +40,7 @@ def run_demo(out, *, firearms: int = 4, scenes: int = 6, seed: int = 0, resoluti
     # ingest: the analyst knows scenes, recovered guns, and where each cartridge case came from
     t = time.perf_counter()
     store = CaseStore(out / "store", shortlist=6)
-    for s in cw.scenes:
-        store.add_scene(s["id"], **{k: v for k, v in s.items() if k not in ("id", "firearms")})
-    for f in cw.firearms:
-        if f["recovered"]:
-            store.add_firearm(f["id"], **{k: v for k, v in f.items() if k not in ("id", "scenes", "recovered")})
-    meta = [{"exhibit_id": e["id"], "kind": e["kind"], "scene_id": e["scene"], "firearm_id": e["test_fired_from"],
-             "date": e["date"], "calibre": e["calibre"]} for e in cw.exhibits]
-    ing = store.ingest(paths, meta=meta, progress=False)
+    ing = store.add_casework(cw, paths, progress=False)
     clock["ingest (preprocess, describe, index)"] = time.perf_counter() - t
 
     truth = {e["id"]: e["firearm_truth"] for e in cw.exhibits}

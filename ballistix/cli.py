@@ -188,10 +188,7 @@ def cmd_bench(args) -> int:
         print(f"error: ballistix bench runs from a source checkout; no benchmarks/ beside {root}", file=sys.stderr)
         return EXIT_BAD_INPUT
     sys.path.insert(0, str(root))
-    argv = list(args.names) + (["--quick"] if args.quick else []) + (["--full"] if args.full else []) + \
-        ["--jobs", str(args.jobs)] + (["--summary-only"] if args.summary_only else []) + \
-        (["--update-readme"] if args.update_readme else [])
-    return importlib.import_module("benchmarks.__main__").main(argv)
+    return importlib.import_module("benchmarks.__main__").main(list(args.args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,13 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
 
     be = sub.add_parser("bench", help="run the benchmarks (from a source checkout)", description=cmd_bench.__doc__)
-    be.add_argument("names", nargs="*", help="benchmarks to run (default: all; see python -m benchmarks --help)")
-    size = be.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="small sizes: minutes instead of hours")
-    size.add_argument("--full", action="store_true", help="the sizes quoted in the README: hours")
-    be.add_argument("--jobs", type=int, default=2)
-    be.add_argument("--summary-only", action="store_true", help="summarise the result files present; run nothing")
-    be.add_argument("--update-readme", action="store_true", help="write the summary into benchmarks/README.md")
+    be.add_argument("args", nargs=argparse.REMAINDER,
+                    help="passed to python -m benchmarks: [names] [--quick | --full] [--jobs N] [--summary-only] "
+                         "[--update-readme]")
     be.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="read scans (.x3p, .png, .tif, .npz) and print what is in them")
@@ -276,7 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser()
+    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv[1:]):
+        args = parser.parse_args(["bench"])  # everything after "bench" goes to python -m benchmarks as given
+        args.args = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except BallistixError as e:

@@ -329,14 +329,7 @@ def casefile(tmp_path_factory):
     out = tmp_path_factory.mktemp("casefile")
     cw = bx.datasets.simulate_casework(n_firearms=4, n_scenes=6, seed=0, resolution="fast")
     store = bx.CaseStore(out / "store", shortlist=3)
-    for s in cw.scenes:
-        store.add_scene(s["id"], **{k: v for k, v in s.items() if k not in ("id", "firearms")})
-    for f in cw.firearms:
-        if f["recovered"]:
-            store.add_firearm(f["id"], **{k: v for k, v in f.items() if k not in ("id", "scenes", "recovered")})
-    meta = [{"exhibit_id": e["id"], "kind": e["kind"], "scene_id": e["scene"], "firearm_id": e["test_fired_from"],
-             "date": e["date"], "calibre": e["calibre"]} for e in cw.exhibits]
-    store.ingest(cw.scans, meta=meta, progress=False)
+    store.add_casework(cw, progress=False)
     store.link_new(progress=False)  # one process: link_new starts a pool per exhibit
     graph = store.graph()
     report = store.report(out / "report.html")

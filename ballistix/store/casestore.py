@@ -374,6 +374,19 @@ class CaseStore:
         return int(cur.lastrowid), exhibit_id, True
 
     # -------------------------------------------------------------- access
+    def add_casework(self, cw, items=None, *, progress: bool = True, client=None) -> IngestReport:
+        """Register a simulated casework's scenes and recovered firearms (`bx.datasets.Casework`) and
+        ingest its exhibits with their labels; ``items``: the exhibits' scans (default ``cw.scans``)
+        or the files they were written to, in the order of ``cw.exhibits``."""
+        for sc in cw.scenes:
+            self.add_scene(sc["id"], **{k: v for k, v in sc.items() if k not in ("id", "firearms")})
+        for f in cw.firearms:
+            if f["recovered"]:
+                self.add_firearm(f["id"], **{k: v for k, v in f.items() if k not in ("id", "scenes", "recovered")})
+        meta = [{"exhibit_id": e["id"], "kind": e["kind"], "scene_id": e["scene"], "firearm_id": e["test_fired_from"],
+                 "date": e["date"], "calibre": e["calibre"]} for e in cw.exhibits]
+        return self.ingest(cw.scans if items is None else items, meta=meta, progress=progress, client=client)
+
     def exhibits(self) -> list[dict]:
         """Every exhibit's record (without the descriptor), in ingest order."""
         cols = ["rowid", "exhibit_id", "source_sha256", "source_name", "kind", "scene_id", "firearm_id", "calibre",
