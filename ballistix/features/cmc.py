@@ -201,6 +201,7 @@ class CellSearch:
         valid = ~np.isnan(canvas)
         z0 = np.where(valid, canvas, np.float32(0.0))
         rows, cols = np.zeros(n, int), np.zeros(n, int)
+        kw = {"ksize": (w, h), "anchor": (0, 0), "normalize": False, "borderType": cv2.BORDER_CONSTANT}  # box sums
         for k in range(n):
             win = (slice(top[k], top[k] + H), slice(left[k], left[k] + W))
             np.copyto(r0, z0[win])
@@ -209,7 +210,6 @@ class CellSearch:
             r0 -= np.float32(r0.sum(dtype=np.float64) / nv if nv else 0.0)
             r0 *= v
             # the mean-removed region's energy and valid count under every cell window
-            kw = dict(ksize=(w, h), anchor=(0, 0), normalize=False, borderType=cv2.BORDER_CONSTANT)
             energy = cv2.sqrBoxFilter(r0, cv2.CV_32F, **kw)[:ly, :lx]
             count = cv2.boxFilter(v.view(np.uint8), cv2.CV_32S, **kw)[:ly, :lx]
             bad = (count < self.min_points) | ~(energy > 0)
