@@ -136,6 +136,8 @@ def _pair_records(pairs, res, fire, run, same) -> dict:
         "gun_a": [str(fire[i]) for i, _ in pairs], "gun_b": [str(fire[j]) for _, j in pairs],
         "same_run": [bool(run[i] == run[j]) for i, j in pairs], "same": [bool(x) for x in same],
         "cmc": [r.cmc_count for r in res], "score": [round(r.score, 4) for r in res],
+        "rotation_deg": [round(r.rotation_deg, 2) if r.rotation_deg is not None and np.isfinite(r.rotation_deg)
+                         else None for r in res],
         "n_cells": [[r.directions[d]["n_cells"] for d in r.directions] for r in res],
         "original": [[r.directions[d]["original"] for d in r.directions] for r in res],
         "high": [[r.directions[d]["high"] for d in r.directions] for r in res],
@@ -145,8 +147,36 @@ def _pair_records(pairs, res, fire, run, same) -> dict:
     }
 
 
+def _resume(pairs, scans, jobs: int, n_check: int = 12, seed: int = 1) -> dict | None:
+    """The records of a stopped run from the partial file, when it is this run's (same pairs, and a
+    sample of its recorded pairs compare to the same counts and scores now); None if there is none."""
+    import json
+
+    path = RESULTS / "cmc_accuracy_simulated_partial.json"
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())
+    rec = d["pairs"]
+    n = d["done"]
+    if d["of"] != len(pairs) or list(zip(rec["a"], rec["b"])) != [tuple(p) for p in pairs[:n]]:
+        raise SystemExit(f"--resume: {path} is from a different run (other pairs); delete it or drop --resume")
+    rng = np.random.default_rng(seed)
+    same = np.array(rec["same"])
+    check = np.r_[rng.choice(np.flatnonzero(same), min(n_check // 2, same.sum()), replace=False),
+                  rng.choice(np.flatnonzero(~same), min(n_check // 2, (~same).sum()), replace=False)].astype(int)
+    now = bx.compare_many([(scans[rec["a"][k]], scans[rec["b"][k]]) for k in check], n_jobs=jobs,
+                          progress=False, calibration=None)
+    for k, r in zip(check, now):
+        if r.cmc_count != rec["cmc"][k] or round(r.score, 4) != rec["score"][k]:
+            raise SystemExit(f"--resume: pair {k} of {path} compares to {r.cmc_count} CMCs now, "
+                             f"{rec['cmc'][k]} then: the code or the data changed; start afresh")
+    rec.setdefault("rotation_deg", [None] * n)  # older partial files did not keep the rotation
+    print(f"resuming after {n} of {len(pairs)} pairs ({check.size} recorded pairs re-compared: identical)")
+    return {"records": rec, "seconds": d["seconds"], "checked": check.size}
+
+
 def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, spacing_um: float = 6.25,
-              chunk: int = 500) -> dict:
+              chunk: int = 500, resume: bool = False) -> dict:
     t = time.perf_counter()
     scans = [bx.preprocess(s, spacing_um=spacing_um) for s in bx.datasets.iter_simulate(
         guns, shots, seed=seed, difficulty="realistic-hard", resolution="standard", run_size=max(2, guns // 4))]
@@ -162,18 +192,21 @@ def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, sp
     same = np.array([True] * len(km) + [False] * len(knm))
     run = [s.meta["labels"]["manufacturing_run"] for s in scans]
     same_run = np.array([run[i] == run[j] for i, j in pairs])
-    t = time.perf_counter()
     # in chunks, each written to a partial file, so that a long run leaves its numbers behind if stopped
-    res = []
-    for start in range(0, len(pairs), chunk):
+    # (and --resume carries on from it)
+    before = _resume(pairs, scans, jobs) if resume else None
+    rec = before["records"] if before else None
+    t = time.perf_counter() - (before["seconds"] if before else 0.0)
+    for start in range(len(rec["a"]) if rec else 0, len(pairs), chunk):
         part = pairs[start:start + chunk]
-        res += bx.compare_many([(scans[i], scans[j]) for i, j in part], n_jobs=jobs, progress=False,
-                               calibration=None)
-        write_json("cmc_accuracy_simulated_partial", {
-            "done": len(res), "of": len(pairs), "seconds": time.perf_counter() - t,
-            "pairs": _pair_records(pairs[:len(res)], res, fire, run, same[:len(res)])})
+        res = bx.compare_many([(scans[i], scans[j]) for i, j in part], n_jobs=jobs, progress=False,
+                              calibration=None)
+        new = _pair_records(part, res, fire, run, same[start:start + chunk])
+        rec = new if rec is None else {k: rec[k] + new[k] for k in rec}
+        write_json("cmc_accuracy_simulated_partial", {"done": len(rec["a"]), "of": len(pairs),
+                                                      "seconds": time.perf_counter() - t, "pairs": rec})
     dt = time.perf_counter() - t
-    counts = np.array([r.cmc_count for r in res])
+    counts = np.array(rec["cmc"])
     # the baseline: up to 500 same-gun and 1,000 different-gun pairs
     km_idx, knm_idx = np.flatnonzero(same), np.flatnonzero(~same)
     sub = np.r_[np.sort(rng.choice(km_idx, min(500, km_idx.size), replace=False)),
@@ -181,19 +214,23 @@ def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, sp
     base = np.array(_baseline_many([(scans[pairs[k][0]], scans[pairs[k][1]]) for k in sub], jobs))
     truth_rot = np.array([(scans[j].meta["truth"]["rotation_deg"] - scans[i].meta["truth"]["rotation_deg"]) % 360
                           for i, j in pairs])
-    rot_err = np.abs((np.array([r.rotation_deg for r in res]) - truth_rot + 180) % 360 - 180)
+    rot = np.array([np.nan if x is None else x for x in rec["rotation_deg"]], float)
+    rot_err = np.abs((rot - truth_rot + 180) % 360 - 180)
+    km_rot = same & np.isfinite(rot)  # resumed older records have no rotation
+    km_id = km_rot & (counts >= RULE)
     return {
         "guns": guns, "shots": shots, "n_scans": len(scans), "n_km": len(km), "n_knm": len(knm),
         "spacing_um": spacing_um,
         "simulate_and_preprocess_seconds": t_sim, "compare_seconds": dt, "pairs_per_second": len(pairs) / dt,
         "cmc_count": summarise_scores(counts, same, RULE),
         "knm_same_run_max_cmc": int(counts[~same & same_run].max()) if (~same & same_run).any() else None,
-        "km_rotation_within_6deg": float((rot_err[same] <= 6).mean()),
-        "km_rotation_within_6deg_when_identified": float((rot_err[same & (counts >= RULE)] <= 6).mean())
-        if (same & (counts >= RULE)).any() else None,
+        "resumed_after": len(before["records"]["a"]) if before else 0,
+        "km_rotation_checked": int(km_rot.sum()),
+        "km_rotation_within_6deg": float((rot_err[km_rot] <= 6).mean()) if km_rot.any() else None,
+        "km_rotation_within_6deg_when_identified": float((rot_err[km_id] <= 6).mean()) if km_id.any() else None,
         "baseline": {**summarise_scores(base, same[sub], 0.5), "n_pairs": int(sub.size)},
         "counts_km": counts[same].tolist(), "counts_knm": counts[~same].tolist(),
-        "pairs": _pair_records(pairs, res, fire, run, same),
+        "pairs": rec,
     }
 
 
@@ -280,6 +317,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--skip-sim", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="carry on a stopped simulated run from its partial file (checked to be the same run)")
     p.add_argument("--from-partial", action="store_true",
                    help="summarise the partial file of a stopped simulated run instead of simulating")
     args = p.parse_args(argv)
@@ -292,7 +331,7 @@ def main(argv=None) -> int:
         out["simulated"] = simulated_from_partial()
     elif not args.skip_sim:
         out["simulated"] = simulated(args.jobs, args.sim_guns, args.sim_shots, args.knm_per_km, args.seed,
-                                     args.sim_spacing_um)
+                                     args.sim_spacing_um, resume=args.resume)
     name = "cmc_accuracy" if have_real else "cmc_accuracy_simulated"
     path = write_json(name, out)
     figure(out, RESULTS / f"{name}.png")
