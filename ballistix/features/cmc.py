@@ -15,8 +15,12 @@ from the papers:
 
 The cross-correlation peak is found by FFT (the reference cells' transforms
 are computed once and reused for every rotation), normalised by the local
-energy of the target region under the cell (box sums), so that bright
-patches do not attract the peak. The
+energy of the target under the cell (box sums), so that bright patches do
+not attract the peak. Each cell is centred on its own mean; the target is
+centred once, on the mean of all its valid points, before it is rotated
+(surfaces are band-passed, so local means are near zero either way; a
+whole-surface mean lets the energies and valid counts of every window be
+computed once per rotation for all cells, instead of once per cell). The
 slow reference path `cell_search_reference` computes the same thing with
 explicit loops over shifts; a test holds the fast path to it.
 """
@@ -31,6 +35,11 @@ import scipy.fft as sfft
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ParameterError
+
+try:  # pocketfft's own entry points: scipy.fft's transforms without its dispatch (~10% of a search)
+    from scipy.fft._pocketfft import pypocketfft as _pocketfft
+except ImportError:  # pragma: no cover - a scipy without them: the public functions, same results
+    _pocketfft = None
 
 __all__ = ["Cells", "CellSearch", "make_cells", "rotate_nan", "cell_search", "cell_search_reference", "congruence",
            "angle_diff"]
@@ -100,17 +109,25 @@ def rotate_nan(z: np.ndarray, angle_deg: float, out_shape: tuple[int, int] | Non
     by 0 returns the input. ``out_shape`` pads/crops the output around the
     centre; outside the input is NaN.
     """
-    ny, nx = z.shape
+    out, valid = _rotate_masked(np.where(np.isnan(z), 0, z).astype(np.float32), ~np.isnan(z), angle_deg, out_shape)
+    out[~valid] = np.nan
+    return out
+
+
+def _rotate_masked(z0: np.ndarray, valid: np.ndarray, angle_deg: float,
+                   out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`rotate_nan` on a surface given as values (0 where missing, float32) and a validity mask:
+    returns the rotated values (0 where missing) and validity, without a round trip through NaN."""
+    ny, nx = z0.shape
     oy, ox = out_shape if out_shape is not None else (ny, nx)
     M = cv2.getRotationMatrix2D(((nx - 1) / 2, (ny - 1) / 2), float(angle_deg), 1.0)
     M[0, 2] += (ox - nx) / 2
     M[1, 2] += (oy - ny) / 2
-    valid = ~np.isnan(z)
     kw = dict(dsize=(ox, oy), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    out = cv2.warpAffine(np.where(valid, z, 0).astype(np.float32), M, **kw)
-    weight = cv2.warpAffine(valid.astype(np.float32), M, **kw)
-    out[weight < 0.999] = np.nan
-    return out
+    out = cv2.warpAffine(z0, M, **kw)
+    ok = cv2.warpAffine(valid.view(np.uint8).astype(np.float32), M, **kw) >= 0.999
+    out *= ok
+    return out, ok
 
 
 def _region_origins(target: np.ndarray, cells: Cells, region_factor: float,
@@ -122,17 +139,24 @@ def _region_origins(target: np.ndarray, cells: Cells, region_factor: float,
     the centre of the unpadded array). Returns the target (NaN-padded further if a
     region reaches beyond it), the regions' top rows and left columns, and (H, W).
     """
-    h, w = cells.shape
-    H, W = int(round(region_factor * h)), int(round(region_factor * w))
-    ty, tx = target.shape[0] - 2 * pad, target.shape[1] - 2 * pad
-    centre = cells.centre + (np.array([ty, tx]) - 1) / 2  # cell centres in target pixel coordinates
-    top = np.rint(centre[:, 0] - (H - 1) / 2).astype(int) + pad
-    left = np.rint(centre[:, 1] - (W - 1) / 2).astype(int) + pad
-    extra = max(0, -top.min(), -left.min(), (top + H).max() - target.shape[0], (left + W).max() - target.shape[1])
+    top, left, (H, W), extra = _region_geometry(target.shape, cells, region_factor, pad)
     if extra:
         target = np.pad(target, extra, constant_values=np.nan)
         top, left = top + extra, left + extra
     return target, top, left, (H, W)
+
+
+def _region_geometry(shape, cells: Cells, region_factor: float, pad: int = 0):
+    """The regions' top rows, left columns and (H, W) in an array of ``shape`` (see
+    `_region_origins`), and how many rows/columns it lacks on each side to hold them all."""
+    h, w = cells.shape
+    H, W = int(round(region_factor * h)), int(round(region_factor * w))
+    ty, tx = shape[0] - 2 * pad, shape[1] - 2 * pad
+    centre = cells.centre + (np.array([ty, tx]) - 1) / 2  # cell centres in target pixel coordinates
+    top = np.rint(centre[:, 0] - (H - 1) / 2).astype(int) + pad
+    left = np.rint(centre[:, 1] - (W - 1) / 2).astype(int) + pad
+    extra = max(0, -top.min(), -left.min(), (top + H).max() - shape[0], (left + W).max() - shape[1]) if len(top) else 0
+    return top, left, (H, W), int(extra)
 
 
 def _regions(target: np.ndarray, cells: Cells, region_factor: float, pad: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
@@ -144,29 +168,54 @@ def _regions(target: np.ndarray, cells: Cells, region_factor: float, pad: int = 
 def _pearson_nan(a: np.ndarray, b: np.ndarray, min_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise pairwise-complete Pearson correlation of (n, m) arrays (NaN if fewer than
     ``min_points`` points both hold), and the number of such points per row."""
-    both = ~(np.isnan(a) | np.isnan(b))
-    n = both.sum(1)
-    a0 = np.where(both, a, 0.0).astype(np.float64)
-    b0 = np.where(both, b, 0.0).astype(np.float64)
+    va, vb = ~np.isnan(a), ~np.isnan(b)
+    return _pearson_masked(np.where(va, a, 0.0).astype(np.float64), va, np.where(vb, b, 0), vb, min_points)
+
+
+def _pearson_masked(a0: np.ndarray, va: np.ndarray, b: np.ndarray, vb: np.ndarray,
+                    min_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_pearson_nan` of values given as float64 ``a0`` and any-float ``b`` with validity masks."""
+    both = va & vb
+    n = np.count_nonzero(both, axis=1)
+    a0 = a0 * both
+    b0 = np.multiply(b, both, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         a0 -= (a0.sum(1) / n)[:, None]
         b0 -= (b0.sum(1) / n)[:, None]
         a0 *= both
         b0 *= both
-        r = (a0 * b0).sum(1) / np.sqrt((a0 * a0).sum(1) * (b0 * b0).sum(1))
+        r = np.einsum("ij,ij->i", a0, b0) / np.sqrt(np.einsum("ij,ij->i", a0, a0) * np.einsum("ij,ij->i", b0, b0))
     r[n < min_points] = np.nan
     return r, n
+
+
+def _correlate(buf: np.ndarray, conj_t: np.ndarray, ly: int, spec: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Circular cross-correlation of ``buf`` with the template whose conjugate spectrum is
+    ``conj_t``, first ``ly`` rows only; ``spec`` and ``out`` are work buffers (out is returned).
+
+    The inverse is done one axis at a time so that only the ``ly`` rows of lags that are
+    used get their last transform."""
+    if _pocketfft is not None:
+        _pocketfft.r2c(buf, (0, 1), True, 0, spec, 1)
+        spec *= conj_t
+        _pocketfft.c2c(spec, (0,), False, 2, spec, 1)  # in place; normalised as scipy.fft.ifft
+        return _pocketfft.c2r(spec[:ly], (1,), buf.shape[1], False, 2, out, 1)
+    half = sfft.ifft(sfft.rfft2(buf, workers=1) * conj_t, axis=0, workers=1, overwrite_x=True)[:ly]
+    out[...] = sfft.irfft(half, n=buf.shape[1], axis=1, workers=1)
+    return out
 
 
 class CellSearch:
     """Search of all cells of one reference over rotated targets.
 
     The cells' zero-mean, NaN-as-zero templates are transformed once and
-    reused for every rotation; each call transforms the target region of each
-    cell and correlates it with that cell's template. Cells are handled one at
-    a time: a cell's arrays stay in the processor's cache, which measured
-    faster (0.39 s against 0.53 s for the like-for-like Fadul pair) than
-    batched array operations over all cells.
+    reused for every rotation. For each rotation, the energy and valid count
+    of every window of the target are box sums over the whole rotated target;
+    then each cell's target region is transformed and correlated with that
+    cell's template. Cells are handled one at a time: a cell's arrays stay in
+    the processor's cache, which measured faster than batched array
+    operations over all cells (0.39 s against 0.53 s for the like-for-like
+    Fadul pair, when that was tried).
     """
 
     def __init__(self, cells: Cells, region_factor: float = 3.0, min_overlap: float = 0.15):
@@ -179,62 +228,74 @@ class CellSearch:
         t = cells.data.astype(np.float32)
         tm = np.nanmean(t, axis=(1, 2), keepdims=True) if len(cells) else t
         self.templates = np.where(np.isnan(t), 0.0, t - tm).astype(np.float32)
-        self.flat = cells.data.reshape(len(cells), -1).astype(np.float32)
+        flat = cells.data.reshape(len(cells), -1).astype(np.float32)
+        self._flat_valid = ~np.isnan(flat)
+        self._flat0 = np.where(self._flat_valid, flat, 0.0).astype(np.float64)
         H, W = int(round(region_factor * h)), int(round(region_factor * w))
         self.fft_shape = (sfft.next_fast_len(H, real=True), sfft.next_fast_len(W, real=True))
         self.T = np.conj(sfft.rfft2(self.templates, s=self.fft_shape, workers=1)) if len(cells) else None
 
     def __call__(self, target: np.ndarray, pad: int = 0) -> dict[str, np.ndarray]:
-        """Search every cell in ``target`` (already rotated; ``pad`` NaN margin, see
-        `_regions`); returns per-cell ``corr`` (NaN-aware Pearson at the peak),
-        ``shift`` (row, col pixels of the target patch relative to the cell's own
-        position) and ``overlap`` (points both have)."""
+        """Search every cell in ``target`` (already rotated and centred, as `search` does;
+        ``pad`` NaN margin, see `_regions`); returns per-cell ``corr`` (NaN-aware Pearson
+        at the peak), ``shift`` (row, col pixels of the target patch relative to the
+        cell's own position) and ``overlap`` (points both have)."""
+        if len(self.cells) == 0:
+            return {"corr": np.zeros(0), "shift": np.zeros((0, 2)), "overlap": np.zeros(0, int)}
+        canvas, top, left, _ = _region_origins(target, self.cells, self.region_factor, pad)
+        valid = ~np.isnan(canvas)
+        return self._search(np.where(valid, canvas, np.float32(0.0)).astype(np.float32), valid, top, left)
+
+    def _search(self, z0: np.ndarray, valid: np.ndarray, top: np.ndarray, left: np.ndarray) -> dict[str, np.ndarray]:
+        """The search on a canvas given as values (0 where missing, float32) and validity,
+        with the regions' top-left corners in it."""
         cells, (h, w) = self.cells, self.cells.shape
         n = len(cells)
-        if n == 0:
-            return {"corr": np.zeros(0), "shift": np.zeros((0, 2)), "overlap": np.zeros(0, int)}
-        canvas, top, left, (H, W) = _region_origins(target, cells, self.region_factor, pad)
+        H, W = int(round(self.region_factor * h)), int(round(self.region_factor * w))
         ly, lx = H - h + 1, W - w + 1
         fy, fx = self.fft_shape
+        # every window of the canvas (top-left corner): its energy and valid count; the windows
+        # with enough of both are searched, the score being correlation / sqrt(energy)
+        kw = {"ksize": (w, h), "anchor": (0, 0), "normalize": False, "borderType": cv2.BORDER_CONSTANT}
+        energy = cv2.sqrBoxFilter(z0, cv2.CV_32F, **kw)
+        good = cv2.boxFilter(valid.view(np.uint8), cv2.CV_32S, **kw) >= self.min_points
+        good &= energy > 0
+        weight = np.zeros_like(energy)
+        np.sqrt(energy, out=weight, where=good)
+        np.divide(np.float32(1.0), weight, out=weight, where=good)
+        penalty = np.where(good, np.float32(0.0), np.float32(-np.inf))  # bad windows never win
         buf = np.zeros((fy, fx), np.float32)  # zero padding around the region stays zero
-        r0 = buf[:H, :W]
-        valid = ~np.isnan(canvas)
-        z0 = np.where(valid, canvas, np.float32(0.0))
+        spec, out = np.empty((fy, fx // 2 + 1), np.complex64), np.empty((ly, fx), np.float32)  # FFT buffers
         rows, cols = np.zeros(n, int), np.zeros(n, int)
-        kw = {"ksize": (w, h), "anchor": (0, 0), "normalize": False, "borderType": cv2.BORDER_CONSTANT}  # box sums
         for k in range(n):
-            win = (slice(top[k], top[k] + H), slice(left[k], left[k] + W))
-            np.copyto(r0, z0[win])
-            v = valid[win]
-            nv = np.count_nonzero(v)
-            r0 -= np.float32(r0.sum(dtype=np.float64) / nv if nv else 0.0)
-            r0 *= v
-            # the mean-removed region's energy and valid count under every cell window
-            energy = cv2.sqrBoxFilter(r0, cv2.CV_32F, **kw)[:ly, :lx]
-            count = cv2.boxFilter(v.view(np.uint8), cv2.CV_32S, **kw)[:ly, :lx]
-            bad = (count < self.min_points) | ~(energy > 0)
-            # cross-correlation by FFT; the inverse is done one axis at a time so that only the
-            # ly rows of lags that are used get their last transform
-            spec = sfft.rfft2(buf, workers=1)
-            spec *= self.T[k]
-            half = sfft.ifft(spec, axis=0, workers=1, overwrite_x=True)[:ly]
-            ccf = sfft.irfft(half, n=fx, axis=1, workers=1)[:, :lx]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                score = ccf / np.sqrt(energy)
-            score[bad] = -np.inf
+            lags = (slice(top[k], top[k] + ly), slice(left[k], left[k] + lx))
+            if not good[lags].any():  # nothing to search: the reference's answer is the first shift
+                continue
+            np.copyto(buf[:H, :W], z0[top[k]:top[k] + H, left[k]:left[k] + W])
+            score = _correlate(buf, self.T[k], ly, spec, out)[:, :lx]
+            score *= weight[lags]
+            score += penalty[lags]
             rows[k], cols[k] = divmod(int(score.argmax()), lx)
-        patches = sliding_window_view(canvas, (h, w))[top + rows, left + cols]
-        corr, overlap = _pearson_nan(self.flat, patches.reshape(n, -1), self.min_points)
+        at = (top + rows, left + cols)
+        corr, overlap = _pearson_masked(self._flat0, self._flat_valid, sliding_window_view(z0, (h, w))[at].reshape(n, -1),
+                                        sliding_window_view(valid, (h, w))[at].reshape(n, -1), self.min_points)
         shift = np.stack([rows - (ly - 1) / 2, cols - (lx - 1) / 2], axis=1)
         return {"corr": corr, "shift": shift, "overlap": overlap}
 
     def search(self, target: np.ndarray, angles_deg) -> dict[str, np.ndarray]:
-        """Search every cell in ``target`` rotated by each angle: arrays (r, n), (r, n, 2), (r, n)."""
-        # rotate into a canvas that holds the whole rotated surface (its diagonal)
-        pad = int(np.ceil((np.hypot(*target.shape) - min(target.shape)) / 2))
-        shape = (target.shape[0] + 2 * pad, target.shape[1] + 2 * pad)
-        res = [self(rotate_nan(target, a, shape), pad) for a in angles_deg]
+        """Centre ``target`` on the mean of its valid points, rotate it by each angle and
+        search every cell in it: arrays (r, n), (r, n, 2), (r, n)."""
         n = len(self.cells)
+        res = []
+        if n:
+            # rotate into a canvas just large enough to hold every cell's region
+            top, left, _, pad = _region_geometry(target.shape, self.cells, self.region_factor)
+            shape = (target.shape[0] + 2 * pad, target.shape[1] + 2 * pad)
+            valid = ~np.isnan(target)
+            mean = np.mean(target, where=valid, dtype=np.float64) if valid.any() else 0.0
+            z0 = np.where(valid, target - mean, 0).astype(np.float32)
+            for a in angles_deg:
+                res.append(self._search(*_rotate_masked(z0, valid, a, shape), top + pad, left + pad))
         return {"corr": np.stack([r["corr"] for r in res]) if res else np.zeros((0, n)),
                 "shift": np.stack([r["shift"] for r in res]) if res else np.zeros((0, n, 2)),
                 "overlap": np.stack([r["overlap"] for r in res]) if res else np.zeros((0, n), int)}
@@ -250,10 +311,11 @@ def cell_search_reference(cells: Cells, target: np.ndarray, region_factor: float
     """The same search as `cell_search`, written out with loops: slow, obviously correct.
 
     For each cell and each shift that keeps the cell inside its region: the
-    correlation of the zero-mean, NaN-as-zero cell with the region (mean
-    removed, NaN as zero), divided by the cell's norm and the region's norm
-    under the window; the best shift's patch is then correlated with the cell
-    over the points both have.
+    correlation of the zero-mean, NaN-as-zero cell with the region (NaN as
+    zero; the target is taken as given, `CellSearch.search` centres it before
+    rotating), divided by the cell's norm and the region's norm under the
+    window; the best shift's patch is then correlated with the cell over the
+    points both have.
     """
     h, w = cells.shape
     min_points = max(10, int(min_overlap * h * w))
@@ -263,7 +325,7 @@ def cell_search_reference(cells: Cells, target: np.ndarray, region_factor: float
         c = cells.data[k].astype(np.float64)
         t = np.where(np.isnan(c), 0.0, c - np.nanmean(c))
         reg = regions[k].astype(np.float64)
-        r = np.where(np.isnan(reg), 0.0, reg - np.nanmean(reg)) if (~np.isnan(reg)).any() else np.zeros_like(reg)
+        r = np.where(np.isnan(reg), 0.0, reg)
         best, best_rc = -np.inf, (0, 0)
         for i in range(H - h + 1):
             for j in range(W - w + 1):
