@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats
 
 import ballistix as bx
-from ballistix.evaluation import summarise_scores
+from ballistix.evaluation import summarise_scores, tpr_at_fpr
 from ballistix.features.cmc import rotate_nan
 from ballistix.features.comparison import coarse_rotations
 
@@ -86,8 +86,12 @@ def real_processed(jobs: int, modes: list[str]) -> dict:
                       for (a, b), s, c, sc, nc, r in zip(pairs, same, counts, scores, nist_counts, res)],
         }
     t = time.perf_counter()
-    base = np.array([baseline_score(scans[a], scans[b]) for a, b in pairs])
-    out["baseline"] = {**summarise_scores(base, same, 0.5), "seconds": time.perf_counter() - t}
+    base = np.array(_baseline_many([(scans[a], scans[b]) for a, b in pairs], jobs))
+    out["baseline"] = {**summarise_scores(base, same, 0.5), "seconds": time.perf_counter() - t,
+                       "scores": [round(float(x), 5) for x in base],
+                       "matched": {f"fpr<={f:g}": {m: tpr_at_fpr(np.array([p["cmc"] for p in r["pairs"]]), same, f)
+                                                   for m, r in out["modes"].items()}
+                                   | {"baseline": tpr_at_fpr(base, same, f)} for f in (0.0, 0.01)}}
     out["baseline"]["note"] = "whole-surface correlation; the 'at_threshold' entry uses 0.5, an arbitrary cut"
     return out
 
@@ -228,7 +232,12 @@ def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, sp
         "km_rotation_checked": int(km_rot.sum()),
         "km_rotation_within_6deg": float((rot_err[km_rot] <= 6).mean()) if km_rot.any() else None,
         "km_rotation_within_6deg_when_identified": float((rot_err[km_id] <= 6).mean()) if km_id.any() else None,
-        "baseline": {**summarise_scores(base, same[sub], 0.5), "n_pairs": int(sub.size)},
+        "baseline": {**summarise_scores(base, same[sub], 0.5), "n_pairs": int(sub.size),
+                     "pairs_index": sub.tolist(), "scores": [round(float(x), 5) for x in base],
+                     # the two methods on the same pairs, at the same false-positive budgets
+                     "matched": {f"fpr<={f:g}": {"cmc": tpr_at_fpr(counts[sub], same[sub], f),
+                                                 "baseline": tpr_at_fpr(base, same[sub], f)}
+                                 for f in (0.0, 0.001, 0.01, 0.05)}},
         "counts_km": counts[same].tolist(), "counts_knm": counts[~same].tolist(),
         "pairs": rec,
     }
@@ -362,7 +371,12 @@ def main(argv=None) -> int:
             rows.append(["baseline whole-surface corr, simulated", b["auc"], b["eer"], "-", "-",
                          f"{b['same']['min']:.2f}-{b['same']['max']:.2f}",
                          f"{b['different']['min']:.2f}-{b['different']['max']:.2f}", "-"])
+            matched = [[k, v["cmc"]["tpr"], v["baseline"]["tpr"]] for k, v in b.get("matched", {}).items()]
     print(table(rows, ["comparisons", "AUC", "EER", "FP at 6", "FN at 6", "KM range", "KNM range", "Spearman/NIST"]))
+    if "simulated" in out and out["simulated"].get("baseline", {}).get("matched"):
+        n = out["simulated"]["baseline"]["n_pairs"]
+        print()
+        print(table(matched, [f"simulated, same {n} pairs", "CMC count: TPR", "baseline: TPR"]))
     if have_real:
         print()
         print(table([[k, v["same"], v["cmc_count"], f"{v['turned_deg']:.0f}"] for k, v in out["raw"].items()

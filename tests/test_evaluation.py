@@ -70,3 +70,13 @@ def test_grouping_scores_bad_input(groups, match):
 
     with pytest.raises(ParameterError, match=match):
         grouping_scores(groups, {"a": 1, "b": 2})
+
+
+@pytest.mark.parametrize("max_fpr, tpr, thr", [(0.0, 0.5, 0.8), (0.25, 0.75, 0.6), (0.5, 1.0, 0.4), (1.0, 1.0, 0.1)])
+def test_tpr_at_fpr_picks_the_best_rule_within_the_false_positive_budget(max_fpr, tpr, thr):
+    from ballistix.evaluation import tpr_at_fpr
+
+    scores = [0.9, 0.8, 0.6, 0.4, 0.7, 0.5, 0.3, 0.1]
+    same = [True, True, True, True, False, False, False, False]
+    r = tpr_at_fpr(scores, same, max_fpr)
+    assert r["tpr"] == tpr and r["threshold"] == thr and r["fpr"] <= max_fpr

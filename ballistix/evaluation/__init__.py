@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["roc_curve", "auc", "equal_error_rate", "error_rates", "summarise_scores", "grouping_scores"]
+__all__ = ["roc_curve", "auc", "equal_error_rate", "error_rates", "tpr_at_fpr", "summarise_scores", "grouping_scores"]
 
 
 def _check(scores, same):
@@ -76,6 +76,17 @@ def error_rates(scores, same, threshold: float) -> dict[str, float]:
             "false_positives": int((s[~y] >= threshold).sum()),
             "false_negatives": int((s[y] < threshold).sum()),
             "n_same": int(y.sum()), "n_different": int((~y).sum())}
+
+
+def tpr_at_fpr(scores, same, max_fpr: float) -> dict[str, float]:
+    """The best rule ``score >= t`` whose false-positive rate is at most ``max_fpr``:
+    its true-positive rate, false-positive rate and threshold (``max_fpr=0``: the share
+    of same-source pairs scoring above every different-source pair)."""
+    if not 0.0 <= max_fpr <= 1.0:
+        raise ParameterError(f"max_fpr must be in [0, 1], got {max_fpr}")
+    fpr, tpr, thr = roc_curve(scores, same)
+    k = int(np.flatnonzero(fpr <= max_fpr)[-1])  # the curve rises: the last such point has the highest TPR
+    return {"tpr": float(tpr[k]), "fpr": float(fpr[k]), "threshold": float(thr[k])}
 
 
 def summarise_scores(scores, same, threshold: float) -> dict:
