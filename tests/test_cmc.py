@@ -168,3 +168,17 @@ def test_search_without_pocketfft_entry_points_gives_identical_results(monkeypat
     public = search.search(tgt, [0.0, 3.0, 6.0])
     for key in ("corr", "shift", "overlap"):
         np.testing.assert_array_equal(fast[key], public[key])
+
+
+def test_coarse_pose_without_pocketfft_entry_points_gives_the_same_curve(monkeypatch):
+    from ballistix.features import cmc
+    from ballistix.features.comparison import coarse_rotations
+
+    a = texture((120, 120), 31)
+    b = rotate_nan(a, 40.0).astype(float) + 0.2 * texture((120, 120), 32, 1.0)
+    fast_best, fast_curve = coarse_rotations(a, b, factor=2, step_deg=10.0)
+    monkeypatch.setattr(cmc, "_pocketfft", None)
+    best, curve = coarse_rotations(a, b, factor=2, step_deg=10.0)
+    np.testing.assert_array_equal(fast_best, best)
+    np.testing.assert_allclose(fast_curve, curve, rtol=1e-6)
+    assert abs(angle_diff(best[0], 320.0)) <= 10  # b turned by -40 deg onto a

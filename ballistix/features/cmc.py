@@ -189,18 +189,34 @@ def _pearson_masked(a0: np.ndarray, va: np.ndarray, b: np.ndarray, vb: np.ndarra
     return r, n
 
 
+def rfft2_into(x: np.ndarray, spec: np.ndarray) -> np.ndarray:
+    """``scipy.fft.rfft2(x)`` (float32 in, complex64 out) written into ``spec``; returns it."""
+    if _pocketfft is not None:
+        return _pocketfft.r2c(x, (0, 1), True, 0, spec, 1)
+    spec[...] = sfft.rfft2(x, workers=1)
+    return spec
+
+
+def irfft2_into(spec: np.ndarray, n_last: int, out: np.ndarray) -> np.ndarray:
+    """``scipy.fft.irfft2(spec, s=(rows, n_last))`` written into ``out``; returns it."""
+    if _pocketfft is not None:
+        return _pocketfft.c2r(spec, (0, 1), n_last, False, 2, out, 1)
+    out[...] = sfft.irfft2(spec, s=(spec.shape[0], n_last), workers=1)
+    return out
+
+
 def _correlate(buf: np.ndarray, conj_t: np.ndarray, ly: int, spec: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Circular cross-correlation of ``buf`` with the template whose conjugate spectrum is
     ``conj_t``, first ``ly`` rows only; ``spec`` and ``out`` are work buffers (out is returned).
 
     The inverse is done one axis at a time so that only the ``ly`` rows of lags that are
     used get their last transform."""
+    spec = rfft2_into(buf, spec)
+    spec *= conj_t
     if _pocketfft is not None:
-        _pocketfft.r2c(buf, (0, 1), True, 0, spec, 1)
-        spec *= conj_t
         _pocketfft.c2c(spec, (0,), False, 2, spec, 1)  # in place; normalised as scipy.fft.ifft
         return _pocketfft.c2r(spec[:ly], (1,), buf.shape[1], False, 2, out, 1)
-    half = sfft.ifft(sfft.rfft2(buf, workers=1) * conj_t, axis=0, workers=1, overwrite_x=True)[:ly]
+    half = sfft.ifft(spec, axis=0, workers=1)[:ly]
     out[...] = sfft.irfft(half, n=buf.shape[1], axis=1, workers=1)
     return out
 

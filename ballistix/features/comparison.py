@@ -26,7 +26,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import ParameterError
 from ..scan import Scan
-from .cmc import CellSearch, angle_diff, congruence, make_cells, rotate_nan
+from .cmc import CellSearch, angle_diff, congruence, irfft2_into, make_cells, rfft2_into, rotate_nan
 
 
 def processing_signature(meta_processing) -> list:
@@ -282,14 +282,21 @@ def coarse_rotations(a: np.ndarray, b: np.ndarray, *, factor: int = 4, step_deg:
     A = np.conj(sfft.rfft2(za, s=shape, workers=1))
     na = np.sqrt((za.astype(np.float64) ** 2).sum())
     angles = np.arange(0.0, 360.0, step_deg)
-    stack = np.zeros((len(angles), diag, diag), np.float32)
+    # one turn at a time, so that its arrays stay in the processor's cache
+    buf = np.zeros(shape, np.float32)  # the zero padding stays zero
+    spec = np.empty((shape[0], shape[1] // 2 + 1), np.complex64)
+    cc = np.empty(shape, np.float32)
+    peak, norms = np.empty(len(angles)), np.empty(len(angles))
     for i, ang in enumerate(angles):
         r = rotate_nan(sb, ang, (diag, diag))
-        stack[i] = np.where(np.isnan(r), 0, r - np.nanmean(r))
-    norms = np.sqrt((stack.astype(np.float64) ** 2).sum((1, 2)))
-    cc = sfft.irfft2(sfft.rfft2(stack, s=shape, workers=1) * A, s=shape, workers=1)
+        z = np.where(np.isnan(r), 0, r - np.nanmean(r))
+        norms[i] = np.sqrt((z.astype(np.float64) ** 2).sum())
+        buf[:diag, :diag] = z
+        spec = rfft2_into(buf, spec)
+        spec *= A
+        peak[i] = irfft2_into(spec, shape[1], cc).max()
     with np.errstate(invalid="ignore", divide="ignore"):
-        curve = cc.reshape(len(angles), -1).max(1) / (na * norms)
+        curve = peak / (na * norms)
     curve = np.nan_to_num(curve, nan=-1.0)
     order = np.argsort(-curve)
     chosen: list[float] = []
