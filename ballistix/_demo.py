@@ -79,7 +79,8 @@ def run_demo(out, *, firearms: int = 4, scenes: int = 6, seed: int = 0, resoluti
     linked = sorted(tuple(sorted(e)) for e in graph.scene_links().edges())
     test_fires = [e["id"] for e in cw.exhibits if e["kind"] == "test_fire"]
     leads = [{"exhibit": r["exhibit"], "kind": r["kind"], "firearm": r["firearm"] or "-",
-              "linked_scenes": " ".join(r["linked_scenes"]) or "-", "best_cmc": r["best_cmc"]}
+              "linked_scenes": " ".join(r["linked_scenes"]) or "-", "best_cmc": r["best_cmc"],
+              "best_log10_lr": "-" if r["best_log10_lr"] is None else round(r["best_log10_lr"], 2)}
              for r in graph.leads(test_fires)]
     report_path = store.report(out / "report.html")
     clock["link, graph, report"] = time.perf_counter() - t

@@ -1,3 +1,4 @@
+import json
 import os
 import random
 import signal
@@ -111,6 +112,25 @@ def test_link_new_records_comparisons_once_and_the_graph_groups_guns(store, file
         assert not store.graph().link_graph().has_edge(x, y)
     with pytest.raises(bx.ParameterError, match="no exhibit"):
         store.confirm("nobody", x, True)
+    # the shipped calibration is for 6.25 um grids: this 12.5 um store records why there is no LR
+    for lr, ev in store._db.execute("SELECT log10_lr, evidence_json FROM comparisons"):
+        assert lr is None and "no likelihood ratio" in json.loads(ev)["note"]
+
+
+def test_v1_store_is_migrated_and_keeps_its_comparisons(store):
+    store.link_new(progress=False)
+    before = sorted(store._db.execute("SELECT a, b, cmc_count, score FROM comparisons").fetchall())
+    folder = store.folder
+    store._db.execute("ALTER TABLE comparisons DROP COLUMN log10_lr")  # as ballistix 0.1.0 left it
+    store._db.execute("ALTER TABLE comparisons DROP COLUMN evidence_json")
+    store._db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    store.close()
+    with CaseStore(folder) as st:
+        assert st.schema_version >= 2
+        assert sorted(st._db.execute("SELECT a, b, cmc_count, score FROM comparisons").fetchall()) == before
+        assert {r[0] for r in st._db.execute("SELECT log10_lr FROM comparisons")} == {None}
+        g = st.graph()
+        assert g.nx.number_of_edges() >= len(before)
 
 
 @pytest.mark.parametrize("damage", ["delete", "corrupt", "stale"])
@@ -141,8 +161,10 @@ def test_lost_or_corrupt_index_is_detected_and_rebuilt(store, damage):
 
 
 def test_schema_versions_and_foreign_files(tmp_path, files):
+    from ballistix.store import casestore
+
     with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
-        assert st.schema_version == 1
+        assert st.schema_version == casestore.SCHEMA_VERSION
     db = sqlite3.connect(tmp_path / "s" / "store.sqlite")
     db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     db.commit()
@@ -169,10 +191,11 @@ def test_migrations_run_in_order(tmp_path, monkeypatch):
 
     with CaseStore(tmp_path / "s"):
         pass
-    monkeypatch.setattr(casestore, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(casestore.MIGRATIONS, 1, ["ALTER TABLE exhibits ADD COLUMN examiner TEXT"])
+    v = casestore.SCHEMA_VERSION
+    monkeypatch.setattr(casestore, "SCHEMA_VERSION", v + 1)
+    monkeypatch.setitem(casestore.MIGRATIONS, v, ["ALTER TABLE exhibits ADD COLUMN examiner TEXT"])
     with CaseStore(tmp_path / "s") as st:
-        assert st.schema_version == 2
+        assert st.schema_version == v + 1
         cols = [r[1] for r in st._db.execute("PRAGMA table_info(exhibits)")]
         assert "examiner" in cols
 
@@ -287,13 +310,14 @@ def test_failed_migration_leaves_the_store_unchanged(tmp_path, monkeypatch):
 
     with CaseStore(tmp_path / "s"):
         pass
-    monkeypatch.setattr(casestore, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(casestore.MIGRATIONS, 1, ["ALTER TABLE exhibits ADD COLUMN x TEXT", "NOT SQL AT ALL"])
-    with pytest.raises(StoreError, match="migration from schema version 1 failed"):
+    v = casestore.SCHEMA_VERSION
+    monkeypatch.setattr(casestore, "SCHEMA_VERSION", v + 1)
+    monkeypatch.setitem(casestore.MIGRATIONS, v, ["ALTER TABLE exhibits ADD COLUMN x TEXT", "NOT SQL AT ALL"])
+    with pytest.raises(StoreError, match=f"migration from schema version {v} failed"):
         CaseStore(tmp_path / "s")
-    monkeypatch.setattr(casestore, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(casestore, "SCHEMA_VERSION", v)
     with CaseStore(tmp_path / "s") as st:
-        assert st.schema_version == 1
+        assert st.schema_version == v
         assert "x" not in [r[1] for r in st._db.execute("PRAGMA table_info(exhibits)")]
 
 
@@ -304,3 +328,22 @@ def test_unwritable_folder_is_a_store_error(tmp_path):
         CaseStore(f)
     with pytest.raises(StoreError, match="cannot create"):
         CaseStore(f / "sub")
+
+
+def test_links_carry_the_likelihood_ratio_into_graph_leads_and_report(tmp_path, files):
+    # default settings (6.25 um grids): the shipped calibration applies and every comparison keeps its LR
+    paths, guns = files
+    with CaseStore(tmp_path / "s", shortlist=2) as st:
+        st.ingest(paths[:4], [{"scene_id": f"S{k}"} for k in range(4)], progress=False)  # one scene each
+        assert st.link_new(progress=False) > 0
+        rows = st._db.execute("SELECT cmc_count, log10_lr, evidence_json FROM comparisons").fetchall()
+        assert all(lr is not None for _, lr, _ in rows)
+        assert all(json.loads(ev)["conclusion"]["log10_lr"] == pytest.approx(lr) for _, lr, ev in rows)
+        assert max(rows, key=lambda r: r[1])[0] >= 6  # the strongest LR is an identification-level count
+        g = st.graph()
+        lrs = [d.get("log10_lr") for _, _, d in g.nx.edges(data=True) if d.get("kind") == "match"]
+        assert lrs and all(v is not None for v in lrs)
+        leads = g.leads([e["exhibit_id"] for e in st.exhibits()])
+        assert leads and all((r["best_log10_lr"] is not None) == (r["best_cmc"] > 0) for r in leads)  # direct links
+        html = st.report(tmp_path / "r.html").read_text()
+        assert "<th>best LR</th>" in html

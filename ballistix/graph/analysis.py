@@ -104,7 +104,8 @@ def leads(g, new_exhibits: Iterable[str]) -> list[dict]:
     For each new exhibit whose gun (same-gun group) was also seen at another
     scene, or, for a scene exhibit, whose gun was recovered: the other exhibits of that gun, the
     other scenes (open cases) it connects, the firearm if a test fire is in
-    the group, and the strongest CMC count to another exhibit. New exhibits
+    the group, and the strongest CMC count and calibrated likelihood ratio
+    (log10; None when no comparison carries one) to another exhibit. New exhibits
     may link to each other (a first report of a new store has only new
     ones). Ranked: firearm hits first, then the number of other scenes, then
     the CMC count.
@@ -121,9 +122,12 @@ def leads(g, new_exhibits: Iterable[str]) -> list[dict]:
         guns = sorted({f for x in others + [e] if (f := g.firearm_of(x)) is not None})
         if not scenes and not (guns and own is not None):
             continue  # links within one scene, or test fires of one gun: nothing new for an investigator
-        direct = [links.edges[e, x].get("cmc_count") or 0 for x in others if links.has_edge(e, x)]
+        edges = [links.edges[e, x] for x in others if links.has_edge(e, x)]
+        lrs = [d["log10_lr"] for d in edges if d.get("log10_lr") is not None]
         out.append({"exhibit": e, "scene": own, "linked_exhibits": others, "linked_scenes": scenes,
-                    "firearm": guns[0] if len(guns) == 1 else None, "best_cmc": max(direct, default=0),
+                    "firearm": guns[0] if len(guns) == 1 else None,
+                    "best_cmc": max((d.get("cmc_count") or 0 for d in edges), default=0),
+                    "best_log10_lr": max(lrs, default=None),
                     "kind": "firearm hit" if guns else "scene link"})
     return sorted(out, key=lambda r: (r["firearm"] is None, -len(r["linked_scenes"]), -r["best_cmc"], r["exhibit"]))
 

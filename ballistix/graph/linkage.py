@@ -67,13 +67,16 @@ def _result_fields(result) -> dict[str, Any]:
         if "cmc_count" not in result:
             raise ParameterError(f"a comparison mapping needs 'cmc_count', got keys {sorted(result)}")
         out = {"cmc_count": int(result["cmc_count"]), "score": float(result.get("score", result["cmc_count"]))}
-        for k in ("confirmed", "rotation_deg", "examiner", "comparison_id"):
+        for k in ("confirmed", "rotation_deg", "log10_lr", "examiner", "comparison_id"):
             if result.get(k) is not None:
                 out[k] = result[k]
         return out
     if hasattr(result, "cmc_count") and hasattr(result, "score"):
-        return {"cmc_count": int(result.cmc_count), "score": float(result.score),
-                "rotation_deg": float(result.rotation_deg)}
+        out = {"cmc_count": int(result.cmc_count), "score": float(result.score),
+               "rotation_deg": float(result.rotation_deg)}
+        if getattr(result, "log10_lr", None) is not None:
+            out["log10_lr"] = float(result.log10_lr)
+        return out
     raise ParameterError(f"a comparison result must be a Comparison, a mapping or a CMC count, "
                          f"got {type(result).__name__}")
 
@@ -158,10 +161,11 @@ class LinkageGraph:
         self._dirty.update((a, b))
         if self._links.has_edge(a, b) and self._links.edges[a, b].get("same_firearm"):
             return  # test fires of one firearm: one gun whatever a comparison says
+        if self._links.has_edge(a, b):
+            self._links.remove_edge(a, b)  # a new comparison replaces the old link, attributes and all
         if self.is_link(edge):
-            self._links.add_edge(a, b, cmc_count=edge["cmc_count"], confirmed=bool(edge.get("confirmed")))
-        elif self._links.has_edge(a, b):
-            self._links.remove_edge(a, b)
+            lr = {"log10_lr": edge["log10_lr"]} if edge.get("log10_lr") is not None else {}
+            self._links.add_edge(a, b, cmc_count=edge["cmc_count"], confirmed=bool(edge.get("confirmed")), **lr)
 
     # --------------------------------------------------------------- nodes
     def _add(self, kind: str, id_, attrs: dict) -> str:

@@ -44,7 +44,7 @@ from ..scan import Scan
 
 __all__ = ["CaseStore", "StoreError", "SCHEMA_VERSION", "IngestReport"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -69,11 +69,16 @@ _SCHEMA = [
         a INTEGER NOT NULL REFERENCES exhibits(rowid), b INTEGER NOT NULL REFERENCES exhibits(rowid),
         cmc_count INTEGER NOT NULL, score REAL NOT NULL, rotation_deg REAL,
         params_json TEXT NOT NULL, confirmed INTEGER, created_utc TEXT NOT NULL, created_by TEXT NOT NULL,
-        ballistix_version TEXT NOT NULL, PRIMARY KEY (a, b), CHECK (a < b))""",
+        ballistix_version TEXT NOT NULL,
+        log10_lr REAL,                        -- calibrated likelihood ratio (NULL: no calibration applied)
+        evidence_json TEXT,                   -- calibration, conclusion and its error rates, or why no LR
+        PRIMARY KEY (a, b), CHECK (a < b))""",
     """CREATE TABLE failures (source TEXT NOT NULL, sha256 TEXT, reason TEXT NOT NULL, created_utc TEXT NOT NULL)""",
 ]
 #: Migrations: MIGRATIONS[v] takes a store at schema version v to v + 1.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE comparisons ADD COLUMN log10_lr REAL", "ALTER TABLE comparisons ADD COLUMN evidence_json TEXT"],
+}
 
 
 class StoreError(BallistixError):
@@ -475,9 +480,11 @@ class CaseStore:
                 for t, r in zip(targets, res):
                     a, b = sorted((rowid, t))
                     self._db.execute(
-                        "INSERT OR REPLACE INTO comparisons VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO comparisons (a, b, cmc_count, score, rotation_deg, params_json, "
+                        "confirmed, created_utc, created_by, ballistix_version, log10_lr, evidence_json) "
+                        "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
                         (a, b, int(r.cmc_count), float(r.score), float(r.rotation_deg), params, _now(), _user(),
-                         __version__))
+                         __version__, r.log10_lr, json.dumps(r.evidence, sort_keys=True, default=str)))
                 self._db.execute("UPDATE exhibits SET linked=1 WHERE rowid=?", (rowid,))
                 self._db.execute("COMMIT")
             except BaseException:
@@ -516,9 +523,9 @@ class CaseStore:
             g.add_exhibit(eid, scene=scene if kind == "scene" else None,
                           test_fired_from=gun if kind == "test_fire" else None,
                           sha256=sha, source_name=src, calibre=cal, date=date)
-        for a, b, cmc, score, rot, confirmed in self._db.execute(
-                "SELECT a, b, cmc_count, score, rotation_deg, confirmed FROM comparisons"):
-            res = {"cmc_count": cmc, "score": score, "rotation_deg": rot}
+        for a, b, cmc, score, rot, confirmed, lr in self._db.execute(
+                "SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr FROM comparisons"):
+            res = {"cmc_count": cmc, "score": score, "rotation_deg": rot, "log10_lr": lr}
             if confirmed is not None:
                 res["confirmed"] = bool(confirmed)
             g.add_comparison(names[a], names[b], res)

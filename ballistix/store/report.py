@@ -92,6 +92,14 @@ def _tracing_figure(ind: dict) -> str | None:
     return _png(fig)
 
 
+def _lr(log10_lr) -> str:
+    """A likelihood ratio for a table: 508, 1/60, or '-'."""
+    if log10_lr is None:
+        return "-"
+    v = 10.0 ** log10_lr
+    return f"{v:.3g}" if v >= 1 else f"1/{1 / v:.3g}"
+
+
 def write_report(store, path, *, since: str | None = None, threshold: int = 6) -> Path:
     """Write the store's report to ``path`` (one self-contained HTML file; figures inline).
 
@@ -122,9 +130,11 @@ def write_report(store, path, *, since: str | None = None, threshold: int = 6) -
         f"<h2>Leads: new exhibits since {_e(since)}</h2>",
         _table([{"exhibit": r["exhibit"], "scene": r["scene"], "kind": r["kind"], "firearm": r["firearm"],
                  "linked scenes": r["linked_scenes"], "linked exhibits": r["linked_exhibits"],
-                 "best CMC": r["best_cmc"]} for r in leads], "no new links"),
+                 "best CMC": r["best_cmc"], "best LR": _lr(r["best_log10_lr"])} for r in leads], "no new links"),
         "<p class='muted'>Leads are investigative aids from automated comparisons: each needs an examiner's "
-        "confirmation before it is evidence.</p>",
+        "confirmation before it is evidence. LR: the calibrated likelihood ratio of the strongest comparison "
+        "(same gun against different guns; see docs/evidence.md), '-' where no calibration applies to the "
+        "store's settings.</p>",
         "<h2>Same-gun groups</h2>",
         _table([{"gun": s["group"], "exhibits": len(s["exhibits"]), "scenes": s["scenes"],
                  "from": s["first_date"], "to": s["last_date"], "places": s["places"], "contexts": s["contexts"],
