@@ -82,6 +82,13 @@ def test_compare_many_matches_compare_in_order(sims):
         [bx.compare(a, b).cmc_count for a, b in pairs]
     assert parallel[0]._surfaces[0] is sims[0]  # the caller's scans, not copies shipped back
     assert len(parallel[1].plot().axes[0].patches) == parallel[1].n_cells
+    # one pool kept across calls gives the same results
+    from ballistix.features.comparison import process_pool
+
+    with process_pool(2) as pool:
+        kept = [bx.compare_many([p], executor=pool, progress=False)[0] for p in pairs]
+        assert pool._processes  # the pool is still up between calls
+    assert [r.to_dict()["cells"] for r in kept] == [r.to_dict()["cells"] for r in serial]
 
 
 @pytest.mark.parametrize("kwargs", [dict(grid=(0, 8)), dict(wobble=1), dict(method="best"), dict(directions="up"),

@@ -26,6 +26,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import BallistixError, IndexFormatError, ParameterError
 from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
-from ..features.comparison import compare_many
+from ..features.comparison import compare_many, process_pool
 from ..features.describe import describe, descriptor_info
 from ..features.preprocessing import preprocess
 from ..index import ScanIndex
@@ -462,9 +463,16 @@ class CaseStore:
         """Compare every exhibit not linked yet with its shortlist in the store and record the
         comparisons; returns the number of comparisons recorded. ``client``: compare on a Dask
         cluster (see `ingest`)."""
+        todo = [r[0] for r in self._db.execute("SELECT rowid FROM exhibits WHERE linked=0 ORDER BY rowid")]
+        if not todo:
+            return 0
+        # one pool of workers for every exhibit's shortlist (a pool per exhibit cost a second each)
+        with process_pool(n_jobs) if n_jobs > 1 and client is None else nullcontext() as pool:
+            return self._link(todo, n_jobs, progress, client, pool)
+
+    def _link(self, todo, n_jobs, progress, client, pool) -> int:
         from tqdm.auto import tqdm
 
-        todo = [r[0] for r in self._db.execute("SELECT rowid FROM exhibits WHERE linked=0 ORDER BY rowid")]
         params = json.dumps({**COMPARE_DEFAULTS, **self.compare_params}, sort_keys=True, default=str)
         n = 0
         for rowid in tqdm(todo, disable=not progress, desc="link"):
@@ -474,7 +482,7 @@ class CaseStore:
             scores, ids = self._index.search(describe(proc)[None], self.shortlist + 1)
             targets = [int(i) for i in ids[0] if i >= 0 and int(i) != rowid and int(i) not in have]
             res = compare_many([(proc, self.scan(t)) for t in targets], n_jobs=n_jobs, progress=False,
-                               client=client, **self.compare_params)
+                               client=client, executor=pool, **self.compare_params)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for t, r in zip(targets, res):
