@@ -109,7 +109,8 @@ def rotate_nan(z: np.ndarray, angle_deg: float, out_shape: tuple[int, int] | Non
     by 0 returns the input. ``out_shape`` pads/crops the output around the
     centre; outside the input is NaN.
     """
-    out, valid = _rotate_masked(np.where(np.isnan(z), 0, z).astype(np.float32), ~np.isnan(z), angle_deg, out_shape)
+    valid = ~np.isnan(z)
+    out, valid = _rotate_masked(np.where(valid, z, 0).astype(np.float32), valid, angle_deg, out_shape)
     out[~valid] = np.nan
     return out
 
@@ -165,16 +166,11 @@ def _regions(target: np.ndarray, cells: Cells, region_factor: float, pad: int = 
     return sliding_window_view(target, (H, W))[top, left], (H, W)
 
 
-def _pearson_nan(a: np.ndarray, b: np.ndarray, min_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise pairwise-complete Pearson correlation of (n, m) arrays (NaN if fewer than
-    ``min_points`` points both hold), and the number of such points per row."""
-    va, vb = ~np.isnan(a), ~np.isnan(b)
-    return _pearson_masked(np.where(va, a, 0.0).astype(np.float64), va, np.where(vb, b, 0), vb, min_points)
-
-
 def _pearson_masked(a0: np.ndarray, va: np.ndarray, b: np.ndarray, vb: np.ndarray,
                     min_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """`_pearson_nan` of values given as float64 ``a0`` and any-float ``b`` with validity masks."""
+    """Row-wise pairwise-complete Pearson correlation of (n, m) values ``a0`` (float64) and ``b``
+    with validity masks ``va``, ``vb`` (NaN if fewer than ``min_points`` points are valid in
+    both), and the number of such points per row."""
     both = va & vb
     n = np.count_nonzero(both, axis=1)
     a0 = a0 * both
