@@ -80,3 +80,11 @@ def test_tpr_at_fpr_picks_the_best_rule_within_the_false_positive_budget(max_fpr
     same = [True, True, True, True, False, False, False, False]
     r = tpr_at_fpr(scores, same, max_fpr)
     assert r["tpr"] == tpr and r["threshold"] == thr and r["fpr"] <= max_fpr
+
+
+@pytest.mark.parametrize("max_fpr", [-0.1, 1.5])
+def test_tpr_at_fpr_refuses_a_budget_outside_0_1(max_fpr):
+    from ballistix.evaluation import tpr_at_fpr
+
+    with pytest.raises(ParameterError, match="max_fpr"):
+        tpr_at_fpr([0.9, 0.1], [True, False], max_fpr)
