@@ -50,8 +50,9 @@ from .features.comparison import processing_signature
 
 __all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "features", "fit", "cross_validate", "cv_splits",
            "cllr", "cllr_min", "elub_bounds", "misleading", "tippett", "conclusion", "conclusion_rates", "verbal",
-           "load_calibration", "default_calibration", "processing_signature", "IDENTIFICATION_LR",
-           "ELIMINATION_LR"]
+           "load_calibration", "default_calibration", "shipped_calibrations", "select_calibration",
+           "population", "domain_check", "processing_signature", "IDENTIFICATION_LR", "ELIMINATION_LR",
+           "POPULATION_KEYS"]
 
 #: Features of a comparison used by the LR model; each one can only raise the LR.
 FEATURES: dict[str, str] = {
@@ -66,7 +67,86 @@ FORMAT_VERSION = 1
 
 
 class CalibrationMismatchError(ParameterError):
-    """A calibration was asked to weigh a comparison made with other parameters than its own."""
+    """A calibration was asked to weigh a comparison made with other parameters than its own,
+    or of scans outside its population (domain)."""
+
+
+# ---------------------------------------------------------------------------------------------- populations
+
+#: What a score means depends on the population both scans come from. A calibration's ``domain``
+#: may restrict each of these keys to a list of values (None or absent: any value).
+POPULATION_KEYS: dict[str, str] = {
+    "calibre": "cartridge calibre (labels 'calibre'), e.g. 9mm Luger",
+    "make_model": "make and model of the firearm (labels 'make' + 'model'), when known",
+    "instrument": "scanning instrument (x3p Record2 manufacturer + model, or labels 'instrument')",
+}
+
+_CALIBRE_ALIASES = {"9mm": "9mm Luger", "9mmluger": "9mm Luger", "9x19": "9mm Luger", "9x19mm": "9mm Luger",
+                    "9mmparabellum": "9mm Luger", "9mmpara": "9mm Luger", "9mmpb": "9mm Luger",
+                    "9x19parabellum": "9mm Luger", "9mmnato": "9mm Luger"}
+
+
+def _norm(v) -> str:
+    """Case- and punctuation-blind form of a population value (for matching, not for display)."""
+    return "".join(ch for ch in str(v).casefold() if ch.isalnum())
+
+
+def _canonical(key: str, v) -> str | None:
+    if v is None or str(v).strip() == "" or _norm(v) in ("", "na", "none", "unknown", "notavailable"):
+        return None
+    v = " ".join(str(v).split())
+    if key == "calibre":
+        return _CALIBRE_ALIASES.get(_norm(v), v)
+    return v
+
+
+def population(meta: dict) -> dict[str, str | None]:
+    """The population keys of a scan (`POPULATION_KEYS`) from its metadata; None where unknown.
+
+    Reads ``meta["labels"]`` (calibre, make, model, instrument: as given at ingest or by
+    the simulator), then ``meta["population"]`` (recorded by a store), then the x3p
+    instrument record. Calibres are brought to one spelling (9x19, 9mm Para -> 9mm Luger).
+
+    Examples
+    --------
+    >>> population({"labels": {"calibre": "9x19", "make": "Ruger", "model": "P95"}})["make_model"]
+    'Ruger P95'
+    """
+    meta = meta if isinstance(meta, dict) else {}
+    lab = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    rec = meta.get("population") if isinstance(meta.get("population"), dict) else {}
+    inst = meta.get("instrument") if isinstance(meta.get("instrument"), dict) else {}
+    make_model = lab.get("make_model") or " ".join(str(lab[k]) for k in ("make", "model") if lab.get(k))
+    instrument = lab.get("instrument") or " ".join(str(inst[k]) for k in ("manufacturer", "model") if inst.get(k))
+    out = {"calibre": lab.get("calibre") or meta.get("calibre") or rec.get("calibre"),
+           "make_model": make_model or rec.get("make_model"),
+           "instrument": instrument or rec.get("instrument")}
+    return {k: _canonical(k, out[k]) for k in POPULATION_KEYS}
+
+
+def domain_check(domain: dict | None, pop: dict, label: str = "scan") -> str | None:
+    """Why a scan of population ``pop`` lies outside ``domain`` (None when inside).
+
+    ``domain`` maps population keys to the accepted values (matched case- and
+    punctuation-blind; None: any value); ``domain["unknown_ok"]`` lists the keys
+    for which an unrecorded value is accepted (the note of the comparison says so).
+    A restricted key whose value is unknown, and not in ``unknown_ok``, refuses.
+    """
+    if not domain:
+        return None
+    unknown_ok = set(domain.get("unknown_ok") or ())
+    for key in POPULATION_KEYS:
+        allowed = domain.get(key)
+        if allowed is None:
+            continue
+        v = pop.get(key)
+        if v is None:
+            if key in unknown_ok:
+                continue
+            return f"{label}: {key.replace('_', '/')} is not recorded, and the calibration applies only to {allowed}"
+        if _norm(_canonical(key, v)) not in {_norm(_canonical(key, a)) for a in allowed}:
+            return f"{label}: {key.replace('_', '/')} {v!r} is outside the calibration's domain {allowed}"
+    return None
 
 
 def features(comparison) -> dict[str, float]:
@@ -249,7 +329,8 @@ class Calibration:
     features); ``preprocessing`` and ``comparison`` are the parameters the
     reference comparisons were made with; a comparison made otherwise is
     refused. ``performance`` holds the cross-validated measures and the
-    conclusion scale's error rates.
+    conclusion scale's error rates. ``domain`` is the population it was
+    validated on (see `domain_check`): scans from outside it are refused.
     """
 
     coef: list[float]
@@ -262,6 +343,15 @@ class Calibration:
     performance: dict[str, Any] = field(default_factory=dict)
     features: list[str] = field(default_factory=lambda: list(FEATURES))
     version: str = __version__
+    domain: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.reference.get("name", "unnamed"))
+
+    def specificity(self) -> int:
+        """How many population keys the domain restricts (a more specific calibration is preferred)."""
+        return sum(1 for k in POPULATION_KEYS if (self.domain or {}).get(k) is not None)
 
     def raw_log10_lr(self, X) -> np.ndarray:
         """Unbounded log10 LRs of feature rows (see `features`)."""
@@ -285,6 +375,11 @@ class Calibration:
                 if sig is None or _canon(sig) != _canon(self.preprocessing):
                     return (f"scan {comparison.inputs[side].get('label', side)} was not preprocessed with the "
                             f"calibration's preprocessing steps and parameters")
+        for side in ("a", "b"):
+            inp = comparison.inputs[side]
+            why = domain_check(self.domain, inp.get("population") or {}, f"scan {inp.get('label', side)}")
+            if why:
+                return why
         return None
 
     def weigh(self, comparison, strict: bool = True) -> float | None:
@@ -334,6 +429,7 @@ def load_calibration(path) -> Calibration:
         raise FileFormatError(path, f"calibration features {cal.get('features')} are not this version's "
                                     f"{list(FEATURES)}")
     kw = {k: v for k, v in cal.items() if k not in ("format", "format_version")}
+    _check_domain(kw.get("domain"), path)
     try:
         c = Calibration(**kw)
         n = len(FEATURES)
@@ -348,22 +444,85 @@ def load_calibration(path) -> Calibration:
     return c
 
 
-_DEFAULT: Calibration | None = None
+def _check_domain(domain, path=None) -> None:
+    """A domain is None or a mapping of population keys to lists of strings (or None), plus
+    ``unknown_ok`` (a list of population keys)."""
+    if domain is None:
+        return
+    problem = None
+    if not isinstance(domain, dict):
+        problem = f"a domain must be a mapping, got {type(domain).__name__}"
+    else:
+        unknown = set(domain) - set(POPULATION_KEYS) - {"unknown_ok", "description"}
+        if unknown:
+            problem = f"unknown domain keys {sorted(unknown)}; known: {list(POPULATION_KEYS)}, unknown_ok, description"
+        for k in POPULATION_KEYS:
+            v = domain.get(k)
+            if v is not None and not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)):
+                problem = f"domain {k} must be a non-empty list of strings or None, got {v!r}"
+        ok = domain.get("unknown_ok") or []
+        if not (isinstance(ok, list) and set(ok) <= set(POPULATION_KEYS)):
+            problem = f"domain unknown_ok must list population keys, got {ok!r}"
+    if problem:
+        if path is not None:
+            raise FileFormatError(path, problem)
+        raise ParameterError(problem)
+
+
+_SHIPPED: dict[str, Calibration] | None = None
+
+
+def _shipped() -> dict[str, Calibration]:
+    global _SHIPPED
+    if _SHIPPED is None:
+        cals = {}
+        for f in sorted(resources.files("ballistix").joinpath("data").iterdir(), key=lambda f: f.name):
+            if f.name.startswith("calibration_") and f.name.endswith(".json"):
+                with resources.as_file(f) as p:
+                    cals[f.name[len("calibration_"):-len(".json")]] = load_calibration(p)
+        if "default" not in cals:
+            raise FileFormatError("ballistix/data/calibration_default.json", "missing from the package")
+        _SHIPPED = cals
+    return _SHIPPED
+
+
+def shipped_calibrations() -> list[Calibration]:
+    """The calibrations shipped with the package, most specific domain first (the generic
+    default, ``calibration_default.json``, last). See docs/evidence.md for what each was
+    fitted on and its limits."""
+    return sorted(_shipped().values(), key=lambda c: (-c.specificity(), c.name))
 
 
 def default_calibration() -> Calibration:
-    """The calibration shipped with the package (see docs/evidence.md for what it was fitted on
-    and its limits)."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        with resources.as_file(resources.files("ballistix") / "data" / "calibration_default.json") as p:
-            _DEFAULT = load_calibration(p)
-    return _DEFAULT
+    """The generic calibration shipped with the package (``calibration_default.json``), used
+    when no more specific shipped calibration applies."""
+    return _shipped()["default"]
+
+
+def select_calibration(comparison, calibrations=None) -> tuple[Calibration | None, list[str]]:
+    """The most specific calibration that applies to a comparison, and why the others refused.
+
+    ``calibrations``: candidates (default: `shipped_calibrations`). A calibration
+    applies when the comparison's parameters and preprocessing are its own and
+    both scans lie in its domain (`Calibration.check`). Among those that apply,
+    the one restricting most population keys wins (ties: the first given).
+    Returns ``(None, reasons)`` when none applies: the pair then has no LR and
+    is a candidate for an examiner, never a link.
+    """
+    cals = shipped_calibrations() if calibrations is None else list(calibrations)
+    reasons, best = [], None
+    for c in cals:
+        why = c.check(comparison)
+        if why:
+            reasons.append(f"{c.name}: {why}")
+        elif best is None or c.specificity() > best.specificity():
+            best = c
+    return best, reasons
 
 
 def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unnamed", description: str = "",
         preprocessing: list | None = None, comparison: dict[str, Any] | None = None,
-        extra_reference: dict[str, Any] | None = None) -> Calibration:
+        extra_reference: dict[str, Any] | None = None, domain: dict[str, Any] | None = None) -> Calibration:
     """Fit a calibration on reference comparisons of known truth.
 
     Parameters
@@ -382,7 +541,12 @@ def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unname
     preprocessing, comparison
         Parameters the reference comparisons were made with (`processing_signature`
         of the scans, `Comparison.params`); a comparison made otherwise is refused.
+    domain : dict, optional
+        The population the reference set represents (`POPULATION_KEYS` -> accepted
+        values, ``unknown_ok``); see `domain_check`. None: no restriction, which
+        only a calibration fitted on varied populations should claim.
     """
+    _check_domain(domain)
     Xm = _matrix(X)
     y = np.asarray(same, bool)
     if y.shape != (Xm.shape[0],):
@@ -402,7 +566,7 @@ def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unname
                                  "features_sha256": hashlib.sha256(np.ascontiguousarray(Xm).tobytes()
                                                                    + y.tobytes()).hexdigest(),
                                  **(extra_reference or {})},
-                      preprocessing=preprocessing, comparison=comparison)
+                      preprocessing=preprocessing, comparison=comparison, domain=domain)
     cal.bounds_log10 = list(elub_bounds(cal.raw_log10_lr(Xm), y))
     return cal
 

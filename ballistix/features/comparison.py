@@ -239,6 +239,9 @@ def _fingerprint(s: Scan) -> dict[str, Any]:
             d[k] = s.meta[k]
     if s.meta.get("processing"):
         d["processing"] = processing_signature(s.meta["processing"])
+    from ..evidence import population  # light: no cycle at import time
+
+    d["population"] = population(s.meta)
     lab = s.meta.get("labels")
     if isinstance(lab, dict) and lab.get("exhibit") is not None:
         d["label"] = str(lab["exhibit"])
@@ -477,17 +480,30 @@ def _weigh(res: Comparison, calibration) -> None:
     from .. import evidence
 
     if isinstance(calibration, str) and calibration == "default":
-        cal, strict = evidence.default_calibration(), False
+        cal, refused = evidence.select_calibration(res)  # the most specific shipped one that applies
     elif isinstance(calibration, evidence.Calibration):
-        cal, strict = calibration, True
+        cal, refused = calibration, []
     elif isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
-        cal, strict = evidence.load_calibration(calibration), True
+        cal, refused = evidence.load_calibration(calibration), []
     else:
         raise ParameterError(f"calibration must be 'default', a Calibration, a path or None; got "
                              f"{type(calibration).__name__}")
-    res.log10_lr = cal.weigh(res, strict=strict)
-    res.evidence = {"calibration": cal.reference.get("name"),
-                    "calibration_reference_sha256": cal.reference.get("features_sha256")}
+    if cal is None:
+        res.log10_lr = None
+        res.evidence = {"calibration": None,
+                        "note": "no likelihood ratio: no shipped calibration applies to this pair ("
+                                + "; ".join(refused) + "); an unverified candidate for an examiner, never a link"}
+        return
+    res.log10_lr = cal.weigh(res, strict=not (isinstance(calibration, str) and calibration == "default"))
+    res.evidence = {"calibration": cal.name,
+                    "calibration_reference_sha256": cal.reference.get("features_sha256"),
+                    "calibration_domain": cal.domain}
+    unknown = [k for k in (cal.domain or {}).get("unknown_ok") or ()
+               if (cal.domain or {}).get(k) is not None
+               and any((res.inputs[s].get("population") or {}).get(k) is None for s in ("a", "b"))]
+    if unknown:
+        res.evidence["assumed"] = (f"{', '.join(unknown)} not recorded for a scan: taken to be within the "
+                                   f"calibration's domain ({'; '.join(str(cal.domain[k]) for k in unknown)})")
     if res.log10_lr is None:
         res.evidence["note"] = f"no likelihood ratio: {cal.check(res)}"
     else:

@@ -34,6 +34,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import BallistixError, IndexFormatError, ParameterError
+from ..evidence import population
 from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
 from ..features.comparison import compare_many, process_pool
 from ..features.describe import describe, descriptor_info
@@ -556,8 +557,11 @@ def _prepare(job: tuple) -> tuple:
         vec = describe(proc)
         rel = f"scans/{sha[:2]}/{sha}.npz"
         (Path(folder) / "scans" / sha[:2]).mkdir(exist_ok=True)
+        labels = {**(raw.meta.get("labels") or {}), **(meta.get("labels") or {}),
+                  **{k: meta[k] for k in ("calibre", "make", "model", "instrument") if meta.get(k)}}
         small = Scan(proc.heights.astype(np.float32), proc.dx, proc.dy,
-                     {"processing": proc.meta.get("processing", []), "source_sha256": sha})
+                     {"processing": proc.meta.get("processing", []), "source_sha256": sha,
+                      "population": population({**raw.meta, "labels": labels})})
         write_npz(small, Path(folder) / rel)  # atomic, content-named: a crash leaves at worst an orphan file
         return sha, name, proc.meta.get("processing", []), vec, rel
     except Exception as e:  # a bad input never stops the batch: recorded with its reason
