@@ -106,8 +106,14 @@ def cmd_search(args) -> int:
     if args.json:
         print(json.dumps({"query": args.query, "store": str(args.store), "candidates": cands}, indent=2))
     else:
-        _print_table([{**c, "score": round(c["score"], 3), "descriptor_score": round(c["descriptor_score"], 3),
-                       "identification": "yes" if c["cmc_count"] >= 6 else "no"} for c in cands])
+        _print_table([{"exhibit_id": c["exhibit_id"], "source_name": c["source_name"], "cmc_count": c["cmc_count"],
+                       "score": round(c["score"], 3), "descriptor_score": round(c["descriptor_score"], 3),
+                       "descriptor_rank": c["descriptor_rank"],
+                       "log10_lr": "-" if c["log10_lr"] is None else round(c["log10_lr"], 2),
+                       "conclusion": c["conclusion"]} for c in cands])
+        if any(c["log10_lr"] is None for c in cands):
+            print("candidate: no calibration applies to the pair (population or settings): for an examiner, "
+                  "never an identification")
     return 0
 
 
@@ -158,21 +164,38 @@ def cmd_link(args) -> int:
     """Compare every new exhibit of a store with its shortlist, and write the linkage graph."""
     with _store(args) as st:
         n = st.link_new(n_jobs=args.jobs, progress=not args.json, client=args.scheduler)
-        g = st.graph(threshold=args.threshold)
+        g = st.graph()
     out = Path(args.out)
     g.to_html(out) if out.suffix.lower() == ".html" else g.export(out)
     groups = g.group_summaries(min_size=2)
+    cands = g.candidates()
     if args.json:
-        print(json.dumps({"comparisons_recorded": n, "groups": groups, "out": str(out)}, indent=2))
+        print(json.dumps({"comparisons_recorded": n, "decision_rule": g.decision_rule(), "groups": groups,
+                          "candidates": cands, "out": str(out)}, indent=2))
     else:
-        print(f"{n} comparisons recorded; {len(groups)} same-gun groups of 2+ exhibits; wrote {out}")
+        print(f"{n} comparisons recorded; {len(groups)} same-gun groups of 2+ exhibits; "
+              f"{len(cands)} candidates for review; wrote {out}")
+        print(f"links: {g.decision_rule()}")
+    return 0
+
+
+def cmd_rule(args) -> int:
+    """Show or set a store's link rule: a likelihood ratio from an applicable calibration (the
+    default, LR >= 100), or a CMC count rule the lab validated on its own population."""
+    with _store(args) as st:
+        if args.count_rule is not None or args.link_lr is not None:
+            count = None if args.count_rule in (None, "none") else int(args.count_rule)
+            st.set_decision_rule(link_lr=args.link_lr or 100.0, count_rule=count, reason=args.reason or "")
+        rule = st.decision_rule
+        text = st.graph().decision_rule()
+    print(json.dumps({**rule, "rule": text}, indent=2) if args.json else f"links: {text}")
     return 0
 
 
 def cmd_report(args) -> int:
     """Write a case store's report: leads, same-gun groups, scene timeline, 16.4.2 (one offline HTML file)."""
     with _store(args) as st:
-        path = st.report(args.out, since=args.since, threshold=args.threshold)
+        path = st.report(args.out, since=args.since)
     print(json.dumps({"report": str(path)}) if args.json else f"wrote {path}")
     return 0
 
@@ -238,7 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
     li = sub.add_parser("link", help="link new exhibits of a store and write the graph", description=cmd_link.__doc__)
     li.add_argument("--store", required=True)
     li.add_argument("--out", required=True, help="graph file: .graphml, .gexf, .json or .html (interactive view)")
-    li.add_argument("--threshold", type=int, default=6)
     li.add_argument("--shortlist", type=int, help="candidates compared per new exhibit (default: the store's, 50)")
     li.add_argument("--jobs", type=int, default=1)
     li.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): compare on the cluster")
@@ -249,9 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--store", required=True)
     rp.add_argument("--out", default="report.html")
     rp.add_argument("--since", help="ISO date: exhibits ingested since then are the new ones (default: last day)")
-    rp.add_argument("--threshold", type=int, default=6)
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_report)
+
+    ru = sub.add_parser("rule", help="show or set a store's link rule", description=cmd_rule.__doc__)
+    ru.add_argument("--store", required=True)
+    ru.add_argument("--link-lr", type=float, help="likelihood ratio at or above which a comparison is a link")
+    ru.add_argument("--count-rule", help="a CMC count rule instead of the LR (needs --reason), or 'none'")
+    ru.add_argument("--reason", help="the validation that supports a count rule")
+    ru.add_argument("--json", action="store_true")
+    ru.set_defaults(func=cmd_rule)
 
     be = sub.add_parser("bench", help="run the benchmarks (from a source checkout)", description=cmd_bench.__doc__)
     be.add_argument("args", nargs=argparse.REMAINDER,

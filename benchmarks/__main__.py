@@ -116,10 +116,11 @@ def summary_rows() -> list[list[str]]:
                 add("index_scale", f"{int(n):,} vectors, {auto['factory']} (default setting): p50 ms / recall@200",
                     f"{_fmt(v.get('p50_ms'))} / {_fmt(v.get('recall_at_k'))}", d)
     if d := load("linkage"):
-        q = _get(d, "casework", "quality", "thresholds", "6", "rule")
-        if q:
-            add("linkage", "simulated casework at 6 CMCs: precision / recall", f"{_fmt(q['precision'])} / "
-                f"{_fmt(q['recall'])}", d)
+        for key, what in (("LR>=100", "the default rule, LR >= 100"), ("6", "a 6-CMC count rule")):
+            q = _get(d, "casework", "quality", "thresholds", key, "rule")
+            if q:
+                add("linkage", f"simulated casework, {what}: precision / recall", f"{_fmt(q['precision'])} / "
+                    f"{_fmt(q['recall'])}", d)
         m = _get(d, "casework", "quality", "injected", "single_link_trials_with_a_merge")
         if m:
             add("linkage", "single false links that merged groups (rule / components)",

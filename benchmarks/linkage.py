@@ -7,8 +7,9 @@
    preprocessed and described, each searched in a `ScanIndex` of all the
    others, its descriptor shortlist verified with `compare` (CMC), the
    comparisons put in a `LinkageGraph`. Same-gun groups against the truth:
-   pairwise precision and recall and the adjusted Rand index for thresholds
-   3-12; then false links injected (random different-gun pairs given CMC
+   pairwise precision and recall and the adjusted Rand index under the
+   default rule (LR >= 100 from the calibration that applies) and under count
+   rules of 3-12 CMCs (a lab's explicit choice); then false links injected (random different-gun pairs given CMC
    counts of 6-30): how many true groups merge with the chaining rule and
    with plain connected components.
 2. The 40 real Fadul scans: all 780 pairs compared and grouped; the groups
@@ -74,15 +75,15 @@ def plain_components(g: bx.LinkageGraph) -> list[set]:
 
 def casework_quality(cw, comps, truth, seed: int, n_false: int) -> dict:
     out = {"thresholds": {}}
-    for t in THRESHOLDS:
-        g = bx.LinkageGraph.from_casework(cw, comps, threshold=t)
+    for t in ["LR>=100", *THRESHOLDS]:
+        g = bx.LinkageGraph.from_casework(cw, comps, **({} if t == "LR>=100" else {"count_rule": t}))
         out["thresholds"][t] = {"rule": grouping_scores(g.groups(), truth),
                                 "components": grouping_scores(plain_components(g), truth),
-                                "weak_links": len(g.weak_links())}
-    # injected false links at the default threshold
+                                "weak_links": len(g.weak_links()), "candidates": len(g.candidates())}
+    # injected false links (as CMC counts, under a 6-CMC count rule): what the chaining rule protects
     rng = np.random.default_rng(seed)
     ids = sorted(truth)
-    g = bx.LinkageGraph.from_casework(cw, comps)
+    g = bx.LinkageGraph.from_casework(cw, comps, count_rule=6)
     injected = []
     while len(injected) < n_false:
         a, b = rng.choice(len(ids), 2, replace=False)
@@ -90,7 +91,7 @@ def casework_quality(cw, comps, truth, seed: int, n_false: int) -> dict:
             injected.append((ids[a], ids[b], int(rng.integers(6, 31))))
     trials = []
     for a, b, c in injected:  # one false link at a time
-        h = bx.LinkageGraph.from_casework(cw, comps)
+        h = bx.LinkageGraph.from_casework(cw, comps, count_rule=6)
         h.add_comparison(a, b, c)
         trials.append((grouping_scores(h.groups(), truth)["merged_groups"],
                        grouping_scores(plain_components(h), truth)["merged_groups"]))
@@ -118,7 +119,7 @@ def fadul(jobs: int) -> dict | None:
     t = time.perf_counter()
     res = bx.compare_many([(scans[i], scans[j]) for i, j in pairs], n_jobs=jobs, progress=False)
     dt = time.perf_counter() - t
-    g = bx.LinkageGraph.from_comparisons([(names[i], names[j], r) for (i, j), r in zip(pairs, res)])
+    g = bx.LinkageGraph.from_comparisons([(names[i], names[j], r) for (i, j), r in zip(pairs, res)])  # LR rule
     truth = {n: labels[n] for n in names}
     slides = {}
     for n, s in truth.items():
@@ -177,13 +178,17 @@ def figure(out, path):
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     th = out["casework"]["quality"]["thresholds"]
-    ts = sorted(th, key=int)
+    ts = sorted((t for t in th if t.isdigit()), key=int)
     for key, style in (("rule", "-"), ("components", "--")):
         ax.plot([int(t) for t in ts], [th[t][key]["precision"] for t in ts], "o" + style, ms=3,
                 label=f"precision ({'chaining rule' if key == 'rule' else 'connected components'})")
         ax.plot([int(t) for t in ts], [th[t][key]["recall"] for t in ts], "s" + style, ms=3,
                 label=f"recall ({'chaining rule' if key == 'rule' else 'connected components'})")
-    ax.set_xlabel("CMC threshold for a link")
+    if "LR>=100" in th:
+        lr = th["LR>=100"]["rule"]
+        ax.axhline(lr["precision"], color="tab:green", lw=0.8, ls=":", label="precision, default LR >= 100")
+        ax.axhline(lr["recall"], color="tab:red", lw=0.8, ls=":", label="recall, default LR >= 100")
+    ax.set_xlabel("CMC count rule for a link")
     ax.set_ylabel("pairwise precision / recall of same-gun groups")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
@@ -239,7 +244,7 @@ def main(argv=None) -> int:
             for t, r in q["thresholds"].items()]
     print(f"simulated casework: {run['exhibits']} exhibits, {run['scenes']} scenes, {run['firearms']} guns, "
           f"{run['compared_pairs']} pairs compared (shortlist {run['shortlist']}, {run['difficulty']})")
-    print(table(rows, ["threshold", "precision", "recall", "ARI", "precision (components)",
+    print(table(rows, ["rule", "precision", "recall", "ARI", "precision (components)",
                        "recall (components)", "weak links"]))
     inj = q["injected"]
     print(f"\n{inj['n']} false links (CMC 6-30) injected one at a time: a true-group merge in "

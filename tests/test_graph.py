@@ -7,6 +7,14 @@ import pytest
 import ballistix as bx
 from ballistix.graph import LinkageGraph
 
+# The grouping rules below are the same under any link rule: these tests state links as CMC counts
+# under an explicit count rule (a lab's choice); the default LR rule has its own tests further down.
+COUNT_RULE = 6
+
+
+def counted(comps, **kw):
+    return LinkageGraph.from_comparisons(comps, count_rule=COUNT_RULE, **kw)
+
 
 def clique(ids, cmc=20):
     return [(a, b, cmc) for a, b in itertools.combinations(ids, 2)]
@@ -15,24 +23,24 @@ def clique(ids, cmc=20):
 # ------------------------------------------------------------- grouping
 @pytest.mark.parametrize("cmc, linked", [(5, False), (6, True), (30, True)])
 def test_threshold_decides_a_link(cmc, linked):
-    g = LinkageGraph.from_comparisons([("A", "B", cmc)])
+    g = counted([("A", "B", cmc)])
     assert (g.groups() == [{"A", "B"}]) == linked
 
 
 def test_single_false_link_does_not_merge_two_groups():
     comps = clique("ABCD") + clique("WXYZ") + [("D", "W", 9)]
-    g = LinkageGraph.from_comparisons(comps)
+    g = counted(comps)
     assert g.groups() == [{"A", "B", "C", "D"}, {"W", "X", "Y", "Z"}]
     assert g.weak_links() == [{"a": "D", "b": "W", "cmc_count": 9}]
 
 
 def test_two_independent_links_do_merge():
     comps = clique("ABCD") + clique("WXYZ") + [("D", "W", 9), ("C", "X", 8)]
-    assert LinkageGraph.from_comparisons(comps).groups() == [set("ABCDWXYZ")]
+    assert counted(comps).groups() == [set("ABCDWXYZ")]
 
 
 def test_examiner_confirmed_bridge_is_kept_and_rejected_link_is_not_a_link():
-    g = LinkageGraph.from_comparisons(clique("ABCD") + clique("WXYZ"))
+    g = counted(clique("ABCD") + clique("WXYZ"))
     g.add_comparison("D", "W", 9, confirmed=True)
     assert g.groups() == [set("ABCDWXYZ")]
     g.add_comparison("D", "W", 9, confirmed=False)  # the later verdict replaces the earlier one
@@ -41,20 +49,20 @@ def test_examiner_confirmed_bridge_is_kept_and_rejected_link_is_not_a_link():
 
 
 def test_single_exhibit_joins_on_one_link_but_bare_chain_splits():
-    g = LinkageGraph.from_comparisons(clique("ABC") + [("C", "D", 7)])
+    g = counted(clique("ABC") + [("C", "D", 7)])
     assert g.groups() == [set("ABCD")]  # a pendant exhibit is not a merge of two groups
-    chain = LinkageGraph.from_comparisons([("A", "B", 20), ("B", "C", 20), ("C", "D", 20)])
+    chain = counted([("A", "B", 20), ("B", "C", 20), ("C", "D", 20)])
     assert chain.groups() == [{"A", "B"}, {"C", "D"}]  # the documented price of the rule
 
 
 def test_confirmed_only_mode():
-    g = LinkageGraph.from_comparisons([("A", "B", 25), ("C", "D", {"cmc_count": 3, "confirmed": True})],
+    g = counted([("A", "B", 25), ("C", "D", {"cmc_count": 3, "confirmed": True})],
                                       confirmed_only=True)
     assert g.groups() == [{"C", "D"}, {"A"}, {"B"}]
 
 
 def test_test_fires_of_one_firearm_are_one_gun_and_name_it():
-    g = LinkageGraph.from_comparisons([("E1", "T1", 15)],
+    g = counted([("E1", "T1", 15)],
                                       exhibits=[{"id": "T1", "test_fired_from": "F1"},
                                                 {"id": "T2", "test_fired_from": "F1"},
                                                 {"id": "E1", "scene": "S1"}])
@@ -64,7 +72,7 @@ def test_test_fires_of_one_firearm_are_one_gun_and_name_it():
 
 
 def test_groups_update_when_comparisons_arrive():
-    g = LinkageGraph.from_comparisons([("A", "B", 20)])
+    g = counted([("A", "B", 20)])
     assert g.groups() == [{"A", "B"}]
     g.add_comparison("B", "C", 11)
     assert g.groups() == [{"A", "B", "C"}]
@@ -77,7 +85,7 @@ class FakeComparison:
 
 
 def test_comparison_objects_and_mappings_are_accepted():
-    g = LinkageGraph.from_comparisons([("A", "B", FakeComparison()), ("B", "C", {"cmc_count": 2, "score": 2.3})])
+    g = counted([("A", "B", FakeComparison()), ("B", "C", {"cmc_count": 2, "score": 2.3})])
     e = g.nx.edges["exhibit:A", "exhibit:B"]
     assert e == {"kind": "match", "cmc_count": 17, "score": 17.62, "rotation_deg": 123.0}
     assert g.nx.edges["exhibit:B", "exhibit:C"]["score"] == 2.3
@@ -94,7 +102,10 @@ def test_comparison_objects_and_mappings_are_accepted():
     (lambda g: g.add_scene("S", kind="x"), "may not be named"),
     (lambda g: g.ids("gun"), "node kind"),
     (lambda g: LinkageGraph.from_comparisons([("A", "B")]), "triples"),
-    (lambda g: LinkageGraph(threshold=0), "threshold"),
+    (lambda g: LinkageGraph(count_rule=0), "count_rule"),
+    (lambda g: LinkageGraph(count_rule=5.5), "count_rule"),
+    (lambda g: LinkageGraph(link_lr=1.0), "link_lr"),
+    (lambda g: LinkageGraph(link_lr=float("nan")), "link_lr"),
     (lambda g: g.group_of("nobody"), "no exhibit"),
 ])
 def test_bad_input_is_a_parameter_error(call, match):
@@ -106,7 +117,7 @@ def test_bad_input_is_a_parameter_error(call, match):
 @pytest.fixture()
 def small():
     """Gun 1 at scenes S1, S2 (recovered as F1, traced); gun 2 at S2, S3; gun 3 at S4 only."""
-    g = LinkageGraph()
+    g = LinkageGraph(count_rule=COUNT_RULE)
     for sid, date, ctx in (("S1", "2024-01-05", "street gang"), ("S2", "2024-03-01", "street gang"),
                            ("S3", "2024-02-01", "drug trafficking"), ("S4", "2024-04-01", "robbery")):
         g.add_scene(sid, date=date, context=ctx, place="Oude Haven")
@@ -169,7 +180,7 @@ def test_casework_with_perfect_comparisons_recovers_the_truth():
     cw = bx.datasets.simulate_casework(n_firearms=6, n_scenes=15, seed=1, scans=False)
     truth = {e["id"]: e["firearm_truth"] for e in cw.exhibits}
     comps = [(a, b, 25 if truth[a] == truth[b] else 1) for a, b in itertools.combinations(sorted(truth), 2)]
-    g = LinkageGraph.from_casework(cw, comps)
+    g = LinkageGraph.from_casework(cw, comps, count_rule=COUNT_RULE)
     by_gun = {}
     for e, f in truth.items():
         by_gun.setdefault(f, set()).add(e)
@@ -192,7 +203,7 @@ def test_export_and_read_back_without_loss(small, tmp_path, suffix):
     assert dict(back.nx.nodes(data=True)) == dict(small.nx.nodes(data=True))
     edges = lambda g: {frozenset((u, v)): d for u, v, d in g.nx.edges(data=True)}  # noqa: E731
     assert edges(back) == edges(small)
-    assert back.nx.graph == small.nx.graph and back.threshold == small.threshold
+    assert back.nx.graph == small.nx.graph and back.count_rule == small.count_rule == COUNT_RULE
     assert back.groups() == small.groups()
 
 
@@ -242,7 +253,7 @@ def test_incremental_groups_equal_a_fresh_computation(seed):
 
     rnd = random.Random(seed)
     ex = [f"E{i:02d}" for i in range(30)]
-    g = LinkageGraph()
+    g = LinkageGraph(count_rule=COUNT_RULE)
     for i, e in enumerate(ex[:6]):
         g.add_exhibit(e, test_fired_from="F1" if i < 3 else "F2")
     final = {}
@@ -254,7 +265,7 @@ def test_incremental_groups_equal_a_fresh_computation(seed):
         final[frozenset((a, b))] = (a, b, {"cmc_count": cmc, "confirmed": verdict})
         if step % 17 == 0:
             g.groups()
-    fresh = LinkageGraph.from_comparisons(list(final.values()),
+    fresh = counted(list(final.values()),
                                           exhibits=[{"id": e, "test_fired_from": "F1" if i < 3 else "F2"}
                                                     for i, e in enumerate(ex[:6])])
     assert g.groups() == fresh.groups()
@@ -264,7 +275,7 @@ def test_incremental_groups_equal_a_fresh_computation(seed):
 
 
 def test_leads_skip_links_that_tell_nothing_new():
-    g = LinkageGraph()
+    g = LinkageGraph(count_rule=COUNT_RULE)
     g.add_exhibit("A", scene="S1")
     g.add_exhibit("B", scene="S1")
     g.add_exhibit("T1", test_fired_from="F1")
@@ -279,10 +290,58 @@ def test_leads_skip_links_that_tell_nothing_new():
 
 
 def test_an_exhibit_origin_is_recorded_once():
-    g = LinkageGraph()
+    g = LinkageGraph(count_rule=COUNT_RULE)
     g.add_exhibit("E1", scene="S1")
     g.add_exhibit("E1", scene="S1", date="2024-01-01")  # same origin: an update
     for kw in ({"scene": "S2"}, {"test_fired_from": "F1"}):
         with pytest.raises(bx.ParameterError, match="already recorded"):
             g.add_exhibit("E1", **kw)
     assert g.scene_of("E1") == "S1" and g.firearm_of("E1") is None and g.node("exhibit", "E1")["date"] == "2024-01-01"
+
+
+# ------------------------------------------------------------- the default rule: calibrated evidence
+@pytest.mark.parametrize("result, linked", [
+    ({"cmc_count": 40}, False),                       # a count alone never links, however high
+    (40, False),
+    ({"cmc_count": 12, "log10_lr": 1.99}, False),     # below LR 100
+    ({"cmc_count": 12, "log10_lr": 2.0}, True),
+    ({"cmc_count": 0, "log10_lr": 3.0}, True),         # the evidence decides, not the count
+    ({"cmc_count": 30, "log10_lr": 3.0, "confirmed": False}, False),
+    ({"cmc_count": 1, "confirmed": True}, True),
+])
+def test_default_rule_links_by_likelihood_ratio(result, linked):
+    g = LinkageGraph.from_comparisons([("A", "B", result)])
+    assert (g.groups() == [{"A", "B"}]) == linked
+    assert "likelihood ratio >= 100" in g.decision_rule() and "LR >= 100" in repr(g)
+
+
+def test_pairs_without_calibration_are_candidates_not_links():
+    g = LinkageGraph.from_comparisons([("A", "B", {"cmc_count": 9}), ("C", "D", {"cmc_count": 4, "log10_lr": 1.2}),
+                                       ("E", "F", {"cmc_count": 2, "log10_lr": -0.3}), ("G", "H", {"cmc_count": 0}),
+                                       ("I", "J", {"cmc_count": 20, "log10_lr": 2.5}),
+                                       ("K", "L", {"cmc_count": 15, "confirmed": False})])
+    assert g.groups(min_size=2) == [{"I", "J"}]
+    cands = g.candidates()
+    assert [(c["a"], c["b"]) for c in cands] == [("C", "D"), ("A", "B")]  # LR first, then no-LR by count
+    assert cands[1]["log10_lr"] is None and "no calibration" in cands[1]["why"]
+
+
+def test_link_lr_and_count_rule_are_the_callers_choice():
+    comps = [("A", "B", {"cmc_count": 7, "log10_lr": 1.5}), ("C", "D", {"cmc_count": 5, "log10_lr": 2.5})]
+    assert LinkageGraph.from_comparisons(comps, link_lr=10).groups(min_size=2) == [{"A", "B"}, {"C", "D"}]
+    g = LinkageGraph.from_comparisons(comps, count_rule=6)
+    assert g.groups(min_size=2) == [{"A", "B"}]  # the count rule replaces the LR rule, and says so
+    assert "6 or more congruent matching cells" in g.decision_rule()
+    assert [(c["a"], c["b"]) for c in g.candidates()] == [("C", "D")]  # strong LR the count rule leaves out
+
+
+def test_graph_written_by_0_2_keeps_its_count_rule(tmp_path):
+    g = counted([("A", "B", 8)])
+    path = g.export(tmp_path / "old.json")
+    doc = json.loads(path.read_text())
+    graph = doc["graph"]["graph"]
+    graph["threshold"] = graph.pop("count_rule")
+    del graph["link_lr"]
+    path.write_text(json.dumps(doc))
+    back = LinkageGraph.read(path)
+    assert back.count_rule == COUNT_RULE and back.groups() == [{"A", "B"}]

@@ -86,7 +86,9 @@ def test_search_by_file_scan_and_exhibit(store, files):
     by_id = store.search("case-00", k=3)
     assert "case-00" not in [c["exhibit_id"] for c in by_id]
     assert set(by_id[0]) == {"exhibit_id", "source_name", "cmc_count", "score", "descriptor_score",
-                             "descriptor_rank"}
+                             "descriptor_rank", "log10_lr", "calibration", "conclusion"}
+    for c in by_id:  # a conclusion only where a calibration gave an LR; otherwise a candidate, said so
+        assert (c["log10_lr"] is None) == (c["conclusion"] == "candidate") == (c["calibration"] is None)
     assert guns[by_id[0]["exhibit_id"]] == guns["case-00"] and by_id[0]["cmc_count"] >= 6
     by_file = store.search(paths[4], k=2)
     assert by_file[0]["exhibit_id"] == "case-04" and by_file[0]["source_name"] == "case-04.x3p"
@@ -98,7 +100,17 @@ def test_link_new_records_comparisons_once_and_the_graph_groups_guns(store, file
     _, guns = files
     n = store.link_new(progress=False)
     assert n > 0 and store.link_new(progress=False) == 0
+    # no calibration applies to this store's 12.5 um grids: by default no comparison is a link,
+    # the strong ones wait for an examiner
     g = store.graph()
+    assert g.groups(min_size=2) == [] and len(g.candidates()) > 0
+    assert all(c["log10_lr"] is None for c in g.candidates())
+    with pytest.raises(bx.ParameterError, match="reason"):
+        store.set_decision_rule(count_rule=6)
+    store.set_decision_rule(count_rule=6, reason="validated on this lab's test fires (report V-1)")
+    assert store.decision_rule["count_rule"] == 6 and store.decision_rule["set_by"]
+    g = store.graph()
+    assert "6 or more congruent matching cells" in g.decision_rule()
     truth = {}
     for e, f in guns.items():
         truth.setdefault(f, set()).add(e)
@@ -346,4 +358,4 @@ def test_links_carry_the_likelihood_ratio_into_graph_leads_and_report(tmp_path, 
         leads = g.leads([e["exhibit_id"] for e in st.exhibits()])
         assert leads and all((r["best_log10_lr"] is not None) == (r["best_cmc"] > 0) for r in leads)  # direct links
         html = st.report(tmp_path / "r.html").read_text()
-        assert "<th>best LR</th>" in html
+        assert "<th>best LR</th>" in html and "likelihood ratio &gt;= 100" in html

@@ -5,6 +5,8 @@ Plain functions over the graph (``g``); `LinkageGraph` exposes each as a method.
 
 from __future__ import annotations
 
+import math
+
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -108,7 +110,7 @@ def leads(g, new_exhibits: Iterable[str]) -> list[dict]:
     (log10; None when no comparison carries one) to another exhibit. New exhibits
     may link to each other (a first report of a new store has only new
     ones). Ranked: firearm hits first, then the number of other scenes, then
-    the CMC count.
+    the likelihood ratio, then the CMC count.
     """
     new = [str(e) for e in new_exhibits]
     links = g.link_graph()
@@ -129,7 +131,9 @@ def leads(g, new_exhibits: Iterable[str]) -> list[dict]:
                     "best_cmc": max((d.get("cmc_count") or 0 for d in edges), default=0),
                     "best_log10_lr": max(lrs, default=None),
                     "kind": "firearm hit" if guns else "scene link"})
-    return sorted(out, key=lambda r: (r["firearm"] is None, -len(r["linked_scenes"]), -r["best_cmc"], r["exhibit"]))
+    return sorted(out, key=lambda r: (r["firearm"] is None, -len(r["linked_scenes"]),
+                                      -(r["best_log10_lr"] if r["best_log10_lr"] is not None else -math.inf),
+                                      -r["best_cmc"], r["exhibit"]))
 
 
 def indicator_16_4_2(g) -> dict:

@@ -130,9 +130,17 @@ def read(cls, path):
     graph = dec(h.graph)
     for k in ("mode", "node_default", "edge_default"):  # added by the GEXF/GraphML readers
         graph.pop(k, None)
-    if "threshold" not in graph:
-        raise FileFormatError(path, "not a ballistix linkage graph (no threshold attribute)")
-    g = cls(threshold=int(graph["threshold"]), confirmed_only=bool(graph.get("confirmed_only", False)))
+    if "threshold" in graph and "link_lr" not in graph:  # written by 0.2 and earlier: a count rule, kept as such
+        graph["count_rule"] = graph.pop("threshold")
+        graph["link_lr"] = 100.0
+    if "link_lr" not in graph:
+        raise FileFormatError(path, "not a ballistix linkage graph (no link_lr attribute)")
+    try:
+        g = cls(link_lr=float(graph["link_lr"]), count_rule=int(graph.get("count_rule") or 0) or None,
+                confirmed_only=bool(graph.get("confirmed_only", False)))
+    except (TypeError, ValueError) as e:
+        raise FileFormatError(path, f"the graph's decision rule is not valid: {e}") from None
+    graph.update({k: g.nx.graph[k] for k in ("link_lr", "count_rule", "confirmed_only")})
     g.nx.graph.update(graph)
     for n, d in h.nodes(data=True):
         d = dec(d)
@@ -179,7 +187,7 @@ def plot(g, ax=None, *, seed: int = 0):
     labels = {n: _label(d) for n, d in g.nx.nodes(data=True) if d["kind"] != "exhibit"}
     nx.draw_networkx_labels(g.nx, pos, labels=labels, ax=ax, font_size=7)
     ax.set_title(f"{len(g.groups(min_size=2))} same-gun groups of 2+ exhibits; black: links "
-                 f"(CMC >= {g.threshold}{' confirmed' if g.confirmed_only else ''})", fontsize=9)
+                 f"({repr(g).rsplit('(', 1)[-1].rstrip('>')}", fontsize=9)
     ax.legend(scatterpoints=1, fontsize=8, loc="lower right")
     ax.set_axis_off()
     return ax
@@ -282,7 +290,7 @@ def to_html(g, path, *, title: str = "ballistix linkage graph", seed: int = 0) -
     # JSON inside <script>: no raw <, > or & so that no value can end or alter the script element
     data = (json.dumps({"nodes": nodes, "edges": edges})
             .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-    rule = "examiner-confirmed" if g.confirmed_only else f"CMC &ge; {int(g.threshold)} or confirmed"
+    rule = html.escape(g.decision_rule())
     text = _HTML.format(title=html.escape(title), summary=summary, data=data, rule=rule)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:

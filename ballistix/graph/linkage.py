@@ -18,8 +18,14 @@ Edges (attribute ``kind``):
 - ``found_at`` exhibit-scene; ``test_fired`` exhibit-firearm.
 
 A match edge is a *link* (evidence of one gun) when an examiner confirmed it,
-or, unless ``confirmed_only``, when its CMC count reaches ``threshold`` and no
-examiner rejected it. Test fires of one firearm are one gun by definition.
+or, unless ``confirmed_only``, when no examiner rejected it and its calibrated
+likelihood ratio reaches ``link_lr`` (100 by default: the "identification"
+step of the conclusion scale). The LR comes from a calibration whose domain
+holds both scans (see `ballistix.evidence`); a comparison without one is an
+unverified *candidate* for an examiner (`candidates`), never a link, whatever
+its CMC count. A lab that has validated a count rule on its own population
+may set one explicitly (``count_rule``, e.g. 6): the rule is then named in
+every output. Test fires of one firearm are one gun by definition.
 
 Same-gun groups (`groups`) are the connected sets of links, with one rule
 against chaining: a link that is the only connection between two sets of two
@@ -39,6 +45,8 @@ from typing import Any
 from pathlib import Path
 
 import networkx as nx
+
+import math
 
 from .._version import __version__
 from ..errors import ParameterError
@@ -86,25 +94,39 @@ class LinkageGraph:
 
     Parameters
     ----------
-    threshold : int
-        CMC count at or above which an unreviewed comparison is a link (6, the
-        conventional rule).
+    link_lr : float
+        Likelihood ratio at or above which an unreviewed comparison is a link
+        (100, the conclusion scale's identification step). Comparisons with no
+        calibrated LR are never links unless an examiner confirms them.
+    count_rule : int or None
+        A CMC count at or above which an unreviewed comparison is a link,
+        *instead of* the LR rule: only for a lab that validated the rule on its
+        own population (see `ballistix.validate`). None (default): no count rule.
     confirmed_only : bool
         Only examiner-confirmed comparisons are links.
 
     Examples
     --------
     >>> import ballistix as bx
-    >>> g = bx.LinkageGraph.from_comparisons([("A", "B", 24), ("B", "C", 19), ("C", "D", 1)])
+    >>> g = bx.LinkageGraph.from_comparisons([("A", "B", {"cmc_count": 24, "log10_lr": 3.0}),
+    ...                                       ("B", "C", {"cmc_count": 19, "log10_lr": 2.6}),
+    ...                                       ("C", "D", {"cmc_count": 9})])  # no LR: a candidate
     >>> g.groups()
     [{'A', 'B', 'C'}, {'D'}]
+    >>> [(c["a"], c["b"]) for c in g.candidates()]
+    [('C', 'D')]
     """
 
-    def __init__(self, *, threshold: int = 6, confirmed_only: bool = False):
-        if isinstance(threshold, bool) or int(threshold) != threshold or threshold < 1:
-            raise ParameterError(f"threshold must be a positive integer CMC count, got {threshold!r}")
-        self.nx = nx.Graph(threshold=int(threshold), confirmed_only=bool(confirmed_only),
-                           ballistix_version=__version__)
+    def __init__(self, *, link_lr: float = 100.0, count_rule: int | None = None, confirmed_only: bool = False):
+        if isinstance(link_lr, bool) or not isinstance(link_lr, (int, float)) or not (
+                math.isfinite(link_lr) and link_lr > 1):
+            raise ParameterError(f"link_lr must be a likelihood ratio above 1, got {link_lr!r}")
+        if count_rule is not None and (isinstance(count_rule, bool) or int(count_rule) != count_rule
+                                       or count_rule < 1):
+            raise ParameterError(f"count_rule must be None or a positive integer CMC count, got {count_rule!r}")
+        # graph attributes are scalars (GraphML, GEXF): count_rule 0 means "no count rule"
+        self.nx = nx.Graph(link_lr=float(link_lr), count_rule=int(count_rule or 0),
+                           confirmed_only=bool(confirmed_only), ballistix_version=__version__)
         self._reset_links()
 
     def _reset_links(self) -> None:
@@ -132,20 +154,36 @@ class LinkageGraph:
 
     # ------------------------------------------------------------ settings
     @property
-    def threshold(self) -> int:
-        return int(self.nx.graph["threshold"])
+    def link_lr(self) -> float:
+        return float(self.nx.graph["link_lr"])
+
+    @property
+    def count_rule(self) -> int | None:
+        return int(self.nx.graph["count_rule"]) or None
 
     @property
     def confirmed_only(self) -> bool:
         return bool(self.nx.graph["confirmed_only"])
+
+    def decision_rule(self) -> str:
+        """The rule that makes a comparison a link, in words (shown in every output)."""
+        if self.confirmed_only:
+            return "examiner-confirmed comparisons only"
+        if self.count_rule is not None:
+            return (f"{self.count_rule} or more congruent matching cells (a count rule set by the lab), "
+                    f"or examiner-confirmed")
+        return (f"likelihood ratio >= {self.link_lr:g} from a calibration that applies to both scans, "
+                f"or examiner-confirmed; pairs without an applicable calibration are candidates for review")
 
     def __repr__(self) -> str:
         n = {k: 0 for k in KINDS}
         for _, kind in self.nx.nodes(data="kind"):
             n[kind] += 1
         links = sum(1 for *_, d in self.nx.edges(data=True) if d["kind"] == "match" and self.is_link(d))
+        rule = "confirmed only" if self.confirmed_only else \
+            f"CMC >= {self.count_rule}" if self.count_rule is not None else f"LR >= {self.link_lr:g}"
         return (f"<LinkageGraph: {n['exhibit']} exhibits, {n['scene']} scenes, {n['firearm']} firearms, "
-                f"{links} links (threshold {self.threshold}{', confirmed only' if self.confirmed_only else ''})>")
+                f"{links} links ({rule})>")
 
     def _link_exhibit(self, exhibit: str, firearm: str | None) -> None:
         self._links.add_node(exhibit)
@@ -242,13 +280,15 @@ class LinkageGraph:
 
     # ------------------------------------------------------- constructors
     @classmethod
-    def from_comparisons(cls, comparisons: Iterable, *, threshold: int = 6, confirmed_only: bool = False,
-                         exhibits: Iterable[Mapping] = (), scenes: Iterable[Mapping] = (),
-                         firearms: Iterable[Mapping] = ()) -> LinkageGraph:
+    def from_comparisons(cls, comparisons: Iterable, *, link_lr: float = 100.0, count_rule: int | None = None,
+                         confirmed_only: bool = False, exhibits: Iterable[Mapping] = (),
+                         scenes: Iterable[Mapping] = (), firearms: Iterable[Mapping] = ()) -> LinkageGraph:
         """Build from ``(id_a, id_b, result)`` triples (result: a `Comparison`, a mapping with
-        ``cmc_count`` and optionally ``score``/``confirmed``, or a CMC count), and optional
-        records of exhibits, scenes and firearms (mappings with an ``id``)."""
-        g = cls(threshold=threshold, confirmed_only=confirmed_only)
+        ``cmc_count`` and optionally ``score``/``log10_lr``/``confirmed``, or a bare CMC count,
+        which carries no LR), and optional records of exhibits, scenes and firearms (mappings
+        with an ``id``). ``link_lr``, ``count_rule``, ``confirmed_only``: the decision rule
+        (see the class)."""
+        g = cls(link_lr=link_lr, count_rule=count_rule, confirmed_only=confirmed_only)
         for rec in scenes:
             g.add_scene(**_record(rec))
         for rec in firearms:
@@ -292,7 +332,34 @@ class LinkageGraph:
         c = edge.get("confirmed")
         if c is not None:
             return bool(c)
-        return not self.confirmed_only and edge.get("cmc_count", 0) >= self.threshold
+        if self.confirmed_only:
+            return False
+        if self.count_rule is not None:
+            return (edge.get("cmc_count") or 0) >= self.count_rule
+        lr = edge.get("log10_lr")
+        return lr is not None and math.isfinite(lr) and lr >= math.log10(self.link_lr) - 1e-12
+
+    def candidates(self) -> list[dict]:
+        """Comparisons for an examiner to review: not links, not rejected, and either with no
+        applicable calibration (no LR: an unverified candidate, whatever its count) and at
+        least one congruent cell, or with an LR above 1 that falls short of the link rule.
+        Strongest first (LR, then CMC count); each with ``a``, ``b``, ``cmc_count``,
+        ``log10_lr`` (None: no calibration applied) and ``why``."""
+        out = []
+        for u, v, d in self.nx.edges(data=True):
+            if d["kind"] != "match" or d.get("confirmed") is not None or self.is_link(d):
+                continue
+            lr, cmc = d.get("log10_lr"), d.get("cmc_count") or 0
+            if lr is None and cmc > 0:
+                why = "no calibration applies to both scans"
+            elif lr is not None and lr > 0:
+                why = f"LR above 1, below the link rule ({self.decision_rule().split(',')[0]})"
+            else:
+                continue
+            a, b = sorted((self.nx.nodes[u]["id"], self.nx.nodes[v]["id"]))
+            out.append({"a": a, "b": b, "cmc_count": cmc, "log10_lr": lr, "why": why})
+        return sorted(out, key=lambda r: (-(r["log10_lr"] if r["log10_lr"] is not None else -math.inf),
+                                          -r["cmc_count"], r["a"], r["b"]))
 
     def scene_of(self, exhibit: str) -> str | None:
         for nb in self.nx[node_key("exhibit", exhibit)]:

@@ -219,6 +219,31 @@ class CaseStore:
         return stored
 
     @property
+    def decision_rule(self) -> dict:
+        """The store's link rule: ``{"link_lr": 100.0, "count_rule": None}`` unless the lab set
+        another with `set_decision_rule` (then also ``set_by``, ``set_utc``, ``reason``)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='decision_rule'").fetchone()
+        return json.loads(row[0]) if row else {"link_lr": 100.0, "count_rule": None}
+
+    def set_decision_rule(self, *, link_lr: float = 100.0, count_rule: int | None = None,
+                          reason: str = "") -> dict:
+        """Set the rule by which an unreviewed comparison becomes a link in this store's graph,
+        leads and report (see `LinkageGraph`). ``count_rule`` (a CMC count) replaces the LR
+        rule: set it only for a population on which the lab validated it (``reason`` should
+        say where, e.g. the validation report); it is named in every output."""
+        from ..graph import LinkageGraph
+
+        LinkageGraph(link_lr=link_lr, count_rule=count_rule)  # validates both
+        if count_rule is not None and not str(reason).strip():
+            raise ParameterError("a count rule replaces calibrated evidence: give the reason (the lab's "
+                                 "validation that supports it)")
+        rule = {"link_lr": float(link_lr), "count_rule": None if count_rule is None else int(count_rule),
+                "reason": str(reason), "set_by": _user(), "set_utc": _now()}
+        self._db.execute("INSERT INTO meta VALUES ('decision_rule', ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value=excluded.value", (json.dumps(rule, sort_keys=True),))
+        return rule
+
+    @property
     def schema_version(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
 
@@ -429,7 +454,10 @@ class CaseStore:
 
         Returns up to ``k`` candidates, best first, each a dict with
         ``exhibit_id``, ``source_name``, ``cmc_count``, ``score``,
-        ``descriptor_score`` and ``descriptor_rank``.
+        ``descriptor_score``, ``descriptor_rank``, ``log10_lr`` (None: no
+        calibration applies to the pair), ``calibration`` and ``conclusion``
+        ("identification", "inconclusive", "elimination", or "candidate" when
+        there is no LR: for an examiner, never an identification).
         """
         exclude = ()
         if isinstance(query, str) and not Path(query).suffix and self._db.execute(
@@ -443,7 +471,9 @@ class CaseStore:
         names = dict(self._db.execute("SELECT rowid, exhibit_id FROM exhibits"))
         files = dict(self._db.execute("SELECT rowid, source_name FROM exhibits"))
         return [{"exhibit_id": names[c.id], "source_name": files[c.id], "cmc_count": c.cmc_count,
-                 "score": c.score, "descriptor_score": c.descriptor_score, "descriptor_rank": c.descriptor_rank}
+                 "score": c.score, "descriptor_score": c.descriptor_score, "descriptor_rank": c.descriptor_rank,
+                 "log10_lr": c.comparison.log10_lr, "calibration": c.comparison.evidence.get("calibration"),
+                 "conclusion": (c.comparison.evidence.get("conclusion") or {}).get("conclusion", "candidate")}
                 for c in cands]
 
     def _candidates(self, proc: Scan, k: int, shortlist: int, exclude, n_jobs: int) -> list[Candidate]:
@@ -509,17 +539,20 @@ class CaseStore:
         if cur.rowcount == 0:
             raise ParameterError(f"no comparison of {exhibit_a!r} and {exhibit_b!r} in the store")
 
-    def report(self, path, *, since: str | None = None, threshold: int = 6) -> Path:
-        """Write the HTML report (leads, same-gun groups, scene timeline, 16.4.2); see `report.write_report`."""
+    def report(self, path, *, since: str | None = None) -> Path:
+        """Write the HTML report (leads, same-gun groups, scene timeline, 16.4.2) under the store's
+        decision rule; see `report.write_report`."""
         from .report import write_report
 
-        return write_report(self, path, since=since, threshold=threshold)
+        return write_report(self, path, since=since)
 
-    def graph(self, **kw):
-        """The `LinkageGraph` of everything in the store (``threshold``, ``confirmed_only``)."""
+    def graph(self, *, confirmed_only: bool = False):
+        """The `LinkageGraph` of everything in the store, under the store's `decision_rule`
+        (``confirmed_only``: only examiner-confirmed links)."""
         from ..graph import LinkageGraph
 
-        g = LinkageGraph(**kw)
+        rule = self.decision_rule
+        g = LinkageGraph(link_lr=rule["link_lr"], count_rule=rule["count_rule"], confirmed_only=confirmed_only)
         for sid, attrs in self._db.execute("SELECT scene_id, attrs_json FROM scenes"):
             g.add_scene(sid, **json.loads(attrs))
         for fid, attrs in self._db.execute("SELECT firearm_id, attrs_json FROM firearms"):

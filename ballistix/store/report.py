@@ -100,13 +100,16 @@ def _lr(log10_lr) -> str:
     return f"{v:.3g}" if v >= 1 else f"1/{1 / v:.3g}"
 
 
-def write_report(store, path, *, since: str | None = None, threshold: int = 6) -> Path:
+def write_report(store, path, *, since: str | None = None) -> Path:
     """Write the store's report to ``path`` (one self-contained HTML file; figures inline).
 
     ``since`` (ISO date or time): exhibits ingested from then on are the new
     ones whose leads head the report; default: the latest day of ingest.
+    Links follow the store's decision rule (`CaseStore.decision_rule`), named
+    at the top; comparisons no calibration applies to are listed for review.
     """
-    g = store.graph(threshold=threshold)
+    g = store.graph()
+    rule = store.decision_rule
     exhibits = store.exhibits()
     if since is None and exhibits:
         since = max(e["created_utc"] for e in exhibits)[:10]
@@ -124,7 +127,9 @@ def write_report(store, path, *, since: str | None = None, threshold: int = 6) -
     parts = [
         f"<h1>Case store report</h1><p class='muted'>{_e(store.folder)} &middot; generated "
         f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} &middot; ballistix {__version__} "
-        f"&middot; decision rule: {threshold} or more congruent matching cells</p>",
+        f"&middot; links: {_e(g.decision_rule())}"
+        + (f" (set by {_e(rule.get('set_by'))} on {_e(rule.get('set_utc'))}: {_e(rule.get('reason'))})"
+           if rule.get("count_rule") is not None else "") + "</p>",
         f"<p>{len(exhibits)} exhibits, {len(g.ids('scene'))} scenes, {len(g.ids('firearm'))} recovered firearms; "
         f"{len(groups)} same-gun groups of two or more exhibits; {sl.number_of_edges()} scene links.</p>",
         f"<h2>Leads: new exhibits since {_e(since)}</h2>",
@@ -149,6 +154,12 @@ def write_report(store, path, *, since: str | None = None, threshold: int = 6) -
         f"or context traced.</p>", _tracing_figure(ind) or "",
         "<h3>Origin to recovery (trafficking routes)</h3>", _table(flows),
         "<h3>By context</h3>", _table(context),
+        "<h2>Review: candidates that are not links</h2>",
+        "<p class='muted'>Comparisons that no calibration applies to (no LR: the CMC count alone decides "
+        "nothing), or whose LR is above 1 but below the link rule. For an examiner; never a link until "
+        "confirmed.</p>",
+        _table([{"a": c["a"], "b": c["b"], "CMC": c["cmc_count"], "LR": _lr(c["log10_lr"]), "why": c["why"]}
+                for c in g.candidates()[:200]], "none"),
         "<h2>Review: links cut by the chaining rule</h2>",
         _table(g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
     ]
