@@ -1113,6 +1113,15 @@ def test_units_auto_refuses_ambiguous_files(tmp_path, dx, span, factor, height_f
     assert re.search(pattern, msg), msg
 
 
+@pytest.mark.parametrize("heights", [np.full((7, 11), np.nan), np.full((7, 11), 5e-6)], ids=["no-valid", "flat"])
+def test_units_auto_without_height_evidence_follows_the_increments(tmp_path, heights):
+    p = rescaled_x3p(tmp_path / "um.x3p", bx.Scan(heights, 3.125e-6, 3.125e-6), 1e6)
+    with pytest.warns(bx.ScanFormatWarning, match="heights give no evidence"):
+        back = bx.read_x3p(p)
+    assert back.meta["units"]["file"] == "um" and back.dx == pytest.approx(3.125e-6)
+    np.testing.assert_allclose(back.heights, heights, rtol=1e-12)
+
+
 def test_units_explicit_wrong_unit_reads_as_given_and_preprocess_refuses(tmp_path):
     p = rescaled_x3p(tmp_path / "um.x3p", bx.datasets.simulate(1, 1, seed=0, resolution="fast")[0], 1e6)
     with warnings.catch_warnings():

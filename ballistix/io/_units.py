@@ -71,8 +71,9 @@ def height_span(heights: np.ndarray) -> float | None:
     v = sub[np.isfinite(sub)]
     if v.size < 2:
         return None
-    lo, hi = np.percentile(v, [0.1, 99.9])
-    span = float(hi - lo)
+    with np.errstate(all="ignore"):  # absurd values (1e308) in a hostile file: no span, no warning
+        lo, hi = np.percentile(v, [0.1, 99.9])
+        span = float(hi) - float(lo)
     return span if span > 0 and math.isfinite(span) else None
 
 

@@ -441,6 +441,11 @@ def write_x3p(scan: Scan, path) -> Path:
     ``ballistix.json``, which other readers ignore. The file is written to a
     temporary name and renamed, so a crash never leaves a half-written file.
     Reading the result back gives identical heights, spacing and metadata.
+    Lengths are always written in metres, as ISO 25178-72 asks, whatever
+    unit the scan was read from: ``meta["units"]`` (like ``source``,
+    ``sha256`` and ``format``) describes the file a scan was read from and is
+    not stored, so a scan read from a micrometre file writes a metre file that
+    reads back without a warning.
 
     Parameters
     ----------
