@@ -50,6 +50,7 @@ def cmd_info(args) -> int:
     for path in args.files:
         suffix = Path(path).suffix.lower()
         kw = {"strict": not args.lenient} if suffix == ".x3p" else {}
+        kw["units"] = args.units
         if suffix in (".png", ".tif", ".tiff") and args.pixel_size_um:
             kw["pixel_size_m"] = args.pixel_size_um / 1e6
         try:
@@ -87,7 +88,7 @@ def cmd_ingest(args) -> int:
     meta = {k: v for k, v in (("scene_id", args.scene), ("firearm_id", args.firearm), ("kind", args.kind),
                               ("date", args.date), ("calibre", args.calibre)) if v}
     with _store(args) as st:
-        r = st.ingest(args.files, meta=meta, progress=not args.json, client=args.scheduler)
+        r = st.ingest(args.files, meta=meta, progress=not args.json, client=args.scheduler, units=args.units)
         total = len(st)
     for source, reason in r.failed:
         print(f"error: {reason}" if source in reason else f"error: {source}: {reason}", file=sys.stderr)
@@ -102,7 +103,7 @@ def cmd_ingest(args) -> int:
 def cmd_search(args) -> int:
     """Find the exhibits of a store most likely fired by the same gun as a scan (or a stored exhibit)."""
     with _store(args) as st:
-        cands = st.search(args.query, k=args.k, n_jobs=args.jobs)
+        cands = st.search(args.query, k=args.k, n_jobs=args.jobs, units=args.units)
     if args.json:
         print(json.dumps({"query": args.query, "store": str(args.store), "candidates": cands}, indent=2))
     else:
@@ -123,7 +124,7 @@ def cmd_compare(args) -> int:
     from .features.preprocessing import preprocess
     from .io import read_scan
 
-    a, b = (preprocess(read_scan(f)) for f in (args.a, args.b))
+    a, b = (preprocess(read_scan(f, units=args.units)) for f in (args.a, args.b))
     r = compare(a, b, calibration=args.calibration or "default")
     out = {"a": args.a, "b": args.b, "cmc_count": r.cmc_count, "cells": r.n_cells, "score": r.score,
            "rotation_deg": r.rotation_deg, "translation_m": [float(t) for t in r.translation],
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--calibre")
     ing.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): preprocess on the cluster")
     ing.add_argument("--json", action="store_true")
+    _units_option(ing)
     ing.set_defaults(func=cmd_ingest)
 
     se = sub.add_parser("search", help="search a case store for a scan or an exhibit", description=cmd_search.__doc__)
@@ -249,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--shortlist", type=int, help="candidates verified by CMC (default: the store's, 50)")
     se.add_argument("--jobs", type=int, default=1)
     se.add_argument("--json", action="store_true")
+    _units_option(se)
     se.set_defaults(func=cmd_search)
 
     co = sub.add_parser("compare", help="compare two scan files (CMC)", description=cmd_compare.__doc__)
@@ -256,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("b")
     co.add_argument("--calibration", help="calibration file for the likelihood ratio (default: the shipped one)")
     co.add_argument("--json", action="store_true")
+    _units_option(co)
     co.set_defaults(func=cmd_compare)
 
     li = sub.add_parser("link", help="link new exhibits of a store and write the graph", description=cmd_link.__doc__)
@@ -293,8 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--lenient", action="store_true", help="warn instead of failing on checksum mismatches")
     i.add_argument("--pixel-size-um", type=float, help="pixel size of 2-D images that do not carry one")
     i.add_argument("--json", action="store_true")
+    _units_option(i)
     i.set_defaults(func=cmd_info)
     return p
+
+
+def _units_option(parser) -> None:
+    """``--units`` for the subcommands that read scan files (passed to read_scan)."""
+    parser.add_argument("--units", choices=["auto", "m", "mm", "um"], default="auto",
+                        help="length unit of the x3p files' increments and heights (default auto: metres, as "
+                             "ISO 25178-72 asks, or mm / um when a file is unambiguously in them, with a warning)")
 
 
 def main(argv: list[str] | None = None) -> int:

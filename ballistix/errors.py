@@ -44,4 +44,5 @@ class ParameterError(BallistixError, ValueError):
 
 
 class ScanFormatWarning(UserWarning):
-    """A recoverable problem in a scan file (for example a checksum mismatch when ``strict=False``)."""
+    """A recoverable problem in a scan file (for example a checksum mismatch when ``strict=False``, or
+    lengths in micrometres or millimetres that ``units="auto"`` rescaled to metres)."""

@@ -145,3 +145,58 @@ def test_benchmark_command_runs_end_to_end_and_summarises(tmp_path):
         speed = json.loads((tmp_path / "cmc_speed.json").read_text())
         assert speed["modes"] and all(v["seconds"] > 0 for v in speed["modes"].values())
         assert sum(row[0] == "cmc_speed" for row in summary["rows"]) == len(speed["modes"])
+
+
+def _micrometre_x3p(scan, path: Path) -> Path:
+    """``scan`` as an x3p file in micrometres (CX/CY increments and float64 heights times 1e6, MD5s right)."""
+    import hashlib
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(bx.write_x3p(scan, path)) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    data = (np.frombuffer(members["bindata/data.bin"], "<f8") * 1e6).astype("<f8").tobytes()
+    xml = re.sub(r"(<C[XY]>\s*<AxisType>I</AxisType>\s*<DataType>D</DataType>\s*<Increment>)([^<]+)",
+                 lambda m: m.group(1) + repr(float(m.group(2)) * 1e6), members["main.xml"].decode())
+    xml = re.sub(r"(<MD5ChecksumPointData>)\w+", lambda m: m.group(1) + hashlib.md5(data).hexdigest(), xml)
+    members.update({"main.xml": xml.encode(), "bindata/data.bin": data,
+                    "md5checksum.hex": hashlib.md5(xml.encode()).hexdigest() + "\n"})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return path
+
+
+def test_info_units(tmp_path, capsys):
+    (s,) = bx.datasets.simulate(1, 1, seed=0, resolution="fast")
+    p = _micrometre_x3p(s, tmp_path / "um.x3p")
+    with pytest.warns(bx.ScanFormatWarning, match="units='um'"):
+        assert main(["info", str(p), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["spacing_um"] == 12.5
+    assert main(["info", str(p), "--units", "um", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["spacing_um"] == 12.5
+    assert main(["info", str(p), "--units", "m", "--json"]) == 0  # as given: 12.5 "metres"
+    assert json.loads(capsys.readouterr().out)[0]["spacing_um"] == 12.5e6
+
+
+def test_units_option_of_compare_ingest_and_search(tmp_path, capsys):
+    from ballistix.store import CaseStore
+
+    scans = bx.datasets.simulate(n_firearms=1, shots=2, seed=0, resolution="fast")
+    metres = [str(bx.write_x3p(s, tmp_path / f"m{k}.x3p")) for k, s in enumerate(scans)]
+    um = [str(_micrometre_x3p(s, tmp_path / f"u{k}.x3p")) for k, s in enumerate(scans)]
+    assert main(["compare", *metres, "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    assert main(["compare", *um, "--units", "um", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["cmc_count"] == ref["cmc_count"] and res["score"] == pytest.approx(ref["score"], abs=1e-9)
+    store = tmp_path / "store"
+    CaseStore(store, preprocess_params={"spacing_um": 12.5}).close()
+    assert main(["ingest", *um, "--store", str(store), "--units", "um", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == ["u0", "u1"]
+    # micrometres read as metres: refused, with the reason, by preprocess
+    assert main(["ingest", *um, "--store", str(tmp_path / "wrong"), "--units", "m", "--json"]) == 2
+    cap = capsys.readouterr()
+    assert len(json.loads(cap.out)["failed"]) == 2 and "passed as metres" in cap.err
+    assert main(["search", um[0], "--store", str(store), "--units", "m"]) == 2
+    assert "passed as metres" in capsys.readouterr().err

@@ -112,6 +112,29 @@ def test_read_scan_bad_keyword_is_parameter_error(files, kind, kwargs):
     assert not isinstance(err.value, bx.ScanFormatError)
 
 
+@pytest.mark.parametrize("kind", ["npz", "png"])
+def test_read_scan_units_of_other_formats(files, kind):
+    # only x3p files have a unit to choose: npz is always metres, images take pixel_size_m in metres
+    kw = {"pixel_size_m": 2e-6} if kind == "png" else {}
+    for units in ("auto", "m"):
+        scan = bx.read_scan(files[kind], units=units, **kw)
+        assert scan.meta["units"]["file"] == "m" and scan.meta["units"]["scale_to_m"] == 1.0
+    for units in ("mm", "um"):
+        with pytest.raises(bx.ParameterError, match=f"units='{units}' applies to x3p files only") as err:
+            bx.read_scan(files[kind], units=units, **kw)
+        assert str(files[kind]) in str(err.value)
+    with pytest.raises(bx.ParameterError, match="units must be one of"):
+        bx.read_scan(files[kind], units="furlong", **kw)
+
+
+def test_read_scan_passes_units_to_x3p(files):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scan = bx.read_scan(files["x3p"], units="m")
+    assert scan.meta["units"] == {"file": "m", "how": "given", "scale_to_m": 1.0}
+    assert bx.read_scan(files["x3p"]).meta["units"]["how"].startswith("auto")
+
+
 # ----------------------------------------------------------------------------
 # npz
 # ----------------------------------------------------------------------------
@@ -135,6 +158,15 @@ def test_npz_round_trip(tmp_path, dtype):
     assert back.meta["source"] == str(path) and back.meta["format"] == "npz"
     assert len(back.meta["sha256"]) == 64
     assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]  # no temporary left behind
+
+
+def test_npz_units_describe_the_file_read(tmp_path):
+    # a scan read from a micrometre x3p is in metres: its npz says metres, not the x3p's unit
+    scan = make_scan(meta={"units": {"file": "um", "how": "given", "scale_to_m": 1e-6}})
+    back = bx.read_npz(bx.write_npz(scan, tmp_path / "u.npz"))
+    assert back.meta["units"] == {"file": "m", "how": "npz: ballistix's own format, always metres", "scale_to_m": 1.0}
+    with np.load(tmp_path / "u.npz", allow_pickle=False) as z:
+        assert "units" not in json.loads(str(z["meta"]))
 
 
 def test_npz_is_plain_numpy_without_pickle(tmp_path):

@@ -7,6 +7,7 @@ import csv
 import functools
 import hashlib
 import io
+import json
 import re
 import struct
 import tempfile
@@ -211,7 +212,7 @@ def test_round_trip_meta_is_exact(tmp_path):
     # nothing the writer had to fill in (Record2 defaults such as "NA") appears on reading back
     meta = {"labels": {"exhibit": "E7"}, "processing": [{"step": "level", "order": 1}]}
     back = bx.read_x3p(bx.write_x3p(bx.Scan(sample_heights(), 1e-6, 1e-6, meta), tmp_path / "m.x3p"))
-    assert {k: v for k, v in back.meta.items() if k not in ("source", "sha256", "format", "x3p")} == meta
+    assert {k: v for k, v in back.meta.items() if k not in ("source", "sha256", "format", "x3p", "units")} == meta
 
 
 def test_round_trip_float32_becomes_float64(tmp_path):
@@ -937,3 +938,203 @@ def test_writing_is_deterministic(tmp_path):
     time.sleep(2.1)  # zip member times have a 2-second resolution
     b = bx.write_x3p(s, tmp_path / "b.x3p").read_bytes()
     assert a == b
+
+
+# ----------------------------------------------------------------------------
+# length units: files in micrometres or millimetres (units=)
+# ----------------------------------------------------------------------------
+
+def _scaled_number(factor):
+    return lambda mo: mo.group(1) + repr(float(mo.group(2)) * factor)
+
+
+def rescaled_x3p(path: Path, scan: bx.Scan, factor: float, *, height_factor: float | None = None) -> Path:
+    """``scan`` written by write_x3p, then main.xml's CX/CY increments and offsets multiplied by
+    ``factor`` and the float64 heights by ``height_factor`` (default ``factor``), with correct MD5s
+    of the point data and of main.xml: the file an instrument or an x3ptools pipeline writing
+    micrometres (1e6) or millimetres (1e3) would write."""
+    src = bx.write_x3p(scan, path.with_name("metres-" + path.name))
+    with zipfile.ZipFile(src) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    hf = factor if height_factor is None else height_factor
+    data = (np.frombuffer(members["bindata/data.bin"], "<f8") * hf).astype("<f8").tobytes()
+    xml = members["main.xml"].decode()
+    for tag in ("Increment", "Offset"):
+        xml, n = re.subn(rf"(<C[XY]>(?:(?!</C[XY]>).)*?<{tag}>)([^<]+)", _scaled_number(factor), xml, flags=re.S)
+        assert n == 2, tag
+    xml, n = re.subn(r"(<MD5ChecksumPointData>)\w+", lambda mo: mo.group(1) + md5(data), xml)
+    assert n == 1
+    members.update({"main.xml": xml.encode(), "bindata/data.bin": data,
+                    "md5checksum.hex": md5(xml.encode()) + "\n"})
+    return build_zip(path, members)
+
+
+def units_scan(dx=3.125e-6, span=4e-5, dy=None) -> bx.Scan:
+    """A small metre scan (dy = 2 dx unless given) with heights spanning ``span`` metres, offsets and a label."""
+    h = sample_heights()
+    h = (h - np.nanmin(h)) / (np.nanmax(h) - np.nanmin(h)) * span
+    return bx.Scan(h, dx, 2 * dx if dy is None else dy,
+                   {"labels": {"exhibit": "U1"}, "x3p": {"offset_m": [1e-4, -2e-4, 0.0]}})
+
+
+def test_units_helper_writes_what_it_says(tmp_path):
+    scan = units_scan()
+    p = rescaled_x3p(tmp_path / "um.x3p", scan, 1e6)
+    with zipfile.ZipFile(p) as zf:
+        root = ET.fromstring(zf.read("main.xml"))  # our own output: trusted
+    assert float(root.findtext("Record1/Axes/CX/Increment")) == pytest.approx(3.125)
+    back = bx.read_x3p(p, units="m")  # as given: the numbers in the file
+    assert back.dx == pytest.approx(3.125) and back.dy == pytest.approx(6.25)
+    np.testing.assert_allclose(back.heights, scan.heights * 1e6, rtol=1e-12)
+    assert back.meta["x3p"]["offset_m"] == pytest.approx([100.0, -200.0, 0.0])
+    assert back.meta["x3p"]["checksums"] == {"point_data": "verified", "main_xml": "verified"}
+
+
+def test_units_auto_reads_a_micrometre_file_as_metres_and_warns(tmp_path):
+    scan = units_scan()
+    p = rescaled_x3p(tmp_path / "um.x3p", scan, 1e6)
+    with pytest.warns(bx.ScanFormatWarning, match=r"um\.x3p.*units='um'.*not a plausible spacing in metres"):
+        back = bx.read_x3p(p)
+    np.testing.assert_allclose(back.heights, scan.heights, rtol=1e-12, atol=0)
+    assert np.array_equal(np.isnan(back.heights), np.isnan(scan.heights))
+    assert back.dx == pytest.approx(3.125e-6, rel=1e-12) and back.dy == pytest.approx(6.25e-6, rel=1e-12)
+    assert back.meta["x3p"]["offset_m"] == pytest.approx([1e-4, -2e-4, 0.0], rel=1e-12)
+    units = back.meta["units"]
+    assert units["file"] == "um" and units["scale_to_m"] == 1e-6
+    assert units["how"].startswith("auto: lateral increment 3.125 x 6.25 is not a plausible spacing in metres")
+    assert back.meta["labels"] == {"exhibit": "U1"}  # the sidecar still applies
+    with pytest.warns(bx.ScanFormatWarning, match="units='um'"):  # read_scan passes units="auto" on
+        assert bx.read_scan(p).meta["units"]["file"] == "um"
+
+
+def test_units_auto_reads_a_millimetre_file_as_metres(tmp_path):
+    scan = bx.datasets.simulate(1, 1, seed=0, resolution="fast")[0]  # 12.5 um grid, heights span ~0.1 mm
+    p = rescaled_x3p(tmp_path / "mm.x3p", scan, 1e3)
+    with pytest.warns(bx.ScanFormatWarning, match=r"mm\.x3p.*units='mm'"):
+        back = bx.read_x3p(p)
+    np.testing.assert_allclose(back.heights, scan.heights, rtol=1e-12, atol=0)
+    assert back.dx == pytest.approx(12.5e-6, rel=1e-12)
+    assert back.meta["units"]["file"] == "mm" and back.meta["units"]["scale_to_m"] == 1e-3
+
+
+@pytest.mark.parametrize("units, factor", [("um", 1e6), ("mm", 1e3), ("m", 1.0)])
+def test_units_given_read_without_warning(tmp_path, units, factor):
+    scan = units_scan()
+    p = rescaled_x3p(tmp_path / f"{units}.x3p", scan, factor)
+    for reader in (bx.read_x3p, bx.read_scan):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            back = reader(p, units=units)
+        np.testing.assert_allclose(back.heights, scan.heights, rtol=1e-12, atol=0)
+        assert back.dx == pytest.approx(scan.dx, rel=1e-12)
+        assert back.meta["units"] == {"file": units, "how": "given", "scale_to_m": {"m": 1.0, "mm": 1e-3,
+                                                                                     "um": 1e-6}[units]}
+
+
+def test_units_metre_files_say_so_without_warning(tmp_path):
+    p = bx.write_x3p(units_scan(), tmp_path / "m.x3p")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = bx.read_x3p(p)
+    assert back.meta["units"]["file"] == "m" and back.meta["units"]["scale_to_m"] == 1.0
+    assert back.meta["units"]["how"].startswith("auto: lateral increment 3.125e-06 x 6.25e-06 is a plausible")
+
+
+def test_units_micrometre_file_written_back_is_metres(tmp_path):
+    scan = units_scan()
+    with pytest.warns(bx.ScanFormatWarning):
+        um = bx.read_x3p(rescaled_x3p(tmp_path / "um.x3p", scan, 1e6))
+    out = bx.write_x3p(um, tmp_path / "back.x3p")
+    with zipfile.ZipFile(out) as zf:
+        root = ET.fromstring(zf.read("main.xml"))
+        sidecar = json.loads(zf.read("ballistix.json"))
+    assert float(root.findtext("Record1/Axes/CX/Increment")) == pytest.approx(3.125e-6, rel=1e-12)
+    assert "units" not in sidecar  # describes the file read, never stored in the one written
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = bx.read_x3p(out)
+    assert again.heights.tobytes() == um.heights.tobytes()
+    assert (again.dx, again.dy) == (um.dx, um.dy)
+    assert again.meta["units"]["file"] == "m"
+    assert again.meta["x3p"]["offset_m"] == um.meta["x3p"]["offset_m"]
+    assert again.meta["labels"] == {"exhibit": "U1"}
+
+
+def test_units_in_a_sidecar_are_ignored(tmp_path):
+    # a sidecar claiming micrometres (hand-made or from elsewhere) does not relabel a metre file
+    scan = units_scan()
+    data = np.ascontiguousarray(scan.heights, "<f8").tobytes()
+    side = json.dumps({"units": {"file": "um", "how": "given", "scale_to_m": 1e-6}, "labels": {"exhibit": "S"}})
+    p = build_x3p(tmp_path / "side.x3p", main_xml(dx="3.125e-06", dy="3.125e-06", data_md5=md5(data)),
+                  {"bindata/data.bin": data, "ballistix.json": side.encode()})
+    back = bx.read_x3p(p)
+    assert back.meta["units"]["file"] == "m" and back.meta["labels"] == {"exhibit": "S"}
+    assert np.array_equal(back.heights, scan.heights, equal_nan=True)
+
+
+def test_units_integer_data_scale_cz_increment_and_offset(tmp_path):
+    # L data: heights = count * CZ Increment + CZ Offset, all in micrometres here
+    data = RAW.astype("<i4").tobytes()
+    xml = main_xml(size_x=5, size_y=3, dx="3.125", dy="3.125", data_type="L", cz_increment="0.01",
+                   cz_offset="2.5", data_md5=md5(data))
+    p = build_x3p(tmp_path / "int-um.x3p", xml, {"bindata/data.bin": data})
+    with pytest.warns(bx.ScanFormatWarning, match="units='um'"):
+        back = bx.read_x3p(p)
+    np.testing.assert_allclose(back.heights, (RAW * 0.01 + 2.5) * 1e-6, rtol=1e-12)
+    assert back.meta["x3p"]["z_increment"] == pytest.approx(1e-8)
+    assert back.meta["x3p"]["offset_m"][2] == pytest.approx(2.5e-6)
+    assert back.dx == pytest.approx(3.125e-6)
+
+
+def test_units_heights_decide_between_millimetres_and_micrometres(tmp_path):
+    # increment 0.07 is 70 um in mm or 70 nm in um; heights spanning 40 units are 4 cm in mm (no
+    # cartridge case) but 40 um in um
+    scan = units_scan(dx=7e-8, dy=7e-8, span=4e-5)
+    with pytest.warns(bx.ScanFormatWarning, match="units='um'"):
+        back = bx.read_x3p(rescaled_x3p(tmp_path / "um.x3p", scan, 1e6))
+    assert back.meta["units"]["file"] == "um" and "and in micrometres" in back.meta["units"]["how"]
+    np.testing.assert_allclose(back.heights, scan.heights, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dx, span, factor, height_factor, pattern", [
+    (1e-3, 4e-5, 1e6, None, r"not a plausible spacing in metres.*nor in millimetres or micrometres"),
+    (3.125e-6, 4e-5, 1e6, 1.0, r"inconsistent length units.*heights span 3.99"),  # lateral um, heights m
+    (3.125e-6, 4e-5, 1e3, 1e6, r"inconsistent length units"),                     # lateral mm, heights um
+    (5e-5, 1e-3, 1e3, None, r"ambiguous length units.*units='mm' or units='um'"),  # 0.07 and span 1: both fit
+], ids=["no-unit-fits", "lateral-um-heights-m", "lateral-mm-heights-um", "mm-or-um"])
+def test_units_auto_refuses_ambiguous_files(tmp_path, dx, span, factor, height_factor, pattern):
+    p = rescaled_x3p(tmp_path / "odd.x3p", units_scan(dx=dx, span=span), factor, height_factor=height_factor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(bx.ScanFormatError) as err:
+            bx.read_x3p(p)
+    msg = str(err.value)
+    assert str(p) in msg and "units=" in msg
+    assert re.search(pattern, msg), msg
+
+
+@pytest.mark.parametrize("heights", [np.full((7, 11), np.nan), np.full((7, 11), 5e-6)], ids=["no-valid", "flat"])
+def test_units_auto_without_height_evidence_follows_the_increments(tmp_path, heights):
+    p = rescaled_x3p(tmp_path / "um.x3p", bx.Scan(heights, 3.125e-6, 3.125e-6), 1e6)
+    with pytest.warns(bx.ScanFormatWarning, match="heights give no evidence"):
+        back = bx.read_x3p(p)
+    assert back.meta["units"]["file"] == "um" and back.dx == pytest.approx(3.125e-6)
+    np.testing.assert_allclose(back.heights, heights, rtol=1e-12)
+
+
+def test_units_explicit_wrong_unit_reads_as_given_and_preprocess_refuses(tmp_path):
+    p = rescaled_x3p(tmp_path / "um.x3p", bx.datasets.simulate(1, 1, seed=0, resolution="fast")[0], 1e6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wrong = bx.read_x3p(p, units="m")  # trusted as given
+    assert wrong.dx == pytest.approx(12.5) and wrong.meta["units"]["how"] == "given"
+    with pytest.raises(bx.ParameterError, match="micrometres or millimetres passed as metres"):
+        bx.preprocess(wrong)
+
+
+@pytest.mark.parametrize("bad", ["furlong", "M", "µm", None, 1e-6, ""])
+def test_units_must_be_one_of_the_choices(tmp_path, bad):
+    p = simple_x3p(tmp_path / "ok.x3p")
+    for reader in (bx.read_x3p, bx.read_scan):
+        with pytest.raises(bx.ParameterError, match="units must be one of 'auto', 'm', 'mm', 'um'"):
+            reader(p, units=bad)

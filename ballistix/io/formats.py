@@ -13,6 +13,7 @@ import numpy as np
 from .._files import atomic_file
 from ..errors import ParameterError, ScanFormatError
 from ..scan import Scan
+from ._units import check_units, units_record
 from ._zip import list_members, open_zip, read_member, sha256_file
 from .x3p import MAX_POINTS, read_x3p
 
@@ -115,7 +116,9 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
         heights[alpha == 0] = np.nan
     meta = {"source": str(path), "sha256": sha256_file(path), "format": "image",
             "z_unit": "intensity", "image_mode": mode,
-            "pixel_size_from": "argument" if pixel_size_m is not None else "file"}
+            "pixel_size_from": "argument" if pixel_size_m is not None else "file",
+            "units": units_record("m", "image: pixel size in metres (pixel_size_m or the file's resolution tags); "
+                                       "heights are intensities")}
     return Scan(heights, px, px, meta)
 
 
@@ -138,7 +141,7 @@ def write_npz(scan: Scan, path) -> Path:
     from .x3p import _json_default
 
     path = Path(path)
-    meta = {k: v for k, v in scan.meta.items() if k not in ("source", "sha256", "format")}
+    meta = {k: v for k, v in scan.meta.items() if k not in ("source", "sha256", "format", "units")}
     try:
         meta_json = json.dumps(meta, sort_keys=True, allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as e:
@@ -203,35 +206,64 @@ def read_npz(path, *, max_points: int = MAX_POINTS) -> Scan:
         raise ScanFormatError(path, f"meta is not valid JSON: {e}") from None
     if not isinstance(meta, dict):
         raise ScanFormatError(path, "meta JSON must be an object")
-    meta.update(source=str(path), sha256=sha256_file(path), format="npz")
+    meta.update(source=str(path), sha256=sha256_file(path), format="npz",
+                units=units_record("m", "npz: ballistix's own format, always metres"))
     try:
         return Scan(heights, float(spacing[0]), float(spacing[1]), meta)
     except ParameterError as e:
         raise ScanFormatError(path, str(e)) from None
 
 
-def read_scan(path, **kwargs) -> Scan:
+def read_scan(path, *, units: str = "auto", **kwargs) -> Scan:
     """Read a scan, choosing the reader by the file suffix.
 
-    ``.x3p`` -> `read_x3p` (keywords ``strict``, ``max_points``);
+    ``.x3p`` -> `read_x3p` (keywords ``strict``, ``max_points``, ``units``);
     ``.png``, ``.tif``, ``.tiff`` -> `read_image` (``pixel_size_m``);
     ``.npz`` -> `read_npz`.
+
+    Parameters
+    ----------
+    path : str or path-like
+    units : {"auto", "m", "mm", "um"}, default "auto"
+        The length unit of an x3p file's increments and heights (see
+        `read_x3p`): ``"auto"`` reads metres, or millimetres / micrometres
+        when the file is unambiguously in them (with a `ScanFormatWarning`).
+        Other formats have no unit to choose: ``.npz`` files are always in
+        metres and images take their pixel size in metres, so they accept
+        ``"auto"`` and ``"m"`` and refuse ``"mm"``/``"um"`` with a
+        `ParameterError`.
+    **kwargs
+        Passed to the reader; a keyword the reader does not take is a
+        `ParameterError`.
+
+    Returns
+    -------
+    Scan
+        In metres; ``meta["units"]`` says the file's unit and how it was
+        decided.
 
     Examples
     --------
     >>> import ballistix as bx
     >>> scan = bx.read_scan("../shared/data/fadul/fadul-1-1.x3p")  # doctest: +SKIP
+    >>> scan = bx.read_scan("exhibit-from-another-lab.x3p", units="um")  # doctest: +SKIP
     """
     p = Path(path)
+    check_units(units)
     suffix = p.suffix.lower()
     if suffix == ".x3p":
         reader = read_x3p
+        kwargs["units"] = units
     elif suffix in IMAGE_SUFFIXES:
         reader = read_image
     elif suffix == ".npz":
         reader = read_npz
     else:
         raise ScanFormatError(p, f"unsupported suffix {suffix or '(none)'!r}; expected .x3p, .png, .tif, .tiff or .npz")
+    if reader is not read_x3p and units not in ("auto", "m"):
+        what = ("a ballistix .npz file is always in metres" if reader is read_npz else
+                "an image's pixel size is in metres (pixel_size_m or the file's resolution tags)")
+        raise ParameterError(f"{p}: units={units!r} applies to x3p files only; {what}")
     try:
         inspect.signature(reader).bind(p, **kwargs)
     except TypeError as e:

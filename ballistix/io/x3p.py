@@ -31,6 +31,7 @@ from .._version import __version__
 from ..errors import ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
 from ..scan import Scan
 from ._zip import check_member_name as _check_member_name, list_members, open_zip
+from ._units import SCALE_TO_M, check_units, decide_units, units_record
 from ._zip import read_member as _read_member, sha256_file as _sha256_file
 
 __all__ = ["read_x3p", "write_x3p", "MAX_POINTS"]
@@ -42,7 +43,7 @@ MAX_SIDECAR_BYTES = 4 * 1024 * 1024
 MAX_MEMBERS = 1000
 _DTYPES = {"D": np.dtype("<f8"), "F": np.dtype("<f4"), "L": np.dtype("<i4"), "I": np.dtype("<i2")}
 _SIDECAR = "ballistix.json"
-_OWN_KEYS = ("source", "sha256", "format", "x3p")  # describe the file read, never stored in it
+_OWN_KEYS = ("source", "sha256", "format", "x3p", "units")  # describe the file read, never stored in it
 _RECORD2_KEYS = ("date", "creator", "calibration_date", "comment", "instrument", "probing")
 
 
@@ -105,7 +106,7 @@ def _checksum(path, strict: bool, what: str, expected: str | None, data: bytes) 
     return status
 
 
-def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan:
+def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: str = "auto") -> Scan:
     """Read an ISO 25178-72 x3p file.
 
     Parameters
@@ -119,32 +120,56 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
     max_points : int
         Refuse files declaring more than this many points (SizeX * SizeY),
         before allocating anything.
+    units : {"auto", "m", "mm", "um"}, default "auto"
+        The length unit of the file's numbers: CX/CY increments and offsets,
+        heights, and CZ increment and offset. ISO 25178-72 says metres, but
+        some instruments and x3ptools pipelines write micrometres (or
+        millimetres), always for the increments and the heights together, so
+        one unit covers both. ``"m"``, ``"mm"``, ``"um"``: read as that unit,
+        no questions asked (a wrong unit gives a scan that `preprocess`
+        refuses). ``"auto"``: metres whenever the CX/CY increments are a
+        plausible microscope spacing in metres (1e-8 to 1e-4 m); otherwise
+        millimetres or micrometres only when the increments are plausible in
+        exactly that unit and the heights' span agrees (0.1 um to 1 cm after
+        scaling), with a `ScanFormatWarning` that says which unit was assumed
+        and why. Anything else (no unit fits, the increments and the heights
+        disagree, or both mm and um fit) raises `ScanFormatError` naming the
+        ``units=`` to pass.
 
     Returns
     -------
     Scan
         Heights in metres (float64, NaN where the file marks a point invalid),
-        ``dx``/``dy`` from the CX/CY increments, and ``meta`` with source
-        path, SHA-256 of the file, Record2 metadata (date, creator,
-        instrument, calibration date, probing system, comment) and
-        ``meta["x3p"]`` (data type, axis offsets, checksum status, members).
+        ``dx``/``dy`` from the CX/CY increments in metres, and ``meta`` with
+        source path, SHA-256 of the file, Record2 metadata (date, creator,
+        instrument, calibration date, probing system, comment),
+        ``meta["x3p"]`` (data type, CZ increment and axis offsets in metres,
+        checksum status, members) and ``meta["units"]``: the file's unit
+        (``"file"``: ``"m"``, ``"mm"`` or ``"um"``), how it was decided
+        (``"how"``: ``"given"`` or the reason for ``"auto"``) and
+        ``"scale_to_m"``.
 
     Raises
     ------
     ScanFormatError
-        For anything malformed, hostile, truncated or unsupported; the
-        message names the file and the problem. `ChecksumError` (a subclass)
-        for checksum mismatches when ``strict``.
+        For anything malformed, hostile, truncated or unsupported, or lengths
+        whose unit ``"auto"`` cannot tell; the message names the file and the
+        problem. `ChecksumError` (a subclass) for checksum mismatches when
+        ``strict``.
+    ParameterError
+        For a ``max_points`` or ``units`` outside what is accepted.
 
     Examples
     --------
     >>> scan = read_x3p("../shared/data/fadul/fadul-1-1.x3p")  # doctest: +SKIP
     >>> scan.shape, scan.dx
     ((545, 545), 6.25e-06)
+    >>> scan = read_x3p("from-another-lab.x3p", units="um")  # doctest: +SKIP
     """
     path = Path(path)
     if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
         raise ParameterError(f"max_points must be a positive integer, got {max_points!r}")
+    check_units(units)
     with open_zip(path, "an x3p file") as zf:
         members = list_members(path, zf, MAX_MEMBERS)
         mains = [n for n in members if posixpath.basename(n).lower() == "main.xml"]
@@ -187,7 +212,7 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
         dy = _number(path, root, "Record1/Axes/CY/Increment")
         for name, v in (("CX", dx), ("CY", dy)):
             if not v > 0:
-                raise ScanFormatError(path, f"{name} Increment must be a positive spacing in metres, got {v}")
+                raise ScanFormatError(path, f"{name} Increment must be a positive spacing, got {v}")
         dtype_code = _text(path, root, "Record1/Axes/CZ/DataType", required=False, default="D").upper()
         if dtype_code not in _DTYPES:
             raise ScanFormatError(path, f"CZ DataType {dtype_code!r} is not one of D, F, L, I")
@@ -281,6 +306,20 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
                 ck_expected = "unreadable"  # not a hash: counts as a mismatch
         status["main_xml"] = _checksum(path, strict, "main.xml", ck_expected, xml_bytes)
 
+        # --- length units: everything to metres -------------------------
+        if units == "auto":
+            unit, how = decide_units(path, dx, dy, heights)
+            if unit != "m":
+                warnings.warn(f"{path}: lengths read as {unit} (units={unit!r}), not metres as ISO 25178-72 asks: "
+                              f"{how[len('auto: '):]}; pass units={unit!r} to read it so without this warning",
+                              ScanFormatWarning, stacklevel=2)
+        else:
+            unit, how = units, "given"
+        scale = SCALE_TO_M[unit]
+        if scale != 1.0:
+            heights *= scale
+            dx, dy, x_off, y_off, z_off, z_inc = (v * scale for v in (dx, dy, x_off, y_off, z_off, z_inc))
+
         # --- metadata ---------------------------------------------------
         meta = {
             "source": str(path),
@@ -300,6 +339,7 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS) -> Scan
                  for k in ("Type", "Identification")}
         if any(probe.values()):
             meta["probing"] = {k: v for k, v in probe.items() if v is not None}
+        meta["units"] = units_record(unit, how)
         meta["x3p"] = {
             "data_type": dtype_code,
             "z_increment": z_inc,
@@ -401,6 +441,11 @@ def write_x3p(scan: Scan, path) -> Path:
     ``ballistix.json``, which other readers ignore. The file is written to a
     temporary name and renamed, so a crash never leaves a half-written file.
     Reading the result back gives identical heights, spacing and metadata.
+    Lengths are always written in metres, as ISO 25178-72 asks, whatever
+    unit the scan was read from: ``meta["units"]`` (like ``source``,
+    ``sha256`` and ``format``) describes the file a scan was read from and is
+    not stored, so a scan read from a micrometre file writes a metre file that
+    reads back without a warning.
 
     Parameters
     ----------

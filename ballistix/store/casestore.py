@@ -42,6 +42,7 @@ from ..features.preprocessing import preprocess
 from ..index import ScanIndex
 from ..index.search import Candidate, rerank
 from ..io import read_npz, read_scan, write_npz
+from ..io._units import check_units
 from ..scan import Scan
 
 __all__ = ["CaseStore", "StoreError", "SCHEMA_VERSION", "IngestReport"]
@@ -308,7 +309,7 @@ class CaseStore:
 
 
     def ingest(self, items: Iterable, meta: Mapping | Iterable[Mapping] | None = None, *,
-               progress: bool = True, client=None) -> IngestReport:
+               progress: bool = True, client=None, units: str = "auto") -> IngestReport:
         """Add scan files (or in-memory `Scan` objects) to the store.
 
         ``meta``: one mapping for all items or one per item, with any of
@@ -320,10 +321,13 @@ class CaseStore:
         batch goes on. Each exhibit is committed on its own, and the index is
         saved at the end. ``client`` (a `distributed.Client` or a scheduler
         address): read, preprocess and describe on a Dask cluster (workers must
-        see the store's folder); the database is written here.
+        see the store's folder); the database is written here. ``units``
+        ("auto", "m", "mm", "um"): the length unit of the x3p files, passed
+        to `read_scan` (see `read_x3p`); in-memory scans are already in metres.
         """
         from tqdm.auto import tqdm
 
+        check_units(units)
         items = list(items)
         metas = [dict(meta or {})] * len(items) if meta is None or isinstance(meta, Mapping) else \
             [dict(m) for m in meta]
@@ -347,7 +351,7 @@ class CaseStore:
             if row:
                 report.existing.append(row[0])
             else:
-                jobs.append((source, m, (str(self.folder), self.preprocess_params, item, m, sha_known)))
+                jobs.append((source, m, (str(self.folder), self.preprocess_params, item, m, sha_known, units)))
         if client is not None:  # the heavy part on the cluster, the database writes here
             from .._dask import dask_map
 
@@ -449,8 +453,11 @@ class CaseStore:
         return read_npz(path)
 
     # -------------------------------------------------------------- search
-    def search(self, query, k: int = 20, *, shortlist: int | None = None, n_jobs: int = 1) -> list[dict]:
+    def search(self, query, k: int = 20, *, shortlist: int | None = None, n_jobs: int = 1,
+               units: str = "auto") -> list[dict]:
         """Two-stage search of the store for a scan file, a `Scan`, or an exhibit id in the store.
+
+        ``units``: the length unit of a query x3p file, passed to `read_scan`.
 
         Returns up to ``k`` candidates, best first, each a dict with
         ``exhibit_id``, ``source_name``, ``cmc_count``, ``score``,
@@ -465,7 +472,7 @@ class CaseStore:
             rowid = self._rowid(query)
             proc, exclude = self.scan(rowid), (rowid,)
         else:
-            raw = query if isinstance(query, Scan) else read_scan(query)
+            raw = query if isinstance(query, Scan) else read_scan(query, units=units)
             proc = preprocess(raw, **self.preprocess_params)
         cands = self._candidates(proc, k, shortlist or self.shortlist, exclude, n_jobs)
         names = dict(self._db.execute("SELECT rowid, exhibit_id FROM exhibits"))
@@ -578,13 +585,13 @@ def _prepare(job: tuple) -> tuple:
     """Read, preprocess and describe one input and write its processed scan to the cache (no
     database access: runs in this process or on a Dask worker). Returns (sha256, name,
     processing steps, descriptor, cache path relative to the store) or (None, reason)."""
-    folder, params, item, meta, sha = job
+    folder, params, item, meta, sha, units = job
     try:
         if isinstance(item, Scan):
             raw, name = item, str(item.meta.get("source") or meta.get("exhibit_id") or "in-memory scan")
         else:
             name = str(item)
-            raw = read_scan(item)
+            raw = read_scan(item, units=units)
         sha = sha or _scan_sha256(raw)
         proc = preprocess(raw, **params)
         vec = describe(proc)
