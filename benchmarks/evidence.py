@@ -42,6 +42,19 @@ from ._common import RESULTS, ROOT, SHARED_DATA, table, write_json  # noqa: E402
 
 FADUL_CACHE = RESULTS / "evidence_fadul_pairs.json"
 
+#: The populations the shipped calibrations claim (see ballistix.evidence.domain_check). The default is
+#: fitted on varied populations (real Ruger P95 on a confocal microscope, simulated makes and
+#: instruments): it claims 9 mm Luger breech faces, and takes an unrecorded calibre to be one. The
+#: Fadul-only calibration claims what Fadul is, and nothing it has not seen: a Ruger P95 (make and
+#: model must be recorded) scanned on a NanoFocus uSurf.
+DOMAINS = {
+    "default": {"calibre": ["9mm Luger"], "unknown_ok": ["calibre"],
+                "description": "9 mm Luger breech faces, any make and instrument (varied reference populations)"},
+    "ruger-p95-nanofocus": {"calibre": ["9mm Luger"], "make_model": ["Ruger P95"],
+                            "instrument": ["NanoFocus uSurf"], "unknown_ok": ["calibre"],
+                            "description": "Ruger P95 slides scanned with a NanoFocus uSurf confocal microscope"},
+}
+
 
 def fadul_pairs(jobs: int) -> dict:
     """Features of all 780 Fadul pairs (cached: delete the file to recompute)."""
@@ -196,7 +209,8 @@ def main(argv=None) -> int:
         cal = ev.fit(X, same, sample_weight=weight, name="ballistix default " + bx.__version__,
                      description="; ".join(d["description"] for d in pops.values()),
                      preprocessing=pops["fadul"]["preprocessing"], comparison=pops["fadul"]["comparison"],
-                     extra_reference={"populations": {n: {"n_pairs": len(d["gun_a"])} for n, d in pops.items()}})
+                     extra_reference={"populations": {n: {"n_pairs": len(d["gun_a"])} for n, d in pops.items()}},
+                     domain=DOMAINS["default"])
         cal.performance = {"cross_validation": f"{args.folds} folds of guns over all populations",
                            **evaluate(llr, same),
                            "per_population": {n: {"cllr": ev.cllr(llr[pop == n], same[pop == n]),

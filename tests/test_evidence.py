@@ -222,3 +222,94 @@ def test_sample_weight_equals_repeating_pairs():
     np.testing.assert_allclose(a.raw_log10_lr(X), b.raw_log10_lr(X), atol=1e-4)
     with pytest.raises(ParameterError):
         ev.fit(X, same, sample_weight=-w)
+
+
+# ------------------------------------------------------------- populations and domains
+@pytest.mark.parametrize("meta, expected", [
+    ({"labels": {"calibre": "9x19", "make": "Ruger", "model": "P95"}},
+     {"calibre": "9mm Luger", "make_model": "Ruger P95", "instrument": None}),
+    ({"instrument": {"manufacturer": "NanoFocus", "model": "uSurf"}, "labels": {"calibre": "9mm Para"}},
+     {"calibre": "9mm Luger", "make_model": None, "instrument": "NanoFocus uSurf"}),
+    ({"labels": {"calibre": ".45 ACP", "make_model": "Colt 1911", "instrument": "Evofinder"}},
+     {"calibre": ".45 ACP", "make_model": "Colt 1911", "instrument": "Evofinder"}),
+    ({"instrument": {"manufacturer": "NA"}}, {"calibre": None, "make_model": None, "instrument": None}),
+    ({"population": {"calibre": "9mm", "make_model": "Glock 17"}},   # as a store records it
+     {"calibre": "9mm Luger", "make_model": "Glock 17", "instrument": None}),
+])
+def test_population_from_metadata(meta, expected):
+    assert ev.population(meta) == expected
+
+
+DOMAIN = {"calibre": ["9mm Luger"], "make_model": ["Ruger P95"], "unknown_ok": ["calibre"]}
+
+
+@pytest.mark.parametrize("pop, refused", [
+    ({"calibre": "9mm Luger", "make_model": "ruger p-95"}, None),          # case and punctuation blind
+    ({"calibre": None, "make_model": "Ruger P95"}, None),                  # unknown calibre: accepted (unknown_ok)
+    ({"calibre": "9mm Luger", "make_model": None}, "not recorded"),        # unknown make/model: refused
+    ({"calibre": "9mm Luger", "make_model": "Glock 17"}, "outside"),
+    ({"calibre": ".40 S&W", "make_model": "Ruger P95"}, "calibre"),
+])
+def test_domain_check(pop, refused):
+    why = ev.domain_check(DOMAIN, pop, "scan X")
+    assert (why is None) == (refused is None)
+    if refused:
+        assert refused in why and why.startswith("scan X")
+    assert ev.domain_check(None, pop) is None
+
+
+@pytest.mark.parametrize("domain", [{"gun": ["x"]}, {"calibre": "9mm"}, {"calibre": []}, {"unknown_ok": ["gun"]}, []])
+def test_bad_domains_are_refused(domain, tmp_path):
+    X, same, _, _ = population()
+    with pytest.raises(ParameterError):
+        ev.fit(X, same, domain=domain)
+    cal = ev.fit(X, same)
+    cal.domain = domain
+    cal.save(tmp_path / "c.json")  # a file whose domain is nonsense is refused on reading
+    with pytest.raises(FileFormatError, match="domain"):
+        ev.load_calibration(tmp_path / "c.json")
+
+
+def _labelled_pair(calibre="9mm Luger", make="Ruger", model="P95"):
+    a, b = _tiny_pair()
+    for s in (a, b):
+        s.meta["labels"] = {"calibre": calibre, "make": make, "model": model}
+    return a, b
+
+
+def test_the_most_specific_applicable_calibration_is_chosen_and_refusals_say_why():
+    X, same, _, _ = population()
+    generic = ev.fit(X, same, name="generic", domain={"calibre": ["9mm Luger"]})
+    ruger = ev.fit(X * [2, 1, 1], same, name="ruger", domain={"calibre": ["9mm Luger"], "make_model": ["Ruger P95"]})
+    a, b = _labelled_pair()
+    r = bx.compare(a, b, grid=(4, 4), rotation=[0.0], calibration=None)
+    assert r.inputs["a"]["population"]["make_model"] == "Ruger P95"
+    assert ev.select_calibration(r, [generic, ruger])[0] is ruger
+    a, b = _labelled_pair(make="Glock", model="17")
+    r = bx.compare(a, b, grid=(4, 4), rotation=[0.0], calibration=None)
+    cal, why = ev.select_calibration(r, [generic, ruger])
+    assert cal is generic and len(why) == 1 and "ruger" in why[0] and "Glock 17" in why[0]
+    a, b = _labelled_pair(calibre=".45 ACP")
+    r = bx.compare(a, b, grid=(4, 4), rotation=[0.0], calibration=None)
+    assert ev.select_calibration(r, [generic, ruger])[0] is None
+    with pytest.raises(ev.CalibrationMismatchError, match="45 ACP"):  # a calibration given by name is strict
+        bx.compare(a, b, grid=(4, 4), rotation=[0.0], calibration=generic)
+
+
+def test_shipped_calibrations_refuse_another_calibre(shared_data):
+    scans = [bx.preprocess(bx.read_scan(shared_data / "fadul" / f"fadul-{n}.x3p")) for n in ("1-1", "1-2")]
+    r = bx.compare(*scans)
+    assert r.log10_lr is not None and "assumed" in r.evidence  # calibre not in the files: taken as 9 mm, said so
+    for s in scans:
+        s.meta["labels"] = {"calibre": ".40 S&W"}
+    r = bx.compare(*scans)
+    assert r.cmc_count >= 6 and r.log10_lr is None and "40 S&W" in r.evidence["note"]
+    assert "never a link" in r.evidence["note"]
+    g = bx.LinkageGraph.from_comparisons([("1-1", "1-2", r)])
+    assert g.groups(min_size=2) == [] and [(c["a"], c["b"]) for c in g.candidates()] == [("1-1", "1-2")]
+
+
+def test_every_shipped_calibration_has_a_domain():
+    cals = ev.shipped_calibrations()
+    assert ev.default_calibration() in cals and all(c.domain for c in cals)
+    assert [c.specificity() for c in cals] == sorted((c.specificity() for c in cals), reverse=True)
