@@ -153,8 +153,9 @@ def test_case_head_view():
     assert v[(pr > 1.2e-3) & (pr < 1.6e-3)].mean() > 0.8                   # the primer face
     # the headstamp: sunk or raised characters on the annulus, tens of micrometres
     ring = v & (r > 2.9e-3) & (r < 3.85e-3)
-    from scipy import ndimage
-    zl = s.heights - ndimage.median_filter(np.nan_to_num(s.heights, nan=np.nanmedian(s.heights)), size=25)
+    import cv2
+    filled = np.nan_to_num(s.heights, nan=float(np.nanmedian(s.heights)))
+    zl = s.heights - cv2.GaussianBlur(filled, (0, 0), 12.0)  # relief against the head's 0.15 mm surroundings
     assert (np.abs(zl[ring]) > 15e-6).mean() > 0.02
     with pytest.raises(bx.ParameterError, match="view"):
         bx.datasets.fire(gun, 0, resolution="fast", view="head")
