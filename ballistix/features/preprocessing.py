@@ -934,16 +934,39 @@ def _locate_primer(z: np.ndarray, dx: float, dy: float, pr_lo: float, pr_hi: flo
     if idx is None or not score >= _LOCATE_MIN_CONTRAST:
         return {"center": None, "radius": None, "cut": None, "contrast": float(max(score, -1.0))}
     cy, cx = (idx[0] + 0.5) * sd_y - 0.5 * dy, (idx[1] + 0.5) * sd_x - 0.5 * dx  # block centre, in metres
-    # the cut: the middle of the run of missing data just outside the edge (the gap), on the full grid
+    # refine on the full grid: along rays from the coarse centre, the primer's edge is where the barrier
+    # (missing or steep) begins and holds for 3 points; a RANSAC circle through these edge points
+    step = min(dx, dy)
+    gyf, gxf = np.gradient(z, dy, dx)
+    barrier_f = ~(np.hypot(gxf, gyf) <= _LOCATE_STEEP_SLOPE)  # NaN (missing, or next to it) counts as barrier
+    th = 2 * np.pi * np.arange(360) / 360
+    for _ in range(2):  # twice: the second pass casts its rays from the refined centre
+        r_ray = np.arange(max(R - 0.25e-3, 0.5 * pr_lo), R + 0.3e-3, step)
+        (Bf,), inside = _sample_rays([(barrier_f, True)], (cx, cy), r_ray, 360, dx, dy)
+        held = Bf[:, :-2] & Bf[:, 1:-1] & Bf[:, 2:]
+        k0 = np.argmax(held, axis=1)
+        hit = held.any(axis=1) & inside[np.arange(360), k0] & (k0 > 0)  # edges inside the field, not at the start
+        if hit.sum() < 60:
+            break
+        ex, ey = cx + r_ray[k0[hit]] * np.cos(th[hit]), cy + r_ray[k0[hit]] * np.sin(th[hit])
+        try:
+            circ = fit_circle(ex, ey, threshold=max(3 * step, 15e-6), radius_range=(pr_lo, pr_hi))
+        except ParameterError:
+            break
+        # a refinement, not a new search: it may move the centre by up to the band width
+        if circ.inliers.sum() < 60 or np.hypot(circ.x - cx, circ.y - cy) > _LOCATE_BAND_M:
+            break
+        cx, cy, R = circ.x, circ.y, circ.r
+    # the cut: the middle of the run of barrier points just outside the edge (the rounded edge and the
+    # pocket gap), on the full grid
     Xm, Ym = (np.arange(nx) * dx)[None, :], (np.arange(ny) * dy)[:, None]
     r = np.hypot(Xm - cx, Ym - cy)
-    step = min(dx, dy)
     binw = 2 * step
-    lo, hi = R - 2 * _LOCATE_SPACING_M, R + 0.8e-3
+    lo, hi = R - 2 * step, R + 0.8e-3
     sel = (r >= lo) & (r < hi)
     bi = ((r[sel] - lo) / binw).astype(np.int64)
     nb = int(np.ceil((hi - lo) / binw))
-    share = np.bincount(bi, weights=(~np.isnan(z[sel])).astype(np.float64), minlength=nb) / \
+    share = np.bincount(bi, weights=(~barrier_f[sel]).astype(np.float64), minlength=nb) / \
         np.maximum(np.bincount(bi, minlength=nb), 1)
     rb = lo + (np.arange(nb) + 0.5) * binw
     gone = share < 0.5
