@@ -851,22 +851,26 @@ _LOCATE_MIN_CONTRAST = 0.45
 # the range, not an edge.
 _CHECK_RADIUS_AT_LIMIT = 0.02
 # Share of the region's annulus (primer-centred, from the firing-pin aperture to the outer radius) that lies
-# outside the grid. Normal scans: 0 (NIST), < 0.02 (simulated, firing pin up to 0.3 mm off centre). A primer
+# outside the grid. Normal scans: 0-0.2 % (NIST raw and processed), < 1.5 % (simulated). A primer
 # cut by the field's border loses breech face where it matters most (the outer face).
 _CHECK_CLIPPED = (0.05, 0.25)
 # Firing-pin (aperture) centre off the primer centre, as a share of the primer radius. NIST raw: 0.08-0.19
-# (Ruger P95 pins sit off centre), simulated < 0.15. A pin half a radius away is not this primer's pin.
-_CHECK_PIN_OFFSET = (0.3, 0.5)
-# Measured share of the annulus. NIST raw 0.75-0.85, CSAFE-processed ~0.95, simulated 0.6-0.9 (realistic-hard
-# drop-outs included); below a third the region is mostly something that is not a measured breech face.
+# (Ruger P95 pins sit off centre), CSAFE-processed 0.05-0.30 (their hand-drawn outer edge is smaller),
+# simulated 0.02-0.10. At 0.6 (about 1.1 mm) the 1.0-1.3 mm aperture would reach the primer's edge: that
+# is not this primer's firing pin.
+_CHECK_PIN_OFFSET = (0.4, 0.6)
+# Measured share of the annulus. NIST raw 0.99, CSAFE-processed 0.96-0.99, simulated 0.98 (realistic-hard
+# drop-outs included: the annulus ends where the data do); below a third the region is mostly something that
+# is not a measured breech face (a region cut across the pocket gap or the crater).
 _CHECK_VALID_SHARE = (0.45, 0.3)
 # Share of the mask beyond the primer circle (by more than 3 grid steps): the breech face lies on the primer.
 _CHECK_MASK_OUTSIDE = (0.01, 0.1)
-# Mask area as a share of the full annulus (the part outside the grid counted as missing). A region that covers
-# less than a fifth of the annulus cannot carry a comparison's cells.
+# Mask area as a share of the full annulus (the part outside the grid counted as missing). NIST raw 0.93-0.96,
+# processed 0.98-1.24, simulated 0.96-0.98. A region that covers less than a fifth of the annulus cannot
+# carry a comparison's cells.
 _CHECK_COVERAGE = (0.35, 0.2)
-# Flat-face radius as a share of the primer radius: NIST 0.95-0.96, simulated 0.78-0.8; below this the "face"
-# is a fragment.
+# Flat-face radius as a share of the primer radius: NIST raw 0.95-0.96, processed 1.0, simulated 0.94-0.96;
+# below this the "face" is a fragment.
 _CHECK_FLAT_SHARE = 0.6
 
 
