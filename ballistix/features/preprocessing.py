@@ -841,8 +841,9 @@ _LOCATE_RING_M, _LOCATE_BAND_M = 0.12e-3, 0.3e-3
 # Slope above which a point counts as an edge (17 degrees, about what an NA 0.3 objective still measures): the
 # walls of a measured gap groove count like the missing data of an unmeasured one.
 _LOCATE_STEEP_SLOPE = 0.3
-# Least ring contrast (barrier share in the ring minus that in the band inside) taken for a primer: the
-# simulated and NIST primers give 0.8-1.0; a flat plate, headstamp letters or a rim arc stay below 0.3.
+# Least ring contrast (barrier share in the ring minus that in the band inside) taken for a primer: simulated
+# whole-head scans give 0.79-0.82 at every difficulty, the three NIST raw primers 0.79-0.86 (searched this way
+# for the measurement); a flat plate 0.25, a case head whose primer was blanked out 0.31.
 _LOCATE_MIN_CONTRAST = 0.45
 
 # Plausibility thresholds (doubtful, failed). Values measured on the 3 NIST raw scans, the 40 CSAFE-processed
@@ -886,8 +887,9 @@ def _source_of(scan) -> str:
     return "array"
 
 
-def _locate_primer(z: np.ndarray, dx: float, dy: float, pr_lo: float, pr_hi: float) -> dict | None:
-    """Centre and edge radius of the primer in a wide field, or None when no primer-like ring is found.
+def _locate_primer(z: np.ndarray, dx: float, dy: float, pr_lo: float, pr_hi: float) -> dict:
+    """Centre and edge radius of the primer in a wide field (``center`` None when no primer-like ring is
+    found), where to cut it off (``cut``, metres from the centre) and the ring ``contrast``.
 
     On a ~40 um grid, each point is an edge ("barrier") by its share of missing data, or fully when the
     surface is steeper than ``_LOCATE_STEEP_SLOPE``. For each radius of the plausible primer range
