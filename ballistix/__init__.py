@@ -9,7 +9,7 @@ ScanIndex -> compare -> LinkageGraph -> CaseStore.
 
 from ._version import __version__
 from .errors import (BallistixError, ChecksumError, DescriptorMismatchError, FileFormatError, IndexFormatError,
-                     ParameterError, ScanFormatError, ScanFormatWarning)
+                     ParameterError, ScanFormatError, ScanFormatWarning, SegmentationError, SegmentationWarning)
 from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
 from .features.comparison import Comparison, compare, compare_many
 from .features.describe import describe
@@ -19,7 +19,7 @@ from .scan import Scan
 __all__ = [
     "__version__", "Scan",
     "BallistixError", "ScanFormatError", "ChecksumError", "ParameterError", "ScanFormatWarning",
-    "IndexFormatError", "DescriptorMismatchError",
+    "IndexFormatError", "DescriptorMismatchError", "SegmentationError", "SegmentationWarning",
     "read_scan", "read_x3p", "write_x3p", "read_image", "read_npz", "write_npz",
     "compare", "compare_many", "Comparison",
     "preprocess", "plot_preprocess", "describe",

@@ -43,6 +43,17 @@ class ParameterError(BallistixError, ValueError):
     """A function was called with an argument outside what it accepts."""
 
 
+class SegmentationError(BallistixError, ValueError):
+    """The breech-face region found on a scan failed the plausibility checks (no primer found, primer
+    clipped by the field's border, firing pin far off the primer centre, too little of the region
+    measured, ...). The message names the scan's source and the reasons."""
+
+
+class SegmentationWarning(UserWarning):
+    """The breech-face region found on a scan is doubtful: usable, but a comparison resting on it
+    must say so (the message gives the reasons)."""
+
+
 class ScanFormatWarning(UserWarning):
     """A recoverable problem in a scan file (for example a checksum mismatch when ``strict=False``, or
     lengths in micrometres or millimetres that ``units="auto"`` rescaled to metres)."""

@@ -125,3 +125,32 @@ def test_real_fadul_pair_in_any_orientation(shared_data):
     knm = bx.compare(a, c)
     assert km.cmc_count >= 15   # NIST: 27
     assert knm.cmc_count < 6    # NIST: 0
+
+
+def _with_segmentation(s, status, reasons=()):
+    meta = {**s.meta, "processing": [{"step": "find_breech_face", "params": {},
+                                      "result": {"status": status, "reasons": list(reasons), "field_of_view": "wide"}}]}
+    return bx.Scan(s.heights, s.dx, s.dy, meta)
+
+
+def test_lr_withheld_when_a_region_is_doubtful(sims):
+    """A comparison resting on a doubtful breech-face region gives no likelihood ratio, in either direction."""
+    from ballistix import evidence
+
+    X = np.array([[0, 0.0, 0.1], [1, 0.0, 0.15], [20, 0.7, 0.4], [25, 0.75, 0.45]])
+    cal = evidence.fit(X, [False, False, True, True])
+    a, b = sims[0], sims[1]
+    plain = bx.compare(a, b, calibration=cal)
+    assert plain.log10_lr is not None and "segmentation" not in plain.evidence  # nothing on record: as before
+    ok = bx.compare(_with_segmentation(a, "ok"), _with_segmentation(b, "ok"), calibration=cal)
+    assert ok.log10_lr == plain.log10_lr and ok.evidence["segmentation"] == {"a": "ok", "b": "ok", "lr_withheld": False}
+    assert ok.inputs["a"]["segmentation"]["status"] == "ok"
+    doubt = bx.compare(_with_segmentation(a, "ok"), _with_segmentation(b, "doubtful", ["31% of the annulus clipped"]),
+                       calibration=cal)
+    assert doubt.cmc_count == plain.cmc_count  # the count stays, as a feature for an examiner
+    assert doubt.log10_lr is None and doubt.lr is None and "conclusion" not in doubt.evidence
+    assert doubt.evidence["segmentation"] == {"a": "ok", "b": "doubtful", "lr_withheld": True}
+    assert "not trustworthy" in doubt.evidence["note"] and "31% of the annulus clipped" in doubt.evidence["note"]
+    assert json.loads(json.dumps(doubt.to_dict()))["inputs"]["b"]["segmentation"]["status"] == "doubtful"
+    # without a calibration too
+    assert bx.compare(_with_segmentation(a, "failed", ["x"]), b, calibration=None).evidence["segmentation"]["lr_withheld"]

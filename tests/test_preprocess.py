@@ -3,6 +3,9 @@ against the simulator's ground truth and the real Fadul scans, the whole pipelin
 
 from __future__ import annotations
 
+import hashlib
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -250,6 +253,7 @@ def test_region_finder_recovers_simulated_geometry(model):
     assert abs(r.aperture_radius_m - t["aperture_radius_m"]) < 100e-6
     assert -100e-6 < r.outer_radius_m - t["primer_flat_radius_m"] < 60e-6
     assert r.inner_edge == "flowback step" and r.outer_edge == "rounded edge"
+    assert r.status == "ok" and r.reasons == [] and r.field_of_view == "primer"
     # the mask is (almost) all breech face: between the aperture and the flat edge
     ny, nx = scan.shape
     yy, xx = np.mgrid[0:ny, 0:nx]
@@ -399,6 +403,12 @@ def test_bad_input_raises_parameter_error(call, match):
 # real scans (NIST Fadul set; skipped when ../shared/data is absent)
 # ----------------------------------------------------------------------------
 
+# breech-face masks of the raw scans (points, SHA-256 of the packed mask) from the region finder before wide
+# fields and plausibility checks were added: they must not change
+RAW_MASKS_BEFORE = {"1-1": (354443, "ee13289a2a9d3715"), "1-2": (372225, "dc22c38d835574ad"),
+                    "2-1": (341566, "4e5e7c328d1f688e")}
+
+
 def _csafe_hole_radius(ref: bx.Scan) -> float:
     """Radius of the firing-pin hole CSAFE cut out of a processed file (circle fit to its edge)."""
     r = find_breech_face(ref)
@@ -420,6 +430,12 @@ def raw_processed(shared_data):
 def test_real_raw_scans(raw_processed, name):
     _raw, ref, proc, reg = raw_processed[name]
     assert reg.outer_edge == "rounded edge" and reg.inner_edge == "flowback step"
+    # plausible, and the very region found before the field-of-view step and the checks existed
+    assert reg.status == "ok" and reg.field_of_view == "primer"
+    assert proc.meta["quality"]["segmentation"] == {"status": "ok", "reasons": [], "field_of_view": "primer"}
+    m = reg.mask
+    assert (int(m.sum()), hashlib.sha256(np.packbits(m).tobytes() + str(m.shape).encode()).hexdigest()[:16]) == \
+        RAW_MASKS_BEFORE[name]
     assert 1.5e-3 < reg.outer_radius_m < 1.9e-3
     # CSAFE cut the firing-pin aperture at 1.32-1.37 mm (not 1.06: measured on their files), hand-drawn;
     # ours is the flowback step, fitted
@@ -443,6 +459,7 @@ def test_processed_fadul_files_change_little(shared_data):
         ref = bx.read_scan(f)
         out, d = preprocess(ref, long_cutoff_um=500, diagnostics=True)
         assert d["region"].outer_edge == "mask edge" and d["region"].inner_edge == "mask edge", f.name
+        assert d["region"].status == "ok", (f.name, d["region"].reasons)
         r0, c0 = d["crop_origin_px"]
         big = np.full(ref.shape, np.nan)
         big[r0:r0 + out.shape[0], c0:c0 + out.shape[1]] = out.heights
@@ -455,3 +472,106 @@ def test_processed_fadul_files_change_little(shared_data):
     assert max(shrink) < 0.05
     assert np.median(corr) > 0.9 and min(corr) > 0.8
     assert min(corr_inner) > 0.9
+
+
+# ----------------------------------------------------------------------------
+# fields of view: the whole case head; plausibility checks
+# ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def whole_head():
+    """Two shots of one gun scanned with the whole case head in view (rim, headstamp, pocket gap, primer)."""
+    return bx.datasets.simulate(1, 2, seed=21, resolution="fast", view="case_head")
+
+
+def _primer_window(s: bx.Scan, half: int = 150) -> bx.Scan:
+    """The primer-only field (3.75 mm, as the NIST instrument) cut out of a whole-head scan."""
+    cx, cy = s.meta["truth"]["primer_center_m"]
+    i, j = int(round(cy / s.dy)), int(round(cx / s.dx))
+    return bx.Scan(s.heights[i - half:i + half, j - half:j + half].copy(), s.dx, s.dy,
+                   {"labels": s.meta["labels"]})
+
+
+def test_whole_head_scan_finds_the_primer(whole_head):
+    for s in whole_head:
+        t = s.meta["truth"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no doubt either
+            r = find_breech_face(s)
+        assert r.field_of_view == "wide" and r.status == "ok" and r.checks["primer_ring_contrast"] > 0.6
+        assert np.hypot(*np.subtract(r.primer_center_m, t["primer_center_m"])) < 0.1e-3
+        assert np.hypot(*np.subtract(r.aperture_center_m, t["firing_pin_center_m"])) < 0.1e-3
+        assert r.outer_edge == "rounded edge" and r.inner_edge == "flowback step"
+        # the mask lies on the primer's flat face: none of the case head, headstamp or rim
+        ny, nx = s.shape
+        yy, xx = np.mgrid[0:ny, 0:nx]
+        rp = np.hypot(xx * s.dx - t["primer_center_m"][0], yy * s.dy - t["primer_center_m"][1])
+        assert rp[r.mask].max() < t["primer_flat_radius_m"] + 60e-6
+        assert r.mask.sum() > 0.6 * np.pi * (t["primer_flat_radius_m"] ** 2 - t["aperture_radius_m"] ** 2) / s.dx ** 2
+
+
+def test_whole_head_pair_compares_like_its_primer_only_fields(whole_head):
+    """The regression this guards: segmented on the case-head rim, a same-gun pair got 0 CMCs against 10."""
+    wide = [preprocess(s, spacing_um=12.5) for s in whole_head]
+    narrow = [preprocess(_primer_window(s), spacing_um=12.5) for s in whole_head]
+    assert all(p.meta["quality"]["segmentation"]["status"] == "ok" for p in wide + narrow)
+    assert wide[0].meta["quality"]["segmentation"]["field_of_view"] == "wide"
+    cw = bx.compare(*wide, calibration=None).cmc_count
+    cn = bx.compare(*narrow, calibration=None).cmc_count
+    assert cn >= 10 and abs(cw - cn) <= max(3, 0.2 * cn), (cw, cn)
+
+
+def test_clipped_primer_is_flagged_and_refused(whole_head):
+    s = whole_head[0]
+    cx = s.meta["truth"]["primer_center_m"][0]
+    j = int(round(cx / s.dx))
+    cut = bx.Scan(s.heights[:, :j + int(1.0e-3 / s.dx)].copy(), s.dx, s.dy, {"source": "clipped.x3p"})
+    with pytest.warns(bx.SegmentationWarning, match="clipped.x3p.*outside the field"):
+        r = find_breech_face(cut)
+    assert r.status == "doubtful" and any("clipped" in x for x in r.reasons)
+    assert r.checks["annulus_outside_field"] > 0.05
+    # cut through the firing pin: most of the annulus is gone
+    worse = bx.Scan(s.heights[:, :j + int(0.3e-3 / s.dx)].copy(), s.dx, s.dy, {"source": "worse.x3p"})
+    with pytest.raises(bx.SegmentationError, match="worse.x3p.*refused"):
+        preprocess(worse)
+    r = find_breech_face(worse, check=False)
+    assert r.status == "failed" and r.reasons
+
+
+def test_no_primer_is_refused():
+    rng = np.random.default_rng(0)
+    plate = bx.Scan(_texture((880, 880), 12.5, rms_um=0.5), 12.5e-6, 12.5e-6, {"source": "plate.x3p"})
+    with pytest.raises(bx.SegmentationError, match="plate.x3p.*no primer found"):
+        find_breech_face(plate)
+    small = bx.Scan(plate.heights[:300, :300] + 1e-8 * rng.standard_normal((300, 300)), 12.5e-6, 12.5e-6,
+                    {"labels": {"exhibit": "E7"}})
+    with pytest.raises(bx.SegmentationError, match="exhibit E7.*neither a primer edge nor a firing-pin"):
+        preprocess(small)
+    assert issubclass(bx.SegmentationError, bx.BallistixError) and issubclass(bx.SegmentationError, ValueError)
+
+
+def test_doubt_survives_reprocessing(whole_head):
+    """A doubtful region stays on record when the processed scan is processed again (worst status counts)."""
+    s = whole_head[0]
+    j = int(round(s.meta["truth"]["primer_center_m"][0] / s.dx))
+    cut = bx.Scan(s.heights[:, :j + int(1.0e-3 / s.dx)].copy(), s.dx, s.dy, {"source": "clipped.x3p"})
+    with pytest.warns(bx.SegmentationWarning):
+        once = preprocess(cut, spacing_um=12.5)
+    assert once.meta["quality"]["segmentation"]["status"] == "doubtful"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        twice = preprocess(once, spacing_um=12.5)
+    assert twice.meta["quality"]["segmentation"]["status"] == "doubtful"
+    from ballistix.features.preprocessing import segmentation_status
+    assert segmentation_status(twice)["reasons"] == once.meta["quality"]["segmentation"]["reasons"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("difficulty", ["easy", "realistic-hard"])
+def test_whole_head_scans_at_every_difficulty(difficulty):
+    errs = []
+    for s in bx.datasets.iter_simulate(6, 1, seed=40, resolution="fast", difficulty=difficulty, view="case_head"):
+        r = find_breech_face(s)
+        assert r.status == "ok", r.reasons
+        errs.append(np.hypot(*np.subtract(r.primer_center_m, s.meta["truth"]["primer_center_m"])))
+    assert max(errs) < 0.05e-3

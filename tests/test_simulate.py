@@ -116,3 +116,46 @@ def test_fire_without_seed_differs_by_shot_and_is_repeatable():
     assert np.array_equal(a.heights, a2.heights, equal_nan=True)
     a.meta["truth"]["firearm_geometry"]["crater_radius_m"] = -1.0  # truth is a copy, not the gun's own dict
     assert gun.geometry["crater_radius_m"] > 0
+
+
+def test_default_view_is_bit_for_bit_unchanged():
+    """Every simulated data set depends on the order of the random draws in `fire`: the case-head
+    view draws from its own stream, so the default output must stay exactly what it was (checksum
+    computed on the code before the view existed)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in simulate(n_firearms=2, shots=2, seed=0, resolution="fast"):
+        h.update(np.ascontiguousarray(s.heights).tobytes())
+    assert h.hexdigest() == "3276da0b009cdf6dc05e21e9e71e27945c695bd5c6bff2ccf6a80a6bcd18c4db"
+    assert simulate(1, 1, seed=0, resolution="fast", view="primer")[0].meta == \
+        simulate(1, 1, seed=0, resolution="fast")[0].meta
+
+
+def test_case_head_view():
+    gun = bx.datasets.make_firearm("F1", "Glock 17", seed=4, resolution="fast")
+    s = bx.datasets.fire(gun, 0, resolution="fast", view="case_head")
+    again = bx.datasets.fire(gun, 0, resolution="fast", view="case_head")
+    assert np.array_equal(s.heights, again.heights, equal_nan=True) and s.meta == again.meta
+    t = s.meta["truth"]
+    assert s.shape == (880, 880) and s.dx == 12.5e-6 and t["view"] == "case_head"
+    assert abs(t["case_head_radius_m"] - 4.98e-3) < 0.05e-3 and t["primer_radius_m"] == 2.2e-3
+    assert abs(t["head_offset_m"]) <= 60e-6 and 20e-6 <= t["headstamp"]["depth_m"] <= 50e-6
+    yy, xx = np.mgrid[0:880, 0:880] * s.dx
+    cx, cy = t["case_head_center_m"]
+    r = np.hypot(xx - cx, yy - cy)
+    v = s.valid_mask
+    assert not v[r > t["case_head_radius_m"] + 2 * s.dx].any()              # nothing beyond the rim
+    assert v[(r > 2.6e-3) & (r < 4.5e-3)].mean() > 0.6                     # the head annulus is measured
+    pr = np.hypot(xx - t["primer_center_m"][0], yy - t["primer_center_m"][1])
+    gap = (pr > 2.2e-3 + s.dx) & (pr < 2.2e-3 + t["primer_gap_m"] - s.dx)
+    assert not v[gap].any()                                                # the primer pocket gap
+    assert v[(pr > 1.2e-3) & (pr < 1.6e-3)].mean() > 0.8                   # the primer face
+    # the headstamp: sunk or raised characters on the annulus, tens of micrometres
+    ring = v & (r > 2.9e-3) & (r < 3.85e-3)
+    import cv2
+    filled = np.nan_to_num(s.heights, nan=float(np.nanmedian(s.heights)))
+    zl = s.heights - cv2.GaussianBlur(filled, (0, 0), 12.0)  # relief against the head's 0.15 mm surroundings
+    assert (np.abs(zl[ring]) > 15e-6).mean() > 0.02
+    with pytest.raises(bx.ParameterError, match="view"):
+        bx.datasets.fire(gun, 0, resolution="fast", view="head")

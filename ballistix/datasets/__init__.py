@@ -1,7 +1,8 @@
 """Labelled data: the synthetic cartridge-case simulator and simulated casework."""
 
 from .casework import Casework, simulate_casework
-from .simulate import DIFFICULTIES, MODELS, RESOLUTIONS, Firearm, fire, iter_simulate, make_firearm, simulate
+from .simulate import (CASE_HEAD_RESOLUTIONS, DIFFICULTIES, MODELS, RESOLUTIONS, VIEWS, Firearm, fire, iter_simulate,
+                       make_firearm, simulate)
 
 __all__ = ["simulate", "iter_simulate", "make_firearm", "fire", "Firearm", "DIFFICULTIES", "MODELS",
-           "RESOLUTIONS", "simulate_casework", "Casework"]
+           "RESOLUTIONS", "CASE_HEAD_RESOLUTIONS", "VIEWS", "simulate_casework", "Casework"]

@@ -20,7 +20,10 @@ primer, scanned by a confocal-like instrument:
   spikes, and missing data where a real instrument measures nothing: slopes
   steeper than the objective's acceptance angle (crater walls, the aperture
   step, the primer edge), the crater floor below the depth window, and random
-  clusters of drop-outs.
+  clusters of drop-outs;
+- optionally (``view="case_head"``) the whole case head in an 11 mm field, as
+  some instruments record it: rim and its chamfer, stamped headstamp
+  characters, the primer pocket gap and the primer, the head tilted.
 
 Pose convention (``meta["truth"]``): a point ``g`` of the breech face in the
 gun's frame (metres, x to the right, y down, origin on the firing-pin axis)
@@ -45,7 +48,8 @@ from .._version import __version__
 from ..errors import ParameterError
 from ..scan import Scan
 
-__all__ = ["simulate", "iter_simulate", "make_firearm", "fire", "Firearm", "DIFFICULTIES", "MODELS", "RESOLUTIONS"]
+__all__ = ["simulate", "iter_simulate", "make_firearm", "fire", "Firearm", "DIFFICULTIES", "MODELS", "RESOLUTIONS",
+           "CASE_HEAD_RESOLUTIONS", "VIEWS"]
 
 #: Makes/models the simulator knows. ``family`` is the kind of machining mark
 #: on the breech face (the class characteristic), ``shear`` the chance of an
@@ -80,6 +84,23 @@ DIFFICULTIES: dict[str, dict[str, Any]] = {
 #: Scan resolutions: "full" is like the raw NIST scans (3.125 um, 1200 points
 #: across); "standard" like the processed ones (6.25 um); "fast" for unit tests.
 RESOLUTIONS = {"full": (3.125, 1200), "standard": (6.25, 600), "fast": (12.5, 300)}
+
+#: Fields of view: "primer" (default) is a 3.75 mm field on the primer, like the NIST scans;
+#: "case_head" shows the whole 9 mm Luger case head (rim, headstamp, primer pocket gap, primer) in one
+#: scan, as some instruments record it.
+VIEWS = ("primer", "case_head")
+
+#: Named resolutions of the "case_head" view (spacing_um, size_px): an 11 mm field. "full" is like the
+#: whole-head instrument that prompted the view (7.38 um); "fast" keeps the primer view's 12.5 um so that
+#: the same gun's shots can be compared across the two views in unit tests.
+CASE_HEAD_RESOLUTIONS = {"full": (7.38, 1500), "standard": (10.0, 1100), "fast": (12.5, 880)}
+
+# 9 mm Luger case head (CIP): rim 9.96 mm across, small pistol primer 4.4 mm; headstamp letters about 0.9 mm
+# tall on the annulus between the primer pocket and the rim chamfer
+_CASE_RIM_RADIUS_M = 4.98e-3
+_CASE_CHAMFER_M = 0.28e-3          # the rim's outer chamfer: it falls away too steeply to be measured
+_HEADSTAMP_RADII_M = (2.9e-3, 3.85e-3)
+_CASE_HEAD_STREAM = 0xCA5E         # spawn-key suffix of the case-head view's own random stream
 
 _ACCEPTANCE_SLOPE = np.tan(np.deg2rad(17.5))  # NA 0.30 objective
 _BREECH_RMS_UM = (1.2, 1.3)                   # class-kind and individual marks, before transfer
@@ -232,11 +253,17 @@ def _as_difficulty(difficulty) -> tuple[str, dict[str, Any]]:
     raise ParameterError(f"difficulty must be a name or a dict, got {type(difficulty).__name__}")
 
 
-def _resolution(resolution) -> tuple[float, int]:
+def _view(view) -> str:
+    if not (isinstance(view, str) and view in VIEWS):
+        raise ParameterError(f"view must be one of {list(VIEWS)}, got {view!r}")
+    return view
+
+
+def _resolution(resolution, view: str = "primer") -> tuple[float, int]:
     if isinstance(resolution, str):
         if resolution not in RESOLUTIONS:
             raise ParameterError(f"resolution must be one of {sorted(RESOLUTIONS)} or (spacing_um, size_px), got {resolution!r}")
-        return RESOLUTIONS[resolution]
+        return (CASE_HEAD_RESOLUTIONS if view == "case_head" else RESOLUTIONS)[resolution]
     try:
         spacing_um, size_px = float(resolution[0]), int(resolution[1])
     except (TypeError, ValueError, IndexError):
@@ -314,7 +341,7 @@ def _rot(deg: float) -> np.ndarray:
 
 
 def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence | None = None,
-         difficulty="realistic", resolution="full") -> Scan:
+         difficulty="realistic", resolution="full", view: str = "primer") -> Scan:
     """Fire one cartridge in ``firearm`` and scan its head: a raw, labelled `Scan`.
 
     Without a ``seed`` the firing's randomness comes from the firearm id and
@@ -324,9 +351,29 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     module docs): heights in metres with NaN where nothing was measured, and
     ``meta["labels"]`` (exhibit, firearm, shot, make, model, calibre) and
     ``meta["truth"]`` (pose, geometry, imperfections) filled in.
+
+    ``view="case_head"`` widens the field to the whole case head (11 mm; see
+    `CASE_HEAD_RESOLUTIONS` for what the named resolutions mean then): the
+    rim (9.96 mm across) with its chamfer lost as missing data and nothing
+    beyond it, stamped headstamp characters (sunk or raised, 20-50 um) on the
+    annulus, the primer pocket gap, the primer set up to 60 um above or below
+    the case-head plane, and a tilt of the whole head. ``meta["truth"]``
+    then also holds ``view``, ``case_head_center_m``, ``case_head_radius_m``,
+    ``primer_radius_m``, ``primer_gap_m``, ``head_offset_m`` and ``headstamp``. The
+    extra randomness comes from its own stream (spawned from the shot's seed), so
+    the default view's scans are bit-for-bit those of earlier versions.
+
+    Examples
+    --------
+    >>> import ballistix as bx
+    >>> gun = bx.datasets.make_firearm("F1", resolution="fast")
+    >>> s = bx.datasets.fire(gun, 0, resolution="fast", view="case_head")
+    >>> s.shape, s.meta["truth"]["view"]
+    ((880, 880), 'case_head')
     """
     level, d = _as_difficulty(difficulty)
-    spacing_um, n = _resolution(resolution)
+    view = _view(view)
+    spacing_um, n = _resolution(resolution, view)
     dx = spacing_um / 1e6
     if seed is None:
         seed = np.random.SeedSequence([zlib.crc32(firearm.id.encode()), int(shot)])
@@ -347,6 +394,11 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     r_fp = np.hypot(gx, gy)
     phi = np.rad2deg(np.arctan2(gy, gx)) % 360
     r_pr = np.hypot(px - primer[0], py - primer[1])
+    wide = view == "case_head"
+    if wide:  # the case-head view's own randomness: the default view's draws stay as they were
+        hrng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_CASE_HEAD_STREAM,)))
+        case_c = primer + hrng.normal(0, 25e-6, 2)  # the primer pocket is nearly concentric with the head
+        r_case = np.hypot(px - case_c[0], py - case_c[1])
 
     # --- breech-face marks transferred -----------------------------------
     poor = bool(rng.random() < d["poor"])
@@ -358,7 +410,10 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     c_src = (m_src - 1) / 2
     t = np.array([c_src, c_src]) - R @ (fp / dx)
     M = np.hstack([R, t[:, None]]).astype(np.float64)
-    marks = cv2.warpAffine(firearm.surface, M, (n, n), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+    src = firearm.surface
+    if wide and scale > 1.5:  # a coarser grid than the gun's: smooth first so the warp does not alias
+        src = cv2.GaussianBlur(src, (0, 0), sigmaX=0.5 * scale)
+    marks = cv2.warpAffine(src, M, (n, n), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_REFLECT).astype(np.float64)
     if d["blur_um"] > 0:
         marks = cv2.GaussianBlur(marks, (0, 0), sigmaX=d["blur_um"] / spacing_um)
@@ -403,13 +458,22 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
         # inside the lobe the surface drops to the groove (cancelling the flowback there only)
         bowl = np.where(in_lobe, np.minimum(bowl, lobe - np.where(r_fp < ra, fb, 0.0)), bowl)
     z += bowl
+    if wide:
+        head_z, head_truth = _case_head_relief(hrng, r_case, px - case_c[0], py - case_c[1], spacing_um)
+        z = np.where(head, head_z, z)
     face = (r_fp >= ra) & (r_pr <= r_flat)
     geom = z.copy()
     # form: tilt and dome, absolute offset of the instrument
     tilt = rng.normal(0, 4e-3, 2)
     dome = rng.normal(0, 2.5)  # um per mm^2
     cx_, cy_ = px - primer[0], py - primer[1]
-    z += tilt[0] * cx_ + tilt[1] * cy_ + dome * (cx_**2 + cy_**2)  # um/mm^2 * m^2 == m
+    if wide:  # the dome is the primer's; the whole head may sit tilted under the objective
+        rr = np.minimum(np.hypot(cx_, cy_), r_primer)
+        z += dome * rr**2
+        tilt = tilt + hrng.normal(0, 6e-3, 2)
+        z += tilt[0] * cx_ + tilt[1] * cy_
+    else:
+        z += tilt[0] * cx_ + tilt[1] * cy_ + dome * (cx_**2 + cy_**2)  # um/mm^2 * m^2 == m
     z += 100e-6
 
     # --- texture: breech-face marks on the face, primer roughness, noise ---
@@ -433,7 +497,10 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     missing |= in_gap
     # the flowback metal is rough and tilted: it returns little light, so about half of it is lost in patches
     missing |= (r_fp < ra) & (_smooth_field(rng, (n, n), 25 / spacing_um) + 0.6 * rng.standard_normal((n, n)) > 0.3)
-    missing |= head & (_smooth_field(rng, (n, n), 150 / spacing_um) > -0.6)  # dark, tilted case head
+    # dark, tilted case head; a whole-head instrument is set up to measure it: far fewer drop-outs there
+    missing |= head & (_smooth_field(rng, (n, n), 150 / spacing_um) > (1.2 if wide else -0.6))
+    if wide:
+        missing |= r_case > head_truth["case_head_radius_m"]  # beyond the rim: the case body, far below
     clusters = _smooth_field(rng, (n, n), 30 / spacing_um)
     missing |= clusters > np.quantile(clusters, 1 - d["dropout"])
     spikes = rng.random((n, n)) < d["spikes"]
@@ -465,7 +532,58 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
             "spawn_key": list(ss.spawn_key),
         },
     }
+    if wide:
+        meta["comment"] += ", whole case head in view"
+        meta["truth"].update({"view": view, "case_head_center_m": [float(case_c[0]), float(case_c[1])],
+                              "primer_radius_m": float(r_primer), "primer_gap_m": gap, **head_truth})
     return Scan(z, dx, dx, meta)
+
+
+def _headstamp(text_top: str, text_bottom: str, spacing_um: float) -> tuple[np.ndarray, float]:
+    """Headstamp characters on a polar canvas: rows run inward from the outer radius of the
+    headstamp ring, columns along the circle (one grid step each, starting at angle -pi);
+    ``text_top`` centred at -90 degrees (the top of the scan), ``text_bottom`` at +90. Returns the
+    canvas (1 inside a character) and the arc step in radians per column."""
+    r_in, r_out = _HEADSTAMP_RADII_M
+    step = spacing_um * 1e-6
+    rows = max(int(round((r_out - r_in) / step)), 8)
+    r_mid = (r_in + r_out) / 2
+    cols = int(round(2 * np.pi * r_mid / step))
+    canvas = np.zeros((rows, cols), np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (_, h1), _ = cv2.getTextSize("A", font, 1.0, 1)
+    scale = 0.8 * rows / h1
+    thick = max(1, int(round(0.12e-3 / step)))  # strokes about 0.12 mm wide
+    for text, centre in ((text_top, 0.25), (text_bottom, 0.75)):
+        (w, h), _ = cv2.getTextSize(text, font, scale, thick)
+        org = (int(round(centre * cols - w / 2)), int(round((rows + h) / 2)))
+        cv2.putText(canvas, text, org, font, scale, 255, thick, lineType=cv2.LINE_AA)
+    return canvas.astype(np.float32) / 255.0, 2 * np.pi / cols
+
+
+def _case_head_relief(hrng: np.random.Generator, r_case: np.ndarray, dx_c: np.ndarray, dy_c: np.ndarray,
+                      spacing_um: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """Heights of the case head (metres, primer face = 0) and what was drawn: its level, the rim
+    chamfer and the headstamp characters on the annulus."""
+    rim = _CASE_RIM_RADIUS_M + hrng.normal(0, 10e-6)
+    offset = float(hrng.uniform(-60e-6, 60e-6))  # the primer sits this far above (+) or below the head
+    depth = float(hrng.uniform(20e-6, 50e-6))
+    sunk = bool(hrng.random() < 0.75)             # most headstamps are stamped in
+    turn = float(hrng.uniform(0, 360))
+    maker = "".join(hrng.choice(list("ABCDEFGHKMPRSTWX"), 2)) + f" {int(hrng.integers(0, 100)):02d}"
+    z = np.full(r_case.shape, -offset)
+    # rim chamfer: the last ~0.28 mm falls away by 0.12 mm (about 23 degrees: steeper than the objective takes)
+    z -= np.clip((r_case - (rim - _CASE_CHAMFER_M)) / _CASE_CHAMFER_M, 0, None) * 0.12e-3
+    canvas, dphi = _headstamp("9MM LUGER", maker, spacing_um)
+    theta = (np.arctan2(dy_c, dx_c) - np.deg2rad(turn) + np.pi) % (2 * np.pi)
+    map_x = (theta / dphi).astype(np.float32)
+    map_y = ((_HEADSTAMP_RADII_M[1] - r_case) / (spacing_um * 1e-6)).astype(np.float32)
+    letters = cv2.remap(canvas, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    letters = cv2.GaussianBlur(letters, (0, 0), sigmaX=max(8.0 / spacing_um, 0.5))  # stamped walls, a few um wide
+    z += (-depth if sunk else depth) * np.clip(letters * 1.5, 0, 1)
+    return z, {"case_head_radius_m": float(rim), "head_offset_m": -offset,
+               "headstamp": {"text": ["9MM LUGER", maker], "turn_deg": turn, "depth_m": depth, "sunk": sunk}}
+
 
 
 # ----------------------------------------------------------------------------
@@ -497,7 +615,7 @@ def gun_plan(n_firearms: int, seed: int, models: list[str], run_size: int) -> li
 
 def iter_simulate(n_firearms: int = 10, shots: int = 4, *, seed: int = 0, difficulty="realistic",
                   resolution="full", models: list[str] | None = None, run_size: int = 1,
-                  subclass_share: float = 0.5) -> Iterator[Scan]:
+                  subclass_share: float = 0.5, view: str = "primer") -> Iterator[Scan]:
     """Like `simulate`, but yields the scans one at a time (one gun in memory at once)."""
     _seed_sequence(seed)
     if isinstance(n_firearms, bool) or not (isinstance(n_firearms, (int, np.integer)) and n_firearms >= 1):
@@ -510,6 +628,7 @@ def iter_simulate(n_firearms: int = 10, shots: int = 4, *, seed: int = 0, diffic
         raise ParameterError(f"run_size must be a positive integer, got {run_size!r}")
     _as_difficulty(difficulty)
     _resolution(resolution)
+    _view(view)
     if models is not None and len(models) == 0:
         raise ParameterError("models must name at least one make/model (or be None for all)")
     models = list(models) if models is not None else sorted(MODELS)
@@ -519,12 +638,12 @@ def iter_simulate(n_firearms: int = 10, shots: int = 4, *, seed: int = 0, diffic
     for gun_args, n_shots in zip(gun_plan(n_firearms, seed, models, run_size), shots_per):
         gun = make_firearm(**gun_args, subclass_share=subclass_share, resolution=resolution)
         for k, shot_seed in enumerate(gun_args["seed"].spawn(n_shots)):
-            yield fire(gun, k, seed=shot_seed, difficulty=difficulty, resolution=resolution)
+            yield fire(gun, k, seed=shot_seed, difficulty=difficulty, resolution=resolution, view=view)
 
 
 def simulate(n_firearms: int = 10, shots: int | list[int] = 4, *, seed: int = 0, difficulty="realistic",
              resolution="full", models: list[str] | None = None, run_size: int = 1,
-             subclass_share: float = 0.5) -> list[Scan]:
+             subclass_share: float = 0.5, view: str = "primer") -> list[Scan]:
     """Simulate labelled raw scans of cartridge cases fired in ``n_firearms`` guns.
 
     Parameters
@@ -550,6 +669,10 @@ def simulate(n_firearms: int = 10, shots: int | list[int] = 4, *, seed: int = 0,
         manufactured slides.
     subclass_share : float
         Share of machining-mark variance shared within a run.
+    view : {"primer", "case_head"}
+        Field of view: "primer" (default), or the whole case head (rim,
+        headstamp, primer pocket gap, primer) in an 11 mm field; the guns are
+        the same, only the scanning differs (see `fire`).
 
     Returns
     -------
@@ -565,4 +688,4 @@ def simulate(n_firearms: int = 10, shots: int | list[int] = 4, *, seed: int = 0,
     ['F0001-1', 'F0001-2', 'F0002-1', 'F0002-2']
     """
     return list(iter_simulate(n_firearms, shots, seed=seed, difficulty=difficulty, resolution=resolution,
-                              models=models, run_size=run_size, subclass_share=subclass_share))
+                              models=models, run_size=run_size, subclass_share=subclass_share, view=view))

@@ -101,11 +101,15 @@ class Comparison:
         Likelihood ratio p(result | same gun) / p(result | different guns)
         from the calibration ``compare`` was given (the shipped default
         unless told otherwise; see `ballistix.evidence`), bounded by what its
-        reference data support. None when no calibration was asked for or
-        the default one does not apply (``evidence["note"]`` says why).
+        reference data support. None when no calibration was asked for, when
+        the default one does not apply, or when either scan's breech-face
+        region is doubtful (``evidence["note"]`` says why).
     evidence : dict
         The calibration used (name, checksum), the examiner-scale conclusion
-        with its measured error rate, or the reason there is no LR.
+        with its measured error rate, or the reason there is no LR; when the
+        inputs carry a checked segmentation, ``evidence["segmentation"]``
+        gives both statuses and ``lr_withheld``. ``inputs[side]["segmentation"]``
+        holds each side's status and reasons.
     """
 
     cmc_count: int
@@ -471,9 +475,43 @@ def compare(a: Scan, b: Scan, *, calibration="default", **params) -> Comparison:
         inputs={"a": _fingerprint(a), "b": _fingerprint(b)},
         _surfaces=(a, b),
     )
+    _note_segmentation(res, a, b)
     if calibration is not None:
         _weigh(res, calibration)
+    _withhold_lr_on_doubtful_regions(res)
     return res
+
+
+# --- segmentation status of both inputs (see docs/comparison.md, "Fields of view and plausibility checks") ---
+# A comparison is only as good as the breech-face regions it compares. A region that `find_breech_face`
+# flagged as doubtful (primer clipped, firing pin far off centre, little of it measured, ...) may hold the
+# wrong surface: a case-head rim compares badly with anything (few CMCs, an LR "for different guns" that
+# only says the segmentation failed), and a headstamp shared by cartridges of one box could compare well
+# (an LR "for the same gun" that only says the ammunition matches). So when either side is doubtful (or
+# failed, if it was let through with check=False) no likelihood ratio is given, in either direction:
+# the CMC count and score stay, as features for an examiner, and evidence["note"] says why.
+
+def _note_segmentation(res: Comparison, a: Scan, b: Scan) -> None:
+    from .preprocessing import segmentation_status
+
+    for side, s in (("a", a), ("b", b)):
+        seg = segmentation_status(s)
+        if seg is not None:  # None: no checked region on record (processed elsewhere, a given mask)
+            res.inputs[side]["segmentation"] = seg
+
+
+def _withhold_lr_on_doubtful_regions(res: Comparison) -> None:
+    status = {side: (res.inputs[side].get("segmentation") or {}).get("status") for side in ("a", "b")}
+    if not any(st is not None for st in status.values()):
+        return
+    bad = [side for side, st in status.items() if st in ("doubtful", "failed")]
+    res.evidence["segmentation"] = {"a": status["a"], "b": status["b"], "lr_withheld": bool(bad)}
+    if bad:
+        why = "; ".join(f"scan {res.inputs[side].get('label', side)} {status[side]}: "
+                        + ", ".join(res.inputs[side]["segmentation"].get("reasons", [])) for side in bad)
+        res.log10_lr = None
+        res.evidence.pop("conclusion", None)
+        res.evidence["note"] = f"no likelihood ratio: the breech-face region is not trustworthy ({why})"
 
 
 def _weigh(res: Comparison, calibration) -> None:

@@ -29,6 +29,7 @@ in ``meta["processing"]``).
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -37,7 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._version import __version__
-from ..errors import ParameterError
+from ..errors import ParameterError, SegmentationError, SegmentationWarning
 from ..scan import Scan
 from .filters import gaussian_bandpass
 
@@ -54,6 +55,7 @@ __all__ = [
     "preprocess",
     "remove_outliers",
     "resample",
+    "segmentation_status",
 ]
 
 #: Default parameters of `preprocess` (9 mm Luger primers, 16-250 um band as in the NIST CMC papers, 6.25 um grid).
@@ -684,6 +686,15 @@ class BreechFaceRegion:
         ``aperture_center_m``.
     face_sigma_um
         Robust standard deviation of the levelled face (the detection noise).
+    field_of_view : str
+        "primer" (the field shows at most the primer) or "wide" (a wider
+        field, e.g. the whole case head: the primer was located first).
+    status : str
+        Outcome of the plausibility checks: "ok", "doubtful" or "failed".
+    reasons : list of str
+        Why the region is doubtful or failed (empty when ok).
+    checks : dict
+        The measured quantities the checks rest on (see `find_breech_face`).
     """
 
     mask: np.ndarray
@@ -700,6 +711,10 @@ class BreechFaceRegion:
     inner_edge: str
     face_sigma_um: float
     pin_extension_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    field_of_view: str = "primer"
+    status: str = "ok"
+    reasons: list = field(default_factory=list)
+    checks: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The geometry as JSON-ready numbers (no mask)."""
@@ -719,6 +734,8 @@ class BreechFaceRegion:
             "face_sigma_um": float(self.face_sigma_um),
             "max_pin_extension_m": float(self.pin_extension_m.max()) if self.pin_extension_m.size else 0.0,
             "mask_points": int(self.mask.sum()),
+            "field_of_view": self.field_of_view, "status": self.status, "reasons": list(self.reasons),
+            "checks": dict(self.checks),
         }
 
 
@@ -807,11 +824,348 @@ def _clean_edge(valid: np.ndarray, centre, radius: float, dx: float, dy: float, 
     return True, float(r_edge.min()), float(r_edge.max())
 
 
+# ----------------------------------------------------------------------------
+# field of view and plausibility checks
+# ----------------------------------------------------------------------------
+
+# A field whose larger side exceeds this many times the largest plausible primer radius (5.2 mm for the 9 mm
+# default) shows more than one primer's width: the whole case head, say. Primer-only scans are 3.4-4.5 mm across
+# (NIST raw 3.8 mm, processed 3.4 mm, the simulator 3.75 mm); a whole head is 10-11 mm.
+_WIDE_FIELD_FACTOR = 2.0
+# Grid on which a wide field is searched for the primer: coarse enough to be quick (an 11 mm field is ~280
+# points), fine enough that the primer pocket gap (0.1-0.25 mm) still spans a few points.
+_LOCATE_SPACING_M = 40e-6
+# Width of the ring of missing or steep data sought around the primer (the gap), and of the band of primer face
+# inside it that must be measured: narrower than the narrowest gap, wider than the firing-pin aperture's step.
+_LOCATE_RING_M, _LOCATE_BAND_M = 0.12e-3, 0.3e-3
+# Slope above which a point counts as an edge (17 degrees, about what an NA 0.3 objective still measures): the
+# walls of a measured gap groove count like the missing data of an unmeasured one.
+_LOCATE_STEEP_SLOPE = 0.3
+# Least ring contrast (barrier share in the ring minus that in the band inside) taken for a primer: simulated
+# whole-head scans give 0.79-0.82 at every difficulty, the three NIST raw primers 0.79-0.86 (searched this way
+# for the measurement); a flat plate 0.25, a case head whose primer was blanked out 0.31.
+_LOCATE_MIN_CONTRAST = 0.45
+
+# Plausibility thresholds (doubtful, failed). Values measured on the 3 NIST raw scans, the 40 CSAFE-processed
+# Fadul scans and simulated primer-only and whole-head scans at every difficulty (docs/comparison.md).
+# The primer radius pinned within this share of either end of the plausible range: the fit found the end of
+# the range, not an edge.
+_CHECK_RADIUS_AT_LIMIT = 0.02
+# Share of the region's annulus (primer-centred, from the firing-pin aperture to the outer radius) that lies
+# outside the grid. Normal scans: 0-0.2 % (NIST raw and processed), < 1.5 % (simulated). A primer
+# cut by the field's border loses breech face where it matters most (the outer face).
+_CHECK_CLIPPED = (0.05, 0.25)
+# Firing-pin (aperture) centre off the primer centre, as a share of the primer radius. NIST raw: 0.08-0.19
+# (Ruger P95 pins sit off centre), CSAFE-processed 0.05-0.30 (their hand-drawn outer edge is smaller),
+# simulated 0.02-0.10. At 0.6 (about 1.1 mm) the 1.0-1.3 mm aperture would reach the primer's edge: that
+# is not this primer's firing pin.
+_CHECK_PIN_OFFSET = (0.4, 0.6)
+# Measured share of the annulus. NIST raw 0.99, CSAFE-processed 0.96-0.99, simulated 0.98 (realistic-hard
+# drop-outs included: the annulus ends where the data do); below a third the region is mostly something that
+# is not a measured breech face (a region cut across the pocket gap or the crater).
+_CHECK_VALID_SHARE = (0.45, 0.3)
+# Share of the mask beyond the primer circle (by more than 3 grid steps): the breech face lies on the primer.
+_CHECK_MASK_OUTSIDE = (0.01, 0.1)
+# Mask area as a share of the full annulus (the part outside the grid counted as missing). NIST raw 0.93-0.96,
+# processed 0.98-1.24, simulated 0.96-0.98. A region that covers less than a fifth of the annulus cannot
+# carry a comparison's cells.
+_CHECK_COVERAGE = (0.35, 0.2)
+# Flat-face radius as a share of the primer radius: NIST raw 0.95-0.96, processed 1.0, simulated 0.94-0.96;
+# below this the "face" is a fragment.
+_CHECK_FLAT_SHARE = 0.6
+
+
+def _source_of(scan) -> str:
+    if isinstance(scan, Scan):
+        meta = scan.meta or {}
+        if meta.get("source"):
+            return str(meta["source"])
+        lab = meta.get("labels")
+        if isinstance(lab, dict) and lab.get("exhibit") is not None:
+            return f"exhibit {lab['exhibit']}"
+        return "scan (no source recorded)"
+    return "array"
+
+
+def _locate_primer(z: np.ndarray, dx: float, dy: float, pr_lo: float, pr_hi: float) -> dict:
+    """Centre and edge radius of the primer in a wide field (``center`` None when no primer-like ring is
+    found), where to cut it off (``cut``, metres from the centre) and the ring ``contrast``.
+
+    On a ~40 um grid, each point is an edge ("barrier") by its share of missing data, or fully when the
+    surface is steeper than ``_LOCATE_STEEP_SLOPE``. For each radius of the plausible primer range
+    (40 um steps) an FFT correlation with a kernel (mean over a ring of width ``_LOCATE_RING_M`` at that
+    radius minus the mean over the band of width ``_LOCATE_BAND_M`` inside it) scores every centre in the
+    field; outside the field counts as missing. The best (centre, radius) is the inner edge of the most
+    closed ring of missing data around a measured disc: the primer's edge and pocket gap. The rim (2.26x
+    the primer radius), the headstamp and the firing-pin aperture (a smaller ring) fall outside the radii
+    searched or do not form closed rings.
+    """
+    import scipy.fft as sfft
+
+    ny, nx = z.shape
+    fy = max(1, int(round(_LOCATE_SPACING_M / dy)))
+    fx = max(1, int(round(_LOCATE_SPACING_M / dx)))
+    my, mx = ny // fy * fy, nx // fx * fx
+    sd_y, sd_x = dy * fy, dx * fx
+    zz = z[:my, :mx]
+    valid = ~np.isnan(zz)
+    cnt = valid.reshape(my // fy, fy, mx // fx, fx).sum((1, 3))
+    vb = cnt / (fy * fx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zb = np.where(valid, zz, 0.0).reshape(my // fy, fy, mx // fx, fx).sum((1, 3)) / cnt
+    zb[vb < 0.25] = np.nan
+    gy, gx = np.gradient(zb, sd_y, sd_x)
+    steep = np.nan_to_num(np.hypot(gx, gy), nan=0.0) > _LOCATE_STEEP_SLOPE
+    barrier = np.where(steep, 1.0, 1.0 - vb)
+    H, W = barrier.shape
+    py_, px_ = int(np.ceil((pr_hi + _LOCATE_RING_M) / sd_y)) + 1, int(np.ceil((pr_hi + _LOCATE_RING_M) / sd_x)) + 1
+    bp = np.pad(barrier, ((py_, py_), (px_, px_)), constant_values=1.0)  # outside the field: nothing measured
+    ky, kx = 2 * py_ + 1, 2 * px_ + 1
+    shape = (sfft.next_fast_len(bp.shape[0] + ky - 1, real=True), sfft.next_fast_len(bp.shape[1] + kx - 1, real=True))
+    FB = sfft.rfft2(bp, s=shape, workers=1)
+    rho = np.hypot((np.arange(ky) - py_)[:, None] * sd_y, (np.arange(kx) - px_)[None, :] * sd_x)
+    best = (-np.inf, None, None)
+    for R in np.arange(pr_lo, pr_hi + 1e-12, _LOCATE_SPACING_M):
+        ring = (rho >= R) & (rho < R + _LOCATE_RING_M)
+        band = (rho >= R - _LOCATE_BAND_M) & (rho < R)
+        if ring.sum() == 0 or band.sum() == 0:
+            continue
+        kern = ring / ring.sum() - band / band.sum()
+        full = sfft.irfft2(FB * sfft.rfft2(kern, s=shape, workers=1), s=shape, workers=1)
+        sc = full[2 * py_:2 * py_ + H, 2 * px_:2 * px_ + W]  # centres inside the field only
+        k = int(np.argmax(sc))
+        if sc.flat[k] > best[0]:
+            best = (float(sc.flat[k]), np.unravel_index(k, sc.shape), float(R))
+    score, idx, R = best
+    if idx is None or not score >= _LOCATE_MIN_CONTRAST:
+        return {"center": None, "radius": None, "cut": None, "contrast": float(max(score, -1.0))}
+    cy, cx = (idx[0] + 0.5) * sd_y - 0.5 * dy, (idx[1] + 0.5) * sd_x - 0.5 * dx  # block centre, in metres
+    # refine on the full grid: along rays from the coarse centre, the primer's edge is where the barrier
+    # (missing or steep) begins and holds for 3 points; a RANSAC circle through these edge points
+    step = min(dx, dy)
+    gyf, gxf = np.gradient(z, dy, dx)
+    barrier_f = ~(np.hypot(gxf, gyf) <= _LOCATE_STEEP_SLOPE)  # NaN (missing, or next to it) counts as barrier
+    th = 2 * np.pi * np.arange(360) / 360
+    for _ in range(2):  # twice: the second pass casts its rays from the refined centre
+        r_ray = np.arange(max(R - 0.25e-3, 0.5 * pr_lo), R + 0.3e-3, step)
+        (Bf,), inside = _sample_rays([(barrier_f, True)], (cx, cy), r_ray, 360, dx, dy)
+        held = Bf[:, :-2] & Bf[:, 1:-1] & Bf[:, 2:]
+        k0 = np.argmax(held, axis=1)
+        hit = held.any(axis=1) & inside[np.arange(360), k0] & (k0 > 0)  # edges inside the field, not at the start
+        if hit.sum() < 60:
+            break
+        ex, ey = cx + r_ray[k0[hit]] * np.cos(th[hit]), cy + r_ray[k0[hit]] * np.sin(th[hit])
+        try:
+            circ = fit_circle(ex, ey, threshold=max(3 * step, 15e-6), radius_range=(pr_lo, pr_hi))
+        except ParameterError:
+            break
+        # a refinement, not a new search: it may move the centre by up to the band width
+        if circ.inliers.sum() < 60 or np.hypot(circ.x - cx, circ.y - cy) > _LOCATE_BAND_M:
+            break
+        cx, cy, R = circ.x, circ.y, circ.r
+    # the cut: the middle of the run of barrier points just outside the edge (the rounded edge and the
+    # pocket gap), on the full grid
+    Xm, Ym = (np.arange(nx) * dx)[None, :], (np.arange(ny) * dy)[:, None]
+    r = np.hypot(Xm - cx, Ym - cy)
+    binw = 2 * step
+    lo, hi = R - 2 * step, R + 0.8e-3
+    sel = (r >= lo) & (r < hi)
+    bi = ((r[sel] - lo) / binw).astype(np.int64)
+    nb = int(np.ceil((hi - lo) / binw))
+    share = np.bincount(bi, weights=(~barrier_f[sel]).astype(np.float64), minlength=nb) / \
+        np.maximum(np.bincount(bi, minlength=nb), 1)
+    rb = lo + (np.arange(nb) + 0.5) * binw
+    gone = share < 0.5
+    cut = R + _LOCATE_RING_M
+    if gone.any():
+        first = int(np.argmax(gone))
+        last = first
+        while last + 1 < nb and gone[last + 1]:
+            last += 1
+        cut = float((rb[first] + rb[last]) / 2)
+    return {"center": (float(cx), float(cy)), "radius": R, "cut": cut, "contrast": score}
+
+
+def _empty_region(shape) -> BreechFaceRegion:
+    return BreechFaceRegion(mask=np.zeros(shape, bool), primer_center_m=(float("nan"), float("nan")),
+                            primer_radius_m=float("nan"), flat_radius_m=float("nan"), outer_radius_m=float("nan"),
+                            aperture_center_m=None, aperture_radius_m=None, inner_radius_m=None,
+                            crater_center_m=None, crater_radius_m=None, outer_edge="none", inner_edge="none",
+                            face_sigma_um=float("nan"))
+
+
+def _region_around(z: np.ndarray, dx: float, dy: float, loc: dict, limits: dict) -> BreechFaceRegion:
+    """`_primer_region` on the located primer alone: a window about it, NaN beyond the middle of its gap."""
+    if loc["center"] is None:
+        return _empty_region(z.shape)
+    ny, nx = z.shape
+    cx, cy = loc["center"]
+    half = loc["cut"] + 4 * max(dx, dy)
+    c0, c1 = max(int(np.floor((cx - half) / dx)), 0), min(int(np.ceil((cx + half) / dx)) + 1, nx)
+    r0, r1 = max(int(np.floor((cy - half) / dy)), 0), min(int(np.ceil((cy + half) / dy)) + 1, ny)
+    sub = z[r0:r1, c0:c1].copy()
+    ox, oy = c0 * dx, r0 * dy
+    rr = np.hypot((np.arange(c1 - c0) * dx + ox - cx)[None, :], (np.arange(r1 - r0) * dy + oy - cy)[:, None])
+    sub[rr > loc["cut"]] = np.nan  # the case head, headstamp and rim stay out of the search
+    if (~np.isnan(sub)).sum() < 100 or min(sub.shape[0] * dy, sub.shape[1] * dx) < limits["pr_lo"]:
+        return _empty_region(z.shape)
+    reg = _primer_region(sub, dx, dy, **limits)
+    mask = np.zeros(z.shape, bool)
+    mask[r0:r1, c0:c1] = reg.mask
+
+    def sh(p):
+        return None if p is None else (float(p[0] + ox), float(p[1] + oy))
+
+    reg.mask = mask
+    reg.primer_center_m = sh(reg.primer_center_m)
+    reg.aperture_center_m = sh(reg.aperture_center_m)
+    reg.crater_center_m = sh(reg.crater_center_m)
+    return reg
+
+
+_STATUS_ORDER = {"ok": 0, "doubtful": 1, "failed": 2}
+
+
+def _assess(reg: BreechFaceRegion, valid: np.ndarray, dx: float, dy: float, pr_lo: float, pr_hi: float,
+            loc: dict | None) -> None:
+    """Plausibility checks of a region (see `find_breech_face`): fills ``status``, ``reasons`` and ``checks``."""
+    ny, nx = valid.shape
+    doubt, fail = [], []
+    checks: dict[str, Any] = {}
+    if loc is not None:
+        checks["primer_ring_contrast"] = round(float(loc["contrast"]), 4)
+        if loc["center"] is None:
+            fail.append(f"no primer found in the wide field ({nx * dx * 1e3:.3g} x {ny * dy * 1e3:.3g} mm): no "
+                        f"closed ring of missing data (the primer's edge and pocket gap) of radius "
+                        f"{pr_lo * 1e3:.3g}-{pr_hi * 1e3:.3g} mm (best contrast {loc['contrast']:.2f}, "
+                        f"needed {_LOCATE_MIN_CONTRAST})")
+            reg.status, reg.reasons, reg.checks = "failed", fail, checks
+            return
+    pc, pr, out_r = reg.primer_center_m, reg.primer_radius_m, reg.outer_radius_m
+    if reg.outer_edge == "none" or not np.isfinite(pr):
+        fail.append("no primer region could be fitted in the located primer")
+        reg.status, reg.reasons, reg.checks = "failed", fail, checks
+        return
+    checks["primer_radius_mm"] = round(pr * 1e3, 4)
+    no_edge = reg.outer_edge == "grid"
+    if no_edge:
+        doubt.append("no primer edge found: the grid's inscribed circle was taken as the primer")
+    else:
+        lim = _CHECK_RADIUS_AT_LIMIT * (pr_hi - pr_lo)
+        if pr < pr_lo + lim or pr > pr_hi - lim:
+            doubt.append(f"primer radius {pr * 1e3:.3g} mm at the end of the plausible range "
+                         f"{pr_lo * 1e3:.3g}-{pr_hi * 1e3:.3g} mm")
+    inside = 0 <= pc[0] <= (nx - 1) * dx and 0 <= pc[1] <= (ny - 1) * dy
+    checks["primer_center_in_field"] = bool(inside)
+    if not inside:
+        fail.append(f"primer centre ({pc[0] * 1e3:.3g}, {pc[1] * 1e3:.3g}) mm lies outside the field")
+    flat_share = reg.flat_radius_m / pr
+    checks["flat_share"] = round(float(flat_share), 4)
+    if not no_edge and flat_share < _CHECK_FLAT_SHARE:
+        doubt.append(f"the flat face ends at {flat_share:.2f} of the primer radius (expected >= {_CHECK_FLAT_SHARE})")
+    # the firing pin
+    if reg.aperture_center_m is None:
+        checks["firing_pin_offset"] = None
+        if no_edge:
+            fail.append("neither a primer edge nor a firing-pin impression was found: not a fired primer?")
+        else:
+            doubt.append("no firing-pin impression found")
+        ac, inner_r = pc, 0.0
+    else:
+        ac, inner_r = reg.aperture_center_m, reg.inner_radius_m
+        off = float(np.hypot(ac[0] - pc[0], ac[1] - pc[1]) / pr)
+        checks["firing_pin_offset"] = round(off, 4)
+        if off > _CHECK_PIN_OFFSET[1]:
+            fail.append(f"firing-pin impression {off:.2f} primer radii off the primer centre (limit {_CHECK_PIN_OFFSET[1]})")
+        elif off > _CHECK_PIN_OFFSET[0]:
+            doubt.append(f"firing-pin impression {off:.2f} primer radii off the primer centre "
+                         f"(expected <= {_CHECK_PIN_OFFSET[0]})")
+    # the annulus the region should cover: primer-centred out to out_r, firing-pin aperture cut out
+    Xm, Ym = (np.arange(nx) * dx)[None, :], (np.arange(ny) * dy)[:, None]
+    r_p = np.hypot(Xm - pc[0], Ym - pc[1])
+    ann = (r_p < out_r) & (np.hypot(Xm - ac[0], Ym - ac[1]) >= inner_r)
+    area = np.pi * max(out_r**2 - inner_r**2, 0.0)
+    if area <= 0:
+        fail.append(f"empty annulus: outer radius {out_r * 1e3:.3g} mm inside the firing-pin aperture")
+        reg.status, reg.reasons, reg.checks = "failed", fail, checks
+        return
+    pix = dx * dy
+    clipped = float(np.clip(1 - ann.sum() * pix / area, 0, 1))
+    valid_share = float(valid[ann].mean()) if ann.any() else 0.0
+    m = reg.mask
+    outside = float((m & (r_p > pr + 3 * max(dx, dy))).sum() / max(m.sum(), 1))
+    coverage = float(m.sum() * pix / area)
+    checks.update({"annulus_outside_field": round(clipped, 4), "valid_share": round(valid_share, 4),
+                   "mask_outside_primer": round(outside, 4), "annulus_coverage": round(coverage, 4)})
+    for value, (warn_at, fail_at), text, high_bad in (
+            (clipped, _CHECK_CLIPPED, "of the region's annulus lies outside the field (primer clipped at the border)", True),
+            (valid_share, _CHECK_VALID_SHARE, "of the region's annulus is measured", False),
+            (outside, _CHECK_MASK_OUTSIDE, "of the mask lies outside the fitted primer circle", True),
+            (coverage, _CHECK_COVERAGE, "of the annulus is covered by the mask", False)):
+        bad_fail = value > fail_at if high_bad else value < fail_at
+        bad_warn = value > warn_at if high_bad else value < warn_at
+        limit = fail_at if bad_fail else warn_at
+        if bad_fail or bad_warn:
+            (fail if bad_fail else doubt).append(f"{value:.0%} {text} ({'limit' if bad_fail else 'expected'} "
+                                                 f"{'<=' if high_bad else '>='} {limit:.0%})")
+    reg.status = "failed" if fail else "doubtful" if doubt else "ok"
+    reg.reasons, reg.checks = fail + doubt, checks
+
+
+def _enforce(reg: BreechFaceRegion, source: str) -> None:
+    if reg.status == "failed":
+        raise SegmentationError(f"{source}: breech-face region refused ({reg.field_of_view} field): "
+                                + "; ".join(reg.reasons))
+    if reg.status == "doubtful":
+        warnings.warn(SegmentationWarning(f"{source}: breech-face region doubtful ({reg.field_of_view} field): "
+                                          + "; ".join(reg.reasons)), stacklevel=3)
+
+
+def segmentation_status(scan) -> dict[str, Any] | None:
+    """The worst segmentation outcome recorded in a scan's ``meta["processing"]``.
+
+    Every `find_breech_face` step `preprocess` ran (and any region given as a
+    `BreechFaceRegion`) records ``status`` and ``reasons``; a later run on an
+    already processed scan cannot clear an earlier doubt, so the worst one
+    counts.
+
+    Returns
+    -------
+    dict or None
+        ``{"status": "ok" | "doubtful" | "failed", "reasons": [...], "field_of_view": ...}``,
+        or None when no checked region is on record (a scan processed elsewhere,
+        a hand-drawn mask, ``region=None``).
+    """
+    meta = scan.meta if isinstance(scan, Scan) else scan
+    worst = None
+    for st in (meta or {}).get("processing", []) or []:
+        if not isinstance(st, dict) or st.get("step") not in ("find_breech_face", "mask"):
+            continue
+        res = st.get("result") or {}
+        status = res.get("status")
+        if status not in _STATUS_ORDER:
+            continue
+        if worst is None or _STATUS_ORDER[status] > _STATUS_ORDER[worst["status"]]:
+            worst = {"status": status, "reasons": list(res.get("reasons", [])),
+                     "field_of_view": res.get("field_of_view")}
+    return worst
+
+
 def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_radius_mm"],
                      aperture_radius_mm=DEFAULTS["aperture_radius_mm"], pin_margin_um: float = DEFAULTS["pin_margin_um"],
                      edge_margin_um: float = DEFAULTS["edge_margin_um"], edge_drop_um: float = DEFAULTS["edge_drop_um"],
-                     max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"]) -> BreechFaceRegion:
+                     max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"],
+                     check: bool = True) -> BreechFaceRegion:
     """Find the breech-face region of a cartridge-case scan: mask and geometry.
+
+    0. Field of view: a field wider than ``2 x`` the largest plausible primer
+       radius (5.2 mm for 9 mm Luger) shows more than the primer, e.g. the whole
+       case head (rim, headstamp, primer pocket gap, primer). There the primer
+       is located first: the circle of plausible primer radius whose rim is the
+       most closed ring of missing or steep data (the primer's edge and the
+       pocket gap) around well-measured primer face, found by FFT correlation on
+       a ~25 um grid. Only that primer, cut off in the middle of its gap, goes
+       through steps 1-5; the rim, headstamp and case head never enter them.
 
     1. Primer edge: the convex hull of the largest region where at least half
        the points are measured (30 um boxes) is sampled every grid step
@@ -862,10 +1216,38 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
     max_pin_extension_um : float
         How far beyond the aperture circle the mask may follow the impression.
 
+    check : bool
+        Raise `SegmentationError` when the plausibility checks fail (see
+        below); False returns the region with ``status="failed"`` instead, to
+        look at.
+
     Returns
     -------
     BreechFaceRegion
-        ``mask`` and the fitted geometry (metres).
+        ``mask`` and the fitted geometry (metres); ``status`` ("ok",
+        "doubtful" or "failed"), ``reasons`` and the measured ``checks``.
+
+    Raises
+    ------
+    SegmentationError
+        When ``check`` and the region failed a plausibility check: the
+        message names the scan's source and the reasons.
+
+    Warns
+    -----
+    SegmentationWarning
+        When the region is doubtful (the reasons are in the message and in
+        ``reasons``).
+
+    Notes
+    -----
+    Plausibility checks on every region (thresholds are module constants,
+    each with the reason for its value): the primer edge was found and its
+    radius is not pinned to the end of ``primer_radius_mm``; the primer centre
+    lies in the field and the region's annulus is not clipped by the grid
+    border; the firing-pin impression was found near the primer centre; the
+    share of measured points in the annulus; the mask lies inside the primer
+    circle and covers a plausible share of the annulus.
 
     Examples
     --------
@@ -891,6 +1273,31 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
     valid = ~np.isnan(z)
     if valid.sum() < 100:
         raise ParameterError(f"the scan has {int(valid.sum())} measured points; at least 100 are needed")
+    limits = dict(pr_lo=pr_lo, pr_hi=pr_hi, ap_lo=ap_lo, ap_hi=ap_hi, pin_margin=pin_margin,
+                  edge_margin=edge_margin, edge_drop=edge_drop, max_ext=max_ext)
+    source = _source_of(scan)
+    if max(nx * dx, ny * dy) > _WIDE_FIELD_FACTOR * pr_hi:
+        view = "wide"
+        loc = _locate_primer(z, dx, dy, pr_lo, pr_hi)
+        if loc is None:
+            reg = _empty_region(z.shape)
+        else:
+            reg = _region_around(z, dx, dy, loc, limits)
+    else:
+        view, loc = "primer", None
+        reg = _primer_region(z, dx, dy, **limits)
+    reg.field_of_view = view
+    _assess(reg, valid, dx, dy, pr_lo, pr_hi, loc)
+    if check:
+        _enforce(reg, source)
+    return reg
+
+
+def _primer_region(z: np.ndarray, dx: float, dy: float, *, pr_lo: float, pr_hi: float, ap_lo: float, ap_hi: float,
+                   pin_margin: float, edge_margin: float, edge_drop: float, max_ext: float) -> BreechFaceRegion:
+    """The region search of `find_breech_face` on a field that shows (at most) one primer."""
+    ny, nx = z.shape
+    valid = ~np.isnan(z)
     step = min(dx, dy)
     Xm, Ym = (np.arange(nx) * dx)[None, :], (np.arange(ny) * dy)[:, None]
 
@@ -1135,6 +1542,11 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
     ParameterError
         On a scan or parameters the pipeline cannot work with (all-NaN scan,
         spacing that cannot be metres, inverted cutoffs, ...).
+    SegmentationError
+        When the breech-face region found fails the plausibility checks of
+        `find_breech_face` (a doubtful one gives a `SegmentationWarning`, and
+        ``meta["quality"]["segmentation"]`` of the output records ``status``
+        and ``reasons``, the worst of all regions on record).
 
     Examples
     --------
@@ -1197,6 +1609,9 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
         reg, mask = None, valid
     else:
         raise ParameterError(f"region must be 'auto', a BreechFaceRegion, a boolean mask or None, got {region!r}")
+    seg = segmentation_status(cur)
+    if seg is not None:  # the segmentation's outcome (worst on record), where a comparison looks for it
+        cur.meta["quality"] = {**(cur.meta.get("quality") or {}), "segmentation": seg}
     if not (~np.isnan(cur.heights)).any():
         raise ParameterError("the breech-face region is empty: nothing measured inside it")
     diag["region"], diag["masked"] = reg, cur.heights
