@@ -106,9 +106,17 @@ def test_store_commands(tmp_path, capsys):
     assert best["exhibit_id"] == "c2" and best["source_name"] == "c2.x3p" and best["cmc_count"] >= 6
     assert {"descriptor_score", "score"} <= set(best)
     assert main(["link", "--store", str(store), "--out", str(tmp_path / "g.json"), "--shortlist", "2"]) == 0
-    capsys.readouterr()
+    assert "links: likelihood ratio >= 100" in capsys.readouterr().out
+    g = bx.LinkageGraph.read(tmp_path / "g.json")  # no calibration for 12.5 um grids: candidates, not links
+    assert g.groups(min_size=2) == [] and ("c0", "c1") in [(c["a"], c["b"]) for c in g.candidates()]
+    assert main(["rule", "--store", str(store), "--count-rule", "6"]) == 2  # a count rule needs its reason
+    assert "reason" in capsys.readouterr().err
+    assert main(["rule", "--store", str(store), "--count-rule", "6", "--reason", "lab validation V-1"]) == 0
+    assert "6 or more congruent matching cells" in capsys.readouterr().out
+    assert main(["link", "--store", str(store), "--out", str(tmp_path / "g.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["comparisons_recorded"] == 0
     g = bx.LinkageGraph.read(tmp_path / "g.json")
-    assert {"c0", "c1"} in g.groups()
+    assert {"c0", "c1"} in g.groups() and g.count_rule == 6
     assert main(["compare", files[0], files[1], "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["cmc_count"] >= 6
