@@ -193,6 +193,17 @@ def cmd_rule(args) -> int:
     return 0
 
 
+def cmd_register(args) -> int:
+    """Register a calibration file (for example validation/calibration.json from ``ballistix validate``)
+    in a store: its comparisons then take the most specific registered or shipped calibration whose
+    population holds both scans."""
+    with _store(args) as st:
+        rec = st.register_calibration(args.calibration, reason=args.reason)
+    print(json.dumps(rec, indent=2) if args.json else
+          f"registered {rec['name']!r} ({rec['sha256'][:12]}) in {args.store}; domain: {rec['domain']}")
+    return 0
+
+
 def cmd_report(args) -> int:
     """Write a case store's report: leads, same-gun groups, scene timeline, 16.4.2 (one offline HTML file)."""
     with _store(args) as st:
@@ -285,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--reason", help="the validation that supports a count rule")
     ru.add_argument("--json", action="store_true")
     ru.set_defaults(func=cmd_rule)
+
+    rc = sub.add_parser("register-calibration", help="register a lab's calibration file in a store",
+                        description=cmd_register.__doc__)
+    rc.add_argument("calibration", help="the calibration file (JSON)")
+    rc.add_argument("--store", required=True)
+    rc.add_argument("--reason", required=True, help="why it applies: the validation behind it")
+    rc.add_argument("--json", action="store_true")
+    rc.set_defaults(func=cmd_register)
 
     be = sub.add_parser("bench", help="run the benchmarks (from a source checkout)", description=cmd_bench.__doc__)
     be.add_argument("args", nargs=argparse.REMAINDER,

@@ -359,3 +359,39 @@ def test_links_carry_the_likelihood_ratio_into_graph_leads_and_report(tmp_path, 
         assert leads and all((r["best_log10_lr"] is not None) == (r["best_cmc"] > 0) for r in leads)  # direct links
         html = st.report(tmp_path / "r.html").read_text()
         assert "<th>best LR</th>" in html and "likelihood ratio &gt;= 100" in html
+
+
+def test_a_registered_calibration_gives_this_store_its_likelihood_ratios(tmp_path, files):
+    """A 12.5 um store: no shipped calibration applies. A calibration made for its settings (as
+    `ballistix validate` writes one) is registered; its LRs then decide the links."""
+    from ballistix import evidence as ev
+    from ballistix.features.comparison import DEFAULTS
+
+    paths, guns = files
+    rng = np.random.default_rng(0)  # reference features: same-gun counts high, different-gun low
+    X = np.r_[np.c_[rng.poisson(14, 60), np.full(60, 0.7), rng.normal(0.4, 0.05, 60)],
+              np.c_[rng.poisson(1, 300), np.full(300, 0.55), rng.normal(0.2, 0.05, 300)]]
+    X[X[:, 0] == 0, 1] = 0.0
+    same = np.r_[np.ones(60, bool), np.zeros(300, bool)]
+    with CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=3) as st:
+        st.ingest(paths[:6], progress=False)
+        proc = st.scan("case-00")
+        cal = ev.fit(X, same, name="lab 12.5 um", preprocessing=ev.processing_signature(proc.meta["processing"]),
+                     comparison={k: DEFAULTS[k] for k in DEFAULTS}, domain={"calibre": ["9mm Luger"]})
+        cal.save(tmp_path / "lab.json")
+        with pytest.raises(bx.ParameterError, match="why"):
+            st.register_calibration(tmp_path / "lab.json", reason=" ")
+        rec = st.register_calibration(tmp_path / "lab.json", reason="validation V-2")
+        assert rec["registered_by"] and (st.folder / rec["file"]).is_file()
+        st.link_new(progress=False)
+        rows = st._db.execute("SELECT cmc_count, log10_lr, evidence_json FROM comparisons").fetchall()
+        assert rows and all(lr is not None and json.loads(e)["calibration"] == "lab 12.5 um" for _, lr, e in rows)
+        g = st.graph()
+        truth = {}
+        for e in ("case-00", "case-01", "case-02", "case-03", "case-04", "case-05"):
+            truth.setdefault(guns[e], set()).add(e)
+        assert sorted(map(sorted, g.groups(min_size=2))) == sorted(map(sorted, truth.values()))
+    copy = tmp_path / "s" / rec["file"]
+    copy.write_text(copy.read_text().replace("lab 12.5 um", "lab 12.5 um!"))  # altered after registration
+    with CaseStore(tmp_path / "s") as st, pytest.raises(StoreError, match="altered"):
+        st.calibrations()

@@ -363,7 +363,9 @@ def compare(a: Scan, b: Scan, *, calibration="default", **params) -> Comparison:
         parameters are those it was fitted with (otherwise ``log10_lr`` is None
         and ``evidence["note"]`` says why); a `Calibration` or its file: used,
         and a comparison made with other parameters raises
-        `CalibrationMismatchError`; None: no LR.
+        `CalibrationMismatchError`; None: no LR. "default" and a list of
+        calibrations choose the most specific one whose domain holds both
+        scans (`evidence.select_calibration`); where none applies, no LR.
 
     Returns
     -------
@@ -517,22 +519,27 @@ def _withhold_lr_on_doubtful_regions(res: Comparison) -> None:
 def _weigh(res: Comparison, calibration) -> None:
     from .. import evidence
 
+    strict = False
     if isinstance(calibration, str) and calibration == "default":
         cal, refused = evidence.select_calibration(res)  # the most specific shipped one that applies
+    elif isinstance(calibration, (list, tuple)):  # candidates (a store's registered + shipped): the best that applies
+        if not calibration or not all(isinstance(c, evidence.Calibration) for c in calibration):
+            raise ParameterError("a list of calibrations must hold Calibration objects")
+        cal, refused = evidence.select_calibration(res, calibration)
     elif isinstance(calibration, evidence.Calibration):
-        cal, refused = calibration, []
+        cal, refused, strict = calibration, [], True
     elif isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
-        cal, refused = evidence.load_calibration(calibration), []
+        cal, refused, strict = evidence.load_calibration(calibration), [], True
     else:
         raise ParameterError(f"calibration must be 'default', a Calibration, a path or None; got "
                              f"{type(calibration).__name__}")
     if cal is None:
         res.log10_lr = None
         res.evidence = {"calibration": None,
-                        "note": "no likelihood ratio: no shipped calibration applies to this pair ("
+                        "note": "no likelihood ratio: no calibration applies to this pair ("
                                 + "; ".join(refused) + "); an unverified candidate for an examiner, never a link"}
         return
-    res.log10_lr = cal.weigh(res, strict=not (isinstance(calibration, str) and calibration == "default"))
+    res.log10_lr = cal.weigh(res, strict=strict)
     res.evidence = {"calibration": cal.name,
                     "calibration_reference_sha256": cal.reference.get("features_sha256"),
                     "calibration_domain": cal.domain}

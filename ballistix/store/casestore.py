@@ -151,6 +151,7 @@ class CaseStore:
         self.shortlist = int(shortlist)
         self.descriptor = descriptor_info()
         self._index = self._load_or_rebuild_index()
+        self._cals = None  # calibrations to choose from (registered, then shipped), read when first needed
 
     # ------------------------------------------------------------ database
     def _connect(self) -> sqlite3.Connection:
@@ -243,6 +244,63 @@ class CaseStore:
         self._db.execute("INSERT INTO meta VALUES ('decision_rule', ?) ON CONFLICT(key) DO UPDATE SET "
                          "value=excluded.value", (json.dumps(rule, sort_keys=True),))
         return rule
+
+    # -------------------------------------------------------- calibrations
+    def register_calibration(self, path, *, reason: str) -> dict:
+        """Register a calibration file (for example the one `ballistix.validate` wrote from the
+        lab's own reference scans) for this store's comparisons.
+
+        The file is checked (`evidence.load_calibration`) and copied into the
+        store's ``calibrations/`` folder under its SHA-256; who registered it,
+        when, from which file and why are recorded. From then on each new
+        comparison takes the most specific calibration, registered or shipped,
+        whose domain holds both scans. Returns the record.
+        """
+        from .. import evidence
+
+        if not str(reason).strip():
+            raise ParameterError("say why this calibration applies (for example its validation report)")
+        cal = evidence.load_calibration(path)
+        data = Path(path).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        rel = f"calibrations/{sha}.json"
+        (self.folder / "calibrations").mkdir(exist_ok=True)
+        target = self.folder / rel
+        if not target.exists():
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        rec = {"file": rel, "sha256": sha, "name": cal.name, "domain": cal.domain, "source": str(path),
+               "reason": str(reason), "registered_by": _user(), "registered_utc": _now()}
+        recs = [r for r in self.calibration_records() if r["sha256"] != sha] + [rec]
+        self._db.execute("INSERT INTO meta VALUES ('calibrations', ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value=excluded.value", (json.dumps(recs, sort_keys=True),))
+        self._cals = None
+        return rec
+
+    def calibration_records(self) -> list[dict]:
+        """The calibrations registered in this store (see `register_calibration`)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='calibrations'").fetchone()
+        return json.loads(row[0]) if row else []
+
+    def calibrations(self) -> list:
+        """The calibrations this store's comparisons choose from: the registered ones (each checked
+        against the checksum recorded when it was registered), then the shipped ones."""
+        from .. import evidence
+
+        if self._cals is None:
+            cals = []
+            for r in self.calibration_records():
+                path = self.folder / r["file"]
+                try:
+                    ok = hashlib.sha256(path.read_bytes()).hexdigest() == r["sha256"]
+                except OSError:
+                    ok = False
+                if not ok:
+                    raise StoreError(f"{path}: the registered calibration {r['name']!r} is missing or altered")
+                cals.append(evidence.load_calibration(path))
+            self._cals = cals + evidence.shipped_calibrations()
+        return self._cals
 
     @property
     def schema_version(self) -> int:
@@ -491,7 +549,7 @@ class CaseStore:
         cands = [Candidate(int(i), float(s), r) for r, (s, i) in enumerate(zip(scores[0], ids[0]))
                  if i >= 0 and int(i) not in exclude][:shortlist]
         res = compare_many([(proc, self.scan(c.id)) for c in cands], n_jobs=n_jobs, progress=False,
-                           **self.compare_params)
+                           calibration=self.calibrations(), **self.compare_params)
         for c, r in zip(cands, res):
             c.cmc_count, c.score, c.comparison = int(r.cmc_count), float(r.score), r
         return rerank(cands)[:k]
@@ -520,7 +578,7 @@ class CaseStore:
             scores, ids = self._index.search(describe(proc)[None], self.shortlist + 1)
             targets = [int(i) for i in ids[0] if i >= 0 and int(i) != rowid and int(i) not in have]
             res = compare_many([(proc, self.scan(t)) for t in targets], n_jobs=n_jobs, progress=False,
-                               client=client, executor=pool, **self.compare_params)
+                               client=client, executor=pool, calibration=self.calibrations(), **self.compare_params)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for t, r in zip(targets, res):
