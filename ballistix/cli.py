@@ -125,6 +125,9 @@ def cmd_compare(args) -> int:
     from .io import read_scan
 
     a, b = (preprocess(read_scan(f, units=args.units)) for f in (args.a, args.b))
+    given = {k: v for k, v in (("calibre", args.calibre), ("make_model", args.make_model)) if v}
+    for s in (a, b):  # the population both cases come from: it chooses the calibration
+        s.meta["labels"] = {**(s.meta.get("labels") or {}), **given}
     r = compare(a, b, calibration=args.calibration or "default")
     out = {"a": args.a, "b": args.b, "cmc_count": r.cmc_count, "cells": r.n_cells, "score": r.score,
            "rotation_deg": r.rotation_deg, "translation_m": [float(t) for t in r.translation],
@@ -147,7 +150,10 @@ def evidence_lines(r) -> list[str]:
         return [ev.get("note", "no likelihood ratio (no calibration asked for)")]
     c = ev["conclusion"]
     lines = [f"likelihood ratio {r.lr:.3g} (log10 {r.log10_lr:+.2f}): {c['verbal']}",
-             f"calibration: {ev['calibration']}",
+             f"calibration: {ev['calibration']}"
+             + (f" (population: {ev['calibration_domain'].get('description')})"
+                if (ev.get("calibration_domain") or {}).get("description") else ""),
+             *([f"note: {ev['assumed']}"] if ev.get("assumed") else []),
              f"conclusion (aid to the examiner): {c['conclusion'].upper()} "
              f"(identification at LR >= {c['thresholds_lr']['identification']:g}, "
              f"elimination at LR <= {c['thresholds_lr']['elimination']:g})"]
@@ -268,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("compare", help="compare two scan files (CMC)", description=cmd_compare.__doc__)
     co.add_argument("a")
     co.add_argument("b")
-    co.add_argument("--calibration", help="calibration file for the likelihood ratio (default: the shipped one)")
+    co.add_argument("--calibration", help="calibration file for the likelihood ratio (default: the most specific "
+                                          "shipped one whose population holds both scans)")
+    co.add_argument("--calibre", help="calibre of both cartridge cases, e.g. '9mm Luger' (chooses the calibration)")
+    co.add_argument("--make-model", help="make and model of the firearm, when known, e.g. 'Ruger P95'")
     co.add_argument("--json", action="store_true")
     _units_option(co)
     co.set_defaults(func=cmd_compare)
