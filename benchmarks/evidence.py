@@ -183,6 +183,18 @@ def main(argv=None) -> int:
                      m["rate_for_same"], m["rate_for_different"], m["strong_for_same"], m["strong_for_different"],
                      c["identification"]["rate_same"], c["identification"]["different"],
                      c["elimination"]["same"]])
+    # the shipped default's decisions (LR >= 100 links) on each population (it was fitted on them: in-sample)
+    shipped = ev.default_calibration()
+    out["shipped_decisions"] = {}
+    for name, d in pops.items():
+        X = np.array(d["features"], float)
+        same = np.array([a == b for a, b in zip(d["gun_a"], d["gun_b"])])
+        llr = shipped.log10_lr(X)
+        out["shipped_decisions"][name] = {
+            "links_same": int((llr[same] >= 2).sum()), "n_same": int(same.sum()),
+            "links_different": int((llr[~same] >= 2).sum()), "n_different": int((~same).sum()),
+            "weakest_same": {"cmc": float(X[same, 0].min()), "log10_lr": float(llr[same].min())},
+            "strongest_different": {"cmc": float(X[~same, 0].max()), "log10_lr": float(llr[~same].max())}}
     # transfer: a calibration fitted on one whole population, applied to each other one
     for src, dst in itertools.permutations(pops, 2):
         a, b = pops[src], pops[dst]
@@ -224,6 +236,13 @@ def main(argv=None) -> int:
     _figure(curves, out, RESULTS / "evidence.png")
     print(table(rows, ["population", "KM", "KNM", "Cllr", "Cllr-min", "Cllr count-only", "KNM LR>1", "KM LR<1",
                        "KNM LR>100", "KM LR<1/100", "KM ident.", "KNM ident.", "KM elim."]))
+    print("\nshipped default calibration, links at LR >= 100 (in-sample: it was fitted on these populations):")
+    print(table([[n, f"{r['links_same']} / {r['n_same']}", f"{r['links_different']} / {r['n_different']}",
+                  f"{r['weakest_same']['cmc']:.0f} ({r['weakest_same']['log10_lr']:+.2f})",
+                  f"{r['strongest_different']['cmc']:.0f} ({r['strongest_different']['log10_lr']:+.2f})"]
+                 for n, r in out["shipped_decisions"].items()],
+                ["population", "same-gun linked", "different-gun linked", "weakest same-gun: CMC (log10 LR)",
+                 "strongest different-gun: CMC (log10 LR)"]))
     print(f"\nwrote {path}")
     return 0
 
