@@ -60,6 +60,13 @@ FEATURES: dict[str, str] = {
     "congruent_corr": "mean correlation of the congruent cells (0 when there are none)",
     "cell_corr": "mean correlation of all valid reference cells at their best rotation",
 }
+#: Features of a *cohort* calibration: the pair's count relative to both exhibits' different-gun
+#: backgrounds in their population (`ballistix.cohort`). Such a calibration weighs a pair only
+#: where a store (or a validation set) provides the cohorts; see `cohort_features`.
+COHORT_FEATURES: dict[str, str] = {
+    "cmc_excess": "congruent matching cells above the higher of the two exhibits' cohort backgrounds",
+}
+FEATURE_SETS = (tuple(FEATURES), tuple(COHORT_FEATURES))
 IDENTIFICATION_LR = 100.0   # LR at or above which `conclusion` says "identification"
 ELIMINATION_LR = 0.01       # LR at or below which it says "elimination"
 FORMAT = "ballistix-calibration"
@@ -164,13 +171,19 @@ def features(comparison) -> dict[str, float]:
             "cell_corr": float(corr.mean()) if corr.size else 0.0}
 
 
-def _matrix(rows) -> np.ndarray:
+def _matrix(rows, names=tuple(FEATURES)) -> np.ndarray:
+    names = list(names)
     if isinstance(rows, np.ndarray):
         X = np.asarray(rows, float)
-    else:
+    elif names == list(FEATURES):
         X = np.array([[features(r)[k] for k in FEATURES] for r in rows], float).reshape(-1, len(FEATURES))
-    if X.ndim != 2 or X.shape[1] != len(FEATURES):
-        raise ParameterError(f"features must be an (n, {len(FEATURES)}) array in the order {list(FEATURES)}; "
+    else:
+        try:
+            X = np.array([[float(r[k]) for k in names] for r in rows], float).reshape(-1, len(names))
+        except (KeyError, TypeError, ValueError):
+            raise ParameterError(f"feature rows must be mappings with the keys {names}") from None
+    if X.ndim != 2 or X.shape[1] != len(names):
+        raise ParameterError(f"features must be an (n, {len(names)}) array in the order {names}; "
                              f"got shape {X.shape}")
     if not np.isfinite(X).all():
         raise ParameterError("features hold NaN or infinite values")
@@ -355,15 +368,24 @@ class Calibration:
 
     def raw_log10_lr(self, X) -> np.ndarray:
         """Unbounded log10 LRs of feature rows (see `features`)."""
-        Z = (_matrix(X) - np.asarray(self.mean)) / np.asarray(self.scale)
+        Z = (_matrix(X, self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
         return (self.coef[0] + Z @ np.asarray(self.coef[1:])) / math.log(10)
 
     def log10_lr(self, X) -> np.ndarray:
         """Log10 LRs of feature rows, bounded by the ELUB bounds."""
         return np.clip(self.raw_log10_lr(X), *self.bounds_log10)
 
-    def check(self, comparison) -> str | None:
-        """Why this calibration cannot weigh ``comparison`` (None when it can)."""
+    @property
+    def needs_cohort(self) -> bool:
+        """True for a cohort calibration (`COHORT_FEATURES`): it weighs a pair only with both
+        exhibits' cohort backgrounds, which a single comparison does not have."""
+        return list(self.features) == list(COHORT_FEATURES)
+
+    def check(self, comparison, *, cohort: bool = False) -> str | None:
+        """Why this calibration cannot weigh ``comparison`` (None when it can). ``cohort``: the
+        caller has the cohort features (see `needs_cohort`)."""
+        if self.needs_cohort and not cohort:
+            return "a cohort calibration needs both exhibits' cohort backgrounds (a store or a validation set)"
         if self.comparison is not None:
             p = comparison.params
             diff = sorted(k for k, v in self.comparison.items() if _canon(p.get(k)) != _canon(v))
@@ -425,14 +447,14 @@ def load_calibration(path) -> Calibration:
     if cal.get("format") != FORMAT or cal.get("format_version") != FORMAT_VERSION:
         raise FileFormatError(path, f"unsupported calibration format {cal.get('format')!r} "
                                     f"version {cal.get('format_version')!r}")
-    if cal.get("features") != list(FEATURES):
-        raise FileFormatError(path, f"calibration features {cal.get('features')} are not this version's "
-                                    f"{list(FEATURES)}")
+    if tuple(cal.get("features") or ()) not in FEATURE_SETS:
+        raise FileFormatError(path, f"calibration features {cal.get('features')} are not one of this version's "
+                                    f"{[list(f) for f in FEATURE_SETS]}")
     kw = {k: v for k, v in cal.items() if k not in ("format", "format_version")}
     _check_domain(kw.get("domain"), path)
     try:
         c = Calibration(**kw)
-        n = len(FEATURES)
+        n = len(c.features)
         ok = (len(c.coef) == n + 1 and len(c.mean) == n and len(c.scale) == n and len(c.bounds_log10) == 2
               and all(math.isfinite(v) for v in [*c.coef, *c.mean, *c.scale, *c.bounds_log10])
               and all(v >= 0 for v in c.coef[1:]) and all(v > 0 for v in c.scale)
@@ -499,20 +521,24 @@ def default_calibration() -> Calibration:
     return _shipped()["default"]
 
 
-def select_calibration(comparison, calibrations=None) -> tuple[Calibration | None, list[str]]:
+def select_calibration(comparison, calibrations=None, *, cohort: bool = False
+                       ) -> tuple[Calibration | None, list[str]]:
     """The most specific calibration that applies to a comparison, and why the others refused.
 
     ``calibrations``: candidates (default: `shipped_calibrations`). A calibration
     applies when the comparison's parameters and preprocessing are its own and
     both scans lie in its domain (`Calibration.check`). Among those that apply,
     the one restricting most population keys wins (ties: the first given).
-    Returns ``(None, reasons)`` when none applies: the pair then has no LR and
-    is a candidate for an examiner, never a link.
+    ``cohort``: choose among cohort calibrations (`Calibration.needs_cohort`)
+    instead of pair calibrations. Returns ``(None, reasons)`` when none applies:
+    the pair then has no LR and is a candidate for an examiner, never a link.
     """
     cals = shipped_calibrations() if calibrations is None else list(calibrations)
     reasons, best = [], None
     for c in cals:
-        why = c.check(comparison)
+        if c.needs_cohort != cohort:
+            continue
+        why = c.check(comparison, cohort=cohort)
         if why:
             reasons.append(f"{c.name}: {why}")
         elif best is None or c.specificity() > best.specificity():
@@ -522,7 +548,8 @@ def select_calibration(comparison, calibrations=None) -> tuple[Calibration | Non
 
 def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unnamed", description: str = "",
         preprocessing: list | None = None, comparison: dict[str, Any] | None = None,
-        extra_reference: dict[str, Any] | None = None, domain: dict[str, Any] | None = None) -> Calibration:
+        extra_reference: dict[str, Any] | None = None, domain: dict[str, Any] | None = None,
+        features: list[str] | None = None) -> Calibration:
     """Fit a calibration on reference comparisons of known truth.
 
     Parameters
@@ -547,7 +574,10 @@ def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unname
         only a calibration fitted on varied populations should claim.
     """
     _check_domain(domain)
-    Xm = _matrix(X)
+    names = list(FEATURES) if features is None else list(features)
+    if tuple(names) not in FEATURE_SETS:
+        raise ParameterError(f"features must be one of {[list(f) for f in FEATURE_SETS]}, got {names}")
+    Xm = _matrix(X, names)
     y = np.asarray(same, bool)
     if y.shape != (Xm.shape[0],):
         raise ParameterError(f"same must hold one flag per comparison ({Xm.shape[0]}), got shape {y.shape}")
@@ -566,7 +596,7 @@ def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unname
                                  "features_sha256": hashlib.sha256(np.ascontiguousarray(Xm).tobytes()
                                                                    + y.tobytes()).hexdigest(),
                                  **(extra_reference or {})},
-                      preprocessing=preprocessing, comparison=comparison, domain=domain)
+                      preprocessing=preprocessing, comparison=comparison, domain=domain, features=names)
     cal.bounds_log10 = list(elub_bounds(cal.raw_log10_lr(Xm), y))
     return cal
 
@@ -598,7 +628,7 @@ def cross_validate(X, same, guns_a, guns_b, *, n_folds: int = 10, seed: int = 0,
     groups i and j gets its LR from a calibration fitted on the pairs that
     involve neither group (`cv_splits`).
     """
-    Xm = _matrix(X)
+    Xm = _matrix(X, fit_kw.get("features") or FEATURES)
     y = np.asarray(same, bool)
     if y.shape != (Xm.shape[0],):
         raise ParameterError(f"same must hold one flag per comparison ({Xm.shape[0]}), got shape {y.shape}")
