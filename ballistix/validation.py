@@ -1078,6 +1078,13 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
              "The rates describe the method, not an examiner, and not the probability that a given gun fired a "
              "given case.</p>")
 
+    open_keys = [k.replace("_", "/") for k in ev.POPULATION_KEYS if not r.domain.get(k)]
+    if open_keys:
+        P.append(f"<p class='box warn'><b>Domain not restricted for {_e(', '.join(open_keys))}.</b> These were not "
+                 "recorded for every scan, so the calibration will accept scans of any value of them, including "
+                 "ones this validation never saw. Record them in the labels (columns calibre, make, model, "
+                 "instrument) and run the validation again to restrict it.</p>")
+
     # calibration use
     P.append("<h2>5. Using the calibration file</h2>")
     P.append(f"<p><code>calibration.json</code> (SHA-256 <code class='wrap'>{_e(doc['calibration']['sha256'])}"
