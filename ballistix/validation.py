@@ -53,7 +53,8 @@ from ._version import __version__
 from .errors import BallistixError, FileFormatError, ParameterError
 
 __all__ = ["validate", "ValidationResult", "ValidationError", "LabelsError", "InsufficientDataError",
-           "read_labels", "plan_pairs", "lr_performance", "clopper_pearson", "LR_IDENTIFICATION_RULES",
+           "read_labels", "plan_pairs", "decision_rules", "recommend", "lr_performance", "clopper_pearson",
+           "upper_bound", "pairs_needed", "LR_IDENTIFICATION_RULES",
            "LR_ELIMINATION_RULES", "CMC_RULES"]
 
 #: LR thresholds tested for "identification" (LR at or above)
@@ -148,6 +149,46 @@ def _rule_row(rule: str, kind: str, threshold: float, called: np.ndarray, same: 
             "upper95_same": upper_bound(k1, n1),
             "different_called": k2, "n_different": n2, "rate_different": k2 / n2,
             "ci95_different": list(clopper_pearson(k2, n2)), "upper95_different": upper_bound(k2, n2)}
+
+
+def decision_rules(log10_lr, same, cmc=None) -> tuple[list[dict], list[dict]]:
+    """Counts, rates and 95% intervals of each decision rule.
+
+    Parameters
+    ----------
+    log10_lr : (n,) float
+        Log10 LR of each pair (cross-validated, for honest rates).
+    same : (n,) bool
+        True for same-gun pairs.
+    cmc : (n,) float, optional
+        CMC count of each pair, for the count rules.
+
+    Returns
+    -------
+    lr_rules, cmc_rules : list of dict
+        One row a rule (`LR_IDENTIFICATION_RULES`, `LR_ELIMINATION_RULES`; `CMC_RULES`,
+        empty without ``cmc``): ``same_called``/``n_same``, ``different_called``/``n_different``,
+        their rates (shares), two-sided 95% Clopper-Pearson intervals ``ci95_*`` and one-sided
+        95% upper bounds ``upper95_*``.
+
+    Examples
+    --------
+    >>> lr, _ = decision_rules([3.0, 2.5, -1.0, -2.5], [True, True, False, False])
+    >>> lr[1]["rule"], lr[1]["same_called"], lr[1]["different_called"]
+    ('LR >= 100', 2, 0)
+    """
+    llr = np.asarray(log10_lr, float)
+    y = np.asarray(same, bool)
+    if llr.ndim != 1 or llr.shape != y.shape or np.isnan(llr).any() or y.all() or not y.any():
+        raise ParameterError(f"log10_lr and same must be 1-d, of one length ({llr.shape}, {y.shape}), without NaN, "
+                             f"and hold same-gun and different-gun pairs both")
+    lr_rules = [_rule_row(f"LR >= {_fmt_lr(t)}", "identification", t, llr >= math.log10(t) - 1e-12, y)
+                for t in LR_IDENTIFICATION_RULES]
+    lr_rules += [_rule_row(f"LR <= {_fmt_lr(t)}", "elimination", t, llr <= math.log10(t) + 1e-12, y)
+                 for t in LR_ELIMINATION_RULES]
+    cmc_rules = [] if cmc is None else [
+        _rule_row(f"CMC >= {t}", "identification", float(t), np.asarray(cmc, float) >= t, y) for t in CMC_RULES]
+    return lr_rules, cmc_rules
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -570,7 +611,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
             raise ParameterError(f"{nm} must be a share between 0 and 1 (exclusive), got {v!r}")
     if not (isinstance(n_folds, int) and n_folds >= 2):
         raise ParameterError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-    if domain is not None:
+    if domain is not None and hasattr(ev, "_check_domain"):  # fail before the comparisons; `ev.fit` checks it too
         ev._check_domain(domain)
     preprocess_params = dict(preprocess_params or {})
     compare_params = dict(compare_params or {})
@@ -638,12 +679,8 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
     cmc = X[:, list(ev.FEATURES).index("cmc")]
     seconds["cross_validation"] = time.perf_counter() - t
 
-    lr_rules = [_rule_row(f"LR >= {_fmt_lr(t_)}", "identification", t_, llr >= math.log10(t_) - 1e-12, same)
-                for t_ in LR_IDENTIFICATION_RULES]
-    lr_rules += [_rule_row(f"LR <= {_fmt_lr(t_)}", "elimination", t_, llr <= math.log10(t_) + 1e-12, same)
-                 for t_ in LR_ELIMINATION_RULES]
-    cmc_rules = [_rule_row(f"CMC >= {t_}", "identification", float(t_), cmc >= t_, same) for t_ in CMC_RULES]
-    rec = _recommend(lr_rules, cmc_rules, fpr_target, elimination_target)
+    lr_rules, cmc_rules = decision_rules(llr, same, cmc)
+    rec = recommend(lr_rules, cmc_rules, fpr_target, elimination_target)
 
     # population / domain
     pops = [i.population for i in used]
@@ -723,7 +760,24 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}%" if v < 0.1 else f"{100 * v:.1f}%"
 
 
-def _recommend(lr_rules, cmc_rules, fpr_target: float, elim_target: float) -> dict[str, Any]:
+def recommend(lr_rules, cmc_rules=(), fpr_target: float = 0.01, elim_target: float = 0.05) -> dict[str, Any]:
+    """The decision rules the measured rates support (see `decision_rules`), with the reasons in words.
+
+    Identification: the smallest LR threshold at which no different-gun pair was called
+    identification, the one-sided 95% upper bound of the false-identification rate is below
+    ``fpr_target``, and at least one same-gun pair is identified. Elimination likewise, with
+    ``elim_target`` for the share of same-gun pairs eliminated. When none qualifies, ``text``
+    says why (for example, too few different-gun pairs to bound the rate below the target:
+    0 errors in n pairs bound it only below about 3/n).
+
+    Returns
+    -------
+    dict
+        ``identification`` and ``elimination`` (the rule's row, or None), ``text``,
+        ``fpr_target``, ``elimination_target``, ``different_pairs_needed`` and
+        ``same_pairs_needed`` (fewest error-free pairs whose upper bound meets the target),
+        ``cmc_comparison`` (the smallest count rule without false identification, for comparison).
+    """
     ident = [r for r in lr_rules if r["kind"] == "identification"]
     n_diff, n_same = ident[0]["n_different"], ident[0]["n_same"]
     need_d, need_s = pairs_needed(fpr_target), pairs_needed(elim_target)
@@ -765,7 +819,10 @@ def _recommend(lr_rules, cmc_rules, fpr_target: float, elim_target: float) -> di
                      f"{r['different_called']} of {n_diff} different-gun pairs ({_pct(r['rate_different'])}).")
     elif el:
         r = el[0]
-        if n_same < need_s:
+        if r["same_called"] == 0 and r["different_called"] == 0:
+            lines.append(f"Elimination at {r['rule']} eliminates nothing here: no pair had a cross-validated LR that "
+                         f"low (the LRs are bounded by what the reference pairs can support).")
+        elif n_same < need_s:
             lines.append(f"The data are too few to support an elimination rule: with {n_same} same-gun pairs, even "
                          f"no false elimination bounds the rate only below {_pct(upper_bound(0, n_same))}, above the "
                          f"target {_pct(elim_target)}; at least {need_s} same-gun pairs are needed.")

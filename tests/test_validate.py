@@ -310,3 +310,31 @@ def test_fadul_subset(shared_data, tmp_path):
     assert r.domain["instrument"] == ["NanoFocus usurf"] and r.domain["calibre"] is None
     assert r.recommendation["identification"] is None  # 24 different-gun pairs support no rule at 1%
     assert ev.load_calibration(r.calibration_json).domain == r.domain
+
+
+def test_recommendation_follows_the_measured_rates():
+    rng = np.random.default_rng(0)
+
+    def rules(n_same, n_diff, false_ids=()):
+        llr = np.r_[rng.uniform(2.2, 2.6, n_same), rng.uniform(-1.5, 0.5, n_diff)]
+        same = np.r_[np.ones(n_same, bool), np.zeros(n_diff, bool)]
+        for k, v in enumerate(false_ids):
+            llr[n_same + k] = v
+        return V.decision_rules(llr, same, cmc=np.where(same, 20, 1))
+
+    rec = V.recommend(*rules(60, 400))  # clean separation, enough pairs: the smallest threshold
+    assert rec["identification"]["rule"] == "LR >= 10" and rec["identification"]["rate_same"] == 1.0
+    assert rec["identification"]["upper95_different"] == pytest.approx(V.upper_bound(0, 400))
+    rec = V.recommend(*rules(60, 400, false_ids=[1.5]))  # one different-gun pair at LR 30: the next threshold
+    assert rec["identification"]["rule"] == "LR >= 100"
+    rec = V.recommend(*rules(60, 400, false_ids=[2.5]))  # beyond every same-gun pair's LR: none identified
+    assert rec["identification"] is None and "identified no same-gun pair" in rec["text"]
+    rec = V.recommend(*rules(60, 100))
+    assert rec["identification"] is None and "too few" in rec["text"] and "299" in rec["text"]
+    assert V.recommend(*rules(60, 100), fpr_target=0.05)["identification"]["rule"] == "LR >= 10"
+    lr, cmc = rules(60, 400, false_ids=[2.1] * 10 + [5.0])
+    rec = V.recommend(lr, cmc)
+    assert rec["identification"] is None and "every LR threshold" in rec["text"]
+    assert "eliminates nothing" in rec["text"]  # no pair reached LR <= 0.01
+    with pytest.raises(ParameterError):
+        V.decision_rules([1.0, np.nan], [True, False])
