@@ -904,6 +904,7 @@ th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: ta
 .figs { display: flex; flex-wrap: wrap; gap: 12px; } .figs figure { margin: 0; flex: 1 1 460px; }
 figcaption { font-size: 12px; color: #555; } code { background: #f2f2f2; padding: 0 3px; }
 .wrap { overflow-wrap: anywhere; } details { margin: 8px 0; }
+table.rules td:nth-child(2), table.rules td:nth-child(3), table.rules td:nth-child(6) { white-space: nowrap; }
 """
 
 
