@@ -596,7 +596,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
     >>> import ballistix as bx
     >>> res = bx.validate(labels="lab-scans/labels.csv", out="validation/")  # doctest: +SKIP
     >>> res.recommendation["text"]  # doctest: +SKIP
-    'Identification at LR >= 100: 0 of 720 different-gun pairs ...'
+    'Identification at LR >= 10: none of the 717 different-gun pairs was called identification ...'
     """
     from tqdm.auto import tqdm
 
