@@ -33,6 +33,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import html
+import inspect
 import io
 import itertools
 import json
@@ -355,7 +356,7 @@ class _Input:
 
 def _prepare(job):
     """Read (if a path), label and preprocess one scan: ``(Scan, None)`` or ``(None, reason)``."""
-    item, labels, params = job
+    item, labels, params, name = job
     from .features.preprocessing import preprocess
     from .io import read_scan
     from .scan import Scan
@@ -369,7 +370,7 @@ def _prepare(job):
         s = dataclasses.replace(s, meta=meta)
         return preprocess(s, **params), None
     except (BallistixError, OSError) as e:
-        return None, str(e) if str(item) in str(e) else f"{item}: {e}"
+        return None, str(e) if str(name) in str(e) else f"{name}: {e}"
 
 
 def _inputs(files_or_scans, labels) -> tuple[list[_Input], dict | None]:
@@ -615,13 +616,22 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
         ev._check_domain(domain)
     preprocess_params = dict(preprocess_params or {})
     compare_params = dict(compare_params or {})
+    from .features.preprocessing import preprocess
+
+    try:  # a misspelt parameter fails here, not as an "unreadable scan" after reading them all
+        inspect.signature(preprocess).bind(None, **preprocess_params)
+    except TypeError as e:
+        raise ParameterError(f"preprocess_params: {e}; see bx.preprocess") from None
+    unknown = sorted(set(compare_params) - set(DEFAULTS))
+    if unknown:
+        raise ParameterError(f"compare_params: unknown {unknown}; known: {sorted(DEFAULTS)}")
     inputs, labels_info = _inputs(files_or_scans, labels)
     _check_guns([i.firearm for i in inputs], "listed")
     plan_check, _ = plan_pairs([i.firearm for i in inputs], pairs, seed)  # bad `pairs` fails before reading
     del plan_check
 
     # read and preprocess every scan once
-    jobs = [(i.item, {**i.labels, "firearm": i.firearm}, preprocess_params) for i in inputs]
+    jobs = [(i.item, {**i.labels, "firearm": i.firearm}, preprocess_params, i.path or i.name) for i in inputs]
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     with process_pool(n_jobs) if n_jobs > 1 and client is None else nullcontext() as pool:

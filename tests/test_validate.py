@@ -258,8 +258,13 @@ def test_too_few_guns_or_pairs_is_said_before_comparing(lab, monkeypatch):
     three = {str(f): g for f, g in zip(files[:6], guns[:6])}  # 3 guns: leaving 2 out leaves one
     with pytest.raises(V.InsufficientDataError, match="too few firearms to cross-validate"):
         V.validate(labels=three, preprocess_params=FAST)
+    everything = {str(f): g for f, g in zip(files, guns)}
     with pytest.raises(ParameterError, match="pairs must be"):
-        V.validate(labels={str(f): g for f, g in zip(files, guns)}, pairs="some")
+        V.validate(labels=everything, pairs="some")
+    with pytest.raises(ParameterError, match="preprocess_params: .*spacing"):
+        V.validate(labels=everything, preprocess_params={"spacing": 12.5})
+    with pytest.raises(ParameterError, match=r"compare_params: unknown \['grid_size'\]"):
+        V.validate(labels=everything, compare_params={"grid_size": 6})
 
 
 def test_an_unreadable_scan_stops_the_validation_unless_skipped(lab):
