@@ -24,7 +24,7 @@ __all__ = [
     "compare", "compare_many", "Comparison",
     "preprocess", "plot_preprocess", "describe",
     "ScanIndex", "search", "LinkageGraph", "FileFormatError", "CaseStore",
-    "datasets",
+    "datasets", "validate",
 ]
 
 
@@ -39,4 +39,6 @@ def __getattr__(name):  # lazy submodules: keep `import ballistix` fast (FAISS l
         return importlib.import_module(".graph", __name__).LinkageGraph
     if name == "CaseStore":
         return importlib.import_module(".store", __name__).CaseStore
+    if name == "validate":
+        return importlib.import_module(".validation", __name__).validate
     raise AttributeError(f"module 'ballistix' has no attribute {name!r}")

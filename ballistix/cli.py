@@ -218,6 +218,36 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    """Validate the method on the lab's own scans of known truth (ISO/IEC 17025): compare all pairs
+    (or a sample of the different-gun pairs), cross-validate likelihood ratios by gun, measure the
+    error rates of each decision rule with 95% confidence intervals, recommend a rule, and write
+    calibration.json, validation.json and report.html to --out. FILES may be omitted: every file
+    listed in the labels CSV is used."""
+    from .validation import validate
+
+    r = validate(args.files or None, args.labels, out=args.out, pairs=args.pairs if args.pairs else "all",
+                 seed=args.seed, n_jobs=args.jobs, client=args.scheduler, progress=not args.json,
+                 n_folds=args.folds, fpr_target=args.fpr_target, skip_unreadable=args.skip_unreadable,
+                 preprocess_params={"spacing_um": args.spacing_um} if args.spacing_um else None, name=args.name)
+    if args.json:
+        print(json.dumps(r.summary(), indent=2, default=str))
+        return 0
+    print(f"{r.n_scans} scans of {r.n_firearms} firearms; {r.n_pairs} pairs ({r.n_same} same-gun, "
+          f"{r.n_different} different-gun){'' if r.pairs_plan['mode'] == 'all' else f', seed {args.seed}'}")
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    _print_table([{"rule": f"{x['kind']} at {x['rule']}", "same_gun": f"{x['same_called']}/{x['n_same']}",
+                   "same_%": pct(x["rate_same"]), "different_gun": f"{x['different_called']}/{x['n_different']}",
+                   "different_%": pct(x["rate_different"]),
+                   "different_95%_CI": f"{pct(x['ci95_different'][0])}-{pct(x['ci95_different'][1])}"}
+                  for x in r.lr_rules + [c for c in r.cmc_rules if c["threshold"] in (6.0, 8.0, 10.0)]])
+    print(f"\ncross-validated Cllr {r.cllr:.3f} (min {r.cllr_min:.3f}); AUC LR {r.auc_lr:.3f}, CMC {r.auc_cmc:.3f}")
+    print(r.recommendation["text"])
+    for label, path in (("report", r.report), ("calibration", r.calibration_json), ("record", r.validation_json)):
+        print(f"{label}: {path}")
+    return 0
+
+
 #: ``ballistix bench --quick``: arguments that make each benchmark run in minutes.
 def cmd_bench(args) -> int:
     """Run the benchmarks and print one summary table (from a source checkout: the benchmarks/
@@ -313,6 +343,25 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--reason", required=True, help="why it applies: the validation behind it")
     rc.add_argument("--json", action="store_true")
     rc.set_defaults(func=cmd_register)
+
+    va = sub.add_parser("validate", help="validate the method on the lab's own scans of known truth",
+                        description=cmd_validate.__doc__)
+    va.add_argument("files", nargs="*", help="scan files (default: every file listed in --labels)")
+    va.add_argument("--labels", required=True, help="CSV with columns file,firearm[,calibre,make,model,instrument]")
+    va.add_argument("--out", default="validation", help="output folder (default: ./validation)")
+    va.add_argument("--pairs", type=int, help="different-gun pairs to sample (default: compare every pair)")
+    va.add_argument("--seed", type=int, default=0, help="seed of the pair sample and of the folds (default 0)")
+    va.add_argument("--jobs", type=int, default=1)
+    va.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): preprocess and compare there")
+    va.add_argument("--folds", type=int, default=10, help="folds of guns for cross-validation (default 10)")
+    va.add_argument("--fpr-target", type=float, default=0.01,
+                    help="largest acceptable false-identification rate, 95%% upper bound (default 0.01)")
+    va.add_argument("--spacing-um", type=float, help="preprocessing resample spacing, um (default: the library's)")
+    va.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable scans (listed) "
+                                                                   "instead of stopping")
+    va.add_argument("--name", help="name of the calibration (default: says what was tested)")
+    va.add_argument("--json", action="store_true")
+    va.set_defaults(func=cmd_validate)
 
     be = sub.add_parser("bench", help="run the benchmarks (from a source checkout)", description=cmd_bench.__doc__)
     be.add_argument("args", nargs=argparse.REMAINDER,

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import ballistix as bx  # noqa: E402
 from ballistix import evidence as ev  # noqa: E402
 from ballistix.features.comparison import DEFAULTS  # noqa: E402
+from ballistix.validation import lr_performance, plan_pairs  # noqa: E402
 
 from ._common import RESULTS, ROOT, SHARED_DATA, table, write_json  # noqa: E402
 
@@ -96,12 +97,9 @@ def extra_pairs(name: str, guns: int, shots: int, knm_per_km: float, jobs: int, 
     scans = [bx.preprocess(s) for s in bx.datasets.iter_simulate(guns, shots, seed=seed, difficulty=difficulty,
                                                                  resolution=resolution, run_size=max(2, guns // 3))]
     fire = [s.meta["labels"]["firearm"] for s in scans]
-    allpairs = list(itertools.combinations(range(len(scans)), 2))
-    km = [p for p in allpairs if fire[p[0]] == fire[p[1]]]
-    knm = [p for p in allpairs if fire[p[0]] != fire[p[1]]]
-    rng = np.random.default_rng(seed)
-    knm = [knm[i] for i in sorted(rng.choice(len(knm), min(len(knm), int(knm_per_km * len(km))), replace=False))]
-    pairs = km + knm
+    n_km = plan_pairs(fire)[1]["n_same"]
+    pairs, plan = plan_pairs(fire, max(1, int(knm_per_km * n_km)), seed)  # every same-gun pair, sampled others
+    km, knm = pairs[:plan["n_same"]], pairs[plan["n_same"]:]
     t = time.perf_counter()
     res = bx.compare_many([(scans[i], scans[j]) for i, j in pairs], n_jobs=jobs, progress=False, calibration=None)
     out = {"params": [guns, shots, knm_per_km, seed], "seconds": time.perf_counter() - t,
@@ -135,8 +133,7 @@ def simulated_pairs() -> dict | None:
 
 
 def evaluate(llr: np.ndarray, same: np.ndarray) -> dict:
-    return {"cllr": ev.cllr(llr, same), "cllr_min": ev.cllr_min(llr, same), "misleading": ev.misleading(llr, same),
-            "conclusions": ev.conclusion_rates(llr, same)}
+    return lr_performance(llr, same)
 
 
 def main(argv=None) -> int:
