@@ -95,8 +95,8 @@ POPULATIONS: dict[str, dict[str, Any]] = {
     "batch": dict(description="one make scanned by photometric stereo in batches: scans of a batch share the "
                               "session's artefact field and a similar mounting orientation",
                   models=["Glock 17"], run_size=1, subclass_weight=0.0, instrument="photometric-stereo",
-                  difficulty="realistic", artefact_um=0.55, artefact_share=0.85, artefact_mix=(0.6, 0.25, 0.15),
-                  rotation_spread_deg=8.0),
+                  difficulty="realistic", artefact_um=0.95, artefact_share=0.85, artefact_mix=(0.6, 0.25, 0.15),
+                  rotation_spread_deg=3.0),
     "subclass": dict(description="one make, all guns from one manufacturing run sharing a strong subclass "
                                  "surface, confocal, random mounting",
                      models=["Ruger P95"], run_size=0, subclass_weight=0.5, instrument="confocal",
@@ -386,8 +386,8 @@ def simulate_population(kind: str = "batch", n_firearms: int = 6, shots: int = 4
         (the guns and heights equal ``simulate(n_firearms, shots, seed=seed,
         resolution=resolution)``); ``"photometric"``: one make (Glock 17) by
         photometric stereo; ``"batch"``: the same with batch artefacts
-        (``artefact_um`` 0.55, 85 % shared in a batch) and similar mounting
-        (8 degrees SD); ``"subclass"``: one run of Ruger P95 slides sharing
+        (``artefact_um`` 0.95, 85 % shared in a batch) and similar mounting
+        (3 degrees SD); ``"subclass"``: one run of Ruger P95 slides sharing
         half of their breech-face variance. See `POPULATIONS`.
     n_firearms, shots, n_batches : int
         Guns, shots per gun, scanning batches.
