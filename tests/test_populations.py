@@ -54,10 +54,15 @@ def test_ordinary_population_is_the_default_simulator():
         assert np.array_equal(x.heights, y.heights, equal_nan=True)
 
 
-def test_batch_mounting_and_instrument_grid():
-    scans = simulate_population("batch", n_firearms=3, shots=2, n_batches=2, seed=1, resolution="standard",
-                                difficulty="easy")
-    assert scans[0].dx == pytest.approx(7.4e-6) and scans[0].shape == (507, 507)
+def test_instrument_grid():
+    assert make_session("B", resolution="standard").artefact.shape == (507, 507)  # photometric stereo: 7.4 um
+    assert make_session("B", resolution="standard").spacing_m == pytest.approx(7.4e-6)
+    assert make_session("B", resolution="fast").spacing_m == pytest.approx(12.5e-6)  # never finer than asked
+    assert make_session("B", instrument="confocal", resolution="standard").spacing_m == pytest.approx(6.25e-6)
+
+
+def test_batch_mounting():
+    scans = simulate_population("batch", n_firearms=3, shots=2, n_batches=2, seed=1, resolution="fast")
     rot = {b: [s.meta["truth"]["rotation_deg"] for s in scans if s.meta["labels"]["batch"] == b]
            for b in ("B01", "B02")}
     for r in rot.values():  # cases of a batch are mounted alike
