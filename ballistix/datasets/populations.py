@@ -338,7 +338,7 @@ def iter_population(kind: str = "batch", n_firearms: int = 6, shots: int = 4, *,
     n_firearms, shots, n_batches = _count(n_firearms, "n_firearms"), _count(shots, "shots"), _count(n_batches,
                                                                                                    "n_batches")
     _seed_sequence(seed)
-    spacing_um, _ = _resolution(resolution)
+    _resolution(resolution)
     models = list(s["models"]) if s["models"] is not None else sorted(MODELS)
     run_size = n_firearms if s["run_size"] == 0 else s["run_size"]
     w = float(s["subclass_weight"])
@@ -367,7 +367,6 @@ def iter_population(kind: str = "batch", n_firearms: int = 6, shots: int = 4, *,
                 scan = scan_in_session(gun, k, session, seed=shot_seed, difficulty=s["difficulty"], population=kind)
             scan.meta["labels"]["subclass_weight"] = w
             yield scan
-    del spacing_um
 
 
 def simulate_population(kind: str = "batch", n_firearms: int = 6, shots: int = 4, *, n_batches: int = 2,
