@@ -39,8 +39,9 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
     "evidence": (["--skip-real", "--extra", "sim-realistic", "--extra-guns", "6", "--extra-shots", "3"],
                  ["--write-default"]),
     "store": (["--exhibits", "12"], ["--exhibits", "300"]),
+    "populations": (["--quick", "--skip-real"], []),
 }
-TAKES_JOBS = {"cmc_accuracy", "retrieval", "linkage", "evidence", "store"}
+TAKES_JOBS = {"cmc_accuracy", "retrieval", "linkage", "evidence", "store", "populations"}
 
 
 def _get(d, *keys, default=None):
@@ -133,6 +134,14 @@ def summary_rows() -> list[list[str]]:
             add("evidence", f"{pop} ({r['n_same']} KM / {r['n_different']} KNM), CV by gun: Cllr / Cllr-min / "
                             f"misleading beyond 100",
                 f"{_fmt(r['cllr'])} / {_fmt(r['cllr_min'])} / {m['strong_for_same'] + m['strong_for_different']}", d)
+    if d := load("populations"):
+        for pop, r in _get(d, "populations", default={}).items():
+            add("populations", f"{pop}: different-gun pairs at >= 6 CMCs within / across batch; AUC raw / "
+                               f"cohort-normalised",
+                f"{r['different_at_6_within_batch']}/{r['n_different_within_batch']} / "
+                f"{r['different_at_6_across_batch']}/{r['n_different_across_batch']}; "
+                f"{_fmt(_get(r, 'auc', 'cmc'))} / {_fmt(_get(r, 'auc', d.get('chosen_normalisation', 'cmc_excess')))}",
+                d)
     if d := load("store"):
         add("store", f"{d['exhibits']} exhibits: ingest s each / link all s / store MB",
             f"{_fmt(d['ingest_seconds_per_exhibit'])} / {_fmt(_get(d, 'seconds', 'link all (shortlisted pairs)'))} / "

@@ -341,7 +341,8 @@ def _rot(deg: float) -> np.ndarray:
 
 
 def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence | None = None,
-         difficulty="realistic", resolution="full", view: str = "primer") -> Scan:
+         difficulty="realistic", resolution="full", view: str = "primer",
+         rotation_deg: float | None = None) -> Scan:
     """Fire one cartridge in ``firearm`` and scan its head: a raw, labelled `Scan`.
 
     Without a ``seed`` the firing's randomness comes from the firearm id and
@@ -370,9 +371,16 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     >>> s = bx.datasets.fire(gun, 0, resolution="fast", view="case_head")
     >>> s.shape, s.meta["truth"]["view"]
     ((880, 880), 'case_head')
+
+    ``rotation_deg`` fixes the case's rotation in the scan (how it was
+    mounted) instead of drawing it uniformly; the random stream is the same
+    either way, so everything else about the firing is unchanged.
     """
     level, d = _as_difficulty(difficulty)
     view = _view(view)
+    if rotation_deg is not None and not (isinstance(rotation_deg, (int, float, np.integer, np.floating))
+                                         and not isinstance(rotation_deg, bool) and np.isfinite(rotation_deg)):
+        raise ParameterError(f"rotation_deg must be a finite number of degrees or None, got {rotation_deg!r}")
     spacing_um, n = _resolution(resolution, view)
     dx = spacing_um / 1e6
     if seed is None:
@@ -382,7 +390,9 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     g = firearm.geometry
 
     # --- pose --------------------------------------------------------------
-    rot = float(rng.uniform(0.0, 360.0))
+    rot = float(rng.uniform(0.0, 360.0))  # drawn even when fixed, so the stream does not depend on it
+    if rotation_deg is not None:
+        rot = float(rotation_deg) % 360.0
     centre = np.array([(n - 1) / 2 * dx, (n - 1) / 2 * dx])
     fp = centre + rng.normal(0, d["translation_um"] * 1e-6, 2)             # firing-pin axis in the scan
     primer = fp + _rot(rot) @ (np.asarray(g["firing_pin_offset_m"]) + rng.normal(0, 25e-6, 2))
