@@ -395,3 +395,37 @@ def test_a_registered_calibration_gives_this_store_its_likelihood_ratios(tmp_pat
     copy.write_text(copy.read_text().replace("lab 12.5 um", "lab 12.5 um!"))  # altered after registration
     with CaseStore(tmp_path / "s") as st, pytest.raises(StoreError, match="altered"):
         st.calibrations()
+
+
+def test_a_cohort_calibration_weighs_each_pair_against_both_exhibits_backgrounds(tmp_path, files):
+    """With a cohort calibration registered, a pair's LR comes from its count above both exhibits'
+    other comparisons in the store (their background); exhibits with too few comparisons keep the
+    pair's own LR."""
+    from ballistix import evidence as ev
+    from ballistix.features.comparison import DEFAULTS
+
+    paths, guns = files
+    rng = np.random.default_rng(1)
+    X = np.r_[rng.poisson(12, 80), rng.normal(0.0, 1.5, 400)][:, None]
+    same = np.r_[np.ones(80, bool), np.zeros(400, bool)]
+    with CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=8) as st:
+        st.ingest(paths, [{"batch": "B1"}] * len(paths), progress=False)
+        proc = st.scan("case-00")
+        cal = ev.fit(X, same, features=["cmc_excess"], name="lab cohort",
+                     preprocessing=ev.processing_signature(proc.meta["processing"]),
+                     comparison={k: DEFAULTS[k] for k in DEFAULTS}, domain={"calibre": ["9mm Luger"]},
+                     extra_reference={"cohort": {"exclude_top": 2, "min_size": 4}})
+        assert cal.needs_cohort
+        cal.save(tmp_path / "cohort.json")
+        st.register_calibration(tmp_path / "cohort.json", reason="validation V-3")
+        st.link_new(progress=False)
+        g = st.graph()
+        edges = [d for *_, d in g.nx.edges(data=True) if d["kind"] == "match"]
+        assert edges and all(d["lr_basis"] == "cohort: lab cohort" for d in edges)
+        for d in edges:  # the count above the background, weighed; the pair's own LR kept beside it
+            assert d["log10_lr"] == pytest.approx(cal.log10_lr(np.array([[d["cmc_excess"]]]))[0])
+            assert d["cmc_excess"] <= d["cmc_count"] and d.get("pair_log10_lr") is None  # no pair calibration here
+        truth = {}
+        for e, f in guns.items():
+            truth.setdefault(f, set()).add(e)
+        assert sorted(map(sorted, g.groups(min_size=2))) == sorted(map(sorted, truth.values()))

@@ -75,7 +75,8 @@ def _result_fields(result) -> dict[str, Any]:
         if "cmc_count" not in result:
             raise ParameterError(f"a comparison mapping needs 'cmc_count', got keys {sorted(result)}")
         out = {"cmc_count": int(result["cmc_count"]), "score": float(result.get("score", result["cmc_count"]))}
-        for k in ("confirmed", "rotation_deg", "log10_lr", "examiner", "comparison_id"):
+        for k in ("confirmed", "rotation_deg", "log10_lr", "examiner", "comparison_id", "lr_basis", "cmc_excess",
+                  "pair_log10_lr"):
             if result.get(k) is not None:
                 out[k] = result[k]
         return out

@@ -437,8 +437,8 @@ class CaseStore:
         self._db.execute("INSERT INTO failures VALUES (?, ?, ?, ?)", (source, None, reason, _now()))
         report.failed.append((source, reason))
 
-    def _insert(self, sha, name, processing, vec, rel, m) -> tuple[int, str, bool]:
-        m = dict(m)
+    def _insert(self, sha, name, processing, vec, rel, pop, m) -> tuple[int, str, bool]:
+        m = {**m, "population": pop}
         kind = m.pop("kind", None) or ("test_fire" if m.get("firearm_id") else "scene")
         wanted = m.pop("exhibit_id", None) or Path(name).stem or sha[:12]
         fields = {k: m.pop(k, None) for k in ("scene_id", "firearm_id", "calibre", "date")}
@@ -630,19 +630,77 @@ class CaseStore:
             g.add_exhibit(eid, scene=scene if kind == "scene" else None,
                           test_fired_from=gun if kind == "test_fire" else None,
                           sha256=sha, source_name=src, calibre=cal, date=date)
-        for a, b, cmc, score, rot, confirmed, lr in self._db.execute(
-                "SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr FROM comparisons"):
-            res = {"cmc_count": cmc, "score": score, "rotation_deg": rot, "log10_lr": lr}
+        rows = self._db.execute("SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr, params_json "
+                                "FROM comparisons ORDER BY a, b").fetchall()
+        cohort = self._cohort_lrs(rows)
+        for a, b, cmc, score, rot, confirmed, lr, _ in rows:
+            res = {"cmc_count": cmc, "score": score, "rotation_deg": rot, "log10_lr": lr, **cohort.get((a, b), {})}
             if confirmed is not None:
                 res["confirmed"] = bool(confirmed)
             g.add_comparison(names[a], names[b], res)
         return g
 
+    def _cohort_lrs(self, rows) -> dict[tuple[int, int], dict]:
+        """Likelihood ratios of the recorded comparisons from a cohort calibration (registered or
+        shipped), where one applies: each pair's CMC count above both exhibits' backgrounds in
+        this store (their other comparisons, `ballistix.cohort.normalise_pairs`, with the
+        calibration's cohort settings; within the other exhibit's scanning ``batch`` when
+        exhibits carry one), weighed by the calibration fitted on such excesses. A pair whose
+        exhibits have too few comparisons keeps its own LR. Recomputed at every call: the
+        backgrounds change as exhibits arrive."""
+        from ..cohort import normalise_pairs
+        from ..evidence import population, select_calibration
+
+        cals = [c for c in self.calibrations() if c.needs_cohort]
+        if not cals or not rows:
+            return {}
+        ex = {}
+        for rowid, kind, gun, calibre, meta, proc in self._db.execute(
+                "SELECT rowid, kind, firearm_id, calibre, meta_json, processing_json FROM exhibits"):
+            m = json.loads(meta)
+            labels = {**(m.get("labels") or {}), **({"calibre": calibre} if calibre else {})}
+            ex[rowid] = {"gun": gun if kind == "test_fire" else None, "batch": m.get("batch"),
+                         "population": population({"labels": labels, "population": m.get("population")}),
+                         "processing": [[st.get("step"), st.get("params", {})] for st in json.loads(proc)
+                                        if isinstance(st, dict)]}
+        ida = np.array([r[0] for r in rows])
+        idb = np.array([r[1] for r in rows])
+        cmc = np.array([r[2] for r in rows], float)
+        same = np.array([ex[a]["gun"] is not None and ex[a]["gun"] == ex[b]["gun"] for a, b in zip(ida, idb)])
+        batches = all(e["batch"] is not None for e in ex.values())
+        out: dict[tuple[int, int], dict] = {}
+        for cal in cals:
+            settings = dict(cal.reference.get("cohort") or {})
+            kw = {k: settings[k] for k in ("exclude_top", "min_size", "quantile") if k in settings}
+            keys = {"keys_a": [str(ex[a]["batch"]) for a in ida], "keys_b": [str(ex[b]["batch"]) for b in idb]} \
+                if batches and settings.get("by_batch", True) else {}
+            excess = normalise_pairs(ida, idb, cmc, known_same=same, method="excess", **keys, **kw)
+            for k, (a, b, *_, params) in enumerate(rows):
+                if (a, b) in out or not np.isfinite(excess[k]):
+                    continue
+                probe = _PairRecord(json.loads(params), ex[a], ex[b], a, b)
+                chosen, _ = select_calibration(probe, cals, cohort=True)
+                if chosen is cal:
+                    out[(a, b)] = {"log10_lr": float(cal.log10_lr(np.array([[excess[k]]]))[0]),
+                                   "pair_log10_lr": rows[k][6], "cmc_excess": float(excess[k]),
+                                   "lr_basis": f"cohort: {cal.name}"}
+        return out
+
+
+class _PairRecord:
+    """A recorded comparison as `Calibration.check` reads it: parameters and both inputs'
+    processing and population."""
+
+    def __init__(self, params: dict, a: dict, b: dict, ia, ib):
+        self.params = params
+        self.inputs = {"a": {"processing": a["processing"], "population": a["population"], "label": str(ia)},
+                       "b": {"processing": b["processing"], "population": b["population"], "label": str(ib)}}
+
 
 def _prepare(job: tuple) -> tuple:
     """Read, preprocess and describe one input and write its processed scan to the cache (no
     database access: runs in this process or on a Dask worker). Returns (sha256, name,
-    processing steps, descriptor, cache path relative to the store) or (None, reason)."""
+    processing steps, descriptor, cache path relative to the store, population) or (None, reason)."""
     folder, params, item, meta, sha, units = job
     try:
         if isinstance(item, Scan):
@@ -657,11 +715,11 @@ def _prepare(job: tuple) -> tuple:
         (Path(folder) / "scans" / sha[:2]).mkdir(exist_ok=True)
         labels = {**(raw.meta.get("labels") or {}), **(meta.get("labels") or {}),
                   **{k: meta[k] for k in ("calibre", "make", "model", "instrument") if meta.get(k)}}
+        pop = population({**raw.meta, "labels": labels})
         small = Scan(proc.heights.astype(np.float32), proc.dx, proc.dy,
-                     {"processing": proc.meta.get("processing", []), "source_sha256": sha,
-                      "population": population({**raw.meta, "labels": labels})})
+                     {"processing": proc.meta.get("processing", []), "source_sha256": sha, "population": pop})
         write_npz(small, Path(folder) / rel)  # atomic, content-named: a crash leaves at worst an orphan file
-        return sha, name, proc.meta.get("processing", []), vec, rel
+        return sha, name, proc.meta.get("processing", []), vec, rel, pop
     except Exception as e:  # a bad input never stops the batch: recorded with its reason
         return None, str(e) if isinstance(e, BallistixError) else f"{type(e).__name__}: {e}"
 
