@@ -142,7 +142,8 @@ def summarise(recs: list[dict]) -> dict:
     within = np.array([r["same_batch"] for r in recs])
     cmc = np.array([r["cmc"] for r in recs])
     s = {"n_same": int(same.sum()), "n_different": int((~same).sum()),
-         "n_different_within_batch": int((~same & within).sum()), "n_different_across_batch": int((~same & ~within).sum()),
+         "n_different_within_batch": int((~same & within).sum()),
+         "n_different_across_batch": int((~same & ~within).sum()),
          "n_same_within_batch": int((same & within).sum()),
          f"different_at_{THRESHOLD}_within_batch": int((~same & within & (cmc >= THRESHOLD)).sum()),
          f"different_at_{THRESHOLD}_across_batch": int((~same & ~within & (cmc >= THRESHOLD)).sum()),
