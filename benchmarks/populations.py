@@ -43,7 +43,7 @@ from ballistix.evaluation import auc, tpr_at_fpr  # noqa: E402
 
 from ._common import RESULTS, table, write_json  # noqa: E402
 
-#: population -> (n_firearms, shots, n_batches) of the default run; --quick halves the guns
+#: population -> (n_firearms, shots, n_batches) of the default run; --quick takes half the guns plus one, at least 4
 SIZES = {"batch": (6, 4, 2), "photometric": (4, 4, 2), "subclass": (5, 3, 1), "ordinary": (5, 4, 1)}
 THRESHOLD = 6
 EXCESS_RULES = (3, 4, 5, 6, 8)  # fixed rules "cmc_excess >= k": k CMCs above the exhibits' background
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     for kind in args.kinds:
         g, s, b = SIZES[kind]
         if args.quick:
-            g = max(3, g // 2 + 1)
+            g = max(4, g // 2 + 1)  # 8 or more scans per batch: cohorts of 5 after leaving out the pair and the top
         pops[kind] = population_pairs(kind, g, s, b, args.seed, args.resolution, args.jobs)
     if not args.skip_real and (f := fadul_population()):
         pops["fadul"] = f
