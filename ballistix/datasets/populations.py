@@ -239,7 +239,8 @@ def scan_in_session(firearm: Firearm, shot: int, session: Session, *, seed: int 
     instrument grid and mounting rotation; then the instrument's lateral
     smoothing, per-scan form error and outliers, and the session's artefact
     field (its shared part plus a per-scan part) are applied to the measured
-    points. A confocal session without artefacts gives exactly `fire`'s scan.
+    points. A confocal session without artefacts and with random mounting
+    gives exactly `fire`'s heights.
 
     Parameters
     ----------
@@ -249,8 +250,9 @@ def scan_in_session(firearm: Firearm, shot: int, session: Session, *, seed: int 
     session : Session
         From `make_session`.
     seed : int or SeedSequence
-        The firing's randomness; the instrument's own randomness is derived
-        from it (and from the session).
+        The firing's randomness; the mounting jitter, the instrument's noise
+        and the per-scan part of the artefact come from streams derived from
+        it, the shared artefact from the session.
     difficulty : str or dict
         As for `fire`; the instrument's settings override its noise,
         drop-outs and spikes.
