@@ -7,7 +7,8 @@ Builds the simulated populations of `ballistix.datasets.populations`
 ``photometric``: the same instrument without them; ``subclass``: one
 manufacturing run sharing subclass marks; ``ordinary``: the default
 simulator), preprocesses and compares all pairs of each (features cached in
-benchmarks/results/populations_<kind>_pairs.json, keyed by the settings), and
+benchmarks/results/populations_<kind>_<guns>x<shots>x<batches>_pairs.json,
+checked against the settings), and
 cohort-normalises every pair's scores against the population's own
 comparisons (`ballistix.cohort.normalise_pairs`, cohort = the exhibit's
 comparisons with exhibits of the other side's scanning batch, leaving out
@@ -42,7 +43,7 @@ from ballistix.evaluation import auc, tpr_at_fpr  # noqa: E402
 
 from ._common import RESULTS, table, write_json  # noqa: E402
 
-#: population -> (n_firearms, shots, n_batches) of the default run; --quick halves the guns
+#: population -> (n_firearms, shots, n_batches) of the default run; --quick takes half the guns plus one, at least 4
 SIZES = {"batch": (6, 4, 2), "photometric": (4, 4, 2), "subclass": (5, 3, 1), "ordinary": (5, 4, 1)}
 THRESHOLD = 6
 EXCESS_RULES = (3, 4, 5, 6, 8)  # fixed rules "cmc_excess >= k": k CMCs above the exhibits' background
@@ -59,7 +60,7 @@ def population_pairs(kind: str, guns: int, shots: int, batches: int, seed: int, 
     """Per-pair labels and features of one population, all pairs compared (cached)."""
     params = dict(kind=kind, guns=guns, shots=shots, batches=batches, seed=seed, resolution=resolution,
                   settings=bx.datasets.POPULATIONS[kind], version=bx.__version__)
-    cache = RESULTS / f"populations_{kind}_pairs.json"
+    cache = RESULTS / f"populations_{kind}_{guns}x{shots}x{batches}_pairs.json"
     if cache.exists():
         d = json.loads(cache.read_text())
         if d.get("params") == json.loads(json.dumps(params)):
@@ -141,7 +142,8 @@ def summarise(recs: list[dict]) -> dict:
     within = np.array([r["same_batch"] for r in recs])
     cmc = np.array([r["cmc"] for r in recs])
     s = {"n_same": int(same.sum()), "n_different": int((~same).sum()),
-         "n_different_within_batch": int((~same & within).sum()), "n_different_across_batch": int((~same & ~within).sum()),
+         "n_different_within_batch": int((~same & within).sum()),
+         "n_different_across_batch": int((~same & ~within).sum()),
          "n_same_within_batch": int((same & within).sum()),
          f"different_at_{THRESHOLD}_within_batch": int((~same & within & (cmc >= THRESHOLD)).sum()),
          f"different_at_{THRESHOLD}_across_batch": int((~same & ~within & (cmc >= THRESHOLD)).sum()),
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
     for kind in args.kinds:
         g, s, b = SIZES[kind]
         if args.quick:
-            g = max(3, g // 2 + 1)
+            g = max(4, g // 2 + 1)  # 8 or more scans per batch: cohorts of 5 after leaving out the pair and the top
         pops[kind] = population_pairs(kind, g, s, b, args.seed, args.resolution, args.jobs)
     if not args.skip_real and (f := fadul_population()):
         pops["fadul"] = f
@@ -223,6 +225,18 @@ def main(argv=None) -> int:
                      f"{s[f'different_at_{THRESHOLD}_across_batch']}/{s['n_different_across_batch']}",
                      f"{s[f'same_at_{THRESHOLD}']}/{s['n_same']}",
                      _rule(s, f"{CHOSEN}>=5"),
+                     s["auc"]["cmc"], s["auc"][CHOSEN], s["auc"]["cmc_snorm"], s["auc"]["cell_corr_snorm"],
+                     s["auc_within_batch"]["cmc"], s["auc_within_batch"][CHOSEN],
+                     s["tpr_at_fpr"]["0.01"]["cmc"], s["tpr_at_fpr"]["0.01"][CHOSEN]])
+    sim = [r for r in out["pairs"] if r["population"] in SIZES]
+    if len({r["population"] for r in sim}) > 1:  # one rule for all simulated populations at once
+        s = summarise(sim)
+        s["description"] = "all simulated populations pooled: one threshold for every population"
+        out["pooled_simulated"] = s
+        rows.append(["pooled simulated", s["n_same"], s["n_different"],
+                     f"{s[f'different_at_{THRESHOLD}_within_batch']}/{s['n_different_within_batch']}",
+                     f"{s[f'different_at_{THRESHOLD}_across_batch']}/{s['n_different_across_batch']}",
+                     f"{s[f'same_at_{THRESHOLD}']}/{s['n_same']}", _rule(s, f"{CHOSEN}>=5"),
                      s["auc"]["cmc"], s["auc"][CHOSEN], s["auc"]["cmc_snorm"], s["auc"]["cell_corr_snorm"],
                      s["auc_within_batch"]["cmc"], s["auc_within_batch"][CHOSEN],
                      s["tpr_at_fpr"]["0.01"]["cmc"], s["tpr_at_fpr"]["0.01"][CHOSEN]])

@@ -108,3 +108,25 @@ def test_population_rejects_bad_settings(bad):
     args.update(bad)
     with pytest.raises(ParameterError):
         simulate_population(**args)
+
+
+def test_benchmark_records_are_complete():
+    """The per-pair records of benchmarks.populations carry what a calibration fit needs."""
+    bp = pytest.importorskip("benchmarks.populations")
+    scans = [{"exhibit": f"F{g}-{k}", "firearm": f"F{g}", "batch": f"B{k % 2}", "make": "Glock", "model": "17",
+              "calibre": "9mm Luger", "instrument": "photometric-stereo", "manufacturing_run": f"F{g}"}
+             for g in range(4) for k in range(2)]
+    pairs = [[i, j] for i in range(8) for j in range(i + 1, 8)]
+    rng = np.random.default_rng(0)
+    feats = [[float(20 if scans[i]["firearm"] == scans[j]["firearm"] else rng.integers(0, 8)), 0.6, 0.4]
+             for i, j in pairs]
+    d = {"scans": scans, "pairs": pairs, "features": feats, "score": [f[0] + f[1] for f in feats]}
+    recs = bp.records("toy", d)
+    assert len(recs) == 28
+    for r in recs:
+        for key in ("exhibit_a", "exhibit_b", "gun_a", "gun_b", "batch_a", "batch_b", "make", "model", "calibre",
+                    "instrument", "same_gun", "same_batch", "cmc", "congruent_corr", "cell_corr", *bp.NORMALISATIONS):
+            assert key in r
+    s = bp.summarise(recs)
+    assert s["n_same"] == 4 and s["n_different"] == 24 and s["auc"]["cmc"] == 1.0
+    assert set(s["rules"]) >= {"cmc>=6", "cmc_excess>=5"}

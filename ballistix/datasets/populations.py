@@ -137,7 +137,8 @@ def _artefact_field(rng: np.random.Generator, n: int, spacing_um: float, mix) ->
     period_um = float(rng.uniform(50.0, 120.0))
     a = np.deg2rad(float(rng.uniform(0, 180)))
     yy, xx = np.mgrid[0:n, 0:n] * spacing_um
-    periodic = np.sqrt(2) * np.sin(2 * np.pi * (xx * np.cos(a) + yy * np.sin(a)) / period_um + rng.uniform(0, 2 * np.pi))
+    phase = rng.uniform(0, 2 * np.pi)
+    periodic = np.sqrt(2) * np.sin(2 * np.pi * (xx * np.cos(a) + yy * np.sin(a)) / period_um + phase)
     shape = _spectral_field(rng, (n, n), spacing_um, 120.0, 600.0, alpha=1.0)
     out = np.sqrt(w_dir) * texture + np.sqrt(w_per) * periodic + np.sqrt(w_shape) * shape
     out -= out.mean()
@@ -238,7 +239,8 @@ def scan_in_session(firearm: Firearm, shot: int, session: Session, *, seed: int 
     instrument grid and mounting rotation; then the instrument's lateral
     smoothing, per-scan form error and outliers, and the session's artefact
     field (its shared part plus a per-scan part) are applied to the measured
-    points. A confocal session without artefacts gives exactly `fire`'s scan.
+    points. A confocal session without artefacts and with random mounting
+    gives exactly `fire`'s heights.
 
     Parameters
     ----------
@@ -248,8 +250,9 @@ def scan_in_session(firearm: Firearm, shot: int, session: Session, *, seed: int 
     session : Session
         From `make_session`.
     seed : int or SeedSequence
-        The firing's randomness; the instrument's own randomness is derived
-        from it (and from the session).
+        The firing's randomness; the mounting jitter, the instrument's noise
+        and the per-scan part of the artefact come from streams derived from
+        it, the shared artefact from the session.
     difficulty : str or dict
         As for `fire`; the instrument's settings override its noise,
         drop-outs and spikes.
@@ -320,7 +323,8 @@ def _settings(kind: str, overrides: dict[str, Any]) -> dict[str, Any]:
     if not (isinstance(w, (int, float)) and 0 <= w < 1):
         raise ParameterError(f"subclass_weight must be in [0, 1), got {w!r}")
     if not (isinstance(s["run_size"], (int, np.integer)) and s["run_size"] >= 0):
-        raise ParameterError(f"run_size must be a non-negative integer (0 = all guns in one run), got {s['run_size']!r}")
+        raise ParameterError(f"run_size must be a non-negative integer (0 = all guns in one run), "
+                             f"got {s['run_size']!r}")
     _instrument(s["instrument"])
     return s
 
