@@ -37,12 +37,17 @@ from ballistix import evidence as ev  # noqa: E402
 from ballistix.cohort import normalise_pairs  # noqa: E402
 from ballistix.evidence import _upper95  # noqa: E402
 
-from ._common import table, write_json  # noqa: E402
+from ._common import ROOT, table, write_json  # noqa: E402
 from .populations import SIZES, fadul_population, population_pairs  # noqa: E402
 
-#: cohort settings of the cohort rule (and of a shipped cohort calibration): leave out each exhibit's
-#: 3 highest scores (its unknown same-gun mates), need 5 scores left
-COHORT = {"exclude_top": 3, "min_size": 5, "quantile": 0.5, "by_batch": True}
+#: cohort settings of the cohort rule and of the shipped cohort calibration: an exhibit's background is
+#: the median of its CMC counts against the exhibits of the other side's scanning batch, leaving out
+#: the pair itself and its highest count (an unknown same-gun mate); at least 3 counts (batches of a
+#: handful of scans). An exhibit whose background reaches ``max_background`` CMCs shares that many
+#: congruent cells with guns that did not fire it (an impression drowned in instrument artefacts, or
+#: marks shared by a whole manufacturing run): it does not discriminate in its population, and its
+#: pairs get no LR at all (candidates for an examiner).
+COHORT = {"exclude_top": 1, "min_size": 3, "quantile": 0.5, "by_batch": True, "max_background": 5.0}
 LINK_LOG10 = 2.0
 
 
@@ -53,29 +58,30 @@ def arrays(d: dict) -> dict:
     ga = [f"{sc[i]['firearm']}" for i in pairs[:, 0]]
     gb = [f"{sc[j]['firearm']}" for j in pairs[:, 1]]
     kw = {k: COHORT[k] for k in ("exclude_top", "min_size", "quantile")}
-    excess = normalise_pairs([sc[i]["exhibit"] for i in pairs[:, 0]], [sc[j]["exhibit"] for j in pairs[:, 1]],
-                             X[:, 0], keys_a=[sc[i]["batch"] for i in pairs[:, 0]],
-                             keys_b=[sc[j]["batch"] for j in pairs[:, 1]], method="excess", **kw)
+    excess, st = normalise_pairs([sc[i]["exhibit"] for i in pairs[:, 0]], [sc[j]["exhibit"] for j in pairs[:, 1]],
+                                 X[:, 0], keys_a=[sc[i]["batch"] for i in pairs[:, 0]],
+                                 keys_b=[sc[j]["batch"] for j in pairs[:, 1]], method="excess", return_stats=True,
+                                 **kw)
+    background = np.fmax([s.location for s in st["a"]], [s.location for s in st["b"]])
+    excess = np.where(background >= COHORT["max_background"], np.nan, excess)  # not discriminating: no LR
     within = np.array([sc[i]["batch"] == sc[j]["batch"] for i, j in pairs])
     return {"X": X, "same": np.array([a == b for a, b in zip(ga, gb)]), "gun_a": ga, "gun_b": gb,
-            "excess": excess, "within_batch": within}
+            "excess": excess, "background": background, "within_batch": within}
 
 
-def _weights(pops: dict[str, dict], names: list[str]) -> np.ndarray:
-    """Each population weighs the same within each class."""
-    w = []
-    for n in names:
-        s = pops[n]["same"]
-        w.append(np.where(s, 1.0 / max(1, s.sum()), 1.0 / max(1, (~s).sum())))
-    return np.concatenate(w)
-
-
-def _fit(pops, names, cohort: bool):
+def _fit(pops, names, cohort: bool, **kw):
+    """A calibration fitted on the named populations, each weighing the same within each class (on the
+    pairs that have the feature: a cohort calibration leaves out pairs without a usable background)."""
+    names = [n for n in names if not cohort or (np.isfinite(pops[n]["excess"]) & pops[n]["same"]).any()]
     X = np.concatenate([pops[n]["excess"][:, None] if cohort else pops[n]["X"] for n in names])
     same = np.concatenate([pops[n]["same"] for n in names])
-    w = _weights(pops, names)
     ok = np.isfinite(X).all(axis=1)
-    return ev.fit(X[ok], same[ok], sample_weight=w[ok], features=["cmc_excess"] if cohort else None)
+    w = []
+    for n in names:
+        s, f = pops[n]["same"], np.isfinite(pops[n]["excess"]) if cohort else np.ones(len(pops[n]["same"]), bool)
+        w.append(np.where(s, 1.0 / max(1, (s & f).sum()), 1.0 / max(1, (~s & f).sum())))
+    return ev.fit(X[ok], same[ok], sample_weight=np.concatenate(w)[ok], features=["cmc_excess"] if cohort else None,
+                  **kw)
 
 
 def decide(pops: dict[str, dict]) -> dict:
@@ -104,6 +110,71 @@ def decide(pops: dict[str, dict]) -> dict:
     return out
 
 
+def write_cohort(pops: dict[str, dict], raw: dict[str, dict]) -> dict:
+    """Fit the shipped cohort calibration on every population (each weighing the same within each class)
+    and write it, with its cohort settings and its decisions on each population (in-sample)."""
+    from ballistix.evidence import cross_validate
+
+    from .evidence import DOMAINS, fadul_pairs
+
+    names = list(pops)
+    fadul = fadul_pairs(1)  # cached: the preprocessing and comparison parameters of the reference pairs
+    desc = "; ".join(f"{n}: {raw[n]['description']} ({int(pops[n]['same'].sum())} same-gun, "
+                     f"{int((~pops[n]['same']).sum())} different-gun pairs)" for n in names)
+    cal = _fit(pops, names, True, name=f"ballistix cohort {__import__('ballistix').__version__}",
+               description=desc, preprocessing=fadul["preprocessing"], comparison=fadul["comparison"],
+               domain=DOMAINS["default"],
+               extra_reference={"cohort": COHORT, "populations": {n: {"n_pairs": int(len(pops[n]["same"]))}
+                                                                  for n in names}})
+    X = np.concatenate([pops[n]["excess"] for n in names])
+    same = np.concatenate([pops[n]["same"] for n in names])
+    ga = np.concatenate([[f"{n}:{g}" for g in pops[n]["gun_a"]] for n in names])
+    gb = np.concatenate([[f"{n}:{g}" for g in pops[n]["gun_b"]] for n in names])
+    ok = np.isfinite(X)
+    llr = cross_validate(X[ok][:, None], same[ok], ga[ok], gb[ok], features=["cmc_excess"])
+    cal.performance = {"cross_validation": "10 folds of guns over all populations (pairs with a background)",
+                       "cllr": ev.cllr(llr, same[ok]), "cllr_min": ev.cllr_min(llr, same[ok]),
+                       "misleading": ev.misleading(llr, same[ok]), "conclusions": ev.conclusion_rates(llr, same[ok])}
+    path = cal.save(ROOT / "ballistix" / "data" / "calibration_cohort.json")
+    thr = next((e for e in np.arange(-5, 60, 0.5) if cal.log10_lr(np.array([[e]]))[0] >= LINK_LOG10), None)
+    print(f"wrote {path}: LR 100 at {thr} CMCs above the background; bounds {cal.bounds_log10}")
+    return {"path": str(path.relative_to(ROOT)), "bounds_log10": cal.bounds_log10, "coef": cal.coef,
+            "excess_for_lr_100": thr, "cllr_cv": cal.performance["cllr"]}
+
+
+def store_check(kind: str, guns: int, shots: int, batches: int, seed: int, resolution: str, shortlist: int,
+                jobs: int) -> dict:
+    """The product itself on one simulated population: ingest every scan into a case store (with its
+    scanning batch), link with the store's shortlist, and count the false and missed links of the
+    store's graph under its default rule (the shipped calibrations, cohort where the store has the
+    backgrounds)."""
+    import tempfile
+    import time
+
+    import ballistix as bx
+
+    scans = bx.datasets.simulate_population(kind, guns, shots, n_batches=batches, seed=seed, resolution=resolution)
+    truth = {s.meta["labels"]["exhibit"]: s.meta["labels"]["firearm"] for s in scans}
+    with tempfile.TemporaryDirectory() as tmp, bx.CaseStore(tmp, shortlist=shortlist) as st:
+        t = time.perf_counter()
+        st.ingest(scans, [{"exhibit_id": s.meta["labels"]["exhibit"], "batch": s.meta["labels"]["batch"]}
+                          for s in scans], progress=False)
+        n = st.link_new(n_jobs=jobs, progress=False)
+        g = st.graph()
+        seconds = time.perf_counter() - t
+    edges = [(g.nx.nodes[u]["id"], g.nx.nodes[v]["id"], d) for u, v, d in g.nx.edges(data=True) if d["kind"] == "match"]
+    links = [(a, b) for a, b, d in edges if g.is_link(d)]
+    same_pairs = sum(1 for a in truth for b in truth if a < b and truth[a] == truth[b])
+    grouped = {frozenset((a, b)) for grp in g.groups(min_size=2) for a in grp for b in grp if a < b}
+    return {"kind": kind, "exhibits": len(scans), "comparisons": n, "shortlist": shortlist, "seconds": seconds,
+            "false_links": sum(truth[a] != truth[b] for a, b in links),
+            "links": len(links), "same_gun_pairs": same_pairs,
+            "same_gun_pairs_grouped": sum(truth[a] == truth[b] for a, b in map(tuple, grouped)),
+            "different_gun_pairs_grouped": sum(truth[a] != truth[b] for a, b in map(tuple, grouped)),
+            "lr_basis": {k: sum(1 for *_, d in edges if str(d.get("lr_basis", "pair")).split(":")[0] == k)
+                         for k in ("cohort", "withheld", "pair")}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=2)
@@ -112,6 +183,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resolution", default="standard")
     p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--store", nargs="*", default=[], metavar="KIND",
+                   help="also run these simulated populations through a case store (ingest, link, graph)")
+    p.add_argument("--shortlist", type=int, default=10, help="the store's shortlist in --store runs")
+    p.add_argument("--write-cohort", action="store_true",
+                   help="fit the shipped cohort calibration on all populations (needs Fadul) and write it to "
+                        "ballistix/data/calibration_cohort.json")
     args = p.parse_args(argv)
     raw = {}
     f = None if args.skip_real else fadul_population()
@@ -136,6 +213,13 @@ def main(argv=None) -> int:
            "populations": {n: {"description": raw[n]["description"], "n_pairs": int(len(pops[n]["same"])),
                                "n_same": int(pops[n]["same"].sum())} for n in pops},
            "decisions": res, "unseen": unseen}
+    if args.write_cohort and "fadul" in pops:
+        out["shipped_cohort"] = write_cohort(pops, raw)
+    out["store"] = {}
+    for kind in args.store:
+        guns, shots, batches = SIZES[kind]
+        out["store"][kind] = store_check(kind, guns, shots, batches, args.seed, args.resolution, args.shortlist,
+                                         args.jobs)
     path = write_json("cross_population", out)
     rows = [[n, rule, f"{c['false_links']} / {c['n_different']}", c["false_links_within_batch"],
              f"{c['n_same'] - c['missed_links']} / {c['n_same']}"]
@@ -145,6 +229,13 @@ def main(argv=None) -> int:
     print(table([[rule, f"{u['false_links']} / {u['n_different']}", u["false_link_upper95"], u["linked_same_share"]]
                  for rule, u in unseen.items()],
                 ["rule", "false links", "95% upper bound of the rate", "share of same-gun pairs linked"]))
+    if out["store"]:
+        print("\nthrough a case store (default rule; groups against the truth):")
+        print(table([[k, r["exhibits"], r["comparisons"], f"{r['false_links']} of {r['links']}",
+                      f"{r['same_gun_pairs_grouped']} / {r['same_gun_pairs']}", r["different_gun_pairs_grouped"],
+                      ", ".join(f"{a} {b}" for a, b in r["lr_basis"].items())] for k, r in out["store"].items()],
+                    ["population", "exhibits", "comparisons", "false links", "same-gun pairs grouped",
+                     "different-gun pairs grouped", "LR basis of the comparisons"]))
     print(f"\nwrote {path}")
     return 0
 

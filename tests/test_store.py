@@ -429,3 +429,31 @@ def test_a_cohort_calibration_weighs_each_pair_against_both_exhibits_backgrounds
         for e, f in guns.items():
             truth.setdefault(f, set()).add(e)
         assert sorted(map(sorted, g.groups(min_size=2))) == sorted(map(sorted, truth.values()))
+
+
+def test_exhibits_that_do_not_discriminate_in_their_population_give_no_lr(tmp_path, files):
+    """A cohort calibration's max_background: an exhibit whose background reaches it (it shares that many
+    cells with guns that did not fire it) gets no LR for any of its pairs: candidates, never links."""
+    from ballistix import evidence as ev
+    from ballistix.features.comparison import DEFAULTS
+
+    paths, _ = files
+    rng = np.random.default_rng(1)
+    X = np.r_[rng.poisson(12, 80), rng.normal(0.0, 1.5, 400)][:, None]
+    same = np.r_[np.ones(80, bool), np.zeros(400, bool)]
+    with CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=8) as st:
+        st.ingest(paths, progress=False)
+        proc = st.scan("case-00")
+        cal = ev.fit(X, same, features=["cmc_excess"], name="strict cohort",
+                     preprocessing=ev.processing_signature(proc.meta["processing"]),
+                     comparison={k: DEFAULTS[k] for k in DEFAULTS},
+                     extra_reference={"cohort": {"exclude_top": 2, "min_size": 4, "max_background": 0.0}})
+        cal.save(tmp_path / "strict.json")
+        st.register_calibration(tmp_path / "strict.json", reason="test: every background is too high")
+        st.link_new(progress=False)
+        g = st.graph()
+        edges = [d for *_, d in g.nx.edges(data=True) if d["kind"] == "match"]
+        assert edges and all(d.get("log10_lr") is None and d["lr_basis"].startswith("withheld") for d in edges)
+        assert g.groups(min_size=2) == []
+        cands = g.candidates()
+        assert cands and all(c["why"].startswith("withheld") for c in cands)

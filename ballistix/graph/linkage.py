@@ -76,7 +76,7 @@ def _result_fields(result) -> dict[str, Any]:
             raise ParameterError(f"a comparison mapping needs 'cmc_count', got keys {sorted(result)}")
         out = {"cmc_count": int(result["cmc_count"]), "score": float(result.get("score", result["cmc_count"]))}
         for k in ("confirmed", "rotation_deg", "log10_lr", "examiner", "comparison_id", "lr_basis", "cmc_excess",
-                  "pair_log10_lr"):
+                  "cmc_background", "pair_log10_lr"):
             if result.get(k) is not None:
                 out[k] = result[k]
         return out
@@ -352,7 +352,8 @@ class LinkageGraph:
                 continue
             lr, cmc = d.get("log10_lr"), d.get("cmc_count") or 0
             if lr is None and cmc > 0:
-                why = "no calibration applies to both scans"
+                basis = str(d.get("lr_basis", ""))
+                why = basis if basis.startswith("withheld") else "no calibration applies to both scans"
             elif lr is not None and lr > 0:
                 why = f"LR above 1, below the link rule ({self.decision_rule().split(',')[0]})"
             else:

@@ -674,16 +674,26 @@ class CaseStore:
             kw = {k: settings[k] for k in ("exclude_top", "min_size", "quantile") if k in settings}
             keys = {"keys_a": [str(ex[a]["batch"]) for a in ida], "keys_b": [str(ex[b]["batch"]) for b in idb]} \
                 if batches and settings.get("by_batch", True) else {}
-            excess = normalise_pairs(ida, idb, cmc, known_same=same, method="excess", **keys, **kw)
+            excess, st = normalise_pairs(ida, idb, cmc, known_same=same, method="excess", return_stats=True,
+                                         **keys, **kw)
+            background = np.fmax([x.location for x in st["a"]], [x.location for x in st["b"]])
+            limit = settings.get("max_background")
             for k, (a, b, *_, params) in enumerate(rows):
                 if (a, b) in out or not np.isfinite(excess[k]):
                     continue
                 probe = _PairRecord(json.loads(params), ex[a], ex[b], a, b)
                 chosen, _ = select_calibration(probe, cals, cohort=True)
-                if chosen is cal:
-                    out[(a, b)] = {"log10_lr": float(cal.log10_lr(np.array([[excess[k]]]))[0]),
-                                   "pair_log10_lr": rows[k][6], "cmc_excess": float(excess[k]),
-                                   "lr_basis": f"cohort: {cal.name}"}
+                if chosen is not cal:
+                    continue
+                if limit is not None and background[k] >= limit:  # an exhibit that does not discriminate here
+                    out[(a, b)] = {"log10_lr": None, "pair_log10_lr": rows[k][6], "cmc_background": background[k],
+                                   "lr_basis": f"withheld: an exhibit reaches {background[k]:g} CMCs against others "
+                                               f"of its population (limit {limit:g} of {cal.name}): not "
+                                               f"discriminating"}
+                    continue
+                out[(a, b)] = {"log10_lr": float(cal.log10_lr(np.array([[excess[k]]]))[0]),
+                               "pair_log10_lr": rows[k][6], "cmc_excess": float(excess[k]),
+                               "cmc_background": float(background[k]), "lr_basis": f"cohort: {cal.name}"}
         return out
 
 
