@@ -40,8 +40,9 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
                  ["--write-default"]),
     "store": (["--exhibits", "12"], ["--exhibits", "300"]),
     "populations": (["--quick", "--skip-real"], []),
+    "cross_population": (["--quick", "--skip-real"], ["--store", "batch", "subclass"]),
 }
-TAKES_JOBS = {"cmc_accuracy", "retrieval", "linkage", "evidence", "store", "populations"}
+TAKES_JOBS = {"cmc_accuracy", "retrieval", "linkage", "evidence", "store", "populations", "cross_population"}
 
 
 def _get(d, *keys, default=None):
@@ -142,6 +143,14 @@ def summary_rows() -> list[list[str]]:
                 f"{r['different_at_6_across_batch']}/{r['n_different_across_batch']}; "
                 f"{_fmt(_get(r, 'auc', 'cmc'))} / {_fmt(_get(r, 'auc', d.get('chosen_normalisation', 'cmc_excess')))}",
                 d)
+    if d := load("cross_population"):
+        for rule, u in _get(d, "unseen", default={}).items():
+            add("cross_population", f"{rule} on populations it has not seen: false links (95% bound) / same-gun "
+                                    f"linked", f"{u['false_links']}/{u['n_different']} ({_fmt(u['false_link_upper95'])})"
+                                               f" / {_fmt(u['linked_same_share'])}", d)
+        for kind, r in _get(d, "store", default={}).items():
+            add("cross_population", f"case store on simulated {kind}: false links / same-gun pairs grouped",
+                f"{r['false_links']} / {r['same_gun_pairs_grouped']} of {r['same_gun_pairs']}", d)
     if d := load("store"):
         add("store", f"{d['exhibits']} exhibits: ingest s each / link all s / store MB",
             f"{_fmt(d['ingest_seconds_per_exhibit'])} / {_fmt(_get(d, 'seconds', 'link all (shortlisted pairs)'))} / "
