@@ -52,6 +52,7 @@ from . import evidence as ev
 from ._files import atomic_file
 from ._version import __version__
 from .errors import BallistixError, FileFormatError, ParameterError
+from .io._zip import sha256_file
 
 __all__ = ["validate", "ValidationResult", "ValidationError", "LabelsError", "InsufficientDataError",
            "read_labels", "plan_pairs", "decision_rules", "recommend", "lr_performance", "clopper_pearson",
@@ -193,14 +194,6 @@ def decision_rules(log10_lr, same, cmc=None) -> tuple[list[dict], list[dict]]:
 
 
 # ---------------------------------------------------------------------------------------------- labels
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def read_labels(path) -> list[dict[str, str]]:
     """Rows of a labels CSV: ``file`` and ``firearm`` (required), ``calibre``, ``make``, ``model``,
@@ -379,7 +372,7 @@ def _inputs(files_or_scans, labels) -> tuple[list[_Input], dict | None]:
     labels_info = None
     if isinstance(labels, (str, Path)):
         rows = read_labels(labels)
-        labels_info = {"path": str(Path(labels).resolve()), "sha256": _sha256_file(Path(labels)),
+        labels_info = {"path": str(Path(labels).resolve()), "sha256": sha256_file(Path(labels)),
                        "columns": sorted({k for r in rows for k in r if k not in ("path", "row")})}
         where = Path(labels)
     elif isinstance(labels, Mapping):
@@ -647,7 +640,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
         for inp, (scan, err) in zip(inputs, prepared):
             if inp.path:
                 try:
-                    inp.sha256 = _sha256_file(Path(inp.path))
+                    inp.sha256 = sha256_file(Path(inp.path))
                 except OSError:
                     inp.sha256 = None
             if scan is None:
@@ -865,7 +858,7 @@ def _write(r: ValidationResult, out: Path, labels_info) -> None:
     out.mkdir(parents=True, exist_ok=True)
     r.out = out
     r.calibration_json = r.calibration.save(out / "calibration.json")
-    cal_sha = _sha256_file(r.calibration_json)
+    cal_sha = sha256_file(r.calibration_json)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "ballistix_version": __version__,
            "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
            "labels": labels_info, "inputs": r.inputs, "excluded": r.excluded, "parameters": r.parameters,

@@ -5,7 +5,6 @@ import csv
 import hashlib
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
