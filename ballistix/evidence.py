@@ -52,7 +52,7 @@ __all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "features", "f
            "cllr", "cllr_min", "elub_bounds", "misleading", "tippett", "conclusion", "conclusion_rates", "verbal",
            "load_calibration", "default_calibration", "shipped_calibrations", "select_calibration",
            "population", "domain_check", "processing_signature", "IDENTIFICATION_LR", "ELIMINATION_LR",
-           "POPULATION_KEYS"]
+           "POPULATION_KEYS", "COHORT_FEATURES"]
 
 #: Features of a comparison used by the LR model; each one can only raise the LR.
 FEATURES: dict[str, str] = {
@@ -62,7 +62,7 @@ FEATURES: dict[str, str] = {
 }
 #: Features of a *cohort* calibration: the pair's count relative to both exhibits' different-gun
 #: backgrounds in their population (`ballistix.cohort`). Such a calibration weighs a pair only
-#: where a store (or a validation set) provides the cohorts; see `cohort_features`.
+#: where a store provides the cohorts (`CaseStore.graph`; settings in ``reference["cohort"]``).
 COHORT_FEATURES: dict[str, str] = {
     "cmc_excess": "congruent matching cells above the higher of the two exhibits' cohort backgrounds",
 }

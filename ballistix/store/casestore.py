@@ -260,16 +260,20 @@ class CaseStore:
 
         if not str(reason).strip():
             raise ParameterError("say why this calibration applies (for example its validation report)")
-        cal = evidence.load_calibration(path)
+        evidence.load_calibration(path)  # size, format and checksum checked before anything is copied
         data = Path(path).read_bytes()
         sha = hashlib.sha256(data).hexdigest()
         rel = f"calibrations/{sha}.json"
         (self.folder / "calibrations").mkdir(exist_ok=True)
         target = self.folder / rel
-        if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        try:
+            cal = evidence.load_calibration(tmp)  # the bytes that are kept are the bytes checked
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, target)
         rec = {"file": rel, "sha256": sha, "name": cal.name, "domain": cal.domain, "source": str(path),
                "reason": str(reason), "registered_by": _user(), "registered_utc": _now()}
         recs = [r for r in self.calibration_records() if r["sha256"] != sha] + [rec]
