@@ -97,6 +97,12 @@ POPULATIONS: dict[str, dict[str, Any]] = {
                   models=["Glock 17"], run_size=1, subclass_weight=0.0, instrument="photometric-stereo",
                   difficulty="realistic", artefact_um=0.95, artefact_share=0.85, artefact_mix=(0.6, 0.25, 0.15),
                   rotation_spread_deg=3.0),
+    "batch-moderate": dict(description="the batch population with moderate impressions (fewer poor ones): "
+                                       "the batch effect of the held-out real scans, about one different-gun "
+                                       "pair in nine within a batch at 6 or more CMCs",
+                           models=["Glock 17"], run_size=1, subclass_weight=0.0, instrument="photometric-stereo",
+                           difficulty="moderate", artefact_um=0.95, artefact_share=0.85,
+                           artefact_mix=(0.6, 0.25, 0.15), rotation_spread_deg=3.0),
     "subclass": dict(description="one make, all guns from one manufacturing run sharing a strong subclass "
                                  "surface, confocal, random mounting",
                      models=["Ruger P95"], run_size=0, subclass_weight=0.5, instrument="confocal",
