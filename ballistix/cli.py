@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ._version import __version__
-from .errors import BallistixError
+from .errors import BallistixError, ParameterError
 
 EXIT_BAD_INPUT = 2
 
@@ -191,7 +191,11 @@ def cmd_rule(args) -> int:
     default, LR >= 100), or a CMC count rule the lab validated on its own population."""
     with _store(args) as st:
         if args.count_rule is not None or args.link_lr is not None:
-            count = None if args.count_rule in (None, "none") else int(args.count_rule)
+            try:
+                count = None if args.count_rule in (None, "none") else int(args.count_rule)
+            except ValueError:
+                raise ParameterError(f"--count-rule must be a whole number of CMCs or 'none', "
+                                     f"got {args.count_rule!r}") from None
             st.set_decision_rule(link_lr=args.link_lr or 100.0, count_rule=count, reason=args.reason or "")
         rule = st.decision_rule
         text = st.graph().decision_rule()

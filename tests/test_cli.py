@@ -111,6 +111,8 @@ def test_store_commands(tmp_path, capsys):
     assert g.groups(min_size=2) == [] and ("c0", "c1") in [(c["a"], c["b"]) for c in g.candidates()]
     assert main(["rule", "--store", str(store), "--count-rule", "6"]) == 2  # a count rule needs its reason
     assert "reason" in capsys.readouterr().err
+    assert main(["rule", "--store", str(store), "--count-rule", "six", "--reason", "x"]) == 2
+    assert "whole number" in capsys.readouterr().err
     assert main(["rule", "--store", str(store), "--count-rule", "6", "--reason", "lab validation V-1"]) == 0
     assert "6 or more congruent matching cells" in capsys.readouterr().out
     assert main(["link", "--store", str(store), "--out", str(tmp_path / "g.json"), "--json"]) == 0
