@@ -36,7 +36,7 @@ from .._version import __version__
 from ..errors import BallistixError, IndexFormatError, ParameterError
 from ..evidence import population
 from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
-from ..features.comparison import compare_many, process_pool
+from ..features.comparison import compare_many, process_pool, processing_signature
 from ..features.describe import describe, descriptor_info
 from ..features.preprocessing import preprocess
 from ..index import ScanIndex
@@ -665,8 +665,7 @@ class CaseStore:
             labels = {**(m.get("labels") or {}), **({"calibre": calibre} if calibre else {})}
             ex[rowid] = {"gun": gun if kind == "test_fire" else None, "batch": m.get("batch"),
                          "population": population({"labels": labels, "population": m.get("population")}),
-                         "processing": [[st.get("step"), st.get("params", {})] for st in json.loads(proc)
-                                        if isinstance(st, dict)]}
+                         "processing": processing_signature(json.loads(proc))}
         ida = np.array([r[0] for r in rows])
         idb = np.array([r[1] for r in rows])
         cmc = np.array([r[2] for r in rows], float)
