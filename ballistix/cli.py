@@ -112,6 +112,8 @@ def cmd_search(args) -> int:
                        "descriptor_rank": c["descriptor_rank"],
                        "log10_lr": "-" if c["log10_lr"] is None else round(c["log10_lr"], 2),
                        "conclusion": c["conclusion"]} for c in cands])
+        for origin in sorted({c["calibration_origin"] for c in cands if c["calibration_origin"]}):
+            print(f"calibration: {origin}")
         if any(c["log10_lr"] is None for c in cands):
             print("candidate: no calibration applies to the pair (population or settings): for an examiner, "
                   "never an identification")
@@ -128,7 +130,17 @@ def cmd_compare(args) -> int:
     given = {k: v for k, v in (("calibre", args.calibre), ("make_model", args.make_model)) if v}
     for s in (a, b):  # the population both cases come from: it chooses the calibration
         s.meta["labels"] = {**(s.meta.get("labels") or {}), **given}
-    r = compare(a, b, calibration=args.calibration or "default")
+    registered = []
+    if args.store:  # the lab's registered calibrations (and the shipped ones) choose; nothing is written
+        with _store(args) as st:
+            registered = st.calibrations()
+    if args.calibration:  # only a shipped calibration or one registered in --store is used
+        from .evidence import trusted_calibration
+
+        calibration = trusted_calibration(args.calibration, registered)
+    else:
+        calibration = registered or "default"
+    r = compare(a, b, calibration=calibration)
     out = {"a": args.a, "b": args.b, "cmc_count": r.cmc_count, "cells": r.n_cells, "score": r.score,
            "rotation_deg": r.rotation_deg, "translation_m": [float(t) for t in r.translation],
            "log10_lr": r.log10_lr, "lr": r.lr, "evidence": r.evidence}
@@ -150,9 +162,10 @@ def evidence_lines(r) -> list[str]:
         return [ev.get("note", "no likelihood ratio (no calibration asked for)")]
     c = ev["conclusion"]
     lines = [f"likelihood ratio {r.lr:.3g} (log10 {r.log10_lr:+.2f}): {c['verbal']}",
-             f"calibration: {ev['calibration']}"
+             f"calibration: {(ev.get('calibration_origin') or {}).get('text') or ev['calibration']}"
              + (f" (population: {ev['calibration_domain'].get('description')})"
                 if (ev.get("calibration_domain") or {}).get("description") else ""),
+             *([f"note: {ev['capped']}"] if ev.get("capped") else []),
              *([f"note: {ev['assumed']}"] if ev.get("assumed") else []),
              f"conclusion (aid to the examiner): {c['conclusion'].upper()} "
              f"(identification at LR >= {c['thresholds_lr']['identification']:g}, "
@@ -308,8 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("compare", help="compare two scan files (CMC)", description=cmd_compare.__doc__)
     co.add_argument("a")
     co.add_argument("b")
-    co.add_argument("--calibration", help="calibration file for the likelihood ratio (default: the most specific "
-                                          "shipped one whose population holds both scans)")
+    co.add_argument("--store", help="case store whose registered calibrations may weigh the pair (read only; "
+                                    "default: the shipped calibrations only)")
+    co.add_argument("--calibration", help="calibration file for the likelihood ratio: only the shipped one or one "
+                                          "registered in --store is used (default: the most specific shipped or "
+                                          "registered one whose population holds both scans)")
     co.add_argument("--calibre", help="calibre of both cartridge cases, e.g. '9mm Luger' (chooses the calibration)")
     co.add_argument("--make-model", help="make and model of the firearm, when known, e.g. 'Ruger P95'")
     co.add_argument("--json", action="store_true")

@@ -28,17 +28,26 @@ either of its guns.
 inconclusive / elimination) with the thresholds stated as LR values and the
 error rates measured on the calibration's reference set. It is an aid for
 the examiner, not a replacement.
+
+Trust (see docs/evidence.md, "Which calibrations are trusted"): a calibration
+decides what an LR says, so `compare` uses one only when its origin is known:
+shipped with the package (its checksum pinned in this module), registered in
+a lab's case store (who, when, from what validation data), or fitted in this
+session by the caller's own code. A calibration file from anywhere else is
+refused, whatever checksum it carries: an unkeyed SHA-256 proves nothing about
+who wrote the file. Every result names the calibration's checksum and origin.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import optimize
@@ -52,7 +61,8 @@ __all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "features", "f
            "cllr", "cllr_min", "elub_bounds", "misleading", "tippett", "conclusion", "conclusion_rates", "verbal",
            "load_calibration", "default_calibration", "shipped_calibrations", "select_calibration",
            "population", "domain_check", "processing_signature", "IDENTIFICATION_LR", "ELIMINATION_LR",
-           "POPULATION_KEYS", "COHORT_FEATURES"]
+           "POPULATION_KEYS", "COHORT_FEATURES", "UntrustedCalibrationError", "cap_without_cells",
+           "trusted_calibration", "SHIPPED_SHA256"]
 
 #: Features of a comparison used by the LR model; each one can only raise the LR.
 FEATURES: dict[str, str] = {
@@ -76,6 +86,20 @@ FORMAT_VERSION = 1
 class CalibrationMismatchError(ParameterError):
     """A calibration was asked to weigh a comparison made with other parameters than its own,
     or of scans outside its population (domain)."""
+
+
+class UntrustedCalibrationError(ParameterError):
+    """A calibration whose origin is not known (neither shipped with ballistix, nor registered in a
+    case store, nor fitted in this session) was given to weigh a comparison."""
+
+
+#: SHA-256 of the canonical content of each calibration shipped in ``ballistix/data`` (the ``sha256``
+#: field of the file). Pinned in the code: a shipped file that does not match is refused. A benchmark
+#: that regenerates a shipped calibration on purpose must update its entry here, in the same commit.
+SHIPPED_SHA256 = {
+    "calibration_default.json": "edfda063d748c16a1320d03d478919530c169956ce24de1f3b23fb28a21e7426",
+    "calibration_cohort.json": "1773edb6a9d22c301f4696b429809fed8cc4835823ea3074e524fd92d74868b7",
+}
 
 
 # ---------------------------------------------------------------------------------------------- populations
@@ -357,10 +381,36 @@ class Calibration:
     features: list[str] = field(default_factory=lambda: list(FEATURES))
     version: str = __version__
     domain: dict[str, Any] | None = None
+    #: Where this calibration comes from (not part of its content or checksum): ``kind`` is
+    #: "shipped", "registered" (in a case store), "fitted" (by `fit` in this session), "file" (read
+    #: from a file of unknown origin: not trusted) or "unverified" (built by hand: not trusted).
+    origin: ClassVar[dict[str, Any]] = {"kind": "unverified"}
 
     @property
     def name(self) -> str:
         return str(self.reference.get("name", "unnamed"))
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the calibration's canonical content (the ``sha256`` field of its file)."""
+        return hashlib.sha256(_canon(self.to_dict()).encode()).hexdigest()
+
+    @property
+    def trusted(self) -> bool:
+        """True when the origin is known: shipped, registered in a store, or fitted in this session."""
+        return self.origin.get("kind") in ("shipped", "registered", "fitted")
+
+    def describe_origin(self) -> str:
+        """One line naming the calibration, its checksum and its origin, for every output."""
+        o = self.origin
+        kind = o.get("kind")
+        where = {"shipped": lambda: f"shipped with ballistix ({o.get('file')})",
+                 "registered": lambda: f"registered in the store {o.get('store')} by {o.get('registered_by')} "
+                                       f"on {o.get('registered_utc')} ({o.get('reason')})",
+                 "fitted": lambda: "fitted in this session (not registered in a store)",
+                 "file": lambda: f"read from {o.get('path')}: origin unknown, not trusted",
+                 }.get(kind, lambda: "built by hand: origin unknown, not trusted")()
+        return f"{self.name} [sha256 {self.sha256[:16]}; {where}]"
 
     def specificity(self) -> int:
         """How many population keys the domain restricts (a more specific calibration is preferred)."""
@@ -412,7 +462,7 @@ class Calibration:
             if strict:
                 raise CalibrationMismatchError(f"calibration {self.reference.get('name', '?')} refused: {why}")
             return None
-        return float(self.log10_lr([comparison])[0])
+        return cap_without_cells(float(self.log10_lr([comparison])[0]), comparison.cmc_count)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -463,7 +513,47 @@ def load_calibration(path) -> Calibration:
         ok = False
     if not ok:
         raise FileFormatError(path, "calibration values are incomplete or out of range")
+    why = _bounds_problem(c)
+    if why:
+        raise FileFormatError(path, why)
+    c.origin = {"kind": "file", "path": str(path), "sha256": doc["sha256"]}
     return c
+
+
+def _bounds_problem(cal: Calibration) -> str | None:
+    """Why a calibration's LR bounds or error rates claim more than its reference set can show.
+
+    With ``n`` different-gun reference pairs (plus the one misleading pair the ELUB method adds),
+    no upper bound above log10(n + 1) can do better than an uninformative system at the prior
+    odds it would decide at; likewise the lower bound and the same-gun pairs (Vergeer et al.
+    2016; see `elub_bounds`). Conclusion error rates must be counts within their totals."""
+    ref = cal.reference
+    n_same, n_diff = ref.get("n_same"), ref.get("n_different")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in (n_same, n_diff)):
+        return f"the reference set must state its counts n_same and n_different (>= 2), got {n_same!r}, {n_diff!r}"
+    lo, hi = cal.bounds_log10
+    if hi > math.log10(n_diff + 1) + 1e-9 or lo < -math.log10(n_same + 1) - 1e-9:
+        return (f"LR bounds log10 [{lo:g}, {hi:g}] claim more than {n_same} same-gun and {n_diff} different-gun "
+                f"reference pairs can support (at most [{-math.log10(n_same + 1):.2f}, "
+                f"{math.log10(n_diff + 1):.2f}])")
+    for name, r in ((cal.performance or {}).get("conclusions") or {}).items():
+        if not isinstance(r, dict):
+            continue
+        for k, n in (("same", "n_same"), ("different", "n_different")):
+            kv, nv = r.get(k), r.get(n)
+            if not (isinstance(kv, int) and isinstance(nv, int) and 0 <= kv <= nv):
+                return f"conclusion error rates for {name!r}: {k} {kv!r} of {n} {nv!r} is not a count within its total"
+            if abs(float(r.get(f"rate_{k}", -1)) - (kv / nv if nv else 0.0)) > 1e-9:
+                return f"conclusion error rates for {name!r}: rate_{k} disagrees with {kv} of {nv}"
+    return None
+
+
+def cap_without_cells(log10_lr: float, cmc_count) -> float:
+    """An identification never rests on a pair with no congruent cells: with ``cmc_count`` 0 the
+    log10 LR is at most 0 (no support for the same gun), whatever the calibration says."""
+    if cmc_count is not None and cmc_count <= 0 and log10_lr > 0:
+        return 0.0
+    return log10_lr
 
 
 def _check_domain(domain, path=None) -> None:
@@ -501,7 +591,15 @@ def _shipped() -> dict[str, Calibration]:
         for f in sorted(resources.files("ballistix").joinpath("data").iterdir(), key=lambda f: f.name):
             if f.name.startswith("calibration_") and f.name.endswith(".json"):
                 with resources.as_file(f) as p:
-                    cals[f.name[len("calibration_"):-len(".json")]] = load_calibration(p)
+                    cal = load_calibration(p)
+                if SHIPPED_SHA256.get(f.name) != cal.origin["sha256"]:
+                    raise FileFormatError(f"ballistix/data/{f.name}", "not the calibration shipped with this "
+                                          "version (its checksum is not the one pinned in ballistix.evidence."
+                                          "SHIPPED_SHA256): reinstall ballistix (a developer who regenerated it "
+                                          "on purpose updates the pin in the same commit)")
+                cal.origin = {"kind": "shipped", "file": f.name, "sha256": cal.origin["sha256"],
+                              "ballistix": __version__}
+                cals[f.name[len("calibration_"):-len(".json")]] = cal
         if "default" not in cals:
             raise FileFormatError("ballistix/data/calibration_default.json", "missing from the package")
         _SHIPPED = cals
@@ -519,6 +617,30 @@ def default_calibration() -> Calibration:
     """The generic calibration shipped with the package (``calibration_default.json``), used
     when no more specific shipped calibration applies."""
     return _shipped()["default"]
+
+
+def trusted_calibration(calibration, registered=()) -> Calibration:
+    """The trusted calibration for a `Calibration` or a calibration file, or
+    `UntrustedCalibrationError`.
+
+    Trusted: a calibration shipped with the package (checksum pinned in the code),
+    one registered in a case store (``registered``: e.g. ``store.calibrations()``),
+    or one fitted in this session by `fit`. A file whose content is one of those
+    (same SHA-256) stands for it; any other file is refused: its own checksum
+    shows only that it was not damaged, not who made it or from what data.
+    """
+    cal = calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
+    if cal.trusted:
+        return cal
+    for c in [*registered, *shipped_calibrations()]:
+        if c.trusted and c.sha256 == cal.sha256:
+            return c
+    where = cal.origin.get("path") or "given in memory"
+    raise UntrustedCalibrationError(
+        f"calibration {cal.name!r} ({where}, sha256 {cal.sha256[:16]}) is neither shipped with ballistix nor "
+        f"registered in a case store, so it is not used: a file's own checksum does not say who made it or "
+        f"from what data. Validate it, register it in the lab's store (ballistix register-calibration --store "
+        f"DIR FILE --reason TEXT) and compare with --store DIR (Python: calibration=store.calibrations())")
 
 
 def select_calibration(comparison, calibrations=None, *, cohort: bool = False
@@ -598,6 +720,7 @@ def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unname
                                  **(extra_reference or {})},
                       preprocessing=preprocessing, comparison=comparison, domain=domain, features=names)
     cal.bounds_log10 = list(elub_bounds(cal.raw_log10_lr(Xm), y))
+    cal.origin = {"kind": "fitted", "fitted_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     return cal
 
 

@@ -1151,12 +1151,15 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
     P.append(f"<p><code>calibration.json</code> (SHA-256 <code class='wrap'>{_e(doc['calibration']['sha256'])}"
              f"</code>) holds the LR model fitted on all {r.n_pairs} pairs, its LR bounds, the preprocessing and "
              "comparison parameters it applies to, and its domain. It refuses comparisons made with other "
-             "parameters, and scans outside its domain. Register it in the lab's store (see the evidence "
-             "documentation), or use it directly:</p>"
-             "<pre>ballistix compare A.x3p B.x3p --calibration calibration.json\n\n"
+             "parameters, and scans outside its domain. A calibration file is used only once it is registered "
+             "in the lab's case store (who, when, why and from what data are recorded there; a file's own "
+             "checksum does not say who made it):</p>"
+             "<pre>ballistix register-calibration --store DIR calibration.json --reason \"validation report ...\"\n"
+             "ballistix compare A.x3p B.x3p --store DIR\n\n"
              "import ballistix as bx\n"
+             "store = bx.CaseStore(DIR)\n"
              "res = bx.compare(bx.preprocess(bx.read_scan(a)), bx.preprocess(bx.read_scan(b)),\n"
-             "                 calibration=\"calibration.json\")\n"
+             "                 calibration=store.calibrations())\n"
              "res.log10_lr, res.evidence[\"conclusion\"]</pre>")
     custom = [f"{what} {json.dumps(r.parameters[k], sort_keys=True)}" for k, what in
               (("preprocess_params", "preprocessed with"), ("compare_params", "compared with")) if r.parameters[k]]

@@ -149,7 +149,9 @@ def write_cohort(pops: dict[str, dict], raw: dict[str, dict]) -> dict:
                        "cllr": ev.cllr(llr, same[ok]), "cllr_min": ev.cllr_min(llr, same[ok]),
                        "misleading": ev.misleading(llr, same[ok]), "conclusions": ev.conclusion_rates(llr, same[ok])}
     path = cal.save(ROOT / "ballistix" / "data" / "calibration_cohort.json")
-    ev._SHIPPED = None  # the store runs below read the file just written
+    ev._SHIPPED = None  # the store runs below read the file just written ...
+    ev.SHIPPED_SHA256[path.name] = cal.sha256  # ... which the code must pin: see the line printed below
+    print(f"pin it in ballistix/evidence.py: SHIPPED_SHA256[{path.name!r}] = {cal.sha256!r}")
     thr = next((e for e in np.arange(-5, 60, 0.5) if cal.log10_lr(np.array([[e]]))[0] >= LINK_LOG10), None)
     print(f"wrote {path}: LR 100 at {thr} CMCs above the background; bounds {cal.bounds_log10}")
     return {"path": str(path.relative_to(ROOT)), "bounds_log10": cal.bounds_log10, "coef": cal.coef,

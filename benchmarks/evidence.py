@@ -228,7 +228,7 @@ def main(argv=None) -> int:
         path = cal.save(ROOT / "ballistix" / "data" / "calibration_default.json")
         out["default"] = {"path": str(path.relative_to(ROOT)), "bounds_log10": cal.bounds_log10,
                           "coef": cal.coef, **{k: cal.performance[k] for k in ("cllr", "cllr_min")}}
-        print(f"wrote {path}")
+        print(f"wrote {path}; pin it in ballistix/evidence.py: SHIPPED_SHA256[{path.name!r}] = {cal.sha256!r}")
     path = write_json("evidence", out)
     _figure(curves, out, RESULTS / "evidence.png")
     print(table(rows, ["population", "KM", "KNM", "Cllr", "Cllr-min", "Cllr count-only", "KNM LR>1", "KM LR<1",

@@ -305,7 +305,8 @@ def test_an_exhibit_origin_is_recorded_once():
     (40, False),
     ({"cmc_count": 12, "log10_lr": 1.99}, False),     # below LR 100
     ({"cmc_count": 12, "log10_lr": 2.0}, True),
-    ({"cmc_count": 0, "log10_lr": 3.0}, True),         # the evidence decides, not the count
+    ({"cmc_count": 1, "log10_lr": 3.0}, True),         # the evidence decides, not the count
+    ({"cmc_count": 0, "log10_lr": 3.0}, False),        # but never on a pair with no congruent cells
     ({"cmc_count": 30, "log10_lr": 3.0, "confirmed": False}, False),
     ({"cmc_count": 1, "confirmed": True}, True),
 ])

@@ -94,7 +94,7 @@ def test_counts_and_rates_are_consistent(lab, validated):
     assert rec["different_pairs_needed"] == 299
 
 
-def test_calibration_file_loads_with_its_domain_and_weighs_the_labs_scans(lab, validated):
+def test_calibration_file_loads_with_its_domain_and_weighs_the_labs_scans(lab, validated, tmp_path):
     cal = ev.load_calibration(validated.calibration_json)
     assert cal.domain == {"calibre": ["9mm Luger"], "make_model": sorted({" ".join(
         (s.meta["labels"]["make"], s.meta["labels"]["model"])) for s in lab["scans"]}),
@@ -104,8 +104,15 @@ def test_calibration_file_loads_with_its_domain_and_weighs_the_labs_scans(lab, v
     assert cal.bounds_log10 == validated.calibration.bounds_log10
     # a casework comparison of two scans of this population, processed the same way: weighed
     a, b = (bx.preprocess(bx.read_scan(f), **FAST) for f in lab["files"][:2])
-    res = bx.compare(a, b, calibration=validated.calibration_json)
+    with pytest.raises(ev.UntrustedCalibrationError, match="register"):  # a file alone is not trusted
+        bx.compare(a, b, calibration=validated.calibration_json)
+    with bx.CaseStore(tmp_path / "store") as st:  # registered in the lab's store, it is
+        st.register_calibration(validated.calibration_json, reason="lab validation report 2026-11")
+        res = bx.compare(a, b, calibration=st.calibrations())
+        assert bx.compare(a, b, calibration=ev.trusted_calibration(validated.calibration_json,
+                                                                   st.calibrations())).log10_lr == res.log10_lr
     assert res.log10_lr is not None and res.evidence["calibration"] == cal.name
+    assert res.evidence["calibration_sha256"] == cal.sha256 and res.evidence["calibration_origin"]["kind"] == "registered"
     # processed otherwise, or of another make: refused
     assert "preprocess" in cal.check(bx.compare(bx.preprocess(bx.read_scan(lab["files"][0])),
                                                 bx.preprocess(bx.read_scan(lab["files"][1])), calibration=None))

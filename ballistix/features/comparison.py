@@ -525,11 +525,9 @@ def _weigh(res: Comparison, calibration) -> None:
     elif isinstance(calibration, (list, tuple)):  # candidates (a store's registered + shipped): the best that applies
         if not calibration or not all(isinstance(c, evidence.Calibration) for c in calibration):
             raise ParameterError("a list of calibrations must hold Calibration objects")
-        cal, refused = evidence.select_calibration(res, calibration)
-    elif isinstance(calibration, evidence.Calibration):
-        cal, refused, strict = calibration, [], True
-    elif isinstance(calibration, (str, bytes)) or hasattr(calibration, "__fspath__"):
-        cal, refused, strict = evidence.load_calibration(calibration), [], True
+        cal, refused = evidence.select_calibration(res, [evidence.trusted_calibration(c) for c in calibration])
+    elif isinstance(calibration, (evidence.Calibration, str, bytes)) or hasattr(calibration, "__fspath__"):
+        cal, refused, strict = evidence.trusted_calibration(calibration), [], True
     else:
         raise ParameterError(f"calibration must be 'default', a Calibration, a path or None; got "
                              f"{type(calibration).__name__}")
@@ -540,9 +538,12 @@ def _weigh(res: Comparison, calibration) -> None:
                                 + "; ".join(refused) + "); an unverified candidate for an examiner, never a link"}
         return
     res.log10_lr = cal.weigh(res, strict=strict)
-    res.evidence = {"calibration": cal.name,
+    res.evidence = {"calibration": cal.name, "calibration_sha256": cal.sha256,
+                    "calibration_origin": {**cal.origin, "text": cal.describe_origin()},
                     "calibration_reference_sha256": cal.reference.get("features_sha256"),
                     "calibration_domain": cal.domain}
+    if res.log10_lr is not None and res.cmc_count <= 0:
+        res.evidence["capped"] = "no congruent cells: no support for the same gun, whatever the calibration"
     unknown = [k for k in (cal.domain or {}).get("unknown_ok") or ()
                if (cal.domain or {}).get(k) is not None
                and any((res.inputs[s].get("population") or {}).get(k) is None for s in ("a", "b"))]

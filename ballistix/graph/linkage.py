@@ -76,7 +76,7 @@ def _result_fields(result) -> dict[str, Any]:
             raise ParameterError(f"a comparison mapping needs 'cmc_count', got keys {sorted(result)}")
         out = {"cmc_count": int(result["cmc_count"]), "score": float(result.get("score", result["cmc_count"]))}
         for k in ("confirmed", "rotation_deg", "log10_lr", "examiner", "comparison_id", "lr_basis", "cmc_excess",
-                  "cmc_background", "pair_log10_lr"):
+                  "cmc_background", "pair_log10_lr", "calibration_sha256", "calibration_origin"):
             if result.get(k) is not None:
                 out[k] = result[k]
         return out
@@ -85,6 +85,10 @@ def _result_fields(result) -> dict[str, Any]:
                "rotation_deg": float(result.rotation_deg)}
         if getattr(result, "log10_lr", None) is not None:
             out["log10_lr"] = float(result.log10_lr)
+            ev = getattr(result, "evidence", None) or {}
+            if ev.get("calibration_sha256"):
+                out["calibration_sha256"] = ev["calibration_sha256"]
+                out["calibration_origin"] = (ev.get("calibration_origin") or {}).get("text", ev.get("calibration"))
         return out
     raise ParameterError(f"a comparison result must be a Comparison, a mapping or a CMC count, "
                          f"got {type(result).__name__}")
@@ -338,6 +342,8 @@ class LinkageGraph:
         if self.count_rule is not None:
             return (edge.get("cmc_count") or 0) >= self.count_rule
         lr = edge.get("log10_lr")
+        if not (edge.get("cmc_count") or 0) > 0:  # an identification never rests on a pair with no congruent cells
+            return False
         return lr is not None and math.isfinite(lr) and lr >= math.log10(self.link_lr) - 1e-12
 
     def candidates(self) -> list[dict]:

@@ -252,7 +252,10 @@ class CaseStore:
 
         The file is checked (`evidence.load_calibration`) and copied into the
         store's ``calibrations/`` folder under its SHA-256; who registered it,
-        when, from which file and why are recorded. From then on each new
+        when, from which file, from what reference data (the counts and
+        validation record the calibration states) and why are recorded. Only
+        shipped and registered calibrations weigh this store's comparisons
+        (see `evidence.trusted_calibration`). From then on each new
         comparison takes the most specific calibration, registered or shipped,
         whose domain holds both scans. Returns the record.
         """
@@ -274,8 +277,11 @@ class CaseStore:
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, target)
-        rec = {"file": rel, "sha256": sha, "name": cal.name, "domain": cal.domain, "source": str(path),
-               "reason": str(reason), "registered_by": _user(), "registered_utc": _now()}
+        ref = cal.reference
+        rec = {"file": rel, "sha256": sha, "content_sha256": cal.sha256, "name": cal.name, "domain": cal.domain,
+               "source": str(path), "reason": str(reason), "registered_by": _user(), "registered_utc": _now(),
+               "reference": {k: ref.get(k) for k in ("description", "n_same", "n_different", "features_sha256",
+                                                     "validation") if ref.get(k) is not None}}
         recs = [r for r in self.calibration_records() if r["sha256"] != sha] + [rec]
         self._db.execute("INSERT INTO meta VALUES ('calibrations', ?) ON CONFLICT(key) DO UPDATE SET "
                          "value=excluded.value", (json.dumps(recs, sort_keys=True),))
@@ -302,7 +308,10 @@ class CaseStore:
                     ok = False
                 if not ok:
                     raise StoreError(f"{path}: the registered calibration {r['name']!r} is missing or altered")
-                cals.append(evidence.load_calibration(path))
+                cal = evidence.load_calibration(path)
+                cal.origin = {"kind": "registered", "store": str(self.folder), "sha256": cal.sha256,
+                              **{k: r.get(k) for k in ("registered_by", "registered_utc", "reason", "source")}}
+                cals.append(cal)
             self._cals = cals + evidence.shipped_calibrations()
         return self._cals
 
@@ -524,7 +533,8 @@ class CaseStore:
         Returns up to ``k`` candidates, best first, each a dict with
         ``exhibit_id``, ``source_name``, ``cmc_count``, ``score``,
         ``descriptor_score``, ``descriptor_rank``, ``log10_lr`` (None: no
-        calibration applies to the pair), ``calibration`` and ``conclusion``
+        calibration applies to the pair), ``calibration`` (its name,
+        ``calibration_sha256`` and ``calibration_origin``) and ``conclusion``
         ("identification", "inconclusive", "elimination", or "candidate" when
         there is no LR: for an examiner, never an identification).
         """
@@ -542,6 +552,8 @@ class CaseStore:
         return [{"exhibit_id": names[c.id], "source_name": files[c.id], "cmc_count": c.cmc_count,
                  "score": c.score, "descriptor_score": c.descriptor_score, "descriptor_rank": c.descriptor_rank,
                  "log10_lr": c.comparison.log10_lr, "calibration": c.comparison.evidence.get("calibration"),
+                 "calibration_sha256": c.comparison.evidence.get("calibration_sha256"),
+                 "calibration_origin": (c.comparison.evidence.get("calibration_origin") or {}).get("text"),
                  "conclusion": (c.comparison.evidence.get("conclusion") or {}).get("conclusion", "candidate")}
                 for c in cands]
 
@@ -634,11 +646,15 @@ class CaseStore:
             g.add_exhibit(eid, scene=scene if kind == "scene" else None,
                           test_fired_from=gun if kind == "test_fire" else None,
                           sha256=sha, source_name=src, calibre=cal, date=date)
-        rows = self._db.execute("SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr, params_json "
-                                "FROM comparisons ORDER BY a, b").fetchall()
-        cohort = self._cohort_lrs(rows)
-        for a, b, cmc, score, rot, confirmed, lr, _ in rows:
-            res = {"cmc_count": cmc, "score": score, "rotation_deg": rot, "log10_lr": lr, **cohort.get((a, b), {})}
+        rows = self._db.execute("SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr, params_json, "
+                                "evidence_json FROM comparisons ORDER BY a, b").fetchall()
+        cohort = self._cohort_lrs([r[:8] for r in rows])
+        for a, b, cmc, score, rot, confirmed, lr, _, ev in rows:
+            ev = json.loads(ev or "{}")
+            origin = {"calibration_sha256": ev.get("calibration_sha256"),
+                      "calibration_origin": (ev.get("calibration_origin") or {}).get("text")} if lr is not None else {}
+            res = {"cmc_count": cmc, "score": score, "rotation_deg": rot, "log10_lr": lr, **origin,
+                   **cohort.get((a, b), {})}
             if confirmed is not None:
                 res["confirmed"] = bool(confirmed)
             g.add_comparison(names[a], names[b], res)
@@ -653,7 +669,7 @@ class CaseStore:
         exhibits have too few comparisons keeps its own LR. Recomputed at every call: the
         backgrounds change as exhibits arrive."""
         from ..cohort import normalise_pairs
-        from ..evidence import population, select_calibration
+        from ..evidence import cap_without_cells, population, select_calibration
 
         cals = [c for c in self.calibrations() if c.needs_cohort]
         if not cals or not rows:
@@ -690,13 +706,15 @@ class CaseStore:
                     continue
                 if limit is not None and background[k] >= limit:  # an exhibit that does not discriminate here
                     out[(a, b)] = {"log10_lr": None, "pair_log10_lr": rows[k][6], "cmc_background": background[k],
+                                   "calibration_sha256": None, "calibration_origin": None,
                                    "lr_basis": f"withheld: an exhibit reaches {background[k]:g} CMCs against others "
                                                f"of its population (limit {limit:g} of {cal.name}): not "
                                                f"discriminating"}
                     continue
-                out[(a, b)] = {"log10_lr": float(cal.log10_lr(np.array([[excess[k]]]))[0]),
-                               "pair_log10_lr": rows[k][6], "cmc_excess": float(excess[k]),
-                               "cmc_background": float(background[k]), "lr_basis": f"cohort: {cal.name}"}
+                lr = cap_without_cells(float(cal.log10_lr(np.array([[excess[k]]]))[0]), rows[k][2])
+                out[(a, b)] = {"log10_lr": lr, "pair_log10_lr": rows[k][6], "cmc_excess": float(excess[k]),
+                               "cmc_background": float(background[k]), "lr_basis": f"cohort: {cal.name}",
+                               "calibration_sha256": cal.sha256, "calibration_origin": cal.describe_origin()}
         return out
 
 

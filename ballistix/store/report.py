@@ -100,6 +100,17 @@ def _lr(log10_lr) -> str:
     return f"{v:.3g}" if v >= 1 else f"1/{1 / v:.3g}"
 
 
+def _calibrations_used(g) -> list[dict]:
+    """One row per calibration behind the graph's likelihood ratios: checksum, origin, comparisons."""
+    used: dict[tuple, int] = {}
+    for *_, d in g.nx.edges(data=True):
+        if d.get("kind") == "match" and d.get("log10_lr") is not None:
+            key = (d.get("calibration_sha256") or "not recorded", d.get("calibration_origin") or "not recorded")
+            used[key] = used.get(key, 0) + 1
+    return [{"calibration sha256": sha, "calibration and origin": origin, "comparisons": n}
+            for (sha, origin), n in sorted(used.items())]
+
+
 def write_report(store, path, *, since: str | None = None) -> Path:
     """Write the store's report to ``path`` (one self-contained HTML file; figures inline).
 
@@ -162,6 +173,10 @@ def write_report(store, path, *, since: str | None = None) -> Path:
                 for c in g.candidates()[:200]], "none"),
         "<h2>Review: links cut by the chaining rule</h2>",
         _table(g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
+        "<h2>Calibrations behind the likelihood ratios</h2>",
+        "<p class='muted'>Only calibrations shipped with ballistix (checksums pinned in its code) or registered "
+        "in this store weigh its comparisons; each LR above names the one it came from.</p>",
+        _table(_calibrations_used(g), "no comparison has a likelihood ratio"),
     ]
     if store.failures():
         parts += ["<h2>Files that could not be ingested</h2>", _table(store.failures())]
