@@ -236,7 +236,7 @@ class LinkageGraph:
         ``origin_country``, ``tracing_status`` ("traced" when its origin is established), ``tracing_result``."""
         status = attrs.get("status")
         if status is not None and status not in ("seized", "found", "surrendered"):
-            raise ParameterError(f"firearm status must be seized, found or surrendered, got {status!r}")
+            raise ParameterError(f"firearm {id_}: status must be seized, found or surrendered, got {status!r}")
         return self._add("firearm", id_, attrs)
 
     def add_exhibit(self, id_: str, *, scene: str | None = None, test_fired_from: str | None = None,

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._records import check_exhibit_meta, check_firearm, check_scene, safe_id, safe_text
 from .._version import __version__
 from ..errors import BallistixError, IndexFormatError, ParameterError
 from ..evidence import population
@@ -364,12 +365,15 @@ class CaseStore:
 
     # -------------------------------------------------------------- ingest
     def add_scene(self, scene_id: str, **attrs) -> None:
-        """Record (or update) a scene: date, place, lat, lon, context, ..."""
-        self._upsert("scenes", "scene_id", scene_id, attrs)
+        """Record (or update) a scene: date (YYYY-MM-DD), place, lat, lon, context, ...
+        (checked: see `ballistix._records.check_scene`)."""
+        self._upsert("scenes", "scene_id", scene_id, check_scene(scene_id, attrs))
 
     def add_firearm(self, firearm_id: str, **attrs) -> None:
-        """Record (or update) a recovered firearm: make, model, serial, status, tracing_status, ..."""
-        self._upsert("firearms", "firearm_id", firearm_id, attrs)
+        """Record (or update) a recovered firearm: make, model, serial, status (seized, found or
+        surrendered), recovery_date (YYYY-MM-DD), tracing_status (traced, in progress, not traced,
+        not requested), ... (checked: see `ballistix._records.check_firearm`)."""
+        self._upsert("firearms", "firearm_id", firearm_id, check_firearm(firearm_id, attrs))
 
     def _upsert(self, table: str, key: str, value: str, attrs: dict) -> None:
         if not isinstance(value, str) or not value:
@@ -380,7 +384,8 @@ class CaseStore:
 
 
     def ingest(self, items: Iterable, meta: Mapping | Iterable[Mapping] | None = None, *,
-               progress: bool = True, client=None, units: str = "auto") -> IngestReport:
+               progress: bool = True, client=None, units: str = "auto",
+               pixel_size_m: float | None = None) -> IngestReport:
         """Add scan files (or in-memory `Scan` objects) to the store.
 
         ``meta``: one mapping for all items or one per item, with any of
@@ -395,11 +400,15 @@ class CaseStore:
         see the store's folder); the database is written here. ``units``
         ("auto", "m", "mm", "um"): the length unit of the x3p files, passed
         to `read_scan` (see `read_x3p`); in-memory scans are already in metres.
+        ``pixel_size_m``: the pixel size of 2-D images (.png, .tif) that do not
+        carry one, in metres (passed to `read_image`; other files ignore it).
+        A file name that is not valid UTF-8 is recorded with its undecodable
+        bytes written as ``\\xff``.
         """
         from tqdm.auto import tqdm
 
         check_units(units)
-        items = list(items)
+        items = [os.fsdecode(i) if isinstance(i, bytes) else i for i in items]  # bytes paths (os.listdir(b"."))
         metas = [dict(meta or {})] * len(items) if meta is None or isinstance(meta, Mapping) else \
             [dict(m) for m in meta]
         if len(metas) != len(items):
@@ -422,7 +431,8 @@ class CaseStore:
             if row:
                 report.existing.append(row[0])
             else:
-                jobs.append((source, m, (str(self.folder), self.preprocess_params, item, m, sha_known, units)))
+                jobs.append((source, m, (str(self.folder), self.preprocess_params, item, m, sha_known, units,
+                                         pixel_size_m)))
         if client is not None:  # the heavy part on the cluster, the database writes here
             from .._dask import dask_map
 
@@ -447,13 +457,15 @@ class CaseStore:
         return report
 
     def _fail(self, report: IngestReport, source: str, reason: str) -> None:
+        source, reason = safe_text(source), safe_text(reason)  # names that are not UTF-8 (bytes on disk)
         self._db.execute("INSERT INTO failures VALUES (?, ?, ?, ?)", (source, None, reason, _now()))
         report.failed.append((source, reason))
 
     def _insert(self, sha, name, processing, vec, rel, pop, m) -> tuple[int, str, bool]:
         m = {**m, "population": pop}
         kind = m.pop("kind", None) or ("test_fire" if m.get("firearm_id") else "scene")
-        wanted = m.pop("exhibit_id", None) or Path(name).stem or sha[:12]
+        name = safe_text(name)  # a file name that is not UTF-8: its bytes kept as \xff
+        wanted = m.pop("exhibit_id", None) or safe_id(Path(name).stem) or sha[:12]
         fields = {k: m.pop(k, None) for k in ("scene_id", "firearm_id", "calibre", "date")}
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -506,7 +518,8 @@ class CaseStore:
         return [{"source": s, "reason": r, "created_utc": t} for s, r, t in rows]
 
     def _rowid(self, exhibit_id: str) -> int:
-        row = self._db.execute("SELECT rowid FROM exhibits WHERE exhibit_id=?", (exhibit_id,)).fetchone()
+        key = safe_text(exhibit_id) if isinstance(exhibit_id, str) else exhibit_id  # ids from file names
+        row = self._db.execute("SELECT rowid FROM exhibits WHERE exhibit_id=?", (key,)).fetchone()
         if row is None:
             raise ParameterError(f"no exhibit {exhibit_id!r} in the store {self.folder}")
         return int(row[0])
@@ -525,10 +538,11 @@ class CaseStore:
 
     # -------------------------------------------------------------- search
     def search(self, query, k: int = 20, *, shortlist: int | None = None, n_jobs: int = 1,
-               units: str = "auto") -> list[dict]:
+               units: str = "auto", pixel_size_m: float | None = None) -> list[dict]:
         """Two-stage search of the store for a scan file, a `Scan`, or an exhibit id in the store.
 
-        ``units``: the length unit of a query x3p file, passed to `read_scan`.
+        ``units``: the length unit of a query x3p file, passed to `read_scan`;
+        ``pixel_size_m``: the pixel size of a query image that does not carry one.
 
         Returns up to ``k`` candidates, best first, each a dict with
         ``exhibit_id``, ``source_name``, ``cmc_count``, ``score``,
@@ -540,11 +554,12 @@ class CaseStore:
         """
         exclude = ()
         if isinstance(query, str) and not Path(query).suffix and self._db.execute(
-                "SELECT 1 FROM exhibits WHERE exhibit_id=?", (query,)).fetchone():
+                "SELECT 1 FROM exhibits WHERE exhibit_id=?", (safe_text(query),)).fetchone():
             rowid = self._rowid(query)
             proc, exclude = self.scan(rowid), (rowid,)
         else:
-            raw = query if isinstance(query, Scan) else read_scan(query, units=units)
+            raw = query if isinstance(query, Scan) else read_scan(query, units=units,
+                                                                  **_image_kw(query, pixel_size_m))
             proc = preprocess(raw, **self.preprocess_params)
         cands = self._candidates(proc, k, shortlist or self.shortlist, exclude, n_jobs)
         names = dict(self._db.execute("SELECT rowid, exhibit_id FROM exhibits"))
@@ -732,13 +747,13 @@ def _prepare(job: tuple) -> tuple:
     """Read, preprocess and describe one input and write its processed scan to the cache (no
     database access: runs in this process or on a Dask worker). Returns (sha256, name,
     processing steps, descriptor, cache path relative to the store, population) or (None, reason)."""
-    folder, params, item, meta, sha, units = job
+    folder, params, item, meta, sha, units, pixel_size_m = job
     try:
         if isinstance(item, Scan):
             raw, name = item, str(item.meta.get("source") or meta.get("exhibit_id") or "in-memory scan")
         else:
             name = str(item)
-            raw = read_scan(item, units=units)
+            raw = read_scan(item, units=units, **_image_kw(item, pixel_size_m))
         sha = sha or _scan_sha256(raw)
         proc = preprocess(raw, **params)
         vec = describe(proc)
@@ -756,12 +771,15 @@ def _prepare(job: tuple) -> tuple:
 
 
 def _check_meta(m: Mapping) -> None:
-    kind = m.get("kind")
-    if kind is not None and kind not in ("scene", "test_fire"):
-        raise ParameterError(f"kind must be 'scene' or 'test_fire', got {kind!r}")
-    for key in ("exhibit_id", "scene_id", "firearm_id"):
-        if m.get(key) is not None and (not isinstance(m[key], str) or not m[key]):
-            raise ParameterError(f"{key} must be a non-empty string, got {m[key]!r}")
+    check_exhibit_meta(m)  # kind, ids and calibre as text, date as YYYY-MM-DD
+
+
+def _image_kw(path, pixel_size_m) -> dict:
+    """``pixel_size_m`` for `read_scan` when ``path`` is an image and a size was given."""
+    from ..io.formats import IMAGE_SUFFIXES
+
+    return {"pixel_size_m": pixel_size_m} if pixel_size_m is not None and \
+        Path(path).suffix.lower() in IMAGE_SUFFIXES else {}
 
 
 def _file_sha256(path: Path) -> str:
