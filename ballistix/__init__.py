@@ -10,6 +10,7 @@ ScanIndex -> compare -> LinkageGraph -> CaseStore.
 from ._version import __version__
 from .errors import (BallistixError, ChecksumError, DescriptorMismatchError, FileFormatError, IndexFormatError,
                      ParameterError, ScanFormatError, ScanFormatWarning, SegmentationError, SegmentationWarning)
+from .errors import ResolutionWarning
 from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
 from .features.comparison import Comparison, compare, compare_many
 from .features.describe import describe
@@ -25,6 +26,7 @@ __all__ = [
     "preprocess", "plot_preprocess", "describe",
     "ScanIndex", "search", "LinkageGraph", "FileFormatError", "CaseStore",
     "datasets", "validate",
+    "ResolutionWarning",
 ]
 
 

@@ -57,3 +57,9 @@ class SegmentationWarning(UserWarning):
 class ScanFormatWarning(UserWarning):
     """A recoverable problem in a scan file (for example a checksum mismatch when ``strict=False``, or
     lengths in micrometres or millimetres that ``units="auto"`` rescaled to metres)."""
+
+
+class ResolutionWarning(UserWarning):
+    """A scan was sampled far more coarsely than the grid it is compared on: resampling does not
+    restore the detail it never held, so few congruent cells say little about the gun (the
+    message names the scan and both spacings)."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..errors import ParameterError
+from ..errors import ParameterError, ResolutionWarning
 from ..scan import Scan
 from .cmc import CellSearch, angle_diff, congruence, irfft2_into, make_cells, rfft2_into, rotate_nan
 
@@ -123,6 +123,7 @@ class Comparison:
     version: str = __version__
     log10_lr: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. a scan far coarser than the grid (ResolutionWarning)
     _surfaces: tuple = field(default=(), repr=False)
 
     @property
@@ -158,7 +159,8 @@ class Comparison:
         return clean({"cmc_count": self.cmc_count, "score": self.score, "rotation_deg": self.rotation_deg,
                       "translation_m": self.translation, "cells": self.cells, "directions": self.directions,
                       "params": self.params, "inputs": self.inputs, "version": self.version,
-                      "log10_lr": self.log10_lr, "lr": self.lr, "evidence": self.evidence})
+                      "log10_lr": self.log10_lr, "lr": self.lr, "evidence": self.evidence,
+                      "warnings": self.warnings})
 
     def plot(self, fig=None):
         """Both surfaces with the reference cells drawn on ``a`` and their matched
@@ -234,6 +236,57 @@ def _check_scan(s, name: str) -> Scan:
     return s
 
 
+#: A scan first sampled more than this many times coarser than the comparison grid is warned about.
+RESOLUTION_FACTOR = 2.0
+
+
+def original_spacing_um(s: Scan) -> float | None:
+    """The coarsest lateral spacing (micrometres) a processed scan was sampled at before
+    `preprocess` resampled it, from the ``resample`` steps of ``meta["processing"]``; None when
+    no resampling is on record."""
+    out = None
+    for st in s.meta.get("processing") or ():
+        if not isinstance(st, dict) or st.get("step") != "resample":
+            continue
+        res, par = st.get("result") or {}, st.get("params") or {}
+        try:
+            if "from_spacing_um" in res:
+                um = max(float(v) for v in res["from_spacing_um"])
+            else:  # recorded before from_spacing_um: cv2 shifts the origin by half the change of step
+                um = max(float(n) - 2e6 * float(o) for n, o in zip(par["spacing_um"], res["origin_m"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        out = um if out is None else max(out, um)
+    return out
+
+
+def _check_resolution(a: Scan, b: Scan, spacing: float) -> list[tuple[str, float, str]]:
+    """(side, original spacing in um, message) of each scan first sampled more than
+    `RESOLUTION_FACTOR` times coarser than the comparison grid; each is warned (`ResolutionWarning`)."""
+    import warnings
+
+    out = []
+    grid_um = spacing * 1e6
+    for side, s in (("a", a), ("b", b)):
+        um = original_spacing_um(s)
+        if um is None or um <= RESOLUTION_FACTOR * grid_um * (1 + 1e-6):
+            continue
+        name = _fingerprint_label(s) or side
+        msg = (f"scan {side} ({name}) was sampled at {um:.4g} um, {um / grid_um:.3g} times coarser than the "
+               f"comparison grid of {grid_um:.4g} um: resampling does not restore the detail it never held, so "
+               f"its congruent cells (and any conclusion from them) say little about the gun")
+        warnings.warn(ResolutionWarning(msg), stacklevel=3)
+        out.append((side, um, msg))
+    return out
+
+
+def _fingerprint_label(s: Scan) -> str | None:
+    lab = s.meta.get("labels")
+    if isinstance(lab, dict) and lab.get("exhibit") is not None:
+        return str(lab["exhibit"])
+    return str(s.meta["source"]).rsplit("/", 1)[-1] if "source" in s.meta else None
+
+
 def _fingerprint(s: Scan) -> dict[str, Any]:
     z = np.ascontiguousarray(s.heights)
     d = {"heights_sha256": hashlib.sha256(z.tobytes() + str(z.dtype).encode() + str(z.shape).encode()).hexdigest(),
@@ -246,11 +299,9 @@ def _fingerprint(s: Scan) -> dict[str, Any]:
     from ..evidence import population  # light: no cycle at import time
 
     d["population"] = population(s.meta)
-    lab = s.meta.get("labels")
-    if isinstance(lab, dict) and lab.get("exhibit") is not None:
-        d["label"] = str(lab["exhibit"])
-    elif "source" in s.meta:
-        d["label"] = str(s.meta["source"]).rsplit("/", 1)[-1]
+    label = _fingerprint_label(s)
+    if label is not None:
+        d["label"] = label
     return d
 
 
@@ -386,6 +437,7 @@ def compare(a: Scan, b: Scan, *, calibration="default", **params) -> Comparison:
         raise ParameterError(f"compare needs both scans on one square grid; got {a.dx:g} x {a.dy:g} m and "
                              f"{b.dx:g} x {b.dy:g} m (resample with preprocess)")
     spacing = a.dx
+    coarse = _check_resolution(a, b, spacing)  # warned now, recorded in the result
     # cells are laid on the bounding box of each surface's valid data
     box_a, box_b = _valid_box(a.heights), _valid_box(b.heights)
     za = a.heights[box_a[0]:box_a[0] + box_a[2], box_a[1]:box_a[1] + box_a[3]].astype(np.float32)
@@ -475,8 +527,11 @@ def compare(a: Scan, b: Scan, *, calibration="default", **params) -> Comparison:
         directions={k: _summary(d, p["method"]) for k, d in dirs.items()},
         params=p_out,
         inputs={"a": _fingerprint(a), "b": _fingerprint(b)},
+        warnings=[w for _, _, w in coarse],
         _surfaces=(a, b),
     )
+    for side, original_um, _ in coarse:
+        res.inputs[side]["original_spacing_um"] = original_um
     _note_segmentation(res, a, b)
     if calibration is not None:
         _weigh(res, calibration)

@@ -640,7 +640,7 @@ def resample(heights, spacing_m=None, new_spacing_m: float | tuple[float, float]
         shift = [0.0, 0.0] if out.shape == z.shape and fx == fy == 1 else [(ndx - dx) / 2, (ndy - dy) / 2]
         return _record(heights, out, "resample",
                        {"spacing_um": [round(ndx * 1e6, 9), round(ndy * 1e6, 9)], "min_valid": min_valid},
-                       {"origin_m": shift}, spacing=(ndx, ndy))
+                       {"origin_m": shift, "from_spacing_um": [dx * 1e6, dy * 1e6]}, spacing=(ndx, ndy))
     return out
 
 
