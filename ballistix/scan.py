@@ -114,5 +114,8 @@ class Scan:
         ax.set_xlabel("x (mm)")
         ax.set_ylabel("y (mm)")
         ax.figure.colorbar(im, ax=ax, label="height (um)", shrink=0.8)
-        ax.set_title(title if title is not None else repr(self)[1:-1], fontsize=9)
+        if title is None:  # the default names the file: drawn as typed, "$x$" is no formula
+            ax.set_title(repr(self)[1:-1], fontsize=9, parse_math=False, usetex=False)
+        else:
+            ax.set_title(title, fontsize=9)
         return ax

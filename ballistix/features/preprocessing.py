@@ -1717,6 +1717,6 @@ def plot_preprocess(scan: Scan, *, fig=None, **params):
     oy, ox = out.shape
     show(axs[5], out.heights.astype(np.float64), f"final {oy}x{ox} at {out.dx * 1e6:.4g} um", sym=True,
          extent=(0, ox * out.dx * 1e3, oy * out.dy * 1e3, 0))
-    fig.suptitle(repr(scan)[1:-1], fontsize=10)
+    fig.suptitle(repr(scan)[1:-1], fontsize=10, parse_math=False, usetex=False)  # a file name, as typed
     fig.tight_layout()
     return fig

@@ -185,7 +185,9 @@ def plot(g, ax=None, *, seed: int = 0):
         nx.draw_networkx_nodes(g.nx, pos, nodelist=nodes, ax=ax, node_color=COLOURS[kind], node_shape=marker,
                                node_size=60 if kind == "exhibit" else 140, label=kind)
     labels = {n: _label(d) for n, d in g.nx.nodes(data=True) if d["kind"] != "exhibit"}
-    nx.draw_networkx_labels(g.nx, pos, labels=labels, ax=ax, font_size=7)
+    for t in nx.draw_networkx_labels(g.nx, pos, labels=labels, ax=ax, font_size=7).values():
+        t.set_parse_math(False)  # ids drawn as typed: "$x$" is no formula
+        t.set_usetex(False)
     ax.set_title(f"{len(g.groups(min_size=2))} same-gun groups of 2+ exhibits; black: links "
                  f"({repr(g).rsplit('(', 1)[-1].rstrip('>')}", fontsize=9)
     ax.legend(scatterpoints=1, fontsize=8, loc="lower right")

@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 from .._files import atomic_file
+from .._records import check_since, safe_text
 from .._version import __version__
 
 __all__ = ["write_report"]
@@ -24,8 +25,8 @@ th { background: #f4f4f4; } .muted { color: #666; font-size: 12px; } img { max-w
 
 
 def _e(v) -> str:
-    return html.escape("-" if v is None or v == "" or v == [] else
-                       ", ".join(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v))
+    return html.escape(safe_text("-" if v is None or v == "" or v == [] else
+                                 ", ".join(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v)))
 
 
 def _table(rows: list[dict], empty: str = "none") -> str:
@@ -65,7 +66,8 @@ def _timeline_figure(g, groups) -> str | None:
             if rd:
                 ax.plot([_dt.date.fromisoformat(rd)], [y], "^", color="#228833", ms=9)
     ax.set_yticks(range(len(rows)), [f"gun {s['group']}" + (f" ({s['firearm']})" if s["firearm"] else "")
-                                     for _, s in rows], fontsize=8)
+                                     for _, s in rows], fontsize=8,
+                  parse_math=False, usetex=False)  # firearm ids drawn as typed: "$x$" is no formula
     ax.set_ylim(len(rows) - 0.4, -0.6)  # gun 0 on top, as in the groups table; room for the markers
     ax.set_title("scenes of each linked gun (circles) and its recovery (triangle)", fontsize=10)
     locator = matplotlib.dates.AutoDateLocator(maxticks=8)
@@ -119,6 +121,7 @@ def write_report(store, path, *, since: str | None = None) -> Path:
     Links follow the store's decision rule (`CaseStore.decision_rule`), named
     at the top; comparisons no calibration applies to are listed for review.
     """
+    check_since(since)
     g = store.graph()
     rule = store.decision_rule
     exhibits = store.exhibits()
