@@ -10,13 +10,139 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
+from ._records import check_date, check_since, check_text, safe_text
 from ._version import __version__
-from .errors import BallistixError, ParameterError
+from .errors import BallistixError, ParameterError, ResolutionWarning
 
 EXIT_BAD_INPUT = 2
+
+
+# ------------------------------------------------------------------ arguments
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {safe_text(text)!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (a seed)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {safe_text(text)!r}")
+    return v
+
+
+def _folds(text: str) -> int:
+    """argparse type: folds of cross-validation, a whole number >= 2."""
+    v = _positive_int(text)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 2, got {safe_text(text)!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (0 < v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {safe_text(text)!r}")
+    return v
+
+
+def _share(text: str) -> float:
+    """argparse type: a share strictly between 0 and 1."""
+    v = _positive_float(text)
+    if not v < 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {safe_text(text)!r}")
+    return v
+
+
+def _likelihood_ratio(text: str) -> float:
+    """argparse type: a likelihood ratio above 1."""
+    v = _positive_float(text)
+    if not v > 1:
+        raise argparse.ArgumentTypeError(f"must be a likelihood ratio above 1, got {safe_text(text)!r}")
+    return v
+
+
+def _arg(check):
+    """argparse type from a `ballistix._records` check (text, date): its ParameterError becomes
+    argparse's error, which names the option."""
+    def parse(text: str):
+        try:
+            return check(text, "the value")
+        except ParameterError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+#: argparse types: text that can be recorded (valid UTF-8, no control characters, not blank), an
+#: ISO 8601 date, an ISO 8601 date or time.
+_text = _arg(lambda v, what: check_text(v, what, required=True))
+_date = _arg(check_date)
+_since = _arg(check_since)
+
+
+# ------------------------------------------------------------------ messages
+#: Advice in library messages (Python arguments) and what each command line has instead: the
+#: option, its words, and the ``args`` attribute that tells whether the command has it. Advice
+#: the command has no option for is dropped.
+_ADVICE = [
+    (re.compile(r"; pass units='m', 'mm' or 'um' (to read (?:it|both) as that unit anyway)"), "units",
+     r"; use --units m, mm or um \1"),
+    (re.compile(r"; pass units='mm' or units='um'"), "units", "; use --units mm or --units um"),
+    (re.compile(r" \(or units='(\w+)' (to read it as \w+)\)"), "units", r" (or --units \1 \2)"),
+    (re.compile(r"; pass pixel_size_m \(metres per pixel\)"), "pixel_size_um",
+     "; give it with --pixel-size-um (micrometres per pixel)"),
+    (re.compile(r" \(pass strict=False to read it anyway\)"), "lenient", " (use --lenient to read it anyway)"),
+    (re.compile(r" \(pass skip_unreadable=True (to leave it out and list it)\)"), "skip_unreadable",
+     r" (use --skip-unreadable \1)"),
+    (re.compile(r" \(pass region=None to preprocess to skip this step\)"), None, ""),
+]
+
+
+def _say(message, args=None) -> str:
+    """A library message as the command line says it: advice about Python arguments becomes the
+    command's option, or is dropped where the command has none; undecodable bytes shown as \\xff."""
+    text = safe_text(message)
+    for pattern, dest, cli in _ADVICE:
+        text = pattern.sub(cli if dest is not None and hasattr(args, dest) else "", text)
+    return text
+
+
+@contextmanager
+def _naming(*paths):
+    """Errors from reading, preprocessing or comparing ``paths`` name them (the first one, or all
+    when none is named already)."""
+    try:
+        yield
+    except BallistixError as e:
+        text = str(e)
+        if not any(str(p) in text or Path(p).name in text for p in paths):
+            where = str(paths[0]) if len(paths) == 1 else "comparing " + " with ".join(map(str, paths))
+            raise ParameterError(f"{where}: {text}") from e
+        raise
+
+
+def _image_kw(args) -> dict:
+    pixel = getattr(args, "pixel_size_um", None)
+    return {} if pixel is None else {"pixel_size_m": pixel / 1e6}
 
 
 def _scan_row(scan) -> dict:
@@ -56,7 +182,7 @@ def cmd_info(args) -> int:
         try:
             scan = read_scan(path, **kw)
         except BallistixError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {_say(e, args)}", file=sys.stderr)
             failed += 1
             continue
         rows.append(_scan_row(scan))
@@ -88,22 +214,25 @@ def cmd_ingest(args) -> int:
     meta = {k: v for k, v in (("scene_id", args.scene), ("firearm_id", args.firearm), ("kind", args.kind),
                               ("date", args.date), ("calibre", args.calibre)) if v}
     with _store(args) as st:
-        r = st.ingest(args.files, meta=meta, progress=not args.json, client=args.scheduler, units=args.units)
+        r = st.ingest(args.files, meta=meta, progress=not args.json, client=args.scheduler, units=args.units,
+                      **_image_kw(args))
         total = len(st)
     for source, reason in r.failed:
-        print(f"error: {reason}" if source in reason else f"error: {source}: {reason}", file=sys.stderr)
+        print(f"error: {_say(reason, args)}" if source in reason else f"error: {source}: {_say(reason, args)}",
+              file=sys.stderr)
     if args.json:
         print(json.dumps({**r.to_dict(), "store": str(args.store), "exhibits": total}, indent=2))
     else:
         print(f"{len(r.added)} added, {len(r.existing)} already in the store, {len(r.failed)} failed; "
-              f"{total} exhibits in {args.store}")
+              f"{total} exhibits in {safe_text(args.store)}")
     return EXIT_BAD_INPUT if r.failed else 0
 
 
 def cmd_search(args) -> int:
     """Find the exhibits of a store most likely fired by the same gun as a scan (or a stored exhibit)."""
     with _store(args) as st:
-        cands = st.search(args.query, k=args.k, n_jobs=args.jobs, units=args.units)
+        with _naming(args.query):
+            cands = st.search(args.query, k=args.k, n_jobs=args.jobs, units=args.units, **_image_kw(args))
     if args.json:
         print(json.dumps({"query": args.query, "store": str(args.store), "candidates": cands}, indent=2))
     else:
@@ -126,7 +255,12 @@ def cmd_compare(args) -> int:
     from .features.preprocessing import preprocess
     from .io import read_scan
 
-    a, b = (preprocess(read_scan(f, units=args.units)) for f in (args.a, args.b))
+    def prepared(f):
+        image = Path(f).suffix.lower() in (".png", ".tif", ".tiff")
+        with _naming(f):
+            return preprocess(read_scan(f, units=args.units, **(_image_kw(args) if image else {})))
+
+    a, b = prepared(args.a), prepared(args.b)
     given = {k: v for k, v in (("calibre", args.calibre), ("make_model", args.make_model)) if v}
     for s in (a, b):  # the population both cases come from: it chooses the calibration
         s.meta["labels"] = {**(s.meta.get("labels") or {}), **given}
@@ -140,10 +274,14 @@ def cmd_compare(args) -> int:
         calibration = trusted_calibration(args.calibration, registered)
     else:
         calibration = registered or "default"
-    r = compare(a, b, calibration=calibration)
+    with _naming(args.a, args.b), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResolutionWarning)  # said below, in one line, and in the JSON
+        r = compare(a, b, calibration=calibration)
+    for w in r.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     out = {"a": args.a, "b": args.b, "cmc_count": r.cmc_count, "cells": r.n_cells, "score": r.score,
            "rotation_deg": r.rotation_deg, "translation_m": [float(t) for t in r.translation],
-           "log10_lr": r.log10_lr, "lr": r.lr, "evidence": r.evidence}
+           "log10_lr": r.log10_lr, "lr": r.lr, "evidence": r.evidence, "warnings": r.warnings}
     if args.json:
         print(json.dumps({**out, "comparison": r.to_dict()}, indent=2, default=str))
         return 0
@@ -194,7 +332,7 @@ def cmd_link(args) -> int:
                           "candidates": cands, "out": str(out)}, indent=2))
     else:
         print(f"{n} comparisons recorded; {len(groups)} same-gun groups of 2+ exhibits; "
-              f"{len(cands)} candidates for review; wrote {out}")
+              f"{len(cands)} candidates for review; wrote {safe_text(out)}")
         print(f"links: {g.decision_rule()}")
     return 0
 
@@ -231,7 +369,7 @@ def cmd_report(args) -> int:
     """Write a case store's report: leads, same-gun groups, scene timeline, 16.4.2 (one offline HTML file)."""
     with _store(args) as st:
         path = st.report(args.out, since=args.since)
-    print(json.dumps({"report": str(path)}) if args.json else f"wrote {path}")
+    print(json.dumps({"report": str(path)}) if args.json else f"wrote {safe_text(path)}")
     return 0
 
 
@@ -287,9 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole story on simulated casework: ingest, search, link, report",
                        description=cmd_demo.__doc__)
     d.add_argument("--out", default="ballistix-demo", help="output folder (default: ./ballistix-demo)")
-    d.add_argument("--firearms", type=int, default=4, help="number of guns (default 4)")
-    d.add_argument("--scenes", type=int, default=6, help="number of crime scenes (default 6)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--firearms", type=_positive_int, default=4, help="number of guns (default 4)")
+    d.add_argument("--scenes", type=_positive_int, default=6, help="number of crime scenes (default 6)")
+    d.add_argument("--seed", type=_non_negative_int, default=0)
     d.add_argument("--resolution", default="standard", choices=["fast", "standard", "full"],
                    help="scan resolution: fast 12.5 um, standard 6.25 um, full 3.125 um (default standard)")
     d.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -298,24 +436,26 @@ def build_parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="add scan files to a case store", description=cmd_ingest.__doc__)
     ing.add_argument("files", nargs="+")
     ing.add_argument("--store", required=True, help="the store's folder (created if new)")
-    ing.add_argument("--scene", help="scene id of these cartridge cases")
-    ing.add_argument("--firearm", help="firearm id, for test fires")
+    ing.add_argument("--scene", type=_text, help="scene id of these cartridge cases")
+    ing.add_argument("--firearm", type=_text, help="firearm id, for test fires")
     ing.add_argument("--kind", choices=["scene", "test_fire"])
-    ing.add_argument("--date")
-    ing.add_argument("--calibre")
+    ing.add_argument("--date", type=_date, help="date of the cartridge cases, YYYY-MM-DD")
+    ing.add_argument("--calibre", type=_text)
     ing.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): preprocess on the cluster")
     ing.add_argument("--json", action="store_true")
     _units_option(ing)
+    _pixel_size_option(ing)
     ing.set_defaults(func=cmd_ingest)
 
     se = sub.add_parser("search", help="search a case store for a scan or an exhibit", description=cmd_search.__doc__)
     se.add_argument("query", help="a scan file, or the id of an exhibit in the store")
     se.add_argument("--store", required=True)
-    se.add_argument("-k", type=int, default=20, help="candidates to list (default 20)")
-    se.add_argument("--shortlist", type=int, help="candidates verified by CMC (default: the store's, 50)")
-    se.add_argument("--jobs", type=int, default=1)
+    se.add_argument("-k", type=_positive_int, default=20, help="candidates to list (default 20)")
+    se.add_argument("--shortlist", type=_positive_int, help="candidates verified by CMC (default: the store's, 50)")
+    se.add_argument("--jobs", type=_positive_int, default=1)
     se.add_argument("--json", action="store_true")
     _units_option(se)
+    _pixel_size_option(se)
     se.set_defaults(func=cmd_search)
 
     co = sub.add_parser("compare", help="compare two scan files (CMC)", description=cmd_compare.__doc__)
@@ -326,17 +466,21 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--calibration", help="calibration file for the likelihood ratio: only the shipped one or one "
                                           "registered in --store is used (default: the most specific shipped or "
                                           "registered one whose population holds both scans)")
-    co.add_argument("--calibre", help="calibre of both cartridge cases, e.g. '9mm Luger' (chooses the calibration)")
-    co.add_argument("--make-model", help="make and model of the firearm, when known, e.g. 'Ruger P95'")
+    co.add_argument("--calibre", type=_text,
+                    help="calibre of both cartridge cases, e.g. '9mm Luger' (chooses the calibration)")
+    co.add_argument("--make-model", type=_text,
+                    help="make and model of the firearm, when known, e.g. 'Ruger P95'")
     co.add_argument("--json", action="store_true")
     _units_option(co)
+    _pixel_size_option(co)
     co.set_defaults(func=cmd_compare)
 
     li = sub.add_parser("link", help="link new exhibits of a store and write the graph", description=cmd_link.__doc__)
     li.add_argument("--store", required=True)
     li.add_argument("--out", required=True, help="graph file: .graphml, .gexf, .json or .html (interactive view)")
-    li.add_argument("--shortlist", type=int, help="candidates compared per new exhibit (default: the store's, 50)")
-    li.add_argument("--jobs", type=int, default=1)
+    li.add_argument("--shortlist", type=_positive_int,
+                    help="candidates compared per new exhibit (default: the store's, 50)")
+    li.add_argument("--jobs", type=_positive_int, default=1)
     li.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): compare on the cluster")
     li.add_argument("--json", action="store_true")
     li.set_defaults(func=cmd_link)
@@ -344,15 +488,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write a case store's HTML report", description=cmd_report.__doc__)
     rp.add_argument("--store", required=True)
     rp.add_argument("--out", default="report.html")
-    rp.add_argument("--since", help="ISO date: exhibits ingested since then are the new ones (default: last day)")
+    rp.add_argument("--since", type=_since,
+                    help="ISO date (YYYY-MM-DD) or UTC time (YYYY-MM-DDTHH:MM): exhibits ingested since then are "
+                         "the new ones (default: last day)")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_report)
 
     ru = sub.add_parser("rule", help="show or set a store's link rule", description=cmd_rule.__doc__)
     ru.add_argument("--store", required=True)
-    ru.add_argument("--link-lr", type=float, help="likelihood ratio at or above which a comparison is a link")
+    ru.add_argument("--link-lr", type=_likelihood_ratio,
+                    help="likelihood ratio at or above which a comparison is a link")
     ru.add_argument("--count-rule", help="a CMC count rule instead of the LR (needs --reason), or 'none'")
-    ru.add_argument("--reason", help="the validation that supports a count rule")
+    ru.add_argument("--reason", type=_text, help="the validation that supports a count rule")
     ru.add_argument("--json", action="store_true")
     ru.set_defaults(func=cmd_rule)
 
@@ -360,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description=cmd_register.__doc__)
     rc.add_argument("calibration", help="the calibration file (JSON)")
     rc.add_argument("--store", required=True)
-    rc.add_argument("--reason", required=True, help="why it applies: the validation behind it")
+    rc.add_argument("--reason", required=True, type=_text, help="why it applies: the validation behind it")
     rc.add_argument("--json", action="store_true")
     rc.set_defaults(func=cmd_register)
 
@@ -369,17 +516,19 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("files", nargs="*", help="scan files (default: every file listed in --labels)")
     va.add_argument("--labels", required=True, help="CSV with columns file,firearm[,calibre,make,model,instrument]")
     va.add_argument("--out", default="validation", help="output folder (default: ./validation)")
-    va.add_argument("--pairs", type=int, help="different-gun pairs to sample (default: compare every pair)")
-    va.add_argument("--seed", type=int, default=0, help="seed of the pair sample and of the folds (default 0)")
-    va.add_argument("--jobs", type=int, default=1)
+    va.add_argument("--pairs", type=_positive_int, help="different-gun pairs to sample (default: compare every pair)")
+    va.add_argument("--seed", type=_non_negative_int, default=0,
+                    help="seed of the pair sample and of the folds (default 0)")
+    va.add_argument("--jobs", type=_positive_int, default=1)
     va.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): preprocess and compare there")
-    va.add_argument("--folds", type=int, default=10, help="folds of guns for cross-validation (default 10)")
-    va.add_argument("--fpr-target", type=float, default=0.01,
+    va.add_argument("--folds", type=_folds, default=10, help="folds of guns for cross-validation (default 10)")
+    va.add_argument("--fpr-target", type=_share, default=0.01,
                     help="largest acceptable false-identification rate, 95%% upper bound (default 0.01)")
-    va.add_argument("--spacing-um", type=float, help="preprocessing resample spacing, um (default: the library's)")
+    va.add_argument("--spacing-um", type=_positive_float,
+                    help="preprocessing resample spacing, um (default: the library's)")
     va.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable scans (listed) "
                                                                    "instead of stopping")
-    va.add_argument("--name", help="name of the calibration (default: says what was tested)")
+    va.add_argument("--name", type=_text, help="name of the calibration (default: says what was tested)")
     va.add_argument("--json", action="store_true")
     va.set_defaults(func=cmd_validate)
 
@@ -392,11 +541,17 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="read scans (.x3p, .png, .tif, .npz) and print what is in them")
     i.add_argument("files", nargs="+")
     i.add_argument("--lenient", action="store_true", help="warn instead of failing on checksum mismatches")
-    i.add_argument("--pixel-size-um", type=float, help="pixel size of 2-D images that do not carry one")
+    _pixel_size_option(i)
     i.add_argument("--json", action="store_true")
     _units_option(i)
     i.set_defaults(func=cmd_info)
     return p
+
+
+def _pixel_size_option(parser) -> None:
+    """``--pixel-size-um`` for the subcommands that read 2-D images (passed to read_image)."""
+    parser.add_argument("--pixel-size-um", "--pixel-size", type=_positive_float, metavar="UM",
+                        help="pixel size, in micrometres, of 2-D images (.png, .tif) that do not carry one")
 
 
 def _units_option(parser) -> None:
@@ -414,10 +569,12 @@ def main(argv: list[str] | None = None) -> int:
         args.args = argv[1:]
     else:
         args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # file names that are not UTF-8 print as \xff, not a traceback
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return args.func(args)
     except BallistixError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_say(e, args)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
