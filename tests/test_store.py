@@ -86,7 +86,8 @@ def test_search_by_file_scan_and_exhibit(store, files):
     by_id = store.search("case-00", k=3)
     assert "case-00" not in [c["exhibit_id"] for c in by_id]
     assert set(by_id[0]) == {"exhibit_id", "source_name", "cmc_count", "score", "descriptor_score",
-                             "descriptor_rank", "log10_lr", "calibration", "conclusion"}
+                             "descriptor_rank", "log10_lr", "calibration", "calibration_sha256", "calibration_origin",
+                             "conclusion"}
     for c in by_id:  # a conclusion only where a calibration gave an LR; otherwise a candidate, said so
         assert (c["log10_lr"] is None) == (c["conclusion"] == "candidate") == (c["calibration"] is None)
     assert guns[by_id[0]["exhibit_id"]] == guns["case-00"] and by_id[0]["cmc_count"] >= 6
