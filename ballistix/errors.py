@@ -63,3 +63,9 @@ class ResolutionWarning(UserWarning):
     """A scan was sampled far more coarsely than the grid it is compared on: resampling does not
     restore the detail it never held, so few congruent cells say little about the gun (the
     message names the scan and both spacings)."""
+
+
+class StoreWarning(UserWarning):
+    """A case store found and worked around a problem: a stale or foreign index rebuilt from the
+    database, a candidate skipped because its cached scan is damaged, ... (the message says which
+    file and what to run, usually ``ballistix check --store DIR --repair``)."""

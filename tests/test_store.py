@@ -136,6 +136,8 @@ def test_v1_store_is_migrated_and_keeps_its_comparisons(store):
     folder = store.folder
     store._db.execute("ALTER TABLE comparisons DROP COLUMN log10_lr")  # as ballistix 0.1.0 left it
     store._db.execute("ALTER TABLE comparisons DROP COLUMN evidence_json")
+    for col in ("scan_sha256", "scan_state", "source_path", "source_read"):  # schema 3's columns: 0.1.0 had none
+        store._db.execute(f"ALTER TABLE exhibits DROP COLUMN {col}")
     store._db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     store.close()
     with CaseStore(folder) as st:

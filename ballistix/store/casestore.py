@@ -5,26 +5,52 @@ Layout of the folder::
     store.sqlite     exhibits, scenes, firearms, comparisons, failures, provenance (SQLite, WAL)
     scans/ab/<sha256>.npz   processed scans, named by the SHA-256 of their source
     index.bxi        the FAISS index of the exhibits' descriptors (`ScanIndex`)
+    calibrations/<sha256>.json   calibrations the lab registered (`register_calibration`)
 
 SQLite is the source of truth. Each exhibit is committed in one transaction
-together with its descriptor, after its processed scan is written (atomically,
-under a content-derived name); the index file is derived data, saved after
-each batch and checked against SQLite when the store opens: a stale, missing
-or corrupt index is rebuilt from the stored descriptors. A crash or
-``kill -9`` at any moment therefore leaves a store that reopens consistent;
-ingesting the same files again skips what was committed (an exhibit is its
-source's SHA-256) and resumes. Readers may search while one writer ingests
-(WAL mode).
+together with its descriptor, the SHA-256 of its source file and of its
+processed scan (``scan_sha256``), the source's absolute path and units
+(``source_path``, ``source_read``: what `check` needs to re-create a lost
+scan) and the state of its cached scan (``scan_state``: ``ok``, ``damaged``
+when a search found it altered or unreadable, ``missing`` when `check`
+dropped it). The processed scan is written under a private name first and
+moved to its content-derived name inside that transaction, so a crash leaves
+at worst an orphan file and a committed exhibit always has its scan.
+`scan` checks the file against ``scan_sha256`` before every use (stores
+from before schema 3: against the source SHA-256 inside the file, until
+``check(repair=True)`` records the checksum).
+
+The index file is derived data, saved after each batch; after each save the
+store records in ``meta.index_digest`` the SHA-256 of the checksums of the
+file's members (which `ScanIndex.load` verifies anyway, so the check costs
+nothing). When the store opens, a missing, corrupt or stale index, or one
+whose digest differs (another store's index, an altered file), is rebuilt from
+the stored descriptors with a `StoreWarning`. A crash or ``kill -9`` at any
+moment therefore leaves a store that reopens consistent; ingesting the same
+files again skips what was committed (an exhibit is its source's SHA-256) and
+resumes. Readers may search while one writer ingests (WAL mode).
+
+A store is created whole: the schema is built in a temporary database in the
+folder and hard-linked to ``store.sqlite``, so a ``store.sqlite`` that is
+empty, has no tables or is missing beside the store's other files is damage,
+reported and never replaced. ``CaseStore(folder, read_only=True)`` writes
+nothing; `check` verifies everything (fsck-style) and repairs what it can.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
+import functools
 import getpass
 import hashlib
 import json
 import os
+import secrets
 import sqlite3
+import time
+import warnings
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -34,7 +60,7 @@ import numpy as np
 
 from .._records import check_exhibit_meta, check_firearm, check_scene, safe_id, safe_text
 from .._version import __version__
-from ..errors import BallistixError, IndexFormatError, ParameterError
+from ..errors import BallistixError, IndexFormatError, ParameterError, StoreWarning
 from ..evidence import population
 from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
 from ..features.comparison import compare_many, process_pool, processing_signature
@@ -43,12 +69,13 @@ from ..features.preprocessing import preprocess
 from ..index import ScanIndex
 from ..index.search import Candidate, rerank
 from ..io import read_npz, read_scan, write_npz
+from ..io._zip import list_members, open_zip, read_member
 from ..io._units import check_units
 from ..scan import Scan
 
-__all__ = ["CaseStore", "StoreError", "SCHEMA_VERSION", "IngestReport"]
+__all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -64,7 +91,12 @@ _SCHEMA = [
         descriptor BLOB NOT NULL,             -- float32 descriptor
         scan_file TEXT NOT NULL,              -- processed scan, relative to the store
         linked INTEGER NOT NULL DEFAULT 0,    -- compared with the store by link_new
-        created_utc TEXT NOT NULL, created_by TEXT NOT NULL, ballistix_version TEXT NOT NULL)""",
+        created_utc TEXT NOT NULL, created_by TEXT NOT NULL, ballistix_version TEXT NOT NULL,
+        scan_sha256 TEXT,                     -- of the processed scan file (NULL: ingested before schema 3)
+        scan_state TEXT NOT NULL DEFAULT 'ok' CHECK (scan_state IN ('ok', 'damaged', 'missing')),
+        source_path TEXT,                     -- absolute path of the source at ingest (NULL: in-memory scan;
+                                              -- a BLOB: the path's bytes, where they are not UTF-8)
+        source_read TEXT)                     -- read_scan's keywords at ingest (JSON: units, pixel_size_m)""",
     """CREATE TABLE scenes (scene_id TEXT PRIMARY KEY, attrs_json TEXT NOT NULL,
         created_utc TEXT NOT NULL, created_by TEXT NOT NULL)""",
     """CREATE TABLE firearms (firearm_id TEXT PRIMARY KEY, attrs_json TEXT NOT NULL,
@@ -82,11 +114,68 @@ _SCHEMA = [
 #: Migrations: MIGRATIONS[v] takes a store at schema version v to v + 1.
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE comparisons ADD COLUMN log10_lr REAL", "ALTER TABLE comparisons ADD COLUMN evidence_json TEXT"],
+    2: ["ALTER TABLE exhibits ADD COLUMN scan_sha256 TEXT",
+        "ALTER TABLE exhibits ADD COLUMN scan_state TEXT NOT NULL DEFAULT 'ok' "
+        "CHECK (scan_state IN ('ok', 'damaged', 'missing'))",
+        "ALTER TABLE exhibits ADD COLUMN source_path TEXT",
+        "ALTER TABLE exhibits ADD COLUMN source_read TEXT"],
 }
+#: Temporary databases of a store being created start with this (see `CaseStore._create`).
+_NEW_PREFIX = ".store.sqlite.new-"
+#: Files that mark a folder as a case store's, beside store.sqlite.
+_STORE_FILES = ("scans", "index.bxi", "calibrations", "store.sqlite-wal", "store.sqlite-shm")
+_NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NO_SPACE_SQLITE = ("database or disk is full", "disk i/o error")
 
 
 class StoreError(BallistixError):
     """The store folder is not a ballistix store, is newer than this library, or is damaged."""
+
+
+class DamagedScanError(StoreError):
+    """An exhibit's cached processed scan is missing, unreadable, or not the file recorded at ingest.
+
+    ``exhibit_id``, ``path`` and ``problem`` say which and what; ``state`` is ``"missing"`` when
+    `CaseStore.check` dropped it earlier, else ``"damaged"``.
+    """
+
+    def __init__(self, path, exhibit_id: str, problem: str, state: str = "damaged"):
+        self.path, self.exhibit_id, self.problem, self.state = str(path), exhibit_id, problem, state
+        super().__init__(f"{path}: the cached scan of exhibit {exhibit_id!r} {problem}")
+
+
+class SearchResult(list):
+    """The candidates `CaseStore.search` found (a list, best first).
+
+    ``skipped`` lists the shortlisted exhibits left out because their cached
+    scan is damaged or missing: dicts with ``exhibit_id``, ``file``,
+    ``problem`` and ``state``.
+    """
+
+    def __init__(self, candidates=(), skipped=()):
+        super().__init__(candidates)
+        self.skipped = list(skipped)
+
+
+def _no_space(e: BaseException) -> bool:
+    """Whether ``e`` says a write failed for lack of room (full disk, quota, file size limit)."""
+    if isinstance(e, sqlite3.OperationalError):
+        return str(e).lower() in _NO_SPACE_SQLITE
+    return isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS
+
+
+def _writes(what: str):
+    """Decorate a `CaseStore` method that writes: refused on a read-only store, and a full disk
+    becomes a `StoreError` (see `CaseStore._space`)."""
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            if self.read_only:
+                raise StoreError(f"{self.folder}: the store is opened read-only; cannot {what}")
+            with self._space():
+                return method(self, *args, **kwargs)
+        return wrapper
+    return decorate
 
 
 @dataclass
@@ -127,42 +216,210 @@ class CaseStore:
     Parameters
     ----------
     folder : path
-        Created if missing. An existing store is opened, migrated to the
+        The store's folder. An existing store is opened, migrated to the
         current schema, and its index checked.
     preprocess_params, compare_params : dict, optional
         Passed to `preprocess` and `compare`; recorded with every exhibit and
         comparison. A store keeps the parameters it was created with.
+    shortlist : int
+        Candidates verified by CMC per search (and compared per new exhibit
+        by `link_new`).
+    create : bool
+        Create a new store when ``folder`` is missing or empty (default). With
+        ``create=False`` a folder that holds no store is an error. A folder
+        that is not empty and holds no store is never made one.
+    read_only : bool
+        Open without writing anything (a store on read-only media, or one the
+        user may only read): a stale index is rebuilt in memory only, with a
+        `StoreWarning`, and every method that writes raises `StoreError`.
+
+    Raises
+    ------
+    StoreError
+        The folder is not a store and cannot become one, its database is
+        empty, missing, unreadable or damaged, it is newer than this
+        ballistix, or there is no space left to write it. Nothing is changed.
+
+    Examples
+    --------
+    >>> store = CaseStore("casefile/")                                  # doctest: +SKIP
+    >>> CaseStore("casefile/", create=False, read_only=True).search("a.x3p")  # doctest: +SKIP
     """
 
     def __init__(self, folder, *, preprocess_params: Mapping | None = None,
-                 compare_params: Mapping | None = None, shortlist: int = 50):
+                 compare_params: Mapping | None = None, shortlist: int = 50, create: bool = True,
+                 read_only: bool = False):
         self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise StoreError(f"{self.folder}: not a folder")
-        try:
-            (self.folder / "scans").mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"{self.folder}: cannot create the store here ({e.strerror})") from None
         self.db_path = self.folder / "store.sqlite"
         self.index_path = self.folder / "index.bxi"
-        self._db = self._connect()
-        self._migrate()
-        self.preprocess_params = self._setting("preprocess_params", dict(preprocess_params or {}))
-        self.compare_params = self._setting("compare_params", dict(compare_params or {}))
+        self.read_only = bool(read_only)
+        self.created = False  # whether this call created the store
+        self.skipped: list[dict] = []  # exhibits the last search or link_new left out (damaged cached scans)
         self.shortlist = int(shortlist)
         self.descriptor = descriptor_info()
-        self._index = self._load_or_rebuild_index()
         self._cals = None  # calibrations to choose from (registered, then shipped), read when first needed
+        self._opening: list[dict] = []  # problems found and worked around while opening (reported by check)
+        self._migrated_from = None
+        with self._space():
+            if self._is_new():
+                if not create or self.read_only:
+                    raise StoreError(f"no case store at {self.folder}; `ballistix ingest --store {self.folder} "
+                                     f"FILES` creates one" + (" (opened read-only: nothing is created)"
+                                                             if self.read_only and create else ""))
+                self.created = self._create(preprocess_params, compare_params)
+            self._db = self._connect()
+            try:
+                self._migrate()
+                self.preprocess_params = self._setting("preprocess_params", dict(preprocess_params or {}))
+                self.compare_params = self._setting("compare_params", dict(compare_params or {}))
+                if not self.read_only:
+                    (self.folder / "scans").mkdir(exist_ok=True)
+                self._index = self._load_or_rebuild_index()
+            except BaseException:
+                self._db.close()
+                raise
 
     # ------------------------------------------------------------ database
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _space(self):
+        """Turn a write that failed for lack of room into a `StoreError` naming the store."""
         try:
-            db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)  # explicit transactions
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
+            yield
+        except (sqlite3.OperationalError, OSError) as e:
+            if not _no_space(e):
+                raise
+            detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise StoreError(f"no space left to write {self.folder} ({detail}); what was committed before is "
+                             f"kept and the interrupted operation left no trace: free some space and run it "
+                             f"again") from None
+
+    def _is_new(self) -> bool:
+        """Whether ``folder`` holds no store yet and may become one (missing or empty); raise
+        `StoreError` for a folder that holds a damaged store or is not a store."""
+        folder, db = self.folder, self.db_path
+        if folder.exists() and not folder.is_dir():
+            raise StoreError(f"{folder}: not a folder")
+        if not folder.exists():
+            return True
+        if db.exists() or db.is_symlink():
+            if not db.is_file():
+                raise StoreError(f"{db}: not a file; the store's database must be a SQLite file; nothing was changed")
+            if db.stat().st_size == 0:
+                raise StoreError(f"{db}: the database is empty (0 bytes): the store's records were lost or "
+                                 f"truncated; nothing was changed (restore store.sqlite from a backup; the "
+                                 f"store's other files are left as they are)")
+            return False
+        try:
+            names = sorted(p.name for p in folder.iterdir() if not p.name.startswith(_NEW_PREFIX))
+        except OSError as e:
+            raise StoreError(f"{folder}: cannot list the folder ({e.strerror}); nothing was changed") from None
+        if not names:
+            return True
+        found = [n for n in names if n in _STORE_FILES]
+        if found:
+            raise StoreError(f"{db}: missing: {folder} holds a case store's files ({', '.join(found)}) but not "
+                             f"its database; nothing was changed (restore store.sqlite from a backup)")
+        raise StoreError(f"{folder}: not empty and not a case store (no store.sqlite); a new store is created "
+                         f"only in a missing or empty folder; nothing was changed")
+
+    def _create(self, preprocess_params, compare_params) -> bool:
+        """Create the store whole: the schema and settings in a temporary database in the folder,
+        then hard-linked to ``store.sqlite`` (which fails if another process created it first:
+        then theirs is opened). Returns whether this call created it."""
+        folder = self.folder
+        made_folder = not folder.exists()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            if _no_space(e):
+                raise
+            raise StoreError(f"{folder}: cannot create the store here ({e.strerror})") from None
+        tmp = folder / f"{_NEW_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        created = False
+        try:
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("BEGIN")
+                for stmt in _SCHEMA:
+                    db.execute(stmt)
+                db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("format", "ballistix-case-store"), ("schema_version", str(SCHEMA_VERSION)),
+                    ("created_utc", _now()), ("created_by", _user()),
+                    ("preprocess_params", json.dumps(dict(preprocess_params or {}), sort_keys=True)),
+                    ("compare_params", json.dumps(dict(compare_params or {}), sort_keys=True))])
+                db.execute("COMMIT")
+            finally:
+                db.close()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, self.db_path)
+                created = True
+            except FileExistsError:  # another process created the store meanwhile: open theirs
+                pass
+            except OSError as e:
+                if _no_space(e):
+                    raise
+                if not self.db_path.exists():  # a file system without hard links
+                    os.rename(tmp, self.db_path)
+                    created = True
+            _fsync_dir(folder)
+        except sqlite3.OperationalError as e:
+            if _no_space(e):
+                raise
+            raise StoreError(f"{folder}: cannot create the store here ({e})") from None
+        finally:
+            for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            if made_folder and not created and not self.db_path.exists():
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        return created
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = self.db_path.resolve().as_uri()
+        try:
+            if self.read_only:
+                return self._connect_read_only(uri)
+            db = sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=60, isolation_level=None)  # explicit transactions
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+            except BaseException:
+                db.close()
+                raise
+            return db
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.db_path}: not a readable SQLite database ({e})") from None
+            if _no_space(e):
+                raise
+            if not os.access(self.db_path, os.R_OK):
+                raise StoreError(f"{self.db_path}: cannot be read (permission denied); nothing was changed") from None
+            if not self.read_only and not (os.access(self.db_path, os.W_OK) and os.access(self.folder, os.W_OK)):
+                raise StoreError(f"{self.db_path}: cannot be opened for writing ({e}): the store is read-only "
+                                 f"here; open it with read_only=True (`--read-only`)") from None
+            raise StoreError(f"{self.db_path}: not a readable SQLite database ({e}); nothing was changed") from None
+
+    def _connect_read_only(self, uri: str) -> sqlite3.Connection:
+        """SQLite's read-only mode; where it cannot keep its shared-memory file beside the database (a
+        folder the user may not write), the database is read as immutable."""
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        wal = Path(f"{self.db_path}-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            warnings.warn(f"{wal}: the write-ahead log cannot be read without write access to {self.folder}; "
+                          f"changes not yet copied into store.sqlite are not seen", StoreWarning, stacklevel=4)
         return db
 
     def close(self) -> None:
@@ -174,28 +431,42 @@ class CaseStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction (``BEGIN IMMEDIATE``: other writers wait), rolled back on any error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def _migrate(self) -> None:
         db = self._db
         try:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.db_path}: not a readable SQLite database ({e})") from None
-        if not tables:
-            db.execute("BEGIN IMMEDIATE")  # two processes creating one store: the second sees the first's
-            if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table'").fetchone():
-                for stmt in _SCHEMA:
-                    db.execute(stmt)
-                db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("format", "ballistix-case-store"), ("schema_version", str(SCHEMA_VERSION)),
-                    ("created_utc", _now()), ("created_by", _user())])
-            db.execute("COMMIT")
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:  # a store is created whole (see _create): a database without tables is damage
+            raise StoreError(f"{self.db_path}: the database holds no tables: it is damaged or was not made by "
+                             f"ballistix; nothing was changed (restore store.sqlite from a backup)")
         if "meta" not in tables:
             raise StoreError(f"{self.db_path}: not a ballistix store (no meta table)")
-        version = int(dict(db.execute("SELECT key, value FROM meta")).get("schema_version", -1))
+        try:
+            version = int(dict(db.execute("SELECT key, value FROM meta")).get("schema_version", -1))
+        except (sqlite3.DatabaseError, ValueError, TypeError) as e:
+            raise StoreError(f"{self.db_path}: the meta table is damaged ({e})") from None
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.db_path}: schema version {version} is newer than this ballistix "
                              f"({SCHEMA_VERSION}); upgrade ballistix")
+        if version < SCHEMA_VERSION and self.read_only:
+            raise StoreError(f"{self.db_path}: schema version {version} is older than this ballistix "
+                             f"({SCHEMA_VERSION}) and the store is opened read-only: open it once writable "
+                             f"to migrate it")
+        if version < SCHEMA_VERSION:
+            self._migrated_from = version
         while version < SCHEMA_VERSION:
             if version not in MIGRATIONS:
                 raise StoreError(f"{self.db_path}: no migration from schema version {version}")
@@ -207,6 +478,8 @@ class CaseStore:
                 db.execute("COMMIT")
             except sqlite3.DatabaseError as e:
                 db.execute("ROLLBACK")
+                if _no_space(e):
+                    raise
                 raise StoreError(f"{self.db_path}: migration from schema version {version} failed ({e}); "
                                  f"the store is unchanged") from None
             version += 1
@@ -214,7 +487,8 @@ class CaseStore:
     def _setting(self, key: str, value: dict) -> dict:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         if row is None:
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+            if not self.read_only:
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
             return value
         stored = json.loads(row[0])
         if value and value != stored:
@@ -228,6 +502,7 @@ class CaseStore:
         row = self._db.execute("SELECT value FROM meta WHERE key='decision_rule'").fetchone()
         return json.loads(row[0]) if row else {"link_lr": 100.0, "count_rule": None}
 
+    @_writes("set the decision rule")
     def set_decision_rule(self, *, link_lr: float = 100.0, count_rule: int | None = None,
                           reason: str = "") -> dict:
         """Set the rule by which an unreviewed comparison becomes a link in this store's graph,
@@ -247,6 +522,7 @@ class CaseStore:
         return rule
 
     # -------------------------------------------------------- calibrations
+    @_writes("register a calibration")
     def register_calibration(self, path, *, reason: str) -> dict:
         """Register a calibration file (for example the one `ballistix.validate` wrote from the
         lab's own reference scans) for this store's comparisons.
@@ -328,40 +604,121 @@ class CaseStore:
 
     # --------------------------------------------------------------- index
     def _descriptors(self) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._db.execute("SELECT rowid, descriptor FROM exhibits ORDER BY rowid").fetchall()
+        rows = self._db.execute("SELECT rowid, exhibit_id, descriptor FROM exhibits ORDER BY rowid").fetchall()
+        size = 4 * self.descriptor["dim"]
+        for _, eid, blob in rows:
+            if not isinstance(blob, bytes) or len(blob) != size:
+                raise StoreError(f"{self.db_path}: the descriptor of exhibit {eid!r} has "
+                                 f"{len(blob) if isinstance(blob, bytes) else type(blob).__name__} bytes, expected "
+                                 f"{size}: the database is damaged; run `ballistix check --store {self.folder}`")
         ids = np.array([r[0] for r in rows], np.int64)
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1) if rows else \
+        vecs = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1) if rows else \
             np.zeros((0, self.descriptor["dim"]), np.float32)
         return ids, vecs
 
-    def rebuild_index(self) -> ScanIndex:
-        """Rebuild the FAISS index from the descriptors in SQLite and save it (atomically)."""
+    def _build_index(self) -> ScanIndex:
+        """A new index of the descriptors in SQLite (in memory)."""
         ids, vecs = self._descriptors()
         index = ScanIndex(self.descriptor["dim"], descriptor=self.descriptor)
         if len(ids):
             index.add(ids, vecs)
-        index.save(self.index_path)
-        self._index = index
         return index
 
-    def _load_or_rebuild_index(self) -> ScanIndex:
+    def _rowids(self) -> np.ndarray:
+        return np.array([r[0] for r in self._db.execute("SELECT rowid FROM exhibits ORDER BY rowid")], np.int64)
+
+    def _index_digest(self) -> str:
+        """SHA-256 of the checksums of the index file's members (its manifest's ``sha256``), which
+        `ScanIndex.load` checks against the members: equal digests mean the same ids and vectors."""
+        path = self.index_path
+        with open_zip(path, "a ballistix index") as zf:
+            members = list_members(path, zf, max_members=16)
+            if "manifest.json" not in members:
+                raise IndexFormatError(path, "not a ballistix index: no manifest.json")
+            raw = read_member(path, zf, members["manifest.json"], 1 << 20, "manifest.json")
+        try:
+            sums = json.loads(bytes(raw))["sha256"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise IndexFormatError(path, f"manifest.json holds no member checksums ({e})") from None
+        return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()
+
+    def _read_index(self) -> tuple[ScanIndex | None, str | None]:
+        """(the index file, None) when it is readable and is the one this store last saved, else
+        (None, what is wrong with it)."""
         if not self.index_path.exists():
-            return self.rebuild_index()
+            return None, "the index file is missing"
         try:
             index = ScanIndex.load(self.index_path, descriptor=self.descriptor)
-        except (IndexFormatError, BallistixError):
-            return self.rebuild_index()
-        ids = np.array([r[0] for r in self._db.execute("SELECT rowid FROM exhibits ORDER BY rowid")], np.int64)
+            digest = self._index_digest()
+        except BallistixError as e:
+            return None, f"unreadable ({e})"
+        ids = self._rowids()
         if not np.array_equal(index.ids, ids):
-            return self.rebuild_index()
-        return index
+            return None, f"holds {len(index)} exhibits, the store {len(ids)}" if len(index) != len(ids) else \
+                "holds other exhibit ids than the store"
+        row = self._db.execute("SELECT value FROM meta WHERE key='index_digest'").fetchone()
+        if row is None:
+            return None, "no checksum of the index is recorded in store.sqlite"
+        if row[0] != digest:
+            return None, ("its vectors are not the ones this store saved (the checksum of its content differs "
+                          "from the one recorded in store.sqlite): another store's index or an altered file")
+        return index, None
+
+    def _save_index(self) -> None:
+        """Save the index atomically and record its digest, in one write transaction (a crash between
+        the two only makes the next opening rebuild it)."""
+        with self._transaction():
+            if not np.array_equal(self._index.ids, self._rowids()):  # another writer added exhibits meanwhile
+                self._index = self._build_index()
+            self._index.save(self.index_path)
+            self._record_index()
+
+    def _record_index(self) -> None:
+        self._db.execute("INSERT INTO meta VALUES ('index_digest', ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value=excluded.value", (self._index_digest(),))
+
+    @_writes("rebuild the index")
+    def rebuild_index(self) -> ScanIndex:
+        """Rebuild the FAISS index from the descriptors in SQLite and save it (atomically)."""
+        with self._transaction():
+            self._index = self._build_index()
+            self._index.save(self.index_path)
+            self._record_index()
+        return self._index
+
+    def _load_or_rebuild_index(self) -> ScanIndex:
+        index, problem = self._read_index()
+        if problem is None:
+            return index
+        if self.read_only:
+            self._rebuilt(problem, "rebuilt in memory from the descriptors in store.sqlite (read-only: the file "
+                                   "is left as it is)")
+            return self._build_index()
+        with self._transaction():
+            index, problem = self._read_index()  # another process may have saved and recorded it meanwhile
+            if problem is None:
+                return index
+            self._rebuilt(problem, "rebuilt from the descriptors in store.sqlite")
+            self._index = self._build_index()
+            self._index.save(self.index_path)
+            self._record_index()
+        return self._index
+
+    def _rebuilt(self, problem: str, action: str) -> None:
+        """Say that the index was rebuilt when the store opened (quietly for a new or just migrated store)."""
+        quiet = len(self) == 0 or (self._migrated_from is not None and problem.startswith("no checksum"))
+        if quiet:
+            return
+        self._opening.append({"check": "index", "item": str(self.index_path), "problem": problem,
+                              "repaired": not self.read_only, "action": action})
+        warnings.warn(f"{self.index_path}: {problem}; {action}", StoreWarning, stacklevel=4)
 
     def check_index(self) -> None:
-        """Raise `IndexFormatError` if the index file is missing, corrupt, or disagrees with SQLite."""
-        index = ScanIndex.load(self.index_path, descriptor=self.descriptor)
-        ids = np.array([r[0] for r in self._db.execute("SELECT rowid FROM exhibits ORDER BY rowid")], np.int64)
-        if not np.array_equal(index.ids, ids):
-            raise IndexFormatError(self.index_path, f"holds {len(index)} exhibits, the store {len(ids)}")
+        """Raise `IndexFormatError` if the index file is missing, corrupt, disagrees with SQLite, or is not
+        the index this store saved last (its vectors differ)."""
+        _, problem = self._read_index()
+        if problem is not None:
+            raise IndexFormatError(self.index_path, problem)
 
     # -------------------------------------------------------------- ingest
     def add_scene(self, scene_id: str, **attrs) -> None:
@@ -375,6 +732,7 @@ class CaseStore:
         not requested), ... (checked: see `ballistix._records.check_firearm`)."""
         self._upsert("firearms", "firearm_id", firearm_id, check_firearm(firearm_id, attrs))
 
+    @_writes("record scenes or firearms")
     def _upsert(self, table: str, key: str, value: str, attrs: dict) -> None:
         if not isinstance(value, str) or not value:
             raise ParameterError(f"{key} must be a non-empty string, got {value!r}")
@@ -383,6 +741,7 @@ class CaseStore:
                                                              _now(), _user()))
 
 
+    @_writes("ingest")
     def ingest(self, items: Iterable, meta: Mapping | Iterable[Mapping] | None = None, *,
                progress: bool = True, client=None, units: str = "auto",
                pixel_size_m: float | None = None) -> IngestReport:
@@ -404,6 +763,9 @@ class CaseStore:
         carry one, in metres (passed to `read_image`; other files ignore it).
         A file name that is not valid UTF-8 is recorded with its undecodable
         bytes written as ``\\xff``.
+        Each exhibit records its source file's absolute path and units (for
+        `check` to re-create a lost cached scan) and its processed scan's SHA-256.
+        A full disk stops the batch with a `StoreError`; what was committed is kept.
         """
         from tqdm.auto import tqdm
 
@@ -431,19 +793,22 @@ class CaseStore:
             if row:
                 report.existing.append(row[0])
             else:
-                jobs.append((source, m, (str(self.folder), self.preprocess_params, item, m, sha_known, units,
-                                         pixel_size_m)))
+                origin = None if isinstance(item, Scan) else \
+                    (os.path.abspath(item), {"units": units, **_image_kw(item, pixel_size_m)})
+                jobs.append((source, m, origin, (str(self.folder), self.preprocess_params, item, m, sha_known, units,
+                                                 pixel_size_m)))
         if client is not None:  # the heavy part on the cluster, the database writes here
             from .._dask import dask_map
 
             prepared = dask_map(_prepare, [j for *_, j in jobs], client)
         else:
             prepared = (_prepare(j) for *_, j in jobs)
-        for (source, m, _), out in tqdm(zip(jobs, prepared), total=len(jobs), disable=not progress, desc="ingest"):
+        for (source, m, origin, _), out in tqdm(zip(jobs, prepared), total=len(jobs), disable=not progress,
+                                                desc="ingest"):
             if out[0] is None:
                 self._fail(report, source, out[1])
                 continue
-            rowid, exhibit_id, added = self._insert(*out, m)
+            rowid, exhibit_id, added = self._insert(*out, m, origin)
             (report.added if added else report.existing).append(exhibit_id)
             if added:
                 new_ids.append(rowid)
@@ -451,9 +816,9 @@ class CaseStore:
         if new_ids:
             try:
                 self._index.add(np.array(new_ids, np.int64), np.array(new_vecs))
-                self._index.save(self.index_path)
             except BallistixError:
-                self.rebuild_index()
+                self._index = self._build_index()
+            self._save_index()
         return report
 
     def _fail(self, report: IngestReport, source: str, reason: str) -> None:
@@ -461,8 +826,11 @@ class CaseStore:
         self._db.execute("INSERT INTO failures VALUES (?, ?, ?, ?)", (source, None, reason, _now()))
         report.failed.append((source, reason))
 
-    def _insert(self, sha, name, processing, vec, rel, pop, m) -> tuple[int, str, bool]:
+    def _insert(self, sha, name, processing, vec, rel, pop, part, scan_sha, m, origin) -> tuple[int, str, bool]:
+        """Commit one exhibit; its processed scan (written by `_prepare` under the private name
+        ``part``) is moved to its content-derived name ``rel`` inside the transaction."""
         m = {**m, "population": pop}
+        source_path, read = origin or (None, None)
         kind = m.pop("kind", None) or ("test_fire" if m.get("firearm_id") else "scene")
         name = safe_text(name)  # a file name that is not UTF-8: its bytes kept as \xff
         wanted = m.pop("exhibit_id", None) or safe_id(Path(name).stem) or sha[:12]
@@ -471,8 +839,10 @@ class CaseStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             row = db.execute("SELECT rowid, exhibit_id FROM exhibits WHERE source_sha256=?", (sha,)).fetchone()
-            if row:  # another writer (or an earlier run) committed it meanwhile
+            if row:  # another writer (or an earlier run) committed it meanwhile: its scan stays as it is
                 db.execute("ROLLBACK")
+                with contextlib.suppress(OSError):
+                    (self.folder / part).unlink()
                 return row[0], row[1], False
             exhibit_id, k = str(wanted), 1
             while db.execute("SELECT 1 FROM exhibits WHERE exhibit_id=?", (exhibit_id,)).fetchone():
@@ -481,14 +851,20 @@ class CaseStore:
             cur = db.execute(
                 "INSERT INTO exhibits (exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre,"
                 " date, meta_json, processing_json, descriptor, scan_file, created_utc, created_by,"
-                " ballistix_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " ballistix_version, scan_sha256, scan_state, source_path, source_read)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)",
                 (exhibit_id, sha, Path(name).name, kind, fields["scene_id"], fields["firearm_id"], fields["calibre"],
                  fields["date"], json.dumps(m, sort_keys=True, default=str),
                  json.dumps(processing, default=str), vec.astype(np.float32).tobytes(), rel,
-                 _now(), _user(), __version__))
+                 _now(), _user(), __version__, scan_sha, _path_value(source_path),
+                 None if read is None else json.dumps(read, sort_keys=True)))
+            os.replace(self.folder / part, self.folder / rel)  # a crash from here to COMMIT: an orphan file
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            with contextlib.suppress(OSError):
+                (self.folder / part).unlink()
             raise
         return int(cur.lastrowid), exhibit_id, True
 
@@ -509,9 +885,14 @@ class CaseStore:
     def exhibits(self) -> list[dict]:
         """Every exhibit's record (without the descriptor), in ingest order."""
         cols = ["rowid", "exhibit_id", "source_sha256", "source_name", "kind", "scene_id", "firearm_id", "calibre",
-                "date", "meta_json", "scan_file", "linked", "created_utc", "created_by", "ballistix_version"]
+                "date", "meta_json", "scan_file", "linked", "created_utc", "created_by", "ballistix_version",
+                "scan_sha256", "scan_state", "source_path", "source_read"]
         rows = self._db.execute(f"SELECT {', '.join(cols)} FROM exhibits ORDER BY rowid").fetchall()
-        return [dict(zip(cols, r)) for r in rows]
+        out = [dict(zip(cols, r)) for r in rows]
+        for e in out:  # a path kept as bytes (not UTF-8): as os.listdir would give it
+            if isinstance(e["source_path"], bytes):
+                e["source_path"] = os.fsdecode(e["source_path"])
+        return out
 
     def failures(self) -> list[dict]:
         rows = self._db.execute("SELECT source, reason, created_utc FROM failures ORDER BY rowid").fetchall()
@@ -525,20 +906,73 @@ class CaseStore:
         return int(row[0])
 
     def scan(self, exhibit_id_or_rowid) -> Scan:
-        """The processed scan of an exhibit (from the cache)."""
+        """The processed scan of an exhibit, from the cache, checked against the SHA-256 recorded
+        when it was written (stores from before schema 3, until `check` records one: against the
+        exhibit's source SHA-256 kept inside the file).
+
+        Raises
+        ------
+        DamagedScanError
+            The cached file is missing, unreadable, or not the one recorded (altered, or another
+            exhibit's copied over it).
+        """
         rowid = exhibit_id_or_rowid if isinstance(exhibit_id_or_rowid, (int, np.integer)) else \
             self._rowid(exhibit_id_or_rowid)
-        row = self._db.execute("SELECT scan_file FROM exhibits WHERE rowid=?", (int(rowid),)).fetchone()
+        row = self._db.execute("SELECT exhibit_id, scan_file, scan_sha256, source_sha256, scan_state FROM exhibits "
+                               "WHERE rowid=?", (int(rowid),)).fetchone()
         if row is None:
             raise ParameterError(f"no exhibit with index id {rowid} in the store")
-        path = self.folder / row[0]
+        return self._read_cached(int(rowid), *row)
+
+    def _read_cached(self, rowid: int, eid: str, rel: str, sha: str | None, source_sha: str, state: str) -> Scan:
+        path = self.folder / rel
         if not path.is_file():
-            raise StoreError(f"{path}: the processed scan of exhibit {rowid} is missing from the cache")
-        return read_npz(path)
+            if state == "missing":
+                raise DamagedScanError(path, eid, "was dropped as damaged by `ballistix check --repair` (put its "
+                                                  "source back and repair again, or restore the file from a backup)",
+                                       state="missing")
+            raise DamagedScanError(path, eid, "is missing from the cache")
+        try:
+            scan = read_npz(path)
+        except (BallistixError, OSError) as e:
+            raise DamagedScanError(path, eid, f"is unreadable ({e})") from None
+        if sha is not None and scan.meta.get("sha256") != sha:
+            raise DamagedScanError(path, eid, "is not the file recorded at ingest (its SHA-256 differs: altered, "
+                                              "or another exhibit's scan copied over it)")
+        if sha is None and scan.meta.get("source_sha256") != source_sha:
+            raise DamagedScanError(path, eid, "was made from another source (the source SHA-256 inside it is not "
+                                              "the exhibit's): another exhibit's scan copied over it")
+        if state != "ok":  # restored since: say so where the store can be written
+            self._set_scan_state(rowid, "ok")
+        return scan
+
+    def _set_scan_state(self, rowid: int, state: str) -> None:
+        """Record an exhibit's scan state where the store can be written (best effort: a full disk or
+        a busy writer leave it as it was; the caller warns anyway)."""
+        if self.read_only:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("UPDATE exhibits SET scan_state=? WHERE rowid=?", (state, int(rowid)))
+
+    def _usable_scan(self, rowid: int) -> Scan | None:
+        """The cached scan of a candidate, or None when it is damaged: then the exhibit is listed in
+        ``self.skipped`` (once per search or link), recorded as damaged, and a `StoreWarning` names it
+        (not for scans `check` already dropped: those are skipped quietly)."""
+        try:
+            return self.scan(int(rowid))
+        except DamagedScanError as e:
+            if any(s["exhibit_id"] == e.exhibit_id for s in self.skipped):
+                return None
+            self.skipped.append({"exhibit_id": e.exhibit_id, "file": e.path, "problem": e.problem, "state": e.state})
+            if e.state != "missing":
+                self._set_scan_state(rowid, "damaged")
+                warnings.warn(f"skipped exhibit {e.exhibit_id!r}: {e}; run `ballistix check --store {self.folder} "
+                              f"--repair`", StoreWarning, stacklevel=4)
+            return None
 
     # -------------------------------------------------------------- search
     def search(self, query, k: int = 20, *, shortlist: int | None = None, n_jobs: int = 1,
-               units: str = "auto", pixel_size_m: float | None = None) -> list[dict]:
+               units: str = "auto", pixel_size_m: float | None = None) -> SearchResult:
         """Two-stage search of the store for a scan file, a `Scan`, or an exhibit id in the store.
 
         ``units``: the length unit of a query x3p file, passed to `read_scan`;
@@ -550,9 +984,13 @@ class CaseStore:
         calibration applies to the pair), ``calibration`` (its name,
         ``calibration_sha256`` and ``calibration_origin``) and ``conclusion``
         ("identification", "inconclusive", "elimination", or "candidate" when
-        there is no LR: for an examiner, never an identification).
+        there is no LR: for an examiner, never an identification). A
+        shortlisted exhibit whose cached scan is damaged is skipped with a
+        `StoreWarning` (and recorded as damaged); the result's ``skipped``
+        lists those left out.
         """
         exclude = ()
+        self.skipped = []
         if isinstance(query, str) and not Path(query).suffix and self._db.execute(
                 "SELECT 1 FROM exhibits WHERE exhibit_id=?", (safe_text(query),)).fetchone():
             rowid = self._rowid(query)
@@ -564,32 +1002,46 @@ class CaseStore:
         cands = self._candidates(proc, k, shortlist or self.shortlist, exclude, n_jobs)
         names = dict(self._db.execute("SELECT rowid, exhibit_id FROM exhibits"))
         files = dict(self._db.execute("SELECT rowid, source_name FROM exhibits"))
-        return [{"exhibit_id": names[c.id], "source_name": files[c.id], "cmc_count": c.cmc_count,
-                 "score": c.score, "descriptor_score": c.descriptor_score, "descriptor_rank": c.descriptor_rank,
-                 "log10_lr": c.comparison.log10_lr, "calibration": c.comparison.evidence.get("calibration"),
-                 "calibration_sha256": c.comparison.evidence.get("calibration_sha256"),
-                 "calibration_origin": (c.comparison.evidence.get("calibration_origin") or {}).get("text"),
-                 "conclusion": (c.comparison.evidence.get("conclusion") or {}).get("conclusion", "candidate")}
-                for c in cands]
+        return SearchResult([
+            {"exhibit_id": names[c.id], "source_name": files[c.id], "cmc_count": c.cmc_count,
+             "score": c.score, "descriptor_score": c.descriptor_score, "descriptor_rank": c.descriptor_rank,
+             "log10_lr": c.comparison.log10_lr, "calibration": c.comparison.evidence.get("calibration"),
+             "calibration_sha256": c.comparison.evidence.get("calibration_sha256"),
+             "calibration_origin": (c.comparison.evidence.get("calibration_origin") or {}).get("text"),
+             "conclusion": (c.comparison.evidence.get("conclusion") or {}).get("conclusion", "candidate")}
+            for c in cands], skipped=self.skipped)
 
     def _candidates(self, proc: Scan, k: int, shortlist: int, exclude, n_jobs: int) -> list[Candidate]:
         if int(k) != k or k < 1:
             raise ParameterError(f"k must be a positive integer, got {k!r}")
         shortlist = max(int(shortlist), int(k))
         scores, ids = self._index.search(describe(proc)[None], shortlist + len(exclude))
-        cands = [Candidate(int(i), float(s), r) for r, (s, i) in enumerate(zip(scores[0], ids[0]))
-                 if i >= 0 and int(i) not in exclude][:shortlist]
-        res = compare_many([(proc, self.scan(c.id)) for c in cands], n_jobs=n_jobs, progress=False,
-                           calibration=self.calibrations(), **self.compare_params)
+        listed = [Candidate(int(i), float(s), r) for r, (s, i) in enumerate(zip(scores[0], ids[0]))
+                  if i >= 0 and int(i) not in exclude][:shortlist]
+        cands, pairs = [], []
+        for c in listed:  # a damaged cached scan leaves its exhibit out, said so (see _usable_scan)
+            other = self._usable_scan(c.id)
+            if other is not None:
+                cands.append(c)
+                pairs.append((proc, other))
+        res = compare_many(pairs, n_jobs=n_jobs, progress=False, calibration=self.calibrations(),
+                           **self.compare_params)
         for c, r in zip(cands, res):
             c.cmc_count, c.score, c.comparison = int(r.cmc_count), float(r.score), r
         return rerank(cands)[:k]
 
     # ---------------------------------------------------------------- link
+    @_writes("link exhibits")
     def link_new(self, *, n_jobs: int = 1, progress: bool = True, client=None) -> int:
         """Compare every exhibit not linked yet with its shortlist in the store and record the
         comparisons; returns the number of comparisons recorded. ``client``: compare on a Dask
-        cluster (see `ingest`)."""
+        cluster (see `ingest`).
+
+        Each exhibit's comparisons are committed together with its ``linked`` mark. An exhibit
+        whose cached scan is damaged is left unlinked, and skipped as a candidate of the others,
+        with a `StoreWarning`; ``self.skipped`` lists them after the call.
+        """
+        self.skipped = []
         todo = [r[0] for r in self._db.execute("SELECT rowid FROM exhibits WHERE linked=0 ORDER BY rowid")]
         if not todo:
             return 0
@@ -605,29 +1057,223 @@ class CaseStore:
         for rowid in tqdm(todo, disable=not progress, desc="link"):
             have = {b for (b,) in self._db.execute("SELECT b FROM comparisons WHERE a=?", (rowid,))} | \
                    {a for (a,) in self._db.execute("SELECT a FROM comparisons WHERE b=?", (rowid,))}
-            proc = self.scan(rowid)
+            proc = self._usable_scan(rowid)
+            if proc is None:  # left unlinked: `check --repair`, then link again
+                continue
             scores, ids = self._index.search(describe(proc)[None], self.shortlist + 1)
-            targets = [int(i) for i in ids[0] if i >= 0 and int(i) != rowid and int(i) not in have]
-            res = compare_many([(proc, self.scan(t)) for t in targets], n_jobs=n_jobs, progress=False,
-                               client=client, executor=pool, calibration=self.calibrations(), **self.compare_params)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            targets, pairs = [], []
+            for i in ids[0]:
+                if i < 0 or int(i) == rowid or int(i) in have:
+                    continue
+                other = self._usable_scan(int(i))
+                if other is not None:
+                    targets.append(int(i))
+                    pairs.append((proc, other))
+            res = compare_many(pairs, n_jobs=n_jobs, progress=False, client=client, executor=pool,
+                               calibration=self.calibrations(), **self.compare_params)
+            with self._transaction() as db:
                 for t, r in zip(targets, res):
                     a, b = sorted((rowid, t))
-                    self._db.execute(
+                    db.execute(
                         "INSERT OR REPLACE INTO comparisons (a, b, cmc_count, score, rotation_deg, params_json, "
                         "confirmed, created_utc, created_by, ballistix_version, log10_lr, evidence_json) "
                         "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
                         (a, b, int(r.cmc_count), float(r.score), float(r.rotation_deg), params, _now(), _user(),
                          __version__, r.log10_lr, json.dumps(r.evidence, sort_keys=True, default=str)))
-                self._db.execute("UPDATE exhibits SET linked=1 WHERE rowid=?", (rowid,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                db.execute("UPDATE exhibits SET linked=1 WHERE rowid=?", (rowid,))
             n += len(targets)
         return n
 
+    # --------------------------------------------------------------- check
+    def check(self, *, repair: bool = False) -> dict:
+        """Verify the whole store, fsck-style, and with ``repair=True`` mend what can be mended.
+
+        Checked: the database (``PRAGMA integrity_check``, schema version,
+        settings, comparisons naming exhibits that exist), every exhibit's
+        descriptor (size, finite values) and cached scan (present, readable,
+        the file recorded at ingest), the index (readable, the same ids as
+        the database, the vectors this store saved) and the registered
+        calibrations (their recorded SHA-256).
+
+        ``repair=True`` (refused on a read-only store) rebuilds the index,
+        records the checksum of cached scans made before schema 3, and
+        re-creates a damaged cached scan from its source file when that file
+        is still at its recorded path with its recorded SHA-256 and
+        re-processing it with the store's parameters gives exactly the stored
+        descriptor; the exhibit is then compared again by the next
+        `link_new`. A cached scan that cannot be re-created is removed and the
+        exhibit's scan marked missing: searches skip it quietly and list it.
+
+        Returns
+        -------
+        dict
+            ``store``, ``ok`` (no problem left), ``repair``, ``checked`` (what
+            was checked: counts), ``problems`` (each with ``check``, ``item``,
+            ``problem``, ``repaired`` and ``action``) and ``notes``.
+
+        Examples
+        --------
+        >>> report = CaseStore("casefile/", create=False).check(repair=True)  # doctest: +SKIP
+        >>> report["ok"], [p["problem"] for p in report["problems"] if not p["repaired"]]  # doctest: +SKIP
+        """
+        if repair and self.read_only:
+            raise StoreError(f"{self.folder}: the store is opened read-only; cannot repair it")
+        with self._space():
+            return self._check(bool(repair))
+
+    def _check(self, repair: bool) -> dict:
+        problems = [dict(p) for p in self._opening]
+        notes: list[str] = []
+
+        def problem(check, item, text, action="", repaired=False):
+            problems.append({"check": check, "item": str(item), "problem": text, "repaired": repaired,
+                             "action": action})
+
+        db = self._db
+        backup = "restore store.sqlite from a backup"
+        checked = {}
+        # the database
+        result = [r[0] for r in db.execute("PRAGMA integrity_check")]
+        if result != ["ok"]:
+            problem("database", self.db_path, "integrity_check: " + "; ".join(result[:5]), backup)
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+        if meta.get("format") != "ballistix-case-store":
+            problem("database", self.db_path, f"meta format is {meta.get('format')!r}, not 'ballistix-case-store'",
+                    backup)
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            problem("database", self.db_path, f"schema version {meta.get('schema_version')!r}, expected "
+                                              f"{SCHEMA_VERSION}", backup)
+        for key, kind in (("preprocess_params", dict), ("compare_params", dict), ("decision_rule", dict),
+                          ("calibrations", list)):
+            try:
+                ok = key not in meta or isinstance(json.loads(meta[key]), kind)
+            except ValueError:
+                ok = False
+            if not ok:
+                problem("database", f"meta.{key}", f"not a JSON {kind.__name__}", backup)
+        dangling = db.execute("SELECT COUNT(*) FROM comparisons WHERE a NOT IN (SELECT rowid FROM exhibits) "
+                              "OR b NOT IN (SELECT rowid FROM exhibits)").fetchone()[0]
+        if dangling:
+            problem("database", "comparisons", f"{dangling} comparisons name an exhibit that is not in the store",
+                    backup)
+        checked["database"] = 1
+        # descriptors
+        size = 4 * self.descriptor["dim"]
+        rows = db.execute("SELECT rowid, exhibit_id, descriptor FROM exhibits ORDER BY rowid").fetchall()
+        bad_descriptors = set()
+        for rowid, eid, blob in rows:
+            if not isinstance(blob, bytes) or len(blob) != size:
+                bad_descriptors.add(rowid)
+                problem("descriptor", eid, f"{len(blob) if isinstance(blob, bytes) else 0} bytes, expected {size}",
+                        backup)
+            elif not np.isfinite(np.frombuffer(blob, np.float32)).all():
+                bad_descriptors.add(rowid)
+                problem("descriptor", eid, "holds NaN or infinite values", backup)
+        checked["descriptors"] = len(rows)
+        # cached scans
+        rows = db.execute("SELECT rowid, exhibit_id, scan_file, scan_sha256, source_sha256, scan_state, source_path, "
+                          "source_read, descriptor, meta_json FROM exhibits ORDER BY rowid").fetchall()
+        unrecorded = 0
+        for rowid, eid, rel, sha, source_sha, state, src, read, blob, meta_json in rows:
+            try:
+                scan = self._read_cached(rowid, eid, rel, sha, source_sha, state)
+            except DamagedScanError as e:
+                if not repair:
+                    problem("scan", e.path, f"exhibit {eid}: {e.problem}",
+                            "`ballistix check --repair` re-creates it from its source, or drops it")
+                    continue
+                done, action = self._repair_scan(rowid, eid, rel, source_sha, src, read, blob, meta_json,
+                                                 rowid not in bad_descriptors)
+                problem("scan", e.path, f"exhibit {eid}: {e.problem}", action, repaired=done)
+                continue
+            if sha is None:
+                unrecorded += 1
+                if repair:
+                    db.execute("UPDATE exhibits SET scan_sha256=? WHERE rowid=?", (scan.meta["sha256"], rowid))
+        if unrecorded:
+            notes.append(f"{unrecorded} cached scans made before schema 3 had no checksum recorded (checked against "
+                         f"their source SHA-256 instead); " + ("recorded now" if repair else "`--repair` records it"))
+        checked["scans"] = len(rows)
+        # the index
+        _, index_problem = self._read_index()
+        if index_problem is not None:
+            problems = [p for p in problems if p["check"] != "index"]  # the same problem, seen again
+            if not repair:
+                problem("index", self.index_path, index_problem, "`ballistix check --repair` rebuilds it from the "
+                                                                 "descriptors in store.sqlite")
+            else:
+                try:
+                    self.rebuild_index()
+                    problem("index", self.index_path, index_problem, "rebuilt from the descriptors in store.sqlite",
+                            repaired=True)
+                except StoreError as e:
+                    problem("index", self.index_path, index_problem, f"not rebuilt: {e}")
+        checked["index"] = 1
+        # registered calibrations
+        recs = self.calibration_records() if "meta.calibrations" not in {p["item"] for p in problems} else []
+        for r in recs:
+            path = self.folder / str(r.get("file", ""))
+            try:
+                ok = _file_sha256(path) == r.get("sha256")
+            except OSError:
+                ok = False
+            if not ok:
+                problem("calibration", path, f"the registered calibration {r.get('name')!r} is missing or altered "
+                                             f"(SHA-256 recorded at registration differs)",
+                        "register it again from a trusted copy")
+        checked["calibrations"] = len(recs)
+        # leftovers of interrupted writes (harmless; removed by repair when over an hour old)
+        stale = [p for p in (self.folder / "scans").glob("*/.*") if p.is_file()]
+        old = [p for p in stale if time.time() - p.stat().st_mtime > 3600]
+        if repair:
+            for p in old:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        if stale:
+            notes.append(f"{len(stale)} temporary files of interrupted ingests in {self.folder / 'scans'}"
+                         + (f"; {len(old)} over an hour old removed" if repair and old else ""))
+        self._opening = []
+        return {"store": str(self.folder), "ok": all(p["repaired"] for p in problems), "repair": repair,
+                "checked": checked, "problems": problems, "notes": notes}
+
+    def _repair_scan(self, rowid, eid, rel, source_sha, src, read, blob, meta_json, descriptor_ok) -> tuple[bool, str]:
+        """Re-create a damaged cached scan from its source, or drop it. Returns (re-created, what was done)."""
+        path = self.folder / rel
+        src = os.fsdecode(src) if isinstance(src, bytes) else src
+        why = None
+        if not src:
+            why = "no source file recorded (an in-memory scan, or ingested before schema 3)"
+        elif not Path(src).is_file():
+            why = f"its source {src} is no longer there"
+        elif _file_sha256(Path(src)) != source_sha:
+            why = f"its source {src} has changed since ingest (its SHA-256 differs)"
+        elif not descriptor_ok:
+            why = "its stored descriptor is damaged: nothing to check a re-processed scan against"
+        else:
+            try:
+                kw = json.loads(read) if read else {"units": "auto"}
+                proc = preprocess(read_scan(src, **kw), **self.preprocess_params)
+                vec = describe(proc)
+            except BallistixError as e:
+                why = f"re-reading its source {src} failed ({e})"
+            else:
+                if vec.astype(np.float32).tobytes() != blob:
+                    why = (f"re-processing its source {src} gives another descriptor than the stored one (not "
+                           f"reproducible with this ballistix): not replaced")
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_npz(_cached(proc, source_sha, json.loads(meta_json).get("population")), path)
+                    self._db.execute("UPDATE exhibits SET scan_sha256=?, scan_state='ok', linked=0 WHERE rowid=?",
+                                     (_file_sha256(path), rowid))
+                    return True, (f"re-created from its source {src} (the same descriptor); the next link compares "
+                                  f"it again")
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._db.execute("UPDATE exhibits SET scan_state='missing' WHERE rowid=?", (rowid,))
+        return False, (f"{why}; the damaged file was removed and the exhibit's scan marked missing (searches skip "
+                       f"it): put the source back at its path and repair again, or restore the file from a backup")
+
+    @_writes("record a verdict")
     def confirm(self, exhibit_a: str, exhibit_b: str, verdict: bool) -> None:
         """Record an examiner's verdict on a recorded comparison."""
         a, b = sorted((self._rowid(exhibit_a), self._rowid(exhibit_b)))
@@ -744,9 +1390,11 @@ class _PairRecord:
 
 
 def _prepare(job: tuple) -> tuple:
-    """Read, preprocess and describe one input and write its processed scan to the cache (no
-    database access: runs in this process or on a Dask worker). Returns (sha256, name,
-    processing steps, descriptor, cache path relative to the store, population) or (None, reason)."""
+    """Read, preprocess and describe one input and write its processed scan beside the cache under
+    a private name (no database access: runs in this process or on a Dask worker). Returns
+    (sha256, name, processing steps, descriptor, cache path relative to the store, population,
+    private path relative to the store, SHA-256 of the written file) or (None, reason). No space
+    left to write is raised: it would fail every other input too."""
     folder, params, item, meta, sha, units, pixel_size_m = job
     try:
         if isinstance(item, Scan):
@@ -758,16 +1406,25 @@ def _prepare(job: tuple) -> tuple:
         proc = preprocess(raw, **params)
         vec = describe(proc)
         rel = f"scans/{sha[:2]}/{sha}.npz"
-        (Path(folder) / "scans" / sha[:2]).mkdir(exist_ok=True)
+        part = f"scans/{sha[:2]}/.{sha}.{secrets.token_hex(6)}.part"
+        (Path(folder) / "scans" / sha[:2]).mkdir(parents=True, exist_ok=True)
         labels = {**(raw.meta.get("labels") or {}), **(meta.get("labels") or {}),
                   **{k: meta[k] for k in ("calibre", "make", "model", "instrument") if meta.get(k)}}
         pop = population({**raw.meta, "labels": labels})
-        small = Scan(proc.heights.astype(np.float32), proc.dx, proc.dy,
-                     {"processing": proc.meta.get("processing", []), "source_sha256": sha, "population": pop})
-        write_npz(small, Path(folder) / rel)  # atomic, content-named: a crash leaves at worst an orphan file
-        return sha, name, proc.meta.get("processing", []), vec, rel, pop
+        write_npz(_cached(proc, sha, pop), Path(folder) / part)  # atomic; moved to rel when committed
+        return sha, name, proc.meta.get("processing", []), vec, rel, pop, part, _file_sha256(Path(folder) / part)
+    except OSError as e:
+        if _no_space(e):
+            raise
+        return None, f"{type(e).__name__}: {e}"
     except Exception as e:  # a bad input never stops the batch: recorded with its reason
         return None, str(e) if isinstance(e, BallistixError) else f"{type(e).__name__}: {e}"
+
+
+def _cached(proc: Scan, sha: str, pop) -> Scan:
+    """The processed scan as the cache keeps it (float32 heights, provenance in its meta)."""
+    return Scan(proc.heights.astype(np.float32), proc.dx, proc.dy,
+                {"processing": proc.meta.get("processing", []), "source_sha256": sha, "population": pop})
 
 
 def _check_meta(m: Mapping) -> None:
@@ -786,3 +1443,25 @@ def _file_sha256(path: Path) -> str:
     from ..io._zip import sha256_file
 
     return sha256_file(path)
+
+
+def _path_value(path: str | None):
+    """A path as SQLite keeps it: text, or its bytes where it is not valid UTF-8 (restored by
+    ``os.fsdecode``)."""
+    if path is None:
+        return None
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new name in ``folder`` durable (where the platform allows opening a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
