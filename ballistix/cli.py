@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import warnings
@@ -203,26 +204,68 @@ def cmd_demo(args) -> int:
                     resolution=args.resolution, as_json=args.json)
 
 
-def _store(args):
+def _store(args, *, create: bool = False, read_only: bool = False):
+    """Open ``--store``: only ``ingest`` creates a store; ``read_only`` opens it without writing.
+    What the store worked around while opening (a rebuilt index, ...) is printed as a warning line."""
     from .store import CaseStore
 
-    return CaseStore(args.store, **({"shortlist": args.shortlist} if getattr(args, "shortlist", None) else {}))
+    kw = {"shortlist": args.shortlist} if getattr(args, "shortlist", None) else {}
+    with _store_warnings():
+        return CaseStore(args.store, create=create, read_only=read_only or getattr(args, "read_only", False), **kw)
+
+
+@contextmanager
+def _store_warnings(show: bool = True):
+    """Print a store's warnings as one ``warning: ...`` line each on stderr (or not at all)."""
+    from .errors import StoreWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StoreWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, StoreWarning):
+            if show:
+                print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _writable(folder) -> bool:
+    """Whether this user may write the store in ``folder`` (else search and report open it read-only)."""
+    db = Path(folder) / "store.sqlite"
+    return os.access(folder, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+
+
+def _skipped_line(skipped: list[dict], store) -> str:
+    """One line on the candidates a search or link left out because their cached scans are damaged."""
+    n = len(skipped)
+    damaged = [s["exhibit_id"] for s in skipped if s["state"] != "missing"]
+    missing = [s["exhibit_id"] for s in skipped if s["state"] == "missing"]
+    parts = ([f"damaged cached scan{'s' if len(damaged) > 1 else ''} of exhibit{'s' if len(damaged) > 1 else ''} "
+              f"{', '.join(damaged)}"] if damaged else []) + \
+            ([f"cached scan{'s' if len(missing) > 1 else ''} dropped by an earlier repair: "
+              f"{', '.join(missing)}"] if missing else [])
+    return (f"{n} candidate{'s' if n > 1 else ''} skipped: {'; '.join(parts)}; run `ballistix check --store {store} "
+            f"--repair`")
 
 
 def cmd_ingest(args) -> int:
     """Add scan files to a case store (created if new); bad files are reported and skipped."""
     meta = {k: v for k, v in (("scene_id", args.scene), ("firearm_id", args.firearm), ("kind", args.kind),
                               ("date", args.date), ("calibre", args.calibre)) if v}
-    with _store(args) as st:
+    with _store(args, create=True) as st:
         r = st.ingest(args.files, meta=meta, progress=not args.json, client=args.scheduler, units=args.units,
                       **_image_kw(args))
-        total = len(st)
+        total, created = len(st), st.created
     for source, reason in r.failed:
         print(f"error: {_say(reason, args)}" if source in reason else f"error: {source}: {_say(reason, args)}",
               file=sys.stderr)
     if args.json:
-        print(json.dumps({**r.to_dict(), "store": str(args.store), "exhibits": total}, indent=2))
+        print(json.dumps({**r.to_dict(), "store": str(args.store), "exhibits": total, "created_store": created},
+                         indent=2))
     else:
+        if created:
+            print(f"created a new case store at {args.store}")
         print(f"{len(r.added)} added, {len(r.existing)} already in the store, {len(r.failed)} failed; "
               f"{total} exhibits in {safe_text(args.store)}")
     return EXIT_BAD_INPUT if r.failed else 0
@@ -230,11 +273,14 @@ def cmd_ingest(args) -> int:
 
 def cmd_search(args) -> int:
     """Find the exhibits of a store most likely fired by the same gun as a scan (or a stored exhibit)."""
-    with _store(args) as st:
+    with _store(args, read_only=not _writable(args.store)) as st, _store_warnings(show=False):
         with _naming(args.query):
             cands = st.search(args.query, k=args.k, n_jobs=args.jobs, units=args.units, **_image_kw(args))
+    if cands.skipped:
+        print(f"warning: {_skipped_line(cands.skipped, args.store)}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"query": args.query, "store": str(args.store), "candidates": cands}, indent=2))
+        print(json.dumps({"query": args.query, "store": str(args.store), "candidates": cands,
+                          "skipped": cands.skipped}, indent=2))
     else:
         _print_table([{"exhibit_id": c["exhibit_id"], "source_name": c["source_name"], "cmc_count": c["cmc_count"],
                        "score": round(c["score"], 3), "descriptor_score": round(c["descriptor_score"], 3),
@@ -266,7 +312,7 @@ def cmd_compare(args) -> int:
         s.meta["labels"] = {**(s.meta.get("labels") or {}), **given}
     registered = []
     if args.store:  # the lab's registered calibrations (and the shipped ones) choose; nothing is written
-        with _store(args) as st:
+        with _store(args, read_only=True) as st:
             registered = st.calibrations()
     if args.calibration:  # only a shipped calibration or one registered in --store is used
         from .evidence import trusted_calibration
@@ -321,15 +367,19 @@ def evidence_lines(r) -> list[str]:
 def cmd_link(args) -> int:
     """Compare every new exhibit of a store with its shortlist, and write the linkage graph."""
     with _store(args) as st:
-        n = st.link_new(n_jobs=args.jobs, progress=not args.json, client=args.scheduler)
+        with _store_warnings(show=False):
+            n = st.link_new(n_jobs=args.jobs, progress=not args.json, client=args.scheduler)
+        skipped = st.skipped
         g = st.graph()
+    if skipped:
+        print(f"warning: {_skipped_line(skipped, args.store)}", file=sys.stderr)
     out = Path(args.out)
     g.to_html(out) if out.suffix.lower() == ".html" else g.export(out)
     groups = g.group_summaries(min_size=2)
     cands = g.candidates()
     if args.json:
         print(json.dumps({"comparisons_recorded": n, "decision_rule": g.decision_rule(), "groups": groups,
-                          "candidates": cands, "out": str(out)}, indent=2))
+                          "candidates": cands, "skipped": skipped, "out": str(out)}, indent=2))
     else:
         print(f"{n} comparisons recorded; {len(groups)} same-gun groups of 2+ exhibits; "
               f"{len(cands)} candidates for review; wrote {safe_text(out)}")
@@ -367,10 +417,47 @@ def cmd_register(args) -> int:
 
 def cmd_report(args) -> int:
     """Write a case store's report: leads, same-gun groups, scene timeline, 16.4.2 (one offline HTML file)."""
-    with _store(args) as st:
+    with _store(args, read_only=not _writable(args.store)) as st:
         path = st.report(args.out, since=args.since)
     print(json.dumps({"report": str(path)}) if args.json else f"wrote {safe_text(path)}")
     return 0
+
+
+EXIT_PROBLEMS = 1
+
+
+def cmd_check(args) -> int:
+    """Verify a case store, fsck-style: the database (integrity, schema, settings), every exhibit's
+    descriptor and cached scan (present, readable, the file recorded at ingest), the index (the ids
+    and vectors of the database) and the registered calibrations. Without --repair nothing is
+    written (the store is opened read-only). --repair rebuilds the index and re-creates damaged
+    cached scans from their source files when these are unchanged and reproduce the stored
+    descriptor; otherwise it drops the damaged file and marks the exhibit's scan missing. Exit code 0
+    when all is well (or repaired), 1 when problems remain."""
+    with _store(args, read_only=not args.repair) as st:
+        r = st.check(repair=args.repair)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0 if r["ok"] else EXIT_PROBLEMS
+    by = {}
+    for p in r["problems"]:
+        by.setdefault(p["check"], []).append(p)
+    names = {"database": "database", "descriptors": "descriptor", "scans": "scan", "index": "index",
+             "calibrations": "calibration"}
+    _print_table([{"check": what, "checked": n, "problems": len(by.get(names.get(what, what), [])),
+                   "repaired": sum(p["repaired"] for p in by.get(names.get(what, what), []))}
+                  for what, n in r["checked"].items()])
+    for p in r["problems"]:
+        print(f"{'repaired' if p['repaired'] else 'PROBLEM'}: {p['check']} {p['item']}: {p['problem']}"
+              + (f" -> {p['action']}" if p["action"] else ""))
+    for note in r["notes"]:
+        print(f"note: {note}")
+    left = sum(not p["repaired"] for p in r["problems"])
+    print(f"{args.store}: " + ("all well" if not r["problems"] else "all problems repaired" if r["ok"] else
+                               f"{left} problem{'s' if left > 1 else ''} left"
+                               + ("" if args.repair else f"; `ballistix check --store {args.store} --repair` "
+                                                         f"mends what can be mended")))
+    return 0 if r["ok"] else EXIT_PROBLEMS
 
 
 def cmd_validate(args) -> int:
@@ -453,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("-k", type=_positive_int, default=20, help="candidates to list (default 20)")
     se.add_argument("--shortlist", type=_positive_int, help="candidates verified by CMC (default: the store's, 50)")
     se.add_argument("--jobs", type=_positive_int, default=1)
+    se.add_argument("--read-only", action="store_true", help="write nothing to the store (automatic when it is "
+                                                             "not writable)")
     se.add_argument("--json", action="store_true")
     _units_option(se)
     _pixel_size_option(se)
@@ -491,8 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--since", type=_since,
                     help="ISO date (YYYY-MM-DD) or UTC time (YYYY-MM-DDTHH:MM): exhibits ingested since then are "
                          "the new ones (default: last day)")
+    rp.add_argument("--read-only", action="store_true", help="write nothing to the store (automatic when it is "
+                                                             "not writable)")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_report)
+
+    ck = sub.add_parser("check", help="verify a case store (and repair it)", description=cmd_check.__doc__)
+    ck.add_argument("--store", required=True)
+    ck.add_argument("--repair", action="store_true", help="rebuild the index, re-create or drop damaged cached "
+                                                          "scans")
+    ck.add_argument("--json", action="store_true")
+    ck.set_defaults(func=cmd_check)
 
     ru = sub.add_parser("rule", help="show or set a store's link rule", description=cmd_rule.__doc__)
     ru.add_argument("--store", required=True)

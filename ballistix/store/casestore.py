@@ -290,8 +290,7 @@ class CaseStore:
                 raise
             detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise StoreError(f"no space left to write {self.folder} ({detail}); what was committed before is "
-                             f"kept and the interrupted operation left no trace: free some space and run it "
-                             f"again") from None
+                             f"kept, nothing is half-written: free some space and run it again") from None
 
     def _is_new(self) -> bool:
         """Whether ``folder`` holds no store yet and may become one (missing or empty); raise
@@ -389,13 +388,13 @@ class CaseStore:
                 return self._connect_read_only(uri)
             db = sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=60, isolation_level=None)  # explicit transactions
             try:
-                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # a database at all?
                 db.execute("PRAGMA synchronous=FULL")
                 db.execute("PRAGMA foreign_keys=ON")
             except BaseException:
                 db.close()
                 raise
-            return db
+            return db  # WAL mode is set by _migrate once the file is known to be a store
         except sqlite3.DatabaseError as e:
             if _no_space(e):
                 raise
@@ -454,6 +453,8 @@ class CaseStore:
                              f"ballistix; nothing was changed (restore store.sqlite from a backup)")
         if "meta" not in tables:
             raise StoreError(f"{self.db_path}: not a ballistix store (no meta table)")
+        if not self.read_only:
+            db.execute("PRAGMA journal_mode=WAL")  # a store made by ballistix is in WAL mode already: no write
         try:
             version = int(dict(db.execute("SELECT key, value FROM meta")).get("schema_version", -1))
         except (sqlite3.DatabaseError, ValueError, TypeError) as e:
@@ -1223,14 +1224,15 @@ class CaseStore:
                         "register it again from a trusted copy")
         checked["calibrations"] = len(recs)
         # leftovers of interrupted writes (harmless; removed by repair when over an hour old)
-        stale = [p for p in (self.folder / "scans").glob("*/.*") if p.is_file()]
+        stale = [p for p in [*(self.folder / "scans").glob("*/.*"), *self.folder.glob(".index.bxi.*"),
+                             *self.folder.glob(f"{_NEW_PREFIX}*")] if p.is_file()]
         old = [p for p in stale if time.time() - p.stat().st_mtime > 3600]
         if repair:
             for p in old:
                 with contextlib.suppress(OSError):
                     p.unlink()
         if stale:
-            notes.append(f"{len(stale)} temporary files of interrupted ingests in {self.folder / 'scans'}"
+            notes.append(f"{len(stale)} temporary files of interrupted writes in {self.folder}"
                          + (f"; {len(old)} over an hour old removed" if repair and old else ""))
         self._opening = []
         return {"store": str(self.folder), "ok": all(p["repaired"] for p in problems), "repair": repair,
