@@ -132,6 +132,9 @@ def test_store_commands(tmp_path, capsys):
 
 
 def test_search_of_a_missing_store_file_is_one_line(tmp_path):
+    from ballistix.store import CaseStore
+
+    CaseStore(tmp_path / "s").close()  # search never creates a store (tests/test_store_integrity.py)
     r = subprocess.run([sys.executable, "-m", "ballistix.cli", "search", str(tmp_path / "nope.x3p"), "--store",
                         str(tmp_path / "s")], capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope.x3p" in r.stderr
