@@ -1,7 +1,7 @@
 """The ``ballistix`` command.
 
 ``ballistix demo`` runs the main job on built-in simulated casework;
-``ballistix ingest | search | compare | link`` work on a case store;
+``ballistix ingest | search | compare | link | report | check`` work on a case store;
 ``ballistix info FILE...`` reads scans and prints what is in them.
 Errors print one line to stderr and exit with a non-zero code.
 """

@@ -455,6 +455,12 @@ def test_check_finds_every_kind_of_damage_and_repair_mends_it(tmp_path, sources,
     (scan,) = [p for p in report["problems"] if p["check"] == "scan"]
     assert scan["problem"].startswith("exhibit e-1: is unreadable") and not scan["repaired"]
     assert "gives another descriptor than the stored one" in scan["action"] and "not replaced" in scan["action"]
+    st.index_path.unlink()  # the index must be rebuilt now, and the damaged descriptor cannot go in it
+    with pytest.warns(StoreWarning, match="not rebuilt.*'e-2' has 12 bytes"):
+        st = CaseStore(folder)  # opens all the same, for check to say what is wrong
+    with st:
+        assert len(st._index) == 5
+        assert {p["check"] for p in st.check()["problems"]} == {"descriptor", "scan", "index"}
 
 
 # ---------------------------------------------------------------- 8. kill -9 never half-applies an operation

@@ -604,9 +604,11 @@ class CaseStore:
         return f"<CaseStore {self.folder}: {len(self)} exhibits, index {len(self._index)}>"
 
     # --------------------------------------------------------------- index
-    def _descriptors(self) -> tuple[np.ndarray, np.ndarray]:
+    def _descriptors(self, *, skip_damaged: bool = False) -> tuple[np.ndarray, np.ndarray]:
         rows = self._db.execute("SELECT rowid, exhibit_id, descriptor FROM exhibits ORDER BY rowid").fetchall()
         size = 4 * self.descriptor["dim"]
+        if skip_damaged:
+            rows = [r for r in rows if isinstance(r[2], bytes) and len(r[2]) == size]
         for _, eid, blob in rows:
             if not isinstance(blob, bytes) or len(blob) != size:
                 raise StoreError(f"{self.db_path}: the descriptor of exhibit {eid!r} has "
@@ -617,9 +619,9 @@ class CaseStore:
             np.zeros((0, self.descriptor["dim"]), np.float32)
         return ids, vecs
 
-    def _build_index(self) -> ScanIndex:
+    def _build_index(self, *, skip_damaged: bool = False) -> ScanIndex:
         """A new index of the descriptors in SQLite (in memory)."""
-        ids, vecs = self._descriptors()
+        ids, vecs = self._descriptors(skip_damaged=skip_damaged)
         index = ScanIndex(self.descriptor["dim"], descriptor=self.descriptor)
         if len(ids):
             index.add(ids, vecs)
@@ -694,13 +696,18 @@ class CaseStore:
         if self.read_only:
             self._rebuilt(problem, "rebuilt in memory from the descriptors in store.sqlite (read-only: the file "
                                    "is left as it is)")
-            return self._build_index()
+            return self._build_index(skip_damaged=True)
         with self._transaction():
             index, problem = self._read_index()  # another process may have saved and recorded it meanwhile
             if problem is None:
                 return index
+            try:
+                self._index = self._build_index()
+            except StoreError as e:  # a damaged descriptor: open anyway, for `check` to say what is wrong
+                warnings.warn(f"{self.index_path}: {problem}; not rebuilt: {e}; searches use an index of the "
+                              f"other exhibits, in memory", StoreWarning, stacklevel=3)
+                return self._build_index(skip_damaged=True)
             self._rebuilt(problem, "rebuilt from the descriptors in store.sqlite")
-            self._index = self._build_index()
             self._index.save(self.index_path)
             self._record_index()
         return self._index
@@ -1120,7 +1127,13 @@ class CaseStore:
         if repair and self.read_only:
             raise StoreError(f"{self.folder}: the store is opened read-only; cannot repair it")
         with self._space():
-            return self._check(bool(repair))
+            try:
+                return self._check(bool(repair))
+            except sqlite3.DatabaseError as e:
+                if _no_space(e):
+                    raise
+                raise StoreError(f"{self.db_path}: the database is damaged ({e}); restore store.sqlite from a "
+                                 f"backup") from None
 
     def _check(self, repair: bool) -> dict:
         problems = [dict(p) for p in self._opening]
