@@ -283,6 +283,27 @@ def test_read_only_store_searches_writes_nothing_and_refuses_writes(base, tmp_pa
     assert not (tmp_path / "nothing").exists()
 
 
+def test_read_only_reads_an_immutable_database_where_sqlite_cannot_keep_its_side_files(base, tmp_path, sources,
+                                                                                      monkeypatch):
+    paths, guns = sources
+    folder = fresh(base, tmp_path)
+    before = digest(folder)
+    real, uris = sqlite3.connect, []
+
+    def connect(database, *args, **kwargs):  # SQLite in a folder the user may not write (as root cannot test)
+        uris.append(str(database))
+        if "mode=ro" in str(database):
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    with CaseStore(folder, read_only=True) as st:
+        assert guns[st.search(paths[3], k=1)[0]["exhibit_id"]] == guns["e-3"]
+    assert uris[-1].endswith("?immutable=1")
+    monkeypatch.undo()
+    assert digest(folder) == before
+
+
 @pytest.mark.skipif(ROOT, reason="root writes whatever the permissions (the read_only=True test covers the store)")
 def test_a_store_on_read_only_media_is_searched_read_only(base, tmp_path, sources, capsys):
     paths, _ = sources
