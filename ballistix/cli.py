@@ -245,8 +245,8 @@ def _skipped_line(skipped: list[dict], store) -> str:
               f"{', '.join(damaged)}"] if damaged else []) + \
             ([f"cached scan{'s' if len(missing) > 1 else ''} dropped by an earlier repair: "
               f"{', '.join(missing)}"] if missing else [])
-    return (f"{n} candidate{'s' if n > 1 else ''} skipped: {'; '.join(parts)}; run `ballistix check --store {store} "
-            f"--repair`")
+    return (f"{n} candidate{'s' if n > 1 else ''} skipped: {'; '.join(parts)}; run `ballistix check --store "
+            f"{safe_text(store)} --repair`")
 
 
 def cmd_ingest(args) -> int:
@@ -265,7 +265,7 @@ def cmd_ingest(args) -> int:
                          indent=2))
     else:
         if created:
-            print(f"created a new case store at {args.store}")
+            print(f"created a new case store at {safe_text(args.store)}")
         print(f"{len(r.added)} added, {len(r.existing)} already in the store, {len(r.failed)} failed; "
               f"{total} exhibits in {safe_text(args.store)}")
     return EXIT_BAD_INPUT if r.failed else 0
@@ -453,10 +453,10 @@ def cmd_check(args) -> int:
     for note in r["notes"]:
         print(f"note: {note}")
     left = sum(not p["repaired"] for p in r["problems"])
-    print(f"{args.store}: " + ("all well" if not r["problems"] else "all problems repaired" if r["ok"] else
+    print(f"{safe_text(args.store)}: " + ("all well" if not r["problems"] else "all problems repaired" if r["ok"] else
                                f"{left} problem{'s' if left > 1 else ''} left"
-                               + ("" if args.repair else f"; `ballistix check --store {args.store} --repair` "
-                                                         f"mends what can be mended")))
+                               + ("" if args.repair else f"; `ballistix check --store {safe_text(args.store)} "
+                                                         f"--repair` mends what can be mended")))
     return 0 if r["ok"] else EXIT_PROBLEMS
 
 
