@@ -196,6 +196,29 @@ def test_report_figures_and_html_show_ids_literally(files, tmp_path, monkeypatch
     assert "$x^2$" in html  # in the tables, as typed
 
 
+def test_report_of_an_older_store_with_a_date_that_is_no_date_still_works(files, tmp_path):
+    """Records written before dates were checked at the door: left off the timeline, never a failure."""
+    import sqlite3
+
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        st.add_firearm("F1", status="seized", recovery_date="2024-02-01")
+        st.add_scene("S1", date="2024-01-01")
+        st.add_scene("S2", date="2024-01-05")
+        st.ingest(files[:2], meta={"firearm_id": "F1"}, progress=False)
+        st.ingest(files[2:4], meta=[{"scene_id": "S1"}, {"scene_id": "S2"}], progress=False)
+        st.link_new(progress=False)
+        st.confirm("c0", "c2", True)
+        st.confirm("c2", "c3", True)
+    db = sqlite3.connect(tmp_path / "s" / "store.sqlite")
+    db.execute("""UPDATE scenes SET attrs_json='{"date": "not-a-date"}' WHERE scene_id='S1'""")
+    db.execute("""UPDATE firearms SET attrs_json='{"status": "seized", "recovery_date": "soon"}'""")
+    db.commit()
+    db.close()
+    with CaseStore(tmp_path / "s") as st:
+        html = st.report(tmp_path / "r.html").read_text("utf-8")
+    assert "scenes of each linked gun" in html or "<img" in html
+
+
 def test_graph_plot_draws_ids_literally():
     import matplotlib.pyplot as plt
 

@@ -47,6 +47,15 @@ def _png(fig) -> str:
     return f"<img alt='figure' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
+def _date(value) -> _dt.date | None:
+    """A record's date, or None where there is none or it is no date (stores written before dates
+    were checked at the door may hold one; the report leaves it off the timeline, never fails)."""
+    try:
+        return _dt.date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
+
+
 def _timeline_figure(g, groups) -> str | None:
     import matplotlib
     import matplotlib.dates
@@ -57,14 +66,13 @@ def _timeline_figure(g, groups) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
     for y, (_, s) in enumerate(rows):
-        dates = [_dt.date.fromisoformat(g.node("scene", sc)["date"]) for sc in s["scenes"]
-                 if g.node("scene", sc).get("date")]
+        dates = [d for d in (_date(g.node("scene", sc).get("date")) for sc in s["scenes"]) if d]
         if dates:
             ax.plot(dates, [y] * len(dates), "o-", color="#4477aa")
         if s["firearm"]:
-            rd = g.node("firearm", s["firearm"]).get("recovery_date")
+            rd = _date(g.node("firearm", s["firearm"]).get("recovery_date"))
             if rd:
-                ax.plot([_dt.date.fromisoformat(rd)], [y], "^", color="#228833", ms=9)
+                ax.plot([rd], [y], "^", color="#228833", ms=9)
     ax.set_yticks(range(len(rows)), [f"gun {s['group']}" + (f" ({s['firearm']})" if s["firearm"] else "")
                                      for _, s in rows], fontsize=8,
                   parse_math=False, usetex=False)  # firearm ids drawn as typed: "$x$" is no formula
