@@ -81,6 +81,18 @@ def _in(v: float, window: tuple[float, float]) -> bool:
     return window[0] <= v <= window[1]
 
 
+def lateral_candidates(dx: float, dy: float, units: str) -> list[str]:
+    """The units a file's CX/CY increments may be in, from the increments alone (before any height is
+    read): the given unit, or under ``"auto"`` the ones `decide_units` could choose (metres whenever
+    plausible). Empty when no unit fits (`decide_units` then refuses the file)."""
+    if units != "auto":
+        return [units]
+    if _in(dx, LATERAL_M) and _in(dy, LATERAL_M):
+        return ["m"]
+    return [u for u in ("mm", "um")
+            if _in(dx * SCALE_TO_M[u], LATERAL_RESCALED_M) and _in(dy * SCALE_TO_M[u], LATERAL_RESCALED_M)]
+
+
 def decide_units(path, dx: float, dy: float, heights: np.ndarray) -> tuple[str, str]:
     """The unit of an x3p file's lengths under ``units="auto"``: ``(unit, reason)``.
 

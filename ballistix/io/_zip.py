@@ -67,6 +67,47 @@ def read_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, wh
     return buf
 
 
+def iter_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, chunk_bytes: int, what: str, *, skip: int = 0):
+    """Yield a member's bytes in chunks of exactly ``chunk_bytes`` (the last one shorter), with the checks
+    of `read_member`: encrypted, corrupt, inflating beyond or ending before its declared size are all
+    `ScanFormatError`. ``skip``: bytes already consumed (a header read separately), not yielded.
+    Only one chunk is in memory at a time."""
+    if info.flag_bits & 0x1:
+        raise ScanFormatError(path, f"{what} ({info.filename}) is encrypted")
+    expected = info.file_size
+    try:
+        with zf.open(info) as f:
+            n = 0
+            while n < skip:
+                got = f.read(min(skip - n, 1 << 20))
+                if not got:
+                    break
+                n += len(got)
+            while n < expected:
+                want = min(chunk_bytes, expected - n)
+                buf = bytearray(want)
+                view = memoryview(buf)
+                got_total = 0
+                while got_total < want:
+                    got = f.readinto(view[got_total:])
+                    if not got:
+                        break
+                    got_total += got
+                view.release()
+                if got_total < want:
+                    raise ScanFormatError(path, f"{what} {info.filename} is truncated: {n + got_total} of "
+                                                f"{expected} bytes")
+                n += got_total
+                yield buf
+            if f.read(1):
+                raise ScanFormatError(path, f"{what} ({info.filename}) inflates beyond its declared "
+                                            f"{info.file_size} bytes (zip bomb?)")
+    except _CORRUPT as e:
+        if isinstance(e, ScanFormatError):
+            raise
+        raise ScanFormatError(path, f"{what} ({info.filename}) is corrupt or truncated: {e}") from None
+
+
 def open_zip(path: Path, what: str) -> zipfile.ZipFile:
     """Open ``path`` as a zip archive or raise ScanFormatError."""
     if not path.is_file():
