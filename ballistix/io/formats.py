@@ -6,18 +6,22 @@ import inspect
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .._files import atomic_file
-from ..errors import ParameterError, ScanFormatError
+from .._limits import (MAX_FIELD_MM, MAX_WORKING_POINTS, block_factor, block_mean_rows, check_limit, field_problem,
+                       reduction_record, rows_per_chunk)
+from ..errors import ParameterError, ScanFormatError, ScanFormatWarning
 from ..scan import Scan
 from ._units import check_units, units_record
-from ._zip import list_members, open_zip, read_member, sha256_file
+from ._zip import iter_member, list_members, open_zip, read_member, sha256_file
 from .x3p import MAX_POINTS, read_x3p
 
-__all__ = ["read_scan", "read_image", "read_npz", "write_npz", "NPZ_FORMAT_VERSION"]
+__all__ = ["read_scan", "read_image", "read_npz", "write_npz", "NPZ_FORMAT_VERSION", "MAX_FIELD_MM",
+           "MAX_WORKING_POINTS"]
 
 NPZ_FORMAT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -47,7 +51,33 @@ def _pixel_size_from_file(img) -> float | None:
     return dx
 
 
-def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX_POINTS) -> Scan:
+def _pixel_size(px) -> float:
+    """The pixel size in metres as a positive finite float, or `ParameterError`."""
+    try:
+        v = float(px)
+    except (TypeError, ValueError):
+        raise ParameterError(f"pixel_size_m must be a number in metres, got {px!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ParameterError(f"pixel_size_m must be a positive number of metres, got {px!r}")
+    return v
+
+
+def _image_strip(img, mode: str, full, box=None):
+    """Intensities of ``img`` (or of the ``box`` strip of it) as float64 / ``full``, NaN where not
+    finite or fully transparent: the same arithmetic for the whole image and for a strip."""
+    part = img if box is None else img.crop(box)
+    alpha = None
+    if mode in ("LA", "RGBA", "PA") or (mode == "P" and "transparency" in img.info):
+        alpha = np.asarray(part.convert("RGBA"))[..., 3]
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(part).astype(np.float64)
+    else:
+        arr = np.asarray(part.convert("L")).astype(np.float64)
+    return arr, alpha
+
+
+def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX_POINTS,
+               max_field_mm: float | None = MAX_FIELD_MM, max_working_points: int | None = MAX_WORKING_POINTS) -> Scan:
     """Read a 2-D grayscale image (PNG or TIFF) as an intensity `Scan`.
 
     Parameters
@@ -60,6 +90,18 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
         not trusted.
     max_points : int
         Refuse images with more pixels than this, before decoding.
+    max_field_mm : float or None, default `MAX_FIELD_MM` (25 mm)
+        Refuse, before decoding, an image whose pixel size makes it wider or
+        taller than this: no cartridge case is (a 10,000-pixel image at
+        254 dpi would be a metre across). None: no limit.
+    max_working_points : int or None, default `MAX_WORKING_POINTS` (9 M)
+        An image with more pixels is block-averaged ``k x k`` (the smallest
+        integer ``k`` that fits; NaN-aware, a block less than half measured
+        is NaN; the last ``ny % k`` rows and ``nx % k`` columns are
+        dropped), a strip of rows at a time, so the full-size float64 copy
+        never exists. ``meta["downsampled"]`` records the factor, the reason
+        and the original shape and spacing, and a `ScanFormatWarning` says
+        so. None: read every pixel.
 
     Returns
     -------
@@ -73,8 +115,11 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    max_field_mm = check_limit(max_field_mm, "max_field_mm", integer=False)
+    max_working_points = check_limit(max_working_points, "max_working_points", integer=True)
     if not path.is_file():
         raise ScanFormatError(path, "no such file")
+    reduced = None
     try:
         with Image.open(path, formats=_PIL_FORMATS) as img:  # never any other of Pillow's decoders
             w, h = img.size
@@ -82,43 +127,71 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
                 raise ScanFormatError(path, f"image size {w} x {h} exceeds the limit of {max_points} points")
             file_px = _pixel_size_from_file(img)
             mode = img.mode
+            px = pixel_size_m if pixel_size_m is not None else file_px
+            if px is None:  # known from the header: no need to decode the pixels to say so
+                raise ParameterError(
+                    f"{path}: the image carries no physical pixel size; pass pixel_size_m (metres per pixel)")
+            px = _pixel_size(px)
+            why = field_problem(h, w, px, px, max_field_mm)
+            if why:
+                raise ScanFormatError(path, why + (" (pixel_size_m)" if pixel_size_m is not None else
+                                                   " (the file's resolution tags)"))
+            factor = block_factor(h, w, max_working_points)
             img.load()
-            alpha = None
-            if mode in ("LA", "RGBA", "PA") or (mode == "P" and "transparency" in img.info):
-                alpha = np.asarray(img.convert("RGBA"))[..., 3]
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(img).astype(np.float64)
-                full = {"F": None, "I": float(2**32 - 1)}.get(mode, 65535.0)
+            full = {"F": None, "I": float(2**32 - 1)}.get(mode, 65535.0) \
+                if mode in ("I;16", "I;16B", "I;16L", "I", "F") else 255.0
+            if factor == 1:
+                arr, alpha = _image_strip(img, mode, full)
                 if full is None:
                     full = float(np.max(np.abs(arr[np.isfinite(arr)]), initial=0.0)) or 1.0
-            else:
-                arr = np.asarray(img.convert("L")).astype(np.float64)
-                full = 255.0
-    except ScanFormatError:
+            else:  # far more pixels than a comparison needs: block-averaged a strip of rows at a time
+                rows = rows_per_chunk(w, factor, 8)
+                boxes = [(0, r, w, min(r + rows, h)) for r in range(0, h, rows)]
+                if full is None:  # floating point: the largest magnitude of the whole image first
+                    full = 0.0
+                    for box in boxes:
+                        a, _ = _image_strip(img, mode, None, box)
+                        full = max(full, float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0)))
+                    full = full or 1.0
+
+                def strips():
+                    for box in boxes:
+                        a, al = _image_strip(img, mode, full, box)
+                        z = a / full
+                        z[~np.isfinite(z)] = np.nan
+                        if al is not None:
+                            z[al == 0] = np.nan
+                        yield z
+
+                heights = block_mean_rows(strips(), h, w, factor)
+                reduced = reduction_record(
+                    factor, h, w, px, px, max_working_points,
+                    f"{w} x {h} pixels are more than the working grid of {max_working_points} points "
+                    f"(max_working_points): block-averaged {factor} x {factor} as read")
+    except (ScanFormatError, ParameterError):
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         raise ScanFormatError(path, f"not a readable image: {e}") from None
-    if arr.ndim != 2:
-        raise ScanFormatError(path, f"expected a single-channel image, got array of shape {arr.shape}")
-    px = pixel_size_m if pixel_size_m is not None else file_px
-    if px is None:
-        raise ParameterError(
-            f"{path}: the image carries no physical pixel size; pass pixel_size_m (metres per pixel)")
-    try:
-        px = float(px)
-    except (TypeError, ValueError):
-        raise ParameterError(f"pixel_size_m must be a number in metres, got {px!r}") from None
-    if not np.isfinite(px) or px <= 0:
-        raise ParameterError(f"pixel_size_m must be a positive number of metres, got {px!r}")
-    heights = arr / full
-    heights[~np.isfinite(heights)] = np.nan
-    if alpha is not None:
-        heights[alpha == 0] = np.nan
+    if reduced is None:
+        if arr.ndim != 2:
+            raise ScanFormatError(path, f"expected a single-channel image, got array of shape {arr.shape}")
+        heights = arr / full
+        heights[~np.isfinite(heights)] = np.nan
+        if alpha is not None:
+            heights[alpha == 0] = np.nan
     meta = {"source": str(path), "sha256": sha256_file(path), "format": "image",
             "z_unit": "intensity", "image_mode": mode,
             "pixel_size_from": "argument" if pixel_size_m is not None else "file",
             "units": units_record("m", "image: pixel size in metres (pixel_size_m or the file's resolution tags); "
                                        "heights are intensities")}
+    if reduced is not None:
+        meta["downsampled"] = reduced
+        factor = reduced["factor"]
+        warnings.warn(f"{path}: {w} x {h} pixels are more than a comparison needs "
+                      f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
+                      f"{w // factor} x {h // factor} pixels of {px * factor * 1e6:.4g} um (meta['downsampled']); "
+                      f"pass max_working_points=None to read every pixel", ScanFormatWarning, stacklevel=2)
+        px = px * factor
     return Scan(heights, px, px, meta)
 
 
@@ -178,16 +251,90 @@ def _npy(path, zf, members, name, limit):
         raise ScanFormatError(path, f"npz member {name} is not a valid pickle-free .npy array: {e}") from None
 
 
-def read_npz(path, *, max_points: int = MAX_POINTS) -> Scan:
-    """Read a scan written by `write_npz` (never unpickles anything)."""
+def _npy_header(zf, info):
+    """``(shape, fortran_order, dtype, header bytes)`` of a .npy member, read without its data; None when
+    the header is not one `_npy` would accept (it then reads the member and says why)."""
+    try:
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                return None
+            offset = f.tell()
+    except Exception:  # noqa: BLE001  any problem: the whole-member path reports it
+        return None
+    if dtype.hasobject or math.prod(shape) * dtype.itemsize != info.file_size - offset:
+        return None
+    return shape, fortran, dtype, offset
+
+
+def _npz_heights_reduced(path, zf, info, shape, fortran, dtype, offset, factor) -> np.ndarray:
+    """heights.npy decoded a chunk of rows at a time and block-averaged ``factor x factor``."""
+    ny, nx = shape
+    if fortran:  # stored column by column: average the transpose (square blocks), transpose back
+        ny, nx = nx, ny
+    rows = rows_per_chunk(nx, factor, dtype.itemsize)
+
+    def chunks():
+        for buf in iter_member(path, zf, info, rows * nx * dtype.itemsize, "heights.npy", skip=offset):
+            z = np.frombuffer(buf, dtype=dtype).reshape(-1, nx).astype(np.float64)
+            if np.isinf(z).any():
+                raise ScanFormatError(path, "heights contain +/-inf; use NaN for missing points")
+            yield z
+
+    out = block_mean_rows(chunks(), ny, nx, factor)
+    return out.T.copy() if fortran else out
+
+
+def read_npz(path, *, max_points: int = MAX_POINTS, max_field_mm: float | None = MAX_FIELD_MM,
+             max_working_points: int | None = MAX_WORKING_POINTS) -> Scan:
+    """Read a scan written by `write_npz` (never unpickles anything).
+
+    Parameters
+    ----------
+    path : str or path-like
+    max_points : int
+        Refuse heights of more points than this.
+    max_field_mm : float or None, default `MAX_FIELD_MM` (25 mm)
+        Refuse, before the heights are decoded, a grid wider or taller than
+        this: no cartridge case is. None: no limit.
+    max_working_points : int or None, default `MAX_WORKING_POINTS` (9 M)
+        Heights with more points are block-averaged ``k x k`` as they are
+        decoded (as in `read_image`), recorded in ``meta["downsampled"]``
+        with a `ScanFormatWarning`. None: read every point.
+    """
     path = Path(path)
+    max_field_mm = check_limit(max_field_mm, "max_field_mm", integer=False)
+    max_working_points = check_limit(max_working_points, "max_working_points", integer=True)
+    reduced = None
     with open_zip(path, "a ballistix .npz file") as zf:
         members = list_members(path, zf, 16)
         version = _npy(path, zf, members, "version.npy", 4096)
         if version.shape != () or version.dtype.kind not in "iu" or int(version) != NPZ_FORMAT_VERSION:
             raise ScanFormatError(path, f"npz format version {version!r} is not {NPZ_FORMAT_VERSION}")
-        heights = _npy(path, zf, members, "heights.npy", max_points * 8 + 4096)
         spacing = _npy(path, zf, members, "spacing.npy", 4096)
+        # the heights' header first: a grid no cartridge case fills, or far finer than a comparison
+        # needs, is known before its points are decoded
+        info = members.get("heights.npy")
+        head = None
+        if info is not None and not info.flag_bits & 0x1 and info.file_size <= max_points * 8 + 4096:
+            head = _npy_header(zf, info)
+        factor = 1
+        if head is not None and len(head[0]) == 2 and head[2].kind == "f" and 0 < math.prod(head[0]) <= max_points:
+            ny, nx = head[0]
+            if spacing.shape == (2,) and spacing.dtype.kind == "f" and np.all(np.isfinite(spacing)) \
+                    and np.all(spacing > 0):
+                why = field_problem(ny, nx, float(spacing[0]), float(spacing[1]), max_field_mm)
+                if why:
+                    raise ScanFormatError(path, why)
+            factor = block_factor(ny, nx, max_working_points)
+        if factor > 1:
+            heights = _npz_heights_reduced(path, zf, info, *head, factor)
+        else:
+            heights = _npy(path, zf, members, "heights.npy", max_points * 8 + 4096)
         meta_arr = _npy(path, zf, members, "meta.npy", 16 * 1024 * 1024)
     if heights.ndim != 2 or heights.dtype.kind != "f":
         raise ScanFormatError(path, f"heights must be a 2-D float array, got {heights.dtype} {heights.shape}")
@@ -208,8 +355,23 @@ def read_npz(path, *, max_points: int = MAX_POINTS) -> Scan:
         raise ScanFormatError(path, "meta JSON must be an object")
     meta.update(source=str(path), sha256=sha256_file(path), format="npz",
                 units=units_record("m", "npz: ballistix's own format, always metres"))
+    dx, dy = float(spacing[0]), float(spacing[1])
+    if factor > 1:
+        ny, nx = head[0]
+        reduced = reduction_record(
+            factor, ny, nx, dx, dy, max_working_points,
+            f"{nx} x {ny} points are more than the working grid of {max_working_points} points "
+            f"(max_working_points): block-averaged {factor} x {factor} as read")
+        if isinstance(meta.get("downsampled"), dict):
+            reduced["earlier"] = meta["downsampled"]
+        meta["downsampled"] = reduced
+        warnings.warn(f"{path}: {nx} x {ny} points at {dx * 1e6:.4g} um are more than a comparison needs "
+                      f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
+                      f"{nx // factor} x {ny // factor} points at {dx * factor * 1e6:.4g} um (meta['downsampled']); "
+                      f"pass max_working_points=None to read every point", ScanFormatWarning, stacklevel=2)
+        dx, dy = dx * factor, dy * factor
     try:
-        return Scan(heights, float(spacing[0]), float(spacing[1]), meta)
+        return Scan(heights, dx, dy, meta)
     except ParameterError as e:
         raise ScanFormatError(path, str(e)) from None
 
@@ -220,6 +382,14 @@ def read_scan(path, *, units: str = "auto", **kwargs) -> Scan:
     ``.x3p`` -> `read_x3p` (keywords ``strict``, ``max_points``, ``units``);
     ``.png``, ``.tif``, ``.tiff`` -> `read_image` (``pixel_size_m``);
     ``.npz`` -> `read_npz`.
+
+    Every reader holds a file to the size budget of a cartridge-case scan
+    (``ballistix._limits``): a field of view wider or taller than
+    ``max_field_mm`` (`MAX_FIELD_MM`, 25 mm) is refused before any point is
+    decoded, and a file of more than ``max_working_points``
+    (`MAX_WORKING_POINTS`, 9 M) points is block-averaged as it is decoded,
+    with ``meta["downsampled"]`` and a `ScanFormatWarning` saying so, so that
+    reading, preprocessing and describing any file stays within about 1.5 GB.
 
     Parameters
     ----------

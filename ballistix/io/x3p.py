@@ -7,7 +7,11 @@ optional valid-points bit mask, and ``md5checksum.hex`` (the MD5 of
 checked, XML is parsed without DTDs or entities, declared sizes are checked
 against limits *before* anything is allocated, and every member is read with
 a hard byte budget, so that zip bombs, truncated data and absurd dimensions
-end in a `ScanFormatError` that names the file and the problem.
+end in a `ScanFormatError` that names the file and the problem. Within those
+limits, a field of view larger than any cartridge case is refused and a grid
+far finer than a comparison needs is block-averaged as it is decoded (the
+size budget of ``ballistix._limits``: `MAX_FIELD_MM`, `MAX_WORKING_POINTS`),
+so that a small file of zeros cannot take gigabytes downstream.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as _safe_fromstring
 
 from .._files import atomic_file
+from .._limits import (MAX_FIELD_MM, MAX_WORKING_POINTS, block_factor, block_mean_rows, check_limit,
+                       field_problem, reduction_record, rows_per_chunk)
 from .._version import __version__
 from ..errors import ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
 from ..scan import Scan
 from ._zip import check_member_name as _check_member_name, list_members, open_zip
-from ._units import SCALE_TO_M, check_units, decide_units, units_record
-from ._zip import read_member as _read_member, sha256_file as _sha256_file
+from ._units import SCALE_TO_M, check_units, decide_units, lateral_candidates, units_record
+from ._zip import iter_member as _iter_member, read_member as _read_member, sha256_file as _sha256_file
 
-__all__ = ["read_x3p", "write_x3p", "MAX_POINTS"]
+__all__ = ["read_x3p", "write_x3p", "MAX_POINTS", "MAX_FIELD_MM", "MAX_WORKING_POINTS"]
 
 #: Default cap on SizeX * SizeY (1e8 points is 800 MB as float64).
 MAX_POINTS = 100_000_000
@@ -91,12 +97,14 @@ def _md5_from_checksum_file(data: bytes) -> str | None:
     return token[0].lower()
 
 
-def _checksum(path, strict: bool, what: str, expected: str | None, data: bytes) -> str:
+def _checksum(path, strict: bool, what: str, expected: str | None, data: bytes | None = None, *,
+              digest: str | None = None) -> str:
+    """Check ``data`` (or its MD5 ``digest``, computed while streaming) against ``expected``."""
     if expected is None:
         return "absent"
     if expected == "missing":
         msg, status = f"the checksum file of {what} named in main.xml is not in the archive", "missing"
-    elif hashlib.md5(data).hexdigest() == expected.strip().lower():
+    elif (digest if digest is not None else hashlib.md5(data).hexdigest()) == expected.strip().lower():
         return "verified"
     else:
         msg, status = f"MD5 checksum of {what} does not match the one stored in the file", "mismatch"
@@ -106,7 +114,129 @@ def _checksum(path, strict: bool, what: str, expected: str | None, data: bytes) 
     return status
 
 
-def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: str = "auto") -> Scan:
+def _check_field(path, ny: int, nx: int, dx: float, dy: float, units: str, max_field_mm) -> None:
+    """Under ``units="auto"``, refuse a field larger than any cartridge case (`MAX_FIELD_MM`) from the
+    declared sizes and increments, before any point is read: the smallest reading the increments allow
+    counts (when none fits, `decide_units` refuses the file later). A unit given by the caller is read
+    as given, no questions asked: `preprocess` refuses the field then (the reader's
+    ``max_working_points`` bounds the memory either way)."""
+    if units != "auto":
+        return
+    cands = lateral_candidates(dx, dy, units)
+    if not cands:
+        return
+    unit = min(cands, key=lambda u: SCALE_TO_M[u])  # the smallest scale: refuse only what no reading saves
+    why = field_problem(ny, nx, dx * SCALE_TO_M[unit], dy * SCALE_TO_M[unit], max_field_mm)
+    if why:
+        if unit != "m":
+            why += f" (lengths read as {unit}: units='auto' found no smaller reading)"
+        raise ScanFormatError(path, why)
+
+
+def _read_whole(path, zf, root, member, info, vlink, status, ny, nx, dx, dy, units, max_field_mm,
+                dtype, dtype_code, z_inc, z_off, strict) -> np.ndarray:
+    """The point data (or the DataList) and the valid-points mask, read whole: float64 heights in the
+    file's unit, NaN where invalid."""
+    npts = nx * ny
+    if info is not None:
+        expected = npts * dtype.itemsize
+        raw = _read_member(path, zf, info, expected, "point data")
+        if len(raw) != expected:
+            raise ScanFormatError(path, f"point data {info.filename} is truncated: {len(raw)} of {expected} bytes")
+        status["point_data"] = _checksum(
+            path, strict, "the point data",
+            _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False), raw)
+        values = np.frombuffer(raw, dtype=dtype).reshape(ny, nx)
+    else:
+        data_list = root.find("Record3/DataList")
+        if data_list is None:
+            raise ScanFormatError(path, "main.xml has neither Record3/DataLink/PointDataLink nor Record3/DataList")
+        datums = data_list.findall("Datum")
+        if len(datums) != npts:
+            raise ScanFormatError(path, f"DataList holds {len(datums)} points, expected {nx} x {ny} = {npts}")
+        _check_field(path, ny, nx, dx, dy, units, max_field_mm)
+        vals = np.full(npts, np.nan)
+        for i, d in enumerate(datums):
+            if d.text and d.text.strip():
+                try:
+                    vals[i] = float(d.text.split()[-1])
+                except ValueError:
+                    raise ScanFormatError(path, f"DataList point {i} = {d.text[:40]!r} is not a number") from None
+        values = vals.reshape(ny, nx)
+        dtype_code = "D" if dtype_code in "DF" else dtype_code
+        status["point_data"] = "inline"
+
+    valid = None
+    if vlink is not None:
+        vinfo = member(vlink, "valid-points mask")
+        vraw = _read_mask(path, zf, vinfo, npts)
+        status["valid_points"] = _checksum(
+            path, strict, "the valid-points mask",
+            _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False), vraw)
+        valid = np.unpackbits(np.frombuffer(vraw, np.uint8), count=npts, bitorder="little").astype(bool).reshape(ny, nx)
+
+    if dtype_code in ("L", "I"):
+        heights = values.astype(np.float64) * z_inc + z_off
+    else:  # float64 data read into a writable buffer is used in place: no copy of large scans
+        heights = values if values.dtype == np.float64 and values.flags.writeable else values.astype(np.float64)
+        if z_off:
+            heights += z_off
+    with np.errstate(invalid="ignore"):
+        heights[~np.isfinite(heights)] = np.nan
+    if valid is not None:
+        heights[~valid] = np.nan
+    return heights
+
+
+def _read_mask(path, zf, vinfo, npts: int) -> bytearray:
+    vexp = (npts + 7) // 8
+    vraw = _read_member(path, zf, vinfo, vexp, "valid-points mask")
+    if len(vraw) != vexp:
+        raise ScanFormatError(path, f"valid-points mask {vinfo.filename} has {len(vraw)} bytes, expected {vexp}")
+    return vraw
+
+
+def _read_reduced(path, zf, info, vinfo, ny, nx, k, dtype, dtype_code, z_inc, z_off, strict, valid_md5):
+    """The point data decoded a chunk of rows at a time and block-averaged ``k x k`` on the way:
+    ``(heights, MD5 of the point data, valid-points checksum status or None)``. The same arithmetic
+    per point as `_read_whole`, so only the averaging differs; the full-size heights never exist."""
+    npts = nx * ny
+    valid_bits = None
+    valid_status = None
+    if vinfo is not None:  # one bit per point: small next to the data, read whole (and checked) first
+        vraw = _read_mask(path, zf, vinfo, npts)
+        valid_status = _checksum(path, strict, "the valid-points mask", valid_md5, vraw)
+        valid_bits = np.frombuffer(vraw, np.uint8)
+    rows = rows_per_chunk(nx, k, dtype.itemsize)
+    md5 = hashlib.md5()
+
+    def chunks():
+        r0 = 0
+        for buf in _iter_member(path, zf, info, rows * nx * dtype.itemsize, "point data"):
+            md5.update(buf)
+            values = np.frombuffer(buf, dtype=dtype).reshape(-1, nx)
+            if dtype_code in ("L", "I"):
+                h = values.astype(np.float64) * z_inc + z_off
+            else:
+                h = values.astype(np.float64)
+                if z_off:
+                    h += z_off
+            with np.errstate(invalid="ignore"):
+                h[~np.isfinite(h)] = np.nan
+            r1 = r0 + h.shape[0]
+            if valid_bits is not None:
+                b0, b1 = r0 * nx, r1 * nx
+                bits = np.unpackbits(valid_bits[b0 // 8:(b1 + 7) // 8], bitorder="little")
+                h[~bits[b0 % 8:b0 % 8 + (b1 - b0)].astype(bool).reshape(-1, nx)] = np.nan
+            r0 = r1
+            yield h
+
+    heights = block_mean_rows(chunks(), ny, nx, k)
+    return heights, md5.hexdigest(), valid_status
+
+
+def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: str = "auto",
+             max_field_mm: float | None = MAX_FIELD_MM, max_working_points: int | None = MAX_WORKING_POINTS) -> Scan:
     """Read an ISO 25178-72 x3p file.
 
     Parameters
@@ -135,6 +265,25 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: 
         and why. Anything else (no unit fits, the increments and the heights
         disagree, or both mm and um fit) raises `ScanFormatError` naming the
         ``units=`` to pass.
+    max_field_mm : float or None, default `MAX_FIELD_MM` (25 mm)
+        Under ``units="auto"``, refuse a file whose declared size and
+        increments make a field of view wider or taller than this, before any
+        point is read: no cartridge case is (a whole case head is 10-12 mm,
+        the largest in casework about 22 mm; see ``ballistix._limits``). The
+        smallest reading the increments allow counts. With a unit given, the
+        file is read as given and `preprocess` refuses the field. None: no limit.
+    max_working_points : int or None, default `MAX_WORKING_POINTS` (9 M)
+        A file of more points is block-averaged ``k x k`` as its point data
+        are decoded (the smallest integer ``k`` that fits; NaN-aware, a block
+        less than half measured is NaN; the last ``SizeY % k`` rows and
+        ``SizeX % k`` columns are dropped), so that its full-size float64
+        copy never exists: that is about a whole 12 mm case head at 4 um or
+        a 4.5 mm primer at 1.5 um, finer than the 6.25 um `preprocess`
+        resamples to. ``meta["downsampled"]`` records the factor, the reason,
+        the original shape and spacing and ``origin_m`` (the first block's
+        centre from the original first point, also added to the x3p
+        offsets), and a `ScanFormatWarning` says so. None: read every point
+        (up to ``max_points``).
 
     Returns
     -------
@@ -157,7 +306,14 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: 
         problem. `ChecksumError` (a subclass) for checksum mismatches when
         ``strict``.
     ParameterError
-        For a ``max_points`` or ``units`` outside what is accepted.
+        For a ``max_points``, ``units``, ``max_field_mm`` or
+        ``max_working_points`` outside what is accepted.
+
+    Warns
+    -----
+    ScanFormatWarning
+        For a file block-averaged to ``max_working_points``, a checksum
+        mismatch with ``strict=False``, or lengths ``units="auto"`` rescaled.
 
     Examples
     --------
@@ -170,6 +326,8 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: 
     if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
         raise ParameterError(f"max_points must be a positive integer, got {max_points!r}")
     check_units(units)
+    max_field_mm = check_limit(max_field_mm, "max_field_mm", integer=False)
+    max_working_points = check_limit(max_working_points, "max_working_points", integer=True)
     with open_zip(path, "an x3p file") as zf:
         members = list_members(path, zf, MAX_MEMBERS)
         mains = [n for n in members if posixpath.basename(n).lower() == "main.xml"]
@@ -236,6 +394,8 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: 
         status = {}
 
         link = _text(path, root, "Record3/DataLink/PointDataLink", required=False)
+        vlink = _text(path, root, "Record3/DataLink/ValidPointsLink", required=False)
+        factor = 1
         if link is not None:
             info = member(link, "point data")
             expected = npts * dtype.itemsize
@@ -243,54 +403,22 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: 
                 raise ScanFormatError(
                     path, f"point data {info.filename} has {info.file_size} bytes, expected {expected} "
                     f"for {nx} x {ny} points of type {dtype_code}")
-            raw = _read_member(path, zf, info, expected, "point data")
-            if len(raw) != expected:
-                raise ScanFormatError(path, f"point data {info.filename} is truncated: {len(raw)} of {expected} bytes")
+            _check_field(path, ny, nx, dx, dy, units, max_field_mm)
+            factor = block_factor(ny, nx, max_working_points)
+        if factor > 1:  # far more points than a comparison needs: block-averaged as decoded, never whole
+            heights, digest, valid_status = _read_reduced(
+                path, zf, info, member(vlink, "valid-points mask") if vlink is not None else None,
+                ny, nx, factor, dtype, dtype_code, z_inc, z_off, strict,
+                _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False))
             status["point_data"] = _checksum(
                 path, strict, "the point data",
-                _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False), raw)
-            values = np.frombuffer(raw, dtype=dtype).reshape(ny, nx)
+                _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False), digest=digest)
+            if valid_status is not None:
+                status["valid_points"] = valid_status
         else:
-            data_list = root.find("Record3/DataList")
-            if data_list is None:
-                raise ScanFormatError(path, "main.xml has neither Record3/DataLink/PointDataLink nor Record3/DataList")
-            datums = data_list.findall("Datum")
-            if len(datums) != npts:
-                raise ScanFormatError(path, f"DataList holds {len(datums)} points, expected {nx} x {ny} = {npts}")
-            vals = np.full(npts, np.nan)
-            for i, d in enumerate(datums):
-                if d.text and d.text.strip():
-                    try:
-                        vals[i] = float(d.text.split()[-1])
-                    except ValueError:
-                        raise ScanFormatError(path, f"DataList point {i} = {d.text[:40]!r} is not a number") from None
-            values = vals.reshape(ny, nx)
-            dtype_code = "D" if dtype_code in "DF" else dtype_code
-            status["point_data"] = "inline"
-
-        valid = None
-        vlink = _text(path, root, "Record3/DataLink/ValidPointsLink", required=False)
-        if vlink is not None:
-            vinfo = member(vlink, "valid-points mask")
-            vexp = (npts + 7) // 8
-            vraw = _read_member(path, zf, vinfo, vexp, "valid-points mask")
-            if len(vraw) != vexp:
-                raise ScanFormatError(path, f"valid-points mask {vinfo.filename} has {len(vraw)} bytes, expected {vexp}")
-            status["valid_points"] = _checksum(
-                path, strict, "the valid-points mask",
-                _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False), vraw)
-            valid = np.unpackbits(np.frombuffer(vraw, np.uint8), count=npts, bitorder="little").astype(bool).reshape(ny, nx)
-
-        if dtype_code in ("L", "I"):
-            heights = values.astype(np.float64) * z_inc + z_off
-        else:  # float64 data read into a writable buffer is used in place: no copy of large scans
-            heights = values if values.dtype == np.float64 and values.flags.writeable else values.astype(np.float64)
-            if z_off:
-                heights += z_off
-        with np.errstate(invalid="ignore"):
-            heights[~np.isfinite(heights)] = np.nan
-        if valid is not None:
-            heights[~valid] = np.nan
+            heights = _read_whole(path, zf, root, member, info if link is not None else None, vlink, status,
+                                  ny, nx, dx, dy, units, max_field_mm, dtype, dtype_code, z_inc, z_off, strict)
+            dtype_code = "D" if link is None and dtype_code in "DF" else dtype_code
 
         # --- Record4: checksum of main.xml ------------------------------
         ck_declared = _text(path, root, "Record4/ChecksumFile", required=False)
@@ -319,6 +447,19 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: 
         if scale != 1.0:
             heights *= scale
             dx, dy, x_off, y_off, z_off, z_inc = (v * scale for v in (dx, dy, x_off, y_off, z_off, z_inc))
+        reduced = None
+        if factor > 1:
+            reduced = reduction_record(
+                factor, ny, nx, dx, dy, max_working_points,
+                f"{nx} x {ny} points are more than the working grid of {max_working_points} points "
+                f"(max_working_points): block-averaged {factor} x {factor} as read")
+            warnings.warn(f"{path}: {nx} x {ny} points at {dx * 1e6:.4g} um are more than a comparison needs "
+                          f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
+                          f"{nx // factor} x {ny // factor} points at {dx * factor * 1e6:.4g} um "
+                          f"(meta['downsampled']); pass max_working_points=None to read every point",
+                          ScanFormatWarning, stacklevel=2)
+            x_off, y_off = x_off + reduced["origin_m"][0], y_off + reduced["origin_m"][1]
+            dx, dy = dx * factor, dy * factor
 
         # --- metadata ---------------------------------------------------
         meta = {
@@ -362,6 +503,10 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: 
             for k, v in extra.items():
                 if k not in _OWN_KEYS:
                     meta[k] = v
+        if reduced is not None:  # this reading's reduction; one recorded in the file (a reduced scan written back) stays
+            if isinstance(meta.get("downsampled"), dict):
+                reduced["earlier"] = meta["downsampled"]
+            meta["downsampled"] = reduced
     try:
         return Scan(heights, dx, dy, meta)
     except ParameterError as e:
