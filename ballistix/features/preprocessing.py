@@ -395,7 +395,9 @@ def level(heights, *, order: int = 1, robust: bool = True, mask=None, max_iter: 
     form = coef[0] + coef[1] * xn + coef[2] * yn
     if order == 2:
         form = form + coef[3] * xn * xn + coef[4] * xn * yn + coef[5] * yn * yn
-    out = z.astype(np.float64) - (zoff + form * 1e-6)
+    form *= 1e-6
+    form += zoff  # zoff + form * 1e-6, in place: one full-size temporary fewer
+    out = z.astype(np.float64, copy=False) - form
     if isinstance(heights, Scan):
         return _record(heights, out, "level", {"order": int(order), "robust": bool(robust),
                                                "max_iter": int(max_iter), "max_points": int(max_points),
@@ -413,9 +415,10 @@ def _fill_nan(z: np.ndarray, valid: np.ndarray, size_px: int) -> np.ndarray:
     num = cv2.boxFilter(np.where(valid, z, 0.0), -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
     den = cv2.boxFilter(valid.astype(np.float64), -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
     with np.errstate(invalid="ignore", divide="ignore"):
-        fill = num / den
-    fill[~(den > 0.5)] = np.median(z[valid])
-    return np.where(valid, z, fill)
+        num /= den  # in place: one full-size temporary fewer
+    num[~(den > 0.5)] = np.median(z[valid])
+    del den
+    return np.where(valid, z, num)
 
 
 def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: float = 15.0,
@@ -462,7 +465,7 @@ def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: f
     sigma = _positive(sigma, "sigma")
     window_um = _positive(window_um, "window_um")
     min_island_um2 = _positive(min_island_um2, "min_island_um2", allow_zero=True)
-    z = z.astype(np.float64)
+    z = z.astype(np.float64, copy=False)  # never written to: no copy needed
     valid = ~np.isnan(z)
     removed = np.zeros(z.shape, bool)
     if valid.sum() >= 9:
@@ -477,6 +480,7 @@ def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: f
             return ndimage.median_filter(a, size=(ky, kx), mode="nearest")
 
         dev = np.abs(zu - median(filled))
+        del filled  # full-size temporaries go as soon as they are used (large scans)
         # Hampel-type scale: the local spread of the departures (so steep texture is not taken for
         # spikes), never below the scan-wide spread (so flat areas do not flag their noise). Missing
         # neighbours count as large departures: near gaps, where the local median is least sure,
@@ -485,11 +489,14 @@ def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: f
         # departure is a small share of the height spread, from counting as spikes)
         zv = zu[valid]
         floor = 0.1 * 1.4826 * np.median(np.abs(zv - np.median(zv)))
+        del zv
         s_all = max(1.4826 * np.median(dev[valid]), floor)
         dev_filled = np.where(valid, dev, 1e3 * max(s_all, 1e-9))
         scale = np.maximum(1.4826 * median(dev_filled), s_all)
+        del dev_filled, zu
         if s_all > 0:
             removed = valid & (dev > sigma * scale)
+        del dev, scale
     out = np.where(removed, np.nan, z)
     if min_island_um2 > 0:
         ok = ~np.isnan(out)
@@ -1487,6 +1494,13 @@ def _primer_region(z: np.ndarray, dx: float, dy: float, *, pr_lo: float, pr_hi: 
 # the pipeline
 # ----------------------------------------------------------------------------
 
+class _Discard(dict):
+    """A dict that keeps nothing: `preprocess`'s diagnostics when they are not asked for."""
+
+    def __setitem__(self, key, value):
+        pass
+
+
 def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_radius_mm"],
                aperture_radius_mm=DEFAULTS["aperture_radius_mm"], pin_margin_um: float = DEFAULTS["pin_margin_um"],
                edge_margin_um: float = DEFAULTS["edge_margin_um"], edge_drop_um: float = DEFAULTS["edge_drop_um"],
@@ -1589,7 +1603,8 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
                      "edge_drop_um": _positive(edge_drop_um, "edge_drop_um"),
                      "max_pin_extension_um": _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True)}
 
-    diag: dict[str, Any] = {}
+    # intermediate arrays are kept only when asked for: each one is a full-size float64 copy
+    diag: dict[str, Any] = {} if diagnostics else _Discard()
     cur = Scan(z.astype(np.float64, copy=False), scan.dx, scan.dy, copy.deepcopy(scan.meta))
 
     # 1. region
