@@ -18,17 +18,26 @@ recorded in ``meta["processing"]``):
 5. `crop` to the region's bounding box and `resample` to a standard lateral
    spacing (NaN-aware; area averaging when downsampling).
 
+Before step 1, a grid far finer than the output needs is block-averaged
+(``block_average`` in ``meta["processing"]``): to no finer than half the
+output spacing, and to at most `MAX_WORKING_POINTS` points, the memory budget
+(``ballistix._limits``). Scans at a quarter of the output spacing or coarser
+are not touched.
+
 Everything is deterministic: same input and parameters, same output bits.
 Coordinates in results are metres from the centre of the grid's first point,
 ``x`` along columns and ``y`` along rows (as ``meta["truth"]`` of the simulator).
 A point ``p`` of the input appears in the output of `preprocess` at
 ``p - crop["origin_m"] - resample["origin_m"]`` (the ``result`` of those steps
-in ``meta["processing"]``).
+in ``meta["processing"]``), less ``block_average["origin_m"]`` too when that
+step was taken.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -37,6 +46,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from .._limits import BLOCK_MIN_VALID, MAX_FIELD_MM, MAX_WORKING_POINTS, block_factor, block_mean, field_problem, \
+    reduction_record
 from .._version import __version__
 from ..errors import ParameterError, SegmentationError, SegmentationWarning
 from ..scan import Scan
@@ -44,6 +55,8 @@ from .filters import gaussian_bandpass
 
 __all__ = [
     "DEFAULTS",
+    "MAX_FIELD_MM",
+    "MAX_WORKING_POINTS",
     "BreechFaceRegion",
     "Circle",
     "bandpass",
@@ -1239,6 +1252,9 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
     SegmentationError
         When ``check`` and the region failed a plausibility check: the
         message names the scan's source and the reasons.
+    ParameterError
+        For a field of view larger than `MAX_FIELD_MM` (25 mm): no cartridge
+        case is, and the primer search's grid grows with the field.
 
     Warns
     -----
@@ -1273,6 +1289,9 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
     edge_drop = _positive(edge_drop_um, "edge_drop_um") * 1e-6
     max_ext = _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True) * 1e-6
     ny, nx = z.shape
+    too_wide = field_problem(ny, nx, dx, dy, MAX_FIELD_MM, "MAX_FIELD_MM")
+    if too_wide:  # the primer search's grid grows with the field: a metre-wide field would take gigabytes
+        raise ParameterError(f"{_source_of(scan)}: {too_wide}")
     if min(nx * dx, ny * dy) < pr_lo:
         raise ParameterError(
             f"the scan covers {nx * dx * 1e3:.3g} x {ny * dy * 1e3:.3g} mm, smaller than the primer radius range "
@@ -1494,6 +1513,45 @@ def _primer_region(z: np.ndarray, dx: float, dy: float, *, pr_lo: float, pr_hi: 
 # the pipeline
 # ----------------------------------------------------------------------------
 
+def _working_factor(scan: Scan, spacing_um: float | None) -> tuple[int, str]:
+    """Block factor of `preprocess`'s working grid and why: the grid is block-averaged ``k x k`` when
+    ``k`` points fit in half the output spacing (the finest a band-pass and an area-averaging resample to
+    it need: the raw NIST scans are at half the 6.25 um grid), or when it holds more than
+    `MAX_WORKING_POINTS` points (the memory budget). Scans at a quarter of the output spacing or coarser
+    (every NIST, CSAFE and simulated scan) are not touched."""
+    ny, nx = scan.shape
+    k_points = block_factor(ny, nx, MAX_WORKING_POINTS)
+    k_spacing = 1
+    if spacing_um is not None:
+        k_spacing = max(1, math.floor(spacing_um * 1e-6 / 2 / max(scan.dx, scan.dy) * (1 + 1e-9)))
+    k = max(k_points, k_spacing)
+    at = f"{scan.dx * 1e6:.4g} um" if scan.dx == scan.dy else f"{scan.dx * 1e6:.4g} x {scan.dy * 1e6:.4g} um"
+    if k_spacing >= k_points:
+        why = (f"the grid ({at}) is finer than a quarter of the output spacing ({spacing_um:g} um): "
+               f"block-averaged {k} x {k} to at most half of it before the other steps") if k > 1 else ""
+    else:
+        why = (f"{nx} x {ny} points are more than the working grid of {MAX_WORKING_POINTS} points "
+               f"(MAX_WORKING_POINTS): block-averaged {k} x {k} before the other steps")
+    return k, why
+
+
+def _block_mask(region, k: int):
+    """A given region (mask or `BreechFaceRegion`) on the block-averaged grid: a block is in the mask when
+    at least half its points are."""
+    reg = region if isinstance(region, BreechFaceRegion) else None
+    m = np.asarray(reg.mask if reg is not None else region)
+    ny, nx = m.shape
+    oy, ox = ny // k, nx // k
+    out = np.zeros((oy, ox), bool)
+    step = max(1, (1 << 22) // max(nx, 1) // k)  # block rows at a time
+    for r in range(0, oy, step):
+        part = m[r * k:(r + step) * k, :ox * k]
+        out[r:r + step] = part.reshape(-1, k, ox, k).sum(axis=(1, 3)) >= BLOCK_MIN_VALID * k * k
+    if reg is None:
+        return out
+    return dataclasses.replace(reg, mask=out)
+
+
 class _Discard(dict):
     """A dict that keeps nothing: `preprocess`'s diagnostics when they are not asked for."""
 
@@ -1540,7 +1598,8 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
     diagnostics : bool
         Also return a dict of the intermediate results for plots and checks:
         ``region`` (`BreechFaceRegion` or None), arrays on the input grid
-        ``masked``, ``levelled``, ``outliers`` (bool, points removed),
+        (the working grid when it was block-averaged) ``masked``,
+        ``levelled``, ``outliers`` (bool, points removed),
         ``cleaned``; ``crop_origin_px`` (row, col); on the cropped grid
         ``cropped`` and ``filtered``; and ``final`` (the returned Scan).
 
@@ -1551,11 +1610,32 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
         to the region's bounding box; meta copied from the input plus
         ``processing``.
 
+    Notes
+    -----
+    Memory budget (``ballistix._limits``): a field of view larger than
+    `MAX_FIELD_MM` (25 mm, more than any cartridge case head) is refused. A
+    grid at a quarter of ``spacing_um`` or finer is block-averaged ``k x k``
+    (``k`` the largest integer keeping the working spacing at most
+    ``spacing_um / 2``, the finest a band-pass and an area-averaging
+    resample to ``spacing_um`` need), and so is a grid of more than
+    `MAX_WORKING_POINTS` (9 M) points (``k`` the smallest that fits), before
+    any float64 step: NaN-aware means of the blocks, a block less than half
+    measured is NaN, the last ``ny % k`` rows and ``nx % k`` columns are
+    dropped. It is recorded as a ``block_average`` step (params
+    ``max_spacing_um``, ``max_points``, ``min_valid``; result: ``factor``,
+    ``reason``, original shape and spacing, ``origin_m``). A given region or
+    mask is block-reduced with the scan (a block is in it when half its points
+    are). With this, preprocessing needs about 100 bytes per working point at
+    its peak: about 1.15 GB for 9 M points. An output grid of more than
+    `MAX_WORKING_POINTS` points (a ``spacing_um`` far finer than the data)
+    is refused before it is allocated.
+
     Raises
     ------
     ParameterError
         On a scan or parameters the pipeline cannot work with (all-NaN scan,
-        spacing that cannot be metres, inverted cutoffs, ...).
+        spacing that cannot be metres, a field of view larger than
+        `MAX_FIELD_MM`, inverted cutoffs, ...).
     SegmentationError
         When the breech-face region found fails the plausibility checks of
         `find_breech_face` (a doubtful one gives a `SegmentationWarning`, and
@@ -1575,6 +1655,9 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
         raise ParameterError(f"preprocess expects a ballistix Scan, got {type(scan).__name__}; "
                              "wrap arrays as Scan(heights, dx, dy)")
     _spacing((scan.dx, scan.dy), "scan spacing (dx, dy)")
+    too_wide = field_problem(*scan.shape, scan.dx, scan.dy, MAX_FIELD_MM, "MAX_FIELD_MM")
+    if too_wide:
+        raise ParameterError(f"{_source_of(scan)}: {too_wide}")
     z = scan.heights
     valid = ~np.isnan(z)
     if not valid.any():
@@ -1603,9 +1686,31 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
                      "edge_drop_um": _positive(edge_drop_um, "edge_drop_um"),
                      "max_pin_extension_um": _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True)}
 
+    if not (isinstance(region, str) or region is None):  # a given region: checked against the scan as given
+        given = np.asarray(region.mask if isinstance(region, BreechFaceRegion) else region)
+        if given.shape != z.shape or given.dtype != bool:
+            raise ParameterError(f"region mask must be a boolean array of shape {z.shape}, "
+                                 f"got {given.dtype} {given.shape}")
+
     # intermediate arrays are kept only when asked for: each one is a full-size float64 copy
     diag: dict[str, Any] = {} if diagnostics else _Discard()
     cur = Scan(z.astype(np.float64, copy=False), scan.dx, scan.dy, copy.deepcopy(scan.meta))
+
+    # 0. working grid: a grid far finer than the output needs is block-averaged before the float64 steps
+    factor, why = _working_factor(cur, spacing_um)
+    if factor > 1:
+        cur = _record(cur, block_mean(cur.heights, factor), "block_average",
+                      {"max_spacing_um": None if spacing_um is None else round(spacing_um / 2, 9),
+                       "max_points": MAX_WORKING_POINTS, "min_valid": BLOCK_MIN_VALID},
+                      reduction_record(factor, *cur.shape, cur.dx, cur.dy, MAX_WORKING_POINTS, why),
+                      spacing=(cur.dx * factor, cur.dy * factor))
+        z = cur.heights
+        valid = ~np.isnan(z)
+        if not valid.any():
+            raise ParameterError(f"{_source_of(scan)}: no block of {factor} x {factor} points is half measured: "
+                                 "nothing left on the working grid")
+        if not (isinstance(region, str) or region is None):
+            region = _block_mask(region, factor)
 
     # 1. region
     if isinstance(region, str) and region == "auto":
@@ -1658,6 +1763,13 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
 
     # 5. resample
     if spacing_um is not None:
+        ny, nx = cur.shape  # the output grid, as resample sizes it: never more than the working budget
+        ox = max(1, int(round(nx * cur.dx / (spacing_um / 1e6))))
+        oy = max(1, int(round(ny * cur.dy / (spacing_um / 1e6))))
+        if ox * oy > MAX_WORKING_POINTS:
+            raise ParameterError(f"{_source_of(scan)}: resampling the {nx} x {ny} region to {spacing_um:g} um would "
+                                 f"give {ox} x {oy} points, more than MAX_WORKING_POINTS ({MAX_WORKING_POINTS}); "
+                                 f"choose a coarser spacing_um")
         cur = resample(cur, new_spacing_m=spacing_um / 1e6)
     out = Scan(cur.heights.astype(np.float32), cur.dx, cur.dy, cur.meta)
     if not out.valid_mask.any():
@@ -1692,8 +1804,15 @@ def plot_preprocess(scan: Scan, *, fig=None, **params):
     dx, dy = scan.dx, scan.dy
     ny, nx = scan.shape
     ext = (0, nx * dx * 1e3, ny * dy * 1e3, 0)
+    # after a block_average the steps work on a coarser grid whose first point lies at origin_m
+    (wdx, wdy), (x0, y0) = (dx, dy), (0.0, 0.0)
+    for st in out.meta["processing"][len(scan.meta.get("processing") or []):]:
+        if st.get("step") == "block_average":
+            (wdx, wdy), (x0, y0) = st["result"]["spacing_m"], st["result"]["origin_m"]
+    wny, wnx = d["masked"].shape
+    wext = (0, wnx * wdx * 1e3, wny * wdy * 1e3, 0)
 
-    def show(ax, a, title, extent=ext, sym=False):
+    def show(ax, a, title, extent=wext, sym=False):
         v = a[np.isfinite(a)] * 1e6
         lo, hi = (np.percentile(v, [1, 99]) if v.size else (0, 1))
         if sym:
@@ -1705,7 +1824,7 @@ def plot_preprocess(scan: Scan, *, fig=None, **params):
         ax.set_xlabel("x (mm)")
 
     reg = d["region"]
-    show(axs[0], scan.heights, "raw, fitted circles")
+    show(axs[0], scan.heights, "raw, fitted circles", extent=ext)
     if reg is not None:
         t = np.linspace(0, 2 * np.pi, 361)
         circles = [(reg.primer_center_m, reg.primer_radius_m, "w:", "primer edge"),
@@ -1716,18 +1835,19 @@ def plot_preprocess(scan: Scan, *, fig=None, **params):
         if reg.crater_center_m is not None:
             circles += [(reg.crater_center_m, reg.crater_radius_m, "c:", "crater")]
         for c, rad, style, lab in circles:
-            axs[0].plot((c[0] + rad * np.cos(t)) * 1e3, (c[1] + rad * np.sin(t)) * 1e3, style, lw=1, label=lab)
+            axs[0].plot((x0 + c[0] + rad * np.cos(t)) * 1e3, (y0 + c[1] + rad * np.sin(t)) * 1e3, style, lw=1,
+                        label=lab)
         axs[0].legend(fontsize=6, loc="lower right")
-        axs[1].imshow(reg.mask, cmap="gray", extent=ext, interpolation="nearest")
+        axs[1].imshow(reg.mask, cmap="gray", extent=wext, interpolation="nearest")
         axs[1].set_title(f"breech-face mask ({100 * reg.mask.mean():.1f} % of grid)", fontsize=9)
     else:
-        axs[1].imshow(~np.isnan(d["masked"]), cmap="gray", extent=ext, interpolation="nearest")
+        axs[1].imshow(~np.isnan(d["masked"]), cmap="gray", extent=wext, interpolation="nearest")
         axs[1].set_title("mask (given)", fontsize=9)
     show(axs[2], d["levelled"], "levelled")
     show(axs[3], d["cleaned"], f"outliers removed ({int(d['outliers'].sum())} points)")
     r0, c0 = d["crop_origin_px"]
     fy, fx = d["filtered"].shape
-    cext = (c0 * dx * 1e3, (c0 + fx) * dx * 1e3, (r0 + fy) * dy * 1e3, r0 * dy * 1e3)
+    cext = (c0 * wdx * 1e3, (c0 + fx) * wdx * 1e3, (r0 + fy) * wdy * 1e3, r0 * wdy * 1e3)
     show(axs[4], d["filtered"], "band-passed", extent=cext, sym=True)
     oy, ox = out.shape
     show(axs[5], out.heights.astype(np.float64), f"final {oy}x{ox} at {out.dx * 1e6:.4g} um", sym=True,
