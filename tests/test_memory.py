@@ -80,6 +80,8 @@ for job in json.loads(sys.argv[1]):
                     r["steps"] = [st["step"] for st in proc.meta["processing"]]
                     r["segmentation"] = proc.meta["quality"]["segmentation"]["status"]
                     r["descriptor_finite"] = bool(np.isfinite(vec).all())
+                    if job.get("descriptor"):
+                        r["descriptor"] = [float(v) for v in vec]
             finally:
                 r["warnings"] = [[w.category.__name__, str(w.message)] for w in caught]
     except bx.BallistixError as e:
@@ -274,7 +276,8 @@ def test_legitimate_large_scan_is_processed_within_the_ceiling(tmp_path):
     path = bx.write_x3p(fine, tmp_path / "fine.x3p")
     del fine
     # and the same scan handed to preprocess in memory, not through a reader
-    (r, m), peak = run_child([{"path": str(path)}, {"path": "in-memory", "memory": 3}])
+    (r, m), peak = run_child([{"path": str(path), "descriptor": True},
+                              {"path": "in-memory", "memory": 3, "descriptor": True}])
     assert r["outcome"] == "processed" and r["segmentation"] == "ok", r
     assert r["downsampled"]["factor"] == 2 and r["read_spacing_um"] == pytest.approx(2 * 3.125 / 3)
     assert r["processed_spacing_um"] == pytest.approx(6.25) and r["descriptor_finite"]
@@ -283,6 +286,17 @@ def test_legitimate_large_scan_is_processed_within_the_ceiling(tmp_path):
     assert m["outcome"] == "processed" and m["segmentation"] == "ok", m
     assert m["steps"][0] == "block_average"
     assert peak < PEAK_MEMORY_MB, f"peak RSS {peak:.0f} MB"
+    # and both describe the very surface of the 3.125 um scan they were made from (another shot of the
+    # same gun: about 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = bx.describe(bx.preprocess(raw))
+
+    def cos(v):
+        v = np.asarray(v)
+        return float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref))
+
+    assert cos(r["descriptor"]) > 0.99 and cos(m["descriptor"]) > 0.99
 
 
 def test_hostile_files_stay_under_the_ceiling(tmp_path):
