@@ -2,9 +2,9 @@
 
 A scan file is small on disk and may be huge in memory: ten thousand by ten
 thousand zeros compress to a 12 kB PNG or a 760 kB x3p, and become 800 MB of
-float64 heights, then several gigabytes in the float64 copies of the
-preprocessing steps (measured on 0.2.0: 10.5 GB and a MemoryError for a
-1-bit PNG at 254 dpi, 3.6 GB for an x3p of zeros at 20 um). The budget below
+float64 heights, then gigabytes in the preprocessing steps (measured on
+0.2.0: 10.5 GB for a 1-bit PNG at 254 dpi, 8.1 GB and a MemoryError for an
+x3p of zeros at 100 um, 2.4 GB to read an npz of zeros). The budget below
 keeps every file, accepted or refused, within a known memory, and is tied to
 what a cartridge-case comparison needs:
 
