@@ -30,9 +30,19 @@ from ..scan import Scan
 from .cmc import CellSearch, angle_diff, congruence, irfft2_into, make_cells, rfft2_into, rotate_nan
 
 
+#: Steps that only adapt the working grid to the input's sampling: like the input's own spacing,
+#: they are not part of what a calibration is fitted for (the output grid and filters are).
+_SAMPLING_STEPS = ("block_average",)
+
+
 def processing_signature(meta_processing) -> list:
-    """The steps and parameters of a scan's ``meta["processing"]`` (results and versions dropped)."""
-    return [[st.get("step"), st.get("params", {})] for st in (meta_processing or []) if isinstance(st, dict)]
+    """The steps and parameters of a scan's ``meta["processing"]`` (results and versions dropped).
+
+    ``block_average`` (the anti-aliasing reduction `preprocess` applies to a scan sampled far more
+    finely than its output grid, before the area-averaging resample) is left out: like the input
+    spacing, it depends on the instrument, not on the processing a calibration was fitted for."""
+    return [[st.get("step"), st.get("params", {})] for st in (meta_processing or [])
+            if isinstance(st, dict) and st.get("step") not in _SAMPLING_STEPS]
 
 __all__ = ["compare", "compare_many", "process_pool", "Comparison", "DEFAULTS"]
 
