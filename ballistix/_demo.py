@@ -56,7 +56,8 @@ def run_demo(out, *, firearms: int = 4, scenes: int = 6, seed: int = 0, resoluti
                       "cmc_count": r.cmc_count, "cells": r.n_cells, "score": round(r.score, 3),
                       "rotation_deg": round(r.rotation_deg, 1),
                       "log10_lr": None if r.log10_lr is None else round(r.log10_lr, 2),
-                      "conclusion": r.evidence["conclusion"]["conclusion"] if r.log10_lr is not None else "no LR"})
+                      "conclusion": r.evidence["conclusion"]["conclusion"] if r.log10_lr is not None else "no LR",
+                      "calibration": (r.evidence.get("calibration_origin") or {}).get("text")})
     clock["compare a pair"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -117,9 +118,13 @@ def _print(r: dict, cw, seed: int) -> None:
           f"{len(i['failed'])} failed")
     print("\ncompare (preprocessed breech faces, Congruent Matching Cells; likelihood ratio from the shipped "
           "calibration, identification at LR >= 100):")
-    _table(r["comparisons"])
+    named = ("calibration", "calibration_sha256", "calibration_origin")  # long: said once, below each table
+    _table([{k: v for k, v in c.items() if k not in named} for c in r["comparisons"]])
+    _calibration_lines(r["comparisons"], "calibration")
     print(f"\nsearch the store for {r['search']['query']} (descriptor shortlist, then CMC re-ranking):")
-    _table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in c.items()} for c in r["search"]["candidates"]])
+    _table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in c.items() if k not in named}
+            for c in r["search"]["candidates"]])
+    _calibration_lines(r["search"]["candidates"], "calibration_origin")
     L = r["linkage"]
     print(f"\nlink: {L['comparisons_recorded']} shortlisted pairs compared; same-gun groups of 2+ exhibits:")
     _table(L["groups"])
@@ -132,3 +137,9 @@ def _print(r: dict, cw, seed: int) -> None:
     print(f"indicator 16.4.2: {'-' if v != v else f'{v:.0%}'} of recovered firearms traced")
     print(f"\nwrote {r['files']['report']} (report), {r['files']['view']} (interactive graph), {r['files']['graph']}")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["seconds"].items()))
+
+
+def _calibration_lines(rows: list[dict], key: str) -> None:
+    """Name each calibration behind a table's likelihood ratios (checksum and origin), once."""
+    for origin in sorted({row[key] for row in rows if row.get(key)}):
+        print(f"  calibration: {origin}")
