@@ -1,9 +1,24 @@
-"""Grid geometry of the region search: components, disks, hull points, samples along rays, step edges."""
+"""Grid geometry of the region search: components, disks, hull points, samples along rays, step edges,
+clean mask edges."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+#: `_clean_edge` looks this many grid steps either side of the boundary along each ray ...
+CLEAN_EDGE_HALF_WIDTH_STEPS = 12
+#: ... along one ray per grid step of the circumference, within these bounds.
+CLEAN_EDGE_RAYS = (64, 2048)
+#: Rays that meet data: at least this share of all rays, or the boundary is not a clean edge.
+CLEAN_EDGE_MIN_HIT_SHARE = 0.25
+#: A clean ray has at least this many unmeasured points, then at once a run of ``CLEAN_EDGE_RUN_POINTS``
+#: points at least ``CLEAN_EDGE_RUN_MIN_SHARE`` measured ...
+CLEAN_EDGE_MIN_EMPTY_POINTS = 3
+CLEAN_EDGE_RUN_POINTS = 6
+CLEAN_EDGE_RUN_MIN_SHARE = 0.8
+#: ... and a clean edge has at least this share of clean rays among the rays that meet data.
+CLEAN_EDGE_MIN_CLEAN_SHARE = 0.7
 
 
 def _largest_component(m: np.ndarray) -> np.ndarray:
@@ -67,25 +82,27 @@ def _clean_edge(valid: np.ndarray, centre, radius: float, dx: float, dy: float, 
     clean edge has nothing measured, then at once a well-measured run (>= 80 % of the next 6
     points). Raw scans fail this: data thin out raggedly (the primer's rounded edge) or there is
     measured structure on both sides (the flowback ring). Clean when >= 70 % of the rays that
-    meet data are clean. Returns ``(clean, r_min, r_max)``: the range of the edge radii.
+    meet data are clean (the ``CLEAN_EDGE_*`` constants). Returns ``(clean, r_min, r_max)``: the
+    range of the edge radii.
     """
     s = max(dx, dy)
-    n = int(np.clip(2 * np.pi * radius / s, 64, 2048))
-    k = np.arange(-12, 13)
+    n = int(np.clip(2 * np.pi * radius / s, *CLEAN_EDGE_RAYS))
+    k = np.arange(-CLEAN_EDGE_HALF_WIDTH_STEPS, CLEAN_EDGE_HALF_WIDTH_STEPS + 1)
     if inside_valid:  # walk inward from outside
         k = k[::-1]
     (v,), g = _sample_rays([(valid, False)], centre, radius + k * s, n, dx, dy)
     v = v & g
     hit = v.any(axis=1)
-    if hit.sum() < 0.25 * n:
+    if hit.sum() < CLEAN_EDGE_MIN_HIT_SHARE * n:
         return False, radius, radius
     v, g = v[hit], g[hit]
     t = np.argmax(v, axis=1)  # first measured sample from the empty side
     c = np.concatenate([np.zeros((len(t), 1)), np.cumsum(v, axis=1)], axis=1)
     rows = np.arange(len(t))
-    run = np.where(t + 6 <= v.shape[1], (c[rows, np.minimum(t + 6, v.shape[1])] - c[rows, t]) / 6, 0.0)
-    clean = (t >= 3) & (run >= 0.8) & g[rows, np.maximum(t - 1, 0)]
-    if clean.mean() < 0.7:
+    n_run = CLEAN_EDGE_RUN_POINTS
+    run = np.where(t + n_run <= v.shape[1], (c[rows, np.minimum(t + n_run, v.shape[1])] - c[rows, t]) / n_run, 0.0)
+    clean = (t >= CLEAN_EDGE_MIN_EMPTY_POINTS) & (run >= CLEAN_EDGE_RUN_MIN_SHARE) & g[rows, np.maximum(t - 1, 0)]
+    if clean.mean() < CLEAN_EDGE_MIN_CLEAN_SHARE:
         return False, radius, radius
     r_edge = radius + k[t[clean]] * s
     return True, float(r_edge.min()), float(r_edge.max())
