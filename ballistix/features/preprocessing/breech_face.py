@@ -1,4 +1,9 @@
-"""Step 1 of `preprocess`: `find_breech_face`, the breech-face region of a scan (mask and geometry)."""
+"""Step 1 of `preprocess`: `find_breech_face`, the breech-face region of a scan (mask and geometry).
+
+It checks the parameters and the field (`_limits`, `_check_field`), finds the primer first in a wide
+field (`locate`), runs the region search on one primer (`primer`), checks the result (`plausibility`)
+and raises or warns on a failed or doubtful region.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,54 @@ import numpy as np
 
 from ..._limits import MAX_FIELD_MM, field_problem
 from ...errors import ParameterError
-from ._checks import _positive, _range, _source_of, _spacing_of, _heights
+from ._checks import _heights, _positive, _range, _source_of, _spacing_of
 from .defaults import DEFAULTS
 from .locate import _locate_primer, _region_around
 from .plausibility import _assess, _enforce
 from .primer import _primer_region
-from .region import BreechFaceRegion, _empty_region
+from .region import MIN_MEASURED_POINTS, BreechFaceRegion
 
 __all__ = ["find_breech_face"]
 
-# A field whose larger side exceeds this many times the largest plausible primer radius (5.2 mm for the 9 mm
-# default) shows more than one primer's width: the whole case head, say. Primer-only scans are 3.4-4.5 mm across
-# (NIST raw 3.8 mm, processed 3.4 mm, the simulator 3.75 mm); a whole head is 10-11 mm.
-_WIDE_FIELD_FACTOR = 2.0
+#: A field whose larger side exceeds this many times the largest plausible primer radius (5.2 mm for the 9 mm
+#: default) shows more than one primer's width: the whole case head, say. Primer-only scans are 3.4-4.5 mm across
+#: (NIST raw 3.8 mm, processed 3.4 mm, the simulator 3.75 mm); a whole head is 10-11 mm.
+WIDE_FIELD_PRIMER_RADII = 2.0
+
+
+def _limits(primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um,
+            max_pin_extension_um) -> dict[str, float]:
+    """The parameters of `find_breech_face`, checked, in metres, named as `_primer_region` takes them."""
+    pr_lo, pr_hi = (v * 1e-3 for v in _range(primer_radius_mm, "primer_radius_mm"))
+    ap_lo, ap_hi = (v * 1e-3 for v in _range(aperture_radius_mm, "aperture_radius_mm"))
+    pin_margin = _positive(pin_margin_um, "pin_margin_um", allow_zero=True) * 1e-6
+    edge_margin = _positive(edge_margin_um, "edge_margin_um", allow_zero=True) * 1e-6
+    edge_drop = _positive(edge_drop_um, "edge_drop_um") * 1e-6
+    max_ext = _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True) * 1e-6
+    return dict(pr_lo=pr_lo, pr_hi=pr_hi, ap_lo=ap_lo, ap_hi=ap_hi, pin_margin=pin_margin,
+                edge_margin=edge_margin, edge_drop=edge_drop, max_ext=max_ext)
+
+
+def _check_field(z: np.ndarray, dx: float, dy: float, pr_lo: float, primer_radius_mm, scan) -> None:
+    """Refuse a field that cannot hold a breech face, or that the primer search cannot afford: larger than
+    `MAX_FIELD_MM`, smaller than the smallest primer radius, or with fewer than `MIN_MEASURED_POINTS`
+    measured points."""
+    ny, nx = z.shape
+    too_wide = field_problem(ny, nx, dx, dy, MAX_FIELD_MM, "MAX_FIELD_MM")
+    if too_wide:  # the primer search's grid grows with the field: a metre-wide field would take gigabytes
+        raise ParameterError(f"{_source_of(scan)}: {too_wide}")
+    if min(nx * dx, ny * dy) < pr_lo:
+        raise ParameterError(
+            f"the scan covers {nx * dx * 1e3:.3g} x {ny * dy * 1e3:.3g} mm, smaller than the primer radius range "
+            f"{primer_radius_mm} mm: it cannot hold a breech face (pass region=None to preprocess to skip this step)")
+    n_valid = int((~np.isnan(z)).sum())
+    if n_valid < MIN_MEASURED_POINTS:
+        raise ParameterError(f"the scan has {n_valid} measured points; at least {MIN_MEASURED_POINTS} are needed")
 
 
 def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_radius_mm"],
-                     aperture_radius_mm=DEFAULTS["aperture_radius_mm"], pin_margin_um: float = DEFAULTS["pin_margin_um"],
+                     aperture_radius_mm=DEFAULTS["aperture_radius_mm"],
+                     pin_margin_um: float = DEFAULTS["pin_margin_um"],
                      edge_margin_um: float = DEFAULTS["edge_margin_um"], edge_drop_um: float = DEFAULTS["edge_drop_um"],
                      max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"],
                      check: bool = True) -> BreechFaceRegion:
@@ -34,8 +70,9 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
        is located first: the circle of plausible primer radius whose rim is the
        most closed ring of missing or steep data (the primer's edge and the
        pocket gap) around well-measured primer face, found by FFT correlation on
-       a ~25 um grid. Only that primer, cut off in the middle of its gap, goes
-       through steps 1-5; the rim, headstamp and case head never enter them.
+       a ~40 um grid (`locate`). Only that primer, cut off in the middle of its
+       gap, goes through steps 1-5; the rim, headstamp and case head never
+       enter them.
 
     1. Primer edge: the convex hull of the largest region where at least half
        the points are measured (30 um boxes) is sampled every grid step
@@ -114,8 +151,13 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
 
     Notes
     -----
-    Plausibility checks on every region (thresholds are module constants,
-    each with the reason for its value): the primer edge was found and its
+    Steps 1-5 are the functions of `ballistix.features.preprocessing.primer`
+    and `~ballistix.features.preprocessing.firing_pin`, step 0 those of
+    `~ballistix.features.preprocessing.locate`; each module names its
+    thresholds as constants, with the reason for their values.
+
+    Plausibility checks on every region (`~ballistix.features.preprocessing.plausibility`,
+    thresholds there too): the primer edge was found and its
     radius is not pinned to the end of ``primer_radius_mm``; the primer centre
     lies in the field and the region's annulus is not clipped by the grid
     border; the firing-pin impression was found near the primer centre; the
@@ -132,39 +174,21 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
     """
     z = _heights(scan, "scan heights")
     dx, dy = _spacing_of(scan, spacing_m, "find_breech_face")
-    pr_lo, pr_hi = (v * 1e-3 for v in _range(primer_radius_mm, "primer_radius_mm"))
-    ap_lo, ap_hi = (v * 1e-3 for v in _range(aperture_radius_mm, "aperture_radius_mm"))
-    pin_margin = _positive(pin_margin_um, "pin_margin_um", allow_zero=True) * 1e-6
-    edge_margin = _positive(edge_margin_um, "edge_margin_um", allow_zero=True) * 1e-6
-    edge_drop = _positive(edge_drop_um, "edge_drop_um") * 1e-6
-    max_ext = _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True) * 1e-6
-    ny, nx = z.shape
-    too_wide = field_problem(ny, nx, dx, dy, MAX_FIELD_MM, "MAX_FIELD_MM")
-    if too_wide:  # the primer search's grid grows with the field: a metre-wide field would take gigabytes
-        raise ParameterError(f"{_source_of(scan)}: {too_wide}")
-    if min(nx * dx, ny * dy) < pr_lo:
-        raise ParameterError(
-            f"the scan covers {nx * dx * 1e3:.3g} x {ny * dy * 1e3:.3g} mm, smaller than the primer radius range "
-            f"{primer_radius_mm} mm: it cannot hold a breech face (pass region=None to preprocess to skip this step)")
+    limits = _limits(primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um,
+                     max_pin_extension_um)
+    _check_field(z, dx, dy, limits["pr_lo"], primer_radius_mm, scan)
     valid = ~np.isnan(z)
-    if valid.sum() < 100:
-        raise ParameterError(f"the scan has {int(valid.sum())} measured points; at least 100 are needed")
-    limits = dict(pr_lo=pr_lo, pr_hi=pr_hi, ap_lo=ap_lo, ap_hi=ap_hi, pin_margin=pin_margin,
-                  edge_margin=edge_margin, edge_drop=edge_drop, max_ext=max_ext)
     source = _source_of(scan)
-    if max(nx * dx, ny * dy) > _WIDE_FIELD_FACTOR * pr_hi:
+    ny, nx = z.shape
+    if max(nx * dx, ny * dy) > WIDE_FIELD_PRIMER_RADII * limits["pr_hi"]:  # step 0: find the primer first
         view = "wide"
-        loc = _locate_primer(z, dx, dy, pr_lo, pr_hi)
-        if loc is None:
-            reg = _empty_region(z.shape)
-        else:
-            reg = _region_around(z, dx, dy, loc, limits)
+        loc = _locate_primer(z, dx, dy, limits["pr_lo"], limits["pr_hi"])
+        reg = _region_around(z, dx, dy, loc, limits)
     else:
         view, loc = "primer", None
         reg = _primer_region(z, dx, dy, **limits)
     reg.field_of_view = view
-    _assess(reg, valid, dx, dy, pr_lo, pr_hi, loc)
+    _assess(reg, valid, dx, dy, limits["pr_lo"], limits["pr_hi"], loc)
     if check:
         _enforce(reg, source)
     return reg
-

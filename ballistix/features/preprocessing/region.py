@@ -9,6 +9,9 @@ import numpy as np
 
 __all__ = ["BreechFaceRegion"]
 
+#: Fewest measured points the region search works on.
+MIN_MEASURED_POINTS = 100
+
 
 @dataclass(eq=False)
 class BreechFaceRegion:
