@@ -31,6 +31,25 @@ A point ``p`` of the input appears in the output of `preprocess` at
 ``p - crop["origin_m"] - resample["origin_m"]`` (the ``result`` of those steps
 in ``meta["processing"]``), less ``block_average["origin_m"]`` too when that
 step was taken.
+
+Modules, in the order data flow through them (each imports only those above it):
+
+- ``_checks``: argument checks, the step record, a scan's source; ``defaults``: `DEFAULTS`.
+- ``circle``: `fit_circle` (algebraic, geometric, RANSAC).
+- ``levelling``: `level`; ``outliers``: `remove_outliers`; ``filtering``: `bandpass`.
+- ``region``: `BreechFaceRegion`, the result of the region search.
+- ``_geometry``: components, hull points, samples along rays, step and clean mask edges.
+- ``firing_pin``: crater, aperture and firing-pin mask (step 3 of `find_breech_face`).
+- ``primer``: the region search on one primer (steps 1-5), calling ``firing_pin``.
+- ``locate``: the primer in a wide field (step 0).
+- ``plausibility``: the checks of a region; `segmentation_status`.
+- ``breech_face``: `find_breech_face`.
+- ``grid``: `crop`, `resample`, and the block averaging of the working grid.
+- ``pipeline``: `preprocess`; ``plot``: `plot_preprocess`.
+
+The thresholds of the region search are module constants of ``primer``,
+``firing_pin``, ``_geometry``, ``locate`` and ``plausibility``, each with
+the reason for its value.
 """
 
 from __future__ import annotations

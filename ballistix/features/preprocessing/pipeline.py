@@ -1,4 +1,9 @@
-"""`preprocess`: the steps in order, from a raw scan to a comparable surface."""
+"""`preprocess`: the steps in order, from a raw scan to a comparable surface.
+
+The parameters and the scan are checked first (`_check_scan`, `_check_steps`, `_region_params`), then
+the steps run in order: the working grid (`_block_average`), the region (`_apply_region`), `level`,
+`remove_outliers`, `crop`, `bandpass` and `resample`.
+"""
 
 from __future__ import annotations
 
@@ -30,11 +35,127 @@ class _Discard(dict):
         pass
 
 
+def _check_scan(scan: Scan) -> np.ndarray:
+    """Refuse a scan the pipeline cannot work with (not a Scan, a spacing that cannot be metres, a field
+    larger than `MAX_FIELD_MM`, nothing measured, heights not in metres); return its measured points."""
+    if not isinstance(scan, Scan):
+        raise ParameterError(f"preprocess expects a ballistix Scan, got {type(scan).__name__}; "
+                             "wrap arrays as Scan(heights, dx, dy)")
+    _spacing((scan.dx, scan.dy), "scan spacing (dx, dy)")
+    too_wide = field_problem(*scan.shape, scan.dx, scan.dy, MAX_FIELD_MM, "MAX_FIELD_MM")
+    if too_wide:
+        raise ParameterError(f"{_source_of(scan)}: {too_wide}")
+    z = scan.heights
+    valid = ~np.isnan(z)
+    if not valid.any():
+        raise ParameterError("the scan has no measured point (all heights are NaN)")
+    zr = float(np.nanmax(z) - np.nanmin(z))
+    if zr > 1e-2:
+        raise ParameterError(f"heights span {zr:g} m: more than a centimetre, so not metres "
+                             "(were micrometres stored as metres?)")
+    return valid
+
+
+def _check_steps(level_order, outlier_sigma, outlier_window_um, min_island_um2, short_cutoff_um, long_cutoff_um,
+                 spacing_um):
+    """Check the parameters of steps 2-5; return ``(short_cutoff_um, long_cutoff_um, spacing_um)`` as floats
+    (or None)."""
+    if level_order is not None and (isinstance(level_order, bool) or level_order not in (1, 2)):
+        raise ParameterError(f"level_order must be 1, 2 or None, got {level_order!r}")
+    if outlier_sigma is not None:
+        _positive(outlier_sigma, "outlier_sigma")
+        _positive(outlier_window_um, "outlier_window_um")
+        _positive(min_island_um2, "min_island_um2", allow_zero=True)
+    if (short_cutoff_um is None) != (long_cutoff_um is None):
+        raise ParameterError("give both short_cutoff_um and long_cutoff_um, or neither (no band-pass)")
+    if short_cutoff_um is not None:
+        short_cutoff_um, long_cutoff_um = _check_cutoffs(short_cutoff_um, long_cutoff_um)
+    if spacing_um is not None:
+        spacing_um = _positive(spacing_um, "spacing_um")
+        _spacing(spacing_um / 1e6, "spacing_um / 1e6")
+    return short_cutoff_um, long_cutoff_um, spacing_um
+
+
+def _region_params(primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um,
+                   max_pin_extension_um) -> dict[str, Any]:
+    """The parameters of `find_breech_face`, checked, as recorded in ``meta["processing"]``."""
+    return {"primer_radius_mm": list(_range(primer_radius_mm, "primer_radius_mm")),
+            "aperture_radius_mm": list(_range(aperture_radius_mm, "aperture_radius_mm")),
+            "pin_margin_um": _positive(pin_margin_um, "pin_margin_um", allow_zero=True),
+            "edge_margin_um": _positive(edge_margin_um, "edge_margin_um", allow_zero=True),
+            "edge_drop_um": _positive(edge_drop_um, "edge_drop_um"),
+            "max_pin_extension_um": _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True)}
+
+
+def _is_given(region) -> bool:
+    """A region given as a `BreechFaceRegion` or a mask (not "auto", not None)."""
+    return not (isinstance(region, str) or region is None)
+
+
+def _check_given_mask(region, shape) -> np.ndarray:
+    """The mask of a given region, refused unless it is boolean and of ``shape``."""
+    mask = np.asarray(region.mask if isinstance(region, BreechFaceRegion) else region)
+    if mask.shape != shape or mask.dtype != bool:
+        raise ParameterError(f"region mask must be a boolean array of shape {shape}, "
+                             f"got {mask.dtype} {mask.shape}")
+    return mask
+
+
+def _block_average(cur: Scan, factor: int, why: str, spacing_um: float | None, scan: Scan) -> Scan:
+    """Step 0: the working grid, block-averaged ``factor x factor`` (recorded as a ``block_average`` step)."""
+    cur = _record(cur, block_mean(cur.heights, factor), "block_average",
+                  {"max_spacing_um": None if spacing_um is None else round(spacing_um / 2, 9),
+                   "max_points": MAX_WORKING_POINTS, "min_valid": BLOCK_MIN_VALID},
+                  reduction_record(factor, *cur.shape, cur.dx, cur.dy, MAX_WORKING_POINTS, why),
+                  spacing=(cur.dx * factor, cur.dy * factor))
+    if not (~np.isnan(cur.heights)).any():
+        raise ParameterError(f"{_source_of(scan)}: no block of {factor} x {factor} points is half measured: "
+                             "nothing left on the working grid")
+    return cur
+
+
+def _apply_region(cur: Scan, region, region_params: dict, valid: np.ndarray):
+    """Step 1: the breech-face region (found, given or none); NaN outside it, the step recorded, and the
+    segmentation's outcome (the worst on record) in ``meta["quality"]["segmentation"]``, where a comparison
+    looks for it. Returns ``(scan, region or None, mask)``."""
+    if isinstance(region, str) and region == "auto":
+        reg = find_breech_face(cur, **region_params)
+        mask = reg.mask
+        cur = _record(cur, np.where(mask, cur.heights, np.nan), "find_breech_face", region_params, reg.as_dict())
+    elif _is_given(region):
+        reg = region if isinstance(region, BreechFaceRegion) else None
+        mask = _check_given_mask(region, cur.shape)
+        cur = _record(cur, np.where(mask, cur.heights, np.nan), "mask", {"source": "given"},
+                      reg.as_dict() if reg is not None else {"mask_points": int(mask.sum())})
+    elif region is None:
+        reg, mask = None, valid
+    else:
+        raise ParameterError(f"region must be 'auto', a BreechFaceRegion, a boolean mask or None, got {region!r}")
+    seg = segmentation_status(cur)
+    if seg is not None:
+        cur.meta["quality"] = {**(cur.meta.get("quality") or {}), "segmentation": seg}
+    if not (~np.isnan(cur.heights)).any():
+        raise ParameterError("the breech-face region is empty: nothing measured inside it")
+    return cur, reg, mask
+
+
+def _check_output_size(cur: Scan, spacing_um: float, scan: Scan) -> None:
+    """Refuse a resampling whose output grid (as `resample` sizes it) would exceed `MAX_WORKING_POINTS`."""
+    ny, nx = cur.shape
+    ox = max(1, int(round(nx * cur.dx / (spacing_um / 1e6))))
+    oy = max(1, int(round(ny * cur.dy / (spacing_um / 1e6))))
+    if ox * oy > MAX_WORKING_POINTS:
+        raise ParameterError(f"{_source_of(scan)}: resampling the {nx} x {ny} region to {spacing_um:g} um would "
+                             f"give {ox} x {oy} points, more than MAX_WORKING_POINTS ({MAX_WORKING_POINTS}); "
+                             f"choose a coarser spacing_um")
+
+
 def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_radius_mm"],
                aperture_radius_mm=DEFAULTS["aperture_radius_mm"], pin_margin_um: float = DEFAULTS["pin_margin_um"],
                edge_margin_um: float = DEFAULTS["edge_margin_um"], edge_drop_um: float = DEFAULTS["edge_drop_um"],
                max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"],
-               level_order: int | None = DEFAULTS["level_order"], outlier_sigma: float | None = DEFAULTS["outlier_sigma"],
+               level_order: int | None = DEFAULTS["level_order"],
+               outlier_sigma: float | None = DEFAULTS["outlier_sigma"],
                outlier_window_um: float = DEFAULTS["outlier_window_um"],
                min_island_um2: float = DEFAULTS["min_island_um2"],
                short_cutoff_um: float | None = DEFAULTS["short_cutoff_um"],
@@ -122,89 +243,28 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
     ['find_breech_face', 'level', 'remove_outliers', 'crop', 'bandpass', 'resample']
     """
     # --- validation up front: fail before any work --------------------------
-    if not isinstance(scan, Scan):
-        raise ParameterError(f"preprocess expects a ballistix Scan, got {type(scan).__name__}; "
-                             "wrap arrays as Scan(heights, dx, dy)")
-    _spacing((scan.dx, scan.dy), "scan spacing (dx, dy)")
-    too_wide = field_problem(*scan.shape, scan.dx, scan.dy, MAX_FIELD_MM, "MAX_FIELD_MM")
-    if too_wide:
-        raise ParameterError(f"{_source_of(scan)}: {too_wide}")
-    z = scan.heights
-    valid = ~np.isnan(z)
-    if not valid.any():
-        raise ParameterError("the scan has no measured point (all heights are NaN)")
-    zr = float(np.nanmax(z) - np.nanmin(z))
-    if zr > 1e-2:
-        raise ParameterError(f"heights span {zr:g} m: more than a centimetre, so not metres "
-                             "(were micrometres stored as metres?)")
-    if level_order is not None and (isinstance(level_order, bool) or level_order not in (1, 2)):
-        raise ParameterError(f"level_order must be 1, 2 or None, got {level_order!r}")
-    if outlier_sigma is not None:
-        _positive(outlier_sigma, "outlier_sigma")
-        _positive(outlier_window_um, "outlier_window_um")
-        _positive(min_island_um2, "min_island_um2", allow_zero=True)
-    if (short_cutoff_um is None) != (long_cutoff_um is None):
-        raise ParameterError("give both short_cutoff_um and long_cutoff_um, or neither (no band-pass)")
-    if short_cutoff_um is not None:
-        short_cutoff_um, long_cutoff_um = _check_cutoffs(short_cutoff_um, long_cutoff_um)
-    if spacing_um is not None:
-        spacing_um = _positive(spacing_um, "spacing_um")
-        _spacing(spacing_um / 1e6, "spacing_um / 1e6")
-    region_params = {"primer_radius_mm": list(_range(primer_radius_mm, "primer_radius_mm")),
-                     "aperture_radius_mm": list(_range(aperture_radius_mm, "aperture_radius_mm")),
-                     "pin_margin_um": _positive(pin_margin_um, "pin_margin_um", allow_zero=True),
-                     "edge_margin_um": _positive(edge_margin_um, "edge_margin_um", allow_zero=True),
-                     "edge_drop_um": _positive(edge_drop_um, "edge_drop_um"),
-                     "max_pin_extension_um": _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True)}
-
-    if not (isinstance(region, str) or region is None):  # a given region: checked against the scan as given
-        given = np.asarray(region.mask if isinstance(region, BreechFaceRegion) else region)
-        if given.shape != z.shape or given.dtype != bool:
-            raise ParameterError(f"region mask must be a boolean array of shape {z.shape}, "
-                                 f"got {given.dtype} {given.shape}")
+    valid = _check_scan(scan)
+    short_cutoff_um, long_cutoff_um, spacing_um = _check_steps(
+        level_order, outlier_sigma, outlier_window_um, min_island_um2, short_cutoff_um, long_cutoff_um, spacing_um)
+    region_params = _region_params(primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um,
+                                   edge_drop_um, max_pin_extension_um)
+    if _is_given(region):  # a given region: checked against the scan as given
+        _check_given_mask(region, scan.shape)
 
     # intermediate arrays are kept only when asked for: each one is a full-size float64 copy
     diag: dict[str, Any] = {} if diagnostics else _Discard()
-    cur = Scan(z.astype(np.float64, copy=False), scan.dx, scan.dy, copy.deepcopy(scan.meta))
+    cur = Scan(scan.heights.astype(np.float64, copy=False), scan.dx, scan.dy, copy.deepcopy(scan.meta))
 
     # 0. working grid: a grid far finer than the output needs is block-averaged before the float64 steps
     factor, why = _working_factor(cur, spacing_um)
     if factor > 1:
-        cur = _record(cur, block_mean(cur.heights, factor), "block_average",
-                      {"max_spacing_um": None if spacing_um is None else round(spacing_um / 2, 9),
-                       "max_points": MAX_WORKING_POINTS, "min_valid": BLOCK_MIN_VALID},
-                      reduction_record(factor, *cur.shape, cur.dx, cur.dy, MAX_WORKING_POINTS, why),
-                      spacing=(cur.dx * factor, cur.dy * factor))
-        z = cur.heights
-        valid = ~np.isnan(z)
-        if not valid.any():
-            raise ParameterError(f"{_source_of(scan)}: no block of {factor} x {factor} points is half measured: "
-                                 "nothing left on the working grid")
-        if not (isinstance(region, str) or region is None):
+        cur = _block_average(cur, factor, why, spacing_um, scan)
+        valid = ~np.isnan(cur.heights)
+        if _is_given(region):
             region = _block_mask(region, factor)
 
     # 1. region
-    if isinstance(region, str) and region == "auto":
-        reg = find_breech_face(cur, **region_params)
-        mask = reg.mask
-        cur = _record(cur, np.where(mask, cur.heights, np.nan), "find_breech_face", region_params, reg.as_dict())
-    elif isinstance(region, BreechFaceRegion) or (region is not None and not isinstance(region, str)):
-        reg = region if isinstance(region, BreechFaceRegion) else None
-        mask = np.asarray(reg.mask if reg is not None else region)
-        if mask.shape != z.shape or mask.dtype != bool:
-            raise ParameterError(f"region mask must be a boolean array of shape {z.shape}, "
-                                 f"got {mask.dtype} {mask.shape}")
-        cur = _record(cur, np.where(mask, cur.heights, np.nan), "mask", {"source": "given"},
-                      reg.as_dict() if reg is not None else {"mask_points": int(mask.sum())})
-    elif region is None:
-        reg, mask = None, valid
-    else:
-        raise ParameterError(f"region must be 'auto', a BreechFaceRegion, a boolean mask or None, got {region!r}")
-    seg = segmentation_status(cur)
-    if seg is not None:  # the segmentation's outcome (worst on record), where a comparison looks for it
-        cur.meta["quality"] = {**(cur.meta.get("quality") or {}), "segmentation": seg}
-    if not (~np.isnan(cur.heights)).any():
-        raise ParameterError("the breech-face region is empty: nothing measured inside it")
+    cur, reg, mask = _apply_region(cur, region, region_params, valid)
     diag["region"], diag["masked"] = reg, cur.heights
 
     # 2. level
@@ -218,7 +278,7 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
                                        min_island_um2=min_island_um2, return_mask=True)
         diag["outliers"] = removed
     else:
-        diag["outliers"] = np.zeros(z.shape, bool)
+        diag["outliers"] = np.zeros(valid.shape, bool)
     diag["cleaned"] = cur.heights
     if not (~np.isnan(cur.heights)).any():
         raise ParameterError("nothing left after outlier removal")
@@ -234,13 +294,7 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
 
     # 5. resample
     if spacing_um is not None:
-        ny, nx = cur.shape  # the output grid, as resample sizes it: never more than the working budget
-        ox = max(1, int(round(nx * cur.dx / (spacing_um / 1e6))))
-        oy = max(1, int(round(ny * cur.dy / (spacing_um / 1e6))))
-        if ox * oy > MAX_WORKING_POINTS:
-            raise ParameterError(f"{_source_of(scan)}: resampling the {nx} x {ny} region to {spacing_um:g} um would "
-                                 f"give {ox} x {oy} points, more than MAX_WORKING_POINTS ({MAX_WORKING_POINTS}); "
-                                 f"choose a coarser spacing_um")
+        _check_output_size(cur, spacing_um, scan)  # never more than the working budget
         cur = resample(cur, new_spacing_m=spacing_um / 1e6)
     out = Scan(cur.heights.astype(np.float32), cur.dx, cur.dy, cur.meta)
     if not out.valid_mask.any():
@@ -249,4 +303,3 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
         diag["final"] = out
         return out, diag
     return out
-
