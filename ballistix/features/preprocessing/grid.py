@@ -9,10 +9,10 @@ import math
 import cv2
 import numpy as np
 
-from ..._limits import BLOCK_MIN_VALID, MAX_WORKING_POINTS, block_factor
+from ..._limits import BLOCK_MIN_VALID, MAX_WORKING_POINTS, block_factor, block_mean, reduction_record
 from ...errors import ParameterError
 from ...scan import Scan
-from ._checks import _heights, _record, _spacing, _spacing_of
+from ._checks import _heights, _record, _source_of, _spacing, _spacing_of
 from .region import BreechFaceRegion
 
 __all__ = ["crop", "resample"]
@@ -151,3 +151,15 @@ def _block_mask(region, k: int):
         return out
     return dataclasses.replace(reg, mask=out)
 
+
+def _block_average(cur: Scan, factor: int, why: str, spacing_um: float | None, scan: Scan) -> Scan:
+    """Step 0: the working grid, block-averaged ``factor x factor`` (recorded as a ``block_average`` step)."""
+    cur = _record(cur, block_mean(cur.heights, factor), "block_average",
+                  {"max_spacing_um": None if spacing_um is None else round(spacing_um / 2, 9),
+                   "max_points": MAX_WORKING_POINTS, "min_valid": BLOCK_MIN_VALID},
+                  reduction_record(factor, *cur.shape, cur.dx, cur.dy, MAX_WORKING_POINTS, why),
+                  spacing=(cur.dx * factor, cur.dy * factor))
+    if not (~np.isnan(cur.heights)).any():
+        raise ParameterError(f"{_source_of(scan)}: no block of {factor} x {factor} points is half measured: "
+                             "nothing left on the working grid")
+    return cur

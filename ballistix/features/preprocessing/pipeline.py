@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ..._limits import BLOCK_MIN_VALID, MAX_FIELD_MM, MAX_WORKING_POINTS, block_mean, field_problem, reduction_record
+from ..._limits import MAX_FIELD_MM, MAX_WORKING_POINTS, field_problem
 from ...errors import ParameterError
 from ...scan import Scan
 from ._checks import _check_cutoffs, _positive, _range, _record, _source_of, _spacing
 from .breech_face import find_breech_face
 from .defaults import DEFAULTS
 from .filtering import bandpass
-from .grid import _block_mask, _working_factor, crop, resample
+from .grid import _block_average, _block_mask, _working_factor, crop, resample
 from .levelling import level
 from .outliers import remove_outliers
 from .plausibility import segmentation_status
@@ -99,19 +99,6 @@ def _check_given_mask(region, shape) -> np.ndarray:
         raise ParameterError(f"region mask must be a boolean array of shape {shape}, "
                              f"got {mask.dtype} {mask.shape}")
     return mask
-
-
-def _block_average(cur: Scan, factor: int, why: str, spacing_um: float | None, scan: Scan) -> Scan:
-    """Step 0: the working grid, block-averaged ``factor x factor`` (recorded as a ``block_average`` step)."""
-    cur = _record(cur, block_mean(cur.heights, factor), "block_average",
-                  {"max_spacing_um": None if spacing_um is None else round(spacing_um / 2, 9),
-                   "max_points": MAX_WORKING_POINTS, "min_valid": BLOCK_MIN_VALID},
-                  reduction_record(factor, *cur.shape, cur.dx, cur.dy, MAX_WORKING_POINTS, why),
-                  spacing=(cur.dx * factor, cur.dy * factor))
-    if not (~np.isnan(cur.heights)).any():
-        raise ParameterError(f"{_source_of(scan)}: no block of {factor} x {factor} points is half measured: "
-                             "nothing left on the working grid")
-    return cur
 
 
 def _apply_region(cur: Scan, region, region_params: dict, valid: np.ndarray):
