@@ -151,7 +151,7 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
 
     Notes
     -----
-    Steps 1-5 are the functions of `ballistix.features.preprocessing.primer`
+    Steps 1-5 are the functions of `~ballistix.features.preprocessing.primer`
     and `~ballistix.features.preprocessing.firing_pin`, step 0 those of
     `~ballistix.features.preprocessing.locate`; each module names its
     thresholds as constants, with the reason for their values.
