@@ -483,18 +483,26 @@ def cmd_validate(args) -> int:
     return 0
 
 
-#: ``ballistix bench --quick``: arguments that make each benchmark run in minutes.
-def cmd_bench(args) -> int:
-    """Run the benchmarks and print one summary table (from a source checkout: the benchmarks/
-    folder is not installed with the package); the same as ``python -m benchmarks``."""
-    import importlib
-
+def _checkout() -> Path | None:
+    """The source checkout this ballistix runs from (an editable install), else None: the
+    benchmarks/ folder is not in the wheel (pyproject.toml installs the ballistix package only)."""
     root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "__main__.py").is_file():
-        print(f"error: ballistix bench runs from a source checkout; no benchmarks/ beside {root}", file=sys.stderr)
+    return root if (root / "benchmarks" / "__main__.py").is_file() else None
+
+
+def cmd_bench(args) -> int:
+    """Run the benchmarks and print one summary table: ``python -m benchmarks`` in the source
+    checkout this ballistix runs from (the benchmarks/ folder is not installed with the package)."""
+    import shlex
+    import subprocess
+
+    root = _checkout()
+    if root is None:
+        print("error: ballistix bench runs the benchmarks of a source checkout, and this ballistix is installed "
+              f"without one; in a checkout, run: python -m benchmarks {shlex.join(args.args)}".rstrip(),
+              file=sys.stderr)
         return EXIT_BAD_INPUT
-    sys.path.insert(0, str(root))
-    return importlib.import_module("benchmarks.__main__").main(list(args.args))
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args.args], cwd=root)
 
 
 def build_parser() -> argparse.ArgumentParser:
