@@ -24,7 +24,8 @@ def format_table(rows, header=None) -> str:
 
     Examples
     --------
-    >>> print(format_table([["E1", "yes"], ["E22", "no"]], header=["exhibit", "same"]))  # doctest: +NORMALIZE_WHITESPACE
+    >>> rows = [["E1", "yes"], ["E22", "no"]]
+    >>> print(format_table(rows, header=["exhibit", "same"]))  # doctest: +NORMALIZE_WHITESPACE
     exhibit  same
     -------  ----
     E1       yes

@@ -12,7 +12,6 @@ fallbacks that keep results the same when that changes.
 
 from concurrent.futures import Executor, Future
 
-import faiss
 import numpy as np
 import pytest
 
