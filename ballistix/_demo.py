@@ -2,28 +2,30 @@
 
 simulate -> write x3p -> read back -> ingest into a case store -> compare a pair
 -> search the store -> link -> linkage graph -> HTML report.
+
+`run_demo` does it and returns what it found; `print_demo` tells it (the
+command line prints that or the JSON).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ._table import print_table as _table
 from .datasets import simulate_casework
 from .features.comparison import compare
 from .io import read_scan, write_x3p
-from .cli import _print_table as _table
 from .store import CaseStore
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "print_demo"]
 
 
-def run_demo(out, *, firearms: int = 4, scenes: int = 6, seed: int = 0, resolution: str = "standard",
-             as_json: bool = False) -> int:
+def run_demo(out, *, firearms: int = 4, scenes: int = 6, seed: int = 0, resolution: str = "standard") -> dict:
+    """Run the demo into the folder ``out``; returns what it found and wrote (JSON-ready)."""
     t0 = time.perf_counter()
     clock = {}
     out = Path(out)
@@ -91,7 +93,8 @@ def run_demo(out, *, firearms: int = 4, scenes: int = 6, seed: int = 0, resoluti
 
     result = {
         "out": str(out), "identical_after_roundtrip": identical, "checksums_verified": verified,
-        "n_scenes": len(cw.scenes), "n_firearms": len(cw.firearms), "n_exhibits": len(cw.exhibits),
+        "n_scenes": len(cw.scenes), "n_firearms": len(cw.firearms),
+        "n_firearms_recovered": sum(f["recovered"] for f in cw.firearms), "n_exhibits": len(cw.exhibits),
         "ingest": ing.to_dict(), "comparisons": pairs, "search": {"query": first, "candidates": cands},
         "linkage": {"comparisons_recorded": n_linked, "groups": groups, "linked_scenes": [list(p) for p in linked],
                     "linked_scenes_truth": [list(p) for p in sorted(cw.linked_scenes())], "leads": leads,
@@ -100,16 +103,13 @@ def run_demo(out, *, firearms: int = 4, scenes: int = 6, seed: int = 0, resoluti
                   "report": str(report_path)},
         "seconds": {k: round(v, 2) for k, v in clock.items()},
     }
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        _print(result, cw, seed)
-    return 0 if identical and verified and not ing.failed else 1
+    return result
 
 
-def _print(r: dict, cw, seed: int) -> None:
-    rec = sum(f["recovered"] for f in cw.firearms)
-    print(f"simulated casework (seed {seed}): {r['n_scenes']} scenes, {r['n_firearms']} firearms ({rec} recovered), "
+def print_demo(r: dict, *, seed: int) -> None:
+    """Tell the story of `run_demo`'s result ``r`` (simulated with ``seed``) in text and tables."""
+    print(f"simulated casework (seed {seed}): {r['n_scenes']} scenes, {r['n_firearms']} firearms "
+          f"({r['n_firearms_recovered']} recovered), "
           f"{r['n_exhibits']} exhibits written as x3p and read back: "
           f"{'identical' if r['identical_after_roundtrip'] else 'DIFFERENT'}, "
           f"checksums {'verified' if r['checksums_verified'] else 'NOT verified'}")

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._records import check_date, check_since, check_text, safe_text
+from ._table import print_table as _print_table
 from ._version import __version__
 from .errors import BallistixError, ParameterError, ResolutionWarning
 
@@ -158,18 +159,6 @@ def _scan_row(scan) -> dict:
     }
 
 
-def _print_table(rows: list[dict]) -> None:
-    if not rows:
-        print("  none")
-        return
-    keys = list(rows[0])
-    width = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
-    print("  ".join(k.ljust(width[k]) for k in keys))
-    print("  ".join("-" * width[k] for k in keys))
-    for r in rows:
-        print("  ".join(str(r[k]).ljust(width[k]) for k in keys))
-
-
 def cmd_info(args) -> int:
     from .io import read_scan
 
@@ -198,10 +187,14 @@ def cmd_demo(args) -> int:
     """The whole story on simulated casework: write the exhibits as x3p and read them back,
     ingest them into a case store, compare a pair, search the store, link everything, and write
     the linkage graph and the HTML report."""
-    from ._demo import run_demo
+    from ._demo import print_demo, run_demo
 
-    return run_demo(args.out, firearms=args.firearms, scenes=args.scenes, seed=args.seed,
-                    resolution=args.resolution, as_json=args.json)
+    r = run_demo(args.out, firearms=args.firearms, scenes=args.scenes, seed=args.seed, resolution=args.resolution)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print_demo(r, seed=args.seed)
+    return 0 if r["identical_after_roundtrip"] and r["checksums_verified"] and not r["ingest"]["failed"] else 1
 
 
 def _store(args, *, create: bool = False, read_only: bool = False):
@@ -490,18 +483,26 @@ def cmd_validate(args) -> int:
     return 0
 
 
-#: ``ballistix bench --quick``: arguments that make each benchmark run in minutes.
-def cmd_bench(args) -> int:
-    """Run the benchmarks and print one summary table (from a source checkout: the benchmarks/
-    folder is not installed with the package); the same as ``python -m benchmarks``."""
-    import importlib
-
+def _checkout() -> Path | None:
+    """The source checkout this ballistix runs from (an editable install), else None: the
+    benchmarks/ folder is not in the wheel (pyproject.toml installs the ballistix package only)."""
     root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "__main__.py").is_file():
-        print(f"error: ballistix bench runs from a source checkout; no benchmarks/ beside {root}", file=sys.stderr)
+    return root if (root / "benchmarks" / "__main__.py").is_file() else None
+
+
+def cmd_bench(args) -> int:
+    """Run the benchmarks and print one summary table: ``python -m benchmarks`` in the source
+    checkout this ballistix runs from (the benchmarks/ folder is not installed with the package)."""
+    import shlex
+    import subprocess
+
+    root = _checkout()
+    if root is None:
+        print("error: ballistix bench runs the benchmarks of a source checkout, and this ballistix is installed "
+              f"without one; in a checkout, run: python -m benchmarks {shlex.join(args.args)}".rstrip(),
+              file=sys.stderr)
         return EXIT_BAD_INPUT
-    sys.path.insert(0, str(root))
-    return importlib.import_module("benchmarks.__main__").main(list(args.args))
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args.args], cwd=root)
 
 
 def build_parser() -> argparse.ArgumentParser:

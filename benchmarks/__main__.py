@@ -22,7 +22,7 @@ import platform
 import sys
 import time
 
-from ._common import RESULTS, ROOT, machine, write_json
+from ._common import RESULTS, ROOT, machine, table, write_json
 
 #: benchmark -> (quick arguments, full arguments); default arguments are the benchmark's own
 SIZES: dict[str, tuple[list[str], list[str]]] = {
@@ -204,10 +204,8 @@ def main(argv=None) -> int:
             print(f"== {name}: {time.perf_counter() - t:.0f} s\n", flush=True)
     rows = summary_rows()
     write_json("summary", {"rows": rows, "failed": failed})
-    widths = [max(len(r[i]) for r in rows + [["benchmark", "measure", "value", "run on"]]) for i in range(4)]
     print("SUMMARY")
-    for r in [["benchmark", "measure", "value", "run on"]] + rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print(table(rows, ["benchmark", "measure", "value", "run on"]))
     if args.update_readme:
         update_readme(rows, "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]))
     if failed:

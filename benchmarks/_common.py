@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import ballistix
+from ballistix._table import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("BALLISTIX_BENCH_RESULTS") or ROOT / "benchmarks" / "results")  # env: for tests
@@ -29,8 +30,5 @@ def write_json(name: str, payload: dict) -> Path:
 
 
 def table(rows: list[list], header: list[str]) -> str:
-    cells = [[str(c) for c in header]] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """``rows`` under ``header`` as text (floats to 3 significant digits), by ballistix's one table printer."""
+    return format_table([[f"{c:.3g}" if isinstance(c, float) else c for c in r] for r in rows], header)

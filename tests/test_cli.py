@@ -140,9 +140,17 @@ def test_search_of_a_missing_store_file_is_one_line(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope.x3p" in r.stderr
 
 
-def test_bench_refuses_unknown_names(capsys):
-    assert main(["bench", "no-such-benchmark"]) == 2
-    assert "unknown benchmark" in capsys.readouterr().err
+def test_bench_refuses_unknown_names(capfd):
+    assert main(["bench", "no-such-benchmark"]) == 2  # python -m benchmarks, run in the checkout
+    assert "unknown benchmark" in capfd.readouterr().err
+
+
+def test_bench_without_a_checkout_says_how_to_run_the_benchmarks(monkeypatch, capsys):
+    import ballistix.cli
+
+    monkeypatch.setattr(ballistix.cli, "_checkout", lambda: None)  # installed from a wheel: no benchmarks/
+    assert main(["bench", "--quick", "cmc_speed"]) == 2
+    assert "python -m benchmarks --quick cmc_speed" in capsys.readouterr().err
 
 
 def test_benchmark_command_runs_end_to_end_and_summarises(tmp_path):

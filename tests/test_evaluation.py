@@ -30,6 +30,35 @@ def test_auc_matches_pairwise_definition(seed):
     assert np.trapezoid(tpr, fpr) == pytest.approx(brute)
 
 
+def test_roc_ties_make_one_point_and_count_half_in_the_auc():
+    fpr, tpr, thr = roc_curve([3, 2, 2, 2, 1], [1, 1, 0, 0, 0])
+    assert thr.tolist() == [np.inf, 3, 2, 1]
+    assert np.allclose(tpr, [0, 0.5, 1, 1]) and np.allclose(fpr, [0, 0, 2 / 3, 1])
+    assert auc([3, 2, 2, 2, 1], [1, 1, 0, 0, 0]) == pytest.approx(5 / 6)  # 3 beats all; 2 ties two, beats one
+
+
+def _roc_per_threshold(s, y):
+    """The definition, one count per distinct score: O(n^2), as roc_curve was before it sorted once."""
+    thr = np.unique(s)[::-1]
+    tp = np.array([(s[y] >= t).sum() for t in thr]) / y.sum()
+    fp = np.array([(s[~y] >= t).sum() for t in thr]) / (~y).sum()
+    return np.r_[0.0, fp], np.r_[0.0, tp], np.r_[np.inf, thr]
+
+
+@pytest.mark.parametrize("seed, decimals", [(0, None), (1, 1), (2, 0), (3, 3)])
+def test_roc_and_auc_equal_the_quadratic_definitions(seed, decimals):
+    rng = np.random.default_rng(seed)
+    y = rng.random(400) < 0.3
+    s = rng.normal(size=400) + y
+    if decimals is not None:  # many ties
+        s = np.round(s, decimals)
+    for got, want in zip(roc_curve(s, y), _roc_per_threshold(s, y)):
+        assert got.shape == want.shape and np.allclose(got, want, rtol=0, atol=1e-12)
+    pos, neg = s[y], s[~y]
+    pairwise = ((pos[:, None] > neg) + 0.5 * (pos[:, None] == neg)).mean()
+    assert abs(auc(s, y) - pairwise) <= 1e-12
+
+
 def test_eer_symmetric_case():
     # one positive below one negative out of two each: both error rates 0.5 at the crossing
     assert equal_error_rate([3, 1, 2, 0], [1, 1, 0, 0]) == pytest.approx(0.5)

@@ -37,6 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import ParameterError
 
 try:  # pocketfft's own entry points: scipy.fft's transforms without its dispatch (~10% of a search)
+    # a private SciPy module (up to 1.17 at least, see pyproject.toml); tests/test_cmc.py tests the fallback
     from scipy.fft._pocketfft import pypocketfft as _pocketfft
 except ImportError:  # pragma: no cover - a scipy without them: the public functions, same results
     _pocketfft = None

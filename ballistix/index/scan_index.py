@@ -9,8 +9,8 @@ similarities):
   wrapped in ``IndexIDMap2``: FAISS's ID map assumes the wrapped index
   renumbers its entries on removal, which IVF does not, and returns wrong ids
   after a removal (checked with FAISS 1.15).
-- ``HNSW...`` and ``...,RFlat`` (re-ranked codes): FAISS cannot remove
-  entries from them. Removed ids become
+- ``HNSW...``, ``...,RFlat`` (re-ranked codes) and ``IVF...,PQ...x4fs``: FAISS
+  cannot remove entries from them (`_removes_entries`). Removed ids become
   tombstones: searches fetch extra neighbours and drop them, and the index is
   rebuilt without them once they exceed 10% of its entries (or before one of
   them is added again).
@@ -91,6 +91,31 @@ def choose_factory(n: int, dim: int) -> str:
     while dim % m:
         m -= 1
     return f"IVF{k}_HNSW32,PQ{m}"
+
+
+def _removes_entries(index) -> bool:
+    """Whether FAISS removes entries from ``index`` (told by its type: FAISS has no query for it).
+
+    Inverted lists (by id, through the hash-table direct map) and flat arrays of
+    codes (Flat, SQ, PQ, 4-bit fast-scan PQ, behind a transform or not) do; graphs
+    (HNSW, NSG), re-ranked indexes (``...,RFlat``) and inverted lists of fast-scan
+    blocks (``IVF...,PQ...x4fs``) raise instead (checked with FAISS 1.15). Any other
+    type keeps its removed ids as tombstones: always correct, only larger.
+    """
+    if isinstance(index, faiss.IndexIVF):
+        return not isinstance(index, faiss.IndexIVFFastScan)
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    while isinstance(inner, faiss.IndexPreTransform):
+        inner = faiss.downcast_index(inner.index)
+    return isinstance(inner, (faiss.IndexFlatCodes, faiss.IndexFastScan))
+
+
+def _id_selector(index, ids: np.ndarray):
+    """The selector of ``ids`` that ``index.remove_ids`` takes: a hash-table direct map (IVF)
+    takes only an array; the others a batch (a hashed set: fast membership tests)."""
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.IDSelectorArray(ids)
+    return faiss.IDSelectorBatch(ids)
 
 
 def _as_ids(ids, what="ids") -> np.ndarray:
@@ -348,13 +373,11 @@ class ScanIndex:
         present = ids[np.isin(ids, self._ids)]
         if not present.size:
             return 0
-        try:
-            n = self._index.remove_ids(faiss.IDSelectorBatch(present))
+        if _removes_entries(self._index):
+            n = self._index.remove_ids(_id_selector(self._index, present))
             if n != present.size:
                 raise RuntimeError(f"FAISS removed {n} of {present.size}")  # pragma: no cover
-        except RuntimeError as e:
-            if "not implemented" not in str(e).lower() and "remove_ids" not in str(e):
-                raise
+        else:
             self._tombstones = np.union1d(self._tombstones, present)  # e.g. HNSW: cannot remove
         self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
         if self._tombstones.size > TOMBSTONE_FRACTION * max(1, self._index.ntotal):

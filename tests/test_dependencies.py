@@ -1,0 +1,71 @@
+"""What ballistix takes from its dependencies beyond their public, documented APIs, and the
+fallbacks that keep results the same when that changes.
+
+- ``scipy.fft._pocketfft.pypocketfft`` (features/cmc.py): private; without it the public
+  ``scipy.fft`` functions give identical results (tests/test_cmc.py,
+  ``test_*_without_pocketfft_entry_points_*``). pyproject.toml pins the SciPy range.
+- ``Executor._max_workers`` (features/comparison.py, `compare_many`): private; read only to
+  size the chunks handed to a caller's executor, with ``n_jobs`` when it is missing (below).
+- FAISS index removal (index/scan_index.py): FAISS cannot say which index types remove
+  entries; `_removes_entries` tells it by type, checked here against FAISS itself.
+"""
+
+from concurrent.futures import Executor, Future
+
+import numpy as np
+import pytest
+
+import ballistix as bx
+from ballistix.datasets.realism import fadul_like, truth_breech_face
+from ballistix.index.scan_index import _id_selector, _removes_entries
+
+
+class _InProcess(Executor):
+    """A caller's executor without the ``_max_workers`` of the standard library's pools."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_compare_many_on_an_executor_without_max_workers_gives_the_same_results():
+    raw = bx.datasets.simulate(1, 2, seed=3, difficulty="easy", resolution="fast")
+    scans = [bx.Scan(fadul_like(s, truth_breech_face(s), spacing_m=25e-6), 25e-6, 25e-6) for s in raw]
+    pairs = [(scans[0], scans[1]), (scans[1], scans[0])]
+    executor = _InProcess()
+    assert not hasattr(executor, "_max_workers")
+    got = bx.compare_many(pairs, executor=executor, progress=False)
+    want = bx.compare_many(pairs, progress=False)
+    assert [r.to_dict()["cells"] for r in got] == [r.to_dict()["cells"] for r in want]
+
+
+# graphs, re-ranked codes and fast-scan inverted lists cannot remove; the others can
+@pytest.mark.parametrize("factory, removes", [
+    ("Flat", True), ("SQ8", True), ("PQ8x4", True), ("PQ8x4fs", True), ("PCA16,Flat", True), ("IVF8,Flat", True),
+    ("IVF8,SQ8", True), ("IVF8_HNSW8,Flat", True),
+    ("HNSW16", False), ("NSG16,Flat", False), ("PQ8x4fs,RFlat", False), ("IVF8,PQ8x4fs", False)])
+def test_removal_by_type_agrees_with_faiss(factory, removes):
+    x = np.random.default_rng(0).standard_normal((512, 32)).astype(np.float32)
+    index = bx.ScanIndex(32, factory=factory)._new_index(factory)  # the FAISS index as ScanIndex builds it
+    with np.errstate(all="ignore"):
+        index.train(x)
+    index.add_with_ids(x, np.arange(512, dtype=np.int64))
+    assert _removes_entries(index) is removes
+    gone = np.array([3, 5, 8], dtype=np.int64)
+    if removes:
+        assert index.remove_ids(_id_selector(index, gone)) == gone.size
+    else:  # the index keeps tombstones instead (tests/test_index.py)
+        with pytest.raises(RuntimeError):
+            index.remove_ids(_id_selector(index, gone))
+
+
+def test_ivf_removes_its_entries_without_tombstones():
+    x = np.random.default_rng(1).standard_normal((600, 32)).astype(np.float32)
+    index = bx.ScanIndex(32, factory="IVF8,Flat")
+    index.train(x)
+    index.add(np.arange(600), x)
+    assert index.remove(np.arange(100)) == 100
+    assert index._tombstones.size == 0 and index._index.ntotal == 500 == len(index)
+    _, ids = index.search(x[:20], 10)
+    assert not np.isin(ids, np.arange(100)).any()
