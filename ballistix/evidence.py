@@ -55,7 +55,7 @@ from scipy import optimize
 from ._files import atomic_file
 from ._version import __version__
 from .errors import FileFormatError, ParameterError
-from .features.comparison import processing_signature
+from .provenance import POPULATION_KEYS, _canonical, _norm, population, processing_signature
 
 __all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "features", "fit", "cross_validate", "cv_splits",
            "cllr", "cllr_min", "elub_bounds", "misleading", "tippett", "conclusion", "conclusion_rates", "verbal",
@@ -103,57 +103,6 @@ SHIPPED_SHA256 = {
 
 
 # ---------------------------------------------------------------------------------------------- populations
-
-#: What a score means depends on the population both scans come from. A calibration's ``domain``
-#: may restrict each of these keys to a list of values (None or absent: any value).
-POPULATION_KEYS: dict[str, str] = {
-    "calibre": "cartridge calibre (labels 'calibre'), e.g. 9mm Luger",
-    "make_model": "make and model of the firearm (labels 'make' + 'model'), when known",
-    "instrument": "scanning instrument (x3p Record2 manufacturer + model, or labels 'instrument')",
-}
-
-_CALIBRE_ALIASES = {"9mm": "9mm Luger", "9mmluger": "9mm Luger", "9x19": "9mm Luger", "9x19mm": "9mm Luger",
-                    "9mmparabellum": "9mm Luger", "9mmpara": "9mm Luger", "9mmpb": "9mm Luger",
-                    "9x19parabellum": "9mm Luger", "9mmnato": "9mm Luger"}
-
-
-def _norm(v) -> str:
-    """Case- and punctuation-blind form of a population value (for matching, not for display)."""
-    return "".join(ch for ch in str(v).casefold() if ch.isalnum())
-
-
-def _canonical(key: str, v) -> str | None:
-    if v is None or str(v).strip() == "" or _norm(v) in ("", "na", "none", "unknown", "notavailable"):
-        return None
-    v = " ".join(str(v).split())
-    if key == "calibre":
-        return _CALIBRE_ALIASES.get(_norm(v), v)
-    return v
-
-
-def population(meta: dict) -> dict[str, str | None]:
-    """The population keys of a scan (`POPULATION_KEYS`) from its metadata; None where unknown.
-
-    Reads ``meta["labels"]`` (calibre, make, model, instrument: as given at ingest or by
-    the simulator), then ``meta["population"]`` (recorded by a store), then the x3p
-    instrument record. Calibres are brought to one spelling (9x19, 9mm Para -> 9mm Luger).
-
-    Examples
-    --------
-    >>> population({"labels": {"calibre": "9x19", "make": "Ruger", "model": "P95"}})["make_model"]
-    'Ruger P95'
-    """
-    meta = meta if isinstance(meta, dict) else {}
-    lab = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
-    rec = meta.get("population") if isinstance(meta.get("population"), dict) else {}
-    inst = meta.get("instrument") if isinstance(meta.get("instrument"), dict) else {}
-    make_model = lab.get("make_model") or " ".join(str(lab[k]) for k in ("make", "model") if lab.get(k))
-    instrument = lab.get("instrument") or " ".join(str(inst[k]) for k in ("manufacturer", "model") if inst.get(k))
-    out = {"calibre": lab.get("calibre") or meta.get("calibre") or rec.get("calibre"),
-           "make_model": make_model or rec.get("make_model"),
-           "instrument": instrument or rec.get("instrument")}
-    return {k: _canonical(k, out[k]) for k in POPULATION_KEYS}
-
 
 def domain_check(domain: dict | None, pop: dict, label: str = "scan") -> str | None:
     """Why a scan of population ``pop`` lies outside ``domain`` (None when inside).

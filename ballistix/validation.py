@@ -53,6 +53,7 @@ from ._files import atomic_file
 from ._version import __version__
 from .errors import BallistixError, FileFormatError, ParameterError
 from .io._zip import sha256_file
+from .provenance import POPULATION_KEYS, population, processing_signature
 
 __all__ = ["validate", "ValidationResult", "ValidationError", "LabelsError", "InsufficientDataError",
            "read_labels", "plan_pairs", "decision_rules", "recommend", "lr_performance", "clopper_pearson",
@@ -446,7 +447,7 @@ class ValidationResult:
     pairs_plan : dict
         How the pairs were chosen (``mode`` "all" or "sample", ``seed``, counts available).
     domain : dict
-        The population tested (`evidence.POPULATION_KEYS` -> values; None: not recorded for
+        The population tested (`provenance.POPULATION_KEYS` -> values; None: not recorded for
         every scan, so not restricted); the calibration's domain.
     auc_cmc, auc_lr, eer_cmc, eer_lr : float
         Area under the ROC curve and equal error rate of the CMC count and of the
@@ -547,7 +548,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
         Preprocess and compare on a Dask cluster instead (its workers must read the files).
     domain : dict, optional
         The calibration's domain (`evidence.domain_check`). None: the population values
-        seen, for each of `evidence.POPULATION_KEYS` recorded for every scan (from the
+        seen, for each of `provenance.POPULATION_KEYS` recorded for every scan (from the
         labels, the scan's own labels, or the x3p instrument record); keys not recorded
         for every scan are left unrestricted (None).
     progress : bool
@@ -651,7 +652,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
                                  "reason": err})
                 continue
             inp.scan = scan
-            inp.population = ev.population(scan.meta)
+            inp.population = population(scan.meta)
             if inp.sha256 is None:
                 inp.sha256 = scan.meta.get("sha256") or hashlib.sha256(
                     np.ascontiguousarray(scan.heights).tobytes()).hexdigest()
@@ -664,7 +665,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
             raise InsufficientDataError("no same-gun pair: at least one firearm needs 2 or more scans")
         ga, gb = [guns[i] for i, _ in chosen], [guns[j] for _, j in chosen]
         _check_cv(ga, gb, n_folds, seed)
-        sigs = {json.dumps(ev.processing_signature(i.scan.meta.get("processing")), sort_keys=True) for i in used}
+        sigs = {json.dumps(processing_signature(i.scan.meta.get("processing")), sort_keys=True) for i in used}
         if len(sigs) > 1:
             raise ValidationError("the scans were preprocessed with different steps or parameters (some carry "
                                   "earlier processing in their metadata); validate scans of one kind")
@@ -689,9 +690,9 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
     pops = [i.population for i in used]
     if domain is None:
         domain = {k: (sorted({p[k] for p in pops}) if all(p.get(k) for p in pops) else None)
-                  for k in ev.POPULATION_KEYS}
+                  for k in POPULATION_KEYS}
         domain["unknown_ok"] = []
-    preprocessing = ev.processing_signature(used[0].scan.meta.get("processing"))
+    preprocessing = processing_signature(used[0].scan.meta.get("processing"))
     comparison = {k: res[0].params[k] for k in DEFAULTS}
     n_guns = len(set(guns))
     pop_words = _population_words(domain)
@@ -846,7 +847,7 @@ def recommend(lr_rules, cmc_rules=(), fpr_target: float = 0.01, elim_target: flo
 
 def _population_words(domain: dict) -> str:
     parts = []
-    for k in ev.POPULATION_KEYS:
+    for k in POPULATION_KEYS:
         v = domain.get(k)
         parts.append(f"{k.replace('_', '/')} {', '.join(v)}" if v else f"{k.replace('_', '/')} not restricted")
     return "; ".join(parts)
@@ -1044,10 +1045,10 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
              + ").</p>")
     P.append("<h3>Population (the domain the calibration is restricted to)</h3>")
     P.append(_table([{"key": k.replace("_", "/"), "values seen": r.domain.get(k) if r.domain.get(k) else
-                      "not recorded for every scan: not restricted"} for k in ev.POPULATION_KEYS]))
+                      "not recorded for every scan: not restricted"} for k in POPULATION_KEYS]))
     P.append("<h3>Firearms</h3>")
     P.append(_table([{"firearm": g, "scans": n, **{k.replace("_", "/"): (pops[g] or {}).get(k)
-                                                   for k in ev.POPULATION_KEYS}}
+                                                   for k in POPULATION_KEYS}}
                      for g, n in sorted(per_gun.items())], num=("scans",)))
     P.append("<details><summary>Scan files and their SHA-256 checksums</summary>"
              + _table([{"file": i["name"], "firearm": i["firearm"], "sha256": i["sha256"]} for i in r.inputs],
@@ -1139,7 +1140,7 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
              "The rates describe the method, not an examiner, and not the probability that a given gun fired a "
              "given case.</p>")
 
-    open_keys = [k.replace("_", "/") for k in ev.POPULATION_KEYS if not r.domain.get(k)]
+    open_keys = [k.replace("_", "/") for k in POPULATION_KEYS if not r.domain.get(k)]
     if open_keys:
         P.append(f"<p class='box warn'><b>Domain not restricted for {_e(', '.join(open_keys))}.</b> These were not "
                  "recorded for every scan, so the calibration will accept scans of any value of them, including "

@@ -524,7 +524,7 @@ def test_preprocess_block_averages_a_grid_finer_than_half_the_output(sim_fast):
     np.testing.assert_allclose(out.heights, ref.heights, atol=1e-12, equal_nan=True)
     # the reduction adapts to the instrument's sampling, like the input spacing: a calibration fitted
     # on the coarser scans still applies to the finer one
-    from ballistix.features.comparison import processing_signature
+    from ballistix.provenance import processing_signature
 
     assert processing_signature(out.meta["processing"]) == processing_signature(ref.meta["processing"])
 

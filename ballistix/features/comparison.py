@@ -26,23 +26,10 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import ParameterError, ResolutionWarning
+from ..provenance import original_spacing_um, population, processing_signature
 from ..scan import Scan
 from .cmc import CellSearch, angle_diff, congruence, irfft2_into, make_cells, rfft2_into, rotate_nan
 
-
-#: Steps that only adapt the working grid to the input's sampling: like the input's own spacing,
-#: they are not part of what a calibration is fitted for (the output grid and filters are).
-_SAMPLING_STEPS = ("block_average",)
-
-
-def processing_signature(meta_processing) -> list:
-    """The steps and parameters of a scan's ``meta["processing"]`` (results and versions dropped).
-
-    ``block_average`` (the anti-aliasing reduction `preprocess` applies to a scan sampled far more
-    finely than its output grid, before the area-averaging resample) is left out: like the input
-    spacing, it depends on the instrument, not on the processing a calibration was fitted for."""
-    return [[st.get("step"), st.get("params", {})] for st in (meta_processing or [])
-            if isinstance(st, dict) and st.get("step") not in _SAMPLING_STEPS]
 
 __all__ = ["compare", "compare_many", "process_pool", "Comparison", "DEFAULTS"]
 
@@ -250,26 +237,6 @@ def _check_scan(s, name: str) -> Scan:
 RESOLUTION_FACTOR = 2.0
 
 
-def original_spacing_um(s: Scan) -> float | None:
-    """The coarsest lateral spacing (micrometres) a processed scan was sampled at before
-    `preprocess` resampled it, from the ``resample`` steps of ``meta["processing"]``; None when
-    no resampling is on record."""
-    out = None
-    for st in s.meta.get("processing") or ():
-        if not isinstance(st, dict) or st.get("step") != "resample":
-            continue
-        res, par = st.get("result") or {}, st.get("params") or {}
-        try:
-            if "from_spacing_um" in res:
-                um = max(float(v) for v in res["from_spacing_um"])
-            else:  # recorded before from_spacing_um: cv2 shifts the origin by half the change of step
-                um = max(float(n) - 2e6 * float(o) for n, o in zip(par["spacing_um"], res["origin_m"]))
-        except (KeyError, TypeError, ValueError):
-            continue
-        out = um if out is None else max(out, um)
-    return out
-
-
 def _check_resolution(a: Scan, b: Scan, spacing: float) -> list[tuple[str, float, str]]:
     """(side, original spacing in um, message) of each scan first sampled more than
     `RESOLUTION_FACTOR` times coarser than the comparison grid; each is warned (`ResolutionWarning`)."""
@@ -306,8 +273,6 @@ def _fingerprint(s: Scan) -> dict[str, Any]:
             d[k] = s.meta[k]
     if s.meta.get("processing"):
         d["processing"] = processing_signature(s.meta["processing"])
-    from ..evidence import population  # light: no cycle at import time
-
     d["population"] = population(s.meta)
     label = _fingerprint_label(s)
     if label is not None:

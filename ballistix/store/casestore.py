@@ -61,9 +61,8 @@ import numpy as np
 from .._records import check_exhibit_meta, check_firearm, check_scene, safe_id, safe_text
 from .._version import __version__
 from ..errors import BallistixError, IndexFormatError, ParameterError, StoreWarning
-from ..evidence import population
 from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
-from ..features.comparison import compare_many, process_pool, processing_signature
+from ..features.comparison import compare_many, process_pool
 from ..features.describe import describe, descriptor_info
 from ..features.preprocessing import preprocess
 from ..index import ScanIndex
@@ -71,6 +70,7 @@ from ..index.search import Candidate, rerank
 from ..io import read_npz, read_scan, write_npz
 from ..io._zip import list_members, open_zip, read_member
 from ..io._units import check_units
+from ..provenance import population, processing_signature
 from ..scan import Scan
 
 __all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
