@@ -12,10 +12,11 @@ from .errors import (BallistixError, ChecksumError, DescriptorMismatchError, Fil
                      ParameterError, ScanFormatError, ScanFormatWarning, SegmentationError, SegmentationWarning)
 from .errors import ResolutionWarning
 from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
-from .features.comparison import Comparison, compare, compare_many
+from .features.comparison import Comparison
 from .features.describe import describe
 from .features.preprocessing import plot_preprocess, preprocess
 from .scan import Scan
+from .verify import compare, compare_many
 
 __all__ = [
     "__version__", "Scan",

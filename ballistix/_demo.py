@@ -17,7 +17,7 @@ import numpy as np
 
 from ._table import print_table as _table
 from .datasets import simulate_casework
-from .features.comparison import compare
+from .verify import compare
 from .io import read_scan, write_x3p
 from .store import CaseStore
 

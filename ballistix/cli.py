@@ -290,7 +290,7 @@ def cmd_search(args) -> int:
 
 def cmd_compare(args) -> int:
     """Compare two scan files: preprocess both, Congruent Matching Cells, likelihood ratio and conclusion."""
-    from .features.comparison import compare
+    from .verify import compare
     from .features.preprocessing import preprocess
     from .io import read_scan
 

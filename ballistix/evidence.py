@@ -29,8 +29,10 @@ inconclusive / elimination) with the thresholds stated as LR values and the
 error rates measured on the calibration's reference set. It is an aid for
 the examiner, not a replacement.
 
+`weigh` attaches the LR to a comparison (`bx.compare` compares, then weighs).
+
 Trust (see docs/evidence.md, "Which calibrations are trusted"): a calibration
-decides what an LR says, so `compare` uses one only when its origin is known:
+decides what an LR says, so `weigh` uses one only when its origin is known:
 shipped with the package (its checksum pinned in this module), registered in
 a lab's case store (who, when, from what validation data), or fitted in this
 session by the caller's own code. A calibration file from anywhere else is
@@ -44,13 +46,12 @@ import datetime as _dt
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import optimize
 
 from ._files import atomic_file
 from ._version import __version__
@@ -62,7 +63,7 @@ __all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "features", "f
            "load_calibration", "default_calibration", "shipped_calibrations", "select_calibration",
            "population", "domain_check", "processing_signature", "IDENTIFICATION_LR", "ELIMINATION_LR",
            "POPULATION_KEYS", "COHORT_FEATURES", "UntrustedCalibrationError", "cap_without_cells",
-           "trusted_calibration", "SHIPPED_SHA256"]
+           "trusted_calibration", "SHIPPED_SHA256", "weigh"]
 
 #: Features of a comparison used by the LR model; each one can only raise the LR.
 FEATURES: dict[str, str] = {
@@ -193,6 +194,8 @@ def cllr(log10_lr, same) -> float:
 
 def _pav_log10_lr(log10_lr, same) -> np.ndarray:
     """Log10 LRs after the optimal monotone recalibration (pool-adjacent-violators), ties pooled."""
+    from scipy import optimize  # here, not at the top: `import ballistix` stays fast
+
     llr = np.asarray(log10_lr, float)
     y = np.asarray(same, bool)
     uniq, inv = np.unique(llr, return_inverse=True)
@@ -283,6 +286,8 @@ def tippett(log10_lr, same, ax=None, title: str | None = None):
 def _fit_weights(X: np.ndarray, y: np.ndarray, ridge: float,
                  weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class-balanced (weighted) logistic regression with non-negative slopes on standardised features."""
+    from scipy import optimize  # here, not at the top: `import ballistix` stays fast
+
     w = np.ones(len(y)) if weight is None else weight
     mu = np.average(X, axis=0, weights=w)
     sd = np.sqrt(np.average((X - mu) ** 2, axis=0, weights=w))
@@ -780,3 +785,117 @@ def conclusion(log10_lr: float, calibration: Calibration | None = None) -> dict[
             out["error_rate"] = {"what": "share of reference pairs left inconclusive",
                                  "same": r["rate_same"], "different": r["rate_different"]}
     return out
+
+
+# ---------------------------------------------------------------------------------------------- weighing
+
+def weigh(comparison, calibration="default"):
+    """The comparison with its likelihood ratio: a calibration weighs it (a new `Comparison`).
+
+    Parameters
+    ----------
+    comparison : Comparison
+        From `ballistix.features.comparison.compare`; a comparison weighed before is
+        weighed afresh (its ``log10_lr`` and ``evidence`` are replaced).
+    calibration : "default", list of Calibration, Calibration, path or None
+        "default": the most specific shipped calibration whose parameters,
+        preprocessing and domain fit the pair (`select_calibration`); where none
+        applies, ``log10_lr`` is None and ``evidence["note"]`` says why. A list
+        (for example ``store.calibrations()``, registered and shipped): the most
+        specific of those. A `Calibration` or its file: that one, which must be
+        trusted (`trusted_calibration`) and must fit the pair, or
+        `CalibrationMismatchError`. None: no LR.
+
+    Returns
+    -------
+    Comparison
+        With ``log10_lr`` (bounded by the calibration's ELUB bounds, at most 0
+        without congruent cells: `cap_without_cells`) and ``evidence``: the
+        calibration's name, checksum, origin and domain, the examiner-scale
+        `conclusion`, or the reason there is no LR. When either scan's
+        breech-face region is doubtful or failed (``inputs[side]["segmentation"]``),
+        no LR is given, in either direction, and ``evidence["segmentation"]`` says so.
+
+    Examples
+    --------
+    >>> from ballistix.features.comparison import compare
+    >>> res = weigh(compare(a, b))  # doctest: +SKIP
+    >>> res.log10_lr, res.evidence["conclusion"]["conclusion"]  # doctest: +SKIP
+    (2.8, 'identification')
+    """
+    calibration = _trusted(calibration)
+    res = replace(comparison, log10_lr=None, evidence={})
+    if calibration is not None:
+        _attach_lr(res, calibration)
+    _withhold_lr_on_doubtful_regions(res)
+    return res
+
+
+def _trusted(calibration):
+    """``calibration`` as `weigh` takes it, with a file or a list brought to trusted `Calibration`
+    objects (`trusted_calibration`); `weigh` takes the result back at no cost, so many
+    comparisons are weighed with one reading of a file."""
+    if calibration is None or (isinstance(calibration, str) and calibration == "default"):
+        return calibration
+    if isinstance(calibration, (list, tuple)):  # candidates (a store's registered + shipped): the best that applies
+        if not calibration or not all(isinstance(c, Calibration) for c in calibration):
+            raise ParameterError("a list of calibrations must hold Calibration objects")
+        return [trusted_calibration(c) for c in calibration]
+    if isinstance(calibration, (Calibration, str, bytes)) or hasattr(calibration, "__fspath__"):
+        return trusted_calibration(calibration)
+    raise ParameterError(f"calibration must be 'default', a Calibration, a list of them, a path or None; got "
+                         f"{type(calibration).__name__}")
+
+
+def _attach_lr(res, calibration) -> None:
+    strict = False
+    if isinstance(calibration, str):  # "default": the most specific shipped one that applies
+        cal, refused = select_calibration(res)
+    elif isinstance(calibration, list):
+        cal, refused = select_calibration(res, calibration)
+    else:
+        cal, refused, strict = calibration, [], True
+    if cal is None:
+        res.evidence = {"calibration": None,
+                        "note": "no likelihood ratio: no calibration applies to this pair ("
+                                + "; ".join(refused) + "); an unverified candidate for an examiner, never a link"}
+        return
+    res.log10_lr = cal.weigh(res, strict=strict)
+    res.evidence = {"calibration": cal.name, "calibration_sha256": cal.sha256,
+                    "calibration_origin": {**cal.origin, "text": cal.describe_origin()},
+                    "calibration_reference_sha256": cal.reference.get("features_sha256"),
+                    "calibration_domain": cal.domain}
+    if res.log10_lr is not None and res.cmc_count <= 0:
+        res.evidence["capped"] = "no congruent cells: no support for the same gun, whatever the calibration"
+    unknown = [k for k in (cal.domain or {}).get("unknown_ok") or ()
+               if (cal.domain or {}).get(k) is not None
+               and any((res.inputs[s].get("population") or {}).get(k) is None for s in ("a", "b"))]
+    if unknown:
+        res.evidence["assumed"] = (f"{', '.join(unknown)} not recorded for a scan: taken to be within the "
+                                   f"calibration's domain ({'; '.join(str(cal.domain[k]) for k in unknown)})")
+    if res.log10_lr is None:
+        res.evidence["note"] = f"no likelihood ratio: {cal.check(res)}"
+    else:
+        res.evidence["conclusion"] = conclusion(res.log10_lr, cal)
+
+
+# A comparison is only as good as the breech-face regions it compares. A region that `find_breech_face`
+# flagged as doubtful (primer clipped, firing pin far off centre, little of it measured, ...) may hold the
+# wrong surface: a case-head rim compares badly with anything (few CMCs, an LR "for different guns" that
+# only says the segmentation failed), and a headstamp shared by cartridges of one box could compare well
+# (an LR "for the same gun" that only says the ammunition matches). So when either side is doubtful (or
+# failed, if it was let through with check=False) no likelihood ratio is given, in either direction:
+# the CMC count and score stay, as features for an examiner, and evidence["note"] says why.
+
+def _withhold_lr_on_doubtful_regions(res) -> None:
+    status = {side: (res.inputs[side].get("segmentation") or {}).get("status") for side in ("a", "b")}
+    if not any(st is not None for st in status.values()):
+        return
+    bad = [side for side, st in status.items() if st in ("doubtful", "failed")]
+    res.evidence["segmentation"] = {"a": status["a"], "b": status["b"], "lr_withheld": bool(bad)}
+    if bad:
+        why = "; ".join(f"scan {res.inputs[side].get('label', side)} {status[side]}: "
+                        + ", ".join(res.inputs[side]["segmentation"].get("reasons", [])) for side in bad)
+        res.log10_lr = None
+        res.evidence.pop("conclusion", None)
+        res.evidence["note"] = f"no likelihood ratio: the breech-face region is not trustworthy ({why})"

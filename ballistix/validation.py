@@ -672,7 +672,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
         # compare
         t = time.perf_counter()
         res = compare_many([(used[i].scan, used[j].scan) for i, j in chosen], n_jobs=n_jobs, progress=progress,
-                           client=client, executor=pool, calibration=None, **compare_params)
+                           client=client, executor=pool, **compare_params)
         seconds["compare"] = time.perf_counter() - t
 
     # features, cross-validated LRs

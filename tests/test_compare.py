@@ -85,10 +85,17 @@ def test_compare_many_matches_compare_in_order(sims):
     # one pool kept across calls gives the same results
     from ballistix.features.comparison import process_pool
 
+    from ballistix import evidence
+
+    cal = evidence.fit(np.array([[0, 0.0, 0.1], [1, 0.0, 0.15], [20, 0.7, 0.4], [25, 0.75, 0.45]]),
+                       [False, False, True, True])
     with process_pool(2) as pool:
-        kept = [bx.compare_many([p], executor=pool, progress=False)[0] for p in pairs]
+        kept = [bx.compare_many([p], executor=pool, progress=False, calibration=cal)[0] for p in pairs]
         assert pool._processes  # the pool is still up between calls
     assert [r.to_dict()["cells"] for r in kept] == [r.to_dict()["cells"] for r in serial]
+    # weighed after the workers return: as if weighed here
+    assert [r.to_dict() for r in kept] == [evidence.weigh(r, cal).to_dict() for r in serial]
+    assert all(r.log10_lr is not None for r in kept) and [r.evidence for r in parallel] == [r.evidence for r in serial]
 
 
 @pytest.mark.parametrize("kwargs", [dict(grid=(0, 8)), dict(wobble=1), dict(method="best"), dict(directions="up"),

@@ -194,6 +194,53 @@ def test_default_calibration_stands_aside_for_unprocessed_scans():
         bx.compare(a, b, grid=(4, 4), rotation=[0.0], calibration=3)
 
 
+def test_weigh_is_the_step_after_the_comparison():
+    """bx.compare is the CMC comparison (features) and then `evidence.weigh`; the comparison alone has no LR."""
+    from ballistix.features.comparison import compare
+
+    a, b = _tiny_pair()
+    X, same, _, _ = population()
+    cal = ev.fit(X, same)
+    plain = compare(a, b, grid=(4, 4), rotation=[0.0])
+    assert plain.log10_lr is None and plain.evidence == {}
+    weighed = ev.weigh(plain, cal)
+    assert plain.log10_lr is None and plain.evidence == {}  # a new Comparison: the measurement is left as it was
+    assert weighed.to_dict() == bx.compare(a, b, grid=(4, 4), rotation=[0.0], calibration=cal).to_dict()
+    assert weighed.log10_lr is not None and weighed._surfaces == plain._surfaces
+    again = ev.weigh(weighed, None)  # weighed afresh, not on top of the earlier weighing
+    assert again.log10_lr is None and again.evidence == {}
+    with pytest.raises(ParameterError, match="evidence.weigh"):
+        compare(a, b, calibration=cal)
+
+
+def _imports(path, root):
+    """Absolute names of the ballistix modules (and names) a source file imports."""
+    import ast
+
+    pkg = ["ballistix", *path.relative_to(root).parent.parts]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            mod = ".".join((pkg[:len(pkg) - node.level + 1] if node.level else []) + [node.module or ""]).strip(".")
+            yield mod
+            yield from (f"{mod}.{a.name}" for a in node.names)
+
+
+def test_features_and_evaluation_sit_below_evidence():
+    """One-way layers: provenance, features and evaluation import nothing of the evidence layer or above."""
+    from pathlib import Path
+
+    root = Path(ev.__file__).parent
+    above = ("evidence", "verify", "validation", "cohort", "store", "graph", "index", "cli", "_demo")
+    below = {"provenance.py": above + ("features", "evaluation"), "features": above + ("evaluation",),
+             "evaluation": above}
+    for where, banned in below.items():
+        for f in [root / where] if where.endswith(".py") else sorted((root / where).rglob("*.py")):
+            bad = sorted({m for m in _imports(f, root) if m.split(".")[:2][-1] in banned and m.startswith("ballistix.")})
+            assert not bad, f"{f.relative_to(root)} imports {bad}"
+
+
 def test_default_calibration_is_shipped_and_sane():
     cal = ev.default_calibration()
     lo, hi = cal.bounds_log10

@@ -95,18 +95,19 @@ class Comparison:
         checksum and processing steps when known), library version: enough to
         reproduce the result.
     log10_lr, lr : float or None
-        Likelihood ratio p(result | same gun) / p(result | different guns)
-        from the calibration ``compare`` was given (the shipped default
-        unless told otherwise; see `ballistix.evidence`), bounded by what its
-        reference data support. None when no calibration was asked for, when
-        the default one does not apply, or when either scan's breech-face
-        region is doubtful (``evidence["note"]`` says why).
+        Likelihood ratio p(result | same gun) / p(result | different guns),
+        set when the comparison is weighed by a calibration
+        (`ballistix.evidence.weigh`; ``bx.compare`` weighs with the shipped
+        default unless told otherwise), bounded by what its reference data
+        support. None until weighed, when no calibration applies, or when
+        either scan's breech-face region is doubtful (``evidence["note"]``
+        says why).
     evidence : dict
-        The calibration used (name, checksum), the examiner-scale conclusion
-        with its measured error rate, or the reason there is no LR; when the
-        inputs carry a checked segmentation, ``evidence["segmentation"]``
-        gives both statuses and ``lr_withheld``. ``inputs[side]["segmentation"]``
-        holds each side's status and reasons.
+        Empty until weighed; then the calibration used (name, checksum), the
+        examiner-scale conclusion with its measured error rate, or the reason
+        there is no LR; when the inputs carry a checked segmentation,
+        ``evidence["segmentation"]`` gives both statuses and ``lr_withheld``.
+        ``inputs[side]["segmentation"]`` holds each side's status and reasons.
     """
 
     cmc_count: int
@@ -206,6 +207,10 @@ class Comparison:
 
 
 def _params(overrides: dict) -> dict:
+    if "calibration" in overrides:
+        raise ParameterError("calibration is not a comparison parameter: this compare gives the CMC comparison "
+                             "only; weigh it with ballistix.evidence.weigh(comparison, calibration), or call "
+                             "bx.compare(a, b, calibration=...), which does both")
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise ParameterError(f"unknown comparison parameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -366,8 +371,12 @@ def _summary(d: dict, method: str) -> dict[str, Any]:
             "angles_deg": d["angles"], "theta_counts": con["theta_counts"]}
 
 
-def compare(a: Scan, b: Scan, *, calibration="default", **params) -> Comparison:
+def compare(a: Scan, b: Scan, **params) -> Comparison:
     """Compare two processed breech-face scans with the Congruent Matching Cells method.
+
+    The comparison only: no likelihood ratio (``log10_lr`` is None). ``bx.compare``
+    (`ballistix.verify.compare`) compares and then weighs the result with a
+    calibration (`ballistix.evidence.weigh`).
 
     Parameters
     ----------
@@ -383,15 +392,6 @@ def compare(a: Scan, b: Scan, *, calibration="default", **params) -> Comparison:
         ``coarse_factor``, ``coarse_step_deg``, ``candidates``, ``window_deg``,
         ``step_deg``; ``directions`` ("both" or "forward"); ``method`` ("original",
         the default, or "high") for ``cmc_count``.
-    calibration : "default", Calibration, path or None
-        Turns the result into a likelihood ratio (``log10_lr``). "default": the
-        calibration shipped with the package, used only when the scans and
-        parameters are those it was fitted with (otherwise ``log10_lr`` is None
-        and ``evidence["note"]`` says why); a `Calibration` or its file: used,
-        and a comparison made with other parameters raises
-        `CalibrationMismatchError`; None: no LR. "default" and a list of
-        calibrations choose the most specific one whose domain holds both
-        scans (`evidence.select_calibration`); where none applies, no LR.
 
     Returns
     -------
@@ -402,7 +402,8 @@ def compare(a: Scan, b: Scan, *, calibration="default", **params) -> Comparison:
     >>> import ballistix as bx
     >>> a = bx.preprocess(bx.read_scan("fadul-1-1.x3p"))  # doctest: +SKIP
     >>> b = bx.preprocess(bx.read_scan("fadul-1-2.x3p"))  # doctest: +SKIP
-    >>> res = bx.compare(a, b)  # doctest: +SKIP
+    >>> from ballistix.features.comparison import compare
+    >>> res = compare(a, b)  # doctest: +SKIP
     >>> res.cmc_count >= 6  # doctest: +SKIP
     True
     """
@@ -508,20 +509,13 @@ def compare(a: Scan, b: Scan, *, calibration="default", **params) -> Comparison:
     for side, original_um, _ in coarse:
         res.inputs[side]["original_spacing_um"] = original_um
     _note_segmentation(res, a, b)
-    if calibration is not None:
-        _weigh(res, calibration)
-    _withhold_lr_on_doubtful_regions(res)
     return res
 
 
 # --- segmentation status of both inputs (see docs/comparison.md, "Fields of view and plausibility checks") ---
-# A comparison is only as good as the breech-face regions it compares. A region that `find_breech_face`
-# flagged as doubtful (primer clipped, firing pin far off centre, little of it measured, ...) may hold the
-# wrong surface: a case-head rim compares badly with anything (few CMCs, an LR "for different guns" that
-# only says the segmentation failed), and a headstamp shared by cartridges of one box could compare well
-# (an LR "for the same gun" that only says the ammunition matches). So when either side is doubtful (or
-# failed, if it was let through with check=False) no likelihood ratio is given, in either direction:
-# the CMC count and score stay, as features for an examiner, and evidence["note"] says why.
+# A comparison is only as good as the breech-face regions it compares: each side's status of
+# `find_breech_face` (ok, doubtful, failed) is recorded in its inputs, and `ballistix.evidence.weigh`
+# gives no likelihood ratio when either side is doubtful or failed.
 
 def _note_segmentation(res: Comparison, a: Scan, b: Scan) -> None:
     from .preprocessing import segmentation_status
@@ -530,60 +524,6 @@ def _note_segmentation(res: Comparison, a: Scan, b: Scan) -> None:
         seg = segmentation_status(s)
         if seg is not None:  # None: no checked region on record (processed elsewhere, a given mask)
             res.inputs[side]["segmentation"] = seg
-
-
-def _withhold_lr_on_doubtful_regions(res: Comparison) -> None:
-    status = {side: (res.inputs[side].get("segmentation") or {}).get("status") for side in ("a", "b")}
-    if not any(st is not None for st in status.values()):
-        return
-    bad = [side for side, st in status.items() if st in ("doubtful", "failed")]
-    res.evidence["segmentation"] = {"a": status["a"], "b": status["b"], "lr_withheld": bool(bad)}
-    if bad:
-        why = "; ".join(f"scan {res.inputs[side].get('label', side)} {status[side]}: "
-                        + ", ".join(res.inputs[side]["segmentation"].get("reasons", [])) for side in bad)
-        res.log10_lr = None
-        res.evidence.pop("conclusion", None)
-        res.evidence["note"] = f"no likelihood ratio: the breech-face region is not trustworthy ({why})"
-
-
-def _weigh(res: Comparison, calibration) -> None:
-    from .. import evidence
-
-    strict = False
-    if isinstance(calibration, str) and calibration == "default":
-        cal, refused = evidence.select_calibration(res)  # the most specific shipped one that applies
-    elif isinstance(calibration, (list, tuple)):  # candidates (a store's registered + shipped): the best that applies
-        if not calibration or not all(isinstance(c, evidence.Calibration) for c in calibration):
-            raise ParameterError("a list of calibrations must hold Calibration objects")
-        cal, refused = evidence.select_calibration(res, [evidence.trusted_calibration(c) for c in calibration])
-    elif isinstance(calibration, (evidence.Calibration, str, bytes)) or hasattr(calibration, "__fspath__"):
-        cal, refused, strict = evidence.trusted_calibration(calibration), [], True
-    else:
-        raise ParameterError(f"calibration must be 'default', a Calibration, a path or None; got "
-                             f"{type(calibration).__name__}")
-    if cal is None:
-        res.log10_lr = None
-        res.evidence = {"calibration": None,
-                        "note": "no likelihood ratio: no calibration applies to this pair ("
-                                + "; ".join(refused) + "); an unverified candidate for an examiner, never a link"}
-        return
-    res.log10_lr = cal.weigh(res, strict=strict)
-    res.evidence = {"calibration": cal.name, "calibration_sha256": cal.sha256,
-                    "calibration_origin": {**cal.origin, "text": cal.describe_origin()},
-                    "calibration_reference_sha256": cal.reference.get("features_sha256"),
-                    "calibration_domain": cal.domain}
-    if res.log10_lr is not None and res.cmc_count <= 0:
-        res.evidence["capped"] = "no congruent cells: no support for the same gun, whatever the calibration"
-    unknown = [k for k in (cal.domain or {}).get("unknown_ok") or ()
-               if (cal.domain or {}).get(k) is not None
-               and any((res.inputs[s].get("population") or {}).get(k) is None for s in ("a", "b"))]
-    if unknown:
-        res.evidence["assumed"] = (f"{', '.join(unknown)} not recorded for a scan: taken to be within the "
-                                   f"calibration's domain ({'; '.join(str(cal.domain[k]) for k in unknown)})")
-    if res.log10_lr is None:
-        res.evidence["note"] = f"no likelihood ratio: {cal.check(res)}"
-    else:
-        res.evidence["conclusion"] = evidence.conclusion(res.log10_lr, cal)
 
 
 def _single_threaded():
@@ -613,7 +553,7 @@ def process_pool(n_jobs: int):
 
 
 def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, executor=None,
-                 calibration="default", **params) -> list[Comparison]:
+                 **params) -> list[Comparison]:
     """Compare many pairs of processed scans; results in the order of ``pairs``.
 
     Parameters
@@ -631,8 +571,8 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, 
         Run on these workers instead of starting ``n_jobs`` new ones: a
         `process_pool` kept across many small batches saves starting a pool
         (about a second) for each.
-    calibration, **params
-        Passed to `compare`.
+    **params
+        Passed to `compare` (no likelihood ratios: ``bx.compare_many`` weighs them too).
     """
     from tqdm.auto import tqdm
 
@@ -640,7 +580,7 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, 
     pairs = list(pairs)
     if not (isinstance(n_jobs, int) and n_jobs >= 1):
         raise ParameterError(f"n_jobs must be a positive integer, got {n_jobs!r}")
-    jobs = [(a, b, {**params, "calibration": calibration}) for a, b in pairs]
+    jobs = [(a, b, params) for a, b in pairs]
     if client is not None:
         from .._dask import dask_map
 

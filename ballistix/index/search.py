@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DescriptorMismatchError, ParameterError
-from ..features.comparison import Comparison, compare_many
+from ..features.comparison import Comparison
 from ..features.describe import DESCRIPTOR_NAME, describe
 from ..scan import Scan
+from ..verify import compare_many
 from .scan_index import ScanIndex
 
 __all__ = ["Candidate", "query_vector", "rerank", "search"]
@@ -87,7 +88,8 @@ def search(index: ScanIndex, scan: Scan, *, k: int = 20, shortlist: int = 200,
     exclude : iterable of int
         Ids never returned (for example the query's own id).
     n_jobs, progress, **compare_params
-        Passed to `compare_many`.
+        Passed to `compare_many` (``bx.compare_many``: comparison parameters and
+        ``calibration``).
 
     Returns
     -------

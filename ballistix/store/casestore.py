@@ -62,7 +62,7 @@ from .._records import check_exhibit_meta, check_firearm, check_scene, safe_id, 
 from .._version import __version__
 from ..errors import BallistixError, IndexFormatError, ParameterError, StoreWarning
 from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
-from ..features.comparison import compare_many, process_pool
+from ..features.comparison import process_pool
 from ..features.describe import describe, descriptor_info
 from ..features.preprocessing import preprocess
 from ..index import ScanIndex
@@ -72,6 +72,7 @@ from ..io._zip import list_members, open_zip, read_member
 from ..io._units import check_units
 from ..provenance import population, processing_signature
 from ..scan import Scan
+from ..verify import compare_many
 
 __all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
 
