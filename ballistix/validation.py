@@ -52,6 +52,7 @@ from . import evidence as ev
 from ._files import atomic_file
 from ._version import __version__
 from .errors import BallistixError, FileFormatError, ParameterError
+from .evaluation.lr import cllr, cllr_min, conclusion_rates, misleading, tippett
 from .io._zip import sha256_file
 from .provenance import POPULATION_KEYS, population, processing_signature
 
@@ -139,9 +140,9 @@ def lr_performance(log10_lr, same, identification_lr: float = ev.IDENTIFICATION_
     The summary `benchmarks.evidence` prints and the one `validate` stores with the
     calibration (``performance``).
     """
-    return {"cllr": ev.cllr(log10_lr, same), "cllr_min": ev.cllr_min(log10_lr, same),
-            "misleading": ev.misleading(log10_lr, same),
-            "conclusions": ev.conclusion_rates(log10_lr, same, identification_lr=identification_lr)}
+    return {"cllr": cllr(log10_lr, same), "cllr_min": cllr_min(log10_lr, same),
+            "misleading": misleading(log10_lr, same),
+            "conclusions": conclusion_rates(log10_lr, same, identification_lr=identification_lr)}
 
 
 def _rule_row(rule: str, kind: str, threshold: float, called: np.ndarray, same: np.ndarray) -> dict[str, Any]:
@@ -729,8 +730,8 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
         n_scans=len(used), n_firearms=n_guns, n_pairs=len(chosen), n_same=int(same.sum()),
         n_different=int((~same).sum()), pairs_plan=plan, domain=domain,
         auc_cmc=auc(cmc, same), auc_lr=auc(llr, same), eer_cmc=equal_error_rate(cmc, same),
-        eer_lr=equal_error_rate(llr, same), cllr=ev.cllr(llr, same), cllr_min=ev.cllr_min(llr, same),
-        misleading=ev.misleading(llr, same), lr_rules=lr_rules, cmc_rules=cmc_rules, recommendation=rec,
+        eer_lr=equal_error_rate(llr, same), cllr=cllr(llr, same), cllr_min=cllr_min(llr, same),
+        misleading=misleading(llr, same), lr_rules=lr_rules, cmc_rules=cmc_rules, recommendation=rec,
         calibration=cal, log10_lr_cv=llr, records=records, inputs=inputs_out, excluded=excluded,
         parameters=params, seconds=seconds)
     if out is not None:
@@ -982,7 +983,7 @@ def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     figs.append(("DET curves", _png(fig, "DET curves of the LR and the CMC count")))
 
     fig, ax = plt.subplots(figsize=(5, 4.2))
-    ev.tippett(llr, same, ax=ax, title=f"Tippett plot, cross-validated by gun: Cllr {r.cllr:.3f} "
+    tippett(llr, same, ax=ax, title=f"Tippett plot, cross-validated by gun: Cllr {r.cllr:.3f} "
                                       f"(min {r.cllr_min:.3f})")
     for t in LR_IDENTIFICATION_RULES + LR_ELIMINATION_RULES:
         ax.axvline(math.log10(t), color="#999", lw=0.6, ls="--")

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 import ballistix as bx  # noqa: E402
 from ballistix import evidence as ev  # noqa: E402
+from ballistix.evaluation import lr  # noqa: E402
 from ballistix.features.comparison import DEFAULTS  # noqa: E402
 from ballistix.validation import lr_performance, plan_pairs  # noqa: E402
 
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
                  cv_seconds=time.perf_counter() - t, n_guns=len(set(d["gun_a"]) | set(d["gun_b"])))
         # count-only model: what the other features add
         Xc = np.c_[X[:, 0], np.zeros((len(X), 2))]
-        r["count_only"] = {"cllr": ev.cllr(ev.cross_validate(Xc, same, d["gun_a"], d["gun_b"], n_folds=args.folds),
+        r["count_only"] = {"cllr": lr.cllr(ev.cross_validate(Xc, same, d["gun_a"], d["gun_b"], n_folds=args.folds),
                                            same)}
         out["populations"][name] = r
         curves[name] = (llr, same)
@@ -222,8 +223,8 @@ def main(argv=None) -> int:
                      domain=DOMAINS["default"])
         cal.performance = {"cross_validation": f"{args.folds} folds of guns over all populations",
                            **evaluate(llr, same),
-                           "per_population": {n: {"cllr": ev.cllr(llr[pop == n], same[pop == n]),
-                                                  "cllr_min": ev.cllr_min(llr[pop == n], same[pop == n])}
+                           "per_population": {n: {"cllr": lr.cllr(llr[pop == n], same[pop == n]),
+                                                  "cllr_min": lr.cllr_min(llr[pop == n], same[pop == n])}
                                               for n in pops}}
         path = cal.save(ROOT / "ballistix" / "data" / "calibration_default.json")
         out["default"] = {"path": str(path.relative_to(ROOT)), "bounds_log10": cal.bounds_log10,
@@ -252,7 +253,7 @@ def _figure(curves, out, path):
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
     for ax, (name, (llr, same)) in zip(axes[0], curves.items()):
         r = out["populations"][name]
-        ev.tippett(llr, same, ax=ax, title=f"{name}: cross-validated by gun, Cllr {r['cllr']:.3f} "
+        lr.tippett(llr, same, ax=ax, title=f"{name}: cross-validated by gun, Cllr {r['cllr']:.3f} "
                                            f"(min {r['cllr_min']:.3f})")
     fig.tight_layout()
     fig.savefig(path, dpi=80)

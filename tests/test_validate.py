@@ -14,6 +14,7 @@ from ballistix import evidence as ev
 from ballistix import validation as V
 from ballistix.cli import main
 from ballistix.errors import ParameterError, ScanFormatError
+from ballistix.evaluation import cllr, cllr_min
 
 FAST = {"spacing_um": 12.5}        # the simulator's "fast" scans, kept at their own spacing
 ODD = "solo <b>&amp; 'x'</b>"       # a firearm id that must come out escaped in the report
@@ -86,7 +87,7 @@ def test_counts_and_rates_are_consistent(lab, validated):
             assert row[f"upper95_{side}"] <= hi + 1e-12  # the one-sided bound is the tighter one
     assert [x["rule"] for x in r.lr_rules] == ["LR >= 10", "LR >= 100", "LR >= 1000", "LR >= 10000", "LR <= 0.01"]
     assert [x["threshold"] for x in r.cmc_rules] == list(range(4, 13))
-    assert r.cllr == pytest.approx(ev.cllr(llr, same)) and r.cllr_min == pytest.approx(ev.cllr_min(llr, same))
+    assert r.cllr == pytest.approx(cllr(llr, same)) and r.cllr_min == pytest.approx(cllr_min(llr, same))
     assert r.auc_cmc > 0.95  # simulated same-gun pairs have many congruent cells
     # 28 different-gun pairs cannot bound a false-identification rate below 1%: said plainly
     rec = r.recommendation

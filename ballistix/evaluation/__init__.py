@@ -1,13 +1,16 @@
 """Evaluation measures: same-source decisions (ROC, AUC, EER, error rates at a rule) and
-groupings (pairwise precision and recall, adjusted Rand index)."""
+groupings (pairwise precision and recall, adjusted Rand index); likelihood ratios (`lr`: Cllr,
+misleading evidence, ELUB bounds, Tippett plots, conclusion rates)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import ParameterError
+from .lr import cllr, cllr_min, conclusion_rates, elub_bounds, misleading, tippett
 
-__all__ = ["roc_curve", "auc", "equal_error_rate", "error_rates", "tpr_at_fpr", "summarise_scores", "grouping_scores"]
+__all__ = ["roc_curve", "auc", "equal_error_rate", "error_rates", "tpr_at_fpr", "summarise_scores", "grouping_scores",
+           "cllr", "cllr_min", "misleading", "elub_bounds", "tippett", "conclusion_rates"]
 
 
 def _check(scores, same):
