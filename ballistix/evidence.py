@@ -65,7 +65,7 @@ from .provenance import POPULATION_KEYS, _canonical, _norm, population, processi
 # (`cllr`, `cllr_min`, `misleading`, `elub_bounds`, `tippett`, `conclusion_rates`, the examiner-scale
 # thresholds) and `population`, `processing_signature`, `POPULATION_KEYS` of `ballistix.provenance`.
 
-__all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "features", "fit", "cross_validate", "cv_splits",
+__all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "feature_values", "fit", "cross_validate", "cv_splits",
            "cllr", "cllr_min", "elub_bounds", "misleading", "tippett", "conclusion", "conclusion_rates", "verbal",
            "load_calibration", "default_calibration", "shipped_calibrations", "select_calibration",
            "population", "domain_check", "processing_signature", "IDENTIFICATION_LR", "ELIMINATION_LR",
@@ -135,7 +135,7 @@ def domain_check(domain: dict | None, pop: dict, label: str = "scan") -> str | N
     return None
 
 
-def features(comparison) -> dict[str, float]:
+def feature_values(comparison) -> dict[str, float]:
     """The model's features of one comparison (a `Comparison` or a mapping holding them)."""
     if isinstance(comparison, dict):
         missing = [k for k in FEATURES if k not in comparison]
@@ -155,7 +155,7 @@ def _matrix(rows, names=tuple(FEATURES)) -> np.ndarray:
     if isinstance(rows, np.ndarray):
         X = np.asarray(rows, float)
     elif names == list(FEATURES):
-        X = np.array([[features(r)[k] for k in FEATURES] for r in rows], float).reshape(-1, len(FEATURES))
+        X = np.array([[feature_values(r)[k] for k in FEATURES] for r in rows], float).reshape(-1, len(FEATURES))
     else:
         try:
             X = np.array([[float(r[k]) for k in names] for r in rows], float).reshape(-1, len(names))
@@ -263,7 +263,7 @@ class Calibration:
         return sum(1 for k in POPULATION_KEYS if (self.domain or {}).get(k) is not None)
 
     def raw_log10_lr(self, X) -> np.ndarray:
-        """Unbounded log10 LRs of feature rows (see `features`)."""
+        """Unbounded log10 LRs of feature rows (see `feature_values`)."""
         Z = (_matrix(X, self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
         return (self.coef[0] + Z @ np.asarray(self.coef[1:])) / math.log(10)
 

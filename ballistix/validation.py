@@ -678,7 +678,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
 
     # features, cross-validated LRs
     t = time.perf_counter()
-    X = np.array([[ev.features(r)[k] for k in ev.FEATURES] for r in res], float).reshape(-1, len(ev.FEATURES))
+    X = np.array([[ev.feature_values(r)[k] for k in ev.FEATURES] for r in res], float).reshape(-1, len(ev.FEATURES))
     same = np.array([a == b for a, b in zip(ga, gb)])
     llr = ev.cross_validate(X, same, ga, gb, n_folds=n_folds, seed=seed)
     cmc = X[:, list(ev.FEATURES).index("cmc")]

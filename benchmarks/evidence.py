@@ -73,7 +73,7 @@ def fadul_pairs(jobs: int) -> dict:
            "comparison": {k: res[0].params[k] for k in DEFAULTS},
            "a": [a for a, _ in pairs], "b": [b for _, b in pairs],
            "gun_a": [labels[a] for a, _ in pairs], "gun_b": [labels[b] for _, b in pairs],
-           "features": [[ev.features(r)[k] for k in ev.FEATURES] for r in res]}
+           "features": [[ev.feature_values(r)[k] for k in ev.FEATURES] for r in res]}
     FADUL_CACHE.write_text(json.dumps(out))
     return out
 
@@ -107,7 +107,7 @@ def extra_pairs(name: str, guns: int, shots: int, knm_per_km: float, jobs: int, 
            "description": f"{description}; {guns} guns x {shots} shots, {len(km)} same-gun and {len(knm)} "
                           f"different-gun pairs",
            "gun_a": [fire[i] for i, _ in pairs], "gun_b": [fire[j] for _, j in pairs],
-           "features": [[ev.features(r)[k] for k in ev.FEATURES] for r in res]}
+           "features": [[ev.feature_values(r)[k] for k in ev.FEATURES] for r in res]}
     cache.write_text(json.dumps(out))
     return out
 

@@ -79,7 +79,7 @@ def population_pairs(kind: str, guns: int, shots: int, batches: int, seed: int, 
            "description": bx.datasets.POPULATIONS[kind]["description"],
            "scans": [{k: lab[k] for k in keys} for lab in labels],
            "pairs": [[i, j] for i, j in pairs],
-           "features": [[ev.features(r)[k] for k in ev.FEATURES] for r in res],
+           "features": [[ev.feature_values(r)[k] for k in ev.FEATURES] for r in res],
            "score": [float(r.score) for r in res],
            "rotation_deg": [float(r.rotation_deg) if r.rotation_deg is not None else None for r in res]}
     RESULTS.mkdir(parents=True, exist_ok=True)
