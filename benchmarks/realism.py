@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import ballistix as bx
-from ballistix.datasets.realism import fadul_like, raw_scan_stats, surface_stats, truth_breech_face
+from ballistix.evaluation.realism import fadul_like, raw_scan_stats, surface_stats, truth_breech_face
 from ballistix.features.filters import gaussian_bandpass
 
 from ._common import RESULTS, SHARED_DATA, table, write_json

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ballistix as bx
-from ballistix.datasets.realism import fadul_like, truth_breech_face
+from ballistix.evaluation.realism import fadul_like, truth_breech_face
 from ballistix.features.cmc import rotate_nan
 from ballistix.features.filters import gaussian_bandpass
 

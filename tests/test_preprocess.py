@@ -188,7 +188,7 @@ def test_resample_min_valid_and_scan():
 
 
 def test_realism_uses_the_same_resample():
-    from ballistix.datasets import realism
+    from ballistix.evaluation import realism
 
     assert realism.resample_nan is resample
 

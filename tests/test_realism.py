@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import ballistix as bx
-from ballistix.datasets.realism import fadul_like, raw_scan_stats, surface_stats, truth_breech_face
+from ballistix.evaluation.realism import fadul_like, raw_scan_stats, surface_stats, truth_breech_face
 from ballistix.features.filters import gaussian_bandpass
 
 

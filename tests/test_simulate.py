@@ -3,7 +3,7 @@ import pytest
 
 import ballistix as bx
 from ballistix.datasets import simulate
-from ballistix.datasets.realism import truth_breech_face
+from ballistix.evaluation.realism import truth_breech_face
 from ballistix.features.filters import gaussian_bandpass
 
 

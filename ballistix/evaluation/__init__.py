@@ -1,6 +1,7 @@
 """Evaluation measures: same-source decisions (ROC, AUC, EER, error rates at a rule) and
 groupings (pairwise precision and recall, adjusted Rand index); likelihood ratios (`lr`: Cllr,
-misleading evidence, ELUB bounds, Tippett plots, conclusion rates)."""
+misleading evidence, ELUB bounds, Tippett plots, conclusion rates); the simulator held against
+real scans (`realism`, imported on its own: it needs preprocessing)."""
 
 from __future__ import annotations
 
