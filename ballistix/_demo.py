@@ -17,9 +17,9 @@ import numpy as np
 
 from ._table import print_table as _table
 from .datasets import simulate_casework
-from .verify import compare
 from .io import read_scan, write_x3p
 from .store import CaseStore
+from .verify import compare
 
 __all__ = ["run_demo", "print_demo"]
 

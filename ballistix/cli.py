@@ -290,9 +290,9 @@ def cmd_search(args) -> int:
 
 def cmd_compare(args) -> int:
     """Compare two scan files: preprocess both, Congruent Matching Cells, likelihood ratio and conclusion."""
-    from .verify import compare
     from .features.preprocessing import preprocess
     from .io import read_scan
+    from .verify import compare
 
     def prepared(f):
         image = Path(f).suffix.lower() in (".png", ".tif", ".tiff")

@@ -57,20 +57,29 @@ import numpy as np
 from ._files import atomic_file
 from ._version import __version__
 from .errors import FileFormatError, ParameterError
-from .evaluation.lr import (ELIMINATION_LR, IDENTIFICATION_LR, cllr, cllr_min, conclusion_rates, elub_bounds,
-                            misleading, tippett)
+from .evaluation.lr import (
+    ELIMINATION_LR,
+    IDENTIFICATION_LR,
+    cllr,
+    cllr_min,
+    conclusion_rates,
+    elub_bounds,
+    misleading,
+    tippett,
+)
 from .provenance import POPULATION_KEYS, _canonical, _norm, population, processing_signature
 
 # Re-exported here, where users have always found them: the LR measures of `ballistix.evaluation.lr`
 # (`cllr`, `cllr_min`, `misleading`, `elub_bounds`, `tippett`, `conclusion_rates`, the examiner-scale
 # thresholds) and `population`, `processing_signature`, `POPULATION_KEYS` of `ballistix.provenance`.
 
-__all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "feature_values", "fit", "cross_validate", "cv_splits",
+__all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "feature_values", "fit", "cross_validate",
+           "cv_splits", "weigh",
            "cllr", "cllr_min", "elub_bounds", "misleading", "tippett", "conclusion", "conclusion_rates", "verbal",
            "load_calibration", "default_calibration", "shipped_calibrations", "select_calibration",
            "population", "domain_check", "processing_signature", "IDENTIFICATION_LR", "ELIMINATION_LR",
            "POPULATION_KEYS", "COHORT_FEATURES", "UntrustedCalibrationError", "cap_without_cells",
-           "trusted_calibration", "SHIPPED_SHA256", "weigh"]
+           "trusted_calibration", "SHIPPED_SHA256"]
 
 #: Features of a comparison used by the LR model; each one can only raise the LR.
 FEATURES: dict[str, str] = {

@@ -83,9 +83,8 @@ def test_compare_many_matches_compare_in_order(sims):
     assert parallel[0]._surfaces[0] is sims[0]  # the caller's scans, not copies shipped back
     assert len(parallel[1].plot().axes[0].patches) == parallel[1].n_cells
     # one pool kept across calls gives the same results
-    from ballistix.features.comparison import process_pool
-
     from ballistix import evidence
+    from ballistix.features.comparison import process_pool
 
     cal = evidence.fit(np.array([[0, 0.0, 0.1], [1, 0.0, 0.15], [20, 0.7, 0.4], [25, 0.75, 0.45]]),
                        [False, False, True, True])
