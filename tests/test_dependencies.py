@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import ballistix as bx
-from ballistix.datasets.realism import fadul_like, truth_breech_face
+from ballistix.evaluation.realism import fadul_like, truth_breech_face
 from ballistix.index.scan_index import _id_selector, _removes_entries
 
 
