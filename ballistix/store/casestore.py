@@ -67,9 +67,8 @@ from ..features.describe import describe, descriptor_info
 from ..features.preprocessing import preprocess
 from ..index import ScanIndex
 from ..index.search import Candidate, rerank
-from ..io import read_npz, read_scan, write_npz
+from ..io import check_units, read_npz, read_scan, write_npz
 from ..io._zip import list_members, open_zip, read_member
-from ..io._units import check_units
 from ..provenance import population, processing_signature
 from ..scan import Scan
 from ..verify import compare_many
