@@ -21,9 +21,11 @@ import json
 import math
 import posixpath
 import re
+import sys
 import warnings
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 from xml.etree.ElementTree import ParseError
 
 import numpy as np
@@ -97,6 +99,14 @@ def _md5_from_checksum_file(data: bytes) -> str | None:
     return token[0].lower()
 
 
+def _warn(message: str) -> None:
+    """Warn (`ScanFormatWarning`) at the first frame outside this module: the caller of `read_x3p`."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2: the frame that called _warn
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ScanFormatWarning, stacklevel=level)
+
+
 def _checksum(path, strict: bool, what: str, expected: str | None, data: bytes | None = None, *,
               digest: str | None = None) -> str:
     """Check ``data`` (or its MD5 ``digest``, computed while streaming) against ``expected``."""
@@ -110,7 +120,7 @@ def _checksum(path, strict: bool, what: str, expected: str | None, data: bytes |
         msg, status = f"MD5 checksum of {what} does not match the one stored in the file", "mismatch"
     if strict:
         raise ChecksumError(path, msg + " (pass strict=False to read it anyway)")
-    warnings.warn(f"{path}: {msg}", ScanFormatWarning, stacklevel=3)
+    _warn(f"{path}: {msg}")
     return status
 
 
@@ -133,14 +143,156 @@ def _check_field(path, ny: int, nx: int, dx: float, dy: float, units: str, max_f
         raise ScanFormatError(path, why)
 
 
-def _read_whole(path, zf, root, member, info, vlink, status, ny, nx, dx, dy, units, max_field_mm,
-                dtype, dtype_code, z_inc, z_off, strict) -> np.ndarray:
+# ----------------------------------------------------------------------------
+# reader, step by step (in the order `read_x3p` takes them)
+# ----------------------------------------------------------------------------
+
+class _Archive(NamedTuple):
+    """An open x3p file: its path (named in every error), the zip, its members by normalised name, and
+    the folder of ``main.xml`` that the links in ``main.xml`` are relative to."""
+
+    path: Path
+    zf: zipfile.ZipFile
+    members: dict[str, zipfile.ZipInfo]
+    prefix: str
+
+    def member(self, link: str, what: str) -> zipfile.ZipInfo:
+        """The member a link in ``main.xml`` names, checked like any member name."""
+        _check_member_name(self.path, link)
+        name = posixpath.normpath(posixpath.join(self.prefix, link.strip().replace("\\", "/")))
+        if name not in self.members:
+            raise ScanFormatError(self.path, f"{what} {link!r} named in main.xml is not in the archive")
+        return self.members[name]
+
+
+class _Grid(NamedTuple):
+    """What ``main.xml`` declares about the points: size, spacing, data type (``D``, ``F``, ``L``, ``I``),
+    CZ increment and the axis offsets, in the file's length unit until `_to_metres`."""
+
+    nx: int
+    ny: int
+    dx: float
+    dy: float
+    dtype_code: str
+    z_inc: float
+    z_off: float
+    x_off: float
+    y_off: float
+
+
+def _open_archive(path: Path, zf: zipfile.ZipFile) -> tuple[_Archive, str]:
+    """List the members of the zip (at most `MAX_MEMBERS`) and find its one ``main.xml`` (the shallowest;
+    several at that depth are ambiguous): the archive and the name of ``main.xml``."""
+    members = list_members(path, zf, MAX_MEMBERS)
+    mains = [n for n in members if posixpath.basename(n).lower() == "main.xml"]
+    if not mains:
+        raise ScanFormatError(path, "no main.xml in the archive")
+    depth = min(n.count("/") for n in mains)
+    mains = [n for n in mains if n.count("/") == depth]
+    if len(mains) > 1:
+        raise ScanFormatError(path, f"ambiguous archive: several main.xml files {sorted(mains)}")
+    return _Archive(path, zf, members, posixpath.dirname(mains[0])), mains[0]
+
+
+def _parse_main_xml(arc: _Archive, main_name: str):
+    """Read ``main.xml`` (at most `MAX_XML_BYTES`) and parse it without DTDs or entities: its bytes (for
+    the checksum) and its root element, namespaces stripped."""
+    path = arc.path
+    xml_bytes = bytes(_read_member(path, arc.zf, arc.members[main_name], MAX_XML_BYTES, "main.xml"))
+    try:
+        root = _safe_fromstring(xml_bytes, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as e:
+        raise ScanFormatError(path, f"main.xml uses forbidden XML constructs (DTD/entities): {type(e).__name__}") from None
+    except (ParseError, ValueError, LookupError) as e:  # LookupError: unknown encoding="..."
+        raise ScanFormatError(path, f"main.xml is not well-formed XML: {e}") from None
+    _strip_ns(root)
+    if root.tag != "ISO5436_2":
+        raise ScanFormatError(path, f"main.xml root element is {root.tag!r}, expected ISO5436_2")
+    return xml_bytes, root
+
+
+def _read_grid(path, root, max_points: int) -> _Grid:
+    """Record1 (a SUR surface on incremental CX/CY axes: spacing, data type, z scaling, offsets) and the
+    Record3 matrix size, refused beyond ``max_points`` before anything is allocated."""
+    feature = _text(path, root, "Record1/FeatureType")
+    if feature.upper() != "SUR":
+        raise ScanFormatError(path, f"FeatureType {feature!r} is not supported (only SUR surfaces)")
+    for ax in ("CX", "CY"):
+        t = _text(path, root, f"Record1/Axes/{ax}/AxisType")
+        if t.upper() != "I":
+            raise ScanFormatError(path, f"{ax} AxisType {t!r} is not supported (expected I, incremental)")
+    dx = _number(path, root, "Record1/Axes/CX/Increment")
+    dy = _number(path, root, "Record1/Axes/CY/Increment")
+    for name, v in (("CX", dx), ("CY", dy)):
+        if not v > 0:
+            raise ScanFormatError(path, f"{name} Increment must be a positive spacing, got {v}")
+    dtype_code = _text(path, root, "Record1/Axes/CZ/DataType", required=False, default="D").upper()
+    if dtype_code not in _DTYPES:
+        raise ScanFormatError(path, f"CZ DataType {dtype_code!r} is not one of D, F, L, I")
+    z_inc = _number(path, root, "Record1/Axes/CZ/Increment", required=False, default=1.0)
+    z_off = _number(path, root, "Record1/Axes/CZ/Offset", required=False, default=0.0)
+    x_off = _number(path, root, "Record1/Axes/CX/Offset", required=False, default=0.0)
+    y_off = _number(path, root, "Record1/Axes/CY/Offset", required=False, default=0.0)
+
+    nx = _number(path, root, "Record3/MatrixDimension/SizeX", int)
+    ny = _number(path, root, "Record3/MatrixDimension/SizeY", int)
+    nz = _number(path, root, "Record3/MatrixDimension/SizeZ", int, required=False, default=1)
+    if nx < 1 or ny < 1:
+        raise ScanFormatError(path, f"declared size {nx} x {ny} is not positive")
+    if nz != 1:
+        raise ScanFormatError(path, f"SizeZ = {nz} is not supported (expected 1 layer)")
+    npts = nx * ny
+    if npts > max_points:
+        raise ScanFormatError(path, f"declared size {nx} x {ny} = {npts} points exceeds the limit of {max_points} (max_points)")
+    return _Grid(nx, ny, dx, dy, dtype_code, z_inc, z_off, x_off, y_off)
+
+
+def _read_points(arc: _Archive, root, grid: _Grid, *, units: str, max_field_mm, max_working_points,
+                 strict: bool) -> tuple[np.ndarray, _Grid, int, dict[str, str]]:
+    """Record3's points: ``(heights, grid, k, checksum status)``, heights float64 in the file's unit, NaN
+    where invalid. Binary point data are checked against their declared size and the field of view
+    (`_check_field`) first; more than ``max_working_points`` are block-averaged ``k x k`` as decoded
+    (`_read_reduced`), otherwise read whole (`_read_whole`, also for an inline DataList, which the
+    returned grid then records as ``D`` when it was ``D`` or ``F``)."""
+    path, (nx, ny, dx, dy, dtype_code) = arc.path, grid[:5]
+    status = {}
+    link = _text(path, root, "Record3/DataLink/PointDataLink", required=False)
+    vlink = _text(path, root, "Record3/DataLink/ValidPointsLink", required=False)
+    info, factor = None, 1
+    if link is not None:
+        info = arc.member(link, "point data")
+        expected = nx * ny * _DTYPES[dtype_code].itemsize
+        if info.file_size != expected:
+            raise ScanFormatError(
+                path, f"point data {info.filename} has {info.file_size} bytes, expected {expected} "
+                f"for {nx} x {ny} points of type {dtype_code}")
+        _check_field(path, ny, nx, dx, dy, units, max_field_mm)
+        factor = block_factor(ny, nx, max_working_points)
+    if factor > 1:  # far more points than a comparison needs: block-averaged as decoded, never whole
+        heights, digest, valid_status = _read_reduced(
+            arc, info, arc.member(vlink, "valid-points mask") if vlink is not None else None, grid, factor, strict,
+            _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False))
+        status["point_data"] = _checksum(
+            path, strict, "the point data",
+            _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False), digest=digest)
+        if valid_status is not None:
+            status["valid_points"] = valid_status
+    else:
+        heights = _read_whole(arc, root, info, vlink, status, grid, units, max_field_mm, strict)
+        if link is None and dtype_code in "DF":
+            grid = grid._replace(dtype_code="D")
+    return heights, grid, factor, status
+
+
+def _read_whole(arc: _Archive, root, info, vlink, status, grid: _Grid, units, max_field_mm, strict) -> np.ndarray:
     """The point data (or the DataList) and the valid-points mask, read whole: float64 heights in the
-    file's unit, NaN where invalid."""
+    file's unit, NaN where invalid. Checksum statuses go into ``status``."""
+    path, (nx, ny, dx, dy, dtype_code, z_inc, z_off) = arc.path, grid[:7]
     npts = nx * ny
     if info is not None:
+        dtype = _DTYPES[dtype_code]
         expected = npts * dtype.itemsize
-        raw = _read_member(path, zf, info, expected, "point data")
+        raw = _read_member(path, arc.zf, info, expected, "point data")
         if len(raw) != expected:
             raise ScanFormatError(path, f"point data {info.filename} is truncated: {len(raw)} of {expected} bytes")
         status["point_data"] = _checksum(
@@ -163,13 +315,12 @@ def _read_whole(path, zf, root, member, info, vlink, status, ny, nx, dx, dy, uni
                 except ValueError:
                     raise ScanFormatError(path, f"DataList point {i} = {d.text[:40]!r} is not a number") from None
         values = vals.reshape(ny, nx)
-        dtype_code = "D" if dtype_code in "DF" else dtype_code
         status["point_data"] = "inline"
 
     valid = None
     if vlink is not None:
-        vinfo = member(vlink, "valid-points mask")
-        vraw = _read_mask(path, zf, vinfo, npts)
+        vinfo = arc.member(vlink, "valid-points mask")
+        vraw = _read_mask(path, arc.zf, vinfo, npts)
         status["valid_points"] = _checksum(
             path, strict, "the valid-points mask",
             _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False), vraw)
@@ -189,6 +340,7 @@ def _read_whole(path, zf, root, member, info, vlink, status, ny, nx, dx, dy, uni
 
 
 def _read_mask(path, zf, vinfo, npts: int) -> bytearray:
+    """The valid-points mask: one bit per point, LSB first, exactly ``ceil(npts / 8)`` bytes."""
     vexp = (npts + 7) // 8
     vraw = _read_member(path, zf, vinfo, vexp, "valid-points mask")
     if len(vraw) != vexp:
@@ -196,10 +348,12 @@ def _read_mask(path, zf, vinfo, npts: int) -> bytearray:
     return vraw
 
 
-def _read_reduced(path, zf, info, vinfo, ny, nx, k, dtype, dtype_code, z_inc, z_off, strict, valid_md5):
+def _read_reduced(arc: _Archive, info, vinfo, grid: _Grid, k: int, strict: bool, valid_md5):
     """The point data decoded a chunk of rows at a time and block-averaged ``k x k`` on the way:
     ``(heights, MD5 of the point data, valid-points checksum status or None)``. The same arithmetic
     per point as `_read_whole`, so only the averaging differs; the full-size heights never exist."""
+    path, zf, (nx, ny, _, _, dtype_code, z_inc, z_off) = arc.path, arc.zf, grid[:7]
+    dtype = _DTYPES[dtype_code]
     npts = nx * ny
     valid_bits = None
     valid_status = None
@@ -234,6 +388,125 @@ def _read_reduced(path, zf, info, vinfo, ny, nx, k, dtype, dtype_code, z_inc, z_
     heights = block_mean_rows(chunks(), ny, nx, k)
     return heights, md5.hexdigest(), valid_status
 
+
+def _main_xml_checksum(arc: _Archive, root, xml_bytes: bytes, strict: bool) -> str:
+    """Record4: check ``main.xml`` against the MD5 in its checksum file (``md5checksum.hex`` unless
+    named otherwise): ``"verified"``, ``"absent"``, or with ``strict=False`` ``"missing"``/``"mismatch"``
+    (an unreadable checksum file counts as a mismatch)."""
+    path = arc.path
+    ck_declared = _text(path, root, "Record4/ChecksumFile", required=False)
+    ck_name = ck_declared or "md5checksum.hex"
+    _check_member_name(path, ck_name)
+    ck_info = arc.members.get(posixpath.normpath(posixpath.join(arc.prefix, ck_name.replace("\\", "/"))))
+    ck_expected = None
+    if ck_info is None and ck_declared is not None:
+        ck_expected = "missing"  # named in main.xml but not in the archive: cannot be verified
+    if ck_info is not None:
+        ck_expected = _md5_from_checksum_file(_read_member(path, arc.zf, ck_info, 4096, "checksum file"))
+        if ck_expected is None:
+            ck_expected = "unreadable"  # not a hash: counts as a mismatch
+    return _checksum(path, strict, "main.xml", ck_expected, xml_bytes)
+
+
+def _length_unit(path, units: str, grid: _Grid, heights: np.ndarray) -> tuple[str, str]:
+    """The file's length unit and how it was decided: as given, or under ``"auto"`` from the increments
+    and the heights (`decide_units`), with a warning when that is not metres."""
+    if units != "auto":
+        return units, "given"
+    unit, how = decide_units(path, grid.dx, grid.dy, heights)
+    if unit != "m":
+        _warn(f"{path}: lengths read as {unit} (units={unit!r}), not metres as ISO 25178-72 asks: "
+              f"{how[len('auto: '):]}; pass units={unit!r} to read it so without this warning")
+    return unit, how
+
+
+def _to_metres(heights: np.ndarray, grid: _Grid, unit: str) -> _Grid:
+    """Scale the heights (in place) and every length of the grid from ``unit`` to metres."""
+    scale = SCALE_TO_M[unit]
+    if scale == 1.0:
+        return grid
+    heights *= scale
+    return grid._replace(**{k: getattr(grid, k) * scale for k in ("dx", "dy", "x_off", "y_off", "z_off", "z_inc")})
+
+
+def _reduction(path, grid: _Grid, factor: int, max_working_points) -> tuple[dict, _Grid]:
+    """The record of a ``factor x factor`` block-average as read (``meta["downsampled"]``, with a
+    warning) and the grid of the averaged points: spacing times ``factor``, offsets moved to the first
+    block's centre."""
+    nx, ny, dx, dy = grid[:4]
+    reduced = reduction_record(
+        factor, ny, nx, dx, dy, max_working_points,
+        f"{nx} x {ny} points are more than the working grid of {max_working_points} points "
+        f"(max_working_points): block-averaged {factor} x {factor} as read")
+    _warn(f"{path}: {nx} x {ny} points at {dx * 1e6:.4g} um are more than a comparison needs "
+          f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
+          f"{nx // factor} x {ny // factor} points at {dx * factor * 1e6:.4g} um "
+          f"(meta['downsampled']); pass max_working_points=None to read every point")
+    return reduced, grid._replace(dx=dx * factor, dy=dy * factor, x_off=grid.x_off + reduced["origin_m"][0],
+                                  y_off=grid.y_off + reduced["origin_m"][1])
+
+
+def _record2(path, root) -> dict:
+    """Record2 metadata: date, creator, calibration date, comment, instrument and probing system (each
+    only when the file gives it)."""
+    meta = {}
+    for key, field in (("date", "Record2/Date"), ("creator", "Record2/Creator"),
+                       ("calibration_date", "Record2/CalibrationDate"), ("comment", "Record2/Comment")):
+        v = _text(path, root, field, required=False)
+        if v is not None:
+            meta[key] = v
+    inst = {k.lower(): _text(path, root, f"Record2/Instrument/{k}", required=False)
+            for k in ("Manufacturer", "Model", "Serial", "Version")}
+    if any(inst.values()):
+        meta["instrument"] = {k: v for k, v in inst.items() if v is not None}
+    probe = {k.lower(): _text(path, root, f"Record2/ProbingSystem/{k}", required=False)
+             for k in ("Type", "Identification")}
+    if any(probe.values()):
+        meta["probing"] = {k: v for k, v in probe.items() if v is not None}
+    return meta
+
+
+def _sidecar(arc: _Archive) -> dict | None:
+    """The ``ballistix.json`` member `write_x3p` adds beside ``main.xml`` (a JSON object), or None."""
+    side = posixpath.normpath(posixpath.join(arc.prefix, _SIDECAR)) if arc.prefix else _SIDECAR
+    if side not in arc.members:
+        return None
+    try:
+        extra = json.loads(_read_member(arc.path, arc.zf, arc.members[side], MAX_SIDECAR_BYTES, _SIDECAR))
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise ScanFormatError(arc.path, f"{_SIDECAR} is not valid JSON: {e}") from None
+    if not isinstance(extra, dict):
+        raise ScanFormatError(arc.path, f"{_SIDECAR} must hold a JSON object")
+    return extra
+
+
+def _metadata(arc: _Archive, root, grid: _Grid, unit: str, how: str, status: dict, reduced: dict | None) -> dict:
+    """The scan's ``meta``: the file read (source, SHA-256, format), Record2, ``units``, ``x3p`` (data
+    type, CZ increment, offsets in metres, checksums, members), then ``ballistix.json`` (which replaces
+    the Record2 fields) and this reading's ``downsampled`` record."""
+    meta = {"source": str(arc.path), "sha256": _sha256_file(arc.path), "format": "x3p", **_record2(arc.path, root)}
+    meta["units"] = units_record(unit, how)
+    meta["x3p"] = {
+        "data_type": grid.dtype_code,
+        "z_increment": grid.z_inc,
+        "offset_m": [grid.x_off, grid.y_off, grid.z_off],
+        "checksums": status,
+        "members": sorted(arc.members),
+    }
+    extra = _sidecar(arc)
+    if extra is not None:
+        # written by write_x3p from the scan's whole meta: it replaces the Record2 fields,
+        # so defaults the writer had to fill in ("NA") do not appear on reading back
+        for k in _RECORD2_KEYS:
+            meta.pop(k, None)
+        for k, v in extra.items():
+            if k not in _OWN_KEYS:
+                meta[k] = v
+    if reduced is not None:  # this reading's reduction; one recorded in the file (a reduced scan written back) stays
+        if isinstance(meta.get("downsampled"), dict):
+            reduced["earlier"] = meta["downsampled"]
+        meta["downsampled"] = reduced
+    return meta
 
 def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: str = "auto",
              max_field_mm: float | None = MAX_FIELD_MM, max_working_points: int | None = MAX_WORKING_POINTS) -> Scan:
@@ -329,186 +602,20 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: 
     max_field_mm = check_limit(max_field_mm, "max_field_mm", integer=False)
     max_working_points = check_limit(max_working_points, "max_working_points", integer=True)
     with open_zip(path, "an x3p file") as zf:
-        members = list_members(path, zf, MAX_MEMBERS)
-        mains = [n for n in members if posixpath.basename(n).lower() == "main.xml"]
-        if not mains:
-            raise ScanFormatError(path, "no main.xml in the archive")
-        depth = min(n.count("/") for n in mains)
-        mains = [n for n in mains if n.count("/") == depth]
-        if len(mains) > 1:
-            raise ScanFormatError(path, f"ambiguous archive: several main.xml files {sorted(mains)}")
-        main_name = mains[0]
-        prefix = posixpath.dirname(main_name)
-
-        def member(link: str, what: str) -> zipfile.ZipInfo:
-            _check_member_name(path, link)
-            name = posixpath.normpath(posixpath.join(prefix, link.strip().replace("\\", "/")))
-            if name not in members:
-                raise ScanFormatError(path, f"{what} {link!r} named in main.xml is not in the archive")
-            return members[name]
-
-        xml_bytes = bytes(_read_member(path, zf, members[main_name], MAX_XML_BYTES, "main.xml"))
-        try:
-            root = _safe_fromstring(xml_bytes, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-        except DefusedXmlException as e:
-            raise ScanFormatError(path, f"main.xml uses forbidden XML constructs (DTD/entities): {type(e).__name__}") from None
-        except (ParseError, ValueError, LookupError) as e:  # LookupError: unknown encoding="..."
-            raise ScanFormatError(path, f"main.xml is not well-formed XML: {e}") from None
-        _strip_ns(root)
-        if root.tag != "ISO5436_2":
-            raise ScanFormatError(path, f"main.xml root element is {root.tag!r}, expected ISO5436_2")
-
-        # --- Record1: feature type and axes -----------------------------
-        feature = _text(path, root, "Record1/FeatureType")
-        if feature.upper() != "SUR":
-            raise ScanFormatError(path, f"FeatureType {feature!r} is not supported (only SUR surfaces)")
-        for ax in ("CX", "CY"):
-            t = _text(path, root, f"Record1/Axes/{ax}/AxisType")
-            if t.upper() != "I":
-                raise ScanFormatError(path, f"{ax} AxisType {t!r} is not supported (expected I, incremental)")
-        dx = _number(path, root, "Record1/Axes/CX/Increment")
-        dy = _number(path, root, "Record1/Axes/CY/Increment")
-        for name, v in (("CX", dx), ("CY", dy)):
-            if not v > 0:
-                raise ScanFormatError(path, f"{name} Increment must be a positive spacing, got {v}")
-        dtype_code = _text(path, root, "Record1/Axes/CZ/DataType", required=False, default="D").upper()
-        if dtype_code not in _DTYPES:
-            raise ScanFormatError(path, f"CZ DataType {dtype_code!r} is not one of D, F, L, I")
-        z_inc = _number(path, root, "Record1/Axes/CZ/Increment", required=False, default=1.0)
-        z_off = _number(path, root, "Record1/Axes/CZ/Offset", required=False, default=0.0)
-        x_off = _number(path, root, "Record1/Axes/CX/Offset", required=False, default=0.0)
-        y_off = _number(path, root, "Record1/Axes/CY/Offset", required=False, default=0.0)
-
-        # --- Record3: sizes and data -----------------------------------
-        nx = _number(path, root, "Record3/MatrixDimension/SizeX", int)
-        ny = _number(path, root, "Record3/MatrixDimension/SizeY", int)
-        nz = _number(path, root, "Record3/MatrixDimension/SizeZ", int, required=False, default=1)
-        if nx < 1 or ny < 1:
-            raise ScanFormatError(path, f"declared size {nx} x {ny} is not positive")
-        if nz != 1:
-            raise ScanFormatError(path, f"SizeZ = {nz} is not supported (expected 1 layer)")
-        npts = nx * ny
-        if npts > max_points:
-            raise ScanFormatError(path, f"declared size {nx} x {ny} = {npts} points exceeds the limit of {max_points} (max_points)")
-        dtype = _DTYPES[dtype_code]
-        status = {}
-
-        link = _text(path, root, "Record3/DataLink/PointDataLink", required=False)
-        vlink = _text(path, root, "Record3/DataLink/ValidPointsLink", required=False)
-        factor = 1
-        if link is not None:
-            info = member(link, "point data")
-            expected = npts * dtype.itemsize
-            if info.file_size != expected:
-                raise ScanFormatError(
-                    path, f"point data {info.filename} has {info.file_size} bytes, expected {expected} "
-                    f"for {nx} x {ny} points of type {dtype_code}")
-            _check_field(path, ny, nx, dx, dy, units, max_field_mm)
-            factor = block_factor(ny, nx, max_working_points)
-        if factor > 1:  # far more points than a comparison needs: block-averaged as decoded, never whole
-            heights, digest, valid_status = _read_reduced(
-                path, zf, info, member(vlink, "valid-points mask") if vlink is not None else None,
-                ny, nx, factor, dtype, dtype_code, z_inc, z_off, strict,
-                _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False))
-            status["point_data"] = _checksum(
-                path, strict, "the point data",
-                _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False), digest=digest)
-            if valid_status is not None:
-                status["valid_points"] = valid_status
-        else:
-            heights = _read_whole(path, zf, root, member, info if link is not None else None, vlink, status,
-                                  ny, nx, dx, dy, units, max_field_mm, dtype, dtype_code, z_inc, z_off, strict)
-            dtype_code = "D" if link is None and dtype_code in "DF" else dtype_code
-
-        # --- Record4: checksum of main.xml ------------------------------
-        ck_declared = _text(path, root, "Record4/ChecksumFile", required=False)
-        ck_name = ck_declared or "md5checksum.hex"
-        _check_member_name(path, ck_name)
-        ck_info = members.get(posixpath.normpath(posixpath.join(prefix, ck_name.replace("\\", "/"))))
-        ck_expected = None
-        if ck_info is None and ck_declared is not None:
-            ck_expected = "missing"  # named in main.xml but not in the archive: cannot be verified
-        if ck_info is not None:
-            ck_expected = _md5_from_checksum_file(_read_member(path, zf, ck_info, 4096, "checksum file"))
-            if ck_expected is None:
-                ck_expected = "unreadable"  # not a hash: counts as a mismatch
-        status["main_xml"] = _checksum(path, strict, "main.xml", ck_expected, xml_bytes)
-
-        # --- length units: everything to metres -------------------------
-        if units == "auto":
-            unit, how = decide_units(path, dx, dy, heights)
-            if unit != "m":
-                warnings.warn(f"{path}: lengths read as {unit} (units={unit!r}), not metres as ISO 25178-72 asks: "
-                              f"{how[len('auto: '):]}; pass units={unit!r} to read it so without this warning",
-                              ScanFormatWarning, stacklevel=2)
-        else:
-            unit, how = units, "given"
-        scale = SCALE_TO_M[unit]
-        if scale != 1.0:
-            heights *= scale
-            dx, dy, x_off, y_off, z_off, z_inc = (v * scale for v in (dx, dy, x_off, y_off, z_off, z_inc))
+        arc, main_name = _open_archive(path, zf)
+        xml_bytes, root = _parse_main_xml(arc, main_name)
+        grid = _read_grid(path, root, max_points)
+        heights, grid, factor, status = _read_points(arc, root, grid, units=units, max_field_mm=max_field_mm,
+                                                     max_working_points=max_working_points, strict=strict)
+        status["main_xml"] = _main_xml_checksum(arc, root, xml_bytes, strict)
+        unit, how = _length_unit(path, units, grid, heights)
+        grid = _to_metres(heights, grid, unit)
         reduced = None
         if factor > 1:
-            reduced = reduction_record(
-                factor, ny, nx, dx, dy, max_working_points,
-                f"{nx} x {ny} points are more than the working grid of {max_working_points} points "
-                f"(max_working_points): block-averaged {factor} x {factor} as read")
-            warnings.warn(f"{path}: {nx} x {ny} points at {dx * 1e6:.4g} um are more than a comparison needs "
-                          f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
-                          f"{nx // factor} x {ny // factor} points at {dx * factor * 1e6:.4g} um "
-                          f"(meta['downsampled']); pass max_working_points=None to read every point",
-                          ScanFormatWarning, stacklevel=2)
-            x_off, y_off = x_off + reduced["origin_m"][0], y_off + reduced["origin_m"][1]
-            dx, dy = dx * factor, dy * factor
-
-        # --- metadata ---------------------------------------------------
-        meta = {
-            "source": str(path),
-            "sha256": _sha256_file(path),
-            "format": "x3p",
-        }
-        for key, field in (("date", "Record2/Date"), ("creator", "Record2/Creator"),
-                           ("calibration_date", "Record2/CalibrationDate"), ("comment", "Record2/Comment")):
-            v = _text(path, root, field, required=False)
-            if v is not None:
-                meta[key] = v
-        inst = {k.lower(): _text(path, root, f"Record2/Instrument/{k}", required=False)
-                for k in ("Manufacturer", "Model", "Serial", "Version")}
-        if any(inst.values()):
-            meta["instrument"] = {k: v for k, v in inst.items() if v is not None}
-        probe = {k.lower(): _text(path, root, f"Record2/ProbingSystem/{k}", required=False)
-                 for k in ("Type", "Identification")}
-        if any(probe.values()):
-            meta["probing"] = {k: v for k, v in probe.items() if v is not None}
-        meta["units"] = units_record(unit, how)
-        meta["x3p"] = {
-            "data_type": dtype_code,
-            "z_increment": z_inc,
-            "offset_m": [x_off, y_off, z_off],
-            "checksums": status,
-            "members": sorted(members),
-        }
-        side = posixpath.normpath(posixpath.join(prefix, _SIDECAR)) if prefix else _SIDECAR
-        if side in members:
-            try:
-                extra = json.loads(_read_member(path, zf, members[side], MAX_SIDECAR_BYTES, _SIDECAR))
-            except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
-                raise ScanFormatError(path, f"{_SIDECAR} is not valid JSON: {e}") from None
-            if not isinstance(extra, dict):
-                raise ScanFormatError(path, f"{_SIDECAR} must hold a JSON object")
-            # written by write_x3p from the scan's whole meta: it replaces the Record2 fields,
-            # so defaults the writer had to fill in ("NA") do not appear on reading back
-            for k in _RECORD2_KEYS:
-                meta.pop(k, None)
-            for k, v in extra.items():
-                if k not in _OWN_KEYS:
-                    meta[k] = v
-        if reduced is not None:  # this reading's reduction; one recorded in the file (a reduced scan written back) stays
-            if isinstance(meta.get("downsampled"), dict):
-                reduced["earlier"] = meta["downsampled"]
-            meta["downsampled"] = reduced
+            reduced, grid = _reduction(path, grid, factor, max_working_points)
+        meta = _metadata(arc, root, grid, unit, how, status, reduced)
     try:
-        return Scan(heights, dx, dy, meta)
+        return Scan(heights, grid.dx, grid.dy, meta)
     except ParameterError as e:
         raise ScanFormatError(path, str(e)) from None
 
