@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import cv2
 import numpy as np
@@ -387,30 +387,110 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
         seed = np.random.SeedSequence([zlib.crc32(firearm.id.encode()), int(shot)])
     ss = _seed_sequence(seed)
     rng = np.random.default_rng(ss)
-    g = firearm.geometry
+    wide = view == "case_head"
 
-    # --- pose --------------------------------------------------------------
-    rot = float(rng.uniform(0.0, 360.0))  # drawn even when fixed, so the stream does not depend on it
+    # The steps below draw from ``rng`` in this order, and that order defines every simulated data set
+    # (tests/golden.json): a new draw goes after the last one, or into a stream of its own like ``hrng``.
+    rot, centre, fp, primer = _draw_pose(rng, firearm, n, dx, d["translation_um"], rotation_deg)
+    xy = _scan_coordinates(n, dx, rot, fp, primer)
+    hrng = case_c = None
+    if wide:  # the case-head view's own randomness: the default view's draws stay as they were
+        hrng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_CASE_HEAD_STREAM,)))
+        case_c = primer + hrng.normal(0, 25e-6, 2)  # the primer pocket is nearly concentric with the head
+        xy = xy._replace(r_case=np.hypot(xy.px - case_c[0], xy.py - case_c[1]))
+    marks, amp, poor = _transfer_marks(rng, firearm, d, n, dx, spacing_um, rot, fp, wide)
+    z, pr = _primer_relief(rng, firearm.geometry, xy, dx)
+    head_truth = {}
+    if wide:
+        head_z, head_truth = _case_head_relief(hrng, xy.r_case, xy.px - case_c[0], xy.py - case_c[1], spacing_um)
+        z = np.where(pr.head, head_z, z)
+    geom = z.copy()  # the shape alone: what decides where the instrument measures nothing
+    _add_form(rng, hrng, z, xy, primer, pr.r_primer)
+    _add_texture(rng, z, marks, pr, d, spacing_um)
+    missing = _unmeasured(rng, geom, xy, pr, firearm.geometry, d, dx, spacing_um,
+                          head_truth["case_head_radius_m"] if wide else None)
+    _add_spikes(rng, z, d["spikes"])
+    z[missing] = np.nan
+
+    meta = _firing_meta(firearm, shot, level, d, ss, {
+        "rotation_deg": rot,
+        "firing_pin_center_m": [float(fp[0]), float(fp[1])],
+        "translation_m": [float(fp[0] - centre[0]), float(fp[1] - centre[1])],
+        "primer_center_m": [float(primer[0]), float(primer[1])],
+        "primer_flat_radius_m": float(pr.r_flat),
+        "aperture_radius_m": float(firearm.geometry["aperture_radius_m"]),
+        "crater_radius_m": float(firearm.geometry["crater_radius_m"]),
+        "amplitude": amp,
+        "poor_impression": poor,
+    })
+    if wide:
+        meta["comment"] += ", whole case head in view"
+        meta["truth"].update({"view": view, "case_head_center_m": [float(case_c[0]), float(case_c[1])],
+                              "primer_radius_m": float(pr.r_primer), "primer_gap_m": pr.gap, **head_truth})
+    return Scan(z, dx, dx, meta)
+
+
+class _Coords(NamedTuple):
+    """Where each scan point is: ``px``, ``py`` in metres from the grid's top-left corner; ``gx``, ``gy``
+    in the gun's frame; ``r_fp`` and ``phi`` (degrees) about the firing-pin axis; ``r_pr`` about the
+    primer centre; ``r_case`` about the case-head centre (case-head view only)."""
+
+    px: np.ndarray
+    py: np.ndarray
+    gx: np.ndarray
+    gy: np.ndarray
+    r_fp: np.ndarray
+    phi: np.ndarray
+    r_pr: np.ndarray
+    r_case: np.ndarray | None = None
+
+
+class _Primer(NamedTuple):
+    """The primer's shape as drawn by `_primer_relief`: radii (metres) of its flat face, of the primer
+    and of the pocket gap's width; masks of the case head, the gap and the breech-face impression
+    (``face``); and the crater's depth profile (``bowl``, heights in metres)."""
+
+    r_flat: float
+    r_primer: float
+    gap: float
+    head: np.ndarray
+    in_gap: np.ndarray
+    face: np.ndarray
+    bowl: np.ndarray
+
+
+def _draw_pose(rng: np.random.Generator, firearm: Firearm, n: int, dx: float, translation_um: float,
+               rotation_deg: float | None) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """The case's pose in the scan: ``(rotation_deg, grid centre, firing-pin axis, primer centre)``,
+    positions in metres from the grid's top-left corner. The rotation is uniform over 0-360 degrees,
+    drawn even when ``rotation_deg`` fixes it so that the stream does not depend on it; the firing-pin
+    axis spreads ``translation_um`` about the centre; the primer sits at the gun's firing-pin offset,
+    rotated, with 25 um of play."""
+    rot = float(rng.uniform(0.0, 360.0))
     if rotation_deg is not None:
         rot = float(rotation_deg) % 360.0
     centre = np.array([(n - 1) / 2 * dx, (n - 1) / 2 * dx])
-    fp = centre + rng.normal(0, d["translation_um"] * 1e-6, 2)             # firing-pin axis in the scan
-    primer = fp + _rot(rot) @ (np.asarray(g["firing_pin_offset_m"]) + rng.normal(0, 25e-6, 2))
+    fp = centre + rng.normal(0, translation_um * 1e-6, 2)
+    primer = fp + _rot(rot) @ (np.asarray(firearm.geometry["firing_pin_offset_m"]) + rng.normal(0, 25e-6, 2))
+    return rot, centre, fp, primer
 
+
+def _scan_coordinates(n: int, dx: float, rot: float, fp: np.ndarray, primer: np.ndarray) -> _Coords:
+    """Each point of the ``n x n`` scan grid in the scan's, the gun's and the primer's frames (no draws)."""
     yy, xx = np.mgrid[0:n, 0:n]
     px, py = xx * dx, yy * dx
     gx, gy = _rot(-rot) @ np.stack([(px - fp[0]).ravel(), (py - fp[1]).ravel()])  # gun-frame coordinates
     gx, gy = gx.reshape(n, n), gy.reshape(n, n)
-    r_fp = np.hypot(gx, gy)
-    phi = np.rad2deg(np.arctan2(gy, gx)) % 360
-    r_pr = np.hypot(px - primer[0], py - primer[1])
-    wide = view == "case_head"
-    if wide:  # the case-head view's own randomness: the default view's draws stay as they were
-        hrng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_CASE_HEAD_STREAM,)))
-        case_c = primer + hrng.normal(0, 25e-6, 2)  # the primer pocket is nearly concentric with the head
-        r_case = np.hypot(px - case_c[0], py - case_c[1])
+    return _Coords(px, py, gx, gy, np.hypot(gx, gy), np.rad2deg(np.arctan2(gy, gx)) % 360,
+                   np.hypot(px - primer[0], py - primer[1]))
 
-    # --- breech-face marks transferred -----------------------------------
+
+def _transfer_marks(rng: np.random.Generator, firearm: Firearm, d: dict, n: int, dx: float, spacing_um: float,
+                    rot: float, fp: np.ndarray, wide: bool) -> tuple[np.ndarray, float, bool]:
+    """The breech face pressed into the primer: ``(marks in metres, amplitude, poor impression?)``.
+    The gun's surface is warped to the case's pose, its finest detail lost (``blur_um``), scaled by the
+    contact pressure and lost in smooth patches where the primer did not touch (``transfer_loss``,
+    more for a poor impression)."""
     poor = bool(rng.random() < d["poor"])
     amp = float(rng.uniform(*d["amplitude"])) * (float(rng.uniform(0.25, 0.5)) if poor else 1.0)
     m_src = firearm.surface.shape[0]
@@ -430,8 +510,15 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     loss = d["transfer_loss"] + (0.25 if poor else 0.0)
     contact = 1.0 / (1.0 + np.exp(-(_smooth_field(rng, (n, n), 500 / spacing_um) + 1.6 - 4.0 * loss) * 3.0))
     marks *= amp * contact
+    return marks, amp, poor
 
-    # --- geometry ----------------------------------------------------------
+
+def _primer_relief(rng: np.random.Generator, g: dict, xy: _Coords, dx: float) -> tuple[np.ndarray, _Primer]:
+    """Heights (metres) of the primer and what surrounds it, from the gun's geometry ``g``: the flat face
+    rounding off at the primer edge, the pocket gap, the case head 40-80 um lower; the flowback ring in
+    the firing-pin aperture (cut down in a sector by an aperture shear); the crater, with a drag lobe."""
+    n = xy.px.shape[0]
+    r_fp, phi, r_pr = xy.r_fp, xy.phi, xy.r_pr
     rc, ra, depth, hfb = g["crater_radius_m"], g["aperture_radius_m"], g["crater_depth_m"], g["flowback_height_m"]
     r_flat = 1.72e-3 + rng.normal(0, 25e-6)  # the primer face is flat to here, then rounds off
     r_primer, rho, gap = 2.2e-3, 2.2e-3 - r_flat, float(rng.uniform(0.15e-3, 0.25e-3))
@@ -457,8 +544,8 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     bowl = np.where(r_fp < rc, -(depth + hfb) * (1 - (r_fp / rc) ** 2), 0.0)
     if g["drag_deg"] is not None:
         a = np.deg2rad(g["drag_deg"])
-        along = gx * np.cos(a) + gy * np.sin(a)
-        across = -gx * np.sin(a) + gy * np.cos(a)
+        along = xy.gx * np.cos(a) + xy.gy * np.sin(a)
+        across = -xy.gx * np.sin(a) + xy.gy * np.cos(a)
         reach = rc + g["drag_length_m"]  # the groove runs from the crater out across the face
         s = np.clip(along, 0, reach)
         dd = np.hypot(along - s, across)
@@ -468,16 +555,19 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
         # inside the lobe the surface drops to the groove (cancelling the flowback there only)
         bowl = np.where(in_lobe, np.minimum(bowl, lobe - np.where(r_fp < ra, fb, 0.0)), bowl)
     z += bowl
-    if wide:
-        head_z, head_truth = _case_head_relief(hrng, r_case, px - case_c[0], py - case_c[1], spacing_um)
-        z = np.where(head, head_z, z)
     face = (r_fp >= ra) & (r_pr <= r_flat)
-    geom = z.copy()
-    # form: tilt and dome, absolute offset of the instrument
+    return z, _Primer(r_flat, r_primer, gap, head, in_gap, face, bowl)
+
+
+def _add_form(rng: np.random.Generator, hrng: np.random.Generator | None, z: np.ndarray, xy: _Coords,
+              primer: np.ndarray, r_primer: float) -> None:
+    """Add (in place) the form the instrument sees: a residual tilt and a dome of the primer, and its
+    absolute height offset. ``hrng`` (case-head view only): the dome stops at the primer's edge and the
+    whole head sits tilted under the objective."""
     tilt = rng.normal(0, 4e-3, 2)
     dome = rng.normal(0, 2.5)  # um per mm^2
-    cx_, cy_ = px - primer[0], py - primer[1]
-    if wide:  # the dome is the primer's; the whole head may sit tilted under the objective
+    cx_, cy_ = xy.px - primer[0], xy.py - primer[1]
+    if hrng is not None:
         rr = np.minimum(np.hypot(cx_, cy_), r_primer)
         z += dome * rr**2
         tilt = tilt + hrng.normal(0, 6e-3, 2)
@@ -486,16 +576,29 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
         z += tilt[0] * cx_ + tilt[1] * cy_ + dome * (cx_**2 + cy_**2)  # um/mm^2 * m^2 == m
     z += 100e-6
 
-    # --- texture: breech-face marks on the face, primer roughness, noise ---
-    z += np.where(face, marks, 0.0)
-    primer_rough = _spectral_field(rng, (n, n), spacing_um, 10.0, 300.0, alpha=1.5) * d["primer_rms_um"] * 1e-6
-    z += np.where(head, 1.5, 1.0) * primer_rough
-    z += rng.standard_normal((n, n)) * d["noise_um"] * 1e-6
 
-    # --- what the instrument does not measure -----------------------------
+def _add_texture(rng: np.random.Generator, z: np.ndarray, marks: np.ndarray, pr: _Primer, d: dict,
+                 spacing_um: float) -> None:
+    """Add (in place) the breech-face marks on the face, primer roughness that does not come from the gun
+    (rougher on the case head) and instrument noise."""
+    z += np.where(pr.face, marks, 0.0)
+    primer_rough = _spectral_field(rng, z.shape, spacing_um, 10.0, 300.0, alpha=1.5) * d["primer_rms_um"] * 1e-6
+    z += np.where(pr.head, 1.5, 1.0) * primer_rough
+    z += rng.standard_normal(z.shape) * d["noise_um"] * 1e-6
+
+
+def _unmeasured(rng: np.random.Generator, geom: np.ndarray, xy: _Coords, pr: _Primer, g: dict, d: dict,
+                dx: float, spacing_um: float, rim_m: float | None) -> np.ndarray:
+    """Where the instrument measures nothing (True): slopes of the shape ``geom`` near and beyond the
+    objective's acceptance angle, the crater floor below the depth window, the pocket gap, patches of
+    the flowback ring and the dark case head, and random clusters of drop-outs (``dropout``).
+    ``rim_m``: the case-head view's rim radius, beyond which nothing is measured (None: primer view)."""
+    shape = geom.shape
+    wide = rim_m is not None
+    rc, ra, hfb = g["crater_radius_m"], g["aperture_radius_m"], g["flowback_height_m"]
     gyy, gxx = np.gradient(geom, dx)
     slope = np.hypot(gxx, gyy)
-    u = rng.random((n, n))
+    u = rng.random(shape)
     # fewer photons come back as the slope nears the acceptance angle: a soft threshold
     p_miss = 1.0 / (1.0 + np.exp(-(slope / _ACCEPTANCE_SLOPE - 0.75) * 6.0))
     # speckle of missing points grows near steep zones (low returned light)
@@ -503,22 +606,31 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     p_miss = np.maximum(p_miss, 0.6 * np.clip(near_steep.astype(np.float64) * 3, 0, 1))
     missing = u < p_miss
     window = float(rng.uniform(30e-6, 60e-6))  # crater floor below the depth window
-    missing |= (r_fp < rc) & (bowl < -(hfb + window))
-    missing |= in_gap
+    missing |= (xy.r_fp < rc) & (pr.bowl < -(hfb + window))
+    missing |= pr.in_gap
     # the flowback metal is rough and tilted: it returns little light, so about half of it is lost in patches
-    missing |= (r_fp < ra) & (_smooth_field(rng, (n, n), 25 / spacing_um) + 0.6 * rng.standard_normal((n, n)) > 0.3)
+    missing |= (xy.r_fp < ra) & (_smooth_field(rng, shape, 25 / spacing_um) + 0.6 * rng.standard_normal(shape) > 0.3)
     # dark, tilted case head; a whole-head instrument is set up to measure it: far fewer drop-outs there
-    missing |= head & (_smooth_field(rng, (n, n), 150 / spacing_um) > (1.2 if wide else -0.6))
+    missing |= pr.head & (_smooth_field(rng, shape, 150 / spacing_um) > (1.2 if wide else -0.6))
     if wide:
-        missing |= r_case > head_truth["case_head_radius_m"]  # beyond the rim: the case body, far below
-    clusters = _smooth_field(rng, (n, n), 30 / spacing_um)
+        missing |= xy.r_case > rim_m  # beyond the rim: the case body, far below
+    clusters = _smooth_field(rng, shape, 30 / spacing_um)
     missing |= clusters > np.quantile(clusters, 1 - d["dropout"])
-    spikes = rng.random((n, n)) < d["spikes"]
-    z[spikes] += rng.choice([-1, 1], spikes.sum()) * rng.uniform(5e-6, 30e-6, spikes.sum())
-    z[missing] = np.nan
+    return missing
 
+
+def _add_spikes(rng: np.random.Generator, z: np.ndarray, share: float) -> None:
+    """Add (in place) instrument spikes: a ``share`` of the points off by 5-30 um either way."""
+    spikes = rng.random(z.shape) < share
+    z[spikes] += rng.choice([-1, 1], spikes.sum()) * rng.uniform(5e-6, 30e-6, spikes.sum())
+
+
+def _firing_meta(firearm: Firearm, shot: int, level: str, d: dict, ss: np.random.SeedSequence,
+                 drawn: dict) -> dict[str, Any]:
+    """A simulated scan's ``meta``: the instrument, ``labels`` (exhibit, the gun's info, shot) and
+    ``truth``: what was ``drawn`` (pose, impression), the difficulty, the gun's geometry and the seed."""
     exhibit = f"{firearm.id}-{shot + 1}"
-    meta = {
+    return {
         "format": "simulated",
         "creator": f"ballistix {__version__} simulator",
         "instrument": {"manufacturer": "ballistix", "model": "simulated confocal, NA 0.30",
@@ -526,15 +638,7 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
         "comment": f"simulated {firearm.make_model} shot {shot + 1}, difficulty {level}",
         "labels": {"exhibit": exhibit, **firearm.info, "shot": int(shot)},
         "truth": {
-            "rotation_deg": rot,
-            "firing_pin_center_m": [float(fp[0]), float(fp[1])],
-            "translation_m": [float(fp[0] - centre[0]), float(fp[1] - centre[1])],
-            "primer_center_m": [float(primer[0]), float(primer[1])],
-            "primer_flat_radius_m": float(r_flat),
-            "aperture_radius_m": float(ra),
-            "crater_radius_m": float(rc),
-            "amplitude": amp,
-            "poor_impression": poor,
+            **drawn,
             "difficulty": level,
             "difficulty_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()},
             "firearm_geometry": copy.deepcopy(firearm.geometry),
@@ -542,11 +646,6 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
             "spawn_key": list(ss.spawn_key),
         },
     }
-    if wide:
-        meta["comment"] += ", whole case head in view"
-        meta["truth"].update({"view": view, "case_head_center_m": [float(case_c[0]), float(case_c[1])],
-                              "primer_radius_m": float(r_primer), "primer_gap_m": gap, **head_truth})
-    return Scan(z, dx, dx, meta)
 
 
 def _headstamp(text_top: str, text_bottom: str, spacing_um: float) -> tuple[np.ndarray, float]:
