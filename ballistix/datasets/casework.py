@@ -221,12 +221,40 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
     start, models = _check(n_firearms, n_scenes, seed, recovered_share, traced_share, shots_per_scene, test_fires,
                            start_date, days, difficulty, resolution, scans, models, run_size)
     n, (lo, hi) = int(n_firearms), (int(shots_per_scene[0]), int(shots_per_scene[1]))
-    day = lambda k: (start + dt.timedelta(days=int(k))).isoformat()  # noqa: E731
     plan = gun_plan(n, int(seed), models, run_size)  # the guns `simulate` makes for this seed
-    ids, make_models = [g["firearm_id"] for g in plan], [g["make_model"] for g in plan]
+    ids = [g["firearm_id"] for g in plan]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
 
-    # who uses which gun where: context, home districts, heavy-tailed reuse; who gets recovered
+    # The steps below draw from ``rng`` in this order, and that order defines every simulated casework:
+    # a new draw goes after the last one.
+    ctx, weight, homes, recovered, active = _draw_guns(rng, n, recovered_share)
+    guns_at = _guns_at_scenes(rng, n_scenes, ctx, weight, active)
+    scenes, seen_at, last = _scenes(rng, guns_at, ctx, homes, ids, start, days)
+    firearms = _firearms(rng, plan, seen_at, last, recovered, homes, start, days)
+    _trace(rng, firearms, recovered, traced_share)
+    exhibits = _exhibits(rng, scenes, guns_at, firearms, ids, (lo, hi), test_fires)
+
+    params = {"n_firearms": n, "n_scenes": int(n_scenes), "seed": int(seed), "recovered_share": float(recovered_share),
+              "traced_share": float(traced_share), "shots_per_scene": [lo, hi], "test_fires": int(test_fires),
+              "start_date": start.isoformat(), "days": int(days), "difficulty": difficulty,
+              "resolution": resolution, "scans": scans, "models": models, "run_size": int(run_size)}
+    params = json.loads(json.dumps(params, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    cw = Casework(scenes, firearms, exhibits, [], params)
+    if scans:
+        cw.scans = _fire_exhibits(exhibits, plan, difficulty, resolution)
+    return cw
+
+
+def _day(start: dt.date, k) -> str:
+    """The ISO date ``k`` days (rounded down) after ``start``."""
+    return (start + dt.timedelta(days=int(k))).isoformat()
+
+
+def _draw_guns(rng: np.random.Generator, n: int, recovered_share: float):
+    """Who uses each of ``n`` guns: ``(context index, reuse weight, home district indices, recovered?,
+    active?)``. Reuse is heavy-tailed (Pareto) and scaled by the context; one or two home districts by
+    their share of activity; ``recovered_share`` of the guns (rounded) recovered; a recovered gun is never
+    seen at a scene with chance `_P_UNSEEN`, but at least one gun is active."""
     cnames, dnames = list(CONTEXTS), list(DISTRICTS)
     ctx = rng.choice(len(cnames), n, p=[CONTEXTS[c][0] for c in cnames])
     weight = (rng.pareto(2.0, n) + 1.0) * np.array([CONTEXTS[cnames[c]][1] for c in ctx])
@@ -238,8 +266,13 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
     active = ~(recovered & (rng.random(n) < _P_UNSEEN))
     if not active.any():
         active[int(rng.integers(n))] = True
+    return ctx, weight, homes, recovered, active
 
-    # scenes: every active gun once (as far as scenes allow), the rest by reuse weight; partners
+
+def _guns_at_scenes(rng: np.random.Generator, n_scenes: int, ctx, weight, active) -> list[list[int]]:
+    """The guns (indices) used at each scene: every active gun once as far as scenes allow, the other
+    scenes by reuse weight; guns left over join a one-gun scene of their context; a one-gun scene gets a
+    partner of its context with chance `_P_PARTNER`."""
     act = np.flatnonzero(active)
     order = rng.permutation(act)
     prim = [int(g) for g in order[:n_scenes]]
@@ -254,26 +287,40 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
             mates = np.array([g for g in act if g != gs[0] and ctx[g] == ctx[gs[0]]], int)
             if mates.size:
                 gs.append(int(rng.choice(mates, p=weight[mates] / weight[mates].sum())))
-    offsets = np.sort(rng.integers(0, days, n_scenes))
-    scenes, seen_at, last = [], [[] for _ in range(n)], {}
+    return guns_at
+
+
+def _scenes(rng: np.random.Generator, guns_at, ctx, homes, ids, start: dt.date, days: int):
+    """The scene records, in date order over ``days`` from ``start``, each in a home district of its
+    first gun (the first one 70% of the time) a little off the district centre: ``(scenes, scene ids per
+    gun, day offset of each gun's last scene)``."""
+    cnames, dnames = list(CONTEXTS), list(DISTRICTS)
+    offsets = np.sort(rng.integers(0, days, len(guns_at)))
+    scenes, seen_at, last = [], [[] for _ in ids], {}
     for j, (off, gs) in enumerate(zip(offsets, guns_at)):
         home = homes[gs[0]]
         d = home[0] if len(home) == 1 or rng.random() < 0.7 else home[1]
         lat, lon = np.array(DISTRICTS[dnames[d]][:2]) + rng.normal(0, 0.006, 2)
-        scenes.append({"id": f"S{j + 1:03d}", "date": day(off), "place": dnames[d],
+        scenes.append({"id": f"S{j + 1:03d}", "date": _day(start, off), "place": dnames[d],
                        "lat": round(float(np.clip(lat, 52.0, 52.2)), 5), "lon": round(float(np.clip(lon, 4.2, 4.5)), 5),
                        "context": cnames[ctx[gs[0]]], "firearms": [ids[g] for g in gs]})
         for g in gs:
             seen_at[g].append(scenes[-1]["id"])
             last[g] = int(off)
+    return scenes, seen_at, last
 
-    # firearms: identity, recovery, origin, tracing
+
+def _firearms(rng: np.random.Generator, plan, seen_at, last, recovered, homes, start: dt.date, days: int):
+    """The firearm records: identity (serial, obliterated with chance `_P_OBLITERATED`), the scenes it
+    was seen at, and for a recovered gun its status, recovery date (after its last scene, or any day
+    for one never seen), place and origin country. Tracing is filled in by `_trace`."""
+    dnames = list(DISTRICTS)
     firearms = []
-    for i in range(n):
-        m = MODELS[make_models[i]]
+    for i, gun in enumerate(plan):
+        m = MODELS[gun["make_model"]]
         obliterated = bool(rng.random() < _P_OBLITERATED)
-        f = {"id": ids[i], "make": m["make"], "model": m["model"], "calibre": CALIBRE,
-             "manufacturing_run": plan[i]["run"] or ids[i],
+        f = {"id": gun["firearm_id"], "make": m["make"], "model": m["model"], "calibre": CALIBRE,
+             "manufacturing_run": gun["run"] or gun["firearm_id"],
              "serial": None if obliterated else _serial(rng, m["make"]), "serial_obliterated": obliterated,
              "scenes": seen_at[i], "recovered": bool(recovered[i]), "status": None, "recovery_date": None,
              "recovery_place": None, "recovery_country": None, "origin_country": None,
@@ -281,11 +328,18 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
         if recovered[i]:
             seen = i in last
             f["status"] = _draw(rng, _STATUS, 0 if seen else 1)
-            f["recovery_date"] = day(last[i] + 1 + rng.exponential(45.0) if seen else rng.integers(0, days))
+            f["recovery_date"] = _day(start, last[i] + 1 + rng.exponential(45.0) if seen else rng.integers(0, days))
             f["recovery_place"] = dnames[homes[i][0]] if seen or rng.random() < 0.8 else f"{CITY} port"
             f["recovery_country"] = COUNTRY
             f["origin_country"] = _MAKER_COUNTRY[m["make"]] if rng.random() < 0.35 else _draw(rng, _HELD_IN)
         firearms.append(f)
+    return firearms
+
+
+def _trace(rng: np.random.Generator, firearms, recovered, traced_share: float) -> None:
+    """Fill in (in place) the tracing of the recovered guns: ``traced_share`` of them (rounded; an
+    obliterated serial makes a gun less likely to be picked) traced, with a result; the others in
+    progress, not traced or not requested."""
     rec = np.flatnonzero(recovered)
     traced = set()
     if rec.size:
@@ -302,7 +356,12 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
         else:
             f["tracing_status"] = _draw(rng, _UNTRACED)
 
-    # exhibits: cartridge cases at scenes, then test fires of recovered guns
+
+def _exhibits(rng: np.random.Generator, scenes, guns_at, firearms, ids, shots_per_scene, test_fires: int):
+    """The exhibit records: ``shots_per_scene`` (min, max) cartridge cases per gun at each scene
+    (``E0001``...), then ``test_fires`` test fires of each recovered gun 1-30 days after its recovery
+    (``T0001``...)."""
+    lo, hi = shots_per_scene
     exhibits = []
     for s, gs in zip(scenes, guns_at):
         for g in gs:
@@ -318,16 +377,7 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
                 k += 1
                 exhibits.append({"id": f"T{k:04d}", "kind": "test_fire", "scene": None, "firearm_truth": f["id"],
                                  "test_fired_from": f["id"], "calibre": CALIBRE, "date": when.isoformat()})
-
-    params = {"n_firearms": n, "n_scenes": int(n_scenes), "seed": int(seed), "recovered_share": float(recovered_share),
-              "traced_share": float(traced_share), "shots_per_scene": [lo, hi], "test_fires": int(test_fires),
-              "start_date": start.isoformat(), "days": int(days), "difficulty": difficulty,
-              "resolution": resolution, "scans": scans, "models": models, "run_size": int(run_size)}
-    params = json.loads(json.dumps(params, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-    cw = Casework(scenes, firearms, exhibits, [], params)
-    if scans:
-        cw.scans = _fire_exhibits(exhibits, plan, difficulty, resolution)
-    return cw
+    return exhibits
 
 
 def _fire_exhibits(exhibits, plan, difficulty, resolution) -> list[Scan]:
