@@ -35,9 +35,16 @@ def test_demo_tells_the_whole_story(tmp_path, capsys):
     assert [c["cmc_count"] for c in cands] == sorted((c["cmc_count"] for c in cands), reverse=True)
     # linkage: groups, linked scenes, leads, 16.4.2 from the store's graph
     link = report["linkage"]
-    scenes = {s["id"] for s in cw.scenes}
-    assert all(set(p) <= scenes for p in link["linked_scenes"])
-    assert all(r["kind"] in ("firearm hit", "scene link") for r in link["leads"])
+    truth = {e["id"]: e["firearm_truth"] for e in cw.exhibits}
+    scenes_of = {f["id"]: f["scenes"] for f in cw.firearms}
+    assert link["groups"] and link["leads"]  # this world has recovered guns seen at scenes: there is something to link
+    for grp in link["groups"]:  # each group is one true gun, named by its test fires when recovered
+        assert len(grp["true_guns"].split()) == 1 and grp["firearm"] in (grp["true_guns"], "not recovered")
+    assert link["linked_scenes"] == link["linked_scenes_truth"]
+    for r in link["leads"]:  # leads of test fires: each names its own gun and scenes that gun was used at
+        gun = truth[r["exhibit"]]
+        assert r["kind"] == "firearm hit" and r["firearm"] == gun
+        assert set(r["linked_scenes"].split()) <= set(scenes_of[gun])
     assert link["indicator_16_4_2"] == link["indicator_16_4_2_truth"]  # tracing records come with the casework
     g = bx.LinkageGraph.read(report["files"]["graph"])
     assert len(g.ids("exhibit")) == len(files)
@@ -51,13 +58,30 @@ def test_demo_tells_the_whole_story(tmp_path, capsys):
     assert again["ingest"]["added"] == [] and len(again["ingest"]["existing"]) == len(files)
 
 
+def graph_content(g):
+    """Every node and edge of a linkage graph with its attributes (edges unordered)."""
+    return dict(g.nx.nodes(data=True)), {frozenset((u, v)): d for u, v, d in g.nx.edges(data=True)}
+
+
 def test_demo_is_deterministic(tmp_path, capsys):
+    reports, graphs = [], []
     for name in ("a", "b"):
-        main(["demo", "--out", str(tmp_path / name), "--firearms", "2", "--scenes", "2", "--resolution", "fast"])
-    capsys.readouterr()
-    for fa in sorted((tmp_path / "a" / "exhibits").glob("*.x3p")):
+        main(["demo", "--out", str(tmp_path / name), "--firearms", "2", "--scenes", "2", "--resolution", "fast",
+              "--json"])
+        report = json.loads(capsys.readouterr().out)
+        graphs.append(bx.LinkageGraph.read(report["files"]["graph"]))
+        reports.append({k: v for k, v in report.items() if k not in ("out", "files", "seconds")})  # paths, timing
+    files = sorted((tmp_path / "a" / "exhibits").glob("*.x3p"))
+    assert files and [f.name for f in files] == sorted(f.name for f in (tmp_path / "b" / "exhibits").glob("*.x3p"))
+    for fa in files:
         fb = tmp_path / "b" / "exhibits" / fa.name
         assert np.array_equal(bx.read_scan(fa).heights, bx.read_scan(fb).heights, equal_nan=True)
+    a, b = reports
+    # comparisons, search, and the linkage: groups, linked scenes, leads, 16.4.2
+    assert a["linkage"]["leads"] and a == b
+    ga, gb = graphs
+    assert ga.groups(min_size=2) and ga.groups() == gb.groups()
+    assert graph_content(ga) == graph_content(gb)
 
 
 def test_info_bad_file_exits_nonzero_with_one_line(tmp_path):

@@ -448,9 +448,20 @@ def test_checksum_mismatch_lenient_warns(tmp_path, builder):
     assert np.array_equal(scan.heights, sample_heights(), equal_nan=True)
 
 
-def test_checksum_error_is_in_the_family():
-    assert issubclass(bx.ChecksumError, bx.ScanFormatError)
-    assert issubclass(bx.ScanFormatError, bx.BallistixError)
+def test_checksum_errors_reach_callers_as_bad_files(tmp_path, capsys):
+    """Code that handles unreadable files (``except bx.ScanFormatError``, the command line) handles a
+    checksum failure too, and the command line names the way to read the file anyway."""
+    from ballistix.cli import main
+
+    path, _ = _bad_data_md5(tmp_path)
+    with pytest.raises(bx.ScanFormatError) as err:  # through the generic reader
+        bx.read_scan(path)
+    assert type(err.value) is bx.ChecksumError and str(path) in str(err.value)
+    assert main(["info", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and path.name in lines[0] and "MD5" in lines[0] and "--lenient" in lines[0]
+    with pytest.warns(bx.ScanFormatWarning, match="MD5"):
+        assert main(["info", str(path), "--lenient"]) == 0
 
 
 # ----------------------------------------------------------------------------

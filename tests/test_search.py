@@ -36,9 +36,18 @@ def test_descriptor_only_without_scans(db):
 
 
 def test_scans_may_be_a_callable(db):
-    index, scans, _ = db
-    hits = bx.search(index, scans[100], k=1, shortlist=2, scans=scans.__getitem__, exclude=[100])
-    assert hits[0].cmc_count is not None
+    index, scans, gun = db
+    asked = []
+
+    def lookup(i):
+        asked.append(i)
+        return scans[i]
+
+    hits = bx.search(index, scans[100], k=1, shortlist=2, scans=lookup, exclude=[100])
+    from_mapping = bx.search(index, scans[100], k=1, shortlist=2, scans=scans, exclude=[100])
+    assert [h.to_dict() for h in hits] == [h.to_dict() for h in from_mapping]
+    assert hits[0].id == 101 and gun[1] == gun[0] and hits[0].cmc_count >= 6  # the same gun, verified by CMC
+    assert len(asked) == 2 and 100 not in asked  # only the shortlist is looked up, never the excluded query
 
 
 def test_missing_database_scan_is_a_clear_error(db):
