@@ -26,6 +26,7 @@ def big():
 def test_determinism(cw):
     again = simulate_casework(**SMALL)
     assert again.to_dict() == cw.to_dict()
+    assert len(again.scans) == len(cw.scans) == len(cw.exhibits) > 0
     assert all(np.array_equal(a.heights, b.heights, equal_nan=True) for a, b in zip(again.scans, cw.scans))
     other = simulate_casework(**{**SMALL, "seed": 8}, scans=False)
     assert other.to_dict()["scenes"] != cw.to_dict()["scenes"]

@@ -17,6 +17,16 @@ from ballistix.store import CaseStore, StoreError
 FAST = {"spacing_um": 12.5}  # 12.5 um grids keep the tests quick
 
 
+def sql(folder, query, *args):
+    """Rows of a query on a store's database file (``store.sqlite``, the store's on-disk format), read
+    on a connection of its own."""
+    db = sqlite3.connect(f"file:{folder / 'store.sqlite'}?mode=ro", uri=True)
+    try:
+        return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Nine x3p files: three guns of three different models, three shots each (easy impressions;
@@ -48,8 +58,9 @@ def test_ingest_is_idempotent(tmp_path, files):
         rows = st.exhibits()
         assert len({r["source_sha256"] for r in rows}) == 5
         assert all(r["created_by"] and r["ballistix_version"] == bx.__version__ for r in rows)
-    with CaseStore(tmp_path / "s") as st:  # reopened: the same five
-        assert len(st) == 5 and len(st._index) == 5
+    with CaseStore(tmp_path / "s") as st:  # reopened: the same five, in the index too
+        assert len(st) == 5 and len(bx.ScanIndex.load(st.index_path)) == 5
+        st.check_index()
 
 
 def test_bad_inputs_are_recorded_and_skipped(tmp_path, files):
@@ -116,34 +127,38 @@ def test_link_new_records_comparisons_once_and_the_graph_groups_guns(store, file
     for e, f in guns.items():
         truth.setdefault(f, set()).add(e)
     assert sorted(map(sorted, g.groups())) == sorted(map(sorted, truth.values()))
-    a, b = sorted(truth.values(), key=min)[0], sorted(truth.values(), key=min)[1]
-    x, y = min(a), min(b)
-    rows = {(r[0], r[1]) for r in store._db.execute("SELECT a, b FROM comparisons")}
-    ids = {e["exhibit_id"]: e["rowid"] for e in store.exhibits()}
-    if tuple(sorted((ids[x], ids[y]))) in rows:
-        store.confirm(x, y, False)
-        assert not store.graph().link_graph().has_edge(x, y)
+    x, y = sorted(min(g.link_graph().edges(), key=sorted))  # two shots of one gun, linked by their count
+    assert guns[x] == guns[y]
+    store.confirm(x, y, False)  # an examiner rejects it: no longer a link, and recorded as rejected
+    g = store.graph()
+    assert not g.link_graph().has_edge(x, y) and g.nx.edges[f"exhibit:{x}", f"exhibit:{y}"]["confirmed"] is False
     with pytest.raises(bx.ParameterError, match="no exhibit"):
         store.confirm("nobody", x, True)
     # the shipped calibration is for 6.25 um grids: this 12.5 um store records why there is no LR
-    for lr, ev in store._db.execute("SELECT log10_lr, evidence_json FROM comparisons"):
+    rows = sql(store.folder, "SELECT log10_lr, evidence_json FROM comparisons")
+    assert len(rows) == n
+    for lr, ev in rows:
         assert lr is None and "no likelihood ratio" in json.loads(ev)["note"]
 
 
 def test_v1_store_is_migrated_and_keeps_its_comparisons(store):
     store.link_new(progress=False)
-    before = sorted(store._db.execute("SELECT a, b, cmc_count, score FROM comparisons").fetchall())
     folder = store.folder
-    store._db.execute("ALTER TABLE comparisons DROP COLUMN log10_lr")  # as ballistix 0.1.0 left it
-    store._db.execute("ALTER TABLE comparisons DROP COLUMN evidence_json")
-    for col in ("scan_sha256", "scan_state", "source_path", "source_read"):  # schema 3's columns: 0.1.0 had none
-        store._db.execute(f"ALTER TABLE exhibits DROP COLUMN {col}")
-    store._db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    before = sorted(sql(folder, "SELECT a, b, cmc_count, score FROM comparisons"))
+    assert before
     store.close()
+    db = sqlite3.connect(folder / "store.sqlite")
+    db.execute("ALTER TABLE comparisons DROP COLUMN log10_lr")  # as ballistix 0.1.0 left it
+    db.execute("ALTER TABLE comparisons DROP COLUMN evidence_json")
+    for col in ("scan_sha256", "scan_state", "source_path", "source_read"):  # schema 3's columns: 0.1.0 had none
+        db.execute(f"ALTER TABLE exhibits DROP COLUMN {col}")
+    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    db.commit()
+    db.close()
     with CaseStore(folder) as st:
         assert st.schema_version >= 2
-        assert sorted(st._db.execute("SELECT a, b, cmc_count, score FROM comparisons").fetchall()) == before
-        assert {r[0] for r in st._db.execute("SELECT log10_lr FROM comparisons")} == {None}
+        assert sorted(sql(folder, "SELECT a, b, cmc_count, score FROM comparisons")) == before
+        assert {r[0] for r in sql(folder, "SELECT log10_lr FROM comparisons")} == {None}
         g = st.graph()
         assert g.nx.number_of_edges() >= len(before)
 
@@ -151,7 +166,8 @@ def test_v1_store_is_migrated_and_keeps_its_comparisons(store):
 @pytest.mark.parametrize("damage", ["delete", "corrupt", "stale"])
 def test_lost_or_corrupt_index_is_detected_and_rebuilt(store, damage):
     before = store.search("case-03", k=4)
-    ids_before = store._index.ids
+    ids_before = bx.ScanIndex.load(store.index_path).ids
+    assert len(ids_before) == len(store) == 9
     if damage == "delete":
         store.index_path.unlink()
     elif damage == "corrupt":
@@ -164,9 +180,9 @@ def test_lost_or_corrupt_index_is_detected_and_rebuilt(store, damage):
         idx.save(store.index_path)
     with pytest.raises(bx.IndexFormatError):
         store.check_index()
-    store.rebuild_index()
+    rebuilt = store.rebuild_index()
     store.check_index()
-    assert np.array_equal(store._index.ids, ids_before)
+    assert np.array_equal(rebuilt.ids, ids_before)
     assert store.search("case-03", k=4) == before
     # and a store opened on a damaged index repairs it itself
     store.index_path.unlink()
@@ -211,7 +227,7 @@ def test_migrations_run_in_order(tmp_path, monkeypatch):
     monkeypatch.setitem(casestore.MIGRATIONS, v, ["ALTER TABLE exhibits ADD COLUMN examiner TEXT"])
     with CaseStore(tmp_path / "s") as st:
         assert st.schema_version == v + 1
-        cols = [r[1] for r in st._db.execute("PRAGMA table_info(exhibits)")]
+        cols = [r[1] for r in sql(st.folder, "PRAGMA table_info(exhibits)")]
         assert "examiner" in cols
 
 
@@ -304,20 +320,20 @@ def test_dask_cluster_gives_the_same_store_as_a_local_run(tmp_path, files):
     with CaseStore(tmp_path / "local", preprocess_params=FAST, shortlist=3) as st:
         st.ingest(paths, progress=False)
         st.link_new(progress=False)
-        local = (st.exhibits(), st._descriptors()[1], sorted(st._db.execute(
-            "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")))
+        local = (st.exhibits(), sql(st.folder, "SELECT descriptor FROM exhibits ORDER BY rowid"),
+                 sorted(sql(st.folder, "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
             distributed.Client(lc) as client, \
             CaseStore(tmp_path / "dask", preprocess_params=FAST, shortlist=3) as st:
         r = st.ingest(paths, progress=False, client=client)
         assert len(r.added) == len(paths)
         st.link_new(progress=False, client=client)
-        remote = (st.exhibits(), st._descriptors()[1], sorted(st._db.execute(
-            "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")))
+        remote = (st.exhibits(), sql(st.folder, "SELECT descriptor FROM exhibits ORDER BY rowid"),
+                  sorted(sql(st.folder, "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")))
     keys = ("exhibit_id", "source_sha256", "kind", "scan_file")
     assert [{k: e[k] for k in keys} for e in local[0]] == [{k: e[k] for k in keys} for e in remote[0]]
-    assert np.array_equal(local[1], remote[1])  # bit-identical descriptors
-    assert local[2] == remote[2]  # identical comparisons
+    assert len(local[1]) == len(paths) and local[1] == remote[1]  # bit-identical descriptors
+    assert local[2] and local[2] == remote[2]  # identical comparisons
 
 
 def test_failed_migration_leaves_the_store_unchanged(tmp_path, monkeypatch):
@@ -333,7 +349,7 @@ def test_failed_migration_leaves_the_store_unchanged(tmp_path, monkeypatch):
     monkeypatch.setattr(casestore, "SCHEMA_VERSION", v)
     with CaseStore(tmp_path / "s") as st:
         assert st.schema_version == v
-        assert "x" not in [r[1] for r in st._db.execute("PRAGMA table_info(exhibits)")]
+        assert "x" not in [r[1] for r in sql(st.folder, "PRAGMA table_info(exhibits)")]
 
 
 def test_unwritable_folder_is_a_store_error(tmp_path):
@@ -351,8 +367,8 @@ def test_links_carry_the_likelihood_ratio_into_graph_leads_and_report(tmp_path, 
     with CaseStore(tmp_path / "s", shortlist=2) as st:
         st.ingest(paths[:4], [{"scene_id": f"S{k}"} for k in range(4)], progress=False)  # one scene each
         assert st.link_new(progress=False) > 0
-        rows = st._db.execute("SELECT cmc_count, log10_lr, evidence_json FROM comparisons").fetchall()
-        assert all(lr is not None for _, lr, _ in rows)
+        rows = sql(st.folder, "SELECT cmc_count, log10_lr, evidence_json FROM comparisons")
+        assert rows and all(lr is not None for _, lr, _ in rows)
         assert all(json.loads(ev)["conclusion"]["log10_lr"] == pytest.approx(lr) for _, lr, ev in rows)
         assert max(rows, key=lambda r: r[1])[0] >= 6  # the strongest LR is an identification-level count
         g = st.graph()
@@ -387,7 +403,7 @@ def test_a_registered_calibration_gives_this_store_its_likelihood_ratios(tmp_pat
         rec = st.register_calibration(tmp_path / "lab.json", reason="validation V-2")
         assert rec["registered_by"] and (st.folder / rec["file"]).is_file()
         st.link_new(progress=False)
-        rows = st._db.execute("SELECT cmc_count, log10_lr, evidence_json FROM comparisons").fetchall()
+        rows = sql(st.folder, "SELECT cmc_count, log10_lr, evidence_json FROM comparisons")
         assert rows and all(lr is not None and json.loads(e)["calibration"] == "lab 12.5 um" for _, lr, e in rows)
         g = st.graph()
         truth = {}
