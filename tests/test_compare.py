@@ -80,17 +80,34 @@ def test_compare_many_matches_compare_in_order(sims):
     parallel = bx.compare_many(pairs, n_jobs=2, progress=False)
     assert [r.cmc_count for r in serial] == [r.cmc_count for r in parallel] == \
         [bx.compare(a, b).cmc_count for a, b in pairs]
-    assert parallel[0]._surfaces[0] is sims[0]  # the caller's scans, not copies shipped back
+    drawn = parallel[0].plot().axes[0].images[0].get_array()  # results from workers draw the caller's scans
+    assert np.array_equal(np.ma.filled(drawn, np.nan), sims[0].heights, equal_nan=True)
     assert len(parallel[1].plot().axes[0].patches) == parallel[1].n_cells
     # one pool kept across calls gives the same results
+    psutil = pytest.importorskip("psutil")
     from ballistix import evidence
     from ballistix.features.comparison import process_pool
 
+    def workers():  # this process's pool workers (not multiprocessing's resource tracker)
+        pids = set()
+        for child in psutil.Process().children():
+            try:
+                if any("spawn_main" in a for a in child.cmdline()):
+                    pids.add(child.pid)
+            except psutil.Error:  # gone meanwhile
+                pass
+        return pids
+
     cal = evidence.fit(np.array([[0, 0.0, 0.1], [1, 0.0, 0.15], [20, 0.7, 0.4], [25, 0.75, 0.45]]),
                        [False, False, True, True])
+    before, seen = workers(), []
     with process_pool(2) as pool:
-        kept = [bx.compare_many([p], executor=pool, progress=False, calibration=cal)[0] for p in pairs]
-        assert pool._processes  # the pool is still up between calls
+        kept = []
+        for p in pairs:
+            kept.append(bx.compare_many([p], executor=pool, progress=False, calibration=cal)[0])
+            seen.append(workers() - before)
+    assert seen[0] and seen[0] <= seen[1]  # the workers of the first call are still up for the second
+    assert not workers() & seen[1]  # and gone once the pool is closed
     assert [r.to_dict()["cells"] for r in kept] == [r.to_dict()["cells"] for r in serial]
     # weighed after the workers return: as if weighed here
     assert [r.to_dict() for r in kept] == [evidence.weigh(r, cal).to_dict() for r in serial]

@@ -134,12 +134,26 @@ def test_removed_ids_are_never_returned_and_others_keep_their_ids(factory):
     assert (got[keep, 0] == ids[keep]).mean() >= 0.99
 
 
-def test_hnsw_removal_is_tombstoned_then_compacted():
+def saved(index, path):
+    """Save ``index``: its manifest (what the file holds) and the file's size."""
+    index.save(path)
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read("manifest.json")), path.stat().st_size
+
+
+def test_hnsw_removal_is_tombstoned_then_compacted(tmp_path):
     index, ids, x = built("HNSW32", n=500)
-    index.remove(ids[:10])
-    assert index._tombstones.size == 10 and len(index) == 490
+    whole = saved(index, tmp_path / "whole.bxi")[1]
+    index.remove(ids[:10])  # HNSW cannot remove: the ten are marked dead, their vectors kept
+    man, size = saved(index, tmp_path / "dead.bxi")
+    assert len(index) == 490 and (man["count"], man["tombstones"]) == (490, 10) and size > 0.98 * whole
+    _, got = index.search(x, k=500)  # never returned, even when every live entry is asked for
+    assert (got >= 0).sum(axis=1).tolist() == [490] * 500 and not np.isin(got, ids[:10]).any()
+    _, got = bx.ScanIndex.load(tmp_path / "dead.bxi").search(x[:20], k=5)  # nor after a reload
+    assert not np.isin(got, ids[:10]).any()
     index.remove(ids[10:60])  # more than 10% dead: rebuilt without them
-    assert index._tombstones.size == 0 and index._index.ntotal == 440
+    man, size = saved(index, tmp_path / "compacted.bxi")
+    assert (man["count"], man["tombstones"]) == (440, 0) and size < 0.92 * whole
     _, got = index.search(x[60:70], k=1)
     assert np.array_equal(got[:, 0], ids[60:70])
 

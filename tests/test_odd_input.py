@@ -167,16 +167,16 @@ ODD_IDS = ["$x^2$", "$x^$", "a\\b $c$", "<script>alert(1)</script>"]
 
 
 def test_report_figures_and_html_show_ids_literally(files, tmp_path, monkeypatch):
-    from ballistix.store import report as report_module
+    from matplotlib.figure import Figure
 
     drawn = []
-    original = report_module._png
+    original = Figure.savefig
 
-    def keep_texts(fig):
+    def keep_texts(fig, *args, **kwargs):  # the report's figures, as they are rendered into it
         drawn.extend(t for ax in fig.axes for t in ax.get_yticklabels())
-        return original(fig)  # renders: a formula parse error would raise here
+        return original(fig, *args, **kwargs)  # renders: a formula parse error would raise here
 
-    monkeypatch.setattr(report_module, "_png", keep_texts)
+    monkeypatch.setattr(Figure, "savefig", keep_texts)
     with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
         for k, fid in enumerate(ODD_IDS[:3]):  # test fires of one firearm: a group with a firearm, on the timeline
             st.add_firearm(fid, status="seized", recovery_date=f"2024-0{k + 1}-15")
@@ -246,7 +246,8 @@ def test_scan_figures_show_the_file_name_literally(files):
     raw.meta.pop("labels", None)
     raw.meta["source"] = "/cases/case_$x^$.x3p"
     fig = bx.plot_preprocess(raw, spacing_um=12.5)
-    assert "case_$x^$" in fig._suptitle.get_text() and fig._suptitle.get_parse_math() is False
+    (title,) = [t for t in fig.texts if t.get_text() == fig.get_suptitle()]
+    assert "case_$x^$" in title.get_text() and title.get_parse_math() is False
     fig.savefig(io.BytesIO(), format="png")
     plt.close(fig)
 
