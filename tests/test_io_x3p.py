@@ -941,12 +941,13 @@ def test_max_points_must_be_a_positive_integer(tmp_path, bad):
         bx.read_x3p(p, max_points=bad)
 
 
-def test_writing_is_deterministic(tmp_path):
+def test_writing_is_deterministic(tmp_path, monkeypatch):
     import time
 
     (s,) = bx.datasets.simulate(1, 1, seed=0, resolution="fast")
     a = bx.write_x3p(s, tmp_path / "a.x3p").read_bytes()
-    time.sleep(2.1)  # zip member times have a 2-second resolution
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 3600.0)  # an hour later (zip member times: 2 s resolution)
     b = bx.write_x3p(s, tmp_path / "b.x3p").read_bytes()
     assert a == b
 

@@ -7,7 +7,9 @@ from ballistix.features.describe import descriptor_info
 
 @pytest.fixture(scope="module")
 def db():
-    scans = [bx.preprocess(s) for s in bx.datasets.simulate(n_firearms=3, shots=2, seed=5, difficulty="moderate")]
+    """Three guns, two shots each, on 12.5 um grids (search works the same on any one grid)."""
+    scans = [bx.preprocess(s, spacing_um=12.5) for s in bx.datasets.simulate(n_firearms=3, shots=2, seed=5,
+                                                                             difficulty="moderate", resolution="fast")]
     gun = [s.meta["labels"]["firearm"] for s in scans]
     index = bx.ScanIndex(descriptor_info()["dim"], descriptor=descriptor_info())
     index.add(np.arange(len(scans)) + 100, np.array([bx.describe(s) for s in scans]))

@@ -64,7 +64,7 @@ def _aligned_correlation(a: bx.Scan, b: bx.Scan) -> float:
 def test_true_pose_aligns_same_gun_marks():
     # The recorded pose must be the real one: aligning two shots of one gun with it
     # superimposes their breech-face marks; shots of different guns stay uncorrelated.
-    scans = simulate(2, 2, seed=3, difficulty="easy", resolution="standard", models=["Ruger P95"])
+    scans = simulate(2, 2, seed=3, difficulty="easy", resolution="fast", models=["Ruger P95"])
     same = _aligned_correlation(scans[0], scans[1])
     other = _aligned_correlation(scans[0], scans[2])
     assert same > 0.6
