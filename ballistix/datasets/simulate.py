@@ -395,7 +395,8 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     xy = _scan_coordinates(n, dx, rot, fp, primer)
     hrng = case_c = None
     if wide:  # the case-head view's own randomness: the default view's draws stay as they were
-        hrng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_CASE_HEAD_STREAM,)))
+        head_ss = np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_CASE_HEAD_STREAM,))
+        hrng = np.random.default_rng(head_ss)
         case_c = primer + hrng.normal(0, 25e-6, 2)  # the primer pocket is nearly concentric with the head
         xy = xy._replace(r_case=np.hypot(xy.px - case_c[0], xy.py - case_c[1]))
     marks, amp, poor = _transfer_marks(rng, firearm, d, n, dx, spacing_um, rot, fp, wide)

@@ -202,7 +202,8 @@ def _parse_main_xml(arc: _Archive, main_name: str):
     try:
         root = _safe_fromstring(xml_bytes, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as e:
-        raise ScanFormatError(path, f"main.xml uses forbidden XML constructs (DTD/entities): {type(e).__name__}") from None
+        raise ScanFormatError(path, f"main.xml uses forbidden XML constructs (DTD/entities): "
+                                    f"{type(e).__name__}") from None
     except (ParseError, ValueError, LookupError) as e:  # LookupError: unknown encoding="..."
         raise ScanFormatError(path, f"main.xml is not well-formed XML: {e}") from None
     _strip_ns(root)
@@ -243,7 +244,8 @@ def _read_grid(path, root, max_points: int) -> _Grid:
         raise ScanFormatError(path, f"SizeZ = {nz} is not supported (expected 1 layer)")
     npts = nx * ny
     if npts > max_points:
-        raise ScanFormatError(path, f"declared size {nx} x {ny} = {npts} points exceeds the limit of {max_points} (max_points)")
+        raise ScanFormatError(path, f"declared size {nx} x {ny} = {npts} points exceeds the limit of {max_points} "
+                                    f"(max_points)")
     return _Grid(nx, ny, dx, dy, dtype_code, z_inc, z_off, x_off, y_off)
 
 
