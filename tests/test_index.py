@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import ballistix as bx
-from ballistix.index import scan_index as si
 from ballistix.index import choose_factory
+from ballistix.index import scan_index as si
 
 DIM = 16
 

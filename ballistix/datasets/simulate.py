@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import copy
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
