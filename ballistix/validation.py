@@ -49,11 +49,10 @@ from typing import Any
 import numpy as np
 
 from . import evidence as ev
-from ._files import atomic_file
+from ._files import atomic_file, sha256_file
 from ._version import __version__
 from .errors import BallistixError, FileFormatError, ParameterError
 from .evaluation.lr import cllr, cllr_min, conclusion_rates, misleading, tippett
-from .io._zip import sha256_file
 from .provenance import POPULATION_KEYS, population, processing_signature
 
 __all__ = ["validate", "ValidationResult", "ValidationError", "LabelsError", "InsufficientDataError",

@@ -40,10 +40,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .._files import atomic_file
+from .._files import atomic_file, list_members, open_zip, read_member
 from .._version import __version__
 from ..errors import DescriptorMismatchError, IndexFormatError, ParameterError, ScanFormatError
-from ..io._zip import list_members, open_zip, read_member
 
 __all__ = ["ScanIndex", "choose_factory", "FORMAT", "FORMAT_VERSION"]
 

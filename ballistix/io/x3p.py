@@ -32,7 +32,11 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as _safe_fromstring
 
-from .._files import atomic_file
+from .._files import atomic_file, list_members, open_zip
+from .._files import check_member_name as _check_member_name
+from .._files import iter_member as _iter_member
+from .._files import read_member as _read_member
+from .._files import sha256_file as _sha256_file
 from .._limits import (
     MAX_FIELD_MM,
     MAX_WORKING_POINTS,
@@ -47,11 +51,6 @@ from .._version import __version__
 from ..errors import ChecksumError, ParameterError, ScanFormatError, ScanFormatWarning
 from ..scan import Scan
 from ._units import SCALE_TO_M, check_units, decide_units, lateral_candidates, units_record
-from ._zip import check_member_name as _check_member_name
-from ._zip import iter_member as _iter_member
-from ._zip import list_members, open_zip
-from ._zip import read_member as _read_member
-from ._zip import sha256_file as _sha256_file
 
 __all__ = ["read_x3p", "write_x3p", "MAX_POINTS", "MAX_FIELD_MM", "MAX_WORKING_POINTS"]
 

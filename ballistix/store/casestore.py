@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_file, list_members, open_zip, read_member, sha256_file
 from .._records import check_exhibit_meta, check_firearm, check_scene, safe_id, safe_text
 from .._version import __version__
 from ..errors import BallistixError, IndexFormatError, ParameterError, StoreWarning
@@ -68,7 +69,6 @@ from ..features.preprocessing import preprocess
 from ..index import ScanIndex
 from ..index.search import Candidate, rerank
 from ..io import check_units, read_npz, read_scan, write_npz
-from ..io._zip import list_members, open_zip, read_member
 from ..provenance import population, processing_signature
 from ..scan import Scan
 from ..verify import compare_many
@@ -546,15 +546,10 @@ class CaseStore:
         sha = hashlib.sha256(data).hexdigest()
         rel = f"calibrations/{sha}.json"
         (self.folder / "calibrations").mkdir(exist_ok=True)
-        target = self.folder / rel
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        try:
-            cal = evidence.load_calibration(tmp)  # the bytes that are kept are the bytes checked
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, target)
+        with atomic_file(self.folder / rel) as f:
+            f.write(data)
+            f.flush()
+            cal = evidence.load_calibration(f.name)  # the bytes that are kept are the bytes checked
         ref = cal.reference
         rec = {"file": rel, "sha256": sha, "content_sha256": cal.sha256, "name": cal.name, "domain": cal.domain,
                "source": str(path), "reason": str(reason), "registered_by": _user(), "registered_utc": _now(),
@@ -581,7 +576,7 @@ class CaseStore:
             for r in self.calibration_records():
                 path = self.folder / r["file"]
                 try:
-                    ok = hashlib.sha256(path.read_bytes()).hexdigest() == r["sha256"]
+                    ok = sha256_file(path) == r["sha256"]
                 except OSError:
                     ok = False
                 if not ok:
@@ -792,7 +787,7 @@ class CaseStore:
                 _check_meta(m)
                 if not isinstance(item, Scan) and not Path(item).is_file():
                     raise ParameterError(f"{item}: no such file")
-                sha_known = None if isinstance(item, Scan) else _file_sha256(Path(item))
+                sha_known = None if isinstance(item, Scan) else sha256_file(Path(item))
             except (BallistixError, OSError) as e:
                 self._fail(report, source, str(e))
                 continue
@@ -1228,7 +1223,7 @@ class CaseStore:
         for r in recs:
             path = self.folder / str(r.get("file", ""))
             try:
-                ok = _file_sha256(path) == r.get("sha256")
+                ok = sha256_file(path) == r.get("sha256")
             except OSError:
                 ok = False
             if not ok:
@@ -1260,7 +1255,7 @@ class CaseStore:
             why = "no source file recorded (an in-memory scan, or ingested before schema 3)"
         elif not Path(src).is_file():
             why = f"its source {src} is no longer there"
-        elif _file_sha256(Path(src)) != source_sha:
+        elif sha256_file(Path(src)) != source_sha:
             why = f"its source {src} has changed since ingest (its SHA-256 differs)"
         elif not descriptor_ok:
             why = "its stored descriptor is damaged: nothing to check a re-processed scan against"
@@ -1279,7 +1274,7 @@ class CaseStore:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     write_npz(_cached(proc, source_sha, json.loads(meta_json).get("population")), path)
                     self._db.execute("UPDATE exhibits SET scan_sha256=?, scan_state='ok', linked=0 WHERE rowid=?",
-                                     (_file_sha256(path), rowid))
+                                     (sha256_file(path), rowid))
                     return True, (f"re-created from its source {src} (the same descriptor); the next link compares "
                                   f"it again")
         with contextlib.suppress(FileNotFoundError):
@@ -1427,7 +1422,7 @@ def _prepare(job: tuple) -> tuple:
                   **{k: meta[k] for k in ("calibre", "make", "model", "instrument") if meta.get(k)}}
         pop = population({**raw.meta, "labels": labels})
         write_npz(_cached(proc, sha, pop), Path(folder) / part)  # atomic; moved to rel when committed
-        return sha, name, proc.meta.get("processing", []), vec, rel, pop, part, _file_sha256(Path(folder) / part)
+        return sha, name, proc.meta.get("processing", []), vec, rel, pop, part, sha256_file(Path(folder) / part)
     except OSError as e:
         if _no_space(e):
             raise
@@ -1452,12 +1447,6 @@ def _image_kw(path, pixel_size_m) -> dict:
 
     return {"pixel_size_m": pixel_size_m} if pixel_size_m is not None and \
         Path(path).suffix.lower() in IMAGE_SUFFIXES else {}
-
-
-def _file_sha256(path: Path) -> str:
-    from ..io._zip import sha256_file
-
-    return sha256_file(path)
 
 
 def _path_value(path: str | None):
