@@ -9,6 +9,7 @@ back in input order, and each worker runs OpenCV and FAISS single-threaded
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 from .errors import ParameterError
@@ -17,16 +18,14 @@ __all__ = ["get_client", "dask_map", "single_threaded"]
 
 
 def single_threaded() -> None:
-    """Make this process's OpenCV and FAISS single-threaded (workers share the machine)."""
+    """Make this worker process's OpenCV, and FAISS where it is loaded, single-threaded (workers
+    share the machine: the parallelism is theirs). Used by Dask workers and `process_pool`."""
     import cv2
 
     cv2.setNumThreads(1)
-    try:
-        import faiss
-
+    faiss = sys.modules.get("faiss")  # loaded with ballistix.index; a compare worker never needs it
+    if faiss is not None:
         faiss.omp_set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def get_client(client):

@@ -3,12 +3,68 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import ParameterError
+
+
+#: Lateral spacings in metres a microscope's grid can have (1 nm to 100 um): what `preprocess`
+#: accepts, and what `read_x3p` reads as metres without asking for a unit.
+LATERAL_SPACING_M = (1e-9, 1e-4)
+
+
+def check_heights(heights, name: str = "heights", *, min_points: int = 1) -> np.ndarray:
+    """``heights`` (or a Scan's heights) as an array, checked: 2-D with at least ``min_points`` x
+    ``min_points`` points, floating point (NaN marks missing points), no infinities.
+
+    Raises
+    ------
+    ParameterError
+        Naming ``name`` and what was expected.
+    """
+    if isinstance(heights, Scan):
+        heights = heights.heights
+    z = np.asarray(heights)
+    if z.ndim != 2 or z.shape[0] < min_points or z.shape[1] < min_points or not np.issubdtype(z.dtype, np.floating):
+        size = "non-empty " if min_points <= 1 else ""
+        least = f" of at least {min_points} x {min_points} points" if min_points > 1 else ""
+        raise ParameterError(f"{name} must be a {size}2-D float array{least} (NaN = missing), got {z.dtype} "
+                             f"of shape {z.shape}")
+    if np.isinf(z).any():
+        raise ParameterError(f"{name} contains +/-inf; use NaN for missing points")
+    return z
+
+
+def check_spacing_value(value, name: str = "spacing_m", *, plausible: bool = True) -> float:
+    """One lateral spacing in metres, checked: a finite positive number and, when ``plausible``,
+    within `LATERAL_SPACING_M` (a microscope's grid: catches micrometres or millimetres passed
+    as metres). Raises `ParameterError` naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number in metres, got {value!r}") from None
+    lo, hi = LATERAL_SPACING_M
+    if plausible and not (np.isfinite(v) and lo <= v <= hi):
+        raise ParameterError(f"{name} must be a lateral spacing in metres between {lo:g} and {hi:g} (a "
+                             f"microscope's grid), got {v!r}; were micrometres or millimetres passed as metres?")
+    if not (np.isfinite(v) and v > 0):
+        raise ParameterError(f"{name} must be a positive spacing in metres, got {v!r}")
+    return v
+
+
+def check_spacing(spacing_m, name: str = "spacing_m", *, plausible: bool = True) -> tuple[float, float]:
+    """``(dx, dy)`` in metres from one number or a pair, each checked by `check_spacing_value`."""
+    try:
+        pair = (float(spacing_m),) * 2 if np.ndim(spacing_m) == 0 else tuple(float(v) for v in spacing_m)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number or (dx, dy) in metres, got {spacing_m!r}") from None
+    if len(pair) != 2:
+        raise ParameterError(f"{name} must be a number or (dx, dy) in metres, got {spacing_m!r}")
+    return tuple(check_spacing_value(v, name, plausible=plausible) for v in pair)
 
 
 @dataclass(eq=False)
@@ -49,22 +105,9 @@ class Scan:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        h = np.asarray(self.heights)
-        if h.ndim != 2 or h.shape[0] < 1 or h.shape[1] < 1:
-            raise ParameterError(f"Scan heights must be a non-empty 2-D array, got shape {h.shape}")
-        if not np.issubdtype(h.dtype, np.floating):
-            raise ParameterError(f"Scan heights must be floating point (NaN = missing), got dtype {h.dtype}")
-        if np.isinf(h).any():
-            raise ParameterError("Scan heights contain +/-inf; use NaN for missing points")
+        h = check_heights(self.heights, "Scan heights")
         for name in ("dx", "dy"):
-            v = getattr(self, name)
-            try:
-                v = float(v)
-            except (TypeError, ValueError):
-                raise ParameterError(f"Scan {name} must be a number in metres, got {v!r}") from None
-            if not np.isfinite(v) or v <= 0:
-                raise ParameterError(f"Scan {name} must be a positive spacing in metres, got {v!r}")
-            setattr(self, name, v)
+            setattr(self, name, check_spacing_value(getattr(self, name), f"Scan {name}", plausible=False))
         if not isinstance(self.meta, dict):
             raise ParameterError(f"Scan meta must be a dict, got {type(self.meta).__name__}")
         self.heights = h
@@ -119,3 +162,15 @@ class Scan:
         else:
             ax.set_title(title, fontsize=9)
         return ax
+
+
+def scan_sha256(scan: Scan) -> str:
+    """The SHA-256 (hex) that identifies a scan: its source file's (``meta["sha256"]``), or, for a
+    scan made in memory, that of its heights (little-endian float64) followed by its spacing
+    ``dx, dy`` (float64). A store keys its exhibits by it; a validation record names its inputs by it.
+    """
+    if scan.meta.get("sha256"):
+        return str(scan.meta["sha256"])
+    h = hashlib.sha256(np.ascontiguousarray(scan.heights, dtype="<f8").tobytes())
+    h.update(np.array([scan.dx, scan.dy], "<f8").tobytes())
+    return h.hexdigest()

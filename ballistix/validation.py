@@ -31,7 +31,6 @@ import copy
 import csv
 import dataclasses
 import datetime as _dt
-import hashlib
 import html
 import inspect
 import io
@@ -54,6 +53,7 @@ from ._version import __version__
 from .errors import BallistixError, FileFormatError, ParameterError
 from .evaluation.lr import cllr, cllr_min, conclusion_rates, misleading, tippett
 from .provenance import POPULATION_KEYS, population, processing_signature
+from .scan import scan_sha256
 
 __all__ = ["validate", "ValidationResult", "ValidationError", "LabelsError", "InsufficientDataError",
            "read_labels", "plan_pairs", "decision_rules", "recommend", "lr_performance", "clopper_pearson",
@@ -654,8 +654,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
             inp.scan = scan
             inp.population = population(scan.meta)
             if inp.sha256 is None:
-                inp.sha256 = scan.meta.get("sha256") or hashlib.sha256(
-                    np.ascontiguousarray(scan.heights).tobytes()).hexdigest()
+                inp.sha256 = scan_sha256(scan)
         used = [i for i in inputs if i.scan is not None]
         seconds["preprocess"] = time.perf_counter() - t
         guns = [i.firearm for i in used]

@@ -526,12 +526,6 @@ def _note_segmentation(res: Comparison, a: Scan, b: Scan) -> None:
             res.inputs[side]["segmentation"] = seg
 
 
-def _single_threaded():
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def _compare_pair(args):
     a, b, params = args
     res = compare(a, b, **params)
@@ -545,11 +539,13 @@ def process_pool(n_jobs: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from .._dask import single_threaded
+
     if not (isinstance(n_jobs, int) and n_jobs >= 1):
         raise ParameterError(f"n_jobs must be a positive integer, got {n_jobs!r}")
     # "spawn": a forked child can deadlock on locks held by OpenCV/OpenMP threads of the parent
     return ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_single_threaded)
+                               initializer=single_threaded)
 
 
 def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, executor=None,

@@ -6,6 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ParameterError
+from ..scan import check_heights, check_spacing
 
 __all__ = ["gaussian_lowpass", "gaussian_bandpass", "ISO_ALPHA"]
 
@@ -41,12 +42,10 @@ def gaussian_lowpass(heights: np.ndarray, spacing_m: float | tuple[float, float]
     ndarray
         Filtered heights (float64), NaN where the input is NaN or support is too thin.
     """
-    z = np.asarray(heights, dtype=np.float64)
-    if z.ndim != 2:
-        raise ParameterError(f"heights must be 2-D, got shape {z.shape}")
-    dx, dy = (spacing_m, spacing_m) if np.isscalar(spacing_m) else spacing_m
-    if not (cutoff_um > 0 and dx > 0 and dy > 0):
-        raise ParameterError(f"cutoff_um and spacing must be positive, got {cutoff_um} um, {dx}, {dy} m")
+    z = check_heights(np.asarray(heights, dtype=np.float64))
+    dx, dy = check_spacing(spacing_m, plausible=False)
+    if not cutoff_um > 0:
+        raise ParameterError(f"cutoff_um must be positive, got {cutoff_um}")
     valid = ~np.isnan(z)
     sigma = (_sigma_px(cutoff_um, dy), _sigma_px(cutoff_um, dx))
     num = ndimage.gaussian_filter(np.where(valid, z, 0.0), sigma, mode="constant", cval=0.0, truncate=3.0)

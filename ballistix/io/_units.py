@@ -29,14 +29,15 @@ import math
 import numpy as np
 
 from ..errors import ParameterError, ScanFormatError
+from ..scan import LATERAL_SPACING_M
 
 #: Metres per unit of the values a file may hold.
 SCALE_TO_M = {"m": 1.0, "mm": 1e-3, "um": 1e-6}
 UNIT_CHOICES = ("auto", "m", "mm", "um")
-#: Lateral spacings in metres read as metres: what `preprocess` accepts (its
-#: _MIN_SPACING_M, _MAX_SPACING_M), so that no file that could be right as the standard
+#: Lateral spacings in metres read as metres: what `preprocess` accepts
+#: (`ballistix.scan.LATERAL_SPACING_M`), so that no file that could be right as the standard
 #: says is rescaled; an increment below it cannot be millimetres or micrometres either.
-LATERAL_M = (1e-9, 1e-4)
+LATERAL_M = LATERAL_SPACING_M
 #: Lateral spacings in metres a rescaled reading must land in: what microscopes that
 #: scan cartridge cases sample at, from about 0.08 um (150x confocal objectives) to a
 #: coarse 100 um. With it, millimetre and micrometre readings compete only for

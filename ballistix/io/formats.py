@@ -335,8 +335,6 @@ def read_npz(path, *, max_points: int = MAX_POINTS, max_field_mm: float | None =
         else:
             heights = _npy(path, zf, members, "heights.npy", max_points * 8 + 4096)
         meta_arr = _npy(path, zf, members, "meta.npy", 16 * 1024 * 1024)
-    if heights.ndim != 2 or heights.dtype.kind != "f":
-        raise ScanFormatError(path, f"heights must be a 2-D float array, got {heights.dtype} {heights.shape}")
     if heights.size > max_points:
         raise ScanFormatError(path, f"heights have {heights.size} points, more than the limit of {max_points}")
     if spacing.shape != (2,) or spacing.dtype.kind != "f":

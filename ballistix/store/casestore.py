@@ -70,7 +70,7 @@ from ..index import ScanIndex
 from ..index.search import Candidate, rerank
 from ..io import check_units, read_npz, read_scan, write_npz
 from ..provenance import population, processing_signature
-from ..scan import Scan
+from ..scan import Scan, scan_sha256
 from ..verify import compare_many
 
 __all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
@@ -200,14 +200,6 @@ def _user() -> str:
         return f"{getpass.getuser()}@ballistix-{__version__}"
     except (KeyError, OSError):  # no user name in some containers
         return f"uid{os.getuid()}@ballistix-{__version__}"
-
-
-def _scan_sha256(scan: Scan) -> str:
-    if scan.meta.get("sha256"):
-        return str(scan.meta["sha256"])
-    h = hashlib.sha256(np.ascontiguousarray(scan.heights, dtype="<f8").tobytes())
-    h.update(np.array([scan.dx, scan.dy], "<f8").tobytes())
-    return h.hexdigest()
 
 
 class CaseStore:
@@ -1412,7 +1404,7 @@ def _prepare(job: tuple) -> tuple:
         else:
             name = str(item)
             raw = read_scan(item, units=units, **_image_kw(item, pixel_size_m))
-        sha = sha or _scan_sha256(raw)
+        sha = sha or scan_sha256(raw)
         proc = preprocess(raw, **params)
         vec = describe(proc)
         rel = f"scans/{sha[:2]}/{sha}.npz"
