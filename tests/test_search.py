@@ -84,3 +84,15 @@ def test_bad_arguments(db, kw, match):
     index, scans, _ = db
     with pytest.raises(bx.ParameterError, match=match):
         bx.search(index, scans[100], **kw)
+
+
+def test_a_callable_may_leave_candidates_out(db):
+    index, scans, _ = db
+    every = bx.search(index, scans[100], k=5, shortlist=5, scans=scans, exclude=[100])
+    left_out = every[0].id
+    hits = bx.search(index, scans[100], k=5, shortlist=5, exclude=[100],
+                     scans=lambda i: None if i == left_out else scans[i])
+    assert [h.id for h in hits] == [h.id for h in every if h.id != left_out]  # not refilled, same results
+    assert [h.cmc_count for h in hits] == [h.cmc_count for h in every if h.id != left_out]
+    with pytest.raises(bx.ParameterError, match="NoneType"):
+        bx.search(index, scans[100], k=5, shortlist=5, scans={**scans, left_out: None}, exclude=[100])

@@ -63,8 +63,8 @@ def query_vector(index: ScanIndex, scan: Scan) -> np.ndarray:
 
 
 def search(index: ScanIndex, scan: Scan, *, k: int = 20, shortlist: int = 200,
-           scans: Mapping[int, Scan] | Callable[[int], Scan] | None = None, exclude=(), n_jobs: int = 1,
-           progress: bool = False, **compare_params) -> list[Candidate]:
+           scans: Mapping[int, Scan] | Callable[[int], Scan | None] | None = None, exclude=(), n_jobs: int = 1,
+           progress: bool = False, client=None, executor=None, **compare_params) -> list[Candidate]:
     """Find the database scans most likely fired by the same gun as ``scan``.
 
     Stage 1: the ``shortlist`` nearest descriptors in ``index`` (milliseconds).
@@ -84,10 +84,14 @@ def search(index: ScanIndex, scan: Scan, *, k: int = 20, shortlist: int = 200,
         Candidates verified by CMC (at least ``k``).
     scans : mapping or callable, optional
         Gives the processed database scan of an id (``scans[id]`` or
-        ``scans(id)``). Without it only stage 1 runs.
+        ``scans(id)``), asked for each shortlisted id in turn. A callable may
+        return None for an id it cannot or need not give (a damaged cached
+        scan, a pair compared before): that candidate is left out, and the
+        shortlist is not refilled. Without ``scans`` only stage 1 runs.
     exclude : iterable of int
-        Ids never returned (for example the query's own id).
-    n_jobs, progress, **compare_params
+        Ids never returned (for example the query's own id); the shortlist
+        holds the ``shortlist`` nearest other ids.
+    n_jobs, progress, client, executor, **compare_params
         Passed to `compare_many` (``bx.compare_many``: comparison parameters and
         ``calibration``).
 
@@ -123,16 +127,20 @@ def search(index: ScanIndex, scan: Scan, *, k: int = 20, shortlist: int = 200,
     if scans is None:
         return cands[:k]
     get = scans if callable(scans) else scans.__getitem__
-    targets = []
+    kept, targets = [], []
     for c in cands:
         try:
             t = get(c.id)
         except (KeyError, IndexError):
             raise ParameterError(f"scans has no scan for id {c.id}, which is in the index") from None
+        if t is None and callable(scans):  # left out by the caller
+            continue
         if not isinstance(t, Scan):
             raise ParameterError(f"scans gave a {type(t).__name__} for id {c.id}, expected a Scan")
+        kept.append(c)
         targets.append(t)
-    results = compare_many([(scan, t) for t in targets], n_jobs=n_jobs, progress=progress, **compare_params)
-    for c, r in zip(cands, results):
+    results = compare_many([(scan, t) for t in targets], n_jobs=n_jobs, progress=progress, client=client,
+                           executor=executor, **compare_params)
+    for c, r in zip(kept, results):
         c.cmc_count, c.score, c.comparison = int(r.cmc_count), float(r.score), r
-    return rerank(cands)[:k]
+    return rerank(kept)[:k]

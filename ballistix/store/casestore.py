@@ -67,11 +67,10 @@ from ..features.comparison import process_pool
 from ..features.describe import describe, descriptor_info
 from ..features.preprocessing import preprocess
 from ..index import ScanIndex
-from ..index.search import Candidate, rerank
+from ..index.search import search as search_index
 from ..io import check_units, read_npz, read_scan, write_npz
 from ..provenance import population, processing_signature
 from ..scan import Scan, scan_sha256
-from ..verify import compare_many
 
 __all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
 
@@ -994,7 +993,9 @@ class CaseStore:
             raw = query if isinstance(query, Scan) else read_scan(query, units=units,
                                                                   **_image_kw(query, pixel_size_m))
             proc = preprocess(raw, **self.preprocess_params)
-        cands = self._candidates(proc, k, shortlist or self.shortlist, exclude, n_jobs)
+        cands = search_index(self._index, proc, k=k, shortlist=shortlist or self.shortlist, exclude=exclude,
+                             scans=self._usable_scan, n_jobs=n_jobs,
+                             calibration=self.calibrations(), **self.compare_params)
         names = dict(self._db.execute("SELECT rowid, exhibit_id FROM exhibits"))
         files = dict(self._db.execute("SELECT rowid, source_name FROM exhibits"))
         return SearchResult([
@@ -1005,25 +1006,6 @@ class CaseStore:
              "calibration_origin": (c.comparison.evidence.get("calibration_origin") or {}).get("text"),
              "conclusion": (c.comparison.evidence.get("conclusion") or {}).get("conclusion", "candidate")}
             for c in cands], skipped=self.skipped)
-
-    def _candidates(self, proc: Scan, k: int, shortlist: int, exclude, n_jobs: int) -> list[Candidate]:
-        if int(k) != k or k < 1:
-            raise ParameterError(f"k must be a positive integer, got {k!r}")
-        shortlist = max(int(shortlist), int(k))
-        scores, ids = self._index.search(describe(proc)[None], shortlist + len(exclude))
-        listed = [Candidate(int(i), float(s), r) for r, (s, i) in enumerate(zip(scores[0], ids[0]))
-                  if i >= 0 and int(i) not in exclude][:shortlist]
-        cands, pairs = [], []
-        for c in listed:  # a damaged cached scan leaves its exhibit out, said so (see _usable_scan)
-            other = self._usable_scan(c.id)
-            if other is not None:
-                cands.append(c)
-                pairs.append((proc, other))
-        res = compare_many(pairs, n_jobs=n_jobs, progress=False, calibration=self.calibrations(),
-                           **self.compare_params)
-        for c, r in zip(cands, res):
-            c.cmc_count, c.score, c.comparison = int(r.cmc_count), float(r.score), r
-        return rerank(cands)[:k]
 
     # ---------------------------------------------------------------- link
     @_writes("link exhibits")
@@ -1045,6 +1027,8 @@ class CaseStore:
             return self._link(todo, n_jobs, progress, client, pool)
 
     def _link(self, todo, n_jobs, progress, client, pool) -> int:
+        """Compare each exhibit of ``todo`` with its shortlist (`search`), except the exhibits it was
+        compared with before, and record the comparisons with its ``linked`` mark."""
         from tqdm.auto import tqdm
 
         params = json.dumps({**COMPARE_DEFAULTS, **self.compare_params}, sort_keys=True, default=str)
@@ -1055,20 +1039,17 @@ class CaseStore:
             proc = self._usable_scan(rowid)
             if proc is None:  # left unlinked: `check --repair`, then link again
                 continue
-            scores, ids = self._index.search(describe(proc)[None], self.shortlist + 1)
-            targets, pairs = [], []
-            for i in ids[0]:
-                if i < 0 or int(i) == rowid or int(i) in have:
-                    continue
-                other = self._usable_scan(int(i))
-                if other is not None:
-                    targets.append(int(i))
-                    pairs.append((proc, other))
-            res = compare_many(pairs, n_jobs=n_jobs, progress=False, client=client, executor=pool,
-                               calibration=self.calibrations(), **self.compare_params)
+
+            def uncompared(i, have=have):
+                return None if i in have else self._usable_scan(i)
+
+            cands = search_index(self._index, proc, k=self.shortlist, shortlist=self.shortlist, exclude=(rowid,),
+                                 scans=uncompared, n_jobs=n_jobs, client=client, executor=pool,
+                                 calibration=self.calibrations(), **self.compare_params)
             with self._transaction() as db:
-                for t, r in zip(targets, res):
-                    a, b = sorted((rowid, t))
+                for c in cands:
+                    r = c.comparison
+                    a, b = sorted((rowid, c.id))
                     db.execute(
                         "INSERT OR REPLACE INTO comparisons (a, b, cmc_count, score, rotation_deg, params_json, "
                         "confirmed, created_utc, created_by, ballistix_version, log10_lr, evidence_json) "
@@ -1076,7 +1057,7 @@ class CaseStore:
                         (a, b, int(r.cmc_count), float(r.score), float(r.rotation_deg), params, _now(), _user(),
                          __version__, r.log10_lr, json.dumps(r.evidence, sort_keys=True, default=str)))
                 db.execute("UPDATE exhibits SET linked=1 WHERE rowid=?", (rowid,))
-            n += len(targets)
+            n += len(cands)
         return n
 
     # --------------------------------------------------------------- check
