@@ -383,6 +383,8 @@ def cmd_link(args) -> int:
 def cmd_rule(args) -> int:
     """Show or set a store's link rule: a likelihood ratio from an applicable calibration (the
     default, LR >= 100), or a CMC count rule the lab validated on its own population."""
+    from .graph.linkage import LINK_LR
+
     with _store(args) as st:
         if args.count_rule is not None or args.link_lr is not None:
             try:
@@ -390,7 +392,7 @@ def cmd_rule(args) -> int:
             except ValueError:
                 raise ParameterError(f"--count-rule must be a whole number of CMCs or 'none', "
                                      f"got {args.count_rule!r}") from None
-            st.set_decision_rule(link_lr=args.link_lr or 100.0, count_rule=count, reason=args.reason or "")
+            st.set_decision_rule(link_lr=args.link_lr or LINK_LR, count_rule=count, reason=args.reason or "")
         rule = st.decision_rule
         text = st.graph().decision_rule()
     print(json.dumps({**rule, "rule": text}, indent=2) if args.json else f"links: {text}")
@@ -459,6 +461,7 @@ def cmd_validate(args) -> int:
     error rates of each decision rule with 95% confidence intervals, recommend a rule, and write
     calibration.json, validation.json and report.html to --out. FILES may be omitted: every file
     listed in the labels CSV is used."""
+    from .graph.linkage import CONVENTIONAL_CMC_RULE
     from .validation import validate
 
     r = validate(args.files or None, args.labels, out=args.out, pairs=args.pairs if args.pairs else "all",
@@ -475,7 +478,7 @@ def cmd_validate(args) -> int:
                    "same_%": pct(x["rate_same"]), "different_gun": f"{x['different_called']}/{x['n_different']}",
                    "different_%": pct(x["rate_different"]),
                    "different_95%_CI": f"{pct(x['ci95_different'][0])}-{pct(x['ci95_different'][1])}"}
-                  for x in r.lr_rules + [c for c in r.cmc_rules if c["threshold"] in (6.0, 8.0, 10.0)]])
+                  for x in r.lr_rules + [c for c in r.cmc_rules if c["threshold"] in (CONVENTIONAL_CMC_RULE, 8, 10)]])
     print(f"\ncross-validated Cllr {r.cllr:.3f} (min {r.cllr_min:.3f}); AUC LR {r.auc_lr:.3f}, CMC {r.auc_cmc:.3f}")
     print(r.recommendation["text"])
     for label, path in (("report", r.report), ("calibration", r.calibration_json), ("record", r.validation_json)):

@@ -22,6 +22,8 @@ import platform
 import sys
 import time
 
+from ballistix.graph.linkage import CONVENTIONAL_CMC_RULE as RULE
+
 from ._common import RESULTS, ROOT, machine, table, write_json
 
 #: benchmark -> (quick arguments, full arguments); default arguments are the benchmark's own
@@ -76,7 +78,7 @@ def summary_rows() -> list[list[str]]:
         for mode in ("reference", "full"):
             c = _get(d, "real", "modes", mode, "cmc_count")
             if c:
-                add("cmc_accuracy", f"Fadul 780 pairs, {mode} rotation: AUC / FP / FN at 6 CMCs",
+                add("cmc_accuracy", f"Fadul 780 pairs, {mode} rotation: AUC / FP / FN at {RULE} CMCs",
                     f"{_fmt(c['auc'])} / {c['at_threshold']['false_positives']} / "
                     f"{c['at_threshold']['false_negatives']}", d)
         rho = _get(d, "real", "modes", "reference", "spearman_vs_nist")
@@ -86,7 +88,7 @@ def summary_rows() -> list[list[str]]:
     for name in ("cmc_accuracy_simulated", "cmc_accuracy"):
         if (d := load(name)) and (s := _get(d, "simulated")):
             c = s["cmc_count"]
-            add(name, f"simulated realistic-hard {s['n_km']} KM / {s['n_knm']} KNM: AUC / EER / FPR / FNR at 6",
+            add(name, f"simulated realistic-hard {s['n_km']} KM / {s['n_knm']} KNM: AUC / EER / FPR / FNR at {RULE}",
                 f"{_fmt(c['auc'])} / {_fmt(c['eer'])} / {_fmt(c['at_threshold']['false_positive_rate'])} / "
                 f"{_fmt(c['at_threshold']['false_negative_rate'])}", d)
             break
@@ -118,7 +120,7 @@ def summary_rows() -> list[list[str]]:
                 add("index_scale", f"{int(n):,} vectors, {auto['factory']} (default setting): p50 ms / recall@200",
                     f"{_fmt(v.get('p50_ms'))} / {_fmt(v.get('recall_at_k'))}", d)
     if d := load("linkage"):
-        for key, what in (("LR>=100", "the default rule, LR >= 100"), ("6", "a 6-CMC count rule")):
+        for key, what in (("LR>=100", "the default rule, LR >= 100"), (str(RULE), f"a {RULE}-CMC count rule")):
             q = _get(d, "casework", "quality", "thresholds", key, "rule")
             if q:
                 add("linkage", f"simulated casework, {what}: precision / recall", f"{_fmt(q['precision'])} / "
@@ -137,10 +139,10 @@ def summary_rows() -> list[list[str]]:
                 f"{_fmt(r['cllr'])} / {_fmt(r['cllr_min'])} / {m['strong_for_same'] + m['strong_for_different']}", d)
     if d := load("populations"):
         for pop, r in _get(d, "populations", default={}).items():
-            add("populations", f"{pop}: different-gun pairs at >= 6 CMCs within / across batch; AUC raw / "
+            add("populations", f"{pop}: different-gun pairs at >= {RULE} CMCs within / across batch; AUC raw / "
                                f"cohort-normalised",
-                f"{r['different_at_6_within_batch']}/{r['n_different_within_batch']} / "
-                f"{r['different_at_6_across_batch']}/{r['n_different_across_batch']}; "
+                f"{r[f'different_at_{RULE}_within_batch']}/{r['n_different_within_batch']} / "
+                f"{r[f'different_at_{RULE}_across_batch']}/{r['n_different_across_batch']}; "
                 f"{_fmt(_get(r, 'auc', 'cmc'))} / {_fmt(_get(r, 'auc', d.get('chosen_normalisation', 'cmc_excess')))}",
                 d)
     if d := load("cross_population"):

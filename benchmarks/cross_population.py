@@ -29,6 +29,7 @@ Writes benchmarks/results/cross_population.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -40,6 +41,7 @@ from ballistix import evidence as ev  # noqa: E402
 from ballistix.cohort import normalise_pairs  # noqa: E402
 from ballistix.evaluation import lr  # noqa: E402
 from ballistix.evaluation.lr import _upper95  # noqa: E402
+from ballistix.graph.linkage import CONVENTIONAL_CMC_RULE, LINK_LR  # noqa: E402
 
 from ._common import ROOT, table, write_json  # noqa: E402
 from .populations import SIZES, fadul_population, population_pairs  # noqa: E402
@@ -54,7 +56,8 @@ from .populations import SIZES, fadul_population, population_pairs  # noqa: E402
 #: 10 gives the same decisions (discriminating exhibits have backgrounds of 0-2 CMCs, the drowned ones
 #: 14 or more; from 12 up the drowned ones enter the fit and it links nothing): 8 lies between the two.
 COHORT = {"exclude_top": 1, "min_size": 3, "quantile": 0.5, "by_batch": True, "max_background": 8.0}
-LINK_LOG10 = 2.0
+LINK_LOG10 = math.log10(LINK_LR)
+COUNT_RULE = f"{CONVENTIONAL_CMC_RULE} CMC"  # the fixed rule of 0.2, set on Fadul
 #: populations never used to fit a shipped calibration: unseen by every rule, the check of the default
 HELD_OUT = ("batch-moderate",)
 
@@ -98,7 +101,7 @@ def decide(pops: dict[str, dict]) -> dict:
     out = {}
     for p, d in pops.items():
         others = [n for n in pops if n != p]
-        rules = {"6 CMC": d["X"][:, 0] >= 6,
+        rules = {COUNT_RULE: d["X"][:, 0] >= CONVENTIONAL_CMC_RULE,
                  "shipped LR>=100": shipped.log10_lr(d["X"]) >= LINK_LOG10}
         if cohort is not None:  # a store's default where exhibits have backgrounds
             ok = np.isfinite(d["excess"])
@@ -219,12 +222,12 @@ def main(argv=None) -> int:
     pops = {n: arrays(d) for n, d in raw.items()}
     res = decide(pops)
     unseen = {}
-    for rule in ("6 CMC", "shipped LR>=100", "shipped cohort LR>=100", "pair LR>=100, P unseen",
+    for rule in (COUNT_RULE, "shipped LR>=100", "shipped cohort LR>=100", "pair LR>=100, P unseen",
                  "cohort LR>=100, P unseen"):
         if rule == "shipped cohort LR>=100":  # fitted on every population but the held-out ones
             cells = [(n, r[rule]) for n, r in res.items() if rule in r and n in HELD_OUT]
         else:  # the fixed rule was set on Fadul, the shipped pair calibration fitted on it
-            cells = [(n, r[rule]) for n, r in res.items() if rule in r and not (rule in ("6 CMC", "shipped LR>=100")
+            cells = [(n, r[rule]) for n, r in res.items() if rule in r and not (rule in (COUNT_RULE, "shipped LR>=100")
                                                                                  and n == "fadul")]
         fl, nd = sum(c["false_links"] for _, c in cells), sum(c["n_different"] for _, c in cells)
         ml, ns = sum(c["missed_links"] for _, c in cells), sum(c["n_same"] for _, c in cells)

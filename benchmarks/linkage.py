@@ -37,6 +37,7 @@ import numpy as np
 import ballistix as bx
 from ballistix.evaluation import grouping_scores
 from ballistix.features.describe import descriptor_info
+from ballistix.graph.linkage import CONVENTIONAL_CMC_RULE
 
 from ._common import RESULTS, SHARED_DATA, table, write_json
 from .index_scale import rss_mb
@@ -83,15 +84,15 @@ def casework_quality(cw, comps, truth, seed: int, n_false: int) -> dict:
     # injected false links (as CMC counts, under a 6-CMC count rule): what the chaining rule protects
     rng = np.random.default_rng(seed)
     ids = sorted(truth)
-    g = bx.LinkageGraph.from_casework(cw, comps, count_rule=6)
+    g = bx.LinkageGraph.from_casework(cw, comps, count_rule=CONVENTIONAL_CMC_RULE)
     injected = []
     while len(injected) < n_false:
         a, b = rng.choice(len(ids), 2, replace=False)
         if truth[ids[a]] != truth[ids[b]]:
-            injected.append((ids[a], ids[b], int(rng.integers(6, 31))))
+            injected.append((ids[a], ids[b], int(rng.integers(CONVENTIONAL_CMC_RULE, 31))))
     trials = []
     for a, b, c in injected:  # one false link at a time
-        h = bx.LinkageGraph.from_casework(cw, comps, count_rule=6)
+        h = bx.LinkageGraph.from_casework(cw, comps, count_rule=CONVENTIONAL_CMC_RULE)
         h.add_comparison(a, b, c)
         trials.append((grouping_scores(h.groups(), truth)["merged_groups"],
                        grouping_scores(plain_components(h), truth)["merged_groups"]))
@@ -100,7 +101,7 @@ def casework_quality(cw, comps, truth, seed: int, n_false: int) -> dict:
     for a, b, c in injected:  # all at once
         g.add_comparison(a, b, c)
     out["injected"] = {
-        "n": n_false, "cmc_range": [6, 30], "merged_groups_before": {"rule": base[0], "components": base[1]},
+        "n": n_false, "cmc_range": [CONVENTIONAL_CMC_RULE, 30], "merged_groups_before": {"rule": base[0], "components": base[1]},
         "single_link_trials_with_a_merge": {"rule": sum(t[0] > base[0] for t in trials),
                                             "components": sum(t[1] > base[1] for t in trials)},
         "all_at_once": {"rule": grouping_scores(g.groups(), truth),
@@ -247,7 +248,7 @@ def main(argv=None) -> int:
     print(table(rows, ["rule", "precision", "recall", "ARI", "precision (components)",
                        "recall (components)", "weak links"]))
     inj = q["injected"]
-    print(f"\n{inj['n']} false links (CMC 6-30) injected one at a time: a true-group merge in "
+    print(f"\n{inj['n']} false links (CMC {inj['cmc_range'][0]}-{inj['cmc_range'][1]}) injected one at a time: a true-group merge in "
           f"{inj['single_link_trials_with_a_merge']['rule']} with the chaining rule, "
           f"{inj['single_link_trials_with_a_merge']['components']} with plain components; all at once: "
           f"precision {inj['all_at_once']['rule']['precision']:.3f} vs "

@@ -40,13 +40,14 @@ import ballistix as bx  # noqa: E402
 from ballistix import evidence as ev  # noqa: E402
 from ballistix.cohort import normalise_pairs  # noqa: E402
 from ballistix.evaluation import auc, tpr_at_fpr  # noqa: E402
+from ballistix.graph.linkage import CONVENTIONAL_CMC_RULE  # noqa: E402
 
 from ._common import RESULTS, table, write_json  # noqa: E402
 
 #: population -> (n_firearms, shots, n_batches) of the default run; --quick takes half the guns plus one, at least 4
 SIZES = {"batch": (6, 4, 2), "batch-moderate": (6, 4, 2), "photometric": (4, 4, 2), "subclass": (5, 3, 1),
          "ordinary": (5, 4, 1)}
-THRESHOLD = 6
+THRESHOLD = CONVENTIONAL_CMC_RULE  # the fixed count rule these populations break
 EXCESS_RULES = (3, 4, 5, 6, 8)  # fixed rules "cmc_excess >= k": k CMCs above the exhibits' background
 #: normalised scores written per pair: name -> (feature, normalise_pairs keyword arguments)
 NORMALISATIONS = {

@@ -38,11 +38,12 @@ import numpy as np  # noqa: E402
 import ballistix as bx  # noqa: E402
 from ballistix.datasets.simulate import MODELS, fire, gun_plan, make_firearm  # noqa: E402
 from ballistix.features.describe import descriptor_info  # noqa: E402
+from ballistix.graph.linkage import CONVENTIONAL_CMC_RULE  # noqa: E402
 from ballistix.index.search import Candidate, rerank  # noqa: E402
 
 from ._common import RESULTS, SHARED_DATA, table, write_json  # noqa: E402
 
-RULE = 6
+RULE = CONVENTIONAL_CMC_RULE  # a same-gun pair CMC identifies at this count
 KS = (1, 5, 10, 20, 50, 100, 200)
 
 

@@ -70,8 +70,9 @@ class Comparison:
         ``directions``. The high-CMC count is not the default because over a
         full-circle search (many candidate rotations) it lets more different-gun
         pairs reach a few CMCs by chance: on the 717 Fadul non-matches the
-        original count stays at or below 3, the high count reaches 6. The
-        conventional decision rule calls 6 or more an identification.
+        original count stays at or below 3, the high count reaches 6, which
+        the conventional count rule (`ballistix.graph.linkage.CONVENTIONAL_CMC_RULE`)
+        calls an identification.
     score : float
         ``cmc_count`` plus the mean correlation of the congruent cells (0 if
         none), so ``int(score) == cmc_count`` and ties are broken by how well
@@ -404,8 +405,8 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     >>> b = bx.preprocess(bx.read_scan("fadul-1-2.x3p"))  # doctest: +SKIP
     >>> from ballistix.features.comparison import compare
     >>> res = compare(a, b)  # doctest: +SKIP
-    >>> res.cmc_count >= 6  # doctest: +SKIP
-    True
+    >>> res.cmc_count, res.log10_lr  # a count, not yet weighed (see `ballistix.compare`)  # doctest: +SKIP
+    (21, None)
     """
     p = _params(params)
     a, b = _check_scan(a, "a"), _check_scan(b, "b")

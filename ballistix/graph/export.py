@@ -131,8 +131,10 @@ def read(cls, path):
     for k in ("mode", "node_default", "edge_default"):  # added by the GEXF/GraphML readers
         graph.pop(k, None)
     if "threshold" in graph and "link_lr" not in graph:  # written by 0.2 and earlier: a count rule, kept as such
+        from .linkage import LINK_LR
+
         graph["count_rule"] = graph.pop("threshold")
-        graph["link_lr"] = 100.0
+        graph["link_lr"] = LINK_LR
     if "link_lr" not in graph:
         raise FileFormatError(path, "not a ballistix linkage graph (no link_lr attribute)")
     try:

@@ -24,7 +24,7 @@ step of the conclusion scale). The LR comes from a calibration whose domain
 holds both scans (see `ballistix.evidence`); a comparison without one is an
 unverified *candidate* for an examiner (`candidates`), never a link, whatever
 its CMC count. A lab that has validated a count rule on its own population
-may set one explicitly (``count_rule``, e.g. 6): the rule is then named in
+may set one explicitly (``count_rule``, e.g. `CONVENTIONAL_CMC_RULE`): the rule is then named in
 every output. Test fires of one firearm are one gun by definition.
 
 Same-gun groups (`groups`) are the connected sets of links, with one rule
@@ -50,9 +50,19 @@ import math
 
 from .._version import __version__
 from ..errors import ParameterError
+from ..evaluation.lr import IDENTIFICATION_LR
 from . import analysis, export
 
-__all__ = ["LinkageGraph", "node_key"]
+__all__ = ["LinkageGraph", "node_key", "LINK_LR", "CONVENTIONAL_CMC_RULE"]
+
+#: The default link rule: an unreviewed comparison is a link when its calibrated likelihood
+#: ratio reaches this, the "identification" step of the conclusion scale (`evaluation.lr.IDENTIFICATION_LR`).
+LINK_LR = IDENTIFICATION_LR
+#: The fixed count rule of the CMC literature and of ballistix 0.2: 6 or more congruent matching
+#: cells called an identification. Not a default (a count is a feature, not a decision rule): a lab
+#: may set it as ``count_rule`` for a population on which it validated it; benchmarks and
+#: validation tables compare against it.
+CONVENTIONAL_CMC_RULE = 6
 
 KINDS = ("exhibit", "scene", "firearm")
 
@@ -122,7 +132,7 @@ class LinkageGraph:
     [('C', 'D')]
     """
 
-    def __init__(self, *, link_lr: float = 100.0, count_rule: int | None = None, confirmed_only: bool = False):
+    def __init__(self, *, link_lr: float = LINK_LR, count_rule: int | None = None, confirmed_only: bool = False):
         if isinstance(link_lr, bool) or not isinstance(link_lr, (int, float)) or not (
                 math.isfinite(link_lr) and link_lr > 1):
             raise ParameterError(f"link_lr must be a likelihood ratio above 1, got {link_lr!r}")
@@ -285,7 +295,7 @@ class LinkageGraph:
 
     # ------------------------------------------------------- constructors
     @classmethod
-    def from_comparisons(cls, comparisons: Iterable, *, link_lr: float = 100.0, count_rule: int | None = None,
+    def from_comparisons(cls, comparisons: Iterable, *, link_lr: float = LINK_LR, count_rule: int | None = None,
                          confirmed_only: bool = False, exhibits: Iterable[Mapping] = (),
                          scenes: Iterable[Mapping] = (), firearms: Iterable[Mapping] = ()) -> LinkageGraph:
         """Build from ``(id_a, id_b, result)`` triples (result: a `Comparison`, a mapping with

@@ -66,6 +66,7 @@ from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
 from ..features.comparison import process_pool
 from ..features.describe import describe, descriptor_info
 from ..features.preprocessing import preprocess
+from ..graph.linkage import LINK_LR
 from ..index import ScanIndex
 from ..index.search import search as search_index
 from ..io import check_units, read_npz, read_scan, write_npz
@@ -489,13 +490,13 @@ class CaseStore:
 
     @property
     def decision_rule(self) -> dict:
-        """The store's link rule: ``{"link_lr": 100.0, "count_rule": None}`` unless the lab set
+        """The store's link rule: ``{"link_lr": LINK_LR, "count_rule": None}`` (LR >= 100) unless the lab set
         another with `set_decision_rule` (then also ``set_by``, ``set_utc``, ``reason``)."""
         row = self._db.execute("SELECT value FROM meta WHERE key='decision_rule'").fetchone()
-        return json.loads(row[0]) if row else {"link_lr": 100.0, "count_rule": None}
+        return json.loads(row[0]) if row else {"link_lr": LINK_LR, "count_rule": None}
 
     @_writes("set the decision rule")
-    def set_decision_rule(self, *, link_lr: float = 100.0, count_rule: int | None = None,
+    def set_decision_rule(self, *, link_lr: float = LINK_LR, count_rule: int | None = None,
                           reason: str = "") -> dict:
         """Set the rule by which an unreviewed comparison becomes a link in this store's graph,
         leads and report (see `LinkageGraph`). ``count_rule`` (a CMC count) replaces the LR
