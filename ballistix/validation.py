@@ -26,12 +26,10 @@ in the result, ``validation.json`` and the report.
 
 from __future__ import annotations
 
-import base64
 import copy
 import csv
 import dataclasses
 import datetime as _dt
-import html
 import inspect
 import io
 import itertools
@@ -49,6 +47,7 @@ import numpy as np
 
 from . import evidence as ev
 from ._files import atomic_file, sha256_file
+from ._html import escape, page, png, table
 from ._version import __version__
 from .errors import BallistixError, FileFormatError, ParameterError
 from .evaluation.lr import cllr, cllr_min, conclusion_rates, misleading, tippett
@@ -877,9 +876,9 @@ def _write(r: ValidationResult, out: Path, labels_info) -> None:
     with atomic_file(r.validation_json) as f:
         f.write(json.dumps(doc, indent=1, default=_json_default).encode())
     r.report = out / "report.html"
-    page = _report_html(r, doc)
+    text = _report_html(r, doc)
     with atomic_file(r.report) as f:
-        f.write(page.encode("utf-8"))
+        f.write(text.encode("utf-8"))
 
 
 def _json_default(v):
@@ -893,51 +892,6 @@ def _json_default(v):
 
 
 # ---------------------------------------------------------------------------------------------- report
-
-_CSS = """
-body { font: 14px/1.5 system-ui, sans-serif; margin: 24px auto; max-width: 1100px; color: #222; padding: 0 16px; }
-h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 30px; border-bottom: 1px solid #ddd; }
-h3 { font-size: 15px; margin-top: 18px; }
-table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.muted { color: #666; font-size: 12px; } img { max-width: 100%; }
-.box { border: 1px solid #bbb; background: #f8f8f4; padding: 10px 14px; margin: 12px 0; }
-.warn { border-color: #c96; background: #fff6ec; }
-.figs { display: flex; flex-wrap: wrap; gap: 12px; } .figs figure { margin: 0; flex: 1 1 460px; }
-figcaption { font-size: 12px; color: #555; } code { background: #f2f2f2; padding: 0 3px; }
-.wrap { overflow-wrap: anywhere; } details { margin: 8px 0; }
-table.rules td:nth-child(2), table.rules td:nth-child(3), table.rules td:nth-child(6) { white-space: nowrap; }
-"""
-
-
-def _e(v) -> str:
-    if v is None or v == "" or v == []:
-        return "-"
-    if isinstance(v, (list, tuple, set)):
-        return html.escape(", ".join(map(str, v)))
-    return html.escape(str(v))
-
-
-def _table(rows: list[dict], cls: str = "", num: tuple = ()) -> str:
-    if not rows:
-        return "<p class='muted'>none</p>"
-    keys = list(rows[0])
-    head = "".join(f"<th>{_e(k)}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td{' class=num' if k in num else ''}>{_e(r[k])}</td>" for k in keys)
-                   + "</tr>" for r in rows)
-    return f"<table class='{html.escape(cls)}'><tr>{head}</tr>{body}</table>"
-
-
-def _png(fig, alt: str) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return (f"<img alt='{html.escape(alt, quote=True)}' "
-            f"src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>")
-
 
 def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     from scipy.stats import norm
@@ -959,7 +913,7 @@ def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     ax.set_ylabel("true-positive rate (same-gun pairs called same)")
     ax.set_title(f"ROC ({r.n_same} same-gun, {r.n_different} different-gun pairs)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    figs.append(("ROC curves", _png(fig, "ROC curves of the LR and the CMC count")))
+    figs.append(("ROC curves", png(fig, "ROC curves of the LR and the CMC count")))
 
     fig, ax = plt.subplots(figsize=(5, 4.2))
     n1, n2 = int(same.sum()), int((~same).sum())
@@ -978,14 +932,14 @@ def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     ax.set_title("DET (rates of 0 drawn at half a pair)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figs.append(("DET curves", _png(fig, "DET curves of the LR and the CMC count")))
+    figs.append(("DET curves", png(fig, "DET curves of the LR and the CMC count")))
 
     fig, ax = plt.subplots(figsize=(5, 4.2))
     tippett(llr, same, ax=ax, title=f"Tippett plot, cross-validated by gun: Cllr {r.cllr:.3f} "
                                       f"(min {r.cllr_min:.3f})")
     for t in LR_IDENTIFICATION_RULES + LR_ELIMINATION_RULES:
         ax.axvline(math.log10(t), color="#999", lw=0.6, ls="--")
-    figs.append(("Tippett plot", _png(fig, "Tippett plot of the cross-validated LRs")))
+    figs.append(("Tippett plot", png(fig, "Tippett plot of the cross-validated LRs")))
 
     fig, ax = plt.subplots(figsize=(5, 4.2))
     bins = np.arange(-0.5, max(cmc.max(), 12) + 1.5)
@@ -995,7 +949,7 @@ def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     ax.set_ylabel("pairs (log scale)")
     ax.set_title("CMC counts by truth", fontsize=10)
     ax.legend(fontsize=8)
-    figs.append(("CMC count distribution", _png(fig, "histogram of CMC counts by truth")))
+    figs.append(("CMC count distribution", png(fig, "histogram of CMC counts by truth")))
     return figs
 
 
@@ -1015,7 +969,7 @@ def _rules_table(rows: list[dict]) -> str:
                     "95% CI (different guns)": _ci(r["ci95_different"]),
                     "errors": (f"{r['different_called']} false identification(s)" if ident
                                else f"{r['same_called']} false elimination(s)")})
-    return _table(out, "rules", num=("rate (same gun)", "rate (different guns)"))
+    return table(out, cls="rules", num=("rate (same gun)", "rate (different guns)"))
 
 
 def _report_html(r: ValidationResult, doc: dict) -> str:
@@ -1027,10 +981,10 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
     created = doc["created_utc"]
     P = []
     P.append(f"<h1>Validation of the ballistix comparison method on {r.n_scans} scans of {r.n_firearms} firearms</h1>"
-             f"<p class='muted'>ballistix {_e(__version__)}; written {_e(created)}; calibration "
-             f"<code>{_e(cal.name)}</code></p>")
+             f"<p class='muted'>ballistix {escape(__version__)}; written {escape(created)}; calibration "
+             f"<code>{escape(cal.name)}</code></p>")
     box = "box" if rec["identification"] else "box warn"
-    P.append(f"<div class='{box}' id='recommendation'><b>Result.</b> {_e(rec['text'])}<br>"
+    P.append(f"<div class='{box}' id='recommendation'><b>Result.</b> {escape(rec['text'])}<br>"
              f"Cross-validated Cllr <b id='cllr'>{r.cllr:.3f}</b> bits (Cllr-min {r.cllr_min:.3f}); "
              f"AUC of the LR <b id='auc-lr'>{r.auc_lr:.3f}</b>, of the CMC count {r.auc_cmc:.3f}; "
              f"{r.n_pairs} pairs ({r.n_same} same-gun, {r.n_different} different-gun).</div>")
@@ -1039,22 +993,22 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
     P.append("<h2>1. What was tested</h2>")
     P.append(f"<p>{r.n_scans} scans of cartridge cases fired in {r.n_firearms} firearms, whose firearm was known "
              f"(ground truth from the labels"
-             + (f" file <code>{_e(Path(doc['labels']['path']).name)}</code>, SHA-256 "
-                f"<code class='wrap'>{_e(doc['labels']['sha256'])}</code>" if doc.get("labels") else "")
+             + (f" file <code>{escape(Path(doc['labels']['path']).name)}</code>, SHA-256 "
+                f"<code class='wrap'>{escape(doc['labels']['sha256'])}</code>" if doc.get("labels") else "")
              + ").</p>")
     P.append("<h3>Population (the domain the calibration is restricted to)</h3>")
-    P.append(_table([{"key": k.replace("_", "/"), "values seen": r.domain.get(k) if r.domain.get(k) else
-                      "not recorded for every scan: not restricted"} for k in POPULATION_KEYS]))
+    P.append(table([{"key": k.replace("_", "/"), "values seen": r.domain.get(k) if r.domain.get(k) else
+                     "not recorded for every scan: not restricted"} for k in POPULATION_KEYS]))
     P.append("<h3>Firearms</h3>")
-    P.append(_table([{"firearm": g, "scans": n, **{k.replace("_", "/"): (pops[g] or {}).get(k)
-                                                   for k in POPULATION_KEYS}}
+    P.append(table([{"firearm": g, "scans": n, **{k.replace("_", "/"): (pops[g] or {}).get(k)
+                                                  for k in POPULATION_KEYS}}
                      for g, n in sorted(per_gun.items())], num=("scans",)))
     P.append("<details><summary>Scan files and their SHA-256 checksums</summary>"
-             + _table([{"file": i["name"], "firearm": i["firearm"], "sha256": i["sha256"]} for i in r.inputs],
-                      "wrap") + "</details>")
+             + table([{"file": i["name"], "firearm": i["firearm"], "sha256": i["sha256"]} for i in r.inputs],
+                      cls="wrap") + "</details>")
     if r.excluded:
         P.append(f"<div class='box warn'><b>{len(r.excluded)} scan(s) could not be read and were left out:</b>"
-                 + _table([{"file": x["name"], "firearm": x["firearm"], "reason": x["reason"]} for x in r.excluded])
+                 + table([{"file": x["name"], "firearm": x["firearm"], "reason": x["reason"]} for x in r.excluded])
                  + "</div>")
 
     # how
@@ -1066,10 +1020,10 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
         "<ol>"
         "<li>Each scan was preprocessed once: breech-face region found, form removed, outliers removed, "
         "Gaussian band-pass filtered and resampled (steps and parameters below).</li>"
-        f"<li>{_e(sample[0].upper() + sample[1:])} was compared with the Congruent Matching Cells (CMC) method: "
+        f"<li>{escape(sample[0].upper() + sample[1:])} was compared with the Congruent Matching Cells (CMC) method: "
         "the surface is cut into cells, each cell is searched for on the other surface over rotations and shifts, "
         "and the cells that agree on one rotation and shift are counted.</li>"
-        f"<li>Features of each comparison ({_e(', '.join(ev.FEATURES))}) were turned into a likelihood ratio (LR) "
+        f"<li>Features of each comparison ({escape(', '.join(ev.FEATURES))}) were turned into a likelihood ratio (LR) "
         "by logistic-regression calibration, bounded by the empirical lower and upper bounds (ELUB).</li>"
         f"<li><b>Cross-validation by gun</b>: the firearms were split into {r.parameters['n_folds']} folds "
         "(one firearm a fold when there are that few); the LR of a pair comes from a calibration fitted "
@@ -1079,9 +1033,9 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
         "recommendation uses the one-sided 95% upper bound.</li>"
         "<li>A final calibration was fitted on all pairs and written for casework use (section 5).</li></ol>")
     P.append("<details><summary>Preprocessing steps and comparison parameters</summary>"
-             + _table([{"step": s, "parameters": json.dumps(p, sort_keys=True)}
+             + table([{"step": s, "parameters": json.dumps(p, sort_keys=True)}
                        for s, p in r.parameters["preprocessing"]])
-             + _table([{"parameter": k, "value": json.dumps(v, default=str)}
+             + table([{"parameter": k, "value": json.dumps(v, default=str)}
                        for k, v in r.parameters["comparison"].items()]) + "</details>")
 
     # results
@@ -1097,7 +1051,7 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
     P.append(_rules_table(r.cmc_rules))
     m = r.misleading
     P.append("<h3>Summary measures</h3>")
-    P.append(_table([
+    P.append(table([
         {"measure": "Cllr (cross-validated)", "value": f"{r.cllr:.4f} bits",
          "meaning": "cost of the LRs: 0 perfect, 1 no better than LR = 1 always"},
         {"measure": "Cllr-min", "value": f"{r.cllr_min:.4f} bits",
@@ -1116,17 +1070,17 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
         {"measure": "LR bounds of the calibration (ELUB)",
          "value": f"{10 ** cal.bounds_log10[0]:.3g} to {10 ** cal.bounds_log10[1]:.3g}",
          "meaning": "no LR beyond these is reported: the data could not support it"}]))
-    P.append("<div class='figs'>" + "".join(f"<figure>{img}<figcaption>{_e(cap)}</figcaption></figure>"
+    P.append("<div class='figs'>" + "".join(f"<figure>{img}<figcaption>{escape(cap)}</figcaption></figure>"
                                             for cap, img in _figures(r)) + "</div>")
 
     # recommendation
     P.append("<h2>4. Recommended rule and its limits</h2>")
     P.append(f"<p>Rule of this kit: recommend the smallest LR threshold (of "
-             f"{_e(', '.join(_fmt_lr(t) for t in LR_IDENTIFICATION_RULES))}) at which no different-gun pair was "
+             f"{escape(', '.join(_fmt_lr(t) for t in LR_IDENTIFICATION_RULES))}) at which no different-gun pair was "
              f"called identification and the one-sided 95% upper bound of the false-identification rate is below "
              f"the target {_pct(rec['fpr_target'])}, and that identifies at least one same-gun pair; elimination "
              f"likewise with the target {_pct(rec['elimination_target'])} for false eliminations.</p>")
-    P.append(f"<div class='{box}'>{_e(rec['text'])}</div>")
+    P.append(f"<div class='{box}'>{escape(rec['text'])}</div>")
     P.append(f"<p>With no error observed, the 95% upper bound of a rate is about 3/n: supporting a "
              f"false-identification rate below {_pct(rec['fpr_target'])} takes at least "
              f"{rec['different_pairs_needed']} different-gun pairs, and a false-elimination rate below "
@@ -1141,14 +1095,14 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
 
     open_keys = [k.replace("_", "/") for k in POPULATION_KEYS if not r.domain.get(k)]
     if open_keys:
-        P.append(f"<p class='box warn'><b>Domain not restricted for {_e(', '.join(open_keys))}.</b> These were not "
+        P.append(f"<p class='box warn'><b>Domain not restricted for {escape(', '.join(open_keys))}.</b> These were not "
                  "recorded for every scan, so the calibration will accept scans of any value of them, including "
                  "ones this validation never saw. Record them in the labels (columns calibre, make, model, "
                  "instrument) and run the validation again to restrict it.</p>")
 
     # calibration use
     P.append("<h2>5. Using the calibration file</h2>")
-    P.append(f"<p><code>calibration.json</code> (SHA-256 <code class='wrap'>{_e(doc['calibration']['sha256'])}"
+    P.append(f"<p><code>calibration.json</code> (SHA-256 <code class='wrap'>{escape(doc['calibration']['sha256'])}"
              f"</code>) holds the LR model fitted on all {r.n_pairs} pairs, its LR bounds, the preprocessing and "
              "comparison parameters it applies to, and its domain. It refuses comparisons made with other "
              "parameters, and scans outside its domain. A calibration file is used only once it is registered "
@@ -1164,12 +1118,9 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
     custom = [f"{what} {json.dumps(r.parameters[k], sort_keys=True)}" for k, what in
               (("preprocess_params", "preprocessed with"), ("compare_params", "compared with")) if r.parameters[k]]
     if custom:
-        P.append(f"<p>These scans were {_e(' and '.join(custom))} (other settings at their defaults): casework "
+        P.append(f"<p>These scans were {escape(' and '.join(custom))} (other settings at their defaults): casework "
                  "scans must be processed and compared the same way for the calibration to apply, e.g. "
                  "<code>bx.preprocess(scan, **preprocess_params)</code> with the same values.</p>")
     P.append("<p>Every number in this report, every pair's features and cross-validated LR, and the checksums of "
              "the inputs are in <code>validation.json</code> beside this file.</p>")
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{_e(f'ballistix validation: {r.n_scans} scans, {r.n_firearms} firearms')}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(P)}</body></html>")
+    return page(f"ballistix validation: {r.n_scans} scans, {r.n_firearms} firearms", "".join(P))

@@ -19,6 +19,7 @@ import networkx as nx
 from defusedxml.ElementTree import parse as defused_parse
 
 from .._files import atomic_file
+from .._html import BORDER, FAINT, FILL, INK, KIND_COLOURS, LIGHT, NO_LINK
 from ..errors import FileFormatError, ParameterError
 
 __all__ = ["write", "read", "to_html", "plot", "FORMATS"]
@@ -27,7 +28,6 @@ FORMATS = (".graphml", ".gexf", ".json")
 _JSON = "json:"
 _GEXF_MARK = "ballistix linkage graph: "
 _NATIVE = (bool, int, float, str)
-COLOURS = {"exhibit": "#4477aa", "scene": "#ee6677", "firearm": "#228833"}
 
 
 def _suffix(path: Path) -> str:
@@ -150,7 +150,7 @@ def read(cls, path):
             d.pop("label")
         if "id" not in d and ":" in str(n):
             d["id"] = str(n).split(":", 1)[1]
-        if d.get("kind") not in COLOURS or "id" not in d:
+        if d.get("kind") not in KIND_COLOURS or "id" not in d:
             raise FileFormatError(path, f"node {n!r} is not an exhibit, scene or firearm with an id")
         g.nx.add_node(str(n), **d)
     for u, v, d in h.edges(data=True):
@@ -180,12 +180,12 @@ def plot(g, ax=None, *, seed: int = 0):
     pos = _layout(g, seed)
     links = [(u, v) for u, v, d in g.nx.edges(data=True) if d["kind"] == "match" and g.is_link(d)]
     other = [(u, v) for u, v, d in g.nx.edges(data=True) if d["kind"] != "match"]
-    nx.draw_networkx_edges(g.nx, pos, edgelist=other, ax=ax, edge_color="#bbbbbb", width=0.8)
-    nx.draw_networkx_edges(g.nx, pos, edgelist=links, ax=ax, edge_color="#222222", width=1.6)
+    nx.draw_networkx_edges(g.nx, pos, edgelist=other, ax=ax, edge_color=FAINT, width=0.8)
+    nx.draw_networkx_edges(g.nx, pos, edgelist=links, ax=ax, edge_color=INK, width=1.6)
     for kind, marker in (("exhibit", "o"), ("scene", "s"), ("firearm", "^")):
         nodes = [n for n, k in g.nx.nodes(data="kind") if k == kind]
-        nx.draw_networkx_nodes(g.nx, pos, nodelist=nodes, ax=ax, node_color=COLOURS[kind], node_shape=marker,
-                               node_size=60 if kind == "exhibit" else 140, label=kind)
+        nx.draw_networkx_nodes(g.nx, pos, nodelist=nodes, ax=ax, node_color=KIND_COLOURS[kind],
+                               node_shape=marker, node_size=60 if kind == "exhibit" else 140, label=kind)
     labels = {n: _label(d) for n, d in g.nx.nodes(data=True) if d["kind"] != "exhibit"}
     for t in nx.draw_networkx_labels(g.nx, pos, labels=labels, ax=ax, font_size=7).values():
         t.set_parse_math(False)  # ids drawn as typed: "$x$" is no formula
@@ -200,11 +200,11 @@ def plot(g, ax=None, *, seed: int = 0):
 _HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body {{ font: 13px system-ui, sans-serif; margin: 0; color: #222; height: 100vh; display: flex;
+body {{ font: 13px system-ui, sans-serif; margin: 0; color: {ink}; height: 100vh; display: flex;
         flex-direction: column; }}
-header {{ flex: none; padding: 8px 12px; background: #f4f4f4; border-bottom: 1px solid #ddd; }}
+header {{ flex: none; padding: 8px 12px; background: {fill}; border-bottom: 1px solid {border}; }}
 #view {{ flex: 1 1 auto; min-height: 0; width: 100%; display: block; cursor: grab; }}
-#info {{ position: absolute; right: 12px; top: 60px; max-width: 340px; background: #fff; border: 1px solid #ccc;
+#info {{ position: absolute; right: 12px; top: 60px; max-width: 340px; background: #fff; border: 1px solid {light};
         padding: 8px; font-size: 12px; white-space: pre-wrap; overflow-wrap: anywhere; display: none;
         max-height: calc(100vh - 90px); overflow: auto; }}
 .key {{ white-space: nowrap; margin-left: 12px; }}
@@ -212,12 +212,12 @@ header {{ flex: none; padding: 8px 12px; background: #f4f4f4; border-bottom: 1px
 .key i {{ display: inline-block; width: 22px; height: 0; margin-right: 4px; vertical-align: middle; }}
 </style></head><body>
 <header><b>{title}</b> &middot; {summary}
-<span class="key"><b style="background:#4477aa"></b>exhibit</span>
-<span class="key"><b style="background:#ee6677"></b>scene</span>
-<span class="key"><b style="background:#228833"></b>firearm</span>
-<span class="key"><i style="border-top: 3px solid #222"></i>link ({rule})</span>
-<span class="key"><i style="border-top: 2px dotted #d08080"></i>compared, no link</span>
-<span class="key"><i style="border-top: 1px solid #bbb"></i>found at / test-fired from</span>
+<span class="key"><b style="background:{exhibit}"></b>exhibit</span>
+<span class="key"><b style="background:{scene}"></b>scene</span>
+<span class="key"><b style="background:{firearm}"></b>firearm</span>
+<span class="key"><i style="border-top: 3px solid {ink}"></i>link ({rule})</span>
+<span class="key"><i style="border-top: 2px dotted {no_link}"></i>compared, no link</span>
+<span class="key"><i style="border-top: 1px solid {faint}"></i>found at / test-fired from</span>
 &middot; drag to pan, wheel to zoom, click a node for details
 </header>
 <svg id="view" xmlns="http://www.w3.org/2000/svg"><g id="world"></g></svg>
@@ -238,7 +238,7 @@ for (const e of data.edges) {{
   const a = data.nodes[e.source], b = data.nodes[e.target];
   const l = document.createElementNS(svgNS, "line");
   l.setAttribute("x1", a.x); l.setAttribute("y1", a.y); l.setAttribute("x2", b.x); l.setAttribute("y2", b.y);
-  l.setAttribute("stroke", e.link ? "#222" : (e.kind === "match" ? "#d08080" : "#bbb"));
+  l.setAttribute("stroke", e.link ? "{ink}" : (e.kind === "match" ? "{no_link}" : "{faint}"));
   l.setAttribute("stroke-width", e.link ? 0.012 : 0.005);
   if (e.kind === "match" && !e.link) l.setAttribute("stroke-dasharray", "0.01 0.01");
   world.appendChild(l);
@@ -286,7 +286,7 @@ def to_html(g, path, *, title: str = "ballistix linkage graph", seed: int = 0) -
     for n, d in g.nx.nodes(data=True):
         x, y = (float(v) for v in pos[n])
         nodes[n] = {"kind": d["kind"], "id": str(d["id"]), "x": round(x, 4), "y": round(y, 4),
-                    "colour": COLOURS[d["kind"]],
+                    "colour": KIND_COLOURS[d["kind"]],
                     "attrs": {k: str(v) for k, v in d.items() if k not in ("kind", "id")}}
     edges = [{"source": u, "target": v, "kind": d["kind"], "link": d["kind"] == "match" and g.is_link(d)}
              for u, v, d in g.nx.edges(data=True)]
@@ -295,7 +295,8 @@ def to_html(g, path, *, title: str = "ballistix linkage graph", seed: int = 0) -
     data = (json.dumps({"nodes": nodes, "edges": edges})
             .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     rule = html.escape(g.decision_rule())
-    text = _HTML.format(title=html.escape(title), summary=summary, data=data, rule=rule)
+    text = _HTML.format(title=html.escape(title), summary=summary, data=data, rule=rule, ink=INK, fill=FILL,
+                        border=BORDER, light=LIGHT, faint=FAINT, no_link=NO_LINK, **KIND_COLOURS)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         f.write(text.encode("utf-8"))

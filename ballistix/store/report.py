@@ -2,49 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
-import io
 from pathlib import Path
 
 from .._files import atomic_file
-from .._records import check_since, safe_text
+from .._html import BLUE, GREEN, LIGHT, escape, page, png, table
+from .._records import check_since
 from .._version import __version__
 
 __all__ = ["write_report"]
 
-_CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1100px; color: #222; padding: 0 16px; }
-h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } .muted { color: #666; font-size: 12px; } img { max-width: 100%; }
-.big { font-size: 28px; font-weight: 600; }
-"""
-
-
-def _e(v) -> str:
-    return html.escape(safe_text("-" if v is None or v == "" or v == [] else
-                                 ", ".join(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v)))
-
-
-def _table(rows: list[dict], empty: str = "none") -> str:
-    if not rows:
-        return f"<p class='muted'>{html.escape(empty)}</p>"
-    keys = list(rows[0])
-    head = "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{_e(r[k])}</td>" for k in keys) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return f"<img alt='figure' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+    return png(fig, dpi=110)
 
 
 def _date(value) -> _dt.date | None:
@@ -68,11 +37,11 @@ def _timeline_figure(g, groups) -> str | None:
     for y, (_, s) in enumerate(rows):
         dates = [d for d in (_date(g.node("scene", sc).get("date")) for sc in s["scenes"]) if d]
         if dates:
-            ax.plot(dates, [y] * len(dates), "o-", color="#4477aa")
+            ax.plot(dates, [y] * len(dates), "o-", color=BLUE)
         if s["firearm"]:
             rd = _date(g.node("firearm", s["firearm"]).get("recovery_date"))
             if rd:
-                ax.plot([rd], [y], "^", color="#228833", ms=9)
+                ax.plot([rd], [y], "^", color=GREEN, ms=9)
     ax.set_yticks(range(len(rows)), [f"gun {s['group']}" + (f" ({s['firearm']})" if s["firearm"] else "")
                                      for _, s in rows], fontsize=8,
                   parse_math=False, usetex=False)  # firearm ids drawn as typed: "$x$" is no formula
@@ -93,8 +62,8 @@ def _tracing_figure(ind: dict) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(5, 2.6))
     st = list(ind["by_status"])
-    ax.bar(st, [ind["by_status"][s]["firearms"] for s in st], color="#cccccc", label="recovered")
-    ax.bar(st, [ind["by_status"][s]["traced"] for s in st], color="#228833", label="origin traced")
+    ax.bar(st, [ind["by_status"][s]["firearms"] for s in st], color=LIGHT, label="recovered")
+    ax.bar(st, [ind["by_status"][s]["traced"] for s in st], color=GREEN, label="origin traced")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # firearms are counted whole
     ax.set_ylabel("firearms", fontsize=9)
     ax.set_title(f"SDG 16.4.2: {ind['value']:.0%} traced", fontsize=10)
@@ -147,15 +116,15 @@ def write_report(store, path, *, since: str | None = None) -> Path:
     sl = g.scene_links()
     links = [{"scene a": a, "scene b": b, "shared guns": d["weight"]} for a, b, d in sorted(sl.edges(data=True))]
     parts = [
-        f"<h1>Case store report</h1><p class='muted'>{_e(store.folder)} &middot; generated "
+        f"<h1>Case store report</h1><p class='muted'>{escape(store.folder)} &middot; generated "
         f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} &middot; ballistix {__version__} "
-        f"&middot; links: {_e(g.decision_rule())}"
-        + (f" (set by {_e(rule.get('set_by'))} on {_e(rule.get('set_utc'))}: {_e(rule.get('reason'))})"
+        f"&middot; links: {escape(g.decision_rule())}"
+        + (f" (set by {escape(rule.get('set_by'))} on {escape(rule.get('set_utc'))}: {escape(rule.get('reason'))})"
            if rule.get("count_rule") is not None else "") + "</p>",
         f"<p>{len(exhibits)} exhibits, {len(g.ids('scene'))} scenes, {len(g.ids('firearm'))} recovered firearms; "
         f"{len(groups)} same-gun groups of two or more exhibits; {sl.number_of_edges()} scene links.</p>",
-        f"<h2>Leads: new exhibits since {_e(since)}</h2>",
-        _table([{"exhibit": r["exhibit"], "scene": r["scene"], "kind": r["kind"], "firearm": r["firearm"],
+        f"<h2>Leads: new exhibits since {escape(since)}</h2>",
+        table([{"exhibit": r["exhibit"], "scene": r["scene"], "kind": r["kind"], "firearm": r["firearm"],
                  "linked scenes": r["linked_scenes"], "linked exhibits": r["linked_exhibits"],
                  "best CMC": r["best_cmc"], "best LR": _lr(r["best_log10_lr"])} for r in leads], "no new links"),
         "<p class='muted'>Leads are investigative aids from automated comparisons: each needs an examiner's "
@@ -163,36 +132,35 @@ def write_report(store, path, *, since: str | None = None) -> Path:
         "(same gun against different guns; see docs/evidence.md), '-' where no calibration applies to the "
         "store's settings.</p>",
         "<h2>Same-gun groups</h2>",
-        _table([{"gun": s["group"], "exhibits": len(s["exhibits"]), "scenes": s["scenes"],
+        table([{"gun": s["group"], "exhibits": len(s["exhibits"]), "scenes": s["scenes"],
                  "from": s["first_date"], "to": s["last_date"], "places": s["places"], "contexts": s["contexts"],
                  "firearm": s["firearm"] or ("conflict: " + ", ".join(s["firearm_conflict"])
                                              if s["firearm_conflict"] else "not recovered")} for s in groups]),
         "<h2>Scene timeline</h2>", _timeline_figure(g, groups) or "<p class='muted'>no linked guns</p>",
-        "<h2>Scene links</h2>", _table(links, "no scene shares a gun with another"),
-        "<h2>Guns seen at scenes, not recovered (including guns seen once)</h2>", _table(unrec),
+        "<h2>Scene links</h2>", table(links, "no scene shares a gun with another"),
+        "<h2>Guns seen at scenes, not recovered (including guns seen once)</h2>", table(unrec),
         "<h2>Tracing (SDG indicator 16.4.2)</h2>",
-        f"<p class='big'>{_e(value)}</p>",
+        f"<p class='big'>{escape(value)}</p>",
         f"<p>{ind['traced']} of {ind['firearms']} seized, found or surrendered firearms have their illicit origin "
         f"or context traced.</p>", _tracing_figure(ind) or "",
-        "<h3>Origin to recovery (trafficking routes)</h3>", _table(flows),
-        "<h3>By context</h3>", _table(context),
+        "<h3>Origin to recovery (trafficking routes)</h3>", table(flows),
+        "<h3>By context</h3>", table(context),
         "<h2>Review: candidates that are not links</h2>",
         "<p class='muted'>Comparisons that no calibration applies to (no LR: the CMC count alone decides "
         "nothing), or whose LR is above 1 but below the link rule. For an examiner; never a link until "
         "confirmed.</p>",
-        _table([{"a": c["a"], "b": c["b"], "CMC": c["cmc_count"], "LR": _lr(c["log10_lr"]), "why": c["why"]}
+        table([{"a": c["a"], "b": c["b"], "CMC": c["cmc_count"], "LR": _lr(c["log10_lr"]), "why": c["why"]}
                 for c in g.candidates()[:200]], "none"),
         "<h2>Review: links cut by the chaining rule</h2>",
-        _table(g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
+        table(g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
         "<h2>Calibrations behind the likelihood ratios</h2>",
         "<p class='muted'>Only calibrations shipped with ballistix (checksums pinned in its code) or registered "
         "in this store weigh its comparisons; each LR above names the one it came from.</p>",
-        _table(_calibrations_used(g), "no comparison has a likelihood ratio"),
+        table(_calibrations_used(g), "no comparison has a likelihood ratio"),
     ]
     if store.failures():
-        parts += ["<h2>Files that could not be ingested</h2>", _table(store.failures())]
-    doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>ballistix report</title>"
-           f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+        parts += ["<h2>Files that could not be ingested</h2>", table(store.failures())]
+    doc = page("ballistix report", "".join(parts))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
