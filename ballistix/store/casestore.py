@@ -49,7 +49,6 @@ import json
 import os
 import secrets
 import sqlite3
-import time
 import warnings
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
@@ -1093,169 +1092,18 @@ class CaseStore:
         >>> report = CaseStore("casefile/", create=False).check(repair=True)  # doctest: +SKIP
         >>> report["ok"], [p["problem"] for p in report["problems"] if not p["repaired"]]  # doctest: +SKIP
         """
+        from .check import check_store
+
         if repair and self.read_only:
             raise StoreError(f"{self.folder}: the store is opened read-only; cannot repair it")
         with self._space():
             try:
-                return self._check(bool(repair))
+                return check_store(self, bool(repair))
             except sqlite3.DatabaseError as e:
                 if _no_space(e):
                     raise
                 raise StoreError(f"{self.db_path}: the database is damaged ({e}); restore store.sqlite from a "
                                  f"backup") from None
-
-    def _check(self, repair: bool) -> dict:
-        problems = [dict(p) for p in self._opening]
-        notes: list[str] = []
-
-        def problem(check, item, text, action="", repaired=False):
-            problems.append({"check": check, "item": str(item), "problem": text, "repaired": repaired,
-                             "action": action})
-
-        db = self._db
-        backup = "restore store.sqlite from a backup"
-        checked = {}
-        # the database
-        result = [r[0] for r in db.execute("PRAGMA integrity_check")]
-        if result != ["ok"]:
-            problem("database", self.db_path, "integrity_check: " + "; ".join(result[:5]), backup)
-        meta = dict(db.execute("SELECT key, value FROM meta"))
-        if meta.get("format") != "ballistix-case-store":
-            problem("database", self.db_path, f"meta format is {meta.get('format')!r}, not 'ballistix-case-store'",
-                    backup)
-        if meta.get("schema_version") != str(SCHEMA_VERSION):
-            problem("database", self.db_path, f"schema version {meta.get('schema_version')!r}, expected "
-                                              f"{SCHEMA_VERSION}", backup)
-        for key, kind in (("preprocess_params", dict), ("compare_params", dict), ("decision_rule", dict),
-                          ("calibrations", list)):
-            try:
-                ok = key not in meta or isinstance(json.loads(meta[key]), kind)
-            except ValueError:
-                ok = False
-            if not ok:
-                problem("database", f"meta.{key}", f"not a JSON {kind.__name__}", backup)
-        dangling = db.execute("SELECT COUNT(*) FROM comparisons WHERE a NOT IN (SELECT rowid FROM exhibits) "
-                              "OR b NOT IN (SELECT rowid FROM exhibits)").fetchone()[0]
-        if dangling:
-            problem("database", "comparisons", f"{dangling} comparisons name an exhibit that is not in the store",
-                    backup)
-        checked["database"] = 1
-        # descriptors
-        size = 4 * self.descriptor["dim"]
-        rows = db.execute("SELECT rowid, exhibit_id, descriptor FROM exhibits ORDER BY rowid").fetchall()
-        bad_descriptors = set()
-        for rowid, eid, blob in rows:
-            if not isinstance(blob, bytes) or len(blob) != size:
-                bad_descriptors.add(rowid)
-                problem("descriptor", eid, f"{len(blob) if isinstance(blob, bytes) else 0} bytes, expected {size}",
-                        backup)
-            elif not np.isfinite(np.frombuffer(blob, np.float32)).all():
-                bad_descriptors.add(rowid)
-                problem("descriptor", eid, "holds NaN or infinite values", backup)
-        checked["descriptors"] = len(rows)
-        # cached scans
-        rows = db.execute("SELECT rowid, exhibit_id, scan_file, scan_sha256, source_sha256, scan_state, source_path, "
-                          "source_read, descriptor, meta_json FROM exhibits ORDER BY rowid").fetchall()
-        unrecorded = 0
-        for rowid, eid, rel, sha, source_sha, state, src, read, blob, meta_json in rows:
-            try:
-                scan = self._read_cached(rowid, eid, rel, sha, source_sha, state)
-            except DamagedScanError as e:
-                if not repair:
-                    problem("scan", e.path, f"exhibit {eid}: {e.problem}",
-                            "`ballistix check --repair` re-creates it from its source, or drops it")
-                    continue
-                done, action = self._repair_scan(rowid, eid, rel, source_sha, src, read, blob, meta_json,
-                                                 rowid not in bad_descriptors)
-                problem("scan", e.path, f"exhibit {eid}: {e.problem}", action, repaired=done)
-                continue
-            if sha is None:
-                unrecorded += 1
-                if repair:
-                    db.execute("UPDATE exhibits SET scan_sha256=? WHERE rowid=?", (scan.meta["sha256"], rowid))
-        if unrecorded:
-            notes.append(f"{unrecorded} cached scans made before schema 3 had no checksum recorded (checked against "
-                         f"their source SHA-256 instead); " + ("recorded now" if repair else "`--repair` records it"))
-        checked["scans"] = len(rows)
-        # the index
-        _, index_problem = self._read_index()
-        if index_problem is not None:
-            problems = [p for p in problems if p["check"] != "index"]  # the same problem, seen again
-            if not repair:
-                problem("index", self.index_path, index_problem, "`ballistix check --repair` rebuilds it from the "
-                                                                 "descriptors in store.sqlite")
-            else:
-                try:
-                    self.rebuild_index()
-                    problem("index", self.index_path, index_problem, "rebuilt from the descriptors in store.sqlite",
-                            repaired=True)
-                except StoreError as e:
-                    problem("index", self.index_path, index_problem, f"not rebuilt: {e}")
-        checked["index"] = 1
-        # registered calibrations
-        recs = self.calibration_records() if "meta.calibrations" not in {p["item"] for p in problems} else []
-        for r in recs:
-            path = self.folder / str(r.get("file", ""))
-            try:
-                ok = sha256_file(path) == r.get("sha256")
-            except OSError:
-                ok = False
-            if not ok:
-                problem("calibration", path, f"the registered calibration {r.get('name')!r} is missing or altered "
-                                             f"(SHA-256 recorded at registration differs)",
-                        "register it again from a trusted copy")
-        checked["calibrations"] = len(recs)
-        # leftovers of interrupted writes (harmless; removed by repair when over an hour old)
-        stale = [p for p in [*(self.folder / "scans").glob("*/.*"), *self.folder.glob(".index.bxi.*"),
-                             *self.folder.glob(f"{_NEW_PREFIX}*")] if p.is_file()]
-        old = [p for p in stale if time.time() - p.stat().st_mtime > 3600]
-        if repair:
-            for p in old:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-        if stale:
-            notes.append(f"{len(stale)} temporary files of interrupted writes in {self.folder}"
-                         + (f"; {len(old)} over an hour old removed" if repair and old else ""))
-        self._opening = []
-        return {"store": str(self.folder), "ok": all(p["repaired"] for p in problems), "repair": repair,
-                "checked": checked, "problems": problems, "notes": notes}
-
-    def _repair_scan(self, rowid, eid, rel, source_sha, src, read, blob, meta_json, descriptor_ok) -> tuple[bool, str]:
-        """Re-create a damaged cached scan from its source, or drop it. Returns (re-created, what was done)."""
-        path = self.folder / rel
-        src = os.fsdecode(src) if isinstance(src, bytes) else src
-        why = None
-        if not src:
-            why = "no source file recorded (an in-memory scan, or ingested before schema 3)"
-        elif not Path(src).is_file():
-            why = f"its source {src} is no longer there"
-        elif sha256_file(Path(src)) != source_sha:
-            why = f"its source {src} has changed since ingest (its SHA-256 differs)"
-        elif not descriptor_ok:
-            why = "its stored descriptor is damaged: nothing to check a re-processed scan against"
-        else:
-            try:
-                kw = json.loads(read) if read else {"units": "auto"}
-                proc = preprocess(read_scan(src, **kw), **self.preprocess_params)
-                vec = describe(proc)
-            except BallistixError as e:
-                why = f"re-reading its source {src} failed ({e})"
-            else:
-                if vec.astype(np.float32).tobytes() != blob:
-                    why = (f"re-processing its source {src} gives another descriptor than the stored one (not "
-                           f"reproducible with this ballistix): not replaced")
-                else:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    write_npz(_cached(proc, source_sha, json.loads(meta_json).get("population")), path)
-                    self._db.execute("UPDATE exhibits SET scan_sha256=?, scan_state='ok', linked=0 WHERE rowid=?",
-                                     (sha256_file(path), rowid))
-                    return True, (f"re-created from its source {src} (the same descriptor); the next link compares "
-                                  f"it again")
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        self._db.execute("UPDATE exhibits SET scan_state='missing' WHERE rowid=?", (rowid,))
-        return False, (f"{why}; the damaged file was removed and the exhibit's scan marked missing (searches skip "
-                       f"it): put the source back at its path and repair again, or restore the file from a backup")
 
     @_writes("record a verdict")
     def confirm(self, exhibit_a: str, exhibit_b: str, verdict: bool) -> None:
@@ -1276,6 +1124,7 @@ class CaseStore:
         """The `LinkageGraph` of everything in the store, under the store's `decision_rule`
         (``confirmed_only``: only examiner-confirmed links)."""
         from ..graph import LinkageGraph
+        from .cohort_lrs import cohort_lrs
 
         rule = self.decision_rule
         g = LinkageGraph(link_lr=rule["link_lr"], count_rule=rule["count_rule"], confirmed_only=confirmed_only)
@@ -1293,7 +1142,7 @@ class CaseStore:
                           sha256=sha, source_name=src, calibre=cal, date=date)
         rows = self._db.execute("SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr, params_json, "
                                 "evidence_json FROM comparisons ORDER BY a, b").fetchall()
-        cohort = self._cohort_lrs([r[:8] for r in rows])
+        cohort = cohort_lrs(self, [r[:8] for r in rows])
         for a, b, cmc, score, rot, confirmed, lr, _, ev in rows:
             ev = json.loads(ev or "{}")
             origin = {"calibration_sha256": ev.get("calibration_sha256"),
@@ -1304,74 +1153,6 @@ class CaseStore:
                 res["confirmed"] = bool(confirmed)
             g.add_comparison(names[a], names[b], res)
         return g
-
-    def _cohort_lrs(self, rows) -> dict[tuple[int, int], dict]:
-        """Likelihood ratios of the recorded comparisons from a cohort calibration (registered or
-        shipped), where one applies: each pair's CMC count above both exhibits' backgrounds in
-        this store (their other comparisons, `ballistix.cohort.normalise_pairs`, with the
-        calibration's cohort settings; within the other exhibit's scanning ``batch`` when
-        exhibits carry one), weighed by the calibration fitted on such excesses. A pair whose
-        exhibits have too few comparisons keeps its own LR. Recomputed at every call: the
-        backgrounds change as exhibits arrive."""
-        from ..cohort import normalise_pairs
-        from ..evidence import cap_without_cells, population, select_calibration
-
-        cals = [c for c in self.calibrations() if c.needs_cohort]
-        if not cals or not rows:
-            return {}
-        ex = {}
-        for rowid, kind, gun, calibre, meta, proc in self._db.execute(
-                "SELECT rowid, kind, firearm_id, calibre, meta_json, processing_json FROM exhibits"):
-            m = json.loads(meta)
-            labels = {**(m.get("labels") or {}), **({"calibre": calibre} if calibre else {})}
-            ex[rowid] = {"gun": gun if kind == "test_fire" else None, "batch": m.get("batch"),
-                         "population": population({"labels": labels, "population": m.get("population")}),
-                         "processing": processing_signature(json.loads(proc))}
-        ida = np.array([r[0] for r in rows])
-        idb = np.array([r[1] for r in rows])
-        cmc = np.array([r[2] for r in rows], float)
-        same = np.array([ex[a]["gun"] is not None and ex[a]["gun"] == ex[b]["gun"] for a, b in zip(ida, idb)])
-        batches = all(e["batch"] is not None for e in ex.values())
-        out: dict[tuple[int, int], dict] = {}
-        for cal in cals:
-            settings = dict(cal.reference.get("cohort") or {})
-            kw = {k: settings[k] for k in ("exclude_top", "min_size", "quantile") if k in settings}
-            keys = {"keys_a": [str(ex[a]["batch"]) for a in ida], "keys_b": [str(ex[b]["batch"]) for b in idb]} \
-                if batches and settings.get("by_batch", True) else {}
-            excess, st = normalise_pairs(ida, idb, cmc, known_same=same, method="excess", return_stats=True,
-                                         **keys, **kw)
-            background = np.fmax([x.location for x in st["a"]], [x.location for x in st["b"]])
-            limit = settings.get("max_background")
-            for k, (a, b, *_, params) in enumerate(rows):
-                if (a, b) in out or not np.isfinite(excess[k]):
-                    continue
-                probe = _PairRecord(json.loads(params), ex[a], ex[b], a, b)
-                chosen, _ = select_calibration(probe, cals, cohort=True)
-                if chosen is not cal:
-                    continue
-                if limit is not None and background[k] >= limit:  # an exhibit that does not discriminate here
-                    out[(a, b)] = {"log10_lr": None, "pair_log10_lr": rows[k][6], "cmc_background": background[k],
-                                   "calibration_sha256": None, "calibration_origin": None,
-                                   "lr_basis": f"withheld: an exhibit reaches {background[k]:g} CMCs against others "
-                                               f"of its population (limit {limit:g} of {cal.name}): not "
-                                               f"discriminating"}
-                    continue
-                lr = cap_without_cells(float(cal.log10_lr(np.array([[excess[k]]]))[0]), rows[k][2])
-                out[(a, b)] = {"log10_lr": lr, "pair_log10_lr": rows[k][6], "cmc_excess": float(excess[k]),
-                               "cmc_background": float(background[k]), "lr_basis": f"cohort: {cal.name}",
-                               "calibration_sha256": cal.sha256, "calibration_origin": cal.describe_origin()}
-        return out
-
-
-class _PairRecord:
-    """A recorded comparison as `Calibration.check` reads it: parameters and both inputs'
-    processing and population."""
-
-    def __init__(self, params: dict, a: dict, b: dict, ia, ib):
-        self.params = params
-        self.inputs = {"a": {"processing": a["processing"], "population": a["population"], "label": str(ia)},
-                       "b": {"processing": b["processing"], "population": b["population"], "label": str(ib)}}
-
 
 def _prepare(job: tuple) -> tuple:
     """Read, preprocess and describe one input and write its processed scan beside the cache under
