@@ -66,7 +66,8 @@ except ImportError:  # pragma: no cover
     _LZMAError = zlib.error
 
 # What zipfile and its decompressors raise on corrupt input.
-_CORRUPT = (zipfile.BadZipFile, zlib.error, _LZMAError, struct.error, EOFError, OSError, NotImplementedError, ValueError)
+_CORRUPT = (zipfile.BadZipFile, zlib.error, _LZMAError, struct.error, EOFError, OSError, NotImplementedError,
+            ValueError)
 
 
 def check_member_name(path, name: str) -> None:
@@ -83,7 +84,8 @@ def read_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, wh
     if info.flag_bits & 0x1:
         raise ScanFormatError(path, f"{what} ({info.filename}) is encrypted")
     if info.file_size > limit:
-        raise ScanFormatError(path, f"{what} ({info.filename}) declares {info.file_size} bytes, more than the {limit} allowed")
+        raise ScanFormatError(path, f"{what} ({info.filename}) declares {info.file_size} bytes, more than the "
+                                    f"{limit} allowed")
     buf = bytearray(info.file_size)  # what the member declares, never more than the budget
     view = memoryview(buf)
     n = 0

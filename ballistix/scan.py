@@ -11,7 +11,6 @@ import numpy as np
 
 from .errors import ParameterError
 
-
 #: Lateral spacings in metres a microscope's grid can have (1 nm to 100 um): what `preprocess`
 #: accepts, and what `read_x3p` reads as metres without asking for a unit.
 LATERAL_SPACING_M = (1e-9, 1e-4)

@@ -101,7 +101,8 @@ def casework_quality(cw, comps, truth, seed: int, n_false: int) -> dict:
     for a, b, c in injected:  # all at once
         g.add_comparison(a, b, c)
     out["injected"] = {
-        "n": n_false, "cmc_range": [CONVENTIONAL_CMC_RULE, 30], "merged_groups_before": {"rule": base[0], "components": base[1]},
+        "n": n_false, "cmc_range": [CONVENTIONAL_CMC_RULE, 30],
+        "merged_groups_before": {"rule": base[0], "components": base[1]},
         "single_link_trials_with_a_merge": {"rule": sum(t[0] > base[0] for t in trials),
                                             "components": sum(t[1] > base[1] for t in trials)},
         "all_at_once": {"rule": grouping_scores(g.groups(), truth),
@@ -248,7 +249,8 @@ def main(argv=None) -> int:
     print(table(rows, ["rule", "precision", "recall", "ARI", "precision (components)",
                        "recall (components)", "weak links"]))
     inj = q["injected"]
-    print(f"\n{inj['n']} false links (CMC {inj['cmc_range'][0]}-{inj['cmc_range'][1]}) injected one at a time: a true-group merge in "
+    print(f"\n{inj['n']} false links (CMC {inj['cmc_range'][0]}-{inj['cmc_range'][1]}) injected one at a time: "
+          f"a true-group merge in "
           f"{inj['single_link_trials_with_a_merge']['rule']} with the chaining rule, "
           f"{inj['single_link_trials_with_a_merge']['components']} with plain components; all at once: "
           f"precision {inj['all_at_once']['rule']['precision']:.3f} vs "

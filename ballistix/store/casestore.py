@@ -69,7 +69,7 @@ from ..graph.linkage import LINK_LR
 from ..index import ScanIndex
 from ..index.search import search as search_index
 from ..io import check_units, read_npz, read_scan, write_npz
-from ..provenance import population, processing_signature
+from ..provenance import population
 from ..scan import Scan, scan_sha256
 
 __all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from ..features.comparison import processing_signature
+from ..provenance import population, processing_signature
 
 __all__ = ["cohort_lrs"]
 
@@ -23,7 +23,7 @@ def cohort_lrs(store, rows) -> dict[tuple[int, int], dict]:
     exhibits have too few comparisons keeps its own LR. Recomputed at every call: the
     backgrounds change as exhibits arrive."""
     from ..cohort import normalise_pairs
-    from ..evidence import cap_without_cells, population, select_calibration
+    from ..evidence import cap_without_cells, select_calibration
 
     cals = [c for c in store.calibrations() if c.needs_cohort]
     if not cals or not rows:
