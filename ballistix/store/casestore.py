@@ -34,7 +34,10 @@ A store is created whole: the schema is built in a temporary database in the
 folder and hard-linked to ``store.sqlite``, so a ``store.sqlite`` that is
 empty, has no tables or is missing beside the store's other files is damage,
 reported and never replaced. ``CaseStore(folder, read_only=True)`` writes
-nothing; `check` verifies everything (fsck-style) and repairs what it can.
+nothing; `check` verifies everything (fsck-style) and repairs what it can
+(``store/check.py``). Searching and linking are `ballistix.index.search` over
+the store's index and cached scans; the cohort likelihood ratios of the graph
+are in ``store/cohort_lrs.py``, the HTML report in ``store/report.py``.
 """
 
 from __future__ import annotations
@@ -974,7 +977,8 @@ class CaseStore:
 
         Returns up to ``k`` candidates, best first, each a dict with
         ``exhibit_id``, ``source_name``, ``cmc_count``, ``score``,
-        ``descriptor_score``, ``descriptor_rank``, ``log10_lr`` (None: no
+        ``descriptor_score``, ``descriptor_rank`` (as `ballistix.search` gives
+        it: an exhibit id's own exhibit is left out), ``log10_lr`` (None: no
         calibration applies to the pair), ``calibration`` (its name,
         ``calibration_sha256`` and ``calibration_origin``) and ``conclusion``
         ("identification", "inconclusive", "elimination", or "candidate" when
