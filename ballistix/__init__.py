@@ -8,13 +8,23 @@ ScanIndex -> compare -> LinkageGraph -> CaseStore.
 """
 
 from ._version import __version__
-from .errors import (BallistixError, ChecksumError, DescriptorMismatchError, FileFormatError, IndexFormatError,
-                     ParameterError, ScanFormatError, ScanFormatWarning, SegmentationError, SegmentationWarning)
-from .errors import ResolutionWarning
-from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
+from .errors import (
+    BallistixError,
+    ChecksumError,
+    DescriptorMismatchError,
+    FileFormatError,
+    IndexFormatError,
+    ParameterError,
+    ResolutionWarning,
+    ScanFormatError,
+    ScanFormatWarning,
+    SegmentationError,
+    SegmentationWarning,
+)
 from .features.comparison import Comparison
 from .features.describe import describe
 from .features.preprocessing import plot_preprocess, preprocess
+from .io import read_image, read_npz, read_scan, read_x3p, write_npz, write_x3p
 from .scan import Scan
 from .verify import compare, compare_many
 

@@ -69,3 +69,19 @@ class StoreWarning(UserWarning):
     """A case store found and worked around a problem: a stale or foreign index rebuilt from the
     database, a candidate skipped because its cached scan is damaged, ... (the message says which
     file and what to run, usually ``ballistix check --store DIR --repair``)."""
+
+
+class StoreError(BallistixError):
+    """The store folder is not a ballistix store, is newer than this library, or is damaged."""
+
+
+class DamagedScanError(StoreError):
+    """An exhibit's cached processed scan is missing, unreadable, or not the file recorded at ingest.
+
+    ``exhibit_id``, ``path`` and ``problem`` say which and what; ``state`` is ``"missing"`` when
+    `CaseStore.check` dropped it earlier, else ``"damaged"``.
+    """
+
+    def __init__(self, path, exhibit_id: str, problem: str, state: str = "damaged"):
+        self.path, self.exhibit_id, self.problem, self.state = str(path), exhibit_id, problem, state
+        super().__init__(f"{path}: the cached scan of exhibit {exhibit_id!r} {problem}")

@@ -575,7 +575,7 @@ def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unname
                                  **(extra_reference or {})},
                       preprocessing=preprocessing, comparison=comparison, domain=domain, features=names)
     cal.bounds_log10 = list(elub_bounds(cal.raw_log10_lr(Xm), y))
-    cal.origin = {"kind": "fitted", "fitted_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    cal.origin = {"kind": "fitted", "fitted_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     return cal
 
 

@@ -132,7 +132,7 @@ class Scan:
         ny, nx = self.shape
         return nx * self.dx, ny * self.dy
 
-    def copy(self) -> "Scan":
+    def copy(self) -> Scan:
         """A deep copy (heights and meta)."""
         return Scan(self.heights.copy(), self.dx, self.dy, copy.deepcopy(self.meta))
 

@@ -859,7 +859,7 @@ def _write(r: ValidationResult, out: Path, labels_info) -> None:
     r.calibration_json = r.calibration.save(out / "calibration.json")
     cal_sha = sha256_file(r.calibration_json)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "ballistix_version": __version__,
-           "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+           "created_utc": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
            "labels": labels_info, "inputs": r.inputs, "excluded": r.excluded, "parameters": r.parameters,
            "pairs_plan": r.pairs_plan, "domain": r.domain,
            "counts": {"scans": r.n_scans, "firearms": r.n_firearms, "pairs": r.n_pairs, "same_gun": r.n_same,
@@ -894,11 +894,10 @@ def _json_default(v):
 # ---------------------------------------------------------------------------------------------- report
 
 def _figures(r: ValidationResult) -> list[tuple[str, str]]:
+    import matplotlib.pyplot as plt
     from scipy.stats import norm
 
     from .evaluation import roc_curve
-
-    import matplotlib.pyplot as plt
 
     same = np.array([p["same_gun"] for p in r.records])
     cmc = np.array([p["features"]["cmc"] for p in r.records])

@@ -147,9 +147,10 @@ def summary_rows() -> list[list[str]]:
                 d)
     if d := load("cross_population"):
         for rule, u in _get(d, "unseen", default={}).items():
+            value = (f"{u['false_links']}/{u['n_different']} ({_fmt(u['false_link_upper95'])})"
+                     f" / {_fmt(u['linked_same_share'])}")
             add("cross_population", f"{rule} on populations it has not seen: false links (95% bound) / same-gun "
-                                    f"linked", f"{u['false_links']}/{u['n_different']} ({_fmt(u['false_link_upper95'])})"
-                                               f" / {_fmt(u['linked_same_share'])}", d)
+                                    f"linked", value, d)
         for kind, r in _get(d, "store", default={}).items():
             add("cross_population", f"case store on simulated {kind}: false links / same-gun pairs grouped",
                 f"{r['false_links']} / {r['same_gun_pairs_grouped']} of {r['same_gun_pairs']}", d)

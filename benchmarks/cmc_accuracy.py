@@ -83,7 +83,8 @@ def real_processed(jobs: int, modes: list[str]) -> dict:
             "spearman_vs_nist_km": float(stats.spearmanr(counts[same], nist_counts[same]).statistic),
             "pairs": [{"a": a, "b": b, "same": bool(s), "cmc": int(c), "score": float(sc), "nist": int(nc),
                        "rotation_deg": r.rotation_deg,
-                       "directions": {k: {"original": v["original"], "high": v["high"]} for k, v in r.directions.items()}}
+                       "directions": {k: {"original": v["original"], "high": v["high"]}
+                                      for k, v in r.directions.items()}}
                       for (a, b), s, c, sc, nc, r in zip(pairs, same, counts, scores, nist_counts, res)],
         }
     t = time.perf_counter()

@@ -232,7 +232,8 @@ def main(argv=None) -> int:
         fl, nd = sum(c["false_links"] for _, c in cells), sum(c["n_different"] for _, c in cells)
         ml, ns = sum(c["missed_links"] for _, c in cells), sum(c["n_same"] for _, c in cells)
         unseen[rule] = {"populations": [n for n, _ in cells], "false_links": fl, "n_different": nd,
-                        "false_link_rate": fl / nd if nd else None, "false_link_upper95": _upper95(fl, nd) if nd else None,
+                        "false_link_rate": fl / nd if nd else None,
+                        "false_link_upper95": _upper95(fl, nd) if nd else None,
                         "linked_same_share": (ns - ml) / ns if ns else None}
     out = {"params": {**vars(args), "cohort": COHORT, "link_lr": 10 ** LINK_LOG10},
            "populations": {n: {"description": raw[n]["description"], "n_pairs": int(len(pops[n]["same"])),

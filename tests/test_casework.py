@@ -53,7 +53,8 @@ def test_test_fires_only_for_recovered_guns(cw, big):
                 assert x["date"] > guns[x["test_fired_from"]]["recovery_date"]
             else:
                 assert x["kind"] == "scene" and x["test_fired_from"] is None
-    assert not [x for x in simulate_casework(**{**SMALL, "test_fires": 0}, scans=False).exhibits if x["kind"] == "test_fire"]
+    cw = simulate_casework(**{**SMALL, "test_fires": 0}, scans=False)
+    assert not [x for x in cw.exhibits if x["kind"] == "test_fire"]
 
 
 def test_scenes_ids_and_references(cw, big):

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 
 from ballistix.errors import ParameterError
-from ballistix.features.cmc import (CellSearch, angle_diff, cell_search, cell_search_reference, congruence,
-                                    make_cells, rotate_nan)
+from ballistix.features.cmc import (
+    CellSearch,
+    angle_diff,
+    cell_search,
+    cell_search_reference,
+    congruence,
+    make_cells,
+    rotate_nan,
+)
 
 
 def texture(shape, seed, sigma=2.0):

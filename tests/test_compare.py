@@ -176,4 +176,5 @@ def test_lr_withheld_when_a_region_is_doubtful(sims):
     assert "not trustworthy" in doubt.evidence["note"] and "31% of the annulus clipped" in doubt.evidence["note"]
     assert json.loads(json.dumps(doubt.to_dict()))["inputs"]["b"]["segmentation"]["status"] == "doubtful"
     # without a calibration too
-    assert bx.compare(_with_segmentation(a, "failed", ["x"]), b, calibration=None).evidence["segmentation"]["lr_withheld"]
+    failed = bx.compare(_with_segmentation(a, "failed", ["x"]), b, calibration=None)
+    assert failed.evidence["segmentation"]["lr_withheld"]

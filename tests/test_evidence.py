@@ -155,7 +155,8 @@ def test_conclusion_scale_and_verbal():
     llr = ev.cross_validate(X, same, ga, gb, n_folds=5)
     rates = lr.conclusion_rates(llr, same)
     for side in ("same", "different"):
-        assert sum(rates[c][side] for c in ("identification", "inconclusive", "elimination")) == rates["identification"][f"n_{side}"]
+        total = rates["identification"][f"n_{side}"]
+        assert sum(rates[c][side] for c in ("identification", "inconclusive", "elimination")) == total
     cal = ev.fit(X, same)
     cal.performance["conclusions"] = rates
     out = ev.conclusion(2.5, cal)

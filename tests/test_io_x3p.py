@@ -423,7 +423,8 @@ def _bad_valid_md5(tmp_path):
     h = sample_heights()
     mask = pack_bits_lsb_first(np.ones(h.shape, bool))
     xml = main_xml(data_md5=md5(h.tobytes()), valid_link="bindata/valid.bin", valid_md5="1" * 32)
-    return build_x3p(tmp_path / "bad.x3p", xml, {"bindata/data.bin": h.tobytes(), "bindata/valid.bin": mask}), "valid_points"
+    members = {"bindata/data.bin": h.tobytes(), "bindata/valid.bin": mask}
+    return build_x3p(tmp_path / "bad.x3p", xml, members), "valid_points"
 
 
 CHECKSUM_CASES = [_bad_data_md5, _bad_main_md5, _unreadable_main_md5, _bad_valid_md5]
@@ -847,7 +848,7 @@ def data_dir(shared_data) -> Path:
     return shared_data
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_real(path: Path) -> bx.Scan:
     return bx.read_x3p(path)
 

@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import warnings
@@ -31,15 +30,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_io_formats import IMAGE_HOSTILE, NPZ_HOSTILE
+from test_io_x3p import HOSTILE, main_xml, pack_bits_lsb_first, simple_x3p
 
 import ballistix as bx
 import ballistix.io.formats as formats_mod
 import ballistix.io.x3p as x3p_mod
-from ballistix._limits import (MAX_FIELD_MM, MAX_WORKING_POINTS, PEAK_MEMORY_MB, block_factor, block_mean,
-                               block_mean_rows)
+from ballistix._limits import (
+    MAX_FIELD_MM,
+    MAX_WORKING_POINTS,
+    PEAK_MEMORY_MB,
+    block_factor,
+    block_mean,
+    block_mean_rows,
+)
 from ballistix.features.preprocessing import find_breech_face
-from test_io_formats import IMAGE_HOSTILE, NPZ_HOSTILE
-from test_io_x3p import HOSTILE, main_xml, pack_bits_lsb_first, simple_x3p
 
 MB = 1024 * 1024
 N = 10_000  # the bombs: 10,000 x 10,000 points, 1e8 = MAX_POINTS

@@ -315,7 +315,8 @@ def test_library_advice_becomes_the_option_of_the_command_or_is_dropped():
     p = build_parser()
     info, ingest = p.parse_args(["info", "f.x3p"]), p.parse_args(["ingest", "f.x3p", "--store", "s"])
     validate = p.parse_args(["validate", "--labels", "l.csv"])
-    checksum = "f.x3p: MD5 checksum of main.xml does not match the one stored in the file (pass strict=False to read it anyway)"
+    checksum = ("f.x3p: MD5 checksum of main.xml does not match the one stored in the file "
+                "(pass strict=False to read it anyway)")
     assert _say(checksum, info).endswith("(use --lenient to read it anyway)")
     assert _say(checksum, ingest).endswith("stored in the file")
     units = "f.x3p: ambiguous length units: ...; pass units='mm' or units='um' (or units='m' to read it as metres)"

@@ -53,7 +53,8 @@ def _aligned_correlation(a: bx.Scan, b: bx.Scan) -> float:
     ca, cb = np.array(ta["firing_pin_center_m"]) / a.dx, np.array(tb["firing_pin_center_m"]) / b.dx
     # p_a = R (p_b - c_b) + c_a, in pixels (x, y)
     M = np.hstack([R, (ca - R @ cb)[:, None]])
-    warped = cv2.warpAffine(np.nan_to_num(za, nan=0.0), M, zb.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    warped = cv2.warpAffine(np.nan_to_num(za, nan=0.0), M, zb.shape[::-1],
+                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
     wmask = cv2.warpAffine((~np.isnan(za)).astype(np.float32), M, zb.shape[::-1],
                            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0.5
     both = wmask & ~np.isnan(zb)

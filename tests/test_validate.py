@@ -113,7 +113,8 @@ def test_calibration_file_loads_with_its_domain_and_weighs_the_labs_scans(lab, v
         assert bx.compare(a, b, calibration=ev.trusted_calibration(validated.calibration_json,
                                                                    st.calibrations())).log10_lr == res.log10_lr
     assert res.log10_lr is not None and res.evidence["calibration"] == cal.name
-    assert res.evidence["calibration_sha256"] == cal.sha256 and res.evidence["calibration_origin"]["kind"] == "registered"
+    assert res.evidence["calibration_sha256"] == cal.sha256
+    assert res.evidence["calibration_origin"]["kind"] == "registered"
     # processed otherwise, or of another make: refused
     assert "preprocess" in cal.check(bx.compare(bx.preprocess(bx.read_scan(lab["files"][0])),
                                                 bx.preprocess(bx.read_scan(lab["files"][1])), calibration=None))

@@ -114,7 +114,7 @@ class Casework:
                               "scenes": self.scenes, "firearms": self.firearms, "exhibits": self.exhibits})
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Casework":
+    def from_dict(cls, d: dict[str, Any]) -> Casework:
         """Inverse of `to_dict` (``scans`` is left empty)."""
         if not isinstance(d, dict) or d.get("format") != "ballistix-casework":
             raise ParameterError("expected a dict from Casework.to_dict() with format 'ballistix-casework'")
@@ -126,7 +126,7 @@ class Casework:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_json(cls, text: str) -> "Casework":
+    def from_json(cls, text: str) -> Casework:
         """Inverse of `to_json`."""
         return cls.from_dict(json.loads(text))
 

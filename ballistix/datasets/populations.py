@@ -37,16 +37,26 @@ holds the ground truth of `fire` plus the instrument and batch settings
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ..errors import ParameterError
 from ..scan import Scan
-from .simulate import (MODELS, Firearm, _resolution, _seed_sequence, _smooth_field, _spectral_field, fire,
-                       gun_plan, make_firearm)
+from .simulate import (
+    MODELS,
+    Firearm,
+    _resolution,
+    _seed_sequence,
+    _smooth_field,
+    _spectral_field,
+    fire,
+    gun_plan,
+    make_firearm,
+)
 
 __all__ = ["POPULATIONS", "INSTRUMENTS", "Session", "make_session", "scan_in_session", "simulate_population",
            "iter_population"]

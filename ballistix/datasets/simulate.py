@@ -58,7 +58,8 @@ __all__ = ["simulate", "iter_simulate", "make_firearm", "fire", "Firearm", "DIFF
 MODELS: dict[str, dict[str, Any]] = {
     "Ruger P95": dict(make="Ruger", model="P95", family="filed", angle_deg=20.0, shear=0.6, drag=0.0),
     "Glock 17": dict(make="Glock", model="17", family="granular", angle_deg=0.0, shear=0.3, drag=0.9),
-    "Smith & Wesson SD9": dict(make="Smith & Wesson", model="SD9", family="arched", angle_deg=75.0, shear=0.4, drag=0.0),
+    "Smith & Wesson SD9": dict(make="Smith & Wesson", model="SD9", family="arched", angle_deg=75.0, shear=0.4,
+                               drag=0.0),
     "Hi-Point C9": dict(make="Hi-Point", model="C9", family="circular", angle_deg=0.0, shear=0.2, drag=0.1),
     "SIG Sauer P226": dict(make="SIG Sauer", model="P226", family="arched", angle_deg=-30.0, shear=0.5, drag=0.0),
     "Beretta 92FS": dict(make="Beretta", model="92FS", family="filed", angle_deg=-60.0, shear=0.3, drag=0.0),
@@ -239,11 +240,13 @@ def _as_difficulty(difficulty) -> tuple[str, dict[str, Any]]:
     if isinstance(difficulty, dict):
         unknown = set(difficulty) - set(DIFFICULTIES["realistic"])
         if unknown:
-            raise ParameterError(f"unknown difficulty settings {sorted(unknown)}; known: {sorted(DIFFICULTIES['realistic'])}")
+            raise ParameterError(f"unknown difficulty settings {sorted(unknown)}; "
+                                 f"known: {sorted(DIFFICULTIES['realistic'])}")
         d = {**DIFFICULTIES["realistic"], **difficulty}
         lo, hi = d["amplitude"]
         if not 0 < lo <= hi <= 2:
-            raise ParameterError(f"difficulty amplitude must be (low, high) with 0 < low <= high <= 2, got {d['amplitude']}")
+            raise ParameterError(f"difficulty amplitude must be (low, high) with 0 < low <= high <= 2, "
+                                 f"got {d['amplitude']}")
         for k, v in d.items():
             if k != "amplitude" and not (isinstance(v, (int, float)) and v >= 0):
                 raise ParameterError(f"difficulty setting {k} must be a non-negative number, got {v!r}")
@@ -263,7 +266,8 @@ def _view(view) -> str:
 def _resolution(resolution, view: str = "primer") -> tuple[float, int]:
     if isinstance(resolution, str):
         if resolution not in RESOLUTIONS:
-            raise ParameterError(f"resolution must be one of {sorted(RESOLUTIONS)} or (spacing_um, size_px), got {resolution!r}")
+            raise ParameterError(f"resolution must be one of {sorted(RESOLUTIONS)} or (spacing_um, size_px), "
+                                 f"got {resolution!r}")
         return (CASE_HEAD_RESOLUTIONS if view == "case_head" else RESOLUTIONS)[resolution]
     try:
         spacing_um, size_px = float(resolution[0]), int(resolution[1])

@@ -161,7 +161,8 @@ def _region_geometry(shape, cells: Cells, region_factor: float, pad: int = 0):
     return top, left, (H, W), int(extra)
 
 
-def _regions(target: np.ndarray, cells: Cells, region_factor: float, pad: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+def _regions(target: np.ndarray, cells: Cells, region_factor: float,
+             pad: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
     """(n, H, W) target windows centred where each cell sits (see `_region_origins`)."""
     target, top, left, (H, W) = _region_origins(target, cells, region_factor, pad)
     return sliding_window_view(target, (H, W))[top, left], (H, W)
@@ -290,7 +291,8 @@ class CellSearch:
             score += penalty[lags]
             rows[k], cols[k] = divmod(int(score.argmax()), lx)
         at = (top + rows, left + cols)
-        corr, overlap = _pearson_masked(self._flat0, self._flat_valid, sliding_window_view(z0, (h, w))[at].reshape(n, -1),
+        windows = sliding_window_view(z0, (h, w))[at].reshape(n, -1)
+        corr, overlap = _pearson_masked(self._flat0, self._flat_valid, windows,
                                         sliding_window_view(valid, (h, w))[at].reshape(n, -1), self.min_points)
         shift = np.stack([rows - (ly - 1) / 2, cols - (lx - 1) / 2], axis=1)
         return {"corr": corr, "shift": shift, "overlap": overlap}

@@ -30,7 +30,6 @@ from ..provenance import original_spacing_um, population, processing_signature
 from ..scan import Scan
 from .cmc import CellSearch, angle_diff, congruence, irfft2_into, make_cells, rfft2_into, rotate_nan
 
-
 __all__ = ["compare", "compare_many", "process_pool", "Comparison", "DEFAULTS"]
 
 #: Default comparison parameters (lengths in micrometres, converted to pixels at the scans' spacing).
@@ -184,7 +183,8 @@ class Comparison:
         for c in self.cells:
             colour = "tab:green" if c["congruent"] else "tab:red"
             r0, c0 = c["corner_px"]
-            axa.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), w, h, fill=False, ec=colour, lw=1.2 if c["congruent"] else 0.6))
+            axa.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), w, h, fill=False, ec=colour,
+                                    lw=1.2 if c["congruent"] else 0.6))
             if not np.isfinite(c["correlation"]):
                 continue
             # matched patch in b: rotate the cell centre (relative to the centres) by the cell's rotation

@@ -137,7 +137,8 @@ def describe(scan: Scan, **params) -> np.ndarray:
         raise ParameterError(f"describe expects a ballistix Scan, got {type(scan).__name__}")
     p = _params(params)
     if abs(scan.dx - scan.dy) > 1e-3 * scan.dx:
-        raise ParameterError(f"describe needs a square grid; got {scan.dx:g} x {scan.dy:g} m (resample with preprocess)")
+        raise ParameterError(f"describe needs a square grid; got {scan.dx:g} x {scan.dy:g} m "
+                             f"(resample with preprocess)")
     z = np.asarray(scan.heights, dtype=np.float64)
     valid = np.isfinite(z)
     if valid.sum() < 100 or np.ptp(z[valid]) == 0:

@@ -5,9 +5,8 @@ Plain functions over the graph (``g``); `LinkageGraph` exposes each as a method.
 
 from __future__ import annotations
 
-import math
-
 import itertools
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 

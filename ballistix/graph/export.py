@@ -21,6 +21,7 @@ from defusedxml.ElementTree import parse as defused_parse
 from .._files import atomic_file
 from .._html import BORDER, FAINT, FILL, INK, KIND_COLOURS, LIGHT, NO_LINK
 from ..errors import FileFormatError, ParameterError
+from .rules import LINK_LR
 
 __all__ = ["write", "read", "to_html", "plot", "FORMATS"]
 
@@ -131,8 +132,6 @@ def read(cls, path):
     for k in ("mode", "node_default", "edge_default"):  # added by the GEXF/GraphML readers
         graph.pop(k, None)
     if "threshold" in graph and "link_lr" not in graph:  # written by 0.2 and earlier: a count rule, kept as such
-        from .linkage import LINK_LR
-
         graph["count_rule"] = graph.pop("threshold")
         graph["link_lr"] = LINK_LR
     if "link_lr" not in graph:
@@ -267,7 +266,9 @@ for (const [key, n] of Object.entries(data.nodes)) {{
 let drag = null;
 svg.addEventListener("mousedown", e => {{ drag = [e.clientX - tx, e.clientY - ty]; }});
 window.addEventListener("mouseup", () => {{ drag = null; }});
-svg.addEventListener("mousemove", e => {{ if (drag) {{ tx = e.clientX - drag[0]; ty = e.clientY - drag[1]; apply(); }} }});
+svg.addEventListener("mousemove", e => {{
+  if (drag) {{ tx = e.clientX - drag[0]; ty = e.clientY - drag[1]; apply(); }}
+}});
 svg.addEventListener("wheel", e => {{
   e.preventDefault(); const f = e.deltaY < 0 ? 1.15 : 1 / 1.15;
   tx = e.offsetX - (e.offsetX - tx) * f; ty = e.offsetY - (e.offsetY - ty) * f; scale *= f; apply();

@@ -39,30 +39,20 @@ measures how often.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 
-import math
-
 from .._version import __version__
 from ..errors import ParameterError
-from ..evaluation.lr import IDENTIFICATION_LR
 from . import analysis, export
+from .rules import CONVENTIONAL_CMC_RULE, LINK_LR
 
 __all__ = ["LinkageGraph", "node_key", "LINK_LR", "CONVENTIONAL_CMC_RULE"]
 
-#: The default link rule: an unreviewed comparison is a link when its calibrated likelihood
-#: ratio reaches this, the "identification" step of the conclusion scale (`evaluation.lr.IDENTIFICATION_LR`).
-LINK_LR = IDENTIFICATION_LR
-#: The fixed count rule of the CMC literature and of ballistix 0.2: 6 or more congruent matching
-#: cells called an identification. Not a default (a count is a feature, not a decision rule): a lab
-#: may set it as ``count_rule`` for a population on which it validated it; benchmarks and
-#: validation tables compare against it.
-CONVENTIONAL_CMC_RULE = 6
 
 KINDS = ("exhibit", "scene", "firearm")
 
@@ -160,7 +150,7 @@ class LinkageGraph:
     def _rebuild_links(self) -> None:
         """Recompute every derived structure from ``self.nx`` (after reading a file)."""
         self._reset_links()
-        for key, d in self.nx.nodes(data=True):
+        for _, d in self.nx.nodes(data=True):
             if d["kind"] == "exhibit":
                 self._link_exhibit(d["id"], self.firearm_of(d["id"]))
         for u, v, d in self.nx.edges(data=True):

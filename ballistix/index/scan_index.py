@@ -305,7 +305,7 @@ class ScanIndex:
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         return np.ascontiguousarray(x / np.where(norm > 0, norm, 1.0), dtype=np.float32)
 
-    def train(self, vectors) -> "ScanIndex":
+    def train(self, vectors) -> ScanIndex:
         """Fit the PCA (if ``pca_dim``) and train the FAISS index type if it needs it.
 
         ``vectors`` is a reference set like the vectors to come (a few times
@@ -348,7 +348,8 @@ class ScanIndex:
             return
         uniq = np.unique(ids)
         if uniq.size != ids.size:
-            raise ParameterError(f"ids repeat within the batch: {ids[np.r_[False, np.diff(np.sort(ids)) == 0]][:5].tolist()}")
+            repeated = ids[np.r_[False, np.diff(np.sort(ids)) == 0]][:5].tolist()
+            raise ParameterError(f"ids repeat within the batch: {repeated}")
         dup = uniq[np.isin(uniq, self._ids)]
         if dup.size:
             raise ParameterError(f"{dup.size} id(s) already in the index, e.g. {dup[:5].tolist()}; remove them first")
@@ -449,7 +450,7 @@ class ScanIndex:
         ids, y = self._live_vectors()
         self._rebuild(ids, y, self.factory)
 
-    def rebuild(self, factory: str | None = None) -> "ScanIndex":
+    def rebuild(self, factory: str | None = None) -> ScanIndex:
         """Rebuild from the stored vectors, with another factory if given ("auto" picks by size).
 
         Types that store compressed codes (SQ, PQ) rebuild from their decoded
@@ -475,7 +476,7 @@ class ScanIndex:
             "nprobe": self.nprobe, "ef_search": self.ef_search, "refine_factor": self.refine_factor,
             "descriptor": self.descriptor,
             "ballistix_version": __version__, "faiss_version": faiss.__version__,
-            "saved_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "saved_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "sha256": {name: _sha256(b) for name, b in members.items()},
         }
 
@@ -502,7 +503,7 @@ class ScanIndex:
         return path
 
     @classmethod
-    def load(cls, path, *, descriptor: dict | None = None, threads: int | None = None) -> "ScanIndex":
+    def load(cls, path, *, descriptor: dict | None = None, threads: int | None = None) -> ScanIndex:
         """Read an index written by `save`.
 
         Raises `IndexFormatError` (naming the file and the problem) when the
@@ -529,7 +530,8 @@ class ScanIndex:
         except (ValueError, UnicodeDecodeError) as e:
             raise IndexFormatError(path, f"manifest.json is not valid JSON ({e})") from None
         if not isinstance(man, dict) or man.get("format") != FORMAT:
-            raise IndexFormatError(path, f"not a ballistix index (format {man.get('format') if isinstance(man, dict) else man!r})")
+            fmt = man.get("format") if isinstance(man, dict) else man
+            raise IndexFormatError(path, f"not a ballistix index (format {fmt!r})")
         if man.get("format_version") != FORMAT_VERSION:
             raise IndexFormatError(path, f"index format version {man.get('format_version')!r}; this ballistix "
                                          f"reads version {FORMAT_VERSION}")

@@ -12,8 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from .._files import atomic_file, iter_member, list_members, open_zip, read_member, sha256_file
-from .._limits import (MAX_FIELD_MM, MAX_WORKING_POINTS, block_factor, block_mean_rows, check_limit, field_problem,
-                       reduction_record, rows_per_chunk)
+from .._limits import (
+    MAX_FIELD_MM,
+    MAX_WORKING_POINTS,
+    block_factor,
+    block_mean_rows,
+    check_limit,
+    field_problem,
+    reduction_record,
+    rows_per_chunk,
+)
 from ..errors import ParameterError, ScanFormatError, ScanFormatWarning
 from ..scan import Scan
 from ._units import check_units, units_record

@@ -63,7 +63,7 @@ import numpy as np
 from .._files import atomic_file, list_members, open_zip, read_member, sha256_file
 from .._records import check_exhibit_meta, check_firearm, check_scene, safe_id, safe_text
 from .._version import __version__
-from ..errors import BallistixError, IndexFormatError, ParameterError, StoreWarning
+from ..errors import BallistixError, DamagedScanError, IndexFormatError, ParameterError, StoreError, StoreWarning
 from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
 from ..features.comparison import process_pool
 from ..features.describe import describe, descriptor_info
@@ -130,22 +130,6 @@ _NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.EN
 _NO_SPACE_SQLITE = ("database or disk is full", "disk i/o error")
 
 
-class StoreError(BallistixError):
-    """The store folder is not a ballistix store, is newer than this library, or is damaged."""
-
-
-class DamagedScanError(StoreError):
-    """An exhibit's cached processed scan is missing, unreadable, or not the file recorded at ingest.
-
-    ``exhibit_id``, ``path`` and ``problem`` say which and what; ``state`` is ``"missing"`` when
-    `CaseStore.check` dropped it earlier, else ``"damaged"``.
-    """
-
-    def __init__(self, path, exhibit_id: str, problem: str, state: str = "damaged"):
-        self.path, self.exhibit_id, self.problem, self.state = str(path), exhibit_id, problem, state
-        super().__init__(f"{path}: the cached scan of exhibit {exhibit_id!r} {problem}")
-
-
 class SearchResult(list):
     """The candidates `CaseStore.search` found (a list, best first).
 
@@ -194,7 +178,7 @@ class IngestReport:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _user() -> str:
@@ -1102,7 +1086,8 @@ class CaseStore:
             raise StoreError(f"{self.folder}: the store is opened read-only; cannot repair it")
         with self._space():
             try:
-                return check_store(self, bool(repair))
+                return check_store(self, bool(repair), schema_version=SCHEMA_VERSION, new_prefix=_NEW_PREFIX,
+                                   cached=_cached)
             except sqlite3.DatabaseError as e:
                 if _no_space(e):
                     raise

@@ -18,18 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from .._files import sha256_file
-from ..errors import BallistixError
+from ..errors import BallistixError, DamagedScanError, StoreError
 from ..features.describe import describe
 from ..features.preprocessing import preprocess
 from ..io import read_scan, write_npz
-from .casestore import _NEW_PREFIX, SCHEMA_VERSION, DamagedScanError, StoreError, _cached
 
 __all__ = ["check_store"]
 
 
-def check_store(store, repair: bool) -> dict:
+def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, cached) -> dict:
     """The body of `CaseStore.check` (see there): what was checked, the problems found and what
-    was done about them."""
+    was done about them. ``schema_version``, ``new_prefix`` (of a store database being created)
+    and ``cached`` (a processed scan as the cache keeps it) come from `casestore`, which calls this."""
     problems = [dict(p) for p in store._opening]
     notes: list[str] = []
 
@@ -48,9 +48,9 @@ def check_store(store, repair: bool) -> dict:
     if meta.get("format") != "ballistix-case-store":
         problem("database", store.db_path, f"meta format is {meta.get('format')!r}, not 'ballistix-case-store'",
                 backup)
-    if meta.get("schema_version") != str(SCHEMA_VERSION):
+    if meta.get("schema_version") != str(schema_version):
         problem("database", store.db_path, f"schema version {meta.get('schema_version')!r}, expected "
-                                          f"{SCHEMA_VERSION}", backup)
+                                          f"{schema_version}", backup)
     for key, kind in (("preprocess_params", dict), ("compare_params", dict), ("decision_rule", dict),
                       ("calibrations", list)):
         try:
@@ -91,7 +91,7 @@ def check_store(store, repair: bool) -> dict:
                         "`ballistix check --repair` re-creates it from its source, or drops it")
                 continue
             done, action = _repair_scan(store, rowid, eid, rel, source_sha, src, read, blob, meta_json,
-                                             rowid not in bad_descriptors)
+                                        rowid not in bad_descriptors, cached)
             problem("scan", e.path, f"exhibit {eid}: {e.problem}", action, repaired=done)
             continue
         if sha is None:
@@ -132,7 +132,7 @@ def check_store(store, repair: bool) -> dict:
     checked["calibrations"] = len(recs)
     # leftovers of interrupted writes (harmless; removed by repair when over an hour old)
     stale = [p for p in [*(store.folder / "scans").glob("*/.*"), *store.folder.glob(".index.bxi.*"),
-                         *store.folder.glob(f"{_NEW_PREFIX}*")] if p.is_file()]
+                         *store.folder.glob(f"{new_prefix}*")] if p.is_file()]
     old = [p for p in stale if time.time() - p.stat().st_mtime > 3600]
     if repair:
         for p in old:
@@ -145,7 +145,8 @@ def check_store(store, repair: bool) -> dict:
     return {"store": str(store.folder), "ok": all(p["repaired"] for p in problems), "repair": repair,
             "checked": checked, "problems": problems, "notes": notes}
 
-def _repair_scan(store, rowid, eid, rel, source_sha, src, read, blob, meta_json, descriptor_ok) -> tuple[bool, str]:
+def _repair_scan(store, rowid, eid, rel, source_sha, src, read, blob, meta_json, descriptor_ok,
+                 cached) -> tuple[bool, str]:
     """Re-create a damaged cached scan from its source, or drop it. Returns (re-created, what was done)."""
     path = store.folder / rel
     src = os.fsdecode(src) if isinstance(src, bytes) else src
@@ -171,7 +172,7 @@ def _repair_scan(store, rowid, eid, rel, source_sha, src, read, blob, meta_json,
                        f"reproducible with this ballistix): not replaced")
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                write_npz(_cached(proc, source_sha, json.loads(meta_json).get("population")), path)
+                write_npz(cached(proc, source_sha, json.loads(meta_json).get("population")), path)
                 store._db.execute("UPDATE exhibits SET scan_sha256=?, scan_state='ok', linked=0 WHERE rowid=?",
                                  (sha256_file(path), rowid))
                 return True, (f"re-created from its source {src} (the same descriptor); the next link compares "

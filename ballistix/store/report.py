@@ -117,7 +117,7 @@ def write_report(store, path, *, since: str | None = None) -> Path:
     links = [{"scene a": a, "scene b": b, "shared guns": d["weight"]} for a, b, d in sorted(sl.edges(data=True))]
     parts = [
         f"<h1>Case store report</h1><p class='muted'>{escape(store.folder)} &middot; generated "
-        f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} &middot; ballistix {__version__} "
+        f"{_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} &middot; ballistix {__version__} "
         f"&middot; links: {escape(g.decision_rule())}"
         + (f" (set by {escape(rule.get('set_by'))} on {escape(rule.get('set_utc'))}: {escape(rule.get('reason'))})"
            if rule.get("count_rule") is not None else "") + "</p>",
