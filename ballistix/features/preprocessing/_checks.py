@@ -8,38 +8,17 @@ import numpy as np
 
 from ..._version import __version__
 from ...errors import ParameterError
-from ...scan import Scan
-
-_MIN_SPACING_M, _MAX_SPACING_M = 1e-9, 1e-4
+from ...scan import Scan, check_heights, check_spacing
 
 
 def _heights(heights, name: str = "heights") -> np.ndarray:
-    if isinstance(heights, Scan):
-        heights = heights.heights
-    z = np.asarray(heights)
-    if z.ndim != 2 or z.shape[0] < 2 or z.shape[1] < 2:
-        raise ParameterError(f"{name} must be a 2-D array of at least 2 x 2 points, got shape {z.shape}")
-    if not np.issubdtype(z.dtype, np.floating):
-        raise ParameterError(f"{name} must be floating point (NaN = missing), got dtype {z.dtype}")
-    if np.isinf(z).any():
-        raise ParameterError(f"{name} contains +/-inf; use NaN for missing points")
-    return z
+    """The heights array of a step's input, checked (`ballistix.scan.check_heights`, 2 x 2 points at least)."""
+    return check_heights(heights, name, min_points=2)
 
 
 def _spacing(spacing_m, name: str = "spacing_m") -> tuple[float, float]:
-    """(dx, dy) in metres from a number or a pair; refuses values that cannot be metres."""
-    try:
-        pair = (float(spacing_m), float(spacing_m)) if np.ndim(spacing_m) == 0 else tuple(float(v) for v in spacing_m)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number or (dx, dy) in metres, got {spacing_m!r}") from None
-    if len(pair) != 2:
-        raise ParameterError(f"{name} must be a number or (dx, dy) in metres, got {spacing_m!r}")
-    for v in pair:
-        if not (np.isfinite(v) and _MIN_SPACING_M <= v <= _MAX_SPACING_M):
-            raise ParameterError(
-                f"{name} must be a lateral spacing in metres between {_MIN_SPACING_M:g} and {_MAX_SPACING_M:g} "
-                f"(a microscope's grid), got {v!r}; were micrometres or millimetres passed as metres?")
-    return pair
+    """(dx, dy) in metres from a number or a pair (`ballistix.scan.check_spacing`)."""
+    return check_spacing(spacing_m, name)
 
 
 def _spacing_of(heights, spacing_m, step: str) -> tuple[float, float]:
