@@ -43,6 +43,8 @@ def cohort_lrs(store, rows) -> dict[tuple[int, int], dict]:
     batches = all(e["batch"] is not None for e in ex.values())
     out: dict[tuple[int, int], dict] = {}
     for cal in cals:
+        # the calibration's checksum and origin once, not per pair (each canonicalises the whole calibration)
+        named = {"calibration_sha256": cal.sha256, "calibration_origin": cal.describe_origin()}
         settings = dict(cal.reference.get("cohort") or {})
         kw = {k: settings[k] for k in ("exclude_top", "min_size", "quantile") if k in settings}
         keys = {"keys_a": [str(ex[a]["batch"]) for a in ida], "keys_b": [str(ex[b]["batch"]) for b in idb]} \
@@ -68,7 +70,8 @@ def cohort_lrs(store, rows) -> dict[tuple[int, int], dict]:
             lr = cap_without_cells(float(cal.log10_lr(np.array([[excess[k]]]))[0]), rows[k][2])
             out[(a, b)] = {"log10_lr": lr, "pair_log10_lr": rows[k][6], "cmc_excess": float(excess[k]),
                            "cmc_background": float(background[k]), "lr_basis": f"cohort: {cal.name}",
-                           "calibration_sha256": cal.sha256, "calibration_origin": cal.describe_origin()}
+                           "calibration_sha256": named["calibration_sha256"],
+                           "calibration_origin": named["calibration_origin"]}
     return out
 
 
