@@ -66,8 +66,16 @@ except ImportError:  # pragma: no cover
     _LZMAError = zlib.error
 
 # What zipfile and its decompressors raise on corrupt input.
-_CORRUPT = (zipfile.BadZipFile, zlib.error, _LZMAError, struct.error, EOFError, OSError, NotImplementedError,
-            ValueError)
+_CORRUPT = (
+    zipfile.BadZipFile,
+    zlib.error,
+    _LZMAError,
+    struct.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    ValueError,
+)
 
 
 def check_member_name(path, name: str) -> None:
@@ -84,21 +92,23 @@ def read_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, wh
     if info.flag_bits & 0x1:
         raise ScanFormatError(path, f"{what} ({info.filename}) is encrypted")
     if info.file_size > limit:
-        raise ScanFormatError(path, f"{what} ({info.filename}) declares {info.file_size} bytes, more than the "
-                                    f"{limit} allowed")
+        raise ScanFormatError(
+            path, f"{what} ({info.filename}) declares {info.file_size} bytes, more than the {limit} allowed"
+        )
     buf = bytearray(info.file_size)  # what the member declares, never more than the budget
     view = memoryview(buf)
     n = 0
     try:
         with zf.open(info) as f:
             while n < len(buf):
-                got = f.readinto(view[n:n + (1 << 22)])
+                got = f.readinto(view[n : n + (1 << 22)])
                 if not got:
                     break
                 n += got
             if f.read(1):
-                raise ScanFormatError(path, f"{what} ({info.filename}) inflates beyond its declared "
-                                            f"{info.file_size} bytes (zip bomb?)")
+                raise ScanFormatError(
+                    path, f"{what} ({info.filename}) inflates beyond its declared {info.file_size} bytes (zip bomb?)"
+                )
     except _CORRUPT as e:
         if isinstance(e, ScanFormatError):
             raise
@@ -137,13 +147,15 @@ def iter_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, chunk_bytes: i
                     got_total += got
                 view.release()
                 if got_total < want:
-                    raise ScanFormatError(path, f"{what} {info.filename} is truncated: {n + got_total} of "
-                                                f"{expected} bytes")
+                    raise ScanFormatError(
+                        path, f"{what} {info.filename} is truncated: {n + got_total} of {expected} bytes"
+                    )
                 n += got_total
                 yield buf
             if f.read(1):
-                raise ScanFormatError(path, f"{what} ({info.filename}) inflates beyond its declared "
-                                            f"{info.file_size} bytes (zip bomb?)")
+                raise ScanFormatError(
+                    path, f"{what} ({info.filename}) inflates beyond its declared {info.file_size} bytes (zip bomb?)"
+                )
     except _CORRUPT as e:
         if isinstance(e, ScanFormatError):
             raise

@@ -63,8 +63,10 @@ def table(rows: list[dict], empty: str = "none", *, cls: str = "", num: tuple = 
         return f"<p class='muted'>{escape(empty)}</p>"
     keys = list(rows[0])
     head = "".join(f"<th>{escape(k.replace('_', ' '))}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td{' class=num' if k in num else ''}>{escape(r[k])}</td>" for k in keys)
-                   + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=num' if k in num else ''}>{escape(r[k])}</td>" for k in keys) + "</tr>"
+        for r in rows
+    )
     opening = f"<table class='{escape(cls)}'>" if cls else "<table>"
     return f"{opening}<tr>{head}</tr>{body}</table>"
 
@@ -76,12 +78,16 @@ def png(fig, alt: str = "figure", *, dpi: int = 100) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
-    return (f"<img alt='{html.escape(alt, quote=True)}' "
-            f"src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>")
+    return (
+        f"<img alt='{html.escape(alt, quote=True)}' "
+        f"src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+    )
 
 
 def page(title: str, body: str) -> str:
     """One self-contained HTML page with the reports' style sheet."""
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>{body}</body></html>")
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>{body}</body></html>"
+    )

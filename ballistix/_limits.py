@@ -73,8 +73,9 @@ def check_limit(value, name: str, *, integer: bool) -> float | int | None:
     return v
 
 
-def field_problem(ny: int, nx: int, dx: float, dy: float, max_field_mm: float | None,
-                  limit_name: str = "max_field_mm") -> str | None:
+def field_problem(
+    ny: int, nx: int, dx: float, dy: float, max_field_mm: float | None, limit_name: str = "max_field_mm"
+) -> str | None:
     """Why a grid of ``ny x nx`` points at ``dx, dy`` metres is not a cartridge-case field, or None."""
     if max_field_mm is None:
         return None
@@ -82,8 +83,10 @@ def field_problem(ny: int, nx: int, dx: float, dy: float, max_field_mm: float | 
     if max(w, h) <= max_field_mm:
         return None
     at = f"{dx * 1e6:.4g} um" if dx == dy else f"{dx * 1e6:.4g} x {dy * 1e6:.4g} um"
-    return (f"field of view {w:.4g} x {h:.4g} mm ({nx} x {ny} points at {at}) is larger than any cartridge case: "
-            f"at most {max_field_mm:g} mm along either axis ({limit_name}); is the spacing right?")
+    return (
+        f"field of view {w:.4g} x {h:.4g} mm ({nx} x {ny} points at {at}) is larger than any cartridge case: "
+        f"at most {max_field_mm:g} mm along either axis ({limit_name}); is the spacing right?"
+    )
 
 
 def block_factor(ny: int, nx: int, max_points: int | None) -> int:
@@ -118,14 +121,14 @@ def block_mean_rows(chunks, ny: int, nx: int, k: int, *, min_valid: float = BLOC
         m = min(chunk.shape[0] // k, oy - r)
         if m <= 0:
             continue
-        a = chunk[:m * k, :ox * k].reshape(m, k, ox, k)
+        a = chunk[: m * k, : ox * k].reshape(m, k, ox, k)
         valid = ~np.isnan(a)
         cnt = valid.sum(axis=(1, 3))
         total = np.where(valid, a, 0.0).sum(axis=(1, 3))
         with np.errstate(invalid="ignore", divide="ignore"):
             block = total / cnt
         block[cnt < min_valid * k * k - 1e-9] = np.nan
-        out[r:r + m] = block
+        out[r : r + m] = block
         r += m
     return out
 
@@ -134,7 +137,7 @@ def block_mean(z: np.ndarray, k: int, *, min_valid: float = BLOCK_MIN_VALID) -> 
     """`block_mean_rows` of an array in memory, a strip of rows at a time (bounded temporaries)."""
     ny, nx = z.shape
     rows = max(k, _STRIP_POINTS // max(nx, 1) // k * k)
-    return block_mean_rows((z[r:r + rows] for r in range(0, ny, rows)), ny, nx, k, min_valid=min_valid)
+    return block_mean_rows((z[r : r + rows] for r in range(0, ny, rows)), ny, nx, k, min_valid=min_valid)
 
 
 def rows_per_chunk(nx: int, k: int, bytes_per_point: int, chunk_bytes: int = 8 << 20) -> int:
@@ -144,8 +147,14 @@ def rows_per_chunk(nx: int, k: int, bytes_per_point: int, chunk_bytes: int = 8 <
 
 def reduction_record(k: int, ny: int, nx: int, dx: float, dy: float, max_points: int, why: str) -> dict:
     """What ``meta["downsampled"]`` (readers) and a ``block_average`` step (`preprocess`) record."""
-    return {"factor": int(k), "reason": why, "from_shape": [int(ny), int(nx)],
-            "from_spacing_m": [float(dx), float(dy)], "shape": [int(ny // k), int(nx // k)],
-            "spacing_m": [float(dx * k), float(dy * k)], "max_working_points": int(max_points),
-            # the centre of block (0, 0) in the frame of the original grid's first point
-            "origin_m": [(k - 1) / 2 * float(dx), (k - 1) / 2 * float(dy)]}
+    return {
+        "factor": int(k),
+        "reason": why,
+        "from_shape": [int(ny), int(nx)],
+        "from_spacing_m": [float(dx), float(dy)],
+        "shape": [int(ny // k), int(nx // k)],
+        "spacing_m": [float(dx * k), float(dy * k)],
+        "max_working_points": int(max_points),
+        # the centre of block (0, 0) in the frame of the original grid's first point
+        "origin_m": [(k - 1) / 2 * float(dx), (k - 1) / 2 * float(dy)],
+    }

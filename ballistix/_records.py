@@ -17,8 +17,18 @@ from collections.abc import Mapping
 
 from .errors import ParameterError
 
-__all__ = ["FIREARM_STATUS", "TRACING_STATUS", "safe_text", "safe_id", "check_text", "check_date", "check_since",
-           "check_scene", "check_firearm", "check_exhibit_meta"]
+__all__ = [
+    "FIREARM_STATUS",
+    "TRACING_STATUS",
+    "safe_text",
+    "safe_id",
+    "check_text",
+    "check_date",
+    "check_since",
+    "check_scene",
+    "check_firearm",
+    "check_exhibit_meta",
+]
 
 #: Firearm ``status``: how it was recovered (SDG 16.4.2 counts these three).
 FIREARM_STATUS = ("seized", "found", "surrendered")
@@ -29,8 +39,16 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?")
 #: Attributes read as text by the graph's summaries (sorted, grouped, drawn).
 _SCENE_TEXT = ("place", "context")
-_FIREARM_TEXT = ("make", "model", "calibre", "serial", "recovery_place", "recovery_country", "origin_country",
-                 "tracing_result")
+_FIREARM_TEXT = (
+    "make",
+    "model",
+    "calibre",
+    "serial",
+    "recovery_place",
+    "recovery_country",
+    "origin_country",
+    "tracing_result",
+)
 
 
 def safe_text(s) -> str:
@@ -73,8 +91,9 @@ def check_text(value, what: str, *, required: bool = False) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise ParameterError(f"{what} must be a non-empty string, got {_shown(value)}")
     if safe_text(value) != value:
-        raise ParameterError(f"{what} is not valid UTF-8 text: {safe_text(value)} (the bytes that are not "
-                             f"shown as \\xNN)")
+        raise ParameterError(
+            f"{what} is not valid UTF-8 text: {safe_text(value)} (the bytes that are not shown as \\xNN)"
+        )
     bad = sorted({c for c in value if _is_control(c)})
     if bad:
         raise ParameterError(f"{what} may not hold control characters, got {safe_id(value)!r}")
@@ -111,8 +130,9 @@ def check_since(value, what: str = "since") -> str | None:
         except ValueError:
             ok = False
     if not ok:
-        raise ParameterError(f"{what} must be an ISO 8601 date (YYYY-MM-DD) or date and time "
-                             f"(YYYY-MM-DDTHH:MM), got {_shown(value)}")
+        raise ParameterError(
+            f"{what} must be an ISO 8601 date (YYYY-MM-DD) or date and time (YYYY-MM-DDTHH:MM), got {_shown(value)}"
+        )
     return value
 
 
@@ -125,8 +145,12 @@ def _check_vocabulary(value, allowed: tuple, what: str):
 def _check_number(value, lo: float, hi: float, what: str):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not lo <= value <= hi:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not lo <= value <= hi
+    ):
         raise ParameterError(f"{what} must be a number of degrees from {lo:g} to {hi:g}, got {_shown(value)}")
     return value
 

@@ -86,11 +86,13 @@ def _likelihood_ratio(text: str) -> float:
 def _arg(check):
     """argparse type from a `ballistix._records` check (text, date): its ParameterError becomes
     argparse's error, which names the option."""
+
     def parse(text: str):
         try:
             return check(text, "the value")
         except ParameterError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
     return parse
 
 
@@ -106,15 +108,24 @@ _since = _arg(check_since)
 #: option, its words, and the ``args`` attribute that tells whether the command has it. Advice
 #: the command has no option for is dropped.
 _ADVICE = [
-    (re.compile(r"; pass units='m', 'mm' or 'um' (to read (?:it|both) as that unit anyway)"), "units",
-     r"; use --units m, mm or um \1"),
+    (
+        re.compile(r"; pass units='m', 'mm' or 'um' (to read (?:it|both) as that unit anyway)"),
+        "units",
+        r"; use --units m, mm or um \1",
+    ),
     (re.compile(r"; pass units='mm' or units='um'"), "units", "; use --units mm or --units um"),
     (re.compile(r" \(or units='(\w+)' (to read it as \w+)\)"), "units", r" (or --units \1 \2)"),
-    (re.compile(r"; pass pixel_size_m \(metres per pixel\)"), "pixel_size_um",
-     "; give it with --pixel-size-um (micrometres per pixel)"),
+    (
+        re.compile(r"; pass pixel_size_m \(metres per pixel\)"),
+        "pixel_size_um",
+        "; give it with --pixel-size-um (micrometres per pixel)",
+    ),
     (re.compile(r" \(pass strict=False to read it anyway\)"), "lenient", " (use --lenient to read it anyway)"),
-    (re.compile(r" \(pass skip_unreadable=True (to leave it out and list it)\)"), "skip_unreadable",
-     r" (use --skip-unreadable \1)"),
+    (
+        re.compile(r" \(pass skip_unreadable=True (to leave it out and list it)\)"),
+        "skip_unreadable",
+        r" (use --skip-unreadable \1)",
+    ),
     (re.compile(r" \(pass region=None to preprocess to skip this step\)"), None, ""),
 ]
 
@@ -234,33 +245,58 @@ def _skipped_line(skipped: list[dict], store) -> str:
     n = len(skipped)
     damaged = [s["exhibit_id"] for s in skipped if s["state"] != "missing"]
     missing = [s["exhibit_id"] for s in skipped if s["state"] == "missing"]
-    parts = ([f"damaged cached scan{'s' if len(damaged) > 1 else ''} of exhibit{'s' if len(damaged) > 1 else ''} "
-              f"{', '.join(damaged)}"] if damaged else []) + \
-            ([f"cached scan{'s' if len(missing) > 1 else ''} dropped by an earlier repair: "
-              f"{', '.join(missing)}"] if missing else [])
-    return (f"{n} candidate{'s' if n > 1 else ''} skipped: {'; '.join(parts)}; run `ballistix check --store "
-            f"{safe_text(store)} --repair`")
+    parts = (
+        [
+            f"damaged cached scan{'s' if len(damaged) > 1 else ''} of exhibit{'s' if len(damaged) > 1 else ''} "
+            f"{', '.join(damaged)}"
+        ]
+        if damaged
+        else []
+    ) + (
+        [f"cached scan{'s' if len(missing) > 1 else ''} dropped by an earlier repair: {', '.join(missing)}"]
+        if missing
+        else []
+    )
+    return (
+        f"{n} candidate{'s' if n > 1 else ''} skipped: {'; '.join(parts)}; run `ballistix check --store "
+        f"{safe_text(store)} --repair`"
+    )
 
 
 def cmd_ingest(args) -> int:
     """Add scan files to a case store (created if new); bad files are reported and skipped."""
-    meta = {k: v for k, v in (("scene_id", args.scene), ("firearm_id", args.firearm), ("kind", args.kind),
-                              ("date", args.date), ("calibre", args.calibre)) if v}
+    meta = {
+        k: v
+        for k, v in (
+            ("scene_id", args.scene),
+            ("firearm_id", args.firearm),
+            ("kind", args.kind),
+            ("date", args.date),
+            ("calibre", args.calibre),
+        )
+        if v
+    }
     with _store(args, create=True) as st:
-        r = st.ingest(args.files, meta=meta, progress=not args.json, client=args.scheduler, units=args.units,
-                      **_image_kw(args))
+        r = st.ingest(
+            args.files, meta=meta, progress=not args.json, client=args.scheduler, units=args.units, **_image_kw(args)
+        )
         total, created = len(st), st.created
     for source, reason in r.failed:
-        print(f"error: {_say(reason, args)}" if source in reason else f"error: {source}: {_say(reason, args)}",
-              file=sys.stderr)
+        print(
+            f"error: {_say(reason, args)}" if source in reason else f"error: {source}: {_say(reason, args)}",
+            file=sys.stderr,
+        )
     if args.json:
-        print(json.dumps({**r.to_dict(), "store": str(args.store), "exhibits": total, "created_store": created},
-                         indent=2))
+        print(
+            json.dumps({**r.to_dict(), "store": str(args.store), "exhibits": total, "created_store": created}, indent=2)
+        )
     else:
         if created:
             print(f"created a new case store at {safe_text(args.store)}")
-        print(f"{len(r.added)} added, {len(r.existing)} already in the store, {len(r.failed)} failed; "
-              f"{total} exhibits in {safe_text(args.store)}")
+        print(
+            f"{len(r.added)} added, {len(r.existing)} already in the store, {len(r.failed)} failed; "
+            f"{total} exhibits in {safe_text(args.store)}"
+        )
     return EXIT_BAD_INPUT if r.failed else 0
 
 
@@ -272,19 +308,34 @@ def cmd_search(args) -> int:
     if cands.skipped:
         print(f"warning: {_skipped_line(cands.skipped, args.store)}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"query": args.query, "store": str(args.store), "candidates": cands,
-                          "skipped": cands.skipped}, indent=2))
+        print(
+            json.dumps(
+                {"query": args.query, "store": str(args.store), "candidates": cands, "skipped": cands.skipped}, indent=2
+            )
+        )
     else:
-        _print_table([{"exhibit_id": c["exhibit_id"], "source_name": c["source_name"], "cmc_count": c["cmc_count"],
-                       "score": round(c["score"], 3), "descriptor_score": round(c["descriptor_score"], 3),
-                       "descriptor_rank": c["descriptor_rank"],
-                       "log10_lr": "-" if c["log10_lr"] is None else round(c["log10_lr"], 2),
-                       "conclusion": c["conclusion"]} for c in cands])
+        _print_table(
+            [
+                {
+                    "exhibit_id": c["exhibit_id"],
+                    "source_name": c["source_name"],
+                    "cmc_count": c["cmc_count"],
+                    "score": round(c["score"], 3),
+                    "descriptor_score": round(c["descriptor_score"], 3),
+                    "descriptor_rank": c["descriptor_rank"],
+                    "log10_lr": "-" if c["log10_lr"] is None else round(c["log10_lr"], 2),
+                    "conclusion": c["conclusion"],
+                }
+                for c in cands
+            ]
+        )
         for origin in sorted({c["calibration_origin"] for c in cands if c["calibration_origin"]}):
             print(f"calibration: {origin}")
         if any(c["log10_lr"] is None for c in cands):
-            print("candidate: no calibration applies to the pair (population or settings): for an examiner, "
-                  "never an identification")
+            print(
+                "candidate: no calibration applies to the pair (population or settings): for an examiner, "
+                "never an identification"
+            )
     return 0
 
 
@@ -318,14 +369,31 @@ def cmd_compare(args) -> int:
         r = compare(a, b, calibration=calibration)
     for w in r.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    out = {"a": args.a, "b": args.b, "cmc_count": r.cmc_count, "cells": r.n_cells, "score": r.score,
-           "rotation_deg": r.rotation_deg, "translation_m": [float(t) for t in r.translation],
-           "log10_lr": r.log10_lr, "lr": r.lr, "evidence": r.evidence, "warnings": r.warnings}
+    out = {
+        "a": args.a,
+        "b": args.b,
+        "cmc_count": r.cmc_count,
+        "cells": r.n_cells,
+        "score": r.score,
+        "rotation_deg": r.rotation_deg,
+        "translation_m": [float(t) for t in r.translation],
+        "log10_lr": r.log10_lr,
+        "lr": r.lr,
+        "evidence": r.evidence,
+        "warnings": r.warnings,
+    }
     if args.json:
         print(json.dumps({**out, "comparison": r.to_dict()}, indent=2, default=str))
         return 0
-    _print_table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()
-                   if k in ("cmc_count", "cells", "score", "rotation_deg")}])
+    _print_table(
+        [
+            {
+                k: (round(v, 3) if isinstance(v, float) else v)
+                for k, v in out.items()
+                if k in ("cmc_count", "cells", "score", "rotation_deg")
+            }
+        ]
+    )
     print()
     for line in evidence_lines(r):
         print(line)
@@ -338,22 +406,31 @@ def evidence_lines(r) -> list[str]:
     if r.log10_lr is None:
         return [ev.get("note", "no likelihood ratio (no calibration asked for)")]
     c = ev["conclusion"]
-    lines = [f"likelihood ratio {r.lr:.3g} (log10 {r.log10_lr:+.2f}): {c['verbal']}",
-             f"calibration: {(ev.get('calibration_origin') or {}).get('text') or ev['calibration']}"
-             + (f" (population: {ev['calibration_domain'].get('description')})"
-                if (ev.get("calibration_domain") or {}).get("description") else ""),
-             *([f"note: {ev['capped']}"] if ev.get("capped") else []),
-             *([f"note: {ev['assumed']}"] if ev.get("assumed") else []),
-             f"conclusion (aid to the examiner): {c['conclusion'].upper()} "
-             f"(identification at LR >= {c['thresholds_lr']['identification']:g}, "
-             f"elimination at LR <= {c['thresholds_lr']['elimination']:g})"]
+    lines = [
+        f"likelihood ratio {r.lr:.3g} (log10 {r.log10_lr:+.2f}): {c['verbal']}",
+        f"calibration: {(ev.get('calibration_origin') or {}).get('text') or ev['calibration']}"
+        + (
+            f" (population: {ev['calibration_domain'].get('description')})"
+            if (ev.get("calibration_domain") or {}).get("description")
+            else ""
+        ),
+        *([f"note: {ev['capped']}"] if ev.get("capped") else []),
+        *([f"note: {ev['assumed']}"] if ev.get("assumed") else []),
+        f"conclusion (aid to the examiner): {c['conclusion'].upper()} "
+        f"(identification at LR >= {c['thresholds_lr']['identification']:g}, "
+        f"elimination at LR <= {c['thresholds_lr']['elimination']:g})",
+    ]
     e = c.get("error_rate")
     if e and "k" in e:
-        lines.append(f"measured error rate: {e['what']}: {e['k']} of {e['n']} ({100 * e['rate']:.2f}%, "
-                     f"95% upper bound {100 * e['upper95']:.2f}%) in cross-validation by gun")
+        lines.append(
+            f"measured error rate: {e['what']}: {e['k']} of {e['n']} ({100 * e['rate']:.2f}%, "
+            f"95% upper bound {100 * e['upper95']:.2f}%) in cross-validation by gun"
+        )
     elif e:
-        lines.append(f"in cross-validation by gun, {e['what']}: {100 * e['same']:.1f}% of same-gun and "
-                     f"{100 * e['different']:.1f}% of different-gun pairs")
+        lines.append(
+            f"in cross-validation by gun, {e['what']}: {100 * e['same']:.1f}% of same-gun and "
+            f"{100 * e['different']:.1f}% of different-gun pairs"
+        )
     return lines
 
 
@@ -371,11 +448,24 @@ def cmd_link(args) -> int:
     groups = g.group_summaries(min_size=2)
     cands = g.candidates()
     if args.json:
-        print(json.dumps({"comparisons_recorded": n, "decision_rule": g.decision_rule(), "groups": groups,
-                          "candidates": cands, "skipped": skipped, "out": str(out)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "comparisons_recorded": n,
+                    "decision_rule": g.decision_rule(),
+                    "groups": groups,
+                    "candidates": cands,
+                    "skipped": skipped,
+                    "out": str(out),
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"{n} comparisons recorded; {len(groups)} same-gun groups of 2+ exhibits; "
-              f"{len(cands)} candidates for review; wrote {safe_text(out)}")
+        print(
+            f"{n} comparisons recorded; {len(groups)} same-gun groups of 2+ exhibits; "
+            f"{len(cands)} candidates for review; wrote {safe_text(out)}"
+        )
         print(f"links: {g.decision_rule()}")
     return 0
 
@@ -390,8 +480,9 @@ def cmd_rule(args) -> int:
             try:
                 count = None if args.count_rule in (None, "none") else int(args.count_rule)
             except ValueError:
-                raise ParameterError(f"--count-rule must be a whole number of CMCs or 'none', "
-                                     f"got {args.count_rule!r}") from None
+                raise ParameterError(
+                    f"--count-rule must be a whole number of CMCs or 'none', got {args.count_rule!r}"
+                ) from None
             st.set_decision_rule(link_lr=args.link_lr or LINK_LR, count_rule=count, reason=args.reason or "")
         rule = st.decision_rule
         text = st.graph().decision_rule()
@@ -405,8 +496,11 @@ def cmd_register(args) -> int:
     population holds both scans."""
     with _store(args) as st:
         rec = st.register_calibration(args.calibration, reason=args.reason)
-    print(json.dumps(rec, indent=2) if args.json else
-          f"registered {rec['name']!r} ({rec['sha256'][:12]}) in {args.store}; domain: {rec['domain']}")
+    print(
+        json.dumps(rec, indent=2)
+        if args.json
+        else f"registered {rec['name']!r} ({rec['sha256'][:12]}) in {args.store}; domain: {rec['domain']}"
+    )
     return 0
 
 
@@ -437,21 +531,47 @@ def cmd_check(args) -> int:
     by = {}
     for p in r["problems"]:
         by.setdefault(p["check"], []).append(p)
-    names = {"database": "database", "descriptors": "descriptor", "scans": "scan", "index": "index",
-             "calibrations": "calibration"}
-    _print_table([{"check": what, "checked": n, "problems": len(by.get(names.get(what, what), [])),
-                   "repaired": sum(p["repaired"] for p in by.get(names.get(what, what), []))}
-                  for what, n in r["checked"].items()])
+    names = {
+        "database": "database",
+        "descriptors": "descriptor",
+        "scans": "scan",
+        "index": "index",
+        "calibrations": "calibration",
+    }
+    _print_table(
+        [
+            {
+                "check": what,
+                "checked": n,
+                "problems": len(by.get(names.get(what, what), [])),
+                "repaired": sum(p["repaired"] for p in by.get(names.get(what, what), [])),
+            }
+            for what, n in r["checked"].items()
+        ]
+    )
     for p in r["problems"]:
-        print(f"{'repaired' if p['repaired'] else 'PROBLEM'}: {p['check']} {p['item']}: {p['problem']}"
-              + (f" -> {p['action']}" if p["action"] else ""))
+        print(
+            f"{'repaired' if p['repaired'] else 'PROBLEM'}: {p['check']} {p['item']}: {p['problem']}"
+            + (f" -> {p['action']}" if p["action"] else "")
+        )
     for note in r["notes"]:
         print(f"note: {note}")
     left = sum(not p["repaired"] for p in r["problems"])
-    print(f"{safe_text(args.store)}: " + ("all well" if not r["problems"] else "all problems repaired" if r["ok"] else
-                               f"{left} problem{'s' if left > 1 else ''} left"
-                               + ("" if args.repair else f"; `ballistix check --store {safe_text(args.store)} "
-                                                         f"--repair` mends what can be mended")))
+    print(
+        f"{safe_text(args.store)}: "
+        + (
+            "all well"
+            if not r["problems"]
+            else "all problems repaired"
+            if r["ok"]
+            else f"{left} problem{'s' if left > 1 else ''} left"
+            + (
+                ""
+                if args.repair
+                else f"; `ballistix check --store {safe_text(args.store)} --repair` mends what can be mended"
+            )
+        )
+    )
     return 0 if r["ok"] else EXIT_PROBLEMS
 
 
@@ -464,21 +584,42 @@ def cmd_validate(args) -> int:
     from .graph.linkage import CONVENTIONAL_CMC_RULE
     from .validation import validate
 
-    r = validate(args.files or None, args.labels, out=args.out, pairs=args.pairs if args.pairs else "all",
-                 seed=args.seed, n_jobs=args.jobs, client=args.scheduler, progress=not args.json,
-                 n_folds=args.folds, fpr_target=args.fpr_target, skip_unreadable=args.skip_unreadable,
-                 preprocess_params={"spacing_um": args.spacing_um} if args.spacing_um else None, name=args.name)
+    r = validate(
+        args.files or None,
+        args.labels,
+        out=args.out,
+        pairs=args.pairs if args.pairs else "all",
+        seed=args.seed,
+        n_jobs=args.jobs,
+        client=args.scheduler,
+        progress=not args.json,
+        n_folds=args.folds,
+        fpr_target=args.fpr_target,
+        skip_unreadable=args.skip_unreadable,
+        preprocess_params={"spacing_um": args.spacing_um} if args.spacing_um else None,
+        name=args.name,
+    )
     if args.json:
         print(json.dumps(r.summary(), indent=2, default=str))
         return 0
-    print(f"{r.n_scans} scans of {r.n_firearms} firearms; {r.n_pairs} pairs ({r.n_same} same-gun, "
-          f"{r.n_different} different-gun){'' if r.pairs_plan['mode'] == 'all' else f', seed {args.seed}'}")
+    print(
+        f"{r.n_scans} scans of {r.n_firearms} firearms; {r.n_pairs} pairs ({r.n_same} same-gun, "
+        f"{r.n_different} different-gun){'' if r.pairs_plan['mode'] == 'all' else f', seed {args.seed}'}"
+    )
     pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
-    _print_table([{"rule": f"{x['kind']} at {x['rule']}", "same_gun": f"{x['same_called']}/{x['n_same']}",
-                   "same_%": pct(x["rate_same"]), "different_gun": f"{x['different_called']}/{x['n_different']}",
-                   "different_%": pct(x["rate_different"]),
-                   "different_95%_CI": f"{pct(x['ci95_different'][0])}-{pct(x['ci95_different'][1])}"}
-                  for x in r.lr_rules + [c for c in r.cmc_rules if c["threshold"] in (CONVENTIONAL_CMC_RULE, 8, 10)]])
+    _print_table(
+        [
+            {
+                "rule": f"{x['kind']} at {x['rule']}",
+                "same_gun": f"{x['same_called']}/{x['n_same']}",
+                "same_%": pct(x["rate_same"]),
+                "different_gun": f"{x['different_called']}/{x['n_different']}",
+                "different_%": pct(x["rate_different"]),
+                "different_95%_CI": f"{pct(x['ci95_different'][0])}-{pct(x['ci95_different'][1])}",
+            }
+            for x in r.lr_rules + [c for c in r.cmc_rules if c["threshold"] in (CONVENTIONAL_CMC_RULE, 8, 10)]
+        ]
+    )
     print(f"\ncross-validated Cllr {r.cllr:.3f} (min {r.cllr_min:.3f}); AUC LR {r.auc_lr:.3f}, CMC {r.auc_cmc:.3f}")
     print(r.recommendation["text"])
     for label, path in (("report", r.report), ("calibration", r.calibration_json), ("record", r.validation_json)):
@@ -501,9 +642,11 @@ def cmd_bench(args) -> int:
 
     root = _checkout()
     if root is None:
-        print("error: ballistix bench runs the benchmarks of a source checkout, and this ballistix is installed "
-              f"without one; in a checkout, run: python -m benchmarks {shlex.join(args.args)}".rstrip(),
-              file=sys.stderr)
+        print(
+            "error: ballistix bench runs the benchmarks of a source checkout, and this ballistix is installed "
+            f"without one; in a checkout, run: python -m benchmarks {shlex.join(args.args)}".rstrip(),
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     return subprocess.call([sys.executable, "-m", "benchmarks", *args.args], cwd=root)
 
@@ -513,14 +656,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ballistix {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="the whole story on simulated casework: ingest, search, link, report",
-                       description=cmd_demo.__doc__)
+    d = sub.add_parser(
+        "demo", help="the whole story on simulated casework: ingest, search, link, report", description=cmd_demo.__doc__
+    )
     d.add_argument("--out", default="ballistix-demo", help="output folder (default: ./ballistix-demo)")
     d.add_argument("--firearms", type=_positive_int, default=4, help="number of guns (default 4)")
     d.add_argument("--scenes", type=_positive_int, default=6, help="number of crime scenes (default 6)")
     d.add_argument("--seed", type=_non_negative_int, default=0)
-    d.add_argument("--resolution", default="standard", choices=["fast", "standard", "full"],
-                   help="scan resolution: fast 12.5 um, standard 6.25 um, full 3.125 um (default standard)")
+    d.add_argument(
+        "--resolution",
+        default="standard",
+        choices=["fast", "standard", "full"],
+        help="scan resolution: fast 12.5 um, standard 6.25 um, full 3.125 um (default standard)",
+    )
     d.add_argument("--json", action="store_true", help="print JSON instead of tables")
     d.set_defaults(func=cmd_demo)
 
@@ -544,8 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("-k", type=_positive_int, default=20, help="candidates to list (default 20)")
     se.add_argument("--shortlist", type=_positive_int, help="candidates verified by CMC (default: the store's, 50)")
     se.add_argument("--jobs", type=_positive_int, default=1)
-    se.add_argument("--read-only", action="store_true", help="write nothing to the store (automatic when it is "
-                                                             "not writable)")
+    se.add_argument(
+        "--read-only", action="store_true", help="write nothing to the store (automatic when it is not writable)"
+    )
     se.add_argument("--json", action="store_true")
     _units_option(se)
     _pixel_size_option(se)
@@ -554,15 +703,21 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("compare", help="compare two scan files (CMC)", description=cmd_compare.__doc__)
     co.add_argument("a")
     co.add_argument("b")
-    co.add_argument("--store", help="case store whose registered calibrations may weigh the pair (read only; "
-                                    "default: the shipped calibrations only)")
-    co.add_argument("--calibration", help="calibration file for the likelihood ratio: only the shipped one or one "
-                                          "registered in --store is used (default: the most specific shipped or "
-                                          "registered one whose population holds both scans)")
-    co.add_argument("--calibre", type=_text,
-                    help="calibre of both cartridge cases, e.g. '9mm Luger' (chooses the calibration)")
-    co.add_argument("--make-model", type=_text,
-                    help="make and model of the firearm, when known, e.g. 'Ruger P95'")
+    co.add_argument(
+        "--store",
+        help="case store whose registered calibrations may weigh the pair (read only; "
+        "default: the shipped calibrations only)",
+    )
+    co.add_argument(
+        "--calibration",
+        help="calibration file for the likelihood ratio: only the shipped one or one "
+        "registered in --store is used (default: the most specific shipped or "
+        "registered one whose population holds both scans)",
+    )
+    co.add_argument(
+        "--calibre", type=_text, help="calibre of both cartridge cases, e.g. '9mm Luger' (chooses the calibration)"
+    )
+    co.add_argument("--make-model", type=_text, help="make and model of the firearm, when known, e.g. 'Ruger P95'")
     co.add_argument("--json", action="store_true")
     _units_option(co)
     _pixel_size_option(co)
@@ -571,8 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     li = sub.add_parser("link", help="link new exhibits of a store and write the graph", description=cmd_link.__doc__)
     li.add_argument("--store", required=True)
     li.add_argument("--out", required=True, help="graph file: .graphml, .gexf, .json or .html (interactive view)")
-    li.add_argument("--shortlist", type=_positive_int,
-                    help="candidates compared per new exhibit (default: the store's, 50)")
+    li.add_argument(
+        "--shortlist", type=_positive_int, help="candidates compared per new exhibit (default: the store's, 50)"
+    )
     li.add_argument("--jobs", type=_positive_int, default=1)
     li.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): compare on the cluster")
     li.add_argument("--json", action="store_true")
@@ -581,63 +737,78 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write a case store's HTML report", description=cmd_report.__doc__)
     rp.add_argument("--store", required=True)
     rp.add_argument("--out", default="report.html")
-    rp.add_argument("--since", type=_since,
-                    help="ISO date (YYYY-MM-DD) or UTC time (YYYY-MM-DDTHH:MM): exhibits ingested since then are "
-                         "the new ones (default: last day)")
-    rp.add_argument("--read-only", action="store_true", help="write nothing to the store (automatic when it is "
-                                                             "not writable)")
+    rp.add_argument(
+        "--since",
+        type=_since,
+        help="ISO date (YYYY-MM-DD) or UTC time (YYYY-MM-DDTHH:MM): exhibits ingested since then are "
+        "the new ones (default: last day)",
+    )
+    rp.add_argument(
+        "--read-only", action="store_true", help="write nothing to the store (automatic when it is not writable)"
+    )
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_report)
 
     ck = sub.add_parser("check", help="verify a case store (and repair it)", description=cmd_check.__doc__)
     ck.add_argument("--store", required=True)
-    ck.add_argument("--repair", action="store_true", help="rebuild the index, re-create or drop damaged cached "
-                                                          "scans")
+    ck.add_argument("--repair", action="store_true", help="rebuild the index, re-create or drop damaged cached scans")
     ck.add_argument("--json", action="store_true")
     ck.set_defaults(func=cmd_check)
 
     ru = sub.add_parser("rule", help="show or set a store's link rule", description=cmd_rule.__doc__)
     ru.add_argument("--store", required=True)
-    ru.add_argument("--link-lr", type=_likelihood_ratio,
-                    help="likelihood ratio at or above which a comparison is a link")
+    ru.add_argument(
+        "--link-lr", type=_likelihood_ratio, help="likelihood ratio at or above which a comparison is a link"
+    )
     ru.add_argument("--count-rule", help="a CMC count rule instead of the LR (needs --reason), or 'none'")
     ru.add_argument("--reason", type=_text, help="the validation that supports a count rule")
     ru.add_argument("--json", action="store_true")
     ru.set_defaults(func=cmd_rule)
 
-    rc = sub.add_parser("register-calibration", help="register a lab's calibration file in a store",
-                        description=cmd_register.__doc__)
+    rc = sub.add_parser(
+        "register-calibration", help="register a lab's calibration file in a store", description=cmd_register.__doc__
+    )
     rc.add_argument("calibration", help="the calibration file (JSON)")
     rc.add_argument("--store", required=True)
     rc.add_argument("--reason", required=True, type=_text, help="why it applies: the validation behind it")
     rc.add_argument("--json", action="store_true")
     rc.set_defaults(func=cmd_register)
 
-    va = sub.add_parser("validate", help="validate the method on the lab's own scans of known truth",
-                        description=cmd_validate.__doc__)
+    va = sub.add_parser(
+        "validate", help="validate the method on the lab's own scans of known truth", description=cmd_validate.__doc__
+    )
     va.add_argument("files", nargs="*", help="scan files (default: every file listed in --labels)")
     va.add_argument("--labels", required=True, help="CSV with columns file,firearm[,calibre,make,model,instrument]")
     va.add_argument("--out", default="validation", help="output folder (default: ./validation)")
     va.add_argument("--pairs", type=_positive_int, help="different-gun pairs to sample (default: compare every pair)")
-    va.add_argument("--seed", type=_non_negative_int, default=0,
-                    help="seed of the pair sample and of the folds (default 0)")
+    va.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of the pair sample and of the folds (default 0)"
+    )
     va.add_argument("--jobs", type=_positive_int, default=1)
     va.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): preprocess and compare there")
     va.add_argument("--folds", type=_folds, default=10, help="folds of guns for cross-validation (default 10)")
-    va.add_argument("--fpr-target", type=_share, default=0.01,
-                    help="largest acceptable false-identification rate, 95%% upper bound (default 0.01)")
-    va.add_argument("--spacing-um", type=_positive_float,
-                    help="preprocessing resample spacing, um (default: the library's)")
-    va.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable scans (listed) "
-                                                                   "instead of stopping")
+    va.add_argument(
+        "--fpr-target",
+        type=_share,
+        default=0.01,
+        help="largest acceptable false-identification rate, 95%% upper bound (default 0.01)",
+    )
+    va.add_argument(
+        "--spacing-um", type=_positive_float, help="preprocessing resample spacing, um (default: the library's)"
+    )
+    va.add_argument(
+        "--skip-unreadable", action="store_true", help="leave out unreadable scans (listed) instead of stopping"
+    )
     va.add_argument("--name", type=_text, help="name of the calibration (default: says what was tested)")
     va.add_argument("--json", action="store_true")
     va.set_defaults(func=cmd_validate)
 
     be = sub.add_parser("bench", help="run the benchmarks (from a source checkout)", description=cmd_bench.__doc__)
-    be.add_argument("args", nargs=argparse.REMAINDER,
-                    help="passed to python -m benchmarks: [names] [--quick | --full] [--jobs N] [--summary-only] "
-                         "[--update-readme]")
+    be.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        help="passed to python -m benchmarks: [names] [--quick | --full] [--jobs N] [--summary-only] [--update-readme]",
+    )
     be.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="read scans (.x3p, .png, .tif, .npz) and print what is in them")
@@ -652,15 +823,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _pixel_size_option(parser) -> None:
     """``--pixel-size-um`` for the subcommands that read 2-D images (passed to read_image)."""
-    parser.add_argument("--pixel-size-um", "--pixel-size", type=_positive_float, metavar="UM",
-                        help="pixel size, in micrometres, of 2-D images (.png, .tif) that do not carry one")
+    parser.add_argument(
+        "--pixel-size-um",
+        "--pixel-size",
+        type=_positive_float,
+        metavar="UM",
+        help="pixel size, in micrometres, of 2-D images (.png, .tif) that do not carry one",
+    )
 
 
 def _units_option(parser) -> None:
     """``--units`` for the subcommands that read scan files (passed to read_scan)."""
-    parser.add_argument("--units", choices=["auto", "m", "mm", "um"], default="auto",
-                        help="length unit of the x3p files' increments and heights (default auto: metres, as "
-                             "ISO 25178-72 asks, or mm / um when a file is unambiguously in them, with a warning)")
+    parser.add_argument(
+        "--units",
+        choices=["auto", "m", "mm", "um"],
+        default="auto",
+        help="length unit of the x3p files' increments and heights (default auto: metres, as "
+        "ISO 25178-72 asks, or mm / um when a file is unambiguously in them, with a warning)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,14 +80,18 @@ def _check_options(exclude_top, min_size, quantile, min_scale) -> tuple[int, int
         raise ParameterError("min_size must be at least 1 (a cohort of no scores has no statistics)")
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile <= 1.0:
         raise ParameterError(f"quantile must be a number in [0, 1], got {quantile!r}")
-    if isinstance(min_scale, bool) or not isinstance(min_scale, (int, float)) or not (min_scale >= 0
-                                                                                     and np.isfinite(min_scale)):
+    if (
+        isinstance(min_scale, bool)
+        or not isinstance(min_scale, (int, float))
+        or not (min_scale >= 0 and np.isfinite(min_scale))
+    ):
         raise ParameterError(f"min_scale must be a finite number >= 0, got {min_scale!r}")
     return exclude_top, min_size, float(quantile), float(min_scale)
 
 
-def cohort_stats(scores, *, exclude_top: int = 1, min_size: int = 5, quantile: float = 0.5,
-                 min_scale: float = 0.0) -> CohortStats:
+def cohort_stats(
+    scores, *, exclude_top: int = 1, min_size: int = 5, quantile: float = 0.5, min_scale: float = 0.0
+) -> CohortStats:
     """Robust location and scale of one exhibit's scores against its cohort.
 
     Parameters
@@ -127,16 +131,20 @@ def cohort_stats(scores, *, exclude_top: int = 1, min_size: int = 5, quantile: f
     if np.isinf(s).any():
         raise ParameterError("scores contain +/-inf; use NaN for failed comparisons")
     s = np.sort(s[~np.isnan(s)])
-    kept = s[:max(s.size - exclude_top, 0)]
+    kept = s[: max(s.size - exclude_top, 0)]
     if kept.size < min_size:
-        return CohortStats(float("nan"), float("nan"), int(kept.size),
-                           f"cohort of {kept.size} score(s) after leaving out the top {exclude_top}, "
-                           f"fewer than min_size={min_size}")
+        return CohortStats(
+            float("nan"),
+            float("nan"),
+            int(kept.size),
+            f"cohort of {kept.size} score(s) after leaving out the top {exclude_top}, fewer than min_size={min_size}",
+        )
     loc = float(np.quantile(kept, quantile))
     scale = max(_MAD_TO_SD * float(np.median(np.abs(kept - np.median(kept)))), min_scale)
     if scale == 0.0:
-        return CohortStats(loc, float("nan"), int(kept.size),
-                           "cohort scores do not spread (MAD 0) and min_scale is 0: no scale")
+        return CohortStats(
+            loc, float("nan"), int(kept.size), "cohort scores do not spread (MAD 0) and min_scale is 0: no scale"
+        )
     return CohortStats(loc, scale, int(kept.size), None)
 
 
@@ -196,9 +204,22 @@ def normalise(score, stats_a, stats_b, *, method: str = "excess") -> np.ndarray:
         return ((s - la) / sa + (s - lb) / sb) / 2.0
 
 
-def normalise_pairs(ids_a, ids_b, scores, *, keys_a=None, keys_b=None, known_same=None, method: str = "excess",
-                    exclude_top: int = 1, min_size: int = 5, quantile: float = 0.5, min_scale: float = 0.0,
-                    leave_pair_out: bool = True, return_stats: bool = False):
+def normalise_pairs(
+    ids_a,
+    ids_b,
+    scores,
+    *,
+    keys_a=None,
+    keys_b=None,
+    known_same=None,
+    method: str = "excess",
+    exclude_top: int = 1,
+    min_size: int = 5,
+    quantile: float = 0.5,
+    min_scale: float = 0.0,
+    leave_pair_out: bool = True,
+    return_stats: bool = False,
+):
     """Cohort-normalise every pair of a set of comparisons, using the set itself as the cohort.
 
     The cohort of exhibit ``a`` for the pair ``(a, b)`` is the set of a's
@@ -283,8 +304,9 @@ def normalise_pairs(ids_a, ids_b, scores, *, keys_a=None, keys_b=None, known_sam
             use = (keys == other_key) & ~same & ~np.isnan(sc)
             if leave_pair_out:
                 use &= idx != pair
-            cache[ck] = cohort_stats(sc[use], exclude_top=exclude_top, min_size=min_size, quantile=quantile,
-                                     min_scale=min_scale)
+            cache[ck] = cohort_stats(
+                sc[use], exclude_top=exclude_top, min_size=min_size, quantile=quantile, min_scale=min_scale
+            )
         return cache[ck]
 
     st_a = [stats(a[i].item(), kb[i], i) for i in range(n)]

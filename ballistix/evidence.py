@@ -73,13 +73,39 @@ from .provenance import POPULATION_KEYS, _canonical, _norm, population, processi
 # (`cllr`, `cllr_min`, `misleading`, `elub_bounds`, `tippett`, `conclusion_rates`, the examiner-scale
 # thresholds) and `population`, `processing_signature`, `POPULATION_KEYS` of `ballistix.provenance`.
 
-__all__ = ["FEATURES", "Calibration", "CalibrationMismatchError", "feature_values", "fit", "cross_validate",
-           "cv_splits", "weigh",
-           "cllr", "cllr_min", "elub_bounds", "misleading", "tippett", "conclusion", "conclusion_rates", "verbal",
-           "load_calibration", "default_calibration", "shipped_calibrations", "select_calibration",
-           "population", "domain_check", "processing_signature", "IDENTIFICATION_LR", "ELIMINATION_LR",
-           "POPULATION_KEYS", "COHORT_FEATURES", "UntrustedCalibrationError", "cap_without_cells",
-           "trusted_calibration", "SHIPPED_SHA256"]
+__all__ = [
+    "FEATURES",
+    "Calibration",
+    "CalibrationMismatchError",
+    "feature_values",
+    "fit",
+    "cross_validate",
+    "cv_splits",
+    "weigh",
+    "cllr",
+    "cllr_min",
+    "elub_bounds",
+    "misleading",
+    "tippett",
+    "conclusion",
+    "conclusion_rates",
+    "verbal",
+    "load_calibration",
+    "default_calibration",
+    "shipped_calibrations",
+    "select_calibration",
+    "population",
+    "domain_check",
+    "processing_signature",
+    "IDENTIFICATION_LR",
+    "ELIMINATION_LR",
+    "POPULATION_KEYS",
+    "COHORT_FEATURES",
+    "UntrustedCalibrationError",
+    "cap_without_cells",
+    "trusted_calibration",
+    "SHIPPED_SHA256",
+]
 
 #: Features of a comparison used by the LR model; each one can only raise the LR.
 FEATURES: dict[str, str] = {
@@ -119,6 +145,7 @@ SHIPPED_SHA256 = {
 
 # ---------------------------------------------------------------------------------------------- populations
 
+
 def domain_check(domain: dict | None, pop: dict, label: str = "scan") -> str | None:
     """Why a scan of population ``pop`` lies outside ``domain`` (None when inside).
 
@@ -154,9 +181,11 @@ def feature_values(comparison) -> dict[str, float]:
     corr = np.array([c["correlation"] for c in comparison.cells], float)
     corr = corr[np.isfinite(corr)]
     cmc = int(comparison.cmc_count)
-    return {"cmc": float(cmc),
-            "congruent_corr": float(comparison.score - cmc) if cmc > 0 else 0.0,
-            "cell_corr": float(corr.mean()) if corr.size else 0.0}
+    return {
+        "cmc": float(cmc),
+        "congruent_corr": float(comparison.score - cmc) if cmc > 0 else 0.0,
+        "cell_corr": float(corr.mean()) if corr.size else 0.0,
+    }
 
 
 def _matrix(rows, names=tuple(FEATURES)) -> np.ndarray:
@@ -171,8 +200,7 @@ def _matrix(rows, names=tuple(FEATURES)) -> np.ndarray:
         except (KeyError, TypeError, ValueError):
             raise ParameterError(f"feature rows must be mappings with the keys {names}") from None
     if X.ndim != 2 or X.shape[1] != len(names):
-        raise ParameterError(f"features must be an (n, {len(names)}) array in the order {names}; "
-                             f"got shape {X.shape}")
+        raise ParameterError(f"features must be an (n, {len(names)}) array in the order {names}; got shape {X.shape}")
     if not np.isfinite(X).all():
         raise ParameterError("features hold NaN or infinite values")
     return X
@@ -184,8 +212,10 @@ def _canon(o) -> str:
 
 # ---------------------------------------------------------------------------------------------- model
 
-def _fit_weights(X: np.ndarray, y: np.ndarray, ridge: float,
-                 weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def _fit_weights(
+    X: np.ndarray, y: np.ndarray, ridge: float, weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class-balanced (weighted) logistic regression with non-negative slopes on standardised features."""
     from scipy import optimize  # here, not at the top: `import ballistix` stays fast
 
@@ -206,8 +236,9 @@ def _fit_weights(X: np.ndarray, y: np.ndarray, ridge: float,
 
     w0 = np.zeros(X.shape[1] + 1)
     bounds = [(None, None)] + [(0.0, None)] * X.shape[1]
-    res = optimize.minimize(loss, w0, jac=True, method="L-BFGS-B", bounds=bounds,
-                            options={"maxiter": 2000, "gtol": 1e-10})
+    res = optimize.minimize(
+        loss, w0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 2000, "gtol": 1e-10}
+    )
     return res.x, mu, sd
 
 
@@ -259,12 +290,15 @@ class Calibration:
         """One line naming the calibration, its checksum and its origin, for every output."""
         o = self.origin
         kind = o.get("kind")
-        where = {"shipped": lambda: f"shipped with ballistix ({o.get('file')})",
-                 "registered": lambda: f"registered in the store {o.get('store')} by {o.get('registered_by')} "
-                                       f"on {o.get('registered_utc')} ({o.get('reason')})",
-                 "fitted": lambda: "fitted in this session (not registered in a store)",
-                 "file": lambda: f"read from {o.get('path')}: origin unknown, not trusted",
-                 }.get(kind, lambda: "built by hand: origin unknown, not trusted")()
+        where = {
+            "shipped": lambda: f"shipped with ballistix ({o.get('file')})",
+            "registered": lambda: (
+                f"registered in the store {o.get('store')} by {o.get('registered_by')} "
+                f"on {o.get('registered_utc')} ({o.get('reason')})"
+            ),
+            "fitted": lambda: "fitted in this session (not registered in a store)",
+            "file": lambda: f"read from {o.get('path')}: origin unknown, not trusted",
+        }.get(kind, lambda: "built by hand: origin unknown, not trusted")()
         return f"{self.name} [sha256 {self.sha256[:16]}; {where}]"
 
     def specificity(self) -> int:
@@ -300,8 +334,10 @@ class Calibration:
             for side in ("a", "b"):
                 sig = comparison.inputs[side].get("processing")
                 if sig is None or _canon(sig) != _canon(self.preprocessing):
-                    return (f"scan {comparison.inputs[side].get('label', side)} was not preprocessed with the "
-                            f"calibration's preprocessing steps and parameters")
+                    return (
+                        f"scan {comparison.inputs[side].get('label', side)} was not preprocessed with the "
+                        f"calibration's preprocessing steps and parameters"
+                    )
         for side in ("a", "b"):
             inp = comparison.inputs[side]
             why = domain_check(self.domain, inp.get("population") or {}, f"scan {inp.get('label', side)}")
@@ -350,20 +386,30 @@ def load_calibration(path) -> Calibration:
     if hashlib.sha256(_canon(cal).encode()).hexdigest() != doc.get("sha256"):
         raise FileFormatError(path, "checksum mismatch: the calibration was altered or damaged")
     if cal.get("format") != FORMAT or cal.get("format_version") != FORMAT_VERSION:
-        raise FileFormatError(path, f"unsupported calibration format {cal.get('format')!r} "
-                                    f"version {cal.get('format_version')!r}")
+        raise FileFormatError(
+            path, f"unsupported calibration format {cal.get('format')!r} version {cal.get('format_version')!r}"
+        )
     if tuple(cal.get("features") or ()) not in FEATURE_SETS:
-        raise FileFormatError(path, f"calibration features {cal.get('features')} are not one of this version's "
-                                    f"{[list(f) for f in FEATURE_SETS]}")
+        raise FileFormatError(
+            path,
+            f"calibration features {cal.get('features')} are not one of this version's "
+            f"{[list(f) for f in FEATURE_SETS]}",
+        )
     kw = {k: v for k, v in cal.items() if k not in ("format", "format_version")}
     _check_domain(kw.get("domain"), path)
     try:
         c = Calibration(**kw)
         n = len(c.features)
-        ok = (len(c.coef) == n + 1 and len(c.mean) == n and len(c.scale) == n and len(c.bounds_log10) == 2
-              and all(math.isfinite(v) for v in [*c.coef, *c.mean, *c.scale, *c.bounds_log10])
-              and all(v >= 0 for v in c.coef[1:]) and all(v > 0 for v in c.scale)
-              and c.bounds_log10[0] <= 0 <= c.bounds_log10[1])
+        ok = (
+            len(c.coef) == n + 1
+            and len(c.mean) == n
+            and len(c.scale) == n
+            and len(c.bounds_log10) == 2
+            and all(math.isfinite(v) for v in [*c.coef, *c.mean, *c.scale, *c.bounds_log10])
+            and all(v >= 0 for v in c.coef[1:])
+            and all(v > 0 for v in c.scale)
+            and c.bounds_log10[0] <= 0 <= c.bounds_log10[1]
+        )
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -388,9 +434,11 @@ def _bounds_problem(cal: Calibration) -> str | None:
         return f"the reference set must state its counts n_same and n_different (>= 2), got {n_same!r}, {n_diff!r}"
     lo, hi = cal.bounds_log10
     if hi > math.log10(n_diff + 1) + 1e-9 or lo < -math.log10(n_same + 1) - 1e-9:
-        return (f"LR bounds log10 [{lo:g}, {hi:g}] claim more than {n_same} same-gun and {n_diff} different-gun "
-                f"reference pairs can support (at most [{-math.log10(n_same + 1):.2f}, "
-                f"{math.log10(n_diff + 1):.2f}])")
+        return (
+            f"LR bounds log10 [{lo:g}, {hi:g}] claim more than {n_same} same-gun and {n_diff} different-gun "
+            f"reference pairs can support (at most [{-math.log10(n_same + 1):.2f}, "
+            f"{math.log10(n_diff + 1):.2f}])"
+        )
     for name, r in ((cal.performance or {}).get("conclusions") or {}).items():
         if not isinstance(r, dict):
             continue
@@ -448,13 +496,20 @@ def _shipped() -> dict[str, Calibration]:
                 with resources.as_file(f) as p:
                     cal = load_calibration(p)
                 if SHIPPED_SHA256.get(f.name) != cal.origin["sha256"]:
-                    raise FileFormatError(f"ballistix/data/{f.name}", "not the calibration shipped with this "
-                                          "version (its checksum is not the one pinned in ballistix.evidence."
-                                          "SHIPPED_SHA256): reinstall ballistix (a developer who regenerated it "
-                                          "on purpose updates the pin in the same commit)")
-                cal.origin = {"kind": "shipped", "file": f.name, "sha256": cal.origin["sha256"],
-                              "ballistix": __version__}
-                cals[f.name[len("calibration_"):-len(".json")]] = cal
+                    raise FileFormatError(
+                        f"ballistix/data/{f.name}",
+                        "not the calibration shipped with this "
+                        "version (its checksum is not the one pinned in ballistix.evidence."
+                        "SHIPPED_SHA256): reinstall ballistix (a developer who regenerated it "
+                        "on purpose updates the pin in the same commit)",
+                    )
+                cal.origin = {
+                    "kind": "shipped",
+                    "file": f.name,
+                    "sha256": cal.origin["sha256"],
+                    "ballistix": __version__,
+                }
+                cals[f.name[len("calibration_") : -len(".json")]] = cal
         if "default" not in cals:
             raise FileFormatError("ballistix/data/calibration_default.json", "missing from the package")
         _SHIPPED = cals
@@ -495,11 +550,11 @@ def trusted_calibration(calibration, registered=()) -> Calibration:
         f"calibration {cal.name!r} ({where}, sha256 {cal.sha256[:16]}) is neither shipped with ballistix nor "
         f"registered in a case store, so it is not used: a file's own checksum does not say who made it or "
         f"from what data. Validate it, register it in the lab's store (ballistix register-calibration --store "
-        f"DIR FILE --reason TEXT) and compare with --store DIR (Python: calibration=store.calibrations())")
+        f"DIR FILE --reason TEXT) and compare with --store DIR (Python: calibration=store.calibrations())"
+    )
 
 
-def select_calibration(comparison, calibrations=None, *, cohort: bool = False
-                       ) -> tuple[Calibration | None, list[str]]:
+def select_calibration(comparison, calibrations=None, *, cohort: bool = False) -> tuple[Calibration | None, list[str]]:
     """The most specific calibration that applies to a comparison, and why the others refused.
 
     ``calibrations``: candidates (default: `shipped_calibrations`). A calibration
@@ -523,10 +578,20 @@ def select_calibration(comparison, calibrations=None, *, cohort: bool = False
     return best, reasons
 
 
-def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unnamed", description: str = "",
-        preprocessing: list | None = None, comparison: dict[str, Any] | None = None,
-        extra_reference: dict[str, Any] | None = None, domain: dict[str, Any] | None = None,
-        features: list[str] | None = None) -> Calibration:
+def fit(
+    X,
+    same,
+    *,
+    sample_weight=None,
+    ridge: float = 1e-3,
+    name: str = "unnamed",
+    description: str = "",
+    preprocessing: list | None = None,
+    comparison: dict[str, Any] | None = None,
+    extra_reference: dict[str, Any] | None = None,
+    domain: dict[str, Any] | None = None,
+    features: list[str] | None = None,
+) -> Calibration:
     """Fit a calibration on reference comparisons of known truth.
 
     Parameters
@@ -559,21 +624,35 @@ def fit(X, same, *, sample_weight=None, ridge: float = 1e-3, name: str = "unname
     if y.shape != (Xm.shape[0],):
         raise ParameterError(f"same must hold one flag per comparison ({Xm.shape[0]}), got shape {y.shape}")
     if y.sum() < 2 or (~y).sum() < 2:
-        raise ParameterError(f"a calibration needs at least 2 same-gun and 2 different-gun comparisons; got "
-                             f"{int(y.sum())} and {int((~y).sum())}")
+        raise ParameterError(
+            f"a calibration needs at least 2 same-gun and 2 different-gun comparisons; got "
+            f"{int(y.sum())} and {int((~y).sum())}"
+        )
     wt = None
     if sample_weight is not None:
         wt = np.asarray(sample_weight, float)
         if wt.shape != y.shape or not np.all(np.isfinite(wt)) or np.any(wt <= 0):
             raise ParameterError(f"sample_weight must hold one positive finite weight per comparison ({len(y)})")
     w, mu, sd = _fit_weights(Xm, y, ridge, wt)
-    cal = Calibration(coef=w.tolist(), mean=mu.tolist(), scale=sd.tolist(), bounds_log10=[0.0, 0.0],
-                      reference={"name": name, "description": description, "n_same": int(y.sum()),
-                                 "n_different": int((~y).sum()), "ridge": ridge,
-                                 "features_sha256": hashlib.sha256(np.ascontiguousarray(Xm).tobytes()
-                                                                   + y.tobytes()).hexdigest(),
-                                 **(extra_reference or {})},
-                      preprocessing=preprocessing, comparison=comparison, domain=domain, features=names)
+    cal = Calibration(
+        coef=w.tolist(),
+        mean=mu.tolist(),
+        scale=sd.tolist(),
+        bounds_log10=[0.0, 0.0],
+        reference={
+            "name": name,
+            "description": description,
+            "n_same": int(y.sum()),
+            "n_different": int((~y).sum()),
+            "ridge": ridge,
+            "features_sha256": hashlib.sha256(np.ascontiguousarray(Xm).tobytes() + y.tobytes()).hexdigest(),
+            **(extra_reference or {}),
+        },
+        preprocessing=preprocessing,
+        comparison=comparison,
+        domain=domain,
+        features=names,
+    )
     cal.bounds_log10 = list(elub_bounds(cal.raw_log10_lr(Xm), y))
     cal.origin = {"kind": "fitted", "fitted_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     return cal
@@ -597,8 +676,9 @@ def cv_splits(guns_a, guns_b, n_folds: int = 10, seed: int = 0):
         yield train, test
 
 
-def cross_validate(X, same, guns_a, guns_b, *, n_folds: int = 10, seed: int = 0, sample_weight=None,
-                   **fit_kw) -> np.ndarray:
+def cross_validate(
+    X, same, guns_a, guns_b, *, n_folds: int = 10, seed: int = 0, sample_weight=None, **fit_kw
+) -> np.ndarray:
     """Bounded log10 LRs where no pair calibrates its own guns.
 
     The guns are split into ``n_folds`` groups (one gun per group when there
@@ -613,8 +693,9 @@ def cross_validate(X, same, guns_a, guns_b, *, n_folds: int = 10, seed: int = 0,
     out = np.full(len(y), np.nan)
     for train, test in cv_splits(guns_a, guns_b, n_folds, seed):
         if y[train].sum() < 2 or (~y[train]).sum() < 2:
-            raise ParameterError("too few guns to leave a pair's guns out and still fit a calibration "
-                                 "(use more guns or fewer folds)")
+            raise ParameterError(
+                "too few guns to leave a pair's guns out and still fit a calibration (use more guns or fewer folds)"
+            )
         w = None if sample_weight is None else np.asarray(sample_weight, float)[train]
         out[test] = fit(Xm[train], y[train], sample_weight=w, **fit_kw).log10_lr(Xm[test])
     return out
@@ -622,8 +703,14 @@ def cross_validate(X, same, guns_a, guns_b, *, n_folds: int = 10, seed: int = 0,
 
 # ---------------------------------------------------------------------------------------------- conclusions
 
-_VERBAL = [(6, "extremely strong support"), (4, "very strong support"), (3, "strong support"),
-           (2, "moderately strong support"), (1, "moderate support"), (0, "weak support")]
+_VERBAL = [
+    (6, "extremely strong support"),
+    (4, "very strong support"),
+    (3, "strong support"),
+    (2, "moderately strong support"),
+    (1, "moderate support"),
+    (0, "weak support"),
+]
 
 
 def verbal(log10_lr: float) -> str:
@@ -650,23 +737,41 @@ def conclusion(log10_lr: float, calibration: Calibration | None = None) -> dict[
     hi = math.log10(rates.get("identification_lr", IDENTIFICATION_LR))
     lo = math.log10(rates.get("elimination_lr", ELIMINATION_LR))
     name = "identification" if log10_lr >= hi else "elimination" if log10_lr <= lo else "inconclusive"
-    out = {"conclusion": name, "log10_lr": float(log10_lr), "verbal": verbal(log10_lr),
-           "thresholds_lr": {"identification": 10 ** hi, "elimination": 10 ** lo}}
+    out = {
+        "conclusion": name,
+        "log10_lr": float(log10_lr),
+        "verbal": verbal(log10_lr),
+        "thresholds_lr": {"identification": 10**hi, "elimination": 10**lo},
+    }
     r = rates.get(name)
     if r:
         if name == "identification":
-            out["error_rate"] = {"what": "different-gun pairs called identification", "k": r["different"],
-                                 "n": r["n_different"], "rate": r["rate_different"], "upper95": r["upper95_different"]}
+            out["error_rate"] = {
+                "what": "different-gun pairs called identification",
+                "k": r["different"],
+                "n": r["n_different"],
+                "rate": r["rate_different"],
+                "upper95": r["upper95_different"],
+            }
         elif name == "elimination":
-            out["error_rate"] = {"what": "same-gun pairs called elimination", "k": r["same"], "n": r["n_same"],
-                                 "rate": r["rate_same"], "upper95": r["upper95_same"]}
+            out["error_rate"] = {
+                "what": "same-gun pairs called elimination",
+                "k": r["same"],
+                "n": r["n_same"],
+                "rate": r["rate_same"],
+                "upper95": r["upper95_same"],
+            }
         else:
-            out["error_rate"] = {"what": "share of reference pairs left inconclusive",
-                                 "same": r["rate_same"], "different": r["rate_different"]}
+            out["error_rate"] = {
+                "what": "share of reference pairs left inconclusive",
+                "same": r["rate_same"],
+                "different": r["rate_different"],
+            }
     return out
 
 
 # ---------------------------------------------------------------------------------------------- weighing
+
 
 def weigh(comparison, calibration="default"):
     """The comparison with its likelihood ratio: a calibration weighs it (a new `Comparison`).
@@ -722,8 +827,10 @@ def _trusted(calibration):
         return [trusted_calibration(c) for c in calibration]
     if isinstance(calibration, (Calibration, str, bytes)) or hasattr(calibration, "__fspath__"):
         return trusted_calibration(calibration)
-    raise ParameterError(f"calibration must be 'default', a Calibration, a list of them, a path or None; got "
-                         f"{type(calibration).__name__}")
+    raise ParameterError(
+        f"calibration must be 'default', a Calibration, a list of them, a path or None; got "
+        f"{type(calibration).__name__}"
+    )
 
 
 def _attach_lr(res, calibration) -> None:
@@ -735,23 +842,34 @@ def _attach_lr(res, calibration) -> None:
     else:
         cal, refused, strict = calibration, [], True
     if cal is None:
-        res.evidence = {"calibration": None,
-                        "note": "no likelihood ratio: no calibration applies to this pair ("
-                                + "; ".join(refused) + "); an unverified candidate for an examiner, never a link"}
+        res.evidence = {
+            "calibration": None,
+            "note": "no likelihood ratio: no calibration applies to this pair ("
+            + "; ".join(refused)
+            + "); an unverified candidate for an examiner, never a link",
+        }
         return
     res.log10_lr = cal.weigh(res, strict=strict)
-    res.evidence = {"calibration": cal.name, "calibration_sha256": cal.sha256,
-                    "calibration_origin": {**cal.origin, "text": cal.describe_origin()},
-                    "calibration_reference_sha256": cal.reference.get("features_sha256"),
-                    "calibration_domain": cal.domain}
+    res.evidence = {
+        "calibration": cal.name,
+        "calibration_sha256": cal.sha256,
+        "calibration_origin": {**cal.origin, "text": cal.describe_origin()},
+        "calibration_reference_sha256": cal.reference.get("features_sha256"),
+        "calibration_domain": cal.domain,
+    }
     if res.log10_lr is not None and res.cmc_count <= 0:
         res.evidence["capped"] = "no congruent cells: no support for the same gun, whatever the calibration"
-    unknown = [k for k in (cal.domain or {}).get("unknown_ok") or ()
-               if (cal.domain or {}).get(k) is not None
-               and any((res.inputs[s].get("population") or {}).get(k) is None for s in ("a", "b"))]
+    unknown = [
+        k
+        for k in (cal.domain or {}).get("unknown_ok") or ()
+        if (cal.domain or {}).get(k) is not None
+        and any((res.inputs[s].get("population") or {}).get(k) is None for s in ("a", "b"))
+    ]
     if unknown:
-        res.evidence["assumed"] = (f"{', '.join(unknown)} not recorded for a scan: taken to be within the "
-                                   f"calibration's domain ({'; '.join(str(cal.domain[k]) for k in unknown)})")
+        res.evidence["assumed"] = (
+            f"{', '.join(unknown)} not recorded for a scan: taken to be within the "
+            f"calibration's domain ({'; '.join(str(cal.domain[k]) for k in unknown)})"
+        )
     if res.log10_lr is None:
         res.evidence["note"] = f"no likelihood ratio: {cal.check(res)}"
     else:
@@ -766,6 +884,7 @@ def _attach_lr(res, calibration) -> None:
 # failed, if it was let through with check=False) no likelihood ratio is given, in either direction:
 # the CMC count and score stay, as features for an examiner, and evidence["note"] says why.
 
+
 def _withhold_lr_on_doubtful_regions(res) -> None:
     status = {side: (res.inputs[side].get("segmentation") or {}).get("status") for side in ("a", "b")}
     if not any(st is not None for st in status.values()):
@@ -773,8 +892,11 @@ def _withhold_lr_on_doubtful_regions(res) -> None:
     bad = [side for side, st in status.items() if st in ("doubtful", "failed")]
     res.evidence["segmentation"] = {"a": status["a"], "b": status["b"], "lr_withheld": bool(bad)}
     if bad:
-        why = "; ".join(f"scan {res.inputs[side].get('label', side)} {status[side]}: "
-                        + ", ".join(res.inputs[side]["segmentation"].get("reasons", [])) for side in bad)
+        why = "; ".join(
+            f"scan {res.inputs[side].get('label', side)} {status[side]}: "
+            + ", ".join(res.inputs[side]["segmentation"].get("reasons", []))
+            for side in bad
+        )
         res.log10_lr = None
         res.evidence.pop("conclusion", None)
         res.evidence["note"] = f"no likelihood ratio: the breech-face region is not trustworthy ({why})"

@@ -22,8 +22,11 @@ def processing_signature(meta_processing) -> list:
     ``block_average`` (the anti-aliasing reduction `preprocess` applies to a scan sampled far more
     finely than its output grid, before the area-averaging resample) is left out: like the input
     spacing, it depends on the instrument, not on the processing a calibration was fitted for."""
-    return [[st.get("step"), st.get("params", {})] for st in (meta_processing or [])
-            if isinstance(st, dict) and st.get("step") not in _SAMPLING_STEPS]
+    return [
+        [st.get("step"), st.get("params", {})]
+        for st in (meta_processing or [])
+        if isinstance(st, dict) and st.get("step") not in _SAMPLING_STEPS
+    ]
 
 
 def original_spacing_um(scan) -> float | None:
@@ -54,9 +57,17 @@ POPULATION_KEYS: dict[str, str] = {
     "instrument": "scanning instrument (x3p Record2 manufacturer + model, or labels 'instrument')",
 }
 
-_CALIBRE_ALIASES = {"9mm": "9mm Luger", "9mmluger": "9mm Luger", "9x19": "9mm Luger", "9x19mm": "9mm Luger",
-                    "9mmparabellum": "9mm Luger", "9mmpara": "9mm Luger", "9mmpb": "9mm Luger",
-                    "9x19parabellum": "9mm Luger", "9mmnato": "9mm Luger"}
+_CALIBRE_ALIASES = {
+    "9mm": "9mm Luger",
+    "9mmluger": "9mm Luger",
+    "9x19": "9mm Luger",
+    "9x19mm": "9mm Luger",
+    "9mmparabellum": "9mm Luger",
+    "9mmpara": "9mm Luger",
+    "9mmpb": "9mm Luger",
+    "9x19parabellum": "9mm Luger",
+    "9mmnato": "9mm Luger",
+}
 
 
 def _norm(v) -> str:
@@ -91,7 +102,9 @@ def population(meta: dict) -> dict[str, str | None]:
     inst = meta.get("instrument") if isinstance(meta.get("instrument"), dict) else {}
     make_model = lab.get("make_model") or " ".join(str(lab[k]) for k in ("make", "model") if lab.get(k))
     instrument = lab.get("instrument") or " ".join(str(inst[k]) for k in ("manufacturer", "model") if inst.get(k))
-    out = {"calibre": lab.get("calibre") or meta.get("calibre") or rec.get("calibre"),
-           "make_model": make_model or rec.get("make_model"),
-           "instrument": instrument or rec.get("instrument")}
+    out = {
+        "calibre": lab.get("calibre") or meta.get("calibre") or rec.get("calibre"),
+        "make_model": make_model or rec.get("make_model"),
+        "instrument": instrument or rec.get("instrument"),
+    }
     return {k: _canonical(k, out[k]) for k in POPULATION_KEYS}

@@ -31,8 +31,9 @@ def check_heights(heights, name: str = "heights", *, min_points: int = 1) -> np.
     if z.ndim != 2 or z.shape[0] < min_points or z.shape[1] < min_points or not np.issubdtype(z.dtype, np.floating):
         size = "non-empty " if min_points <= 1 else ""
         least = f" of at least {min_points} x {min_points} points" if min_points > 1 else ""
-        raise ParameterError(f"{name} must be a {size}2-D float array{least} (NaN = missing), got {z.dtype} "
-                             f"of shape {z.shape}")
+        raise ParameterError(
+            f"{name} must be a {size}2-D float array{least} (NaN = missing), got {z.dtype} of shape {z.shape}"
+        )
     if np.isinf(z).any():
         raise ParameterError(f"{name} contains +/-inf; use NaN for missing points")
     return z
@@ -48,8 +49,10 @@ def check_spacing_value(value, name: str = "spacing_m", *, plausible: bool = Tru
         raise ParameterError(f"{name} must be a number in metres, got {value!r}") from None
     lo, hi = LATERAL_SPACING_M
     if plausible and not (np.isfinite(v) and lo <= v <= hi):
-        raise ParameterError(f"{name} must be a lateral spacing in metres between {lo:g} and {hi:g} (a "
-                             f"microscope's grid), got {v!r}; were micrometres or millimetres passed as metres?")
+        raise ParameterError(
+            f"{name} must be a lateral spacing in metres between {lo:g} and {hi:g} (a "
+            f"microscope's grid), got {v!r}; were micrometres or millimetres passed as metres?"
+        )
     if not (np.isfinite(v) and v > 0):
         raise ParameterError(f"{name} must be a positive spacing in metres, got {v!r}")
     return v

@@ -54,10 +54,24 @@ from .evaluation.lr import cllr, cllr_min, conclusion_rates, misleading, tippett
 from .provenance import POPULATION_KEYS, population, processing_signature
 from .scan import scan_sha256
 
-__all__ = ["validate", "ValidationResult", "ValidationError", "LabelsError", "InsufficientDataError",
-           "read_labels", "plan_pairs", "decision_rules", "recommend", "lr_performance", "clopper_pearson",
-           "upper_bound", "pairs_needed", "LR_IDENTIFICATION_RULES",
-           "LR_ELIMINATION_RULES", "CMC_RULES"]
+__all__ = [
+    "validate",
+    "ValidationResult",
+    "ValidationError",
+    "LabelsError",
+    "InsufficientDataError",
+    "read_labels",
+    "plan_pairs",
+    "decision_rules",
+    "recommend",
+    "lr_performance",
+    "clopper_pearson",
+    "upper_bound",
+    "pairs_needed",
+    "LR_IDENTIFICATION_RULES",
+    "LR_ELIMINATION_RULES",
+    "CMC_RULES",
+]
 
 #: LR thresholds tested for "identification" (LR at or above)
 LR_IDENTIFICATION_RULES = (10.0, 100.0, 1000.0, 1e4)
@@ -88,6 +102,7 @@ class InsufficientDataError(ValidationError):
 
 
 # ---------------------------------------------------------------------------------------------- statistics
+
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Two-sided Clopper-Pearson ("exact") confidence interval of a rate seen ``k`` times in ``n``.
@@ -138,19 +153,32 @@ def lr_performance(log10_lr, same, identification_lr: float = ev.IDENTIFICATION_
     The summary `benchmarks.evidence` prints and the one `validate` stores with the
     calibration (``performance``).
     """
-    return {"cllr": cllr(log10_lr, same), "cllr_min": cllr_min(log10_lr, same),
-            "misleading": misleading(log10_lr, same),
-            "conclusions": conclusion_rates(log10_lr, same, identification_lr=identification_lr)}
+    return {
+        "cllr": cllr(log10_lr, same),
+        "cllr_min": cllr_min(log10_lr, same),
+        "misleading": misleading(log10_lr, same),
+        "conclusions": conclusion_rates(log10_lr, same, identification_lr=identification_lr),
+    }
 
 
 def _rule_row(rule: str, kind: str, threshold: float, called: np.ndarray, same: np.ndarray) -> dict[str, Any]:
     k1, n1 = int(called[same].sum()), int(same.sum())
     k2, n2 = int(called[~same].sum()), int((~same).sum())
-    return {"rule": rule, "kind": kind, "threshold": threshold,
-            "same_called": k1, "n_same": n1, "rate_same": k1 / n1, "ci95_same": list(clopper_pearson(k1, n1)),
-            "upper95_same": upper_bound(k1, n1),
-            "different_called": k2, "n_different": n2, "rate_different": k2 / n2,
-            "ci95_different": list(clopper_pearson(k2, n2)), "upper95_different": upper_bound(k2, n2)}
+    return {
+        "rule": rule,
+        "kind": kind,
+        "threshold": threshold,
+        "same_called": k1,
+        "n_same": n1,
+        "rate_same": k1 / n1,
+        "ci95_same": list(clopper_pearson(k1, n1)),
+        "upper95_same": upper_bound(k1, n1),
+        "different_called": k2,
+        "n_different": n2,
+        "rate_different": k2 / n2,
+        "ci95_different": list(clopper_pearson(k2, n2)),
+        "upper95_different": upper_bound(k2, n2),
+    }
 
 
 def decision_rules(log10_lr, same, cmc=None) -> tuple[list[dict], list[dict]]:
@@ -182,18 +210,28 @@ def decision_rules(log10_lr, same, cmc=None) -> tuple[list[dict], list[dict]]:
     llr = np.asarray(log10_lr, float)
     y = np.asarray(same, bool)
     if llr.ndim != 1 or llr.shape != y.shape or np.isnan(llr).any() or y.all() or not y.any():
-        raise ParameterError(f"log10_lr and same must be 1-d, of one length ({llr.shape}, {y.shape}), without NaN, "
-                             f"and hold same-gun and different-gun pairs both")
-    lr_rules = [_rule_row(f"LR >= {_fmt_lr(t)}", "identification", t, llr >= math.log10(t) - 1e-12, y)
-                for t in LR_IDENTIFICATION_RULES]
-    lr_rules += [_rule_row(f"LR <= {_fmt_lr(t)}", "elimination", t, llr <= math.log10(t) + 1e-12, y)
-                 for t in LR_ELIMINATION_RULES]
-    cmc_rules = [] if cmc is None else [
-        _rule_row(f"CMC >= {t}", "identification", float(t), np.asarray(cmc, float) >= t, y) for t in CMC_RULES]
+        raise ParameterError(
+            f"log10_lr and same must be 1-d, of one length ({llr.shape}, {y.shape}), without NaN, "
+            f"and hold same-gun and different-gun pairs both"
+        )
+    lr_rules = [
+        _rule_row(f"LR >= {_fmt_lr(t)}", "identification", t, llr >= math.log10(t) - 1e-12, y)
+        for t in LR_IDENTIFICATION_RULES
+    ]
+    lr_rules += [
+        _rule_row(f"LR <= {_fmt_lr(t)}", "elimination", t, llr <= math.log10(t) + 1e-12, y)
+        for t in LR_ELIMINATION_RULES
+    ]
+    cmc_rules = (
+        []
+        if cmc is None
+        else [_rule_row(f"CMC >= {t}", "identification", float(t), np.asarray(cmc, float) >= t, y) for t in CMC_RULES]
+    )
     return lr_rules, cmc_rules
 
 
 # ---------------------------------------------------------------------------------------------- labels
+
 
 def read_labels(path) -> list[dict[str, str]]:
     """Rows of a labels CSV: ``file`` and ``firearm`` (required), ``calibre``, ``make``, ``model``,
@@ -227,8 +265,11 @@ def read_labels(path) -> list[dict[str, str]]:
         cols = [{"caliber": "calibre"}.get(c.strip().casefold(), c.strip().casefold()) for c in header]
         missing = [c for c in ("file", "firearm") if c not in cols]
         if missing:
-            raise LabelsError(path, f"missing column(s) {missing}; found {[c.strip() for c in header]}, "
-                                    f"expected at least file,firearm (optional: {','.join(_POP_COLUMNS)})")
+            raise LabelsError(
+                path,
+                f"missing column(s) {missing}; found {[c.strip() for c in header]}, "
+                f"expected at least file,firearm (optional: {','.join(_POP_COLUMNS)})",
+            )
         dup = [c for c, n in Counter(cols).items() if n > 1 and c]
         if dup:
             raise LabelsError(path, f"column(s) {dup} appear more than once")
@@ -267,6 +308,7 @@ def _labels_from_mapping(labels: Mapping) -> list[dict[str, str]]:
 
 
 # ---------------------------------------------------------------------------------------------- pairs
+
 
 def plan_pairs(guns, pairs: str | int = "all", seed: int = 0) -> tuple[list[tuple[int, int]], dict[str, Any]]:
     """Which pairs of scans to compare.
@@ -312,8 +354,9 @@ def plan_pairs(guns, pairs: str | int = "all", seed: int = 0) -> tuple[list[tupl
             rng = np.random.default_rng(seed)
             chosen = km + [knm[i] for i in sorted(rng.choice(len(knm), int(pairs), replace=False))]
     else:
-        raise ParameterError(f"pairs must be 'all' or a positive integer (different-gun pairs to sample), "
-                             f"got {pairs!r}")
+        raise ParameterError(
+            f"pairs must be 'all' or a positive integer (different-gun pairs to sample), got {pairs!r}"
+        )
     plan["n_same"] = sum(1 for i, j in chosen if guns[i] == guns[j])
     plan["n_different"] = len(chosen) - plan["n_same"]
     return chosen, plan
@@ -329,10 +372,12 @@ def _check_cv(guns_a, guns_b, n_folds: int, seed: int) -> None:
                 f"too few firearms to cross-validate: leaving out the guns of pair {guns_a[k]} / {guns_b[k]} leaves "
                 f"{int(same[train].sum())} same-gun and {int((~same[train]).sum())} different-gun pairs to fit on "
                 f"(at least 2 of each are needed); use at least 4 firearms with 2 or more scans each, or compare "
-                f"more different-gun pairs (pairs='all')")
+                f"more different-gun pairs (pairs='all')"
+            )
 
 
 # ---------------------------------------------------------------------------------------------- scans
+
 
 @dataclass
 class _Input:
@@ -372,8 +417,11 @@ def _inputs(files_or_scans, labels) -> tuple[list[_Input], dict | None]:
     labels_info = None
     if isinstance(labels, (str, Path)):
         rows = read_labels(labels)
-        labels_info = {"path": str(Path(labels).resolve()), "sha256": sha256_file(Path(labels)),
-                       "columns": sorted({k for r in rows for k in r if k not in ("path", "row")})}
+        labels_info = {
+            "path": str(Path(labels).resolve()),
+            "sha256": sha256_file(Path(labels)),
+            "columns": sorted({k for r in rows for k in r if k not in ("path", "row")}),
+        }
         where = Path(labels)
     elif isinstance(labels, Mapping):
         rows = _labels_from_mapping(labels)
@@ -398,8 +446,12 @@ def _inputs(files_or_scans, labels) -> tuple[list[_Input], dict | None]:
         for r in rows:
             p = Path(r["path"])
             if not p.is_file():
-                raise LabelsError(p, f"no such file (listed in {where or 'the labels'}"
-                                     + (f", row {r['row']}" if "row" in r else "") + ")")
+                raise LabelsError(
+                    p,
+                    f"no such file (listed in {where or 'the labels'}"
+                    + (f", row {r['row']}" if "row" in r else "")
+                    + ")",
+                )
             out.append(_Input(p.name, str(p), r["firearm"], pick(r), str(p)))
     for k, item in enumerate(items):
         if isinstance(item, Scan):
@@ -408,8 +460,9 @@ def _inputs(files_or_scans, labels) -> tuple[list[_Input], dict | None]:
             row = by_name.get(name, [None])[0] if len(by_name.get(name, [])) == 1 else None
             firearm = row["firearm"] if row else lab.get("firearm")
             if firearm in (None, ""):
-                raise LabelsError(name, "in-memory scan with no firearm: not in the labels and no "
-                                        "meta['labels']['firearm']")
+                raise LabelsError(
+                    name, "in-memory scan with no firearm: not in the labels and no meta['labels']['firearm']"
+                )
             out.append(_Input(name, None, str(firearm), pick(row) if row else {}, item))
             continue
         p = Path(item).expanduser()
@@ -432,6 +485,7 @@ def _inputs(files_or_scans, labels) -> tuple[list[_Input], dict | None]:
 
 
 # ---------------------------------------------------------------------------------------------- result
+
 
 @dataclass
 class ValidationResult:
@@ -504,24 +558,55 @@ class ValidationResult:
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers (no per-pair records), JSON-ready."""
-        return {"n_scans": self.n_scans, "n_firearms": self.n_firearms, "n_pairs": self.n_pairs,
-                "n_same": self.n_same, "n_different": self.n_different, "auc_cmc": self.auc_cmc,
-                "auc_lr": self.auc_lr, "eer_cmc": self.eer_cmc, "eer_lr": self.eer_lr, "cllr": self.cllr,
-                "cllr_min": self.cllr_min, "bounds_log10": list(self.calibration.bounds_log10),
-                "recommendation": self.recommendation, "domain": self.domain,
-                "files": {k: None if v is None else str(v) for k, v in
-                          (("report", self.report), ("validation_json", self.validation_json),
-                           ("calibration_json", self.calibration_json))}}
+        return {
+            "n_scans": self.n_scans,
+            "n_firearms": self.n_firearms,
+            "n_pairs": self.n_pairs,
+            "n_same": self.n_same,
+            "n_different": self.n_different,
+            "auc_cmc": self.auc_cmc,
+            "auc_lr": self.auc_lr,
+            "eer_cmc": self.eer_cmc,
+            "eer_lr": self.eer_lr,
+            "cllr": self.cllr,
+            "cllr_min": self.cllr_min,
+            "bounds_log10": list(self.calibration.bounds_log10),
+            "recommendation": self.recommendation,
+            "domain": self.domain,
+            "files": {
+                k: None if v is None else str(v)
+                for k, v in (
+                    ("report", self.report),
+                    ("validation_json", self.validation_json),
+                    ("calibration_json", self.calibration_json),
+                )
+            },
+        }
 
 
 # ---------------------------------------------------------------------------------------------- validate
 
-def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "all", seed: int = 0,
-             n_jobs: int = 1, client=None, domain: dict | None = None, progress: bool = False,
-             n_folds: int = 10, fpr_target: float = 0.01, elimination_target: float = 0.05,
-             skip_unreadable: bool = False, preprocess_params: dict | None = None,
-             compare_params: dict | None = None, name: str | None = None,
-             description: str | None = None) -> ValidationResult:
+
+def validate(
+    files_or_scans=None,
+    labels=None,
+    *,
+    out=None,
+    pairs: str | int = "all",
+    seed: int = 0,
+    n_jobs: int = 1,
+    client=None,
+    domain: dict | None = None,
+    progress: bool = False,
+    n_folds: int = 10,
+    fpr_target: float = 0.01,
+    elimination_target: float = 0.05,
+    skip_unreadable: bool = False,
+    preprocess_params: dict | None = None,
+    compare_params: dict | None = None,
+    name: str | None = None,
+    description: str | None = None,
+) -> ValidationResult:
     """Validate the method on a lab's own scans of known truth: error rates, a calibration, a report.
 
     Parameters
@@ -647,8 +732,9 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
                 if not skip_unreadable:
                     raise _scan_error(inp, err)
                 inp.error = err
-                excluded.append({"name": inp.name, "path": inp.path, "firearm": inp.firearm, "sha256": inp.sha256,
-                                 "reason": err})
+                excluded.append(
+                    {"name": inp.name, "path": inp.path, "firearm": inp.firearm, "sha256": inp.sha256, "reason": err}
+                )
                 continue
             inp.scan = scan
             inp.population = population(scan.meta)
@@ -665,12 +751,20 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
         _check_cv(ga, gb, n_folds, seed)
         sigs = {json.dumps(processing_signature(i.scan.meta.get("processing")), sort_keys=True) for i in used}
         if len(sigs) > 1:
-            raise ValidationError("the scans were preprocessed with different steps or parameters (some carry "
-                                  "earlier processing in their metadata); validate scans of one kind")
+            raise ValidationError(
+                "the scans were preprocessed with different steps or parameters (some carry "
+                "earlier processing in their metadata); validate scans of one kind"
+            )
         # compare
         t = time.perf_counter()
-        res = compare_many([(used[i].scan, used[j].scan) for i, j in chosen], n_jobs=n_jobs, progress=progress,
-                           client=client, executor=pool, **compare_params)
+        res = compare_many(
+            [(used[i].scan, used[j].scan) for i, j in chosen],
+            n_jobs=n_jobs,
+            progress=progress,
+            client=client,
+            executor=pool,
+            **compare_params,
+        )
         seconds["compare"] = time.perf_counter() - t
 
     # features, cross-validated LRs
@@ -687,8 +781,7 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
     # population / domain
     pops = [i.population for i in used]
     if domain is None:
-        domain = {k: (sorted({p[k] for p in pops}) if all(p.get(k) for p in pops) else None)
-                  for k in POPULATION_KEYS}
+        domain = {k: (sorted({p[k] for p in pops}) if all(p.get(k) for p in pops) else None) for k in POPULATION_KEYS}
         domain["unknown_ok"] = []
     preprocessing = processing_signature(used[0].scan.meta.get("processing"))
     comparison = {k: res[0].params[k] for k in DEFAULTS}
@@ -699,38 +792,92 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
         f"{len(used)} scans of {n_guns} firearms ({pop_words}); {len(chosen)} pairs compared "
         f"({plan['n_same']} same-gun, {plan['n_different']} different-gun"
         + (f", sampled with seed {seed} from {plan['n_different_available']}" if plan["mode"] == "sample" else "")
-        + f"); validated with ballistix {__version__}")
+        + f"); validated with ballistix {__version__}"
+    )
     ident_lr = rec["identification"]["threshold"] if rec["identification"] else ev.IDENTIFICATION_LR
-    cal = ev.fit(X, same, name=name, description=description, preprocessing=preprocessing, comparison=comparison,
-                 domain=domain, extra_reference={"validation": {
-                     "n_scans": len(used), "n_firearms": n_guns, "pairs": plan,
-                     "labels_sha256": (labels_info or {}).get("sha256")}})
-    cal.performance = {"cross_validation": f"{n_folds} folds of guns (leave-one-gun-out when {n_folds} or fewer "
-                                           f"guns), seed {seed}",
-                       **lr_performance(llr, same, identification_lr=ident_lr),
-                       "recommended_rule": rec["identification"]["rule"] if rec["identification"] else None}
+    cal = ev.fit(
+        X,
+        same,
+        name=name,
+        description=description,
+        preprocessing=preprocessing,
+        comparison=comparison,
+        domain=domain,
+        extra_reference={
+            "validation": {
+                "n_scans": len(used),
+                "n_firearms": n_guns,
+                "pairs": plan,
+                "labels_sha256": (labels_info or {}).get("sha256"),
+            }
+        },
+    )
+    cal.performance = {
+        "cross_validation": f"{n_folds} folds of guns (leave-one-gun-out when {n_folds} or fewer guns), seed {seed}",
+        **lr_performance(llr, same, identification_lr=ident_lr),
+        "recommended_rule": rec["identification"]["rule"] if rec["identification"] else None,
+    }
 
-    records = [{"a": used[i].name, "b": used[j].name, "gun_a": guns[i], "gun_b": guns[j], "same_gun": bool(s),
-                "features": dict(zip(ev.FEATURES, map(float, x))), "log10_lr_cv": float(lv),
-                "rotation_deg": float(r.rotation_deg)}
-               for (i, j), s, x, lv, r in zip(chosen, same, X, llr, res)]
-    inputs_out = [{"name": i.name, "path": i.path, "firearm": i.firearm, "sha256": i.sha256,
-                   "population": i.population} for i in used]
-    params = {"pairs": pairs, "seed": seed, "n_folds": n_folds, "fpr_target": fpr_target,
-              "elimination_target": elimination_target, "skip_unreadable": skip_unreadable,
-              "preprocess_params": preprocess_params, "compare_params": compare_params,
-              "preprocessing": preprocessing, "comparison": comparison,
-              "lr_identification_rules": list(LR_IDENTIFICATION_RULES),
-              "lr_elimination_rules": list(LR_ELIMINATION_RULES), "cmc_rules": list(CMC_RULES),
-              "n_jobs": n_jobs, "dask": client is not None}
+    records = [
+        {
+            "a": used[i].name,
+            "b": used[j].name,
+            "gun_a": guns[i],
+            "gun_b": guns[j],
+            "same_gun": bool(s),
+            "features": dict(zip(ev.FEATURES, map(float, x))),
+            "log10_lr_cv": float(lv),
+            "rotation_deg": float(r.rotation_deg),
+        }
+        for (i, j), s, x, lv, r in zip(chosen, same, X, llr, res)
+    ]
+    inputs_out = [
+        {"name": i.name, "path": i.path, "firearm": i.firearm, "sha256": i.sha256, "population": i.population}
+        for i in used
+    ]
+    params = {
+        "pairs": pairs,
+        "seed": seed,
+        "n_folds": n_folds,
+        "fpr_target": fpr_target,
+        "elimination_target": elimination_target,
+        "skip_unreadable": skip_unreadable,
+        "preprocess_params": preprocess_params,
+        "compare_params": compare_params,
+        "preprocessing": preprocessing,
+        "comparison": comparison,
+        "lr_identification_rules": list(LR_IDENTIFICATION_RULES),
+        "lr_elimination_rules": list(LR_ELIMINATION_RULES),
+        "cmc_rules": list(CMC_RULES),
+        "n_jobs": n_jobs,
+        "dask": client is not None,
+    }
     result = ValidationResult(
-        n_scans=len(used), n_firearms=n_guns, n_pairs=len(chosen), n_same=int(same.sum()),
-        n_different=int((~same).sum()), pairs_plan=plan, domain=domain,
-        auc_cmc=auc(cmc, same), auc_lr=auc(llr, same), eer_cmc=equal_error_rate(cmc, same),
-        eer_lr=equal_error_rate(llr, same), cllr=cllr(llr, same), cllr_min=cllr_min(llr, same),
-        misleading=misleading(llr, same), lr_rules=lr_rules, cmc_rules=cmc_rules, recommendation=rec,
-        calibration=cal, log10_lr_cv=llr, records=records, inputs=inputs_out, excluded=excluded,
-        parameters=params, seconds=seconds)
+        n_scans=len(used),
+        n_firearms=n_guns,
+        n_pairs=len(chosen),
+        n_same=int(same.sum()),
+        n_different=int((~same).sum()),
+        pairs_plan=plan,
+        domain=domain,
+        auc_cmc=auc(cmc, same),
+        auc_lr=auc(llr, same),
+        eer_cmc=equal_error_rate(cmc, same),
+        eer_lr=equal_error_rate(llr, same),
+        cllr=cllr(llr, same),
+        cllr_min=cllr_min(llr, same),
+        misleading=misleading(llr, same),
+        lr_rules=lr_rules,
+        cmc_rules=cmc_rules,
+        recommendation=rec,
+        calibration=cal,
+        log10_lr_cv=llr,
+        records=records,
+        inputs=inputs_out,
+        excluded=excluded,
+        parameters=params,
+        seconds=seconds,
+    )
     if out is not None:
         _write(result, Path(out), labels_info)
     result.seconds["total"] = time.perf_counter() - t0
@@ -740,18 +887,24 @@ def validate(files_or_scans=None, labels=None, *, out=None, pairs: str | int = "
 def _check_guns(guns, what: str) -> None:
     n = len(set(guns))
     if n < 2:
-        raise InsufficientDataError(f"the {what} scans come from {n} firearm(s); a validation needs at least 2 "
-                                    f"(and, to cross-validate by gun, at least 4)")
+        raise InsufficientDataError(
+            f"the {what} scans come from {n} firearm(s); a validation needs at least 2 "
+            f"(and, to cross-validate by gun, at least 4)"
+        )
     if max(Counter(guns).values()) < 2:
-        raise InsufficientDataError(f"no same-gun pair among the {what} scans: at least one firearm needs 2 or "
-                                    f"more scans")
+        raise InsufficientDataError(
+            f"no same-gun pair among the {what} scans: at least one firearm needs 2 or more scans"
+        )
 
 
 def _scan_error(inp: _Input, err: str) -> BallistixError:
     from .errors import ScanFormatError
 
-    return ScanFormatError(inp.path or inp.name, (err or "unreadable").replace(f"{inp.path}: ", "", 1)
-                           + " (pass skip_unreadable=True to leave it out and list it)")
+    return ScanFormatError(
+        inp.path or inp.name,
+        (err or "unreadable").replace(f"{inp.path}: ", "", 1)
+        + " (pass skip_unreadable=True to leave it out and list it)",
+    )
 
 
 def _fmt_lr(v: float) -> str:
@@ -783,62 +936,111 @@ def recommend(lr_rules, cmc_rules=(), fpr_target: float = 0.01, elim_target: flo
     ident = [r for r in lr_rules if r["kind"] == "identification"]
     n_diff, n_same = ident[0]["n_different"], ident[0]["n_same"]
     need_d, need_s = pairs_needed(fpr_target), pairs_needed(elim_target)
-    out: dict[str, Any] = {"fpr_target": fpr_target, "elimination_target": elim_target,
-                           "identification": None, "elimination": None,
-                           "different_pairs_needed": need_d, "same_pairs_needed": need_s}
+    out: dict[str, Any] = {
+        "fpr_target": fpr_target,
+        "elimination_target": elim_target,
+        "identification": None,
+        "elimination": None,
+        "different_pairs_needed": need_d,
+        "same_pairs_needed": need_s,
+    }
     lines = []
-    ok = [r for r in ident if r["different_called"] == 0 and r["upper95_different"] < fpr_target
-          and r["same_called"] > 0]
+    ok = [
+        r for r in ident if r["different_called"] == 0 and r["upper95_different"] < fpr_target and r["same_called"] > 0
+    ]
     if ok:
         r = ok[0]
-        out["identification"] = {k: r[k] for k in ("rule", "threshold", "same_called", "n_same", "rate_same",
-                                                   "ci95_same", "different_called", "n_different",
-                                                   "upper95_different")}
-        lines.append(f"Identification at {r['rule']}: none of the {n_diff} different-gun pairs was called "
-                     f"identification (false-identification rate 0, 95% upper bound {_pct(r['upper95_different'])}, "
-                     f"below the target {_pct(fpr_target)}); it identified {r['same_called']} of {n_same} same-gun "
-                     f"pairs ({_pct(r['rate_same'])}, 95% CI {_pct(r['ci95_same'][0])} to {_pct(r['ci95_same'][1])}).")
+        out["identification"] = {
+            k: r[k]
+            for k in (
+                "rule",
+                "threshold",
+                "same_called",
+                "n_same",
+                "rate_same",
+                "ci95_same",
+                "different_called",
+                "n_different",
+                "upper95_different",
+            )
+        }
+        lines.append(
+            f"Identification at {r['rule']}: none of the {n_diff} different-gun pairs was called "
+            f"identification (false-identification rate 0, 95% upper bound {_pct(r['upper95_different'])}, "
+            f"below the target {_pct(fpr_target)}); it identified {r['same_called']} of {n_same} same-gun "
+            f"pairs ({_pct(r['rate_same'])}, 95% CI {_pct(r['ci95_same'][0])} to {_pct(r['ci95_same'][1])})."
+        )
     elif n_diff < need_d:
-        lines.append(f"The data are too few to support any identification rule: with {n_diff} different-gun pairs, "
-                     f"even no false identification bounds the false-identification rate only below "
-                     f"{_pct(upper_bound(0, n_diff))} (95% upper bound), above the target {_pct(fpr_target)}; at least "
-                     f"{need_d} different-gun pairs (none called identification) are needed.")
+        lines.append(
+            f"The data are too few to support any identification rule: with {n_diff} different-gun pairs, "
+            f"even no false identification bounds the false-identification rate only below "
+            f"{_pct(upper_bound(0, n_diff))} (95% upper bound), above the target {_pct(fpr_target)}; at least "
+            f"{need_d} different-gun pairs (none called identification) are needed."
+        )
     elif all(r["different_called"] > 0 for r in ident):
-        lines.append(f"No identification rule is supported: every LR threshold tested (up to "
-                     f"{ident[-1]['rule']}) called some different-gun pairs identification.")
+        lines.append(
+            f"No identification rule is supported: every LR threshold tested (up to "
+            f"{ident[-1]['rule']}) called some different-gun pairs identification."
+        )
     else:
-        lines.append("No identification rule is supported: the thresholds that called no different-gun pair "
-                     "identification identified no same-gun pair either.")
+        lines.append(
+            "No identification rule is supported: the thresholds that called no different-gun pair "
+            "identification identified no same-gun pair either."
+        )
     el = [r for r in lr_rules if r["kind"] == "elimination"]
     okel = [r for r in el if r["same_called"] == 0 and r["upper95_same"] < elim_target and r["different_called"] > 0]
     if okel:
         r = okel[0]
-        out["elimination"] = {k: r[k] for k in ("rule", "threshold", "same_called", "n_same", "upper95_same",
-                                                "different_called", "n_different", "rate_different",
-                                                "ci95_different")}
-        lines.append(f"Elimination at {r['rule']}: none of the {n_same} same-gun pairs was eliminated (95% upper "
-                     f"bound {_pct(r['upper95_same'])}, below the target {_pct(elim_target)}); it eliminated "
-                     f"{r['different_called']} of {n_diff} different-gun pairs ({_pct(r['rate_different'])}).")
+        out["elimination"] = {
+            k: r[k]
+            for k in (
+                "rule",
+                "threshold",
+                "same_called",
+                "n_same",
+                "upper95_same",
+                "different_called",
+                "n_different",
+                "rate_different",
+                "ci95_different",
+            )
+        }
+        lines.append(
+            f"Elimination at {r['rule']}: none of the {n_same} same-gun pairs was eliminated (95% upper "
+            f"bound {_pct(r['upper95_same'])}, below the target {_pct(elim_target)}); it eliminated "
+            f"{r['different_called']} of {n_diff} different-gun pairs ({_pct(r['rate_different'])})."
+        )
     elif el:
         r = el[0]
         if r["same_called"] == 0 and r["different_called"] == 0:
-            lines.append(f"Elimination at {r['rule']} eliminates nothing here: no pair had a cross-validated LR that "
-                         f"low (the LRs are bounded by what the reference pairs can support).")
+            lines.append(
+                f"Elimination at {r['rule']} eliminates nothing here: no pair had a cross-validated LR that "
+                f"low (the LRs are bounded by what the reference pairs can support)."
+            )
         elif n_same < need_s:
-            lines.append(f"The data are too few to support an elimination rule: with {n_same} same-gun pairs, even "
-                         f"no false elimination bounds the rate only below {_pct(upper_bound(0, n_same))}, above the "
-                         f"target {_pct(elim_target)}; at least {need_s} same-gun pairs are needed.")
+            lines.append(
+                f"The data are too few to support an elimination rule: with {n_same} same-gun pairs, even "
+                f"no false elimination bounds the rate only below {_pct(upper_bound(0, n_same))}, above the "
+                f"target {_pct(elim_target)}; at least {need_s} same-gun pairs are needed."
+            )
         else:
-            lines.append(f"Elimination at {r['rule']} is not supported: {r['same_called']} of {n_same} same-gun "
-                         f"pairs were eliminated (95% upper bound {_pct(r['upper95_same'])}; target "
-                         f"{_pct(elim_target)}).")
+            lines.append(
+                f"Elimination at {r['rule']} is not supported: {r['same_called']} of {n_same} same-gun "
+                f"pairs were eliminated (95% upper bound {_pct(r['upper95_same'])}; target "
+                f"{_pct(elim_target)})."
+            )
     cm = [r for r in cmc_rules if r["different_called"] == 0]
     if cm:
-        out["cmc_comparison"] = {"rule": cm[0]["rule"], "rate_same": cm[0]["rate_same"],
-                                 "upper95_different": cm[0]["upper95_different"]}
-        lines.append(f"For comparison, the smallest count rule with no false identification here is "
-                     f"{cm[0]['rule']} ({_pct(cm[0]['rate_same'])} of same-gun pairs); a count is a feature, "
-                     f"not a calibrated decision rule.")
+        out["cmc_comparison"] = {
+            "rule": cm[0]["rule"],
+            "rate_same": cm[0]["rate_same"],
+            "upper95_different": cm[0]["upper95_different"],
+        }
+        lines.append(
+            f"For comparison, the smallest count rule with no false identification here is "
+            f"{cm[0]['rule']} ({_pct(cm[0]['rate_same'])} of same-gun pairs); a count is a feature, "
+            f"not a calibrated decision rule."
+        )
     out["text"] = " ".join(lines)
     return out
 
@@ -853,25 +1055,53 @@ def _population_words(domain: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- output
 
+
 def _write(r: ValidationResult, out: Path, labels_info) -> None:
     out.mkdir(parents=True, exist_ok=True)
     r.out = out
     r.calibration_json = r.calibration.save(out / "calibration.json")
     cal_sha = sha256_file(r.calibration_json)
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "ballistix_version": __version__,
-           "created_utc": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
-           "labels": labels_info, "inputs": r.inputs, "excluded": r.excluded, "parameters": r.parameters,
-           "pairs_plan": r.pairs_plan, "domain": r.domain,
-           "counts": {"scans": r.n_scans, "firearms": r.n_firearms, "pairs": r.n_pairs, "same_gun": r.n_same,
-                      "different_gun": r.n_different},
-           "results": {"auc_cmc": r.auc_cmc, "auc_lr": r.auc_lr, "eer_cmc": r.eer_cmc, "eer_lr": r.eer_lr,
-                       "cllr": r.cllr, "cllr_min": r.cllr_min, "misleading": r.misleading,
-                       "lr_rules": r.lr_rules, "cmc_rules": r.cmc_rules},
-           "recommendation": r.recommendation,
-           "calibration": {"path": r.calibration_json.name, "sha256": cal_sha, "name": r.calibration.name,
-                           "bounds_log10": r.calibration.bounds_log10, "coef": r.calibration.coef,
-                           "domain": r.calibration.domain},
-           "seconds": r.seconds, "pairs": r.records}
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ballistix_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+        "labels": labels_info,
+        "inputs": r.inputs,
+        "excluded": r.excluded,
+        "parameters": r.parameters,
+        "pairs_plan": r.pairs_plan,
+        "domain": r.domain,
+        "counts": {
+            "scans": r.n_scans,
+            "firearms": r.n_firearms,
+            "pairs": r.n_pairs,
+            "same_gun": r.n_same,
+            "different_gun": r.n_different,
+        },
+        "results": {
+            "auc_cmc": r.auc_cmc,
+            "auc_lr": r.auc_lr,
+            "eer_cmc": r.eer_cmc,
+            "eer_lr": r.eer_lr,
+            "cllr": r.cllr,
+            "cllr_min": r.cllr_min,
+            "misleading": r.misleading,
+            "lr_rules": r.lr_rules,
+            "cmc_rules": r.cmc_rules,
+        },
+        "recommendation": r.recommendation,
+        "calibration": {
+            "path": r.calibration_json.name,
+            "sha256": cal_sha,
+            "name": r.calibration.name,
+            "bounds_log10": r.calibration.bounds_log10,
+            "coef": r.calibration.coef,
+            "domain": r.calibration.domain,
+        },
+        "seconds": r.seconds,
+        "pairs": r.records,
+    }
     r.validation_json = out / "validation.json"
     with atomic_file(r.validation_json) as f:
         f.write(json.dumps(doc, indent=1, default=_json_default).encode())
@@ -892,6 +1122,7 @@ def _json_default(v):
 
 
 # ---------------------------------------------------------------------------------------------- report
+
 
 def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
@@ -920,8 +1151,9 @@ def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     for score, label in ((llr, "cross-validated LR"), (cmc, "CMC count")):
         fpr, tpr, _ = roc_curve(score, same)
         fnr = 1 - tpr
-        ax.plot(norm.ppf(np.clip(fpr, lo, 1 - lo)), norm.ppf(np.clip(fnr, lo, 1 - lo)), drawstyle="steps-post",
-                label=label)
+        ax.plot(
+            norm.ppf(np.clip(fpr, lo, 1 - lo)), norm.ppf(np.clip(fnr, lo, 1 - lo)), drawstyle="steps-post", label=label
+        )
     ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
     ticks = ticks[ticks >= lo / 2]
     ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}%" for t in ticks], fontsize=8)
@@ -934,16 +1166,20 @@ def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     figs.append(("DET curves", png(fig, "DET curves of the LR and the CMC count")))
 
     fig, ax = plt.subplots(figsize=(5, 4.2))
-    tippett(llr, same, ax=ax, title=f"Tippett plot, cross-validated by gun: Cllr {r.cllr:.3f} "
-                                      f"(min {r.cllr_min:.3f})")
+    tippett(llr, same, ax=ax, title=f"Tippett plot, cross-validated by gun: Cllr {r.cllr:.3f} (min {r.cllr_min:.3f})")
     for t in LR_IDENTIFICATION_RULES + LR_ELIMINATION_RULES:
         ax.axvline(math.log10(t), color="#999", lw=0.6, ls="--")
     figs.append(("Tippett plot", png(fig, "Tippett plot of the cross-validated LRs")))
 
     fig, ax = plt.subplots(figsize=(5, 4.2))
     bins = np.arange(-0.5, max(cmc.max(), 12) + 1.5)
-    ax.hist([cmc[same], cmc[~same]], bins=bins, label=[f"same gun (n={n1})", f"different guns (n={n2})"],
-            color=["tab:blue", "tab:red"], log=True)
+    ax.hist(
+        [cmc[same], cmc[~same]],
+        bins=bins,
+        label=[f"same gun (n={n1})", f"different guns (n={n2})"],
+        color=["tab:blue", "tab:red"],
+        log=True,
+    )
     ax.set_xlabel("CMC count")
     ax.set_ylabel("pairs (log scale)")
     ax.set_title("CMC counts by truth", fontsize=10)
@@ -960,14 +1196,23 @@ def _rules_table(rows: list[dict]) -> str:
     out = []
     for r in rows:
         ident = r["kind"] == "identification"
-        out.append({"decision": r["kind"], "rule": r["rule"],
-                    "same-gun pairs called": f"{r['same_called']} / {r['n_same']}",
-                    "rate (same gun)": _pct(r["rate_same"]), "95% CI (same gun)": _ci(r["ci95_same"]),
-                    "different-gun pairs called": f"{r['different_called']} / {r['n_different']}",
-                    "rate (different guns)": _pct(r["rate_different"]),
-                    "95% CI (different guns)": _ci(r["ci95_different"]),
-                    "errors": (f"{r['different_called']} false identification(s)" if ident
-                               else f"{r['same_called']} false elimination(s)")})
+        out.append(
+            {
+                "decision": r["kind"],
+                "rule": r["rule"],
+                "same-gun pairs called": f"{r['same_called']} / {r['n_same']}",
+                "rate (same gun)": _pct(r["rate_same"]),
+                "95% CI (same gun)": _ci(r["ci95_same"]),
+                "different-gun pairs called": f"{r['different_called']} / {r['n_different']}",
+                "rate (different guns)": _pct(r["rate_different"]),
+                "95% CI (different guns)": _ci(r["ci95_different"]),
+                "errors": (
+                    f"{r['different_called']} false identification(s)"
+                    if ident
+                    else f"{r['same_called']} false elimination(s)"
+                ),
+            }
+        )
     return table(out, cls="rules", num=("rate (same gun)", "rate (different guns)"))
 
 
@@ -979,42 +1224,76 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
     plan = r.pairs_plan
     created = doc["created_utc"]
     P = []
-    P.append(f"<h1>Validation of the ballistix comparison method on {r.n_scans} scans of {r.n_firearms} firearms</h1>"
-             f"<p class='muted'>ballistix {escape(__version__)}; written {escape(created)}; calibration "
-             f"<code>{escape(cal.name)}</code></p>")
+    P.append(
+        f"<h1>Validation of the ballistix comparison method on {r.n_scans} scans of {r.n_firearms} firearms</h1>"
+        f"<p class='muted'>ballistix {escape(__version__)}; written {escape(created)}; calibration "
+        f"<code>{escape(cal.name)}</code></p>"
+    )
     box = "box" if rec["identification"] else "box warn"
-    P.append(f"<div class='{box}' id='recommendation'><b>Result.</b> {escape(rec['text'])}<br>"
-             f"Cross-validated Cllr <b id='cllr'>{r.cllr:.3f}</b> bits (Cllr-min {r.cllr_min:.3f}); "
-             f"AUC of the LR <b id='auc-lr'>{r.auc_lr:.3f}</b>, of the CMC count {r.auc_cmc:.3f}; "
-             f"{r.n_pairs} pairs ({r.n_same} same-gun, {r.n_different} different-gun).</div>")
+    P.append(
+        f"<div class='{box}' id='recommendation'><b>Result.</b> {escape(rec['text'])}<br>"
+        f"Cross-validated Cllr <b id='cllr'>{r.cllr:.3f}</b> bits (Cllr-min {r.cllr_min:.3f}); "
+        f"AUC of the LR <b id='auc-lr'>{r.auc_lr:.3f}</b>, of the CMC count {r.auc_cmc:.3f}; "
+        f"{r.n_pairs} pairs ({r.n_same} same-gun, {r.n_different} different-gun).</div>"
+    )
 
     # what was tested
     P.append("<h2>1. What was tested</h2>")
-    P.append(f"<p>{r.n_scans} scans of cartridge cases fired in {r.n_firearms} firearms, whose firearm was known "
-             f"(ground truth from the labels"
-             + (f" file <code>{escape(Path(doc['labels']['path']).name)}</code>, SHA-256 "
-                f"<code class='wrap'>{escape(doc['labels']['sha256'])}</code>" if doc.get("labels") else "")
-             + ").</p>")
+    P.append(
+        f"<p>{r.n_scans} scans of cartridge cases fired in {r.n_firearms} firearms, whose firearm was known "
+        f"(ground truth from the labels"
+        + (
+            f" file <code>{escape(Path(doc['labels']['path']).name)}</code>, SHA-256 "
+            f"<code class='wrap'>{escape(doc['labels']['sha256'])}</code>"
+            if doc.get("labels")
+            else ""
+        )
+        + ").</p>"
+    )
     P.append("<h3>Population (the domain the calibration is restricted to)</h3>")
-    P.append(table([{"key": k.replace("_", "/"), "values seen": r.domain.get(k) if r.domain.get(k) else
-                     "not recorded for every scan: not restricted"} for k in POPULATION_KEYS]))
+    P.append(
+        table(
+            [
+                {
+                    "key": k.replace("_", "/"),
+                    "values seen": r.domain.get(k)
+                    if r.domain.get(k)
+                    else "not recorded for every scan: not restricted",
+                }
+                for k in POPULATION_KEYS
+            ]
+        )
+    )
     P.append("<h3>Firearms</h3>")
-    P.append(table([{"firearm": g, "scans": n, **{k.replace("_", "/"): (pops[g] or {}).get(k)
-                                                  for k in POPULATION_KEYS}}
-                     for g, n in sorted(per_gun.items())], num=("scans",)))
-    P.append("<details><summary>Scan files and their SHA-256 checksums</summary>"
-             + table([{"file": i["name"], "firearm": i["firearm"], "sha256": i["sha256"]} for i in r.inputs],
-                      cls="wrap") + "</details>")
+    P.append(
+        table(
+            [
+                {"firearm": g, "scans": n, **{k.replace("_", "/"): (pops[g] or {}).get(k) for k in POPULATION_KEYS}}
+                for g, n in sorted(per_gun.items())
+            ],
+            num=("scans",),
+        )
+    )
+    P.append(
+        "<details><summary>Scan files and their SHA-256 checksums</summary>"
+        + table([{"file": i["name"], "firearm": i["firearm"], "sha256": i["sha256"]} for i in r.inputs], cls="wrap")
+        + "</details>"
+    )
     if r.excluded:
-        P.append(f"<div class='box warn'><b>{len(r.excluded)} scan(s) could not be read and were left out:</b>"
-                 + table([{"file": x["name"], "firearm": x["firearm"], "reason": x["reason"]} for x in r.excluded])
-                 + "</div>")
+        P.append(
+            f"<div class='box warn'><b>{len(r.excluded)} scan(s) could not be read and were left out:</b>"
+            + table([{"file": x["name"], "firearm": x["firearm"], "reason": x["reason"]} for x in r.excluded])
+            + "</div>"
+        )
 
     # how
     P.append("<h2>2. How it was tested</h2>")
-    sample = (f"every same-gun pair ({plan['n_same']}) and a random sample of {plan['n_different']} of the "
-              f"{plan['n_different_available']} different-gun pairs (seed {plan['seed']})"
-              if plan["mode"] == "sample" else f"every pair of scans ({r.n_pairs})")
+    sample = (
+        f"every same-gun pair ({plan['n_same']}) and a random sample of {plan['n_different']} of the "
+        f"{plan['n_different_available']} different-gun pairs (seed {plan['seed']})"
+        if plan["mode"] == "sample"
+        else f"every pair of scans ({r.n_pairs})"
+    )
     P.append(
         "<ol>"
         "<li>Each scan was preprocessed once: breech-face region found, form removed, outliers removed, "
@@ -1030,96 +1309,147 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
         "of LR rules, the Tippett plot and Cllr below use these cross-validated LRs.</li>"
         "<li>Error rates are given with two-sided 95% Clopper-Pearson (exact binomial) confidence intervals; the "
         "recommendation uses the one-sided 95% upper bound.</li>"
-        "<li>A final calibration was fitted on all pairs and written for casework use (section 5).</li></ol>")
-    P.append("<details><summary>Preprocessing steps and comparison parameters</summary>"
-             + table([{"step": s, "parameters": json.dumps(p, sort_keys=True)}
-                       for s, p in r.parameters["preprocessing"]])
-             + table([{"parameter": k, "value": json.dumps(v, default=str)}
-                       for k, v in r.parameters["comparison"].items()]) + "</details>")
+        "<li>A final calibration was fitted on all pairs and written for casework use (section 5).</li></ol>"
+    )
+    P.append(
+        "<details><summary>Preprocessing steps and comparison parameters</summary>"
+        + table([{"step": s, "parameters": json.dumps(p, sort_keys=True)} for s, p in r.parameters["preprocessing"]])
+        + table([{"parameter": k, "value": json.dumps(v, default=str)} for k, v in r.parameters["comparison"].items()])
+        + "</details>"
+    )
 
     # results
     P.append("<h2>3. Results</h2>")
     P.append("<h3>Decision rules on the likelihood ratio (cross-validated)</h3>")
-    P.append("<p>Identification rules: the same-gun column is the share of same-gun pairs identified (higher is "
-             "better), the different-gun column the false identifications (should be 0). Elimination rule: the "
-             "same-gun column is the false eliminations (should be 0).</p>")
+    P.append(
+        "<p>Identification rules: the same-gun column is the share of same-gun pairs identified (higher is "
+        "better), the different-gun column the false identifications (should be 0). Elimination rule: the "
+        "same-gun column is the false eliminations (should be 0).</p>"
+    )
     P.append(_rules_table(r.lr_rules))
     P.append("<h3>Rules on the CMC count (for comparison)</h3>")
-    P.append("<p>The count of congruent matching cells is a feature, not a calibrated rule; these rows show what "
-             "the fixed count rules of the literature would have done on these scans.</p>")
+    P.append(
+        "<p>The count of congruent matching cells is a feature, not a calibrated rule; these rows show what "
+        "the fixed count rules of the literature would have done on these scans.</p>"
+    )
     P.append(_rules_table(r.cmc_rules))
     m = r.misleading
     P.append("<h3>Summary measures</h3>")
-    P.append(table([
-        {"measure": "Cllr (cross-validated)", "value": f"{r.cllr:.4f} bits",
-         "meaning": "cost of the LRs: 0 perfect, 1 no better than LR = 1 always"},
-        {"measure": "Cllr-min", "value": f"{r.cllr_min:.4f} bits",
-         "meaning": "what is left after the best monotone recalibration (discrimination); Cllr minus this is "
-                    "the calibration loss"},
-        {"measure": "AUC, LR", "value": f"{r.auc_lr:.4f}", "meaning": "chance that a same-gun pair ranks above a "
-                                                                        "different-gun pair"},
-        {"measure": "AUC, CMC count", "value": f"{r.auc_cmc:.4f}", "meaning": "the same for the count"},
-        {"measure": "EER, LR / CMC count", "value": f"{_pct(r.eer_lr)} / {_pct(r.eer_cmc)}",
-         "meaning": "equal error rate"},
-        {"measure": "different-gun pairs with LR > 1", "value": _pct(m["rate_for_same"]),
-         "meaning": f"misleading towards same gun; {m['strong_for_same']} beyond LR {m['strong_lr']:g}"},
-        {"measure": "same-gun pairs with LR < 1", "value": _pct(m["rate_for_different"]),
-         "meaning": f"misleading towards different guns; {m['strong_for_different']} beyond LR "
-                    f"1/{m['strong_lr']:g}"},
-        {"measure": "LR bounds of the calibration (ELUB)",
-         "value": f"{10 ** cal.bounds_log10[0]:.3g} to {10 ** cal.bounds_log10[1]:.3g}",
-         "meaning": "no LR beyond these is reported: the data could not support it"}]))
-    P.append("<div class='figs'>" + "".join(f"<figure>{img}<figcaption>{escape(cap)}</figcaption></figure>"
-                                            for cap, img in _figures(r)) + "</div>")
+    P.append(
+        table(
+            [
+                {
+                    "measure": "Cllr (cross-validated)",
+                    "value": f"{r.cllr:.4f} bits",
+                    "meaning": "cost of the LRs: 0 perfect, 1 no better than LR = 1 always",
+                },
+                {
+                    "measure": "Cllr-min",
+                    "value": f"{r.cllr_min:.4f} bits",
+                    "meaning": "what is left after the best monotone recalibration (discrimination); "
+                    "Cllr minus this is the calibration loss",
+                },
+                {
+                    "measure": "AUC, LR",
+                    "value": f"{r.auc_lr:.4f}",
+                    "meaning": "chance that a same-gun pair ranks above a different-gun pair",
+                },
+                {"measure": "AUC, CMC count", "value": f"{r.auc_cmc:.4f}", "meaning": "the same for the count"},
+                {
+                    "measure": "EER, LR / CMC count",
+                    "value": f"{_pct(r.eer_lr)} / {_pct(r.eer_cmc)}",
+                    "meaning": "equal error rate",
+                },
+                {
+                    "measure": "different-gun pairs with LR > 1",
+                    "value": _pct(m["rate_for_same"]),
+                    "meaning": f"misleading towards same gun; {m['strong_for_same']} beyond LR {m['strong_lr']:g}",
+                },
+                {
+                    "measure": "same-gun pairs with LR < 1",
+                    "value": _pct(m["rate_for_different"]),
+                    "meaning": f"misleading towards different guns; {m['strong_for_different']} beyond LR "
+                    f"1/{m['strong_lr']:g}",
+                },
+                {
+                    "measure": "LR bounds of the calibration (ELUB)",
+                    "value": f"{10 ** cal.bounds_log10[0]:.3g} to {10 ** cal.bounds_log10[1]:.3g}",
+                    "meaning": "no LR beyond these is reported: the data could not support it",
+                },
+            ]
+        )
+    )
+    P.append(
+        "<div class='figs'>"
+        + "".join(f"<figure>{img}<figcaption>{escape(cap)}</figcaption></figure>" for cap, img in _figures(r))
+        + "</div>"
+    )
 
     # recommendation
     P.append("<h2>4. Recommended rule and its limits</h2>")
-    P.append(f"<p>Rule of this kit: recommend the smallest LR threshold (of "
-             f"{escape(', '.join(_fmt_lr(t) for t in LR_IDENTIFICATION_RULES))}) at which no different-gun pair was "
-             f"called identification and the one-sided 95% upper bound of the false-identification rate is below "
-             f"the target {_pct(rec['fpr_target'])}, and that identifies at least one same-gun pair; elimination "
-             f"likewise with the target {_pct(rec['elimination_target'])} for false eliminations.</p>")
+    P.append(
+        f"<p>Rule of this kit: recommend the smallest LR threshold (of "
+        f"{escape(', '.join(_fmt_lr(t) for t in LR_IDENTIFICATION_RULES))}) at which no different-gun pair was "
+        f"called identification and the one-sided 95% upper bound of the false-identification rate is below "
+        f"the target {_pct(rec['fpr_target'])}, and that identifies at least one same-gun pair; elimination "
+        f"likewise with the target {_pct(rec['elimination_target'])} for false eliminations.</p>"
+    )
     P.append(f"<div class='{box}'>{escape(rec['text'])}</div>")
-    P.append(f"<p>With no error observed, the 95% upper bound of a rate is about 3/n: supporting a "
-             f"false-identification rate below {_pct(rec['fpr_target'])} takes at least "
-             f"{rec['different_pairs_needed']} different-gun pairs, and a false-elimination rate below "
-             f"{_pct(rec['elimination_target'])} at least {rec['same_pairs_needed']} same-gun pairs.</p>")
-    P.append("<p><b>Limits.</b> These rates hold for the population tested (section 1), the instrument and "
-             "settings used, and scans of the quality of these. Pairs share scans and firearms, so they are not "
-             f"independent: with {r.n_firearms} firearms the confidence intervals, which count pairs, are too "
-             "narrow rather than too wide. Firearms of other makes, other ammunition, worn or cleaned guns, "
-             "other scan quality or consecutively manufactured parts not represented here may behave differently. "
-             "The rates describe the method, not an examiner, and not the probability that a given gun fired a "
-             "given case.</p>")
+    P.append(
+        f"<p>With no error observed, the 95% upper bound of a rate is about 3/n: supporting a "
+        f"false-identification rate below {_pct(rec['fpr_target'])} takes at least "
+        f"{rec['different_pairs_needed']} different-gun pairs, and a false-elimination rate below "
+        f"{_pct(rec['elimination_target'])} at least {rec['same_pairs_needed']} same-gun pairs.</p>"
+    )
+    P.append(
+        "<p><b>Limits.</b> These rates hold for the population tested (section 1), the instrument and "
+        "settings used, and scans of the quality of these. Pairs share scans and firearms, so they are not "
+        f"independent: with {r.n_firearms} firearms the confidence intervals, which count pairs, are too "
+        "narrow rather than too wide. Firearms of other makes, other ammunition, worn or cleaned guns, "
+        "other scan quality or consecutively manufactured parts not represented here may behave differently. "
+        "The rates describe the method, not an examiner, and not the probability that a given gun fired a "
+        "given case.</p>"
+    )
 
     open_keys = [k.replace("_", "/") for k in POPULATION_KEYS if not r.domain.get(k)]
     if open_keys:
-        P.append(f"<p class='box warn'><b>Domain not restricted for {escape(', '.join(open_keys))}.</b> These were not "
-                 "recorded for every scan, so the calibration will accept scans of any value of them, including "
-                 "ones this validation never saw. Record them in the labels (columns calibre, make, model, "
-                 "instrument) and run the validation again to restrict it.</p>")
+        P.append(
+            f"<p class='box warn'><b>Domain not restricted for {escape(', '.join(open_keys))}.</b> These were not "
+            "recorded for every scan, so the calibration will accept scans of any value of them, including "
+            "ones this validation never saw. Record them in the labels (columns calibre, make, model, "
+            "instrument) and run the validation again to restrict it.</p>"
+        )
 
     # calibration use
     P.append("<h2>5. Using the calibration file</h2>")
-    P.append(f"<p><code>calibration.json</code> (SHA-256 <code class='wrap'>{escape(doc['calibration']['sha256'])}"
-             f"</code>) holds the LR model fitted on all {r.n_pairs} pairs, its LR bounds, the preprocessing and "
-             "comparison parameters it applies to, and its domain. It refuses comparisons made with other "
-             "parameters, and scans outside its domain. A calibration file is used only once it is registered "
-             "in the lab's case store (who, when, why and from what data are recorded there; a file's own "
-             "checksum does not say who made it):</p>"
-             "<pre>ballistix register-calibration --store DIR calibration.json --reason \"validation report ...\"\n"
-             "ballistix compare A.x3p B.x3p --store DIR\n\n"
-             "import ballistix as bx\n"
-             "store = bx.CaseStore(DIR)\n"
-             "res = bx.compare(bx.preprocess(bx.read_scan(a)), bx.preprocess(bx.read_scan(b)),\n"
-             "                 calibration=store.calibrations())\n"
-             "res.log10_lr, res.evidence[\"conclusion\"]</pre>")
-    custom = [f"{what} {json.dumps(r.parameters[k], sort_keys=True)}" for k, what in
-              (("preprocess_params", "preprocessed with"), ("compare_params", "compared with")) if r.parameters[k]]
+    P.append(
+        f"<p><code>calibration.json</code> (SHA-256 <code class='wrap'>{escape(doc['calibration']['sha256'])}"
+        f"</code>) holds the LR model fitted on all {r.n_pairs} pairs, its LR bounds, the preprocessing and "
+        "comparison parameters it applies to, and its domain. It refuses comparisons made with other "
+        "parameters, and scans outside its domain. A calibration file is used only once it is registered "
+        "in the lab's case store (who, when, why and from what data are recorded there; a file's own "
+        "checksum does not say who made it):</p>"
+        '<pre>ballistix register-calibration --store DIR calibration.json --reason "validation report ..."\n'
+        "ballistix compare A.x3p B.x3p --store DIR\n\n"
+        "import ballistix as bx\n"
+        "store = bx.CaseStore(DIR)\n"
+        "res = bx.compare(bx.preprocess(bx.read_scan(a)), bx.preprocess(bx.read_scan(b)),\n"
+        "                 calibration=store.calibrations())\n"
+        'res.log10_lr, res.evidence["conclusion"]</pre>'
+    )
+    custom = [
+        f"{what} {json.dumps(r.parameters[k], sort_keys=True)}"
+        for k, what in (("preprocess_params", "preprocessed with"), ("compare_params", "compared with"))
+        if r.parameters[k]
+    ]
     if custom:
-        P.append(f"<p>These scans were {escape(' and '.join(custom))} (other settings at their defaults): casework "
-                 "scans must be processed and compared the same way for the calibration to apply, e.g. "
-                 "<code>bx.preprocess(scan, **preprocess_params)</code> with the same values.</p>")
-    P.append("<p>Every number in this report, every pair's features and cross-validated LR, and the checksums of "
-             "the inputs are in <code>validation.json</code> beside this file.</p>")
+        P.append(
+            f"<p>These scans were {escape(' and '.join(custom))} (other settings at their defaults): casework "
+            "scans must be processed and compared the same way for the calibration to apply, e.g. "
+            "<code>bx.preprocess(scan, **preprocess_params)</code> with the same values.</p>"
+        )
+    P.append(
+        "<p>Every number in this report, every pair's features and cross-validated LR, and the checksums of "
+        "the inputs are in <code>validation.json</code> beside this file.</p>"
+    )
     return page(f"ballistix validation: {r.n_scans} scans, {r.n_firearms} firearms", "".join(P))

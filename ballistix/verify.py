@@ -51,8 +51,9 @@ def compare(a, b, *, calibration="default", **params) -> Comparison:
     return evidence.weigh(cmc.compare(a, b, **params), calibration)
 
 
-def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, executor=None,
-                 calibration="default", **params) -> list[Comparison]:
+def compare_many(
+    pairs, *, n_jobs: int = 1, progress: bool = True, client=None, executor=None, calibration="default", **params
+) -> list[Comparison]:
     """Compare and weigh many pairs of processed scans; results in the order of ``pairs``.
 
     The comparisons run as `ballistix.features.comparison.compare_many` runs them (in
@@ -68,6 +69,5 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, 
         As for `compare`.
     """
     calibration = evidence._trusted(calibration)  # read and checked once for all pairs
-    results = cmc.compare_many(pairs, n_jobs=n_jobs, progress=progress, client=client, executor=executor,
-                               **params)
+    results = cmc.compare_many(pairs, n_jobs=n_jobs, progress=progress, client=client, executor=executor, **params)
     return [evidence.weigh(r, calibration) for r in results]

@@ -30,16 +30,26 @@ from ._common import RESULTS, ROOT, machine, table, write_json
 SIZES: dict[str, tuple[list[str], list[str]]] = {
     "realism": (["--guns", "4"], []),
     "cmc_speed": (["--repeat", "1"], ["--repeat", "5"]),
-    "cmc_accuracy": (["--skip-real", "--sim-guns", "6", "--sim-shots", "3", "--knm-per-km", "3"],
-                     ["--sim-guns", "100", "--sim-shots", "5", "--knm-per-km", "10"]),
-    "retrieval": (["--skip-real", "--sim-sizes", "200", "--rerank-queries", "2", "--km-pairs", "100"],
-                  ["--sim-sizes", "1000", "10000", "--rerank-queries", "20", "--km-pairs", "800"]),
-    "index_scale": (["--sizes", "10000", "100000", "--queries", "100"],
-                    ["--sizes", "10000", "100000", "1000000", "--also", "HNSW32"]),
-    "linkage": (["--skip-real", "--firearms", "8", "--scenes", "20", "--shortlist", "5", "--scale", "100000"],
-                ["--shortlist", "8"]),
-    "evidence": (["--skip-real", "--extra", "sim-realistic", "--extra-guns", "6", "--extra-shots", "3"],
-                 ["--write-default"]),
+    "cmc_accuracy": (
+        ["--skip-real", "--sim-guns", "6", "--sim-shots", "3", "--knm-per-km", "3"],
+        ["--sim-guns", "100", "--sim-shots", "5", "--knm-per-km", "10"],
+    ),
+    "retrieval": (
+        ["--skip-real", "--sim-sizes", "200", "--rerank-queries", "2", "--km-pairs", "100"],
+        ["--sim-sizes", "1000", "10000", "--rerank-queries", "20", "--km-pairs", "800"],
+    ),
+    "index_scale": (
+        ["--sizes", "10000", "100000", "--queries", "100"],
+        ["--sizes", "10000", "100000", "1000000", "--also", "HNSW32"],
+    ),
+    "linkage": (
+        ["--skip-real", "--firearms", "8", "--scenes", "20", "--shortlist", "5", "--scale", "100000"],
+        ["--shortlist", "8"],
+    ),
+    "evidence": (
+        ["--skip-real", "--extra", "sim-realistic", "--extra-guns", "6", "--extra-shots", "3"],
+        ["--write-default"],
+    ),
     "store": (["--exhibits", "12"], ["--exhibits", "300"]),
     "populations": (["--quick", "--skip-real"], []),
     "cross_population": (["--quick", "--skip-real"], ["--store", "batch", "subclass"]),
@@ -71,39 +81,67 @@ def summary_rows() -> list[list[str]]:
         rows.append([name, measure, value, _get(d, "machine", "date", default="?")[:10]])
 
     if d := load("realism"):
-        r = [v for sub in _get(d, "ratios_sim_over_real", default={}).values() for k, v in sub.items()
-             if k not in ("skewness",)]
+        r = [
+            v
+            for sub in _get(d, "ratios_sim_over_real", default={}).values()
+            for k, v in sub.items()
+            if k not in ("skewness",)
+        ]
         add("realism", "simulated / real statistics (range)", f"{min(r):.2f}-{max(r):.2f}" if r else "n/a", d)
     if d := load("cmc_accuracy"):
         for mode in ("reference", "full"):
             c = _get(d, "real", "modes", mode, "cmc_count")
             if c:
-                add("cmc_accuracy", f"Fadul 780 pairs, {mode} rotation: AUC / FP / FN at {RULE} CMCs",
+                add(
+                    "cmc_accuracy",
+                    f"Fadul 780 pairs, {mode} rotation: AUC / FP / FN at {RULE} CMCs",
                     f"{_fmt(c['auc'])} / {c['at_threshold']['false_positives']} / "
-                    f"{c['at_threshold']['false_negatives']}", d)
+                    f"{c['at_threshold']['false_negatives']}",
+                    d,
+                )
         rho = _get(d, "real", "modes", "reference", "spearman_vs_nist")
         if rho is not None:
-            add("cmc_accuracy", "Spearman vs NIST per-pair counts, reference grid (all / known matches)",
-                f"{_fmt(rho)} / {_fmt(_get(d, 'real', 'modes', 'reference', 'spearman_vs_nist_km'))}", d)
+            add(
+                "cmc_accuracy",
+                "Spearman vs NIST per-pair counts, reference grid (all / known matches)",
+                f"{_fmt(rho)} / {_fmt(_get(d, 'real', 'modes', 'reference', 'spearman_vs_nist_km'))}",
+                d,
+            )
     for name in ("cmc_accuracy_simulated", "cmc_accuracy"):
         if (d := load(name)) and (s := _get(d, "simulated")):
             c = s["cmc_count"]
-            add(name, f"simulated realistic-hard {s['n_km']} KM / {s['n_knm']} KNM: AUC / EER / FPR / FNR at {RULE}",
+            add(
+                name,
+                f"simulated realistic-hard {s['n_km']} KM / {s['n_knm']} KNM: AUC / EER / FPR / FNR at {RULE}",
                 f"{_fmt(c['auc'])} / {_fmt(c['eer'])} / {_fmt(c['at_threshold']['false_positive_rate'])} / "
-                f"{_fmt(c['at_threshold']['false_negative_rate'])}", d)
+                f"{_fmt(c['at_threshold']['false_negative_rate'])}",
+                d,
+            )
             break
     if d := load("cmc_speed"):
         for mode, v in _get(d, "modes", default={}).items():
-            add("cmc_speed", f"{mode}: s per pair (one core)", f"{_fmt(v['seconds'])} ({v['pairs_per_second']:.2f}/s)",
-                d)
+            add(
+                "cmc_speed",
+                f"{mode}: s per pair (one core)",
+                f"{_fmt(v['seconds'])} ({v['pairs_per_second']:.2f}/s)",
+                d,
+            )
     if d := (load("retrieval") or load("retrieval_simulated")):
         if _get(d, "real"):
-            add("retrieval", "Fadul descriptor R@10 / top-1; re-ranked top-1",
+            add(
+                "retrieval",
+                "Fadul descriptor R@10 / top-1; re-ranked top-1",
                 f"{_fmt(_get(d, 'real', 'descriptor', 'recall_at', '10'))} / "
-                f"{_fmt(_get(d, 'real', 'descriptor', 'top1'))}; {_fmt(_get(d, 'real', 'reranked', 'top1'))}", d)
+                f"{_fmt(_get(d, 'real', 'descriptor', 'top1'))}; {_fmt(_get(d, 'real', 'reranked', 'top1'))}",
+                d,
+            )
         for size, s in _get(d, "simulated", default={}).items():
-            add("retrieval", f"simulated {size}: descriptor R@200; shortlist holds CMC-identified",
-                f"{_fmt(_get(s, 'descriptor', 'recall_at', '200'))}; {_fmt(s.get('shortlist200_holds_identified'))}", d)
+            add(
+                "retrieval",
+                f"simulated {size}: descriptor R@200; shortlist holds CMC-identified",
+                f"{_fmt(_get(s, 'descriptor', 'recall_at', '200'))}; {_fmt(s.get('shortlist200_holds_identified'))}",
+                d,
+            )
     if d := load("index_scale"):
         sizes = _get(d, "sizes", default={})
         if sizes:
@@ -111,53 +149,89 @@ def summary_rows() -> list[list[str]]:
             auto = next((v for v in _get(sizes[n], "approx", default={}).values() if v.get("auto")), None)
             if not auto and _get(sizes[n], "exact"):  # small sizes: the automatic choice is exact search
                 e = sizes[n]["exact"]
-                add("index_scale", f"{int(n):,} vectors, {e['factory']} (exact, automatic at this size): p50 ms",
-                    _fmt(e.get("p50_ms")), d)
+                add(
+                    "index_scale",
+                    f"{int(n):,} vectors, {e['factory']} (exact, automatic at this size): p50 ms",
+                    _fmt(e.get("p50_ms")),
+                    d,
+                )
             if auto:  # at the index's default setting (refine 25 x k, nprobe 64, ef 200)
                 sweep = auto.get("sweep", {})
                 knob = {"refine_factor": "25", "nprobe": "64", "ef_search": "200"}.get(auto.get("knob"))
                 v = sweep.get(knob) or auto
-                add("index_scale", f"{int(n):,} vectors, {auto['factory']} (default setting): p50 ms / recall@200",
-                    f"{_fmt(v.get('p50_ms'))} / {_fmt(v.get('recall_at_k'))}", d)
+                add(
+                    "index_scale",
+                    f"{int(n):,} vectors, {auto['factory']} (default setting): p50 ms / recall@200",
+                    f"{_fmt(v.get('p50_ms'))} / {_fmt(v.get('recall_at_k'))}",
+                    d,
+                )
     if d := load("linkage"):
         for key, what in (("LR>=100", "the default rule, LR >= 100"), (str(RULE), f"a {RULE}-CMC count rule")):
             q = _get(d, "casework", "quality", "thresholds", key, "rule")
             if q:
-                add("linkage", f"simulated casework, {what}: precision / recall", f"{_fmt(q['precision'])} / "
-                    f"{_fmt(q['recall'])}", d)
+                add(
+                    "linkage",
+                    f"simulated casework, {what}: precision / recall",
+                    f"{_fmt(q['precision'])} / {_fmt(q['recall'])}",
+                    d,
+                )
         m = _get(d, "casework", "quality", "injected", "single_link_trials_with_a_merge")
         if m:
-            add("linkage", "single false links that merged groups (rule / components)",
-                f"{m['rule']} / {m['components']} of {_get(d, 'casework', 'quality', 'injected', 'n')}", d)
+            add(
+                "linkage",
+                "single false links that merged groups (rule / components)",
+                f"{m['rule']} / {m['components']} of {_get(d, 'casework', 'quality', 'injected', 'n')}",
+                d,
+            )
         if _get(d, "fadul", "equals_slides") is not None:
             add("linkage", "Fadul groups equal the ten slides", str(d["fadul"]["equals_slides"]), d)
     if d := load("evidence"):
         for pop, r in _get(d, "populations", default={}).items():
             m = r["misleading"]
-            add("evidence", f"{pop} ({r['n_same']} KM / {r['n_different']} KNM), CV by gun: Cllr / Cllr-min / "
-                            f"misleading beyond 100",
-                f"{_fmt(r['cllr'])} / {_fmt(r['cllr_min'])} / {m['strong_for_same'] + m['strong_for_different']}", d)
+            add(
+                "evidence",
+                f"{pop} ({r['n_same']} KM / {r['n_different']} KNM), CV by gun: Cllr / Cllr-min / "
+                f"misleading beyond 100",
+                f"{_fmt(r['cllr'])} / {_fmt(r['cllr_min'])} / {m['strong_for_same'] + m['strong_for_different']}",
+                d,
+            )
     if d := load("populations"):
         for pop, r in _get(d, "populations", default={}).items():
-            add("populations", f"{pop}: different-gun pairs at >= {RULE} CMCs within / across batch; AUC raw / "
-                               f"cohort-normalised",
+            add(
+                "populations",
+                f"{pop}: different-gun pairs at >= {RULE} CMCs within / across batch; AUC raw / cohort-normalised",
                 f"{r[f'different_at_{RULE}_within_batch']}/{r['n_different_within_batch']} / "
                 f"{r[f'different_at_{RULE}_across_batch']}/{r['n_different_across_batch']}; "
                 f"{_fmt(_get(r, 'auc', 'cmc'))} / {_fmt(_get(r, 'auc', d.get('chosen_normalisation', 'cmc_excess')))}",
-                d)
+                d,
+            )
     if d := load("cross_population"):
         for rule, u in _get(d, "unseen", default={}).items():
-            value = (f"{u['false_links']}/{u['n_different']} ({_fmt(u['false_link_upper95'])})"
-                     f" / {_fmt(u['linked_same_share'])}")
-            add("cross_population", f"{rule} on populations it has not seen: false links (95% bound) / same-gun "
-                                    f"linked", value, d)
+            value = (
+                f"{u['false_links']}/{u['n_different']} ({_fmt(u['false_link_upper95'])})"
+                f" / {_fmt(u['linked_same_share'])}"
+            )
+            add(
+                "cross_population",
+                f"{rule} on populations it has not seen: false links (95% bound) / same-gun linked",
+                value,
+                d,
+            )
         for kind, r in _get(d, "store", default={}).items():
-            add("cross_population", f"case store on simulated {kind}: false links / same-gun pairs grouped",
-                f"{r['false_links']} / {r['same_gun_pairs_grouped']} of {r['same_gun_pairs']}", d)
+            add(
+                "cross_population",
+                f"case store on simulated {kind}: false links / same-gun pairs grouped",
+                f"{r['false_links']} / {r['same_gun_pairs_grouped']} of {r['same_gun_pairs']}",
+                d,
+            )
     if d := load("store"):
-        add("store", f"{d['exhibits']} exhibits: ingest s each / link all s / store MB",
+        add(
+            "store",
+            f"{d['exhibits']} exhibits: ingest s each / link all s / store MB",
             f"{_fmt(d['ingest_seconds_per_exhibit'])} / {_fmt(_get(d, 'seconds', 'link all (shortlisted pairs)'))} / "
-            f"{_fmt(d['store_mb'])}", d)
+            f"{_fmt(d['store_mb'])}",
+            d,
+        )
     return rows
 
 
@@ -172,10 +246,12 @@ def update_readme(rows, command: str) -> None:
     text = path.read_text()
     start, end = "<!-- summary:start -->", "<!-- summary:end -->"
     m = machine()
-    block = (f"{start}\nLatest summary ({time.strftime('%Y-%m-%d')}, ballistix {m['ballistix']}, "
-             f"{m['cpus']} cores, {platform.machine()}, Python {m['python']}; `{command}`):\n\n{markdown(rows)}\n{end}")
+    block = (
+        f"{start}\nLatest summary ({time.strftime('%Y-%m-%d')}, ballistix {m['ballistix']}, "
+        f"{m['cpus']} cores, {platform.machine()}, Python {m['python']}; `{command}`):\n\n{markdown(rows)}\n{end}"
+    )
     if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)

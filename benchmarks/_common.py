@@ -17,9 +17,13 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def machine() -> dict:
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "ballistix": ballistix.__version__,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "ballistix": ballistix.__version__,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def write_json(name: str, payload: dict) -> Path:

@@ -42,16 +42,18 @@ RULE = CONVENTIONAL_CMC_RULE  # the fixed count rule the tables compare against
 
 def baseline_score(a: bx.Scan, b: bx.Scan) -> float:
     """Whole-surface correlation after a full-circle rotation search (factor-2 reduction)."""
-    _, curve = coarse_rotations(a.heights.astype(np.float32), b.heights.astype(np.float32), factor=2,
-                                step_deg=3.0, candidates=1)
+    _, curve = coarse_rotations(
+        a.heights.astype(np.float32), b.heights.astype(np.float32), factor=2, step_deg=3.0, candidates=1
+    )
     return float(curve.max())
 
 
 def _nist_table():
     rows = list(csv.DictReader(open(SHARED_DATA / "reference" / "fadul_cmc_nist.csv", encoding="utf-8-sig")))
     key = lambda s: "fadul-" + s.replace("Fadul ", "").strip()  # noqa: E731
-    return {frozenset((key(r["Reference"]), key(r["Compare"]))): (r["KM or KNM"] == "KM", int(r["# CMCs"]))
-            for r in rows}
+    return {
+        frozenset((key(r["Reference"]), key(r["Compare"]))): (r["KM or KNM"] == "KM", int(r["# CMCs"])) for r in rows
+    }
 
 
 def real_processed(jobs: int, modes: list[str]) -> dict:
@@ -70,30 +72,49 @@ def real_processed(jobs: int, modes: list[str]) -> dict:
     out["nist"] = summarise_scores(nist_counts, same, RULE)
     for mode in modes:
         t = time.perf_counter()
-        res = bx.compare_many([(scans[a], scans[b]) for a, b in pairs], n_jobs=jobs, progress=False, rotation=mode,
-                              calibration=None)
+        res = bx.compare_many(
+            [(scans[a], scans[b]) for a, b in pairs], n_jobs=jobs, progress=False, rotation=mode, calibration=None
+        )
         dt = time.perf_counter() - t
         counts = np.array([r.cmc_count for r in res])
         scores = np.array([r.score for r in res])
         rho = stats.spearmanr(counts, nist_counts).statistic
         out["modes"][mode] = {
-            "seconds": dt, "pairs_per_second": len(pairs) / dt, "jobs": jobs,
-            "cmc_count": summarise_scores(counts, same, RULE), "score_auc": summarise_scores(scores, same, RULE)["auc"],
+            "seconds": dt,
+            "pairs_per_second": len(pairs) / dt,
+            "jobs": jobs,
+            "cmc_count": summarise_scores(counts, same, RULE),
+            "score_auc": summarise_scores(scores, same, RULE)["auc"],
             "spearman_vs_nist": float(rho),
             "spearman_vs_nist_km": float(stats.spearmanr(counts[same], nist_counts[same]).statistic),
-            "pairs": [{"a": a, "b": b, "same": bool(s), "cmc": int(c), "score": float(sc), "nist": int(nc),
-                       "rotation_deg": r.rotation_deg,
-                       "directions": {k: {"original": v["original"], "high": v["high"]}
-                                      for k, v in r.directions.items()}}
-                      for (a, b), s, c, sc, nc, r in zip(pairs, same, counts, scores, nist_counts, res)],
+            "pairs": [
+                {
+                    "a": a,
+                    "b": b,
+                    "same": bool(s),
+                    "cmc": int(c),
+                    "score": float(sc),
+                    "nist": int(nc),
+                    "rotation_deg": r.rotation_deg,
+                    "directions": {k: {"original": v["original"], "high": v["high"]} for k, v in r.directions.items()},
+                }
+                for (a, b), s, c, sc, nc, r in zip(pairs, same, counts, scores, nist_counts, res)
+            ],
         }
     t = time.perf_counter()
     base = np.array(_baseline_many([(scans[a], scans[b]) for a, b in pairs], jobs))
-    out["baseline"] = {**summarise_scores(base, same, 0.5), "seconds": time.perf_counter() - t,
-                       "scores": [round(float(x), 5) for x in base],
-                       "matched": {f"fpr<={f:g}": {m: tpr_at_fpr(np.array([p["cmc"] for p in r["pairs"]]), same, f)
-                                                   for m, r in out["modes"].items()}
-                                   | {"baseline": tpr_at_fpr(base, same, f)} for f in (0.0, 0.01)}}
+    out["baseline"] = {
+        **summarise_scores(base, same, 0.5),
+        "seconds": time.perf_counter() - t,
+        "scores": [round(float(x), 5) for x in base],
+        "matched": {
+            f"fpr<={f:g}": {
+                m: tpr_at_fpr(np.array([p["cmc"] for p in r["pairs"]]), same, f) for m, r in out["modes"].items()
+            }
+            | {"baseline": tpr_at_fpr(base, same, f)}
+            for f in (0.0, 0.01)
+        },
+    }
     out["baseline"]["note"] = "whole-surface correlation; the 'at_threshold' entry uses 0.5, an arbitrary cut"
     return out
 
@@ -110,10 +131,14 @@ def raw_scans(seed: int = 0) -> dict:
         side = int(np.ceil(np.hypot(*s.shape)))
         turned = bx.Scan(rotate_nan(s.heights, angle, (side, side)).astype(np.float64), s.dx, s.dy, dict(s.meta))
         r = bx.compare(a, bx.preprocess(turned))
-        out[f"fadul-1-1 vs fadul-{n}"] = {"same": n == "1-2", "turned_deg": angle, "cmc_count": r.cmc_count,
-                                          "score": r.score, "rotation_deg": r.rotation_deg,
-                                          "directions": {k: {"original": v["original"], "high": v["high"]}
-                                                         for k, v in r.directions.items()}}
+        out[f"fadul-1-1 vs fadul-{n}"] = {
+            "same": n == "1-2",
+            "turned_deg": angle,
+            "cmc_count": r.cmc_count,
+            "score": r.score,
+            "rotation_deg": r.rotation_deg,
+            "directions": {k: {"original": v["original"], "high": v["high"]} for k, v in r.directions.items()},
+        }
     out["seconds"] = time.perf_counter() - t
     return out
 
@@ -134,22 +159,31 @@ def _baseline_many(pairs, jobs: int) -> list[float]:
 
 def _pair_records(pairs, res, fire, run, same) -> dict:
     """Per-pair comparison features as columns (for the evidence calibration and re-analysis)."""
+
     def cells_corr(r):
         c = np.array([x["correlation"] for x in r.cells], float)
         return c[np.isfinite(c)]
+
     return {
-        "a": [int(i) for i, _ in pairs], "b": [int(j) for _, j in pairs],
-        "gun_a": [str(fire[i]) for i, _ in pairs], "gun_b": [str(fire[j]) for _, j in pairs],
-        "same_run": [bool(run[i] == run[j]) for i, j in pairs], "same": [bool(x) for x in same],
-        "cmc": [r.cmc_count for r in res], "score": [round(r.score, 4) for r in res],
-        "rotation_deg": [round(r.rotation_deg, 2) if r.rotation_deg is not None and np.isfinite(r.rotation_deg)
-                         else None for r in res],
+        "a": [int(i) for i, _ in pairs],
+        "b": [int(j) for _, j in pairs],
+        "gun_a": [str(fire[i]) for i, _ in pairs],
+        "gun_b": [str(fire[j]) for _, j in pairs],
+        "same_run": [bool(run[i] == run[j]) for i, j in pairs],
+        "same": [bool(x) for x in same],
+        "cmc": [r.cmc_count for r in res],
+        "score": [round(r.score, 4) for r in res],
+        "rotation_deg": [
+            round(r.rotation_deg, 2) if r.rotation_deg is not None and np.isfinite(r.rotation_deg) else None
+            for r in res
+        ],
         "n_cells": [[r.directions[d]["n_cells"] for d in r.directions] for r in res],
         "original": [[r.directions[d]["original"] for d in r.directions] for r in res],
         "high": [[r.directions[d]["high"] for d in r.directions] for r in res],
         "cell_corr_mean": [round(float(cells_corr(r).mean()), 4) if cells_corr(r).size else None for r in res],
-        "cell_corr_p90": [round(float(np.percentile(cells_corr(r), 90)), 4) if cells_corr(r).size else None
-                          for r in res],
+        "cell_corr_p90": [
+            round(float(np.percentile(cells_corr(r), 90)), 4) if cells_corr(r).size else None for r in res
+        ],
     }
 
 
@@ -168,24 +202,41 @@ def _resume(pairs, scans, jobs: int, n_check: int = 12, seed: int = 1) -> dict |
         raise SystemExit(f"--resume: {path} is from a different run (other pairs); delete it or drop --resume")
     rng = np.random.default_rng(seed)
     same = np.array(rec["same"])
-    check = np.r_[rng.choice(np.flatnonzero(same), min(n_check // 2, same.sum()), replace=False),
-                  rng.choice(np.flatnonzero(~same), min(n_check // 2, (~same).sum()), replace=False)].astype(int)
-    now = bx.compare_many([(scans[rec["a"][k]], scans[rec["b"][k]]) for k in check], n_jobs=jobs,
-                          progress=False, calibration=None)
+    check = np.r_[
+        rng.choice(np.flatnonzero(same), min(n_check // 2, same.sum()), replace=False),
+        rng.choice(np.flatnonzero(~same), min(n_check // 2, (~same).sum()), replace=False),
+    ].astype(int)
+    now = bx.compare_many(
+        [(scans[rec["a"][k]], scans[rec["b"][k]]) for k in check], n_jobs=jobs, progress=False, calibration=None
+    )
     for k, r in zip(check, now):
         if r.cmc_count != rec["cmc"][k] or round(r.score, 4) != rec["score"][k]:
-            raise SystemExit(f"--resume: pair {k} of {path} compares to {r.cmc_count} CMCs now, "
-                             f"{rec['cmc'][k]} then: the code or the data changed; start afresh")
+            raise SystemExit(
+                f"--resume: pair {k} of {path} compares to {r.cmc_count} CMCs now, "
+                f"{rec['cmc'][k]} then: the code or the data changed; start afresh"
+            )
     rec.setdefault("rotation_deg", [None] * n)  # older partial files did not keep the rotation
     print(f"resuming after {n} of {len(pairs)} pairs ({check.size} recorded pairs re-compared: identical)")
     return {"records": rec, "seconds": d["seconds"], "checked": check.size}
 
 
-def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, spacing_um: float = 6.25,
-              chunk: int = 500, resume: bool = False) -> dict:
+def simulated(
+    jobs: int,
+    guns: int,
+    shots: int,
+    knm_per_km: float,
+    seed: int,
+    spacing_um: float = 6.25,
+    chunk: int = 500,
+    resume: bool = False,
+) -> dict:
     t = time.perf_counter()
-    scans = [bx.preprocess(s, spacing_um=spacing_um) for s in bx.datasets.iter_simulate(
-        guns, shots, seed=seed, difficulty="realistic-hard", resolution="standard", run_size=max(2, guns // 4))]
+    scans = [
+        bx.preprocess(s, spacing_um=spacing_um)
+        for s in bx.datasets.iter_simulate(
+            guns, shots, seed=seed, difficulty="realistic-hard", resolution="standard", run_size=max(2, guns // 4)
+        )
+    ]
     t_sim = time.perf_counter() - t
     fire = [s.meta["labels"]["firearm"] for s in scans]
     allpairs = list(itertools.combinations(range(len(scans)), 2))
@@ -194,7 +245,7 @@ def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, sp
     rng = np.random.default_rng(seed)
     n_knm = min(len(knm), int(knm_per_km * len(km)))
     knm = [knm[i] for i in rng.choice(len(knm), n_knm, replace=False)]  # random order: a stopped run's
-    pairs = km + knm                                                    # partial file holds a random subset
+    pairs = km + knm  # partial file holds a random subset
     same = np.array([True] * len(km) + [False] * len(knm))
     run = [s.meta["labels"]["manufacturing_run"] for s in scans]
     same_run = np.array([run[i] == run[j] for i, j in pairs])
@@ -204,43 +255,62 @@ def simulated(jobs: int, guns: int, shots: int, knm_per_km: float, seed: int, sp
     rec = before["records"] if before else None
     t = time.perf_counter() - (before["seconds"] if before else 0.0)
     for start in range(len(rec["a"]) if rec else 0, len(pairs), chunk):
-        part = pairs[start:start + chunk]
-        res = bx.compare_many([(scans[i], scans[j]) for i, j in part], n_jobs=jobs, progress=False,
-                              calibration=None)
-        new = _pair_records(part, res, fire, run, same[start:start + chunk])
+        part = pairs[start : start + chunk]
+        res = bx.compare_many([(scans[i], scans[j]) for i, j in part], n_jobs=jobs, progress=False, calibration=None)
+        new = _pair_records(part, res, fire, run, same[start : start + chunk])
         rec = new if rec is None else {k: rec[k] + new[k] for k in rec}
-        write_json("cmc_accuracy_simulated_partial", {"done": len(rec["a"]), "of": len(pairs),
-                                                      "seconds": time.perf_counter() - t, "pairs": rec})
+        write_json(
+            "cmc_accuracy_simulated_partial",
+            {"done": len(rec["a"]), "of": len(pairs), "seconds": time.perf_counter() - t, "pairs": rec},
+        )
     dt = time.perf_counter() - t
     counts = np.array(rec["cmc"])
     # the baseline: up to 500 same-gun and 1,000 different-gun pairs
     km_idx, knm_idx = np.flatnonzero(same), np.flatnonzero(~same)
-    sub = np.r_[np.sort(rng.choice(km_idx, min(500, km_idx.size), replace=False)),
-                np.sort(rng.choice(knm_idx, min(1000, knm_idx.size), replace=False))]
+    sub = np.r_[
+        np.sort(rng.choice(km_idx, min(500, km_idx.size), replace=False)),
+        np.sort(rng.choice(knm_idx, min(1000, knm_idx.size), replace=False)),
+    ]
     base = np.array(_baseline_many([(scans[pairs[k][0]], scans[pairs[k][1]]) for k in sub], jobs))
-    truth_rot = np.array([(scans[j].meta["truth"]["rotation_deg"] - scans[i].meta["truth"]["rotation_deg"]) % 360
-                          for i, j in pairs])
+    truth_rot = np.array(
+        [(scans[j].meta["truth"]["rotation_deg"] - scans[i].meta["truth"]["rotation_deg"]) % 360 for i, j in pairs]
+    )
     rot = np.array([np.nan if x is None else x for x in rec["rotation_deg"]], float)
     rot_err = np.abs((rot - truth_rot + 180) % 360 - 180)
     km_rot = same & np.isfinite(rot)  # resumed older records have no rotation
     km_id = km_rot & (counts >= RULE)
     return {
-        "guns": guns, "shots": shots, "n_scans": len(scans), "n_km": len(km), "n_knm": len(knm),
+        "guns": guns,
+        "shots": shots,
+        "n_scans": len(scans),
+        "n_km": len(km),
+        "n_knm": len(knm),
         "spacing_um": spacing_um,
-        "simulate_and_preprocess_seconds": t_sim, "compare_seconds": dt, "pairs_per_second": len(pairs) / dt,
+        "simulate_and_preprocess_seconds": t_sim,
+        "compare_seconds": dt,
+        "pairs_per_second": len(pairs) / dt,
         "cmc_count": summarise_scores(counts, same, RULE),
         "knm_same_run_max_cmc": int(counts[~same & same_run].max()) if (~same & same_run).any() else None,
         "resumed_after": len(before["records"]["a"]) if before else 0,
         "km_rotation_checked": int(km_rot.sum()),
         "km_rotation_within_6deg": float((rot_err[km_rot] <= 6).mean()) if km_rot.any() else None,
         "km_rotation_within_6deg_when_identified": float((rot_err[km_id] <= 6).mean()) if km_id.any() else None,
-        "baseline": {**summarise_scores(base, same[sub], 0.5), "n_pairs": int(sub.size),
-                     "pairs_index": sub.tolist(), "scores": [round(float(x), 5) for x in base],
-                     # the two methods on the same pairs, at the same false-positive budgets
-                     "matched": {f"fpr<={f:g}": {"cmc": tpr_at_fpr(counts[sub], same[sub], f),
-                                                 "baseline": tpr_at_fpr(base, same[sub], f)}
-                                 for f in (0.0, 0.001, 0.01, 0.05)}},
-        "counts_km": counts[same].tolist(), "counts_knm": counts[~same].tolist(),
+        "baseline": {
+            **summarise_scores(base, same[sub], 0.5),
+            "n_pairs": int(sub.size),
+            "pairs_index": sub.tolist(),
+            "scores": [round(float(x), 5) for x in base],
+            # the two methods on the same pairs, at the same false-positive budgets
+            "matched": {
+                f"fpr<={f:g}": {
+                    "cmc": tpr_at_fpr(counts[sub], same[sub], f),
+                    "baseline": tpr_at_fpr(base, same[sub], f),
+                }
+                for f in (0.0, 0.001, 0.01, 0.05)
+            },
+        },
+        "counts_km": counts[same].tolist(),
+        "counts_knm": counts[~same].tolist(),
         "pairs": rec,
     }
 
@@ -254,16 +324,24 @@ def simulated_from_partial() -> dict:
     counts, same = np.array(p["cmc"]), np.array(p["same"])
     same_run = np.array(p["same_run"])
     return {
-        "complete": False, "done": d["done"], "of": d["of"], "compare_seconds": d["seconds"],
-        "n_km": int(same.sum()), "n_knm": int((~same).sum()), "n_guns": len(set(p["gun_a"]) | set(p["gun_b"])),
+        "complete": False,
+        "done": d["done"],
+        "of": d["of"],
+        "compare_seconds": d["seconds"],
+        "n_km": int(same.sum()),
+        "n_knm": int((~same).sum()),
+        "n_guns": len(set(p["gun_a"]) | set(p["gun_b"])),
         "cmc_count": summarise_scores(counts, same, RULE),
         "knm_same_run_max_cmc": int(counts[~same & same_run].max()) if (~same & same_run).any() else None,
-        "counts_km": counts[same].tolist(), "counts_knm": counts[~same].tolist(), "pairs": p,
+        "counts_km": counts[same].tolist(),
+        "counts_knm": counts[~same].tolist(),
+        "pairs": p,
     }
 
 
 def figure(out, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -323,15 +401,25 @@ def main(argv=None) -> int:
     p.add_argument("--sim-guns", type=int, default=20)
     p.add_argument("--sim-shots", type=int, default=3)
     p.add_argument("--knm-per-km", type=float, default=10.0)
-    p.add_argument("--sim-spacing-um", type=float, default=6.25,
-                   help="comparison grid of the simulated set (12.5 makes a 1,000/10,000 run fit in ~30 min)")
+    p.add_argument(
+        "--sim-spacing-um",
+        type=float,
+        default=6.25,
+        help="comparison grid of the simulated set (12.5 makes a 1,000/10,000 run fit in ~30 min)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--skip-sim", action="store_true")
-    p.add_argument("--resume", action="store_true",
-                   help="carry on a stopped simulated run from its partial file (checked to be the same run)")
-    p.add_argument("--from-partial", action="store_true",
-                   help="summarise the partial file of a stopped simulated run instead of simulating")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="carry on a stopped simulated run from its partial file (checked to be the same run)",
+    )
+    p.add_argument(
+        "--from-partial",
+        action="store_true",
+        help="summarise the partial file of a stopped simulated run instead of simulating",
+    )
     args = p.parse_args(argv)
     out = {"params": vars(args)}
     have_real = (SHARED_DATA / "fadul").is_dir() and not args.skip_real
@@ -341,8 +429,15 @@ def main(argv=None) -> int:
     if args.from_partial:
         out["simulated"] = simulated_from_partial()
     elif not args.skip_sim:
-        out["simulated"] = simulated(args.jobs, args.sim_guns, args.sim_shots, args.knm_per_km, args.seed,
-                                     args.sim_spacing_um, resume=args.resume)
+        out["simulated"] = simulated(
+            args.jobs,
+            args.sim_guns,
+            args.sim_shots,
+            args.knm_per_km,
+            args.seed,
+            args.sim_spacing_um,
+            resume=args.resume,
+        )
     name = "cmc_accuracy" if have_real else "cmc_accuracy_simulated"
     path = write_json(name, out)
     figure(out, RESULTS / f"{name}.png")
@@ -350,29 +445,73 @@ def main(argv=None) -> int:
     rows = []
     if have_real:
         n = out["real"]["nist"]
-        rows.append(["NIST published (Fadul)", n["auc"], n["eer"], n["at_threshold"]["false_positives"],
-                     n["at_threshold"]["false_negatives"], f"{n['same']['min']:.0f}-{n['same']['max']:.0f}",
-                     f"{n['different']['min']:.0f}-{n['different']['max']:.0f}", "-"])
+        rows.append(
+            [
+                "NIST published (Fadul)",
+                n["auc"],
+                n["eer"],
+                n["at_threshold"]["false_positives"],
+                n["at_threshold"]["false_negatives"],
+                f"{n['same']['min']:.0f}-{n['same']['max']:.0f}",
+                f"{n['different']['min']:.0f}-{n['different']['max']:.0f}",
+                "-",
+            ]
+        )
         for mode, r in out["real"]["modes"].items():
             c = r["cmc_count"]
-            rows.append([f"ballistix Fadul, {mode}", c["auc"], c["eer"], c["at_threshold"]["false_positives"],
-                         c["at_threshold"]["false_negatives"], f"{c['same']['min']:.0f}-{c['same']['max']:.0f}",
-                         f"{c['different']['min']:.0f}-{c['different']['max']:.0f}", f"{r['spearman_vs_nist']:.3f}"])
+            rows.append(
+                [
+                    f"ballistix Fadul, {mode}",
+                    c["auc"],
+                    c["eer"],
+                    c["at_threshold"]["false_positives"],
+                    c["at_threshold"]["false_negatives"],
+                    f"{c['same']['min']:.0f}-{c['same']['max']:.0f}",
+                    f"{c['different']['min']:.0f}-{c['different']['max']:.0f}",
+                    f"{r['spearman_vs_nist']:.3f}",
+                ]
+            )
         b = out["real"]["baseline"]
-        rows.append(["baseline whole-surface corr, Fadul", b["auc"], b["eer"], "-", "-",
-                     f"{b['same']['min']:.2f}-{b['same']['max']:.2f}",
-                     f"{b['different']['min']:.2f}-{b['different']['max']:.2f}", "-"])
+        rows.append(
+            [
+                "baseline whole-surface corr, Fadul",
+                b["auc"],
+                b["eer"],
+                "-",
+                "-",
+                f"{b['same']['min']:.2f}-{b['same']['max']:.2f}",
+                f"{b['different']['min']:.2f}-{b['different']['max']:.2f}",
+                "-",
+            ]
+        )
     if "simulated" in out:
         s = out["simulated"]["cmc_count"]
-        rows.append([f"simulated realistic-hard ({out['simulated']['n_km']} KM / {out['simulated']['n_knm']} KNM)",
-                     s["auc"], s["eer"], s["at_threshold"]["false_positives"], s["at_threshold"]["false_negatives"],
-                     f"{s['same']['min']:.0f}-{s['same']['max']:.0f}",
-                     f"{s['different']['min']:.0f}-{s['different']['max']:.0f}", "-"])
+        rows.append(
+            [
+                f"simulated realistic-hard ({out['simulated']['n_km']} KM / {out['simulated']['n_knm']} KNM)",
+                s["auc"],
+                s["eer"],
+                s["at_threshold"]["false_positives"],
+                s["at_threshold"]["false_negatives"],
+                f"{s['same']['min']:.0f}-{s['same']['max']:.0f}",
+                f"{s['different']['min']:.0f}-{s['different']['max']:.0f}",
+                "-",
+            ]
+        )
         b = out["simulated"].get("baseline")
         if b:
-            rows.append(["baseline whole-surface corr, simulated", b["auc"], b["eer"], "-", "-",
-                         f"{b['same']['min']:.2f}-{b['same']['max']:.2f}",
-                         f"{b['different']['min']:.2f}-{b['different']['max']:.2f}", "-"])
+            rows.append(
+                [
+                    "baseline whole-surface corr, simulated",
+                    b["auc"],
+                    b["eer"],
+                    "-",
+                    "-",
+                    f"{b['same']['min']:.2f}-{b['same']['max']:.2f}",
+                    f"{b['different']['min']:.2f}-{b['different']['max']:.2f}",
+                    "-",
+                ]
+            )
             matched = [[k, v["cmc"]["tpr"], v["baseline"]["tpr"]] for k, v in b.get("matched", {}).items()]
     print(table(rows, ["comparisons", "AUC", "EER", "FP at 6", "FN at 6", "KM range", "KNM range", "Spearman/NIST"]))
     if "simulated" in out and out["simulated"].get("baseline", {}).get("matched"):
@@ -381,8 +520,16 @@ def main(argv=None) -> int:
         print(table(matched, [f"simulated, same {n} pairs", "CMC count: TPR", "baseline: TPR"]))
     if have_real:
         print()
-        print(table([[k, v["same"], v["cmc_count"], f"{v['turned_deg']:.0f}"] for k, v in out["raw"].items()
-                     if isinstance(v, dict)], ["raw scans (target turned)", "same slide", "CMCs", "turned deg"]))
+        print(
+            table(
+                [
+                    [k, v["same"], v["cmc_count"], f"{v['turned_deg']:.0f}"]
+                    for k, v in out["raw"].items()
+                    if isinstance(v, dict)
+                ],
+                ["raw scans (target turned)", "same slide", "CMCs", "turned deg"],
+            )
+        )
     print(f"\nwrote {path} and {RESULTS / (name + '.png')}")
     return 0
 

@@ -58,8 +58,15 @@ def main(argv=None) -> int:
         return 0
     cv2.setNumThreads(1)
     a, b = _load("1-1"), _load("1-2")
-    rows, out = [], {"pair": ["fadul-1-1", "fadul-1-2"], "shape": [list(a.shape), list(b.shape)],
-                     "cmcR_seconds_per_direction": CMCR_SECONDS, "modes": {}}
+    rows, out = (
+        [],
+        {
+            "pair": ["fadul-1-1", "fadul-1-2"],
+            "shape": [list(a.shape), list(b.shape)],
+            "cmcR_seconds_per_direction": CMCR_SECONDS,
+            "modes": {},
+        },
+    )
     modes = {
         "like-for-like (-30..30/3 deg, one direction)": dict(rotation="reference", directions="forward"),
         "reference grid, both directions": dict(rotation="reference"),
@@ -67,9 +74,14 @@ def main(argv=None) -> int:
     }
     for name, kw in modes.items():
         t, wall, res = _best_of(lambda kw=kw: bx.compare(a, b, calibration=None, **kw), args.repeat)
-        out["modes"][name] = {"seconds": t, "wall_seconds": wall, "pairs_per_second": 1 / t,
-                              "cmc_count": res.cmc_count,
-                              "speedup_vs_cmcR": [CMCR_SECONDS[0] / t, CMCR_SECONDS[1] / t], "params": kw}
+        out["modes"][name] = {
+            "seconds": t,
+            "wall_seconds": wall,
+            "pairs_per_second": 1 / t,
+            "cmc_count": res.cmc_count,
+            "speedup_vs_cmcR": [CMCR_SECONDS[0] / t, CMCR_SECONDS[1] / t],
+            "params": kw,
+        }
         rows.append([name, t, wall, 1 / t, res.cmc_count, f"{CMCR_SECONDS[0] / t:.0f}-{CMCR_SECONDS[1] / t:.0f}x"])
     # stages of one forward direction on the reference grid
     za = a.heights.astype(np.float32)

@@ -35,7 +35,7 @@ from ballistix.index import choose_factory  # noqa: E402
 
 from ._common import RESULTS, SHARED_DATA, table, write_json  # noqa: E402
 
-SHOTS = 5          # scans per gun in the synthetic database
+SHOTS = 5  # scans per gun in the synthetic database
 SAME_GUN_COS = 0.5  # target cosine of two scans of one gun
 CHUNK = 250_000
 
@@ -86,8 +86,12 @@ class Population:
     def queries(self, n_db: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """New scans of ``n`` guns in the database, and those guns' database ids (n, SHOTS)."""
         guns = np.random.default_rng([self.seed, 2, n_db]).choice(n_db // SHOTS, n, replace=False)
-        x = self._centres(guns) + self.r * np.random.default_rng([self.seed, 3]).standard_normal(
-            (n, self.dim)).astype(np.float32) * self.scale
+        x = (
+            self._centres(guns)
+            + self.r
+            * np.random.default_rng([self.seed, 3]).standard_normal((n, self.dim)).astype(np.float32)
+            * self.scale
+        )
         same = guns[:, None] * SHOTS + np.arange(SHOTS)[None, :]
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), same
 
@@ -108,9 +112,14 @@ def build(pop: Population, n: int, factory: str) -> tuple[bx.ScanIndex, dict]:
     faiss.omp_set_num_threads(1)
     index.threads = 1
     t_build = time.perf_counter() - t
-    return index, {"factory": factory, "index_type": index.index_type, "train_seconds": t_train,
-                   "build_seconds": t_build, "rss_growth_mb": rss_mb() - rss0,
-                   "serialized_mb": faiss.serialize_index(index._index).nbytes / 2**20}
+    return index, {
+        "factory": factory,
+        "index_type": index.index_type,
+        "train_seconds": t_train,
+        "build_seconds": t_build,
+        "rss_growth_mb": rss_mb() - rss0,
+        "serialized_mb": faiss.serialize_index(index._index).nbytes / 2**20,
+    }
 
 
 def latency(index: bx.ScanIndex, q: np.ndarray, k: int) -> tuple[np.ndarray, dict]:
@@ -122,8 +131,11 @@ def latency(index: bx.ScanIndex, q: np.ndarray, k: int) -> tuple[np.ndarray, dic
         times.append(time.perf_counter() - t)
         ids.append(i[0])
     ms = np.array(times) * 1e3
-    return np.array(ids), {"p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)),
-                           "mean_ms": float(ms.mean())}
+    return np.array(ids), {
+        "p50_ms": float(np.median(ms)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mean_ms": float(ms.mean()),
+    }
 
 
 def recall(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -140,16 +152,26 @@ def main(argv=None) -> int:
     p.add_argument("--nprobe", type=int, nargs="+", default=[64, 256, 1024], help="IVF types")
     p.add_argument("--ef-search", type=int, nargs="+", default=[200, 400, 800, 1600], help="HNSW types")
     p.add_argument("--refine-factor", type=int, nargs="+", default=[4, 10, 25, 50], help="...,RFlat types")
-    p.add_argument("--also", nargs="*", default=["HNSW32"],
-                   help="other factories measured at every size beyond exact (for comparison)")
-    p.add_argument("--exact-queries", type=int, default=None,
-                   help="queries timed on the exact index (default: all; fewer for 10M)")
+    p.add_argument(
+        "--also",
+        nargs="*",
+        default=["HNSW32"],
+        help="other factories measured at every size beyond exact (for comparison)",
+    )
+    p.add_argument(
+        "--exact-queries", type=int, default=None, help="queries timed on the exact index (default: all; fewer for 10M)"
+    )
     args = p.parse_args(argv)
     faiss.omp_set_num_threads(1)
     alpha = fitted_alpha()
     pop = Population(args.dim, alpha if alpha is not None else 1.0)
-    out = {"params": vars(args), "alpha": alpha, "alpha_source": "fadul descriptors" if alpha else "default 1.0",
-           "same_gun_cosine": SAME_GUN_COS, "sizes": {}}
+    out = {
+        "params": vars(args),
+        "alpha": alpha,
+        "alpha_source": "fadul descriptors" if alpha else "default 1.0",
+        "same_gun_cosine": SAME_GUN_COS,
+        "sizes": {},
+    }
     rows = []
     for n in args.sizes:
         q, same = pop.queries(n, args.queries)
@@ -160,8 +182,19 @@ def main(argv=None) -> int:
         if nq < len(q):  # the rest of the ground truth in one batch (not timed)
             exact_ids = np.vstack([exact_ids, exact.search(q[nq:], args.k)[1]])
         res["exact"] = {**info, **lat, "same_gun_recall": recall(exact_ids, same)}
-        rows.append([f"{n:,}", "Flat (exact)", "-", lat["p50_ms"], lat["p95_ms"], 1.0, res["exact"]["same_gun_recall"],
-                     info["serialized_mb"], info["build_seconds"]])
+        rows.append(
+            [
+                f"{n:,}",
+                "Flat (exact)",
+                "-",
+                lat["p50_ms"],
+                lat["p95_ms"],
+                1.0,
+                res["exact"]["same_gun_recall"],
+                info["serialized_mb"],
+                info["build_seconds"],
+            ]
+        )
         del exact
         factories = [choose_factory(n, args.dim)]
         if factories[0] != "Flat":
@@ -171,23 +204,52 @@ def main(argv=None) -> int:
             if factory == "Flat":
                 continue
             approx, info = build(pop, n, factory)
-            knob, values = (("ef_search", args.ef_search) if factory.startswith("HNSW") else
-                            ("refine_factor", args.refine_factor) if factory.endswith("RFlat") else
-                            ("nprobe", args.nprobe))
+            knob, values = (
+                ("ef_search", args.ef_search)
+                if factory.startswith("HNSW")
+                else ("refine_factor", args.refine_factor)
+                if factory.endswith("RFlat")
+                else ("nprobe", args.nprobe)
+            )
             r_f = res["approx"][factory] = {**info, "knob": knob, "auto": factory == factories[0], "sweep": {}}
             for v in values:
                 setattr(approx, knob, v)
                 ids, lat = latency(approx, q, args.k)
                 r, g = recall(ids, exact_ids), recall(ids, same)
                 r_f["sweep"][v] = {**lat, "recall_at_k": r, "same_gun_recall": g}
-                rows.append([f"{n:,}", factory, f"{knob} {v}", lat["p50_ms"], lat["p95_ms"], r, g,
-                             info["serialized_mb"], info["build_seconds"]])
+                rows.append(
+                    [
+                        f"{n:,}",
+                        factory,
+                        f"{knob} {v}",
+                        lat["p50_ms"],
+                        lat["p95_ms"],
+                        r,
+                        g,
+                        info["serialized_mb"],
+                        info["build_seconds"],
+                    ]
+                )
             del approx
         out["sizes"][n] = res
     path = write_json("index_scale", out)
     figure(out, RESULTS / "index_scale.png")
-    print(table(rows, ["vectors", "index", "setting", "p50 ms", "p95 ms", f"recall@{args.k} vs exact",
-                       f"same-gun in top {args.k}", "MB", "build s"]))
+    print(
+        table(
+            rows,
+            [
+                "vectors",
+                "index",
+                "setting",
+                "p50 ms",
+                "p95 ms",
+                f"recall@{args.k} vs exact",
+                f"same-gun in top {args.k}",
+                "MB",
+                "build s",
+            ],
+        )
+    )
     print(f"\nwrote {path}")
     return 0
 
@@ -205,16 +267,21 @@ def figure(out, path):
     a2.plot(n, [out["sizes"][s]["exact"]["serialized_mb"] for s in sizes], "o-", label="exact (Flat)")
     factories = sorted({f for s in sizes for f in out["sizes"][s].get("approx", {})})
     for factory in factories:
-        pts = [(int(s), out["sizes"][s]["approx"][factory]) for s in sizes
-               if factory in out["sizes"][s].get("approx", {})]
+        pts = [
+            (int(s), out["sizes"][s]["approx"][factory]) for s in sizes if factory in out["sizes"][s].get("approx", {})
+        ]
         # per size, the fastest setting reaching recall@k 0.95 against exact (else the most accurate)
         best = []
         for x, r in pts:
             sw = list(r["sweep"].values())
             ok = [v for v in sw if v["recall_at_k"] >= 0.95]
             best.append((x, min(ok, key=lambda v: v["p50_ms"]) if ok else max(sw, key=lambda v: v["recall_at_k"])))
-        a1.plot([x for x, _ in best], [v["p50_ms"] for _, v in best], "s--",
-                label=f"{factory} (recall@k " + ", ".join(f"{v['recall_at_k']:.2f}" for _, v in best) + ")")
+        a1.plot(
+            [x for x, _ in best],
+            [v["p50_ms"] for _, v in best],
+            "s--",
+            label=f"{factory} (recall@k " + ", ".join(f"{v['recall_at_k']:.2f}" for _, v in best) + ")",
+        )
         a2.plot([x for x, _ in pts], [r["serialized_mb"] for _, r in pts], "s--", label=factory)
     for ax, lab in ((a1, "p50 latency per query, one core (ms)"), (a2, "index size (MB)")):
         ax.set_xscale("log")

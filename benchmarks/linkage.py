@@ -47,8 +47,9 @@ THRESHOLDS = list(range(3, 13))
 
 def casework_pipeline(n_firearms: int, n_scenes: int, shortlist: int, jobs: int, seed: int, difficulty: str):
     t0 = time.perf_counter()
-    cw = bx.datasets.simulate_casework(n_firearms=n_firearms, n_scenes=n_scenes, seed=seed, difficulty=difficulty,
-                                       resolution="standard")
+    cw = bx.datasets.simulate_casework(
+        n_firearms=n_firearms, n_scenes=n_scenes, seed=seed, difficulty=difficulty, resolution="standard"
+    )
     procs = [bx.preprocess(s) for s in cw.scans]
     t_sim = time.perf_counter() - t0
     ids = [e["id"] for e in cw.exhibits]
@@ -65,9 +66,21 @@ def casework_pipeline(n_firearms: int, n_scenes: int, shortlist: int, jobs: int,
     t_cmp = time.perf_counter() - t1
     comps = [(ids[i], ids[j], r) for (i, j), r in zip(pairs, res)]
     truth = {e["id"]: e["firearm_truth"] for e in cw.exhibits}
-    return cw, comps, truth, {"exhibits": len(ids), "scenes": len(cw.scenes), "firearms": len(cw.firearms),
-                              "compared_pairs": len(pairs), "simulate_preprocess_seconds": t_sim,
-                              "compare_seconds": t_cmp, "difficulty": difficulty, "shortlist": shortlist}
+    return (
+        cw,
+        comps,
+        truth,
+        {
+            "exhibits": len(ids),
+            "scenes": len(cw.scenes),
+            "firearms": len(cw.firearms),
+            "compared_pairs": len(pairs),
+            "simulate_preprocess_seconds": t_sim,
+            "compare_seconds": t_cmp,
+            "difficulty": difficulty,
+            "shortlist": shortlist,
+        },
+    )
 
 
 def plain_components(g: bx.LinkageGraph) -> list[set]:
@@ -78,9 +91,12 @@ def casework_quality(cw, comps, truth, seed: int, n_false: int) -> dict:
     out = {"thresholds": {}}
     for t in ["LR>=100", *THRESHOLDS]:
         g = bx.LinkageGraph.from_casework(cw, comps, **({} if t == "LR>=100" else {"count_rule": t}))
-        out["thresholds"][t] = {"rule": grouping_scores(g.groups(), truth),
-                                "components": grouping_scores(plain_components(g), truth),
-                                "weak_links": len(g.weak_links()), "candidates": len(g.candidates())}
+        out["thresholds"][t] = {
+            "rule": grouping_scores(g.groups(), truth),
+            "components": grouping_scores(plain_components(g), truth),
+            "weak_links": len(g.weak_links()),
+            "candidates": len(g.candidates()),
+        }
     # injected false links (as CMC counts, under a 6-CMC count rule): what the chaining rule protects
     rng = np.random.default_rng(seed)
     ids = sorted(truth)
@@ -94,19 +110,30 @@ def casework_quality(cw, comps, truth, seed: int, n_false: int) -> dict:
     for a, b, c in injected:  # one false link at a time
         h = bx.LinkageGraph.from_casework(cw, comps, count_rule=CONVENTIONAL_CMC_RULE)
         h.add_comparison(a, b, c)
-        trials.append((grouping_scores(h.groups(), truth)["merged_groups"],
-                       grouping_scores(plain_components(h), truth)["merged_groups"]))
-    base = (grouping_scores(g.groups(), truth)["merged_groups"],
-            grouping_scores(plain_components(g), truth)["merged_groups"])
+        trials.append(
+            (
+                grouping_scores(h.groups(), truth)["merged_groups"],
+                grouping_scores(plain_components(h), truth)["merged_groups"],
+            )
+        )
+    base = (
+        grouping_scores(g.groups(), truth)["merged_groups"],
+        grouping_scores(plain_components(g), truth)["merged_groups"],
+    )
     for a, b, c in injected:  # all at once
         g.add_comparison(a, b, c)
     out["injected"] = {
-        "n": n_false, "cmc_range": [CONVENTIONAL_CMC_RULE, 30],
+        "n": n_false,
+        "cmc_range": [CONVENTIONAL_CMC_RULE, 30],
         "merged_groups_before": {"rule": base[0], "components": base[1]},
-        "single_link_trials_with_a_merge": {"rule": sum(t[0] > base[0] for t in trials),
-                                            "components": sum(t[1] > base[1] for t in trials)},
-        "all_at_once": {"rule": grouping_scores(g.groups(), truth),
-                        "components": grouping_scores(plain_components(g), truth)},
+        "single_link_trials_with_a_merge": {
+            "rule": sum(t[0] > base[0] for t in trials),
+            "components": sum(t[1] > base[1] for t in trials),
+        },
+        "all_at_once": {
+            "rule": grouping_scores(g.groups(), truth),
+            "components": grouping_scores(plain_components(g), truth),
+        },
     }
     return out
 
@@ -127,9 +154,13 @@ def fadul(jobs: int) -> dict | None:
     for n, s in truth.items():
         slides.setdefault(s, set()).add(n)
     groups = g.groups()
-    return {"compare_seconds": dt, "groups": [sorted(s) for s in groups],
-            "equals_slides": sorted(map(sorted, groups)) == sorted(map(sorted, slides.values())),
-            "scores": grouping_scores(groups, truth), "weak_links": g.weak_links()}
+    return {
+        "compare_seconds": dt,
+        "groups": [sorted(s) for s in groups],
+        "equals_slides": sorted(map(sorted, groups)) == sorted(map(sorted, slides.values())),
+        "scores": grouping_scores(groups, truth),
+        "weak_links": g.weak_links(),
+    }
 
 
 def scale(n: int, seed: int) -> dict:
@@ -145,9 +176,9 @@ def scale(n: int, seed: int) -> dict:
     k = 0
     for gi, s in enumerate(sizes):
         scene = f"S{gi:07d}"
-        for e in ids[k:k + s]:
+        for e in ids[k : k + s]:
             g.add_exhibit(e, scene=scene)
-        for a, b in itertools.combinations(ids[k:k + s], 2):
+        for a, b in itertools.combinations(ids[k : k + s], 2):
             g.add_comparison(a, b, 20)
         k += s
     other = rng.integers(0, n, n)
@@ -161,9 +192,18 @@ def scale(n: int, seed: int) -> dict:
     t = time.perf_counter()
     summaries = g.group_summaries(min_size=2)
     t_sum = time.perf_counter() - t
-    out = {"exhibits": n, "nodes": g.nx.number_of_nodes(), "edges": g.nx.number_of_edges(), "groups": len(groups),
-           "build_seconds": t_build, "group_seconds": t_group, "summaries_seconds": t_sum,
-           "summaries": len(summaries), "rss_growth_mb": rss_mb() - rss0, "export": {}}
+    out = {
+        "exhibits": n,
+        "nodes": g.nx.number_of_nodes(),
+        "edges": g.nx.number_of_edges(),
+        "groups": len(groups),
+        "build_seconds": t_build,
+        "group_seconds": t_group,
+        "summaries_seconds": t_sum,
+        "summaries": len(summaries),
+        "rss_growth_mb": rss_mb() - rss0,
+        "export": {},
+    }
     with tempfile.TemporaryDirectory() as d:
         for suffix in (".json", ".graphml"):
             t = time.perf_counter()
@@ -182,10 +222,20 @@ def figure(out, path):
     th = out["casework"]["quality"]["thresholds"]
     ts = sorted((t for t in th if t.isdigit()), key=int)
     for key, style in (("rule", "-"), ("components", "--")):
-        ax.plot([int(t) for t in ts], [th[t][key]["precision"] for t in ts], "o" + style, ms=3,
-                label=f"precision ({'chaining rule' if key == 'rule' else 'connected components'})")
-        ax.plot([int(t) for t in ts], [th[t][key]["recall"] for t in ts], "s" + style, ms=3,
-                label=f"recall ({'chaining rule' if key == 'rule' else 'connected components'})")
+        ax.plot(
+            [int(t) for t in ts],
+            [th[t][key]["precision"] for t in ts],
+            "o" + style,
+            ms=3,
+            label=f"precision ({'chaining rule' if key == 'rule' else 'connected components'})",
+        )
+        ax.plot(
+            [int(t) for t in ts],
+            [th[t][key]["recall"] for t in ts],
+            "s" + style,
+            ms=3,
+            label=f"recall ({'chaining rule' if key == 'rule' else 'connected components'})",
+        )
     if "LR>=100" in th:
         lr = th["LR>=100"]["rule"]
         ax.axhline(lr["precision"], color="tab:green", lw=0.8, ls=":", label="precision, default LR >= 100")
@@ -196,18 +246,22 @@ def figure(out, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     c = out["casework"]["run"]
-    ax.set_title(f"simulated casework: {c['exhibits']} exhibits, {c['scenes']} scenes, {c['firearms']} guns "
-                 f"({c['difficulty']})", fontsize=9)
+    ax.set_title(
+        f"simulated casework: {c['exhibits']} exhibits, {c['scenes']} scenes, {c['firearms']} guns ({c['difficulty']})",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def _print_scale(s: dict) -> None:
-    print(f"scale: {s['exhibits']:,} exhibits, {s['edges']:,} edges: build {s['build_seconds']:.0f} s, "
-          f"group {s['group_seconds']:.1f} s, summaries {s['summaries_seconds']:.1f} s, "
-          f"RSS +{s['rss_growth_mb']:.0f} MB; export " +
-          ", ".join(f"{k} {v['seconds']:.0f} s ({v['mb']:.0f} MB)" for k, v in s["export"].items()))
+    print(
+        f"scale: {s['exhibits']:,} exhibits, {s['edges']:,} edges: build {s['build_seconds']:.0f} s, "
+        f"group {s['group_seconds']:.1f} s, summaries {s['summaries_seconds']:.1f} s, "
+        f"RSS +{s['rss_growth_mb']:.0f} MB; export "
+        + ", ".join(f"{k} {v['seconds']:.0f} s ({v['mb']:.0f} MB)" for k, v in s["export"].items())
+    )
 
 
 def main(argv=None) -> int:
@@ -230,8 +284,9 @@ def main(argv=None) -> int:
         _print_scale(s)
         print(f"\nwrote {path}")
         return 0
-    cw, comps, truth, run = casework_pipeline(args.firearms, args.scenes, args.shortlist, args.jobs, args.seed,
-                                              args.difficulty)
+    cw, comps, truth, run = casework_pipeline(
+        args.firearms, args.scenes, args.shortlist, args.jobs, args.seed, args.difficulty
+    )
     out["casework"] = {"run": run, "quality": casework_quality(cw, comps, truth, args.seed, args.false_links)}
     if not args.skip_real:
         out["fadul"] = fadul(args.jobs)
@@ -241,24 +296,42 @@ def main(argv=None) -> int:
     figure(out, RESULTS / "linkage.png")
 
     q = out["casework"]["quality"]
-    rows = [[t, r["rule"]["precision"], r["rule"]["recall"], r["rule"]["adjusted_rand_index"],
-             r["components"]["precision"], r["components"]["recall"], r["weak_links"]]
-            for t, r in q["thresholds"].items()]
-    print(f"simulated casework: {run['exhibits']} exhibits, {run['scenes']} scenes, {run['firearms']} guns, "
-          f"{run['compared_pairs']} pairs compared (shortlist {run['shortlist']}, {run['difficulty']})")
-    print(table(rows, ["rule", "precision", "recall", "ARI", "precision (components)",
-                       "recall (components)", "weak links"]))
+    rows = [
+        [
+            t,
+            r["rule"]["precision"],
+            r["rule"]["recall"],
+            r["rule"]["adjusted_rand_index"],
+            r["components"]["precision"],
+            r["components"]["recall"],
+            r["weak_links"],
+        ]
+        for t, r in q["thresholds"].items()
+    ]
+    print(
+        f"simulated casework: {run['exhibits']} exhibits, {run['scenes']} scenes, {run['firearms']} guns, "
+        f"{run['compared_pairs']} pairs compared (shortlist {run['shortlist']}, {run['difficulty']})"
+    )
+    print(
+        table(
+            rows, ["rule", "precision", "recall", "ARI", "precision (components)", "recall (components)", "weak links"]
+        )
+    )
     inj = q["injected"]
-    print(f"\n{inj['n']} false links (CMC {inj['cmc_range'][0]}-{inj['cmc_range'][1]}) injected one at a time: "
-          f"a true-group merge in "
-          f"{inj['single_link_trials_with_a_merge']['rule']} with the chaining rule, "
-          f"{inj['single_link_trials_with_a_merge']['components']} with plain components; all at once: "
-          f"precision {inj['all_at_once']['rule']['precision']:.3f} vs "
-          f"{inj['all_at_once']['components']['precision']:.3f}")
+    print(
+        f"\n{inj['n']} false links (CMC {inj['cmc_range'][0]}-{inj['cmc_range'][1]}) injected one at a time: "
+        f"a true-group merge in "
+        f"{inj['single_link_trials_with_a_merge']['rule']} with the chaining rule, "
+        f"{inj['single_link_trials_with_a_merge']['components']} with plain components; all at once: "
+        f"precision {inj['all_at_once']['rule']['precision']:.3f} vs "
+        f"{inj['all_at_once']['components']['precision']:.3f}"
+    )
     if out.get("fadul"):
         f = out["fadul"]
-        print(f"Fadul: {len(f['groups'])} groups, equal to the ten slides: {f['equals_slides']}; "
-              f"precision {f['scores']['precision']:.3f}, recall {f['scores']['recall']:.3f}")
+        print(
+            f"Fadul: {len(f['groups'])} groups, equal to the ten slides: {f['equals_slides']}; "
+            f"precision {f['scores']['precision']:.3f}, recall {f['scores']['recall']:.3f}"
+        )
     if out.get("scale"):
         s = out["scale"]
         _print_scale(s)

@@ -51,30 +51,41 @@ def sim_stats(scans):
 
 
 def summarise(rows, keys):
-    return {k: {"median": float(np.nanmedian([r[k] for r in rows])),
-                "p10": float(np.nanpercentile([r[k] for r in rows], 10)),
-                "p90": float(np.nanpercentile([r[k] for r in rows], 90))} for k in keys}
+    return {
+        k: {
+            "median": float(np.nanmedian([r[k] for r in rows])),
+            "p10": float(np.nanpercentile([r[k] for r in rows], 10)),
+            "p90": float(np.nanpercentile([r[k] for r in rows], 90)),
+        }
+        for k in keys
+    }
 
 
 def figure(real_raw, real_proc, sims, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sim = sims[0]
     sim_proc = fadul_like(sim, truth_breech_face(sim))
     fig, ax = plt.subplots(2, 3, figsize=(15, 9.5))
-    for a, s, t in ((ax[0, 0], real_raw, "real raw: " + Path(real_raw.meta["source"]).name),
-                    (ax[0, 1], sim, f"simulated raw: {sim.meta['labels']['exhibit']} ({sim.meta['labels']['model']})")):
+    for a, s, t in (
+        (ax[0, 0], real_raw, "real raw: " + Path(real_raw.meta["source"]).name),
+        (ax[0, 1], sim, f"simulated raw: {sim.meta['labels']['exhibit']} ({sim.meta['labels']['model']})"),
+    ):
         im = a.imshow(s.heights * 1e6, cmap="viridis", extent=(0, s.extent_m[0] * 1e3, s.extent_m[1] * 1e3, 0))
         fig.colorbar(im, ax=a, shrink=0.8, label="height (um)")
         a.set_title(t, fontsize=9)
         a.set_xlabel("mm")
-    for a, z, t in ((ax[1, 0], real_proc.heights, "real processed (CSAFE), band-passed"),
-                    (ax[1, 1], sim_proc, "simulated, same treatment")):
+    for a, z, t in (
+        (ax[1, 0], real_proc.heights, "real processed (CSAFE), band-passed"),
+        (ax[1, 1], sim_proc, "simulated, same treatment"),
+    ):
         lim = np.nanpercentile(np.abs(z), 99) * 1e6
-        im = a.imshow(z * 1e6, cmap="gray", vmin=-lim, vmax=lim,
-                      extent=(0, z.shape[1] * 6.25e-3, z.shape[0] * 6.25e-3, 0))
+        im = a.imshow(
+            z * 1e6, cmap="gray", vmin=-lim, vmax=lim, extent=(0, z.shape[1] * 6.25e-3, z.shape[0] * 6.25e-3, 0)
+        )
         fig.colorbar(im, ax=a, shrink=0.8, label="height (um)")
         a.set_title(t, fontsize=9)
         a.set_xlabel("mm")
@@ -117,18 +128,32 @@ def main(argv=None) -> int:
     sets = {
         "mixed models": bx.datasets.simulate(args.guns, args.shots, seed=args.seed, difficulty=args.difficulty),
         "Fadul-like (one run of Ruger P95 slides)": bx.datasets.simulate(
-            args.guns, args.shots, seed=args.seed + 1, difficulty=args.difficulty,
-            models=["Ruger P95"], run_size=args.guns),
+            args.guns,
+            args.shots,
+            seed=args.seed + 1,
+            difficulty=args.difficulty,
+            models=["Ruger P95"],
+            run_size=args.guns,
+        ),
     }
-    out = {"params": vars(args), "real": {"texture": summarise(real_tex, TEXTURE_KEYS),
-                                          "raw": summarise(real_raw, RAW_KEYS),
-                                          "n_processed": len(real_tex), "n_raw": len(real_raw)},
-           "simulated": {}}
+    out = {
+        "params": vars(args),
+        "real": {
+            "texture": summarise(real_tex, TEXTURE_KEYS),
+            "raw": summarise(real_raw, RAW_KEYS),
+            "n_processed": len(real_tex),
+            "n_raw": len(real_raw),
+        },
+        "simulated": {},
+    }
     rows = []
     for name, scans in sets.items():
         tex, raw = sim_stats(scans)
-        out["simulated"][name] = {"texture": summarise(tex, TEXTURE_KEYS), "raw": summarise(raw, RAW_KEYS),
-                                  "n": len(scans)}
+        out["simulated"][name] = {
+            "texture": summarise(tex, TEXTURE_KEYS),
+            "raw": summarise(raw, RAW_KEYS),
+            "n": len(scans),
+        }
     for group, keys in (("texture", TEXTURE_KEYS), ("raw", RAW_KEYS)):
         for k in keys:
             r = out["real"][group][k]["median"]
@@ -140,9 +165,12 @@ def main(argv=None) -> int:
             rows.append(row)
     out["ratios_sim_over_real"] = {name: {r[0]: r[3 + 2 * i] for r in rows} for i, name in enumerate(sets)}
     path = write_json("realism", out)
-    figure(bx.read_scan(SHARED_DATA / "fadul-raw" / "fadul-1-1-raw.x3p"),
-           bx.read_scan(SHARED_DATA / "fadul" / "fadul-1-1.x3p"), sets["Fadul-like (one run of Ruger P95 slides)"],
-           RESULTS / "realism.png")
+    figure(
+        bx.read_scan(SHARED_DATA / "fadul-raw" / "fadul-1-1-raw.x3p"),
+        bx.read_scan(SHARED_DATA / "fadul" / "fadul-1-1.x3p"),
+        sets["Fadul-like (one run of Ruger P95 slides)"],
+        RESULTS / "realism.png",
+    )
     header = ["statistic (median)", "real"]
     for name in sets:
         header += [name.split(" (")[0], "sim/real"]

@@ -89,11 +89,15 @@ def real(jobs: int) -> dict:
         rer_same.append([lab[c.id] == lab[q] for c in rerank(cands)])
     rer_same = np.array(rer_same)
     return {
-        "n_scans": len(scans), "descriptor_seconds_per_scan": t_desc, "compare_seconds": t_cmp,
+        "n_scans": len(scans),
+        "descriptor_seconds_per_scan": t_desc,
+        "compare_seconds": t_cmp,
         "descriptor": {"recall_at": recall_at(same, n_same, (1, 5, 10)), "top1": float(same[:, 0].mean())},
         "reranked": {"recall_at": recall_at(rer_same, n_same, (1, 5, 10)), "top1": float(rer_same[:, 0].mean())},
-        "curves": {"descriptor": recall_at(same, n_same, range(1, 40)),
-                   "reranked": recall_at(rer_same, n_same, range(1, 40))},
+        "curves": {
+            "descriptor": recall_at(same, n_same, range(1, 40)),
+            "reranked": recall_at(rer_same, n_same, range(1, 40)),
+        },
     }
 
 
@@ -123,7 +127,7 @@ def simulated_db(n_scans: int, jobs: int, seed: int, keep_scans: bool):
     if shots[-1] < 2:  # keep every gun at 2+ shots
         shots[-2] += shots.pop()
     plan = gun_plan(len(shots), seed, sorted(MODELS), run_size=max(2, len(shots) // 40))
-    chunks = [(plan[i:i + 10], shots[i:i + 10], keep_scans) for i in range(0, len(plan), 10)]
+    chunks = [(plan[i : i + 10], shots[i : i + 10], keep_scans) for i in range(0, len(plan), 10)]
     t = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
         rows = [r for part in ex.map(_simulate_chunk, chunks) for r in part]
@@ -139,16 +143,23 @@ def simulated(n_scans: int, jobs: int, seed: int, verify: bool, rerank_queries: 
     t_search = (time.perf_counter() - t) / len(vecs)
     same = gun[dorder] == gun[:, None]
     n_same = (gun[:, None] == gun[None, :]).sum(1) - 1
-    out = {"n_scans": len(rows), "n_guns": n_guns, "simulate_preprocess_describe_seconds": t_sim,
-           "flat_search_seconds_per_query": t_search,
-           "descriptor": {"recall_at": recall_at(same, n_same, KS), "top1": float(same[:, 0].mean())}}
+    out = {
+        "n_scans": len(rows),
+        "n_guns": n_guns,
+        "simulate_preprocess_describe_seconds": t_sim,
+        "flat_search_seconds_per_query": t_search,
+        "descriptor": {"recall_at": recall_at(same, n_same, KS), "top1": float(same[:, 0].mean())},
+    }
     if not verify:
         return out
     scans = [r[2] for r in rows]
     km_all = [(i, j) for i, j in itertools.combinations(range(len(rows)), 2) if gun[i] == gun[j]]
     rng = np.random.default_rng(seed)
-    km = km_all if len(km_all) <= km_pairs else [km_all[i] for i in sorted(rng.choice(len(km_all), km_pairs,
-                                                                                      replace=False))]
+    km = (
+        km_all
+        if len(km_all) <= km_pairs
+        else [km_all[i] for i in sorted(rng.choice(len(km_all), km_pairs, replace=False))]
+    )
     t = time.perf_counter()
     res = bx.compare_many([(scans[i], scans[j]) for i, j in km], n_jobs=jobs, progress=False)
     km_cmc = {p: int(r.cmc_count) for p, r in zip(km, res)}
@@ -168,12 +179,20 @@ def simulated(n_scans: int, jobs: int, seed: int, verify: bool, rerank_queries: 
     top1, top1_any = [], []
     for q in qs:  # stage 2 of `bx.search`, on the shortlist stage 1 gave
         res = bx.compare_many([(scans[q], scans[c]) for c in dorder[q, :200]], n_jobs=jobs, progress=False)
-        cands = rerank([Candidate(int(c), float(s), r, int(x.cmc_count), float(x.score))
-                        for r, (s, c, x) in enumerate(zip(dscore[q], dorder[q], res))])
+        cands = rerank(
+            [
+                Candidate(int(c), float(s), r, int(x.cmc_count), float(x.score))
+                for r, (s, c, x) in enumerate(zip(dscore[q], dorder[q], res))
+            ]
+        )
         top1.append(bool(gun[cands[0].id] == gun[q]))
         top1_any.append(cands[0].cmc_count)
-    out["reranked"] = {"queries": [int(q) for q in qs], "top1": float(np.mean(top1)) if top1 else None,
-                       "top1_cmc_counts": top1_any, "seconds": time.perf_counter() - t}
+    out["reranked"] = {
+        "queries": [int(q) for q in qs],
+        "top1": float(np.mean(top1)) if top1 else None,
+        "top1_cmc_counts": top1_any,
+        "seconds": time.perf_counter() - t,
+    }
     return out
 
 
@@ -222,17 +241,45 @@ def main(argv=None) -> int:
         print(table(rows, ["set", "R@1", "R@5", "R@10", "R@50", "R@200", "top-1"]), flush=True)
     out["simulated"] = {}
     for i, n in enumerate(args.sim_sizes):
-        s = simulated(n, args.jobs, args.seed, verify=(i == 0), rerank_queries=args.rerank_queries,
-                      km_pairs=args.km_pairs)
+        s = simulated(
+            n, args.jobs, args.seed, verify=(i == 0), rerank_queries=args.rerank_queries, km_pairs=args.km_pairs
+        )
         out["simulated"][str(n)] = s
         ra = s["descriptor"]["recall_at"]
-        rows.append([f"sim {n} ({s['n_guns']} guns), descriptor", ra[1], ra[5], ra[10], ra[50], ra[200],
-                     s["descriptor"]["top1"]])
+        rows.append(
+            [
+                f"sim {n} ({s['n_guns']} guns), descriptor",
+                ra[1],
+                ra[5],
+                ra[10],
+                ra[50],
+                ra[200],
+                s["descriptor"]["top1"],
+            ]
+        )
         if "reranked" in s:
-            rows.append([f"sim {n}: shortlist-200 holds CMC-identified", "-", "-", "-", "-",
-                         s["shortlist200_holds_identified"], "-"])
-            rows.append([f"sim {n}: re-ranked ({len(s['reranked']['queries'])} queries)", "-", "-", "-", "-", "-",
-                         s["reranked"]["top1"]])
+            rows.append(
+                [
+                    f"sim {n}: shortlist-200 holds CMC-identified",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    s["shortlist200_holds_identified"],
+                    "-",
+                ]
+            )
+            rows.append(
+                [
+                    f"sim {n}: re-ranked ({len(s['reranked']['queries'])} queries)",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    s["reranked"]["top1"],
+                ]
+            )
         write_json("retrieval" if "real" in out else "retrieval_simulated", out)  # each part as it ends
     name = "retrieval" if "real" in out else "retrieval_simulated"
     path = write_json(name, out)

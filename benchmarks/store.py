@@ -39,8 +39,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files, truth = [], {}
-        for s in bx.datasets.iter_simulate(guns, 3, seed=args.seed, difficulty="realistic",
-                                           resolution="standard"):
+        for s in bx.datasets.iter_simulate(guns, 3, seed=args.seed, difficulty="realistic", resolution="standard"):
             lab = s.meta["labels"]
             path = tmp / "scans" / f"{lab['firearm']}-{lab['shot']}.x3p"
             path.parent.mkdir(exist_ok=True)
@@ -71,17 +70,26 @@ def main(argv=None) -> int:
         clock["report"] = time.perf_counter() - t
         st.close()
         size_mb = sum(f.stat().st_size for f in (tmp / "store").rglob("*") if f.is_file()) / 1e6
-    out.update({
-        "exhibits": len(files), "added": len(rep.added), "failed": len(rep.failed), "added_again": len(again.added),
-        "seconds": clock, "ingest_seconds_per_exhibit": clock["ingest"] / len(files),
-        "pairs_linked": n_linked, "store_mb": size_mb,
-        "top_hit_same_gun": bool(cands) and truth[cands[0]["exhibit_id"]] == truth[query],
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    })
+    out.update(
+        {
+            "exhibits": len(files),
+            "added": len(rep.added),
+            "failed": len(rep.failed),
+            "added_again": len(again.added),
+            "seconds": clock,
+            "ingest_seconds_per_exhibit": clock["ingest"] / len(files),
+            "pairs_linked": n_linked,
+            "store_mb": size_mb,
+            "top_hit_same_gun": bool(cands) and truth[cands[0]["exhibit_id"]] == truth[query],
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
     path = write_json("store", out)
     print(table([[k, v] for k, v in clock.items()], ["step", "seconds"]))
-    print(f"\n{len(files)} exhibits, {out['ingest_seconds_per_exhibit']:.2f} s each to ingest, store {size_mb:.1f} MB, "
-          f"top search hit same gun: {out['top_hit_same_gun']}\nwrote {path}")
+    print(
+        f"\n{len(files)} exhibits, {out['ingest_seconds_per_exhibit']:.2f} s each to ingest, store {size_mb:.1f} MB, "
+        f"top search hit same gun: {out['top_hit_same_gun']}\nwrote {path}"
+    )
     return 0 if not rep.failed and not again.added else 1
 
 

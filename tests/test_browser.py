@@ -80,14 +80,34 @@ class DevTools:
             os.dup2(b, 4)
 
         self.stderr = open(Path(profile) / "stderr.txt", "w+b")
-        args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--remote-debugging-pipe", f"--user-data-dir={profile}", "--no-first-run",
-                "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
-                # offline: no host name resolves, so nothing can leave the machine even by accident
-                "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr,
-                                     preexec_fn=child_fds, close_fds=False)
+        args = [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={profile}",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            "--mute-audio",
+            # offline: no host name resolves, so nothing can leave the machine even by accident
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self.stderr,
+            stderr=self.stderr,
+            preexec_fn=child_fds,
+            close_fds=False,
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
 
@@ -206,8 +226,16 @@ def problems_in(events: list[dict]) -> list[str]:
 BROKEN_IMAGES_JS = "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
 
 
-def render(exe: str, page: Path, screenshot: Path, *, width: int = 1280, height: int = 900,
-           evaluate: dict[str, str] | None = None, click_js: str | None = None) -> PageResult:
+def render(
+    exe: str,
+    page: Path,
+    screenshot: Path,
+    *,
+    width: int = 1280,
+    height: int = 900,
+    evaluate: dict[str, str] | None = None,
+    click_js: str | None = None,
+) -> PageResult:
     """Open ``page`` (a local HTML file) in headless Chromium with the network off, and report.
 
     Parameters
@@ -241,20 +269,30 @@ def render(exe: str, page: Path, screenshot: Path, *, width: int = 1280, height:
             s = b.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Runtime", "Log", "Network", "Page"):
                 b.call(f"{domain}.enable", session=s)
-            b.call("Network.emulateNetworkConditions", {"offline": True, "latency": 0, "downloadThroughput": -1,
-                                                        "uploadThroughput": -1}, session=s)
-            b.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                          "mobile": False}, session=s)
+            b.call(
+                "Network.emulateNetworkConditions",
+                {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+                session=s,
+            )
+            b.call(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                session=s,
+            )
             b.call("Page.navigate", {"url": url}, session=s)
             if not b.wait_for("Page.loadEventFired", b.timeout):
                 result.problems.append(f"the page did not finish loading within {b.timeout} s")
             b.settle()
             if click_js:
-                x, y = b.call("Runtime.evaluate", {"expression": click_js, "returnByValue": True},
-                              session=s)["result"]["value"]
+                x, y = b.call("Runtime.evaluate", {"expression": click_js, "returnByValue": True}, session=s)["result"][
+                    "value"
+                ]
                 for kind in ("mousePressed", "mouseReleased"):
-                    b.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
-                                                        "clickCount": 1}, session=s)
+                    b.call(
+                        "Input.dispatchMouseEvent",
+                        {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
+                        session=s,
+                    )
                 b.settle(quiet=0.3)
             for name, expr in {"broken_images": BROKEN_IMAGES_JS, **(evaluate or {})}.items():
                 r = b.call("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=s)
@@ -262,10 +300,21 @@ def render(exe: str, page: Path, screenshot: Path, *, width: int = 1280, height:
                     result.problems.append(f"evaluating {name}: {r['exceptionDetails'].get('text')}")
                 result.values[name] = r["result"].get("value")
             size = b.call("Page.getLayoutMetrics", session=s)["cssContentSize"]
-            shot = b.call("Page.captureScreenshot", {
-                "format": "png", "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": max(width, size["width"]), "height": max(height, size["height"]),
-                         "scale": 1}}, session=s)
+            shot = b.call(
+                "Page.captureScreenshot",
+                {
+                    "format": "png",
+                    "captureBeyondViewport": True,
+                    "clip": {
+                        "x": 0,
+                        "y": 0,
+                        "width": max(width, size["width"]),
+                        "height": max(height, size["height"]),
+                        "scale": 1,
+                    },
+                },
+                session=s,
+            )
             screenshot = Path(screenshot)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             screenshot.write_bytes(base64.b64decode(shot["data"]))
@@ -289,9 +338,11 @@ def png_size(path: Path) -> tuple[int, int]:
 # ----------------------------------------------------------------- the checker itself can fail
 def test_checker_catches_a_script_error_and_a_missing_image(chromium, tmp_path):
     page = tmp_path / "broken.html"
-    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>broken</title></head><body>"
-                    "<h1>a broken page</h1><img src='missing-picture.png' alt='missing'>"
-                    "<script>console.log('just-a-log-line'); notDefinedAnywhere();</script></body></html>")
+    page.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>broken</title></head><body>"
+        "<h1>a broken page</h1><img src='missing-picture.png' alt='missing'>"
+        "<script>console.log('just-a-log-line'); notDefinedAnywhere();</script></body></html>"
+    )
     res = render(chromium, page, tmp_path / "broken.png")
     text = "\n".join(res.problems)
     assert "notDefinedAnywhere" in text and "uncaught exception" in text
@@ -303,9 +354,11 @@ def test_checker_catches_a_script_error_and_a_missing_image(chromium, tmp_path):
 
 def test_checker_catches_console_errors_and_network_use(chromium, tmp_path):
     page = tmp_path / "online.html"
-    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>online</title>"
-                    "<script src='https://cdn.example.org/lib.js'></script></head><body>"
-                    "<script>console.error('something went wrong')</script></body></html>")
+    page.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>online</title>"
+        "<script src='https://cdn.example.org/lib.js'></script></head><body>"
+        "<script>console.error('something went wrong')</script></body></html>"
+    )
     res = render(chromium, page, tmp_path / "online.png")
     text = "\n".join(res.problems)
     assert "needs the network: https://cdn.example.org/lib.js" in text
@@ -314,10 +367,12 @@ def test_checker_catches_console_errors_and_network_use(chromium, tmp_path):
 
 def test_checker_passes_a_clean_page(chromium, tmp_path):
     page = tmp_path / "clean.html"
-    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>clean</title></head><body>"
-                    "<img alt='dot' src='data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAD"
-                    "UlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=='><script>document.title = 'ok'</script>"
-                    "</body></html>")
+    page.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>clean</title></head><body>"
+        "<img alt='dot' src='data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAD"
+        "UlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=='><script>document.title = 'ok'</script>"
+        "</body></html>"
+    )
     res = render(chromium, page, tmp_path / "clean.png", evaluate={"title": "document.title"})
     assert res.problems == [] and res.values["title"] == "ok"
 
@@ -340,11 +395,17 @@ def casefile(tmp_path_factory):
 
 def test_report_renders_offline_without_errors(chromium, casefile, tmp_path):
     g = casefile["graph"]
-    res = render(chromium, casefile["report"], tmp_path / "report.png", evaluate={
-        "headings": "[...document.querySelectorAll('h2')].map(h => h.textContent)",
-        "figures": "[...document.images].map(i => [i.naturalWidth, i.naturalHeight])",
-        "overflow": "document.documentElement.scrollWidth > window.innerWidth",
-        "groups_rows": "document.querySelectorAll('h2 + table')[1].rows.length"})
+    res = render(
+        chromium,
+        casefile["report"],
+        tmp_path / "report.png",
+        evaluate={
+            "headings": "[...document.querySelectorAll('h2')].map(h => h.textContent)",
+            "figures": "[...document.images].map(i => [i.naturalWidth, i.naturalHeight])",
+            "overflow": "document.documentElement.scrollWidth > window.innerWidth",
+            "groups_rows": "document.querySelectorAll('h2 + table')[1].rows.length",
+        },
+    )
     assert res.problems == [], "\n".join(res.problems)
     v = res.values
     for section in ("Same-gun groups", "Scene timeline", "Tracing (SDG indicator 16.4.2)"):
@@ -363,22 +424,28 @@ NODE_CENTRE_JS = """(() => {{ const r = [...document.querySelectorAll('#world {s
 def test_linkage_view_renders_offline_and_responds(chromium, casefile, tmp_path):
     g = casefile["graph"]
     # click the first exhibit: its details (a long SHA-256 among them) must stay inside the window
-    res = render(chromium, casefile["view"], tmp_path / "links.png", click_js=NODE_CENTRE_JS.format(sel="circle"),
-                 evaluate={
-                     "nodes": "document.querySelectorAll('#world circle, #world rect').length",
-                     "info": "document.getElementById('info').textContent",
-                     "info_shown": "getComputedStyle(document.getElementById('info')).display !== 'none'",
-                     "info_inside": "document.getElementById('info').getBoundingClientRect().right <= innerWidth",
-                     "overflow": "document.documentElement.scrollWidth > innerWidth",
-                     # every node inside the drawing area, none hidden under the header or off screen
-                     "inside": """(() => { const v = document.getElementById('view').getBoundingClientRect();
+    res = render(
+        chromium,
+        casefile["view"],
+        tmp_path / "links.png",
+        click_js=NODE_CENTRE_JS.format(sel="circle"),
+        evaluate={
+            "nodes": "document.querySelectorAll('#world circle, #world rect').length",
+            "info": "document.getElementById('info').textContent",
+            "info_shown": "getComputedStyle(document.getElementById('info')).display !== 'none'",
+            "info_inside": "document.getElementById('info').getBoundingClientRect().right <= innerWidth",
+            "overflow": "document.documentElement.scrollWidth > innerWidth",
+            # every node inside the drawing area, none hidden under the header or off screen
+            "inside": """(() => { const v = document.getElementById('view').getBoundingClientRect();
                         return [...document.querySelectorAll('#world circle, #world rect')].every(n => {
                           const r = n.getBoundingClientRect();
                           return r.left >= v.left && r.right <= v.right && r.top >= v.top && r.bottom <= v.bottom;
                         }); })()""",
-                     "fills": """(() => { const v = document.getElementById('view').getBoundingClientRect();
+            "fills": """(() => { const v = document.getElementById('view').getBoundingClientRect();
                         const b = document.getElementById('world').getBoundingClientRect();
-                        return Math.max(b.width / v.width, b.height / v.height); })()"""})
+                        return Math.max(b.width / v.width, b.height / v.height); })()""",
+        },
+    )
     assert res.problems == [], "\n".join(res.problems)
     v = res.values
     assert v["nodes"] == g.nx.number_of_nodes()

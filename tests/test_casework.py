@@ -98,8 +98,14 @@ def test_realistic_structure(big):
         else:
             assert f["status"] is None and f["tracing_status"] is None
         assert (f["serial"] is None) == f["serial_obliterated"]
-    assert {s["context"] for s in big.scenes} <= {"street gang", "organized crime", "drug trafficking",
-                                                   "terrorism", "domestic", "robbery"}
+    assert {s["context"] for s in big.scenes} <= {
+        "street gang",
+        "organized crime",
+        "drug trafficking",
+        "terrorism",
+        "domestic",
+        "robbery",
+    }
 
 
 def test_indicator_16_4_2(cw, big):
@@ -110,16 +116,19 @@ def test_indicator_16_4_2(cw, big):
         assert case.indicator_16_4_2() == len(traced) / len(rec)
     assert big.indicator_16_4_2() == pytest.approx(0.6, abs=0.01)
     assert np.isnan(simulate_casework(n_firearms=3, n_scenes=2, recovered_share=0, scans=False).indicator_16_4_2())
-    assert simulate_casework(n_firearms=4, n_scenes=2, recovered_share=1, traced_share=1,
-                             scans=False).indicator_16_4_2() == 1.0
+    assert (
+        simulate_casework(n_firearms=4, n_scenes=2, recovered_share=1, traced_share=1, scans=False).indicator_16_4_2()
+        == 1.0
+    )
 
 
 def test_same_gun_pairs_and_linked_scenes(cw):
     gun = {x["id"]: x["firearm_truth"] for x in cw.exhibits}
     expected = {(a, b) for a, b in itertools.combinations(sorted(gun), 2) if gun[a] == gun[b]}
     assert cw.same_gun_pairs() == expected
-    linked = {(a["id"], b["id"]) for a, b in itertools.combinations(cw.scenes, 2)
-              if set(a["firearms"]) & set(b["firearms"])}
+    linked = {
+        (a["id"], b["id"]) for a, b in itertools.combinations(cw.scenes, 2) if set(a["firearms"]) & set(b["firearms"])
+    }
     assert cw.linked_scenes() == linked
 
 
@@ -150,28 +159,31 @@ def test_json_round_trip(cw):
         Casework.from_dict({"scenes": []})
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(n_scenes=0), "n_scenes"),
-    (dict(n_firearms=0), "n_firearms"),
-    (dict(n_firearms=2.5), "n_firearms"),
-    (dict(seed=-1), "seed"),
-    (dict(recovered_share=1.5), "recovered_share"),
-    (dict(recovered_share=-0.1), "recovered_share"),
-    (dict(traced_share=float("nan")), "traced_share"),
-    (dict(shots_per_scene=3), "shots_per_scene"),
-    (dict(shots_per_scene=(3, 1)), "shots_per_scene"),
-    (dict(shots_per_scene=(0, 2)), "shots_per_scene"),
-    (dict(shots_per_scene=(1, 2, 3)), "shots_per_scene"),
-    (dict(test_fires=-1), "test_fires"),
-    (dict(days=0), "days"),
-    (dict(start_date="01/02/2024"), "start_date"),
-    (dict(difficulty="impossible"), "difficulty"),
-    (dict(resolution="huge"), "resolution"),
-    (dict(models=["Colt 1911"]), "Colt 1911"),
-    (dict(models="Glock 17"), "models"),
-    (dict(run_size=0), "run_size"),
-    (dict(scans="yes"), "scans"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_scenes=0), "n_scenes"),
+        (dict(n_firearms=0), "n_firearms"),
+        (dict(n_firearms=2.5), "n_firearms"),
+        (dict(seed=-1), "seed"),
+        (dict(recovered_share=1.5), "recovered_share"),
+        (dict(recovered_share=-0.1), "recovered_share"),
+        (dict(traced_share=float("nan")), "traced_share"),
+        (dict(shots_per_scene=3), "shots_per_scene"),
+        (dict(shots_per_scene=(3, 1)), "shots_per_scene"),
+        (dict(shots_per_scene=(0, 2)), "shots_per_scene"),
+        (dict(shots_per_scene=(1, 2, 3)), "shots_per_scene"),
+        (dict(test_fires=-1), "test_fires"),
+        (dict(days=0), "days"),
+        (dict(start_date="01/02/2024"), "start_date"),
+        (dict(difficulty="impossible"), "difficulty"),
+        (dict(resolution="huge"), "resolution"),
+        (dict(models=["Colt 1911"]), "Colt 1911"),
+        (dict(models="Glock 17"), "models"),
+        (dict(run_size=0), "run_size"),
+        (dict(scans="yes"), "scans"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ParameterError, match=match):
         simulate_casework(**{"scans": False, **kwargs})

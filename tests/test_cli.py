@@ -13,8 +13,7 @@ from ballistix.cli import main
 
 def test_demo_tells_the_whole_story(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--firearms", "3", "--scenes", "3", "--resolution", "fast",
-                 "--json"]) == 0
+    assert main(["demo", "--out", str(out), "--firearms", "3", "--scenes", "3", "--resolution", "fast", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["identical_after_roundtrip"] and report["checksums_verified"]
     files = sorted((out / "exhibits").glob("*.x3p"))
@@ -25,8 +24,9 @@ def test_demo_tells_the_whole_story(tmp_path, capsys):
     assert same["same_gun_truth"] and not other["same_gun_truth"] and same["a"] == other["a"]
     for pair in (same, other):  # the LR's conclusion follows its thresholds (or no LR, said so)
         lr = pair["log10_lr"]
-        assert pair["conclusion"] == ("no LR" if lr is None else "identification" if lr >= 2 else
-                                      "elimination" if lr <= -2 else "inconclusive")
+        assert pair["conclusion"] == (
+            "no LR" if lr is None else "identification" if lr >= 2 else "elimination" if lr <= -2 else "inconclusive"
+        )
     # search: the first exhibit against the store, re-ranked by CMC
     search = report["search"]
     cands = search["candidates"]
@@ -52,8 +52,7 @@ def test_demo_tells_the_whole_story(tmp_path, capsys):
     assert "Same-gun groups" in html and "16.4.2" in html and "src='http" not in html
     # running it again into the same folder: the store recognises every exhibit
     capsys.readouterr()
-    assert main(["demo", "--out", str(out), "--firearms", "3", "--scenes", "3", "--resolution", "fast",
-                 "--json"]) == 0
+    assert main(["demo", "--out", str(out), "--firearms", "3", "--scenes", "3", "--resolution", "fast", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["ingest"]["added"] == [] and len(again["ingest"]["existing"]) == len(files)
 
@@ -66,8 +65,20 @@ def graph_content(g):
 def test_demo_is_deterministic(tmp_path, capsys):
     reports, graphs = [], []
     for name in ("a", "b"):
-        main(["demo", "--out", str(tmp_path / name), "--firearms", "2", "--scenes", "2", "--resolution", "fast",
-              "--json"])
+        main(
+            [
+                "demo",
+                "--out",
+                str(tmp_path / name),
+                "--firearms",
+                "2",
+                "--scenes",
+                "2",
+                "--resolution",
+                "fast",
+                "--json",
+            ]
+        )
         report = json.loads(capsys.readouterr().out)
         graphs.append(bx.LinkageGraph.read(report["files"]["graph"]))
         reports.append({k: v for k, v in report.items() if k not in ("out", "files", "seconds")})  # paths, timing
@@ -112,8 +123,9 @@ def test_version_flag(capsys):
 def test_store_commands(tmp_path, capsys):
     from ballistix.store import CaseStore
 
-    scans = bx.datasets.simulate(n_firearms=2, shots=2, seed=3, difficulty="easy", resolution="fast",
-                                 models=["Glock 17", "Ruger P95"])
+    scans = bx.datasets.simulate(
+        n_firearms=2, shots=2, seed=3, difficulty="easy", resolution="fast", models=["Glock 17", "Ruger P95"]
+    )
     files = [str(bx.write_x3p(s, tmp_path / f"c{k}.x3p")) for k, s in enumerate(scans)]
     store = tmp_path / "store"
     CaseStore(store, preprocess_params={"spacing_um": 12.5}).close()  # the CLI keeps the store's parameters
@@ -159,8 +171,11 @@ def test_search_of_a_missing_store_file_is_one_line(tmp_path):
     from ballistix.store import CaseStore
 
     CaseStore(tmp_path / "s").close()  # search never creates a store (tests/test_store_integrity.py)
-    r = subprocess.run([sys.executable, "-m", "ballistix.cli", "search", str(tmp_path / "nope.x3p"), "--store",
-                        str(tmp_path / "s")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "ballistix.cli", "search", str(tmp_path / "nope.x3p"), "--store", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope.x3p" in r.stderr
 
 
@@ -181,8 +196,14 @@ def test_benchmark_command_runs_end_to_end_and_summarises(tmp_path):
     # one quick benchmark through `python -m benchmarks`, results written to a temporary folder
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "BALLISTIX_BENCH_RESULTS": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-m", "benchmarks", "cmc_speed", "--quick"], cwd=root, env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "cmc_speed", "--quick"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "SUMMARY" in r.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -201,11 +222,19 @@ def _micrometre_x3p(scan, path: Path) -> Path:
     with zipfile.ZipFile(bx.write_x3p(scan, path)) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
     data = (np.frombuffer(members["bindata/data.bin"], "<f8") * 1e6).astype("<f8").tobytes()
-    xml = re.sub(r"(<C[XY]>\s*<AxisType>I</AxisType>\s*<DataType>D</DataType>\s*<Increment>)([^<]+)",
-                 lambda m: m.group(1) + repr(float(m.group(2)) * 1e6), members["main.xml"].decode())
+    xml = re.sub(
+        r"(<C[XY]>\s*<AxisType>I</AxisType>\s*<DataType>D</DataType>\s*<Increment>)([^<]+)",
+        lambda m: m.group(1) + repr(float(m.group(2)) * 1e6),
+        members["main.xml"].decode(),
+    )
     xml = re.sub(r"(<MD5ChecksumPointData>)\w+", lambda m: m.group(1) + hashlib.md5(data).hexdigest(), xml)
-    members.update({"main.xml": xml.encode(), "bindata/data.bin": data,
-                    "md5checksum.hex": hashlib.md5(xml.encode()).hexdigest() + "\n"})
+    members.update(
+        {
+            "main.xml": xml.encode(),
+            "bindata/data.bin": data,
+            "md5checksum.hex": hashlib.md5(xml.encode()).hexdigest() + "\n",
+        }
+    )
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, content in members.items():
             zf.writestr(name, content)

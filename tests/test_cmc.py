@@ -49,8 +49,8 @@ def test_cell_search_finds_a_pure_shift_exactly():
 
 def test_cells_skip_mostly_missing_and_flat():
     ref = texture((80, 80), 4)
-    ref[:20, :20] = np.nan     # cell (0, 0) all missing
-    ref[:20, 20:40] = 1.0      # cell (0, 1) flat: nothing to correlate
+    ref[:20, :20] = np.nan  # cell (0, 0) all missing
+    ref[:20, 20:40] = 1.0  # cell (0, 1) flat: nothing to correlate
     cells = make_cells(ref, (4, 4), max_missing=0.85)
     idx = {tuple(i) for i in cells.index}
     assert (0, 0) not in idx and (0, 1) not in idx and len(cells) == 14
@@ -100,10 +100,10 @@ def test_congruence_all_cells_agree():
 
 def test_congruence_rejects_off_consensus_and_weak_cells():
     angles, c, s = _synthetic()
-    s[2, 0] = (3.0 + 25, -4.0)     # shift beyond 20 px
-    c[2, 1] = 0.45                 # below the correlation threshold
+    s[2, 0] = (3.0 + 25, -4.0)  # shift beyond 20 px
+    c[2, 1] = 0.45  # below the correlation threshold
     c[0, 2], s[0, 2] = 0.95, (3.0, -4.0)  # best at a rotation 6 deg away: still within tolerance
-    c[4, 3], c[2, 3] = 0.99, 0.3   # best at +6 deg for cell 3 with a random shift
+    c[4, 3], c[2, 3] = 0.99, 0.3  # best at +6 deg for cell 3 with a random shift
     res = congruence(angles, c, s)
     orig = res["original"]["mask"]
     assert not orig[0] and not orig[1] and orig[2] and orig[4:].all()
@@ -124,8 +124,8 @@ def test_congruence_wraps_angles_around_zero():
     angles = np.array([354.0, 357.0, 0.0, 3.0, 6.0])
     c = np.full((5, 6), 0.1)
     s = np.zeros((5, 6, 2))
-    c[1, :3] = 0.9   # cells 0-2 best at 357
-    c[3, 3:] = 0.9   # cells 3-5 best at 3: 6 degrees apart across 0
+    c[1, :3] = 0.9  # cells 0-2 best at 357
+    c[3, 3:] = 0.9  # cells 3-5 best at 3: 6 degrees apart across 0
     res = congruence(angles, c, s)
     assert res["original"]["count"] == 6
 

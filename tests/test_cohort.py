@@ -7,25 +7,31 @@ from ballistix.cohort import CohortStats, cohort_stats, normalise, normalise_pai
 from ballistix.errors import BallistixError, ParameterError
 
 
-@pytest.mark.parametrize("scores, kw, loc, scale, n", [
-    ([1, 2, 2, 3, 1, 0, 15], dict(exclude_top=1, min_size=5), 1.5, 1.4826 * 0.5, 6),
-    ([1, 2, 2, 3, 1, 0, 15], dict(exclude_top=0, min_size=5), 2.0, 1.4826, 7),
-    ([4, 4, 4, 4, 4, 30], dict(exclude_top=1, min_size=5, min_scale=1.0), 4.0, 1.0, 5),   # floor
-    ([0, 1, 2, 3, 4, np.nan, 99], dict(exclude_top=1, min_size=5, quantile=1.0), 4.0, 1.4826, 5),  # NaN ignored
-    ([5.0] * 6, dict(exclude_top=0, min_size=6, min_scale=0.5), 5.0, 0.5, 6),
-])
+@pytest.mark.parametrize(
+    "scores, kw, loc, scale, n",
+    [
+        ([1, 2, 2, 3, 1, 0, 15], dict(exclude_top=1, min_size=5), 1.5, 1.4826 * 0.5, 6),
+        ([1, 2, 2, 3, 1, 0, 15], dict(exclude_top=0, min_size=5), 2.0, 1.4826, 7),
+        ([4, 4, 4, 4, 4, 30], dict(exclude_top=1, min_size=5, min_scale=1.0), 4.0, 1.0, 5),  # floor
+        ([0, 1, 2, 3, 4, np.nan, 99], dict(exclude_top=1, min_size=5, quantile=1.0), 4.0, 1.4826, 5),  # NaN ignored
+        ([5.0] * 6, dict(exclude_top=0, min_size=6, min_scale=0.5), 5.0, 0.5, 6),
+    ],
+)
 def test_cohort_stats_values(scores, kw, loc, scale, n):
     st = cohort_stats(scores, **kw)
     assert st.location == pytest.approx(loc) and st.scale == pytest.approx(scale) and st.n == n
     assert st.reason is None
 
 
-@pytest.mark.parametrize("scores, kw, why", [
-    ([], {}, "fewer than min_size"),                                   # empty cohort
-    ([np.nan, np.nan], dict(exclude_top=0, min_size=1), "fewer than min_size"),
-    ([3, 9], dict(exclude_top=1, min_size=2), "fewer than min_size"),  # too small after the top is dropped
-    ([2, 2, 2, 2, 2, 2], dict(exclude_top=1, min_size=3), "do not spread"),  # all equal, no floor
-])
+@pytest.mark.parametrize(
+    "scores, kw, why",
+    [
+        ([], {}, "fewer than min_size"),  # empty cohort
+        ([np.nan, np.nan], dict(exclude_top=0, min_size=1), "fewer than min_size"),
+        ([3, 9], dict(exclude_top=1, min_size=2), "fewer than min_size"),  # too small after the top is dropped
+        ([2, 2, 2, 2, 2, 2], dict(exclude_top=1, min_size=3), "do not spread"),  # all equal, no floor
+    ],
+)
 def test_cohort_stats_no_fake_numbers(scores, kw, why):
     st = cohort_stats(scores, **kw)
     assert why in st.reason
@@ -36,8 +42,18 @@ def test_cohort_stats_no_fake_numbers(scores, kw, why):
         assert math.isnan(st.location)
 
 
-@pytest.mark.parametrize("bad", [dict(exclude_top=-1), dict(exclude_top=1.5), dict(min_size=0), dict(quantile=2),
-                                 dict(min_scale=-1), dict(min_scale=float("inf")), dict(exclude_top=True)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(exclude_top=-1),
+        dict(exclude_top=1.5),
+        dict(min_size=0),
+        dict(quantile=2),
+        dict(min_scale=-1),
+        dict(min_scale=float("inf")),
+        dict(exclude_top=True),
+    ],
+)
 def test_cohort_stats_rejects_bad_options(bad):
     with pytest.raises(ParameterError):
         cohort_stats([1, 2, 3, 4, 5, 6], **bad)
@@ -69,7 +85,7 @@ def test_normalise_nan_when_a_cohort_is_missing():
 
 
 def _all_pairs(ids):
-    a, b = zip(*[(x, y) for i, x in enumerate(ids) for y in ids[i + 1:]])
+    a, b = zip(*[(x, y) for i, x in enumerate(ids) for y in ids[i + 1 :]])
     return list(a), list(b)
 
 
@@ -83,11 +99,12 @@ def test_normalise_pairs_removes_a_batch_shift():
     same = np.array([gun[x] == gun[y] for x, y in zip(a, b)])
     within = np.array([batch[x] == batch[y] for x, y in zip(a, b)])
     raw = np.where(same, 15.0, 1.0) + 8.0 * within + rng.integers(0, 2, len(a))
-    z = normalise_pairs(a, b, raw, keys_a=[batch[x] for x in a], keys_b=[batch[y] for y in b], exclude_top=1,
-                        min_size=3)
+    z = normalise_pairs(
+        a, b, raw, keys_a=[batch[x] for x in a], keys_b=[batch[y] for y in b], exclude_top=1, min_size=3
+    )
     assert np.isfinite(z).all()
-    assert raw[~same & within].min() > raw[~same & ~within].max()       # the batch effect, raw
-    assert z[~same].max() < z[same].min()                               # gone after normalising
+    assert raw[~same & within].min() > raw[~same & ~within].max()  # the batch effect, raw
+    assert z[~same].max() < z[same].min()  # gone after normalising
     assert abs(np.median(z[~same & within]) - np.median(z[~same & ~within])) <= 1.0
 
 
@@ -118,21 +135,32 @@ def test_normalise_pairs_all_equal_scores():
 def test_normalise_pairs_keys_restrict_the_cohort():
     a, b = _all_pairs(list("abcd"))
     key = {"a": 1, "b": 1, "c": 2, "d": 2}
-    _, st = normalise_pairs(a, b, np.arange(len(a), dtype=float), keys_a=[key[x] for x in a],
-                            keys_b=[key[y] for y in b], exclude_top=0, min_size=1, return_stats=True)
+    _, st = normalise_pairs(
+        a,
+        b,
+        np.arange(len(a), dtype=float),
+        keys_a=[key[x] for x in a],
+        keys_b=[key[y] for y in b],
+        exclude_top=0,
+        min_size=1,
+        return_stats=True,
+    )
     # pair (a, c): a's cohort is a's comparisons with key-2 exhibits other than c: only d
     i = list(zip(a, b)).index(("a", "c"))
     assert st["a"][i].n == 1 and st["b"][i].n == 1
 
 
-@pytest.mark.parametrize("bad", [
-    dict(ids_a=["a"], ids_b=["a"], scores=[1.0]),
-    dict(ids_a=["a", "b"], ids_b=["b"], scores=[1.0]),
-    dict(ids_a=["a"], ids_b=["b"], scores=[np.inf]),
-    dict(ids_a=["a"], ids_b=["b"], scores=[1.0], keys_a=[1]),
-    dict(ids_a=["a"], ids_b=["b"], scores=[1.0], known_same=[1]),
-    dict(ids_a=["a"], ids_b=["b"], scores=[1.0], method="t-norm"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(ids_a=["a"], ids_b=["a"], scores=[1.0]),
+        dict(ids_a=["a", "b"], ids_b=["b"], scores=[1.0]),
+        dict(ids_a=["a"], ids_b=["b"], scores=[np.inf]),
+        dict(ids_a=["a"], ids_b=["b"], scores=[1.0], keys_a=[1]),
+        dict(ids_a=["a"], ids_b=["b"], scores=[1.0], known_same=[1]),
+        dict(ids_a=["a"], ids_b=["b"], scores=[1.0], method="t-norm"),
+    ],
+)
 def test_normalise_pairs_validation(bad):
     with pytest.raises(ParameterError):
         normalise_pairs(**bad)

@@ -78,8 +78,11 @@ def test_compare_many_matches_compare_in_order(sims):
     pairs = [(sims[0], sims[1]), (sims[0], sims[2])]
     serial = bx.compare_many(pairs, progress=False)
     parallel = bx.compare_many(pairs, n_jobs=2, progress=False)
-    assert [r.cmc_count for r in serial] == [r.cmc_count for r in parallel] == \
-        [bx.compare(a, b).cmc_count for a, b in pairs]
+    assert (
+        [r.cmc_count for r in serial]
+        == [r.cmc_count for r in parallel]
+        == [bx.compare(a, b).cmc_count for a, b in pairs]
+    )
     drawn = parallel[0].plot().axes[0].images[0].get_array()  # results from workers draw the caller's scans
     assert np.array_equal(np.ma.filled(drawn, np.nan), sims[0].heights, equal_nan=True)
     assert len(parallel[1].plot().axes[0].patches) == parallel[1].n_cells
@@ -98,8 +101,9 @@ def test_compare_many_matches_compare_in_order(sims):
                 pass
         return pids
 
-    cal = evidence.fit(np.array([[0, 0.0, 0.1], [1, 0.0, 0.15], [20, 0.7, 0.4], [25, 0.75, 0.45]]),
-                       [False, False, True, True])
+    cal = evidence.fit(
+        np.array([[0, 0.0, 0.1], [1, 0.0, 0.15], [20, 0.7, 0.4], [25, 0.75, 0.45]]), [False, False, True, True]
+    )
     before, seen = workers(), []
     with process_pool(2) as pool:
         kept = []
@@ -114,9 +118,19 @@ def test_compare_many_matches_compare_in_order(sims):
     assert all(r.log10_lr is not None for r in kept) and [r.evidence for r in parallel] == [r.evidence for r in serial]
 
 
-@pytest.mark.parametrize("kwargs", [dict(grid=(0, 8)), dict(wobble=1), dict(method="best"), dict(directions="up"),
-                                    dict(rotation="any"), dict(rotation=[]), dict(corr_threshold=2.0),
-                                    dict(shift_tolerance_um=-1)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(grid=(0, 8)),
+        dict(wobble=1),
+        dict(method="best"),
+        dict(directions="up"),
+        dict(rotation="any"),
+        dict(rotation=[]),
+        dict(corr_threshold=2.0),
+        dict(shift_tolerance_um=-1),
+    ],
+)
 def test_bad_parameters(sims, kwargs):
     with pytest.raises(bx.ParameterError):
         bx.compare(sims[0], sims[1], **kwargs)
@@ -146,13 +160,21 @@ def test_real_fadul_pair_in_any_orientation(shared_data):
     b_rot = bx.Scan(rotate_nan(b.heights, angle, (side, side)).astype(float), b.dx, b.dy, {})
     km = bx.compare(a, b_rot)
     knm = bx.compare(a, c)
-    assert km.cmc_count >= 15   # NIST: 27
-    assert knm.cmc_count < 6    # NIST: 0
+    assert km.cmc_count >= 15  # NIST: 27
+    assert knm.cmc_count < 6  # NIST: 0
 
 
 def _with_segmentation(s, status, reasons=()):
-    meta = {**s.meta, "processing": [{"step": "find_breech_face", "params": {},
-                                      "result": {"status": status, "reasons": list(reasons), "field_of_view": "wide"}}]}
+    meta = {
+        **s.meta,
+        "processing": [
+            {
+                "step": "find_breech_face",
+                "params": {},
+                "result": {"status": status, "reasons": list(reasons), "field_of_view": "wide"},
+            }
+        ],
+    }
     return bx.Scan(s.heights, s.dx, s.dy, meta)
 
 
@@ -168,8 +190,9 @@ def test_lr_withheld_when_a_region_is_doubtful(sims):
     ok = bx.compare(_with_segmentation(a, "ok"), _with_segmentation(b, "ok"), calibration=cal)
     assert ok.log10_lr == plain.log10_lr and ok.evidence["segmentation"] == {"a": "ok", "b": "ok", "lr_withheld": False}
     assert ok.inputs["a"]["segmentation"]["status"] == "ok"
-    doubt = bx.compare(_with_segmentation(a, "ok"), _with_segmentation(b, "doubtful", ["31% of the annulus clipped"]),
-                       calibration=cal)
+    doubt = bx.compare(
+        _with_segmentation(a, "ok"), _with_segmentation(b, "doubtful", ["31% of the annulus clipped"]), calibration=cal
+    )
     assert doubt.cmc_count == plain.cmc_count  # the count stays, as a feature for an examiner
     assert doubt.log10_lr is None and doubt.lr is None and "conclusion" not in doubt.evidence
     assert doubt.evidence["segmentation"] == {"a": "ok", "b": "doubtful", "lr_withheld": True}

@@ -41,10 +41,23 @@ def test_compare_many_on_an_executor_without_max_workers_gives_the_same_results(
 
 
 # graphs, re-ranked codes and fast-scan inverted lists cannot remove; the others can
-@pytest.mark.parametrize("factory, removes", [
-    ("Flat", True), ("SQ8", True), ("PQ8x4", True), ("PQ8x4fs", True), ("PCA16,Flat", True), ("IVF8,Flat", True),
-    ("IVF8,SQ8", True), ("IVF8_HNSW8,Flat", True),
-    ("HNSW16", False), ("NSG16,Flat", False), ("PQ8x4fs,RFlat", False), ("IVF8,PQ8x4fs", False)])
+@pytest.mark.parametrize(
+    "factory, removes",
+    [
+        ("Flat", True),
+        ("SQ8", True),
+        ("PQ8x4", True),
+        ("PQ8x4fs", True),
+        ("PCA16,Flat", True),
+        ("IVF8,Flat", True),
+        ("IVF8,SQ8", True),
+        ("IVF8_HNSW8,Flat", True),
+        ("HNSW16", False),
+        ("NSG16,Flat", False),
+        ("PQ8x4fs,RFlat", False),
+        ("IVF8,PQ8x4fs", False),
+    ],
+)
 def test_removal_by_type_agrees_with_faiss(factory, removes):
     x = np.random.default_rng(0).standard_normal((512, 32)).astype(np.float32)
     index = bx.ScanIndex(32, factory=factory)._new_index(factory)  # the FAISS index as ScanIndex builds it

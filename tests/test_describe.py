@@ -27,12 +27,15 @@ def test_deterministic(sims):
     assert np.array_equal(bx.describe(sims[0]), bx.describe(sims[0].copy()))
 
 
-@pytest.mark.parametrize("transform, least", [
-    (lambda z: np.rot90(z), 0.999),                       # exact rotation
-    (lambda z: np.rot90(z, 2), 0.999),
-    (lambda z: rotate_nan(z, 37.0), 0.95),                # interpolated rotation
-    (lambda z: np.pad(z, ((20, 0), (0, 35)), constant_values=np.nan), 0.999),  # shift
-])
+@pytest.mark.parametrize(
+    "transform, least",
+    [
+        (lambda z: np.rot90(z), 0.999),  # exact rotation
+        (lambda z: np.rot90(z, 2), 0.999),
+        (lambda z: rotate_nan(z, 37.0), 0.95),  # interpolated rotation
+        (lambda z: np.pad(z, ((20, 0), (0, 35)), constant_values=np.nan), 0.999),  # shift
+    ],
+)
 def test_invariant_to_rotation_and_translation(sims, transform, least):
     a = sims[0]
     assert float(bx.describe(_like(a, transform(a.heights))) @ bx.describe(a)) >= least
@@ -55,27 +58,33 @@ def test_params_change_the_vector_and_its_length(sims):
     assert descriptor_info(n_radii=8)["params"]["n_radii"] == 8
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"band_um": (300, 60)}, "band_um"),
-    ({"band_um": (0, 60)}, "band_um"),
-    ({"band_um": (5, 60)}, "Nyquist"),
-    ({"n_harmonics": 200}, "n_harmonics"),
-    ({"n_radii": 1}, "n_radii"),
-    ({"n_angles": 2.5}, "n_angles"),
-    ({"fft_size_mm": -1}, "fft_size_mm"),
-    ({"colour": "red"}, "unknown describe parameter"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"band_um": (300, 60)}, "band_um"),
+        ({"band_um": (0, 60)}, "band_um"),
+        ({"band_um": (5, 60)}, "Nyquist"),
+        ({"n_harmonics": 200}, "n_harmonics"),
+        ({"n_radii": 1}, "n_radii"),
+        ({"n_angles": 2.5}, "n_angles"),
+        ({"fft_size_mm": -1}, "fft_size_mm"),
+        ({"colour": "red"}, "unknown describe parameter"),
+    ],
+)
 def test_bad_parameters(sims, kwargs, match):
     with pytest.raises(bx.ParameterError, match=match):
         bx.describe(sims[0], **kwargs)
 
 
-@pytest.mark.parametrize("scan, match", [
-    ("not a scan", "expects a ballistix Scan"),
-    (bx.Scan(np.full((64, 64), np.nan), 6.25e-6, 6.25e-6), "valid points"),
-    (bx.Scan(np.zeros((64, 64)), 6.25e-6, 6.25e-6), "flat"),
-    (bx.Scan(np.random.default_rng(0).normal(size=(64, 64)), 6.25e-6, 3e-6), "square grid"),
-])
+@pytest.mark.parametrize(
+    "scan, match",
+    [
+        ("not a scan", "expects a ballistix Scan"),
+        (bx.Scan(np.full((64, 64), np.nan), 6.25e-6, 6.25e-6), "valid points"),
+        (bx.Scan(np.zeros((64, 64)), 6.25e-6, 6.25e-6), "flat"),
+        (bx.Scan(np.random.default_rng(0).normal(size=(64, 64)), 6.25e-6, 3e-6), "square grid"),
+    ],
+)
 def test_bad_scans(scan, match):
     with pytest.raises(bx.ParameterError, match=match):
         bx.describe(scan)

@@ -35,10 +35,10 @@ def population(n_guns=20, shots=4, knm=600, seed=0, overlap=1.0):
 
 
 def test_cllr_known_values():
-    assert lr.cllr([0.0, 0.0], [True, False]) == pytest.approx(1.0)          # LR = 1: uninformative
+    assert lr.cllr([0.0, 0.0], [True, False]) == pytest.approx(1.0)  # LR = 1: uninformative
     assert lr.cllr([1.0, -1.0], [True, False]) == pytest.approx(math.log2(1.1))
     assert lr.cllr([8.0, -8.0], [True, False]) < 1e-6
-    assert lr.cllr([-2.0, 2.0], [True, False]) > 1                         # wrong way round: worse than none
+    assert lr.cllr([-2.0, 2.0], [True, False]) > 1  # wrong way round: worse than none
 
 
 def test_cllr_min_separates_discrimination_from_calibration():
@@ -62,7 +62,7 @@ def test_misleading_rates():
 @pytest.mark.parametrize("n_knm", [100, 700, 5000])
 def test_elub_caps_the_lr_at_what_the_data_support(n_knm):
     same = np.r_[np.ones(60, bool), np.zeros(n_knm, bool)]
-    llr = np.r_[np.full(60, 12.0), np.full(n_knm, -12.0)]   # a system claiming LR 10^12
+    llr = np.r_[np.full(60, 12.0), np.full(n_knm, -12.0)]  # a system claiming LR 10^12
     lo, hi = lr.elub_bounds(llr, same)
     assert hi == pytest.approx(math.log10((n_knm + 1) * 60 / 61), abs=0.02)
     assert lo == pytest.approx(-math.log10(61 * n_knm / (n_knm + 1)), abs=0.02)
@@ -120,7 +120,7 @@ def test_cross_validation_refuses_too_few_guns():
 @pytest.mark.parametrize("bad", [np.zeros((5, 2)), np.full((4, 3), np.nan)])
 def test_fit_rejects_bad_features(bad):
     with pytest.raises(ParameterError):
-        ev.fit(bad, [True, False, True, False, True][:len(bad)])
+        ev.fit(bad, [True, False, True, False, True][: len(bad)])
 
 
 def test_save_load_round_trip_and_damage(tmp_path):
@@ -166,6 +166,7 @@ def test_conclusion_scale_and_verbal():
 def _tiny_pair():
     rng = np.random.default_rng(4)
     import cv2
+
     z = cv2.GaussianBlur(rng.standard_normal((96, 96)), (0, 0), 2.0) * 1e-6
     a = bx.Scan(z, 6.25e-6, 6.25e-6, {})
     b = bx.Scan(np.roll(z, (3, -2), axis=(0, 1)), 6.25e-6, 6.25e-6, {})
@@ -183,7 +184,7 @@ def test_compare_refuses_a_calibration_made_with_other_parameters():
         bx.compare(a, b, grid=(4, 4), rotation=[0.0], calibration=other)
     free = ev.fit(X, same)  # no parameters recorded: applies to anything
     r = bx.compare(a, b, grid=(4, 4), rotation=[0.0], calibration=free)
-    assert r.log10_lr == pytest.approx(free.log10_lr([r])[0]) and r.lr == pytest.approx(10 ** r.log10_lr)
+    assert r.log10_lr == pytest.approx(free.log10_lr([r])[0]) and r.lr == pytest.approx(10**r.log10_lr)
     assert r.evidence["conclusion"]["conclusion"] in ("identification", "inconclusive", "elimination")
 
 
@@ -224,7 +225,7 @@ def _imports(path, root):
         if isinstance(node, ast.Import):
             yield from (a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            mod = ".".join((pkg[:len(pkg) - node.level + 1] if node.level else []) + [node.module or ""]).strip(".")
+            mod = ".".join((pkg[: len(pkg) - node.level + 1] if node.level else []) + [node.module or ""]).strip(".")
             yield mod
             yield from (f"{mod}.{a.name}" for a in node.names)
 
@@ -235,8 +236,11 @@ def test_features_and_evaluation_sit_below_evidence():
 
     root = Path(ev.__file__).parent
     above = ("evidence", "verify", "validation", "cohort", "store", "graph", "index", "cli", "_demo")
-    below = {"provenance.py": above + ("features", "evaluation"), "features": above + ("evaluation",),
-             "evaluation": above}
+    below = {
+        "provenance.py": above + ("features", "evaluation"),
+        "features": above + ("evaluation",),
+        "evaluation": above,
+    }
     for where, banned in below.items():
         for f in [root / where] if where.endswith(".py") else sorted((root / where).rglob("*.py")):
             bad = sorted({m for m in _imports(f, root) if m.startswith("ballistix.") and m.split(".")[1] in banned})
@@ -279,17 +283,28 @@ def test_sample_weight_equals_repeating_pairs():
 
 
 # ------------------------------------------------------------- populations and domains
-@pytest.mark.parametrize("meta, expected", [
-    ({"labels": {"calibre": "9x19", "make": "Ruger", "model": "P95"}},
-     {"calibre": "9mm Luger", "make_model": "Ruger P95", "instrument": None}),
-    ({"instrument": {"manufacturer": "NanoFocus", "model": "uSurf"}, "labels": {"calibre": "9mm Para"}},
-     {"calibre": "9mm Luger", "make_model": None, "instrument": "NanoFocus uSurf"}),
-    ({"labels": {"calibre": ".45 ACP", "make_model": "Colt 1911", "instrument": "Evofinder"}},
-     {"calibre": ".45 ACP", "make_model": "Colt 1911", "instrument": "Evofinder"}),
-    ({"instrument": {"manufacturer": "NA"}}, {"calibre": None, "make_model": None, "instrument": None}),
-    ({"population": {"calibre": "9mm", "make_model": "Glock 17"}},   # as a store records it
-     {"calibre": "9mm Luger", "make_model": "Glock 17", "instrument": None}),
-])
+@pytest.mark.parametrize(
+    "meta, expected",
+    [
+        (
+            {"labels": {"calibre": "9x19", "make": "Ruger", "model": "P95"}},
+            {"calibre": "9mm Luger", "make_model": "Ruger P95", "instrument": None},
+        ),
+        (
+            {"instrument": {"manufacturer": "NanoFocus", "model": "uSurf"}, "labels": {"calibre": "9mm Para"}},
+            {"calibre": "9mm Luger", "make_model": None, "instrument": "NanoFocus uSurf"},
+        ),
+        (
+            {"labels": {"calibre": ".45 ACP", "make_model": "Colt 1911", "instrument": "Evofinder"}},
+            {"calibre": ".45 ACP", "make_model": "Colt 1911", "instrument": "Evofinder"},
+        ),
+        ({"instrument": {"manufacturer": "NA"}}, {"calibre": None, "make_model": None, "instrument": None}),
+        (
+            {"population": {"calibre": "9mm", "make_model": "Glock 17"}},  # as a store records it
+            {"calibre": "9mm Luger", "make_model": "Glock 17", "instrument": None},
+        ),
+    ],
+)
 def test_population_from_metadata(meta, expected):
     assert ev.population(meta) == expected
 
@@ -297,13 +312,16 @@ def test_population_from_metadata(meta, expected):
 DOMAIN = {"calibre": ["9mm Luger"], "make_model": ["Ruger P95"], "unknown_ok": ["calibre"]}
 
 
-@pytest.mark.parametrize("pop, refused", [
-    ({"calibre": "9mm Luger", "make_model": "ruger p-95"}, None),          # case and punctuation blind
-    ({"calibre": None, "make_model": "Ruger P95"}, None),                  # unknown calibre: accepted (unknown_ok)
-    ({"calibre": "9mm Luger", "make_model": None}, "not recorded"),        # unknown make/model: refused
-    ({"calibre": "9mm Luger", "make_model": "Glock 17"}, "outside"),
-    ({"calibre": ".40 S&W", "make_model": "Ruger P95"}, "calibre"),
-])
+@pytest.mark.parametrize(
+    "pop, refused",
+    [
+        ({"calibre": "9mm Luger", "make_model": "ruger p-95"}, None),  # case and punctuation blind
+        ({"calibre": None, "make_model": "Ruger P95"}, None),  # unknown calibre: accepted (unknown_ok)
+        ({"calibre": "9mm Luger", "make_model": None}, "not recorded"),  # unknown make/model: refused
+        ({"calibre": "9mm Luger", "make_model": "Glock 17"}, "outside"),
+        ({"calibre": ".40 S&W", "make_model": "Ruger P95"}, "calibre"),
+    ],
+)
 def test_domain_check(pop, refused):
     why = ev.domain_check(DOMAIN, pop, "scan X")
     assert (why is None) == (refused is None)

@@ -42,8 +42,9 @@ def _scan(s) -> dict:
 
 
 def _steps(s) -> list:
-    return json.loads(json.dumps([[st.get("step"), st.get("params", {})] for st in s.meta.get("processing", [])],
-                                 default=str))
+    return json.loads(
+        json.dumps([[st.get("step"), st.get("params", {})] for st in s.meta.get("processing", [])], default=str)
+    )
 
 
 def _processed(s) -> dict:
@@ -52,22 +53,29 @@ def _processed(s) -> dict:
 
 
 def _comparison(r) -> dict:
-    return {"cmc": int(r.cmc_count), "score": round(float(r.score), 9), "rotation": round(float(r.rotation_deg), 6),
-            "log10_lr": None if r.log10_lr is None else round(float(r.log10_lr), 9),
-            "calibration": r.evidence.get("calibration_sha256")}
+    return {
+        "cmc": int(r.cmc_count),
+        "score": round(float(r.score), 9),
+        "rotation": round(float(r.rotation_deg), 6),
+        "log10_lr": None if r.log10_lr is None else round(float(r.log10_lr), 9),
+        "calibration": r.evidence.get("calibration_sha256"),
+    }
 
 
 def _simulated() -> dict:
     out = {}
     scans = bx.datasets.simulate(n_firearms=2, shots=2, seed=11, resolution="fast")
     out["simulate_fast"] = [_scan(s) for s in scans]
-    out["simulate_standard"] = [_scan(s) for s in bx.datasets.simulate(n_firearms=1, shots=1, seed=2,
-                                                                         resolution="standard")]
+    out["simulate_standard"] = [
+        _scan(s) for s in bx.datasets.simulate(n_firearms=1, shots=1, seed=2, resolution="standard")
+    ]
     head = bx.datasets.simulate(n_firearms=1, shots=1, seed=4, resolution="fast", view="case_head")
     out["simulate_case_head"] = [_scan(s) for s in head]
     cw = bx.datasets.simulate_casework(n_firearms=3, n_scenes=3, seed=6)
-    out["casework"] = {"exhibits": hashlib.sha256(json.dumps(cw.exhibits, sort_keys=True, default=str).encode())
-                       .hexdigest()[:24], "scans": [_scan(s) for s in cw.scans]}
+    out["casework"] = {
+        "exhibits": hashlib.sha256(json.dumps(cw.exhibits, sort_keys=True, default=str).encode()).hexdigest()[:24],
+        "scans": [_scan(s) for s in cw.scans],
+    }
     pop = bx.datasets.simulate_population("batch", n_firearms=2, shots=2, seed=8, resolution="fast")
     out["population_batch"] = [_scan(s) for s in pop]
     procs = []
@@ -76,8 +84,10 @@ def _simulated() -> dict:
         rec, p = _processed(s)
         out["processed_fast"].append(rec)
         procs.append(p)
-    out["compare_fast"] = [_comparison(bx.compare(procs[0], procs[1])),   # same gun
-                           _comparison(bx.compare(procs[0], procs[2]))]   # different guns
+    out["compare_fast"] = [
+        _comparison(bx.compare(procs[0], procs[1])),  # same gun
+        _comparison(bx.compare(procs[0], procs[2])),
+    ]  # different guns
     index = bx.ScanIndex(bx.describe(procs[0]).size)
     index.add(np.arange(len(procs)), np.stack([bx.describe(p) for p in procs]))
     scores, ids = index.search(bx.describe(procs[0])[None], 3)
@@ -88,15 +98,26 @@ def _simulated() -> dict:
 def _store(tmp: Path) -> dict:
     scans = bx.datasets.simulate(n_firearms=2, shots=2, seed=11, resolution="fast")
     with bx.CaseStore(tmp / "store") as st:
-        st.ingest(scans, meta=[{"exhibit_id": f"e{k}", "calibre": "9mm Luger"} for k in range(len(scans))],
-                  progress=False)
+        st.ingest(
+            scans, meta=[{"exhibit_id": f"e{k}", "calibre": "9mm Luger"} for k in range(len(scans))], progress=False
+        )
         st.link_new(progress=False)
-        exhibits = [[e["exhibit_id"], e["source_sha256"][:24], _sha(st.scan(e["exhibit_id"]).heights, 13)]
-                    for e in st.exhibits()]
+        exhibits = [
+            [e["exhibit_id"], e["source_sha256"][:24], _sha(st.scan(e["exhibit_id"]).heights, 13)]
+            for e in st.exhibits()
+        ]
         g = st.graph()
-    comps = sorted([sorted([u, v]), d["cmc_count"], round(d["score"], 9), round(d["rotation_deg"], 6),
-                    None if d.get("log10_lr") is None else round(d["log10_lr"], 9)]
-                   for u, v, d in g.nx.edges(data=True) if d.get("kind") == "match")
+    comps = sorted(
+        [
+            sorted([u, v]),
+            d["cmc_count"],
+            round(d["score"], 9),
+            round(d["rotation_deg"], 6),
+            None if d.get("log10_lr") is None else round(d["log10_lr"], 9),
+        ]
+        for u, v, d in g.nx.edges(data=True)
+        if d.get("kind") == "match"
+    )
     return {"exhibits": exhibits, "comparisons": comps, "groups": sorted(sorted(x) for x in g.groups())}
 
 
@@ -109,8 +130,12 @@ def _calibration() -> dict:
     other = np.r_[np.repeat(np.arange(10), 6), (rng.integers(1, 10, 300) + guns[60:].astype(int)) % 10].astype(str)
     llr = ev.cross_validate(X, same, guns, other)
     cal = ev.fit(X, same, name="golden")
-    return {"cv_llr": _sha(llr, 9), "coef": [round(v, 9) for v in cal.coef],
-            "bounds": [round(v, 9) for v in cal.bounds_log10], "cllr": round(ev.cllr(llr, same), 9)}
+    return {
+        "cv_llr": _sha(llr, 9),
+        "coef": [round(v, 9) for v in cal.coef],
+        "bounds": [round(v, 9) for v in cal.bounds_log10],
+        "cllr": round(ev.cllr(llr, same), 9),
+    }
 
 
 def _fadul() -> dict:

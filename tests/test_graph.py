@@ -56,16 +56,19 @@ def test_single_exhibit_joins_on_one_link_but_bare_chain_splits():
 
 
 def test_confirmed_only_mode():
-    g = counted([("A", "B", 25), ("C", "D", {"cmc_count": 3, "confirmed": True})],
-                                      confirmed_only=True)
+    g = counted([("A", "B", 25), ("C", "D", {"cmc_count": 3, "confirmed": True})], confirmed_only=True)
     assert g.groups() == [{"C", "D"}, {"A"}, {"B"}]
 
 
 def test_test_fires_of_one_firearm_are_one_gun_and_name_it():
-    g = counted([("E1", "T1", 15)],
-                                      exhibits=[{"id": "T1", "test_fired_from": "F1"},
-                                                {"id": "T2", "test_fired_from": "F1"},
-                                                {"id": "E1", "scene": "S1"}])
+    g = counted(
+        [("E1", "T1", 15)],
+        exhibits=[
+            {"id": "T1", "test_fired_from": "F1"},
+            {"id": "T2", "test_fired_from": "F1"},
+            {"id": "E1", "scene": "S1"},
+        ],
+    )
     assert g.groups() == [{"E1", "T1", "T2"}]
     (s,) = g.group_summaries()
     assert s["firearm"] == "F1" and s["scenes"] == ["S1"]
@@ -91,23 +94,26 @@ def test_comparison_objects_and_mappings_are_accepted():
     assert g.nx.edges["exhibit:B", "exhibit:C"]["score"] == 2.3
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda g: g.add_comparison("A", "A", 20), "itself"),
-    (lambda g: g.add_comparison("A", "B", "many"), "Comparison, a mapping or a CMC count"),
-    (lambda g: g.add_comparison("A", "B", True), "bool"),
-    (lambda g: g.add_comparison("A", "B", {"score": 3}), "cmc_count"),
-    (lambda g: g.add_exhibit("A", scene="S", test_fired_from="F"), "not both"),
-    (lambda g: g.add_firearm("F", status="borrowed"), "seized, found or surrendered"),
-    (lambda g: g.add_scene(""), "non-empty string"),
-    (lambda g: g.add_scene("S", kind="x"), "may not be named"),
-    (lambda g: g.ids("gun"), "node kind"),
-    (lambda g: LinkageGraph.from_comparisons([("A", "B")]), "triples"),
-    (lambda g: LinkageGraph(count_rule=0), "count_rule"),
-    (lambda g: LinkageGraph(count_rule=5.5), "count_rule"),
-    (lambda g: LinkageGraph(link_lr=1.0), "link_lr"),
-    (lambda g: LinkageGraph(link_lr=float("nan")), "link_lr"),
-    (lambda g: g.group_of("nobody"), "no exhibit"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda g: g.add_comparison("A", "A", 20), "itself"),
+        (lambda g: g.add_comparison("A", "B", "many"), "Comparison, a mapping or a CMC count"),
+        (lambda g: g.add_comparison("A", "B", True), "bool"),
+        (lambda g: g.add_comparison("A", "B", {"score": 3}), "cmc_count"),
+        (lambda g: g.add_exhibit("A", scene="S", test_fired_from="F"), "not both"),
+        (lambda g: g.add_firearm("F", status="borrowed"), "seized, found or surrendered"),
+        (lambda g: g.add_scene(""), "non-empty string"),
+        (lambda g: g.add_scene("S", kind="x"), "may not be named"),
+        (lambda g: g.ids("gun"), "node kind"),
+        (lambda g: LinkageGraph.from_comparisons([("A", "B")]), "triples"),
+        (lambda g: LinkageGraph(count_rule=0), "count_rule"),
+        (lambda g: LinkageGraph(count_rule=5.5), "count_rule"),
+        (lambda g: LinkageGraph(link_lr=1.0), "link_lr"),
+        (lambda g: LinkageGraph(link_lr=float("nan")), "link_lr"),
+        (lambda g: g.group_of("nobody"), "no exhibit"),
+    ],
+)
 def test_bad_input_is_a_parameter_error(call, match):
     with pytest.raises(bx.ParameterError, match=match):
         call(LinkageGraph())
@@ -118,13 +124,24 @@ def test_bad_input_is_a_parameter_error(call, match):
 def small():
     """Gun 1 at scenes S1, S2 (recovered as F1, traced); gun 2 at S2, S3; gun 3 at S4 only."""
     g = LinkageGraph(count_rule=COUNT_RULE)
-    for sid, date, ctx in (("S1", "2024-01-05", "street gang"), ("S2", "2024-03-01", "street gang"),
-                           ("S3", "2024-02-01", "drug trafficking"), ("S4", "2024-04-01", "robbery")):
+    for sid, date, ctx in (
+        ("S1", "2024-01-05", "street gang"),
+        ("S2", "2024-03-01", "street gang"),
+        ("S3", "2024-02-01", "drug trafficking"),
+        ("S4", "2024-04-01", "robbery"),
+    ):
         g.add_scene(sid, date=date, context=ctx, place="Oude Haven")
-    g.add_firearm("F1", status="seized", tracing_status="traced", origin_country="Belgium",
-                  recovery_country="Netherlands", recovery_date="2024-05-01")
-    g.add_firearm("F2", status="found", tracing_status="in progress", origin_country="Germany",
-                  recovery_country="Netherlands")
+    g.add_firearm(
+        "F1",
+        status="seized",
+        tracing_status="traced",
+        origin_country="Belgium",
+        recovery_country="Netherlands",
+        recovery_date="2024-05-01",
+    )
+    g.add_firearm(
+        "F2", status="found", tracing_status="in progress", origin_country="Germany", recovery_country="Netherlands"
+    )
     for eid, sid in (("E1", "S1"), ("E2", "S2"), ("E3", "S2"), ("E4", "S3"), ("E5", "S4")):
         g.add_exhibit(eid, scene=sid)
     g.add_exhibit("T1", test_fired_from="F1")
@@ -162,8 +179,18 @@ def test_leads_rank_firearm_hits_first(small):
     assert leads[0]["firearm"] == "F2" and leads[0]["linked_scenes"] == ["S4"]
     assert leads[1]["linked_scenes"] == ["S2", "S3"] and leads[1]["best_cmc"] == 12
     # E5, the only case from S4, now matches F2's test fire: a firearm hit though it links no other scene
-    assert small.leads(["E5"]) == [{"exhibit": "E5", "scene": "S4", "linked_exhibits": ["T9"], "linked_scenes": [],
-                                    "firearm": "F2", "best_cmc": 18, "best_log10_lr": None, "kind": "firearm hit"}]
+    assert small.leads(["E5"]) == [
+        {
+            "exhibit": "E5",
+            "scene": "S4",
+            "linked_exhibits": ["T9"],
+            "linked_scenes": [],
+            "firearm": "F2",
+            "best_cmc": 18,
+            "best_log10_lr": None,
+            "kind": "firearm hit",
+        }
+    ]
 
 
 def test_tracing_figures(small):
@@ -209,12 +236,15 @@ def test_export_and_read_back_without_loss(small, tmp_path, suffix):
     assert back.groups() == small.groups()
 
 
-@pytest.mark.parametrize("name, content, match", [
-    ("x.graphml", "<graphml><broken", "cannot read"),
-    ("x.json", json.dumps({"nodes": []}), "not a ballistix linkage graph"),
-    ("x.json", "{not json", "cannot read"),
-    ("x.gexf", '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><gexf>&a;</gexf>', "cannot read"),
-])
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("x.graphml", "<graphml><broken", "cannot read"),
+        ("x.json", json.dumps({"nodes": []}), "not a ballistix linkage graph"),
+        ("x.json", "{not json", "cannot read"),
+        ("x.gexf", '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><gexf>&a;</gexf>', "cannot read"),
+    ],
+)
 def test_bad_graph_files(tmp_path, name, content, match):
     p = tmp_path / name
     p.write_text(content)
@@ -267,13 +297,13 @@ def test_incremental_groups_equal_a_fresh_computation(seed):
         final[frozenset((a, b))] = (a, b, {"cmc_count": cmc, "confirmed": verdict})
         if step % 17 == 0:
             g.groups()
-    fresh = counted(list(final.values()),
-                                          exhibits=[{"id": e, "test_fired_from": "F1" if i < 3 else "F2"}
-                                                    for i, e in enumerate(ex[:6])])
+    fresh = counted(
+        list(final.values()),
+        exhibits=[{"id": e, "test_fired_from": "F1" if i < 3 else "F2"} for i, e in enumerate(ex[:6])],
+    )
     assert g.groups() == fresh.groups()
     assert g.weak_links() == fresh.weak_links()
-    assert [g.group_of(e) for e in ex if e in g.link_graph()] == [fresh.group_of(e) for e in ex
-                                                                  if e in g.link_graph()]
+    assert [g.group_of(e) for e in ex if e in g.link_graph()] == [fresh.group_of(e) for e in ex if e in g.link_graph()]
 
 
 def test_leads_skip_links_that_tell_nothing_new():
@@ -288,7 +318,9 @@ def test_leads_skip_links_that_tell_nothing_new():
     assert g.leads(["A", "T1"]) == [] and g.weak_links() == [{"a": "A", "b": "T1", "cmc_count": 15}]
     g.add_comparison("T2", "B", 12)  # corroborated
     assert [(r["exhibit"], r["kind"], r["linked_scenes"]) for r in g.leads(["A", "T1"])] == [
-        ("T1", "firearm hit", ["S1"]), ("A", "firearm hit", [])]
+        ("T1", "firearm hit", ["S1"]),
+        ("A", "firearm hit", []),
+    ]
 
 
 def test_an_exhibit_origin_is_recorded_once():
@@ -302,16 +334,19 @@ def test_an_exhibit_origin_is_recorded_once():
 
 
 # ------------------------------------------------------------- the default rule: calibrated evidence
-@pytest.mark.parametrize("result, linked", [
-    ({"cmc_count": 40}, False),                       # a count alone never links, however high
-    (40, False),
-    ({"cmc_count": 12, "log10_lr": 1.99}, False),     # below LR 100
-    ({"cmc_count": 12, "log10_lr": 2.0}, True),
-    ({"cmc_count": 1, "log10_lr": 3.0}, True),         # the evidence decides, not the count
-    ({"cmc_count": 0, "log10_lr": 3.0}, False),        # but never on a pair with no congruent cells
-    ({"cmc_count": 30, "log10_lr": 3.0, "confirmed": False}, False),
-    ({"cmc_count": 1, "confirmed": True}, True),
-])
+@pytest.mark.parametrize(
+    "result, linked",
+    [
+        ({"cmc_count": 40}, False),  # a count alone never links, however high
+        (40, False),
+        ({"cmc_count": 12, "log10_lr": 1.99}, False),  # below LR 100
+        ({"cmc_count": 12, "log10_lr": 2.0}, True),
+        ({"cmc_count": 1, "log10_lr": 3.0}, True),  # the evidence decides, not the count
+        ({"cmc_count": 0, "log10_lr": 3.0}, False),  # but never on a pair with no congruent cells
+        ({"cmc_count": 30, "log10_lr": 3.0, "confirmed": False}, False),
+        ({"cmc_count": 1, "confirmed": True}, True),
+    ],
+)
 def test_default_rule_links_by_likelihood_ratio(result, linked):
     g = LinkageGraph.from_comparisons([("A", "B", result)])
     assert (g.groups() == [{"A", "B"}]) == linked
@@ -319,10 +354,16 @@ def test_default_rule_links_by_likelihood_ratio(result, linked):
 
 
 def test_pairs_without_calibration_are_candidates_not_links():
-    g = LinkageGraph.from_comparisons([("A", "B", {"cmc_count": 9}), ("C", "D", {"cmc_count": 4, "log10_lr": 1.2}),
-                                       ("E", "F", {"cmc_count": 2, "log10_lr": -0.3}), ("G", "H", {"cmc_count": 0}),
-                                       ("I", "J", {"cmc_count": 20, "log10_lr": 2.5}),
-                                       ("K", "L", {"cmc_count": 15, "confirmed": False})])
+    g = LinkageGraph.from_comparisons(
+        [
+            ("A", "B", {"cmc_count": 9}),
+            ("C", "D", {"cmc_count": 4, "log10_lr": 1.2}),
+            ("E", "F", {"cmc_count": 2, "log10_lr": -0.3}),
+            ("G", "H", {"cmc_count": 0}),
+            ("I", "J", {"cmc_count": 20, "log10_lr": 2.5}),
+            ("K", "L", {"cmc_count": 15, "confirmed": False}),
+        ]
+    )
     assert g.groups(min_size=2) == [{"I", "J"}]
     cands = g.candidates()
     assert [(c["a"], c["b"]) for c in cands] == [("C", "D"), ("A", "B")]  # LR first, then no-LR by count

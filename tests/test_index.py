@@ -34,12 +34,21 @@ def built(factory, n=2000, seed=0, **kw):
 
 
 # ---------------------------------------------------------------- choosing
-@pytest.mark.parametrize("n, dim, expected", [
-    (0, 128, "Flat"), (131_071, 128, "Flat"), (131_072, 128, "PQ64x4fs,RFlat"),
-    (3_999_999, 128, "PQ64x4fs,RFlat"), (4_000_000, 128, "IVF8192_HNSW32,SQ8"),
-    (20_000_000, 128, "IVF16384_HNSW32,PQ32"), (1_820, 9216, "Flat"), (1_821, 9216, "PQ4608x4fs,RFlat"),
-    (200_000, 100, "PQ50x4fs,RFlat"), (500_000, 36, "PQ18x4fs,RFlat"),
-])
+@pytest.mark.parametrize(
+    "n, dim, expected",
+    [
+        (0, 128, "Flat"),
+        (131_071, 128, "Flat"),
+        (131_072, 128, "PQ64x4fs,RFlat"),
+        (3_999_999, 128, "PQ64x4fs,RFlat"),
+        (4_000_000, 128, "IVF8192_HNSW32,SQ8"),
+        (20_000_000, 128, "IVF16384_HNSW32,PQ32"),
+        (1_820, 9216, "Flat"),
+        (1_821, 9216, "PQ4608x4fs,RFlat"),
+        (200_000, 100, "PQ50x4fs,RFlat"),
+        (500_000, 36, "PQ18x4fs,RFlat"),
+    ],
+)
 def test_choose_factory_follows_size(n, dim, expected):
     assert choose_factory(n, dim) == expected
 
@@ -88,14 +97,17 @@ def test_vectors_are_normalised_so_scores_are_cosines():
     np.testing.assert_allclose(scores[0], [np.sqrt(0.5)] * 2, atol=1e-6)
 
 
-@pytest.mark.parametrize("ids, vectors, match", [
-    ([1, 1], unit(2), "repeat"),
-    ([-1], unit(1), "non-negative"),
-    ([1.5], unit(1), "integers"),
-    ([1, 2], unit(3), "2 ids for 3 vectors"),
-    ([1], unit(1, dim=DIM + 1), "shape"),
-    ([1], np.full((1, DIM), np.nan), "NaN"),
-])
+@pytest.mark.parametrize(
+    "ids, vectors, match",
+    [
+        ([1, 1], unit(2), "repeat"),
+        ([-1], unit(1), "non-negative"),
+        ([1.5], unit(1), "integers"),
+        ([1, 2], unit(3), "2 ids for 3 vectors"),
+        ([1], unit(1, dim=DIM + 1), "shape"),
+        ([1], np.full((1, DIM), np.nan), "NaN"),
+    ],
+)
 def test_bad_add(ids, vectors, match):
     index = bx.ScanIndex(DIM)
     with pytest.raises(bx.ParameterError, match=match):
@@ -262,6 +274,7 @@ def _manifest_edit(**changes):
         m = json.loads(b)
         m.update(changes)
         return json.dumps(m).encode()
+
     return edit
 
 
@@ -272,21 +285,25 @@ def _flip(target):
         b = bytearray(b)
         b[len(b) // 2] ^= 0xFF
         return bytes(b)
+
     return edit
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda p, d: d.write_bytes(b"not a zip at all"), "not a readable zip"),
-    (lambda p, d: d.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "zip"),
-    (lambda p, d: _rewrite(p, d, lambda n, b: None if n == "manifest.json" else b), "no manifest"),
-    (lambda p, d: _rewrite(p, d, lambda n, b: b"{nope" if n == "manifest.json" else b), "not valid JSON"),
-    (lambda p, d: _rewrite(p, d, _manifest_edit(format="something-else")), "not a ballistix index"),
-    (lambda p, d: _rewrite(p, d, _manifest_edit(format_version=99)), "version 99"),
-    (lambda p, d: _rewrite(p, d, _flip("index.faiss")), "index.faiss is corrupt"),
-    (lambda p, d: _rewrite(p, d, _flip("ids.npy")), "ids.npy is corrupt"),
-    (lambda p, d: _rewrite(p, d, lambda n, b: None if n == "ids.npy" else b), "do not match the manifest"),
-    (lambda p, d: _rewrite(p, d, _manifest_edit(count=3)), "counts disagree"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p, d: d.write_bytes(b"not a zip at all"), "not a readable zip"),
+        (lambda p, d: d.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "zip"),
+        (lambda p, d: _rewrite(p, d, lambda n, b: None if n == "manifest.json" else b), "no manifest"),
+        (lambda p, d: _rewrite(p, d, lambda n, b: b"{nope" if n == "manifest.json" else b), "not valid JSON"),
+        (lambda p, d: _rewrite(p, d, _manifest_edit(format="something-else")), "not a ballistix index"),
+        (lambda p, d: _rewrite(p, d, _manifest_edit(format_version=99)), "version 99"),
+        (lambda p, d: _rewrite(p, d, _flip("index.faiss")), "index.faiss is corrupt"),
+        (lambda p, d: _rewrite(p, d, _flip("ids.npy")), "ids.npy is corrupt"),
+        (lambda p, d: _rewrite(p, d, lambda n, b: None if n == "ids.npy" else b), "do not match the manifest"),
+        (lambda p, d: _rewrite(p, d, _manifest_edit(count=3)), "counts disagree"),
+    ],
+)
 def test_corrupt_files_raise_index_format_error(tmp_path, make, match):
     index, _, _ = built("Flat", n=50)
     good = index.save(tmp_path / "good.bxi")

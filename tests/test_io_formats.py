@@ -49,6 +49,7 @@ def assert_format_error(path, call, pattern):
 # read_scan dispatch
 # ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def files(tmp_path):
     """One small file of each kind, plus upper-case-suffix copies."""
@@ -70,8 +71,19 @@ def files(tmp_path):
     return out
 
 
-@pytest.mark.parametrize("kind, fmt", [("x3p", "x3p"), ("npz", "npz"), ("png", "image"), ("tif", "image"),
-                                       ("tiff", "image"), ("X3P", "x3p"), ("NPZ", "npz"), ("PNG", "image")])
+@pytest.mark.parametrize(
+    "kind, fmt",
+    [
+        ("x3p", "x3p"),
+        ("npz", "npz"),
+        ("png", "image"),
+        ("tif", "image"),
+        ("tiff", "image"),
+        ("X3P", "x3p"),
+        ("NPZ", "npz"),
+        ("PNG", "image"),
+    ],
+)
 def test_read_scan_dispatches_on_suffix(files, kind, fmt):
     kwargs = {"pixel_size_m": 2e-6} if fmt == "image" else {}
     scan = bx.read_scan(files[kind], **kwargs)
@@ -93,8 +105,9 @@ def test_read_scan_accepts_str_paths_and_passes_keywords(files):
         bx.read_scan(files["x3p"], max_points=10)
 
 
-@pytest.mark.parametrize("name, shown", [("scan.jpg", "'.jpg'"), ("scan.x3p.bak", "'.bak'"), ("noext", "(none)"),
-                                         ("scan.PLY", "'.ply'")])
+@pytest.mark.parametrize(
+    "name, shown", [("scan.jpg", "'.jpg'"), ("scan.x3p.bak", "'.bak'"), ("noext", "(none)"), ("scan.PLY", "'.ply'")]
+)
 def test_read_scan_unknown_suffix(tmp_path, name, shown):
     path = tmp_path / name
     path.write_bytes(b"whatever")
@@ -102,9 +115,16 @@ def test_read_scan_unknown_suffix(tmp_path, name, shown):
     assert shown in str(err)
 
 
-@pytest.mark.parametrize("kind, kwargs", [("x3p", {"pixel_size_m": 1e-6}), ("png", {"strict": True}),
-                                          ("npz", {"strict": False}), ("x3p", {"bogus": 1}),
-                                          ("npz", {"pixel_size_m": 1e-6})])
+@pytest.mark.parametrize(
+    "kind, kwargs",
+    [
+        ("x3p", {"pixel_size_m": 1e-6}),
+        ("png", {"strict": True}),
+        ("npz", {"strict": False}),
+        ("x3p", {"bogus": 1}),
+        ("npz", {"pixel_size_m": 1e-6}),
+    ],
+)
 def test_read_scan_bad_keyword_is_parameter_error(files, kind, kwargs):
     with pytest.raises(bx.ParameterError) as err:
         bx.read_scan(files[kind], **kwargs)
@@ -139,8 +159,12 @@ def test_read_scan_passes_units_to_x3p(files):
 # npz
 # ----------------------------------------------------------------------------
 
-NPZ_META = {"labels": {"exhibit": "E-9", "firearm": "G1"}, "processing": [{"step": "level", "order": 2}],
-            "truth": {"rotation_deg": -3.5}, "note": "µm ünïcode"}
+NPZ_META = {
+    "labels": {"exhibit": "E-9", "firearm": "G1"},
+    "processing": [{"step": "level", "order": 2}],
+    "truth": {"rotation_deg": -3.5},
+    "note": "µm ünïcode",
+}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -193,12 +217,17 @@ def npy(arr, allow_pickle=False) -> bytes:
 
 
 def good_members() -> dict[str, bytes]:
-    return {"heights.npy": npy(heights()), "spacing.npy": npy(np.array([1e-6, 1e-6])),
-            "meta.npy": npy(np.array("{}")), "version.npy": npy(np.array(1, np.int64))}
+    return {
+        "heights.npy": npy(heights()),
+        "spacing.npy": npy(np.array([1e-6, 1e-6])),
+        "meta.npy": npy(np.array("{}")),
+        "version.npy": npy(np.array(1, np.int64)),
+    }
 
 
 def npz_case(**changes):
     """An npz with members replaced (bytes), or removed (None)."""
+
     def build(tmp):
         members = good_members()
         for name, value in changes.items():
@@ -212,6 +241,7 @@ def npz_case(**changes):
             for k, v in members.items():
                 zf.writestr(k, v)
         return path
+
     return build
 
 
@@ -236,8 +266,8 @@ def _declared_huge_in_zip(tmp):
     raw = bytearray(path.read_bytes())
     # claim heights.npy holds 2**31 bytes (more than 100e6 points * 8)
     eocd = raw.rfind(b"PK\x05\x06")
-    pos = struct.unpack("<I", raw[eocd + 16:eocd + 20])[0]
-    assert raw[pos + 46:pos + 57] == b"heights.npy"
+    pos = struct.unpack("<I", raw[eocd + 16 : eocd + 20])[0]
+    assert raw[pos + 46 : pos + 57] == b"heights.npy"
     struct.pack_into("<I", raw, pos + 24, 2**31)
     path.write_bytes(bytes(raw))
     return path
@@ -258,10 +288,18 @@ def _too_many(tmp):
 
 
 NPZ_HOSTILE = [
-    ("pickled-object-heights", npz_case(heights=npy(np.array([[{"a": 1}, None]], dtype=object), allow_pickle=True)),
-     r"heights\.npy.*(pickle|object)", {}),
-    ("pickled-object-meta", npz_case(meta=npy(np.array({"a": 1}, dtype=object), allow_pickle=True)),
-     r"meta\.npy.*(pickle|object)", {}),
+    (
+        "pickled-object-heights",
+        npz_case(heights=npy(np.array([[{"a": 1}, None]], dtype=object), allow_pickle=True)),
+        r"heights\.npy.*(pickle|object)",
+        {},
+    ),
+    (
+        "pickled-object-meta",
+        npz_case(meta=npy(np.array({"a": 1}, dtype=object), allow_pickle=True)),
+        r"meta\.npy.*(pickle|object)",
+        {},
+    ),
     ("missing-spacing", npz_case(spacing=None), r"spacing\.npy is missing", {}),
     ("missing-version", npz_case(version=None), r"version\.npy is missing", {}),
     ("wrong-version", npz_case(version=npy(np.array(2, np.int64))), r"version.*not 1", {}),
@@ -280,15 +318,35 @@ NPZ_HOSTILE = [
     ("npy-huge-shape", npz_case(heights=_npy_declaring((100_000, 100_000))), r"header declares", {}),
     ("npy-absurd-shape", npz_case(heights=_npy_declaring((10**12, 10**12))), r"header declares", {}),
     ("npy-negative-shape", npz_case(heights=_npy_declaring((-2, 2))), r"heights\.npy", {}),
-    ("npy-header-unclosed", npz_case(heights=raw_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2,", b"")),
-     r"heights\.npy is not a valid", {}),
-    ("npy-header-syntax", npz_case(heights=raw_npy("{'descr': '<,8', 'fortran_order': False, 'shape': (2,), }", b"")),
-     r"heights\.npy is not a valid", {}),
-    ("npy-header-bytes-key", npz_case(spacing=raw_npy("{'descr': '<f8', 'fortran_order': False, b'shape': (2,)}",
-                                                      bytes(16))), r"spacing\.npy is not a valid", {}),
+    (
+        "npy-header-unclosed",
+        npz_case(heights=raw_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2,", b"")),
+        r"heights\.npy is not a valid",
+        {},
+    ),
+    (
+        "npy-header-syntax",
+        npz_case(heights=raw_npy("{'descr': '<,8', 'fortran_order': False, 'shape': (2,), }", b"")),
+        r"heights\.npy is not a valid",
+        {},
+    ),
+    (
+        "npy-header-bytes-key",
+        npz_case(spacing=raw_npy("{'descr': '<f8', 'fortran_order': False, b'shape': (2,)}", bytes(16))),
+        r"spacing\.npy is not a valid",
+        {},
+    ),
     ("npy-header-not-dict", npz_case(heights=raw_npy("[1, 2, 3]", b"")), r"heights\.npy is not a valid", {}),
-    ("meta-beyond-unicode", npz_case(meta=raw_npy("{'descr': '<U2', 'fortran_order': False, 'shape': (), }",
-                                                  struct.pack("<II", ord("{"), 0x28000000))), r"U\+10FFFF", {}),
+    (
+        "meta-beyond-unicode",
+        npz_case(
+            meta=raw_npy(
+                "{'descr': '<U2', 'fortran_order': False, 'shape': (), }", struct.pack("<II", ord("{"), 0x28000000)
+            )
+        ),
+        r"U\+10FFFF",
+        {},
+    ),
     ("npy-short-data", npz_case(heights=npy(heights())[:-8]), r"heights\.npy", {}),
     ("npy-declared-huge-in-zip", _declared_huge_in_zip, r"declares 2147483648 bytes", {}),
     ("too-many-points", npz_case(), r"77 points, more than the limit of 50", {"max_points": 50}),
@@ -332,9 +390,16 @@ NPY_ALPHABET = b"0123456789(),' <>fiubUO|-[]{}:\x00\xff"
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(member=st.sampled_from(sorted(good_members())),
-       ops=st.lists(st.tuples(st.sampled_from(["set", "insert", "truncate"]), st.integers(0, 2**12),
-                              st.integers(0, 255), st.booleans()), min_size=1, max_size=4))
+@given(
+    member=st.sampled_from(sorted(good_members())),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["set", "insert", "truncate"]), st.integers(0, 2**12), st.integers(0, 255), st.booleans()
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
 def test_fuzz_npz_members(tmp_path, member, ops):
     """Mutated .npy members (mostly their headers) inside a sound zip: a Scan or a ScanFormatError."""
     b = bytearray(good_members()[member])
@@ -359,6 +424,7 @@ def test_fuzz_npz_members(tmp_path, member, ops):
 # ----------------------------------------------------------------------------
 # images
 # ----------------------------------------------------------------------------
+
 
 def test_png_8bit_scaled_to_unit_interval(tmp_path):
     path = tmp_path / "g.png"
@@ -435,13 +501,16 @@ def test_pixel_size_from_tiff_centimetre_resolution(tmp_path):
     assert bx.read_image(path).dx == pytest.approx(3.125e-6, rel=1e-6)
 
 
-@pytest.mark.parametrize("suffix, save_kw", [
-    (".png", {"dpi": (72, 72)}),
-    (".tif", {"dpi": (72, 72)}),
-    (".png", {"dpi": (96, 96)}),
-    (".png", {"dpi": (8128, 4064)}),  # non-square pixels: not a calibration we can use
-    (".tif", {"resolution_unit": "none", "x_resolution": 8128, "y_resolution": 8128}),  # no physical unit
-])
+@pytest.mark.parametrize(
+    "suffix, save_kw",
+    [
+        (".png", {"dpi": (72, 72)}),
+        (".tif", {"dpi": (72, 72)}),
+        (".png", {"dpi": (96, 96)}),
+        (".png", {"dpi": (8128, 4064)}),  # non-square pixels: not a calibration we can use
+        (".tif", {"resolution_unit": "none", "x_resolution": 8128, "y_resolution": 8128}),  # no physical unit
+    ],
+)
 def test_untrusted_file_resolutions(tmp_path, suffix, save_kw):
     path = tmp_path / f"res{suffix}"
     Image.fromarray(gray8()).save(path, **save_kw)
@@ -505,16 +574,22 @@ IMAGE_HOSTILE = [
     ("text", ".tiff", lambda: b"II*\x00 this is not really a tiff", r"not a readable image", {}),
     ("gif-named-png", ".png", _gif_bytes, r"not a readable image", {}),
     ("bmp-named-tif", ".tif", _bmp_bytes, r"not a readable image", {}),
-    ("huge-dimensions", ".png", lambda: _png_declaring(5000, 5000),
-     r"image size 5000 x 5000 exceeds the limit of 1000000", {"max_points": 10**6}),
+    (
+        "huge-dimensions",
+        ".png",
+        lambda: _png_declaring(5000, 5000),
+        r"image size 5000 x 5000 exceeds the limit of 1000000",
+        {"max_points": 10**6},
+    ),
     ("huge-dimensions-default-limit", ".png", lambda: _png_declaring(100_000, 100_000), r"exceeds", {}),
     ("huge-dimensions-max", ".png", lambda: _png_declaring(2**31 - 1, 2**31 - 1), r"exceeds", {}),
 ]
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
-@pytest.mark.parametrize("suffix, make, pattern, kwargs", [c[1:] for c in IMAGE_HOSTILE],
-                         ids=[c[0] for c in IMAGE_HOSTILE])
+@pytest.mark.parametrize(
+    "suffix, make, pattern, kwargs", [c[1:] for c in IMAGE_HOSTILE], ids=[c[0] for c in IMAGE_HOSTILE]
+)
 def test_image_hostile_files(tmp_path, suffix, make, pattern, kwargs):
     path = tmp_path / f"hostile{suffix}"
     path.write_bytes(make())
@@ -539,8 +614,9 @@ def test_image_max_points_limit(tmp_path):
     path = tmp_path / "g.png"
     path.write_bytes(_png_bytes())  # 6 x 9 = 54 pixels
     assert bx.read_image(path, pixel_size_m=1e-6, max_points=54).shape == (6, 9)
-    assert_format_error(path, lambda: bx.read_image(path, pixel_size_m=1e-6, max_points=53),
-                        r"image size 9 x 6 exceeds the limit of 53")
+    assert_format_error(
+        path, lambda: bx.read_image(path, pixel_size_m=1e-6, max_points=53), r"image size 9 x 6 exceeds the limit of 53"
+    )
 
 
 def test_image_nonexistent(tmp_path):
@@ -561,9 +637,16 @@ IMAGE_BASES = _image_variants()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(base=st.integers(0, len(IMAGE_BASES) - 1),
-       ops=st.lists(st.tuples(st.sampled_from(["set", "truncate", "insert"]), st.integers(0, 2**16),
-                              st.binary(min_size=1, max_size=8)), min_size=1, max_size=5))
+@given(
+    base=st.integers(0, len(IMAGE_BASES) - 1),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["set", "truncate", "insert"]), st.integers(0, 2**16), st.binary(min_size=1, max_size=8)
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+)
 def test_fuzz_images(tmp_path, base, ops):
     b = bytearray(IMAGE_BASES[base])
     for op, pos, arg in ops:

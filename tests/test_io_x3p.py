@@ -33,6 +33,7 @@ MB = 1024 * 1024
 # helpers: build x3p files by hand
 # ----------------------------------------------------------------------------
 
+
 def md5(b: bytes) -> str:
     return hashlib.md5(b).hexdigest()
 
@@ -41,11 +42,31 @@ def _el(tag: str, value) -> str:
     return "" if value is None else f"<{tag}>{value}</{tag}>"
 
 
-def main_xml(*, size_x=11, size_y=7, size_z=1, dx="1e-06", dy="2e-06", data_type="D",
-             cz_increment="1", cz_offset="0", feature="SUR", cx_axis="I", cy_axis="I",
-             point_link="bindata/data.bin", data_md5=None, valid_link=None, valid_md5=None,
-             checksum_file="md5checksum.hex", ns="p", doctype="", record1=True,
-             matrix=True, comment=None, extra_record3="") -> str:
+def main_xml(
+    *,
+    size_x=11,
+    size_y=7,
+    size_z=1,
+    dx="1e-06",
+    dy="2e-06",
+    data_type="D",
+    cz_increment="1",
+    cz_offset="0",
+    feature="SUR",
+    cx_axis="I",
+    cy_axis="I",
+    point_link="bindata/data.bin",
+    data_md5=None,
+    valid_link=None,
+    valid_md5=None,
+    checksum_file="md5checksum.hex",
+    ns="p",
+    doctype="",
+    record1=True,
+    matrix=True,
+    comment=None,
+    extra_record3="",
+) -> str:
     """main.xml text; every field given as None is left out."""
     if ns == "p":
         open_root = f'<p:ISO5436_2 xmlns:p="{NS}">'
@@ -56,25 +77,63 @@ def main_xml(*, size_x=11, size_y=7, size_z=1, dx="1e-06", dy="2e-06", data_type
         open_root, close_root = "<ISO5436_2>", "</ISO5436_2>"
 
     def axis(name, kind, dtype, inc, off):
-        return (f"<{name}>{_el('AxisType', kind)}{_el('DataType', dtype)}"
-                f"{_el('Increment', inc)}{_el('Offset', off)}</{name}>")
+        return (
+            f"<{name}>{_el('AxisType', kind)}{_el('DataType', dtype)}"
+            f"{_el('Increment', inc)}{_el('Offset', off)}</{name}>"
+        )
 
     record1 = (
-        "<Record1><Revision>ISO5436 - 2000</Revision>" + _el("FeatureType", feature) + "<Axes>"
-        + axis("CX", cx_axis, "D", dx, "0") + axis("CY", cy_axis, "D", dy, "0")
-        + axis("CZ", "A", data_type, cz_increment, cz_offset) + "</Axes></Record1>"
-    ) if record1 else ""
-    dims = ("<MatrixDimension>" + _el("SizeX", size_x) + _el("SizeY", size_y) + _el("SizeZ", size_z)
-            + "</MatrixDimension>") if matrix else ""
-    link = ("<DataLink>" + _el("PointDataLink", point_link) + _el("MD5ChecksumPointData", data_md5)
-            + _el("ValidPointsLink", valid_link) + _el("MD5ChecksumValidPoints", valid_md5) + "</DataLink>")
+        (
+            "<Record1><Revision>ISO5436 - 2000</Revision>"
+            + _el("FeatureType", feature)
+            + "<Axes>"
+            + axis("CX", cx_axis, "D", dx, "0")
+            + axis("CY", cy_axis, "D", dy, "0")
+            + axis("CZ", "A", data_type, cz_increment, cz_offset)
+            + "</Axes></Record1>"
+        )
+        if record1
+        else ""
+    )
+    dims = (
+        (
+            "<MatrixDimension>"
+            + _el("SizeX", size_x)
+            + _el("SizeY", size_y)
+            + _el("SizeZ", size_z)
+            + "</MatrixDimension>"
+        )
+        if matrix
+        else ""
+    )
+    link = (
+        "<DataLink>"
+        + _el("PointDataLink", point_link)
+        + _el("MD5ChecksumPointData", data_md5)
+        + _el("ValidPointsLink", valid_link)
+        + _el("MD5ChecksumValidPoints", valid_md5)
+        + "</DataLink>"
+    )
     return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n' + doctype + open_root + record1
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        + doctype
+        + open_root
+        + record1
         + "<Record2><Date>2024-01-02T03:04:05</Date><Creator>test</Creator>"
         + "<Instrument><Manufacturer>Acme</Manufacturer><Model>M1</Model><Serial>42</Serial>"
-        + "<Version>1.0</Version></Instrument>" + _el("Comment", comment) + "</Record2>"
-        + "<Record3>" + dims + link + extra_record3 + "</Record3>"
-        + "<Record4>" + _el("ChecksumFile", checksum_file) + "</Record4>" + close_root + "\n"
+        + "<Version>1.0</Version></Instrument>"
+        + _el("Comment", comment)
+        + "</Record2>"
+        + "<Record3>"
+        + dims
+        + link
+        + extra_record3
+        + "</Record3>"
+        + "<Record4>"
+        + _el("ChecksumFile", checksum_file)
+        + "</Record4>"
+        + close_root
+        + "\n"
     )
 
 
@@ -86,8 +145,15 @@ def build_zip(path: Path, members: dict[str, bytes | str], compression=zipfile.Z
     return path
 
 
-def build_x3p(path: Path, xml: str | bytes, members: dict[str, bytes] | None = None, *,
-              checksum: bytes | str | None = "auto", prefix: str = "", compression=zipfile.ZIP_DEFLATED) -> Path:
+def build_x3p(
+    path: Path,
+    xml: str | bytes,
+    members: dict[str, bytes] | None = None,
+    *,
+    checksum: bytes | str | None = "auto",
+    prefix: str = "",
+    compression=zipfile.ZIP_DEFLATED,
+) -> Path:
     """main.xml + members (+ md5checksum.hex of main.xml unless checksum=None)."""
     xml = xml.encode() if isinstance(xml, str) else xml
     out = {prefix + "main.xml": xml}
@@ -106,8 +172,15 @@ def sample_heights(ny=7, nx=11) -> np.ndarray:
     return h
 
 
-def simple_x3p(path: Path, heights: np.ndarray | None = None, *, prefix: str = "", checksum="auto",
-               extra: dict[str, bytes] | None = None, **xml_kw) -> Path:
+def simple_x3p(
+    path: Path,
+    heights: np.ndarray | None = None,
+    *,
+    prefix: str = "",
+    checksum="auto",
+    extra: dict[str, bytes] | None = None,
+    **xml_kw,
+) -> Path:
     """A float64 (D) x3p of ``heights`` with a correct data MD5 unless overridden."""
     h = sample_heights() if heights is None else heights
     data = np.ascontiguousarray(h, "<f8").tobytes()
@@ -131,18 +204,19 @@ def pack_bits_lsb_first(valid: np.ndarray) -> bytes:
 def central_entry(b: bytearray, name: str) -> tuple[int, int, int]:
     """(offset, name length, end-of-central-directory offset) of ``name``'s central-directory entry."""
     eocd = b.rfind(b"PK\x05\x06")
-    n_entries, _, cd_off = struct.unpack("<HII", b[eocd + 10:eocd + 20])
+    n_entries, _, cd_off = struct.unpack("<HII", b[eocd + 10 : eocd + 20])
     pos = cd_off
     for _ in range(n_entries):
-        n, m, k = struct.unpack("<HHH", b[pos + 28:pos + 34])
-        if b[pos + 46:pos + 46 + n].decode("utf-8") == name:
+        n, m, k = struct.unpack("<HHH", b[pos + 28 : pos + 34])
+        if b[pos + 46 : pos + 46 + n].decode("utf-8") == name:
             return pos, n, eocd
         pos += 46 + n + m + k
     raise AssertionError(f"{name} not in the central directory")
 
 
-def patch_header(data: bytes, name: str, *, file_size=None, compress_type=None, flag_bits=None,
-                extract_version=None, local=True) -> bytes:
+def patch_header(
+    data: bytes, name: str, *, file_size=None, compress_type=None, flag_bits=None, extract_version=None, local=True
+) -> bytes:
     """Rewrite fields of one member's central-directory (and local) header."""
     zf = zipfile.ZipFile(io.BytesIO(data))
     info = zf.getinfo(name)
@@ -244,6 +318,7 @@ def test_write_refuses_non_scan_and_unserialisable_meta(tmp_path):
 # written layout follows x3ptools
 # ----------------------------------------------------------------------------
 
+
 def test_written_main_xml_structure(tmp_path):
     h = sample_heights()
     path = bx.write_x3p(bx.Scan(h, 1.5e-6, 2.5e-6, {"instrument": {"manufacturer": "Acme"}}), tmp_path / "s.x3p")
@@ -289,8 +364,9 @@ RAW = np.array([[0, 1, -2, 3, 100], [-100, 7, 8, -9, 10], [11, -12, 13, 14, 0]])
 def test_data_types_and_integer_scaling(tmp_path, code, dtype, z_inc, z_off):
     stored = RAW.astype(dtype) if code in "LI" else (RAW * 1.1e-7).astype(dtype)
     data = stored.tobytes()
-    xml = main_xml(size_x=5, size_y=3, data_type=code, cz_increment=repr(z_inc), cz_offset=repr(z_off),
-                   data_md5=md5(data))
+    xml = main_xml(
+        size_x=5, size_y=3, data_type=code, cz_increment=repr(z_inc), cz_offset=repr(z_off), data_md5=md5(data)
+    )
     scan = bx.read_x3p(build_x3p(tmp_path / f"{code}.x3p", xml, {"bindata/data.bin": data}))
     assert scan.heights.dtype == np.float64
     assert scan.shape == (3, 5)
@@ -319,8 +395,15 @@ def test_valid_points_mask(tmp_path, code, dtype):
     mask = pack_bits_lsb_first(valid)
     assert len(mask) == 2
     data = values.tobytes()
-    xml = main_xml(size_x=nx, size_y=ny, data_type=code, cz_increment="1e-9", data_md5=md5(data),
-                   valid_link="bindata/valid.bin", valid_md5=md5(mask))
+    xml = main_xml(
+        size_x=nx,
+        size_y=ny,
+        data_type=code,
+        cz_increment="1e-9",
+        data_md5=md5(data),
+        valid_link="bindata/valid.bin",
+        valid_md5=md5(mask),
+    )
     scan = bx.read_x3p(build_x3p(tmp_path / "v.x3p", xml, {"bindata/data.bin": data, "bindata/valid.bin": mask}))
     assert np.array_equal(np.isnan(scan.heights), ~valid)
     scale = 1e-9 if code in "LI" else 1.0
@@ -340,7 +423,8 @@ def test_valid_points_mask_wrong_size(tmp_path):
 def test_inline_data_list(tmp_path):
     datums = "".join(f"<Datum>{v}</Datum>" for v in ["1e-6", "2e-6", "", "-3.5e-6", "0", "4e-6"])
     xml = main_xml(size_x=3, size_y=2, point_link=None).replace(
-        "<DataLink></DataLink>", f"<DataList>{datums}</DataList>")
+        "<DataLink></DataLink>", f"<DataList>{datums}</DataList>"
+    )
     scan = bx.read_x3p(build_x3p(tmp_path / "inline.x3p", xml))
     expected = np.array([[1e-6, 2e-6, np.nan], [-3.5e-6, 0.0, 4e-6]])
     assert np.array_equal(scan.heights, expected, equal_nan=True)
@@ -350,6 +434,7 @@ def test_inline_data_list(tmp_path):
 # ----------------------------------------------------------------------------
 # variants real writers produce
 # ----------------------------------------------------------------------------
+
 
 def test_files_wrapped_in_a_folder(tmp_path):
     scan = bx.read_x3p(simple_x3p(tmp_path / "wrapped.x3p", prefix="scan/"))
@@ -362,8 +447,12 @@ def test_files_wrapped_in_a_folder(tmp_path):
 def test_checksum_file_styles(tmp_path, style):
     xml = main_xml(data_md5=md5(sample_heights().tobytes())).encode()
     h = md5(xml)
-    content = {"md5sum": f"{h} *main.xml\n", "bare-crlf": f"{h}\r\n", "bare-upper": h.upper() + "\n",
-               "bare-no-newline": h}[style]
+    content = {
+        "md5sum": f"{h} *main.xml\n",
+        "bare-crlf": f"{h}\r\n",
+        "bare-upper": h.upper() + "\n",
+        "bare-no-newline": h,
+    }[style]
     path = build_x3p(tmp_path / "c.x3p", xml, {"bindata/data.bin": sample_heights().tobytes()}, checksum=content)
     assert bx.read_x3p(path).meta["x3p"]["checksums"]["main_xml"] == "verified"
 
@@ -406,6 +495,7 @@ def test_stored_uncompressed_members(tmp_path):
 # ----------------------------------------------------------------------------
 # checksums
 # ----------------------------------------------------------------------------
+
 
 def _bad_data_md5(tmp_path):
     return simple_x3p(tmp_path / "bad.x3p", data_md5="0" * 32), "point_data"
@@ -469,9 +559,11 @@ def test_checksum_errors_reach_callers_as_bad_files(tmp_path, capsys):
 # hostile and broken files
 # ----------------------------------------------------------------------------
 
+
 def _valid_bytes(tmp_path) -> bytes:
-    return bx.write_x3p(bx.Scan(sample_heights(), 1e-6, 2e-6, {"labels": {"exhibit": "x"}}),
-                        tmp_path / "valid-source.x3p").read_bytes()
+    return bx.write_x3p(
+        bx.Scan(sample_heights(), 1e-6, 2e-6, {"labels": {"exhibit": "x"}}), tmp_path / "valid-source.x3p"
+    ).read_bytes()
 
 
 def _write(tmp_path, data: bytes, name="hostile.x3p") -> Path:
@@ -537,19 +629,25 @@ def _billion_laughs(tmp):
 
 
 def _external_entity(tmp):
-    return simple_x3p(tmp / "hostile.x3p", doctype='<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n',
-                      comment="&xxe;")
+    return simple_x3p(
+        tmp / "hostile.x3p", doctype='<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n', comment="&xxe;"
+    )
 
 
 def _lzma_corrupt(tmp):
     h = sample_heights()
     xml = main_xml(data_md5=md5(h.tobytes())).encode()
-    raw = bytearray(build_zip(tmp / "src.x3p", {"main.xml": xml, "md5checksum.hex": md5(xml),
-                                               "bindata/data.bin": h.tobytes()}, zipfile.ZIP_LZMA).read_bytes())
+    raw = bytearray(
+        build_zip(
+            tmp / "src.x3p",
+            {"main.xml": xml, "md5checksum.hex": md5(xml), "bindata/data.bin": h.tobytes()},
+            zipfile.ZIP_LZMA,
+        ).read_bytes()
+    )
     info = zipfile.ZipFile(io.BytesIO(bytes(raw))).getinfo("bindata/data.bin")
-    n, m = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    n, m = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
     start = info.header_offset + 30 + n + m
-    raw[start + 4:start + 9] = b"\xff" * 5  # invalid LZMA properties
+    raw[start + 4 : start + 9] = b"\xff" * 5  # invalid LZMA properties
     return _write(tmp, bytes(raw))
 
 
@@ -559,8 +657,8 @@ def _empty_member_name(tmp):
     b = bytearray(raw)
     pos, n, eocd = central_entry(b, "md5checksum.hex")
     struct.pack_into("<H", b, pos + 28, 0)
-    del b[pos + 46:pos + 46 + n]
-    struct.pack_into("<I", b, eocd - n + 12, struct.unpack("<I", b[eocd - n + 12:eocd - n + 16])[0] - n)
+    del b[pos + 46 : pos + 46 + n]
+    struct.pack_into("<I", b, eocd - n + 12, struct.unpack("<I", b[eocd - n + 12 : eocd - n + 16])[0] - n)
     return _write(tmp, bytes(b))
 
 
@@ -571,8 +669,9 @@ def _too_many_members(tmp):
 
 def _two_main_xml(tmp):
     xml = main_xml(data_md5=md5(sample_heights().tobytes()))
-    return build_zip(tmp / "hostile.x3p", {"a/main.xml": xml, "b/main.xml": xml,
-                                           "a/bindata/data.bin": sample_heights().tobytes()})
+    return build_zip(
+        tmp / "hostile.x3p", {"a/main.xml": xml, "b/main.xml": xml, "a/bindata/data.bin": sample_heights().tobytes()}
+    )
 
 
 def _sidecar(content: bytes):
@@ -612,11 +711,19 @@ HOSTILE = [
     ("point-link-absolute", _xml_case(point_link="/etc/passwd"), r"absolute", {}),
     ("point-link-missing", _xml_case(point_link="bindata/other.bin"), r"not in the archive", {}),
     ("size-mismatch", _xml_case(size_x=12), r"616 bytes, expected 672", {}),
-    ("truncated-data-bin", lambda t: build_x3p(t / "hostile.x3p", main_xml(), {"bindata/data.bin": bytes(613)}),
-     r"613 bytes, expected 616", {}),
+    (
+        "truncated-data-bin",
+        lambda t: build_x3p(t / "hostile.x3p", main_xml(), {"bindata/data.bin": bytes(613)}),
+        r"613 bytes, expected 616",
+        {},
+    ),
     ("absurd-dimensions", _xml_case(size_x=1_000_000, size_y=1_000_000), r"exceeds the limit", {}),
-    ("absurd-dimensions-limit-raised", _xml_case(size_x=1_000_000, size_y=1_000_000),
-     r"616 bytes, expected 8000000000000", {"max_points": 10**13}),
+    (
+        "absurd-dimensions-limit-raised",
+        _xml_case(size_x=1_000_000, size_y=1_000_000),
+        r"616 bytes, expected 8000000000000",
+        {"max_points": 10**13},
+    ),
     ("small-max-points", _xml_case(), r"77 points exceeds the limit of 76", {"max_points": 76}),
     ("no-record1", _xml_case(record1=False), r"missing.*Record1", {}),
     ("no-cx-increment", _xml_case(dx=None), r"missing.*Record1/Axes/CX/Increment", {}),
@@ -642,23 +749,42 @@ HOSTILE = [
     ("wrong-root", _members_case({"main.xml": "<html><body/></html>"}), r"root element is 'html'", {}),
     ("malformed-xml", _members_case({"main.xml": "<ISO5436_2><Record1>"}), r"not well-formed", {}),
     ("xml-not-utf8", _members_case({"main.xml": b"<ISO5436_2>\xff\xfe\x00</ISO5436_2>"}), r"not well-formed", {}),
-    ("xml-unknown-encoding", _members_case({"main.xml": '<?xml version="1.0" encoding="foo"?><ISO5436_2/>'}),
-     r"not well-formed.*encoding", {}),
+    (
+        "xml-unknown-encoding",
+        _members_case({"main.xml": '<?xml version="1.0" encoding="foo"?><ISO5436_2/>'}),
+        r"not well-formed.*encoding",
+        {},
+    ),
     ("lzma-corrupt", _lzma_corrupt, r"point data.*corrupt", {}),
     ("encrypted-flag", lambda t: _write(t, patch_header(_valid_bytes(t), "main.xml", flag_bits=1)), r"encrypted", {}),
-    ("unknown-compression", lambda t: _write(t, patch_header(_valid_bytes(t), "bindata/data.bin", compress_type=99)),
-     r"compression", {}),
-    ("unsupported-zip-version", lambda t: _write(t, patch_header(_valid_bytes(t), "main.xml", extract_version=99)),
-     r"not a readable zip", {}),
+    (
+        "unknown-compression",
+        lambda t: _write(t, patch_header(_valid_bytes(t), "bindata/data.bin", compress_type=99)),
+        r"compression",
+        {},
+    ),
+    (
+        "unsupported-zip-version",
+        lambda t: _write(t, patch_header(_valid_bytes(t), "main.xml", extract_version=99)),
+        r"not a readable zip",
+        {},
+    ),
     ("too-many-members", _too_many_members, r"1004 members, more than 1000", {}),
     ("sidecar-not-json", _sidecar(b"{not json"), r"ballistix\.json is not valid JSON", {}),
     ("sidecar-deeply-nested", _sidecar(b"[" * 200_000), r"ballistix\.json is not valid JSON", {}),
     ("sidecar-not-object", _sidecar(b"[1, 2]"), r"must hold a JSON object", {}),
-    ("datalist-count", _xml_case(point_link=None, extra_record3="<DataList><Datum>1</Datum></DataList>"),
-     r"DataList holds 1 points, expected 11 x 7", {}),
-    ("datalist-not-number", _xml_case(size_x=1, size_y=1, point_link=None,
-                                      extra_record3="<DataList><Datum>abc</Datum></DataList>"),
-     r"DataList point 0", {}),
+    (
+        "datalist-count",
+        _xml_case(point_link=None, extra_record3="<DataList><Datum>1</Datum></DataList>"),
+        r"DataList holds 1 points, expected 11 x 7",
+        {},
+    ),
+    (
+        "datalist-not-number",
+        _xml_case(size_x=1, size_y=1, point_link=None, extra_record3="<DataList><Datum>abc</Datum></DataList>"),
+        r"DataList point 0",
+        {},
+    ),
     ("nonexistent", _nonexistent, r"no such file", {}),
     ("directory", _directory, r"no such file", {}),
 ]
@@ -700,18 +826,24 @@ def test_patch_helper_really_declares_what_it_says(tmp_path):
 # fuzzing
 # ----------------------------------------------------------------------------
 
+
 def _valid_x3p_variants() -> list[bytes]:
     """Deflated (as written), stored (XML text visible to mutations), and int16 with a valid mask."""
     scan = bx.Scan(sample_heights(), 1e-6, 2e-6, {"labels": {"exhibit": "fz"}})
     with tempfile.TemporaryDirectory() as d:
         deflated = bx.write_x3p(scan, Path(d) / "a.x3p").read_bytes()
         zf = zipfile.ZipFile(io.BytesIO(deflated))
-        stored = build_zip(Path(d) / "b.x3p", {i.filename: zf.read(i) for i in zf.infolist()},
-                           zipfile.ZIP_STORED).read_bytes()
+        stored = build_zip(
+            Path(d) / "b.x3p", {i.filename: zf.read(i) for i in zf.infolist()}, zipfile.ZIP_STORED
+        ).read_bytes()
         mask = pack_bits_lsb_first(np.ones((7, 11), bool))
         xml = main_xml(data_type="I", data_md5=md5(bytes(154)), valid_link="bindata/valid.bin", valid_md5=md5(mask))
-        masked = build_x3p(Path(d) / "c.x3p", xml, {"bindata/data.bin": bytes(154), "bindata/valid.bin": mask},
-                           compression=zipfile.ZIP_STORED).read_bytes()
+        masked = build_x3p(
+            Path(d) / "c.x3p",
+            xml,
+            {"bindata/data.bin": bytes(154), "bindata/valid.bin": mask},
+            compression=zipfile.ZIP_STORED,
+        ).read_bytes()
     return [deflated, stored, masked]
 
 
@@ -754,7 +886,7 @@ def _mutate(data: bytes, headers: list[int], ops) -> bytes:
         elif op == "insert":
             b[i:i] = arg
         else:
-            del b[i:i + arg]
+            del b[i : i + arg]
     return bytes(b)
 
 
@@ -775,21 +907,70 @@ def _read_or_format_error(path, **kw):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(base=st.integers(0, len(FUZZ_BASES) - 1), ops=st.lists(mutation, min_size=1, max_size=6),
-       strict=st.booleans())
+@given(base=st.integers(0, len(FUZZ_BASES) - 1), ops=st.lists(mutation, min_size=1, max_size=6), strict=st.booleans())
 def test_fuzz_byte_mutations(tmp_path, base, ops, strict):
     path = tmp_path / "fuzz.x3p"
     path.write_bytes(_mutate(FUZZ_BASES[base], FUZZ_HEADERS[base], ops))
     _read_or_format_error(path, strict=strict)
 
 
-XML_DEFAULTS = {"size_x": "11", "size_y": "7", "size_z": "1", "dx": "1e-06", "dy": "2e-06", "data_type": "D",
-                "cz_increment": "1", "cz_offset": "0", "feature": "SUR", "cx_axis": "I", "cy_axis": "I",
-                "point_link": "bindata/data.bin", "checksum_file": "md5checksum.hex", "valid_link": None,
-                "valid_md5": None}
-ODD_VALUES = ["", " ", "0", "-1", "1", "7", "11", "77", "154", "1e999", "nan", "inf", "-0", "0x10", "1_0", "١٢",
-              "11.0", "1e-320", "D", "F", "L", "I", "d", "Q", "SUR", "PRF", "PCL", "A", "R", "i", "../x", "/x",
-              "bindata\\data.bin", "./bindata/data.bin", "bindata/valid.bin", "main.xml", "md5checksum.hex", "."]
+XML_DEFAULTS = {
+    "size_x": "11",
+    "size_y": "7",
+    "size_z": "1",
+    "dx": "1e-06",
+    "dy": "2e-06",
+    "data_type": "D",
+    "cz_increment": "1",
+    "cz_offset": "0",
+    "feature": "SUR",
+    "cx_axis": "I",
+    "cy_axis": "I",
+    "point_link": "bindata/data.bin",
+    "checksum_file": "md5checksum.hex",
+    "valid_link": None,
+    "valid_md5": None,
+}
+ODD_VALUES = [
+    "",
+    " ",
+    "0",
+    "-1",
+    "1",
+    "7",
+    "11",
+    "77",
+    "154",
+    "1e999",
+    "nan",
+    "inf",
+    "-0",
+    "0x10",
+    "1_0",
+    "١٢",
+    "11.0",
+    "1e-320",
+    "D",
+    "F",
+    "L",
+    "I",
+    "d",
+    "Q",
+    "SUR",
+    "PRF",
+    "PCL",
+    "A",
+    "R",
+    "i",
+    "../x",
+    "/x",
+    "bindata\\data.bin",
+    "./bindata/data.bin",
+    "bindata/valid.bin",
+    "main.xml",
+    "md5checksum.hex",
+    ".",
+]
 field_value = st.one_of(
     st.sampled_from(ODD_VALUES),
     st.integers(-(2**40), 2**40).map(str),
@@ -799,8 +980,10 @@ field_value = st.one_of(
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(changes=st.dictionaries(st.sampled_from(sorted(XML_DEFAULTS)), field_value, min_size=1, max_size=4),
-       ns=st.sampled_from(["p", "default", None]))
+@given(
+    changes=st.dictionaries(st.sampled_from(sorted(XML_DEFAULTS)), field_value, min_size=1, max_size=4),
+    ns=st.sampled_from(["p", "default", None]),
+)
 def test_fuzz_main_xml_fields(tmp_path, changes, ns):
     """A few main.xml fields at a time get odd values; everything else stays valid."""
     data = sample_heights().tobytes()
@@ -816,11 +999,18 @@ FUZZ_XML = main_xml(data_md5=md5(sample_heights().tobytes()), valid_link="bindat
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(st.tuples(st.sampled_from(["set", "insert", "delete", "truncate"]), st.integers(0, 2**16),
-                              st.binary(min_size=1, max_size=6).map(lambda b: bytes(XML_ALPHABET[c % len(XML_ALPHABET)]
-                                                                                    for c in b))),
-                    min_size=1, max_size=4),
-       strict=st.booleans())
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["set", "insert", "delete", "truncate"]),
+            st.integers(0, 2**16),
+            st.binary(min_size=1, max_size=6).map(lambda b: bytes(XML_ALPHABET[c % len(XML_ALPHABET)] for c in b)),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    strict=st.booleans(),
+)
 def test_fuzz_main_xml_bytes(tmp_path, ops, strict):
     """Mutated main.xml inside an otherwise sound zip (correct CRCs and md5checksum.hex)."""
     b = bytearray(FUZZ_XML)
@@ -831,7 +1021,7 @@ def test_fuzz_main_xml_bytes(tmp_path, ops, strict):
         elif op == "insert":
             b[i:i] = arg
         elif op == "delete":
-            del b[i:i + len(arg) * 4]
+            del b[i : i + len(arg) * 4]
         elif op == "truncate":
             del b[i:]
     members = {"bindata/data.bin": sample_heights().tobytes(), "bindata/valid.bin": b"\xff" * 10}
@@ -841,6 +1031,7 @@ def test_fuzz_main_xml_bytes(tmp_path, ops, strict):
 # ----------------------------------------------------------------------------
 # real scans (../shared/data, skipped when absent)
 # ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def data_dir(shared_data) -> Path:
@@ -957,6 +1148,7 @@ def test_writing_is_deterministic(tmp_path, monkeypatch):
 # length units: files in micrometres or millimetres (units=)
 # ----------------------------------------------------------------------------
 
+
 def _scaled_number(factor):
     return lambda mo: mo.group(1) + repr(float(mo.group(2)) * factor)
 
@@ -977,8 +1169,7 @@ def rescaled_x3p(path: Path, scan: bx.Scan, factor: float, *, height_factor: flo
         assert n == 2, tag
     xml, n = re.subn(r"(<MD5ChecksumPointData>)\w+", lambda mo: mo.group(1) + md5(data), xml)
     assert n == 1
-    members.update({"main.xml": xml.encode(), "bindata/data.bin": data,
-                    "md5checksum.hex": md5(xml.encode()) + "\n"})
+    members.update({"main.xml": xml.encode(), "bindata/data.bin": data, "md5checksum.hex": md5(xml.encode()) + "\n"})
     return build_zip(path, members)
 
 
@@ -986,8 +1177,9 @@ def units_scan(dx=3.125e-6, span=4e-5, dy=None) -> bx.Scan:
     """A small metre scan (dy = 2 dx unless given) with heights spanning ``span`` metres, offsets and a label."""
     h = sample_heights()
     h = (h - np.nanmin(h)) / (np.nanmax(h) - np.nanmin(h)) * span
-    return bx.Scan(h, dx, 2 * dx if dy is None else dy,
-                   {"labels": {"exhibit": "U1"}, "x3p": {"offset_m": [1e-4, -2e-4, 0.0]}})
+    return bx.Scan(
+        h, dx, 2 * dx if dy is None else dy, {"labels": {"exhibit": "U1"}, "x3p": {"offset_m": [1e-4, -2e-4, 0.0]}}
+    )
 
 
 def test_units_helper_writes_what_it_says(tmp_path):
@@ -1040,8 +1232,11 @@ def test_units_given_read_without_warning(tmp_path, units, factor):
             back = reader(p, units=units)
         np.testing.assert_allclose(back.heights, scan.heights, rtol=1e-12, atol=0)
         assert back.dx == pytest.approx(scan.dx, rel=1e-12)
-        assert back.meta["units"] == {"file": units, "how": "given", "scale_to_m": {"m": 1.0, "mm": 1e-3,
-                                                                                     "um": 1e-6}[units]}
+        assert back.meta["units"] == {
+            "file": units,
+            "how": "given",
+            "scale_to_m": {"m": 1.0, "mm": 1e-3, "um": 1e-6}[units],
+        }
 
 
 def test_units_metre_files_say_so_without_warning(tmp_path):
@@ -1078,8 +1273,11 @@ def test_units_in_a_sidecar_are_ignored(tmp_path):
     scan = units_scan()
     data = np.ascontiguousarray(scan.heights, "<f8").tobytes()
     side = json.dumps({"units": {"file": "um", "how": "given", "scale_to_m": 1e-6}, "labels": {"exhibit": "S"}})
-    p = build_x3p(tmp_path / "side.x3p", main_xml(dx="3.125e-06", dy="3.125e-06", data_md5=md5(data)),
-                  {"bindata/data.bin": data, "ballistix.json": side.encode()})
+    p = build_x3p(
+        tmp_path / "side.x3p",
+        main_xml(dx="3.125e-06", dy="3.125e-06", data_md5=md5(data)),
+        {"bindata/data.bin": data, "ballistix.json": side.encode()},
+    )
     back = bx.read_x3p(p)
     assert back.meta["units"]["file"] == "m" and back.meta["labels"] == {"exhibit": "S"}
     assert np.array_equal(back.heights, scan.heights, equal_nan=True)
@@ -1088,8 +1286,16 @@ def test_units_in_a_sidecar_are_ignored(tmp_path):
 def test_units_integer_data_scale_cz_increment_and_offset(tmp_path):
     # L data: heights = count * CZ Increment + CZ Offset, all in micrometres here
     data = RAW.astype("<i4").tobytes()
-    xml = main_xml(size_x=5, size_y=3, dx="3.125", dy="3.125", data_type="L", cz_increment="0.01",
-                   cz_offset="2.5", data_md5=md5(data))
+    xml = main_xml(
+        size_x=5,
+        size_y=3,
+        dx="3.125",
+        dy="3.125",
+        data_type="L",
+        cz_increment="0.01",
+        cz_offset="2.5",
+        data_md5=md5(data),
+    )
     p = build_x3p(tmp_path / "int-um.x3p", xml, {"bindata/data.bin": data})
     with pytest.warns(bx.ScanFormatWarning, match="units='um'"):
         back = bx.read_x3p(p)
@@ -1109,12 +1315,16 @@ def test_units_heights_decide_between_millimetres_and_micrometres(tmp_path):
     np.testing.assert_allclose(back.heights, scan.heights, rtol=1e-12)
 
 
-@pytest.mark.parametrize("dx, span, factor, height_factor, pattern", [
-    (1e-3, 4e-5, 1e6, None, r"not a plausible spacing in metres.*nor in millimetres or micrometres"),
-    (3.125e-6, 4e-5, 1e6, 1.0, r"inconsistent length units.*heights span 3.99"),  # lateral um, heights m
-    (3.125e-6, 4e-5, 1e3, 1e6, r"inconsistent length units"),                     # lateral mm, heights um
-    (5e-5, 1e-3, 1e3, None, r"ambiguous length units.*units='mm' or units='um'"),  # 0.07 and span 1: both fit
-], ids=["no-unit-fits", "lateral-um-heights-m", "lateral-mm-heights-um", "mm-or-um"])
+@pytest.mark.parametrize(
+    "dx, span, factor, height_factor, pattern",
+    [
+        (1e-3, 4e-5, 1e6, None, r"not a plausible spacing in metres.*nor in millimetres or micrometres"),
+        (3.125e-6, 4e-5, 1e6, 1.0, r"inconsistent length units.*heights span 3.99"),  # lateral um, heights m
+        (3.125e-6, 4e-5, 1e3, 1e6, r"inconsistent length units"),  # lateral mm, heights um
+        (5e-5, 1e-3, 1e3, None, r"ambiguous length units.*units='mm' or units='um'"),  # 0.07 and span 1: both fit
+    ],
+    ids=["no-unit-fits", "lateral-um-heights-m", "lateral-mm-heights-um", "mm-or-um"],
+)
 def test_units_auto_refuses_ambiguous_files(tmp_path, dx, span, factor, height_factor, pattern):
     p = rescaled_x3p(tmp_path / "odd.x3p", units_scan(dx=dx, span=span), factor, height_factor=height_factor)
     with warnings.catch_warnings():

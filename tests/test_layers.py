@@ -14,8 +14,18 @@ ROOT = Path(__file__).resolve().parents[1] / "ballistix"
 #: Layers, lowest first: the same table as docs/architecture.md. A module belongs to the first
 #: entry that is its name or a package above it.
 LAYERS: list[tuple[str, ...]] = [
-    ("ballistix.errors", "ballistix._version", "ballistix._files", "ballistix._limits", "ballistix._records",
-     "ballistix._table", "ballistix._html", "ballistix._dask", "ballistix.scan", "ballistix.provenance"),
+    (
+        "ballistix.errors",
+        "ballistix._version",
+        "ballistix._files",
+        "ballistix._limits",
+        "ballistix._records",
+        "ballistix._table",
+        "ballistix._html",
+        "ballistix._dask",
+        "ballistix.scan",
+        "ballistix.provenance",
+    ),
     ("ballistix.io",),
     ("ballistix.features", "ballistix.datasets"),
     ("ballistix.evaluation",),
@@ -46,7 +56,7 @@ def _imports(name: str, path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -92,8 +102,11 @@ def test_imports_go_down_the_layers(module):
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_reach_into_another_packages_private_modules(module):
-    bad = sorted(t for t in GRAPH[module] if t.rsplit(".", 1)[-1].startswith("_") and t.count(".") >= 2
-                 and not module.startswith(_package(t)))
+    bad = sorted(
+        t
+        for t in GRAPH[module]
+        if t.rsplit(".", 1)[-1].startswith("_") and t.count(".") >= 2 and not module.startswith(_package(t))
+    )
     assert not bad, f"{module} imports private modules of other packages: {bad}"
 
 
@@ -109,7 +122,7 @@ def test_the_import_graph_has_no_cycles():
         stack.append(m)
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t) :] + [t]))
             if t not in state:
                 visit(t)
         stack.pop()

@@ -111,8 +111,13 @@ def run_child(jobs: list[dict], timeout: float = 240) -> tuple[list[dict], float
     env = dict(os.environ)
     here = str(Path(bx.__file__).resolve().parents[1])
     env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(jobs), str(_GUARD_BYTES)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(jobs), str(_GUARD_BYTES)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return out["results"], out["peak_rss_mb"]
@@ -129,12 +134,13 @@ def assert_clean(r: dict, path) -> None:
 # the bombs, written in chunks
 # ----------------------------------------------------------------------------
 
+
 @functools.lru_cache
 def _zeros_md5(nbytes: int) -> str:
     md5 = hashlib.md5()
     chunk = bytes(8 * MB)
     for start in range(0, nbytes, len(chunk)):
-        md5.update(chunk[:min(len(chunk), nbytes - start)])
+        md5.update(chunk[: min(len(chunk), nbytes - start)])
     return md5.hexdigest()
 
 
@@ -146,7 +152,7 @@ def _zeros_member(zf: zipfile.ZipFile, name: str, nbytes: int, header: bytes = b
     with zf.open(info, "w") as f:
         f.write(header)
         for start in range(0, nbytes, len(chunk)):
-            f.write(chunk[:min(len(chunk), nbytes - start)])
+            f.write(chunk[: min(len(chunk), nbytes - start)])
 
 
 def x3p_of_zeros(path: Path, n: int = N, increment: str = "1e-06") -> Path:
@@ -199,6 +205,7 @@ def test_bomb_builders_write_what_they_say(tmp_path):
 # ----------------------------------------------------------------------------
 # the ingest path in a child: peak RSS under the ceiling
 # ----------------------------------------------------------------------------
+
 
 def test_png_bomb_with_a_metre_wide_field_is_refused_before_decoding(tmp_path):
     # 254 dpi = 100 um pixels: the 12 kB file claims a 1 m x 1 m field (0.2.0: 10.5 GB, MemoryError)
@@ -281,8 +288,9 @@ def test_legitimate_large_scan_is_processed_within_the_ceiling(tmp_path):
     path = bx.write_x3p(fine, tmp_path / "fine.x3p")
     del fine
     # and the same scan handed to preprocess in memory, not through a reader
-    (r, m), peak = run_child([{"path": str(path), "descriptor": True},
-                              {"path": "in-memory", "memory": 3, "descriptor": True}])
+    (r, m), peak = run_child(
+        [{"path": str(path), "descriptor": True}, {"path": "in-memory", "memory": 3, "descriptor": True}]
+    )
     assert r["outcome"] == "processed" and r["segmentation"] == "ok", r
     assert r["downsampled"]["factor"] == 2 and r["read_spacing_um"] == pytest.approx(2 * 3.125 / 3)
     assert r["processed_spacing_um"] == pytest.approx(6.25) and r["descriptor_finite"]
@@ -332,6 +340,7 @@ def test_hostile_files_stay_under_the_ceiling(tmp_path):
 # the budget's pieces, in process
 # ----------------------------------------------------------------------------
 
+
 def test_budget_constants_hold_a_case_head_at_the_output_spacing():
     # the working grid holds a whole 12 mm head finer than the 6.25 um output; the field limit is more
     # than any cartridge-case head (.50 BMG 20.4 mm, 12-gauge about 22.5 mm)
@@ -340,8 +349,18 @@ def test_budget_constants_hold_a_case_head_at_the_output_spacing():
     assert MAX_WORKING_POINTS <= x3p_mod.MAX_POINTS
 
 
-@pytest.mark.parametrize("ny, nx, limit", [(10, 10, 100), (10, 10, 99), (N, N, MAX_WORKING_POINTS), (3, 5000, 1000),
-                                           (4001, 3999, 4_000_000), (7, 7, 1), (2, 10**8 // 2, 1000)])
+@pytest.mark.parametrize(
+    "ny, nx, limit",
+    [
+        (10, 10, 100),
+        (10, 10, 99),
+        (N, N, MAX_WORKING_POINTS),
+        (3, 5000, 1000),
+        (4001, 3999, 4_000_000),
+        (7, 7, 1),
+        (2, 10**8 // 2, 1000),
+    ],
+)
 def test_block_factor_is_the_smallest_that_fits(ny, nx, limit):
     k = block_factor(ny, nx, limit)
     assert 1 <= k <= min(ny, nx)
@@ -352,19 +371,19 @@ def test_block_factor_is_the_smallest_that_fits(ny, nx, limit):
 
 def test_block_mean_is_nan_aware_and_drops_partial_blocks():
     z = np.arange(7 * 9, dtype=np.float64).reshape(7, 9)
-    z[0, 0] = np.nan                      # block (0, 0): 3 of 4 measured -> mean of those
-    z[2:4, 2] = np.nan                    # block (1, 1): 2 of 4 measured -> still a point (half)
-    z[4:6, 4:6] = np.nan                  # block (2, 2): nothing -> NaN
+    z[0, 0] = np.nan  # block (0, 0): 3 of 4 measured -> mean of those
+    z[2:4, 2] = np.nan  # block (1, 1): 2 of 4 measured -> still a point (half)
+    z[4:6, 4:6] = np.nan  # block (2, 2): nothing -> NaN
     z[4, 6] = z[5, 6] = z[4, 7] = np.nan  # block (2, 3): 1 of 4 -> NaN
     out = block_mean(z, 2)
-    assert out.shape == (3, 4)            # the 7th row and 9th column are dropped
+    assert out.shape == (3, 4)  # the 7th row and 9th column are dropped
     assert out[0, 0] == pytest.approx((1 + 9 + 10) / 3)
     assert out[1, 1] == pytest.approx((21 + 30) / 2)
     assert np.isnan(out[2, 2]) and np.isnan(out[2, 3])
     assert out[0, 1] == pytest.approx(np.mean([2, 3, 11, 12]))
     # chunked as a reader feeds it: any multiple of k rows per chunk gives the very same bits
     for rows in (2, 4, 6):
-        chunks = (z[r:r + rows] for r in range(0, 7, rows))
+        chunks = (z[r : r + rows] for r in range(0, 7, rows))
         assert block_mean_rows(chunks, 7, 9, 2).tobytes() == out.tobytes()
 
 
@@ -401,10 +420,18 @@ def test_x3p_block_averaged_reading_with_types_and_a_valid_mask(tmp_path, monkey
     raw = rng.integers(-500, 500, (ny, nx)).astype(dtype)
     valid = rng.random((ny, nx)) > 0.3
     data, vbits = raw.tobytes(), pack_bits_lsb_first(valid)
-    xml = main_xml(size_x=nx, size_y=ny, data_type=code, cz_increment="2e-09", cz_offset="1e-06",
-                   data_md5=hashlib.md5(data).hexdigest(), valid_link="bindata/valid.bin",
-                   valid_md5=hashlib.md5(vbits).hexdigest())
+    xml = main_xml(
+        size_x=nx,
+        size_y=ny,
+        data_type=code,
+        cz_increment="2e-09",
+        cz_offset="1e-06",
+        data_md5=hashlib.md5(data).hexdigest(),
+        valid_link="bindata/valid.bin",
+        valid_md5=hashlib.md5(vbits).hexdigest(),
+    )
     from test_io_x3p import build_x3p
+
     path = build_x3p(tmp_path / "t.x3p", xml, {"bindata/data.bin": data, "bindata/valid.bin": vbits})
     whole = bx.read_x3p(path, max_working_points=None)
     monkeypatch.setattr(x3p_mod, "rows_per_chunk", lambda nx, k, b: k)
@@ -431,8 +458,11 @@ def test_x3p_block_averaged_reading_still_checks_the_data(tmp_path):
 def test_x3p_field_limit(tmp_path):
     h = _x3p_grid(ny=8, nx=600)
     p = simple_x3p(tmp_path / "wide.x3p", h, dx="5e-05", dy="5e-05")  # 600 steps of 50 um: 30 mm
-    with pytest.raises(bx.ScanFormatError, match=r"wide\.x3p: field of view 30 x 0\.4 mm \(600 x 8 points at "
-                                                 r"50 um\).*max_field_mm"):
+    with pytest.raises(
+        bx.ScanFormatError,
+        match=r"wide\.x3p: field of view 30 x 0\.4 mm \(600 x 8 points at "
+        r"50 um\).*max_field_mm",
+    ):
         bx.read_x3p(p)
     assert bx.read_x3p(p, max_field_mm=31).shape == (8, 600)
     assert bx.read_x3p(p, max_field_mm=None).shape == (8, 600)
@@ -480,8 +510,9 @@ def test_image_field_and_missing_pixel_size_are_known_before_decoding(tmp_path):
 @pytest.mark.parametrize("fortran", [False, True])
 def test_npz_block_averaged_reading_is_the_block_mean_of_the_whole(tmp_path, monkeypatch, fortran):
     h = _x3p_grid(ny=22, nx=15, seed=7)
-    path = bx.write_npz(bx.Scan(np.asfortranarray(h) if fortran else h, 1e-6, 1e-6, {"labels": {"x": 1}}),
-                        tmp_path / "g.npz")
+    path = bx.write_npz(
+        bx.Scan(np.asfortranarray(h) if fortran else h, 1e-6, 1e-6, {"labels": {"x": 1}}), tmp_path / "g.npz"
+    )
     whole = bx.read_npz(path, max_working_points=None)
     monkeypatch.setattr(formats_mod, "rows_per_chunk", lambda nx, k, b: k)
     with pytest.warns(bx.ScanFormatWarning, match=r"g\.npz.*block-averaged 2 x 2"):
@@ -494,6 +525,7 @@ def test_npz_block_averaged_reading_is_the_block_mean_of_the_whole(tmp_path, mon
 # preprocess: the working grid
 # ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sim_fast():
     return bx.datasets.simulate(1, 1, seed=0, resolution="fast")[0]
@@ -505,8 +537,14 @@ def test_normal_scans_are_not_block_averaged(resolution):
     with warnings.catch_warnings():
         warnings.simplefilter("error", bx.ScanFormatWarning)
         proc = bx.preprocess(raw)
-    assert [p["step"] for p in proc.meta["processing"]] == \
-        ["find_breech_face", "level", "remove_outliers", "crop", "bandpass", "resample"]
+    assert [p["step"] for p in proc.meta["processing"]] == [
+        "find_breech_face",
+        "level",
+        "remove_outliers",
+        "crop",
+        "bandpass",
+        "resample",
+    ]
 
 
 def test_preprocess_block_averages_a_grid_finer_than_half_the_output(sim_fast):
@@ -558,8 +596,11 @@ def test_preprocess_refuses_a_field_no_cartridge_case_fills():
 
 def test_preprocess_refuses_an_output_grid_beyond_the_budget(sim_fast):
     # 50 nm from a 12.5 um scan: tens of gigabytes of upsampled grid, refused before it is allocated
-    with pytest.raises(bx.ParameterError, match=r"to 0\.05 um would give \d+ x \d+ points, more than "
-                                                r"MAX_WORKING_POINTS"):
+    with pytest.raises(
+        bx.ParameterError,
+        match=r"to 0\.05 um would give \d+ x \d+ points, more than "
+        r"MAX_WORKING_POINTS",
+    ):
         bx.preprocess(sim_fast, spacing_um=0.05)
 
 

@@ -73,16 +73,20 @@ def run_notebook(name: str, params: dict | None = None, probe: str | None = None
         nb.cells.insert(at + 1, nbformat.v4.new_code_cell(text, metadata={"tags": ["injected-parameters"]}))
     if probe:
         nb.cells.append(nbformat.v4.new_code_cell(f"import json\nprint({PROBE!r} + json.dumps({probe}))"))
-    client = NotebookClient(nb, timeout=900, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()
     return nb
 
 
 def stdout_of(nb) -> str:
     """Everything the notebook's code cells printed."""
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                   for o in c.outputs if o.output_type == "stream" and o.name == "stdout")
+    return "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream" and o.name == "stdout"
+    )
 
 
 def images_in(nb) -> int:
@@ -93,7 +97,7 @@ def images_in(nb) -> int:
 def probe_value(nb):
     """The JSON printed by the probe cell."""
     line = next(ln for ln in stdout_of(nb).splitlines() if ln.startswith(PROBE))
-    return json.loads(line[len(PROBE):])
+    return json.loads(line[len(PROBE) :])
 
 
 # ----------------------------------------------------------------- committed notebooks are clean
@@ -120,8 +124,9 @@ CMC_LINE = re.compile(r"congruent matching cells: (\d+) of (\d+) valid cells")
 
 @pytest.mark.slow
 def test_01_compare_two_scans():
-    nb = run_notebook("01_compare_two_scans.ipynb",
-                      probe="{'same': same.cmc_count, 'other': other.cmc_count, 'source': source}")
+    nb = run_notebook(
+        "01_compare_two_scans.ipynb", probe="{'same': same.cmc_count, 'other': other.cmc_count, 'source': source}"
+    )
     out = stdout_of(nb)
     counts = [int(m.group(1)) for m in CMC_LINE.finditer(out)]
     assert len(counts) == 2, out  # the same-gun and the different-gun comparison each printed a CMC count
@@ -137,8 +142,11 @@ def test_01_compare_two_scans():
 
 @pytest.mark.slow
 def test_01_falls_back_to_simulated_scans():
-    nb = run_notebook("01_compare_two_scans.ipynb", {"USE_REAL": False},
-                      probe="{'same': same.cmc_count, 'other': other.cmc_count, 'source': source}")
+    nb = run_notebook(
+        "01_compare_two_scans.ipynb",
+        {"USE_REAL": False},
+        probe="{'same': same.cmc_count, 'other': other.cmc_count, 'source': source}",
+    )
     p = probe_value(nb)
     assert p["source"].startswith("simulated")
     assert p["same"] >= 6 > p["other"]  # the simulator's two shots of one gun, and a shot of another
@@ -147,10 +155,13 @@ def test_01_falls_back_to_simulated_scans():
 
 @pytest.mark.slow
 def test_02_search_a_database():
-    nb = run_notebook("02_search_a_database.ipynb", probe="""{
+    nb = run_notebook(
+        "02_search_a_database.ipynb",
+        probe="""{
         'sim_desc': list(map(float, sim_desc)), 'sim_reranked': list(map(float, sim_reranked)),
         'hits': [[h.cmc_count, h.descriptor_score, sim_guns[h.id] == sim_guns[query]] for h in hits],
-        'real_top1': [real_guns[s[0].id] == real_guns[q] for q, s in real_searches.items()] if have_real else None}""")
+        'real_top1': [real_guns[s[0].id] == real_guns[q] for q, s in real_searches.items()] if have_real else None}""",
+    )
     out = stdout_of(nb)
     p = probe_value(nb)
     assert "descriptor score" in out and "CMC" in out  # the candidate table has both scores
@@ -167,9 +178,13 @@ def test_02_search_a_database():
 
 @pytest.mark.slow
 def test_03_crime_linkage(tmp_path):
-    nb = run_notebook("03_crime_linkage.ipynb", {"OUT_DIR": str(tmp_path / "output")}, probe="""{
+    nb = run_notebook(
+        "03_crime_linkage.ipynb",
+        {"OUT_DIR": str(tmp_path / "output")},
+        probe="""{
         'quality': quality, 'groups': len(groups), 'indicator': ind['value'], 'truth': cw.indicator_16_4_2(),
-        'leads': len(leads), 'exhibits': g.nx.number_of_nodes(), 'flows': sum(flows.values())}""")
+        'leads': len(leads), 'exhibits': g.nx.number_of_nodes(), 'flows': sum(flows.values())}""",
+    )
     out = stdout_of(nb)
     p = probe_value(nb)
     view = tmp_path / "output" / "linkage.html"

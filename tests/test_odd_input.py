@@ -28,8 +28,14 @@ BAD = b"caso_\xff\xfe"  # not UTF-8
 def files(tmp_path_factory):
     """Six x3p files at 12.5 um: three guns, two shots each."""
     d = tmp_path_factory.mktemp("odd")
-    scans = bx.datasets.simulate(n_firearms=3, shots=2, seed=3, difficulty="easy", resolution="fast",
-                                 models=["Glock 17", "Ruger P95", "SIG Sauer P226"])
+    scans = bx.datasets.simulate(
+        n_firearms=3,
+        shots=2,
+        seed=3,
+        difficulty="easy",
+        resolution="fast",
+        models=["Glock 17", "Ruger P95", "SIG Sauer P226"],
+    )
     return [bx.write_x3p(s, d / f"c{k}.x3p") for k, s in enumerate(scans)]
 
 
@@ -90,8 +96,11 @@ def test_cli_ingest_keeps_a_file_name_that_is_not_utf8_and_the_batch_goes_on(fil
 @pytest.mark.parametrize("option", ["--scene", "--firearm", "--calibre", "--date"])
 def test_cli_refuses_metadata_that_is_not_utf8_up_front(files, tmp_path, option):
     store = tmp_path / "store"
-    r = subprocess.run([*CLI, "ingest", os.fsencode(files[0]), "--store", os.fsencode(store), option, b"S\xff"],
-                       capture_output=True, env=ENV)
+    r = subprocess.run(
+        [*CLI, "ingest", os.fsencode(files[0]), "--store", os.fsencode(store), option, b"S\xff"],
+        capture_output=True,
+        env=ENV,
+    )
     err = r.stderr.decode("utf-8", "replace")
     assert r.returncode == 2 and "Traceback" not in err
     assert f"argument {option}" in err and ("not valid UTF-8" in err or "YYYY-MM-DD" in err) and "S\\xff" in err
@@ -116,22 +125,27 @@ def test_store_ingest_takes_bytes_paths_and_names_that_are_not_utf8(files, tmp_p
 
 
 # ------------------------------------------------------------------ case 8: metadata that breaks reports
-@pytest.mark.parametrize("record, match", [
-    (lambda st: st.add_firearm("F1", status="stolen"),
-     r"firearm F1: status must be one of \['seized', 'found', 'surrendered'\], got 'stolen'"),
-    (lambda st: st.add_firearm("F1", status="seized", tracing_status="Traced"), "firearm F1: tracing_status"),
-    (lambda st: st.add_firearm("F1", recovery_date="last week"), "firearm F1: recovery_date must be an ISO 8601"),
-    (lambda st: st.add_firearm("F1", origin_country=7), "firearm F1: origin_country must be a non-empty string"),
-    (lambda st: st.add_firearm("F1", id="F2"), "firearm F1: attributes may not be named"),
-    (lambda st: st.add_scene("S1", date="not-a-date"), "scene S1: date must be an ISO 8601 date YYYY-MM-DD"),
-    (lambda st: st.add_scene("S1", date="2024-02-30"), "scene S1: date"),
-    (lambda st: st.add_scene("S1", lat=91.0), "scene S1: lat must be a number of degrees from -90 to 90"),
-    (lambda st: st.add_scene("S1", lon="4.3"), "scene S1: lon"),
-    (lambda st: st.add_scene("S1", context=["gang"]), "scene S1: context"),
-    (lambda st: st.add_scene("S1\n2"), "scene_id may not hold control characters"),
-    (lambda st: st.add_scene("   "), "scene_id must be a non-empty string"),
-    (lambda st: st.add_firearm("F\udcff1"), "firearm_id is not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "record, match",
+    [
+        (
+            lambda st: st.add_firearm("F1", status="stolen"),
+            r"firearm F1: status must be one of \['seized', 'found', 'surrendered'\], got 'stolen'",
+        ),
+        (lambda st: st.add_firearm("F1", status="seized", tracing_status="Traced"), "firearm F1: tracing_status"),
+        (lambda st: st.add_firearm("F1", recovery_date="last week"), "firearm F1: recovery_date must be an ISO 8601"),
+        (lambda st: st.add_firearm("F1", origin_country=7), "firearm F1: origin_country must be a non-empty string"),
+        (lambda st: st.add_firearm("F1", id="F2"), "firearm F1: attributes may not be named"),
+        (lambda st: st.add_scene("S1", date="not-a-date"), "scene S1: date must be an ISO 8601 date YYYY-MM-DD"),
+        (lambda st: st.add_scene("S1", date="2024-02-30"), "scene S1: date"),
+        (lambda st: st.add_scene("S1", lat=91.0), "scene S1: lat must be a number of degrees from -90 to 90"),
+        (lambda st: st.add_scene("S1", lon="4.3"), "scene S1: lon"),
+        (lambda st: st.add_scene("S1", context=["gang"]), "scene S1: context"),
+        (lambda st: st.add_scene("S1\n2"), "scene_id may not hold control characters"),
+        (lambda st: st.add_scene("   "), "scene_id must be a non-empty string"),
+        (lambda st: st.add_firearm("F\udcff1"), "firearm_id is not valid UTF-8"),
+    ],
+)
 def test_store_refuses_records_that_would_break_every_report(tmp_path, record, match):
     with CaseStore(tmp_path / "s") as st:
         with pytest.raises(bx.ParameterError, match=match):
@@ -141,8 +155,10 @@ def test_store_refuses_records_that_would_break_every_report(tmp_path, record, m
         st.report(tmp_path / "r.html")
 
 
-@pytest.mark.parametrize("meta, match", [({"date": "01/05/2024"}, "date must be an ISO 8601"),
-                                         ({"exhibit_id": "E\t1"}, "exhibit_id may not hold control")])
+@pytest.mark.parametrize(
+    "meta, match",
+    [({"date": "01/05/2024"}, "date must be an ISO 8601"), ({"exhibit_id": "E\t1"}, "exhibit_id may not hold control")],
+)
 def test_ingest_refuses_metadata_no_report_can_use(files, tmp_path, meta, match):
     with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
         r = st.ingest([files[0]], meta=meta, progress=False)
@@ -154,10 +170,22 @@ def test_valid_records_are_kept_as_given(tmp_path):
     import datetime
 
     with CaseStore(tmp_path / "s") as st:
-        st.add_scene("S1", date=datetime.date(2024, 5, 1), place="Oude Haven", lat=52.08, lon=-4.3,
-                     context="street gang", officer="K. Visser")
-        st.add_firearm("F1", status="surrendered", tracing_status="not requested", recovery_date="2024-06-01",
-                       serial_obliterated=True)
+        st.add_scene(
+            "S1",
+            date=datetime.date(2024, 5, 1),
+            place="Oude Haven",
+            lat=52.08,
+            lon=-4.3,
+            context="street gang",
+            officer="K. Visser",
+        )
+        st.add_firearm(
+            "F1",
+            status="surrendered",
+            tracing_status="not requested",
+            recovery_date="2024-06-01",
+            serial_obliterated=True,
+        )
         g = st.graph()
         assert g.node("scene", "S1")["date"] == "2024-05-01" and g.node("scene", "S1")["officer"] == "K. Visser"
         assert g.node("firearm", "F1")["serial_obliterated"] is True
@@ -180,12 +208,15 @@ def test_report_figures_and_html_show_ids_literally(files, tmp_path, monkeypatch
     with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
         for k, fid in enumerate(ODD_IDS[:3]):  # test fires of one firearm: a group with a firearm, on the timeline
             st.add_firearm(fid, status="seized", recovery_date=f"2024-0{k + 1}-15")
-            r = st.ingest(files[2 * k:2 * k + 2], meta={"firearm_id": fid}, progress=False)
+            r = st.ingest(files[2 * k : 2 * k + 2], meta={"firearm_id": fid}, progress=False)
             assert len(r.added) == 2
         st.add_scene(ODD_IDS[3], date="2024-01-01")
         s = bx.read_scan(files[0])  # another exhibit, found at the scene: a gun seen once
-        r = st.ingest([bx.Scan(s.heights[::-1].copy(), s.dx, s.dy, {})],
-                      meta={"scene_id": ODD_IDS[3], "exhibit_id": "<b>E1</b>"}, progress=False)
+        r = st.ingest(
+            [bx.Scan(s.heights[::-1].copy(), s.dx, s.dy, {})],
+            meta={"scene_id": ODD_IDS[3], "exhibit_id": "<b>E1</b>"},
+            progress=False,
+        )
         assert r.added == ["<b>E1</b>"]  # its scene is listed with the guns seen once
         html = st.report(tmp_path / "r.html").read_text("utf-8")
     labels = {t.get_text(): t for t in drawn}
@@ -265,13 +296,17 @@ def unusable(files, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["allnan.x3p", "corner.x3p", "few.x3p"])
-def test_compare_and_search_errors_name_the_file_and_advise_only_options_that_exist(files, unusable, tmp_path,
-                                                                                    capsys, name):
+def test_compare_and_search_errors_name_the_file_and_advise_only_options_that_exist(
+    files, unusable, tmp_path, capsys, name
+):
     bad = str(unusable[name])
     store = tmp_path / "store"
     CaseStore(store, preprocess_params=FAST).close()
-    for argv in (["compare", str(files[0]), bad], ["compare", bad, str(files[0])],
-                 ["search", bad, "--store", str(store)]):
+    for argv in (
+        ["compare", str(files[0]), bad],
+        ["compare", bad, str(files[0])],
+        ["search", bad, "--store", str(store)],
+    ):
         assert main(argv) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert line.startswith(f"error: {bad}: ") or line.startswith(f"error: {bad} ")
@@ -287,8 +322,12 @@ def test_png_without_a_pixel_size_advises_the_option_of_the_command(files, tmp_p
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(png)
     store = tmp_path / "store"
     CaseStore(store, preprocess_params=FAST).close()
-    for argv in (["compare", str(files[0]), str(png)], ["search", str(png), "--store", str(store)],
-                 ["ingest", str(png), "--store", str(store), "--json"], ["info", str(png)]):
+    for argv in (
+        ["compare", str(files[0]), str(png)],
+        ["search", str(png), "--store", str(store)],
+        ["ingest", str(png), "--store", str(store), "--json"],
+        ["info", str(png)],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "nodpi.png" in err and "--pixel-size-um" in err and "pixel_size_m" not in err
@@ -300,8 +339,10 @@ def test_png_without_a_pixel_size_advises_the_option_of_the_command(files, tmp_p
         return bx.read_scan(path, **kw)
 
     monkeypatch.setattr(casestore, "read_scan", spy)
-    for argv in (["ingest", str(png), str(files[0]), "--store", str(store), "--pixel-size", "3.5", "--json"],
-                 ["search", str(png), "--store", str(store), "--pixel-size-um", "3.5"]):
+    for argv in (
+        ["ingest", str(png), str(files[0]), "--store", str(store), "--pixel-size", "3.5", "--json"],
+        ["search", str(png), "--store", str(store), "--pixel-size-um", "3.5"],
+    ):
         main(argv)
         assert "pixel size" not in capsys.readouterr().err  # read; what fails now is the image itself
     assert seen == [(".png", 3.5e-6), (".x3p", None), (".png", 3.5e-6)]
@@ -315,8 +356,10 @@ def test_library_advice_becomes_the_option_of_the_command_or_is_dropped():
     p = build_parser()
     info, ingest = p.parse_args(["info", "f.x3p"]), p.parse_args(["ingest", "f.x3p", "--store", "s"])
     validate = p.parse_args(["validate", "--labels", "l.csv"])
-    checksum = ("f.x3p: MD5 checksum of main.xml does not match the one stored in the file "
-                "(pass strict=False to read it anyway)")
+    checksum = (
+        "f.x3p: MD5 checksum of main.xml does not match the one stored in the file "
+        "(pass strict=False to read it anyway)"
+    )
     assert _say(checksum, info).endswith("(use --lenient to read it anyway)")
     assert _say(checksum, ingest).endswith("stored in the file")
     units = "f.x3p: ambiguous length units: ...; pass units='mm' or units='um' (or units='m' to read it as metres)"
@@ -326,23 +369,26 @@ def test_library_advice_becomes_the_option_of_the_command_or_is_dropped():
     assert _say(skip, validate).endswith("(use --skip-unreadable to leave it out and list it)")
 
 
-@pytest.mark.parametrize("argv, option", [
-    (["report", "--store", "{s}", "--since", "garbage"], "--since"),
-    (["report", "--store", "{s}", "--since", "2024-13-01"], "--since"),
-    (["search", "q.x3p", "--store", "{s}", "--shortlist", "0"], "--shortlist"),
-    (["search", "q.x3p", "--store", "{s}", "-k", "0"], "-k"),
-    (["link", "--store", "{s}", "--out", "g.json", "--shortlist", "0"], "--shortlist"),
-    (["link", "--store", "{s}", "--out", "g.json", "--jobs", "0"], "--jobs"),
-    (["ingest", "q.x3p", "--store", "{s}", "--date", "1 May 2024"], "--date"),
-    (["ingest", "q.x3p", "--store", "{s}", "--pixel-size", "0"], "--pixel-size-um"),
-    (["compare", "a.x3p", "b.x3p", "--pixel-size-um", "nan"], "--pixel-size-um"),
-    (["demo", "--out", "{s}", "--firearms", "0"], "--firearms"),
-    (["demo", "--out", "{s}", "--scenes", "-2"], "--scenes"),
-    (["rule", "--store", "{s}", "--link-lr", "0.5"], "--link-lr"),
-    (["validate", "--labels", "l.csv", "--out", "{s}", "--folds", "1"], "--folds"),
-    (["validate", "--labels", "l.csv", "--out", "{s}", "--fpr-target", "5"], "--fpr-target"),
-    (["validate", "--labels", "l.csv", "--out", "{s}", "--pairs", "0"], "--pairs"),
-])
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["report", "--store", "{s}", "--since", "garbage"], "--since"),
+        (["report", "--store", "{s}", "--since", "2024-13-01"], "--since"),
+        (["search", "q.x3p", "--store", "{s}", "--shortlist", "0"], "--shortlist"),
+        (["search", "q.x3p", "--store", "{s}", "-k", "0"], "-k"),
+        (["link", "--store", "{s}", "--out", "g.json", "--shortlist", "0"], "--shortlist"),
+        (["link", "--store", "{s}", "--out", "g.json", "--jobs", "0"], "--jobs"),
+        (["ingest", "q.x3p", "--store", "{s}", "--date", "1 May 2024"], "--date"),
+        (["ingest", "q.x3p", "--store", "{s}", "--pixel-size", "0"], "--pixel-size-um"),
+        (["compare", "a.x3p", "b.x3p", "--pixel-size-um", "nan"], "--pixel-size-um"),
+        (["demo", "--out", "{s}", "--firearms", "0"], "--firearms"),
+        (["demo", "--out", "{s}", "--scenes", "-2"], "--scenes"),
+        (["rule", "--store", "{s}", "--link-lr", "0.5"], "--link-lr"),
+        (["validate", "--labels", "l.csv", "--out", "{s}", "--folds", "1"], "--folds"),
+        (["validate", "--labels", "l.csv", "--out", "{s}", "--fpr-target", "5"], "--fpr-target"),
+        (["validate", "--labels", "l.csv", "--out", "{s}", "--pairs", "0"], "--pairs"),
+    ],
+)
 def test_cli_refuses_out_of_range_options_before_any_work(tmp_path, capsys, argv, option):
     s = tmp_path / "s"
     with pytest.raises(SystemExit) as e:
@@ -363,8 +409,9 @@ def test_report_refuses_a_since_that_is_no_date(tmp_path):
 def coarse(files, tmp_path_factory):
     """files[0] sampled 4 times more coarsely (50 um, 8 times the comparison grid of 6.25 um)."""
     s = bx.read_scan(files[0])
-    return bx.write_x3p(bx.Scan(s.heights[::4, ::4].copy(), 4 * s.dx, 4 * s.dy, {}),
-                        tmp_path_factory.mktemp("coarse") / "coarse.x3p")
+    return bx.write_x3p(
+        bx.Scan(s.heights[::4, ::4].copy(), 4 * s.dx, 4 * s.dy, {}), tmp_path_factory.mktemp("coarse") / "coarse.x3p"
+    )
 
 
 def test_compare_warns_when_a_scan_was_sampled_far_more_coarsely_than_the_grid(files, coarse):
@@ -375,8 +422,11 @@ def test_compare_warns_when_a_scan_was_sampled_far_more_coarsely_than_the_grid(f
     with warnings.catch_warnings():
         warnings.simplefilter("error", bx.ResolutionWarning)
         assert bx.compare(a, a, calibration=None).warnings == []
-    with pytest.warns(bx.ResolutionWarning, match=r"scan b \(coarse.x3p\) was sampled at 50 um, 8 times coarser "
-                                                   r"than the comparison grid of 6.25 um"):
+    with pytest.warns(
+        bx.ResolutionWarning,
+        match=r"scan b \(coarse.x3p\) was sampled at 50 um, 8 times coarser "
+        r"than the comparison grid of 6.25 um",
+    ):
         r = bx.compare(a, b, calibration=None)
     assert r.inputs["b"]["original_spacing_um"] == pytest.approx(50) and "original_spacing_um" not in r.inputs["a"]
     assert len(r.warnings) == 1 and json.loads(json.dumps(r.to_dict()))["warnings"] == r.warnings

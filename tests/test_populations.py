@@ -63,8 +63,9 @@ def test_instrument_grid():
 
 def test_batch_mounting():
     scans = simulate_population("batch", n_firearms=3, shots=2, n_batches=2, seed=1, resolution="fast")
-    rot = {b: [s.meta["truth"]["rotation_deg"] for s in scans if s.meta["labels"]["batch"] == b]
-           for b in ("B01", "B02")}
+    rot = {
+        b: [s.meta["truth"]["rotation_deg"] for s in scans if s.meta["labels"]["batch"] == b] for b in ("B01", "B02")
+    }
     for r in rot.values():  # cases of a batch are mounted alike
         d = (np.array(r) - r[0] + 180) % 360 - 180
         assert np.abs(d).max() < 40
@@ -79,12 +80,16 @@ def _artefact_part(session, gun, seed):
 
 
 def test_artefact_shared_within_batch_not_across():
-    s1 = make_session("B1", seed=np.random.SeedSequence([0, 3, 0]), resolution="fast", artefact_um=1.0,
-                      artefact_share=0.9)
-    s2 = make_session("B2", seed=np.random.SeedSequence([0, 3, 1]), resolution="fast", artefact_um=1.0,
-                      artefact_share=0.9)
-    g1, g2 = make_firearm("G1", "Glock 17", seed=1, resolution="fast"), make_firearm("G2", "Glock 17", seed=2,
-                                                                                        resolution="fast")
+    s1 = make_session(
+        "B1", seed=np.random.SeedSequence([0, 3, 0]), resolution="fast", artefact_um=1.0, artefact_share=0.9
+    )
+    s2 = make_session(
+        "B2", seed=np.random.SeedSequence([0, 3, 1]), resolution="fast", artefact_um=1.0, artefact_share=0.9
+    )
+    g1, g2 = (
+        make_firearm("G1", "Glock 17", seed=1, resolution="fast"),
+        make_firearm("G2", "Glock 17", seed=2, resolution="fast"),
+    )
     # the same mounting rotation within a session needs the spread: sessions without it mount at random
     d11, d21, d22 = _artefact_part(s1, g1, 11), _artefact_part(s1, g2, 12), _artefact_part(s2, g2, 12)
     ok = ~(np.isnan(d11) | np.isnan(d21) | np.isnan(d22))
@@ -100,9 +105,19 @@ def test_subclass_weight_shares_surface():
     assert all(s.meta["labels"]["subclass_weight"] == 0.5 for s in scans)
 
 
-@pytest.mark.parametrize("bad", [dict(kind="nope"), dict(artefact_um=-1), dict(subclass_weight=1.0),
-                                 dict(models=["Colt Python"]), dict(n_batches=0), dict(shots=True),
-                                 dict(unknown=1), dict(instrument="lidar")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(kind="nope"),
+        dict(artefact_um=-1),
+        dict(subclass_weight=1.0),
+        dict(models=["Colt Python"]),
+        dict(n_batches=0),
+        dict(shots=True),
+        dict(unknown=1),
+        dict(instrument="lidar"),
+    ],
+)
 def test_population_rejects_bad_settings(bad):
     args = dict(kind="batch", n_firearms=1, shots=1, resolution="fast")
     args.update(bad)
@@ -113,19 +128,48 @@ def test_population_rejects_bad_settings(bad):
 def test_benchmark_records_are_complete():
     """The per-pair records of benchmarks.populations carry what a calibration fit needs."""
     import benchmarks.populations as bp  # the tests run from a checkout (pyproject: pythonpath)
-    scans = [{"exhibit": f"F{g}-{k}", "firearm": f"F{g}", "batch": f"B{k % 2}", "make": "Glock", "model": "17",
-              "calibre": "9mm Luger", "instrument": "photometric-stereo", "manufacturing_run": f"F{g}"}
-             for g in range(4) for k in range(2)]
+
+    scans = [
+        {
+            "exhibit": f"F{g}-{k}",
+            "firearm": f"F{g}",
+            "batch": f"B{k % 2}",
+            "make": "Glock",
+            "model": "17",
+            "calibre": "9mm Luger",
+            "instrument": "photometric-stereo",
+            "manufacturing_run": f"F{g}",
+        }
+        for g in range(4)
+        for k in range(2)
+    ]
     pairs = [[i, j] for i in range(8) for j in range(i + 1, 8)]
     rng = np.random.default_rng(0)
-    feats = [[float(20 if scans[i]["firearm"] == scans[j]["firearm"] else rng.integers(0, 8)), 0.6, 0.4]
-             for i, j in pairs]
+    feats = [
+        [float(20 if scans[i]["firearm"] == scans[j]["firearm"] else rng.integers(0, 8)), 0.6, 0.4] for i, j in pairs
+    ]
     d = {"scans": scans, "pairs": pairs, "features": feats, "score": [f[0] + f[1] for f in feats]}
     recs = bp.records("toy", d)
     assert len(recs) == 28
     for r in recs:
-        for key in ("exhibit_a", "exhibit_b", "gun_a", "gun_b", "batch_a", "batch_b", "make", "model", "calibre",
-                    "instrument", "same_gun", "same_batch", "cmc", "congruent_corr", "cell_corr", *bp.NORMALISATIONS):
+        for key in (
+            "exhibit_a",
+            "exhibit_b",
+            "gun_a",
+            "gun_b",
+            "batch_a",
+            "batch_b",
+            "make",
+            "model",
+            "calibre",
+            "instrument",
+            "same_gun",
+            "same_batch",
+            "cmc",
+            "congruent_corr",
+            "cell_corr",
+            *bp.NORMALISATIONS,
+        ):
             assert key in r
     s = bp.summarise(recs)
     assert s["n_same"] == 4 and s["n_different"] == 24 and s["auc"]["cmc"] == 1.0

@@ -53,6 +53,7 @@ def sim_full_processed(sim_full):
 # level
 # ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("robust", [True, False])
 @pytest.mark.parametrize("with_nan", [False, True])
 def test_level_removes_a_tilted_plane_exactly(robust, with_nan):
@@ -96,15 +97,20 @@ def test_level_mask_and_scan_input():
     s = bx.Scan(z, 3.125e-6, 3.125e-6, {"labels": {"exhibit": "x"}})
     out = level(s, order=2)
     assert isinstance(out, bx.Scan) and out.meta["labels"] == {"exhibit": "x"}
-    assert out.meta["processing"] == [{"step": "level", "params": {"order": 2, "robust": True, "max_iter": 30,
-                                                                    "max_points": 50_000, "mask": False},
-                                       "version": bx.__version__}]
+    assert out.meta["processing"] == [
+        {
+            "step": "level",
+            "params": {"order": 2, "robust": True, "max_iter": 30, "max_points": 50_000, "mask": False},
+            "version": bx.__version__,
+        }
+    ]
     assert "processing" not in s.meta  # the input is not touched
 
 
 # ----------------------------------------------------------------------------
 # outliers
 # ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("spacing_um", [3.125, 6.25])
 @pytest.mark.parametrize("spike_um", [-8.0, 5.0, 30.0])
@@ -130,8 +136,8 @@ def test_remove_outliers_takes_spikes_not_texture(spacing_um, spike_um):
 
 def test_remove_outliers_drops_small_islands_only():
     z = np.full((100, 100), np.nan)
-    z[10:60, 10:60] = 0.0   # 50 x 50 points at 6.25 um: 97 656 um^2
-    z[80:83, 80:83] = 0.0   # 3 x 3: 352 um^2
+    z[10:60, 10:60] = 0.0  # 50 x 50 points at 6.25 um: 97 656 um^2
+    z[80:83, 80:83] = 0.0  # 3 x 3: 352 um^2
     out = remove_outliers(z, 6.25e-6, min_island_um2=2000)
     assert np.isnan(out[80:83, 80:83]).all() and not np.isnan(out[10:60, 10:60]).any()
     assert not np.isnan(remove_outliers(z, 6.25e-6, min_island_um2=0)[80:83, 80:83]).any()
@@ -141,8 +147,11 @@ def test_remove_outliers_drops_small_islands_only():
 # band-pass, resample, crop
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("wavelength_um, dx_um, kept", [(None, 6.25, 0.0), (6.0, 1.0, 0.0), (100.0, 6.25, 1.0),
-                                                         (100.0, 3.125, 1.0), (4000.0, 6.25, 0.0)])
+
+@pytest.mark.parametrize(
+    "wavelength_um, dx_um, kept",
+    [(None, 6.25, 0.0), (6.0, 1.0, 0.0), (100.0, 6.25, 1.0), (100.0, 3.125, 1.0), (4000.0, 6.25, 0.0)],
+)
 def test_bandpass_transmission(wavelength_um, dx_um, kept):
     n, dx = 512, dx_um * 1e-6
     _yy, xx = _grid(n, n)
@@ -176,8 +185,8 @@ def test_resample_halves_the_grid_and_keeps_the_mean(with_nan):
 
 def test_resample_min_valid_and_scan():
     z = np.zeros((4, 4))
-    z[0, 0] = np.nan           # 3 of 4 measured -> kept
-    z[2:4, 2] = np.nan         # 2 of 4 measured -> kept at min_valid 0.5, not at 0.6
+    z[0, 0] = np.nan  # 3 of 4 measured -> kept
+    z[2:4, 2] = np.nan  # 2 of 4 measured -> kept at min_valid 0.5, not at 0.6
     z[0:2, 3] = z[1, 2] = np.nan  # 1 of 4 -> NaN
     out = resample(z, 3.125e-6, 6.25e-6)
     assert np.array_equal(np.isnan(out), [[False, True], [False, False]])
@@ -207,8 +216,11 @@ def test_crop():
 # circle fit
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arc_deg, noise, outliers", [(360, 0.0, 0.0), (360, 0.01, 0.0), (90, 0.01, 0.0),
-                                                      (200, 0.02, 0.3), (360, 0.01, 0.45)])
+
+@pytest.mark.parametrize(
+    "arc_deg, noise, outliers",
+    [(360, 0.0, 0.0), (360, 0.01, 0.0), (90, 0.01, 0.0), (200, 0.02, 0.3), (360, 0.01, 0.45)],
+)
 def test_fit_circle_recovers_a_known_circle(arc_deg, noise, outliers):
     rng = np.random.default_rng(0)
     n = 400
@@ -240,6 +252,7 @@ def test_fit_circle_is_deterministic_and_validates():
 # ----------------------------------------------------------------------------
 # region finder on simulated raw scans (ground truth in meta["truth"])
 # ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("model", sorted(bx.datasets.MODELS))
 def test_region_finder_recovers_simulated_geometry(model):
@@ -276,7 +289,7 @@ def test_preprocess_full_resolution_simulated(sim_full, sim_full_processed):
     steps = {p["step"]: p for p in out.meta["processing"]}
     ox = np.add(steps["crop"]["result"]["origin_m"], steps["resample"]["result"]["origin_m"])
     fx, fy = np.subtract(sim_full.meta["truth"]["firing_pin_center_m"], ox)
-    yy, xx = np.mgrid[0:out.shape[0], 0:out.shape[1]]
+    yy, xx = np.mgrid[0 : out.shape[0], 0 : out.shape[1]]
     rf = np.hypot(xx * out.dx - fx, yy * out.dy - fy)
     ra = sim_full.meta["truth"]["aperture_radius_m"]
     assert np.isnan(out.heights[rf < ra]).all()
@@ -290,10 +303,17 @@ def test_meta_records_every_step_and_parameter(sim_full, sim_full_processed):
     out, _ = sim_full_processed
     steps = out.meta["processing"]
     assert [p["step"] for p in steps] == STEPS
-    assert steps[0]["params"] == {k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULTS.items()
-                                  if k in steps[0]["params"]}
-    assert set(steps[0]["params"]) == {"primer_radius_mm", "aperture_radius_mm", "pin_margin_um", "edge_margin_um",
-                                       "edge_drop_um", "max_pin_extension_um"}
+    assert steps[0]["params"] == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULTS.items() if k in steps[0]["params"]
+    }
+    assert set(steps[0]["params"]) == {
+        "primer_radius_mm",
+        "aperture_radius_mm",
+        "pin_margin_um",
+        "edge_margin_um",
+        "edge_drop_um",
+        "max_pin_extension_um",
+    }
     assert steps[0]["result"]["aperture_radius_m"] > 0
     assert steps[1]["params"]["order"] == 1
     assert steps[2]["params"] == {"sigma": 6.0, "window_um": 15.0, "min_island_um2": 2000.0}
@@ -304,8 +324,9 @@ def test_meta_records_every_step_and_parameter(sim_full, sim_full_processed):
     assert "processing" not in sim_full.meta
     # other parameters are recorded as given; steps can be skipped
     s = bx.Scan(sim_full.heights[::2, ::2].copy(), 6.25e-6, 6.25e-6, {})
-    o = preprocess(s, level_order=2, outlier_sigma=None, short_cutoff_um=20, long_cutoff_um=250, spacing_um=None,
-                   pin_margin_um=50)
+    o = preprocess(
+        s, level_order=2, outlier_sigma=None, short_cutoff_um=20, long_cutoff_um=250, spacing_um=None, pin_margin_um=50
+    )
     assert [p["step"] for p in o.meta["processing"]] == ["find_breech_face", "level", "crop", "bandpass"]
     assert o.meta["processing"][0]["params"]["pin_margin_um"] == 50
     assert o.meta["processing"][1]["params"]["order"] == 2
@@ -327,7 +348,7 @@ def test_idempotent_on_its_own_output(sim_full_processed):
     assert d["region"].inner_edge == "mask edge" and d["region"].outer_edge == "mask edge"
     r0, c0 = d["crop_origin_px"]
     big = np.full(out.shape, np.nan)
-    big[r0:r0 + again.shape[0], c0:c0 + again.shape[1]] = again.heights
+    big[r0 : r0 + again.shape[0], c0 : c0 + again.shape[1]] = again.heights
     both = ~np.isnan(big) & ~np.isnan(out.heights)
     assert np.corrcoef(big[both], out.heights[both])[0, 1] > 0.97
     assert both.sum() > 0.95 * out.valid_mask.sum()
@@ -362,38 +383,42 @@ def test_plot_preprocess_returns_a_figure():
 # bad input
 # ----------------------------------------------------------------------------
 
+
 def _scan(z=None, dx=6.25e-6):
     return bx.Scan(np.zeros((600, 600)) if z is None else z, dx, dx)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: preprocess(np.zeros(10)), "expects a ballistix Scan"),
-    (lambda: preprocess(np.zeros((600, 600))), "expects a ballistix Scan"),
-    (lambda: level(np.zeros(10)), "2-D"),
-    (lambda: remove_outliers(np.zeros(10), 6.25e-6), "2-D"),
-    (lambda: bandpass(np.zeros(10), 6.25e-6), "2-D"),
-    (lambda: resample(np.zeros(10), 6.25e-6, 1e-5), "2-D"),
-    (lambda: preprocess(_scan(np.full((600, 600), np.nan))), "all heights are NaN"),
-    (lambda: preprocess(_scan(dx=1.0)), "metres"),
-    (lambda: preprocess(_scan(dx=6.25e-3)), "metres"),
-    (lambda: bandpass(np.zeros((9, 9)), 6.25), "metres"),
-    (lambda: resample(np.zeros((9, 9)), 3.125e-6, 6.25), "metres"),
-    (lambda: find_breech_face(np.zeros((9, 9)), 1.0), "metres"),
-    (lambda: preprocess(_scan(), short_cutoff_um=500, long_cutoff_um=16), "swapped"),
-    (lambda: preprocess(_scan(), short_cutoff_um=-1), "positive"),
-    (lambda: preprocess(_scan(), short_cutoff_um=None), "both"),
-    (lambda: preprocess(_scan(np.linspace(0, 150, 600 * 600).reshape(600, 600))), "not metres"),
-    (lambda: preprocess(_scan(), level_order=3), "level_order"),
-    (lambda: preprocess(_scan(), spacing_um=0), "positive"),
-    (lambda: preprocess(_scan(), region="manual"), "region must be"),
-    (lambda: preprocess(_scan(), region=np.ones((5, 5), bool)), "boolean array of shape"),
-    (lambda: preprocess(_scan(), primer_radius_mm=(2.0, 1.0)), "low < high"),
-    (lambda: preprocess(_scan(), outlier_sigma=0), "positive"),
-    (lambda: level(np.zeros((5, 5)), order=3), "order"),
-    (lambda: level(np.full((5, 5), np.nan)), "at least 3"),
-    (lambda: remove_outliers(np.zeros((5, 5))), "spacing_m"),
-    (lambda: resample(np.zeros((5, 5)), 3.125e-6, 6.25e-6, min_valid=0), "min_valid"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: preprocess(np.zeros(10)), "expects a ballistix Scan"),
+        (lambda: preprocess(np.zeros((600, 600))), "expects a ballistix Scan"),
+        (lambda: level(np.zeros(10)), "2-D"),
+        (lambda: remove_outliers(np.zeros(10), 6.25e-6), "2-D"),
+        (lambda: bandpass(np.zeros(10), 6.25e-6), "2-D"),
+        (lambda: resample(np.zeros(10), 6.25e-6, 1e-5), "2-D"),
+        (lambda: preprocess(_scan(np.full((600, 600), np.nan))), "all heights are NaN"),
+        (lambda: preprocess(_scan(dx=1.0)), "metres"),
+        (lambda: preprocess(_scan(dx=6.25e-3)), "metres"),
+        (lambda: bandpass(np.zeros((9, 9)), 6.25), "metres"),
+        (lambda: resample(np.zeros((9, 9)), 3.125e-6, 6.25), "metres"),
+        (lambda: find_breech_face(np.zeros((9, 9)), 1.0), "metres"),
+        (lambda: preprocess(_scan(), short_cutoff_um=500, long_cutoff_um=16), "swapped"),
+        (lambda: preprocess(_scan(), short_cutoff_um=-1), "positive"),
+        (lambda: preprocess(_scan(), short_cutoff_um=None), "both"),
+        (lambda: preprocess(_scan(np.linspace(0, 150, 600 * 600).reshape(600, 600))), "not metres"),
+        (lambda: preprocess(_scan(), level_order=3), "level_order"),
+        (lambda: preprocess(_scan(), spacing_um=0), "positive"),
+        (lambda: preprocess(_scan(), region="manual"), "region must be"),
+        (lambda: preprocess(_scan(), region=np.ones((5, 5), bool)), "boolean array of shape"),
+        (lambda: preprocess(_scan(), primer_radius_mm=(2.0, 1.0)), "low < high"),
+        (lambda: preprocess(_scan(), outlier_sigma=0), "positive"),
+        (lambda: level(np.zeros((5, 5)), order=3), "order"),
+        (lambda: level(np.full((5, 5), np.nan)), "at least 3"),
+        (lambda: remove_outliers(np.zeros((5, 5))), "spacing_m"),
+        (lambda: resample(np.zeros((5, 5)), 3.125e-6, 6.25e-6, min_valid=0), "min_valid"),
+    ],
+)
 def test_bad_input_raises_parameter_error(call, match):
     with pytest.raises(ParameterError, match=match):
         call()
@@ -405,8 +430,11 @@ def test_bad_input_raises_parameter_error(call, match):
 
 # breech-face masks of the raw scans (points, SHA-256 of the packed mask) from the region finder before wide
 # fields and plausibility checks were added: they must not change
-RAW_MASKS_BEFORE = {"1-1": (354443, "ee13289a2a9d3715"), "1-2": (372225, "dc22c38d835574ad"),
-                    "2-1": (341566, "4e5e7c328d1f688e")}
+RAW_MASKS_BEFORE = {
+    "1-1": (354443, "ee13289a2a9d3715"),
+    "1-2": (372225, "dc22c38d835574ad"),
+    "2-1": (341566, "4e5e7c328d1f688e"),
+}
 
 
 def _csafe_hole_radius(ref: bx.Scan) -> float:
@@ -434,8 +462,10 @@ def test_real_raw_scans(raw_processed, name):
     assert reg.status == "ok" and reg.field_of_view == "primer"
     assert proc.meta["quality"]["segmentation"] == {"status": "ok", "reasons": [], "field_of_view": "primer"}
     m = reg.mask
-    assert (int(m.sum()), hashlib.sha256(np.packbits(m).tobytes() + str(m.shape).encode()).hexdigest()[:16]) == \
-        RAW_MASKS_BEFORE[name]
+    assert (
+        int(m.sum()),
+        hashlib.sha256(np.packbits(m).tobytes() + str(m.shape).encode()).hexdigest()[:16],
+    ) == RAW_MASKS_BEFORE[name]
     assert 1.5e-3 < reg.outer_radius_m < 1.9e-3
     # CSAFE cut the firing-pin aperture at 1.32-1.37 mm (not 1.06: measured on their files), hand-drawn;
     # ours is the flowback step, fitted
@@ -462,7 +492,7 @@ def test_processed_fadul_files_change_little(shared_data):
         assert d["region"].status == "ok", (f.name, d["region"].reasons)
         r0, c0 = d["crop_origin_px"]
         big = np.full(ref.shape, np.nan)
-        big[r0:r0 + out.shape[0], c0:c0 + out.shape[1]] = out.heights
+        big[r0 : r0 + out.shape[0], c0 : c0 + out.shape[1]] = out.heights
         both = ~np.isnan(big) & ~np.isnan(ref.heights)
         inner = both & (ndimage.distance_transform_edt(ref.valid_mask) > 8)  # 50 um from the mask edge
         corr.append(np.corrcoef(big[both], ref.heights[both])[0, 1])
@@ -478,6 +508,7 @@ def test_processed_fadul_files_change_little(shared_data):
 # fields of view: the whole case head; plausibility checks
 # ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def whole_head():
     """Two shots of one gun scanned with the whole case head in view (rim, headstamp, pocket gap, primer)."""
@@ -488,8 +519,7 @@ def _primer_window(s: bx.Scan, half: int = 150) -> bx.Scan:
     """The primer-only field (3.75 mm, as the NIST instrument) cut out of a whole-head scan."""
     cx, cy = s.meta["truth"]["primer_center_m"]
     i, j = int(round(cy / s.dy)), int(round(cx / s.dx))
-    return bx.Scan(s.heights[i - half:i + half, j - half:j + half].copy(), s.dx, s.dy,
-                   {"labels": s.meta["labels"]})
+    return bx.Scan(s.heights[i - half : i + half, j - half : j + half].copy(), s.dx, s.dy, {"labels": s.meta["labels"]})
 
 
 def test_whole_head_scan_finds_the_primer(whole_head):
@@ -507,7 +537,7 @@ def test_whole_head_scan_finds_the_primer(whole_head):
         yy, xx = np.mgrid[0:ny, 0:nx]
         rp = np.hypot(xx * s.dx - t["primer_center_m"][0], yy * s.dy - t["primer_center_m"][1])
         assert rp[r.mask].max() < t["primer_flat_radius_m"] + 60e-6
-        assert r.mask.sum() > 0.6 * np.pi * (t["primer_flat_radius_m"] ** 2 - t["aperture_radius_m"] ** 2) / s.dx ** 2
+        assert r.mask.sum() > 0.6 * np.pi * (t["primer_flat_radius_m"] ** 2 - t["aperture_radius_m"] ** 2) / s.dx**2
 
 
 def test_whole_head_pair_compares_like_its_primer_only_fields(whole_head):
@@ -525,13 +555,13 @@ def test_clipped_primer_is_flagged_and_refused(whole_head):
     s = whole_head[0]
     cx = s.meta["truth"]["primer_center_m"][0]
     j = int(round(cx / s.dx))
-    cut = bx.Scan(s.heights[:, :j + int(1.0e-3 / s.dx)].copy(), s.dx, s.dy, {"source": "clipped.x3p"})
+    cut = bx.Scan(s.heights[:, : j + int(1.0e-3 / s.dx)].copy(), s.dx, s.dy, {"source": "clipped.x3p"})
     with pytest.warns(bx.SegmentationWarning, match="clipped.x3p.*outside the field"):
         r = find_breech_face(cut)
     assert r.status == "doubtful" and any("clipped" in x for x in r.reasons)
     assert r.checks["annulus_outside_field"] > 0.05
     # cut through the firing pin: most of the annulus is gone
-    worse = bx.Scan(s.heights[:, :j + int(0.3e-3 / s.dx)].copy(), s.dx, s.dy, {"source": "worse.x3p"})
+    worse = bx.Scan(s.heights[:, : j + int(0.3e-3 / s.dx)].copy(), s.dx, s.dy, {"source": "worse.x3p"})
     with pytest.raises(bx.SegmentationError, match="worse.x3p.*refused"):
         preprocess(worse)
     r = find_breech_face(worse, check=False)
@@ -543,8 +573,12 @@ def test_no_primer_is_refused():
     plate = bx.Scan(_texture((880, 880), 12.5, rms_um=0.5), 12.5e-6, 12.5e-6, {"source": "plate.x3p"})
     with pytest.raises(bx.SegmentationError, match="plate.x3p.*no primer found"):
         find_breech_face(plate)
-    small = bx.Scan(plate.heights[:300, :300] + 1e-8 * rng.standard_normal((300, 300)), 12.5e-6, 12.5e-6,
-                    {"labels": {"exhibit": "E7"}})
+    small = bx.Scan(
+        plate.heights[:300, :300] + 1e-8 * rng.standard_normal((300, 300)),
+        12.5e-6,
+        12.5e-6,
+        {"labels": {"exhibit": "E7"}},
+    )
     with pytest.raises(bx.SegmentationError, match="exhibit E7.*neither a primer edge nor a firing-pin"):
         preprocess(small)
     assert issubclass(bx.SegmentationError, bx.BallistixError) and issubclass(bx.SegmentationError, ValueError)
@@ -554,7 +588,7 @@ def test_doubt_survives_reprocessing(whole_head):
     """A doubtful region stays on record when the processed scan is processed again (worst status counts)."""
     s = whole_head[0]
     j = int(round(s.meta["truth"]["primer_center_m"][0] / s.dx))
-    cut = bx.Scan(s.heights[:, :j + int(1.0e-3 / s.dx)].copy(), s.dx, s.dy, {"source": "clipped.x3p"})
+    cut = bx.Scan(s.heights[:, : j + int(1.0e-3 / s.dx)].copy(), s.dx, s.dy, {"source": "clipped.x3p"})
     with pytest.warns(bx.SegmentationWarning):
         once = preprocess(cut, spacing_um=12.5)
     assert once.meta["quality"]["segmentation"]["status"] == "doubtful"
@@ -563,6 +597,7 @@ def test_doubt_survives_reprocessing(whole_head):
         twice = preprocess(once, spacing_um=12.5)
     assert twice.meta["quality"]["segmentation"]["status"] == "doubtful"
     from ballistix.features.preprocessing import segmentation_status
+
     assert segmentation_status(twice)["reasons"] == once.meta["quality"]["segmentation"]["reasons"]
 
 

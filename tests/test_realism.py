@@ -22,8 +22,10 @@ def _texture(z, spacing):
 
 @pytest.mark.parametrize("key", ["rms_um", "kurtosis", "tail_ratio", "acf_length_um"])
 def test_breech_face_texture_within_factor_two(shared_data, fadul_like_sims, key):
-    real = [_texture(gaussian_bandpass(s.heights, s.dx), s.dx)
-            for s in (bx.read_scan(p) for p in sorted((shared_data / "fadul").glob("*.x3p"))[::4])]
+    real = [
+        _texture(gaussian_bandpass(s.heights, s.dx), s.dx)
+        for s in (bx.read_scan(p) for p in sorted((shared_data / "fadul").glob("*.x3p"))[::4])
+    ]
     sim = [_texture(fadul_like(s, truth_breech_face(s)), 6.25e-6) for s in fadul_like_sims]
     r = np.median([x[key] for x in real])
     s = np.median([x[key] for x in sim])
@@ -31,14 +33,17 @@ def test_breech_face_texture_within_factor_two(shared_data, fadul_like_sims, key
 
 
 def test_skewness_close_to_real(shared_data, fadul_like_sims):
-    real = [surface_stats(gaussian_bandpass(s.heights, s.dx), s.dx)["skewness"]
-            for s in (bx.read_scan(p) for p in sorted((shared_data / "fadul").glob("*.x3p"))[::4])]
+    real = [
+        surface_stats(gaussian_bandpass(s.heights, s.dx), s.dx)["skewness"]
+        for s in (bx.read_scan(p) for p in sorted((shared_data / "fadul").glob("*.x3p"))[::4])
+    ]
     sim = [surface_stats(fadul_like(s, truth_breech_face(s)), 6.25e-6)["skewness"] for s in fadul_like_sims]
     assert abs(np.median(sim) - np.median(real)) < 0.5
 
 
-@pytest.mark.parametrize("key", ["missing_fraction", "crater_core_radius_mm", "outer_radius_mm", "relief_um",
-                                 "ring_height_um"])
+@pytest.mark.parametrize(
+    "key", ["missing_fraction", "crater_core_radius_mm", "outer_radius_mm", "relief_um", "ring_height_um"]
+)
 def test_raw_scan_form_within_factor_two(shared_data, fadul_like_sims, key):
     real = [raw_scan_stats(bx.read_scan(p))[key] for p in sorted((shared_data / "fadul-raw").glob("*.x3p"))]
     sim = [raw_scan_stats(s)[key] for s in fadul_like_sims]
@@ -48,8 +53,10 @@ def test_raw_scan_form_within_factor_two(shared_data, fadul_like_sims, key):
 
 def test_raw_missing_pattern_by_radius(shared_data, fadul_like_sims):
     # the share of measured points, ring by ring from the crater out, follows the real scans
-    real = np.median([raw_scan_stats(bx.read_scan(p))["valid_by_radius"]
-                      for p in sorted((shared_data / "fadul-raw").glob("*.x3p"))], axis=0)
+    real = np.median(
+        [raw_scan_stats(bx.read_scan(p))["valid_by_radius"] for p in sorted((shared_data / "fadul-raw").glob("*.x3p"))],
+        axis=0,
+    )
     sim = np.median([raw_scan_stats(s)["valid_by_radius"] for s in fadul_like_sims], axis=0)
     assert np.mean(np.abs(real - sim)) < 0.15
     assert real[:3].max() == sim[:3].max() == 0.0  # crater floor unmeasured

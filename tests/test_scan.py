@@ -20,17 +20,20 @@ def grid(ny=4, nx=5):
     return h
 
 
-@pytest.mark.parametrize("heights", [
-    np.zeros(5),                      # 1-D
-    np.zeros((2, 3, 4)),              # 3-D
-    np.zeros((0, 5)),                 # empty
-    np.zeros((3, 3), dtype=np.int64),  # integers cannot hold NaN
-    np.zeros((3, 3), dtype=bool),
-    np.zeros((3, 3), dtype=complex),
-    np.array([[1.0, np.inf]]),
-    np.array([[1.0, -np.inf]]),
-    [["a", "b"]],
-])
+@pytest.mark.parametrize(
+    "heights",
+    [
+        np.zeros(5),  # 1-D
+        np.zeros((2, 3, 4)),  # 3-D
+        np.zeros((0, 5)),  # empty
+        np.zeros((3, 3), dtype=np.int64),  # integers cannot hold NaN
+        np.zeros((3, 3), dtype=bool),
+        np.zeros((3, 3), dtype=complex),
+        np.array([[1.0, np.inf]]),
+        np.array([[1.0, -np.inf]]),
+        [["a", "b"]],
+    ],
+)
 def test_bad_heights(heights):
     with pytest.raises(bx.ParameterError):
         bx.Scan(heights, 1e-6, 1e-6)

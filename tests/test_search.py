@@ -8,8 +8,10 @@ from ballistix.features.describe import descriptor_info
 @pytest.fixture(scope="module")
 def db():
     """Three guns, two shots each, on 12.5 um grids (search works the same on any one grid)."""
-    scans = [bx.preprocess(s, spacing_um=12.5) for s in bx.datasets.simulate(n_firearms=3, shots=2, seed=5,
-                                                                             difficulty="moderate", resolution="fast")]
+    scans = [
+        bx.preprocess(s, spacing_um=12.5)
+        for s in bx.datasets.simulate(n_firearms=3, shots=2, seed=5, difficulty="moderate", resolution="fast")
+    ]
     gun = [s.meta["labels"]["firearm"] for s in scans]
     index = bx.ScanIndex(descriptor_info()["dim"], descriptor=descriptor_info())
     index.add(np.arange(len(scans)) + 100, np.array([bx.describe(s) for s in scans]))
@@ -90,8 +92,9 @@ def test_a_callable_may_leave_candidates_out(db):
     index, scans, _ = db
     every = bx.search(index, scans[100], k=5, shortlist=5, scans=scans, exclude=[100])
     left_out = every[0].id
-    hits = bx.search(index, scans[100], k=5, shortlist=5, exclude=[100],
-                     scans=lambda i: None if i == left_out else scans[i])
+    hits = bx.search(
+        index, scans[100], k=5, shortlist=5, exclude=[100], scans=lambda i: None if i == left_out else scans[i]
+    )
     assert [h.id for h in hits] == [h.id for h in every if h.id != left_out]  # not refilled, same results
     assert [h.cmc_count for h in hits] == [h.cmc_count for h in every if h.id != left_out]
     with pytest.raises(bx.ParameterError, match="NoneType"):

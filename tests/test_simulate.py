@@ -53,10 +53,15 @@ def _aligned_correlation(a: bx.Scan, b: bx.Scan) -> float:
     ca, cb = np.array(ta["firing_pin_center_m"]) / a.dx, np.array(tb["firing_pin_center_m"]) / b.dx
     # p_a = R (p_b - c_b) + c_a, in pixels (x, y)
     M = np.hstack([R, (ca - R @ cb)[:, None]])
-    warped = cv2.warpAffine(np.nan_to_num(za, nan=0.0), M, zb.shape[::-1],
-                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-    wmask = cv2.warpAffine((~np.isnan(za)).astype(np.float32), M, zb.shape[::-1],
-                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0.5
+    warped = cv2.warpAffine(
+        np.nan_to_num(za, nan=0.0), M, zb.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    )
+    wmask = (
+        cv2.warpAffine(
+            (~np.isnan(za)).astype(np.float32), M, zb.shape[::-1], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        )
+        > 0.5
+    )
     both = wmask & ~np.isnan(zb)
     assert both.sum() > 1000
     return float(np.corrcoef(warped[both], zb[both])[0, 1])
@@ -78,8 +83,9 @@ def test_consecutive_slides_share_subclass_marks():
     from ballistix.datasets import make_firearm
     from ballistix.datasets.simulate import _BREECH_RMS_UM
 
-    run = [make_firearm(f"G{i}", "Ruger P95", seed=i, run_seed=99, subclass_share=0.6, resolution="fast")
-           for i in range(2)]
+    run = [
+        make_firearm(f"G{i}", "Ruger P95", seed=i, run_seed=99, subclass_share=0.6, resolution="fast") for i in range(2)
+    ]
     free = [make_firearm(f"H{i}", "Ruger P95", seed=10 + i, resolution="fast") for i in range(2)]
     corr = lambda p: np.corrcoef(p[0].surface.ravel(), p[1].surface.ravel())[0, 1]  # noqa: E731
     c, i = _BREECH_RMS_UM  # shared variance: share * class variance over total variance
@@ -87,12 +93,26 @@ def test_consecutive_slides_share_subclass_marks():
     assert abs(corr(free)) < 0.08
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(n_firearms=0), dict(shots=0), dict(shots=[1, 2]), dict(difficulty="impossible"),
-    dict(difficulty={"wobble": 1}), dict(resolution="huge"), dict(resolution=(0.01, 10)),
-    dict(models=["Colt Python"]), dict(run_size=0), dict(seed=-1), dict(models=[]), dict(shots=True),
-    dict(difficulty={"amplitude": (0.0, 1.0)}), dict(difficulty={"poor": 1.5}), dict(difficulty={"noise_um": -1}),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(n_firearms=0),
+        dict(shots=0),
+        dict(shots=[1, 2]),
+        dict(difficulty="impossible"),
+        dict(difficulty={"wobble": 1}),
+        dict(resolution="huge"),
+        dict(resolution=(0.01, 10)),
+        dict(models=["Colt Python"]),
+        dict(run_size=0),
+        dict(seed=-1),
+        dict(models=[]),
+        dict(shots=True),
+        dict(difficulty={"amplitude": (0.0, 1.0)}),
+        dict(difficulty={"poor": 1.5}),
+        dict(difficulty={"noise_um": -1}),
+    ],
+)
 def test_bad_arguments(kwargs):
     args = dict(n_firearms=1, shots=1, resolution="fast") | kwargs
     with pytest.raises(bx.ParameterError):
@@ -129,8 +149,10 @@ def test_default_view_is_bit_for_bit_unchanged():
     for s in simulate(n_firearms=2, shots=2, seed=0, resolution="fast"):
         h.update(np.ascontiguousarray(s.heights).tobytes())
     assert h.hexdigest() == "3276da0b009cdf6dc05e21e9e71e27945c695bd5c6bff2ccf6a80a6bcd18c4db"
-    assert simulate(1, 1, seed=0, resolution="fast", view="primer")[0].meta == \
-        simulate(1, 1, seed=0, resolution="fast")[0].meta
+    assert (
+        simulate(1, 1, seed=0, resolution="fast", view="primer")[0].meta
+        == simulate(1, 1, seed=0, resolution="fast")[0].meta
+    )
 
 
 def test_case_head_view():
@@ -146,15 +168,16 @@ def test_case_head_view():
     cx, cy = t["case_head_center_m"]
     r = np.hypot(xx - cx, yy - cy)
     v = s.valid_mask
-    assert not v[r > t["case_head_radius_m"] + 2 * s.dx].any()              # nothing beyond the rim
-    assert v[(r > 2.6e-3) & (r < 4.5e-3)].mean() > 0.6                     # the head annulus is measured
+    assert not v[r > t["case_head_radius_m"] + 2 * s.dx].any()  # nothing beyond the rim
+    assert v[(r > 2.6e-3) & (r < 4.5e-3)].mean() > 0.6  # the head annulus is measured
     pr = np.hypot(xx - t["primer_center_m"][0], yy - t["primer_center_m"][1])
     gap = (pr > 2.2e-3 + s.dx) & (pr < 2.2e-3 + t["primer_gap_m"] - s.dx)
-    assert not v[gap].any()                                                # the primer pocket gap
-    assert v[(pr > 1.2e-3) & (pr < 1.6e-3)].mean() > 0.8                   # the primer face
+    assert not v[gap].any()  # the primer pocket gap
+    assert v[(pr > 1.2e-3) & (pr < 1.6e-3)].mean() > 0.8  # the primer face
     # the headstamp: sunk or raised characters on the annulus, tens of micrometres
     ring = v & (r > 2.9e-3) & (r < 3.85e-3)
     import cv2
+
     filled = np.nan_to_num(s.heights, nan=float(np.nanmedian(s.heights)))
     zl = s.heights - cv2.GaussianBlur(filled, (0, 0), 12.0)  # relief against the head's 0.15 mm surroundings
     assert (np.abs(zl[ring]) > 15e-6).mean() > 0.02

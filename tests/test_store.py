@@ -32,8 +32,14 @@ def files(tmp_path_factory):
     """Nine x3p files: three guns of three different models, three shots each (easy impressions;
     two guns of one model share class marks that can reach the 6-CMC rule in the simulator)."""
     d = tmp_path_factory.mktemp("scans")
-    scans = bx.datasets.simulate(n_firearms=3, shots=3, seed=3, difficulty="easy", resolution="fast",
-                                 models=["Glock 17", "Ruger P95", "SIG Sauer P226"])
+    scans = bx.datasets.simulate(
+        n_firearms=3,
+        shots=3,
+        seed=3,
+        difficulty="easy",
+        resolution="fast",
+        models=["Glock 17", "Ruger P95", "SIG Sauer P226"],
+    )
     paths = [bx.write_x3p(s, d / f"case-{k:02d}.x3p") for k, s in enumerate(scans)]
     guns = {p.stem: s.meta["labels"]["firearm"] for p, s in zip(paths, scans)}
     return paths, guns
@@ -82,8 +88,11 @@ def test_ids_and_meta_from_the_caller(tmp_path, files):
     with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
         st.add_scene("S1", date="2024-05-01", context="street gang")
         st.add_firearm("F1", status="seized", tracing_status="traced")
-        r = st.ingest(paths[:2], meta=[{"exhibit_id": "E-17", "scene_id": "S1"},
-                                       {"exhibit_id": "T-1", "firearm_id": "F1"}], progress=False)
+        r = st.ingest(
+            paths[:2],
+            meta=[{"exhibit_id": "E-17", "scene_id": "S1"}, {"exhibit_id": "T-1", "firearm_id": "F1"}],
+            progress=False,
+        )
         assert r.added == ["E-17", "T-1"]
         kinds = {e["exhibit_id"]: (e["kind"], e["scene_id"], e["firearm_id"]) for e in st.exhibits()}
         assert kinds == {"E-17": ("scene", "S1", None), "T-1": ("test_fire", None, "F1")}
@@ -96,9 +105,19 @@ def test_search_by_file_scan_and_exhibit(store, files):
     paths, guns = files
     by_id = store.search("case-00", k=3)
     assert "case-00" not in [c["exhibit_id"] for c in by_id]
-    assert set(by_id[0]) == {"exhibit_id", "source_name", "cmc_count", "score", "descriptor_score",
-                             "descriptor_rank", "log10_lr", "calibration", "calibration_sha256", "calibration_origin",
-                             "conclusion"}
+    assert set(by_id[0]) == {
+        "exhibit_id",
+        "source_name",
+        "cmc_count",
+        "score",
+        "descriptor_score",
+        "descriptor_rank",
+        "log10_lr",
+        "calibration",
+        "calibration_sha256",
+        "calibration_origin",
+        "conclusion",
+    }
     for c in by_id:  # a conclusion only where a calibration gave an LR; otherwise a candidate, said so
         assert (c["log10_lr"] is None) == (c["conclusion"] == "candidate") == (c["calibration"] is None)
     assert guns[by_id[0]["exhibit_id"]] == guns["case-00"] and by_id[0]["cmc_count"] >= 6
@@ -297,8 +316,11 @@ def test_readers_see_a_consistent_store_while_a_writer_ingests(tmp_path, files):
         st.ingest(paths[:1], progress=False)
     script = tmp_path / "ingest.py"
     script.write_text(_INGEST)
-    proc = subprocess.Popen([sys.executable, str(script), str(folder)] + [str(p) for p in paths],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(folder)] + [str(p) for p in paths],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     seen = []
     while proc.poll() is None:
         db = sqlite3.connect(f"file:{folder / 'store.sqlite'}?mode=ro", uri=True, timeout=30)
@@ -320,16 +342,24 @@ def test_dask_cluster_gives_the_same_store_as_a_local_run(tmp_path, files):
     with CaseStore(tmp_path / "local", preprocess_params=FAST, shortlist=3) as st:
         st.ingest(paths, progress=False)
         st.link_new(progress=False)
-        local = (st.exhibits(), sql(st.folder, "SELECT descriptor FROM exhibits ORDER BY rowid"),
-                 sorted(sql(st.folder, "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
-            distributed.Client(lc) as client, \
-            CaseStore(tmp_path / "dask", preprocess_params=FAST, shortlist=3) as st:
+        local = (
+            st.exhibits(),
+            sql(st.folder, "SELECT descriptor FROM exhibits ORDER BY rowid"),
+            sorted(sql(st.folder, "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")),
+        )
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        distributed.Client(lc) as client,
+        CaseStore(tmp_path / "dask", preprocess_params=FAST, shortlist=3) as st,
+    ):
         r = st.ingest(paths, progress=False, client=client)
         assert len(r.added) == len(paths)
         st.link_new(progress=False, client=client)
-        remote = (st.exhibits(), sql(st.folder, "SELECT descriptor FROM exhibits ORDER BY rowid"),
-                  sorted(sql(st.folder, "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")))
+        remote = (
+            st.exhibits(),
+            sql(st.folder, "SELECT descriptor FROM exhibits ORDER BY rowid"),
+            sorted(sql(st.folder, "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")),
+        )
     keys = ("exhibit_id", "source_sha256", "kind", "scan_file")
     assert [{k: e[k] for k in keys} for e in local[0]] == [{k: e[k] for k in keys} for e in remote[0]]
     assert len(local[1]) == len(paths) and local[1] == remote[1]  # bit-identical descriptors
@@ -388,15 +418,23 @@ def test_a_registered_calibration_gives_this_store_its_likelihood_ratios(tmp_pat
 
     paths, guns = files
     rng = np.random.default_rng(0)  # reference features: same-gun counts high, different-gun low
-    X = np.r_[np.c_[rng.poisson(14, 60), np.full(60, 0.7), rng.normal(0.4, 0.05, 60)],
-              np.c_[rng.poisson(1, 300), np.full(300, 0.55), rng.normal(0.2, 0.05, 300)]]
+    X = np.r_[
+        np.c_[rng.poisson(14, 60), np.full(60, 0.7), rng.normal(0.4, 0.05, 60)],
+        np.c_[rng.poisson(1, 300), np.full(300, 0.55), rng.normal(0.2, 0.05, 300)],
+    ]
     X[X[:, 0] == 0, 1] = 0.0
     same = np.r_[np.ones(60, bool), np.zeros(300, bool)]
     with CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=3) as st:
         st.ingest(paths[:6], progress=False)
         proc = st.scan("case-00")
-        cal = ev.fit(X, same, name="lab 12.5 um", preprocessing=ev.processing_signature(proc.meta["processing"]),
-                     comparison={k: DEFAULTS[k] for k in DEFAULTS}, domain={"calibre": ["9mm Luger"]})
+        cal = ev.fit(
+            X,
+            same,
+            name="lab 12.5 um",
+            preprocessing=ev.processing_signature(proc.meta["processing"]),
+            comparison={k: DEFAULTS[k] for k in DEFAULTS},
+            domain={"calibre": ["9mm Luger"]},
+        )
         cal.save(tmp_path / "lab.json")
         with pytest.raises(bx.ParameterError, match="why"):
             st.register_calibration(tmp_path / "lab.json", reason=" ")
@@ -430,10 +468,16 @@ def test_a_cohort_calibration_weighs_each_pair_against_both_exhibits_backgrounds
     with CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=8) as st:
         st.ingest(paths, [{"batch": "B1"}] * len(paths), progress=False)
         proc = st.scan("case-00")
-        cal = ev.fit(X, same, features=["cmc_excess"], name="lab cohort",
-                     preprocessing=ev.processing_signature(proc.meta["processing"]),
-                     comparison={k: DEFAULTS[k] for k in DEFAULTS}, domain={"calibre": ["9mm Luger"]},
-                     extra_reference={"cohort": {"exclude_top": 2, "min_size": 4}})
+        cal = ev.fit(
+            X,
+            same,
+            features=["cmc_excess"],
+            name="lab cohort",
+            preprocessing=ev.processing_signature(proc.meta["processing"]),
+            comparison={k: DEFAULTS[k] for k in DEFAULTS},
+            domain={"calibre": ["9mm Luger"]},
+            extra_reference={"cohort": {"exclude_top": 2, "min_size": 4}},
+        )
         assert cal.needs_cohort
         cal.save(tmp_path / "cohort.json")
         st.register_calibration(tmp_path / "cohort.json", reason="validation V-3")
@@ -463,10 +507,15 @@ def test_exhibits_that_do_not_discriminate_in_their_population_give_no_lr(tmp_pa
     with CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=8) as st:
         st.ingest(paths, progress=False)
         proc = st.scan("case-00")
-        cal = ev.fit(X, same, features=["cmc_excess"], name="strict cohort",
-                     preprocessing=ev.processing_signature(proc.meta["processing"]),
-                     comparison={k: DEFAULTS[k] for k in DEFAULTS},
-                     extra_reference={"cohort": {"exclude_top": 2, "min_size": 4, "max_background": 0.0}})
+        cal = ev.fit(
+            X,
+            same,
+            features=["cmc_excess"],
+            name="strict cohort",
+            preprocessing=ev.processing_signature(proc.meta["processing"]),
+            comparison={k: DEFAULTS[k] for k in DEFAULTS},
+            extra_reference={"cohort": {"exclude_top": 2, "min_size": 4, "max_background": 0.0}},
+        )
         cal.save(tmp_path / "strict.json")
         st.register_calibration(tmp_path / "strict.json", reason="test: every background is too high")
         st.link_new(progress=False)

@@ -32,8 +32,14 @@ ROOT = os.geteuid() == 0  # root ignores file permissions
 def sources(tmp_path_factory):
     """Six x3p files: three guns of three models, two shots each (easy impressions), and each file's gun."""
     d = tmp_path_factory.mktemp("sources")
-    scans = bx.datasets.simulate(n_firearms=3, shots=2, seed=3, difficulty="easy", resolution="fast",
-                                 models=["Glock 17", "Ruger P95", "SIG Sauer P226"])
+    scans = bx.datasets.simulate(
+        n_firearms=3,
+        shots=2,
+        seed=3,
+        difficulty="easy",
+        resolution="fast",
+        models=["Glock 17", "Ruger P95", "SIG Sauer P226"],
+    )
     paths = [bx.write_x3p(s, d / f"e-{k}.x3p") for k, s in enumerate(scans)]
     return paths, {p.stem: s.meta["labels"]["firearm"] for p, s in zip(paths, scans)}
 
@@ -53,8 +59,11 @@ def fresh(base, tmp_path, name="s"):
 
 def digest(folder) -> dict:
     """SHA-256 of every file of a store except SQLite's side files (-wal, -shm)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
 
 
 def scan_file(folder, exhibit_id):
@@ -137,8 +146,9 @@ def test_migrated_store_checks_scans_by_source_until_repair_records_their_checks
     # from now on the exact file is checked: a copy with the right source inside but other bytes is refused
     s = bx.read_npz(scan_file(folder, "e-4"))
     s.meta.pop("sha256")
-    bx.write_npz(bx.Scan(s.heights * 0.5, s.dx, s.dy, {"source_sha256": s.meta["source_sha256"]}),
-                 scan_file(folder, "e-4"))
+    bx.write_npz(
+        bx.Scan(s.heights * 0.5, s.dx, s.dy, {"source_sha256": s.meta["source_sha256"]}), scan_file(folder, "e-4")
+    )
     with CaseStore(folder) as st, pytest.raises(DamagedScanError, match="SHA-256 differs"):
         st.scan("e-4")
 
@@ -218,9 +228,13 @@ def test_a_store_is_made_only_in_a_missing_or_empty_folder(tmp_path, sources, ca
     with CaseStore(tmp_path / "empty") as st:
         assert not st.created
     # the command line: only ingest creates a store, and says so
-    for cmd in (["search", str(paths[0])], ["report", "--out", str(tmp_path / "r.html")], ["rule"],
-                ["link", "--out", str(tmp_path / "g.json")],
-                ["register-calibration", str(paths[0]), "--reason", "x"]):
+    for cmd in (
+        ["search", str(paths[0])],
+        ["report", "--out", str(tmp_path / "r.html")],
+        ["rule"],
+        ["link", "--out", str(tmp_path / "g.json")],
+        ["register-calibration", str(paths[0]), "--reason", "x"],
+    ):
         assert main([*cmd, "--store", str(tmp_path / "typo")]) == 2
         err = capsys.readouterr().err
         assert f"no case store at {tmp_path / 'typo'}; `ballistix ingest --store" in err
@@ -249,14 +263,24 @@ def test_processes_creating_one_store_at_once_make_one_store(tmp_path):
     for trial in range(3):
         target = folder / str(trial)
         start = time.time() + 4.0  # every process has imported ballistix by then
-        procs = [subprocess.Popen([sys.executable, str(script), str(target), str(start)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(target), str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
         outs = [p.communicate(timeout=120) for p in procs]
         assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
         said = sorted(o.split()[0] for o, _ in outs)
         assert said == ["created", "opened", "opened", "opened"], outs
-        assert sorted(p.name for p in target.iterdir() if not p.name.endswith(("-wal", "-shm"))) == \
-            ["index.bxi", "scans", "store.sqlite"]  # no temporary database left behind
+        assert sorted(p.name for p in target.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+            "index.bxi",
+            "scans",
+            "store.sqlite",
+        ]  # no temporary database left behind
         with CaseStore(target) as st:
             assert st.check()["ok"]
 
@@ -273,10 +297,16 @@ def test_read_only_store_searches_writes_nothing_and_refuses_writes(base, tmp_pa
             assert guns[res[0]["exhibit_id"]] == guns["e-0"] and st.check()["ok"]
             st.graph()
             st.report(tmp_path / "r.html")
-            for call in (lambda: st.ingest(paths[:1], progress=False), lambda: st.link_new(progress=False),
-                         lambda: st.confirm("e-0", "e-1", True), lambda: st.set_decision_rule(link_lr=10.0),
-                         lambda: st.register_calibration(paths[0], reason="x"), st.rebuild_index,
-                         lambda: st.add_scene("S1"), lambda: st.check(repair=True)):
+            for call in (
+                lambda: st.ingest(paths[:1], progress=False),
+                lambda: st.link_new(progress=False),
+                lambda: st.confirm("e-0", "e-1", True),
+                lambda: st.set_decision_rule(link_lr=10.0),
+                lambda: st.register_calibration(paths[0], reason="x"),
+                st.rebuild_index,
+                lambda: st.add_scene("S1"),
+                lambda: st.check(repair=True),
+            ):
                 with pytest.raises(StoreError, match="read-only"):
                     call()
     assert digest(folder) == before
@@ -285,8 +315,9 @@ def test_read_only_store_searches_writes_nothing_and_refuses_writes(base, tmp_pa
     assert not (tmp_path / "nothing").exists()
 
 
-def test_read_only_reads_an_immutable_database_where_sqlite_cannot_keep_its_side_files(base, tmp_path, sources,
-                                                                                      monkeypatch):
+def test_read_only_reads_an_immutable_database_where_sqlite_cannot_keep_its_side_files(
+    base, tmp_path, sources, monkeypatch
+):
     paths, guns = sources
     folder = fresh(base, tmp_path)
     before = digest(folder)
@@ -348,9 +379,12 @@ def test_a_full_disk_is_one_clear_error_and_the_store_stays_intact(base, tmp_pat
         folder, limit = fresh(base, tmp_path), 65536  # the store opens; a processed scan does not fit
     extra = tmp_path / "extra.x3p"
     bx.write_x3p(bx.datasets.simulate(1, 1, seed=9, resolution="fast")[0], extra)
-    r = subprocess.run([sys.executable, str(script), str(limit), "ingest", str(extra), "--store", str(folder),
-                        "--json"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(script), str(limit), "ingest", str(extra), "--store", str(folder), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: no space left to write {folder} ("), r.stderr
@@ -388,12 +422,16 @@ def test_a_damaged_cached_scan_is_skipped_by_search_and_link(base, tmp_path, sou
         assert len([w for w in caught if "e-1" in str(w.message)]) == 1  # said once per call
         linked = dict(column(folder, "SELECT exhibit_id, linked FROM exhibits"))
         assert linked == {e: int(e != "e-1") for e in linked}  # the damaged exhibit is left unlinked
-        assert column(folder, "SELECT COUNT(*) FROM comparisons c JOIN exhibits e ON e.rowid IN (c.a, c.b) "
-                              "WHERE e.exhibit_id='e-1'") == [(0,)]
+        assert column(
+            folder,
+            "SELECT COUNT(*) FROM comparisons c JOIN exhibits e ON e.rowid IN (c.a, c.b) WHERE e.exhibit_id='e-1'",
+        ) == [(0,)]
     assert main(["search", str(paths[0]), "--store", str(folder), "-k", "3"]) == 0
     cap = capsys.readouterr()
-    assert cap.err.strip() == (f"warning: 1 candidate skipped: damaged cached scan of exhibit e-1; run "
-                               f"`ballistix check --store {folder} --repair`")
+    assert cap.err.strip() == (
+        f"warning: 1 candidate skipped: damaged cached scan of exhibit e-1; run "
+        f"`ballistix check --store {folder} --repair`"
+    )
     assert main(["search", "e-0", "--store", str(folder), "-k", "3", "--json"]) == 0
     assert [s["exhibit_id"] for s in json.loads(capsys.readouterr().out)["skipped"]] == ["e-1"]
     with CaseStore(folder) as st:  # the query's own scan damaged: an error naming it, not a traceback
@@ -412,9 +450,14 @@ def test_check_finds_every_kind_of_damage_and_repair_mends_it(tmp_path, sources,
         st.ingest(own, progress=False)
         st.link_new(progress=False)
         good = st.search(paths[0], k=5)
-        assert st.check() == {"store": str(folder), "ok": True, "repair": False, "checked": {
-            "database": 1, "descriptors": 6, "scans": 6, "index": 1, "calibrations": 0}, "problems": [],
-            "notes": []}
+        assert st.check() == {
+            "store": str(folder),
+            "ok": True,
+            "repair": False,
+            "checked": {"database": 1, "descriptors": 6, "scans": 6, "index": 1, "calibrations": 0},
+            "problems": [],
+            "notes": [],
+        }
         permuted_index(st).save(st.index_path)
     assert main(["check", "--store", str(folder)]) == 1  # the index: found, not repaired (read-only)
     capsys.readouterr()
@@ -433,8 +476,11 @@ def test_check_finds_every_kind_of_damage_and_repair_mends_it(tmp_path, sources,
     assert digest(folder) == before  # checking writes nothing
     assert main(["check", "--store", str(folder), "--repair", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] and sorted(p["problem"].split(":")[0] for p in report["problems"]) == \
-        ["exhibit e-0", "exhibit e-3", "exhibit e-4"]
+    assert report["ok"] and sorted(p["problem"].split(":")[0] for p in report["problems"]) == [
+        "exhibit e-0",
+        "exhibit e-3",
+        "exhibit e-4",
+    ]
     assert all("re-created from its source" in p["action"] for p in report["problems"])
     with CaseStore(folder) as st:
         with warnings.catch_warnings():
@@ -461,8 +507,10 @@ def test_check_finds_every_kind_of_damage_and_repair_mends_it(tmp_path, sources,
     # not reproducible: the stored descriptor is not what re-processing gives; the file is not replaced
     db = sqlite3.connect(folder / "store.sqlite")
     (blob,) = db.execute("SELECT descriptor FROM exhibits WHERE exhibit_id='e-1'").fetchone()
-    db.execute("UPDATE exhibits SET descriptor=? WHERE exhibit_id='e-1'",
-               (np.roll(np.frombuffer(blob, np.float32), 1).tobytes(),))
+    db.execute(
+        "UPDATE exhibits SET descriptor=? WHERE exhibit_id='e-1'",
+        (np.roll(np.frombuffer(blob, np.float32), 1).tobytes(),),
+    )
     db.execute("UPDATE exhibits SET descriptor=? WHERE exhibit_id='e-2'", (b"\x00" * 12,))
     db.commit()
     db.close()
@@ -486,8 +534,13 @@ def test_check_finds_every_kind_of_damage_and_repair_mends_it(tmp_path, sources,
             warnings.simplefilter("ignore", StoreWarning)  # e-1's unreadable scan is skipped
             res = st.search(paths[3], k=6)
         # searches run on an index of the other five exhibits
-        assert sorted([c["exhibit_id"] for c in res] + [s["exhibit_id"] for s in res.skipped]) == \
-            ["e-0", "e-1", "e-3", "e-4", "e-5"]
+        assert sorted([c["exhibit_id"] for c in res] + [s["exhibit_id"] for s in res.skipped]) == [
+            "e-0",
+            "e-1",
+            "e-3",
+            "e-4",
+            "e-5",
+        ]
         assert {p["check"] for p in st.check()["problems"]} == {"descriptor", "scan", "index"}
 
 
@@ -513,8 +566,7 @@ _REBUILD = textwrap.dedent("""
 
 
 def _run_and_kill(script, folder, delay):
-    proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     line = proc.stdout.readline()
     assert line.strip() == b"ready", proc.stderr.read()
     time.sleep(delay)
@@ -528,16 +580,20 @@ def _assert_consistent(folder):
     """The store opens, SQLite is sound, every comparison names two exhibits, and `check` finds nothing
     that an index rebuild (done when the store opens) does not mend."""
     assert column(folder, "PRAGMA integrity_check") == [("ok",)]
-    assert column(folder, "SELECT COUNT(*) FROM comparisons WHERE a NOT IN (SELECT rowid FROM exhibits) "
-                          "OR b NOT IN (SELECT rowid FROM exhibits)") == [(0,)]
+    assert column(
+        folder,
+        "SELECT COUNT(*) FROM comparisons WHERE a NOT IN (SELECT rowid FROM exhibits) "
+        "OR b NOT IN (SELECT rowid FROM exhibits)",
+    ) == [(0,)]
     with CaseStore(folder) as st:
         report = st.check()
         assert report["ok"], report
         assert all(p["check"] == "index" and p["repaired"] for p in report["problems"])
         assert len(st) == 6
         st.check_index()  # the index file holds the six exhibits
-        return st.exhibits(), {(a, b): (n, s) for a, b, n, s in column(
-            folder, "SELECT a, b, cmc_count, score FROM comparisons")}
+        return st.exhibits(), {
+            (a, b): (n, s) for a, b, n, s in column(folder, "SELECT a, b, cmc_count, score FROM comparisons")
+        }
 
 
 def test_kill_9_during_link_new_never_half_links_an_exhibit(base, tmp_path):
@@ -547,8 +603,7 @@ def test_kill_9_during_link_new_never_half_links_an_exhibit(base, tmp_path):
     script = tmp_path / "link.py"
     script.write_text(_LINK)
     ref_folder = fresh(base, tmp_path, "ref")
-    proc = subprocess.run([sys.executable, str(script), str(ref_folder)], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, str(script), str(ref_folder)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     took = float(proc.stdout.split()[-1])
     _, reference = _assert_consistent(ref_folder)

@@ -19,8 +19,11 @@ from ballistix.errors import FileFormatError
 def _tamper(tmp_path, filename="tampered.json", **changes):
     """The shipped default calibration, edited and re-checksummed as an attacker would."""
     src = ev.default_calibration().origin
-    path = next(p for p in __import__("importlib").resources.files("ballistix").joinpath("data").iterdir()
-                if p.name == src["file"])
+    path = next(
+        p
+        for p in __import__("importlib").resources.files("ballistix").joinpath("data").iterdir()
+        if p.name == src["file"]
+    )
     doc = json.loads(path.read_text())
     cal = doc["calibration"]
     for k, v in changes.items():
@@ -75,8 +78,12 @@ def test_cli_compare_refuses_a_tampered_calibration_file(tmp_path):
     scans = bx.datasets.simulate(n_firearms=2, shots=1, seed=3, resolution="fast")
     files = [str(bx.write_x3p(s, tmp_path / f"c{k}.x3p")) for k, s in enumerate(scans)]
     path = _tamper(tmp_path, intercept=60.0, name="NIST-validated (official)")
-    r = subprocess.run([sys.executable, "-m", "ballistix.cli", "compare", *files, "--calibration", str(path)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "ballistix.cli", "compare", *files, "--calibration", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "neither shipped with ballistix nor registered" in r.stderr and "IDENTIFICATION" not in r.stdout
 

@@ -16,8 +16,8 @@ from ballistix.cli import main
 from ballistix.errors import ParameterError, ScanFormatError
 from ballistix.evaluation import cllr, cllr_min
 
-FAST = {"spacing_um": 12.5}        # the simulator's "fast" scans, kept at their own spacing
-ODD = "solo <b>&amp; 'x'</b>"       # a firearm id that must come out escaped in the report
+FAST = {"spacing_um": 12.5}  # the simulator's "fast" scans, kept at their own spacing
+ODD = "solo <b>&amp; 'x'</b>"  # a firearm id that must come out escaped in the report
 
 
 def _write_labels(path, rows, header=("file", "firearm", "calibre", "make", "model")):
@@ -33,8 +33,9 @@ def lab(tmp_path_factory):
     """A small lab population: 4 guns x 2 shots, one more gun with a single shot, a junk file."""
     d = tmp_path_factory.mktemp("lab")
     (d / "scans").mkdir()
-    scans = bx.datasets.simulate(4, 2, seed=0, resolution="fast") + \
-        bx.datasets.simulate(1, 1, seed=7, resolution="fast")
+    scans = bx.datasets.simulate(4, 2, seed=0, resolution="fast") + bx.datasets.simulate(
+        1, 1, seed=7, resolution="fast"
+    )
     rows, files = [], []
     for k, s in enumerate(scans):
         f = bx.write_x3p(s, d / "scans" / f"case{k}.x3p")
@@ -97,9 +98,12 @@ def test_counts_and_rates_are_consistent(lab, validated):
 
 def test_calibration_file_loads_with_its_domain_and_weighs_the_labs_scans(lab, validated, tmp_path):
     cal = ev.load_calibration(validated.calibration_json)
-    assert cal.domain == {"calibre": ["9mm Luger"], "make_model": sorted({" ".join(
-        (s.meta["labels"]["make"], s.meta["labels"]["model"])) for s in lab["scans"]}),
-        "instrument": ["ballistix simulated confocal, NA 0.30"], "unknown_ok": []}
+    assert cal.domain == {
+        "calibre": ["9mm Luger"],
+        "make_model": sorted({" ".join((s.meta["labels"]["make"], s.meta["labels"]["model"])) for s in lab["scans"]}),
+        "instrument": ["ballistix simulated confocal, NA 0.30"],
+        "unknown_ok": [],
+    }
     assert cal.reference["n_same"] == validated.n_same and cal.reference["n_different"] == validated.n_different
     assert cal.performance["cllr"] == pytest.approx(validated.cllr)
     assert cal.bounds_log10 == validated.calibration.bounds_log10
@@ -110,16 +114,25 @@ def test_calibration_file_loads_with_its_domain_and_weighs_the_labs_scans(lab, v
     with bx.CaseStore(tmp_path / "store") as st:  # registered in the lab's store, it is
         st.register_calibration(validated.calibration_json, reason="lab validation report 2026-11")
         res = bx.compare(a, b, calibration=st.calibrations())
-        assert bx.compare(a, b, calibration=ev.trusted_calibration(validated.calibration_json,
-                                                                   st.calibrations())).log10_lr == res.log10_lr
+        assert (
+            bx.compare(a, b, calibration=ev.trusted_calibration(validated.calibration_json, st.calibrations())).log10_lr
+            == res.log10_lr
+        )
     assert res.log10_lr is not None and res.evidence["calibration"] == cal.name
     assert res.evidence["calibration_sha256"] == cal.sha256
     assert res.evidence["calibration_origin"]["kind"] == "registered"
     # processed otherwise, or of another make: refused
-    assert "preprocess" in cal.check(bx.compare(bx.preprocess(bx.read_scan(lab["files"][0])),
-                                                bx.preprocess(bx.read_scan(lab["files"][1])), calibration=None))
-    assert ev.domain_check(cal.domain, {"calibre": "9mm Luger", "make_model": "Glock 17",
-                                        "instrument": cal.domain["instrument"][0]}) is not None
+    assert "preprocess" in cal.check(
+        bx.compare(
+            bx.preprocess(bx.read_scan(lab["files"][0])), bx.preprocess(bx.read_scan(lab["files"][1])), calibration=None
+        )
+    )
+    assert (
+        ev.domain_check(
+            cal.domain, {"calibre": "9mm Luger", "make_model": "Glock 17", "instrument": cal.domain["instrument"][0]}
+        )
+        is not None
+    )
 
 
 def test_validation_json_records_inputs_parameters_and_pairs(lab, validated):
@@ -153,21 +166,32 @@ def test_report_renders_offline_and_shows_the_numbers(validated, tmp_path):
     if exe is None:
         pytest.skip("no Chromium found (install Debian's 'chromium' or set BALLISTIX_CHROMIUM)")
     r = validated
-    res = render(exe, r.report, tmp_path / "validation.png", evaluate={
-        "headings": "[...document.querySelectorAll('h2')].map(h => h.textContent)",
-        "figures": "[...document.images].map(i => [i.naturalWidth, i.naturalHeight, i.alt])",
-        "cllr": "document.getElementById('cllr').textContent",
-        "auc": "document.getElementById('auc-lr').textContent",
-        "recommendation": "document.getElementById('recommendation').textContent",
-        "rule_rows": "[...document.querySelectorAll('table.rules')].map(t => t.rows.length)",
-        "first_rule": "[...document.querySelector('table.rules').rows[1].cells].map(c => c.textContent)",
-        "text": "document.body.innerText",
-        "scripts": "document.scripts.length",
-        "overflow": "document.documentElement.scrollWidth > innerWidth"})
+    res = render(
+        exe,
+        r.report,
+        tmp_path / "validation.png",
+        evaluate={
+            "headings": "[...document.querySelectorAll('h2')].map(h => h.textContent)",
+            "figures": "[...document.images].map(i => [i.naturalWidth, i.naturalHeight, i.alt])",
+            "cllr": "document.getElementById('cllr').textContent",
+            "auc": "document.getElementById('auc-lr').textContent",
+            "recommendation": "document.getElementById('recommendation').textContent",
+            "rule_rows": "[...document.querySelectorAll('table.rules')].map(t => t.rows.length)",
+            "first_rule": "[...document.querySelector('table.rules').rows[1].cells].map(c => c.textContent)",
+            "text": "document.body.innerText",
+            "scripts": "document.scripts.length",
+            "overflow": "document.documentElement.scrollWidth > innerWidth",
+        },
+    )
     assert res.problems == [], "\n".join(res.problems)
     v = res.values
-    assert v["headings"] == ["1. What was tested", "2. How it was tested", "3. Results",
-                             "4. Recommended rule and its limits", "5. Using the calibration file"]
+    assert v["headings"] == [
+        "1. What was tested",
+        "2. How it was tested",
+        "3. Results",
+        "4. Recommended rule and its limits",
+        "5. Using the calibration file",
+    ]
     assert len(v["figures"]) == 4 and all(w > 300 and h > 300 for w, h, _ in v["figures"])
     assert {alt.split()[0] for *_, alt in v["figures"]} == {"ROC", "DET", "Tippett", "histogram"}
     assert v["cllr"] == f"{r.cllr:.3f}" and v["auc"] == f"{r.auc_lr:.3f}"
@@ -182,12 +206,28 @@ def test_report_renders_offline_and_shows_the_numbers(validated, tmp_path):
 
 # ------------------------------------------------------------------------------------------- CLI
 def test_cli_takes_the_files_from_the_labels_and_samples_pairs(lab, tmp_path, capsys):
-    rows = [[f"../{lab['dir'].name}/scans/{f.name}", g, "9mm Luger", "", ""] for f, g in
-            zip(lab["files"], lab["guns"])]
+    rows = [[f"../{lab['dir'].name}/scans/{f.name}", g, "9mm Luger", "", ""] for f, g in zip(lab["files"], lab["guns"])]
     labels = _write_labels(tmp_path / "labels.csv", rows)  # paths relative to this CSV's folder
     out = tmp_path / "v"
-    assert main(["validate", "--labels", labels, "--out", out, "--pairs", "12", "--seed", "1",
-                 "--spacing-um", "12.5", "--json"]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                "--labels",
+                labels,
+                "--out",
+                out,
+                "--pairs",
+                "12",
+                "--seed",
+                "1",
+                "--spacing-um",
+                "12.5",
+                "--json",
+            ]
+        )
+        == 0
+    )
     s = json.loads(capsys.readouterr().out)
     assert s["n_scans"] == 9 and s["n_same"] == 4 and s["n_different"] == 12 and s["n_pairs"] == 16
     doc = json.loads((out / "validation.json").read_text())
@@ -206,15 +246,34 @@ def test_cli_prints_a_table_and_the_paths(lab, validated, tmp_path, capsys, monk
         return validated
 
     monkeypatch.setattr(V, "validate", fake)
-    assert main(["validate", *map(str, lab["files"][:2]), "--labels", str(lab["labels"]), "--out",
-                 str(tmp_path / "o"), "--jobs", "1"]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                *map(str, lab["files"][:2]),
+                "--labels",
+                str(lab["labels"]),
+                "--out",
+                str(tmp_path / "o"),
+                "--jobs",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert seen["files"] == [str(f) for f in lab["files"][:2]] and seen["pairs"] == "all" and seen["seed"] == 0
     assert seen["preprocess_params"] is None and seen["n_jobs"] == 1 and seen["client"] is None
     assert out.startswith("9 scans of 5 firearms; 36 pairs (4 same-gun, 32 different-gun)\n")
-    for line in ("identification at LR >= 100", "elimination at LR <= 0.01", "identification at CMC >= 6",
-                 f"Cllr {validated.cllr:.3f}", validated.recommendation["text"], f"report: {validated.report}",
-                 f"calibration: {validated.calibration_json}"):
+    for line in (
+        "identification at LR >= 100",
+        "elimination at LR <= 0.01",
+        "identification at CMC >= 6",
+        f"Cllr {validated.cllr:.3f}",
+        validated.recommendation["text"],
+        f"report: {validated.report}",
+        f"calibration: {validated.calibration_json}",
+    ):
         assert line in out
 
     def refuse(files, labels, **kw):
@@ -305,7 +364,7 @@ def test_clopper_pearson_known_values():
     assert V.upper_bound(0, 29) == pytest.approx(0.0982, abs=1e-4)
     lo, hi = V.clopper_pearson(5, 10)
     assert lo == pytest.approx(1 - hi) and lo == pytest.approx(0.1871, abs=1e-4)
-    assert V.clopper_pearson(10, 10) == (pytest.approx(0.025 ** 0.1), 1.0)
+    assert V.clopper_pearson(10, 10) == (pytest.approx(0.025**0.1), 1.0)
     assert V.pairs_needed(0.01) == 299 and V.upper_bound(0, 299) < 0.01 <= V.upper_bound(0, 298)
 
 

@@ -32,26 +32,59 @@ __all__ = ["simulate_casework", "Casework", "CONTEXTS", "DISTRICTS"]
 CITY, COUNTRY, CALIBRE = "Havenstad", "Netherlands", "9mm Luger"  # every simulated model is 9 mm
 #: District of the fictional city -> (centre latitude, centre longitude, share of gun activity).
 DISTRICTS: dict[str, tuple[float, float, float]] = {
-    "Oude Haven": (52.078, 4.300, 0.18), "Noorderkwartier": (52.140, 4.330, 0.15),
-    "Zuidpoort": (52.030, 4.360, 0.14), "Molenwijk": (52.100, 4.420, 0.12),
-    "Stationsbuurt": (52.090, 4.350, 0.12), "Kanaaleiland": (52.060, 4.250, 0.11),
-    "Westerduinen": (52.110, 4.240, 0.10), "Lindenhof": (52.170, 4.400, 0.08),
+    "Oude Haven": (52.078, 4.300, 0.18),
+    "Noorderkwartier": (52.140, 4.330, 0.15),
+    "Zuidpoort": (52.030, 4.360, 0.14),
+    "Molenwijk": (52.100, 4.420, 0.12),
+    "Stationsbuurt": (52.090, 4.350, 0.12),
+    "Kanaaleiland": (52.060, 4.250, 0.11),
+    "Westerduinen": (52.110, 4.240, 0.10),
+    "Lindenhof": (52.170, 4.400, 0.08),
 }
 #: Context -> (share of guns, reuse factor: how many scenes such a gun tends to turn up at).
 CONTEXTS: dict[str, tuple[float, float]] = {
-    "street gang": (0.35, 1.5), "drug trafficking": (0.25, 1.2), "organized crime": (0.15, 1.0),
-    "robbery": (0.12, 0.6), "domestic": (0.10, 0.15), "terrorism": (0.03, 0.3),
+    "street gang": (0.35, 1.5),
+    "drug trafficking": (0.25, 1.2),
+    "organized crime": (0.15, 1.0),
+    "robbery": (0.12, 0.6),
+    "domestic": (0.10, 0.15),
+    "terrorism": (0.03, 0.3),
 }
-_MAKER_COUNTRY = {"Ruger": "United States", "Glock": "Austria", "Smith & Wesson": "United States",
-                  "Hi-Point": "United States", "SIG Sauer": "Germany", "Beretta": "Italy", "Taurus": "Brazil"}
-_HELD_IN = {COUNTRY: 0.35, "Belgium": 0.15, "Germany": 0.15, "Czechia": 0.1, "Serbia": 0.1,
-            "Croatia": 0.08, "Slovakia": 0.07}  # last legally held, when not the maker's country
-_SERIALS = {"Ruger": "ddd-ddddd", "Glock": "LLLddd", "Smith & Wesson": "LLLdddd", "Hi-Point": "Pddddddd",
-            "SIG Sauer": "Udddddd", "Beretta": "BERdddddd", "Taurus": "TLLddddd"}  # L letter, d digit
+_MAKER_COUNTRY = {
+    "Ruger": "United States",
+    "Glock": "Austria",
+    "Smith & Wesson": "United States",
+    "Hi-Point": "United States",
+    "SIG Sauer": "Germany",
+    "Beretta": "Italy",
+    "Taurus": "Brazil",
+}
+_HELD_IN = {
+    COUNTRY: 0.35,
+    "Belgium": 0.15,
+    "Germany": 0.15,
+    "Czechia": 0.1,
+    "Serbia": 0.1,
+    "Croatia": 0.08,
+    "Slovakia": 0.07,
+}  # last legally held, when not the maker's country
+_SERIALS = {
+    "Ruger": "ddd-ddddd",
+    "Glock": "LLLddd",
+    "Smith & Wesson": "LLLdddd",
+    "Hi-Point": "Pddddddd",
+    "SIG Sauer": "Udddddd",
+    "Beretta": "BERdddddd",
+    "Taurus": "TLLddddd",
+}  # L letter, d digit
 _STATUS = {"seized": (0.75, 0.5), "found": (0.2, 0.2), "surrendered": (0.05, 0.3)}  # (seen at a scene, not seen)
 _UNTRACED = {"in progress": 0.4, "not traced": 0.35, "not requested": 0.25}
-_RESULTS = {"diverted from lawful stock in {}": 0.4, "stolen from private owner": 0.3,
-            "legally held, misused": 0.2, "illicit manufacture": 0.1}
+_RESULTS = {
+    "diverted from lawful stock in {}": 0.4,
+    "stolen from private owner": 0.3,
+    "legally held, misused": 0.2,
+    "illicit manufacture": 0.1,
+}
 _P_OBLITERATED, _P_UNSEEN, _P_PARTNER = 0.2, 0.3, 0.15  # serials; recovered guns never at a scene; 2-gun scenes
 
 
@@ -67,8 +100,10 @@ def _country(name: str) -> str:
 
 def _serial(rng: np.random.Generator, make: str) -> str:
     letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
-    return "".join(letters[rng.integers(len(letters))] if c == "L" else str(rng.integers(10)) if c == "d" else c
-                   for c in _SERIALS[make])
+    return "".join(
+        letters[rng.integers(len(letters))] if c == "L" else str(rng.integers(10)) if c == "d" else c
+        for c in _SERIALS[make]
+    )
 
 
 @dataclass(repr=False)
@@ -89,8 +124,10 @@ class Casework:
 
     def __repr__(self) -> str:
         n_rec = sum(f["recovered"] for f in self.firearms)
-        return (f"<Casework: {len(self.scenes)} scenes, {len(self.firearms)} firearms ({n_rec} recovered), "
-                f"{len(self.exhibits)} exhibits, {len(self.scans) or 'no'} scans>")
+        return (
+            f"<Casework: {len(self.scenes)} scenes, {len(self.firearms)} firearms ({n_rec} recovered), "
+            f"{len(self.exhibits)} exhibits, {len(self.scans) or 'no'} scans>"
+        )
 
     def same_gun_pairs(self) -> set[tuple[str, str]]:
         """Truth: every pair ``(a, b)``, ``a < b``, of exhibit ids fired by the same gun."""
@@ -110,8 +147,16 @@ class Casework:
 
     def to_dict(self) -> dict[str, Any]:
         """The metadata (not the scans) as plain JSON-ready Python objects."""
-        return copy.deepcopy({"format": "ballistix-casework", "version": 1, "params": self.params,
-                              "scenes": self.scenes, "firearms": self.firearms, "exhibits": self.exhibits})
+        return copy.deepcopy(
+            {
+                "format": "ballistix-casework",
+                "version": 1,
+                "params": self.params,
+                "scenes": self.scenes,
+                "firearms": self.firearms,
+                "exhibits": self.exhibits,
+            }
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Casework:
@@ -135,10 +180,30 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def _check(n_firearms, n_scenes, seed, recovered_share, traced_share, shots_per_scene, test_fires,
-           start_date, days, difficulty, resolution, scans, models, run_size):
-    for name, v, lo in [("n_firearms", n_firearms, 1), ("n_scenes", n_scenes, 1), ("seed", seed, 0),
-                        ("test_fires", test_fires, 0), ("days", days, 1), ("run_size", run_size, 1)]:
+def _check(
+    n_firearms,
+    n_scenes,
+    seed,
+    recovered_share,
+    traced_share,
+    shots_per_scene,
+    test_fires,
+    start_date,
+    days,
+    difficulty,
+    resolution,
+    scans,
+    models,
+    run_size,
+):
+    for name, v, lo in [
+        ("n_firearms", n_firearms, 1),
+        ("n_scenes", n_scenes, 1),
+        ("seed", seed, 0),
+        ("test_fires", test_fires, 0),
+        ("days", days, 1),
+        ("run_size", run_size, 1),
+    ]:
         if not _is_int(v) or v < lo:
             raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}")
     for name, v in [("recovered_share", recovered_share), ("traced_share", traced_share)]:
@@ -146,8 +211,9 @@ def _check(n_firearms, n_scenes, seed, recovered_share, traced_share, shots_per_
             raise ParameterError(f"{name} must be a number in [0, 1], got {v!r}")
     sps = shots_per_scene
     if not (isinstance(sps, (tuple, list)) and len(sps) == 2 and all(map(_is_int, sps)) and 1 <= sps[0] <= sps[1]):
-        raise ParameterError(f"shots_per_scene must be a (min, max) pair of integers with 1 <= min <= max, "
-                             f"got {shots_per_scene!r}")
+        raise ParameterError(
+            f"shots_per_scene must be a (min, max) pair of integers with 1 <= min <= max, got {shots_per_scene!r}"
+        )
     try:
         start = start_date if type(start_date) is dt.date else dt.date.fromisoformat(str(start_date))
     except ValueError:
@@ -164,11 +230,23 @@ def _check(n_firearms, n_scenes, seed, recovered_share, traced_share, shots_per_
     return start, list(models) if models else sorted(MODELS)
 
 
-def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0, recovered_share: float = 0.5,
-                      traced_share: float = 0.6, shots_per_scene: tuple[int, int] = (1, 3), test_fires: int = 2,
-                      start_date: str = "2024-01-01", days: int = 365, difficulty="realistic",
-                      resolution="fast", scans: bool = True, models: list[str] | None = None,
-                      run_size: int = 1) -> Casework:
+def simulate_casework(
+    n_firearms: int = 8,
+    n_scenes: int = 20,
+    *,
+    seed: int = 0,
+    recovered_share: float = 0.5,
+    traced_share: float = 0.6,
+    shots_per_scene: tuple[int, int] = (1, 3),
+    test_fires: int = 2,
+    start_date: str = "2024-01-01",
+    days: int = 365,
+    difficulty="realistic",
+    resolution="fast",
+    scans: bool = True,
+    models: list[str] | None = None,
+    run_size: int = 1,
+) -> Casework:
     """Simulate a year of gun crime in one city: scenes, guns, exhibits, scans and ground truth.
 
     Parameters
@@ -218,8 +296,22 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
     >>> cw.scenes[0]["id"], cw.exhibits[0]["kind"], cw.indicator_16_4_2()
     ('S001', 'scene', 0.5)
     """
-    start, models = _check(n_firearms, n_scenes, seed, recovered_share, traced_share, shots_per_scene, test_fires,
-                           start_date, days, difficulty, resolution, scans, models, run_size)
+    start, models = _check(
+        n_firearms,
+        n_scenes,
+        seed,
+        recovered_share,
+        traced_share,
+        shots_per_scene,
+        test_fires,
+        start_date,
+        days,
+        difficulty,
+        resolution,
+        scans,
+        models,
+        run_size,
+    )
     n, (lo, hi) = int(n_firearms), (int(shots_per_scene[0]), int(shots_per_scene[1]))
     plan = gun_plan(n, int(seed), models, run_size)  # the guns `simulate` makes for this seed
     ids = [g["firearm_id"] for g in plan]
@@ -234,10 +326,22 @@ def simulate_casework(n_firearms: int = 8, n_scenes: int = 20, *, seed: int = 0,
     _trace(rng, firearms, recovered, traced_share)
     exhibits = _exhibits(rng, scenes, guns_at, firearms, ids, (lo, hi), test_fires)
 
-    params = {"n_firearms": n, "n_scenes": int(n_scenes), "seed": int(seed), "recovered_share": float(recovered_share),
-              "traced_share": float(traced_share), "shots_per_scene": [lo, hi], "test_fires": int(test_fires),
-              "start_date": start.isoformat(), "days": int(days), "difficulty": difficulty,
-              "resolution": resolution, "scans": scans, "models": models, "run_size": int(run_size)}
+    params = {
+        "n_firearms": n,
+        "n_scenes": int(n_scenes),
+        "seed": int(seed),
+        "recovered_share": float(recovered_share),
+        "traced_share": float(traced_share),
+        "shots_per_scene": [lo, hi],
+        "test_fires": int(test_fires),
+        "start_date": start.isoformat(),
+        "days": int(days),
+        "difficulty": difficulty,
+        "resolution": resolution,
+        "scans": scans,
+        "models": models,
+        "run_size": int(run_size),
+    }
     params = json.loads(json.dumps(params, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     cw = Casework(scenes, firearms, exhibits, [], params)
     if scans:
@@ -259,8 +363,10 @@ def _draw_guns(rng: np.random.Generator, n: int, recovered_share: float):
     ctx = rng.choice(len(cnames), n, p=[CONTEXTS[c][0] for c in cnames])
     weight = (rng.pareto(2.0, n) + 1.0) * np.array([CONTEXTS[cnames[c]][1] for c in ctx])
     d_p = np.array([DISTRICTS[d][2] for d in dnames])
-    homes = [[int(d) for d in rng.choice(len(dnames), 2 if rng.random() < 0.35 else 1, replace=False, p=d_p)]
-             for _ in range(n)]
+    homes = [
+        [int(d) for d in rng.choice(len(dnames), 2 if rng.random() < 0.35 else 1, replace=False, p=d_p)]
+        for _ in range(n)
+    ]
     recovered = np.zeros(n, bool)
     recovered[rng.choice(n, int(np.floor(recovered_share * n + 0.5)), replace=False)] = True
     active = ~(recovered & (rng.random(n) < _P_UNSEEN))
@@ -301,9 +407,17 @@ def _scenes(rng: np.random.Generator, guns_at, ctx, homes, ids, start: dt.date, 
         home = homes[gs[0]]
         d = home[0] if len(home) == 1 or rng.random() < 0.7 else home[1]
         lat, lon = np.array(DISTRICTS[dnames[d]][:2]) + rng.normal(0, 0.006, 2)
-        scenes.append({"id": f"S{j + 1:03d}", "date": _day(start, off), "place": dnames[d],
-                       "lat": round(float(np.clip(lat, 52.0, 52.2)), 5), "lon": round(float(np.clip(lon, 4.2, 4.5)), 5),
-                       "context": cnames[ctx[gs[0]]], "firearms": [ids[g] for g in gs]})
+        scenes.append(
+            {
+                "id": f"S{j + 1:03d}",
+                "date": _day(start, off),
+                "place": dnames[d],
+                "lat": round(float(np.clip(lat, 52.0, 52.2)), 5),
+                "lon": round(float(np.clip(lon, 4.2, 4.5)), 5),
+                "context": cnames[ctx[gs[0]]],
+                "firearms": [ids[g] for g in gs],
+            }
+        )
         for g in gs:
             seen_at[g].append(scenes[-1]["id"])
             last[g] = int(off)
@@ -319,12 +433,24 @@ def _firearms(rng: np.random.Generator, plan, seen_at, last, recovered, homes, s
     for i, gun in enumerate(plan):
         m = MODELS[gun["make_model"]]
         obliterated = bool(rng.random() < _P_OBLITERATED)
-        f = {"id": gun["firearm_id"], "make": m["make"], "model": m["model"], "calibre": CALIBRE,
-             "manufacturing_run": gun["run"] or gun["firearm_id"],
-             "serial": None if obliterated else _serial(rng, m["make"]), "serial_obliterated": obliterated,
-             "scenes": seen_at[i], "recovered": bool(recovered[i]), "status": None, "recovery_date": None,
-             "recovery_place": None, "recovery_country": None, "origin_country": None,
-             "tracing_status": None, "tracing_result": None}
+        f = {
+            "id": gun["firearm_id"],
+            "make": m["make"],
+            "model": m["model"],
+            "calibre": CALIBRE,
+            "manufacturing_run": gun["run"] or gun["firearm_id"],
+            "serial": None if obliterated else _serial(rng, m["make"]),
+            "serial_obliterated": obliterated,
+            "scenes": seen_at[i],
+            "recovered": bool(recovered[i]),
+            "status": None,
+            "recovery_date": None,
+            "recovery_place": None,
+            "recovery_country": None,
+            "origin_country": None,
+            "tracing_status": None,
+            "tracing_result": None,
+        }
         if recovered[i]:
             seen = i in last
             f["status"] = _draw(rng, _STATUS, 0 if seen else 1)
@@ -344,8 +470,9 @@ def _trace(rng: np.random.Generator, firearms, recovered, traced_share: float) -
     traced = set()
     if rec.size:
         p = np.where([firearms[i]["serial_obliterated"] for i in rec], 0.3, 1.0)
-        traced = {int(i) for i in rng.choice(rec, int(np.floor(traced_share * rec.size + 0.5)), replace=False,
-                                             p=p / p.sum())}
+        traced = {
+            int(i) for i in rng.choice(rec, int(np.floor(traced_share * rec.size + 0.5)), replace=False, p=p / p.sum())
+        }
     for i in rec:
         f = firearms[i]
         if i in traced:
@@ -366,17 +493,34 @@ def _exhibits(rng: np.random.Generator, scenes, guns_at, firearms, ids, shots_pe
     for s, gs in zip(scenes, guns_at):
         for g in gs:
             for _ in range(int(rng.integers(lo, hi + 1))):
-                exhibits.append({"id": f"E{len(exhibits) + 1:04d}", "kind": "scene", "scene": s["id"],
-                                 "firearm_truth": ids[g], "test_fired_from": None, "calibre": CALIBRE,
-                                 "date": s["date"]})
+                exhibits.append(
+                    {
+                        "id": f"E{len(exhibits) + 1:04d}",
+                        "kind": "scene",
+                        "scene": s["id"],
+                        "firearm_truth": ids[g],
+                        "test_fired_from": None,
+                        "calibre": CALIBRE,
+                        "date": s["date"],
+                    }
+                )
     k = 0
     for f in firearms:
         if f["recovered"]:
-            when = (dt.date.fromisoformat(f["recovery_date"]) + dt.timedelta(days=int(rng.integers(1, 31))))
+            when = dt.date.fromisoformat(f["recovery_date"]) + dt.timedelta(days=int(rng.integers(1, 31)))
             for _ in range(test_fires):
                 k += 1
-                exhibits.append({"id": f"T{k:04d}", "kind": "test_fire", "scene": None, "firearm_truth": f["id"],
-                                 "test_fired_from": f["id"], "calibre": CALIBRE, "date": when.isoformat()})
+                exhibits.append(
+                    {
+                        "id": f"T{k:04d}",
+                        "kind": "test_fire",
+                        "scene": None,
+                        "firearm_truth": f["id"],
+                        "test_fired_from": f["id"],
+                        "calibre": CALIBRE,
+                        "date": when.isoformat(),
+                    }
+                )
     return exhibits
 
 
@@ -394,7 +538,14 @@ def _fire_exhibits(exhibits, plan, difficulty, resolution) -> list[Scan]:
         for shot, (e, ss) in enumerate(zip(mine, gun_args["seed"].spawn(len(mine)))):
             x = exhibits[e]
             s = fire(gun, shot, seed=ss, difficulty=difficulty, resolution=resolution)
-            s.meta["labels"].update(exhibit=x["id"], kind=x["kind"], scene=x["scene"], firearm=x["firearm_truth"],
-                                    test_fired_from=x["test_fired_from"], calibre=x["calibre"], date=x["date"])
+            s.meta["labels"].update(
+                exhibit=x["id"],
+                kind=x["kind"],
+                scene=x["scene"],
+                firearm=x["firearm_truth"],
+                test_fired_from=x["test_fired_from"],
+                calibre=x["calibre"],
+                date=x["date"],
+            )
             out[e] = s
     return out

@@ -58,8 +58,15 @@ from .simulate import (
     make_firearm,
 )
 
-__all__ = ["POPULATIONS", "INSTRUMENTS", "Session", "make_session", "scan_in_session", "simulate_population",
-           "iter_population"]
+__all__ = [
+    "POPULATIONS",
+    "INSTRUMENTS",
+    "Session",
+    "make_session",
+    "scan_in_session",
+    "simulate_population",
+    "iter_population",
+]
 
 #: Instruments. ``spacing_um``: native lateral spacing (scans are never finer
 #: than the requested resolution); ``difficulty``: overrides of the firing's
@@ -69,14 +76,27 @@ __all__ = ["POPULATIONS", "INSTRUMENTS", "Session", "make_session", "scan_in_ses
 #: height error; ``outliers``: share of extra outlier points, ``outlier_um``
 #: their height range.
 INSTRUMENTS: dict[str, dict[str, Any]] = {
-    "confocal": dict(description="the simulator's confocal microscope, NA 0.30 (as `fire`)",
-                     spacing_um=None, difficulty={}, smoothing_um=0.0, form_um=0.0, form_scale_um=800.0,
-                     outliers=0.0, outlier_um=(2.0, 10.0)),
-    "photometric-stereo": dict(description="photometric stereo (elastic-gel sensor): 7.4 um, smooth heights, "
-                                           "low-frequency form errors, few drop-outs, more outliers",
-                               spacing_um=7.4, difficulty=dict(noise_um=0.015, dropout=0.001, spikes=0.0),
-                               smoothing_um=3.5, form_um=0.6, form_scale_um=700.0, outliers=4e-4,
-                               outlier_um=(1.0, 8.0)),
+    "confocal": dict(
+        description="the simulator's confocal microscope, NA 0.30 (as `fire`)",
+        spacing_um=None,
+        difficulty={},
+        smoothing_um=0.0,
+        form_um=0.0,
+        form_scale_um=800.0,
+        outliers=0.0,
+        outlier_um=(2.0, 10.0),
+    ),
+    "photometric-stereo": dict(
+        description="photometric stereo (elastic-gel sensor): 7.4 um, smooth heights, "
+        "low-frequency form errors, few drop-outs, more outliers",
+        spacing_um=7.4,
+        difficulty=dict(noise_um=0.015, dropout=0.001, spikes=0.0),
+        smoothing_um=3.5,
+        form_um=0.6,
+        form_scale_um=700.0,
+        outliers=4e-4,
+        outlier_um=(1.0, 8.0),
+    ),
 }
 
 #: Population kinds: settings of `simulate_population` (each can be overridden).
@@ -94,30 +114,71 @@ INSTRUMENTS: dict[str, dict[str, Any]] = {
 #: - ``rotation_spread_deg``: spread (SD) of the mounting rotation around the
 #:   batch's orientation; None = every case at a uniformly random rotation.
 POPULATIONS: dict[str, dict[str, Any]] = {
-    "ordinary": dict(description="confocal scans of guns of several makes, random mounting, no batch effects "
-                                 "(the simulator's default set with labels)",
-                     models=None, run_size=1, subclass_weight=0.0, instrument="confocal", difficulty="realistic",
-                     artefact_um=0.0, artefact_share=1.0, artefact_mix=(0.6, 0.25, 0.15), rotation_spread_deg=None),
-    "photometric": dict(description="one make scanned by photometric stereo, random mounting, no shared artefacts",
-                        models=["Glock 17"], run_size=1, subclass_weight=0.0, instrument="photometric-stereo",
-                        difficulty="realistic", artefact_um=0.0, artefact_share=1.0,
-                        artefact_mix=(0.6, 0.25, 0.15), rotation_spread_deg=None),
-    "batch": dict(description="one make scanned by photometric stereo in batches: scans of a batch share the "
-                              "session's artefact field and a similar mounting orientation",
-                  models=["Glock 17"], run_size=1, subclass_weight=0.0, instrument="photometric-stereo",
-                  difficulty="realistic", artefact_um=0.95, artefact_share=0.85, artefact_mix=(0.6, 0.25, 0.15),
-                  rotation_spread_deg=3.0),
-    "batch-moderate": dict(description="the batch population with moderate impressions (fewer poor ones): "
-                                       "the batch effect of the held-out real scans, about one different-gun "
-                                       "pair in nine within a batch at 6 or more CMCs",
-                           models=["Glock 17"], run_size=1, subclass_weight=0.0, instrument="photometric-stereo",
-                           difficulty="moderate", artefact_um=0.95, artefact_share=0.85,
-                           artefact_mix=(0.6, 0.25, 0.15), rotation_spread_deg=3.0),
-    "subclass": dict(description="one make, all guns from one manufacturing run sharing a strong subclass "
-                                 "surface, confocal, random mounting",
-                     models=["Ruger P95"], run_size=0, subclass_weight=0.5, instrument="confocal",
-                     difficulty="realistic", artefact_um=0.0, artefact_share=1.0, artefact_mix=(0.6, 0.25, 0.15),
-                     rotation_spread_deg=None),
+    "ordinary": dict(
+        description="confocal scans of guns of several makes, random mounting, no batch effects "
+        "(the simulator's default set with labels)",
+        models=None,
+        run_size=1,
+        subclass_weight=0.0,
+        instrument="confocal",
+        difficulty="realistic",
+        artefact_um=0.0,
+        artefact_share=1.0,
+        artefact_mix=(0.6, 0.25, 0.15),
+        rotation_spread_deg=None,
+    ),
+    "photometric": dict(
+        description="one make scanned by photometric stereo, random mounting, no shared artefacts",
+        models=["Glock 17"],
+        run_size=1,
+        subclass_weight=0.0,
+        instrument="photometric-stereo",
+        difficulty="realistic",
+        artefact_um=0.0,
+        artefact_share=1.0,
+        artefact_mix=(0.6, 0.25, 0.15),
+        rotation_spread_deg=None,
+    ),
+    "batch": dict(
+        description="one make scanned by photometric stereo in batches: scans of a batch share the "
+        "session's artefact field and a similar mounting orientation",
+        models=["Glock 17"],
+        run_size=1,
+        subclass_weight=0.0,
+        instrument="photometric-stereo",
+        difficulty="realistic",
+        artefact_um=0.95,
+        artefact_share=0.85,
+        artefact_mix=(0.6, 0.25, 0.15),
+        rotation_spread_deg=3.0,
+    ),
+    "batch-moderate": dict(
+        description="the batch population with moderate impressions (fewer poor ones): "
+        "the batch effect of the held-out real scans, about one different-gun "
+        "pair in nine within a batch at 6 or more CMCs",
+        models=["Glock 17"],
+        run_size=1,
+        subclass_weight=0.0,
+        instrument="photometric-stereo",
+        difficulty="moderate",
+        artefact_um=0.95,
+        artefact_share=0.85,
+        artefact_mix=(0.6, 0.25, 0.15),
+        rotation_spread_deg=3.0,
+    ),
+    "subclass": dict(
+        description="one make, all guns from one manufacturing run sharing a strong subclass "
+        "surface, confocal, random mounting",
+        models=["Ruger P95"],
+        run_size=0,
+        subclass_weight=0.5,
+        instrument="confocal",
+        difficulty="realistic",
+        artefact_um=0.0,
+        artefact_share=1.0,
+        artefact_mix=(0.6, 0.25, 0.15),
+        rotation_spread_deg=None,
+    ),
 }
 _FOV_UM = 3750.0  # field of view of the simulated scans (as RESOLUTIONS: 600 x 6.25 um)
 
@@ -125,6 +186,7 @@ _FOV_UM = 3750.0  # field of view of the simulated scans (as RESOLUTIONS: 600 x 
 # ----------------------------------------------------------------------------
 # sessions (scanning batches)
 # ----------------------------------------------------------------------------
+
 
 @dataclass(eq=False)
 class Session:
@@ -176,9 +238,17 @@ def _grid(instrument: str, resolution) -> tuple[float, int]:
     return float(native), int(round(_FOV_UM / native))
 
 
-def make_session(session_id: str, *, seed: int | np.random.SeedSequence = 0, instrument: str = "photometric-stereo",
-                 resolution="standard", artefact_um: float = 0.0, artefact_mix=(0.6, 0.25, 0.15),
-                 artefact_share: float = 1.0, rotation_spread_deg: float | None = None) -> Session:
+def make_session(
+    session_id: str,
+    *,
+    seed: int | np.random.SeedSequence = 0,
+    instrument: str = "photometric-stereo",
+    resolution="standard",
+    artefact_um: float = 0.0,
+    artefact_mix=(0.6, 0.25, 0.15),
+    artefact_share: float = 1.0,
+    rotation_spread_deg: float | None = None,
+) -> Session:
     """A scanning session: the batch's artefact field and mounting orientation.
 
     Parameters
@@ -225,19 +295,30 @@ def make_session(session_id: str, *, seed: int | np.random.SeedSequence = 0, ins
         raise ParameterError(f"artefact_mix must be 3 non-negative weights, got {artefact_mix!r}") from None
     if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
         raise ParameterError(f"artefact_mix must be 3 non-negative weights, not all 0, got {artefact_mix!r}")
-    if rotation_spread_deg is not None and not (isinstance(rotation_spread_deg, (int, float))
-                                                and 0 <= rotation_spread_deg <= 180):
+    if rotation_spread_deg is not None and not (
+        isinstance(rotation_spread_deg, (int, float)) and 0 <= rotation_spread_deg <= 180
+    ):
         raise ParameterError(f"rotation_spread_deg must be None or in [0, 180], got {rotation_spread_deg!r}")
     spacing_um, n = _grid(instrument, resolution)
     rng = np.random.default_rng(ss)
     mount = float(rng.uniform(0, 360))
-    artefact = (_artefact_field(rng, n, spacing_um, mix) * artefact_um * 1e-6 if artefact_um > 0
-                else np.zeros((n, n)))
-    return Session(session_id, instrument, spacing_um * 1e-6, n, ss, artefact,
-                   mount if rotation_spread_deg is not None else None,
-                   {"artefact_um": float(artefact_um), "artefact_mix": list(mix),
-                    "artefact_share": float(artefact_share), "rotation_spread_deg": rotation_spread_deg,
-                    "resolution": [spacing_um, n]})
+    artefact = _artefact_field(rng, n, spacing_um, mix) * artefact_um * 1e-6 if artefact_um > 0 else np.zeros((n, n))
+    return Session(
+        session_id,
+        instrument,
+        spacing_um * 1e-6,
+        n,
+        ss,
+        artefact,
+        mount if rotation_spread_deg is not None else None,
+        {
+            "artefact_um": float(artefact_um),
+            "artefact_mix": list(mix),
+            "artefact_share": float(artefact_share),
+            "rotation_spread_deg": rotation_spread_deg,
+            "resolution": [spacing_um, n],
+        },
+    )
 
 
 def _blur_nan(z: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -247,8 +328,15 @@ def _blur_nan(z: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.where(valid, num / np.maximum(den, 1e-12), np.nan)
 
 
-def scan_in_session(firearm: Firearm, shot: int, session: Session, *, seed: int | np.random.SeedSequence,
-                    difficulty="realistic", population: str = "custom") -> Scan:
+def scan_in_session(
+    firearm: Firearm,
+    shot: int,
+    session: Session,
+    *,
+    seed: int | np.random.SeedSequence,
+    difficulty="realistic",
+    population: str = "custom",
+) -> Scan:
     """Fire one cartridge in ``firearm`` and scan it in ``session``.
 
     The firing is `fire` (same seed, same impression) at the session's
@@ -292,8 +380,14 @@ def scan_in_session(firearm: Firearm, shot: int, session: Session, *, seed: int 
     spread = session.settings.get("rotation_spread_deg")
     rot = None if session.mount_deg is None else float(session.mount_deg + rng_mount.normal(0, spread or 0.0)) % 360
     spacing_um, n = session.spacing_m * 1e6, session.size_px
-    scan = fire(firearm, shot, seed=ss, difficulty=d if inst["difficulty"] else difficulty,
-                resolution=(spacing_um, n), rotation_deg=rot)
+    scan = fire(
+        firearm,
+        shot,
+        seed=ss,
+        difficulty=d if inst["difficulty"] else difficulty,
+        resolution=(spacing_um, n),
+        rotation_deg=rot,
+    )
     z = scan.heights
     rng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (7002,)))
     if inst["smoothing_um"] > 0:
@@ -314,9 +408,14 @@ def scan_in_session(firearm: Firearm, shot: int, session: Session, *, seed: int 
     meta["labels"].update(instrument=session.instrument, batch=session.id, population=population)
     if session.instrument != "confocal":
         meta["instrument"]["model"] = f"simulated {session.instrument}"
-    meta["truth"]["session"] = {"batch": session.id, "instrument": session.instrument,
-                                "mount_deg": session.mount_deg, "seed_entropy": str(session.seed.entropy),
-                                "spawn_key": list(session.seed.spawn_key), **copy.deepcopy(session.settings)}
+    meta["truth"]["session"] = {
+        "batch": session.id,
+        "instrument": session.instrument,
+        "mount_deg": session.mount_deg,
+        "seed_entropy": str(session.seed.entropy),
+        "spawn_key": list(session.seed.spawn_key),
+        **copy.deepcopy(session.settings),
+    }
     return Scan(z, scan.dx, scan.dy, meta)
 
 
@@ -324,13 +423,16 @@ def scan_in_session(firearm: Firearm, shot: int, session: Session, *, seed: int 
 # populations
 # ----------------------------------------------------------------------------
 
+
 def _settings(kind: str, overrides: dict[str, Any]) -> dict[str, Any]:
     if kind not in POPULATIONS:
         raise ParameterError(f"unknown population kind {kind!r}; known: {sorted(POPULATIONS)}")
     unknown = set(overrides) - set(POPULATIONS[kind]) - {"description"}
     if unknown:
-        raise ParameterError(f"unknown population settings {sorted(unknown)}; known: "
-                             f"{sorted(k for k in POPULATIONS[kind] if k != 'description')}")
+        raise ParameterError(
+            f"unknown population settings {sorted(unknown)}; known: "
+            f"{sorted(k for k in POPULATIONS[kind] if k != 'description')}"
+        )
     s = {**copy.deepcopy(POPULATIONS[kind]), **overrides}
     if s["models"] is not None:
         if not s["models"] or any(m not in MODELS for m in s["models"]):
@@ -339,8 +441,9 @@ def _settings(kind: str, overrides: dict[str, Any]) -> dict[str, Any]:
     if not (isinstance(w, (int, float)) and 0 <= w < 1):
         raise ParameterError(f"subclass_weight must be in [0, 1), got {w!r}")
     if not (isinstance(s["run_size"], (int, np.integer)) and s["run_size"] >= 0):
-        raise ParameterError(f"run_size must be a non-negative integer (0 = all guns in one run), "
-                             f"got {s['run_size']!r}")
+        raise ParameterError(
+            f"run_size must be a non-negative integer (0 = all guns in one run), got {s['run_size']!r}"
+        )
     _instrument(s["instrument"])
     return s
 
@@ -351,29 +454,50 @@ def _count(v, name: str) -> int:
     return int(v)
 
 
-def iter_population(kind: str = "batch", n_firearms: int = 6, shots: int = 4, *, n_batches: int = 2, seed: int = 0,
-                    resolution="standard", **settings) -> Iterator[Scan]:
+def iter_population(
+    kind: str = "batch",
+    n_firearms: int = 6,
+    shots: int = 4,
+    *,
+    n_batches: int = 2,
+    seed: int = 0,
+    resolution="standard",
+    **settings,
+) -> Iterator[Scan]:
     """Like `simulate_population`, but yields the scans one at a time (one gun in memory at once)."""
     s = _settings(kind, settings)
-    n_firearms, shots, n_batches = _count(n_firearms, "n_firearms"), _count(shots, "shots"), _count(n_batches,
-                                                                                                   "n_batches")
+    n_firearms, shots, n_batches = (
+        _count(n_firearms, "n_firearms"),
+        _count(shots, "shots"),
+        _count(n_batches, "n_batches"),
+    )
     _seed_sequence(seed)
     _resolution(resolution)
     models = list(s["models"]) if s["models"] is not None else sorted(MODELS)
     run_size = n_firearms if s["run_size"] == 0 else s["run_size"]
     w = float(s["subclass_weight"])
-    sessions = [make_session(f"B{b + 1:02d}", seed=np.random.SeedSequence([int(seed), 3, b]),
-                             instrument=s["instrument"], resolution=resolution, artefact_um=s["artefact_um"],
-                             artefact_mix=s["artefact_mix"], artefact_share=s["artefact_share"],
-                             rotation_spread_deg=s["rotation_spread_deg"]) for b in range(n_batches)]
+    sessions = [
+        make_session(
+            f"B{b + 1:02d}",
+            seed=np.random.SeedSequence([int(seed), 3, b]),
+            instrument=s["instrument"],
+            resolution=resolution,
+            artefact_um=s["artefact_um"],
+            artefact_mix=s["artefact_mix"],
+            artefact_share=s["artefact_share"],
+            rotation_spread_deg=s["rotation_spread_deg"],
+        )
+        for b in range(n_batches)
+    ]
     runs: dict[str, np.ndarray] = {}
     for args in gun_plan(n_firearms, seed, models, run_size):
         gun = make_firearm(**args, resolution=resolution)
         if w > 0 and args["run"] is not None:
             if args["run"] not in runs:  # the run's shared surface: a breech face of its own, built once
                 runs.clear()
-                runs[args["run"]] = make_firearm(args["run"], args["make_model"], seed=args["run_seed"],
-                                                 resolution=resolution).surface
+                runs[args["run"]] = make_firearm(
+                    args["run"], args["make_model"], seed=args["run_seed"], resolution=resolution
+                ).surface
             mixed = np.sqrt(w) * runs[args["run"]] + np.sqrt(1 - w) * gun.surface
             gun = Firearm(gun.id, gun.make_model, gun.run, gun.spacing_m, mixed.astype(np.float32), gun.geometry)
         for k, shot_seed in enumerate(args["seed"].spawn(shots)):
@@ -381,16 +505,28 @@ def iter_population(kind: str = "batch", n_firearms: int = 6, shots: int = 4, *,
             if s["instrument"] == "confocal" and s["artefact_um"] == 0 and s["rotation_spread_deg"] is None:
                 scan = fire(gun, k, seed=shot_seed, difficulty=s["difficulty"], resolution=resolution)
                 scan.meta["labels"].update(instrument="confocal", batch=session.id, population=kind)
-                scan.meta["truth"]["session"] = {"batch": session.id, "instrument": "confocal", "mount_deg": None,
-                                                 **copy.deepcopy(session.settings)}
+                scan.meta["truth"]["session"] = {
+                    "batch": session.id,
+                    "instrument": "confocal",
+                    "mount_deg": None,
+                    **copy.deepcopy(session.settings),
+                }
             else:
                 scan = scan_in_session(gun, k, session, seed=shot_seed, difficulty=s["difficulty"], population=kind)
             scan.meta["labels"]["subclass_weight"] = w
             yield scan
 
 
-def simulate_population(kind: str = "batch", n_firearms: int = 6, shots: int = 4, *, n_batches: int = 2,
-                        seed: int = 0, resolution="standard", **settings) -> list[Scan]:
+def simulate_population(
+    kind: str = "batch",
+    n_firearms: int = 6,
+    shots: int = 4,
+    *,
+    n_batches: int = 2,
+    seed: int = 0,
+    resolution="standard",
+    **settings,
+) -> list[Scan]:
     """Simulate a labelled population of raw scans of one of the `POPULATIONS` kinds.
 
     Shot ``k`` of every gun is scanned in batch ``k % n_batches`` (round
@@ -433,5 +569,6 @@ def simulate_population(kind: str = "batch", n_firearms: int = 6, shots: int = 4
     >>> [(s.meta["labels"]["exhibit"], s.meta["labels"]["batch"]) for s in scans]
     [('F0001-1', 'B01'), ('F0001-2', 'B02'), ('F0002-1', 'B01'), ('F0002-2', 'B02')]
     """
-    return list(iter_population(kind, n_firearms, shots, n_batches=n_batches, seed=seed, resolution=resolution,
-                                **settings))
+    return list(
+        iter_population(kind, n_firearms, shots, n_batches=n_batches, seed=seed, resolution=resolution, **settings)
+    )

@@ -49,8 +49,18 @@ from .._version import __version__
 from ..errors import ParameterError
 from ..scan import Scan
 
-__all__ = ["simulate", "iter_simulate", "make_firearm", "fire", "Firearm", "DIFFICULTIES", "MODELS", "RESOLUTIONS",
-           "CASE_HEAD_RESOLUTIONS", "VIEWS"]
+__all__ = [
+    "simulate",
+    "iter_simulate",
+    "make_firearm",
+    "fire",
+    "Firearm",
+    "DIFFICULTIES",
+    "MODELS",
+    "RESOLUTIONS",
+    "CASE_HEAD_RESOLUTIONS",
+    "VIEWS",
+]
 
 #: Makes/models the simulator knows. ``family`` is the kind of machining mark
 #: on the breech face (the class characteristic), ``shear`` the chance of an
@@ -58,8 +68,9 @@ __all__ = ["simulate", "iter_simulate", "make_firearm", "fire", "Firearm", "DIFF
 MODELS: dict[str, dict[str, Any]] = {
     "Ruger P95": dict(make="Ruger", model="P95", family="filed", angle_deg=20.0, shear=0.6, drag=0.0),
     "Glock 17": dict(make="Glock", model="17", family="granular", angle_deg=0.0, shear=0.3, drag=0.9),
-    "Smith & Wesson SD9": dict(make="Smith & Wesson", model="SD9", family="arched", angle_deg=75.0, shear=0.4,
-                               drag=0.0),
+    "Smith & Wesson SD9": dict(
+        make="Smith & Wesson", model="SD9", family="arched", angle_deg=75.0, shear=0.4, drag=0.0
+    ),
     "Hi-Point C9": dict(make="Hi-Point", model="C9", family="circular", angle_deg=0.0, shear=0.2, drag=0.1),
     "SIG Sauer P226": dict(make="SIG Sauer", model="P226", family="arched", angle_deg=-30.0, shear=0.5, drag=0.0),
     "Beretta 92FS": dict(make="Beretta", model="92FS", family="filed", angle_deg=-60.0, shear=0.3, drag=0.0),
@@ -73,14 +84,50 @@ MODELS: dict[str, dict[str, Any]] = {
 #: dropout: share of random missing-data clusters; poor: share of poor
 #: impressions; translation_um: spread of the firing-pin position in the field.
 DIFFICULTIES: dict[str, dict[str, Any]] = {
-    "easy": dict(amplitude=(0.9, 1.0), transfer_loss=0.0, blur_um=1.0, primer_rms_um=0.25, noise_um=0.02,
-                 dropout=0.001, poor=0.0, spikes=1e-5, translation_um=40.0),
-    "moderate": dict(amplitude=(0.75, 1.0), transfer_loss=0.12, blur_um=2.0, primer_rms_um=0.45, noise_um=0.04,
-                     dropout=0.003, poor=0.05, spikes=3e-5, translation_um=60.0),
-    "realistic": dict(amplitude=(0.6, 1.0), transfer_loss=0.22, blur_um=2.5, primer_rms_um=0.6, noise_um=0.05,
-                      dropout=0.006, poor=0.1, spikes=5e-5, translation_um=80.0),
-    "realistic-hard": dict(amplitude=(0.5, 1.0), transfer_loss=0.32, blur_um=3.0, primer_rms_um=0.8, noise_um=0.08,
-                           dropout=0.012, poor=0.2, spikes=1e-4, translation_um=100.0),
+    "easy": dict(
+        amplitude=(0.9, 1.0),
+        transfer_loss=0.0,
+        blur_um=1.0,
+        primer_rms_um=0.25,
+        noise_um=0.02,
+        dropout=0.001,
+        poor=0.0,
+        spikes=1e-5,
+        translation_um=40.0,
+    ),
+    "moderate": dict(
+        amplitude=(0.75, 1.0),
+        transfer_loss=0.12,
+        blur_um=2.0,
+        primer_rms_um=0.45,
+        noise_um=0.04,
+        dropout=0.003,
+        poor=0.05,
+        spikes=3e-5,
+        translation_um=60.0,
+    ),
+    "realistic": dict(
+        amplitude=(0.6, 1.0),
+        transfer_loss=0.22,
+        blur_um=2.5,
+        primer_rms_um=0.6,
+        noise_um=0.05,
+        dropout=0.006,
+        poor=0.1,
+        spikes=5e-5,
+        translation_um=80.0,
+    ),
+    "realistic-hard": dict(
+        amplitude=(0.5, 1.0),
+        transfer_loss=0.32,
+        blur_um=3.0,
+        primer_rms_um=0.8,
+        noise_um=0.08,
+        dropout=0.012,
+        poor=0.2,
+        spikes=1e-4,
+        translation_um=100.0,
+    ),
 }
 
 #: Scan resolutions: "full" is like the raw NIST scans (3.125 um, 1200 points
@@ -100,20 +147,29 @@ CASE_HEAD_RESOLUTIONS = {"full": (7.38, 1500), "standard": (10.0, 1100), "fast":
 # 9 mm Luger case head (CIP): rim 9.96 mm across, small pistol primer 4.4 mm; headstamp letters about 0.9 mm
 # tall on the annulus between the primer pocket and the rim chamfer
 _CASE_RIM_RADIUS_M = 4.98e-3
-_CASE_CHAMFER_M = 0.28e-3          # the rim's outer chamfer: it falls away too steeply to be measured
+_CASE_CHAMFER_M = 0.28e-3  # the rim's outer chamfer: it falls away too steeply to be measured
 _HEADSTAMP_RADII_M = (2.9e-3, 3.85e-3)
-_CASE_HEAD_STREAM = 0xCA5E         # spawn-key suffix of the case-head view's own random stream
+_CASE_HEAD_STREAM = 0xCA5E  # spawn-key suffix of the case-head view's own random stream
 
 _ACCEPTANCE_SLOPE = np.tan(np.deg2rad(17.5))  # NA 0.30 objective
-_BREECH_RMS_UM = (1.2, 1.3)                   # class-kind and individual marks, before transfer
+_BREECH_RMS_UM = (1.2, 1.3)  # class-kind and individual marks, before transfer
 
 
 # ----------------------------------------------------------------------------
 # random fields
 # ----------------------------------------------------------------------------
 
-def _spectral_field(rng: np.random.Generator, shape, dx_um: float, lo_um: float, hi_um: float,
-                    *, alpha: float = 2.0, aniso: tuple[float, float] | None = None) -> np.ndarray:
+
+def _spectral_field(
+    rng: np.random.Generator,
+    shape,
+    dx_um: float,
+    lo_um: float,
+    hi_um: float,
+    *,
+    alpha: float = 2.0,
+    aniso: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Gaussian random field with wavelengths of about lo_um..hi_um, unit RMS.
 
     Inside the band the amplitude spectrum falls as ``f**-alpha`` (alpha = 2 is
@@ -134,8 +190,11 @@ def _spectral_field(rng: np.random.Generator, shape, dx_um: float, lo_um: float,
         across = -fx * np.sin(a) + fy * np.cos(a)
         f2 = (along * aniso[1]) ** 2 + across**2
     s_lo, s_hi = lo_um / (2 * np.pi), hi_um / (2 * np.pi)  # Gaussian sigmas of the two cutoffs
-    h = (np.exp(-2 * np.pi**2 * s_lo**2 * f2) * (1 - np.exp(-2 * np.pi**2 * s_hi**2 * f2))
-         * (np.sqrt(f2) + 1.0 / hi_um) ** -alpha)
+    h = (
+        np.exp(-2 * np.pi**2 * s_lo**2 * f2)
+        * (1 - np.exp(-2 * np.pi**2 * s_hi**2 * f2))
+        * (np.sqrt(f2) + 1.0 / hi_um) ** -alpha
+    )
     out = np.fft.irfft2(np.fft.rfft2(noise) * h, s=shape)
     out -= out.mean()
     return out / (out.std() + 1e-30)
@@ -148,7 +207,7 @@ def _smooth_field(rng: np.random.Generator, shape, scale_px: float) -> np.ndarra
     small = rng.standard_normal((ny // step + 3, nx // step + 3)).astype(np.float32)
     small = cv2.GaussianBlur(small, (0, 0), sigmaX=max(scale_px / step / 2, 0.5))
     big = cv2.resize(small, ((nx // step + 3) * step, (ny // step + 3) * step), interpolation=cv2.INTER_CUBIC)
-    big = big[step:step + ny, step:step + nx].astype(np.float64)
+    big = big[step : step + ny, step : step + nx].astype(np.float64)
     big -= big.mean()
     return big / (big.std() + 1e-30)
 
@@ -158,8 +217,9 @@ def _heavy_tails(z: np.ndarray, power: float = 1.5) -> np.ndarray:
     return z / z.std()
 
 
-def _pits(rng: np.random.Generator, shape, dx_um: float, density_per_mm2: float, size_um: float,
-          pit_share: float = 0.6) -> np.ndarray:
+def _pits(
+    rng: np.random.Generator, shape, dx_um: float, density_per_mm2: float, size_um: float, pit_share: float = 0.6
+) -> np.ndarray:
     """Sparse pits (``pit_share`` of them) and bumps, unit RMS."""
     ny, nx = shape
     area_mm2 = ny * nx * (dx_um * 1e-3) ** 2
@@ -202,6 +262,7 @@ def _class_texture(rng: np.random.Generator, family: str, angle_deg: float, shap
 # firearms
 # ----------------------------------------------------------------------------
 
+
 @dataclass(eq=False)
 class Firearm:
     """One simulated gun: its breech-face surface and firing geometry.
@@ -220,8 +281,14 @@ class Firearm:
     @property
     def info(self) -> dict[str, Any]:
         m = MODELS[self.make_model]
-        return {"firearm": self.id, "make": m["make"], "model": m["model"], "calibre": "9mm Luger",
-                "family": m["family"], "manufacturing_run": self.run}
+        return {
+            "firearm": self.id,
+            "make": m["make"],
+            "model": m["model"],
+            "calibre": "9mm Luger",
+            "family": m["family"],
+            "manufacturing_run": self.run,
+        }
 
 
 def _seed_sequence(seed) -> np.random.SeedSequence:
@@ -240,13 +307,15 @@ def _as_difficulty(difficulty) -> tuple[str, dict[str, Any]]:
     if isinstance(difficulty, dict):
         unknown = set(difficulty) - set(DIFFICULTIES["realistic"])
         if unknown:
-            raise ParameterError(f"unknown difficulty settings {sorted(unknown)}; "
-                                 f"known: {sorted(DIFFICULTIES['realistic'])}")
+            raise ParameterError(
+                f"unknown difficulty settings {sorted(unknown)}; known: {sorted(DIFFICULTIES['realistic'])}"
+            )
         d = {**DIFFICULTIES["realistic"], **difficulty}
         lo, hi = d["amplitude"]
         if not 0 < lo <= hi <= 2:
-            raise ParameterError(f"difficulty amplitude must be (low, high) with 0 < low <= high <= 2, "
-                                 f"got {d['amplitude']}")
+            raise ParameterError(
+                f"difficulty amplitude must be (low, high) with 0 < low <= high <= 2, got {d['amplitude']}"
+            )
         for k, v in d.items():
             if k != "amplitude" and not (isinstance(v, (int, float)) and v >= 0):
                 raise ParameterError(f"difficulty setting {k} must be a non-negative number, got {v!r}")
@@ -266,8 +335,9 @@ def _view(view) -> str:
 def _resolution(resolution, view: str = "primer") -> tuple[float, int]:
     if isinstance(resolution, str):
         if resolution not in RESOLUTIONS:
-            raise ParameterError(f"resolution must be one of {sorted(RESOLUTIONS)} or (spacing_um, size_px), "
-                                 f"got {resolution!r}")
+            raise ParameterError(
+                f"resolution must be one of {sorted(RESOLUTIONS)} or (spacing_um, size_px), got {resolution!r}"
+            )
         return (CASE_HEAD_RESOLUTIONS if view == "case_head" else RESOLUTIONS)[resolution]
     try:
         spacing_um, size_px = float(resolution[0]), int(resolution[1])
@@ -278,9 +348,16 @@ def _resolution(resolution, view: str = "primer") -> tuple[float, int]:
     return spacing_um, size_px
 
 
-def make_firearm(firearm_id: str, make_model: str = "Ruger P95", *, seed: int | np.random.SeedSequence = 0,
-                 run: str | None = None, run_seed: int | np.random.SeedSequence | None = None,
-                 subclass_share: float = 0.5, resolution="full") -> Firearm:
+def make_firearm(
+    firearm_id: str,
+    make_model: str = "Ruger P95",
+    *,
+    seed: int | np.random.SeedSequence = 0,
+    run: str | None = None,
+    run_seed: int | np.random.SeedSequence | None = None,
+    subclass_share: float = 0.5,
+    resolution="full",
+) -> Firearm:
     """Build one gun: breech-face marks and firing geometry.
 
     Parameters
@@ -340,14 +417,22 @@ def make_firearm(firearm_id: str, make_model: str = "Ruger P95", *, seed: int | 
 # firing and scanning
 # ----------------------------------------------------------------------------
 
+
 def _rot(deg: float) -> np.ndarray:
     a = np.deg2rad(deg)
     return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
 
 
-def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence | None = None,
-         difficulty="realistic", resolution="full", view: str = "primer",
-         rotation_deg: float | None = None) -> Scan:
+def fire(
+    firearm: Firearm,
+    shot: int = 0,
+    *,
+    seed: int | np.random.SeedSequence | None = None,
+    difficulty="realistic",
+    resolution="full",
+    view: str = "primer",
+    rotation_deg: float | None = None,
+) -> Scan:
     """Fire one cartridge in ``firearm`` and scan its head: a raw, labelled `Scan`.
 
     Without a ``seed`` the firing's randomness comes from the firearm id and
@@ -383,8 +468,11 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     """
     level, d = _as_difficulty(difficulty)
     view = _view(view)
-    if rotation_deg is not None and not (isinstance(rotation_deg, (int, float, np.integer, np.floating))
-                                         and not isinstance(rotation_deg, bool) and np.isfinite(rotation_deg)):
+    if rotation_deg is not None and not (
+        isinstance(rotation_deg, (int, float, np.integer, np.floating))
+        and not isinstance(rotation_deg, bool)
+        and np.isfinite(rotation_deg)
+    ):
         raise ParameterError(f"rotation_deg must be a finite number of degrees or None, got {rotation_deg!r}")
     spacing_um, n = _resolution(resolution, view)
     dx = spacing_um / 1e6
@@ -413,26 +501,41 @@ def fire(firearm: Firearm, shot: int = 0, *, seed: int | np.random.SeedSequence 
     geom = z.copy()  # the shape alone: what decides where the instrument measures nothing
     _add_form(rng, hrng, z, xy, primer, pr.r_primer)
     _add_texture(rng, z, marks, pr, d, spacing_um)
-    missing = _unmeasured(rng, geom, xy, pr, firearm.geometry, d, dx, spacing_um,
-                          head_truth["case_head_radius_m"] if wide else None)
+    missing = _unmeasured(
+        rng, geom, xy, pr, firearm.geometry, d, dx, spacing_um, head_truth["case_head_radius_m"] if wide else None
+    )
     _add_spikes(rng, z, d["spikes"])
     z[missing] = np.nan
 
-    meta = _firing_meta(firearm, shot, level, d, ss, {
-        "rotation_deg": rot,
-        "firing_pin_center_m": [float(fp[0]), float(fp[1])],
-        "translation_m": [float(fp[0] - centre[0]), float(fp[1] - centre[1])],
-        "primer_center_m": [float(primer[0]), float(primer[1])],
-        "primer_flat_radius_m": float(pr.r_flat),
-        "aperture_radius_m": float(firearm.geometry["aperture_radius_m"]),
-        "crater_radius_m": float(firearm.geometry["crater_radius_m"]),
-        "amplitude": amp,
-        "poor_impression": poor,
-    })
+    meta = _firing_meta(
+        firearm,
+        shot,
+        level,
+        d,
+        ss,
+        {
+            "rotation_deg": rot,
+            "firing_pin_center_m": [float(fp[0]), float(fp[1])],
+            "translation_m": [float(fp[0] - centre[0]), float(fp[1] - centre[1])],
+            "primer_center_m": [float(primer[0]), float(primer[1])],
+            "primer_flat_radius_m": float(pr.r_flat),
+            "aperture_radius_m": float(firearm.geometry["aperture_radius_m"]),
+            "crater_radius_m": float(firearm.geometry["crater_radius_m"]),
+            "amplitude": amp,
+            "poor_impression": poor,
+        },
+    )
     if wide:
         meta["comment"] += ", whole case head in view"
-        meta["truth"].update({"view": view, "case_head_center_m": [float(case_c[0]), float(case_c[1])],
-                              "primer_radius_m": float(pr.r_primer), "primer_gap_m": pr.gap, **head_truth})
+        meta["truth"].update(
+            {
+                "view": view,
+                "case_head_center_m": [float(case_c[0]), float(case_c[1])],
+                "primer_radius_m": float(pr.r_primer),
+                "primer_gap_m": pr.gap,
+                **head_truth,
+            }
+        )
     return Scan(z, dx, dx, meta)
 
 
@@ -465,8 +568,9 @@ class _Primer(NamedTuple):
     bowl: np.ndarray
 
 
-def _draw_pose(rng: np.random.Generator, firearm: Firearm, n: int, dx: float, translation_um: float,
-               rotation_deg: float | None) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+def _draw_pose(
+    rng: np.random.Generator, firearm: Firearm, n: int, dx: float, translation_um: float, rotation_deg: float | None
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """The case's pose in the scan: ``(rotation_deg, grid centre, firing-pin axis, primer centre)``,
     positions in metres from the grid's top-left corner. The rotation is uniform over 0-360 degrees,
     drawn even when ``rotation_deg`` fixes it so that the stream does not depend on it; the firing-pin
@@ -487,12 +591,22 @@ def _scan_coordinates(n: int, dx: float, rot: float, fp: np.ndarray, primer: np.
     px, py = xx * dx, yy * dx
     gx, gy = _rot(-rot) @ np.stack([(px - fp[0]).ravel(), (py - fp[1]).ravel()])  # gun-frame coordinates
     gx, gy = gx.reshape(n, n), gy.reshape(n, n)
-    return _Coords(px, py, gx, gy, np.hypot(gx, gy), np.rad2deg(np.arctan2(gy, gx)) % 360,
-                   np.hypot(px - primer[0], py - primer[1]))
+    return _Coords(
+        px, py, gx, gy, np.hypot(gx, gy), np.rad2deg(np.arctan2(gy, gx)) % 360, np.hypot(px - primer[0], py - primer[1])
+    )
 
 
-def _transfer_marks(rng: np.random.Generator, firearm: Firearm, d: dict, n: int, dx: float, spacing_um: float,
-                    rot: float, fp: np.ndarray, wide: bool) -> tuple[np.ndarray, float, bool]:
+def _transfer_marks(
+    rng: np.random.Generator,
+    firearm: Firearm,
+    d: dict,
+    n: int,
+    dx: float,
+    spacing_um: float,
+    rot: float,
+    fp: np.ndarray,
+    wide: bool,
+) -> tuple[np.ndarray, float, bool]:
     """The breech face pressed into the primer: ``(marks in metres, amplitude, poor impression?)``.
     The gun's surface is warped to the case's pose, its finest detail lost (``blur_um``), scaled by the
     contact pressure and lost in smooth patches where the primer did not touch (``transfer_loss``,
@@ -509,8 +623,9 @@ def _transfer_marks(rng: np.random.Generator, firearm: Firearm, d: dict, n: int,
     src = firearm.surface
     if wide and scale > 1.5:  # a coarser grid than the gun's: smooth first so the warp does not alias
         src = cv2.GaussianBlur(src, (0, 0), sigmaX=0.5 * scale)
-    marks = cv2.warpAffine(src, M, (n, n), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_REFLECT).astype(np.float64)
+    marks = cv2.warpAffine(
+        src, M, (n, n), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
+    ).astype(np.float64)
     if d["blur_um"] > 0:
         marks = cv2.GaussianBlur(marks, (0, 0), sigmaX=d["blur_um"] / spacing_um)
     loss = d["transfer_loss"] + (0.25 if poor else 0.0)
@@ -565,8 +680,14 @@ def _primer_relief(rng: np.random.Generator, g: dict, xy: _Coords, dx: float) ->
     return z, _Primer(r_flat, r_primer, gap, head, in_gap, face, bowl)
 
 
-def _add_form(rng: np.random.Generator, hrng: np.random.Generator | None, z: np.ndarray, xy: _Coords,
-              primer: np.ndarray, r_primer: float) -> None:
+def _add_form(
+    rng: np.random.Generator,
+    hrng: np.random.Generator | None,
+    z: np.ndarray,
+    xy: _Coords,
+    primer: np.ndarray,
+    r_primer: float,
+) -> None:
     """Add (in place) the form the instrument sees: a residual tilt and a dome of the primer, and its
     absolute height offset. ``hrng`` (case-head view only): the dome stops at the primer's edge and the
     whole head sits tilted under the objective."""
@@ -583,8 +704,9 @@ def _add_form(rng: np.random.Generator, hrng: np.random.Generator | None, z: np.
     z += 100e-6
 
 
-def _add_texture(rng: np.random.Generator, z: np.ndarray, marks: np.ndarray, pr: _Primer, d: dict,
-                 spacing_um: float) -> None:
+def _add_texture(
+    rng: np.random.Generator, z: np.ndarray, marks: np.ndarray, pr: _Primer, d: dict, spacing_um: float
+) -> None:
     """Add (in place) the breech-face marks on the face, primer roughness that does not come from the gun
     (rougher on the case head) and instrument noise."""
     z += np.where(pr.face, marks, 0.0)
@@ -593,8 +715,17 @@ def _add_texture(rng: np.random.Generator, z: np.ndarray, marks: np.ndarray, pr:
     z += rng.standard_normal(z.shape) * d["noise_um"] * 1e-6
 
 
-def _unmeasured(rng: np.random.Generator, geom: np.ndarray, xy: _Coords, pr: _Primer, g: dict, d: dict,
-                dx: float, spacing_um: float, rim_m: float | None) -> np.ndarray:
+def _unmeasured(
+    rng: np.random.Generator,
+    geom: np.ndarray,
+    xy: _Coords,
+    pr: _Primer,
+    g: dict,
+    d: dict,
+    dx: float,
+    spacing_um: float,
+    rim_m: float | None,
+) -> np.ndarray:
     """Where the instrument measures nothing (True): slopes of the shape ``geom`` near and beyond the
     objective's acceptance angle, the crater floor below the depth window, the pocket gap, patches of
     the flowback ring and the dark case head, and random clusters of drop-outs (``dropout``).
@@ -631,16 +762,21 @@ def _add_spikes(rng: np.random.Generator, z: np.ndarray, share: float) -> None:
     z[spikes] += rng.choice([-1, 1], spikes.sum()) * rng.uniform(5e-6, 30e-6, spikes.sum())
 
 
-def _firing_meta(firearm: Firearm, shot: int, level: str, d: dict, ss: np.random.SeedSequence,
-                 drawn: dict) -> dict[str, Any]:
+def _firing_meta(
+    firearm: Firearm, shot: int, level: str, d: dict, ss: np.random.SeedSequence, drawn: dict
+) -> dict[str, Any]:
     """A simulated scan's ``meta``: the instrument, ``labels`` (exhibit, the gun's info, shot) and
     ``truth``: what was ``drawn`` (pose, impression), the difficulty, the gun's geometry and the seed."""
     exhibit = f"{firearm.id}-{shot + 1}"
     return {
         "format": "simulated",
         "creator": f"ballistix {__version__} simulator",
-        "instrument": {"manufacturer": "ballistix", "model": "simulated confocal, NA 0.30",
-                       "serial": "sim", "version": __version__},
+        "instrument": {
+            "manufacturer": "ballistix",
+            "model": "simulated confocal, NA 0.30",
+            "serial": "sim",
+            "version": __version__,
+        },
         "comment": f"simulated {firearm.make_model} shot {shot + 1}, difficulty {level}",
         "labels": {"exhibit": exhibit, **firearm.info, "shot": int(shot)},
         "truth": {
@@ -676,14 +812,15 @@ def _headstamp(text_top: str, text_bottom: str, spacing_um: float) -> tuple[np.n
     return canvas.astype(np.float32) / 255.0, 2 * np.pi / cols
 
 
-def _case_head_relief(hrng: np.random.Generator, r_case: np.ndarray, dx_c: np.ndarray, dy_c: np.ndarray,
-                      spacing_um: float) -> tuple[np.ndarray, dict[str, Any]]:
+def _case_head_relief(
+    hrng: np.random.Generator, r_case: np.ndarray, dx_c: np.ndarray, dy_c: np.ndarray, spacing_um: float
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Heights of the case head (metres, primer face = 0) and what was drawn: its level, the rim
     chamfer and the headstamp characters on the annulus."""
     rim = _CASE_RIM_RADIUS_M + hrng.normal(0, 10e-6)
     offset = float(hrng.uniform(-60e-6, 60e-6))  # the primer sits this far above (+) or below the head
     depth = float(hrng.uniform(20e-6, 50e-6))
-    sunk = bool(hrng.random() < 0.75)             # most headstamps are stamped in
+    sunk = bool(hrng.random() < 0.75)  # most headstamps are stamped in
     turn = float(hrng.uniform(0, 360))
     maker = "".join(hrng.choice(list("ABCDEFGHKMPRSTWX"), 2)) + f" {int(hrng.integers(0, 100)):02d}"
     z = np.full(r_case.shape, -offset)
@@ -696,14 +833,17 @@ def _case_head_relief(hrng: np.random.Generator, r_case: np.ndarray, dx_c: np.nd
     letters = cv2.remap(canvas, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     letters = cv2.GaussianBlur(letters, (0, 0), sigmaX=max(8.0 / spacing_um, 0.5))  # stamped walls, a few um wide
     z += (-depth if sunk else depth) * np.clip(letters * 1.5, 0, 1)
-    return z, {"case_head_radius_m": float(rim), "head_offset_m": -offset,
-               "headstamp": {"text": ["9MM LUGER", maker], "turn_deg": turn, "depth_m": depth, "sunk": sunk}}
-
+    return z, {
+        "case_head_radius_m": float(rim),
+        "head_offset_m": -offset,
+        "headstamp": {"text": ["9MM LUGER", maker], "turn_deg": turn, "depth_m": depth, "sunk": sunk},
+    }
 
 
 # ----------------------------------------------------------------------------
 # labelled sets
 # ----------------------------------------------------------------------------
+
 
 def gun_plan(n_firearms: int, seed: int, models: list[str], run_size: int) -> list[dict[str, Any]]:
     """Keyword arguments of `make_firearm` for each gun of a simulated set (cheap: no surfaces built).
@@ -718,26 +858,38 @@ def gun_plan(n_firearms: int, seed: int, models: list[str], run_size: int) -> li
     plan = []
     for i, gun_seed in enumerate(np.random.SeedSequence(int(seed)).spawn(n_firearms)):
         run = i // run_size
-        plan.append({
-            "firearm_id": f"F{i + 1:04d}",
-            "make_model": models[run % len(models)] if run_size > 1 else models[int(pick.integers(len(models)))],
-            "seed": gun_seed,
-            "run": f"R{run + 1:03d}" if run_size > 1 else None,
-            "run_seed": np.random.SeedSequence([int(seed), 2, run]) if run_size > 1 else None,
-        })
+        plan.append(
+            {
+                "firearm_id": f"F{i + 1:04d}",
+                "make_model": models[run % len(models)] if run_size > 1 else models[int(pick.integers(len(models)))],
+                "seed": gun_seed,
+                "run": f"R{run + 1:03d}" if run_size > 1 else None,
+                "run_seed": np.random.SeedSequence([int(seed), 2, run]) if run_size > 1 else None,
+            }
+        )
     return plan
 
 
-def iter_simulate(n_firearms: int = 10, shots: int = 4, *, seed: int = 0, difficulty="realistic",
-                  resolution="full", models: list[str] | None = None, run_size: int = 1,
-                  subclass_share: float = 0.5, view: str = "primer") -> Iterator[Scan]:
+def iter_simulate(
+    n_firearms: int = 10,
+    shots: int = 4,
+    *,
+    seed: int = 0,
+    difficulty="realistic",
+    resolution="full",
+    models: list[str] | None = None,
+    run_size: int = 1,
+    subclass_share: float = 0.5,
+    view: str = "primer",
+) -> Iterator[Scan]:
     """Like `simulate`, but yields the scans one at a time (one gun in memory at once)."""
     _seed_sequence(seed)
     if isinstance(n_firearms, bool) or not (isinstance(n_firearms, (int, np.integer)) and n_firearms >= 1):
         raise ParameterError(f"n_firearms must be a positive integer, got {n_firearms!r}")
     shots_per = list(shots) if isinstance(shots, (list, tuple)) else [shots] * n_firearms
-    if len(shots_per) != n_firearms or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
-                                           for s in shots_per):
+    if len(shots_per) != n_firearms or any(
+        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shots_per
+    ):
         raise ParameterError(f"shots must be a positive integer or one per firearm, got {shots!r}")
     if not (isinstance(run_size, (int, np.integer)) and run_size >= 1):
         raise ParameterError(f"run_size must be a positive integer, got {run_size!r}")
@@ -756,9 +908,18 @@ def iter_simulate(n_firearms: int = 10, shots: int = 4, *, seed: int = 0, diffic
             yield fire(gun, k, seed=shot_seed, difficulty=difficulty, resolution=resolution, view=view)
 
 
-def simulate(n_firearms: int = 10, shots: int | list[int] = 4, *, seed: int = 0, difficulty="realistic",
-             resolution="full", models: list[str] | None = None, run_size: int = 1,
-             subclass_share: float = 0.5, view: str = "primer") -> list[Scan]:
+def simulate(
+    n_firearms: int = 10,
+    shots: int | list[int] = 4,
+    *,
+    seed: int = 0,
+    difficulty="realistic",
+    resolution="full",
+    models: list[str] | None = None,
+    run_size: int = 1,
+    subclass_share: float = 0.5,
+    view: str = "primer",
+) -> list[Scan]:
     """Simulate labelled raw scans of cartridge cases fired in ``n_firearms`` guns.
 
     Parameters
@@ -802,5 +963,16 @@ def simulate(n_firearms: int = 10, shots: int | list[int] = 4, *, seed: int = 0,
     >>> [s.meta["labels"]["exhibit"] for s in scans]
     ['F0001-1', 'F0001-2', 'F0002-1', 'F0002-2']
     """
-    return list(iter_simulate(n_firearms, shots, seed=seed, difficulty=difficulty, resolution=resolution,
-                              models=models, run_size=run_size, subclass_share=subclass_share, view=view))
+    return list(
+        iter_simulate(
+            n_firearms,
+            shots,
+            seed=seed,
+            difficulty=difficulty,
+            resolution=resolution,
+            models=models,
+            run_size=run_size,
+            subclass_share=subclass_share,
+            view=view,
+        )
+    )

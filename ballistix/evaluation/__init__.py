@@ -10,8 +10,21 @@ import numpy as np
 from ..errors import ParameterError
 from .lr import cllr, cllr_min, conclusion_rates, elub_bounds, misleading, tippett
 
-__all__ = ["roc_curve", "auc", "equal_error_rate", "error_rates", "tpr_at_fpr", "summarise_scores", "grouping_scores",
-           "cllr", "cllr_min", "misleading", "elub_bounds", "tippett", "conclusion_rates"]
+__all__ = [
+    "roc_curve",
+    "auc",
+    "equal_error_rate",
+    "error_rates",
+    "tpr_at_fpr",
+    "summarise_scores",
+    "grouping_scores",
+    "cllr",
+    "cllr_min",
+    "misleading",
+    "elub_bounds",
+    "tippett",
+    "conclusion_rates",
+]
 
 
 def _check(scores, same):
@@ -73,12 +86,15 @@ def equal_error_rate(scores, same) -> float:
 def error_rates(scores, same, threshold: float) -> dict[str, float]:
     """False-positive and false-negative rates of the rule ``score >= threshold``."""
     s, y = _check(scores, same)
-    return {"threshold": float(threshold),
-            "false_positive_rate": float((s[~y] >= threshold).mean()),
-            "false_negative_rate": float((s[y] < threshold).mean()),
-            "false_positives": int((s[~y] >= threshold).sum()),
-            "false_negatives": int((s[y] < threshold).sum()),
-            "n_same": int(y.sum()), "n_different": int((~y).sum())}
+    return {
+        "threshold": float(threshold),
+        "false_positive_rate": float((s[~y] >= threshold).mean()),
+        "false_negative_rate": float((s[y] < threshold).mean()),
+        "false_positives": int((s[~y] >= threshold).sum()),
+        "false_negatives": int((s[y] < threshold).sum()),
+        "n_same": int(y.sum()),
+        "n_different": int((~y).sum()),
+    }
 
 
 def tpr_at_fpr(scores, same, max_fpr: float) -> dict[str, float]:
@@ -96,8 +112,13 @@ def summarise_scores(scores, same, threshold: float) -> dict:
     """AUC, EER, error rates at ``threshold`` and the score ranges of each class."""
     s, y = _check(scores, same)
     q = lambda v: {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}  # noqa: E731
-    return {"auc": auc(s, y), "eer": equal_error_rate(s, y), "at_threshold": error_rates(s, y, threshold),
-            "same": q(s[y]), "different": q(s[~y])}
+    return {
+        "auc": auc(s, y),
+        "eer": equal_error_rate(s, y),
+        "at_threshold": error_rates(s, y, threshold),
+        "same": q(s[y]),
+        "different": q(s[~y]),
+    }
 
 
 def grouping_scores(groups, truth) -> dict:
@@ -121,8 +142,9 @@ def grouping_scores(groups, truth) -> dict:
             seen[item] = k
     if set(seen) != set(labels):
         missing, extra = set(labels) - set(seen), set(seen) - set(labels)
-        raise ParameterError(f"groups and truth must hold the same items; missing {sorted(missing)[:5]}, "
-                             f"unknown {sorted(extra)[:5]}")
+        raise ParameterError(
+            f"groups and truth must hold the same items; missing {sorted(missing)[:5]}, unknown {sorted(extra)[:5]}"
+        )
     cells = Counter((seen[i], labels[i]) for i in labels)
     c2 = lambda n: n * (n - 1) // 2  # noqa: E731
     tp = sum(c2(n) for n in cells.values())
@@ -133,6 +155,12 @@ def grouping_scores(groups, truth) -> dict:
     top = (pred + true) / 2
     ari = (tp - expected) / (top - expected) if top != expected else 1.0
     big = Counter(g for (g, _), n in cells.items() if n >= 2)
-    return {"precision": tp / pred if pred else 1.0, "recall": tp / true if true else 1.0,
-            "true_pairs": true, "predicted_pairs": pred, "correct_pairs": tp,
-            "adjusted_rand_index": float(ari), "merged_groups": sum(1 for n in big.values() if n >= 2)}
+    return {
+        "precision": tp / pred if pred else 1.0,
+        "recall": tp / true if true else 1.0,
+        "true_pairs": true,
+        "predicted_pairs": pred,
+        "correct_pairs": tp,
+        "adjusted_rand_index": float(ari),
+        "merged_groups": sum(1 for n in big.values() if n >= 2),
+    }

@@ -16,8 +16,16 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["cllr", "cllr_min", "misleading", "elub_bounds", "tippett", "conclusion_rates",
-           "IDENTIFICATION_LR", "ELIMINATION_LR"]
+__all__ = [
+    "cllr",
+    "cllr_min",
+    "misleading",
+    "elub_bounds",
+    "tippett",
+    "conclusion_rates",
+    "IDENTIFICATION_LR",
+    "ELIMINATION_LR",
+]
 
 #: The examiner scale (`ballistix.evidence.conclusion`): LR at or above which a pair is called an
 #: identification, and at or below which an elimination.
@@ -78,10 +86,17 @@ def misleading(log10_lr, same, strong_lr: float = 100.0) -> dict[str, Any]:
     """
     h1, h2 = _split(log10_lr, same)
     s = math.log10(strong_lr)
-    return {"rate_for_same": float((h2 > 0).mean()), "rate_for_different": float((h1 < 0).mean()),
-            "strong_for_same": int((h2 > s).sum()), "strong_for_different": int((h1 < -s).sum()),
-            "strong_lr": strong_lr, "worst_for_same_log10": float(h2.max()),
-            "worst_for_different_log10": float(h1.min()), "n_same": int(h1.size), "n_different": int(h2.size)}
+    return {
+        "rate_for_same": float((h2 > 0).mean()),
+        "rate_for_different": float((h1 < 0).mean()),
+        "strong_for_same": int((h2 > s).sum()),
+        "strong_for_different": int((h1 < -s).sum()),
+        "strong_lr": strong_lr,
+        "worst_for_same_log10": float(h2.max()),
+        "worst_for_different_log10": float(h1.min()),
+        "n_same": int(h1.size),
+        "n_different": int(h2.size),
+    }
 
 
 def elub_bounds(log10_lr, same, add_misleading: int = 1, step: float = 0.01) -> tuple[float, float]:
@@ -99,9 +114,9 @@ def elub_bounds(log10_lr, same, add_misleading: int = 1, step: float = 0.01) -> 
     h1s, h2s = np.sort(h1), np.sort(h2)
 
     def better(t: np.ndarray) -> np.ndarray:
-        p_miss = (np.searchsorted(h1s, t, side="right") + add_misleading) / n1   # same-gun at or below t
+        p_miss = (np.searchsorted(h1s, t, side="right") + add_misleading) / n1  # same-gun at or below t
         p_fa = (h2s.size - np.searchsorted(h2s, t, side="right") + add_misleading) / n2  # different-gun above t
-        prior_h1 = 1.0 / (1.0 + 10.0 ** t)   # prior probability of "same gun" putting the threshold at t
+        prior_h1 = 1.0 / (1.0 + 10.0**t)  # prior probability of "same gun" putting the threshold at t
         error = prior_h1 * p_miss + (1 - prior_h1) * p_fa
         return error < np.minimum(prior_h1, 1 - prior_h1)
 
@@ -121,11 +136,18 @@ def tippett(log10_lr, same, ax=None, title: str | None = None):
     h1, h2 = _split(log10_lr, same)
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4))
-    for vals, label, colour in ((h1, f"same gun (n={h1.size})", "tab:blue"),
-                                (h2, f"different guns (n={h2.size})", "tab:red")):
+    for vals, label, colour in (
+        (h1, f"same gun (n={h1.size})", "tab:blue"),
+        (h2, f"different guns (n={h2.size})", "tab:red"),
+    ):
         x = np.sort(vals)
-        ax.step(np.r_[x[0] - 0.5, x], np.r_[1.0, 1 - np.arange(1, x.size + 1) / x.size], where="post",
-                label=label, color=colour)
+        ax.step(
+            np.r_[x[0] - 0.5, x],
+            np.r_[1.0, 1 - np.arange(1, x.size + 1) / x.size],
+            where="post",
+            label=label,
+            color=colour,
+        )
     ax.axvline(0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("log10 LR")
     ax.set_ylabel("share of comparisons with log10 LR > x")
@@ -138,6 +160,7 @@ def tippett(log10_lr, same, ax=None, title: str | None = None):
 
 # ---------------------------------------------------------------------------------------------- conclusions
 
+
 def _upper95(k: int, n: int) -> float:
     """One-sided 95% upper bound of a rate seen k times in n (Clopper-Pearson)."""
     from scipy.stats import beta
@@ -145,16 +168,27 @@ def _upper95(k: int, n: int) -> float:
     return 1.0 if k >= n else float(beta.ppf(0.95, k + 1, n - k)) if n else 1.0
 
 
-def conclusion_rates(log10_lr, same, identification_lr: float = IDENTIFICATION_LR,
-                     elimination_lr: float = ELIMINATION_LR) -> dict[str, Any]:
+def conclusion_rates(
+    log10_lr, same, identification_lr: float = IDENTIFICATION_LR, elimination_lr: float = ELIMINATION_LR
+) -> dict[str, Any]:
     """How often each conclusion was reached for same-gun and different-gun pairs (with 95% upper bounds)."""
     h1, h2 = _split(log10_lr, same)
     hi, lo = math.log10(identification_lr), math.log10(elimination_lr)
     out = {"identification_lr": identification_lr, "elimination_lr": elimination_lr}
-    for name, pick in (("identification", lambda v: v >= hi), ("elimination", lambda v: v <= lo),
-                       ("inconclusive", lambda v: (v > lo) & (v < hi))):
+    for name, pick in (
+        ("identification", lambda v: v >= hi),
+        ("elimination", lambda v: v <= lo),
+        ("inconclusive", lambda v: (v > lo) & (v < hi)),
+    ):
         k1, k2 = int(pick(h1).sum()), int(pick(h2).sum())
-        out[name] = {"same": k1, "n_same": int(h1.size), "different": k2, "n_different": int(h2.size),
-                     "rate_same": k1 / h1.size, "rate_different": k2 / h2.size,
-                     "upper95_same": _upper95(k1, h1.size), "upper95_different": _upper95(k2, h2.size)}
+        out[name] = {
+            "same": k1,
+            "n_same": int(h1.size),
+            "different": k2,
+            "n_different": int(h2.size),
+            "rate_same": k1 / h1.size,
+            "rate_different": k2 / h2.size,
+            "upper95_same": _upper95(k1, h1.size),
+            "upper95_different": _upper95(k2, h2.size),
+        }
     return out

@@ -82,7 +82,8 @@ def truth_breech_face(scan: Scan, *, margin_um: float = 40.0) -> np.ndarray:
     cx, cy = t["primer_center_m"]
     m = margin_um * 1e-6
     return (np.hypot(px - fx, py - fy) > t["aperture_radius_m"] + m) & (
-        np.hypot(px - cx, py - cy) < t["primer_flat_radius_m"] - m)
+        np.hypot(px - cx, py - cy) < t["primer_flat_radius_m"] - m
+    )
 
 
 def level_plane(heights: np.ndarray) -> np.ndarray:
@@ -91,8 +92,14 @@ def level_plane(heights: np.ndarray) -> np.ndarray:
     return level(z, order=1, robust=False, max_points=max(z.size, 10))
 
 
-def fadul_like(scan: Scan, mask: np.ndarray | None = None, *, spacing_m: float = 6.25e-6,
-               short_cutoff_um: float = 16.0, long_cutoff_um: float = 500.0) -> np.ndarray:
+def fadul_like(
+    scan: Scan,
+    mask: np.ndarray | None = None,
+    *,
+    spacing_m: float = 6.25e-6,
+    short_cutoff_um: float = 16.0,
+    long_cutoff_um: float = 500.0,
+) -> np.ndarray:
     """Breech face treated like the processed Fadul files: mask, level, band-pass, resample."""
     z = scan.heights.astype(np.float64, copy=True)
     if mask is not None:

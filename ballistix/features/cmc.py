@@ -42,18 +42,26 @@ try:  # pocketfft's own entry points: scipy.fft's transforms without its dispatc
 except ImportError:  # pragma: no cover - a scipy without them: the public functions, same results
     _pocketfft = None
 
-__all__ = ["Cells", "CellSearch", "make_cells", "rotate_nan", "cell_search", "cell_search_reference", "congruence",
-           "angle_diff"]
+__all__ = [
+    "Cells",
+    "CellSearch",
+    "make_cells",
+    "rotate_nan",
+    "cell_search",
+    "cell_search_reference",
+    "congruence",
+    "angle_diff",
+]
 
 
 @dataclass
 class Cells:
     """Valid reference cells: their grid index, top-left corner, size and data."""
 
-    index: np.ndarray      # (n, 2) grid row, col
-    corner: np.ndarray     # (n, 2) top-left row, col in the reference array
+    index: np.ndarray  # (n, 2) grid row, col
+    corner: np.ndarray  # (n, 2) top-left row, col in the reference array
     shape: tuple[int, int]  # cell height, width (pixels)
-    data: np.ndarray       # (n, h, w) heights, NaN = missing
+    data: np.ndarray  # (n, h, w) heights, NaN = missing
     valid_fraction: np.ndarray  # (n,)
     grid: tuple[int, int]
     ref_shape: tuple[int, int]
@@ -86,7 +94,7 @@ def make_cells(ref: np.ndarray, grid: tuple[int, int] = (8, 8), max_missing: flo
     index, corner, data, frac = [], [], [], []
     for i in range(gy):
         for j in range(gx):
-            c = ref[oy + i * h: oy + (i + 1) * h, ox + j * w: ox + (j + 1) * w]
+            c = ref[oy + i * h : oy + (i + 1) * h, ox + j * w : ox + (j + 1) * w]
             v = ~np.isnan(c)
             f = v.mean()
             if 1.0 - f > max_missing or v.sum() < 10 or np.nanstd(c) == 0:
@@ -96,8 +104,9 @@ def make_cells(ref: np.ndarray, grid: tuple[int, int] = (8, 8), max_missing: flo
             data.append(c)
             frac.append(f)
     if not data:
-        return Cells(np.zeros((0, 2), int), np.zeros((0, 2), int), (h, w), np.zeros((0, h, w)), np.zeros(0),
-                     (gy, gx), (ny, nx))
+        return Cells(
+            np.zeros((0, 2), int), np.zeros((0, 2), int), (h, w), np.zeros((0, h, w)), np.zeros(0), (gy, gx), (ny, nx)
+        )
     return Cells(np.array(index), np.array(corner), (h, w), np.stack(data), np.array(frac), (gy, gx), (ny, nx))
 
 
@@ -116,8 +125,9 @@ def rotate_nan(z: np.ndarray, angle_deg: float, out_shape: tuple[int, int] | Non
     return out
 
 
-def _rotate_masked(z0: np.ndarray, valid: np.ndarray, angle_deg: float,
-                   out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _rotate_masked(
+    z0: np.ndarray, valid: np.ndarray, angle_deg: float, out_shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """`rotate_nan` on a surface given as values (0 where missing, float32) and a validity mask:
     returns the rotated values (0 where missing) and validity, without a round trip through NaN."""
     ny, nx = z0.shape
@@ -132,8 +142,9 @@ def _rotate_masked(z0: np.ndarray, valid: np.ndarray, angle_deg: float,
     return out, ok
 
 
-def _region_origins(target: np.ndarray, cells: Cells, region_factor: float,
-                   pad: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+def _region_origins(
+    target: np.ndarray, cells: Cells, region_factor: float, pad: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
     """Where each cell's target region (``region_factor`` times the cell side, centred
     where the cell sits relative to the array centres) starts in ``target``.
 
@@ -161,15 +172,17 @@ def _region_geometry(shape, cells: Cells, region_factor: float, pad: int = 0):
     return top, left, (H, W), int(extra)
 
 
-def _regions(target: np.ndarray, cells: Cells, region_factor: float,
-             pad: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+def _regions(
+    target: np.ndarray, cells: Cells, region_factor: float, pad: int = 0
+) -> tuple[np.ndarray, tuple[int, int]]:
     """(n, H, W) target windows centred where each cell sits (see `_region_origins`)."""
     target, top, left, (H, W) = _region_origins(target, cells, region_factor, pad)
     return sliding_window_view(target, (H, W))[top, left], (H, W)
 
 
-def _pearson_masked(a0: np.ndarray, va: np.ndarray, b: np.ndarray, vb: np.ndarray,
-                    min_points: int) -> tuple[np.ndarray, np.ndarray]:
+def _pearson_masked(
+    a0: np.ndarray, va: np.ndarray, b: np.ndarray, vb: np.ndarray, min_points: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise pairwise-complete Pearson correlation of (n, m) values ``a0`` (float64) and ``b``
     with validity masks ``va``, ``vb`` (NaN if fewer than ``min_points`` points are valid in
     both), and the number of such points per row."""
@@ -285,15 +298,20 @@ class CellSearch:
             lags = (slice(top[k], top[k] + ly), slice(left[k], left[k] + lx))
             if not good[lags].any():  # nothing to search: the reference's answer is the first shift
                 continue
-            np.copyto(buf[:H, :W], z0[top[k]:top[k] + H, left[k]:left[k] + W])
+            np.copyto(buf[:H, :W], z0[top[k] : top[k] + H, left[k] : left[k] + W])
             score = _correlate(buf, self.T[k], ly, spec, out)[:, :lx]
             score *= weight[lags]
             score += penalty[lags]
             rows[k], cols[k] = divmod(int(score.argmax()), lx)
         at = (top + rows, left + cols)
         windows = sliding_window_view(z0, (h, w))[at].reshape(n, -1)
-        corr, overlap = _pearson_masked(self._flat0, self._flat_valid, windows,
-                                        sliding_window_view(valid, (h, w))[at].reshape(n, -1), self.min_points)
+        corr, overlap = _pearson_masked(
+            self._flat0,
+            self._flat_valid,
+            windows,
+            sliding_window_view(valid, (h, w))[at].reshape(n, -1),
+            self.min_points,
+        )
         shift = np.stack([rows - (ly - 1) / 2, cols - (lx - 1) / 2], axis=1)
         return {"corr": corr, "shift": shift, "overlap": overlap}
 
@@ -311,9 +329,11 @@ class CellSearch:
             z0 = np.where(valid, target - mean, 0).astype(np.float32)
             for a in angles_deg:
                 res.append(self._search(*_rotate_masked(z0, valid, a, shape), top + pad, left + pad))
-        return {"corr": np.stack([r["corr"] for r in res]) if res else np.zeros((0, n)),
-                "shift": np.stack([r["shift"] for r in res]) if res else np.zeros((0, n, 2)),
-                "overlap": np.stack([r["overlap"] for r in res]) if res else np.zeros((0, n), int)}
+        return {
+            "corr": np.stack([r["corr"] for r in res]) if res else np.zeros((0, n)),
+            "shift": np.stack([r["shift"] for r in res]) if res else np.zeros((0, n, 2)),
+            "overlap": np.stack([r["overlap"] for r in res]) if res else np.zeros((0, n), int),
+        }
 
 
 def cell_search(cells: Cells, target: np.ndarray, region_factor: float = 3.0, min_overlap: float = 0.15):
@@ -321,8 +341,9 @@ def cell_search(cells: Cells, target: np.ndarray, region_factor: float = 3.0, mi
     return CellSearch(cells, region_factor, min_overlap)(target)
 
 
-def cell_search_reference(cells: Cells, target: np.ndarray, region_factor: float = 3.0,
-                          min_overlap: float = 0.15, pad: int = 0) -> dict[str, np.ndarray]:
+def cell_search_reference(
+    cells: Cells, target: np.ndarray, region_factor: float = 3.0, min_overlap: float = 0.15, pad: int = 0
+) -> dict[str, np.ndarray]:
     """The same search as `cell_search`, written out with loops: slow, obviously correct.
 
     For each cell and each shift that keeps the cell inside its region: the
@@ -344,14 +365,14 @@ def cell_search_reference(cells: Cells, target: np.ndarray, region_factor: float
         best, best_rc = -np.inf, (0, 0)
         for i in range(H - h + 1):
             for j in range(W - w + 1):
-                win = r[i:i + h, j:j + w]
+                win = r[i : i + h, j : j + w]
                 den = np.sqrt((win**2).sum() * (t**2).sum())
-                enough = (~np.isnan(reg[i:i + h, j:j + w])).sum() >= min_points
+                enough = (~np.isnan(reg[i : i + h, j : j + w])).sum() >= min_points
                 s = (win * t).sum() / den if den > 0 and enough else -np.inf
                 if s > best:
                     best, best_rc = s, (i, j)
         i, j = best_rc
-        patch = reg[i:i + h, j:j + w]
+        patch = reg[i : i + h, j : j + w]
         both = ~(np.isnan(c) | np.isnan(patch))
         if both.sum() >= min_points and np.std(c[both]) > 0 and np.std(patch[both]) > 0:
             corr = float(np.corrcoef(c[both], patch[both])[0, 1])
@@ -360,8 +381,11 @@ def cell_search_reference(cells: Cells, target: np.ndarray, region_factor: float
         out_corr.append(corr)
         out_shift.append((i - (H - h) / 2, j - (W - w) / 2))
         out_overlap.append(int(both.sum()))
-    return {"corr": np.array(out_corr), "shift": np.array(out_shift, dtype=float).reshape(-1, 2),
-            "overlap": np.array(out_overlap, dtype=int)}
+    return {
+        "corr": np.array(out_corr),
+        "shift": np.array(out_shift, dtype=float).reshape(-1, 2),
+        "overlap": np.array(out_overlap, dtype=int),
+    }
 
 
 def angle_diff(a, b):
@@ -369,8 +393,16 @@ def angle_diff(a, b):
     return (np.asarray(a) - np.asarray(b) + 180.0) % 360.0 - 180.0
 
 
-def congruence(angles: np.ndarray, corr: np.ndarray, shift: np.ndarray, *, corr_threshold: float = 0.5,
-               angle_tolerance_deg: float = 6.0, shift_tolerance_px: float = 20.0, tau: int = 1) -> dict:
+def congruence(
+    angles: np.ndarray,
+    corr: np.ndarray,
+    shift: np.ndarray,
+    *,
+    corr_threshold: float = 0.5,
+    angle_tolerance_deg: float = 6.0,
+    shift_tolerance_px: float = 20.0,
+    tau: int = 1,
+) -> dict:
     """Decide which cells are congruent, by the original and the high-CMC rules.
 
     Parameters
@@ -412,8 +444,11 @@ def congruence(angles: np.ndarray, corr: np.ndarray, shift: np.ndarray, *, corr_
         ref = bt[ok][np.argmax(bc[ok])]
         t_med = ref + np.median(angle_diff(bt[ok], ref))
         s_med = np.median(bs[ok], axis=0)
-        orig = ok & (np.abs(angle_diff(bt, t_med)) <= angle_tolerance_deg) & \
-            (np.abs(bs - s_med) <= shift_tolerance_px).all(1)
+        orig = (
+            ok
+            & (np.abs(angle_diff(bt, t_med)) <= angle_tolerance_deg)
+            & (np.abs(bs - s_med) <= shift_tolerance_px).all(1)
+        )
         original = {"mask": orig, "count": int(orig.sum()), "rotation_deg": float(t_med % 360), "shift": s_med}
     else:
         original = dict(empty)
@@ -435,8 +470,13 @@ def congruence(angles: np.ndarray, corr: np.ndarray, shift: np.ndarray, *, corr_
         within = np.abs(angle_diff(angles, angles[peak])) <= angle_tolerance_deg
         if np.all(within[near_peak]):
             mask = theta_masks[peak]
-            high = {"mask": mask, "count": int(mask.sum()), "rotation_deg": float(angles[peak] % 360),
-                    "shift": theta_shift[peak], "passed": True}
+            high = {
+                "mask": mask,
+                "count": int(mask.sum()),
+                "rotation_deg": float(angles[peak] % 360),
+                "shift": theta_shift[peak],
+                "passed": True,
+            }
     if not high["passed"]:
         high = dict(original, passed=False)
     return {"original": original, "high": high, "theta_counts": counts}

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "region_factor": 3.0,
     "corr_threshold": 0.5,
     "angle_tolerance_deg": 6.0,
-    "shift_tolerance_um": 125.0,   # 20 pixels at 6.25 um
+    "shift_tolerance_um": 125.0,  # 20 pixels at 6.25 um
     "tau": 1,
     "min_overlap": 0.15,
     "rotation": "full",
@@ -127,7 +127,7 @@ class Comparison:
     @property
     def lr(self) -> float | None:
         """The likelihood ratio (see ``log10_lr``)."""
-        return None if self.log10_lr is None else float(10.0 ** self.log10_lr)
+        return None if self.log10_lr is None else float(10.0**self.log10_lr)
 
     @property
     def n_cells(self) -> int:
@@ -136,12 +136,15 @@ class Comparison:
 
     def __repr__(self) -> str:
         lr = "" if self.log10_lr is None else f", log10 LR {self.log10_lr:+.2f}"
-        return (f"<Comparison {self.inputs['a'].get('label', 'a')} vs {self.inputs['b'].get('label', 'b')}: "
-                f"{self.cmc_count} CMCs of {self.n_cells} cells, score {self.score:.2f}, "
-                f"rotation {self.rotation_deg:.1f} deg{lr}>")
+        return (
+            f"<Comparison {self.inputs['a'].get('label', 'a')} vs {self.inputs['b'].get('label', 'b')}: "
+            f"{self.cmc_count} CMCs of {self.n_cells} cells, score {self.score:.2f}, "
+            f"rotation {self.rotation_deg:.1f} deg{lr}>"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (cells included)."""
+
         def clean(o):
             if isinstance(o, dict):
                 return {k: clean(v) for k, v in o.items()}
@@ -154,11 +157,24 @@ class Comparison:
             if isinstance(o, float) and not np.isfinite(o):
                 return None
             return o
-        return clean({"cmc_count": self.cmc_count, "score": self.score, "rotation_deg": self.rotation_deg,
-                      "translation_m": self.translation, "cells": self.cells, "directions": self.directions,
-                      "params": self.params, "inputs": self.inputs, "version": self.version,
-                      "log10_lr": self.log10_lr, "lr": self.lr, "evidence": self.evidence,
-                      "warnings": self.warnings})
+
+        return clean(
+            {
+                "cmc_count": self.cmc_count,
+                "score": self.score,
+                "rotation_deg": self.rotation_deg,
+                "translation_m": self.translation,
+                "cells": self.cells,
+                "directions": self.directions,
+                "params": self.params,
+                "inputs": self.inputs,
+                "version": self.version,
+                "log10_lr": self.log10_lr,
+                "lr": self.lr,
+                "evidence": self.evidence,
+                "warnings": self.warnings,
+            }
+        )
 
     def plot(self, fig=None):
         """Both surfaces with the reference cells drawn on ``a`` and their matched
@@ -183,8 +199,9 @@ class Comparison:
         for c in self.cells:
             colour = "tab:green" if c["congruent"] else "tab:red"
             r0, c0 = c["corner_px"]
-            axa.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), w, h, fill=False, ec=colour,
-                                    lw=1.2 if c["congruent"] else 0.6))
+            axa.add_patch(
+                Rectangle((c0 - 0.5, r0 - 0.5), w, h, fill=False, ec=colour, lw=1.2 if c["congruent"] else 0.6)
+            )
             if not np.isfinite(c["correlation"]):
                 continue
             # matched patch in b: rotate the cell centre (relative to the centres) by the cell's rotation
@@ -202,16 +219,21 @@ class Comparison:
                 yb = sin * xx + cos * yy
                 corners.append((xb + xcb, yb + ycb))
             axb.add_patch(Polygon(corners, closed=True, fill=False, ec=colour, lw=1.2 if c["congruent"] else 0.6))
-        fig.suptitle(f"{self.cmc_count} congruent matching cells of {self.n_cells}; score {self.score:.2f}; "
-                     f"rotation {self.rotation_deg:.1f} deg", fontsize=10)
+        fig.suptitle(
+            f"{self.cmc_count} congruent matching cells of {self.n_cells}; score {self.score:.2f}; "
+            f"rotation {self.rotation_deg:.1f} deg",
+            fontsize=10,
+        )
         return fig
 
 
 def _params(overrides: dict) -> dict:
     if "calibration" in overrides:
-        raise ParameterError("calibration is not a comparison parameter: this compare gives the CMC comparison "
-                             "only; weigh it with ballistix.evidence.weigh(comparison, calibration), or call "
-                             "bx.compare(a, b, calibration=...), which does both")
+        raise ParameterError(
+            "calibration is not a comparison parameter: this compare gives the CMC comparison "
+            "only; weigh it with ballistix.evidence.weigh(comparison, calibration), or call "
+            "bx.compare(a, b, calibration=...), which does both"
+        )
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise ParameterError(f"unknown comparison parameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -255,9 +277,11 @@ def _check_resolution(a: Scan, b: Scan, spacing: float) -> list[tuple[str, float
         if um is None or um <= RESOLUTION_FACTOR * grid_um * (1 + 1e-6):
             continue
         name = _fingerprint_label(s) or side
-        msg = (f"scan {side} ({name}) was sampled at {um:.4g} um, {um / grid_um:.3g} times coarser than the "
-               f"comparison grid of {grid_um:.4g} um: resampling does not restore the detail it never held, so "
-               f"its congruent cells (and any conclusion from them) say little about the gun")
+        msg = (
+            f"scan {side} ({name}) was sampled at {um:.4g} um, {um / grid_um:.3g} times coarser than the "
+            f"comparison grid of {grid_um:.4g} um: resampling does not restore the detail it never held, so "
+            f"its congruent cells (and any conclusion from them) say little about the gun"
+        )
         warnings.warn(ResolutionWarning(msg), stacklevel=3)
         out.append((side, um, msg))
     return out
@@ -272,8 +296,11 @@ def _fingerprint_label(s: Scan) -> str | None:
 
 def _fingerprint(s: Scan) -> dict[str, Any]:
     z = np.ascontiguousarray(s.heights)
-    d = {"heights_sha256": hashlib.sha256(z.tobytes() + str(z.dtype).encode() + str(z.shape).encode()).hexdigest(),
-         "shape": list(s.shape), "spacing_m": [s.dx, s.dy]}
+    d = {
+        "heights_sha256": hashlib.sha256(z.tobytes() + str(z.dtype).encode() + str(z.shape).encode()).hexdigest(),
+        "shape": list(s.shape),
+        "spacing_m": [s.dx, s.dy],
+    }
     for k in ("sha256", "source"):
         if k in s.meta:
             d[k] = s.meta[k]
@@ -303,8 +330,15 @@ def _downsample(z: np.ndarray, f: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def coarse_rotations(a: np.ndarray, b: np.ndarray, *, factor: int = 4, step_deg: float = 3.0,
-                     candidates: int = 3, min_separation_deg: float = 15.0) -> tuple[np.ndarray, np.ndarray]:
+def coarse_rotations(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    factor: int = 4,
+    step_deg: float = 3.0,
+    candidates: int = 3,
+    min_separation_deg: float = 15.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Best rotations of ``b`` onto ``a`` over the full circle from whole-surface correlation.
 
     Both surfaces are reduced ``factor`` times; for each rotation the peak of
@@ -353,8 +387,15 @@ def _direction(ref: np.ndarray, tgt: np.ndarray, angles: np.ndarray, p: dict, sp
     search = CellSearch(cells, p["region_factor"], p["min_overlap"])
     res = search.search(tgt, angles)
     tol_px = p["shift_tolerance_um"] * 1e-6 / spacing
-    con = congruence(angles, res["corr"], res["shift"], corr_threshold=p["corr_threshold"],
-                     angle_tolerance_deg=p["angle_tolerance_deg"], shift_tolerance_px=tol_px, tau=p["tau"])
+    con = congruence(
+        angles,
+        res["corr"],
+        res["shift"],
+        corr_threshold=p["corr_threshold"],
+        angle_tolerance_deg=p["angle_tolerance_deg"],
+        shift_tolerance_px=tol_px,
+        tau=p["tau"],
+    )
     # each cell's best rotation (index into angles), used for its record and to rank candidates
     best = np.where(np.isnan(res["corr"]), -np.inf, res["corr"]).argmax(0) if len(cells) else np.zeros(0, int)
     return {"cells": cells, "search": res, "congruence": con, "angles": angles, "best": best}
@@ -366,10 +407,16 @@ def _count(d: dict, method: str) -> int:
 
 def _summary(d: dict, method: str) -> dict[str, Any]:
     con = d["congruence"]
-    return {"n_cells": len(d["cells"]), "original": con["original"]["count"], "high": con["high"]["count"],
-            "high_passed": bool(con["high"].get("passed", False)),
-            "rotation_deg": con[method]["rotation_deg"], "shift_px": con[method]["shift"],
-            "angles_deg": d["angles"], "theta_counts": con["theta_counts"]}
+    return {
+        "n_cells": len(d["cells"]),
+        "original": con["original"]["count"],
+        "high": con["high"]["count"],
+        "high_passed": bool(con["high"].get("passed", False)),
+        "rotation_deg": con[method]["rotation_deg"],
+        "shift_px": con[method]["shift"],
+        "angles_deg": d["angles"],
+        "theta_counts": con["theta_counts"],
+    }
 
 
 def compare(a: Scan, b: Scan, **params) -> Comparison:
@@ -411,22 +458,25 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     p = _params(params)
     a, b = _check_scan(a, "a"), _check_scan(b, "b")
     if abs(a.dx - b.dx) > 1e-3 * a.dx or abs(a.dy - b.dy) > 1e-3 * a.dy or abs(a.dx - a.dy) > 1e-3 * a.dx:
-        raise ParameterError(f"compare needs both scans on one square grid; got {a.dx:g} x {a.dy:g} m and "
-                             f"{b.dx:g} x {b.dy:g} m (resample with preprocess)")
+        raise ParameterError(
+            f"compare needs both scans on one square grid; got {a.dx:g} x {a.dy:g} m and "
+            f"{b.dx:g} x {b.dy:g} m (resample with preprocess)"
+        )
     spacing = a.dx
     coarse = _check_resolution(a, b, spacing)  # warned now, recorded in the result
     # cells are laid on the bounding box of each surface's valid data
     box_a, box_b = _valid_box(a.heights), _valid_box(b.heights)
-    za = a.heights[box_a[0]:box_a[0] + box_a[2], box_a[1]:box_a[1] + box_a[3]].astype(np.float32)
-    zb = b.heights[box_b[0]:box_b[0] + box_b[2], box_b[1]:box_b[1] + box_b[3]].astype(np.float32)
+    za = a.heights[box_a[0] : box_a[0] + box_a[2], box_a[1] : box_a[1] + box_a[3]].astype(np.float32)
+    zb = b.heights[box_b[0] : box_b[0] + box_b[2], box_b[1] : box_b[1] + box_b[3]].astype(np.float32)
     rot = p["rotation"]
     candidates = None  # coarse pose candidates of the full-circle search
     if isinstance(rot, str):
         if rot == "reference":
             forward = [REFERENCE_ANGLES.copy()]
         elif rot == "full":
-            candidates, _ = coarse_rotations(za, zb, factor=int(p["coarse_factor"]), step_deg=p["coarse_step_deg"],
-                                             candidates=p["candidates"])
+            candidates, _ = coarse_rotations(
+                za, zb, factor=int(p["coarse_factor"]), step_deg=p["coarse_step_deg"], candidates=p["candidates"]
+            )
             offsets = np.arange(-p["window_deg"], p["window_deg"] + 1e-9, p["step_deg"])
             forward = [c + offsets for c in candidates]
         else:
@@ -472,21 +522,29 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
         c_corr = float(corr[r, k]) if np.isfinite(corr[r, k]) else float("nan")
         sy, sx = (float(v) for v in res["shift"][r, k])
         cy, cx = (float(v) for v in cl.centre[k])
-        cells_out.append({
-            "index": [int(v) for v in cl.index[k]],
-            "corner_px": [int(cl.corner[k][0] + box_a[0]), int(cl.corner[k][1] + box_a[1])],  # in a's grid
-            "centre_rel_px": [cy, cx],  # from the centre of a's valid box
-            "centre_m": [float((cl.corner[k][1] + box_a[1] + (cl.shape[1] - 1) / 2) * spacing),
-                         float((cl.corner[k][0] + box_a[0] + (cl.shape[0] - 1) / 2) * spacing)],
-            "correlation": c_corr, "rotation_deg": float(ab["angles"][r] % 360),
-            "shift_px": [sy, sx], "shift_m": [sx * spacing, sy * spacing],
-            "valid_fraction": float(cl.valid_fraction[k]), "congruent": bool(mask[k]),
-        })
+        cells_out.append(
+            {
+                "index": [int(v) for v in cl.index[k]],
+                "corner_px": [int(cl.corner[k][0] + box_a[0]), int(cl.corner[k][1] + box_a[1])],  # in a's grid
+                "centre_rel_px": [cy, cx],  # from the centre of a's valid box
+                "centre_m": [
+                    float((cl.corner[k][1] + box_a[1] + (cl.shape[1] - 1) / 2) * spacing),
+                    float((cl.corner[k][0] + box_a[0] + (cl.shape[0] - 1) / 2) * spacing),
+                ],
+                "correlation": c_corr,
+                "rotation_deg": float(ab["angles"][r] % 360),
+                "shift_px": [sy, sx],
+                "shift_m": [sx * spacing, sy * spacing],
+                "valid_fraction": float(cl.valid_fraction[k]),
+                "congruent": bool(mask[k]),
+            }
+        )
     congruent_corr = [c["correlation"] for c in cells_out if c["congruent"]]
     mean_corr = float(np.mean(congruent_corr)) if congruent_corr else 0.0
     shift = con["shift"]
-    translation = np.array([shift[1] * spacing, shift[0] * spacing]) if np.all(np.isfinite(shift)) else \
-        np.array([np.nan, np.nan])
+    translation = (
+        np.array([shift[1] * spacing, shift[0] * spacing]) if np.all(np.isfinite(shift)) else np.array([np.nan, np.nan])
+    )
     p_out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}
     if isinstance(p_out["rotation"], np.ndarray):
         p_out["rotation"] = p_out["rotation"].tolist()
@@ -518,6 +576,7 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
 # `find_breech_face` (ok, doubtful, failed) is recorded in its inputs, and `ballistix.evidence.weigh`
 # gives no likelihood ratio when either side is doubtful or failed.
 
+
 def _note_segmentation(res: Comparison, a: Scan, b: Scan) -> None:
     from .preprocessing import segmentation_status
 
@@ -545,12 +604,14 @@ def process_pool(n_jobs: int):
     if not (isinstance(n_jobs, int) and n_jobs >= 1):
         raise ParameterError(f"n_jobs must be a positive integer, got {n_jobs!r}")
     # "spawn": a forked child can deadlock on locks held by OpenCV/OpenMP threads of the parent
-    return ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=single_threaded)
+    return ProcessPoolExecutor(
+        max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=single_threaded
+    )
 
 
-def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, executor=None,
-                 **params) -> list[Comparison]:
+def compare_many(
+    pairs, *, n_jobs: int = 1, progress: bool = True, client=None, executor=None, **params
+) -> list[Comparison]:
     """Compare many pairs of processed scans; results in the order of ``pairs``.
 
     Parameters
@@ -587,8 +648,14 @@ def compare_many(pairs, *, n_jobs: int = 1, progress: bool = True, client=None, 
     else:
         workers = getattr(executor, "_max_workers", n_jobs)
         with process_pool(n_jobs) if executor is None else nullcontext(executor) as ex:
-            results = list(tqdm(ex.map(_compare_pair, jobs, chunksize=max(1, len(jobs) // (4 * workers))),
-                                total=len(jobs), disable=not progress, desc="compare"))
+            results = list(
+                tqdm(
+                    ex.map(_compare_pair, jobs, chunksize=max(1, len(jobs) // (4 * workers))),
+                    total=len(jobs),
+                    disable=not progress,
+                    desc="compare",
+                )
+            )
     for r, (a, b) in zip(results, pairs):
         r._surfaces = (a, b)
     return results

@@ -41,24 +41,26 @@ __all__ = ["DESCRIPTOR_NAME", "DESCRIBE_DEFAULTS", "describe", "descriptor_info"
 
 DESCRIPTOR_NAME = "polar-spectrum-crossradius-v1"
 DESCRIBE_DEFAULTS = {
-    "band_um": (60.0, 300.0),   # wavelengths kept, micrometres
-    "fft_size_mm": 6.4,         # side of the zero-padded FFT (frequency sampling 1/6.4 mm)
-    "n_radii": 24,              # frequency radii, log-spaced over the band
-    "n_angles": 256,            # angles over 180 degrees (the power spectrum is symmetric)
-    "n_harmonics": 16,          # angular harmonics kept (k = 1..n_harmonics)
+    "band_um": (60.0, 300.0),  # wavelengths kept, micrometres
+    "fft_size_mm": 6.4,  # side of the zero-padded FFT (frequency sampling 1/6.4 mm)
+    "n_radii": 24,  # frequency radii, log-spaced over the band
+    "n_angles": 256,  # angles over 180 degrees (the power spectrum is symmetric)
+    "n_harmonics": 16,  # angular harmonics kept (k = 1..n_harmonics)
 }
 
 
 def _params(params: dict) -> dict:
     unknown = set(params) - set(DESCRIBE_DEFAULTS)
     if unknown:
-        raise ParameterError(f"unknown describe parameter(s) {sorted(unknown)}; expected some of "
-                             f"{sorted(DESCRIBE_DEFAULTS)}")
+        raise ParameterError(
+            f"unknown describe parameter(s) {sorted(unknown)}; expected some of {sorted(DESCRIBE_DEFAULTS)}"
+        )
     p = {**DESCRIBE_DEFAULTS, **params}
     lo, hi = (float(v) for v in p["band_um"])
     if not 0 < lo < hi:
-        raise ParameterError(f"band_um must be (shortest, longest) wavelength with 0 < shortest < longest, "
-                             f"got {p['band_um']}")
+        raise ParameterError(
+            f"band_um must be (shortest, longest) wavelength with 0 < shortest < longest, got {p['band_um']}"
+        )
     p["band_um"] = (lo, hi)
     p["fft_size_mm"] = float(p["fft_size_mm"])
     if p["fft_size_mm"] <= 0:
@@ -68,8 +70,7 @@ def _params(params: dict) -> dict:
             raise ParameterError(f"{key} must be an integer >= {least}, got {p[key]!r}")
         p[key] = int(p[key])
     if p["n_harmonics"] > p["n_angles"] // 2:
-        raise ParameterError(f"n_harmonics must be at most n_angles / 2 = {p['n_angles'] // 2}, "
-                             f"got {p['n_harmonics']}")
+        raise ParameterError(f"n_harmonics must be at most n_angles / 2 = {p['n_angles'] // 2}, got {p['n_harmonics']}")
     return p
 
 
@@ -82,8 +83,11 @@ def descriptor_dim(**params) -> int:
 def descriptor_info(**params) -> dict:
     """Name, full parameters and dimension of the descriptor: what an index records and checks."""
     p = _params(params)
-    return {"name": DESCRIPTOR_NAME, "params": {**p, "band_um": list(p["band_um"])},
-            "dim": p["n_radii"] ** 2 * p["n_harmonics"]}
+    return {
+        "name": DESCRIPTOR_NAME,
+        "params": {**p, "band_um": list(p["band_um"])},
+        "dim": p["n_radii"] ** 2 * p["n_harmonics"],
+    }
 
 
 def _polar_spectrum(z: np.ndarray, spacing_m: float, p: dict) -> np.ndarray:
@@ -96,8 +100,10 @@ def _polar_spectrum(z: np.ndarray, spacing_m: float, p: dict) -> np.ndarray:
     f_cycles_per_m = np.geomspace(1.0 / (hi * 1e-6), 1.0 / (lo * 1e-6), p["n_radii"])
     rho = f_cycles_per_m * n * spacing_m  # frequency radius in FFT bins
     if rho[-1] >= n / 2 - 1:
-        raise ParameterError(f"band_um {p['band_um']} reaches beyond the Nyquist wavelength "
-                             f"{2 * spacing_m * 1e6:.3g} um of a scan sampled at {spacing_m * 1e6:.3g} um")
+        raise ParameterError(
+            f"band_um {p['band_um']} reaches beyond the Nyquist wavelength "
+            f"{2 * spacing_m * 1e6:.3g} um of a scan sampled at {spacing_m * 1e6:.3g} um"
+        )
     theta = np.linspace(0.0, np.pi, p["n_angles"], endpoint=False)
     c = n / 2
     mx = (c + rho[:, None] * np.cos(theta)[None, :]).astype(np.float32)
@@ -137,16 +143,18 @@ def describe(scan: Scan, **params) -> np.ndarray:
         raise ParameterError(f"describe expects a ballistix Scan, got {type(scan).__name__}")
     p = _params(params)
     if abs(scan.dx - scan.dy) > 1e-3 * scan.dx:
-        raise ParameterError(f"describe needs a square grid; got {scan.dx:g} x {scan.dy:g} m "
-                             f"(resample with preprocess)")
+        raise ParameterError(
+            f"describe needs a square grid; got {scan.dx:g} x {scan.dy:g} m (resample with preprocess)"
+        )
     z = np.asarray(scan.heights, dtype=np.float64)
     valid = np.isfinite(z)
     if valid.sum() < 100 or np.ptp(z[valid]) == 0:
-        raise ParameterError(f"describe needs a surface with data: {int(valid.sum())} valid points, "
-                             f"{'flat' if valid.any() else 'empty'}")
+        raise ParameterError(
+            f"describe needs a surface with data: {int(valid.sum())} valid points, {'flat' if valid.any() else 'empty'}"
+        )
     polar = _polar_spectrum(z, float(scan.dx), p).astype(np.float64)
     polar /= polar.mean(axis=1, keepdims=True) + 1e-300  # per-radius normalisation
-    f = np.fft.rfft(polar - polar.mean(axis=1, keepdims=True), axis=1)[:, 1:p["n_harmonics"] + 1]
+    f = np.fft.rfft(polar - polar.mean(axis=1, keepdims=True), axis=1)[:, 1 : p["n_harmonics"] + 1]
     outer = f[:, None, :] * np.conj(f[None, :, :])  # (radius, radius, harmonic): rotation invariant
     iu = np.triu_indices(p["n_radii"])
     il = np.triu_indices(p["n_radii"], 1)
@@ -154,6 +162,7 @@ def describe(scan: Scan, **params) -> np.ndarray:
     v = np.sign(v) * np.sqrt(np.abs(v))
     norm = np.linalg.norm(v)
     if not np.isfinite(norm) or norm == 0:
-        raise ParameterError("describe: the surface has no spectral content in the band "
-                             f"{p['band_um'][0]:g}-{p['band_um'][1]:g} um")
+        raise ParameterError(
+            f"describe: the surface has no spectral content in the band {p['band_um'][0]:g}-{p['band_um'][1]:g} um"
+        )
     return (v / norm).astype(np.float32)

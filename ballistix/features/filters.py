@@ -19,8 +19,9 @@ def _sigma_px(cutoff_um: float, spacing_m: float) -> float:
     return ISO_ALPHA * cutoff_um * 1e-6 / np.sqrt(2 * np.pi) / spacing_m
 
 
-def gaussian_lowpass(heights: np.ndarray, spacing_m: float | tuple[float, float], cutoff_um: float, *,
-                     min_weight: float = 0.05) -> np.ndarray:
+def gaussian_lowpass(
+    heights: np.ndarray, spacing_m: float | tuple[float, float], cutoff_um: float, *, min_weight: float = 0.05
+) -> np.ndarray:
     """Gaussian low-pass of a height map with missing data, by normalised weights.
 
     Computes ``G * (z w) / G * w`` with ``w`` the valid-point indicator (order-0
@@ -56,8 +57,13 @@ def gaussian_lowpass(heights: np.ndarray, spacing_m: float | tuple[float, float]
     return out
 
 
-def gaussian_bandpass(heights: np.ndarray, spacing_m: float | tuple[float, float], *,
-                      short_cutoff_um: float = 16.0, long_cutoff_um: float = 500.0) -> np.ndarray:
+def gaussian_bandpass(
+    heights: np.ndarray,
+    spacing_m: float | tuple[float, float],
+    *,
+    short_cutoff_um: float = 16.0,
+    long_cutoff_um: float = 500.0,
+) -> np.ndarray:
     """Gaussian band-pass: low-pass at ``short_cutoff_um`` minus low-pass at ``long_cutoff_um``.
 
     Keeps wavelengths between the two cutoffs (roughness-to-waviness band of
@@ -65,5 +71,4 @@ def gaussian_bandpass(heights: np.ndarray, spacing_m: float | tuple[float, float
     """
     if not short_cutoff_um < long_cutoff_um:
         raise ParameterError(f"short_cutoff_um ({short_cutoff_um}) must be below long_cutoff_um ({long_cutoff_um})")
-    return (gaussian_lowpass(heights, spacing_m, short_cutoff_um)
-            - gaussian_lowpass(heights, spacing_m, long_cutoff_um))
+    return gaussian_lowpass(heights, spacing_m, short_cutoff_um) - gaussian_lowpass(heights, spacing_m, long_cutoff_um)

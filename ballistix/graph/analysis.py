@@ -14,8 +14,17 @@ import networkx as nx
 
 from ..errors import ParameterError
 
-__all__ = ["group_summaries", "scene_links", "scene_connection", "timeline", "leads", "indicator_16_4_2",
-           "counts_by_context", "trafficking_flows", "unrecovered_guns"]
+__all__ = [
+    "group_summaries",
+    "scene_links",
+    "scene_connection",
+    "timeline",
+    "leads",
+    "indicator_16_4_2",
+    "counts_by_context",
+    "trafficking_flows",
+    "unrecovered_guns",
+]
 
 TRACEABLE = ("seized", "found", "surrendered")
 
@@ -35,14 +44,19 @@ def group_summaries(g, min_size: int = 1) -> list[dict]:
         guns = sorted({f for e in members if (f := g.firearm_of(e)) is not None})
         info = [_scene(g, s) for s in scenes]
         dates = sorted(d["date"] for d in info if d.get("date"))
-        out.append({
-            "group": k, "exhibits": sorted(members), "scenes": scenes,
-            "first_date": dates[0] if dates else None, "last_date": dates[-1] if dates else None,
-            "places": sorted({d["place"] for d in info if d.get("place")}),
-            "contexts": sorted({d["context"] for d in info if d.get("context")}),
-            "firearm": guns[0] if len(guns) == 1 else None,
-            "firearm_conflict": guns if len(guns) > 1 else None,
-        })
+        out.append(
+            {
+                "group": k,
+                "exhibits": sorted(members),
+                "scenes": scenes,
+                "first_date": dates[0] if dates else None,
+                "last_date": dates[-1] if dates else None,
+                "places": sorted({d["place"] for d in info if d.get("place")}),
+                "contexts": sorted({d["context"] for d in info if d.get("context")}),
+                "firearm": guns[0] if len(guns) == 1 else None,
+                "firearm_conflict": guns if len(guns) > 1 else None,
+            }
+        )
     return out
 
 
@@ -74,8 +88,10 @@ def scene_connection(g, a: str, b: str) -> list[dict] | None:
         path = nx.shortest_path(sg, a, b, weight=lambda u, v, d: 1.0 + 1e-3 / d["weight"])
     except nx.NetworkXNoPath:
         return None
-    return [{"from": u, "to": v, "shared_guns": sg.edges[u, v]["weight"], "groups": sg.edges[u, v]["groups"]}
-            for u, v in zip(path, path[1:])]
+    return [
+        {"from": u, "to": v, "shared_guns": sg.edges[u, v]["weight"], "groups": sg.edges[u, v]["groups"]}
+        for u, v in zip(path, path[1:])
+    ]
 
 
 def timeline(g, exhibit: str) -> list[dict]:
@@ -90,12 +106,27 @@ def timeline(g, exhibit: str) -> list[dict]:
             by_scene[s].append(e)
     for s, ex in by_scene.items():
         d = _scene(g, s)
-        events.append({"date": d.get("date"), "event": "scene", "scene": s, "place": d.get("place"),
-                       "context": d.get("context"), "exhibits": sorted(ex)})
+        events.append(
+            {
+                "date": d.get("date"),
+                "event": "scene",
+                "scene": s,
+                "place": d.get("place"),
+                "context": d.get("context"),
+                "exhibits": sorted(ex),
+            }
+        )
     for f in sorted({f for e in members if (f := g.firearm_of(e)) is not None}):
         d = g.nx.nodes[f"firearm:{f}"]
-        events.append({"date": d.get("recovery_date"), "event": f"firearm {d.get('status', 'recovered')}",
-                       "firearm": f, "place": d.get("recovery_place"), "exhibits": []})
+        events.append(
+            {
+                "date": d.get("recovery_date"),
+                "event": f"firearm {d.get('status', 'recovered')}",
+                "firearm": f,
+                "place": d.get("recovery_place"),
+                "exhibits": [],
+            }
+        )
     return sorted(events, key=lambda e: (e["date"] or "9999", e["event"]))
 
 
@@ -125,14 +156,28 @@ def leads(g, new_exhibits: Iterable[str]) -> list[dict]:
             continue  # links within one scene, or test fires of one gun: nothing new for an investigator
         edges = [links.edges[e, x] for x in others if links.has_edge(e, x)]
         lrs = [d["log10_lr"] for d in edges if d.get("log10_lr") is not None]
-        out.append({"exhibit": e, "scene": own, "linked_exhibits": others, "linked_scenes": scenes,
-                    "firearm": guns[0] if len(guns) == 1 else None,
-                    "best_cmc": max((d.get("cmc_count") or 0 for d in edges), default=0),
-                    "best_log10_lr": max(lrs, default=None),
-                    "kind": "firearm hit" if guns else "scene link"})
-    return sorted(out, key=lambda r: (r["firearm"] is None, -len(r["linked_scenes"]),
-                                      -(r["best_log10_lr"] if r["best_log10_lr"] is not None else -math.inf),
-                                      -r["best_cmc"], r["exhibit"]))
+        out.append(
+            {
+                "exhibit": e,
+                "scene": own,
+                "linked_exhibits": others,
+                "linked_scenes": scenes,
+                "firearm": guns[0] if len(guns) == 1 else None,
+                "best_cmc": max((d.get("cmc_count") or 0 for d in edges), default=0),
+                "best_log10_lr": max(lrs, default=None),
+                "kind": "firearm hit" if guns else "scene link",
+            }
+        )
+    return sorted(
+        out,
+        key=lambda r: (
+            r["firearm"] is None,
+            -len(r["linked_scenes"]),
+            -(r["best_log10_lr"] if r["best_log10_lr"] is not None else -math.inf),
+            -r["best_cmc"],
+            r["exhibit"],
+        ),
+    )
 
 
 def indicator_16_4_2(g) -> dict:
@@ -140,12 +185,19 @@ def indicator_16_4_2(g) -> dict:
     origin or context has been traced or established (``tracing_status == "traced"``)."""
     guns = [d for _, d in g.nx.nodes(data=True) if d["kind"] == "firearm" and d.get("status") in TRACEABLE]
     traced = [d for d in guns if d.get("tracing_status") == "traced"]
-    by_status = {s: {"firearms": sum(d["status"] == s for d in guns),
-                     "traced": sum(d["status"] == s for d in traced)} for s in TRACEABLE}
-    return {"value": len(traced) / len(guns) if guns else float("nan"), "traced": len(traced),
-            "firearms": len(guns), "by_status": by_status,
-            "not_traced": dict(Counter(d.get("tracing_status") or "unknown" for d in guns
-                                       if d.get("tracing_status") != "traced"))}
+    by_status = {
+        s: {"firearms": sum(d["status"] == s for d in guns), "traced": sum(d["status"] == s for d in traced)}
+        for s in TRACEABLE
+    }
+    return {
+        "value": len(traced) / len(guns) if guns else float("nan"),
+        "traced": len(traced),
+        "firearms": len(guns),
+        "by_status": by_status,
+        "not_traced": dict(
+            Counter(d.get("tracing_status") or "unknown" for d in guns if d.get("tracing_status") != "traced")
+        ),
+    }
 
 
 def counts_by_context(g) -> dict[str, dict]:

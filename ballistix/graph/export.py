@@ -59,7 +59,7 @@ def _encoded(items) -> list[tuple]:
 
 
 def _decoded(d: dict) -> dict:
-    return {k: json.loads(v[len(_JSON):]) if isinstance(v, str) and v.startswith(_JSON) else v for k, v in d.items()}
+    return {k: json.loads(v[len(_JSON) :]) if isinstance(v, str) and v.startswith(_JSON) else v for k, v in d.items()}
 
 
 def _plain_copy(g, *, node_ids: bool = True) -> nx.Graph:
@@ -99,7 +99,7 @@ def _gexf_bytes(g) -> bytes:
 def _gexf_graph_attrs(root) -> dict:
     for el in root.iter():
         if el.tag.endswith("description") and (el.text or "").startswith(_GEXF_MARK):
-            return json.loads(el.text[len(_GEXF_MARK):])
+            return json.loads(el.text[len(_GEXF_MARK) :])
     return {}
 
 
@@ -137,8 +137,11 @@ def read(cls, path):
     if "link_lr" not in graph:
         raise FileFormatError(path, "not a ballistix linkage graph (no link_lr attribute)")
     try:
-        g = cls(link_lr=float(graph["link_lr"]), count_rule=int(graph.get("count_rule") or 0) or None,
-                confirmed_only=bool(graph.get("confirmed_only", False)))
+        g = cls(
+            link_lr=float(graph["link_lr"]),
+            count_rule=int(graph.get("count_rule") or 0) or None,
+            confirmed_only=bool(graph.get("confirmed_only", False)),
+        )
     except (TypeError, ValueError) as e:
         raise FileFormatError(path, f"the graph's decision rule is not valid: {e}") from None
     graph.update({k: g.nx.graph[k] for k in ("link_lr", "count_rule", "confirmed_only")})
@@ -162,8 +165,10 @@ def read(cls, path):
 # ----------------------------------------------------------------- pictures
 def _layout(g, seed: int) -> dict:
     if g.nx.number_of_nodes() > 5000:
-        raise ParameterError(f"drawing {g.nx.number_of_nodes()} nodes is not useful: draw a subgraph "
-                             f"(for example one group and its scenes)")
+        raise ParameterError(
+            f"drawing {g.nx.number_of_nodes()} nodes is not useful: draw a subgraph "
+            f"(for example one group and its scenes)"
+        )
     return nx.spring_layout(g.nx, seed=seed, k=1.5 / math.sqrt(max(1, g.nx.number_of_nodes())))
 
 
@@ -183,14 +188,25 @@ def plot(g, ax=None, *, seed: int = 0):
     nx.draw_networkx_edges(g.nx, pos, edgelist=links, ax=ax, edge_color=INK, width=1.6)
     for kind, marker in (("exhibit", "o"), ("scene", "s"), ("firearm", "^")):
         nodes = [n for n, k in g.nx.nodes(data="kind") if k == kind]
-        nx.draw_networkx_nodes(g.nx, pos, nodelist=nodes, ax=ax, node_color=KIND_COLOURS[kind],
-                               node_shape=marker, node_size=60 if kind == "exhibit" else 140, label=kind)
+        nx.draw_networkx_nodes(
+            g.nx,
+            pos,
+            nodelist=nodes,
+            ax=ax,
+            node_color=KIND_COLOURS[kind],
+            node_shape=marker,
+            node_size=60 if kind == "exhibit" else 140,
+            label=kind,
+        )
     labels = {n: _label(d) for n, d in g.nx.nodes(data=True) if d["kind"] != "exhibit"}
     for t in nx.draw_networkx_labels(g.nx, pos, labels=labels, ax=ax, font_size=7).values():
         t.set_parse_math(False)  # ids drawn as typed: "$x$" is no formula
         t.set_usetex(False)
-    ax.set_title(f"{len(g.groups(min_size=2))} same-gun groups of 2+ exhibits; black: links "
-                 f"({repr(g).rsplit('(', 1)[-1].rstrip('>')}", fontsize=9)
+    ax.set_title(
+        f"{len(g.groups(min_size=2))} same-gun groups of 2+ exhibits; black: links "
+        f"({repr(g).rsplit('(', 1)[-1].rstrip('>')}",
+        fontsize=9,
+    )
     ax.legend(scatterpoints=1, fontsize=8, loc="lower right")
     ax.set_axis_off()
     return ax
@@ -286,18 +302,40 @@ def to_html(g, path, *, title: str = "ballistix linkage graph", seed: int = 0) -
     nodes = {}
     for n, d in g.nx.nodes(data=True):
         x, y = (float(v) for v in pos[n])
-        nodes[n] = {"kind": d["kind"], "id": str(d["id"]), "x": round(x, 4), "y": round(y, 4),
-                    "colour": KIND_COLOURS[d["kind"]],
-                    "attrs": {k: str(v) for k, v in d.items() if k not in ("kind", "id")}}
-    edges = [{"source": u, "target": v, "kind": d["kind"], "link": d["kind"] == "match" and g.is_link(d)}
-             for u, v, d in g.nx.edges(data=True)]
+        nodes[n] = {
+            "kind": d["kind"],
+            "id": str(d["id"]),
+            "x": round(x, 4),
+            "y": round(y, 4),
+            "colour": KIND_COLOURS[d["kind"]],
+            "attrs": {k: str(v) for k, v in d.items() if k not in ("kind", "id")},
+        }
+    edges = [
+        {"source": u, "target": v, "kind": d["kind"], "link": d["kind"] == "match" and g.is_link(d)}
+        for u, v, d in g.nx.edges(data=True)
+    ]
     summary = html.escape(repr(g).strip("<>"))
     # JSON inside <script>: no raw <, > or & so that no value can end or alter the script element
-    data = (json.dumps({"nodes": nodes, "edges": edges})
-            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+    data = (
+        json.dumps({"nodes": nodes, "edges": edges})
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
     rule = html.escape(g.decision_rule())
-    text = _HTML.format(title=html.escape(title), summary=summary, data=data, rule=rule, ink=INK, fill=FILL,
-                        border=BORDER, light=LIGHT, faint=FAINT, no_link=NO_LINK, **KIND_COLOURS)
+    text = _HTML.format(
+        title=html.escape(title),
+        summary=summary,
+        data=data,
+        rule=rule,
+        ink=INK,
+        fill=FILL,
+        border=BORDER,
+        light=LIGHT,
+        faint=FAINT,
+        no_link=NO_LINK,
+        **KIND_COLOURS,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         f.write(text.encode("utf-8"))

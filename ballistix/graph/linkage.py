@@ -75,14 +75,28 @@ def _result_fields(result) -> dict[str, Any]:
         if "cmc_count" not in result:
             raise ParameterError(f"a comparison mapping needs 'cmc_count', got keys {sorted(result)}")
         out = {"cmc_count": int(result["cmc_count"]), "score": float(result.get("score", result["cmc_count"]))}
-        for k in ("confirmed", "rotation_deg", "log10_lr", "examiner", "comparison_id", "lr_basis", "cmc_excess",
-                  "cmc_background", "pair_log10_lr", "calibration_sha256", "calibration_origin"):
+        for k in (
+            "confirmed",
+            "rotation_deg",
+            "log10_lr",
+            "examiner",
+            "comparison_id",
+            "lr_basis",
+            "cmc_excess",
+            "cmc_background",
+            "pair_log10_lr",
+            "calibration_sha256",
+            "calibration_origin",
+        ):
             if result.get(k) is not None:
                 out[k] = result[k]
         return out
     if hasattr(result, "cmc_count") and hasattr(result, "score"):
-        out = {"cmc_count": int(result.cmc_count), "score": float(result.score),
-               "rotation_deg": float(result.rotation_deg)}
+        out = {
+            "cmc_count": int(result.cmc_count),
+            "score": float(result.score),
+            "rotation_deg": float(result.rotation_deg),
+        }
         if getattr(result, "log10_lr", None) is not None:
             out["log10_lr"] = float(result.log10_lr)
             ev = getattr(result, "evidence", None) or {}
@@ -90,8 +104,9 @@ def _result_fields(result) -> dict[str, Any]:
                 out["calibration_sha256"] = ev["calibration_sha256"]
                 out["calibration_origin"] = (ev.get("calibration_origin") or {}).get("text", ev.get("calibration"))
         return out
-    raise ParameterError(f"a comparison result must be a Comparison, a mapping or a CMC count, "
-                         f"got {type(result).__name__}")
+    raise ParameterError(
+        f"a comparison result must be a Comparison, a mapping or a CMC count, got {type(result).__name__}"
+    )
 
 
 class LinkageGraph:
@@ -123,15 +138,21 @@ class LinkageGraph:
     """
 
     def __init__(self, *, link_lr: float = LINK_LR, count_rule: int | None = None, confirmed_only: bool = False):
-        if isinstance(link_lr, bool) or not isinstance(link_lr, (int, float)) or not (
-                math.isfinite(link_lr) and link_lr > 1):
+        if (
+            isinstance(link_lr, bool)
+            or not isinstance(link_lr, (int, float))
+            or not (math.isfinite(link_lr) and link_lr > 1)
+        ):
             raise ParameterError(f"link_lr must be a likelihood ratio above 1, got {link_lr!r}")
-        if count_rule is not None and (isinstance(count_rule, bool) or int(count_rule) != count_rule
-                                       or count_rule < 1):
+        if count_rule is not None and (isinstance(count_rule, bool) or int(count_rule) != count_rule or count_rule < 1):
             raise ParameterError(f"count_rule must be None or a positive integer CMC count, got {count_rule!r}")
         # graph attributes are scalars (GraphML, GEXF): count_rule 0 means "no count rule"
-        self.nx = nx.Graph(link_lr=float(link_lr), count_rule=int(count_rule or 0),
-                           confirmed_only=bool(confirmed_only), ballistix_version=__version__)
+        self.nx = nx.Graph(
+            link_lr=float(link_lr),
+            count_rule=int(count_rule or 0),
+            confirmed_only=bool(confirmed_only),
+            ballistix_version=__version__,
+        )
         self._reset_links()
 
     def _reset_links(self) -> None:
@@ -175,20 +196,31 @@ class LinkageGraph:
         if self.confirmed_only:
             return "examiner-confirmed comparisons only"
         if self.count_rule is not None:
-            return (f"{self.count_rule} or more congruent matching cells (a count rule set by the lab), "
-                    f"or examiner-confirmed")
-        return (f"likelihood ratio >= {self.link_lr:g} from a calibration that applies to both scans, "
-                f"or examiner-confirmed; pairs without an applicable calibration are candidates for review")
+            return (
+                f"{self.count_rule} or more congruent matching cells (a count rule set by the lab), "
+                f"or examiner-confirmed"
+            )
+        return (
+            f"likelihood ratio >= {self.link_lr:g} from a calibration that applies to both scans, "
+            f"or examiner-confirmed; pairs without an applicable calibration are candidates for review"
+        )
 
     def __repr__(self) -> str:
         n = {k: 0 for k in KINDS}
         for _, kind in self.nx.nodes(data="kind"):
             n[kind] += 1
         links = sum(1 for *_, d in self.nx.edges(data=True) if d["kind"] == "match" and self.is_link(d))
-        rule = "confirmed only" if self.confirmed_only else \
-            f"CMC >= {self.count_rule}" if self.count_rule is not None else f"LR >= {self.link_lr:g}"
-        return (f"<LinkageGraph: {n['exhibit']} exhibits, {n['scene']} scenes, {n['firearm']} firearms, "
-                f"{links} links ({rule})>")
+        rule = (
+            "confirmed only"
+            if self.confirmed_only
+            else f"CMC >= {self.count_rule}"
+            if self.count_rule is not None
+            else f"LR >= {self.link_lr:g}"
+        )
+        return (
+            f"<LinkageGraph: {n['exhibit']} exhibits, {n['scene']} scenes, {n['firearm']} firearms, "
+            f"{links} links ({rule})>"
+        )
 
     def _link_exhibit(self, exhibit: str, firearm: str | None) -> None:
         self._links.add_node(exhibit)
@@ -239,18 +271,19 @@ class LinkageGraph:
             raise ParameterError(f"firearm {id_}: status must be seized, found or surrendered, got {status!r}")
         return self._add("firearm", id_, attrs)
 
-    def add_exhibit(self, id_: str, *, scene: str | None = None, test_fired_from: str | None = None,
-                    **attrs) -> str:
+    def add_exhibit(self, id_: str, *, scene: str | None = None, test_fired_from: str | None = None, **attrs) -> str:
         """Add (or update) an exhibit, found at ``scene`` or test-fired from the firearm
         ``test_fired_from`` (nodes created if new); other attributes: ``sha256``, ``calibre``, ``date``."""
         if scene is not None and test_fired_from is not None:
             raise ParameterError(f"exhibit {id_!r}: a cartridge case comes from a scene or a test fire, not both")
         if node_key("exhibit", id_) in self.nx:  # an exhibit's origin is recorded once
             old_scene, old_gun = self.scene_of(id_), self.firearm_of(id_)
-            if (scene is not None and (old_scene not in (None, scene) or old_gun is not None)) or \
-                    (test_fired_from is not None and (old_gun not in (None, test_fired_from) or old_scene)):
-                raise ParameterError(f"exhibit {id_!r} is already recorded at scene {old_scene!r} / "
-                                     f"test-fired from {old_gun!r}")
+            if (scene is not None and (old_scene not in (None, scene) or old_gun is not None)) or (
+                test_fired_from is not None and (old_gun not in (None, test_fired_from) or old_scene)
+            ):
+                raise ParameterError(
+                    f"exhibit {id_!r} is already recorded at scene {old_scene!r} / test-fired from {old_gun!r}"
+                )
         key = self._add("exhibit", id_, attrs)
         self._link_exhibit(id_, test_fired_from)
         if scene is not None:
@@ -285,9 +318,17 @@ class LinkageGraph:
 
     # ------------------------------------------------------- constructors
     @classmethod
-    def from_comparisons(cls, comparisons: Iterable, *, link_lr: float = LINK_LR, count_rule: int | None = None,
-                         confirmed_only: bool = False, exhibits: Iterable[Mapping] = (),
-                         scenes: Iterable[Mapping] = (), firearms: Iterable[Mapping] = ()) -> LinkageGraph:
+    def from_comparisons(
+        cls,
+        comparisons: Iterable,
+        *,
+        link_lr: float = LINK_LR,
+        count_rule: int | None = None,
+        confirmed_only: bool = False,
+        exhibits: Iterable[Mapping] = (),
+        scenes: Iterable[Mapping] = (),
+        firearms: Iterable[Mapping] = (),
+    ) -> LinkageGraph:
         """Build from ``(id_a, id_b, result)`` triples (result: a `Comparison`, a mapping with
         ``cmc_count`` and optionally ``score``/``log10_lr``/``confirmed``, or a bare CMC count,
         which carries no LR), and optional records of exhibits, scenes and firearms (mappings
@@ -312,10 +353,21 @@ class LinkageGraph:
     def from_casework(cls, casework, comparisons: Iterable = (), **kw) -> LinkageGraph:
         """The analyst's view of simulated casework: its scenes, recovered firearms and exhibits
         (without the ground truth), plus the given comparisons."""
-        exhibits = [{"id": e["id"], "scene": e["scene"], "test_fired_from": e["test_fired_from"],
-                     "calibre": e.get("calibre"), "date": e.get("date")} for e in casework.exhibits]
-        firearms = [{k: v for k, v in f.items() if k not in ("scenes", "recovered", "manufacturing_run")}
-                    for f in casework.firearms if f["recovered"]]
+        exhibits = [
+            {
+                "id": e["id"],
+                "scene": e["scene"],
+                "test_fired_from": e["test_fired_from"],
+                "calibre": e.get("calibre"),
+                "date": e.get("date"),
+            }
+            for e in casework.exhibits
+        ]
+        firearms = [
+            {k: v for k, v in f.items() if k not in ("scenes", "recovered", "manufacturing_run")}
+            for f in casework.firearms
+            if f["recovered"]
+        ]
         scenes = [{k: v for k, v in s.items() if k != "firearms"} for s in casework.scenes]
         return cls.from_comparisons(comparisons, exhibits=exhibits, scenes=scenes, firearms=firearms, **kw)
 
@@ -366,8 +418,15 @@ class LinkageGraph:
                 continue
             a, b = sorted((self.nx.nodes[u]["id"], self.nx.nodes[v]["id"]))
             out.append({"a": a, "b": b, "cmc_count": cmc, "log10_lr": lr, "why": why})
-        return sorted(out, key=lambda r: (-(r["log10_lr"] if r["log10_lr"] is not None else -math.inf),
-                                          -r["cmc_count"], r["a"], r["b"]))
+        return sorted(
+            out,
+            key=lambda r: (
+                -(r["log10_lr"] if r["log10_lr"] is not None else -math.inf),
+                -r["cmc_count"],
+                r["a"],
+                r["b"],
+            ),
+        )
 
     def scene_of(self, exhibit: str) -> str | None:
         for nb in self.nx[node_key("exhibit", exhibit)]:
@@ -401,8 +460,11 @@ class LinkageGraph:
                 self._groups.pop(gid, None)  # a group split by a removed link is met once per part
                 self._weak.pop(gid, None)
             weak = _weak_bridges(self._links, comp)
-            parts = [comp] if not weak else nx.connected_components(
-                nx.restricted_view(self._links.subgraph(comp), [], weak))
+            parts = (
+                [comp]
+                if not weak
+                else nx.connected_components(nx.restricted_view(self._links.subgraph(comp), [], weak))
+            )
             for part in parts:
                 gid = self._next_group
                 self._next_group += 1

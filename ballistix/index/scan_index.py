@@ -48,9 +48,9 @@ __all__ = ["ScanIndex", "choose_factory", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "ballistix-scan-index"
 FORMAT_VERSION = 1
-FLAT_WORK = 2**24           # exact search while vectors x dimension stays below this (~2 ms a query)
-PQFS_MAX = 4_000_000        # exhaustive 4-bit PQ fast scan with exact re-ranking below this
-SQ_MAX = 20_000_000         # IVF with an HNSW quantizer and 8-bit codes below this; PQ above
+FLAT_WORK = 2**24  # exact search while vectors x dimension stays below this (~2 ms a query)
+PQFS_MAX = 4_000_000  # exhaustive 4-bit PQ fast scan with exact re-ranking below this
+SQ_MAX = 20_000_000  # IVF with an HNSW quantizer and 8-bit codes below this; PQ above
 TOMBSTONE_FRACTION = 0.10
 
 
@@ -178,9 +178,18 @@ class ScanIndex:
     (10, 1.0)
     """
 
-    def __init__(self, dim: int, *, factory: str = "auto", descriptor: dict | None = None,
-                 pca_dim: int | None = None, nprobe: int | None = None, ef_search: int | None = None,
-                 refine_factor: int | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        factory: str = "auto",
+        descriptor: dict | None = None,
+        pca_dim: int | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        refine_factor: int | None = None,
+        threads: int | None = None,
+    ):
         if int(dim) != dim or dim < 1:
             raise ParameterError(f"dim must be a positive integer, got {dim!r}")
         if not isinstance(factory, str) or not factory.strip():
@@ -204,7 +213,7 @@ class ScanIndex:
         self.threads = None if threads is None else int(threads)
         self._pca_mean: np.ndarray | None = None
         self._pca_components: np.ndarray | None = None
-        self._ids = np.zeros(0, np.int64)        # live ids, sorted
+        self._ids = np.zeros(0, np.int64)  # live ids, sorted
         self._tombstones = np.zeros(0, np.int64)  # removed from the results, still in the FAISS index
         self.factory = choose_factory(0, self.inner_dim) if self.auto else factory.strip()
         self._index = self._new_index(self.factory)
@@ -238,8 +247,10 @@ class ScanIndex:
         return type(inner).__name__
 
     def __repr__(self) -> str:
-        return (f"ScanIndex(dim={self.dim}, factory={self.factory!r}{' (auto)' if self.auto else ''}, "
-                f"n={len(self)}, pca_dim={self.pca_dim}, type={self.index_type})")
+        return (
+            f"ScanIndex(dim={self.dim}, factory={self.factory!r}{' (auto)' if self.auto else ''}, "
+            f"n={len(self)}, pca_dim={self.pca_dim}, type={self.index_type})"
+        )
 
     @contextlib.contextmanager
     def _omp(self):
@@ -266,8 +277,9 @@ class ScanIndex:
             index.set_direct_map_type(faiss.DirectMap.Hashtable)
             return index
         if faiss.try_extract_index_ivf(index) is not None:
-            raise ParameterError(f"index {factory!r}: an IVF index behind a transform is not supported; "
-                                 f"use pca_dim for a PCA")
+            raise ParameterError(
+                f"index {factory!r}: an IVF index behind a transform is not supported; use pca_dim for a PCA"
+            )
         return faiss.IndexIDMap2(index)
 
     def _set_search_params(self, index, k: int) -> None:
@@ -319,7 +331,7 @@ class ScanIndex:
                 raise ParameterError(f"a PCA needs at least 2 training vectors, got {len(x)}")
             mean = x.mean(0, dtype=np.float64)
             _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
-            comp = vt[:self.pca_dim]
+            comp = vt[: self.pca_dim]
             # deterministic signs: the largest coefficient of each component positive
             comp *= np.sign(comp[np.arange(len(comp)), np.abs(comp).argmax(1)])[:, None]
             if len(comp) < self.pca_dim:
@@ -358,8 +370,11 @@ class ScanIndex:
         y = self._project(x)
         if self.auto and choose_factory(len(self) + len(ids), self.inner_dim) != self.factory:
             old_ids, old_y = self._live_vectors()
-            self._rebuild(np.concatenate([old_ids, ids]), np.concatenate([old_y, y]),
-                          choose_factory(len(self) + len(ids), self.inner_dim))
+            self._rebuild(
+                np.concatenate([old_ids, ids]),
+                np.concatenate([old_y, y]),
+                choose_factory(len(self) + len(ids), self.inner_dim),
+            )
             return
         if not self._index.is_trained:
             raise ParameterError(f"index {self.factory!r} needs training: call train(reference_vectors) first")
@@ -469,13 +484,22 @@ class ScanIndex:
     # ----------------------------------------------------------- persistence
     def _manifest(self, members: dict[str, bytes]) -> dict:
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "dim": self.dim, "inner_dim": self.inner_dim, "pca_dim": self.pca_dim,
-            "factory": self.factory, "auto": self.auto, "index_type": self.index_type,
-            "count": len(self), "tombstones": int(self._tombstones.size),
-            "nprobe": self.nprobe, "ef_search": self.ef_search, "refine_factor": self.refine_factor,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "dim": self.dim,
+            "inner_dim": self.inner_dim,
+            "pca_dim": self.pca_dim,
+            "factory": self.factory,
+            "auto": self.auto,
+            "index_type": self.index_type,
+            "count": len(self),
+            "tombstones": int(self._tombstones.size),
+            "nprobe": self.nprobe,
+            "ef_search": self.ef_search,
+            "refine_factor": self.refine_factor,
             "descriptor": self.descriptor,
-            "ballistix_version": __version__, "faiss_version": faiss.__version__,
+            "ballistix_version": __version__,
+            "faiss_version": faiss.__version__,
             "saved_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "sha256": {name: _sha256(b) for name, b in members.items()},
         }
@@ -489,8 +513,11 @@ class ScanIndex:
         ``path``, so a crash never leaves a half-written index under that name.
         """
         path = Path(path)
-        members = {"index.faiss": faiss.serialize_index(self._index).tobytes(),
-                   "ids.npy": _npy_bytes(self._ids), "tombstones.npy": _npy_bytes(self._tombstones)}
+        members = {
+            "index.faiss": faiss.serialize_index(self._index).tobytes(),
+            "ids.npy": _npy_bytes(self._ids),
+            "tombstones.npy": _npy_bytes(self._tombstones),
+        }
         if self._pca_components is not None:
             members["pca_mean.npy"] = _npy_bytes(self._pca_mean)
             members["pca_components.npy"] = _npy_bytes(self._pca_components)
@@ -533,8 +560,10 @@ class ScanIndex:
             fmt = man.get("format") if isinstance(man, dict) else man
             raise IndexFormatError(path, f"not a ballistix index (format {fmt!r})")
         if man.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(path, f"index format version {man.get('format_version')!r}; this ballistix "
-                                         f"reads version {FORMAT_VERSION}")
+            raise IndexFormatError(
+                path,
+                f"index format version {man.get('format_version')!r}; this ballistix reads version {FORMAT_VERSION}",
+            )
         sums = man.get("sha256")
         if not isinstance(sums, dict) or set(sums) != set(raw):
             raise IndexFormatError(path, f"members {sorted(raw)} do not match the manifest's {sorted(sums or {})}")
@@ -542,14 +571,22 @@ class ScanIndex:
             if _sha256(b) != sums[name]:
                 raise IndexFormatError(path, f"{name} is corrupt: its SHA-256 differs from the manifest's")
         if descriptor is not None and _descriptor_key(descriptor) != _descriptor_key(man.get("descriptor")):
-            raise DescriptorMismatchError(f"{path}: index built with descriptor {man.get('descriptor')!r}, "
-                                          f"expected {descriptor!r}")
+            raise DescriptorMismatchError(
+                f"{path}: index built with descriptor {man.get('descriptor')!r}, expected {descriptor!r}"
+            )
         try:
             ids = np.load(io.BytesIO(raw["ids.npy"]), allow_pickle=False)
             tomb = np.load(io.BytesIO(raw["tombstones.npy"]), allow_pickle=False)
-            self = cls(int(man["dim"]), factory="auto" if man["auto"] else str(man["factory"]),
-                       descriptor=man["descriptor"], pca_dim=man["pca_dim"], nprobe=man["nprobe"],
-                       ef_search=man.get("ef_search"), refine_factor=man.get("refine_factor"), threads=threads)
+            self = cls(
+                int(man["dim"]),
+                factory="auto" if man["auto"] else str(man["factory"]),
+                descriptor=man["descriptor"],
+                pca_dim=man["pca_dim"],
+                nprobe=man["nprobe"],
+                ef_search=man.get("ef_search"),
+                refine_factor=man.get("refine_factor"),
+                threads=threads,
+            )
             self.factory = str(man["factory"])
             if "pca_components.npy" in raw:
                 self._pca_mean = np.load(io.BytesIO(raw["pca_mean.npy"]), allow_pickle=False)
@@ -559,12 +596,21 @@ class ScanIndex:
             raise IndexFormatError(path, f"cannot rebuild the index: {e}") from None
         if not isinstance(index, (faiss.IndexIVF, faiss.IndexIDMap2)):
             raise IndexFormatError(path, f"unexpected FAISS index class {type(index).__name__}")
-        if (index.d != self.inner_dim or ids.dtype != np.int64 or ids.ndim != 1 or len(ids) != man["count"]
-                or index.ntotal != len(ids) + len(tomb)):
-            raise IndexFormatError(path, f"counts disagree: manifest {man['count']} ids, file holds {len(ids)} ids, "
-                                         f"{len(tomb)} tombstones and {index.ntotal} vectors of dimension {index.d}")
-        if self.pca_dim is not None and (self._pca_components is None
-                                         or self._pca_components.shape != (self.pca_dim, self.dim)):
+        if (
+            index.d != self.inner_dim
+            or ids.dtype != np.int64
+            or ids.ndim != 1
+            or len(ids) != man["count"]
+            or index.ntotal != len(ids) + len(tomb)
+        ):
+            raise IndexFormatError(
+                path,
+                f"counts disagree: manifest {man['count']} ids, file holds {len(ids)} ids, "
+                f"{len(tomb)} tombstones and {index.ntotal} vectors of dimension {index.d}",
+            )
+        if self.pca_dim is not None and (
+            self._pca_components is None or self._pca_components.shape != (self.pca_dim, self.dim)
+        ):
             raise IndexFormatError(path, "the PCA projection is missing or has the wrong shape")
         if isinstance(index, faiss.IndexIVF):
             index.set_direct_map_type(faiss.DirectMap.Hashtable)

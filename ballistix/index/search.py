@@ -36,8 +36,13 @@ class Candidate:
     comparison: Comparison | None = None
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "descriptor_score": self.descriptor_score, "descriptor_rank": self.descriptor_rank,
-                "cmc_count": self.cmc_count, "score": self.score}
+        return {
+            "id": self.id,
+            "descriptor_score": self.descriptor_score,
+            "descriptor_rank": self.descriptor_rank,
+            "cmc_count": self.cmc_count,
+            "score": self.score,
+        }
 
 
 def rerank(candidates: list[Candidate]) -> list[Candidate]:
@@ -54,17 +59,30 @@ def query_vector(index: ScanIndex, scan: Scan) -> np.ndarray:
         vec = describe(scan)
     else:
         if info.get("name") != DESCRIPTOR_NAME:
-            raise DescriptorMismatchError(f"index built with descriptor {info.get('name')!r}; this ballistix "
-                                          f"computes {DESCRIPTOR_NAME!r}: pass vectors to index.search instead")
+            raise DescriptorMismatchError(
+                f"index built with descriptor {info.get('name')!r}; this ballistix "
+                f"computes {DESCRIPTOR_NAME!r}: pass vectors to index.search instead"
+            )
         vec = describe(scan, **{k: tuple(v) if isinstance(v, list) else v for k, v in info["params"].items()})
     if vec.size != index.dim:
         raise DescriptorMismatchError(f"descriptor of length {vec.size} for an index of dimension {index.dim}")
     return vec
 
 
-def search(index: ScanIndex, scan: Scan, *, k: int = 20, shortlist: int = 200,
-           scans: Mapping[int, Scan] | Callable[[int], Scan | None] | None = None, exclude=(), n_jobs: int = 1,
-           progress: bool = False, client=None, executor=None, **compare_params) -> list[Candidate]:
+def search(
+    index: ScanIndex,
+    scan: Scan,
+    *,
+    k: int = 20,
+    shortlist: int = 200,
+    scans: Mapping[int, Scan] | Callable[[int], Scan | None] | None = None,
+    exclude=(),
+    n_jobs: int = 1,
+    progress: bool = False,
+    client=None,
+    executor=None,
+    **compare_params,
+) -> list[Candidate]:
     """Find the database scans most likely fired by the same gun as ``scan``.
 
     Stage 1: the ``shortlist`` nearest descriptors in ``index`` (milliseconds).
@@ -139,8 +157,14 @@ def search(index: ScanIndex, scan: Scan, *, k: int = 20, shortlist: int = 200,
             raise ParameterError(f"scans gave a {type(t).__name__} for id {c.id}, expected a Scan")
         kept.append(c)
         targets.append(t)
-    results = compare_many([(scan, t) for t in targets], n_jobs=n_jobs, progress=progress, client=client,
-                           executor=executor, **compare_params)
+    results = compare_many(
+        [(scan, t) for t in targets],
+        n_jobs=n_jobs,
+        progress=progress,
+        client=client,
+        executor=executor,
+        **compare_params,
+    )
     for c, r in zip(kept, results):
         c.cmc_count, c.score, c.comparison = int(r.cmc_count), float(r.score), r
     return rerank(kept)[:k]

@@ -54,8 +54,10 @@ _SPAN_SAMPLE = 1_000_000  # heights looked at for the span: a regular subsample,
 def check_units(units) -> str:
     """``units`` if it is one of `UNIT_CHOICES`, else `ParameterError`."""
     if not isinstance(units, str) or units not in UNIT_CHOICES:
-        raise ParameterError(f"units must be one of {', '.join(map(repr, UNIT_CHOICES))} (the length unit of "
-                             f"the file's increments and heights), got {units!r}")
+        raise ParameterError(
+            f"units must be one of {', '.join(map(repr, UNIT_CHOICES))} (the length unit of "
+            f"the file's increments and heights), got {units!r}"
+        )
     return units
 
 
@@ -90,8 +92,11 @@ def lateral_candidates(dx: float, dy: float, units: str) -> list[str]:
         return [units]
     if _in(dx, LATERAL_M) and _in(dy, LATERAL_M):
         return ["m"]
-    return [u for u in ("mm", "um")
-            if _in(dx * SCALE_TO_M[u], LATERAL_RESCALED_M) and _in(dy * SCALE_TO_M[u], LATERAL_RESCALED_M)]
+    return [
+        u
+        for u in ("mm", "um")
+        if _in(dx * SCALE_TO_M[u], LATERAL_RESCALED_M) and _in(dy * SCALE_TO_M[u], LATERAL_RESCALED_M)
+    ]
 
 
 def decide_units(path, dx: float, dy: float, heights: np.ndarray) -> tuple[str, str]:
@@ -106,31 +111,44 @@ def decide_units(path, dx: float, dy: float, heights: np.ndarray) -> tuple[str, 
     inc = f"{dx:.6g}" if dx == dy else f"{dx:.6g} x {dy:.6g}"
     if _in(dx, LATERAL_M) and _in(dy, LATERAL_M):
         return "m", f"auto: lateral increment {inc} is a plausible spacing in metres (ISO 25178-72)"
-    lateral = [u for u in ("mm", "um")
-               if _in(dx * SCALE_TO_M[u], LATERAL_RESCALED_M) and _in(dy * SCALE_TO_M[u], LATERAL_RESCALED_M)]
+    lateral = [
+        u
+        for u in ("mm", "um")
+        if _in(dx * SCALE_TO_M[u], LATERAL_RESCALED_M) and _in(dy * SCALE_TO_M[u], LATERAL_RESCALED_M)
+    ]
     if not lateral:
         raise ScanFormatError(
-            path, f"the lateral increment {inc} (CX/CY Increment) is not a plausible spacing in metres "
+            path,
+            f"the lateral increment {inc} (CX/CY Increment) is not a plausible spacing in metres "
             f"({LATERAL_M[0]:g} to {LATERAL_M[1]:g} m), nor in millimetres or micrometres (a microscope's "
-            f"{lat_lo:g} to {lat_hi:g} m); pass units='m', 'mm' or 'um' to read it as that unit anyway")
-    lat_say = (f"lateral increment {inc} is not a plausible spacing in metres ({LATERAL_M[0]:g} to "
-               f"{LATERAL_M[1]:g} m) but is in "
-               + " and in ".join(f"{_NAMES[u]} ({dx * SCALE_TO_M[u]:.3g} m)" for u in lateral))
+            f"{lat_lo:g} to {lat_hi:g} m); pass units='m', 'mm' or 'um' to read it as that unit anyway",
+        )
+    lat_say = (
+        f"lateral increment {inc} is not a plausible spacing in metres ({LATERAL_M[0]:g} to "
+        f"{LATERAL_M[1]:g} m) but is in "
+        + " and in ".join(f"{_NAMES[u]} ({dx * SCALE_TO_M[u]:.3g} m)" for u in lateral)
+    )
     span = height_span(heights)
     if span is None:
         fits = lateral
         heights_say = "the heights give no evidence (no valid points or a flat surface)"
     else:
         fits = [u for u in lateral if _in(span * SCALE_TO_M[u], HEIGHT_SPAN_M)]
-        heights_say = (f"the heights span {span:.4g}, "
-                       + " or ".join(f"{span * SCALE_TO_M[u]:.3g} m in {_NAMES[u]}" for u in lateral)
-                       + f" (a cartridge-case scan spans {z_lo:g} to {z_hi:g} m)")
+        heights_say = (
+            f"the heights span {span:.4g}, "
+            + " or ".join(f"{span * SCALE_TO_M[u]:.3g} m in {_NAMES[u]}" for u in lateral)
+            + f" (a cartridge-case scan spans {z_lo:g} to {z_hi:g} m)"
+        )
     if len(fits) == 1:
         return fits[0], f"auto: {lat_say}; {heights_say}"
     if not fits:
         raise ScanFormatError(
-            path, f"inconsistent length units: the {lat_say}, but {heights_say}; the increments and the heights "
-            f"seem to be in different units; pass units='m', 'mm' or 'um' to read both as that unit anyway")
+            path,
+            f"inconsistent length units: the {lat_say}, but {heights_say}; the increments and the heights "
+            f"seem to be in different units; pass units='m', 'mm' or 'um' to read both as that unit anyway",
+        )
     raise ScanFormatError(
-        path, f"ambiguous length units: the {lat_say}, and {heights_say}; pass units='mm' or units='um' "
-        f"(or units='m' to read it as metres)")
+        path,
+        f"ambiguous length units: the {lat_say}, and {heights_say}; pass units='mm' or units='um' "
+        f"(or units='m' to read it as metres)",
+    )

@@ -27,8 +27,15 @@ from ..scan import Scan
 from ._units import check_units, units_record
 from .x3p import MAX_POINTS, read_x3p
 
-__all__ = ["read_scan", "read_image", "read_npz", "write_npz", "NPZ_FORMAT_VERSION", "MAX_FIELD_MM",
-           "MAX_WORKING_POINTS"]
+__all__ = [
+    "read_scan",
+    "read_image",
+    "read_npz",
+    "write_npz",
+    "NPZ_FORMAT_VERSION",
+    "MAX_FIELD_MM",
+    "MAX_WORKING_POINTS",
+]
 
 NPZ_FORMAT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -83,8 +90,14 @@ def _image_strip(img, mode: str, full, box=None):
     return arr, alpha
 
 
-def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX_POINTS,
-               max_field_mm: float | None = MAX_FIELD_MM, max_working_points: int | None = MAX_WORKING_POINTS) -> Scan:
+def read_image(
+    path,
+    *,
+    pixel_size_m: float | None = None,
+    max_points: int = MAX_POINTS,
+    max_field_mm: float | None = MAX_FIELD_MM,
+    max_working_points: int | None = MAX_WORKING_POINTS,
+) -> Scan:
     """Read a 2-D grayscale image (PNG or TIFF) as an intensity `Scan`.
 
     Parameters
@@ -137,16 +150,21 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
             px = pixel_size_m if pixel_size_m is not None else file_px
             if px is None:  # known from the header: no need to decode the pixels to say so
                 raise ParameterError(
-                    f"{path}: the image carries no physical pixel size; pass pixel_size_m (metres per pixel)")
+                    f"{path}: the image carries no physical pixel size; pass pixel_size_m (metres per pixel)"
+                )
             px = _pixel_size(px)
             why = field_problem(h, w, px, px, max_field_mm)
             if why:
-                raise ScanFormatError(path, why + (" (pixel_size_m)" if pixel_size_m is not None else
-                                                   " (the file's resolution tags)"))
+                raise ScanFormatError(
+                    path, why + (" (pixel_size_m)" if pixel_size_m is not None else " (the file's resolution tags)")
+                )
             factor = block_factor(h, w, max_working_points)
             img.load()
-            full = {"F": None, "I": float(2**32 - 1)}.get(mode, 65535.0) \
-                if mode in ("I;16", "I;16B", "I;16L", "I", "F") else 255.0
+            full = (
+                {"F": None, "I": float(2**32 - 1)}.get(mode, 65535.0)
+                if mode in ("I;16", "I;16B", "I;16L", "I", "F")
+                else 255.0
+            )
             if factor == 1:
                 arr, alpha = _image_strip(img, mode, full)
                 if full is None:
@@ -172,9 +190,15 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
 
                 heights = block_mean_rows(strips(), h, w, factor)
                 reduced = reduction_record(
-                    factor, h, w, px, px, max_working_points,
+                    factor,
+                    h,
+                    w,
+                    px,
+                    px,
+                    max_working_points,
                     f"{w} x {h} pixels are more than the working grid of {max_working_points} points "
-                    f"(max_working_points): block-averaged {factor} x {factor} as read")
+                    f"(max_working_points): block-averaged {factor} x {factor} as read",
+                )
     except (ScanFormatError, ParameterError):
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
@@ -186,18 +210,28 @@ def read_image(path, *, pixel_size_m: float | None = None, max_points: int = MAX
         heights[~np.isfinite(heights)] = np.nan
         if alpha is not None:
             heights[alpha == 0] = np.nan
-    meta = {"source": str(path), "sha256": sha256_file(path), "format": "image",
-            "z_unit": "intensity", "image_mode": mode,
-            "pixel_size_from": "argument" if pixel_size_m is not None else "file",
-            "units": units_record("m", "image: pixel size in metres (pixel_size_m or the file's resolution tags); "
-                                       "heights are intensities")}
+    meta = {
+        "source": str(path),
+        "sha256": sha256_file(path),
+        "format": "image",
+        "z_unit": "intensity",
+        "image_mode": mode,
+        "pixel_size_from": "argument" if pixel_size_m is not None else "file",
+        "units": units_record(
+            "m", "image: pixel size in metres (pixel_size_m or the file's resolution tags); heights are intensities"
+        ),
+    }
     if reduced is not None:
         meta["downsampled"] = reduced
         factor = reduced["factor"]
-        warnings.warn(f"{path}: {w} x {h} pixels are more than a comparison needs "
-                      f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
-                      f"{w // factor} x {h // factor} pixels of {px * factor * 1e6:.4g} um (meta['downsampled']); "
-                      f"pass max_working_points=None to read every pixel", ScanFormatWarning, stacklevel=2)
+        warnings.warn(
+            f"{path}: {w} x {h} pixels are more than a comparison needs "
+            f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
+            f"{w // factor} x {h // factor} pixels of {px * factor * 1e6:.4g} um (meta['downsampled']); "
+            f"pass max_working_points=None to read every pixel",
+            ScanFormatWarning,
+            stacklevel=2,
+        )
         px = px * factor
     return Scan(heights, px, px, meta)
 
@@ -227,8 +261,13 @@ def write_npz(scan: Scan, path) -> Path:
     except (TypeError, ValueError) as e:
         raise ParameterError(f"scan meta cannot be stored as JSON: {e}") from None
     with atomic_file(path) as f:
-        np.savez_compressed(f, heights=scan.heights, spacing=np.array([scan.dx, scan.dy], np.float64),
-                            meta=np.array(meta_json), version=np.array(NPZ_FORMAT_VERSION, np.int64))
+        np.savez_compressed(
+            f,
+            heights=scan.heights,
+            spacing=np.array([scan.dx, scan.dy], np.float64),
+            meta=np.array(meta_json),
+            version=np.array(NPZ_FORMAT_VERSION, np.int64),
+        )
     return path
 
 
@@ -296,8 +335,13 @@ def _npz_heights_reduced(path, zf, info, shape, fortran, dtype, offset, factor) 
     return out.T.copy() if fortran else out
 
 
-def read_npz(path, *, max_points: int = MAX_POINTS, max_field_mm: float | None = MAX_FIELD_MM,
-             max_working_points: int | None = MAX_WORKING_POINTS) -> Scan:
+def read_npz(
+    path,
+    *,
+    max_points: int = MAX_POINTS,
+    max_field_mm: float | None = MAX_FIELD_MM,
+    max_working_points: int | None = MAX_WORKING_POINTS,
+) -> Scan:
     """Read a scan written by `write_npz` (never unpickles anything).
 
     Parameters
@@ -332,8 +376,12 @@ def read_npz(path, *, max_points: int = MAX_POINTS, max_field_mm: float | None =
         factor = 1
         if head is not None and len(head[0]) == 2 and head[2].kind == "f" and 0 < math.prod(head[0]) <= max_points:
             ny, nx = head[0]
-            if spacing.shape == (2,) and spacing.dtype.kind == "f" and np.all(np.isfinite(spacing)) \
-                    and np.all(spacing > 0):
+            if (
+                spacing.shape == (2,)
+                and spacing.dtype.kind == "f"
+                and np.all(np.isfinite(spacing))
+                and np.all(spacing > 0)
+            ):
                 why = field_problem(ny, nx, float(spacing[0]), float(spacing[1]), max_field_mm)
                 if why:
                     raise ScanFormatError(path, why)
@@ -358,22 +406,36 @@ def read_npz(path, *, max_points: int = MAX_POINTS, max_field_mm: float | None =
         raise ScanFormatError(path, f"meta is not valid JSON: {e}") from None
     if not isinstance(meta, dict):
         raise ScanFormatError(path, "meta JSON must be an object")
-    meta.update(source=str(path), sha256=sha256_file(path), format="npz",
-                units=units_record("m", "npz: ballistix's own format, always metres"))
+    meta.update(
+        source=str(path),
+        sha256=sha256_file(path),
+        format="npz",
+        units=units_record("m", "npz: ballistix's own format, always metres"),
+    )
     dx, dy = float(spacing[0]), float(spacing[1])
     if factor > 1:
         ny, nx = head[0]
         reduced = reduction_record(
-            factor, ny, nx, dx, dy, max_working_points,
+            factor,
+            ny,
+            nx,
+            dx,
+            dy,
+            max_working_points,
             f"{nx} x {ny} points are more than the working grid of {max_working_points} points "
-            f"(max_working_points): block-averaged {factor} x {factor} as read")
+            f"(max_working_points): block-averaged {factor} x {factor} as read",
+        )
         if isinstance(meta.get("downsampled"), dict):
             reduced["earlier"] = meta["downsampled"]
         meta["downsampled"] = reduced
-        warnings.warn(f"{path}: {nx} x {ny} points at {dx * 1e6:.4g} um are more than a comparison needs "
-                      f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
-                      f"{nx // factor} x {ny // factor} points at {dx * factor * 1e6:.4g} um (meta['downsampled']); "
-                      f"pass max_working_points=None to read every point", ScanFormatWarning, stacklevel=2)
+        warnings.warn(
+            f"{path}: {nx} x {ny} points at {dx * 1e6:.4g} um are more than a comparison needs "
+            f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
+            f"{nx // factor} x {ny // factor} points at {dx * factor * 1e6:.4g} um (meta['downsampled']); "
+            f"pass max_working_points=None to read every point",
+            ScanFormatWarning,
+            stacklevel=2,
+        )
         dx, dy = dx * factor, dy * factor
     try:
         return Scan(heights, dx, dy, meta)
@@ -436,8 +498,11 @@ def read_scan(path, *, units: str = "auto", **kwargs) -> Scan:
     else:
         raise ScanFormatError(p, f"unsupported suffix {suffix or '(none)'!r}; expected .x3p, .png, .tif, .tiff or .npz")
     if reader is not read_x3p and units not in ("auto", "m"):
-        what = ("a ballistix .npz file is always in metres" if reader is read_npz else
-                "an image's pixel size is in metres (pixel_size_m or the file's resolution tags)")
+        what = (
+            "a ballistix .npz file is always in metres"
+            if reader is read_npz
+            else "an image's pixel size is in metres (pixel_size_m or the file's resolution tags)"
+        )
         raise ParameterError(f"{p}: units={units!r} applies to x3p files only; {what}")
     try:
         inspect.signature(reader).bind(p, **kwargs)

@@ -117,8 +117,9 @@ def _warn(message: str) -> None:
     warnings.warn(message, ScanFormatWarning, stacklevel=level)
 
 
-def _checksum(path, strict: bool, what: str, expected: str | None, data: bytes | None = None, *,
-              digest: str | None = None) -> str:
+def _checksum(
+    path, strict: bool, what: str, expected: str | None, data: bytes | None = None, *, digest: str | None = None
+) -> str:
     """Check ``data`` (or its MD5 ``digest``, computed while streaming) against ``expected``."""
     if expected is None:
         return "absent"
@@ -156,6 +157,7 @@ def _check_field(path, ny: int, nx: int, dx: float, dy: float, units: str, max_f
 # ----------------------------------------------------------------------------
 # reader, step by step (in the order `read_x3p` takes them)
 # ----------------------------------------------------------------------------
+
 
 class _Archive(NamedTuple):
     """An open x3p file: its path (named in every error), the zip, its members by normalised name, and
@@ -212,8 +214,9 @@ def _parse_main_xml(arc: _Archive, main_name: str):
     try:
         root = _safe_fromstring(xml_bytes, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as e:
-        raise ScanFormatError(path, f"main.xml uses forbidden XML constructs (DTD/entities): "
-                                    f"{type(e).__name__}") from None
+        raise ScanFormatError(
+            path, f"main.xml uses forbidden XML constructs (DTD/entities): {type(e).__name__}"
+        ) from None
     except (ParseError, ValueError, LookupError) as e:  # LookupError: unknown encoding="..."
         raise ScanFormatError(path, f"main.xml is not well-formed XML: {e}") from None
     _strip_ns(root)
@@ -254,13 +257,15 @@ def _read_grid(path, root, max_points: int) -> _Grid:
         raise ScanFormatError(path, f"SizeZ = {nz} is not supported (expected 1 layer)")
     npts = nx * ny
     if npts > max_points:
-        raise ScanFormatError(path, f"declared size {nx} x {ny} = {npts} points exceeds the limit of {max_points} "
-                                    f"(max_points)")
+        raise ScanFormatError(
+            path, f"declared size {nx} x {ny} = {npts} points exceeds the limit of {max_points} (max_points)"
+        )
     return _Grid(nx, ny, dx, dy, dtype_code, z_inc, z_off, x_off, y_off)
 
 
-def _read_points(arc: _Archive, root, grid: _Grid, *, units: str, max_field_mm, max_working_points,
-                 strict: bool) -> tuple[np.ndarray, _Grid, int, dict[str, str]]:
+def _read_points(
+    arc: _Archive, root, grid: _Grid, *, units: str, max_field_mm, max_working_points, strict: bool
+) -> tuple[np.ndarray, _Grid, int, dict[str, str]]:
     """Record3's points: ``(heights, grid, k, checksum status)``, heights float64 in the file's unit, NaN
     where invalid. Binary point data are checked against their declared size and the field of view
     (`_check_field`) first; more than ``max_working_points`` are block-averaged ``k x k`` as decoded
@@ -276,17 +281,29 @@ def _read_points(arc: _Archive, root, grid: _Grid, *, units: str, max_field_mm, 
         expected = nx * ny * _DTYPES[dtype_code].itemsize
         if info.file_size != expected:
             raise ScanFormatError(
-                path, f"point data {info.filename} has {info.file_size} bytes, expected {expected} "
-                f"for {nx} x {ny} points of type {dtype_code}")
+                path,
+                f"point data {info.filename} has {info.file_size} bytes, expected {expected} "
+                f"for {nx} x {ny} points of type {dtype_code}",
+            )
         _check_field(path, ny, nx, dx, dy, units, max_field_mm)
         factor = block_factor(ny, nx, max_working_points)
     if factor > 1:  # far more points than a comparison needs: block-averaged as decoded, never whole
         heights, digest, valid_status = _read_reduced(
-            arc, info, arc.member(vlink, "valid-points mask") if vlink is not None else None, grid, factor, strict,
-            _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False))
+            arc,
+            info,
+            arc.member(vlink, "valid-points mask") if vlink is not None else None,
+            grid,
+            factor,
+            strict,
+            _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False),
+        )
         status["point_data"] = _checksum(
-            path, strict, "the point data",
-            _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False), digest=digest)
+            path,
+            strict,
+            "the point data",
+            _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False),
+            digest=digest,
+        )
         if valid_status is not None:
             status["valid_points"] = valid_status
     else:
@@ -308,8 +325,12 @@ def _read_whole(arc: _Archive, root, info, vlink, status, grid: _Grid, units, ma
         if len(raw) != expected:
             raise ScanFormatError(path, f"point data {info.filename} is truncated: {len(raw)} of {expected} bytes")
         status["point_data"] = _checksum(
-            path, strict, "the point data",
-            _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False), raw)
+            path,
+            strict,
+            "the point data",
+            _text(path, root, "Record3/DataLink/MD5ChecksumPointData", required=False),
+            raw,
+        )
         values = np.frombuffer(raw, dtype=dtype).reshape(ny, nx)
     else:
         data_list = root.find("Record3/DataList")
@@ -334,8 +355,12 @@ def _read_whole(arc: _Archive, root, info, vlink, status, grid: _Grid, units, ma
         vinfo = arc.member(vlink, "valid-points mask")
         vraw = _read_mask(path, arc.zf, vinfo, npts)
         status["valid_points"] = _checksum(
-            path, strict, "the valid-points mask",
-            _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False), vraw)
+            path,
+            strict,
+            "the valid-points mask",
+            _text(path, root, "Record3/DataLink/MD5ChecksumValidPoints", required=False),
+            vraw,
+        )
         valid = np.unpackbits(np.frombuffer(vraw, np.uint8), count=npts, bitorder="little").astype(bool).reshape(ny, nx)
 
     if dtype_code in ("L", "I"):
@@ -392,8 +417,8 @@ def _read_reduced(arc: _Archive, info, vinfo, grid: _Grid, k: int, strict: bool,
             r1 = r0 + h.shape[0]
             if valid_bits is not None:
                 b0, b1 = r0 * nx, r1 * nx
-                bits = np.unpackbits(valid_bits[b0 // 8:(b1 + 7) // 8], bitorder="little")
-                h[~bits[b0 % 8:b0 % 8 + (b1 - b0)].astype(bool).reshape(-1, nx)] = np.nan
+                bits = np.unpackbits(valid_bits[b0 // 8 : (b1 + 7) // 8], bitorder="little")
+                h[~bits[b0 % 8 : b0 % 8 + (b1 - b0)].astype(bool).reshape(-1, nx)] = np.nan
             r0 = r1
             yield h
 
@@ -427,8 +452,10 @@ def _length_unit(path, units: str, grid: _Grid, heights: np.ndarray) -> tuple[st
         return units, "given"
     unit, how = decide_units(path, grid.dx, grid.dy, heights)
     if unit != "m":
-        _warn(f"{path}: lengths read as {unit} (units={unit!r}), not metres as ISO 25178-72 asks: "
-              f"{how[len('auto: '):]}; pass units={unit!r} to read it so without this warning")
+        _warn(
+            f"{path}: lengths read as {unit} (units={unit!r}), not metres as ISO 25178-72 asks: "
+            f"{how[len('auto: ') :]}; pass units={unit!r} to read it so without this warning"
+        )
     return unit, how
 
 
@@ -447,32 +474,51 @@ def _reduction(path, grid: _Grid, factor: int, max_working_points) -> tuple[dict
     block's centre."""
     nx, ny, dx, dy = grid[:4]
     reduced = reduction_record(
-        factor, ny, nx, dx, dy, max_working_points,
+        factor,
+        ny,
+        nx,
+        dx,
+        dy,
+        max_working_points,
         f"{nx} x {ny} points are more than the working grid of {max_working_points} points "
-        f"(max_working_points): block-averaged {factor} x {factor} as read")
-    _warn(f"{path}: {nx} x {ny} points at {dx * 1e6:.4g} um are more than a comparison needs "
-          f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
-          f"{nx // factor} x {ny // factor} points at {dx * factor * 1e6:.4g} um "
-          f"(meta['downsampled']); pass max_working_points=None to read every point")
-    return reduced, grid._replace(dx=dx * factor, dy=dy * factor, x_off=grid.x_off + reduced["origin_m"][0],
-                                  y_off=grid.y_off + reduced["origin_m"][1])
+        f"(max_working_points): block-averaged {factor} x {factor} as read",
+    )
+    _warn(
+        f"{path}: {nx} x {ny} points at {dx * 1e6:.4g} um are more than a comparison needs "
+        f"(max_working_points={max_working_points}): block-averaged {factor} x {factor} to "
+        f"{nx // factor} x {ny // factor} points at {dx * factor * 1e6:.4g} um "
+        f"(meta['downsampled']); pass max_working_points=None to read every point"
+    )
+    return reduced, grid._replace(
+        dx=dx * factor,
+        dy=dy * factor,
+        x_off=grid.x_off + reduced["origin_m"][0],
+        y_off=grid.y_off + reduced["origin_m"][1],
+    )
 
 
 def _record2(path, root) -> dict:
     """Record2 metadata: date, creator, calibration date, comment, instrument and probing system (each
     only when the file gives it)."""
     meta = {}
-    for key, field in (("date", "Record2/Date"), ("creator", "Record2/Creator"),
-                       ("calibration_date", "Record2/CalibrationDate"), ("comment", "Record2/Comment")):
+    for key, field in (
+        ("date", "Record2/Date"),
+        ("creator", "Record2/Creator"),
+        ("calibration_date", "Record2/CalibrationDate"),
+        ("comment", "Record2/Comment"),
+    ):
         v = _text(path, root, field, required=False)
         if v is not None:
             meta[key] = v
-    inst = {k.lower(): _text(path, root, f"Record2/Instrument/{k}", required=False)
-            for k in ("Manufacturer", "Model", "Serial", "Version")}
+    inst = {
+        k.lower(): _text(path, root, f"Record2/Instrument/{k}", required=False)
+        for k in ("Manufacturer", "Model", "Serial", "Version")
+    }
     if any(inst.values()):
         meta["instrument"] = {k: v for k, v in inst.items() if v is not None}
-    probe = {k.lower(): _text(path, root, f"Record2/ProbingSystem/{k}", required=False)
-             for k in ("Type", "Identification")}
+    probe = {
+        k.lower(): _text(path, root, f"Record2/ProbingSystem/{k}", required=False) for k in ("Type", "Identification")
+    }
     if any(probe.values()):
         meta["probing"] = {k: v for k, v in probe.items() if v is not None}
     return meta
@@ -520,8 +566,16 @@ def _metadata(arc: _Archive, root, grid: _Grid, unit: str, how: str, status: dic
         meta["downsampled"] = reduced
     return meta
 
-def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: str = "auto",
-             max_field_mm: float | None = MAX_FIELD_MM, max_working_points: int | None = MAX_WORKING_POINTS) -> Scan:
+
+def read_x3p(
+    path,
+    *,
+    strict: bool = True,
+    max_points: int = MAX_POINTS,
+    units: str = "auto",
+    max_field_mm: float | None = MAX_FIELD_MM,
+    max_working_points: int | None = MAX_WORKING_POINTS,
+) -> Scan:
     """Read an ISO 25178-72 x3p file.
 
     Parameters
@@ -617,8 +671,15 @@ def read_x3p(path, *, strict: bool = True, max_points: int = MAX_POINTS, units: 
         arc, main_name = _open_archive(path, zf)
         xml_bytes, root = _parse_main_xml(arc, main_name)
         grid = _read_grid(path, root, max_points)
-        heights, grid, factor, status = _read_points(arc, root, grid, units=units, max_field_mm=max_field_mm,
-                                                     max_working_points=max_working_points, strict=strict)
+        heights, grid, factor, status = _read_points(
+            arc,
+            root,
+            grid,
+            units=units,
+            max_field_mm=max_field_mm,
+            max_working_points=max_working_points,
+            strict=strict,
+        )
         status["main_xml"] = _main_xml_checksum(arc, root, xml_bytes, strict)
         unit, how = _length_unit(path, units, grid, heights)
         grid = _to_metres(heights, grid, unit)
@@ -642,8 +703,13 @@ _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]
 
 
 def _esc(s) -> str:
-    return (_XML_INVALID.sub("\ufffd", str(s)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
+    return (
+        _XML_INVALID.sub("\ufffd", str(s))
+        .replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+    )
 
 
 def _main_xml(scan: Scan, data_md5: str) -> bytes:
@@ -654,9 +720,11 @@ def _main_xml(scan: Scan, data_md5: str) -> bytes:
     xo, yo, _ = (m.get("x3p") or {}).get("offset_m", [0.0, 0.0, 0.0])
 
     def axis(name, kind, inc, off):
-        return (f"      <{name}>\n        <AxisType>{kind}</AxisType>\n        <DataType>D</DataType>\n"
-                f"        <Increment>{_esc(repr(float(inc)))}</Increment>\n"
-                f"        <Offset>{_esc(repr(float(off)))}</Offset>\n      </{name}>\n")
+        return (
+            f"      <{name}>\n        <AxisType>{kind}</AxisType>\n        <DataType>D</DataType>\n"
+            f"        <Increment>{_esc(repr(float(inc)))}</Increment>\n"
+            f"        <Offset>{_esc(repr(float(off)))}</Offset>\n      </{name}>\n"
+        )
 
     xml = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -665,7 +733,9 @@ def _main_xml(scan: Scan, data_md5: str) -> bytes:
         'xsi:schemaLocation="http://www.opengps.eu/2008/ISO5436_2 '
         'http://www.opengps.eu/2008/ISO5436_2/ISO5436_2.xsd">\n'
         "  <Record1>\n    <Revision>ISO5436 - 2000</Revision>\n    <FeatureType>SUR</FeatureType>\n    <Axes>\n"
-        + axis("CX", "I", scan.dx, xo) + axis("CY", "I", scan.dy, yo) + axis("CZ", "A", 1.0, 0.0)
+        + axis("CX", "I", scan.dx, xo)
+        + axis("CY", "I", scan.dy, yo)
+        + axis("CZ", "A", 1.0, 0.0)
         + "    </Axes>\n  </Record1>\n"
         "  <Record2>\n"
         f"    <Date>{_esc(m.get('date', ''))}</Date>\n"
@@ -734,11 +804,16 @@ def write_x3p(scan: Scan, path) -> Path:
     except (TypeError, ValueError) as e:
         raise ParameterError(f"scan meta cannot be stored as JSON: {e}") from None
     with atomic_file(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, content in (("main.xml", xml), ("bindata/data.bin", data),
-                              ("md5checksum.hex", hashlib.md5(xml).hexdigest() + "\n"), (_SIDECAR, sidecar)):
+        for name, content in (
+            ("main.xml", xml),
+            ("bindata/data.bin", data),
+            ("md5checksum.hex", hashlib.md5(xml).hexdigest() + "\n"),
+            (_SIDECAR, sidecar),
+        ):
             # a fixed member date: the same scan always gives the same bytes (and the same SHA-256)
-            zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content,
-                        compress_type=zipfile.ZIP_DEFLATED)
+            zf.writestr(
+                zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content, compress_type=zipfile.ZIP_DEFLATED
+            )
     return path
 
 

@@ -3,5 +3,12 @@
 from ..errors import StoreWarning
 from .casestore import SCHEMA_VERSION, CaseStore, DamagedScanError, IngestReport, SearchResult, StoreError
 
-__all__ = ["SCHEMA_VERSION", "CaseStore", "DamagedScanError", "IngestReport", "SearchResult", "StoreError",
-           "StoreWarning"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "CaseStore",
+    "DamagedScanError",
+    "IngestReport",
+    "SearchResult",
+    "StoreError",
+    "StoreWarning",
+]

@@ -116,11 +116,13 @@ _SCHEMA = [
 #: Migrations: MIGRATIONS[v] takes a store at schema version v to v + 1.
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE comparisons ADD COLUMN log10_lr REAL", "ALTER TABLE comparisons ADD COLUMN evidence_json TEXT"],
-    2: ["ALTER TABLE exhibits ADD COLUMN scan_sha256 TEXT",
+    2: [
+        "ALTER TABLE exhibits ADD COLUMN scan_sha256 TEXT",
         "ALTER TABLE exhibits ADD COLUMN scan_state TEXT NOT NULL DEFAULT 'ok' "
         "CHECK (scan_state IN ('ok', 'damaged', 'missing'))",
         "ALTER TABLE exhibits ADD COLUMN source_path TEXT",
-        "ALTER TABLE exhibits ADD COLUMN source_read TEXT"],
+        "ALTER TABLE exhibits ADD COLUMN source_read TEXT",
+    ],
 }
 #: Temporary databases of a store being created start with this (see `CaseStore._create`).
 _NEW_PREFIX = ".store.sqlite.new-"
@@ -153,6 +155,7 @@ def _no_space(e: BaseException) -> bool:
 def _writes(what: str):
     """Decorate a `CaseStore` method that writes: refused on a read-only store, and a full disk
     becomes a `StoreError` (see `CaseStore._space`)."""
+
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, *args, **kwargs):
@@ -160,7 +163,9 @@ def _writes(what: str):
                 raise StoreError(f"{self.folder}: the store is opened read-only; cannot {what}")
             with self._space():
                 return method(self, *args, **kwargs)
+
         return wrapper
+
     return decorate
 
 
@@ -224,9 +229,16 @@ class CaseStore:
     >>> CaseStore("casefile/", create=False, read_only=True).search("a.x3p")  # doctest: +SKIP
     """
 
-    def __init__(self, folder, *, preprocess_params: Mapping | None = None,
-                 compare_params: Mapping | None = None, shortlist: int = 50, create: bool = True,
-                 read_only: bool = False):
+    def __init__(
+        self,
+        folder,
+        *,
+        preprocess_params: Mapping | None = None,
+        compare_params: Mapping | None = None,
+        shortlist: int = 50,
+        create: bool = True,
+        read_only: bool = False,
+    ):
         self.folder = Path(folder)
         self.db_path = self.folder / "store.sqlite"
         self.index_path = self.folder / "index.bxi"
@@ -241,9 +253,11 @@ class CaseStore:
         with self._space():
             if self._is_new():
                 if not create or self.read_only:
-                    raise StoreError(f"no case store at {self.folder}; `ballistix ingest --store {self.folder} "
-                                     f"FILES` creates one" + (" (opened read-only: nothing is created)"
-                                                             if self.read_only and create else ""))
+                    raise StoreError(
+                        f"no case store at {self.folder}; `ballistix ingest --store {self.folder} "
+                        f"FILES` creates one"
+                        + (" (opened read-only: nothing is created)" if self.read_only and create else "")
+                    )
                 self.created = self._create(preprocess_params, compare_params)
             self._db = self._connect()
             try:
@@ -267,8 +281,10 @@ class CaseStore:
             if not _no_space(e):
                 raise
             detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            raise StoreError(f"no space left to write {self.folder} ({detail}); what was committed before is "
-                             f"kept, nothing is half-written: free some space and run it again") from None
+            raise StoreError(
+                f"no space left to write {self.folder} ({detail}); what was committed before is "
+                f"kept, nothing is half-written: free some space and run it again"
+            ) from None
 
     def _is_new(self) -> bool:
         """Whether ``folder`` holds no store yet and may become one (missing or empty); raise
@@ -282,9 +298,11 @@ class CaseStore:
             if not db.is_file():
                 raise StoreError(f"{db}: not a file; the store's database must be a SQLite file; nothing was changed")
             if db.stat().st_size == 0:
-                raise StoreError(f"{db}: the database is empty (0 bytes): the store's records were lost or "
-                                 f"truncated; nothing was changed (restore store.sqlite from a backup; the "
-                                 f"store's other files are left as they are)")
+                raise StoreError(
+                    f"{db}: the database is empty (0 bytes): the store's records were lost or "
+                    f"truncated; nothing was changed (restore store.sqlite from a backup; the "
+                    f"store's other files are left as they are)"
+                )
             return False
         try:
             names = sorted(p.name for p in folder.iterdir() if not p.name.startswith(_NEW_PREFIX))
@@ -294,10 +312,14 @@ class CaseStore:
             return True
         found = [n for n in names if n in _STORE_FILES]
         if found:
-            raise StoreError(f"{db}: missing: {folder} holds a case store's files ({', '.join(found)}) but not "
-                             f"its database; nothing was changed (restore store.sqlite from a backup)")
-        raise StoreError(f"{folder}: not empty and not a case store (no store.sqlite); a new store is created "
-                         f"only in a missing or empty folder; nothing was changed")
+            raise StoreError(
+                f"{db}: missing: {folder} holds a case store's files ({', '.join(found)}) but not "
+                f"its database; nothing was changed (restore store.sqlite from a backup)"
+            )
+        raise StoreError(
+            f"{folder}: not empty and not a case store (no store.sqlite); a new store is created "
+            f"only in a missing or empty folder; nothing was changed"
+        )
 
     def _create(self, preprocess_params, compare_params) -> bool:
         """Create the store whole: the schema and settings in a temporary database in the folder,
@@ -321,11 +343,17 @@ class CaseStore:
                 db.execute("BEGIN")
                 for stmt in _SCHEMA:
                     db.execute(stmt)
-                db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("format", "ballistix-case-store"), ("schema_version", str(SCHEMA_VERSION)),
-                    ("created_utc", _now()), ("created_by", _user()),
-                    ("preprocess_params", json.dumps(dict(preprocess_params or {}), sort_keys=True)),
-                    ("compare_params", json.dumps(dict(compare_params or {}), sort_keys=True))])
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ("format", "ballistix-case-store"),
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("created_utc", _now()),
+                        ("created_by", _user()),
+                        ("preprocess_params", json.dumps(dict(preprocess_params or {}), sort_keys=True)),
+                        ("compare_params", json.dumps(dict(compare_params or {}), sort_keys=True)),
+                    ],
+                )
                 db.execute("COMMIT")
             finally:
                 db.close()
@@ -379,8 +407,10 @@ class CaseStore:
             if not os.access(self.db_path, os.R_OK):
                 raise StoreError(f"{self.db_path}: cannot be read (permission denied); nothing was changed") from None
             if not self.read_only and not (os.access(self.db_path, os.W_OK) and os.access(self.folder, os.W_OK)):
-                raise StoreError(f"{self.db_path}: cannot be opened for writing ({e}): the store is read-only "
-                                 f"here; open it with read_only=True (`--read-only`)") from None
+                raise StoreError(
+                    f"{self.db_path}: cannot be opened for writing ({e}): the store is read-only "
+                    f"here; open it with read_only=True (`--read-only`)"
+                ) from None
             raise StoreError(f"{self.db_path}: not a readable SQLite database ({e}); nothing was changed") from None
 
     def _connect_read_only(self, uri: str) -> sqlite3.Connection:
@@ -395,8 +425,12 @@ class CaseStore:
             db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         wal = Path(f"{self.db_path}-wal")
         if wal.is_file() and wal.stat().st_size > 0:
-            warnings.warn(f"{wal}: the write-ahead log cannot be read without write access to {self.folder}; "
-                          f"changes not yet copied into store.sqlite are not seen", StoreWarning, stacklevel=4)
+            warnings.warn(
+                f"{wal}: the write-ahead log cannot be read without write access to {self.folder}; "
+                f"changes not yet copied into store.sqlite are not seen",
+                StoreWarning,
+                stacklevel=4,
+            )
         return db
 
     def close(self) -> None:
@@ -427,8 +461,10 @@ class CaseStore:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.db_path}: not a readable SQLite database ({e})") from None
         if not tables:  # a store is created whole (see _create): a database without tables is damage
-            raise StoreError(f"{self.db_path}: the database holds no tables: it is damaged or was not made by "
-                             f"ballistix; nothing was changed (restore store.sqlite from a backup)")
+            raise StoreError(
+                f"{self.db_path}: the database holds no tables: it is damaged or was not made by "
+                f"ballistix; nothing was changed (restore store.sqlite from a backup)"
+            )
         if "meta" not in tables:
             raise StoreError(f"{self.db_path}: not a ballistix store (no meta table)")
         if not self.read_only:
@@ -438,12 +474,16 @@ class CaseStore:
         except (sqlite3.DatabaseError, ValueError, TypeError) as e:
             raise StoreError(f"{self.db_path}: the meta table is damaged ({e})") from None
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.db_path}: schema version {version} is newer than this ballistix "
-                             f"({SCHEMA_VERSION}); upgrade ballistix")
+            raise StoreError(
+                f"{self.db_path}: schema version {version} is newer than this ballistix "
+                f"({SCHEMA_VERSION}); upgrade ballistix"
+            )
         if version < SCHEMA_VERSION and self.read_only:
-            raise StoreError(f"{self.db_path}: schema version {version} is older than this ballistix "
-                             f"({SCHEMA_VERSION}) and the store is opened read-only: open it once writable "
-                             f"to migrate it")
+            raise StoreError(
+                f"{self.db_path}: schema version {version} is older than this ballistix "
+                f"({SCHEMA_VERSION}) and the store is opened read-only: open it once writable "
+                f"to migrate it"
+            )
         if version < SCHEMA_VERSION:
             self._migrated_from = version
         while version < SCHEMA_VERSION:
@@ -459,8 +499,9 @@ class CaseStore:
                 db.execute("ROLLBACK")
                 if _no_space(e):
                     raise
-                raise StoreError(f"{self.db_path}: migration from schema version {version} failed ({e}); "
-                                 f"the store is unchanged") from None
+                raise StoreError(
+                    f"{self.db_path}: migration from schema version {version} failed ({e}); the store is unchanged"
+                ) from None
             version += 1
 
     def _setting(self, key: str, value: dict) -> dict:
@@ -482,8 +523,7 @@ class CaseStore:
         return json.loads(row[0]) if row else {"link_lr": LINK_LR, "count_rule": None}
 
     @_writes("set the decision rule")
-    def set_decision_rule(self, *, link_lr: float = LINK_LR, count_rule: int | None = None,
-                          reason: str = "") -> dict:
+    def set_decision_rule(self, *, link_lr: float = LINK_LR, count_rule: int | None = None, reason: str = "") -> dict:
         """Set the rule by which an unreviewed comparison becomes a link in this store's graph,
         leads and report (see `LinkageGraph`). ``count_rule`` (a CMC count) replaces the LR
         rule: set it only for a population on which the lab validated it (``reason`` should
@@ -492,12 +532,20 @@ class CaseStore:
 
         LinkageGraph(link_lr=link_lr, count_rule=count_rule)  # validates both
         if count_rule is not None and not str(reason).strip():
-            raise ParameterError("a count rule replaces calibrated evidence: give the reason (the lab's "
-                                 "validation that supports it)")
-        rule = {"link_lr": float(link_lr), "count_rule": None if count_rule is None else int(count_rule),
-                "reason": str(reason), "set_by": _user(), "set_utc": _now()}
-        self._db.execute("INSERT INTO meta VALUES ('decision_rule', ?) ON CONFLICT(key) DO UPDATE SET "
-                         "value=excluded.value", (json.dumps(rule, sort_keys=True),))
+            raise ParameterError(
+                "a count rule replaces calibrated evidence: give the reason (the lab's validation that supports it)"
+            )
+        rule = {
+            "link_lr": float(link_lr),
+            "count_rule": None if count_rule is None else int(count_rule),
+            "reason": str(reason),
+            "set_by": _user(),
+            "set_utc": _now(),
+        }
+        self._db.execute(
+            "INSERT INTO meta VALUES ('decision_rule', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (json.dumps(rule, sort_keys=True),),
+        )
         return rule
 
     # -------------------------------------------------------- calibrations
@@ -529,13 +577,27 @@ class CaseStore:
             f.flush()
             cal = evidence.load_calibration(f.name)  # the bytes that are kept are the bytes checked
         ref = cal.reference
-        rec = {"file": rel, "sha256": sha, "content_sha256": cal.sha256, "name": cal.name, "domain": cal.domain,
-               "source": str(path), "reason": str(reason), "registered_by": _user(), "registered_utc": _now(),
-               "reference": {k: ref.get(k) for k in ("description", "n_same", "n_different", "features_sha256",
-                                                     "validation") if ref.get(k) is not None}}
+        rec = {
+            "file": rel,
+            "sha256": sha,
+            "content_sha256": cal.sha256,
+            "name": cal.name,
+            "domain": cal.domain,
+            "source": str(path),
+            "reason": str(reason),
+            "registered_by": _user(),
+            "registered_utc": _now(),
+            "reference": {
+                k: ref.get(k)
+                for k in ("description", "n_same", "n_different", "features_sha256", "validation")
+                if ref.get(k) is not None
+            },
+        }
         recs = [r for r in self.calibration_records() if r["sha256"] != sha] + [rec]
-        self._db.execute("INSERT INTO meta VALUES ('calibrations', ?) ON CONFLICT(key) DO UPDATE SET "
-                         "value=excluded.value", (json.dumps(recs, sort_keys=True),))
+        self._db.execute(
+            "INSERT INTO meta VALUES ('calibrations', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (json.dumps(recs, sort_keys=True),),
+        )
         self._cals = None
         return rec
 
@@ -560,8 +622,12 @@ class CaseStore:
                 if not ok:
                     raise StoreError(f"{path}: the registered calibration {r['name']!r} is missing or altered")
                 cal = evidence.load_calibration(path)
-                cal.origin = {"kind": "registered", "store": str(self.folder), "sha256": cal.sha256,
-                              **{k: r.get(k) for k in ("registered_by", "registered_utc", "reason", "source")}}
+                cal.origin = {
+                    "kind": "registered",
+                    "store": str(self.folder),
+                    "sha256": cal.sha256,
+                    **{k: r.get(k) for k in ("registered_by", "registered_utc", "reason", "source")},
+                }
                 cals.append(cal)
             self._cals = cals + evidence.shipped_calibrations()
         return self._cals
@@ -584,12 +650,17 @@ class CaseStore:
             rows = [r for r in rows if isinstance(r[2], bytes) and len(r[2]) == size]
         for _, eid, blob in rows:
             if not isinstance(blob, bytes) or len(blob) != size:
-                raise StoreError(f"{self.db_path}: the descriptor of exhibit {eid!r} has "
-                                 f"{len(blob) if isinstance(blob, bytes) else type(blob).__name__} bytes, expected "
-                                 f"{size}: the database is damaged; run `ballistix check --store {self.folder}`")
+                raise StoreError(
+                    f"{self.db_path}: the descriptor of exhibit {eid!r} has "
+                    f"{len(blob) if isinstance(blob, bytes) else type(blob).__name__} bytes, expected "
+                    f"{size}: the database is damaged; run `ballistix check --store {self.folder}`"
+                )
         ids = np.array([r[0] for r in rows], np.int64)
-        vecs = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1) if rows else \
-            np.zeros((0, self.descriptor["dim"]), np.float32)
+        vecs = (
+            np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1)
+            if rows
+            else np.zeros((0, self.descriptor["dim"]), np.float32)
+        )
         return ids, vecs
 
     def _build_index(self, *, skip_damaged: bool = False) -> ScanIndex:
@@ -630,14 +701,17 @@ class CaseStore:
             return None, f"unreadable ({e})"
         ids = self._rowids()
         if not np.array_equal(index.ids, ids):
-            return None, f"holds {len(index)} exhibits, the store {len(ids)}" if len(index) != len(ids) else \
-                "holds other exhibit ids than the store"
+            return None, f"holds {len(index)} exhibits, the store {len(ids)}" if len(index) != len(
+                ids
+            ) else "holds other exhibit ids than the store"
         row = self._db.execute("SELECT value FROM meta WHERE key='index_digest'").fetchone()
         if row is None:
             return None, "no checksum of the index is recorded in store.sqlite"
         if row[0] != digest:
-            return None, ("its vectors are not the ones this store saved (the checksum of its content differs "
-                          "from the one recorded in store.sqlite): another store's index or an altered file")
+            return None, (
+                "its vectors are not the ones this store saved (the checksum of its content differs "
+                "from the one recorded in store.sqlite): another store's index or an altered file"
+            )
         return index, None
 
     def _save_index(self) -> None:
@@ -650,8 +724,10 @@ class CaseStore:
             self._record_index()
 
     def _record_index(self) -> None:
-        self._db.execute("INSERT INTO meta VALUES ('index_digest', ?) ON CONFLICT(key) DO UPDATE SET "
-                         "value=excluded.value", (self._index_digest(),))
+        self._db.execute(
+            "INSERT INTO meta VALUES ('index_digest', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (self._index_digest(),),
+        )
 
     @_writes("rebuild the index")
     def rebuild_index(self) -> ScanIndex:
@@ -667,8 +743,9 @@ class CaseStore:
         if problem is None:
             return index
         if self.read_only:
-            self._rebuilt(problem, "rebuilt in memory from the descriptors in store.sqlite (read-only: the file "
-                                   "is left as it is)")
+            self._rebuilt(
+                problem, "rebuilt in memory from the descriptors in store.sqlite (read-only: the file is left as it is)"
+            )
             return self._build_index(skip_damaged=True)
         with self._transaction():
             index, problem = self._read_index()  # another process may have saved and recorded it meanwhile
@@ -677,8 +754,12 @@ class CaseStore:
             try:
                 self._index = self._build_index()
             except StoreError as e:  # a damaged descriptor: open anyway, for `check` to say what is wrong
-                warnings.warn(f"{self.index_path}: {problem}; not rebuilt: {e}; searches use an index of the "
-                              f"other exhibits, in memory", StoreWarning, stacklevel=3)
+                warnings.warn(
+                    f"{self.index_path}: {problem}; not rebuilt: {e}; searches use an index of the "
+                    f"other exhibits, in memory",
+                    StoreWarning,
+                    stacklevel=3,
+                )
                 return self._build_index(skip_damaged=True)
             self._rebuilt(problem, "rebuilt from the descriptors in store.sqlite")
             self._index.save(self.index_path)
@@ -690,8 +771,15 @@ class CaseStore:
         quiet = len(self) == 0 or (self._migrated_from is not None and problem.startswith("no checksum"))
         if quiet:
             return
-        self._opening.append({"check": "index", "item": str(self.index_path), "problem": problem,
-                              "repaired": not self.read_only, "action": action})
+        self._opening.append(
+            {
+                "check": "index",
+                "item": str(self.index_path),
+                "problem": problem,
+                "repaired": not self.read_only,
+                "action": action,
+            }
+        )
         warnings.warn(f"{self.index_path}: {problem}; {action}", StoreWarning, stacklevel=4)
 
     def check_index(self) -> None:
@@ -717,15 +805,22 @@ class CaseStore:
     def _upsert(self, table: str, key: str, value: str, attrs: dict) -> None:
         if not isinstance(value, str) or not value:
             raise ParameterError(f"{key} must be a non-empty string, got {value!r}")
-        self._db.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?) ON CONFLICT({key}) DO UPDATE SET "
-                         f"attrs_json=excluded.attrs_json", (value, json.dumps(attrs, sort_keys=True, default=str),
-                                                             _now(), _user()))
-
+        self._db.execute(
+            f"INSERT INTO {table} VALUES (?, ?, ?, ?) ON CONFLICT({key}) DO UPDATE SET attrs_json=excluded.attrs_json",
+            (value, json.dumps(attrs, sort_keys=True, default=str), _now(), _user()),
+        )
 
     @_writes("ingest")
-    def ingest(self, items: Iterable, meta: Mapping | Iterable[Mapping] | None = None, *,
-               progress: bool = True, client=None, units: str = "auto",
-               pixel_size_m: float | None = None) -> IngestReport:
+    def ingest(
+        self,
+        items: Iterable,
+        meta: Mapping | Iterable[Mapping] | None = None,
+        *,
+        progress: bool = True,
+        client=None,
+        units: str = "auto",
+        pixel_size_m: float | None = None,
+    ) -> IngestReport:
         """Add scan files (or in-memory `Scan` objects) to the store.
 
         ``meta``: one mapping for all items or one per item, with any of
@@ -752,8 +847,9 @@ class CaseStore:
 
         check_units(units)
         items = [os.fsdecode(i) if isinstance(i, bytes) else i for i in items]  # bytes paths (os.listdir(b"."))
-        metas = [dict(meta or {})] * len(items) if meta is None or isinstance(meta, Mapping) else \
-            [dict(m) for m in meta]
+        metas = (
+            [dict(meta or {})] * len(items) if meta is None or isinstance(meta, Mapping) else [dict(m) for m in meta]
+        )
         if len(metas) != len(items):
             raise ParameterError(f"{len(metas)} meta records for {len(items)} items")
         report = IngestReport([], [], [])
@@ -769,23 +865,36 @@ class CaseStore:
             except (BallistixError, OSError) as e:
                 self._fail(report, source, str(e))
                 continue
-            row = self._db.execute("SELECT exhibit_id FROM exhibits WHERE source_sha256=?",
-                                   (sha_known,)).fetchone() if sha_known else None
+            row = (
+                self._db.execute("SELECT exhibit_id FROM exhibits WHERE source_sha256=?", (sha_known,)).fetchone()
+                if sha_known
+                else None
+            )
             if row:
                 report.existing.append(row[0])
             else:
-                origin = None if isinstance(item, Scan) else \
-                    (os.path.abspath(item), {"units": units, **_image_kw(item, pixel_size_m)})
-                jobs.append((source, m, origin, (str(self.folder), self.preprocess_params, item, m, sha_known, units,
-                                                 pixel_size_m)))
+                origin = (
+                    None
+                    if isinstance(item, Scan)
+                    else (os.path.abspath(item), {"units": units, **_image_kw(item, pixel_size_m)})
+                )
+                jobs.append(
+                    (
+                        source,
+                        m,
+                        origin,
+                        (str(self.folder), self.preprocess_params, item, m, sha_known, units, pixel_size_m),
+                    )
+                )
         if client is not None:  # the heavy part on the cluster, the database writes here
             from .._dask import dask_map
 
             prepared = dask_map(_prepare, [j for *_, j in jobs], client)
         else:
             prepared = (_prepare(j) for *_, j in jobs)
-        for (source, m, origin, _), out in tqdm(zip(jobs, prepared), total=len(jobs), disable=not progress,
-                                                desc="ingest"):
+        for (source, m, origin, _), out in tqdm(
+            zip(jobs, prepared), total=len(jobs), disable=not progress, desc="ingest"
+        ):
             if out[0] is None:
                 self._fail(report, source, out[1])
                 continue
@@ -834,11 +943,27 @@ class CaseStore:
                 " date, meta_json, processing_json, descriptor, scan_file, created_utc, created_by,"
                 " ballistix_version, scan_sha256, scan_state, source_path, source_read)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)",
-                (exhibit_id, sha, Path(name).name, kind, fields["scene_id"], fields["firearm_id"], fields["calibre"],
-                 fields["date"], json.dumps(m, sort_keys=True, default=str),
-                 json.dumps(processing, default=str), vec.astype(np.float32).tobytes(), rel,
-                 _now(), _user(), __version__, scan_sha, _path_value(source_path),
-                 None if read is None else json.dumps(read, sort_keys=True)))
+                (
+                    exhibit_id,
+                    sha,
+                    Path(name).name,
+                    kind,
+                    fields["scene_id"],
+                    fields["firearm_id"],
+                    fields["calibre"],
+                    fields["date"],
+                    json.dumps(m, sort_keys=True, default=str),
+                    json.dumps(processing, default=str),
+                    vec.astype(np.float32).tobytes(),
+                    rel,
+                    _now(),
+                    _user(),
+                    __version__,
+                    scan_sha,
+                    _path_value(source_path),
+                    None if read is None else json.dumps(read, sort_keys=True),
+                ),
+            )
             os.replace(self.folder / part, self.folder / rel)  # a crash from here to COMMIT: an orphan file
             db.execute("COMMIT")
         except BaseException:
@@ -859,15 +984,42 @@ class CaseStore:
         for f in cw.firearms:
             if f["recovered"]:
                 self.add_firearm(f["id"], **{k: v for k, v in f.items() if k not in ("id", "scenes", "recovered")})
-        meta = [{"exhibit_id": e["id"], "kind": e["kind"], "scene_id": e["scene"], "firearm_id": e["test_fired_from"],
-                 "date": e["date"], "calibre": e["calibre"]} for e in cw.exhibits]
+        meta = [
+            {
+                "exhibit_id": e["id"],
+                "kind": e["kind"],
+                "scene_id": e["scene"],
+                "firearm_id": e["test_fired_from"],
+                "date": e["date"],
+                "calibre": e["calibre"],
+            }
+            for e in cw.exhibits
+        ]
         return self.ingest(cw.scans if items is None else items, meta=meta, progress=progress, client=client)
 
     def exhibits(self) -> list[dict]:
         """Every exhibit's record (without the descriptor), in ingest order."""
-        cols = ["rowid", "exhibit_id", "source_sha256", "source_name", "kind", "scene_id", "firearm_id", "calibre",
-                "date", "meta_json", "scan_file", "linked", "created_utc", "created_by", "ballistix_version",
-                "scan_sha256", "scan_state", "source_path", "source_read"]
+        cols = [
+            "rowid",
+            "exhibit_id",
+            "source_sha256",
+            "source_name",
+            "kind",
+            "scene_id",
+            "firearm_id",
+            "calibre",
+            "date",
+            "meta_json",
+            "scan_file",
+            "linked",
+            "created_utc",
+            "created_by",
+            "ballistix_version",
+            "scan_sha256",
+            "scan_state",
+            "source_path",
+            "source_read",
+        ]
         rows = self._db.execute(f"SELECT {', '.join(cols)} FROM exhibits ORDER BY rowid").fetchall()
         out = [dict(zip(cols, r)) for r in rows]
         for e in out:  # a path kept as bytes (not UTF-8): as os.listdir would give it
@@ -897,10 +1049,15 @@ class CaseStore:
             The cached file is missing, unreadable, or not the one recorded (altered, or another
             exhibit's copied over it).
         """
-        rowid = exhibit_id_or_rowid if isinstance(exhibit_id_or_rowid, (int, np.integer)) else \
-            self._rowid(exhibit_id_or_rowid)
-        row = self._db.execute("SELECT exhibit_id, scan_file, scan_sha256, source_sha256, scan_state FROM exhibits "
-                               "WHERE rowid=?", (int(rowid),)).fetchone()
+        rowid = (
+            exhibit_id_or_rowid
+            if isinstance(exhibit_id_or_rowid, (int, np.integer))
+            else self._rowid(exhibit_id_or_rowid)
+        )
+        row = self._db.execute(
+            "SELECT exhibit_id, scan_file, scan_sha256, source_sha256, scan_state FROM exhibits WHERE rowid=?",
+            (int(rowid),),
+        ).fetchone()
         if row is None:
             raise ParameterError(f"no exhibit with index id {rowid} in the store")
         return self._read_cached(int(rowid), *row)
@@ -909,20 +1066,32 @@ class CaseStore:
         path = self.folder / rel
         if not path.is_file():
             if state == "missing":
-                raise DamagedScanError(path, eid, "was dropped as damaged by `ballistix check --repair` (put its "
-                                                  "source back and repair again, or restore the file from a backup)",
-                                       state="missing")
+                raise DamagedScanError(
+                    path,
+                    eid,
+                    "was dropped as damaged by `ballistix check --repair` (put its "
+                    "source back and repair again, or restore the file from a backup)",
+                    state="missing",
+                )
             raise DamagedScanError(path, eid, "is missing from the cache")
         try:
             scan = read_npz(path)
         except (BallistixError, OSError) as e:
             raise DamagedScanError(path, eid, f"is unreadable ({e})") from None
         if sha is not None and scan.meta.get("sha256") != sha:
-            raise DamagedScanError(path, eid, "is not the file recorded at ingest (its SHA-256 differs: altered, "
-                                              "or another exhibit's scan copied over it)")
+            raise DamagedScanError(
+                path,
+                eid,
+                "is not the file recorded at ingest (its SHA-256 differs: altered, "
+                "or another exhibit's scan copied over it)",
+            )
         if sha is None and scan.meta.get("source_sha256") != source_sha:
-            raise DamagedScanError(path, eid, "was made from another source (the source SHA-256 inside it is not "
-                                              "the exhibit's): another exhibit's scan copied over it")
+            raise DamagedScanError(
+                path,
+                eid,
+                "was made from another source (the source SHA-256 inside it is not "
+                "the exhibit's): another exhibit's scan copied over it",
+            )
         if state != "ok":  # restored since: say so where the store can be written
             self._set_scan_state(rowid, "ok")
         return scan
@@ -947,13 +1116,24 @@ class CaseStore:
             self.skipped.append({"exhibit_id": e.exhibit_id, "file": e.path, "problem": e.problem, "state": e.state})
             if e.state != "missing":
                 self._set_scan_state(rowid, "damaged")
-                warnings.warn(f"skipped exhibit {e.exhibit_id!r}: {e}; run `ballistix check --store {self.folder} "
-                              f"--repair`", StoreWarning, stacklevel=4)
+                warnings.warn(
+                    f"skipped exhibit {e.exhibit_id!r}: {e}; run `ballistix check --store {self.folder} --repair`",
+                    StoreWarning,
+                    stacklevel=4,
+                )
             return None
 
     # -------------------------------------------------------------- search
-    def search(self, query, k: int = 20, *, shortlist: int | None = None, n_jobs: int = 1,
-               units: str = "auto", pixel_size_m: float | None = None) -> SearchResult:
+    def search(
+        self,
+        query,
+        k: int = 20,
+        *,
+        shortlist: int | None = None,
+        n_jobs: int = 1,
+        units: str = "auto",
+        pixel_size_m: float | None = None,
+    ) -> SearchResult:
         """Two-stage search of the store for a scan file, a `Scan`, or an exhibit id in the store.
 
         ``units``: the length unit of a query x3p file, passed to `read_scan`;
@@ -973,27 +1153,48 @@ class CaseStore:
         """
         exclude = ()
         self.skipped = []
-        if isinstance(query, str) and not Path(query).suffix and self._db.execute(
-                "SELECT 1 FROM exhibits WHERE exhibit_id=?", (safe_text(query),)).fetchone():
+        if (
+            isinstance(query, str)
+            and not Path(query).suffix
+            and self._db.execute("SELECT 1 FROM exhibits WHERE exhibit_id=?", (safe_text(query),)).fetchone()
+        ):
             rowid = self._rowid(query)
             proc, exclude = self.scan(rowid), (rowid,)
         else:
-            raw = query if isinstance(query, Scan) else read_scan(query, units=units,
-                                                                  **_image_kw(query, pixel_size_m))
+            raw = query if isinstance(query, Scan) else read_scan(query, units=units, **_image_kw(query, pixel_size_m))
             proc = preprocess(raw, **self.preprocess_params)
-        cands = search_index(self._index, proc, k=k, shortlist=shortlist or self.shortlist, exclude=exclude,
-                             scans=self._usable_scan, n_jobs=n_jobs,
-                             calibration=self.calibrations(), **self.compare_params)
+        cands = search_index(
+            self._index,
+            proc,
+            k=k,
+            shortlist=shortlist or self.shortlist,
+            exclude=exclude,
+            scans=self._usable_scan,
+            n_jobs=n_jobs,
+            calibration=self.calibrations(),
+            **self.compare_params,
+        )
         names = dict(self._db.execute("SELECT rowid, exhibit_id FROM exhibits"))
         files = dict(self._db.execute("SELECT rowid, source_name FROM exhibits"))
-        return SearchResult([
-            {"exhibit_id": names[c.id], "source_name": files[c.id], "cmc_count": c.cmc_count,
-             "score": c.score, "descriptor_score": c.descriptor_score, "descriptor_rank": c.descriptor_rank,
-             "log10_lr": c.comparison.log10_lr, "calibration": c.comparison.evidence.get("calibration"),
-             "calibration_sha256": c.comparison.evidence.get("calibration_sha256"),
-             "calibration_origin": (c.comparison.evidence.get("calibration_origin") or {}).get("text"),
-             "conclusion": (c.comparison.evidence.get("conclusion") or {}).get("conclusion", "candidate")}
-            for c in cands], skipped=self.skipped)
+        return SearchResult(
+            [
+                {
+                    "exhibit_id": names[c.id],
+                    "source_name": files[c.id],
+                    "cmc_count": c.cmc_count,
+                    "score": c.score,
+                    "descriptor_score": c.descriptor_score,
+                    "descriptor_rank": c.descriptor_rank,
+                    "log10_lr": c.comparison.log10_lr,
+                    "calibration": c.comparison.evidence.get("calibration"),
+                    "calibration_sha256": c.comparison.evidence.get("calibration_sha256"),
+                    "calibration_origin": (c.comparison.evidence.get("calibration_origin") or {}).get("text"),
+                    "conclusion": (c.comparison.evidence.get("conclusion") or {}).get("conclusion", "candidate"),
+                }
+                for c in cands
+            ],
+            skipped=self.skipped,
+        )
 
     # ---------------------------------------------------------------- link
     @_writes("link exhibits")
@@ -1022,8 +1223,9 @@ class CaseStore:
         params = json.dumps({**COMPARE_DEFAULTS, **self.compare_params}, sort_keys=True, default=str)
         n = 0
         for rowid in tqdm(todo, disable=not progress, desc="link"):
-            have = {b for (b,) in self._db.execute("SELECT b FROM comparisons WHERE a=?", (rowid,))} | \
-                   {a for (a,) in self._db.execute("SELECT a FROM comparisons WHERE b=?", (rowid,))}
+            have = {b for (b,) in self._db.execute("SELECT b FROM comparisons WHERE a=?", (rowid,))} | {
+                a for (a,) in self._db.execute("SELECT a FROM comparisons WHERE b=?", (rowid,))
+            }
             proc = self._usable_scan(rowid)
             if proc is None:  # left unlinked: `check --repair`, then link again
                 continue
@@ -1031,9 +1233,19 @@ class CaseStore:
             def uncompared(i, have=have):
                 return None if i in have else self._usable_scan(i)
 
-            cands = search_index(self._index, proc, k=self.shortlist, shortlist=self.shortlist, exclude=(rowid,),
-                                 scans=uncompared, n_jobs=n_jobs, client=client, executor=pool,
-                                 calibration=self.calibrations(), **self.compare_params)
+            cands = search_index(
+                self._index,
+                proc,
+                k=self.shortlist,
+                shortlist=self.shortlist,
+                exclude=(rowid,),
+                scans=uncompared,
+                n_jobs=n_jobs,
+                client=client,
+                executor=pool,
+                calibration=self.calibrations(),
+                **self.compare_params,
+            )
             with self._transaction() as db:
                 for c in cands:
                     r = c.comparison
@@ -1042,8 +1254,20 @@ class CaseStore:
                         "INSERT OR REPLACE INTO comparisons (a, b, cmc_count, score, rotation_deg, params_json, "
                         "confirmed, created_utc, created_by, ballistix_version, log10_lr, evidence_json) "
                         "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
-                        (a, b, int(r.cmc_count), float(r.score), float(r.rotation_deg), params, _now(), _user(),
-                         __version__, r.log10_lr, json.dumps(r.evidence, sort_keys=True, default=str)))
+                        (
+                            a,
+                            b,
+                            int(r.cmc_count),
+                            float(r.score),
+                            float(r.rotation_deg),
+                            params,
+                            _now(),
+                            _user(),
+                            __version__,
+                            r.log10_lr,
+                            json.dumps(r.evidence, sort_keys=True, default=str),
+                        ),
+                    )
                 db.execute("UPDATE exhibits SET linked=1 WHERE rowid=?", (rowid,))
             n += len(cands)
         return n
@@ -1086,13 +1310,15 @@ class CaseStore:
             raise StoreError(f"{self.folder}: the store is opened read-only; cannot repair it")
         with self._space():
             try:
-                return check_store(self, bool(repair), schema_version=SCHEMA_VERSION, new_prefix=_NEW_PREFIX,
-                                   cached=_cached)
+                return check_store(
+                    self, bool(repair), schema_version=SCHEMA_VERSION, new_prefix=_NEW_PREFIX, cached=_cached
+                )
             except sqlite3.DatabaseError as e:
                 if _no_space(e):
                     raise
-                raise StoreError(f"{self.db_path}: the database is damaged ({e}); restore store.sqlite from a "
-                                 f"backup") from None
+                raise StoreError(
+                    f"{self.db_path}: the database is damaged ({e}); restore store.sqlite from a backup"
+                ) from None
 
     @_writes("record a verdict")
     def confirm(self, exhibit_a: str, exhibit_b: str, verdict: bool) -> None:
@@ -1123,25 +1349,47 @@ class CaseStore:
             g.add_firearm(fid, **json.loads(attrs))
         names = {}
         for rowid, eid, sha, src, kind, scene, gun, cal, date in self._db.execute(
-                "SELECT rowid, exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre, date "
-                "FROM exhibits ORDER BY rowid"):
+            "SELECT rowid, exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre, date "
+            "FROM exhibits ORDER BY rowid"
+        ):
             names[rowid] = eid
-            g.add_exhibit(eid, scene=scene if kind == "scene" else None,
-                          test_fired_from=gun if kind == "test_fire" else None,
-                          sha256=sha, source_name=src, calibre=cal, date=date)
-        rows = self._db.execute("SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr, params_json, "
-                                "evidence_json FROM comparisons ORDER BY a, b").fetchall()
+            g.add_exhibit(
+                eid,
+                scene=scene if kind == "scene" else None,
+                test_fired_from=gun if kind == "test_fire" else None,
+                sha256=sha,
+                source_name=src,
+                calibre=cal,
+                date=date,
+            )
+        rows = self._db.execute(
+            "SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr, params_json, "
+            "evidence_json FROM comparisons ORDER BY a, b"
+        ).fetchall()
         cohort = cohort_lrs(self, [r[:8] for r in rows])
         for a, b, cmc, score, rot, confirmed, lr, _, ev in rows:
             ev = json.loads(ev or "{}")
-            origin = {"calibration_sha256": ev.get("calibration_sha256"),
-                      "calibration_origin": (ev.get("calibration_origin") or {}).get("text")} if lr is not None else {}
-            res = {"cmc_count": cmc, "score": score, "rotation_deg": rot, "log10_lr": lr, **origin,
-                   **cohort.get((a, b), {})}
+            origin = (
+                {
+                    "calibration_sha256": ev.get("calibration_sha256"),
+                    "calibration_origin": (ev.get("calibration_origin") or {}).get("text"),
+                }
+                if lr is not None
+                else {}
+            )
+            res = {
+                "cmc_count": cmc,
+                "score": score,
+                "rotation_deg": rot,
+                "log10_lr": lr,
+                **origin,
+                **cohort.get((a, b), {}),
+            }
             if confirmed is not None:
                 res["confirmed"] = bool(confirmed)
             g.add_comparison(names[a], names[b], res)
         return g
+
 
 def _prepare(job: tuple) -> tuple:
     """Read, preprocess and describe one input and write its processed scan beside the cache under
@@ -1162,8 +1410,11 @@ def _prepare(job: tuple) -> tuple:
         rel = f"scans/{sha[:2]}/{sha}.npz"
         part = f"scans/{sha[:2]}/.{sha}.{secrets.token_hex(6)}.part"
         (Path(folder) / "scans" / sha[:2]).mkdir(parents=True, exist_ok=True)
-        labels = {**(raw.meta.get("labels") or {}), **(meta.get("labels") or {}),
-                  **{k: meta[k] for k in ("calibre", "make", "model", "instrument") if meta.get(k)}}
+        labels = {
+            **(raw.meta.get("labels") or {}),
+            **(meta.get("labels") or {}),
+            **{k: meta[k] for k in ("calibre", "make", "model", "instrument") if meta.get(k)},
+        }
         pop = population({**raw.meta, "labels": labels})
         write_npz(_cached(proc, sha, pop), Path(folder) / part)  # atomic; moved to rel when committed
         return sha, name, proc.meta.get("processing", []), vec, rel, pop, part, sha256_file(Path(folder) / part)
@@ -1177,8 +1428,12 @@ def _prepare(job: tuple) -> tuple:
 
 def _cached(proc: Scan, sha: str, pop) -> Scan:
     """The processed scan as the cache keeps it (float32 heights, provenance in its meta)."""
-    return Scan(proc.heights.astype(np.float32), proc.dx, proc.dy,
-                {"processing": proc.meta.get("processing", []), "source_sha256": sha, "population": pop})
+    return Scan(
+        proc.heights.astype(np.float32),
+        proc.dx,
+        proc.dy,
+        {"processing": proc.meta.get("processing", []), "source_sha256": sha, "population": pop},
+    )
 
 
 def _check_meta(m: Mapping) -> None:
@@ -1189,8 +1444,11 @@ def _image_kw(path, pixel_size_m) -> dict:
     """``pixel_size_m`` for `read_scan` when ``path`` is an image and a size was given."""
     from ..io.formats import IMAGE_SUFFIXES
 
-    return {"pixel_size_m": pixel_size_m} if pixel_size_m is not None and \
-        Path(path).suffix.lower() in IMAGE_SUFFIXES else {}
+    return (
+        {"pixel_size_m": pixel_size_m}
+        if pixel_size_m is not None and Path(path).suffix.lower() in IMAGE_SUFFIXES
+        else {}
+    )
 
 
 def _path_value(path: str | None):

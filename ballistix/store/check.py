@@ -34,8 +34,7 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
     notes: list[str] = []
 
     def problem(check, item, text, action="", repaired=False):
-        problems.append({"check": check, "item": str(item), "problem": text, "repaired": repaired,
-                         "action": action})
+        problems.append({"check": check, "item": str(item), "problem": text, "repaired": repaired, "action": action})
 
     db = store._db
     backup = "restore store.sqlite from a backup"
@@ -46,24 +45,32 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
         problem("database", store.db_path, "integrity_check: " + "; ".join(result[:5]), backup)
     meta = dict(db.execute("SELECT key, value FROM meta"))
     if meta.get("format") != "ballistix-case-store":
-        problem("database", store.db_path, f"meta format is {meta.get('format')!r}, not 'ballistix-case-store'",
-                backup)
+        problem("database", store.db_path, f"meta format is {meta.get('format')!r}, not 'ballistix-case-store'", backup)
     if meta.get("schema_version") != str(schema_version):
-        problem("database", store.db_path, f"schema version {meta.get('schema_version')!r}, expected "
-                                          f"{schema_version}", backup)
-    for key, kind in (("preprocess_params", dict), ("compare_params", dict), ("decision_rule", dict),
-                      ("calibrations", list)):
+        problem(
+            "database",
+            store.db_path,
+            f"schema version {meta.get('schema_version')!r}, expected {schema_version}",
+            backup,
+        )
+    for key, kind in (
+        ("preprocess_params", dict),
+        ("compare_params", dict),
+        ("decision_rule", dict),
+        ("calibrations", list),
+    ):
         try:
             ok = key not in meta or isinstance(json.loads(meta[key]), kind)
         except ValueError:
             ok = False
         if not ok:
             problem("database", f"meta.{key}", f"not a JSON {kind.__name__}", backup)
-    dangling = db.execute("SELECT COUNT(*) FROM comparisons WHERE a NOT IN (SELECT rowid FROM exhibits) "
-                          "OR b NOT IN (SELECT rowid FROM exhibits)").fetchone()[0]
+    dangling = db.execute(
+        "SELECT COUNT(*) FROM comparisons WHERE a NOT IN (SELECT rowid FROM exhibits) "
+        "OR b NOT IN (SELECT rowid FROM exhibits)"
+    ).fetchone()[0]
     if dangling:
-        problem("database", "comparisons", f"{dangling} comparisons name an exhibit that is not in the store",
-                backup)
+        problem("database", "comparisons", f"{dangling} comparisons name an exhibit that is not in the store", backup)
     checked["database"] = 1
     # descriptors
     size = 4 * store.descriptor["dim"]
@@ -72,26 +79,32 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
     for rowid, eid, blob in rows:
         if not isinstance(blob, bytes) or len(blob) != size:
             bad_descriptors.add(rowid)
-            problem("descriptor", eid, f"{len(blob) if isinstance(blob, bytes) else 0} bytes, expected {size}",
-                    backup)
+            problem("descriptor", eid, f"{len(blob) if isinstance(blob, bytes) else 0} bytes, expected {size}", backup)
         elif not np.isfinite(np.frombuffer(blob, np.float32)).all():
             bad_descriptors.add(rowid)
             problem("descriptor", eid, "holds NaN or infinite values", backup)
     checked["descriptors"] = len(rows)
     # cached scans
-    rows = db.execute("SELECT rowid, exhibit_id, scan_file, scan_sha256, source_sha256, scan_state, source_path, "
-                      "source_read, descriptor, meta_json FROM exhibits ORDER BY rowid").fetchall()
+    rows = db.execute(
+        "SELECT rowid, exhibit_id, scan_file, scan_sha256, source_sha256, scan_state, source_path, "
+        "source_read, descriptor, meta_json FROM exhibits ORDER BY rowid"
+    ).fetchall()
     unrecorded = 0
     for rowid, eid, rel, sha, source_sha, state, src, read, blob, meta_json in rows:
         try:
             scan = store._read_cached(rowid, eid, rel, sha, source_sha, state)
         except DamagedScanError as e:
             if not repair:
-                problem("scan", e.path, f"exhibit {eid}: {e.problem}",
-                        "`ballistix check --repair` re-creates it from its source, or drops it")
+                problem(
+                    "scan",
+                    e.path,
+                    f"exhibit {eid}: {e.problem}",
+                    "`ballistix check --repair` re-creates it from its source, or drops it",
+                )
                 continue
-            done, action = _repair_scan(store, rowid, eid, rel, source_sha, src, read, blob, meta_json,
-                                        rowid not in bad_descriptors, cached)
+            done, action = _repair_scan(
+                store, rowid, eid, rel, source_sha, src, read, blob, meta_json, rowid not in bad_descriptors, cached
+            )
             problem("scan", e.path, f"exhibit {eid}: {e.problem}", action, repaired=done)
             continue
         if sha is None:
@@ -99,21 +112,32 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
             if repair:
                 db.execute("UPDATE exhibits SET scan_sha256=? WHERE rowid=?", (scan.meta["sha256"], rowid))
     if unrecorded:
-        notes.append(f"{unrecorded} cached scans made before schema 3 had no checksum recorded (checked against "
-                     f"their source SHA-256 instead); " + ("recorded now" if repair else "`--repair` records it"))
+        notes.append(
+            f"{unrecorded} cached scans made before schema 3 had no checksum recorded (checked against "
+            f"their source SHA-256 instead); " + ("recorded now" if repair else "`--repair` records it")
+        )
     checked["scans"] = len(rows)
     # the index
     _, index_problem = store._read_index()
     if index_problem is not None:
         problems = [p for p in problems if p["check"] != "index"]  # the same problem, seen again
         if not repair:
-            problem("index", store.index_path, index_problem, "`ballistix check --repair` rebuilds it from the "
-                                                             "descriptors in store.sqlite")
+            problem(
+                "index",
+                store.index_path,
+                index_problem,
+                "`ballistix check --repair` rebuilds it from the descriptors in store.sqlite",
+            )
         else:
             try:
                 store.rebuild_index()
-                problem("index", store.index_path, index_problem, "rebuilt from the descriptors in store.sqlite",
-                        repaired=True)
+                problem(
+                    "index",
+                    store.index_path,
+                    index_problem,
+                    "rebuilt from the descriptors in store.sqlite",
+                    repaired=True,
+                )
             except StoreError as e:
                 problem("index", store.index_path, index_problem, f"not rebuilt: {e}")
     checked["index"] = 1
@@ -126,27 +150,48 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
         except OSError:
             ok = False
         if not ok:
-            problem("calibration", path, f"the registered calibration {r.get('name')!r} is missing or altered "
-                                         f"(SHA-256 recorded at registration differs)",
-                    "register it again from a trusted copy")
+            problem(
+                "calibration",
+                path,
+                f"the registered calibration {r.get('name')!r} is missing or altered "
+                f"(SHA-256 recorded at registration differs)",
+                "register it again from a trusted copy",
+            )
     checked["calibrations"] = len(recs)
     # leftovers of interrupted writes (harmless; removed by repair when over an hour old)
-    stale = [p for p in [*(store.folder / "scans").glob("*/.*"), *store.folder.glob(".index.bxi.*"),
-                         *store.folder.glob(f"{new_prefix}*")] if p.is_file()]
+    stale = [
+        p
+        for p in [
+            *(store.folder / "scans").glob("*/.*"),
+            *store.folder.glob(".index.bxi.*"),
+            *store.folder.glob(f"{new_prefix}*"),
+        ]
+        if p.is_file()
+    ]
     old = [p for p in stale if time.time() - p.stat().st_mtime > 3600]
     if repair:
         for p in old:
             with contextlib.suppress(OSError):
                 p.unlink()
     if stale:
-        notes.append(f"{len(stale)} temporary files of interrupted writes in {store.folder}"
-                     + (f"; {len(old)} over an hour old removed" if repair and old else ""))
+        notes.append(
+            f"{len(stale)} temporary files of interrupted writes in {store.folder}"
+            + (f"; {len(old)} over an hour old removed" if repair and old else "")
+        )
     store._opening = []
-    return {"store": str(store.folder), "ok": all(p["repaired"] for p in problems), "repair": repair,
-            "checked": checked, "problems": problems, "notes": notes}
+    return {
+        "store": str(store.folder),
+        "ok": all(p["repaired"] for p in problems),
+        "repair": repair,
+        "checked": checked,
+        "problems": problems,
+        "notes": notes,
+    }
 
-def _repair_scan(store, rowid, eid, rel, source_sha, src, read, blob, meta_json, descriptor_ok,
-                 cached) -> tuple[bool, str]:
+
+def _repair_scan(
+    store, rowid, eid, rel, source_sha, src, read, blob, meta_json, descriptor_ok, cached
+) -> tuple[bool, str]:
     """Re-create a damaged cached scan from its source, or drop it. Returns (re-created, what was done)."""
     path = store.folder / rel
     src = os.fsdecode(src) if isinstance(src, bytes) else src
@@ -168,17 +213,24 @@ def _repair_scan(store, rowid, eid, rel, source_sha, src, read, blob, meta_json,
             why = f"re-reading its source {src} failed ({e})"
         else:
             if vec.astype(np.float32).tobytes() != blob:
-                why = (f"re-processing its source {src} gives another descriptor than the stored one (not "
-                       f"reproducible with this ballistix): not replaced")
+                why = (
+                    f"re-processing its source {src} gives another descriptor than the stored one (not "
+                    f"reproducible with this ballistix): not replaced"
+                )
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_npz(cached(proc, source_sha, json.loads(meta_json).get("population")), path)
-                store._db.execute("UPDATE exhibits SET scan_sha256=?, scan_state='ok', linked=0 WHERE rowid=?",
-                                 (sha256_file(path), rowid))
-                return True, (f"re-created from its source {src} (the same descriptor); the next link compares "
-                              f"it again")
+                store._db.execute(
+                    "UPDATE exhibits SET scan_sha256=?, scan_state='ok', linked=0 WHERE rowid=?",
+                    (sha256_file(path), rowid),
+                )
+                return True, (
+                    f"re-created from its source {src} (the same descriptor); the next link compares it again"
+                )
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     store._db.execute("UPDATE exhibits SET scan_state='missing' WHERE rowid=?", (rowid,))
-    return False, (f"{why}; the damaged file was removed and the exhibit's scan marked missing (searches skip "
-                   f"it): put the source back at its path and repair again, or restore the file from a backup")
+    return False, (
+        f"{why}; the damaged file was removed and the exhibit's scan marked missing (searches skip "
+        f"it): put the source back at its path and repair again, or restore the file from a backup"
+    )

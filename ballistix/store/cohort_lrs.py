@@ -30,12 +30,16 @@ def cohort_lrs(store, rows) -> dict[tuple[int, int], dict]:
         return {}
     ex = {}
     for rowid, kind, gun, calibre, meta, proc in store._db.execute(
-            "SELECT rowid, kind, firearm_id, calibre, meta_json, processing_json FROM exhibits"):
+        "SELECT rowid, kind, firearm_id, calibre, meta_json, processing_json FROM exhibits"
+    ):
         m = json.loads(meta)
         labels = {**(m.get("labels") or {}), **({"calibre": calibre} if calibre else {})}
-        ex[rowid] = {"gun": gun if kind == "test_fire" else None, "batch": m.get("batch"),
-                     "population": population({"labels": labels, "population": m.get("population")}),
-                     "processing": processing_signature(json.loads(proc))}
+        ex[rowid] = {
+            "gun": gun if kind == "test_fire" else None,
+            "batch": m.get("batch"),
+            "population": population({"labels": labels, "population": m.get("population")}),
+            "processing": processing_signature(json.loads(proc)),
+        }
     ida = np.array([r[0] for r in rows])
     idb = np.array([r[1] for r in rows])
     cmc = np.array([r[2] for r in rows], float)
@@ -47,10 +51,12 @@ def cohort_lrs(store, rows) -> dict[tuple[int, int], dict]:
         named = {"calibration_sha256": cal.sha256, "calibration_origin": cal.describe_origin()}
         settings = dict(cal.reference.get("cohort") or {})
         kw = {k: settings[k] for k in ("exclude_top", "min_size", "quantile") if k in settings}
-        keys = {"keys_a": [str(ex[a]["batch"]) for a in ida], "keys_b": [str(ex[b]["batch"]) for b in idb]} \
-            if batches and settings.get("by_batch", True) else {}
-        excess, st = normalise_pairs(ida, idb, cmc, known_same=same, method="excess", return_stats=True,
-                                     **keys, **kw)
+        keys = (
+            {"keys_a": [str(ex[a]["batch"]) for a in ida], "keys_b": [str(ex[b]["batch"]) for b in idb]}
+            if batches and settings.get("by_batch", True)
+            else {}
+        )
+        excess, st = normalise_pairs(ida, idb, cmc, known_same=same, method="excess", return_stats=True, **keys, **kw)
         background = np.fmax([x.location for x in st["a"]], [x.location for x in st["b"]])
         limit = settings.get("max_background")
         for k, (a, b, *_, params) in enumerate(rows):
@@ -61,20 +67,28 @@ def cohort_lrs(store, rows) -> dict[tuple[int, int], dict]:
             if chosen is not cal:
                 continue
             if limit is not None and background[k] >= limit:  # an exhibit that does not discriminate here
-                out[(a, b)] = {"log10_lr": None, "pair_log10_lr": rows[k][6], "cmc_background": background[k],
-                               "calibration_sha256": None, "calibration_origin": None,
-                               "lr_basis": f"withheld: an exhibit reaches {background[k]:g} CMCs against others "
-                                           f"of its population (limit {limit:g} of {cal.name}): not "
-                                           f"discriminating"}
+                out[(a, b)] = {
+                    "log10_lr": None,
+                    "pair_log10_lr": rows[k][6],
+                    "cmc_background": background[k],
+                    "calibration_sha256": None,
+                    "calibration_origin": None,
+                    "lr_basis": f"withheld: an exhibit reaches {background[k]:g} CMCs against others "
+                    f"of its population (limit {limit:g} of {cal.name}): not "
+                    f"discriminating",
+                }
                 continue
             lr = cap_without_cells(float(cal.log10_lr(np.array([[excess[k]]]))[0]), rows[k][2])
-            out[(a, b)] = {"log10_lr": lr, "pair_log10_lr": rows[k][6], "cmc_excess": float(excess[k]),
-                           "cmc_background": float(background[k]), "lr_basis": f"cohort: {cal.name}",
-                           "calibration_sha256": named["calibration_sha256"],
-                           "calibration_origin": named["calibration_origin"]}
+            out[(a, b)] = {
+                "log10_lr": lr,
+                "pair_log10_lr": rows[k][6],
+                "cmc_excess": float(excess[k]),
+                "cmc_background": float(background[k]),
+                "lr_basis": f"cohort: {cal.name}",
+                "calibration_sha256": named["calibration_sha256"],
+                "calibration_origin": named["calibration_origin"],
+            }
     return out
-
-
 
 
 class _PairRecord:
@@ -83,5 +97,7 @@ class _PairRecord:
 
     def __init__(self, params: dict, a: dict, b: dict, ia, ib):
         self.params = params
-        self.inputs = {"a": {"processing": a["processing"], "population": a["population"], "label": str(ia)},
-                       "b": {"processing": b["processing"], "population": b["population"], "label": str(ib)}}
+        self.inputs = {
+            "a": {"processing": a["processing"], "population": a["population"], "label": str(ia)},
+            "b": {"processing": b["processing"], "population": b["population"], "label": str(ib)},
+        }

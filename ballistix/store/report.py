@@ -12,6 +12,7 @@ from .._version import __version__
 
 __all__ = ["write_report"]
 
+
 def _png(fig) -> str:
     return png(fig, dpi=110)
 
@@ -42,9 +43,13 @@ def _timeline_figure(g, groups) -> str | None:
             rd = _date(g.node("firearm", s["firearm"]).get("recovery_date"))
             if rd:
                 ax.plot([rd], [y], "^", color=GREEN, ms=9)
-    ax.set_yticks(range(len(rows)), [f"gun {s['group']}" + (f" ({s['firearm']})" if s["firearm"] else "")
-                                     for _, s in rows], fontsize=8,
-                  parse_math=False, usetex=False)  # firearm ids drawn as typed: "$x$" is no formula
+    ax.set_yticks(
+        range(len(rows)),
+        [f"gun {s['group']}" + (f" ({s['firearm']})" if s["firearm"] else "") for _, s in rows],
+        fontsize=8,
+        parse_math=False,
+        usetex=False,
+    )  # firearm ids drawn as typed: "$x$" is no formula
     ax.set_ylim(len(rows) - 0.4, -0.6)  # gun 0 on top, as in the groups table; room for the markers
     ax.set_title("scenes of each linked gun (circles) and its recovery (triangle)", fontsize=10)
     locator = matplotlib.dates.AutoDateLocator(maxticks=8)
@@ -75,7 +80,7 @@ def _lr(log10_lr) -> str:
     """A likelihood ratio for a table: 508, 1/60, or '-'."""
     if log10_lr is None:
         return "-"
-    v = 10.0 ** log10_lr
+    v = 10.0**log10_lr
     return f"{v:.3g}" if v >= 1 else f"1/{1 / v:.3g}"
 
 
@@ -86,8 +91,10 @@ def _calibrations_used(g) -> list[dict]:
         if d.get("kind") == "match" and d.get("log10_lr") is not None:
             key = (d.get("calibration_sha256") or "not recorded", d.get("calibration_origin") or "not recorded")
             used[key] = used.get(key, 0) + 1
-    return [{"calibration sha256": sha, "calibration and origin": origin, "comparisons": n}
-            for (sha, origin), n in sorted(used.items())]
+    return [
+        {"calibration sha256": sha, "calibration and origin": origin, "comparisons": n}
+        for (sha, origin), n in sorted(used.items())
+    ]
 
 
 def write_report(store, path, *, since: str | None = None) -> Path:
@@ -110,8 +117,17 @@ def write_report(store, path, *, since: str | None = None) -> Path:
     ind = g.indicator_16_4_2()
     flows = [{"origin": o, "recovered in": r, "firearms": n} for (o, r), n in g.trafficking_flows().items()]
     context = [{"context": c, **v} for c, v in g.counts_by_context().items()]
-    unrec = [{"gun": s["group"], "scenes": s["scenes"], "first": s["first_date"], "last": s["last_date"],
-              "places": s["places"]} for s in g.unrecovered_guns() if s["scenes"]]
+    unrec = [
+        {
+            "gun": s["group"],
+            "scenes": s["scenes"],
+            "first": s["first_date"],
+            "last": s["last_date"],
+            "places": s["places"],
+        }
+        for s in g.unrecovered_guns()
+        if s["scenes"]
+    ]
     value = f"{ind['value']:.0%}" if ind["firearms"] else "-"
     sl = g.scene_links()
     links = [{"scene a": a, "scene b": b, "shared guns": d["weight"]} for a, b, d in sorted(sl.edges(data=True))]
@@ -119,38 +135,78 @@ def write_report(store, path, *, since: str | None = None) -> Path:
         f"<h1>Case store report</h1><p class='muted'>{escape(store.folder)} &middot; generated "
         f"{_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} &middot; ballistix {__version__} "
         f"&middot; links: {escape(g.decision_rule())}"
-        + (f" (set by {escape(rule.get('set_by'))} on {escape(rule.get('set_utc'))}: {escape(rule.get('reason'))})"
-           if rule.get("count_rule") is not None else "") + "</p>",
+        + (
+            f" (set by {escape(rule.get('set_by'))} on {escape(rule.get('set_utc'))}: {escape(rule.get('reason'))})"
+            if rule.get("count_rule") is not None
+            else ""
+        )
+        + "</p>",
         f"<p>{len(exhibits)} exhibits, {len(g.ids('scene'))} scenes, {len(g.ids('firearm'))} recovered firearms; "
         f"{len(groups)} same-gun groups of two or more exhibits; {sl.number_of_edges()} scene links.</p>",
         f"<h2>Leads: new exhibits since {escape(since)}</h2>",
-        table([{"exhibit": r["exhibit"], "scene": r["scene"], "kind": r["kind"], "firearm": r["firearm"],
-                 "linked scenes": r["linked_scenes"], "linked exhibits": r["linked_exhibits"],
-                 "best CMC": r["best_cmc"], "best LR": _lr(r["best_log10_lr"])} for r in leads], "no new links"),
+        table(
+            [
+                {
+                    "exhibit": r["exhibit"],
+                    "scene": r["scene"],
+                    "kind": r["kind"],
+                    "firearm": r["firearm"],
+                    "linked scenes": r["linked_scenes"],
+                    "linked exhibits": r["linked_exhibits"],
+                    "best CMC": r["best_cmc"],
+                    "best LR": _lr(r["best_log10_lr"]),
+                }
+                for r in leads
+            ],
+            "no new links",
+        ),
         "<p class='muted'>Leads are investigative aids from automated comparisons: each needs an examiner's "
         "confirmation before it is evidence. LR: the calibrated likelihood ratio of the strongest comparison "
         "(same gun against different guns; see docs/evidence.md), '-' where no calibration applies to the "
         "store's settings.</p>",
         "<h2>Same-gun groups</h2>",
-        table([{"gun": s["group"], "exhibits": len(s["exhibits"]), "scenes": s["scenes"],
-                 "from": s["first_date"], "to": s["last_date"], "places": s["places"], "contexts": s["contexts"],
-                 "firearm": s["firearm"] or ("conflict: " + ", ".join(s["firearm_conflict"])
-                                             if s["firearm_conflict"] else "not recovered")} for s in groups]),
-        "<h2>Scene timeline</h2>", _timeline_figure(g, groups) or "<p class='muted'>no linked guns</p>",
-        "<h2>Scene links</h2>", table(links, "no scene shares a gun with another"),
-        "<h2>Guns seen at scenes, not recovered (including guns seen once)</h2>", table(unrec),
+        table(
+            [
+                {
+                    "gun": s["group"],
+                    "exhibits": len(s["exhibits"]),
+                    "scenes": s["scenes"],
+                    "from": s["first_date"],
+                    "to": s["last_date"],
+                    "places": s["places"],
+                    "contexts": s["contexts"],
+                    "firearm": s["firearm"]
+                    or ("conflict: " + ", ".join(s["firearm_conflict"]) if s["firearm_conflict"] else "not recovered"),
+                }
+                for s in groups
+            ]
+        ),
+        "<h2>Scene timeline</h2>",
+        _timeline_figure(g, groups) or "<p class='muted'>no linked guns</p>",
+        "<h2>Scene links</h2>",
+        table(links, "no scene shares a gun with another"),
+        "<h2>Guns seen at scenes, not recovered (including guns seen once)</h2>",
+        table(unrec),
         "<h2>Tracing (SDG indicator 16.4.2)</h2>",
         f"<p class='big'>{escape(value)}</p>",
         f"<p>{ind['traced']} of {ind['firearms']} seized, found or surrendered firearms have their illicit origin "
-        f"or context traced.</p>", _tracing_figure(ind) or "",
-        "<h3>Origin to recovery (trafficking routes)</h3>", table(flows),
-        "<h3>By context</h3>", table(context),
+        f"or context traced.</p>",
+        _tracing_figure(ind) or "",
+        "<h3>Origin to recovery (trafficking routes)</h3>",
+        table(flows),
+        "<h3>By context</h3>",
+        table(context),
         "<h2>Review: candidates that are not links</h2>",
         "<p class='muted'>Comparisons that no calibration applies to (no LR: the CMC count alone decides "
         "nothing), or whose LR is above 1 but below the link rule. For an examiner; never a link until "
         "confirmed.</p>",
-        table([{"a": c["a"], "b": c["b"], "CMC": c["cmc_count"], "LR": _lr(c["log10_lr"]), "why": c["why"]}
-                for c in g.candidates()[:200]], "none"),
+        table(
+            [
+                {"a": c["a"], "b": c["b"], "CMC": c["cmc_count"], "LR": _lr(c["log10_lr"]), "why": c["why"]}
+                for c in g.candidates()[:200]
+            ],
+            "none",
+        ),
         "<h2>Review: links cut by the chaining rule</h2>",
         table(g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
         "<h2>Calibrations behind the likelihood ratios</h2>",

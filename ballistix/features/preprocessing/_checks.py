@@ -58,8 +58,15 @@ def _check_cutoffs(short_cutoff_um, long_cutoff_um) -> tuple[float, float]:
     return s, lc
 
 
-def _record(scan: Scan, heights: np.ndarray, step: str, params: dict, result: dict | None = None, *,
-            spacing: tuple[float, float] | None = None) -> Scan:
+def _record(
+    scan: Scan,
+    heights: np.ndarray,
+    step: str,
+    params: dict,
+    result: dict | None = None,
+    *,
+    spacing: tuple[float, float] | None = None,
+) -> Scan:
     """A new Scan with ``heights`` and the step appended to ``meta["processing"]``."""
     meta = copy.deepcopy(scan.meta)
     entry = {"step": step, "params": params, "version": __version__}
@@ -80,4 +87,3 @@ def _source_of(scan) -> str:
             return f"exhibit {lab['exhibit']}"
         return "scan (no source recorded)"
     return "array"
-

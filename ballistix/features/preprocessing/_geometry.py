@@ -106,4 +106,3 @@ def _clean_edge(valid: np.ndarray, centre, radius: float, dx: float, dy: float, 
         return False, radius, radius
     r_edge = radius + k[t[clean]] * s
     return True, float(r_edge.min()), float(r_edge.max())
-

@@ -26,8 +26,9 @@ __all__ = ["find_breech_face"]
 WIDE_FIELD_PRIMER_RADII = 2.0
 
 
-def _limits(primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um,
-            max_pin_extension_um) -> dict[str, float]:
+def _limits(
+    primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um, max_pin_extension_um
+) -> dict[str, float]:
     """The parameters of `find_breech_face`, checked, in metres, named as `_primer_region` takes them."""
     pr_lo, pr_hi = (v * 1e-3 for v in _range(primer_radius_mm, "primer_radius_mm"))
     ap_lo, ap_hi = (v * 1e-3 for v in _range(aperture_radius_mm, "aperture_radius_mm"))
@@ -35,8 +36,16 @@ def _limits(primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um,
     edge_margin = _positive(edge_margin_um, "edge_margin_um", allow_zero=True) * 1e-6
     edge_drop = _positive(edge_drop_um, "edge_drop_um") * 1e-6
     max_ext = _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True) * 1e-6
-    return dict(pr_lo=pr_lo, pr_hi=pr_hi, ap_lo=ap_lo, ap_hi=ap_hi, pin_margin=pin_margin,
-                edge_margin=edge_margin, edge_drop=edge_drop, max_ext=max_ext)
+    return dict(
+        pr_lo=pr_lo,
+        pr_hi=pr_hi,
+        ap_lo=ap_lo,
+        ap_hi=ap_hi,
+        pin_margin=pin_margin,
+        edge_margin=edge_margin,
+        edge_drop=edge_drop,
+        max_ext=max_ext,
+    )
 
 
 def _check_field(z: np.ndarray, dx: float, dy: float, pr_lo: float, primer_radius_mm, scan) -> None:
@@ -50,18 +59,25 @@ def _check_field(z: np.ndarray, dx: float, dy: float, pr_lo: float, primer_radiu
     if min(nx * dx, ny * dy) < pr_lo:
         raise ParameterError(
             f"the scan covers {nx * dx * 1e3:.3g} x {ny * dy * 1e3:.3g} mm, smaller than the primer radius range "
-            f"{primer_radius_mm} mm: it cannot hold a breech face (pass region=None to preprocess to skip this step)")
+            f"{primer_radius_mm} mm: it cannot hold a breech face (pass region=None to preprocess to skip this step)"
+        )
     n_valid = int((~np.isnan(z)).sum())
     if n_valid < MIN_MEASURED_POINTS:
         raise ParameterError(f"the scan has {n_valid} measured points; at least {MIN_MEASURED_POINTS} are needed")
 
 
-def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_radius_mm"],
-                     aperture_radius_mm=DEFAULTS["aperture_radius_mm"],
-                     pin_margin_um: float = DEFAULTS["pin_margin_um"],
-                     edge_margin_um: float = DEFAULTS["edge_margin_um"], edge_drop_um: float = DEFAULTS["edge_drop_um"],
-                     max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"],
-                     check: bool = True) -> BreechFaceRegion:
+def find_breech_face(
+    scan,
+    spacing_m=None,
+    *,
+    primer_radius_mm=DEFAULTS["primer_radius_mm"],
+    aperture_radius_mm=DEFAULTS["aperture_radius_mm"],
+    pin_margin_um: float = DEFAULTS["pin_margin_um"],
+    edge_margin_um: float = DEFAULTS["edge_margin_um"],
+    edge_drop_um: float = DEFAULTS["edge_drop_um"],
+    max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"],
+    check: bool = True,
+) -> BreechFaceRegion:
     """Find the breech-face region of a cartridge-case scan: mask and geometry.
 
     0. Field of view: a field wider than ``2 x`` the largest plausible primer
@@ -174,8 +190,9 @@ def find_breech_face(scan, spacing_m=None, *, primer_radius_mm=DEFAULTS["primer_
     """
     z = _heights(scan, "scan heights")
     dx, dy = _spacing_of(scan, spacing_m, "find_breech_face")
-    limits = _limits(primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um,
-                     max_pin_extension_um)
+    limits = _limits(
+        primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um, max_pin_extension_um
+    )
     _check_field(z, dx, dy, limits["pr_lo"], primer_radius_mm, scan)
     valid = ~np.isnan(z)
     source = _source_of(scan)

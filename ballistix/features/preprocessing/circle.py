@@ -45,8 +45,15 @@ def _geometric(x: np.ndarray, y: np.ndarray, a: float, b: float, r: float, iters
     return float(p[0]), float(p[1]), float(abs(p[2]))
 
 
-def fit_circle(x, y, *, threshold: float | None = None, radius_range: tuple[float, float] | None = None,
-               max_trials: int = 400, seed: int = 0) -> Circle:
+def fit_circle(
+    x,
+    y,
+    *,
+    threshold: float | None = None,
+    radius_range: tuple[float, float] | None = None,
+    max_trials: int = 400,
+    seed: int = 0,
+) -> Circle:
     """Fit a circle to 2-D points, robustly when a ``threshold`` is given.
 
     Without a threshold: algebraic (Kasa) fit refined by geometric least
@@ -105,8 +112,11 @@ def fit_circle(x, y, *, threshold: float | None = None, radius_range: tuple[floa
         rng = np.random.default_rng(seed)
         score_idx = np.arange(u.size) if u.size <= 1500 else np.linspace(0, u.size - 1, 1500).astype(int)
         su, sv = u[score_idx], v[score_idx]
-        tri = np.stack([rng.choice(u.size, 3, replace=False) for _ in range(max_trials)]) if u.size > 3 else \
-            np.array([[0, 1, 2]])
+        tri = (
+            np.stack([rng.choice(u.size, 3, replace=False) for _ in range(max_trials)])
+            if u.size > 3
+            else np.array([[0, 1, 2]])
+        )
         ax, ay, bx, by, cx, cy = u[tri[:, 0]], v[tri[:, 0]], u[tri[:, 1]], v[tri[:, 1]], u[tri[:, 2]], v[tri[:, 2]]
         d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
         ok = np.abs(d) > 1e-12
@@ -132,4 +142,3 @@ def fit_circle(x, y, *, threshold: float | None = None, radius_range: tuple[floa
     e = np.hypot(u - a, v - b) - r
     rms = float(np.sqrt(np.mean(e[inl] ** 2))) * s if inl.any() else float("nan")
     return Circle(float(a * s + mx), float(b * s + my), float(r * s), inl, rms)
-

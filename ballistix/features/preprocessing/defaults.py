@@ -20,4 +20,3 @@ DEFAULTS: dict[str, Any] = {
     "long_cutoff_um": 250.0,
     "spacing_um": 6.25,
 }
-

@@ -47,4 +47,3 @@ def bandpass(heights, spacing_m=None, *, short_cutoff_um: float = 16.0, long_cut
     if isinstance(heights, Scan):
         return _record(heights, out, "bandpass", {"short_cutoff_um": s, "long_cutoff_um": lc})
     return out
-

@@ -59,8 +59,7 @@ APERTURE_MIN_INLIER_RAY_SHARE = 0.2
 PIN_EXTENSION_MEDIAN_RAYS = 7
 
 
-def _crater(valid: np.ndarray, inside: np.ndarray, pc, pr: float, dx: float, dy: float, ap_lo: float,
-            ap_hi: float):
+def _crater(valid: np.ndarray, inside: np.ndarray, pc, pr: float, dx: float, dy: float, ap_lo: float, ap_hi: float):
     """The central crater: the largest hole of missing data near the primer centre.
 
     Returns ``(c0, crater_center, crater_radius)``: ``c0`` is where the rays of `_aperture` start (the hole's
@@ -77,8 +76,9 @@ def _crater(valid: np.ndarray, inside: np.ndarray, pc, pr: float, dx: float, dy:
         return c0, crater_c, crater_r
     cm = cents[1:] * [dx, dy]
     area = stats[1:, cv2.CC_STAT_AREA] * dx * dy
-    near = (np.hypot(cm[:, 0] - pc[0], cm[:, 1] - pc[1]) < CRATER_MAX_OFFSET_PRIMER_SHARE * pr) & \
-        (area > np.pi * (CRATER_MIN_RADIUS_APERTURE_SHARE * ap_lo) ** 2)
+    near = (np.hypot(cm[:, 0] - pc[0], cm[:, 1] - pc[1]) < CRATER_MAX_OFFSET_PRIMER_SHARE * pr) & (
+        area > np.pi * (CRATER_MIN_RADIUS_APERTURE_SHARE * ap_lo) ** 2
+    )
     if not near.any():
         return c0, crater_c, crater_r
     k = int(np.argmax(np.where(near, area, -1)))
@@ -90,9 +90,12 @@ def _crater(valid: np.ndarray, inside: np.ndarray, pc, pr: float, dx: float, dy:
     cpts = cpts[np.hypot(cpts[:, 0] - pc[0], cpts[:, 1] - pc[1]) < pr - CRATER_CONTOUR_INSIDE_STEPS * step]
     if len(cpts) >= CRATER_MIN_CONTOUR_POINTS:
         try:
-            cc = fit_circle(cpts[:, 0], cpts[:, 1],
-                            threshold=max(CRATER_FIT_THRESHOLD_STEPS * step, CRATER_FIT_THRESHOLD_MIN_M),
-                            radius_range=(CRATER_MIN_RADIUS_M, ap_hi))
+            cc = fit_circle(
+                cpts[:, 0],
+                cpts[:, 1],
+                threshold=max(CRATER_FIT_THRESHOLD_STEPS * step, CRATER_FIT_THRESHOLD_MIN_M),
+                radius_range=(CRATER_MIN_RADIUS_M, ap_hi),
+            )
             crater_c, crater_r = (cc.x, cc.y), cc.r
         except ParameterError:
             pass
@@ -131,8 +134,7 @@ def _pin_extension(r_end: np.ndarray, ok: np.ndarray, radius: float, max_ext: fl
     return np.where(ext <= max_ext, ext, 0.0)
 
 
-def _aperture(face: np.ndarray, c0, pr: float, dx: float, dy: float, ap_lo: float, ap_hi: float,
-              max_ext: float):
+def _aperture(face: np.ndarray, c0, pr: float, dx: float, dy: float, ap_lo: float, ap_hi: float, max_ext: float):
     """The firing-pin aperture: the circle where the impression ends, and the impression's extension.
 
     Rays from the crater ``c0`` find where the impression ends (`_impression_ends`); a RANSAC circle
@@ -151,11 +153,11 @@ def _aperture(face: np.ndarray, c0, pr: float, dx: float, dy: float, ap_lo: floa
     threshold = max(APERTURE_FIT_THRESHOLD_STEPS * step, APERTURE_FIT_THRESHOLD_MIN_M)
     try:
         ac = fit_circle(*_ray_points(c0, r_end, ok), threshold=threshold, radius_range=(ap_lo, ap_hi))
-        r_end2, ok2 = _impression_ends(face, (ac.x, ac.y), r, ap_lo * APERTURE_SEARCH_FROM_SHARE,
-                                       ap_hi * APERTURE_REFIT_TO_SHARE, dx, dy)
+        r_end2, ok2 = _impression_ends(
+            face, (ac.x, ac.y), r, ap_lo * APERTURE_SEARCH_FROM_SHARE, ap_hi * APERTURE_REFIT_TO_SHARE, dx, dy
+        )
         if ok2.sum() >= APERTURE_MIN_RAY_SHARE * N_RAYS:
-            ac2 = fit_circle(*_ray_points((ac.x, ac.y), r_end2, ok2), threshold=threshold,
-                             radius_range=(ap_lo, ap_hi))
+            ac2 = fit_circle(*_ray_points((ac.x, ac.y), r_end2, ok2), threshold=threshold, radius_range=(ap_lo, ap_hi))
             if ac2.inliers.sum() >= APERTURE_MIN_INLIER_RAY_SHARE * N_RAYS:
                 ac = ac2
                 ext = _pin_extension(r_end2, ok2, ac.r, max_ext)
@@ -166,8 +168,7 @@ def _aperture(face: np.ndarray, c0, pr: float, dx: float, dy: float, ap_lo: floa
     return None, None, ext
 
 
-def _pin_mask(valid: np.ndarray, ap_c, ap_r: float | None, ext: np.ndarray, pin_margin: float, dx: float,
-              dy: float):
+def _pin_mask(valid: np.ndarray, ap_c, ap_r: float | None, ext: np.ndarray, pin_margin: float, dx: float, dy: float):
     """The points the firing-pin impression covers, with the margin (step 5, inner side).
 
     The aperture circle plus ``pin_margin`` plus the per-ray extension. Where the aperture is a clean mask

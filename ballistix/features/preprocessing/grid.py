@@ -47,14 +47,18 @@ def crop(heights, mask=None, *, pad: int = 0, return_origin: bool = False):
     c0, c1 = max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, z.shape[1])
     out = z[r0:r1, c0:c1].copy()
     if isinstance(heights, Scan):
-        res = _record(heights, out, "crop", {"pad": int(pad), "mask": mask is not None},
-                      {"origin_px": [int(r0), int(c0)], "origin_m": [c0 * heights.dx, r0 * heights.dy]})
+        res = _record(
+            heights,
+            out,
+            "crop",
+            {"pad": int(pad), "mask": mask is not None},
+            {"origin_px": [int(r0), int(c0)], "origin_m": [c0 * heights.dx, r0 * heights.dy]},
+        )
         return (res, (int(r0), int(c0))) if return_origin else res
     return (out, (int(r0), int(c0))) if return_origin else out
 
 
-def resample(heights, spacing_m=None, new_spacing_m: float | tuple[float, float] = 6.25e-6, *,
-             min_valid: float = 0.5):
+def resample(heights, spacing_m=None, new_spacing_m: float | tuple[float, float] = 6.25e-6, *, min_valid: float = 0.5):
     """Resample to a new lateral spacing, NaN-aware.
 
     Heights and the valid-point indicator are resampled alike (area averaging
@@ -107,9 +111,14 @@ def resample(heights, spacing_m=None, new_spacing_m: float | tuple[float, float]
     if isinstance(heights, Scan):
         # cv2 maps point centres: new point 0 sits half a new step minus half an old step from old point 0
         shift = [0.0, 0.0] if out.shape == z.shape and fx == fy == 1 else [(ndx - dx) / 2, (ndy - dy) / 2]
-        return _record(heights, out, "resample",
-                       {"spacing_um": [round(ndx * 1e6, 9), round(ndy * 1e6, 9)], "min_valid": min_valid},
-                       {"origin_m": shift, "from_spacing_um": [dx * 1e6, dy * 1e6]}, spacing=(ndx, ndy))
+        return _record(
+            heights,
+            out,
+            "resample",
+            {"spacing_um": [round(ndx * 1e6, 9), round(ndy * 1e6, 9)], "min_valid": min_valid},
+            {"origin_m": shift, "from_spacing_um": [dx * 1e6, dy * 1e6]},
+            spacing=(ndx, ndy),
+        )
     return out
 
 
@@ -127,11 +136,19 @@ def _working_factor(scan: Scan, spacing_um: float | None) -> tuple[int, str]:
     k = max(k_points, k_spacing)
     at = f"{scan.dx * 1e6:.4g} um" if scan.dx == scan.dy else f"{scan.dx * 1e6:.4g} x {scan.dy * 1e6:.4g} um"
     if k_spacing >= k_points:
-        why = (f"the grid ({at}) is finer than a quarter of the output spacing ({spacing_um:g} um): "
-               f"block-averaged {k} x {k} to at most half of it before the other steps") if k > 1 else ""
+        why = (
+            (
+                f"the grid ({at}) is finer than a quarter of the output spacing ({spacing_um:g} um): "
+                f"block-averaged {k} x {k} to at most half of it before the other steps"
+            )
+            if k > 1
+            else ""
+        )
     else:
-        why = (f"{nx} x {ny} points are more than the working grid of {MAX_WORKING_POINTS} points "
-               f"(MAX_WORKING_POINTS): block-averaged {k} x {k} before the other steps")
+        why = (
+            f"{nx} x {ny} points are more than the working grid of {MAX_WORKING_POINTS} points "
+            f"(MAX_WORKING_POINTS): block-averaged {k} x {k} before the other steps"
+        )
     return k, why
 
 
@@ -145,8 +162,8 @@ def _block_mask(region, k: int):
     out = np.zeros((oy, ox), bool)
     step = max(1, (1 << 22) // max(nx, 1) // k)  # block rows at a time
     for r in range(0, oy, step):
-        part = m[r * k:(r + step) * k, :ox * k]
-        out[r:r + step] = part.reshape(-1, k, ox, k).sum(axis=(1, 3)) >= BLOCK_MIN_VALID * k * k
+        part = m[r * k : (r + step) * k, : ox * k]
+        out[r : r + step] = part.reshape(-1, k, ox, k).sum(axis=(1, 3)) >= BLOCK_MIN_VALID * k * k
     if reg is None:
         return out
     return dataclasses.replace(reg, mask=out)
@@ -154,12 +171,21 @@ def _block_mask(region, k: int):
 
 def _block_average(cur: Scan, factor: int, why: str, spacing_um: float | None, scan: Scan) -> Scan:
     """Step 0: the working grid, block-averaged ``factor x factor`` (recorded as a ``block_average`` step)."""
-    cur = _record(cur, block_mean(cur.heights, factor), "block_average",
-                  {"max_spacing_um": None if spacing_um is None else round(spacing_um / 2, 9),
-                   "max_points": MAX_WORKING_POINTS, "min_valid": BLOCK_MIN_VALID},
-                  reduction_record(factor, *cur.shape, cur.dx, cur.dy, MAX_WORKING_POINTS, why),
-                  spacing=(cur.dx * factor, cur.dy * factor))
+    cur = _record(
+        cur,
+        block_mean(cur.heights, factor),
+        "block_average",
+        {
+            "max_spacing_um": None if spacing_um is None else round(spacing_um / 2, 9),
+            "max_points": MAX_WORKING_POINTS,
+            "min_valid": BLOCK_MIN_VALID,
+        },
+        reduction_record(factor, *cur.shape, cur.dx, cur.dy, MAX_WORKING_POINTS, why),
+        spacing=(cur.dx * factor, cur.dy * factor),
+    )
     if not (~np.isnan(cur.heights)).any():
-        raise ParameterError(f"{_source_of(scan)}: no block of {factor} x {factor} points is half measured: "
-                             "nothing left on the working grid")
+        raise ParameterError(
+            f"{_source_of(scan)}: no block of {factor} x {factor} points is half measured: "
+            "nothing left on the working grid"
+        )
     return cur

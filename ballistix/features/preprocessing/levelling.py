@@ -18,8 +18,7 @@ def _design(xn: np.ndarray, yn: np.ndarray, order: int) -> np.ndarray:
     return np.column_stack(cols)
 
 
-def level(heights, *, order: int = 1, robust: bool = True, mask=None, max_iter: int = 30,
-          max_points: int = 50_000):
+def level(heights, *, order: int = 1, robust: bool = True, mask=None, max_iter: int = 30, max_points: int = 50_000):
     """Remove the plane (``order=1``) or second-order (``order=2``) form of a surface.
 
     The form is fitted to the valid points (optionally only those in ``mask``)
@@ -119,8 +118,16 @@ def level(heights, *, order: int = 1, robust: bool = True, mask=None, max_iter: 
     form += zoff  # zoff + form * 1e-6, in place: one full-size temporary fewer
     out = z.astype(np.float64, copy=False) - form
     if isinstance(heights, Scan):
-        return _record(heights, out, "level", {"order": int(order), "robust": bool(robust),
-                                               "max_iter": int(max_iter), "max_points": int(max_points),
-                                               "mask": mask is not None})
+        return _record(
+            heights,
+            out,
+            "level",
+            {
+                "order": int(order),
+                "robust": bool(robust),
+                "max_iter": int(max_iter),
+                "max_points": int(max_points),
+                "mask": mask is not None,
+            },
+        )
     return out
-

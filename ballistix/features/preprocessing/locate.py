@@ -104,15 +104,16 @@ def _ring_search(barrier: np.ndarray, sd_y: float, sd_x: float, pr_lo: float, pr
             continue
         kern = ring / ring.sum() - band / band.sum()
         full = sfft.irfft2(FB * sfft.rfft2(kern, s=shape, workers=1), s=shape, workers=1)
-        sc = full[2 * py_:2 * py_ + H, 2 * px_:2 * px_ + W]  # centres inside the field only
+        sc = full[2 * py_ : 2 * py_ + H, 2 * px_ : 2 * px_ + W]  # centres inside the field only
         k = int(np.argmax(sc))
         if sc.flat[k] > best[0]:
             best = (float(sc.flat[k]), np.unravel_index(k, sc.shape), float(R))
     return best
 
 
-def _refine_edge(barrier_f: np.ndarray, dx: float, dy: float, cx: float, cy: float, R: float, pr_lo: float,
-                 pr_hi: float):
+def _refine_edge(
+    barrier_f: np.ndarray, dx: float, dy: float, cx: float, cy: float, R: float, pr_lo: float, pr_hi: float
+):
     """The primer's edge on the full grid, from the coarse centre ``(cx, cy)`` and radius ``R``.
 
     Along `LOCATE_RAYS` rays, the edge is where the barrier (missing or steep, ``barrier_f``) begins and
@@ -134,8 +135,12 @@ def _refine_edge(barrier_f: np.ndarray, dx: float, dy: float, cx: float, cy: flo
             break
         ex, ey = cx + r_ray[k0[hit]] * np.cos(th[hit]), cy + r_ray[k0[hit]] * np.sin(th[hit])
         try:
-            circ = fit_circle(ex, ey, threshold=max(LOCATE_EDGE_THRESHOLD_STEPS * step, LOCATE_EDGE_THRESHOLD_MIN_M),
-                              radius_range=(pr_lo, pr_hi))
+            circ = fit_circle(
+                ex,
+                ey,
+                threshold=max(LOCATE_EDGE_THRESHOLD_STEPS * step, LOCATE_EDGE_THRESHOLD_MIN_M),
+                radius_range=(pr_lo, pr_hi),
+            )
         except ParameterError:
             break
         if circ.inliers.sum() < LOCATE_MIN_EDGE_RAYS or np.hypot(circ.x - cx, circ.y - cy) > LOCATE_BAND_M:
@@ -156,8 +161,9 @@ def _gap_cut(barrier_f: np.ndarray, dx: float, dy: float, cx: float, cy: float, 
     sel = (r >= lo) & (r < hi)
     bi = ((r[sel] - lo) / binw).astype(np.int64)
     nb = int(np.ceil((hi - lo) / binw))
-    share = np.bincount(bi, weights=(~barrier_f[sel]).astype(np.float64), minlength=nb) / \
-        np.maximum(np.bincount(bi, minlength=nb), 1)
+    share = np.bincount(bi, weights=(~barrier_f[sel]).astype(np.float64), minlength=nb) / np.maximum(
+        np.bincount(bi, minlength=nb), 1
+    )
     rb = lo + (np.arange(nb) + 0.5) * binw
     gone = share < LOCATE_CUT_MAX_MEASURED_SHARE
     cut = R + LOCATE_RING_M
@@ -218,4 +224,3 @@ def _region_around(z: np.ndarray, dx: float, dy: float, loc: dict, limits: dict)
     reg.aperture_center_m = sh(reg.aperture_center_m)
     reg.crater_center_m = sh(reg.crater_center_m)
     return reg
-

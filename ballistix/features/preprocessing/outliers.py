@@ -24,8 +24,15 @@ def _fill_nan(z: np.ndarray, valid: np.ndarray, size_px: int) -> np.ndarray:
     return np.where(valid, z, num)
 
 
-def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: float = 15.0,
-                    min_island_um2: float = 2000.0, return_mask: bool = False):
+def remove_outliers(
+    heights,
+    spacing_m=None,
+    *,
+    sigma: float = 6.0,
+    window_um: float = 15.0,
+    min_island_um2: float = 2000.0,
+    return_mask: bool = False,
+):
     """Set spikes, dust specks and bad pixels to NaN.
 
     A point is an outlier when it departs from the median of its
@@ -77,6 +84,7 @@ def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: f
         zoff = float(np.median(z[valid]))
         zu = (z - zoff) * 1e6
         filled = _fill_nan(zu, valid, 2 * max(kx, ky) + 1)
+
         def median(a):
             if kx == ky and kx <= 5:
                 return cv2.medianBlur(a.astype(np.float32), kx).astype(np.float64)
@@ -110,9 +118,12 @@ def remove_outliers(heights, spacing_m=None, *, sigma: float = 6.0, window_um: f
         removed |= islands
         out[islands] = np.nan
     if isinstance(heights, Scan):
-        res = _record(heights, out, "remove_outliers",
-                      {"sigma": sigma, "window_um": window_um, "min_island_um2": min_island_um2},
-                      {"removed_points": int(removed.sum())})
+        res = _record(
+            heights,
+            out,
+            "remove_outliers",
+            {"sigma": sigma, "window_um": window_um, "min_island_um2": min_island_um2},
+            {"removed_points": int(removed.sum())},
+        )
         return (res, removed) if return_mask else res
     return (out, removed) if return_mask else out
-

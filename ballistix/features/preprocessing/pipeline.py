@@ -39,8 +39,9 @@ def _check_scan(scan: Scan) -> np.ndarray:
     """Refuse a scan the pipeline cannot work with (not a Scan, a spacing that cannot be metres, a field
     larger than `MAX_FIELD_MM`, nothing measured, heights not in metres); return its measured points."""
     if not isinstance(scan, Scan):
-        raise ParameterError(f"preprocess expects a ballistix Scan, got {type(scan).__name__}; "
-                             "wrap arrays as Scan(heights, dx, dy)")
+        raise ParameterError(
+            f"preprocess expects a ballistix Scan, got {type(scan).__name__}; wrap arrays as Scan(heights, dx, dy)"
+        )
     _spacing((scan.dx, scan.dy), "scan spacing (dx, dy)")
     too_wide = field_problem(*scan.shape, scan.dx, scan.dy, MAX_FIELD_MM, "MAX_FIELD_MM")
     if too_wide:
@@ -51,13 +52,15 @@ def _check_scan(scan: Scan) -> np.ndarray:
         raise ParameterError("the scan has no measured point (all heights are NaN)")
     zr = float(np.nanmax(z) - np.nanmin(z))
     if zr > 1e-2:
-        raise ParameterError(f"heights span {zr:g} m: more than a centimetre, so not metres "
-                             "(were micrometres stored as metres?)")
+        raise ParameterError(
+            f"heights span {zr:g} m: more than a centimetre, so not metres (were micrometres stored as metres?)"
+        )
     return valid
 
 
-def _check_steps(level_order, outlier_sigma, outlier_window_um, min_island_um2, short_cutoff_um, long_cutoff_um,
-                 spacing_um):
+def _check_steps(
+    level_order, outlier_sigma, outlier_window_um, min_island_um2, short_cutoff_um, long_cutoff_um, spacing_um
+):
     """Check the parameters of steps 2-5; return ``(short_cutoff_um, long_cutoff_um, spacing_um)`` as floats
     (or None)."""
     if level_order is not None and (isinstance(level_order, bool) or level_order not in (1, 2)):
@@ -76,15 +79,18 @@ def _check_steps(level_order, outlier_sigma, outlier_window_um, min_island_um2, 
     return short_cutoff_um, long_cutoff_um, spacing_um
 
 
-def _region_params(primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um,
-                   max_pin_extension_um) -> dict[str, Any]:
+def _region_params(
+    primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um, max_pin_extension_um
+) -> dict[str, Any]:
     """The parameters of `find_breech_face`, checked, as recorded in ``meta["processing"]``."""
-    return {"primer_radius_mm": list(_range(primer_radius_mm, "primer_radius_mm")),
-            "aperture_radius_mm": list(_range(aperture_radius_mm, "aperture_radius_mm")),
-            "pin_margin_um": _positive(pin_margin_um, "pin_margin_um", allow_zero=True),
-            "edge_margin_um": _positive(edge_margin_um, "edge_margin_um", allow_zero=True),
-            "edge_drop_um": _positive(edge_drop_um, "edge_drop_um"),
-            "max_pin_extension_um": _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True)}
+    return {
+        "primer_radius_mm": list(_range(primer_radius_mm, "primer_radius_mm")),
+        "aperture_radius_mm": list(_range(aperture_radius_mm, "aperture_radius_mm")),
+        "pin_margin_um": _positive(pin_margin_um, "pin_margin_um", allow_zero=True),
+        "edge_margin_um": _positive(edge_margin_um, "edge_margin_um", allow_zero=True),
+        "edge_drop_um": _positive(edge_drop_um, "edge_drop_um"),
+        "max_pin_extension_um": _positive(max_pin_extension_um, "max_pin_extension_um", allow_zero=True),
+    }
 
 
 def _is_given(region) -> bool:
@@ -96,8 +102,7 @@ def _check_given_mask(region, shape) -> np.ndarray:
     """The mask of a given region, refused unless it is boolean and of ``shape``."""
     mask = np.asarray(region.mask if isinstance(region, BreechFaceRegion) else region)
     if mask.shape != shape or mask.dtype != bool:
-        raise ParameterError(f"region mask must be a boolean array of shape {shape}, "
-                             f"got {mask.dtype} {mask.shape}")
+        raise ParameterError(f"region mask must be a boolean array of shape {shape}, got {mask.dtype} {mask.shape}")
     return mask
 
 
@@ -112,8 +117,13 @@ def _apply_region(cur: Scan, region, region_params: dict, valid: np.ndarray):
     elif _is_given(region):
         reg = region if isinstance(region, BreechFaceRegion) else None
         mask = _check_given_mask(region, cur.shape)
-        cur = _record(cur, np.where(mask, cur.heights, np.nan), "mask", {"source": "given"},
-                      reg.as_dict() if reg is not None else {"mask_points": int(mask.sum())})
+        cur = _record(
+            cur,
+            np.where(mask, cur.heights, np.nan),
+            "mask",
+            {"source": "given"},
+            reg.as_dict() if reg is not None else {"mask_points": int(mask.sum())},
+        )
     elif region is None:
         reg, mask = None, valid
     else:
@@ -132,22 +142,32 @@ def _check_output_size(cur: Scan, spacing_um: float, scan: Scan) -> None:
     ox = max(1, int(round(nx * cur.dx / (spacing_um / 1e6))))
     oy = max(1, int(round(ny * cur.dy / (spacing_um / 1e6))))
     if ox * oy > MAX_WORKING_POINTS:
-        raise ParameterError(f"{_source_of(scan)}: resampling the {nx} x {ny} region to {spacing_um:g} um would "
-                             f"give {ox} x {oy} points, more than MAX_WORKING_POINTS ({MAX_WORKING_POINTS}); "
-                             f"choose a coarser spacing_um")
+        raise ParameterError(
+            f"{_source_of(scan)}: resampling the {nx} x {ny} region to {spacing_um:g} um would "
+            f"give {ox} x {oy} points, more than MAX_WORKING_POINTS ({MAX_WORKING_POINTS}); "
+            f"choose a coarser spacing_um"
+        )
 
 
-def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_radius_mm"],
-               aperture_radius_mm=DEFAULTS["aperture_radius_mm"], pin_margin_um: float = DEFAULTS["pin_margin_um"],
-               edge_margin_um: float = DEFAULTS["edge_margin_um"], edge_drop_um: float = DEFAULTS["edge_drop_um"],
-               max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"],
-               level_order: int | None = DEFAULTS["level_order"],
-               outlier_sigma: float | None = DEFAULTS["outlier_sigma"],
-               outlier_window_um: float = DEFAULTS["outlier_window_um"],
-               min_island_um2: float = DEFAULTS["min_island_um2"],
-               short_cutoff_um: float | None = DEFAULTS["short_cutoff_um"],
-               long_cutoff_um: float | None = DEFAULTS["long_cutoff_um"],
-               spacing_um: float | None = DEFAULTS["spacing_um"], diagnostics: bool = False):
+def preprocess(
+    scan: Scan,
+    *,
+    region="auto",
+    primer_radius_mm=DEFAULTS["primer_radius_mm"],
+    aperture_radius_mm=DEFAULTS["aperture_radius_mm"],
+    pin_margin_um: float = DEFAULTS["pin_margin_um"],
+    edge_margin_um: float = DEFAULTS["edge_margin_um"],
+    edge_drop_um: float = DEFAULTS["edge_drop_um"],
+    max_pin_extension_um: float = DEFAULTS["max_pin_extension_um"],
+    level_order: int | None = DEFAULTS["level_order"],
+    outlier_sigma: float | None = DEFAULTS["outlier_sigma"],
+    outlier_window_um: float = DEFAULTS["outlier_window_um"],
+    min_island_um2: float = DEFAULTS["min_island_um2"],
+    short_cutoff_um: float | None = DEFAULTS["short_cutoff_um"],
+    long_cutoff_um: float | None = DEFAULTS["long_cutoff_um"],
+    spacing_um: float | None = DEFAULTS["spacing_um"],
+    diagnostics: bool = False,
+):
     """Breech-face preprocessing of a cartridge-case scan: region, level, outliers, band-pass, resample.
 
     Each step is a public function of this module; the output's
@@ -232,9 +252,11 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
     # --- validation up front: fail before any work --------------------------
     valid = _check_scan(scan)
     short_cutoff_um, long_cutoff_um, spacing_um = _check_steps(
-        level_order, outlier_sigma, outlier_window_um, min_island_um2, short_cutoff_um, long_cutoff_um, spacing_um)
-    region_params = _region_params(primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um,
-                                   edge_drop_um, max_pin_extension_um)
+        level_order, outlier_sigma, outlier_window_um, min_island_um2, short_cutoff_um, long_cutoff_um, spacing_um
+    )
+    region_params = _region_params(
+        primer_radius_mm, aperture_radius_mm, pin_margin_um, edge_margin_um, edge_drop_um, max_pin_extension_um
+    )
     if _is_given(region):  # a given region: checked against the scan as given
         _check_given_mask(region, scan.shape)
 
@@ -261,8 +283,9 @@ def preprocess(scan: Scan, *, region="auto", primer_radius_mm=DEFAULTS["primer_r
 
     # 3. outliers
     if outlier_sigma is not None:
-        cur, removed = remove_outliers(cur, sigma=outlier_sigma, window_um=outlier_window_um,
-                                       min_island_um2=min_island_um2, return_mask=True)
+        cur, removed = remove_outliers(
+            cur, sigma=outlier_sigma, window_um=outlier_window_um, min_island_um2=min_island_um2, return_mask=True
+        )
         diag["outliers"] = removed
     else:
         diag["outliers"] = np.zeros(valid.shape, bool)

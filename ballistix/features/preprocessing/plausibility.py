@@ -61,20 +61,32 @@ def _conclude(reg: BreechFaceRegion, fail: list, doubt: list, checks: dict) -> N
     reg.reasons, reg.checks = fail + doubt, checks
 
 
-def _check_located(loc: dict, shape, dx: float, dy: float, pr_lo: float, pr_hi: float, checks: dict,
-                   fail: list) -> None:
+def _check_located(
+    loc: dict, shape, dx: float, dy: float, pr_lo: float, pr_hi: float, checks: dict, fail: list
+) -> None:
     """A wide field: the primer search found a ring of at least `LOCATE_MIN_CONTRAST`."""
     ny, nx = shape
     checks["primer_ring_contrast"] = round(float(loc["contrast"]), 4)
     if loc["center"] is None:
-        fail.append(f"no primer found in the wide field ({nx * dx * 1e3:.3g} x {ny * dy * 1e3:.3g} mm): no "
-                    f"closed ring of missing data (the primer's edge and pocket gap) of radius "
-                    f"{pr_lo * 1e3:.3g}-{pr_hi * 1e3:.3g} mm (best contrast {loc['contrast']:.2f}, "
-                    f"needed {LOCATE_MIN_CONTRAST})")
+        fail.append(
+            f"no primer found in the wide field ({nx * dx * 1e3:.3g} x {ny * dy * 1e3:.3g} mm): no "
+            f"closed ring of missing data (the primer's edge and pocket gap) of radius "
+            f"{pr_lo * 1e3:.3g}-{pr_hi * 1e3:.3g} mm (best contrast {loc['contrast']:.2f}, "
+            f"needed {LOCATE_MIN_CONTRAST})"
+        )
 
 
-def _check_primer(reg: BreechFaceRegion, shape, dx: float, dy: float, pr_lo: float, pr_hi: float, checks: dict,
-                  doubt: list, fail: list) -> None:
+def _check_primer(
+    reg: BreechFaceRegion,
+    shape,
+    dx: float,
+    dy: float,
+    pr_lo: float,
+    pr_hi: float,
+    checks: dict,
+    doubt: list,
+    fail: list,
+) -> None:
     """The primer: its edge was found, its radius is not pinned to the end of the plausible range, its centre
     lies in the field and its flat face is not a fragment."""
     ny, nx = shape
@@ -86,8 +98,10 @@ def _check_primer(reg: BreechFaceRegion, shape, dx: float, dy: float, pr_lo: flo
     else:
         lim = CHECK_RADIUS_AT_LIMIT_SHARE * (pr_hi - pr_lo)
         if pr < pr_lo + lim or pr > pr_hi - lim:
-            doubt.append(f"primer radius {pr * 1e3:.3g} mm at the end of the plausible range "
-                         f"{pr_lo * 1e3:.3g}-{pr_hi * 1e3:.3g} mm")
+            doubt.append(
+                f"primer radius {pr * 1e3:.3g} mm at the end of the plausible range "
+                f"{pr_lo * 1e3:.3g}-{pr_hi * 1e3:.3g} mm"
+            )
     inside = 0 <= pc[0] <= (nx - 1) * dx and 0 <= pc[1] <= (ny - 1) * dy
     checks["primer_center_in_field"] = bool(inside)
     if not inside:
@@ -113,16 +127,28 @@ def _check_firing_pin(reg: BreechFaceRegion, checks: dict, doubt: list, fail: li
     off = float(np.hypot(ac[0] - pc[0], ac[1] - pc[1]) / pr)
     checks["firing_pin_offset"] = round(off, 4)
     if off > CHECK_PIN_OFFSET_SHARE[1]:
-        fail.append(f"firing-pin impression {off:.2f} primer radii off the primer centre "
-                    f"(limit {CHECK_PIN_OFFSET_SHARE[1]})")
+        fail.append(
+            f"firing-pin impression {off:.2f} primer radii off the primer centre (limit {CHECK_PIN_OFFSET_SHARE[1]})"
+        )
     elif off > CHECK_PIN_OFFSET_SHARE[0]:
-        doubt.append(f"firing-pin impression {off:.2f} primer radii off the primer centre "
-                     f"(expected <= {CHECK_PIN_OFFSET_SHARE[0]})")
+        doubt.append(
+            f"firing-pin impression {off:.2f} primer radii off the primer centre "
+            f"(expected <= {CHECK_PIN_OFFSET_SHARE[0]})"
+        )
     return ac, inner_r
 
 
-def _check_annulus(reg: BreechFaceRegion, valid: np.ndarray, ac, inner_r: float, dx: float, dy: float,
-                   checks: dict, doubt: list, fail: list) -> bool:
+def _check_annulus(
+    reg: BreechFaceRegion,
+    valid: np.ndarray,
+    ac,
+    inner_r: float,
+    dx: float,
+    dy: float,
+    checks: dict,
+    doubt: list,
+    fail: list,
+) -> bool:
     """The annulus the region should cover (primer-centred out to the outer radius, the firing-pin aperture
     cut out): not clipped by the grid border, measured, and covered by a mask that lies on the primer.
     Returns False for an empty annulus (a failure that ends the checks)."""
@@ -141,25 +167,38 @@ def _check_annulus(reg: BreechFaceRegion, valid: np.ndarray, ac, inner_r: float,
     m = reg.mask
     outside = float((m & (r_p > pr + CHECK_MASK_OUTSIDE_STEPS * max(dx, dy))).sum() / max(m.sum(), 1))
     coverage = float(m.sum() * pix / area)
-    checks.update({"annulus_outside_field": round(clipped, 4), "valid_share": round(valid_share, 4),
-                   "mask_outside_primer": round(outside, 4), "annulus_coverage": round(coverage, 4)})
+    checks.update(
+        {
+            "annulus_outside_field": round(clipped, 4),
+            "valid_share": round(valid_share, 4),
+            "mask_outside_primer": round(outside, 4),
+            "annulus_coverage": round(coverage, 4),
+        }
+    )
     for value, (warn_at, fail_at), text, high_bad in (
-            (clipped, CHECK_CLIPPED_SHARE,
-             "of the region's annulus lies outside the field (primer clipped at the border)", True),
-            (valid_share, CHECK_VALID_SHARE, "of the region's annulus is measured", False),
-            (outside, CHECK_MASK_OUTSIDE_SHARE, "of the mask lies outside the fitted primer circle", True),
-            (coverage, CHECK_COVERAGE_SHARE, "of the annulus is covered by the mask", False)):
+        (
+            clipped,
+            CHECK_CLIPPED_SHARE,
+            "of the region's annulus lies outside the field (primer clipped at the border)",
+            True,
+        ),
+        (valid_share, CHECK_VALID_SHARE, "of the region's annulus is measured", False),
+        (outside, CHECK_MASK_OUTSIDE_SHARE, "of the mask lies outside the fitted primer circle", True),
+        (coverage, CHECK_COVERAGE_SHARE, "of the annulus is covered by the mask", False),
+    ):
         bad_fail = value > fail_at if high_bad else value < fail_at
         bad_warn = value > warn_at if high_bad else value < warn_at
         limit = fail_at if bad_fail else warn_at
         if bad_fail or bad_warn:
-            (fail if bad_fail else doubt).append(f"{value:.0%} {text} ({'limit' if bad_fail else 'expected'} "
-                                                 f"{'<=' if high_bad else '>='} {limit:.0%})")
+            (fail if bad_fail else doubt).append(
+                f"{value:.0%} {text} ({'limit' if bad_fail else 'expected'} {'<=' if high_bad else '>='} {limit:.0%})"
+            )
     return True
 
 
-def _assess(reg: BreechFaceRegion, valid: np.ndarray, dx: float, dy: float, pr_lo: float, pr_hi: float,
-            loc: dict | None) -> None:
+def _assess(
+    reg: BreechFaceRegion, valid: np.ndarray, dx: float, dy: float, pr_lo: float, pr_hi: float, loc: dict | None
+) -> None:
     """Plausibility checks of a region (see `find_breech_face`): fills ``status``, ``reasons`` and ``checks``.
 
     ``loc`` is the wide-field search's result (None for a primer field). A check that makes the later ones
@@ -184,11 +223,16 @@ def _assess(reg: BreechFaceRegion, valid: np.ndarray, dx: float, dy: float, pr_l
 
 def _enforce(reg: BreechFaceRegion, source: str) -> None:
     if reg.status == "failed":
-        raise SegmentationError(f"{source}: breech-face region refused ({reg.field_of_view} field): "
-                                + "; ".join(reg.reasons))
+        raise SegmentationError(
+            f"{source}: breech-face region refused ({reg.field_of_view} field): " + "; ".join(reg.reasons)
+        )
     if reg.status == "doubtful":
-        warnings.warn(SegmentationWarning(f"{source}: breech-face region doubtful ({reg.field_of_view} field): "
-                                          + "; ".join(reg.reasons)), stacklevel=3)
+        warnings.warn(
+            SegmentationWarning(
+                f"{source}: breech-face region doubtful ({reg.field_of_view} field): " + "; ".join(reg.reasons)
+            ),
+            stacklevel=3,
+        )
 
 
 def segmentation_status(scan) -> dict[str, Any] | None:
@@ -216,7 +260,9 @@ def segmentation_status(scan) -> dict[str, Any] | None:
         if status not in _STATUS_ORDER:
             continue
         if worst is None or _STATUS_ORDER[status] > _STATUS_ORDER[worst["status"]]:
-            worst = {"status": status, "reasons": list(res.get("reasons", [])),
-                     "field_of_view": res.get("field_of_view")}
+            worst = {
+                "status": status,
+                "reasons": list(res.get("reasons", [])),
+                "field_of_view": res.get("field_of_view"),
+            }
     return worst
-

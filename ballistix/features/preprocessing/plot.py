@@ -36,7 +36,7 @@ def plot_preprocess(scan: Scan, *, fig=None, **params):
     ext = (0, nx * dx * 1e3, ny * dy * 1e3, 0)
     # after a block_average the steps work on a coarser grid whose first point lies at origin_m
     (wdx, wdy), (x0, y0) = (dx, dy), (0.0, 0.0)
-    for st in out.meta["processing"][len(scan.meta.get("processing") or []):]:
+    for st in out.meta["processing"][len(scan.meta.get("processing") or []) :]:
         if st.get("step") == "block_average":
             (wdx, wdy), (x0, y0) = st["result"]["spacing_m"], st["result"]["origin_m"]
     wny, wnx = d["masked"].shape
@@ -44,7 +44,7 @@ def plot_preprocess(scan: Scan, *, fig=None, **params):
 
     def show(ax, a, title, extent=wext, sym=False):
         v = a[np.isfinite(a)] * 1e6
-        lo, hi = (np.percentile(v, [1, 99]) if v.size else (0, 1))
+        lo, hi = np.percentile(v, [1, 99]) if v.size else (0, 1)
         if sym:
             lim = max(abs(lo), abs(hi))
             lo, hi = -lim, lim
@@ -57,16 +57,21 @@ def plot_preprocess(scan: Scan, *, fig=None, **params):
     show(axs[0], scan.heights, "raw, fitted circles", extent=ext)
     if reg is not None:
         t = np.linspace(0, 2 * np.pi, 361)
-        circles = [(reg.primer_center_m, reg.primer_radius_m, "w:", "primer edge"),
-                   (reg.primer_center_m, reg.outer_radius_m, "r-", f"outer ({reg.outer_edge})")]
+        circles = [
+            (reg.primer_center_m, reg.primer_radius_m, "w:", "primer edge"),
+            (reg.primer_center_m, reg.outer_radius_m, "r-", f"outer ({reg.outer_edge})"),
+        ]
         if reg.aperture_center_m is not None:
-            circles += [(reg.aperture_center_m, reg.aperture_radius_m, "m--", "aperture"),
-                        (reg.aperture_center_m, reg.inner_radius_m, "r-", f"inner ({reg.inner_edge})")]
+            circles += [
+                (reg.aperture_center_m, reg.aperture_radius_m, "m--", "aperture"),
+                (reg.aperture_center_m, reg.inner_radius_m, "r-", f"inner ({reg.inner_edge})"),
+            ]
         if reg.crater_center_m is not None:
             circles += [(reg.crater_center_m, reg.crater_radius_m, "c:", "crater")]
         for c, rad, style, lab in circles:
-            axs[0].plot((x0 + c[0] + rad * np.cos(t)) * 1e3, (y0 + c[1] + rad * np.sin(t)) * 1e3, style, lw=1,
-                        label=lab)
+            axs[0].plot(
+                (x0 + c[0] + rad * np.cos(t)) * 1e3, (y0 + c[1] + rad * np.sin(t)) * 1e3, style, lw=1, label=lab
+            )
         axs[0].legend(fontsize=6, loc="lower right")
         axs[1].imshow(reg.mask, cmap="gray", extent=wext, interpolation="nearest")
         axs[1].set_title(f"breech-face mask ({100 * reg.mask.mean():.1f} % of grid)", fontsize=9)
@@ -80,9 +85,13 @@ def plot_preprocess(scan: Scan, *, fig=None, **params):
     cext = (c0 * wdx * 1e3, (c0 + fx) * wdx * 1e3, (r0 + fy) * wdy * 1e3, r0 * wdy * 1e3)
     show(axs[4], d["filtered"], "band-passed", extent=cext, sym=True)
     oy, ox = out.shape
-    show(axs[5], out.heights.astype(np.float64), f"final {oy}x{ox} at {out.dx * 1e6:.4g} um", sym=True,
-         extent=(0, ox * out.dx * 1e3, oy * out.dy * 1e3, 0))
+    show(
+        axs[5],
+        out.heights.astype(np.float64),
+        f"final {oy}x{ox} at {out.dx * 1e6:.4g} um",
+        sym=True,
+        extent=(0, ox * out.dx * 1e3, oy * out.dy * 1e3, 0),
+    )
     fig.suptitle(repr(scan)[1:-1], fontsize=10, parse_math=False, usetex=False)  # a file name, as typed
     fig.tight_layout()
     return fig
-

@@ -92,9 +92,12 @@ def _primer_edge(valid: np.ndarray, dx: float, dy: float, pr_lo: float, pr_hi: f
     circ = None
     if len(pts) >= PRIMER_EDGE_MIN_POINTS:
         try:
-            circ = fit_circle(pts[:, 0], pts[:, 1],
-                              threshold=max(PRIMER_EDGE_THRESHOLD_STEPS * step, PRIMER_EDGE_THRESHOLD_MIN_M),
-                              radius_range=(pr_lo, pr_hi))
+            circ = fit_circle(
+                pts[:, 0],
+                pts[:, 1],
+                threshold=max(PRIMER_EDGE_THRESHOLD_STEPS * step, PRIMER_EDGE_THRESHOLD_MIN_M),
+                radius_range=(pr_lo, pr_hi),
+            )
             if circ.inliers.mean() < PRIMER_EDGE_MIN_INLIER_SHARE:
                 circ = None
         except ParameterError:
@@ -120,8 +123,9 @@ def _face_heights(z: np.ndarray, valid: np.ndarray, inside: np.ndarray, r_p: np.
     return h, sig
 
 
-def _face_like(h: np.ndarray, sig: float, valid: np.ndarray, r_p: np.ndarray, pr: float, dx: float,
-               dy: float) -> np.ndarray:
+def _face_like(
+    h: np.ndarray, sig: float, valid: np.ndarray, r_p: np.ndarray, pr: float, dx: float, dy: float
+) -> np.ndarray:
     """Step 2b: the points that look like the flat breech face.
 
     Measured, inside the primer, at face level (within ``max(3 sigma, 2 um)``), nearly flat (not the crater
@@ -140,12 +144,16 @@ def _face_like(h: np.ndarray, sig: float, valid: np.ndarray, r_p: np.ndarray, pr
     den = cv2.GaussianBlur(vf, (0, 0), sigmaX=sig_px[0], sigmaY=sig_px[1], borderType=cv2.BORDER_CONSTANT)
     hsm = num / np.maximum(den, 1e-3)
     gy, gx = np.gradient(hsm, dy * 1e6, dx * 1e6)
-    return valid & (np.abs(h) < thr) & (r_p < pr) & (density >= FACE_MIN_MEASURED_SHARE) & \
-        (np.hypot(gx, gy) < FACE_MAX_SLOPE)
+    return (
+        valid
+        & (np.abs(h) < thr)
+        & (r_p < pr)
+        & (density >= FACE_MIN_MEASURED_SHARE)
+        & (np.hypot(gx, gy) < FACE_MAX_SLOPE)
+    )
 
 
-def _ring_profile(h: np.ndarray, face_pts: np.ndarray, pin: np.ndarray, r_p: np.ndarray, pr: float,
-                  binw: float):
+def _ring_profile(h: np.ndarray, face_pts: np.ndarray, pin: np.ndarray, r_p: np.ndarray, pr: float, binw: float):
     """Ring by ring (width ``binw``) about the primer centre: the median face height and the share of the
     ring (firing pin left out) that is measured face. Returns ``(median, share, ring_centre_radius)``."""
     nb = int(np.ceil(pr * RING_PROFILE_PRIMER_SHARE / binw))
@@ -167,13 +175,14 @@ def _ring_profile(h: np.ndarray, face_pts: np.ndarray, pin: np.ndarray, r_p: np.
 
 def _first_run(flags: np.ndarray, search: np.ndarray) -> int | None:
     """The first ring in ``search`` from which ``flags`` holds for `EDGE_RUN_RINGS` rings (None: none)."""
-    run = np.convolve(flags.astype(int), np.ones(EDGE_RUN_RINGS, int), mode="full")[EDGE_RUN_RINGS - 1:]
+    run = np.convolve(flags.astype(int), np.ones(EDGE_RUN_RINGS, int), mode="full")[EDGE_RUN_RINGS - 1 :]
     idx = np.nonzero(search & (run >= EDGE_RUN_RINGS))[0]  # run[k]: rings k..k+EDGE_RUN_RINGS-1
     return int(idx[0]) if idx.size else None
 
 
-def _flat_edge(h: np.ndarray, valid: np.ndarray, pin: np.ndarray, r_p: np.ndarray, pr: float, step: float,
-               edge_drop: float):
+def _flat_edge(
+    h: np.ndarray, valid: np.ndarray, pin: np.ndarray, r_p: np.ndarray, pr: float, step: float, edge_drop: float
+):
     """Step 4: where the primer's flat face ends, about the primer centre.
 
     The face ends where the ring median falls ``edge_drop`` below the face (the median of the reference
@@ -197,8 +206,9 @@ def _flat_edge(h: np.ndarray, valid: np.ndarray, pin: np.ndarray, r_p: np.ndarra
     return flat_r, (k_end is None or k_drop < k_end) and flat_r < pr - step
 
 
-def _outer_radius(valid: np.ndarray, pc, pr: float, flat_r: float, outer_edge: str, edge_margin: float,
-                  dx: float, dy: float):
+def _outer_radius(
+    valid: np.ndarray, pc, pr: float, flat_r: float, outer_edge: str, edge_margin: float, dx: float, dy: float
+):
     """Step 5, outer side: the mask's outer radius, and what bounded it.
 
     ``edge_margin`` inside the flat edge, except where the primer edge is a clean mask edge (a scan already
@@ -206,8 +216,9 @@ def _outer_radius(valid: np.ndarray, pc, pr: float, flat_r: float, outer_edge: s
     clear of). Returns ``(outer_edge, flat_radius, outer_radius)``.
     """
     step = min(dx, dy)
-    clean_outer, _, r_hi = (False, pr, pr) if outer_edge == "grid" else _clean_edge(valid, pc, pr, dx, dy,
-                                                                                    inside_valid=True)
+    clean_outer, _, r_hi = (
+        (False, pr, pr) if outer_edge == "grid" else _clean_edge(valid, pc, pr, dx, dy, inside_valid=True)
+    )
     if outer_edge == "rounded edge" and flat_r < pr - max(ROUNDED_INSIDE_CUT_MIN_M, ROUNDED_INSIDE_CUT_STEPS * step):
         clean_outer = False  # the face falls away well inside a clean cut: the rounded edge wins
     if clean_outer:  # a scan already cut to the breech face: keep all it kept, no margin
@@ -217,8 +228,20 @@ def _outer_radius(valid: np.ndarray, pc, pr: float, flat_r: float, outer_edge: s
     return outer_edge, flat_r, flat_r - edge_margin  # the rounded edge or a ragged end of the data
 
 
-def _primer_region(z: np.ndarray, dx: float, dy: float, *, pr_lo: float, pr_hi: float, ap_lo: float, ap_hi: float,
-                   pin_margin: float, edge_margin: float, edge_drop: float, max_ext: float) -> BreechFaceRegion:
+def _primer_region(
+    z: np.ndarray,
+    dx: float,
+    dy: float,
+    *,
+    pr_lo: float,
+    pr_hi: float,
+    ap_lo: float,
+    ap_hi: float,
+    pin_margin: float,
+    edge_margin: float,
+    edge_drop: float,
+    max_ext: float,
+) -> BreechFaceRegion:
     """The region search of `find_breech_face` on a field that shows (at most) one primer: steps 1-5."""
     ny, nx = z.shape
     valid = ~np.isnan(z)
@@ -238,11 +261,18 @@ def _primer_region(z: np.ndarray, dx: float, dy: float, *, pr_lo: float, pr_hi: 
     outer_edge, flat_r, out_r = _outer_radius(valid, pc, pr, flat_r, outer_edge, edge_margin, dx, dy)
     mask = valid & ~pin & (r_p < out_r)
     return BreechFaceRegion(
-        mask=mask, primer_center_m=(float(pc[0]), float(pc[1])), primer_radius_m=float(pr),
-        flat_radius_m=float(flat_r), outer_radius_m=float(out_r),
+        mask=mask,
+        primer_center_m=(float(pc[0]), float(pc[1])),
+        primer_radius_m=float(pr),
+        flat_radius_m=float(flat_r),
+        outer_radius_m=float(out_r),
         aperture_center_m=None if ap_c is None else (float(ap_c[0]), float(ap_c[1])),
         aperture_radius_m=None if ap_r is None else float(ap_r),
         inner_radius_m=None if inner_r is None else float(inner_r),
         crater_center_m=None if crater_c is None else (float(crater_c[0]), float(crater_c[1])),
         crater_radius_m=None if crater_r is None else float(crater_r),
-        outer_edge=outer_edge, inner_edge=inner_edge, face_sigma_um=sig * 1e6, pin_extension_m=ext)
+        outer_edge=outer_edge,
+        inner_edge=inner_edge,
+        face_sigma_um=sig * 1e6,
+        pin_extension_m=ext,
+    )

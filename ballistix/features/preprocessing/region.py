@@ -83,6 +83,7 @@ class BreechFaceRegion:
 
     def as_dict(self) -> dict[str, Any]:
         """The geometry as JSON-ready numbers (no mask)."""
+
         def pt(p):
             return None if p is None else [float(p[0]), float(p[1])]
 
@@ -90,24 +91,40 @@ class BreechFaceRegion:
             return None if v is None else float(v)
 
         return {
-            "primer_center_m": pt(self.primer_center_m), "primer_radius_m": num(self.primer_radius_m),
-            "flat_radius_m": num(self.flat_radius_m), "outer_radius_m": num(self.outer_radius_m),
-            "aperture_center_m": pt(self.aperture_center_m), "aperture_radius_m": num(self.aperture_radius_m),
+            "primer_center_m": pt(self.primer_center_m),
+            "primer_radius_m": num(self.primer_radius_m),
+            "flat_radius_m": num(self.flat_radius_m),
+            "outer_radius_m": num(self.outer_radius_m),
+            "aperture_center_m": pt(self.aperture_center_m),
+            "aperture_radius_m": num(self.aperture_radius_m),
             "inner_radius_m": num(self.inner_radius_m),
-            "crater_center_m": pt(self.crater_center_m), "crater_radius_m": num(self.crater_radius_m),
-            "outer_edge": self.outer_edge, "inner_edge": self.inner_edge,
+            "crater_center_m": pt(self.crater_center_m),
+            "crater_radius_m": num(self.crater_radius_m),
+            "outer_edge": self.outer_edge,
+            "inner_edge": self.inner_edge,
             "face_sigma_um": float(self.face_sigma_um),
             "max_pin_extension_m": float(self.pin_extension_m.max()) if self.pin_extension_m.size else 0.0,
             "mask_points": int(self.mask.sum()),
-            "field_of_view": self.field_of_view, "status": self.status, "reasons": list(self.reasons),
+            "field_of_view": self.field_of_view,
+            "status": self.status,
+            "reasons": list(self.reasons),
             "checks": dict(self.checks),
         }
 
 
 def _empty_region(shape) -> BreechFaceRegion:
-    return BreechFaceRegion(mask=np.zeros(shape, bool), primer_center_m=(float("nan"), float("nan")),
-                            primer_radius_m=float("nan"), flat_radius_m=float("nan"), outer_radius_m=float("nan"),
-                            aperture_center_m=None, aperture_radius_m=None, inner_radius_m=None,
-                            crater_center_m=None, crater_radius_m=None, outer_edge="none", inner_edge="none",
-                            face_sigma_um=float("nan"))
-
+    return BreechFaceRegion(
+        mask=np.zeros(shape, bool),
+        primer_center_m=(float("nan"), float("nan")),
+        primer_radius_m=float("nan"),
+        flat_radius_m=float("nan"),
+        outer_radius_m=float("nan"),
+        aperture_center_m=None,
+        aperture_radius_m=None,
+        inner_radius_m=None,
+        crater_center_m=None,
+        crater_radius_m=None,
+        outer_edge="none",
+        inner_edge="none",
+        face_sigma_um=float("nan"),
+    )
