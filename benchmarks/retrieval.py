@@ -118,7 +118,19 @@ def _simulate_chunk(args):
     return out
 
 
+def sim_cache_path(n_scans: int, seed: int):
+    """Where a simulated database's gun labels and descriptors are kept (reused by `benchmarks.compact`)."""
+    return RESULTS / f"sim_descriptors_{n_scans}_seed{seed}.npz"
+
+
 def simulated_db(n_scans: int, jobs: int, seed: int, keep_scans: bool):
+    """Simulate, preprocess and describe a database: ([(gun, descriptor, scan or None)], seconds, n_guns).
+
+    Without ``keep_scans`` the labels and descriptors are cached (`sim_cache_path`) and reused."""
+    cache = sim_cache_path(n_scans, seed)
+    if not keep_scans and cache.is_file():
+        with np.load(cache) as z:
+            return [(g, v, None) for g, v in zip(z["gun"], z["vecs"])], float(z["seconds"]), int(z["n_guns"])
     rng = np.random.default_rng(seed)
     shots = []
     while sum(shots) < n_scans:
@@ -131,7 +143,11 @@ def simulated_db(n_scans: int, jobs: int, seed: int, keep_scans: bool):
     t = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
         rows = [r for part in ex.map(_simulate_chunk, chunks) for r in part]
-    return rows, time.perf_counter() - t, len(shots)
+    seconds = time.perf_counter() - t
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    gun, vecs = np.array([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32)
+    np.savez(cache, gun=gun, vecs=vecs, seconds=seconds, n_guns=len(shots), ballistix=bx.__version__)
+    return rows, seconds, len(shots)
 
 
 def simulated(n_scans: int, jobs: int, seed: int, verify: bool, rerank_queries: int, km_pairs: int) -> dict:
@@ -229,6 +245,7 @@ def main(argv=None) -> int:
     p.add_argument("--km-pairs", type=int, default=100_000, help="same-gun pairs compared (a sample beyond)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--no-verify", action="store_true", help="descriptor recall only (no CMC on the first size)")
     args = p.parse_args(argv)
     out = {"params": vars(args)}
     rows = []
@@ -242,7 +259,12 @@ def main(argv=None) -> int:
     out["simulated"] = {}
     for i, n in enumerate(args.sim_sizes):
         s = simulated(
-            n, args.jobs, args.seed, verify=(i == 0), rerank_queries=args.rerank_queries, km_pairs=args.km_pairs
+            n,
+            args.jobs,
+            args.seed,
+            verify=(i == 0 and not args.no_verify),
+            rerank_queries=args.rerank_queries,
+            km_pairs=args.km_pairs,
         )
         out["simulated"][str(n)] = s
         ra = s["descriptor"]["recall_at"]
