@@ -74,6 +74,8 @@ from ..index.search import search as search_index
 from ..io import check_units, read_npz, read_scan, write_npz
 from ..provenance import population
 from ..scan import Scan, scan_sha256
+from .bulk import import_prepared
+from .descriptors import PROJECT_FROM, build_index, descriptor_chunks, refit_due
 
 __all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
 
@@ -643,32 +645,24 @@ class CaseStore:
         return f"<CaseStore {self.folder}: {len(self)} exhibits, index {len(self._index)}>"
 
     # --------------------------------------------------------------- index
-    def _descriptors(self, *, skip_damaged: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._db.execute("SELECT rowid, exhibit_id, descriptor FROM exhibits ORDER BY rowid").fetchall()
-        size = 4 * self.descriptor["dim"]
-        if skip_damaged:
-            rows = [r for r in rows if isinstance(r[2], bytes) and len(r[2]) == size]
-        for _, eid, blob in rows:
-            if not isinstance(blob, bytes) or len(blob) != size:
+    def _build_index(self, *, skip_damaged: bool = False) -> ScanIndex:
+        """A new index of the descriptors in SQLite (in memory; compact from `PROJECT_FROM` exhibits, see
+        `ballistix.store.descriptors`). A damaged descriptor raises `StoreError` unless ``skip_damaged``."""
+        if not skip_damaged:
+            size = 4 * self.descriptor["dim"]
+            bad = self._db.execute(
+                "SELECT exhibit_id, descriptor FROM exhibits WHERE typeof(descriptor)!='blob' OR length(descriptor)!=?"
+                " LIMIT 1",
+                (size,),
+            ).fetchone()
+            if bad is not None:
+                eid, blob = bad
                 raise StoreError(
                     f"{self.db_path}: the descriptor of exhibit {eid!r} has "
                     f"{len(blob) if isinstance(blob, bytes) else type(blob).__name__} bytes, expected "
                     f"{size}: the database is damaged; run `ballistix check --store {self.folder}`"
                 )
-        ids = np.array([r[0] for r in rows], np.int64)
-        vecs = (
-            np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1)
-            if rows
-            else np.zeros((0, self.descriptor["dim"]), np.float32)
-        )
-        return ids, vecs
-
-    def _build_index(self, *, skip_damaged: bool = False) -> ScanIndex:
-        """A new index of the descriptors in SQLite (in memory)."""
-        ids, vecs = self._descriptors(skip_damaged=skip_damaged)
-        index = ScanIndex(self.descriptor["dim"], descriptor=self.descriptor)
-        if len(ids):
-            index.add(ids, vecs)
+        index, self._projection = build_index(self._db, self.descriptor)
         return index
 
     def _rowids(self) -> np.ndarray:
@@ -712,6 +706,11 @@ class CaseStore:
                 "its vectors are not the ones this store saved (the checksum of its content differs "
                 "from the one recorded in store.sqlite): another store's index or an altered file"
             )
+        row = self._db.execute("SELECT value FROM meta WHERE key='projection'").fetchone()
+        projection = json.loads(row[0]) if row else {"kind": "none", "dim": None, "compact_from": PROJECT_FROM}
+        if projection.get("sha256") != index.projection_sha256:
+            return None, "its projection is not the one recorded in store.sqlite"
+        self._projection = projection
         return index, None
 
     def _save_index(self) -> None:
@@ -724,10 +723,17 @@ class CaseStore:
             self._record_index()
 
     def _record_index(self) -> None:
-        self._db.execute(
-            "INSERT INTO meta VALUES ('index_digest', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (self._index_digest(),),
-        )
+        for key, value in (("index_digest", self._index_digest()), ("projection", json.dumps(self._projection))):
+            self._db.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)
+            )
+
+    @property
+    def projection(self) -> dict:
+        """How the index holds the descriptors: ``kind`` "none" (full descriptors, below
+        `PROJECT_FROM` exhibits) or "pca" with ``dim``, ``fitted_on``, ``store_size_at_fit``,
+        ``refit_at`` (None: refits are now deliberate), ``fitted_utc`` and ``sha256``."""
+        return dict(self._projection)
 
     @_writes("rebuild the index")
     def rebuild_index(self) -> ScanIndex:
@@ -904,12 +910,52 @@ class CaseStore:
                 new_ids.append(rowid)
                 new_vecs.append(out[3])
         if new_ids:
+            self._add_to_index(np.array(new_ids, np.int64), np.array(new_vecs))
+        return report
+
+    def _add_to_index(self, ids: np.ndarray, vecs: np.ndarray | None = None) -> None:
+        """Add new exhibits to the index (their descriptors ``vecs``, or read from SQLite) and save it;
+        rebuild it instead when the projection is due a refit (see `ballistix.store.descriptors`) or
+        the index refuses them."""
+        if refit_due(self._projection, len(self)):
+            self._index = self._build_index()
+        else:
             try:
-                self._index.add(np.array(new_ids, np.int64), np.array(new_vecs))
+                chunks = (
+                    [(ids, vecs)]
+                    if vecs is not None
+                    else descriptor_chunks(self._db, self.descriptor["dim"], rowids=ids)
+                )
+                for part_ids, part in chunks:
+                    self._index.add(part_ids, part)
             except BallistixError:
                 self._index = self._build_index()
-            self._save_index()
-        return report
+        self._save_index()
+
+    @_writes("import exhibits")
+    def import_prepared(self, records: Iterable[Mapping], *, batch: int = 10_000) -> dict:
+        """Import exhibits preprocessed and described elsewhere, ``batch`` to a transaction.
+
+        Each record is a mapping with ``exhibit_id``, ``source_sha256`` (of the
+        source scan, 64 hex digits: an exhibit already in the store is counted
+        as existing and skipped), ``descriptor`` (`describe` of the processed
+        scan: the store's descriptor, unit length), ``scan_file`` (the processed
+        scan, a .npz written by `write_npz`, on the store's grid and with the
+        processing of its other exhibits) and any of ``kind``, ``scene_id``,
+        ``firearm_id``, ``calibre``, ``date``, ``source_name`` and other labels.
+
+        The scan file is *referenced*, not copied: it stays where it is (a
+        shared archive), its SHA-256 is recorded and checked whenever it is
+        used, like a cached scan's. Each scan file is read and checked once,
+        however many records name it. ``records`` may be a generator: a
+        million records never need to be in memory at once. The index is
+        updated, or rebuilt compact, and saved once at the end.
+
+        A bad record stops the import with a `ParameterError` naming it; the
+        batches before it are committed (and indexed), its own batch is not.
+        Returns ``{"added", "existing", "scan_files"}``.
+        """
+        return import_prepared(self, records, batch=batch, stamp=(_now(), _user()))
 
     def _fail(self, report: IngestReport, source: str, reason: str) -> None:
         source, reason = safe_text(source), safe_text(reason)  # names that are not UTF-8 (bytes on disk)
@@ -1174,8 +1220,11 @@ class CaseStore:
             calibration=self.calibrations(),
             **self.compare_params,
         )
-        names = dict(self._db.execute("SELECT rowid, exhibit_id FROM exhibits"))
-        files = dict(self._db.execute("SELECT rowid, source_name FROM exhibits"))
+        ids = [c.id for c in cands]
+        rows = self._db.execute(
+            f"SELECT rowid, exhibit_id, source_name FROM exhibits WHERE rowid IN ({','.join('?' * len(ids))})", ids
+        ).fetchall()
+        names, files = {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
         return SearchResult(
             [
                 {

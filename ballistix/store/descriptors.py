@@ -1,0 +1,146 @@
+"""The store's descriptors: read from SQLite in chunks, and the compact index built from them.
+
+SQLite keeps each exhibit's full descriptor (9,216 float32 values, 36 KB),
+once. The FAISS index keeps a compact copy: the descriptors projected on the
+``PROJECTION_DIM`` leading principal components of the store's own
+descriptors (then L2-normalised), 1 KB an exhibit, so one million exhibits
+need about 1 GB of index instead of 37 GB.
+
+Policy (recorded in the store's ``meta`` table under ``projection`` and in
+the index file's manifest):
+
+- below ``PROJECT_FROM`` exhibits the index holds the full descriptors (exact
+  search; at most 37 MB): a PCA fitted on a few hundred scans would be fitted
+  to them and not to what comes next;
+- at ``PROJECT_FROM`` exhibits the PCA is fitted on all of them and the index
+  rebuilt compact;
+- it is refitted, and the index rebuilt, each time the store has doubled
+  since the last fit, until the fit has seen ``TRAIN_MAX`` exhibits (a
+  deterministic sample spread evenly over the ingest order). Past that the
+  components are stable (the leading 256 of a 9,216-long descriptor) and a
+  rebuild of a million exhibits costs minutes, so refitting is a deliberate
+  act: `CaseStore.rebuild_index` (``ballistix check --store DIR --rebuild-index``).
+
+Doubling keeps the total work of refits proportional to the store's size.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sqlite3
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..index import ScanIndex
+
+__all__ = [
+    "PROJECTION_DIM",
+    "PROJECT_FROM",
+    "TRAIN_MAX",
+    "CHUNK",
+    "descriptor_chunks",
+    "well_formed_rowids",
+    "build_index",
+    "refit_due",
+]
+
+PROJECTION_DIM = 256  # values kept per exhibit in the index
+PROJECTION_CENTER = False  # uncentred: cosines inside the fitted subspace kept exactly (see the module notes)
+PROJECT_FROM = 1024  # exhibits from which the index is compact (4 x PROJECTION_DIM)
+TRAIN_MAX = 16_384  # exhibits a refit is drawn from, at most; past this, refits are deliberate
+CHUNK = 8192  # descriptors read from SQLite at a time (300 MB)
+
+
+def _vectors(rows: list, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.array([r[0] for r in rows], np.int64)
+    if not rows:
+        return ids, np.zeros((0, dim), np.float32)
+    return ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+
+
+def descriptor_chunks(db: sqlite3.Connection, dim: int, *, rowids=None, chunk: int = CHUNK) -> Iterator:
+    """(rowids, descriptors) of the store's exhibits in rowid order, ``chunk`` at a time.
+
+    Only well-formed descriptors (``4 * dim`` bytes) are read; `CaseStore` and
+    `check` deal with the others. ``rowids``: only these exhibits (sorted).
+    """
+    size = 4 * dim
+    if rowids is not None:
+        rowids = np.asarray(rowids, np.int64)
+        for i in range(0, len(rowids), chunk):
+            part = rowids[i : i + chunk].tolist()
+            marks = ",".join("?" * len(part))
+            rows = db.execute(
+                f"SELECT rowid, descriptor FROM exhibits WHERE rowid IN ({marks}) AND length(descriptor)=? "
+                "ORDER BY rowid",
+                (*part, size),
+            ).fetchall()
+            yield _vectors(rows, dim)
+        return
+    last = -1
+    while True:
+        rows = db.execute(
+            "SELECT rowid, descriptor FROM exhibits WHERE rowid > ? AND length(descriptor)=? ORDER BY rowid LIMIT ?",
+            (last, size, chunk),
+        ).fetchall()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield _vectors(rows, dim)
+
+
+def training_rowids(rowids: np.ndarray) -> np.ndarray:
+    """The exhibits a PCA is fitted on: all, or ``TRAIN_MAX`` spread evenly over the ingest order."""
+    if len(rowids) <= TRAIN_MAX:
+        return rowids
+    return rowids[np.unique(np.linspace(0, len(rowids) - 1, TRAIN_MAX).round().astype(np.int64))]
+
+
+def refit_due(projection: dict | None, n_exhibits: int) -> bool:
+    """Whether the store's index must be rebuilt (and its PCA refitted) now that it holds ``n_exhibits``."""
+    if projection is None or projection.get("dim") is None:
+        return n_exhibits >= PROJECT_FROM
+    due = projection.get("refit_at")
+    return due is not None and n_exhibits >= due
+
+
+def well_formed_rowids(db: sqlite3.Connection, dim: int) -> np.ndarray:
+    """Rowids of the exhibits whose descriptor is ``4 * dim`` bytes, sorted."""
+    rows = db.execute(
+        "SELECT rowid FROM exhibits WHERE typeof(descriptor)='blob' AND length(descriptor)=? ORDER BY rowid",
+        (4 * dim,),
+    )
+    return np.array([r[0] for r in rows], np.int64)
+
+
+def build_index(db: sqlite3.Connection, descriptor: dict) -> tuple[ScanIndex, dict]:
+    """The index of every exhibit with a well-formed descriptor, and its projection record.
+
+    Compact (a PCA fitted on `training_rowids`) from ``PROJECT_FROM`` exhibits,
+    full descriptors below. The record says which, when, on how many, and the
+    SHA-256 of the components, so a result can name the projection it was
+    found with.
+    """
+    dim = int(descriptor["dim"])
+    rowids = well_formed_rowids(db, dim)
+    n = len(rowids)
+    if n < PROJECT_FROM:
+        index = ScanIndex(dim, descriptor=descriptor)
+        record = {"kind": "none", "dim": None, "compact_from": PROJECT_FROM}
+    else:
+        index = ScanIndex(dim, descriptor=descriptor, pca_dim=PROJECTION_DIM, pca_center=PROJECTION_CENTER)
+        train = training_rowids(rowids)
+        index.train(np.concatenate([v for _, v in descriptor_chunks(db, dim, rowids=train)]))
+        record = {
+            "kind": "pca" if PROJECTION_CENTER else "subspace",
+            "dim": PROJECTION_DIM,
+            "fitted_on": int(len(train)),
+            "store_size_at_fit": int(n),
+            "refit_at": int(2 * n) if len(train) < TRAIN_MAX else None,
+            "fitted_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "sha256": index.projection_sha256,
+        }
+    for ids, vecs in descriptor_chunks(db, dim):
+        index.add(ids, vecs)
+    return index, record

@@ -1,0 +1,168 @@
+"""The store at scale: bulk import of prepared exhibits, and the compact (PCA) index it switches to."""
+
+import hashlib
+import warnings
+
+import numpy as np
+import pytest
+
+import ballistix as bx
+import ballistix.store.descriptors as D
+from ballistix.errors import DamagedScanError, ParameterError
+from ballistix.store import CaseStore
+
+FAST = {"spacing_um": 12.5}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """Two processed scans written as .npz (the shared archive bulk records point to)."""
+    d = tmp_path_factory.mktemp("pool")
+    scans = bx.datasets.simulate(n_firearms=2, shots=1, seed=5, difficulty="easy", resolution="fast")
+    out = []
+    for i, s in enumerate(scans):
+        proc = bx.preprocess(s, **FAST)
+        bx.write_npz(proc, d / f"p{i}.npz")
+        out.append((d / f"p{i}.npz", bx.describe(proc), s))
+    return out
+
+
+def unit_rows(n, dim, seed, rank=None):
+    rng = np.random.default_rng(seed)
+    if rank is None:
+        x = rng.standard_normal((n, dim))
+    else:  # vectors inside a rank-``rank`` subspace
+        x = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def records(vecs, pool, start=0, prefix="B"):
+    for i, v in enumerate(vecs):
+        k = start + i
+        yield {
+            "exhibit_id": f"{prefix}{k}",
+            "source_sha256": hashlib.sha256(f"{prefix}{k}".encode()).hexdigest(),
+            "descriptor": v,
+            "scan_file": pool[k % len(pool)][0],
+            "scene_id": f"S{k % 7}",
+            "calibre": "9mm Luger",
+        }
+
+
+@pytest.fixture
+def small_policy(monkeypatch):
+    """The projection policy scaled down: compact from 16 exhibits, 8 values, refits up to 32 exhibits."""
+    monkeypatch.setattr(D, "PROJECT_FROM", 16)
+    monkeypatch.setattr(D, "PROJECTION_DIM", 8)
+    monkeypatch.setattr(D, "TRAIN_MAX", 32)
+
+
+def test_import_prepared_adds_searches_and_references_scans(tmp_path, pool):
+    dim = bx.describe(bx.read_npz(pool[0][0])).size
+    vecs = np.vstack([pool[0][1], pool[1][1], unit_rows(4, dim, 0)])
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        out = st.import_prepared(records(vecs, pool), batch=4)
+        assert out == {"added": 6, "existing": 0, "scan_files": 2}
+        assert len(st) == 6 and len(st._index) == 6
+        again = st.import_prepared(records(vecs[:3], pool))  # same sources: nothing new
+        assert again["added"] == 0 and again["existing"] == 3
+        rows = {e["exhibit_id"]: e for e in st.exhibits()}
+        assert rows["B0"]["scene_id"] == "S0" and rows["B0"]["calibre"] == "9mm Luger"
+        hits = st.search(pool[1][2], k=2, shortlist=2)  # the raw scan B1 was made from
+        assert hits[0]["exhibit_id"] == "B1" and hits[0]["descriptor_rank"] == 0
+        assert hits[0]["descriptor_score"] == pytest.approx(1.0, abs=1e-5)
+        assert np.array_equal(
+            st.scan("B2").heights, bx.read_npz(pool[0][0]).heights, equal_nan=True
+        )  # referenced, not copied
+        assert not any((tmp_path / "s" / "scans").rglob("*.npz"))
+
+
+def test_import_prepared_checks_the_referenced_scan(tmp_path, pool):
+    src = tmp_path / "p.npz"
+    src.write_bytes(pool[0][0].read_bytes())
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        st.import_prepared(records([pool[0][1]], [(src, None, None)]))
+        data = bytearray(src.read_bytes())
+        other = pool[1][0].read_bytes()
+        src.write_bytes(other)  # another valid scan put in its place
+        assert bytes(data) != other
+        with pytest.raises(DamagedScanError, match="SHA-256"):
+            st.scan("B0")
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"exhibit_id": "a\nb"}, "exhibit_id"),
+        ({"exhibit_id": None}, "exhibit_id"),
+        ({"source_sha256": "xyz"}, "source_sha256"),
+        ({"descriptor": np.ones(5, np.float32)}, "descriptor"),
+        ({"descriptor": None}, "descriptor"),
+        ({"scan_file": None}, "scan_file"),
+        ({"date": "2026-13-45"}, "date"),
+        ({"kind": "suspect"}, "kind"),
+    ],
+)
+def test_a_bad_record_stops_the_import_and_its_batch(tmp_path, pool, bad, match):
+    dim = pool[0][1].size
+    recs = list(records(unit_rows(6, dim, 1), pool))
+    recs[4] = {**recs[4], **bad}
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        with pytest.raises(ParameterError, match=rf"record 5: .*{match}"):
+            st.import_prepared(recs, batch=3)
+        assert [e["exhibit_id"] for e in st.exhibits()] == ["B0", "B1", "B2"]  # the first batch only
+        assert np.array_equal(st._index.ids, st._rowids())
+
+
+def test_a_scan_on_another_grid_is_refused(tmp_path, pool):
+    with CaseStore(tmp_path / "s", preprocess_params={"spacing_um": 6.25}) as st:
+        with pytest.raises(ParameterError, match="grid"):
+            st.import_prepared(records([pool[0][1]], pool))
+        assert len(st) == 0
+
+
+def test_the_index_turns_compact_and_refits_by_doubling(tmp_path, pool, small_policy):
+    dim = pool[0][1].size
+    vecs = unit_rows(80, dim, 2, rank=6)  # the store's descriptors span 6 dimensions
+    folder = tmp_path / "s"
+    with CaseStore(folder, preprocess_params=FAST) as st:
+        st.import_prepared(records(vecs[:10], pool))
+        assert st.projection["kind"] == "none" and st._index.pca_dim is None  # full descriptors while small
+        st.import_prepared(records(vecs[10:20], pool, start=10))
+        p = st.projection
+        assert (p["kind"], p["dim"], p["fitted_on"], p["refit_at"]) == ("subspace", 8, 20, 40)
+        assert st._index.pca_dim == 8 and len(st._index) == 20
+        st.import_prepared(records(vecs[20:30], pool, start=20))
+        assert st.projection["sha256"] == p["sha256"]  # not due yet: added with the same projection
+        st.import_prepared(records(vecs[30:45], pool, start=30))
+        q = st.projection
+        assert q["fitted_on"] == 32 and q["store_size_at_fit"] == 45 and q["refit_at"] is None  # sample cap
+        assert q["sha256"] != p["sha256"]
+        # inside the fitted subspace the compact search ranks like the full descriptors
+        scores, ids = st._index.search(vecs[:45], k=5)
+        full = np.argsort(-(vecs[:45] @ vecs[:45].T), axis=1)[:, :5] + 1  # rowids start at 1
+        assert np.array_equal(ids[:, 0], np.arange(1, 46))
+        assert np.array_equal(ids, full)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the saved index and its projection are taken as they are
+        with CaseStore(folder) as st:
+            assert st.projection == q and st._index.projection_sha256 == q["sha256"]
+
+
+def test_a_projection_that_disagrees_with_the_record_is_rebuilt(tmp_path, pool, small_policy):
+    dim = pool[0][1].size
+    folder = tmp_path / "s"
+    with CaseStore(folder, preprocess_params=FAST) as st:
+        st.import_prepared(records(unit_rows(20, dim, 3), pool))
+        st._db.execute("UPDATE meta SET value=? WHERE key='projection'", ('{"kind": "subspace", "sha256": "0"}',))
+    with pytest.warns(bx.errors.StoreWarning, match="projection"):
+        with CaseStore(folder) as st:
+            assert st.projection["sha256"] == st._index.projection_sha256
+
+
+def test_training_sample_is_spread_over_the_ingest_order(monkeypatch):
+    monkeypatch.setattr(D, "TRAIN_MAX", 10)
+    rows = np.arange(1, 1001)
+    sample = D.training_rowids(rows)
+    assert len(sample) == 10 and sample[0] == 1 and sample[-1] == 1000
+    assert np.array_equal(D.training_rowids(rows[:7]), rows[:7])
