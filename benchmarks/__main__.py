@@ -53,6 +53,7 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
     "store": (["--exhibits", "12"], ["--exhibits", "300"]),
     "populations": (["--quick", "--skip-real"], []),
     "cross_population": (["--quick", "--skip-real"], ["--store", "batch", "subclass"]),
+    "skimage_choices": (["--quick"], []),
 }
 TAKES_JOBS = {"cmc_accuracy", "retrieval", "linkage", "evidence", "store", "populations", "cross_population"}
 
@@ -224,6 +225,17 @@ def summary_rows() -> list[list[str]]:
                 f"{r['false_links']} / {r['same_gun_pairs_grouped']} of {r['same_gun_pairs']}",
                 d,
             )
+    if d := load("skimage_choices"):
+        dec = _get(d, "decision", default={})
+        add(
+            "skimage_choices",
+            "scikit-image instead of our circle fit / polar resampling / filters",
+            " / ".join(
+                "n/a" if k not in dec else "switch" if dec[k]["switch"] else "keep ours"
+                for k in ("circle", "polar", "filters")
+            ),
+            d,
+        )
     if d := load("store"):
         add(
             "store",
