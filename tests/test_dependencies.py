@@ -82,3 +82,40 @@ def test_ivf_removes_its_entries_without_tombstones():
     assert index._tombstones.size == 0 and index._index.ntotal == 500 == len(index)
     _, ids = index.search(x[:20], 10)
     assert not np.isin(ids, np.arange(100)).any()
+
+
+def _third_party_imports() -> set[str]:
+    """Top-level names of the non-standard-library modules the package imports (inside functions too)."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    found = set()
+    for path in (Path(__file__).resolve().parents[1] / "ballistix").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "ballistix"}
+
+
+def test_every_declared_dependency_is_imported_and_every_import_declared():
+    # scikit-image was declared and never imported until issue 16 measured it and dropped it
+    # (benchmarks/skimage_choices.py, docs/architecture.md "Dependencies: what each is for")
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    import_name = {"opencv-python-headless": "cv2", "faiss-cpu": "faiss", "pillow": "PIL"}
+
+    def names(requirements):
+        dists = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in requirements}
+        return {import_name.get(d, d.replace("-", "_")) for d in dists}
+
+    declared = names(project["dependencies"])
+    optional = names(project["optional-dependencies"]["dask"]) | {"distributed"}  # dask[distributed]
+    imported = _third_party_imports()
+    assert declared <= imported, f"declared but never imported: {sorted(declared - imported)}"
+    assert imported <= declared | optional, f"imported but not declared: {sorted(imported - declared - optional)}"
