@@ -17,18 +17,28 @@ from ..provenance import POPULATION_KEYS
 from .result import ValidationResult
 from .rules import LR_ELIMINATION_RULES, LR_IDENTIFICATION_RULES, _fmt_lr, _pct
 
+#: Size (inches) of each figure of the report.
+FIGSIZE = (5, 4.2)
+
 
 def _figures(r: ValidationResult) -> list[tuple[str, str]]:
+    """(caption, inline PNG) of each figure: ROC and DET curves, Tippett plot, CMC counts by truth."""
+    same = np.array([p["same_gun"] for p in r.records])
+    cmc = np.array([p["features"]["cmc"] for p in r.records])
+    return [
+        ("ROC curves", _roc(r, r.log10_lr_cv, cmc, same)),
+        ("DET curves", _det(r.log10_lr_cv, cmc, same)),
+        ("Tippett plot", _tippett(r, r.log10_lr_cv, same)),
+        ("CMC count distribution", _cmc_histogram(cmc, same)),
+    ]
+
+
+def _roc(r: ValidationResult, llr, cmc, same) -> str:
     import matplotlib.pyplot as plt
-    from scipy.stats import norm
 
     from ..evaluation import roc_curve
 
-    same = np.array([p["same_gun"] for p in r.records])
-    cmc = np.array([p["features"]["cmc"] for p in r.records])
-    llr = r.log10_lr_cv
-    figs = []
-    fig, ax = plt.subplots(figsize=(5, 4.2))
+    fig, ax = plt.subplots(figsize=FIGSIZE)
     for score, label in ((llr, f"cross-validated LR (AUC {r.auc_lr:.3f})"), (cmc, f"CMC count (AUC {r.auc_cmc:.3f})")):
         fpr, tpr, _ = roc_curve(score, same)
         ax.step(fpr, tpr, where="post", label=label)
@@ -37,11 +47,17 @@ def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     ax.set_ylabel("true-positive rate (same-gun pairs called same)")
     ax.set_title(f"ROC ({r.n_same} same-gun, {r.n_different} different-gun pairs)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    figs.append(("ROC curves", png(fig, "ROC curves of the LR and the CMC count")))
+    return png(fig, "ROC curves of the LR and the CMC count")
 
-    fig, ax = plt.subplots(figsize=(5, 4.2))
-    n1, n2 = int(same.sum()), int((~same).sum())
-    lo = 0.5 / max(n1, n2)
+
+def _det(llr, cmc, same) -> str:
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    from ..evaluation import roc_curve
+
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    lo = 0.5 / max(int(same.sum()), int((~same).sum()))
     for score, label in ((llr, "cross-validated LR"), (cmc, "CMC count")):
         fpr, tpr, _ = roc_curve(score, same)
         fnr = 1 - tpr
@@ -57,20 +73,27 @@ def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     ax.set_title("DET (rates of 0 drawn at half a pair)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figs.append(("DET curves", png(fig, "DET curves of the LR and the CMC count")))
+    return png(fig, "DET curves of the LR and the CMC count")
 
-    fig, ax = plt.subplots(figsize=(5, 4.2))
+
+def _tippett(r: ValidationResult, llr, same) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=FIGSIZE)
     tippett(llr, same, ax=ax, title=f"Tippett plot, cross-validated by gun: Cllr {r.cllr:.3f} (min {r.cllr_min:.3f})")
     for t in LR_IDENTIFICATION_RULES + LR_ELIMINATION_RULES:
         ax.axvline(math.log10(t), color="#999", lw=0.6, ls="--")
-    figs.append(("Tippett plot", png(fig, "Tippett plot of the cross-validated LRs")))
+    return png(fig, "Tippett plot of the cross-validated LRs")
 
-    fig, ax = plt.subplots(figsize=(5, 4.2))
-    bins = np.arange(-0.5, max(cmc.max(), 12) + 1.5)
+
+def _cmc_histogram(cmc, same) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=FIGSIZE)
     ax.hist(
         [cmc[same], cmc[~same]],
-        bins=bins,
-        label=[f"same gun (n={n1})", f"different guns (n={n2})"],
+        bins=np.arange(-0.5, max(cmc.max(), 12) + 1.5),
+        label=[f"same gun (n={int(same.sum())})", f"different guns (n={int((~same).sum())})"],
         color=["tab:blue", "tab:red"],
         log=True,
     )
@@ -78,8 +101,7 @@ def _figures(r: ValidationResult) -> list[tuple[str, str]]:
     ax.set_ylabel("pairs (log scale)")
     ax.set_title("CMC counts by truth", fontsize=10)
     ax.legend(fontsize=8)
-    figs.append(("CMC count distribution", png(fig, "histogram of CMC counts by truth")))
-    return figs
+    return png(fig, "histogram of CMC counts by truth")
 
 
 def _ci(lo_hi) -> str:
@@ -110,28 +132,34 @@ def _rules_table(rows: list[dict]) -> str:
     return table(out, cls="rules", num=("rate (same gun)", "rate (different guns)"))
 
 
-def _report_html(r: ValidationResult, doc: dict) -> str:
-    cal = r.calibration
+def _box(rec: dict) -> str:
+    """The class of the recommendation's box: a warning when no identification rule is supported."""
+    return "box" if rec["identification"] else "box warn"
+
+
+def _title(r: ValidationResult, doc: dict) -> str:
+    """The title and the result in one box."""
     rec = r.recommendation
-    per_gun = Counter(i["firearm"] for i in r.inputs)
-    pops = {i["firearm"]: i["population"] for i in r.inputs}
-    plan = r.pairs_plan
-    created = doc["created_utc"]
     P = []
     P.append(
         f"<h1>Validation of the ballistix comparison method on {r.n_scans} scans of {r.n_firearms} firearms</h1>"
-        f"<p class='muted'>ballistix {escape(__version__)}; written {escape(created)}; calibration "
-        f"<code>{escape(cal.name)}</code></p>"
+        f"<p class='muted'>ballistix {escape(__version__)}; written {escape(doc['created_utc'])}; calibration "
+        f"<code>{escape(r.calibration.name)}</code></p>"
     )
-    box = "box" if rec["identification"] else "box warn"
     P.append(
-        f"<div class='{box}' id='recommendation'><b>Result.</b> {escape(rec['text'])}<br>"
+        f"<div class='{_box(rec)}' id='recommendation'><b>Result.</b> {escape(rec['text'])}<br>"
         f"Cross-validated Cllr <b id='cllr'>{r.cllr:.3f}</b> bits (Cllr-min {r.cllr_min:.3f}); "
         f"AUC of the LR <b id='auc-lr'>{r.auc_lr:.3f}</b>, of the CMC count {r.auc_cmc:.3f}; "
         f"{r.n_pairs} pairs ({r.n_same} same-gun, {r.n_different} different-gun).</div>"
     )
+    return "".join(P)
 
-    # what was tested
+
+def _what_was_tested(r: ValidationResult, doc: dict) -> str:
+    """Section 1: the scans, firearms and population tested (and the scans left out)."""
+    per_gun = Counter(i["firearm"] for i in r.inputs)
+    pops = {i["firearm"]: i["population"] for i in r.inputs}
+    P = []
     P.append("<h2>1. What was tested</h2>")
     P.append(
         f"<p>{r.n_scans} scans of cartridge cases fired in {r.n_firearms} firearms, whose firearm was known "
@@ -179,8 +207,13 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
             + table([{"file": x["name"], "firearm": x["firearm"], "reason": x["reason"]} for x in r.excluded])
             + "</div>"
         )
+    return "".join(P)
 
-    # how
+
+def _how_it_was_tested(r: ValidationResult) -> str:
+    """Section 2: the pairs, the method, the cross-validation and the parameters."""
+    plan = r.pairs_plan
+    P = []
     P.append("<h2>2. How it was tested</h2>")
     sample = (
         f"every same-gun pair ({plan['n_same']}) and a random sample of {plan['n_different']} of the "
@@ -211,8 +244,12 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
         + table([{"parameter": k, "value": json.dumps(v, default=str)} for k, v in r.parameters["comparison"].items()])
         + "</details>"
     )
+    return "".join(P)
 
-    # results
+
+def _results(r: ValidationResult) -> str:
+    """Section 3: the decision rules' error rates, the summary measures and the figures."""
+    P = []
     P.append("<h2>3. Results</h2>")
     P.append("<h3>Decision rules on the likelihood ratio (cross-validated)</h3>")
     P.append(
@@ -227,59 +264,72 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
         "the fixed count rules of the literature would have done on these scans.</p>"
     )
     P.append(_rules_table(r.cmc_rules))
-    m = r.misleading
     P.append("<h3>Summary measures</h3>")
-    P.append(
-        table(
-            [
-                {
-                    "measure": "Cllr (cross-validated)",
-                    "value": f"{r.cllr:.4f} bits",
-                    "meaning": "cost of the LRs: 0 perfect, 1 no better than LR = 1 always",
-                },
-                {
-                    "measure": "Cllr-min",
-                    "value": f"{r.cllr_min:.4f} bits",
-                    "meaning": "what is left after the best monotone recalibration (discrimination); "
-                    "Cllr minus this is the calibration loss",
-                },
-                {
-                    "measure": "AUC, LR",
-                    "value": f"{r.auc_lr:.4f}",
-                    "meaning": "chance that a same-gun pair ranks above a different-gun pair",
-                },
-                {"measure": "AUC, CMC count", "value": f"{r.auc_cmc:.4f}", "meaning": "the same for the count"},
-                {
-                    "measure": "EER, LR / CMC count",
-                    "value": f"{_pct(r.eer_lr)} / {_pct(r.eer_cmc)}",
-                    "meaning": "equal error rate",
-                },
-                {
-                    "measure": "different-gun pairs with LR > 1",
-                    "value": _pct(m["rate_for_same"]),
-                    "meaning": f"misleading towards same gun; {m['strong_for_same']} beyond LR {m['strong_lr']:g}",
-                },
-                {
-                    "measure": "same-gun pairs with LR < 1",
-                    "value": _pct(m["rate_for_different"]),
-                    "meaning": f"misleading towards different guns; {m['strong_for_different']} beyond LR "
-                    f"1/{m['strong_lr']:g}",
-                },
-                {
-                    "measure": "LR bounds of the calibration (ELUB)",
-                    "value": f"{10 ** cal.bounds_log10[0]:.3g} to {10 ** cal.bounds_log10[1]:.3g}",
-                    "meaning": "no LR beyond these is reported: the data could not support it",
-                },
-            ]
-        )
+    P.append(_summary_measures(r))
+    P.append(_figure_gallery(r))
+    return "".join(P)
+
+
+def _summary_measures(r: ValidationResult) -> str:
+    """The table of Cllr, AUC, EER, misleading evidence and the calibration's LR bounds."""
+    m = r.misleading
+    return table(
+        [
+            {
+                "measure": "Cllr (cross-validated)",
+                "value": f"{r.cllr:.4f} bits",
+                "meaning": "cost of the LRs: 0 perfect, 1 no better than LR = 1 always",
+            },
+            {
+                "measure": "Cllr-min",
+                "value": f"{r.cllr_min:.4f} bits",
+                "meaning": "what is left after the best monotone recalibration (discrimination); "
+                "Cllr minus this is the calibration loss",
+            },
+            {
+                "measure": "AUC, LR",
+                "value": f"{r.auc_lr:.4f}",
+                "meaning": "chance that a same-gun pair ranks above a different-gun pair",
+            },
+            {"measure": "AUC, CMC count", "value": f"{r.auc_cmc:.4f}", "meaning": "the same for the count"},
+            {
+                "measure": "EER, LR / CMC count",
+                "value": f"{_pct(r.eer_lr)} / {_pct(r.eer_cmc)}",
+                "meaning": "equal error rate",
+            },
+            {
+                "measure": "different-gun pairs with LR > 1",
+                "value": _pct(m["rate_for_same"]),
+                "meaning": f"misleading towards same gun; {m['strong_for_same']} beyond LR {m['strong_lr']:g}",
+            },
+            {
+                "measure": "same-gun pairs with LR < 1",
+                "value": _pct(m["rate_for_different"]),
+                "meaning": f"misleading towards different guns; {m['strong_for_different']} beyond LR "
+                f"1/{m['strong_lr']:g}",
+            },
+            {
+                "measure": "LR bounds of the calibration (ELUB)",
+                "value": f"{10 ** r.calibration.bounds_log10[0]:.3g} to {10 ** r.calibration.bounds_log10[1]:.3g}",
+                "meaning": "no LR beyond these is reported: the data could not support it",
+            },
+        ]
     )
-    P.append(
+
+
+def _figure_gallery(r: ValidationResult) -> str:
+    """The figures (`_figures`), each with its caption."""
+    return (
         "<div class='figs'>"
         + "".join(f"<figure>{img}<figcaption>{escape(cap)}</figcaption></figure>" for cap, img in _figures(r))
         + "</div>"
     )
 
-    # recommendation
+
+def _recommended_rule(r: ValidationResult) -> str:
+    """Section 4: the recommended rule, the pairs needed, the limits and an unrestricted domain."""
+    rec = r.recommendation
+    P = []
     P.append("<h2>4. Recommended rule and its limits</h2>")
     P.append(
         f"<p>Rule of this kit: recommend the smallest LR threshold (of "
@@ -288,7 +338,7 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
         f"the target {_pct(rec['fpr_target'])}, and that identifies at least one same-gun pair; elimination "
         f"likewise with the target {_pct(rec['elimination_target'])} for false eliminations.</p>"
     )
-    P.append(f"<div class='{box}'>{escape(rec['text'])}</div>")
+    P.append(f"<div class='{_box(rec)}'>{escape(rec['text'])}</div>")
     P.append(
         f"<p>With no error observed, the 95% upper bound of a rate is about 3/n: supporting a "
         f"false-identification rate below {_pct(rec['fpr_target'])} takes at least "
@@ -313,8 +363,12 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
             "ones this validation never saw. Record them in the labels (columns calibre, make, model, "
             "instrument) and run the validation again to restrict it.</p>"
         )
+    return "".join(P)
 
-    # calibration use
+
+def _using_the_calibration(r: ValidationResult, doc: dict) -> str:
+    """Section 5: how to register and use ``calibration.json``."""
+    P = []
     P.append("<h2>5. Using the calibration file</h2>")
     P.append(
         f"<p><code>calibration.json</code> (SHA-256 <code class='wrap'>{escape(doc['calibration']['sha256'])}"
@@ -346,4 +400,18 @@ def _report_html(r: ValidationResult, doc: dict) -> str:
         "<p>Every number in this report, every pair's features and cross-validated LR, and the checksums of "
         "the inputs are in <code>validation.json</code> beside this file.</p>"
     )
-    return page(f"ballistix validation: {r.n_scans} scans, {r.n_firearms} firearms", "".join(P))
+    return "".join(P)
+
+
+def _report_html(r: ValidationResult, doc: dict) -> str:
+    """The report (``report.html``) of a validation result and its JSON document (`document`)."""
+    title = f"ballistix validation: {r.n_scans} scans, {r.n_firearms} firearms"
+    sections = (
+        _title(r, doc),
+        _what_was_tested(r, doc),
+        _how_it_was_tested(r),
+        _results(r),
+        _recommended_rule(r),
+        _using_the_calibration(r, doc),
+    )
+    return page(title, "".join(sections))

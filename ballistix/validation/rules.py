@@ -115,108 +115,23 @@ def recommend(lr_rules, cmc_rules=(), fpr_target: float = 0.01, elim_target: flo
         ``cmc_comparison`` (the smallest count rule without false identification, for comparison).
     """
     ident = [r for r in lr_rules if r["kind"] == "identification"]
-    n_diff, n_same = ident[0]["n_different"], ident[0]["n_same"]
-    need_d, need_s = pairs_needed(fpr_target), pairs_needed(elim_target)
+    elim = [r for r in lr_rules if r["kind"] == "elimination"]
     out: dict[str, Any] = {
         "fpr_target": fpr_target,
         "elimination_target": elim_target,
         "identification": None,
         "elimination": None,
-        "different_pairs_needed": need_d,
-        "same_pairs_needed": need_s,
+        "different_pairs_needed": pairs_needed(fpr_target),
+        "same_pairs_needed": pairs_needed(elim_target),
     }
-    lines = []
-    ok = [
-        r for r in ident if r["different_called"] == 0 and r["upper95_different"] < fpr_target and r["same_called"] > 0
-    ]
-    if ok:
-        r = ok[0]
-        out["identification"] = {
-            k: r[k]
-            for k in (
-                "rule",
-                "threshold",
-                "same_called",
-                "n_same",
-                "rate_same",
-                "ci95_same",
-                "different_called",
-                "n_different",
-                "upper95_different",
-            )
-        }
-        lines.append(
-            f"Identification at {r['rule']}: none of the {n_diff} different-gun pairs was called "
-            f"identification (false-identification rate 0, 95% upper bound {_pct(r['upper95_different'])}, "
-            f"below the target {_pct(fpr_target)}); it identified {r['same_called']} of {n_same} same-gun "
-            f"pairs ({_pct(r['rate_same'])}, 95% CI {_pct(r['ci95_same'][0])} to {_pct(r['ci95_same'][1])})."
-        )
-    elif n_diff < need_d:
-        lines.append(
-            f"The data are too few to support any identification rule: with {n_diff} different-gun pairs, "
-            f"even no false identification bounds the false-identification rate only below "
-            f"{_pct(upper_bound(0, n_diff))} (95% upper bound), above the target {_pct(fpr_target)}; at least "
-            f"{need_d} different-gun pairs (none called identification) are needed."
-        )
-    elif all(r["different_called"] > 0 for r in ident):
-        lines.append(
-            f"No identification rule is supported: every LR threshold tested (up to "
-            f"{ident[-1]['rule']}) called some different-gun pairs identification."
-        )
-    else:
-        lines.append(
-            "No identification rule is supported: the thresholds that called no different-gun pair "
-            "identification identified no same-gun pair either."
-        )
-    el = [r for r in lr_rules if r["kind"] == "elimination"]
-    okel = [r for r in el if r["same_called"] == 0 and r["upper95_same"] < elim_target and r["different_called"] > 0]
-    if okel:
-        r = okel[0]
-        out["elimination"] = {
-            k: r[k]
-            for k in (
-                "rule",
-                "threshold",
-                "same_called",
-                "n_same",
-                "upper95_same",
-                "different_called",
-                "n_different",
-                "rate_different",
-                "ci95_different",
-            )
-        }
-        lines.append(
-            f"Elimination at {r['rule']}: none of the {n_same} same-gun pairs was eliminated (95% upper "
-            f"bound {_pct(r['upper95_same'])}, below the target {_pct(elim_target)}); it eliminated "
-            f"{r['different_called']} of {n_diff} different-gun pairs ({_pct(r['rate_different'])})."
-        )
-    elif el:
-        r = el[0]
-        if r["same_called"] == 0 and r["different_called"] == 0:
-            lines.append(
-                f"Elimination at {r['rule']} eliminates nothing here: no pair had a cross-validated LR that "
-                f"low (the LRs are bounded by what the reference pairs can support)."
-            )
-        elif n_same < need_s:
-            lines.append(
-                f"The data are too few to support an elimination rule: with {n_same} same-gun pairs, even "
-                f"no false elimination bounds the rate only below {_pct(upper_bound(0, n_same))}, above the "
-                f"target {_pct(elim_target)}; at least {need_s} same-gun pairs are needed."
-            )
-        else:
-            lines.append(
-                f"Elimination at {r['rule']} is not supported: {r['same_called']} of {n_same} same-gun "
-                f"pairs were eliminated (95% upper bound {_pct(r['upper95_same'])}; target "
-                f"{_pct(elim_target)})."
-            )
+    out["identification"], line = _identification(ident, fpr_target)
+    lines = [line]
+    if elim:
+        out["elimination"], line = _elimination(elim, elim_target)
+        lines.append(line)
     cm = [r for r in cmc_rules if r["different_called"] == 0]
     if cm:
-        out["cmc_comparison"] = {
-            "rule": cm[0]["rule"],
-            "rate_same": cm[0]["rate_same"],
-            "upper95_different": cm[0]["upper95_different"],
-        }
+        out["cmc_comparison"] = {k: cm[0][k] for k in ("rule", "rate_same", "upper95_different")}
         lines.append(
             f"For comparison, the smallest count rule with no false identification here is "
             f"{cm[0]['rule']} ({_pct(cm[0]['rate_same'])} of same-gun pairs); a count is a feature, "
@@ -224,3 +139,93 @@ def recommend(lr_rules, cmc_rules=(), fpr_target: float = 0.01, elim_target: flo
         )
     out["text"] = " ".join(lines)
     return out
+
+
+#: The fields of a rule's row kept in a recommended identification rule.
+IDENTIFICATION_FIELDS = (
+    "rule",
+    "threshold",
+    "same_called",
+    "n_same",
+    "rate_same",
+    "ci95_same",
+    "different_called",
+    "n_different",
+    "upper95_different",
+)
+#: The fields of a rule's row kept in a recommended elimination rule.
+ELIMINATION_FIELDS = (
+    "rule",
+    "threshold",
+    "same_called",
+    "n_same",
+    "upper95_same",
+    "different_called",
+    "n_different",
+    "rate_different",
+    "ci95_different",
+)
+
+
+def _identification(ident: list[dict], fpr_target: float) -> tuple[dict | None, str]:
+    """The identification rule supported (its row's `IDENTIFICATION_FIELDS`, or None) and why, in words."""
+    n_diff, n_same = ident[0]["n_different"], ident[0]["n_same"]
+    need = pairs_needed(fpr_target)
+    ok = [
+        r for r in ident if r["different_called"] == 0 and r["upper95_different"] < fpr_target and r["same_called"] > 0
+    ]
+    if ok:
+        r = ok[0]
+        return {k: r[k] for k in IDENTIFICATION_FIELDS}, (
+            f"Identification at {r['rule']}: none of the {n_diff} different-gun pairs was called "
+            f"identification (false-identification rate 0, 95% upper bound {_pct(r['upper95_different'])}, "
+            f"below the target {_pct(fpr_target)}); it identified {r['same_called']} of {n_same} same-gun "
+            f"pairs ({_pct(r['rate_same'])}, 95% CI {_pct(r['ci95_same'][0])} to {_pct(r['ci95_same'][1])})."
+        )
+    if n_diff < need:
+        return None, (
+            f"The data are too few to support any identification rule: with {n_diff} different-gun pairs, "
+            f"even no false identification bounds the false-identification rate only below "
+            f"{_pct(upper_bound(0, n_diff))} (95% upper bound), above the target {_pct(fpr_target)}; at least "
+            f"{need} different-gun pairs (none called identification) are needed."
+        )
+    if all(r["different_called"] > 0 for r in ident):
+        return None, (
+            f"No identification rule is supported: every LR threshold tested (up to "
+            f"{ident[-1]['rule']}) called some different-gun pairs identification."
+        )
+    return None, (
+        "No identification rule is supported: the thresholds that called no different-gun pair "
+        "identification identified no same-gun pair either."
+    )
+
+
+def _elimination(elim: list[dict], elim_target: float) -> tuple[dict | None, str]:
+    """The elimination rule supported (its row's `ELIMINATION_FIELDS`, or None) and why, in words."""
+    n_diff, n_same = elim[0]["n_different"], elim[0]["n_same"]
+    need = pairs_needed(elim_target)
+    ok = [r for r in elim if r["same_called"] == 0 and r["upper95_same"] < elim_target and r["different_called"] > 0]
+    if ok:
+        r = ok[0]
+        return {k: r[k] for k in ELIMINATION_FIELDS}, (
+            f"Elimination at {r['rule']}: none of the {n_same} same-gun pairs was eliminated (95% upper "
+            f"bound {_pct(r['upper95_same'])}, below the target {_pct(elim_target)}); it eliminated "
+            f"{r['different_called']} of {n_diff} different-gun pairs ({_pct(r['rate_different'])})."
+        )
+    r = elim[0]
+    if r["same_called"] == 0 and r["different_called"] == 0:
+        return None, (
+            f"Elimination at {r['rule']} eliminates nothing here: no pair had a cross-validated LR that "
+            f"low (the LRs are bounded by what the reference pairs can support)."
+        )
+    if n_same < need:
+        return None, (
+            f"The data are too few to support an elimination rule: with {n_same} same-gun pairs, even "
+            f"no false elimination bounds the rate only below {_pct(upper_bound(0, n_same))}, above the "
+            f"target {_pct(elim_target)}; at least {need} same-gun pairs are needed."
+        )
+    return None, (
+        f"Elimination at {r['rule']} is not supported: {r['same_called']} of {n_same} same-gun "
+        f"pairs were eliminated (95% upper bound {_pct(r['upper95_same'])}; target "
+        f"{_pct(elim_target)})."
+    )

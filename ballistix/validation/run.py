@@ -10,6 +10,7 @@ import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -119,12 +120,84 @@ def validate(
     >>> res.recommendation["text"]  # doctest: +SKIP
     'Identification at LR >= 10: none of the 717 different-gun pairs was called identification ...'
     """
-    from tqdm.auto import tqdm
-
-    from ..evaluation import auc, equal_error_rate
-    from ..features.comparison import DEFAULTS, compare_many, process_pool
+    from ..features.comparison import compare_many, process_pool
 
     t0 = time.perf_counter()
+    preprocess_params, compare_params = _check_parameters(
+        n_jobs, n_folds, fpr_target, elimination_target, domain, preprocess_params, compare_params
+    )
+    inputs, labels_info = _inputs(files_or_scans, labels)
+    _check_guns([i.firearm for i in inputs], "listed")
+    plan_pairs([i.firearm for i in inputs], pairs, seed)  # bad `pairs` fails before reading
+    seconds: dict[str, float] = {}
+    with process_pool(n_jobs) if n_jobs > 1 and client is None else nullcontext() as pool:
+        t = time.perf_counter()
+        excluded = _read_and_preprocess(inputs, preprocess_params, skip_unreadable, pool, client, progress)
+        used = [i for i in inputs if i.scan is not None]
+        seconds["preprocess"] = time.perf_counter() - t
+        chosen, plan = _plan(used, pairs, seed, n_folds)
+        t = time.perf_counter()
+        res = compare_many(
+            [(used[i].scan, used[j].scan) for i, j in chosen],
+            n_jobs=n_jobs,
+            progress=progress,
+            client=client,
+            executor=pool,
+            **compare_params,
+        )
+        seconds["compare"] = time.perf_counter() - t
+    t = time.perf_counter()
+    guns = [i.firearm for i in used]
+    X, same, llr = _cross_validated_lrs(res, [(guns[i], guns[j]) for i, j in chosen], n_folds, seed)
+    cmc = X[:, list(ev.FEATURES).index("cmc")]
+    seconds["cross_validation"] = time.perf_counter() - t
+    lr_rules, cmc_rules = decision_rules(llr, same, cmc)
+    rec = recommend(lr_rules, cmc_rules, fpr_target, elimination_target)
+    domain = _domain_seen(used) if domain is None else domain
+    cal = _calibrate(X, same, used, chosen, plan, res[0], domain, labels_info, name, description, seed)
+    cal.performance = _performance(llr, same, rec, n_folds, seed)
+    given = {
+        "pairs": pairs,
+        "seed": seed,
+        "n_folds": n_folds,
+        "fpr_target": fpr_target,
+        "elimination_target": elimination_target,
+        "skip_unreadable": skip_unreadable,
+        "preprocess_params": preprocess_params,
+        "compare_params": compare_params,
+    }
+    result = ValidationResult(
+        n_scans=len(used),
+        n_firearms=len(set(guns)),
+        n_pairs=len(chosen),
+        n_same=int(same.sum()),
+        n_different=int((~same).sum()),
+        pairs_plan=plan,
+        domain=domain,
+        **_discrimination(cmc, llr, same),
+        lr_rules=lr_rules,
+        cmc_rules=cmc_rules,
+        recommendation=rec,
+        calibration=cal,
+        log10_lr_cv=llr,
+        records=_pair_records(used, chosen, same, X, llr, res),
+        inputs=[_input_record(i) for i in used],
+        excluded=excluded,
+        parameters=_parameters(given, cal, n_jobs, client),
+        seconds=seconds,
+    )
+    if out is not None:
+        _write(result, Path(out), labels_info)
+    result.seconds["total"] = time.perf_counter() - t0
+    return result
+
+
+def _check_parameters(n_jobs, n_folds, fpr_target, elimination_target, domain, preprocess_params, compare_params):
+    """Refuse bad parameters before reading any scan; returns copies of ``preprocess_params`` and
+    ``compare_params`` (dicts, empty when None)."""
+    from ..features.comparison import DEFAULTS
+    from ..features.preprocessing import preprocess
+
     if not (isinstance(n_jobs, int) and n_jobs >= 1):
         raise ParameterError(f"n_jobs must be a positive integer, got {n_jobs!r}")
     for nm, v in (("fpr_target", fpr_target), ("elimination_target", elimination_target)):
@@ -136,8 +209,6 @@ def validate(
         ev._check_domain(domain)
     preprocess_params = dict(preprocess_params or {})
     compare_params = dict(compare_params or {})
-    from ..features.preprocessing import preprocess
-
     try:  # a misspelt parameter fails here, not as an "unreadable scan" after reading them all
         inspect.signature(preprocess).bind(None, **preprocess_params)
     except TypeError as e:
@@ -145,89 +216,103 @@ def validate(
     unknown = sorted(set(compare_params) - set(DEFAULTS))
     if unknown:
         raise ParameterError(f"compare_params: unknown {unknown}; known: {sorted(DEFAULTS)}")
-    inputs, labels_info = _inputs(files_or_scans, labels)
-    _check_guns([i.firearm for i in inputs], "listed")
-    plan_check, _ = plan_pairs([i.firearm for i in inputs], pairs, seed)  # bad `pairs` fails before reading
-    del plan_check
+    return preprocess_params, compare_params
 
-    # read and preprocess every scan once
-    jobs = [(i.item, {**i.labels, "firearm": i.firearm}, preprocess_params, i.path or i.name) for i in inputs]
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    with process_pool(n_jobs) if n_jobs > 1 and client is None else nullcontext() as pool:
-        if client is not None:
-            from .._dask import dask_map
 
-            prepared = dask_map(_prepare, jobs, client)
-        elif pool is not None:
-            prepared = list(tqdm(pool.map(_prepare, jobs), total=len(jobs), disable=not progress, desc="preprocess"))
-        else:
-            prepared = [_prepare(j) for j in tqdm(jobs, disable=not progress, desc="preprocess")]
-        excluded = []
-        for inp, (scan, err) in zip(inputs, prepared):
-            if inp.path:
-                try:
-                    inp.sha256 = sha256_file(Path(inp.path))
-                except OSError:
-                    inp.sha256 = None
-            if scan is None:
-                if not skip_unreadable:
-                    raise _scan_error(inp, err)
-                inp.error = err
-                excluded.append(
-                    {"name": inp.name, "path": inp.path, "firearm": inp.firearm, "sha256": inp.sha256, "reason": err}
-                )
-                continue
-            inp.scan = scan
-            inp.population = population(scan.meta)
-            if inp.sha256 is None:
-                inp.sha256 = scan_sha256(scan)
-        used = [i for i in inputs if i.scan is not None]
-        seconds["preprocess"] = time.perf_counter() - t
-        guns = [i.firearm for i in used]
-        _check_guns(guns, "readable")
-        chosen, plan = plan_pairs(guns, pairs, seed)
-        if plan["n_same"] == 0:
-            raise InsufficientDataError("no same-gun pair: at least one firearm needs 2 or more scans")
-        ga, gb = [guns[i] for i, _ in chosen], [guns[j] for _, j in chosen]
-        _check_cv(ga, gb, n_folds, seed)
-        sigs = {json.dumps(processing_signature(i.scan.meta.get("processing")), sort_keys=True) for i in used}
-        if len(sigs) > 1:
-            raise ValidationError(
-                "the scans were preprocessed with different steps or parameters (some carry "
-                "earlier processing in their metadata); validate scans of one kind"
+def _read_and_preprocess(inputs: list[_Input], params: dict, skip_unreadable: bool, pool, client, progress) -> list:
+    """Read and preprocess every scan once (`_prepare`: on ``client``, ``pool`` or here); each
+    input gets its scan, population and SHA-256. Returns the unreadable ones left out (with
+    ``skip_unreadable``; else the first raises)."""
+    from tqdm.auto import tqdm
+
+    jobs = [(i.item, {**i.labels, "firearm": i.firearm}, params, i.path or i.name) for i in inputs]
+    if client is not None:
+        from .._dask import dask_map
+
+        prepared = dask_map(_prepare, jobs, client)
+    elif pool is not None:
+        prepared = list(tqdm(pool.map(_prepare, jobs), total=len(jobs), disable=not progress, desc="preprocess"))
+    else:
+        prepared = [_prepare(j) for j in tqdm(jobs, disable=not progress, desc="preprocess")]
+    excluded = []
+    for inp, (scan, err) in zip(inputs, prepared):
+        if inp.path:
+            try:
+                inp.sha256 = sha256_file(Path(inp.path))
+            except OSError:
+                inp.sha256 = None
+        if scan is None:
+            if not skip_unreadable:
+                raise _scan_error(inp, err)
+            inp.error = err
+            excluded.append(
+                {"name": inp.name, "path": inp.path, "firearm": inp.firearm, "sha256": inp.sha256, "reason": err}
             )
-        # compare
-        t = time.perf_counter()
-        res = compare_many(
-            [(used[i].scan, used[j].scan) for i, j in chosen],
-            n_jobs=n_jobs,
-            progress=progress,
-            client=client,
-            executor=pool,
-            **compare_params,
+            continue
+        inp.scan = scan
+        inp.population = population(scan.meta)
+        if inp.sha256 is None:
+            inp.sha256 = scan_sha256(scan)
+    return excluded
+
+
+def _plan(used: list[_Input], pairs, seed: int, n_folds: int) -> tuple[list[tuple[int, int]], dict]:
+    """The pairs of the readable scans to compare (`plan_pairs`), refused before comparing when
+    they cannot give a result: too few guns or same-gun pairs, too few to cross-validate, or
+    scans preprocessed differently."""
+    guns = [i.firearm for i in used]
+    _check_guns(guns, "readable")
+    chosen, plan = plan_pairs(guns, pairs, seed)
+    if plan["n_same"] == 0:
+        raise InsufficientDataError("no same-gun pair: at least one firearm needs 2 or more scans")
+    _check_cv([guns[i] for i, _ in chosen], [guns[j] for _, j in chosen], n_folds, seed)
+    sigs = {json.dumps(processing_signature(i.scan.meta.get("processing")), sort_keys=True) for i in used}
+    if len(sigs) > 1:
+        raise ValidationError(
+            "the scans were preprocessed with different steps or parameters (some carry "
+            "earlier processing in their metadata); validate scans of one kind"
         )
-        seconds["compare"] = time.perf_counter() - t
+    return chosen, plan
 
-    # features, cross-validated LRs
-    t = time.perf_counter()
+
+def _cross_validated_lrs(res, gun_pairs, n_folds: int, seed: int):
+    """The features of each comparison (rows of `evidence.FEATURES`), whether its guns are the same,
+    and its log10 LR from a calibration fitted without its guns (`evidence.cross_validate`)."""
     X = np.array([[ev.feature_values(r)[k] for k in ev.FEATURES] for r in res], float).reshape(-1, len(ev.FEATURES))
-    same = np.array([a == b for a, b in zip(ga, gb)])
-    llr = ev.cross_validate(X, same, ga, gb, n_folds=n_folds, seed=seed)
-    cmc = X[:, list(ev.FEATURES).index("cmc")]
-    seconds["cross_validation"] = time.perf_counter() - t
+    ga, gb = [a for a, _ in gun_pairs], [b for _, b in gun_pairs]
+    same = np.array([a == b for a, b in gun_pairs])
+    return X, same, ev.cross_validate(X, same, ga, gb, n_folds=n_folds, seed=seed)
 
-    lr_rules, cmc_rules = decision_rules(llr, same, cmc)
-    rec = recommend(lr_rules, cmc_rules, fpr_target, elimination_target)
 
-    # population / domain
+def _discrimination(cmc, llr, same) -> dict[str, Any]:
+    """AUC and EER of the CMC count and the LR, Cllr, Cllr-min and misleading evidence of the LR."""
+    from ..evaluation import auc, equal_error_rate
+
+    return {
+        "auc_cmc": auc(cmc, same),
+        "auc_lr": auc(llr, same),
+        "eer_cmc": equal_error_rate(cmc, same),
+        "eer_lr": equal_error_rate(llr, same),
+        "cllr": cllr(llr, same),
+        "cllr_min": cllr_min(llr, same),
+        "misleading": misleading(llr, same),
+    }
+
+
+def _domain_seen(used: list[_Input]) -> dict[str, Any]:
+    """The population values seen, for each key recorded for every scan (None: not restricted)."""
     pops = [i.population for i in used]
-    if domain is None:
-        domain = {k: (sorted({p[k] for p in pops}) if all(p.get(k) for p in pops) else None) for k in POPULATION_KEYS}
-        domain["unknown_ok"] = []
-    preprocessing = processing_signature(used[0].scan.meta.get("processing"))
-    comparison = {k: res[0].params[k] for k in DEFAULTS}
-    n_guns = len(set(guns))
+    domain = {k: (sorted({p[k] for p in pops}) if all(p.get(k) for p in pops) else None) for k in POPULATION_KEYS}
+    domain["unknown_ok"] = []
+    return domain
+
+
+def _calibrate(X, same, used, chosen, plan, first, domain, labels_info, name, description, seed):
+    """The calibration fitted on all pairs, restricted to ``domain``, recording the preprocessing
+    and comparison parameters (those of ``first``, one of the comparisons) and what was tested."""
+    from ..features.comparison import DEFAULTS
+
+    n_guns = len({i.firearm for i in used})
     pop_words = _population_words(domain)
     name = name or f"lab validation: {pop_words}"
     description = description or (
@@ -236,14 +321,13 @@ def validate(
         + (f", sampled with seed {seed} from {plan['n_different_available']}" if plan["mode"] == "sample" else "")
         + f"); validated with ballistix {__version__}"
     )
-    ident_lr = rec["identification"]["threshold"] if rec["identification"] else ev.IDENTIFICATION_LR
-    cal = ev.fit(
+    return ev.fit(
         X,
         same,
         name=name,
         description=description,
-        preprocessing=preprocessing,
-        comparison=comparison,
+        preprocessing=processing_signature(used[0].scan.meta.get("processing")),
+        comparison={k: first.params[k] for k in DEFAULTS},
         domain=domain,
         extra_reference={
             "validation": {
@@ -254,18 +338,27 @@ def validate(
             }
         },
     )
-    cal.performance = {
+
+
+def _performance(llr, same, rec: dict, n_folds: int, seed: int) -> dict[str, Any]:
+    """The calibration's ``performance``: how it was cross-validated, its LR measures at the
+    recommended identification threshold (or the default one), and the recommended rule."""
+    ident_lr = rec["identification"]["threshold"] if rec["identification"] else ev.IDENTIFICATION_LR
+    return {
         "cross_validation": f"{n_folds} folds of guns (leave-one-gun-out when {n_folds} or fewer guns), seed {seed}",
         **lr_performance(llr, same, identification_lr=ident_lr),
         "recommended_rule": rec["identification"]["rule"] if rec["identification"] else None,
     }
 
-    records = [
+
+def _pair_records(used, chosen, same, X, llr, res) -> list[dict[str, Any]]:
+    """One record per pair: scans, firearms, truth, features, cross-validated log10 LR, rotation."""
+    return [
         {
             "a": used[i].name,
             "b": used[j].name,
-            "gun_a": guns[i],
-            "gun_b": guns[j],
+            "gun_a": used[i].firearm,
+            "gun_b": used[j].firearm,
             "same_gun": bool(s),
             "features": dict(zip(ev.FEATURES, map(float, x))),
             "log10_lr_cv": float(lv),
@@ -273,57 +366,25 @@ def validate(
         }
         for (i, j), s, x, lv, r in zip(chosen, same, X, llr, res)
     ]
-    inputs_out = [
-        {"name": i.name, "path": i.path, "firearm": i.firearm, "sha256": i.sha256, "population": i.population}
-        for i in used
-    ]
-    params = {
-        "pairs": pairs,
-        "seed": seed,
-        "n_folds": n_folds,
-        "fpr_target": fpr_target,
-        "elimination_target": elimination_target,
-        "skip_unreadable": skip_unreadable,
-        "preprocess_params": preprocess_params,
-        "compare_params": compare_params,
-        "preprocessing": preprocessing,
-        "comparison": comparison,
+
+
+def _input_record(i: _Input) -> dict[str, Any]:
+    return {"name": i.name, "path": i.path, "firearm": i.firearm, "sha256": i.sha256, "population": i.population}
+
+
+def _parameters(given: dict, cal, n_jobs: int, client) -> dict[str, Any]:
+    """The parameters recorded: those ``given`` to `validate`, the preprocessing and comparison the
+    calibration applies to, the rules tested and how the work was run."""
+    return {
+        **given,
+        "preprocessing": cal.preprocessing,
+        "comparison": cal.comparison,
         "lr_identification_rules": list(LR_IDENTIFICATION_RULES),
         "lr_elimination_rules": list(LR_ELIMINATION_RULES),
         "cmc_rules": list(CMC_RULES),
         "n_jobs": n_jobs,
         "dask": client is not None,
     }
-    result = ValidationResult(
-        n_scans=len(used),
-        n_firearms=n_guns,
-        n_pairs=len(chosen),
-        n_same=int(same.sum()),
-        n_different=int((~same).sum()),
-        pairs_plan=plan,
-        domain=domain,
-        auc_cmc=auc(cmc, same),
-        auc_lr=auc(llr, same),
-        eer_cmc=equal_error_rate(cmc, same),
-        eer_lr=equal_error_rate(llr, same),
-        cllr=cllr(llr, same),
-        cllr_min=cllr_min(llr, same),
-        misleading=misleading(llr, same),
-        lr_rules=lr_rules,
-        cmc_rules=cmc_rules,
-        recommendation=rec,
-        calibration=cal,
-        log10_lr_cv=llr,
-        records=records,
-        inputs=inputs_out,
-        excluded=excluded,
-        parameters=params,
-        seconds=seconds,
-    )
-    if out is not None:
-        _write(result, Path(out), labels_info)
-    result.seconds["total"] = time.perf_counter() - t0
-    return result
 
 
 def _scan_error(inp: _Input, err: str) -> BallistixError:
