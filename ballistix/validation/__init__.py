@@ -2,7 +2,7 @@
 
 Before a method is used in casework, ISO/IEC 17025 asks the lab to show that it
 works on the lab's own material: its guns, its ammunition, its microscope. This
-module does that in one call (`validate`) or one command (``ballistix validate``):
+package does that in one call (`validate`) or one command (``ballistix validate``):
 
 1. read every scan listed with its firearm (a labels CSV), preprocess each once;
 2. compare every pair (or every same-gun pair and a stated random sample of
@@ -22,6 +22,11 @@ the validation with the reader's error (naming the file): a validation that
 quietly drops data is not a validation of the lab's material. With
 ``skip_unreadable=True`` such scans are left out, and listed with their reason
 in the result, ``validation.json`` and the report.
+
+Modules: `labels` (the scans and their firearms), `pairs` (which
+pairs, and whether they can give a result), `run` (`validate`), `stats` (exact intervals and
+bounds), `rules` (each rule's error rates, the recommendation), `result` (`ValidationResult`
+and ``validation.json``), `report` (``report.html``), `errors`.
 """
 
 from __future__ import annotations
