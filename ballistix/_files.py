@@ -87,70 +87,40 @@ def check_member_name(path, name: str) -> None:
         raise ScanFormatError(path, f"zip member {name!r} escapes the archive with '..'")
 
 
+#: Bytes read from a zip member per call: ``readinto`` a larger view makes zipfile build a
+#: temporary copy of that size.
+READ_PIECE = 1 << 22
+
+
 def read_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: str) -> bytearray:
-    """Read one member with a hard byte budget (zip-bomb safe), into one buffer without copies."""
-    if info.flag_bits & 0x1:
-        raise ScanFormatError(path, f"{what} ({info.filename}) is encrypted")
+    """Read one member with a hard byte budget (zip-bomb safe), into one buffer without copies:
+    the member's declared size, at most ``limit``, in one chunk of `iter_member` (with its checks)."""
     if info.file_size > limit:
         raise ScanFormatError(
             path, f"{what} ({info.filename}) declares {info.file_size} bytes, more than the {limit} allowed"
         )
-    buf = bytearray(info.file_size)  # what the member declares, never more than the budget
-    view = memoryview(buf)
-    n = 0
-    try:
-        with zf.open(info) as f:
-            while n < len(buf):
-                got = f.readinto(view[n : n + (1 << 22)])
-                if not got:
-                    break
-                n += got
-            if f.read(1):
-                raise ScanFormatError(
-                    path, f"{what} ({info.filename}) inflates beyond its declared {info.file_size} bytes (zip bomb?)"
-                )
-    except _CORRUPT as e:
-        if isinstance(e, ScanFormatError):
-            raise
-        raise ScanFormatError(path, f"{what} ({info.filename}) is corrupt or truncated: {e}") from None
-    finally:
-        view.release()
-    del buf[n:]
-    return buf
+    chunks = list(iter_member(path, zf, info, max(info.file_size, 1), what))  # one chunk, none if empty
+    return chunks[0] if chunks else bytearray()
 
 
 def iter_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, chunk_bytes: int, what: str, *, skip: int = 0):
-    """Yield a member's bytes in chunks of exactly ``chunk_bytes`` (the last one shorter), with the checks
-    of `read_member`: encrypted, corrupt, inflating beyond or ending before its declared size are all
+    """Yield a member's bytes in chunks of exactly ``chunk_bytes`` (the last one shorter), checked:
+    encrypted, corrupt, inflating beyond or ending before its declared size are all
     `ScanFormatError`. ``skip``: bytes already consumed (a header read separately), not yielded.
-    Only one chunk is in memory at a time."""
+    Only one chunk is in memory at a time; memory never exceeds the declared size."""
     if info.flag_bits & 0x1:
         raise ScanFormatError(path, f"{what} ({info.filename}) is encrypted")
-    expected = info.file_size
     try:
         with zf.open(info) as f:
-            n = 0
-            while n < skip:
-                got = f.read(min(skip - n, 1 << 20))
-                if not got:
-                    break
-                n += len(got)
-            while n < expected:
-                want = min(chunk_bytes, expected - n)
-                buf = bytearray(want)
-                view = memoryview(buf)
-                got_total = 0
-                while got_total < want:
-                    got = f.readinto(view[got_total:])
-                    if not got:
-                        break
-                    got_total += got
-                view.release()
-                if got_total < want:
+            n = _skip(f, skip)
+            while n < info.file_size:
+                buf = bytearray(min(chunk_bytes, info.file_size - n))
+                got = _fill(f, buf)
+                if got < len(buf):
                     raise ScanFormatError(
-                        path, f"{what} {info.filename} is truncated: {n + got_total} of {expected} bytes"
+                        path, f"{what} ({info.filename}) is truncated: {n + got} of {info.file_size} bytes"
                     )
-                n += got_total
+                n += got
                 yield buf
             if f.read(1):
                 raise ScanFormatError(
@@ -160,6 +130,29 @@ def iter_member(path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, chunk_bytes: i
         if isinstance(e, ScanFormatError):
             raise
         raise ScanFormatError(path, f"{what} ({info.filename}) is corrupt or truncated: {e}") from None
+
+
+def _skip(f, n: int) -> int:
+    """Read and drop up to ``n`` bytes of ``f``; returns how many there were."""
+    done = 0
+    while done < n:
+        got = f.read(min(n - done, READ_PIECE))
+        if not got:
+            break
+        done += len(got)
+    return done
+
+
+def _fill(f, buf: bytearray) -> int:
+    """Read ``f`` into ``buf`` until it is full or ``f`` ends; returns the bytes read."""
+    n = 0
+    with memoryview(buf) as view:
+        while n < len(buf):
+            got = f.readinto(view[n : n + READ_PIECE])
+            if not got:
+                break
+            n += got
+    return n
 
 
 def open_zip(path: Path, what: str) -> zipfile.ZipFile:

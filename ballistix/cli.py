@@ -652,10 +652,30 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ballistix`` command line: one subcommand a function (`_demo_parser`, ...)."""
     p = argparse.ArgumentParser(prog="ballistix", description="Ballistic matching and firearm-linkage analysis.")
     p.add_argument("--version", action="version", version=f"ballistix {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (
+        _demo_parser,
+        _ingest_parser,
+        _search_parser,
+        _compare_parser,
+        _link_parser,
+        _report_parser,
+        _check_parser,
+        _rule_parser,
+        _register_calibration_parser,
+        _validate_parser,
+        _bench_parser,
+        _info_parser,
+    ):
+        add(sub)
+    return p
 
+
+def _demo_parser(sub) -> None:
+    """The ``demo`` subcommand and its arguments."""
     d = sub.add_parser(
         "demo", help="the whole story on simulated casework: ingest, search, link, report", description=cmd_demo.__doc__
     )
@@ -672,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print JSON instead of tables")
     d.set_defaults(func=cmd_demo)
 
+
+def _ingest_parser(sub) -> None:
+    """The ``ingest`` subcommand and its arguments."""
     ing = sub.add_parser("ingest", help="add scan files to a case store", description=cmd_ingest.__doc__)
     ing.add_argument("files", nargs="+")
     ing.add_argument("--store", required=True, help="the store's folder (created if new)")
@@ -686,6 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     _pixel_size_option(ing)
     ing.set_defaults(func=cmd_ingest)
 
+
+def _search_parser(sub) -> None:
+    """The ``search`` subcommand and its arguments."""
     se = sub.add_parser("search", help="search a case store for a scan or an exhibit", description=cmd_search.__doc__)
     se.add_argument("query", help="a scan file, or the id of an exhibit in the store")
     se.add_argument("--store", required=True)
@@ -700,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     _pixel_size_option(se)
     se.set_defaults(func=cmd_search)
 
+
+def _compare_parser(sub) -> None:
+    """The ``compare`` subcommand and its arguments."""
     co = sub.add_parser("compare", help="compare two scan files (CMC)", description=cmd_compare.__doc__)
     co.add_argument("a")
     co.add_argument("b")
@@ -723,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
     _pixel_size_option(co)
     co.set_defaults(func=cmd_compare)
 
+
+def _link_parser(sub) -> None:
+    """The ``link`` subcommand and its arguments."""
     li = sub.add_parser("link", help="link new exhibits of a store and write the graph", description=cmd_link.__doc__)
     li.add_argument("--store", required=True)
     li.add_argument("--out", required=True, help="graph file: .graphml, .gexf, .json or .html (interactive view)")
@@ -734,6 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--json", action="store_true")
     li.set_defaults(func=cmd_link)
 
+
+def _report_parser(sub) -> None:
+    """The ``report`` subcommand and its arguments."""
     rp = sub.add_parser("report", help="write a case store's HTML report", description=cmd_report.__doc__)
     rp.add_argument("--store", required=True)
     rp.add_argument("--out", default="report.html")
@@ -749,12 +784,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_report)
 
+
+def _check_parser(sub) -> None:
+    """The ``check`` subcommand and its arguments."""
     ck = sub.add_parser("check", help="verify a case store (and repair it)", description=cmd_check.__doc__)
     ck.add_argument("--store", required=True)
     ck.add_argument("--repair", action="store_true", help="rebuild the index, re-create or drop damaged cached scans")
     ck.add_argument("--json", action="store_true")
     ck.set_defaults(func=cmd_check)
 
+
+def _rule_parser(sub) -> None:
+    """The ``rule`` subcommand and its arguments."""
     ru = sub.add_parser("rule", help="show or set a store's link rule", description=cmd_rule.__doc__)
     ru.add_argument("--store", required=True)
     ru.add_argument(
@@ -765,6 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--json", action="store_true")
     ru.set_defaults(func=cmd_rule)
 
+
+def _register_calibration_parser(sub) -> None:
+    """The ``register-calibration`` subcommand and its arguments."""
     rc = sub.add_parser(
         "register-calibration", help="register a lab's calibration file in a store", description=cmd_register.__doc__
     )
@@ -774,6 +818,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--json", action="store_true")
     rc.set_defaults(func=cmd_register)
 
+
+def _validate_parser(sub) -> None:
+    """The ``validate`` subcommand and its arguments."""
     va = sub.add_parser(
         "validate", help="validate the method on the lab's own scans of known truth", description=cmd_validate.__doc__
     )
@@ -803,6 +850,9 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--json", action="store_true")
     va.set_defaults(func=cmd_validate)
 
+
+def _bench_parser(sub) -> None:
+    """The ``bench`` subcommand and its arguments."""
     be = sub.add_parser("bench", help="run the benchmarks (from a source checkout)", description=cmd_bench.__doc__)
     be.add_argument(
         "args",
@@ -811,6 +861,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     be.set_defaults(func=cmd_bench)
 
+
+def _info_parser(sub) -> None:
+    """The ``info`` subcommand and its arguments."""
     i = sub.add_parser("info", help="read scans (.x3p, .png, .tif, .npz) and print what is in them")
     i.add_argument("files", nargs="+")
     i.add_argument("--lenient", action="store_true", help="warn instead of failing on checksum mismatches")
@@ -818,7 +871,6 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     _units_option(i)
     i.set_defaults(func=cmd_info)
-    return p
 
 
 def _pixel_size_option(parser) -> None:

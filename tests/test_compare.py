@@ -1,6 +1,8 @@
 """bx.compare / compare_many / Comparison on simulated and real surfaces."""
 
 import json
+from concurrent.futures import Executor, Future
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import pytest
 import ballistix as bx
 from ballistix.evaluation.realism import fadul_like, truth_breech_face
 from ballistix.features.cmc import rotate_nan
+from ballistix.features.comparison import compare_many
 from ballistix.features.filters import gaussian_bandpass
 
 
@@ -116,6 +119,50 @@ def test_compare_many_matches_compare_in_order(sims):
     # weighed after the workers return: as if weighed here
     assert [r.to_dict() for r in kept] == [evidence.weigh(r, cal).to_dict() for r in serial]
     assert all(r.log10_lr is not None for r in kept) and [r.evidence for r in parallel] == [r.evidence for r in serial]
+
+
+class _InProcess(Executor):
+    """A caller's executor that is none of the standard library's pools."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_compare_many_on_any_callers_executor_gives_the_same_results():
+    raw = bx.datasets.simulate(1, 2, seed=3, difficulty="easy", resolution="fast")
+    scans = [bx.Scan(fadul_like(s, truth_breech_face(s), spacing_m=25e-6), 25e-6, 25e-6) for s in raw]
+    pairs = [(scans[0], scans[1]), (scans[1], scans[0])]
+    executor = _InProcess()
+    got = bx.compare_many(pairs, executor=executor, progress=False)
+    want = bx.compare_many(pairs, progress=False)
+    assert [r.to_dict()["cells"] for r in got] == [r.to_dict()["cells"] for r in want]
+
+
+class _Chunks(Executor):
+    """An executor that records how `compare_many` splits the pairs among its workers (the
+    chunks of ``map``), and returns placeholders instead of comparing."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        raise AssertionError("compare_many maps its pairs")
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        jobs = list(zip(*iterables))
+        self.chunks = [jobs[i : i + chunksize] for i in range(0, len(jobs), chunksize)]
+        return [SimpleNamespace() for _ in jobs]
+
+
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_compare_many_hands_every_worker_of_a_callers_executor_a_few_chunks(sims, workers):
+    pairs = [(sims[0], sims[1])] * 64
+    told, untold = _Chunks(), _Chunks()
+    compare_many(pairs, n_jobs=workers, executor=told, progress=False)
+    assert sum(len(c) for c in told.chunks) == len(pairs)
+    assert 2 * workers <= len(told.chunks) < len(pairs)  # a few chunks per worker, of several pairs each
+    # a caller's executor of untold size: one pair at a time keeps all of its workers busy
+    compare_many(pairs, executor=untold, progress=False)
+    assert [len(c) for c in untold.chunks] == [1] * len(pairs)
 
 
 @pytest.mark.parametrize(

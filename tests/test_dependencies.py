@@ -4,40 +4,15 @@ fallbacks that keep results the same when that changes.
 - ``scipy.fft._pocketfft.pypocketfft`` (features/cmc.py): private; without it the public
   ``scipy.fft`` functions give identical results (tests/test_cmc.py,
   ``test_*_without_pocketfft_entry_points_*``). pyproject.toml pins the SciPy range.
-- ``Executor._max_workers`` (features/comparison.py, `compare_many`): private; read only to
-  size the chunks handed to a caller's executor, with ``n_jobs`` when it is missing (below).
 - FAISS index removal (index/scan_index.py): FAISS cannot say which index types remove
   entries; `_removes_entries` tells it by type, checked here against FAISS itself.
 """
-
-from concurrent.futures import Executor, Future
 
 import numpy as np
 import pytest
 
 import ballistix as bx
-from ballistix.evaluation.realism import fadul_like, truth_breech_face
 from ballistix.index.scan_index import _id_selector, _removes_entries
-
-
-class _InProcess(Executor):
-    """A caller's executor without the ``_max_workers`` of the standard library's pools."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        future = Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
-
-
-def test_compare_many_on_an_executor_without_max_workers_gives_the_same_results():
-    raw = bx.datasets.simulate(1, 2, seed=3, difficulty="easy", resolution="fast")
-    scans = [bx.Scan(fadul_like(s, truth_breech_face(s), spacing_m=25e-6), 25e-6, 25e-6) for s in raw]
-    pairs = [(scans[0], scans[1]), (scans[1], scans[0])]
-    executor = _InProcess()
-    assert not hasattr(executor, "_max_workers")
-    got = bx.compare_many(pairs, executor=executor, progress=False)
-    want = bx.compare_many(pairs, progress=False)
-    assert [r.to_dict()["cells"] for r in got] == [r.to_dict()["cells"] for r in want]
 
 
 # graphs, re-ranked codes and fast-scan inverted lists cannot remove; the others can

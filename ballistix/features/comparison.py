@@ -419,6 +419,135 @@ def _summary(d: dict, method: str) -> dict[str, Any]:
     }
 
 
+def _check_inputs(a, b) -> tuple[Scan, Scan, float]:
+    """Both scans checked (`_check_scan`) and on one square grid; returns them and the spacing (m)."""
+    a, b = _check_scan(a, "a"), _check_scan(b, "b")
+    if abs(a.dx - b.dx) > 1e-3 * a.dx or abs(a.dy - b.dy) > 1e-3 * a.dy or abs(a.dx - a.dy) > 1e-3 * a.dx:
+        raise ParameterError(
+            f"compare needs both scans on one square grid; got {a.dx:g} x {a.dy:g} m and "
+            f"{b.dx:g} x {b.dy:g} m (resample with preprocess)"
+        )
+    return a, b, a.dx
+
+
+def _valid_region(s: Scan) -> tuple[list[int], np.ndarray]:
+    """The bounding box of the valid data (`_valid_box`) and the float32 heights inside it: the
+    cells are laid on this box."""
+    box = _valid_box(s.heights)
+    return box, s.heights[box[0] : box[0] + box[2], box[1] : box[1] + box[3]].astype(np.float32)
+
+
+def _window(centre, p: dict) -> np.ndarray:
+    """Angles within +-``window_deg`` of ``centre``, ``step_deg`` apart."""
+    return centre + np.arange(-p["window_deg"], p["window_deg"] + 1e-9, p["step_deg"])
+
+
+def _forward_angles(za: np.ndarray, zb: np.ndarray, p: dict) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The rotation grids of the forward direction (one window per coarse pose candidate) and the
+    candidates of the full-circle search (None for a fixed grid)."""
+    rot = p["rotation"]
+    if not isinstance(rot, str):
+        arr = np.asarray(rot, dtype=float).ravel()
+        if arr.size == 0 or not np.isfinite(arr).all():
+            raise ParameterError("rotation angles must be a non-empty array of finite degrees")
+        return [arr], None
+    if rot == "reference":
+        return [REFERENCE_ANGLES.copy()], None
+    if rot == "full":
+        candidates, _ = coarse_rotations(
+            za, zb, factor=int(p["coarse_factor"]), step_deg=p["coarse_step_deg"], candidates=p["candidates"]
+        )
+        return [_window(c, p) for c in candidates], candidates
+    raise ParameterError(f"rotation must be 'full', 'reference' or an array of angles, got {rot!r}")
+
+
+def _best_window(za: np.ndarray, zb: np.ndarray, windows: list[np.ndarray], p: dict, spacing: float) -> dict:
+    """The forward direction (a's cells searched in b) in the window with the most congruent
+    cells, then the best-correlating ones."""
+    best = None
+    for angles in windows:
+        d = _direction(za, zb, angles, p, spacing)
+        con = d["congruence"][p["method"]]
+        corr = d["search"]["corr"][d["best"], np.arange(len(d["cells"]))]
+        key = (con["count"], float(np.mean(corr[con["mask"]])) if con["count"] else 0.0)
+        if best is None or key > best[0]:
+            best = (key, d)
+    return best[1]
+
+
+def _pose_rotation(ab: dict, method: str) -> float:
+    """The forward direction's consensus rotation (deg), or the middle of its grid when it has none."""
+    theta = ab["congruence"][method]["rotation_deg"]
+    if not np.isfinite(theta):
+        theta = float(ab["angles"][len(ab["angles"]) // 2])
+    return theta
+
+
+def _search_directions(za, zb, p: dict, spacing: float) -> tuple[dict[str, dict], float, np.ndarray | None]:
+    """The pose search: the forward direction ("ab") and, with ``directions="both"``, the reverse
+    ("ba": b's cells searched in a, around the opposite rotation, or the same grid mirrored).
+    Returns the directions, the forward rotation (deg) and the coarse pose candidates (or None)."""
+    windows, candidates = _forward_angles(za, zb, p)
+    ab = _best_window(za, zb, windows, p, spacing)
+    theta = _pose_rotation(ab, p["method"])
+    dirs = {"ab": ab}
+    if p["directions"] == "both":
+        back = _window(-theta, p) if candidates is not None else -windows[0][::-1]
+        dirs["ba"] = _direction(zb, za, back, p, spacing)
+    return dirs, theta, candidates
+
+
+def _cell_records(ab: dict, method: str, box_a: list[int], spacing: float) -> list[dict[str, Any]]:
+    """One record per reference cell of the forward direction (see `Comparison.cells`)."""
+    mask = ab["congruence"][method]["mask"]
+    res, cl = ab["search"], ab["cells"]
+    corr = res["corr"]
+    out = []
+    for k in range(len(cl)):
+        r = int(ab["best"][k])
+        sy, sx = (float(v) for v in res["shift"][r, k])
+        cy, cx = (float(v) for v in cl.centre[k])
+        out.append(
+            {
+                "index": [int(v) for v in cl.index[k]],
+                "corner_px": [int(cl.corner[k][0] + box_a[0]), int(cl.corner[k][1] + box_a[1])],  # in a's grid
+                "centre_rel_px": [cy, cx],  # from the centre of a's valid box
+                "centre_m": [
+                    float((cl.corner[k][1] + box_a[1] + (cl.shape[1] - 1) / 2) * spacing),
+                    float((cl.corner[k][0] + box_a[0] + (cl.shape[0] - 1) / 2) * spacing),
+                ],
+                "correlation": float(corr[r, k]) if np.isfinite(corr[r, k]) else float("nan"),
+                "rotation_deg": float(ab["angles"][r] % 360),
+                "shift_px": [sy, sx],
+                "shift_m": [sx * spacing, sy * spacing],
+                "valid_fraction": float(cl.valid_fraction[k]),
+                "congruent": bool(mask[k]),
+            }
+        )
+    return out
+
+
+def _translation(shift, spacing: float) -> np.ndarray:
+    """The consensus shift (row, col) in pixels as (x, y) in metres (NaN when there is none)."""
+    if np.all(np.isfinite(shift)):
+        return np.array([shift[1] * spacing, shift[0] * spacing])
+    return np.array([np.nan, np.nan])
+
+
+def _recorded_params(p: dict, cell_px, boxes: dict, spacing: float, candidates) -> dict[str, Any]:
+    """The parameters as recorded in `Comparison.params`: JSON-ready, with the cell size, both
+    valid boxes, the spacing and the coarse pose candidates."""
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}
+    if isinstance(out["rotation"], np.ndarray):
+        out["rotation"] = out["rotation"].tolist()
+    out["cell_px"] = list(cell_px)
+    out["valid_box_px"] = boxes
+    out["spacing_m"] = spacing
+    if candidates is not None:
+        out["coarse"] = {"candidates_deg": candidates.tolist()}
+    return out
+
+
 def compare(a: Scan, b: Scan, **params) -> Comparison:
     """Compare two processed breech-face scans with the Congruent Matching Cells method.
 
@@ -456,111 +585,24 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     (21, None)
     """
     p = _params(params)
-    a, b = _check_scan(a, "a"), _check_scan(b, "b")
-    if abs(a.dx - b.dx) > 1e-3 * a.dx or abs(a.dy - b.dy) > 1e-3 * a.dy or abs(a.dx - a.dy) > 1e-3 * a.dx:
-        raise ParameterError(
-            f"compare needs both scans on one square grid; got {a.dx:g} x {a.dy:g} m and "
-            f"{b.dx:g} x {b.dy:g} m (resample with preprocess)"
-        )
-    spacing = a.dx
+    a, b, spacing = _check_inputs(a, b)
     coarse = _check_resolution(a, b, spacing)  # warned now, recorded in the result
-    # cells are laid on the bounding box of each surface's valid data
-    box_a, box_b = _valid_box(a.heights), _valid_box(b.heights)
-    za = a.heights[box_a[0] : box_a[0] + box_a[2], box_a[1] : box_a[1] + box_a[3]].astype(np.float32)
-    zb = b.heights[box_b[0] : box_b[0] + box_b[2], box_b[1] : box_b[1] + box_b[3]].astype(np.float32)
-    rot = p["rotation"]
-    candidates = None  # coarse pose candidates of the full-circle search
-    if isinstance(rot, str):
-        if rot == "reference":
-            forward = [REFERENCE_ANGLES.copy()]
-        elif rot == "full":
-            candidates, _ = coarse_rotations(
-                za, zb, factor=int(p["coarse_factor"]), step_deg=p["coarse_step_deg"], candidates=p["candidates"]
-            )
-            offsets = np.arange(-p["window_deg"], p["window_deg"] + 1e-9, p["step_deg"])
-            forward = [c + offsets for c in candidates]
-        else:
-            raise ParameterError(f"rotation must be 'full', 'reference' or an array of angles, got {rot!r}")
-    else:
-        arr = np.asarray(rot, dtype=float).ravel()
-        if arr.size == 0 or not np.isfinite(arr).all():
-            raise ParameterError("rotation angles must be a non-empty array of finite degrees")
-        forward = [arr]
-    # forward direction: a's cells searched in b; keep the best candidate window
-    best = None
-    for angles in forward:
-        d = _direction(za, zb, angles, p, spacing)
-        con = d["congruence"][p["method"]]
-        corr = d["search"]["corr"][d["best"], np.arange(len(d["cells"]))]
-        key = (con["count"], float(np.mean(corr[con["mask"]])) if con["count"] else 0.0)
-        if best is None or key > best[0]:  # most congruent cells, then best-correlating ones
-            best = (key, d)
-    ab = best[1]
-    theta = ab["congruence"][p["method"]]["rotation_deg"]
-    if not np.isfinite(theta):
-        theta = float(ab["angles"][len(ab["angles"]) // 2])
-    dirs = {"ab": ab}
-    if p["directions"] == "both":
-        # b's cells searched in a, around the opposite rotation (or the same grid, mirrored)
-        if candidates is not None:
-            back = -theta + np.arange(-p["window_deg"], p["window_deg"] + 1e-9, p["step_deg"])
-        else:
-            back = -forward[0][::-1]
-        dirs["ba"] = _direction(zb, za, back, p, spacing)
-    counts = [_count(d, p["method"]) for d in dirs.values()]
-    cmc = int(min(counts))
-    # cells and pose from the forward direction
-    con = ab["congruence"][p["method"]]
-    mask = con["mask"]
-    res = ab["search"]
-    corr = res["corr"]
-    best_rot = ab["best"]
-    cells_out = []
-    cl = ab["cells"]
-    for k in range(len(cl)):
-        r = int(best_rot[k])
-        c_corr = float(corr[r, k]) if np.isfinite(corr[r, k]) else float("nan")
-        sy, sx = (float(v) for v in res["shift"][r, k])
-        cy, cx = (float(v) for v in cl.centre[k])
-        cells_out.append(
-            {
-                "index": [int(v) for v in cl.index[k]],
-                "corner_px": [int(cl.corner[k][0] + box_a[0]), int(cl.corner[k][1] + box_a[1])],  # in a's grid
-                "centre_rel_px": [cy, cx],  # from the centre of a's valid box
-                "centre_m": [
-                    float((cl.corner[k][1] + box_a[1] + (cl.shape[1] - 1) / 2) * spacing),
-                    float((cl.corner[k][0] + box_a[0] + (cl.shape[0] - 1) / 2) * spacing),
-                ],
-                "correlation": c_corr,
-                "rotation_deg": float(ab["angles"][r] % 360),
-                "shift_px": [sy, sx],
-                "shift_m": [sx * spacing, sy * spacing],
-                "valid_fraction": float(cl.valid_fraction[k]),
-                "congruent": bool(mask[k]),
-            }
-        )
-    congruent_corr = [c["correlation"] for c in cells_out if c["congruent"]]
+    (box_a, za), (box_b, zb) = _valid_region(a), _valid_region(b)
+    dirs, theta, candidates = _search_directions(za, zb, p, spacing)
+    # the count: the smaller of both directions'; the cells and the pose: the forward direction's
+    cmc = int(min(_count(d, p["method"]) for d in dirs.values()))
+    ab = dirs["ab"]
+    cells = _cell_records(ab, p["method"], box_a, spacing)
+    congruent_corr = [c["correlation"] for c in cells if c["congruent"]]
     mean_corr = float(np.mean(congruent_corr)) if congruent_corr else 0.0
-    shift = con["shift"]
-    translation = (
-        np.array([shift[1] * spacing, shift[0] * spacing]) if np.all(np.isfinite(shift)) else np.array([np.nan, np.nan])
-    )
-    p_out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}
-    if isinstance(p_out["rotation"], np.ndarray):
-        p_out["rotation"] = p_out["rotation"].tolist()
-    p_out["cell_px"] = list(cl.shape)
-    p_out["valid_box_px"] = {"a": box_a, "b": box_b}
-    p_out["spacing_m"] = spacing
-    if candidates is not None:
-        p_out["coarse"] = {"candidates_deg": candidates.tolist()}
     res = Comparison(
         cmc_count=cmc,
         score=float(cmc + (mean_corr if cmc > 0 else 0.0)),
         rotation_deg=float(theta % 360),
-        translation=translation,
-        cells=cells_out,
+        translation=_translation(ab["congruence"][p["method"]]["shift"], spacing),
+        cells=cells,
         directions={k: _summary(d, p["method"]) for k, d in dirs.items()},
-        params=p_out,
+        params=_recorded_params(p, ab["cells"].shape, {"a": box_a, "b": box_b}, spacing, candidates),
         inputs={"a": _fingerprint(a), "b": _fingerprint(b)},
         warnings=[w for _, _, w in coarse],
         _surfaces=(a, b),
@@ -609,6 +651,11 @@ def process_pool(n_jobs: int):
     )
 
 
+#: Chunks of pairs handed to each worker process of `compare_many`: a few, so that uneven pairs
+#: balance out, each shipping a scan shared by its pairs (a search's query) once.
+CHUNKS_PER_WORKER = 4
+
+
 def compare_many(
     pairs, *, n_jobs: int = 1, progress: bool = True, client=None, executor=None, **params
 ) -> list[Comparison]:
@@ -619,16 +666,19 @@ def compare_many(
     pairs : iterable of (Scan, Scan)
     n_jobs : int
         Worker processes (1 = in this process). Each worker runs OpenCV and
-        the FFTs single-threaded.
+        the FFTs single-threaded. With ``executor``, the number of its
+        workers: each is handed a few chunks of pairs (a scan shared by the
+        pairs of a chunk is shipped once); left at 1, pairs are handed one
+        at a time, which keeps any number of workers busy.
     progress : bool
         Show a progress bar (tqdm).
     client : distributed.Client or str, optional
         Run on a Dask cluster instead (a client or a scheduler address);
         results are identical to a local run.
     executor : concurrent.futures.Executor, optional
-        Run on these workers instead of starting ``n_jobs`` new ones: a
-        `process_pool` kept across many small batches saves starting a pool
-        (about a second) for each.
+        Run on these workers instead of starting new ones (give their number
+        as ``n_jobs``): a `process_pool` kept across many small batches saves
+        starting a pool (about a second) for each.
     **params
         Passed to `compare` (no likelihood ratios: ``bx.compare_many`` weighs them too).
     """
@@ -646,11 +696,12 @@ def compare_many(
     elif executor is None and n_jobs == 1:
         return [compare(a, b, **kw) for a, b, kw in tqdm(jobs, disable=not progress, desc="compare")]
     else:
-        workers = getattr(executor, "_max_workers", n_jobs)
+        # n_jobs workers get a few chunks each; a caller's executor of untold size, one pair at a time
+        chunksize = max(1, len(jobs) // (CHUNKS_PER_WORKER * n_jobs)) if n_jobs > 1 else 1
         with process_pool(n_jobs) if executor is None else nullcontext(executor) as ex:
             results = list(
                 tqdm(
-                    ex.map(_compare_pair, jobs, chunksize=max(1, len(jobs) // (4 * workers))),
+                    ex.map(_compare_pair, jobs, chunksize=chunksize),
                     total=len(jobs),
                     disable=not progress,
                     desc="compare",

@@ -26,32 +26,62 @@ from ..io import read_scan, write_npz
 __all__ = ["check_store"]
 
 
+#: What to do about damage to the database itself.
+RESTORE = "restore store.sqlite from a backup"
+#: Leftovers of interrupted writes older than this (seconds) are removed by repair.
+STALE_AFTER_S = 3600
+
+
 def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, cached) -> dict:
     """The body of `CaseStore.check` (see there): what was checked, the problems found and what
     was done about them. ``schema_version``, ``new_prefix`` (of a store database being created)
     and ``cached`` (a processed scan as the cache keeps it) come from `casestore`, which calls this."""
     problems = [dict(p) for p in store._opening]
     notes: list[str] = []
+    checked = {"database": _check_database(store, schema_version, problems)}
+    checked["descriptors"], bad_descriptors = _check_descriptors(store, problems)
+    checked["scans"] = _check_scans(store, repair, bad_descriptors, cached, problems, notes)
+    checked["index"] = _check_index(store, repair, problems)
+    checked["calibrations"] = _check_calibrations(store, problems)
+    _check_leftovers(store, repair, new_prefix, notes)
+    store._opening = []
+    return {
+        "store": str(store.folder),
+        "ok": all(p["repaired"] for p in problems),
+        "repair": repair,
+        "checked": checked,
+        "problems": problems,
+        "notes": notes,
+    }
 
-    def problem(check, item, text, action="", repaired=False):
-        problems.append({"check": check, "item": str(item), "problem": text, "repaired": repaired, "action": action})
 
+def _problem(problems: list, check: str, item, text: str, action: str = "", repaired: bool = False) -> None:
+    problems.append({"check": check, "item": str(item), "problem": text, "repaired": repaired, "action": action})
+
+
+def _check_database(store, schema_version: int, problems: list) -> int:
+    """The database: SQLite's integrity check, format and schema version, settings that are JSON of
+    the right kind, comparisons that name exhibits of the store. Returns 1 (one database checked)."""
     db = store._db
-    backup = "restore store.sqlite from a backup"
-    checked = {}
-    # the database
     result = [r[0] for r in db.execute("PRAGMA integrity_check")]
     if result != ["ok"]:
-        problem("database", store.db_path, "integrity_check: " + "; ".join(result[:5]), backup)
+        _problem(problems, "database", store.db_path, "integrity_check: " + "; ".join(result[:5]), RESTORE)
     meta = dict(db.execute("SELECT key, value FROM meta"))
     if meta.get("format") != "ballistix-case-store":
-        problem("database", store.db_path, f"meta format is {meta.get('format')!r}, not 'ballistix-case-store'", backup)
+        _problem(
+            problems,
+            "database",
+            store.db_path,
+            f"meta format is {meta.get('format')!r}, not 'ballistix-case-store'",
+            RESTORE,
+        )
     if meta.get("schema_version") != str(schema_version):
-        problem(
+        _problem(
+            problems,
             "database",
             store.db_path,
             f"schema version {meta.get('schema_version')!r}, expected {schema_version}",
-            backup,
+            RESTORE,
         )
     for key, kind in (
         ("preprocess_params", dict),
@@ -64,27 +94,48 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
         except ValueError:
             ok = False
         if not ok:
-            problem("database", f"meta.{key}", f"not a JSON {kind.__name__}", backup)
+            _problem(problems, "database", f"meta.{key}", f"not a JSON {kind.__name__}", RESTORE)
     dangling = db.execute(
         "SELECT COUNT(*) FROM comparisons WHERE a NOT IN (SELECT rowid FROM exhibits) "
         "OR b NOT IN (SELECT rowid FROM exhibits)"
     ).fetchone()[0]
     if dangling:
-        problem("database", "comparisons", f"{dangling} comparisons name an exhibit that is not in the store", backup)
-    checked["database"] = 1
-    # descriptors
+        _problem(
+            problems,
+            "database",
+            "comparisons",
+            f"{dangling} comparisons name an exhibit that is not in the store",
+            RESTORE,
+        )
+    return 1
+
+
+def _check_descriptors(store, problems: list) -> tuple[int, set[int]]:
+    """Each exhibit's descriptor: of the store's size and finite. Returns the number checked and
+    the rowids of the damaged ones."""
     size = 4 * store.descriptor["dim"]
-    rows = db.execute("SELECT rowid, exhibit_id, descriptor FROM exhibits ORDER BY rowid").fetchall()
-    bad_descriptors = set()
+    rows = store._db.execute("SELECT rowid, exhibit_id, descriptor FROM exhibits ORDER BY rowid").fetchall()
+    bad = set()
     for rowid, eid, blob in rows:
         if not isinstance(blob, bytes) or len(blob) != size:
-            bad_descriptors.add(rowid)
-            problem("descriptor", eid, f"{len(blob) if isinstance(blob, bytes) else 0} bytes, expected {size}", backup)
+            bad.add(rowid)
+            _problem(
+                problems,
+                "descriptor",
+                eid,
+                f"{len(blob) if isinstance(blob, bytes) else 0} bytes, expected {size}",
+                RESTORE,
+            )
         elif not np.isfinite(np.frombuffer(blob, np.float32)).all():
-            bad_descriptors.add(rowid)
-            problem("descriptor", eid, "holds NaN or infinite values", backup)
-    checked["descriptors"] = len(rows)
-    # cached scans
+            bad.add(rowid)
+            _problem(problems, "descriptor", eid, "holds NaN or infinite values", RESTORE)
+    return len(rows), bad
+
+
+def _check_scans(store, repair: bool, bad_descriptors: set[int], cached, problems: list, notes: list) -> int:
+    """Each cached scan against the checksum recorded at ingest; with ``repair``, a damaged one is
+    re-created or dropped (`_repair_scan`) and a missing checksum recorded. Returns the number checked."""
+    db = store._db
     rows = db.execute(
         "SELECT rowid, exhibit_id, scan_file, scan_sha256, source_sha256, scan_state, source_path, "
         "source_read, descriptor, meta_json FROM exhibits ORDER BY rowid"
@@ -95,7 +146,8 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
             scan = store._read_cached(rowid, eid, rel, sha, source_sha, state)
         except DamagedScanError as e:
             if not repair:
-                problem(
+                _problem(
+                    problems,
                     "scan",
                     e.path,
                     f"exhibit {eid}: {e.problem}",
@@ -105,7 +157,7 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
             done, action = _repair_scan(
                 store, rowid, eid, rel, source_sha, src, read, blob, meta_json, rowid not in bad_descriptors, cached
             )
-            problem("scan", e.path, f"exhibit {eid}: {e.problem}", action, repaired=done)
+            _problem(problems, "scan", e.path, f"exhibit {eid}: {e.problem}", action, repaired=done)
             continue
         if sha is None:
             unrecorded += 1
@@ -116,32 +168,32 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
             f"{unrecorded} cached scans made before schema 3 had no checksum recorded (checked against "
             f"their source SHA-256 instead); " + ("recorded now" if repair else "`--repair` records it")
         )
-    checked["scans"] = len(rows)
-    # the index
+    return len(rows)
+
+
+def _check_index(store, repair: bool, problems: list) -> int:
+    """The index file; with ``repair``, a damaged one is rebuilt from the descriptors. Returns 1."""
     _, index_problem = store._read_index()
-    if index_problem is not None:
-        problems = [p for p in problems if p["check"] != "index"]  # the same problem, seen again
-        if not repair:
-            problem(
-                "index",
-                store.index_path,
-                index_problem,
-                "`ballistix check --repair` rebuilds it from the descriptors in store.sqlite",
-            )
-        else:
-            try:
-                store.rebuild_index()
-                problem(
-                    "index",
-                    store.index_path,
-                    index_problem,
-                    "rebuilt from the descriptors in store.sqlite",
-                    repaired=True,
-                )
-            except StoreError as e:
-                problem("index", store.index_path, index_problem, f"not rebuilt: {e}")
-    checked["index"] = 1
-    # registered calibrations
+    if index_problem is None:
+        return 1
+    problems[:] = [p for p in problems if p["check"] != "index"]  # the same problem, seen again
+    if not repair:
+        action = "`ballistix check --repair` rebuilds it from the descriptors in store.sqlite"
+        _problem(problems, "index", store.index_path, index_problem, action)
+        return 1
+    try:
+        store.rebuild_index()
+    except StoreError as e:
+        _problem(problems, "index", store.index_path, index_problem, f"not rebuilt: {e}")
+    else:
+        action = "rebuilt from the descriptors in store.sqlite"
+        _problem(problems, "index", store.index_path, index_problem, action, repaired=True)
+    return 1
+
+
+def _check_calibrations(store, problems: list) -> int:
+    """Each registered calibration file against the SHA-256 recorded at registration (none when
+    the list of registrations is itself damaged). Returns the number checked."""
     recs = store.calibration_records() if "meta.calibrations" not in {p["item"] for p in problems} else []
     for r in recs:
         path = store.folder / str(r.get("file", ""))
@@ -150,15 +202,20 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
         except OSError:
             ok = False
         if not ok:
-            problem(
+            _problem(
+                problems,
                 "calibration",
                 path,
                 f"the registered calibration {r.get('name')!r} is missing or altered "
                 f"(SHA-256 recorded at registration differs)",
                 "register it again from a trusted copy",
             )
-    checked["calibrations"] = len(recs)
-    # leftovers of interrupted writes (harmless; removed by repair when over an hour old)
+    return len(recs)
+
+
+def _check_leftovers(store, repair: bool, new_prefix: str, notes: list) -> None:
+    """Temporary files of interrupted writes: harmless, noted; removed by repair when older than
+    `STALE_AFTER_S`."""
     stale = [
         p
         for p in [
@@ -168,7 +225,7 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
         ]
         if p.is_file()
     ]
-    old = [p for p in stale if time.time() - p.stat().st_mtime > 3600]
+    old = [p for p in stale if time.time() - p.stat().st_mtime > STALE_AFTER_S]
     if repair:
         for p in old:
             with contextlib.suppress(OSError):
@@ -178,15 +235,6 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
             f"{len(stale)} temporary files of interrupted writes in {store.folder}"
             + (f"; {len(old)} over an hour old removed" if repair and old else "")
         )
-    store._opening = []
-    return {
-        "store": str(store.folder),
-        "ok": all(p["repaired"] for p in problems),
-        "repair": repair,
-        "checked": checked,
-        "problems": problems,
-        "notes": notes,
-    }
 
 
 def _repair_scan(
