@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import io
 import json
 import math
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import faiss
@@ -54,6 +56,14 @@ SQ_MAX = 20_000_000  # IVF with an HNSW quantizer and 8-bit codes below this; PQ
 TOMBSTONE_FRACTION = 0.10
 RANDOMIZED_FROM = 4  # PCA by randomized SVD once both sides of the training matrix exceed 4 x pca_dim
 POWER_ITERATIONS = 3
+SMALL_BATCH = 64  # fewer query vectors than this are projected and searched on one thread
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def choose_factory(n: int, dim: int) -> str:
@@ -106,16 +116,23 @@ def principal_components(x: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
     each component's largest coefficient is positive.
     """
     n, d = x.shape
+    one_thread = _blas_controller().limit(limits=1, user_api="blas")  # thin QR and SVD: threads only spin
     if min(n, d) < RANDOMIZED_FROM * k:
         _, _, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
         comp = vt[:k]
     else:
         omega = np.random.default_rng(seed).standard_normal((d, k + 32)).astype(np.float32)
-        q, _ = np.linalg.qr(x @ omega)
+        y = x @ omega
         for _ in range(POWER_ITERATIONS):
-            q, _ = np.linalg.qr(x.T @ q)
-            q, _ = np.linalg.qr(x @ q)
-        _, _, vt = np.linalg.svd((q.T @ x).astype(np.float64), full_matrices=False)
+            with one_thread:
+                q, _ = np.linalg.qr(y)
+            z = x.T @ q
+            with one_thread:
+                q, _ = np.linalg.qr(z)
+            y = x @ q
+        with one_thread:
+            q, _ = np.linalg.qr(y)
+            _, _, vt = np.linalg.svd((q.T @ x).astype(np.float64), full_matrices=False)
         comp = vt[:k]
     return comp * np.sign(comp[np.arange(len(comp)), np.abs(comp).argmax(1)])[:, None]
 
@@ -198,7 +215,11 @@ class ScanIndex:
         k (default 25: recall@200 of 0.98 against exact search at 1 million
         vectors in `benchmarks/index_scale.py`).
     threads : int, optional
-        FAISS (OpenMP) threads for add, train and search; None leaves FAISS's setting.
+        FAISS (OpenMP) and BLAS threads for add, train and search; None leaves
+        their settings. Whatever this says, the projection of fewer than
+        ``SMALL_BATCH`` queries runs on one BLAS thread: a 9,216 x 256 product
+        gains nothing from threads, and on a busy machine their spin-waiting
+        made it 20 times slower (0.25 ms became 4-40 ms).
 
     Examples
     --------
@@ -294,13 +315,20 @@ class ScanIndex:
             f"n={len(self)}, pca_dim={self.pca_dim}, type={self.index_type})"
         )
 
+    def _blas(self, n_rows: int):
+        """BLAS threads for a product over ``n_rows`` vectors (see ``threads``)."""
+        limit = 1 if n_rows < SMALL_BATCH else self.threads
+        return nullcontext() if limit is None else _blas_controller().limit(limits=limit, user_api="blas")
+
     @contextlib.contextmanager
-    def _omp(self):
-        if self.threads is None:
+    def _omp(self, n_rows: int | None = None):
+        """FAISS (OpenMP) threads for an operation over ``n_rows`` vectors (see ``threads``)."""
+        threads = 1 if n_rows is not None and n_rows < SMALL_BATCH else self.threads
+        if threads is None:
             yield
             return
         before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(self.threads)
+        faiss.omp_set_num_threads(threads)
         try:
             yield
         finally:
@@ -355,7 +383,8 @@ class ScanIndex:
         if self.pca_dim is not None:
             if self._pca_components is None:
                 raise ParameterError("this index projects with a PCA: call train(reference_vectors) first")
-            x = (x - self._pca_mean) @ self._pca_components.T
+            with self._blas(len(x)):
+                x = (x - self._pca_mean) @ self._pca_components.T
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         return np.ascontiguousarray(x / np.where(norm > 0, norm, 1.0), dtype=np.float32)
 
@@ -372,7 +401,8 @@ class ScanIndex:
             if len(x) < 2:
                 raise ParameterError(f"a PCA needs at least 2 training vectors, got {len(x)}")
             mean = x.mean(0, dtype=np.float64) if self.pca_center else np.zeros(self.dim)
-            comp = principal_components(x - mean.astype(np.float32), self.pca_dim)
+            with self._blas(len(x)):
+                comp = principal_components(x - mean.astype(np.float32), self.pca_dim)
             if len(comp) < self.pca_dim:
                 comp = np.vstack([comp, np.zeros((self.pca_dim - len(comp), self.dim))])
             self._pca_mean, self._pca_components = mean.astype(np.float32), comp.astype(np.float32)
@@ -456,7 +486,7 @@ class ScanIndex:
         extra = int(self._tombstones.size)
         kk = min(k + extra, int(self._index.ntotal))
         self._set_search_params(self._index, kk)
-        with self._omp():
+        with self._omp(len(q)):
             d, i = self._index.search(q, kk)
         if extra:
             dead = np.isin(i, self._tombstones)
