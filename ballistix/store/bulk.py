@@ -16,7 +16,6 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import numpy as np
 
@@ -35,8 +34,10 @@ _SHA = re.compile(r"[0-9a-f]{64}")
 _UNIT_TOLERANCE = 1e-3  # descriptors are L2-normalised
 
 
-def _scan_record(path: Path, cache: dict, spacing_m: float, signature) -> tuple[str, str, dict, list]:
-    """(absolute path, SHA-256, population, processing) of a processed scan file, checked once per file."""
+def _scan_record(path, cache: dict, spacing_m: float, signature) -> tuple[str, str, dict, str]:
+    """(absolute path, SHA-256, population, processing as JSON) of a processed scan file, checked once."""
+    if path in cache:
+        return cache[path]
     key = os.path.abspath(path)
     if key not in cache:
         scan = read_npz(path)
@@ -48,7 +49,9 @@ def _scan_record(path: Path, cache: dict, spacing_m: float, signature) -> tuple[
             )
         if signature is not None and processing_signature(scan.meta["processing"]) != signature:
             raise ParameterError(f"{path}: processed with other steps or parameters than the store's exhibits")
-        cache[key] = (key, sha256_file(path), population(scan.meta), scan.meta["processing"])
+        processing = json.dumps(scan.meta["processing"], default=str)
+        cache[key] = (key, sha256_file(path), population(scan.meta), processing)
+    cache[path] = cache[key]
     return cache[key]
 
 
@@ -66,7 +69,7 @@ def _row(rec: Mapping, dim: int, scans: dict, spacing_m: float, signature, now: 
     scan_file = m.pop("scan_file", None)
     if scan_file is None:
         raise ParameterError(f"{eid}: scan_file (the processed scan, a .npz from write_npz) is required")
-    path, scan_sha, pop, processing = _scan_record(Path(scan_file), scans, spacing_m, signature)
+    path, scan_sha, pop, processing = _scan_record(scan_file, scans, spacing_m, signature)
     kind = m.pop("kind", None) or ("test_fire" if m.get("firearm_id") else "scene")
     m = check_exhibit_meta({"kind": kind, **m})
     m.pop("kind")
@@ -79,7 +82,7 @@ def _row(rec: Mapping, dim: int, scans: dict, spacing_m: float, signature, now: 
         kind,
         *fields,
         json.dumps(m, sort_keys=True, default=str),
-        json.dumps(processing, default=str),
+        processing,
         vec.tobytes(),
         path,
         now,
@@ -157,5 +160,5 @@ def import_prepared(store, records: Iterable[Mapping], *, batch: int = BATCH, st
     finally:
         if new_ids:
             store._add_to_index(np.concatenate(new_ids))
-    out["scan_files"] = len(scans)
+    out["scan_files"] = len({v[0] for v in scans.values()})
     return out

@@ -19,7 +19,8 @@ the index file's manifest):
   deterministic sample spread evenly over the ingest order). Past that the
   components are stable (the leading 256 of a 9,216-long descriptor) and a
   rebuild of a million exhibits costs minutes, so refitting is a deliberate
-  act: `CaseStore.rebuild_index` (``ballistix check --store DIR --rebuild-index``).
+  act: `CaseStore.rebuild_index()` refits on the store as it is then (so does
+  ``ballistix check --store DIR --repair`` when it rebuilds a damaged index).
 
 Doubling keeps the total work of refits proportional to the store's size.
 """
