@@ -166,3 +166,35 @@ def test_training_sample_is_spread_over_the_ingest_order(monkeypatch):
     sample = D.training_rowids(rows)
     assert len(sample) == 10 and sample[0] == 1 and sample[-1] == 1000
     assert np.array_equal(D.training_rowids(rows[:7]), rows[:7])
+
+
+def test_refine_with_reranks_by_the_full_vectors():
+    dim = 64
+    x = unit_rows(40, dim, 4)  # full rank: an 8-value projection loses most of each vector
+    index = bx.ScanIndex(dim, pca_dim=8, pca_center=False)
+    index.train(x)
+    index.add(np.arange(40), x)
+    exact = np.argsort(-(x[:10] @ x.T), axis=1)[:, :3]
+    _, compact = index.search(x[:10], 3)
+    assert not np.array_equal(compact, exact)  # the projection alone ranks otherwise
+    index.refine_with(lambda ids: x[ids], factor=14)  # 42 candidates: all of them
+    scores, ids = index.search(x[:10], 3)
+    assert np.array_equal(ids, exact)
+    assert np.allclose(scores, np.take_along_axis(x[:10] @ x.T, exact, 1), atol=1e-6)  # the full cosines
+    index.refine_with(lambda ids: np.where(ids[:, None] == exact[0, 1], np.nan, x[ids]), factor=14)
+    _, ids = index.search(x[:1], 3)
+    assert exact[0, 1] not in ids[0]  # a vector the source cannot give is left out
+
+
+def test_a_compact_store_shortlists_like_its_full_descriptors(tmp_path, pool, small_policy):
+    dim = pool[0][1].size
+    vecs = unit_rows(30, dim, 6)
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        st.import_prepared(records(vecs, pool))
+        assert st.projection["kind"] == "subspace"
+        scores, ids = st._index.search(vecs[:5], 4)
+    full = vecs[:5] @ vecs.T
+    top = np.argsort(-full, axis=1)[:, :4]
+    covered = ids == top + 1  # rowids start at 1; 20 candidates of 30 by the 8-value projection
+    assert covered.mean() > 0.9
+    assert np.allclose(scores[covered], np.take_along_axis(full, top, 1)[covered], atol=1e-5)

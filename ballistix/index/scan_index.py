@@ -56,6 +56,7 @@ SQ_MAX = 20_000_000  # IVF with an HNSW quantizer and 8-bit codes below this; PQ
 TOMBSTONE_FRACTION = 0.10
 RANDOMIZED_FROM = 4  # PCA by randomized SVD once both sides of the training matrix exceed 4 x pca_dim
 POWER_ITERATIONS = 3
+REFINE_FACTOR = 5  # refine_with: candidates re-ranked by the full vectors, as a multiple of k
 SMALL_BATCH = 64  # fewer query vectors than this are projected and searched on one thread
 
 
@@ -269,6 +270,7 @@ class ScanIndex:
         self.threads = None if threads is None else int(threads)
         self._pca_mean: np.ndarray | None = None
         self._pca_components: np.ndarray | None = None
+        self._exact = None  # (fetch, factor): see refine_with
         self._ids = np.zeros(0, np.int64)  # live ids, sorted
         self._tombstones = np.zeros(0, np.int64)  # removed from the results, still in the FAISS index
         self.factory = choose_factory(0, self.inner_dim) if self.auto else factory.strip()
@@ -478,7 +480,42 @@ class ScanIndex:
         if int(k) != k or k < 1:
             raise ParameterError(f"k must be a positive integer, got {k!r}")
         k = int(k)
-        q = self._project(self._check_vectors(vectors, "query vectors"))
+        x = self._check_vectors(vectors, "query vectors")
+        if self._exact is None or self.pca_dim is None:
+            return self._search_projected(self._project(x), k)
+        fetch, factor = self._exact
+        _, ids = self._search_projected(self._project(x), k * factor)
+        return self._rerank(x, ids, k, fetch)
+
+    def refine_with(self, fetch, *, factor: int = REFINE_FACTOR) -> ScanIndex:
+        """Re-rank searches by the full vectors: the best ``factor * k`` candidates by the projected
+        vectors are ordered by the exact cosine of their full vectors, ``fetch(ids)`` (an array of
+        shape (len(ids), dim), NaN rows for ids it cannot give). Only for an index with a PCA; the
+        source is not saved with the index (a `CaseStore` sets its SQLite descriptors). Scores are
+        then the full vectors' cosines."""
+        if int(factor) != factor or factor < 1:
+            raise ParameterError(f"factor must be a positive integer, got {factor!r}")
+        self._exact = (fetch, int(factor))
+        return self
+
+    def _rerank(self, x: np.ndarray, ids: np.ndarray, k: int, fetch) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.full((len(x), k), -np.inf, np.float32)
+        out = np.full((len(x), k), -1, np.int64)
+        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+        for r, row in enumerate(ids):
+            live = row[row >= 0]
+            if not live.size:
+                continue
+            full = np.asarray(fetch(live), np.float32)
+            with self._blas(1):
+                sims = (full @ xn[r]) / np.linalg.norm(full, axis=1)
+            sims = np.where(np.isfinite(sims), sims, -np.inf).astype(np.float32)
+            order = np.argsort(-sims, kind="stable")[:k]
+            order = order[np.isfinite(sims[order])]
+            scores[r, : len(order)], out[r, : len(order)] = sims[order], live[order]
+        return scores, out
+
+    def _search_projected(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores = np.full((len(q), k), -np.inf, np.float32)
         out = np.full((len(q), k), -1, np.int64)
         if not len(self) or not len(q):

@@ -75,7 +75,7 @@ from ..io import check_units, read_npz, read_scan, write_npz
 from ..provenance import population
 from ..scan import Scan, scan_sha256
 from .bulk import import_prepared
-from .descriptors import PROJECT_FROM, build_index, descriptor_chunks, refit_due
+from .descriptors import PROJECT_FROM, build_index, descriptor_chunks, refine, refit_due
 
 __all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
 
@@ -711,7 +711,7 @@ class CaseStore:
         if projection.get("sha256") != index.projection_sha256:
             return None, "its projection is not the one recorded in store.sqlite"
         self._projection = projection
-        return index, None
+        return refine(index, self._db), None
 
     def _save_index(self) -> None:
         """Save the index atomically and record its digest, in one write transaction (a crash between

@@ -91,6 +91,18 @@ def descriptor_chunks(db: sqlite3.Connection, dim: int, *, rowids=None, chunk: i
         yield _vectors(rows, dim)
 
 
+def fetch(db: sqlite3.Connection, dim: int, rowids: np.ndarray) -> np.ndarray:
+    """The full descriptors of ``rowids``, in that order (NaN rows for those missing or damaged):
+    what the compact index re-ranks its candidates with (`ScanIndex.refine_with`)."""
+    rowids = np.asarray(rowids, np.int64)
+    out = np.full((len(rowids), dim), np.nan, np.float32)
+    where = {int(r): i for i, r in enumerate(rowids)}
+    for ids, vecs in descriptor_chunks(db, dim, rowids=np.unique(rowids)):
+        for r, v in zip(ids.tolist(), vecs):
+            out[where[r]] = v
+    return out
+
+
 def training_rowids(rowids: np.ndarray) -> np.ndarray:
     """The exhibits a PCA is fitted on: all, or ``TRAIN_MAX`` spread evenly over the ingest order."""
     if len(rowids) <= TRAIN_MAX:
@@ -144,4 +156,13 @@ def build_index(db: sqlite3.Connection, descriptor: dict) -> tuple[ScanIndex, di
         }
     for ids, vecs in descriptor_chunks(db, dim):
         index.add(ids, vecs)
-    return index, record
+    return refine(index, db), record
+
+
+def refine(index: ScanIndex, db: sqlite3.Connection) -> ScanIndex:
+    """A compact index re-ranks its best ``REFINE_FACTOR * k`` candidates by the full descriptors in
+    SQLite, so that the store's shortlist is the full descriptor's (see the module notes)."""
+    if index.pca_dim is not None:
+        dim = index.dim
+        index.refine_with(lambda ids: fetch(db, dim, ids))
+    return index
