@@ -9,10 +9,10 @@ and `read` turns them back, so every format reads back to the same graph.
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
-from collections import defaultdict
+import re
+import time
 from pathlib import Path
 
 import networkx as nx
@@ -38,62 +38,304 @@ def _suffix(path: Path) -> str:
     return s
 
 
-def _encoded(items) -> list[tuple]:
-    """(key, attrs) pairs with every attribute GraphML/GEXF cannot hold as it is made a json: string."""
-    items = list(items)
-    types = defaultdict(set)
-    for *_, d in items:
-        for k, v in d.items():
-            types[k].add(type(v))
-    plain = {k for k, t in types.items() if len(t) == 1 and next(iter(t)) in _NATIVE}
-    out = []
-    for *key, d in items:
-        e = {}
-        for k, v in d.items():
-            if k in plain and not (isinstance(v, str) and v.startswith(_JSON)):
-                e[k] = v
-            else:
-                e[k] = _JSON + json.dumps(v, sort_keys=True)
-        out.append((*key, e))
-    return out
+class _Encoding:
+    """How one scope's attributes (the graph's, the nodes' or the edges') are written to GraphML and GEXF.
+
+    Made in one pass over the scope's attribute mappings, holding only the names seen: a name is
+    *plain* when every value of it has one type among bool, int, float and str; its values are then
+    written as they are, except a string that starts with ``"json:"`` or holds a character XML 1.0
+    cannot carry. Every other value is written as ``"json:"`` + its JSON. ``names``: the attribute
+    names in order of first appearance, each with the type written (str for encoded names).
+    """
+
+    def __init__(self, mappings):
+        types: dict[str, set] = {}
+        for d in mappings:
+            for k, v in d.items():
+                t = types.get(k)
+                if t is None:
+                    types[k] = {type(v)}
+                elif type(v) not in t:
+                    t.add(type(v))
+        self.plain = {k for k, t in types.items() if len(t) == 1 and next(iter(t)) in _NATIVE}
+        self.names = {k: next(iter(types[k])) if k in self.plain else str for k in types}
+
+    def value(self, k: str, v):
+        if k in self.plain and not (isinstance(v, str) and (v.startswith(_JSON) or _NOT_XML.search(v))):
+            return v
+        return _JSON + json.dumps(v, sort_keys=True)
 
 
 def _decoded(d: dict) -> dict:
     return {k: json.loads(v[len(_JSON) :]) if isinstance(v, str) and v.startswith(_JSON) else v for k, v in d.items()}
 
 
-def _plain_copy(g, *, node_ids: bool = True) -> nx.Graph:
-    h = nx.Graph()
-    h.graph.update(_encoded([("graph", g.nx.graph)])[0][1])
-    nodes = g.nx.nodes(data=True)
-    if not node_ids:  # GEXF takes an "id" attribute for its own node id; the key holds it anyway
-        nodes = [(n, {k: v for k, v in d.items() if k != "id"}) for n, d in nodes]
-    h.add_nodes_from(_encoded(nodes))
-    h.add_edges_from(_encoded(g.nx.edges(data=True)))
-    return h
+# XML 1.0 characters (https://www.w3.org/TR/xml/#charsets); a value with any other goes as "json:" + JSON
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _text(s: str) -> str:
+    """Character data, escaped as ElementTree escapes it (and a carriage return kept as one)."""
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    if "\r" in s:  # a parser reads a bare CR as a newline
+        s = s.replace("\r", "&#13;")
+    return s
+
+
+def _attr(s: str) -> str:
+    """An attribute value, escaped as ElementTree escapes it."""
+    s = _text(s)
+    if '"' in s:
+        s = s.replace('"', "&quot;")
+    if "\n" in s:
+        s = s.replace("\n", "&#10;")
+    if "\t" in s:
+        s = s.replace("\t", "&#09;")
+    return s
+
+
+def _xml_id(path: Path, what: str, s: str) -> str:
+    """A node key as an XML attribute value; a key XML cannot carry is refused (the file would not read)."""
+    m = _NOT_XML.search(s)
+    if m:
+        raise ParameterError(
+            f"{path}: {what} {s!r} holds the character U+{ord(m.group()):04X}, which XML 1.0 cannot carry: "
+            f"export to .json instead"
+        )
+    return _attr(s)
+
+
+class _Chunks:
+    """Text written to a binary file in chunks of about 256 kB (UTF-8): the document is never in memory."""
+
+    def __init__(self, f):
+        self.f, self.parts, self.size = f, [], 0
+
+    def write(self, s: str) -> None:
+        self.parts.append(s)
+        self.size += len(s)
+        if self.size > 1 << 18:
+            self.flush()
+
+    def flush(self) -> None:
+        self.f.write("".join(self.parts).encode("utf-8"))
+        self.parts, self.size = [], 0
+
+
+# GraphML: the document NetworkX's write_graphml writes (same keys and declarations, ids d0, d1, ...),
+# written element by element
+_GRAPHML_HEAD = (
+    "<?xml version='1.0' encoding='utf-8'?>\n"
+    '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
+    'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n'
+)
+_GRAPHML_TYPES = {bool: "boolean", int: "long", float: "double", str: "string"}
+
+
+def _graphml_value(v) -> str:
+    return _text(v if isinstance(v, str) else str(v))
+
+
+def _write_graphml(g, f, path: Path) -> None:
+    G = g.nx
+    graph = {k: v for k, v in G.graph.items() if k not in ("node_default", "edge_default")}
+    scopes = {
+        "graph": _Encoding([graph]),
+        "node": _Encoding(d for _, d in G.nodes(data=True)),
+        "edge": _Encoding(d for *_, d in G.edges(data=True)),
+    }
+    keys = {}  # (scope, name) -> key id, numbered in the order NetworkX meets them: graph, nodes, edges
+    for scope, enc in scopes.items():
+        for name in enc.names:
+            keys[scope, name] = f"d{len(keys)}"
+    out = _Chunks(f)
+    out.write(_GRAPHML_HEAD)
+    for (scope, name), kid in reversed(keys.items()):  # NetworkX inserts each new key first
+        kind = _GRAPHML_TYPES[scopes[scope].names[name]]
+        out.write(f'  <key id="{kid}" for="{scope}" attr.name="{_attr(name)}" attr.type="{kind}" />\n')
+
+    def data(scope, d, indent):
+        enc, parts = scopes[scope], []
+        for k, v in d.items():
+            text = _graphml_value(enc.value(k, v))
+            kid = keys[scope, k]
+            parts.append(f'{indent}<data key="{kid}">{text}</data>\n' if text else f'{indent}<data key="{kid}" />\n')
+        return "".join(parts)
+
+    body = data("graph", graph, "    ")  # NetworkX appends the graph's data after its nodes and edges
+    if not (body or G.number_of_nodes() or G.number_of_edges()):
+        out.write('  <graph edgedefault="undirected" />\n</graphml>\n')
+        out.flush()
+        return
+    out.write('  <graph edgedefault="undirected">\n')
+    for n, d in G.nodes(data=True):
+        nid = _xml_id(path, "node", str(n))
+        head = f'    <node id="{nid}"'
+        out.write(f"{head}>\n{data('node', d, '      ')}    </node>\n" if d else f"{head} />\n")
+    for u, v, d in G.edges(data=True):
+        e = f'    <edge source="{_xml_id(path, "node", str(u))}" target="{_xml_id(path, "node", str(v))}"'
+        out.write(f"{e}>\n{data('edge', d, '      ')}    </edge>\n" if d else f"{e} />\n")
+    out.write(body + "  </graph>\n</graphml>\n")
+    out.flush()
+
+
+# GEXF 1.2: the document NetworkX's write_gexf writes, element by element. NetworkX reads some attribute
+# names as parts of the format (a node's label, an edge's weight, ...): those are refused, not mangled.
+_GEXF_TYPES = {bool: "boolean", int: "long", float: "double", str: "string"}
+_GEXF_RESERVED = {
+    "node": {"id", "label", "pid", "start", "end", "parents", "spells", "viz", "key"},
+    "edge": {"id", "label", "weight", "type", "start", "end", "spells", "viz", "key"},
+}
+
+
+def _gexf_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    s = str(v)
+    if isinstance(v, float):
+        s = {"inf": "INF", "nan": "NaN", "-inf": "-INF"}.get(s, s)
+    return _attr(s)
+
+
+def _write_gexf(g, f, path: Path) -> None:
+    G = g.nx
+
+    def nodes():  # GEXF takes an "id" attribute for its own node id; the key holds it anyway
+        return ((n, {k: v for k, v in d.items() if k != "id"}) for n, d in G.nodes(data=True))
+
+    scopes = {"node": _Encoding(d for _, d in nodes()), "edge": _Encoding(d for *_, d in G.edges(data=True))}
+    for scope, enc in scopes.items():
+        bad = sorted(_GEXF_RESERVED[scope] & set(enc.names))
+        if bad:
+            raise ParameterError(
+                f"{path}: GEXF reads the {scope} attribute(s) {bad} as part of its format; "
+                f"rename them or export to .graphml or .json"
+            )
+    ids = {}  # (scope, name) -> attribute id, numbered as NetworkX numbers them: nodes, then edges
+    for scope, enc in scopes.items():
+        for name in enc.names:
+            ids[scope, name] = str(len(ids))
+    name = G.graph.get("name", "")
+    mode = "dynamic" if G.graph.get("mode") == "dynamic" else "static"
+    desc = html.escape(_GEXF_MARK + json.dumps(G.graph, sort_keys=True), quote=False)
+    out = _Chunks(f)
+    out.write(
+        "<?xml version='1.0' encoding='utf-8'?>\n"
+        '<gexf xmlns="http://www.gexf.net/1.2draft" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        'xsi:schemaLocation="http://www.gexf.net/1.2draft http://www.gexf.net/1.2draft/gexf.xsd" version="1.2">\n'
+        f'  <meta lastmodifieddate="{time.strftime("%Y-%m-%d")}">\n'
+        f"    <creator>NetworkX {_text(nx.__version__)}</creator>\n"
+        f"    <description>{desc}</description>\n"
+        "  </meta>\n"
+        f'  <graph defaultedgetype="undirected" mode="{mode}" name="{_attr(str(name))}">\n'
+    )
+    for scope in ("edge", "node"):  # NetworkX inserts each class's declarations first: edges end up on top
+        if scopes[scope].names:
+            out.write(f'    <attributes mode="static" class="{scope}">\n')
+            for k, t in scopes[scope].names.items():
+                out.write(f'      <attribute id="{ids[scope, k]}" title="{_attr(k)}" type="{_GEXF_TYPES[t]}" />\n')
+            out.write("    </attributes>\n")
+
+    def attvalues(scope, d):
+        enc = scopes[scope]
+        values = "".join(
+            f'          <attvalue for="{ids[scope, k]}" value="{_gexf_value(enc.value(k, v))}" />\n'
+            for k, v in d.items()
+        )
+        return f"        <attvalues>\n{values}        </attvalues>\n"
+
+    if G.number_of_nodes():
+        out.write("    <nodes>\n")
+        for n, d in nodes():
+            nid = _xml_id(path, "node", str(n))
+            head = f'      <node id="{nid}" label="{nid}"'
+            out.write(f"{head}>\n{attvalues('node', d)}      </node>\n" if d else f"{head} />\n")
+        out.write("    </nodes>\n")
+    else:
+        out.write("    <nodes />\n")
+    if G.number_of_edges():
+        out.write("    <edges>\n")
+        for i, (u, v, d) in enumerate(G.edges(data=True)):
+            head = (
+                f'      <edge source="{_xml_id(path, "node", str(u))}" target="{_xml_id(path, "node", str(v))}" '
+                f'id="{i}"'
+            )
+            out.write(f"{head}>\n{attvalues('edge', d)}      </edge>\n" if d else f"{head} />\n")
+        out.write("    </edges>\n")
+    else:
+        out.write("    <edges />\n")
+    out.write("  </graph>\n</gexf>\n")
+    out.flush()
+
+
+def _write_json(g, f) -> None:
+    """Node-link JSON as `networkx.node_link_data` makes it (``edges="edges"``), one node or edge a line."""
+    G = g.nx
+    out = _Chunks(f)
+    head = {"format": "ballistix-linkage-graph", "graph": {"directed": False, "multigraph": False, "graph": G.graph}}
+    out.write(json.dumps(head)[:-2] + ',\n"nodes": [')
+    for i, (n, d) in enumerate(G.nodes(data=True)):
+        out.write(("," if i else "") + "\n" + json.dumps({**d, "id": n}))
+    out.write('\n],\n"edges": [')
+    for i, (u, v, d) in enumerate(G.edges(data=True)):
+        out.write(("," if i else "") + "\n" + json.dumps({**d, "source": u, "target": v}))
+    out.write("\n]}}\n")
+    out.flush()
 
 
 def write(g, path) -> Path:
+    """Write ``g`` to ``path``; the format follows the suffix (see `FORMATS`).
+
+    The file is written node by node and edge by edge, never whole in memory (a graph of a
+    million exhibits writes in constant memory beyond the graph itself), to a temporary
+    name that replaces ``path`` only when complete. GraphML and GEXF are the documents
+    NetworkX writes (`networkx.write_graphml`, `networkx.write_gexf`) for the graph with
+    non-native values as ``"json:"`` strings; JSON is `networkx.node_link_data` with
+    ``edges="edges"`` under a ``format`` marker, one node or edge a line.
+
+    Parameters
+    ----------
+    g : LinkageGraph
+    path : str or Path
+        ``.graphml``, ``.gexf`` or ``.json``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ParameterError
+        An unknown suffix; for GEXF, an attribute name GEXF reads as part of its format
+        (a node's ``label``, an edge's ``weight``, ...); for XML, a node key with a character
+        XML cannot carry.
+
+    Examples
+    --------
+    >>> import ballistix as bx, tempfile, pathlib
+    >>> g = bx.LinkageGraph.from_comparisons([("A", "B", {"cmc_count": 24, "log10_lr": 3.0})])
+    >>> p = g.export(pathlib.Path(tempfile.mkdtemp()) / "links.graphml")
+    >>> bx.LinkageGraph.read(p).groups()
+    [{'A', 'B'}]
+    """
     path = Path(path)
     s = _suffix(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         if s == ".json":
-            doc = {"format": "ballistix-linkage-graph", "graph": nx.node_link_data(g.nx, edges="edges")}
-            f.write(json.dumps(doc, indent=1).encode())
+            _write_json(g, f)
         elif s == ".graphml":
-            nx.write_graphml(_plain_copy(g), f)
+            _write_graphml(g, f, path)
         else:
-            f.write(_gexf_bytes(g))
+            _write_gexf(g, f, path)
     return path
-
-
-def _gexf_bytes(g) -> bytes:
-    """GEXF has no graph attributes: they go, as JSON, in the meta description."""
-    buf = io.BytesIO()
-    nx.write_gexf(_plain_copy(g, node_ids=False), buf)
-    desc = html.escape(_GEXF_MARK + json.dumps(g.nx.graph, sort_keys=True), quote=False)
-    return buf.getvalue().replace(b"</creator>", f"</creator>\n    <description>{desc}</description>".encode(), 1)
 
 
 def _gexf_graph_attrs(root) -> dict:
