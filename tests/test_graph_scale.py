@@ -148,3 +148,94 @@ def test_values_many_records_share_are_kept_once(big):
     assert len(calibres) == 1 and len(origins) == 1
     shas = {id(d["sha256"]) for _, d in big.nx.nodes(data=True) if d["kind"] == "exhibit"}
     assert len(shas) == len(big.ids("exhibit"))  # unique values are left alone
+
+
+# -------------------------------------------------------------------- report
+def _rows(html: str, heading: str) -> int:
+    """Rows (header excluded) of the first table after ``heading``."""
+    part = html.split(heading, 1)[1]
+    return part.split("</table>", 1)[0].count("<tr>") - 1
+
+
+def test_report_of_a_large_graph_shows_the_top_rows_and_writes_every_row_to_csv(big, tmp_path, monkeypatch):
+    import base64
+    import csv
+    import io
+
+    from PIL import Image
+
+    import ballistix.store.report as report
+
+    monkeypatch.setattr(report, "TIMELINE_ROWS", 8)
+    big.add_scene("S0000000", place='=HYPERLINK("http://x")')  # a value a spreadsheet would run
+    new = big.ids("exhibit")[-900:]
+    path = report.write_graph_report(big, tmp_path / "r.html", new_exhibits=new, max_rows=25)
+    html = path.read_text()
+    folder = tmp_path / "r-tables"
+    expected = {
+        "leads": len(big.leads(new)),
+        "groups": len(big.group_summaries(min_size=2)),
+        "scene_links": len(analysis.scene_pairs(big)),
+        "unrecovered": len(big.unrecovered_guns()),
+        "candidates": len(big.candidates()),
+    }
+    assert all(n > 25 for n in expected.values()), expected
+    assert sorted(p.stem for p in folder.glob("*.csv")) == sorted(expected)
+    for name, n in expected.items():
+        with open(folder / f"{name}.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        assert len(rows) == 1 + n  # header and every row
+        assert f"The first 25 of {n:,} rows" in html and f"href='r-tables/{name}.csv'" in html
+    for heading in ("<h2>Leads", "<h2>Same-gun groups</h2>", "<h2>Scene links</h2>", "<h2>Guns seen at scenes"):
+        assert _rows(html, heading) == 25
+    groups = list(csv.DictReader(open(folder / "groups.csv", encoding="utf-8")))
+    assert [int(r["gun"]) for r in groups] == [s["group"] for s in big.group_summaries(min_size=2)]
+    assert groups[0]["exhibits"] == str(len(big.groups()[0]))  # largest first, as in the HTML
+    unrec = list(csv.DictReader(open(folder / "unrecovered.csv", encoding="utf-8")))
+    cells = [r["places"] for r in unrec if "HYPERLINK" in r["places"]]
+    assert cells and all(c.startswith("'=") for c in cells)  # shown as text, never run
+    assert "A large store: tables show their first 25 rows" in html
+    assert len(html) < 600_000
+    timeline = html.split("<h2>Scene timeline</h2>", 1)[1].split("base64,", 1)[1].split("'", 1)[0]
+    assert Image.open(io.BytesIO(base64.b64decode(timeline))).height < 110 * (0.45 * 8 + 2)  # 8 guns drawn
+    # the same report with room for every row: no CSV, and the files of the earlier report are gone
+    (folder / "notes.csv").write_text("an analyst's own file\n")
+    report.write_graph_report(big, path, new_exhibits=new, max_rows=100_000)
+    assert [p.name for p in folder.glob("*.csv")] == ["notes.csv"] and "A large store" not in path.read_text()
+
+
+def test_report_of_a_small_graph_is_one_file(tmp_path):
+    from ballistix.store.report import write_graph_report
+
+    g = synthetic_graph(200, seed=1)
+    path = write_graph_report(g, tmp_path / "r.html", new_exhibits=g.ids("exhibit"), since="2025-01-01")
+    html = path.read_text()
+    assert list(tmp_path.iterdir()) == [path] and "A large store" not in html and "CSV" not in html
+    assert "<h2>Leads: new exhibits since 2025-01-01</h2>" in html
+    assert f"{len(g.ids('exhibit'))} exhibits, {len(g.ids('scene'))} scenes" in html
+    with pytest.raises(bx.ParameterError, match="max_rows"):
+        write_graph_report(g, tmp_path / "x.html", max_rows=0)
+
+
+def test_benchmark_runs_quick_and_is_summarised(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "graph_scale", "--quick"],
+        cwd=root,
+        env={**os.environ, "BALLISTIX_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads((tmp_path / "graph_scale_quick.json").read_text())
+    assert out["graph"]["exhibits"] == 2000 and all(out["checks"].values()) and len(out["checks"]) == 3
+    assert {"build", "groups", "export .graphml", "export .json", "export .gexf", "report"} <= set(out["steps"])
+    assert all(s["seconds"] >= 0 and s["peak_rss_mb"] > 0 for s in out["steps"].values())
+    assert "graph_scale" in r.stdout and "export .graphml" in r.stdout
