@@ -36,9 +36,23 @@ def _scene(g, sid):
     return g.nx.nodes[f"scene:{sid}"]
 
 
+def _origins(g, members) -> tuple[set[str], set[str]]:
+    """The scenes and the firearms (test fires) of a group's exhibits, each exhibit's
+    neighbours read once (`scene_of` and `firearm_of` each read them all)."""
+    nodes, adj = g.nx.nodes, g.nx.adj
+    scenes, guns = set(), set()
+    for e in members:
+        for nb in adj[f"exhibit:{e}"]:
+            d = nodes[nb]
+            if d["kind"] == "scene":
+                scenes.add(d["id"])
+            elif d["kind"] == "firearm":
+                guns.add(d["id"])
+    return scenes, guns
+
+
 def _summary(g, k: int, members) -> dict:
-    scenes = sorted({s for e in members if (s := g.scene_of(e)) is not None})
-    guns = sorted({f for e in members if (f := g.firearm_of(e)) is not None})
+    scenes, guns = (sorted(x) for x in _origins(g, members))
     info = [_scene(g, s) for s in scenes]
     dates = sorted(d["date"] for d in info if d.get("date"))
     return {
@@ -255,8 +269,8 @@ def iter_unrecovered_guns(g) -> Iterator[dict]:
     groups = g._sorted_groups()
     keys = []
     for k, members in enumerate(groups):
-        scenes = {s for e in members if (s := g.scene_of(e)) is not None}
-        if scenes and not any(g.firearm_of(e) is not None for e in members):
+        scenes, guns = _origins(g, members)
+        if scenes and not guns:
             dates = [d for s in scenes if (d := _scene(g, s).get("date"))]
             keys.append((-len(scenes), min(dates) if dates else "", k))
     keys.sort()
