@@ -21,8 +21,10 @@ resident memory of each (``VmHWM``, reset before each step through
 so far): building, grouping, the analyses (group summaries, scene links,
 leads of the newest 1 % of exhibits, 16.4.2, counts by context, unrecovered
 guns, review candidates, weak links), GraphML, node-link JSON and GEXF
-export, and the HTML report with its CSV tables. ``--quick``: 2,000
-exhibits, and every export read back and compared with the graph.
+export, the HTML report with its CSV tables, and with ``--read`` reading
+each exported file back (after the graph that wrote it is dropped: one graph
+in memory at a time). ``--quick``: 2,000 exhibits, every export read back and
+compared with the graph.
 
 Writes benchmarks/results/graph_scale.json (``--quick``: graph_scale_quick.json)
 and prints a table.
@@ -259,7 +261,8 @@ def main(argv=None) -> int:
     p.add_argument("--comparisons", type=int, default=1, help="different-gun comparisons per exhibit")
     p.add_argument("--formats", nargs="+", default=[".graphml", ".json", ".gexf"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="2,000 exhibits; exports read back and checked")
+    p.add_argument("--read", action="store_true", help="read each exported file back (the graph dropped first)")
+    p.add_argument("--quick", action="store_true", help="2,000 exhibits; exports read back and compared")
     p.add_argument("--keep", type=Path, default=None, help="write the files into this folder and keep them")
     args = p.parse_args(argv)
     if args.quick:
@@ -283,29 +286,40 @@ def main(argv=None) -> int:
         "weak links": lambda: len(g.weak_links()),
     }
     counts = {name: steps.run(name, fn) for name, fn in analyses.items()}
-    files, checks = {}, {}
+    n_kind = {k: len(g.ids(k)) for k in ("exhibit", "scene", "firearm")}
+    shape = {
+        **{f"{k}s": v for k, v in n_kind.items()},
+        "nodes": g.nx.number_of_nodes(),
+        "edges": g.nx.number_of_edges(),
+        "match_edges": sum(1 for *_, k in g.nx.edges(data="kind") if k == "match"),
+        "groups_2plus": len(groups),
+    }
+    files, checks, exported = {}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for suffix in args.formats:
             path = steps.run(f"export {suffix}", g.export, folder / f"graph{suffix}")
             files[suffix] = round(path.stat().st_size / 2**20, 1)
-            if args.quick:
-                checks[f"{suffix} reads back identical"] = _same_graph(bx.LinkageGraph.read(path), g)
+            exported.append(path)
         report = steps.run("report", write_graph_report, g, folder / "report.html", new_exhibits=new)
         files["report.html"] = round(report.stat().st_size / 2**20, 2)
         tables = sorted(report.parent.glob(f"{report.stem}-tables/*.csv"))
         files["report tables (csv)"] = round(sum(t.stat().st_size for t in tables) / 2**20, 1)
-    n_kind = {k: len(g.ids(k)) for k in ("exhibit", "scene", "firearm")}
+        if args.read or args.quick:  # each file read back, the graph that wrote it gone (quick: kept, compared)
+            if not args.quick:
+                del g, groups
+            for path in exported:
+                back = steps.run(f"read {path.suffix}", bx.LinkageGraph.read, path)
+                if args.quick:
+                    checks[f"{path.suffix} reads back identical"] = _same_graph(back, g)
+                else:
+                    n = (back.nx.number_of_nodes(), back.nx.number_of_edges())
+                    checks[f"{path.suffix} reads back whole"] = n == (shape["nodes"], shape["edges"])
+                del back
     out = {
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "graph": {
-            **{f"{k}s": v for k, v in n_kind.items()},
-            "nodes": g.nx.number_of_nodes(),
-            "edges": g.nx.number_of_edges(),
-            "match_edges": sum(1 for *_, k in g.nx.edges(data="kind") if k == "match"),
-            "groups_2plus": len(groups),
-        },
+        "graph": shape,
         "counts": counts,
         "steps": steps.rows,
         "peak_reset_per_step": steps.resets,

@@ -237,5 +237,6 @@ def test_benchmark_runs_quick_and_is_summarised(tmp_path):
     out = json.loads((tmp_path / "graph_scale_quick.json").read_text())
     assert out["graph"]["exhibits"] == 2000 and all(out["checks"].values()) and len(out["checks"]) == 3
     assert {"build", "groups", "export .graphml", "export .json", "export .gexf", "report"} <= set(out["steps"])
+    assert {"read .graphml", "read .json", "read .gexf"} <= set(out["steps"])
     assert all(s["seconds"] >= 0 and s["peak_rss_mb"] > 0 for s in out["steps"].values())
     assert "graph_scale" in r.stdout and "export .graphml" in r.stdout

@@ -12,15 +12,18 @@ import html
 import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
 
 import networkx as nx
+from defusedxml.ElementTree import iterparse
 from defusedxml.ElementTree import parse as defused_parse
 
 from .._files import atomic_file
 from .._html import BORDER, FAINT, FILL, INK, KIND_COLOURS, LIGHT, NO_LINK
 from ..errors import FileFormatError, ParameterError
+from ._intern import shared
 from .rules import LINK_LR
 
 __all__ = ["write", "read", "to_html", "plot", "FORMATS"]
@@ -345,11 +348,257 @@ def _gexf_graph_attrs(root) -> dict:
     return {}
 
 
-def read(cls, path):
-    path = Path(path)
-    s = _suffix(path)
-    if not path.is_file():
-        raise FileFormatError(path, "no such file")
+class _Builder:
+    """Puts what a reader finds into a new `LinkageGraph`, node by node and edge by edge, then the
+    graph's attributes (which GraphML holds after its edges): the decision rule, then the links."""
+
+    def __init__(self, cls, path: Path, suffix: str):
+        self.cls, self.path, self.suffix = cls, path, suffix
+        self.g = cls()
+        self.dec = dict if suffix == ".json" else _decoded  # node-link JSON holds any value as it is
+
+    def node(self, n, d: dict) -> None:
+        d = self.dec(d)
+        if d.get("label") == n:
+            d.pop("label")
+        if "id" not in d and ":" in str(n):
+            d["id"] = str(n).split(":", 1)[1]
+        if d.get("kind") not in KIND_COLOURS or "id" not in d:
+            raise FileFormatError(self.path, f"node {n!r} is not an exhibit, scene or firearm with an id")
+        self.g.nx.add_node(sys.intern(str(n)), **shared(d))
+
+    def edge(self, u, v, d: dict) -> None:
+        gexf = self.suffix == ".gexf"  # GEXF adds edge ids
+        d = shared({k: val for k, val in self.dec(d).items() if not (gexf and k == "id")})
+        self.g.nx.add_edge(sys.intern(str(u)), sys.intern(str(v)), **d)
+
+    def finish(self, graph: dict):
+        graph = self.dec(graph)
+        for k in ("mode", "node_default", "edge_default"):  # added by the GEXF/GraphML readers
+            graph.pop(k, None)
+        if "threshold" in graph and "link_lr" not in graph:  # written by 0.2 and earlier: a count rule, kept as such
+            graph["count_rule"] = graph.pop("threshold")
+            graph["link_lr"] = LINK_LR
+        if "link_lr" not in graph:
+            raise FileFormatError(self.path, "not a ballistix linkage graph (no link_lr attribute)")
+        try:
+            rule = self.cls(
+                link_lr=float(graph["link_lr"]),
+                count_rule=int(graph.get("count_rule") or 0) or None,
+                confirmed_only=bool(graph.get("confirmed_only", False)),
+            )
+        except (TypeError, ValueError) as e:
+            raise FileFormatError(self.path, f"the graph's decision rule is not valid: {e}") from None
+        graph.update({k: rule.nx.graph[k] for k in ("link_lr", "count_rule", "confirmed_only")})
+        self.g.nx.graph.clear()
+        self.g.nx.graph.update(rule.nx.graph)
+        self.g.nx.graph.update(graph)
+        self.g._rebuild_links()
+        return self.g
+
+
+class _Unusual(Exception):
+    """A file the streaming readers leave to NetworkX's readers (which hold the whole document):
+    one that ballistix did not write (nested graphs, parallel or directed edges, dynamic GEXF, ...)."""
+
+
+def _tag(el) -> str:
+    return el.tag.rpartition("}")[2]
+
+
+_GRAPHML_READ = {"integer": int, "int": int, "long": int, "float": float, "double": float, "string": str}
+_GEXF_READ = {**_GRAPHML_READ, "liststring": str, "anyURI": str}
+_BOOL = {"true": True, "false": False, "0": False, "1": True}
+
+
+def _read_graphml(b: _Builder) -> dict:
+    """GraphML as `networkx.read_graphml` reads it, element by element (each node and edge dropped
+    from the tree once read)."""
+    keys: dict[str, tuple[str, str]] = {}
+    stack: list[str] = []
+    graph_el, graph = None, {}
+
+    def data(el) -> dict:
+        out = {}
+        for child in el:
+            if _tag(child) != "data" or len(child) or child.get("key") not in keys:
+                raise _Unusual  # ports, nested graphs, yFiles data, undeclared keys
+            name, kind = keys[child.get("key")]
+            text = child.text
+            if text is None:
+                out[name] = ""
+            elif kind == "boolean":
+                out[name] = _BOOL[text.lower()]
+            else:
+                out[name] = _GRAPHML_READ[kind](text)
+        return out
+
+    for event, el in iterparse(b.path, events=("start", "end")):
+        tag = _tag(el)
+        if event == "start":
+            parent = stack[-1] if stack else None
+            stack.append(tag)
+            if tag == "graph":
+                if graph_el is not None or parent != "graphml" or el.get("edgedefault") == "directed":
+                    raise _Unusual
+                graph_el = el
+            elif (tag in ("node", "edge") and parent != "graph") or tag == "hyperedge":
+                raise _Unusual
+            continue
+        stack.pop()
+        parent = stack[-1] if stack else None
+        if tag == "key":
+            kind = el.get("attr.type") or "string"
+            if (
+                el.get("yfiles.type") is not None
+                or el.get("attr.name") is None
+                or kind not in {*_GRAPHML_READ, "boolean"}
+            ):
+                raise _Unusual
+            keys[el.get("id")] = (el.get("attr.name"), kind)
+        elif tag == "data" and parent == "graph":
+            graph.update(data([el]))
+        elif tag == "node":
+            n = el.get("id")
+            if n in b.g.nx:
+                raise _Unusual
+            b.node(n, data(el))
+            del graph_el[:]
+        elif tag == "edge":
+            u, v, d = el.get("source"), el.get("target"), data(el)
+            if el.get("id"):
+                d["id"] = el.get("id")
+            if el.get("directed") == "true" or u not in b.g.nx or v not in b.g.nx or b.g.nx.has_edge(u, v):
+                raise _Unusual  # directed, an edge before its node, or parallel edges
+            b.edge(u, v, d)
+            del graph_el[:]
+    if graph_el is None:
+        raise _Unusual
+    return graph
+
+
+def _read_gexf(b: _Builder) -> dict:
+    """GEXF as `networkx.read_gexf` reads it (static graphs), element by element."""
+    attrs: dict[str, dict[str, tuple[str, str]]] = {"node": {}, "edge": {}}
+    stack: list[str] = []
+    graph, described, container, attr_class = {}, {}, None, None
+
+    def values(el, scope) -> dict:
+        out = {}
+        for child in el:
+            if _tag(child) != "attvalues":
+                raise _Unusual  # viz, spells, parents, nested nodes
+            for a in child:
+                key = a.get("for")
+                if key not in attrs[scope] or a.get("start") is not None or a.get("end") is not None:
+                    raise _Unusual
+                title, kind = attrs[scope][key]
+                value = a.get("value")
+                out[title] = _GEXF_BOOL[value] if kind == "boolean" else _GEXF_READ[kind](value)
+        return out
+
+    for event, el in iterparse(b.path, events=("start", "end")):
+        tag = _tag(el)
+        if event == "start":
+            parent = stack[-1] if stack else None
+            stack.append(tag)
+            if tag == "graph":
+                if el.get("defaultedgetype") == "directed" or el.get("mode") == "dynamic" or el.get("timeformat"):
+                    raise _Unusual
+                if el.get("start") is not None or el.get("end") is not None:
+                    raise _Unusual
+                if el.get("name"):
+                    graph["name"] = el.get("name")
+            elif tag == "attributes":
+                attr_class = el.get("class")
+                if attr_class not in attrs or el.get("mode", "static") != "static":
+                    raise _Unusual
+            elif tag in ("nodes", "edges"):
+                if parent != "graph":
+                    raise _Unusual  # nodes inside a node
+                container = el
+            continue
+        stack.pop()
+        if tag == "description" and (el.text or "").startswith(_GEXF_MARK):
+            described = json.loads(el.text[len(_GEXF_MARK) :])  # over the graph's name, as 0.2 read it
+        elif tag == "attribute":
+            kind = el.get("type")
+            if kind not in {*_GEXF_READ, "boolean"}:
+                raise _Unusual
+            attrs[attr_class][el.get("id")] = (el.get("title"), kind)
+        elif tag == "node":
+            n = el.get("id")
+            if n in b.g.nx or any(el.get(k) is not None for k in ("pid", "start", "end")):
+                raise _Unusual
+            d = values(el, "node")
+            d["label"] = el.get("label")
+            b.node(n, d)
+            del container[:]
+        elif tag == "edge":
+            u, v = el.get("source"), el.get("target")
+            if el.get("type") in ("directed", "mutual") or any(el.get(k) is not None for k in ("start", "end")):
+                raise _Unusual
+            if u not in b.g.nx or v not in b.g.nx or b.g.nx.has_edge(u, v):
+                raise _Unusual
+            d = values(el, "edge")
+            if el.get("id") is not None:
+                d["id"] = el.get("id")
+            if "networkx_key" in d:
+                raise _Unusual
+            if el.get("weight") is not None:
+                d["weight"] = float(el.get("weight"))
+            if el.get("label") is not None:
+                d["label"] = el.get("label")
+            b.edge(u, v, d)
+            del container[:]
+    return {**graph, **described}
+
+
+_GEXF_BOOL = {"true": True, "false": False, "True": True, "False": False, "0": False, "1": True}
+_JSON_HEAD = '{"format": "ballistix-linkage-graph", "graph": {"directed": false, "multigraph": false, "graph": '
+
+
+def _read_json(b: _Builder) -> dict:
+    """Node-link JSON as `write` lays it out (one node or edge a line), a line at a time."""
+
+    def items(f, end: str):
+        for line in f:
+            if line.rstrip("\n") == end:
+                return
+            d = json.loads(line.rstrip("\n").removesuffix(","))
+            if not isinstance(d, dict):
+                raise _Unusual
+            yield d
+        raise _Unusual  # the file ended early
+
+    with open(b.path, encoding="utf-8") as f:
+        head = f.readline()
+        if not head.startswith(_JSON_HEAD) or not head.endswith(",\n") or f.readline() != '"nodes": [\n':
+            raise _Unusual  # another layout (0.2 indented its files): read whole
+        graph = json.loads(head[len(_JSON_HEAD) : -2])
+        if not isinstance(graph, dict):
+            raise _Unusual
+        for d in items(f, "],"):
+            n = d.pop("id", None)
+            if not isinstance(n, str) or n in b.g.nx:
+                raise _Unusual
+            b.node(n, d)
+        if f.readline() != '"edges": [\n':
+            raise _Unusual
+        for d in items(f, "]}}"):
+            u, v = d.pop("source", None), d.pop("target", None)
+            if u not in b.g.nx or v not in b.g.nx:
+                raise _Unusual
+            b.edge(u, v, d)
+        if f.read().strip():
+            raise _Unusual
+    return graph
+
+
+def _read_whole(b: _Builder):
+    """Any GraphML, GEXF or node-link JSON NetworkX reads, through NetworkX's readers (the whole
+    document in memory): files ballistix did not write, and those of ballistix 0.2."""
+    path, s = b.path, b.suffix
     try:
         if s != ".json":  # refuse DTDs and entities before networkx's parser sees the file
             root = defused_parse(path).getroot()
@@ -369,39 +618,42 @@ def read(cls, path):
         raise FileFormatError(path, f"cannot read the graph: {type(e).__name__}: {e}") from None
     if h.is_directed() or h.is_multigraph():
         h = nx.Graph(h)
-    dec = (lambda d: dict(d)) if s == ".json" else _decoded  # node-link JSON holds any value as it is
-    graph = dec(h.graph)
-    for k in ("mode", "node_default", "edge_default"):  # added by the GEXF/GraphML readers
-        graph.pop(k, None)
-    if "threshold" in graph and "link_lr" not in graph:  # written by 0.2 and earlier: a count rule, kept as such
-        graph["count_rule"] = graph.pop("threshold")
-        graph["link_lr"] = LINK_LR
-    if "link_lr" not in graph:
-        raise FileFormatError(path, "not a ballistix linkage graph (no link_lr attribute)")
-    try:
-        g = cls(
-            link_lr=float(graph["link_lr"]),
-            count_rule=int(graph.get("count_rule") or 0) or None,
-            confirmed_only=bool(graph.get("confirmed_only", False)),
-        )
-    except (TypeError, ValueError) as e:
-        raise FileFormatError(path, f"the graph's decision rule is not valid: {e}") from None
-    graph.update({k: g.nx.graph[k] for k in ("link_lr", "count_rule", "confirmed_only")})
-    g.nx.graph.update(graph)
     for n, d in h.nodes(data=True):
-        d = dec(d)
-        if d.get("label") == n:
-            d.pop("label")
-        if "id" not in d and ":" in str(n):
-            d["id"] = str(n).split(":", 1)[1]
-        if d.get("kind") not in KIND_COLOURS or "id" not in d:
-            raise FileFormatError(path, f"node {n!r} is not an exhibit, scene or firearm with an id")
-        g.nx.add_node(str(n), **d)
+        b.node(n, d)
     for u, v, d in h.edges(data=True):
-        d = {k: val for k, val in dec(d).items() if not (s == ".gexf" and k == "id")}  # GEXF adds edge ids
-        g.nx.add_edge(str(u), str(v), **d)
-    g._rebuild_links()
-    return g
+        b.edge(u, v, d)
+    return b.finish(h.graph)
+
+
+def read(cls, path):
+    """Read a graph file into a new ``cls`` (a `LinkageGraph`); see `LinkageGraph.read`.
+
+    The files `write` makes are read element by element (line by line for JSON), so that
+    reading needs little memory beyond the graph itself; any other file NetworkX reads
+    (ballistix 0.2's, or one another tool wrote) goes through NetworkX's readers, which
+    hold the whole document. XML with a DTD or entities is refused either way.
+
+    Raises
+    ------
+    FileFormatError
+        No such file, a file that is not a graph or not a ballistix linkage graph (no
+        decision rule, a node that is no exhibit, scene or firearm), named in the message.
+    """
+    path = Path(path)
+    s = _suffix(path)
+    if not path.is_file():
+        raise FileFormatError(path, "no such file")
+    stream = {".json": _read_json, ".graphml": _read_graphml, ".gexf": _read_gexf}[s]
+    try:
+        b = _Builder(cls, path, s)
+        return b.finish(stream(b))
+    except _Unusual:
+        pass
+    except FileFormatError:
+        raise
+    except Exception as e:  # XML and JSON parsers raise many types on malformed files
+        raise FileFormatError(path, f"cannot read the graph: {type(e).__name__}: {e}") from None
+    return _read_whole(_Builder(cls, path, s))
 
 
 # ----------------------------------------------------------------- pictures

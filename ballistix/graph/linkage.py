@@ -51,6 +51,7 @@ import networkx as nx
 from .._version import __version__
 from ..errors import ParameterError
 from . import analysis, export
+from ._intern import shared
 from .rules import CONVENTIONAL_CMC_RULE, LINK_LR
 
 __all__ = ["LinkageGraph", "node_key", "LINK_LR", "CONVENTIONAL_CMC_RULE"]
@@ -64,39 +65,6 @@ def node_key(kind: str, id_: str) -> str:
     if kind not in KINDS:
         raise ParameterError(f"node kind must be one of {KINDS}, got {kind!r}")
     return sys.intern(f"{kind}:{id_}")  # one string per node, however often it is named
-
-
-#: Attributes whose values many nodes or comparisons share (a calibre, a date, a place, the
-#: calibration a likelihood ratio came from): each value is kept once in memory (`sys.intern`),
-#: not once per record, which at a million exhibits saves hundreds of MB.
-_SHARED_VALUES = frozenset(
-    {
-        "calibre",
-        "date",
-        "place",
-        "context",
-        "status",
-        "make",
-        "model",
-        "recovery_date",
-        "recovery_place",
-        "recovery_country",
-        "origin_country",
-        "tracing_status",
-        "tracing_result",
-        "examiner",
-        "lr_basis",
-        "calibration_sha256",
-        "calibration_origin",
-    }
-)
-
-
-def _shared(d: dict) -> dict:
-    for k, v in d.items():
-        if type(v) is str and k in _SHARED_VALUES:
-            d[k] = sys.intern(v)
-    return d
 
 
 def _result_fields(result) -> dict[str, Any]:
@@ -285,7 +253,7 @@ class LinkageGraph:
         if bad:
             raise ParameterError(f"{kind} attributes may not be named {sorted(bad)}")
         key = node_key(kind, id_)
-        clean = _shared({k: v for k, v in attrs.items() if v is not None})
+        clean = shared({k: v for k, v in attrs.items() if v is not None})
         if key in self.nx:
             self.nx.nodes[key].update(clean)
         else:
@@ -339,7 +307,7 @@ class LinkageGraph:
         verdict (True / False), if any."""
         if a == b:
             raise ParameterError(f"cannot compare exhibit {a!r} with itself")
-        fields = _shared(_result_fields(result))
+        fields = shared(_result_fields(result))
         if confirmed is not None:
             fields["confirmed"] = bool(confirmed)
         ka, kb = node_key("exhibit", a), node_key("exhibit", b)
