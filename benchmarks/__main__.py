@@ -51,7 +51,7 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
         ["--write-default"],
     ),
     "store": (["--exhibits", "12"], ["--exhibits", "300"]),
-    "graph_scale": (["--quick"], ["--exhibits", "1000000"]),
+    "graph_scale": (["--quick"], ["--exhibits", "1000000", "--read"]),
     "populations": (["--quick", "--skip-real"], []),
     "cross_population": (["--quick", "--skip-real"], ["--store", "batch", "subclass"]),
     "skimage_choices": (["--quick"], []),
