@@ -51,6 +51,7 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
         ["--write-default"],
     ),
     "store": (["--exhibits", "12"], ["--exhibits", "300"]),
+    "graph_scale": (["--quick"], ["--exhibits", "1000000", "--read"]),
     "populations": (["--quick", "--skip-real"], []),
     "cross_population": (["--quick", "--skip-real"], ["--store", "batch", "subclass"]),
     "skimage_choices": (["--quick"], []),
@@ -234,6 +235,18 @@ def summary_rows() -> list[list[str]]:
                 "n/a" if k not in dec else "switch" if dec[k]["switch"] else "keep ours"
                 for k in ("circle", "polar", "filters")
             ),
+            d,
+        )
+    if d := (load("graph_scale") or load("graph_scale_quick")):
+        s, f = _get(d, "steps", default={}), _get(d, "files_mb", default={})
+        add(
+            "graph_scale",
+            f"{_get(d, 'graph', 'exhibits', default=0):,} exhibits: build / GraphML export / report: s (peak GB)",
+            " / ".join(
+                f"{_fmt(_get(s, k, 'seconds'))} ({_fmt((_get(s, k, 'peak_rss_mb') or 0) / 1024, '.2f')})"
+                for k in ("build", "export .graphml", "report")
+            )
+            + f"; report {_fmt(f.get('report.html'))} MB",
             d,
         )
     if d := load("store"):

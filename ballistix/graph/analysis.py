@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import networkx as nx
 
@@ -16,7 +16,9 @@ from ..errors import ParameterError
 
 __all__ = [
     "group_summaries",
+    "iter_group_summaries",
     "scene_links",
+    "scene_pairs",
     "scene_connection",
     "timeline",
     "leads",
@@ -24,6 +26,7 @@ __all__ = [
     "counts_by_context",
     "trafficking_flows",
     "unrecovered_guns",
+    "iter_unrecovered_guns",
 ]
 
 TRACEABLE = ("seized", "found", "surrendered")
@@ -33,47 +36,82 @@ def _scene(g, sid):
     return g.nx.nodes[f"scene:{sid}"]
 
 
+def _origins(g, members) -> tuple[set[str], set[str]]:
+    """The scenes and the firearms (test fires) of a group's exhibits, each exhibit's
+    neighbours read once (`scene_of` and `firearm_of` each read them all)."""
+    nodes, adj = g.nx.nodes, g.nx.adj
+    scenes, guns = set(), set()
+    for e in members:
+        for nb in adj[f"exhibit:{e}"]:
+            d = nodes[nb]
+            if d["kind"] == "scene":
+                scenes.add(d["id"])
+            elif d["kind"] == "firearm":
+                guns.add(d["id"])
+    return scenes, guns
+
+
+def _summary(g, k: int, members) -> dict:
+    scenes, guns = (sorted(x) for x in _origins(g, members))
+    info = [_scene(g, s) for s in scenes]
+    dates = sorted(d["date"] for d in info if d.get("date"))
+    return {
+        "group": k,
+        "exhibits": sorted(members),
+        "scenes": scenes,
+        "first_date": dates[0] if dates else None,
+        "last_date": dates[-1] if dates else None,
+        "places": sorted({d["place"] for d in info if d.get("place")}),
+        "contexts": sorted({d["context"] for d in info if d.get("context")}),
+        "firearm": guns[0] if len(guns) == 1 else None,
+        "firearm_conflict": guns if len(guns) > 1 else None,
+    }
+
+
+def iter_group_summaries(g, min_size: int = 1) -> Iterator[dict]:
+    """`group_summaries`, one at a time (for a store of a million exhibits: a million groups).
+
+    Groups come largest first, so only the groups of ``min_size`` or more are visited.
+    """
+    for k, members in enumerate(g._sorted_groups()):
+        if len(members) < min_size:
+            return
+        yield _summary(g, k, members)
+
+
 def group_summaries(g, min_size: int = 1) -> list[dict]:
     """One record per same-gun group: its exhibits, scenes, date span, places, contexts, and
-    the recovered firearm when one of its test fires belongs to it."""
-    out = []
-    for k, members in enumerate(g.groups()):
-        if len(members) < min_size:
-            continue
+    the recovered firearm when one of its test fires belongs to it.
+
+    ``group`` is the group's index in `LinkageGraph.groups` (largest first); ``min_size``
+    leaves out smaller groups.
+    """
+    return list(iter_group_summaries(g, min_size))
+
+
+def scene_pairs(g) -> dict[tuple[str, str], list[int]]:
+    """Pairs of scenes that a same-gun group links: ``{(scene a, scene b): [group indices]}``, ids in
+    order within a pair, groups as `LinkageGraph.groups` numbers them. `scene_links` without the
+    scenes that share no gun (what a report of a million exhibits can hold)."""
+    pairs: dict[tuple[str, str], list[int]] = {}
+    for k, members in enumerate(g._sorted_groups()):
+        if len(members) < 2:
+            break
         scenes = sorted({s for e in members if (s := g.scene_of(e)) is not None})
-        guns = sorted({f for e in members if (f := g.firearm_of(e)) is not None})
-        info = [_scene(g, s) for s in scenes]
-        dates = sorted(d["date"] for d in info if d.get("date"))
-        out.append(
-            {
-                "group": k,
-                "exhibits": sorted(members),
-                "scenes": scenes,
-                "first_date": dates[0] if dates else None,
-                "last_date": dates[-1] if dates else None,
-                "places": sorted({d["place"] for d in info if d.get("place")}),
-                "contexts": sorted({d["context"] for d in info if d.get("context")}),
-                "firearm": guns[0] if len(guns) == 1 else None,
-                "firearm_conflict": guns if len(guns) > 1 else None,
-            }
-        )
-    return out
+        for pair in itertools.combinations(scenes, 2):
+            pairs.setdefault(pair, []).append(k)
+    return pairs
 
 
 def scene_links(g) -> nx.Graph:
     """Scene-scene graph: an edge where one same-gun group has exhibits at both scenes,
-    ``weight`` = number of such groups (guns), ``groups`` = their indices."""
+    ``weight`` = number of such groups (guns), ``groups`` = their indices. Every scene is a
+    node, with its attributes."""
     sg = nx.Graph()
     for sid in g.ids("scene"):
         sg.add_node(sid, **{k: v for k, v in _scene(g, sid).items() if k not in ("kind", "id")})
-    for k, members in enumerate(g.groups(min_size=2)):
-        scenes = sorted({s for e in members if (s := g.scene_of(e)) is not None})
-        for a, b in itertools.combinations(scenes, 2):
-            if sg.has_edge(a, b):
-                sg.edges[a, b]["weight"] += 1
-                sg.edges[a, b]["groups"].append(k)
-            else:
-                sg.add_edge(a, b, weight=1, groups=[k])
+    for (a, b), groups in scene_pairs(g).items():
+        sg.add_edge(a, b, weight=len(groups), groups=groups)
     return sg
 
 
@@ -202,21 +240,18 @@ def indicator_16_4_2(g) -> dict:
 
 def counts_by_context(g) -> dict[str, dict]:
     """Per scene context: scenes, scenes linked to another scene by a gun, and guns (groups) involved."""
-    sg = scene_links(g)
+    linked = {s for pair in scene_pairs(g) for s in pair}
     out: dict[str, dict] = {}
-    groups_at = defaultdict(set)
-    for k, members in enumerate(g.groups()):
-        for e in members:
-            s = g.scene_of(e)
-            if s is not None:
-                groups_at[s].add(k)
-    for sid in g.ids("scene"):
-        c = _scene(g, sid).get("context") or "unknown"
-        r = out.setdefault(c, {"scenes": 0, "linked_scenes": 0, "guns": set()})
-        r["scenes"] += 1
-        r["linked_scenes"] += sg.degree(sid) > 0
-        r["guns"] |= groups_at[sid]
-    return {c: {**r, "guns": len(r["guns"])} for c, r in sorted(out.items())}
+    for _, d in g.nx.nodes(data=True):
+        if d["kind"] == "scene":
+            r = out.setdefault(d.get("context") or "unknown", {"scenes": 0, "linked_scenes": 0, "guns": 0})
+            r["scenes"] += 1
+            r["linked_scenes"] += d["id"] in linked
+    for members in g._sorted_groups():  # a gun counts once in each context it was seen in
+        contexts = {_scene(g, s).get("context") or "unknown" for e in members if (s := g.scene_of(e)) is not None}
+        for c in contexts:
+            out[c]["guns"] += 1
+    return dict(sorted(out.items()))
 
 
 def trafficking_flows(g) -> dict[tuple[str, str], int]:
@@ -228,8 +263,22 @@ def trafficking_flows(g) -> dict[tuple[str, str], int]:
     return dict(sorted(flows.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def iter_unrecovered_guns(g) -> Iterator[dict]:
+    """`unrecovered_guns`, one at a time: only the sort keys of all groups are held, never all
+    their summaries at once."""
+    groups = g._sorted_groups()
+    keys = []
+    for k, members in enumerate(groups):
+        scenes, guns = _origins(g, members)
+        if scenes and not guns:
+            dates = [d for s in scenes if (d := _scene(g, s).get("date"))]
+            keys.append((-len(scenes), min(dates) if dates else "", k))
+    keys.sort()
+    for *_, k in keys:
+        yield _summary(g, k, groups[k])
+
+
 def unrecovered_guns(g) -> list[dict]:
     """Guns seen at scenes but not recovered: groups with scene exhibits and no test fire,
-    most scenes first."""
-    rows = [s for s in group_summaries(g) if s["scenes"] and s["firearm"] is None and not s["firearm_conflict"]]
-    return sorted(rows, key=lambda s: (-len(s["scenes"]), s["first_date"] or "", s["group"]))
+    most scenes first (then the earliest first date), as `group_summaries` records."""
+    return list(iter_unrecovered_guns(g))

@@ -39,7 +39,9 @@ measures how often.
 
 from __future__ import annotations
 
+import itertools
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ import networkx as nx
 from .._version import __version__
 from ..errors import ParameterError
 from . import analysis, export
+from ._intern import shared
 from .rules import CONVENTIONAL_CMC_RULE, LINK_LR
 
 __all__ = ["LinkageGraph", "node_key", "LINK_LR", "CONVENTIONAL_CMC_RULE"]
@@ -61,7 +64,7 @@ def node_key(kind: str, id_: str) -> str:
     """The NetworkX node key of an exhibit, scene or firearm id."""
     if kind not in KINDS:
         raise ParameterError(f"node kind must be one of {KINDS}, got {kind!r}")
-    return f"{kind}:{id_}"
+    return sys.intern(f"{kind}:{id_}")  # one string per node, however often it is named
 
 
 def _result_fields(result) -> dict[str, Any]:
@@ -250,7 +253,7 @@ class LinkageGraph:
         if bad:
             raise ParameterError(f"{kind} attributes may not be named {sorted(bad)}")
         key = node_key(kind, id_)
-        clean = {k: v for k, v in attrs.items() if v is not None}
+        clean = shared({k: v for k, v in attrs.items() if v is not None})
         if key in self.nx:
             self.nx.nodes[key].update(clean)
         else:
@@ -304,7 +307,7 @@ class LinkageGraph:
         verdict (True / False), if any."""
         if a == b:
             raise ParameterError(f"cannot compare exhibit {a!r} with itself")
-        fields = _result_fields(result)
+        fields = shared(_result_fields(result))
         if confirmed is not None:
             fields["confirmed"] = bool(confirmed)
         ka, kb = node_key("exhibit", a), node_key("exhibit", b)
@@ -483,10 +486,14 @@ class LinkageGraph:
         one); ``min_size`` drops smaller groups. After new exhibits or
         comparisons only the groups they touch are recomputed.
         """
+        return [set(s) for s in itertools.takewhile(lambda s: len(s) >= min_size, self._sorted_groups())]
+
+    def _sorted_groups(self) -> list[frozenset]:
+        """The groups as `groups` orders them, without copies (the analyses read them; never modify them)."""
         self._regroup()
         if self._sorted is None:
             self._sorted = sorted(self._groups.values(), key=lambda s: (-len(s), min(s)))
-        return [set(s) for s in self._sorted if len(s) >= min_size]
+        return self._sorted
 
     def weak_links(self) -> list[dict]:
         """Links cut by the chaining rule (each the only link between two sets of 2+ exhibits),
@@ -564,12 +571,20 @@ def _weak_bridges(links: nx.Graph, comp: set[str]) -> list[tuple[str, str]]:
     if len(comp) < 4:
         return []
     sub = links.subgraph(comp)
+    bridges = [(u, v) for u, v in nx.bridges(sub) if not sub.edges[u, v]["confirmed"]]
+    if not bridges:
+        return []
+    # a bridge is an edge of every spanning tree: in a depth-first tree, the side of the bridge away
+    # from the root is the subtree of its lower end (one pass for all bridges, not one search each)
+    tree = list(nx.dfs_edges(sub, min(comp)))
+    parent = {child: up for up, child in tree}
+    below = dict.fromkeys(comp, 1)
+    for up, child in reversed(tree):
+        below[up] += below[child]
     weak = []
-    for u, v in nx.bridges(sub):
-        if sub.edges[u, v]["confirmed"]:
-            continue
-        side = nx.node_connected_component(nx.restricted_view(sub, [], [(u, v)]), u)
-        if 2 <= len(side) <= len(comp) - 2:
+    for u, v in bridges:
+        side = below[v] if parent.get(v) == u else below[u]
+        if 2 <= side <= len(comp) - 2:
             weak.append(tuple(sorted((u, v))))
     return sorted(weak)
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io
+import itertools
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from .._files import atomic_file
 from .._html import BLUE, GREEN, LIGHT, escape, page, png, table
-from .._records import check_since
+from .._records import check_since, safe_text
 from .._version import __version__
+from ..errors import ParameterError
+from ..graph.analysis import iter_group_summaries, iter_unrecovered_guns, scene_pairs
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "write_graph_report", "REPORT_ROWS", "TIMELINE_ROWS"]
 
 
 def _png(fig) -> str:
@@ -34,6 +42,8 @@ def _timeline_figure(g, groups) -> str | None:
     rows = [(k, s) for k, s in enumerate(groups) if len(s["scenes"]) >= 2 or s["firearm"]]
     if not rows:
         return None
+    shown = f"the {TIMELINE_ROWS} largest of {len(rows):,} linked guns: " if len(rows) > TIMELINE_ROWS else ""
+    rows = rows[:TIMELINE_ROWS]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
     for y, (_, s) in enumerate(rows):
         dates = [d for d in (_date(g.node("scene", sc).get("date")) for sc in s["scenes"]) if d]
@@ -51,7 +61,7 @@ def _timeline_figure(g, groups) -> str | None:
         usetex=False,
     )  # firearm ids drawn as typed: "$x$" is no formula
     ax.set_ylim(len(rows) - 0.4, -0.6)  # gun 0 on top, as in the groups table; room for the markers
-    ax.set_title("scenes of each linked gun (circles) and its recovery (triangle)", fontsize=10)
+    ax.set_title(f"{shown}scenes of each linked gun (circles) and its recovery (triangle)", fontsize=10)
     locator = matplotlib.dates.AutoDateLocator(maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
@@ -97,55 +107,190 @@ def _calibrations_used(g) -> list[dict]:
     ]
 
 
-def write_report(store, path, *, since: str | None = None) -> Path:
+#: Rows a table of the report shows; a longer table shows its first rows, and all of them go to a
+#: CSV file beside the report (``<report>-tables/<table>.csv``), linked below the table.
+REPORT_ROWS = 500
+#: Guns the timeline figure draws at most (largest groups first); all of them are in the groups table.
+TIMELINE_ROWS = 60
+_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_TABLES = (
+    "leads",
+    "groups",
+    "scene_links",
+    "unrecovered",
+    "trafficking_routes",
+    "contexts",
+    "candidates",
+    "weak_links",
+    "calibrations",
+    "failures",
+)
+
+
+def _csv_cell(v) -> str:
+    """A value as a CSV cell: lists joined with "; ", nothing empty, and text a spreadsheet would
+    run as a formula (``=``, ``+``, ``-``, ``@``) behind an apostrophe."""
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple, set)):
+        v = "; ".join(map(str, v))
+    if isinstance(v, str):
+        v = safe_text(v)
+        return "'" + v if v.startswith(_CSV_FORMULA) and len(v) > 1 else v  # a lone "-" is no formula
+    return str(v)
+
+
+class _Tables:
+    """The report's tables: short ones whole, long ones as their first `REPORT_ROWS` rows plus a
+    CSV file of every row, written row by row."""
+
+    def __init__(self, path: Path, max_rows: int):
+        self.folder = path.with_name(path.stem + "-tables")
+        self.max_rows = max_rows
+        self.written: list[Path] = []
+        self.long: list[str] = []
+
+    def show(self, name: str, rows: Iterable[dict], empty: str = "none", **kw) -> str:
+        assert name in _TABLES
+        rows = iter(rows)
+        head = list(itertools.islice(rows, self.max_rows + 1))
+        if len(head) <= self.max_rows:
+            return table(head, empty, **kw)
+        csv_path = self.folder / f"{name}.csv"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        n = 0
+        with atomic_file(csv_path) as f:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            try:
+                w = csv.writer(text)
+                w.writerow(list(head[0]))
+                for r in itertools.chain(head, rows):
+                    w.writerow([_csv_cell(v) for v in r.values()])
+                    n += 1
+            finally:
+                text.flush()
+                text.detach()  # atomic_file closes the file
+        self.written.append(csv_path)
+        self.long.append(name)
+        href = urllib.parse.quote(f"{self.folder.name}/{csv_path.name}")
+        return table(head[: self.max_rows], empty, **kw) + (
+            f"<p class='muted'>The first {self.max_rows:,} of {n:,} rows; all of them: "
+            f"<a href='{escape(href)}'>{escape(self.folder.name)}/{escape(csv_path.name)}</a> (CSV).</p>"
+        )
+
+    def remove_stale(self) -> None:
+        """The tables' CSV files an earlier report left and this one did not write (short now)."""
+        for name in _TABLES:
+            old = self.folder / f"{name}.csv"
+            if old not in self.written and old.is_file():
+                old.unlink()
+
+
+def write_report(store, path, *, since: str | None = None, max_rows: int = REPORT_ROWS) -> Path:
     """Write the store's report to ``path`` (one self-contained HTML file; figures inline).
 
     ``since`` (ISO date or time): exhibits ingested from then on are the new
     ones whose leads head the report; default: the latest day of ingest.
     Links follow the store's decision rule (`CaseStore.decision_rule`), named
     at the top; comparisons no calibration applies to are listed for review.
+    Tables longer than ``max_rows`` show their first rows; every row goes to a CSV
+    file in ``<report name>-tables/`` beside the report (see `write_graph_report`).
     """
     check_since(since)
     g = store.graph()
-    rule = store.decision_rule
-    exhibits = store.exhibits()
-    if since is None and exhibits:
-        since = max(e["created_utc"] for e in exhibits)[:10]
-    new = [e["exhibit_id"] for e in exhibits if since and e["created_utc"] >= since]
-    leads = g.leads(new)
-    groups = g.group_summaries(min_size=2)
+    db = store._db  # the new exhibits' ids only: a store of a million exhibits is not read whole
+    if since is None:
+        (latest,) = db.execute("SELECT max(created_utc) FROM exhibits").fetchone()
+        since = latest[:10] if latest else None
+    new = (
+        [e for (e,) in db.execute("SELECT exhibit_id FROM exhibits WHERE created_utc >= ? ORDER BY rowid", (since,))]
+        if since
+        else []
+    )
+    return write_graph_report(
+        g,
+        path,
+        new_exhibits=new,
+        since=since,
+        source=str(store.folder),
+        rule=store.decision_rule,
+        failures=store.failures(),
+        max_rows=max_rows,
+    )
+
+
+def write_graph_report(
+    g,
+    path,
+    *,
+    new_exhibits: Iterable[str] = (),
+    since: str | None = None,
+    source: str = "",
+    rule: dict | None = None,
+    failures: Iterable[dict] = (),
+    max_rows: int = REPORT_ROWS,
+) -> Path:
+    """Write the report of a `LinkageGraph` to ``path``: leads, same-gun groups, scene timeline and
+    links, unrecovered guns, tracing (SDG 16.4.2), review lists, calibrations.
+
+    `write_report` calls it for a store. For a large graph the HTML stays a few MB: a table
+    of more than ``max_rows`` rows shows its first rows (the strongest leads, the largest
+    groups, the scene pairs sharing most guns, ...), and all its rows go, row by row, to
+    ``<report name>-tables/<table>.csv`` beside the report, linked below the table; the
+    timeline draws the `TIMELINE_ROWS` largest linked guns. CSV cells: lists joined with
+    "; ", text a spreadsheet would run as a formula behind an apostrophe.
+
+    Parameters
+    ----------
+    g : LinkageGraph
+    path : str or Path
+        The HTML file (written atomically, as each CSV file).
+    new_exhibits : iterable of str
+        The exhibits whose leads head the report.
+    since : str, optional
+        Shown in the leads heading ("new exhibits since ...").
+    source : str
+        What the report is about (the store's folder), shown under the title.
+    rule : dict, optional
+        The store's decision rule record (`CaseStore.decision_rule`): who set a count rule, when, why.
+    failures : list of dict
+        Files that could not be ingested (source, reason, created_utc).
+    max_rows : int
+        Rows a table shows before the rest goes to its CSV file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import ballistix as bx, tempfile, pathlib
+    >>> from ballistix.store.report import write_graph_report
+    >>> g = bx.LinkageGraph.from_comparisons([("A", "B", {"cmc_count": 24, "log10_lr": 3.0})])
+    >>> write_graph_report(g, pathlib.Path(tempfile.mkdtemp()) / "report.html", new_exhibits=["B"]).name
+    'report.html'
+    """
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise ParameterError(f"max_rows must be a positive number of table rows, got {max_rows!r}")
+    rule, failures = rule or {}, list(failures)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tables = _Tables(path, max_rows)
+    n = Counter(kind for _, kind in g.nx.nodes(data="kind"))
+    leads = g.leads(new_exhibits)
+    groups = list(iter_group_summaries(g, min_size=2))
     ind = g.indicator_16_4_2()
-    flows = [{"origin": o, "recovered in": r, "firearms": n} for (o, r), n in g.trafficking_flows().items()]
+    flows = [{"origin": o, "recovered in": r, "firearms": k} for (o, r), k in g.trafficking_flows().items()]
     context = [{"context": c, **v} for c, v in g.counts_by_context().items()]
-    unrec = [
-        {
-            "gun": s["group"],
-            "scenes": s["scenes"],
-            "first": s["first_date"],
-            "last": s["last_date"],
-            "places": s["places"],
-        }
-        for s in g.unrecovered_guns()
-        if s["scenes"]
-    ]
     value = f"{ind['value']:.0%}" if ind["firearms"] else "-"
-    sl = g.scene_links()
-    links = [{"scene a": a, "scene b": b, "shared guns": d["weight"]} for a, b, d in sorted(sl.edges(data=True))]
-    parts = [
-        f"<h1>Case store report</h1><p class='muted'>{escape(store.folder)} &middot; generated "
-        f"{_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} &middot; ballistix {__version__} "
-        f"&middot; links: {escape(g.decision_rule())}"
-        + (
-            f" (set by {escape(rule.get('set_by'))} on {escape(rule.get('set_utc'))}: {escape(rule.get('reason'))})"
-            if rule.get("count_rule") is not None
-            else ""
-        )
-        + "</p>",
-        f"<p>{len(exhibits)} exhibits, {len(g.ids('scene'))} scenes, {len(g.ids('firearm'))} recovered firearms; "
-        f"{len(groups)} same-gun groups of two or more exhibits; {sl.number_of_edges()} scene links.</p>",
-        f"<h2>Leads: new exhibits since {escape(since)}</h2>",
-        table(
-            [
+    pairs = sorted(scene_pairs(g).items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    n_links = len(pairs)
+    sections = [
+        f"<h2>Leads: new exhibits{' since ' + escape(since) if since else ''}</h2>",
+        tables.show(
+            "leads",
+            (
                 {
                     "exhibit": r["exhibit"],
                     "scene": r["scene"],
@@ -157,7 +302,7 @@ def write_report(store, path, *, since: str | None = None) -> Path:
                     "best LR": _lr(r["best_log10_lr"]),
                 }
                 for r in leads
-            ],
+            ),
             "no new links",
         ),
         "<p class='muted'>Leads are investigative aids from automated comparisons: each needs an examiner's "
@@ -165,8 +310,9 @@ def write_report(store, path, *, since: str | None = None) -> Path:
         "(same gun against different guns; see docs/evidence.md), '-' where no calibration applies to the "
         "store's settings.</p>",
         "<h2>Same-gun groups</h2>",
-        table(
-            [
+        tables.show(
+            "groups",
+            (
                 {
                     "gun": s["group"],
                     "exhibits": len(s["exhibits"]),
@@ -179,46 +325,82 @@ def write_report(store, path, *, since: str | None = None) -> Path:
                     or ("conflict: " + ", ".join(s["firearm_conflict"]) if s["firearm_conflict"] else "not recovered"),
                 }
                 for s in groups
-            ]
+            ),
         ),
         "<h2>Scene timeline</h2>",
         _timeline_figure(g, groups) or "<p class='muted'>no linked guns</p>",
         "<h2>Scene links</h2>",
-        table(links, "no scene shares a gun with another"),
+        tables.show(
+            "scene_links",
+            ({"scene a": a, "scene b": b, "shared guns": len(k)} for (a, b), k in pairs),
+            "no scene shares a gun with another",
+        ),
         "<h2>Guns seen at scenes, not recovered (including guns seen once)</h2>",
-        table(unrec),
+        tables.show(
+            "unrecovered",
+            (
+                {
+                    "gun": s["group"],
+                    "scenes": s["scenes"],
+                    "first": s["first_date"],
+                    "last": s["last_date"],
+                    "places": s["places"],
+                }
+                for s in iter_unrecovered_guns(g)
+            ),
+        ),
         "<h2>Tracing (SDG indicator 16.4.2)</h2>",
         f"<p class='big'>{escape(value)}</p>",
         f"<p>{ind['traced']} of {ind['firearms']} seized, found or surrendered firearms have their illicit origin "
         f"or context traced.</p>",
         _tracing_figure(ind) or "",
         "<h3>Origin to recovery (trafficking routes)</h3>",
-        table(flows),
+        tables.show("trafficking_routes", flows),
         "<h3>By context</h3>",
-        table(context),
+        tables.show("contexts", context),
         "<h2>Review: candidates that are not links</h2>",
         "<p class='muted'>Comparisons that no calibration applies to (no LR: the CMC count alone decides "
         "nothing), or whose LR is above 1 but below the link rule. For an examiner; never a link until "
         "confirmed.</p>",
-        table(
-            [
+        tables.show(
+            "candidates",
+            (
                 {"a": c["a"], "b": c["b"], "CMC": c["cmc_count"], "LR": _lr(c["log10_lr"]), "why": c["why"]}
-                for c in g.candidates()[:200]
-            ],
+                for c in g.candidates()
+            ),
             "none",
         ),
         "<h2>Review: links cut by the chaining rule</h2>",
-        table(g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
+        tables.show("weak_links", g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
         "<h2>Calibrations behind the likelihood ratios</h2>",
         "<p class='muted'>Only calibrations shipped with ballistix (checksums pinned in its code) or registered "
         "in this store weigh its comparisons; each LR above names the one it came from.</p>",
-        table(_calibrations_used(g), "no comparison has a likelihood ratio"),
+        tables.show("calibrations", _calibrations_used(g), "no comparison has a likelihood ratio"),
     ]
-    if store.failures():
-        parts += ["<h2>Files that could not be ingested</h2>", table(store.failures())]
-    doc = page("ballistix report", "".join(parts))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if failures:
+        sections += ["<h2>Files that could not be ingested</h2>", tables.show("failures", failures)]
+    head = [
+        f"<h1>Case store report</h1><p class='muted'>{escape(source)} &middot; generated "
+        f"{_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} &middot; ballistix {__version__} "
+        f"&middot; links: {escape(g.decision_rule())}"
+        + (
+            f" (set by {escape(rule.get('set_by'))} on {escape(rule.get('set_utc'))}: {escape(rule.get('reason'))})"
+            if rule.get("count_rule") is not None
+            else ""
+        )
+        + "</p>",
+        f"<p>{n['exhibit']} exhibits, {n['scene']} scenes, {n['firearm']} recovered firearms; "
+        f"{len(groups)} same-gun groups of two or more exhibits; {n_links} scene links.</p>",
+    ]
+    if tables.long:
+        head.append(
+            f"<p class='muted'>A large store: tables show their first {max_rows:,} rows (strongest leads, "
+            f"largest groups, scene pairs sharing most guns first); every row of "
+            f"{', '.join(escape(t.replace('_', ' ')) for t in tables.long)} is in the CSV files in "
+            f"{escape(tables.folder.name)}/ beside this report.</p>"
+        )
+    tables.remove_stale()
+    doc = page("ballistix report", "".join(head + sections))
     with atomic_file(path) as f:
         f.write(doc.encode("utf-8"))
     return path
