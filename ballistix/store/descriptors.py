@@ -125,9 +125,13 @@ def fetch(db: sqlite3.Connection, dim: int, rowids: np.ndarray) -> np.ndarray:
     rowids = np.asarray(rowids, np.int64)
     out = np.full((len(rowids), dim), np.nan, np.float32)
     where = {int(r): i for i, r in enumerate(rowids)}
-    for ids, vecs in descriptor_chunks(db, dim, rowids=np.unique(rowids)):
-        for r, v in zip(ids.tolist(), vecs):
-            out[where[r]] = v
+    size = 4 * dim
+    for i in range(0, len(rowids), CHUNK):
+        part = rowids[i : i + CHUNK].tolist()
+        rows = db.execute(f"SELECT rowid, descriptor FROM exhibits WHERE rowid IN ({','.join('?' * len(part))})", part)
+        for r, blob in rows:
+            if isinstance(blob, bytes) and len(blob) == size:
+                out[where[r]] = np.frombuffer(blob, np.float32)
     return out
 
 
