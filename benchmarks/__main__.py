@@ -55,8 +55,18 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
     "populations": (["--quick", "--skip-real"], []),
     "cross_population": (["--quick", "--skip-real"], ["--store", "batch", "subclass"]),
     "skimage_choices": (["--quick"], []),
+    "verify_scale": (["--quick", "--skip-real"], []),
 }
-TAKES_JOBS = {"cmc_accuracy", "retrieval", "linkage", "evidence", "store", "populations", "cross_population"}
+TAKES_JOBS = {
+    "cmc_accuracy",
+    "retrieval",
+    "linkage",
+    "evidence",
+    "store",
+    "populations",
+    "cross_population",
+    "verify_scale",
+}
 
 
 def _get(d, *keys, default=None):

@@ -189,3 +189,24 @@ def test_coarse_pose_without_pocketfft_entry_points_gives_the_same_curve(monkeyp
     np.testing.assert_array_equal(fast_best, best)
     np.testing.assert_allclose(fast_curve, curve, rtol=1e-6)
     assert abs(angle_diff(best[0], 320.0)) <= 10  # b turned by -40 deg onto a
+
+
+def test_target_and_memo_give_the_same_search_and_skip_angles_searched_before(monkeypatch):
+    from ballistix.features import cmc
+
+    ref = texture((96, 96), 41)
+    tgt = rotate_nan(ref, 5.0).astype(float) + 0.3 * texture((96, 96), 42, 1.0)
+    tgt[60:, :30] = np.nan
+    search = CellSearch(make_cells(ref, (4, 4)))
+    plain = search.search(tgt, [0.0, 3.0, 6.0])
+    target, memo = cmc.Target(tgt), {}
+    first = search.search(target, [0.0, 3.0, 6.0], memo=memo)
+    calls = []
+    real = CellSearch._search
+    monkeypatch.setattr(CellSearch, "_search", lambda self, *a: calls.append(1) or real(self, *a))
+    again = search.search(target, [3.0, 6.0, 9.0], memo=memo)
+    assert len(calls) == 1  # only 9 degrees is new
+    for key in ("corr", "shift", "overlap"):
+        np.testing.assert_array_equal(plain[key], first[key])
+        np.testing.assert_array_equal(again[key][:2], first[key][1:])
+    np.testing.assert_array_equal(again["corr"][2], search.search(tgt, [9.0])["corr"][0])

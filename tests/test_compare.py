@@ -248,3 +248,40 @@ def test_lr_withheld_when_a_region_is_doubtful(sims):
     # without a calibration too
     failed = bx.compare(_with_segmentation(a, "failed", ["x"]), b, calibration=None)
     assert failed.evidence["segmentation"]["lr_withheld"]
+
+
+def test_a_prepared_query_gives_the_same_comparison_bit_for_bit(sims):
+    import pickle
+
+    from ballistix.features import comparison as cmp
+
+    q = cmp.Query(sims[0])
+    for b in sims[1:]:
+        assert cmp.compare(q, b).to_dict() == cmp.compare(sims[0], b).to_dict()
+    kw = dict(rotation="reference", directions="forward")
+    fwd = cmp.Query(sims[0], **kw)
+    want = cmp.compare(sims[0], sims[1], **kw).to_dict()
+    assert cmp.compare(fwd, sims[1]).to_dict() == cmp.compare(fwd, sims[1], **kw).to_dict() == want
+    with pytest.raises(bx.ParameterError, match="other comparison parameters"):
+        cmp.compare(q, sims[1], grid=(6, 6))
+    # in a worker: prepared once per query, whatever the number of chunks it arrives in
+    cmp._worker_queries.clear()
+    one, two = pickle.loads(pickle.dumps(q)), pickle.loads(pickle.dumps(q))
+    assert one is not q and one._shared is two._shared and one.scan is not two.scan
+    assert list(cmp._worker_queries) == [q.token()]
+    assert cmp.compare(two, sims[1]).to_dict() == cmp.compare(sims[0], sims[1]).to_dict()
+    other = pickle.loads(pickle.dumps(cmp.Query(sims[1])))
+    assert other._shared is not one._shared and len(cmp._worker_queries) == 2
+    cmp._worker_queries.clear()
+
+
+def test_compare_many_prepares_each_shared_a_once(sims, monkeypatch):
+    from ballistix.features import comparison as cmp
+
+    made = []
+    real = cmp.Query.__init__
+    monkeypatch.setattr(cmp.Query, "__init__", lambda self, *a, **k: made.append(1) or real(self, *a, **k))
+    pairs = [(sims[0], sims[1]), (sims[0], sims[2]), (sims[1], sims[2]), (sims[0], sims[3])]
+    got = compare_many(pairs, progress=False)
+    assert len(made) == 2
+    assert [r.to_dict() for r in got] == [cmp.compare(a, b).to_dict() for a, b in pairs]

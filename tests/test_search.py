@@ -99,3 +99,40 @@ def test_a_callable_may_leave_candidates_out(db):
     assert [h.cmc_count for h in hits] == [h.cmc_count for h in every if h.id != left_out]
     with pytest.raises(bx.ParameterError, match="NoneType"):
         bx.search(index, scans[100], k=5, shortlist=5, scans={**scans, left_out: None}, exclude=[100])
+
+
+def test_verify_top_verifies_only_the_best_prechecked_candidates(db):
+    index, scans, gun = db
+    full = bx.search(index, scans[100], k=5, shortlist=5, scans=scans, exclude=[100])
+    assert all(h.precheck_score is None for h in full) and "precheck_score" not in full[0].to_dict()
+    asked = []
+
+    def lookup(i):
+        asked.append(i)
+        return scans[i]
+
+    top = bx.search(index, scans[100], k=5, shortlist=5, scans=lookup, exclude=[100], verify_top=2)
+    assert len(top) == 2 and len(asked) == 5  # every shortlisted scan is pre-checked, two are compared
+    assert top[0].id == 101 and gun[1] == gun[0] and top[0].cmc_count >= 6
+    assert all(-1 <= h.precheck_score <= 1 for h in top) and "precheck_score" in top[0].to_dict()
+    # the verified candidates' comparisons are the full search's, bit for bit
+    by_id = {h.id: h for h in full}
+    assert all(h.comparison.to_dict() == by_id[h.id].comparison.to_dict() for h in top)
+    # on two workers (one pool for both stages): the same
+    two = bx.search(index, scans[100], k=5, shortlist=5, scans=scans, exclude=[100], verify_top=2, n_jobs=2)
+    assert [h.to_dict() for h in two] == [h.to_dict() for h in top]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"verify_top": 0}, "verify_top must be a positive integer"),
+        ({"verify_top": 2.5}, "verify_top must be a positive integer"),
+        ({"precheck": {"factor": 8}}, "without verify_top"),
+        ({"verify_top": 2, "precheck": {"fctor": 8}}, "unknown pre-check parameters"),
+    ],
+)
+def test_verify_top_and_precheck_are_checked(db, kwargs, match):
+    index, scans, _ = db
+    with pytest.raises(bx.ParameterError, match=match):
+        bx.search(index, scans[100], k=2, shortlist=3, scans=scans, **kwargs)

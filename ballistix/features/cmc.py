@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - a scipy without them: the public funct
 __all__ = [
     "Cells",
     "CellSearch",
+    "Target",
     "make_cells",
     "rotate_nan",
     "cell_search",
@@ -232,6 +233,22 @@ def _correlate(buf: np.ndarray, conj_t: np.ndarray, ly: int, spec: np.ndarray, o
     return out
 
 
+class Target:
+    """A target surface ready for `CellSearch.search`: centred once, on the mean of its valid
+    points (float64), as float32 values (0 where missing) and a validity mask.
+
+    Build it once for a surface searched by several `CellSearch` objects (a query searched by
+    every candidate's cells) or at several rotation windows; the arrays are not copied again.
+    """
+
+    def __init__(self, target: np.ndarray):
+        target = np.asarray(target)
+        self.shape = target.shape
+        self.valid = ~np.isnan(target)
+        mean = np.mean(target, where=self.valid, dtype=np.float64) if self.valid.any() else 0.0
+        self.z0 = np.where(self.valid, target - mean, 0).astype(np.float32)
+
+
 class CellSearch:
     """Search of all cells of one reference over rotated targets.
 
@@ -315,20 +332,28 @@ class CellSearch:
         shift = np.stack([rows - (ly - 1) / 2, cols - (lx - 1) / 2], axis=1)
         return {"corr": corr, "shift": shift, "overlap": overlap}
 
-    def search(self, target: np.ndarray, angles_deg) -> dict[str, np.ndarray]:
+    def search(self, target, angles_deg, *, memo: dict | None = None) -> dict[str, np.ndarray]:
         """Centre ``target`` on the mean of its valid points, rotate it by each angle and
-        search every cell in it: arrays (r, n), (r, n, 2), (r, n)."""
+        search every cell in it: arrays (r, n), (r, n, 2), (r, n).
+
+        ``target`` is an array or a `Target` (centred once for several searches). ``memo``, a
+        dict kept by the caller for one target and this search, remembers each angle's
+        result: an angle searched before is not searched again (the same numbers)."""
         n = len(self.cells)
         res = []
         if n:
+            target = target if isinstance(target, Target) else Target(target)
             # rotate into a canvas just large enough to hold every cell's region
             top, left, _, pad = _region_geometry(target.shape, self.cells, self.region_factor)
             shape = (target.shape[0] + 2 * pad, target.shape[1] + 2 * pad)
-            valid = ~np.isnan(target)
-            mean = np.mean(target, where=valid, dtype=np.float64) if valid.any() else 0.0
-            z0 = np.where(valid, target - mean, 0).astype(np.float32)
             for a in angles_deg:
-                res.append(self._search(*_rotate_masked(z0, valid, a, shape), top + pad, left + pad))
+                key = float(a)
+                r = memo.get(key) if memo is not None else None
+                if r is None:
+                    r = self._search(*_rotate_masked(target.z0, target.valid, a, shape), top + pad, left + pad)
+                    if memo is not None:
+                        memo[key] = r
+                res.append(r)
         return {
             "corr": np.stack([r["corr"] for r in res]) if res else np.zeros((0, n)),
             "shift": np.stack([r["shift"] for r in res]) if res else np.zeros((0, n, 2)),

@@ -28,9 +28,9 @@ from .._version import __version__
 from ..errors import ParameterError, ResolutionWarning
 from ..provenance import original_spacing_um, population, processing_signature
 from ..scan import Scan
-from .cmc import CellSearch, angle_diff, congruence, irfft2_into, make_cells, rfft2_into, rotate_nan
+from .cmc import CellSearch, Target, angle_diff, congruence, irfft2_into, make_cells, rfft2_into, rotate_nan
 
-__all__ = ["compare", "compare_many", "process_pool", "Comparison", "DEFAULTS"]
+__all__ = ["compare", "compare_many", "process_pool", "Comparison", "Query", "DEFAULTS"]
 
 #: Default comparison parameters (lengths in micrometres, converted to pixels at the scans' spacing).
 DEFAULTS: dict[str, Any] = {
@@ -330,6 +330,36 @@ def _downsample(z: np.ndarray, f: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+#: Conjugate spectra of one coarse reference kept for reuse, one per FFT size (targets of other
+#: sizes need other FFT sizes); the oldest is dropped beyond this many.
+COARSE_SPECTRA_KEPT = 16
+
+
+class _CoarseReference:
+    """The reference side of `coarse_rotations`, computed once: the surface reduced ``factor``
+    times and centred (missing points as zero), its norm, and its conjugate spectrum at each
+    FFT size asked for."""
+
+    def __init__(self, a: np.ndarray, factor: int):
+        sa = _downsample(a, factor)
+        self.factor = factor
+        self.z = np.where(np.isnan(sa), 0, sa - np.nanmean(sa))
+        self.norm = np.sqrt((self.z.astype(np.float64) ** 2).sum())
+        self._spectra: dict[tuple[int, int], np.ndarray] = {}
+
+    def spectrum(self, shape: tuple[int, int]) -> np.ndarray:
+        """``conj(rfft2(z, s=shape))``, computed the first time it is asked for."""
+        import scipy.fft as sfft
+
+        A = self._spectra.get(shape)
+        if A is None:
+            A = np.conj(sfft.rfft2(self.z, s=shape, workers=1))
+            if len(self._spectra) >= COARSE_SPECTRA_KEPT:
+                self._spectra.pop(next(iter(self._spectra), None), None)
+            self._spectra[shape] = A
+        return A
+
+
 def coarse_rotations(
     a: np.ndarray,
     b: np.ndarray,
@@ -347,14 +377,20 @@ def coarse_rotations(
     rotations (local maxima at least ``min_separation_deg`` apart) and the
     whole curve (one value per ``step_deg``).
     """
+    return _coarse_rotations(_CoarseReference(a, factor), b, step_deg, candidates, min_separation_deg)
+
+
+def _coarse_rotations(
+    ref: _CoarseReference, b: np.ndarray, step_deg: float, candidates: int, min_separation_deg: float = 15.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """`coarse_rotations` with the reference side already computed (`_CoarseReference`)."""
     import scipy.fft as sfft
 
-    sa, sb = _downsample(a, factor), _downsample(b, factor)
-    za = np.where(np.isnan(sa), 0, sa - np.nanmean(sa))
+    za, na = ref.z, ref.norm
+    sb = _downsample(b, ref.factor)
     diag = int(np.ceil(np.hypot(*sb.shape)))  # the rotated target fits in a diag x diag canvas
     shape = tuple(sfft.next_fast_len(n + diag, real=True) for n in za.shape)  # no wrap-around
-    A = np.conj(sfft.rfft2(za, s=shape, workers=1))
-    na = np.sqrt((za.astype(np.float64) ** 2).sum())
+    A = ref.spectrum(shape)
     angles = np.arange(0.0, 360.0, step_deg)
     # one turn at a time, so that its arrays stay in the processor's cache
     buf = np.zeros(shape, np.float32)  # the zero padding stays zero
@@ -382,10 +418,18 @@ def coarse_rotations(
     return np.array(chosen), curve
 
 
-def _direction(ref: np.ndarray, tgt: np.ndarray, angles: np.ndarray, p: dict, spacing: float) -> dict[str, Any]:
-    cells = make_cells(ref, p["grid"], p["max_missing"])
-    search = CellSearch(cells, p["region_factor"], p["min_overlap"])
-    res = search.search(tgt, angles)
+def _cell_search(ref: np.ndarray, p: dict) -> CellSearch:
+    """The cells of ``ref`` and their transforms, ready to be searched for (`CellSearch`)."""
+    return CellSearch(make_cells(ref, p["grid"], p["max_missing"]), p["region_factor"], p["min_overlap"])
+
+
+def _direction(
+    search: CellSearch, tgt, angles: np.ndarray, p: dict, spacing: float, memo: dict | None = None
+) -> dict[str, Any]:
+    """One direction: the reference's cells (``search``) searched in ``tgt`` (an array or a
+    `Target`) at each of ``angles``; ``memo`` as in `CellSearch.search`."""
+    cells = search.cells
+    res = search.search(tgt, angles, memo=memo)
     tol_px = p["shift_tolerance_um"] * 1e-6 / spacing
     con = congruence(
         angles,
@@ -442,7 +486,7 @@ def _window(centre, p: dict) -> np.ndarray:
     return centre + np.arange(-p["window_deg"], p["window_deg"] + 1e-9, p["step_deg"])
 
 
-def _forward_angles(za: np.ndarray, zb: np.ndarray, p: dict) -> tuple[list[np.ndarray], np.ndarray | None]:
+def _forward_angles(q: Query, zb: np.ndarray, p: dict) -> tuple[list[np.ndarray], np.ndarray | None]:
     """The rotation grids of the forward direction (one window per coarse pose candidate) and the
     candidates of the full-circle search (None for a fixed grid)."""
     rot = p["rotation"]
@@ -454,19 +498,18 @@ def _forward_angles(za: np.ndarray, zb: np.ndarray, p: dict) -> tuple[list[np.nd
     if rot == "reference":
         return [REFERENCE_ANGLES.copy()], None
     if rot == "full":
-        candidates, _ = coarse_rotations(
-            za, zb, factor=int(p["coarse_factor"]), step_deg=p["coarse_step_deg"], candidates=p["candidates"]
-        )
+        candidates, _ = _coarse_rotations(q.coarse, zb, p["coarse_step_deg"], p["candidates"])
         return [_window(c, p) for c in candidates], candidates
     raise ParameterError(f"rotation must be 'full', 'reference' or an array of angles, got {rot!r}")
 
 
-def _best_window(za: np.ndarray, zb: np.ndarray, windows: list[np.ndarray], p: dict, spacing: float) -> dict:
+def _best_window(q: Query, zb: np.ndarray, windows: list[np.ndarray], p: dict, spacing: float) -> dict:
     """The forward direction (a's cells searched in b) in the window with the most congruent
-    cells, then the best-correlating ones."""
-    best = None
+    cells, then the best-correlating ones. ``b`` is centred once, and an angle in two windows
+    (pose candidates 15 degrees apart) is searched once."""
+    best, target, memo = None, Target(zb), {}
     for angles in windows:
-        d = _direction(za, zb, angles, p, spacing)
+        d = _direction(q.cell_search, target, angles, p, spacing, memo)
         con = d["congruence"][p["method"]]
         corr = d["search"]["corr"][d["best"], np.arange(len(d["cells"]))]
         key = (con["count"], float(np.mean(corr[con["mask"]])) if con["count"] else 0.0)
@@ -483,17 +526,17 @@ def _pose_rotation(ab: dict, method: str) -> float:
     return theta
 
 
-def _search_directions(za, zb, p: dict, spacing: float) -> tuple[dict[str, dict], float, np.ndarray | None]:
+def _search_directions(q: Query, zb, p: dict, spacing: float) -> tuple[dict[str, dict], float, np.ndarray | None]:
     """The pose search: the forward direction ("ab") and, with ``directions="both"``, the reverse
     ("ba": b's cells searched in a, around the opposite rotation, or the same grid mirrored).
     Returns the directions, the forward rotation (deg) and the coarse pose candidates (or None)."""
-    windows, candidates = _forward_angles(za, zb, p)
-    ab = _best_window(za, zb, windows, p, spacing)
+    windows, candidates = _forward_angles(q, zb, p)
+    ab = _best_window(q, zb, windows, p, spacing)
     theta = _pose_rotation(ab, p["method"])
     dirs = {"ab": ab}
     if p["directions"] == "both":
         back = _window(-theta, p) if candidates is not None else -windows[0][::-1]
-        dirs["ba"] = _direction(zb, za, back, p, spacing)
+        dirs["ba"] = _direction(_cell_search(zb, p), q.target, back, p, spacing)
     return dirs, theta, candidates
 
 
@@ -548,7 +591,124 @@ def _recorded_params(p: dict, cell_px, boxes: dict, spacing: float, candidates) 
     return out
 
 
-def compare(a: Scan, b: Scan, **params) -> Comparison:
+def _params_key(p: dict) -> str:
+    """The comparison parameters as text, to tell whether two sets are the same."""
+    items = ((k, np.asarray(v).tolist() if isinstance(v, (np.ndarray, list, tuple)) else v) for k, v in p.items())
+    return repr(sorted(items))
+
+
+class Query:
+    """A processed scan prepared to be compared with many others: `compare`'s ``a``.
+
+    What a comparison computes from ``a`` alone is computed once and kept
+    for every comparison with it: its valid box, its cells and their
+    Fourier transforms (``a``'s cells are searched in each ``b``), ``a``
+    centred for the reverse direction (each ``b``'s cells are searched in
+    ``a``), its reduced surface and spectra for the coarse pose search, and
+    its fingerprint. ``compare(query, b)`` gives the same `Comparison` as
+    ``compare(scan, b, **params)``, bit for bit; `compare_many` prepares a
+    scan shared by several pairs as their ``a`` by itself, and a search's
+    stage 2 compares one query with every candidate (see docs/search.md,
+    "Verification at scale").
+
+    Sent to a worker process, a query travels as its scan, its parameters
+    and a checksum of both; each worker prepares it once and keeps it for
+    the next pairs (the last `WORKER_QUERIES` queries).
+
+    Parameters
+    ----------
+    scan : Scan
+        A processed surface (see `preprocess`).
+    **params
+        Comparison parameters (see `compare`).
+
+    Examples
+    --------
+    >>> from ballistix.features.comparison import Query, compare
+    >>> q = Query(query_scan)  # doctest: +SKIP
+    >>> results = [compare(q, b) for b in candidates]  # doctest: +SKIP
+    """
+
+    def __init__(self, scan: Scan, **params):
+        self.params = _params(params)
+        self.scan = _check_scan(scan, "query")
+        self._token: str | None = None
+        self._fingerprint: dict | None = None
+        self._shared: dict[str, Any] = {"region": _valid_region(scan)}  # shared by a worker's copies
+
+    @property
+    def region(self) -> tuple[list[int], np.ndarray]:
+        """The valid box [row, col, height, width] and the float32 heights inside it."""
+        return self._shared["region"]
+
+    def _get(self, name: str, make):
+        v = self._shared.get(name)
+        if v is None:
+            v = self._shared[name] = make()
+        return v
+
+    @property
+    def cell_search(self) -> CellSearch:
+        """The query's cells and their transforms (the forward direction's reference)."""
+        return self._get("cells", lambda: _cell_search(self.region[1], self.params))
+
+    @property
+    def target(self) -> Target:
+        """The query centred once: the target of the reverse direction."""
+        return self._get("target", lambda: Target(self.region[1]))
+
+    @property
+    def coarse(self) -> _CoarseReference:
+        """The reference side of the coarse pose search."""
+        return self._get("coarse", lambda: _CoarseReference(self.region[1], int(self.params["coarse_factor"])))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """A fresh copy of `_fingerprint` of the scan (results add to theirs)."""
+        import copy
+
+        if self._fingerprint is None:
+            self._fingerprint = _fingerprint(self.scan)
+        return copy.deepcopy(self._fingerprint)
+
+    def token(self) -> str:
+        """SHA-256 of the heights, the spacing and the parameters: what the prepared arrays depend on."""
+        if self._token is None:
+            z = np.ascontiguousarray(self.scan.heights)
+            h = hashlib.sha256(z.tobytes())
+            h.update(f"{z.dtype}{z.shape}{self.scan.dx!r}{self.scan.dy!r}{_params_key(self.params)}".encode())
+            self._token = h.hexdigest()
+        return self._token
+
+    def __reduce__(self):
+        return _worker_query, (self.scan, self.params, self.token())
+
+    def __repr__(self) -> str:
+        return f"<Query {_fingerprint_label(self.scan) or 'scan'} {self.scan.shape}>"
+
+
+#: Prepared queries a worker process keeps (see `Query`): a search sends one query to many pairs.
+WORKER_QUERIES = 2
+_worker_queries: dict[str, Query] = {}
+
+
+def _worker_query(scan: Scan, params: dict, token: str) -> Query:
+    """A `Query` arriving in a worker process: the one prepared here before for the same token,
+    with this scan (its metadata is the sender's), or a new one, kept for the next pairs."""
+    kept = _worker_queries.get(token)
+    if kept is None:
+        q = Query(scan, **params)
+        q._token = token
+        _worker_queries[token] = q
+        while len(_worker_queries) > WORKER_QUERIES:
+            _worker_queries.pop(next(iter(_worker_queries), None), None)
+        return q
+    q = Query.__new__(Query)  # (not copy.copy: that would pickle through __reduce__, back here)
+    q.__dict__.update(kept.__dict__)  # shares the prepared arrays (`_shared`) ...
+    q.scan, q._fingerprint = scan, None  # ... with this scan and its own fingerprint
+    return q
+
+
+def compare(a: Scan | Query, b: Scan, **params) -> Comparison:
     """Compare two processed breech-face scans with the Congruent Matching Cells method.
 
     The comparison only: no likelihood ratio (``log10_lr`` is None). ``bx.compare``
@@ -559,7 +719,8 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     ----------
     a, b : Scan
         Processed surfaces (see `preprocess`) at the same lateral spacing; ``a``
-        is the reference, ``b`` the target.
+        is the reference, ``b`` the target. ``a`` may be a `Query` (``a``
+        prepared once for comparisons with many scans; the same results).
     **params
         Overrides of `DEFAULTS`: ``grid`` (cells per side), ``max_missing``
         (skip cells with more missing data), ``region_factor`` (target region
@@ -568,7 +729,8 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
         ("full", "reference" or an array of angles), the coarse pose settings
         ``coarse_factor``, ``coarse_step_deg``, ``candidates``, ``window_deg``,
         ``step_deg``; ``directions`` ("both" or "forward"); ``method`` ("original",
-        the default, or "high") for ``cmc_count``.
+        the default, or "high") for ``cmc_count``. With a `Query`, its own
+        parameters (any given here must be the same).
 
     Returns
     -------
@@ -584,11 +746,25 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
     >>> res.cmc_count, res.log10_lr  # a count, not yet weighed (see `ballistix.compare`)  # doctest: +SKIP
     (21, None)
     """
+    if isinstance(a, Query):
+        if params and _params_key(_params(params)) != _params_key(a.params):
+            raise ParameterError(
+                "compare was given a Query prepared with other comparison parameters: "
+                "prepare it with these (Query(scan, **params)) or leave them out"
+            )
+        return _compare(a, b)
     p = _params(params)
-    a, b, spacing = _check_inputs(a, b)
+    _check_scan(a, "a")  # named "a" in its message before b is looked at, as before
+    return _compare(Query(a, **p), b)
+
+
+def _compare(q: Query, b: Scan) -> Comparison:
+    """`compare` of a prepared query ``q`` (the reference ``a``) with ``b``."""
+    p = q.params
+    a, b, spacing = _check_inputs(q.scan, b)
     coarse = _check_resolution(a, b, spacing)  # warned now, recorded in the result
-    (box_a, za), (box_b, zb) = _valid_region(a), _valid_region(b)
-    dirs, theta, candidates = _search_directions(za, zb, p, spacing)
+    (box_a, _), (box_b, zb) = q.region, _valid_region(b)
+    dirs, theta, candidates = _search_directions(q, zb, p, spacing)
     # the count: the smaller of both directions'; the cells and the pose: the forward direction's
     cmc = int(min(_count(d, p["method"]) for d in dirs.values()))
     ab = dirs["ab"]
@@ -603,7 +779,7 @@ def compare(a: Scan, b: Scan, **params) -> Comparison:
         cells=cells,
         directions={k: _summary(d, p["method"]) for k, d in dirs.items()},
         params=_recorded_params(p, ab["cells"].shape, {"a": box_a, "b": box_b}, spacing, candidates),
-        inputs={"a": _fingerprint(a), "b": _fingerprint(b)},
+        inputs={"a": q.fingerprint(), "b": _fingerprint(b)},
         warnings=[w for _, _, w in coarse],
         _surfaces=(a, b),
     )
@@ -629,8 +805,8 @@ def _note_segmentation(res: Comparison, a: Scan, b: Scan) -> None:
 
 
 def _compare_pair(args):
-    a, b, params = args
-    res = compare(a, b, **params)
+    q, b = args
+    res = _compare(q, b)
     res._surfaces = ()  # do not ship copies of both surfaces back from a worker; reattached by the caller
     return res
 
@@ -681,20 +857,29 @@ def compare_many(
         starting a pool (about a second) for each.
     **params
         Passed to `compare` (no likelihood ratios: ``bx.compare_many`` weighs them too).
+
+    A scan that is the ``a`` of several pairs (a search's query) is prepared
+    once (`Query`): its cells, their transforms and its coarse pose spectra
+    are computed once here or once in each worker, not once a pair.
     """
     from tqdm.auto import tqdm
 
-    _params(params)
+    p = _params(params)
     pairs = list(pairs)
     if not (isinstance(n_jobs, int) and n_jobs >= 1):
         raise ParameterError(f"n_jobs must be a positive integer, got {n_jobs!r}")
-    jobs = [(a, b, params) for a, b in pairs]
+    # each scan that is an ``a`` is prepared once, for all its pairs (in every worker too: `Query`)
+    queries: dict[int, Query] = {}
+    for a, _ in pairs:
+        if id(a) not in queries:
+            queries[id(a)] = Query(_check_scan(a, "a"), **p)
+    jobs = [(queries[id(a)], b) for a, b in pairs]
     if client is not None:
         from .._dask import dask_map
 
         results = dask_map(_compare_pair, jobs, client)
     elif executor is None and n_jobs == 1:
-        return [compare(a, b, **kw) for a, b, kw in tqdm(jobs, disable=not progress, desc="compare")]
+        return [_compare(q, b) for q, b in tqdm(jobs, disable=not progress, desc="compare")]
     else:
         # n_jobs workers get a few chunks each; a caller's executor of untold size, one pair at a time
         chunksize = max(1, len(jobs) // (CHUNKS_PER_WORKER * n_jobs)) if n_jobs > 1 else 1

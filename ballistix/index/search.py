@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import DescriptorMismatchError, ParameterError
-from ..features.comparison import Comparison
+from ..features.comparison import Comparison, process_pool
 from ..features.describe import DESCRIPTOR_NAME, describe
+from ..features.precheck import precheck_scores
 from ..scan import Scan
 from ..verify import compare_many
 from .scan_index import ScanIndex
@@ -25,7 +27,9 @@ class Candidate:
     stage, in [-1, 1]) and ``descriptor_rank`` the candidate's place in the
     shortlist (0 = most similar). ``cmc_count`` and ``score`` come from
     `compare` (second stage; None when no scans were given for it), and
-    ``comparison`` is the full `Comparison`.
+    ``comparison`` is the full `Comparison`. ``precheck_score`` is the
+    pre-check's whole-surface correlation when the search was asked to
+    verify only its best candidates (``verify_top``; otherwise None).
     """
 
     id: int
@@ -34,15 +38,19 @@ class Candidate:
     cmc_count: int | None = None
     score: float | None = None
     comparison: Comparison | None = None
+    precheck_score: float | None = None
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "id": self.id,
             "descriptor_score": self.descriptor_score,
             "descriptor_rank": self.descriptor_rank,
             "cmc_count": self.cmc_count,
             "score": self.score,
         }
+        if self.precheck_score is not None:  # only when the search ran the pre-check (verify_top)
+            d["precheck_score"] = self.precheck_score
+        return d
 
 
 def rerank(candidates: list[Candidate]) -> list[Candidate]:
@@ -81,6 +89,8 @@ def search(
     progress: bool = False,
     client=None,
     executor=None,
+    verify_top: int | None = None,
+    precheck: dict | None = None,
     **compare_params,
 ) -> list[Candidate]:
     """Find the database scans most likely fired by the same gun as ``scan``.
@@ -111,12 +121,24 @@ def search(
         holds the ``shortlist`` nearest other ids.
     n_jobs, progress, client, executor, **compare_params
         Passed to `compare_many` (``bx.compare_many``: comparison parameters and
-        ``calibration``).
+        ``calibration``). With ``n_jobs`` > 1 and neither ``executor`` nor
+        ``client``, one pool of workers serves the pre-check and the comparisons.
+    verify_top : int, optional
+        Verify only this many candidates: every shortlisted scan is first
+        scored by a cheap pre-check (`ballistix.features.precheck`:
+        whole-surface correlation over the full circle, a few milliseconds
+        a candidate), and only the ``verify_top`` best go on to `compare`;
+        the others are neither compared nor returned. None (the default):
+        every shortlisted scan is compared. It trades recall for time;
+        docs/search.md ("Verification at scale") gives the measured curve.
+    precheck : dict, optional
+        Pre-check settings (`ballistix.features.precheck.PRECHECK_DEFAULTS`:
+        ``factor``, ``step_deg``, ``max_shift_um``), used with ``verify_top``.
 
     Returns
     -------
     list of Candidate
-        Best first, at most ``k``.
+        Best first, at most ``k`` (and at most ``verify_top``).
 
     Examples
     --------
@@ -128,9 +150,13 @@ def search(
     """
     if not isinstance(index, ScanIndex):
         raise ParameterError(f"search expects a ScanIndex, got {type(index).__name__}")
-    for name, v in (("k", k), ("shortlist", shortlist)):
-        if int(v) != v or v < 1:
+    for name, v in (("k", k), ("shortlist", shortlist), ("verify_top", verify_top)):
+        if name == "verify_top" and v is None:
+            continue
+        if isinstance(v, bool) or int(v) != v or v < 1:
             raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+    if precheck is not None and verify_top is None:
+        raise ParameterError("precheck settings were given without verify_top: the pre-check only runs with it")
     k, shortlist = int(k), max(int(shortlist), int(k))
     excluded = {int(i) for i in np.atleast_1d(np.asarray(list(exclude), dtype=np.int64))}
     vec = query_vector(index, scan)
@@ -157,14 +183,28 @@ def search(
             raise ParameterError(f"scans gave a {type(t).__name__} for id {c.id}, expected a Scan")
         kept.append(c)
         targets.append(t)
-    results = compare_many(
-        [(scan, t) for t in targets],
-        n_jobs=n_jobs,
-        progress=progress,
-        client=client,
-        executor=executor,
-        **compare_params,
-    )
+    own_pool = n_jobs > 1 and executor is None and client is None and verify_top is not None
+    with process_pool(n_jobs) if own_pool else nullcontext(executor) as pool:
+        if verify_top is not None:
+            kept, targets = _precheck(scan, kept, targets, verify_top, precheck or {}, n_jobs, client, pool)
+        results = compare_many(
+            [(scan, t) for t in targets],
+            n_jobs=n_jobs,
+            progress=progress,
+            client=client,
+            executor=pool,
+            **compare_params,
+        )
     for c, r in zip(kept, results):
         c.cmc_count, c.score, c.comparison = int(r.cmc_count), float(r.score), r
     return rerank(kept)[:k]
+
+
+def _precheck(scan, kept, targets, top, settings, n_jobs, client, pool):
+    """The ``top`` candidates (and their scans) by the pre-check's score, in shortlist order; every
+    candidate's ``precheck_score`` is set. Ties go to the better descriptor rank."""
+    scores = precheck_scores(scan, targets, n_jobs=n_jobs, client=client, executor=pool, **settings)
+    for c, s in zip(kept, scores):
+        c.precheck_score = float(s)
+    best = sorted(np.argsort(-scores, kind="stable")[:top].tolist())
+    return [kept[i] for i in best], [targets[i] for i in best]
