@@ -259,6 +259,17 @@ def summary_rows() -> list[list[str]]:
             + f"; report {_fmt(f.get('report.html'))} MB",
             d,
         )
+    if d := load("verify_scale"):
+        for name in ("fadul", "simulated"):
+            rec = _get(d, name, "recommended", "precheck")
+            if rec:
+                add(
+                    "verify_scale",
+                    f"{name}, 200-shortlist, 2 cores: largest verify_top within 15 s / partners kept / s a query",
+                    f"{rec['verify_top']} / {_fmt(rec['kept_share'])} / "
+                    f"{_fmt(rec.get('seconds_on_jobs_measured_overhead', rec['seconds_on_jobs']))}",
+                    d,
+                )
     if d := load("store"):
         add(
             "store",

@@ -148,10 +148,17 @@ def query_job(args) -> dict:
 
 
 # ---------------------------------------------------------------- the curve
-def curve(jobs_out: list[dict], pruner: str, keep, n_jobs: int) -> dict:
+def curve(jobs_out: list[dict], pruner: str, keep, n_jobs: int, direct_runs=None, real=None) -> dict:
     """Share of the CMC-identified same-gun partners among the m best candidates by ``pruner``,
-    pooled over queries, and the modelled time of a query, for each m of ``keep``."""
-    ranks, n_ident = [], 0
+    pooled over queries, and the modelled time of a query, for each m of ``keep``.
+
+    The model: the pre-check's CPU, the query's preparation and m times the mean CPU of a
+    comparison, on one core (``cpu_seconds``) and over ``n_jobs`` cores (``seconds_on_jobs``);
+    with ``direct_runs`` (`direct`), the CPU ``bx.search`` spent beyond the model (workers
+    starting, scans sent, results weighed) is added as ``overhead_cpu`` in
+    ``seconds_on_jobs_measured_overhead``. ``real``: ids of real scans; the worst rank of a
+    partner among the real candidates alone is reported too."""
+    ranks, real_ranks = [], []
     for j in jobs_out:
         n = len(j["shortlist"])
         if PRUNERS[pruner] is None:
@@ -160,25 +167,44 @@ def curve(jobs_out: list[dict], pruner: str, keep, n_jobs: int) -> dict:
             order = np.argsort(-np.asarray(j["precheck"][pruner]["scores"]), kind="stable")
         rank = np.empty(n, int)
         rank[order] = np.arange(n)
+        if real is not None:
+            is_real = np.isin(j["shortlist"], list(real))
+            real_rank = np.cumsum(is_real[order]) - 1  # place among the real candidates, in pruner order
+            rank_real = np.empty(n, int)
+            rank_real[order] = real_rank
         for i, c in j["cmc"].items():
             if j["same"][int(i)] and c >= RULE:
                 ranks.append(int(rank[int(i)]))
-                n_ident += 1
+                if real is not None:
+                    real_ranks.append(int(rank_real[int(i)]))
     ranks = np.array(ranks, int)
     compare_cpu = float(np.mean([v for j in jobs_out for v in j["compare_cpu"].values()]))
     pre_cpu = 0.0 if PRUNERS[pruner] is None else float(np.mean([j["precheck"][pruner]["cpu"] for j in jobs_out]))
     prep = float(np.mean([j["query_prepare_cpu"] for j in jobs_out]))
-    out = {"identified_partners": n_ident, "worst_rank": int(ranks.max()) if n_ident else None, "keep": {}}
+    out = {"identified_partners": len(ranks), "worst_rank": int(ranks.max()) if len(ranks) else None, "keep": {}}
+    if real_ranks:
+        out["worst_rank_among_real"] = int(max(real_ranks))
+    top = max(len(j["shortlist"]) for j in jobs_out)
+
+    def model(m):
+        return pre_cpu + prep + min(m, top) * compare_cpu
+
+    overhead = None
+    if direct_runs and pruner == "precheck":  # bx.search runs the default pre-check
+        over = [v["cpu_mean"] - model(int(m)) for m, v in direct_runs.items() if m != "all"]
+        overhead = float(np.mean(over)) if over else None
     for m in keep:
-        n = min(m, max(len(j["shortlist"]) for j in jobs_out))
-        cpu = pre_cpu + prep + n * compare_cpu
+        cpu = model(m)
         out["keep"][str(m)] = {
-            "kept_share": float((ranks < m).mean()) if n_ident else None,
+            "kept_share": float((ranks < m).mean()) if len(ranks) else None,
             "cpu_seconds": cpu,
             "seconds_on_jobs": cpu / n_jobs,
         }
+        if overhead is not None:
+            out["keep"][str(m)]["seconds_on_jobs_measured_overhead"] = (cpu + overhead) / n_jobs
     out["compare_cpu_mean"] = compare_cpu
     out["precheck_cpu_per_query"] = pre_cpu
+    out["overhead_cpu"] = overhead
     return out
 
 
@@ -247,11 +273,26 @@ def shortlists(index, vecs, ids, queries, size):
     return [[int(c) for c in row if c != q][:size] for q, row in zip(queries, found)]
 
 
-def evaluate(name, folder, index, ids, vecs, guns, queries, args, shortlist) -> dict:
-    gun_of = dict(zip(ids.tolist(), guns.tolist()))
-    lists = shortlists(index, vecs, ids, queries, shortlist)
+def padded_shortlists(real_ids, real_vecs, pad_index, size):
+    """Each real scan's shortlist: all the other real scans (a small set) and the scans of
+    ``pad_index`` nearest to it by descriptor, up to ``size``, in descriptor order."""
+    out = []
+    for k, q in enumerate(real_ids):
+        own = [(float(real_vecs[k] @ real_vecs[j]), int(c)) for j, c in enumerate(real_ids) if c != q]
+        pads = []
+        if size > len(own):
+            s, found = pad_index.search(real_vecs[k : k + 1], size - len(own))
+            pads = [(float(v), int(c)) for v, c in zip(s[0], found[0]) if c >= 0]
+        out.append([c for _, c in sorted(own + pads, key=lambda t: -t[0])][:size])
+    return out
+
+
+def evaluate(name, folder, gun_of, queries, lists, args, index, real=None) -> dict:
+    """Measure ``queries`` with their shortlists ``lists`` (see `query_job`); ``index``: for the
+    end-to-end ``bx.search`` runs; ``real``: ids whose ranks among themselves are reported too."""
     same = [[gun_of[c] == gun_of[q] for c in sl] for q, sl in zip(queries, lists)]
     res = run_queries(name, folder, queries, lists, same, args.jobs, args.timed, args.unshared)
+    shortlist = max(map(len, lists))
     out = {
         "queries": len(queries),
         "shortlist": shortlist,
@@ -260,8 +301,9 @@ def evaluate(name, folder, index, ids, vecs, guns, queries, args, shortlist) -> 
             sum(any(j["same"][int(i)] and c >= RULE for i, c in j["cmc"].items()) for j in res)
         ),
         "per_query": res,
-        "curves": {p: curve(res, p, args.keep, args.jobs) for p in PRUNERS},
     }
+    if real is not None:
+        out["real_in_shortlist"] = float(np.mean([np.isin(sl, list(real)).sum() for sl in lists]))
     un = [v for j in res for v in j["compare_cpu_unshared"]]
     sh = [v for j in res for v in j["compare_cpu_shared_same_pairs"]]
     out["shared_query"] = {
@@ -274,13 +316,19 @@ def evaluate(name, folder, index, ids, vecs, guns, queries, args, shortlist) -> 
         dq = queries[: args.direct_queries]
         keeps = list(args.direct_keep) + ([None] if args.direct_all else [])
         out["direct"] = direct(index, Scans(folder), dq, keeps, args.jobs, shortlist)
+    out["curves"] = {p: curve(res, p, args.keep, args.jobs, out.get("direct"), real) for p in PRUNERS}
     return out
 
 
 # ---------------------------------------------------------------- report
 def recommend(c: dict, budget: float) -> dict | None:
-    """The largest m whose modelled time on the jobs' cores is within ``budget``."""
-    fits = [(int(m), v) for m, v in c["keep"].items() if v["seconds_on_jobs"] <= budget]
+    """The largest m whose modelled time on the jobs' cores (with the measured overhead of
+    ``bx.search`` when there is one) is within ``budget``."""
+
+    def seconds(v):
+        return v.get("seconds_on_jobs_measured_overhead", v["seconds_on_jobs"])
+
+    fits = [(int(m), v) for m, v in c["keep"].items() if seconds(v) <= budget]
     if not fits:
         return None
     m, v = max(fits)
@@ -289,6 +337,7 @@ def recommend(c: dict, budget: float) -> dict | None:
 
 def figure(out: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -306,9 +355,12 @@ def figure(out: dict, path: Path) -> None:
                     ax.annotate(m, (xi, yi), fontsize=6, xytext=(2, -8), textcoords="offset points")
         ax.axvline(BUDGET_SECONDS, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
+        ax.set_xticks([1, 2, 5, 10, 15, 20, 50, 100])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(f"seconds a query on {out['params']['jobs']} cores (CPU / cores)")
         ax.set_ylabel(f"CMC-identified same-gun partners kept (>= {RULE})")
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(0.5, 1.02)
         ax.set_title(f"{name}: {out[name]['queries']} queries, shortlist {out[name]['shortlist']}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
@@ -334,10 +386,12 @@ def print_tables(out: dict) -> None:
             row = [m]
             for p in PRUNERS:
                 v = r["curves"][p]["keep"][m]
-                row += [v["kept_share"], v["seconds_on_jobs"]]
+                row += [v["kept_share"], v.get("seconds_on_jobs_measured_overhead", v["seconds_on_jobs"])]
             rows.append(row)
         head = ["verify_top"] + [f"{p}: {w}" for p in PRUNERS for w in ("kept", "s/query")]
         print(table(rows, head))
+        worst = {p: (c["worst_rank"], c.get("worst_rank_among_real")) for p, c in r["curves"].items()}
+        print(f"worst rank of an identified partner (0 = first; among the real scans): {worst}")
         if "direct" in r:
             print(
                 table(
@@ -388,19 +442,23 @@ def main(argv=None) -> int:
         eligible = [i for i in ids if shots[guns[i]] > 1]
         queries = sorted(rng.choice(eligible, min(args.queries, len(eligible)), replace=False).tolist())
         shortlist = min(args.shortlist, len(ids) - 1)
-        out["simulated"] = evaluate("simulated", folder.folder, index, ids, vecs, guns, queries, args, shortlist)
+        lists = shortlists(index, vecs, ids, queries, shortlist)
+        gun_of = dict(zip(ids.tolist(), guns.tolist()))
+        out["simulated"] = evaluate("simulated", folder.folder, gun_of, queries, lists, args, index)
         out["simulated"]["n_scans"] = len(ids)
         write_json("verify_scale", out)
         if (SHARED_DATA / "fadul").is_dir() and not args.skip_real:
+            # the 40 real scans: each query's shortlist holds the other 39 and the nearest simulated
+            # scans (all different guns) up to the shortlist size
             offset = 1_000_000
             fguns, fvecs = fadul_scans(folder, offset)
             fids = offset + np.arange(len(fguns))
-            index.add(fids, fvecs)  # the real scans among the simulated ones: 200-shortlists
-            all_ids, all_vecs = np.r_[ids, fids], np.r_[vecs, fvecs]
-            all_guns = np.r_[guns.astype(object), fguns.astype(object)]
+            lists = padded_shortlists(fids.tolist(), fvecs, index, args.shortlist)
+            gun_of.update(zip(fids.tolist(), fguns.tolist()))
             fq = fids.tolist()[: args.queries if args.quick else None]  # all 40 (quick: a few)
-            fshort = min(args.shortlist, len(all_ids) - 1)
-            out["fadul"] = evaluate("fadul", folder.folder, index, all_ids, all_vecs, all_guns, fq, args, fshort)
+            index.add(fids, fvecs)  # for the end-to-end runs (their shortlists are the index's own)
+            real = set(fids.tolist())
+            out["fadul"] = evaluate("fadul", folder.folder, gun_of, fq, lists[: len(fq)], args, index, real)
         for name in ("fadul", "simulated"):
             if name in out:
                 out[name]["recommended"] = {

@@ -70,3 +70,14 @@ def test_scores_on_workers_are_the_scores_here():
 def test_settings_are_checked(kwargs, match):
     with pytest.raises(bx.ParameterError, match=match):
         CoarseQuery(scan(surface(0)), **kwargs)
+
+
+def test_scores_on_a_dask_cluster_are_the_scores_here():
+    distributed = pytest.importorskip("distributed")
+    q = scan(surface(9))
+    targets = [scan(rotate_nan(surface(9), 60.0).astype(float)), scan(surface(10)), scan(surface(11))]
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as lc,
+        distributed.Client(lc) as client,
+    ):
+        np.testing.assert_array_equal(precheck_scores(q, targets, client=client), precheck_scores(q, targets))
