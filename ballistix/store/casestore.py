@@ -731,7 +731,8 @@ class CaseStore:
     @property
     def projection(self) -> dict:
         """How the index holds the descriptors: ``kind`` "none" (full descriptors, below
-        `PROJECT_FROM` exhibits) or "pca" with ``dim``, ``fitted_on``, ``store_size_at_fit``,
+        `PROJECT_FROM` exhibits) or "subspace" (the uncentred leading subspace of the store's
+        descriptors; "pca" if centred) with ``dim``, ``fitted_on``, ``store_size_at_fit``,
         ``refit_at`` (None: refits are now deliberate), ``fitted_utc`` and ``sha256``."""
         return dict(self._projection)
 
