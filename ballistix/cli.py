@@ -304,7 +304,9 @@ def cmd_search(args) -> int:
     """Find the exhibits of a store most likely fired by the same gun as a scan (or a stored exhibit)."""
     with _store(args, read_only=not _writable(args.store)) as st, _store_warnings(show=False):
         with _naming(args.query):
-            cands = st.search(args.query, k=args.k, n_jobs=args.jobs, units=args.units, **_image_kw(args))
+            cands = st.search(
+                args.query, k=args.k, n_jobs=args.jobs, units=args.units, verify_top=args.verify_top, **_image_kw(args)
+            )
     if cands.skipped:
         print(f"warning: {_skipped_line(cands.skipped, args.store)}", file=sys.stderr)
     if args.json:
@@ -718,6 +720,11 @@ def _search_parser(sub) -> None:
     se.add_argument("-k", type=_positive_int, default=20, help="candidates to list (default 20)")
     se.add_argument("--shortlist", type=_positive_int, help="candidates verified by CMC (default: the store's, 50)")
     se.add_argument("--jobs", type=_positive_int, default=1)
+    se.add_argument(
+        "--verify-top",
+        type=_positive_int,
+        help="pre-check the shortlist and verify only its best N with CMC (default: verify all)",
+    )
     se.add_argument(
         "--read-only", action="store_true", help="write nothing to the store (automatic when it is not writable)"
     )

@@ -198,3 +198,14 @@ def test_a_compact_store_shortlists_like_its_full_descriptors(tmp_path, pool, sm
     covered = ids == top + 1  # rowids start at 1; 20 candidates of 30 by the 8-value projection
     assert covered.mean() > 0.9
     assert np.allclose(scores[covered], np.take_along_axis(full, top, 1)[covered], atol=1e-5)
+
+
+def test_store_search_verifies_only_the_prechecked_best(tmp_path, pool):
+    dim = pool[0][1].size
+    vecs = np.vstack([pool[0][1], pool[1][1], unit_rows(2, dim, 7)])
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        st.import_prepared(records(vecs, pool))
+        every = st.search(pool[1][2], k=4, shortlist=4)
+        top = st.search(pool[1][2], k=4, shortlist=4, verify_top=1)
+    assert len(every) == 4 and len(top) == 1
+    assert top[0]["exhibit_id"] == "B1" and top[0]["cmc_count"] == every[0]["cmc_count"]

@@ -1180,11 +1180,14 @@ class CaseStore:
         n_jobs: int = 1,
         units: str = "auto",
         pixel_size_m: float | None = None,
+        verify_top: int | None = None,
     ) -> SearchResult:
         """Two-stage search of the store for a scan file, a `Scan`, or an exhibit id in the store.
 
         ``units``: the length unit of a query x3p file, passed to `read_scan`;
         ``pixel_size_m``: the pixel size of a query image that does not carry one.
+        ``verify_top``: pre-check the whole shortlist and verify only its best ``verify_top``
+        with CMC (see `ballistix.search`; None, the default, verifies every shortlisted exhibit).
 
         Returns up to ``k`` candidates, best first, each a dict with
         ``exhibit_id``, ``source_name``, ``cmc_count``, ``score``,
@@ -1219,6 +1222,7 @@ class CaseStore:
             scans=self._usable_scan,
             n_jobs=n_jobs,
             calibration=self.calibrations(),
+            verify_top=verify_top,
             **self.compare_params,
         )
         ids = [c.id for c in cands]
