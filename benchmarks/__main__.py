@@ -267,7 +267,7 @@ def summary_rows() -> list[list[str]]:
                     "verify_scale",
                     f"{name}, 200-shortlist, 2 cores: largest verify_top within 15 s / partners kept / s a query",
                     f"{rec['verify_top']} / {_fmt(rec['kept_share'])} / "
-                    f"{_fmt(rec.get('seconds_on_jobs_measured_overhead', rec['seconds_on_jobs']))}",
+                    f"{_fmt(rec.get('seconds_on_jobs_with_overhead', rec['seconds_on_jobs']))}",
                     d,
                 )
     if d := load("store"):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import multiprocessing
 import os
 import resource
@@ -61,6 +62,7 @@ RULE = CONVENTIONAL_CMC_RULE
 PRUNERS = {"precheck": {}, "precheck factor 8": {"factor": 8}, "descriptor rank": None}
 KEEP = (5, 10, 15, 20, 30, 40, 60, 100, 150, 200)
 BUDGET_SECONDS = 15.0  # the issue's target for a verified answer, 200-shortlist, 2 cores
+FADUL_OFFSET = 1_000_000  # ids of the real scans, after the simulated ones
 
 
 # ---------------------------------------------------------------- scans on disk, shared by workers
@@ -148,16 +150,14 @@ def query_job(args) -> dict:
 
 
 # ---------------------------------------------------------------- the curve
-def curve(jobs_out: list[dict], pruner: str, keep, n_jobs: int, direct_runs=None, real=None) -> dict:
+def curve(jobs_out: list[dict], pruner: str, keep, n_jobs: int, real=None) -> dict:
     """Share of the CMC-identified same-gun partners among the m best candidates by ``pruner``,
     pooled over queries, and the modelled time of a query, for each m of ``keep``.
 
     The model: the pre-check's CPU, the query's preparation and m times the mean CPU of a
-    comparison, on one core (``cpu_seconds``) and over ``n_jobs`` cores (``seconds_on_jobs``);
-    with ``direct_runs`` (`direct`), the CPU ``bx.search`` spent beyond the model (workers
-    starting, scans sent, results weighed) is added as ``overhead_cpu`` in
-    ``seconds_on_jobs_measured_overhead``. ``real``: ids of real scans; the worst rank of a
-    partner among the real candidates alone is reported too."""
+    comparison, on one core (``cpu_seconds``) and over ``n_jobs`` cores (``seconds_on_jobs``).
+    ``real``: ids of real scans; the worst rank of a partner among the real candidates alone is
+    reported too."""
     ranks, real_ranks = [], []
     for j in jobs_out:
         n = len(j["shortlist"])
@@ -169,9 +169,8 @@ def curve(jobs_out: list[dict], pruner: str, keep, n_jobs: int, direct_runs=None
         rank[order] = np.arange(n)
         if real is not None:
             is_real = np.isin(j["shortlist"], list(real))
-            real_rank = np.cumsum(is_real[order]) - 1  # place among the real candidates, in pruner order
             rank_real = np.empty(n, int)
-            rank_real[order] = real_rank
+            rank_real[order] = np.cumsum(is_real[order]) - 1  # place among the real candidates
         for i, c in j["cmc"].items():
             if j["same"][int(i)] and c >= RULE:
                 ranks.append(int(rank[int(i)]))
@@ -181,31 +180,31 @@ def curve(jobs_out: list[dict], pruner: str, keep, n_jobs: int, direct_runs=None
     compare_cpu = float(np.mean([v for j in jobs_out for v in j["compare_cpu"].values()]))
     pre_cpu = 0.0 if PRUNERS[pruner] is None else float(np.mean([j["precheck"][pruner]["cpu"] for j in jobs_out]))
     prep = float(np.mean([j["query_prepare_cpu"] for j in jobs_out]))
+    top = max(len(j["shortlist"]) for j in jobs_out)
     out = {"identified_partners": len(ranks), "worst_rank": int(ranks.max()) if len(ranks) else None, "keep": {}}
     if real_ranks:
         out["worst_rank_among_real"] = int(max(real_ranks))
-    top = max(len(j["shortlist"]) for j in jobs_out)
-
-    def model(m):
-        return pre_cpu + prep + min(m, top) * compare_cpu
-
-    overhead = None
-    if direct_runs and pruner == "precheck":  # bx.search runs the default pre-check
-        over = [v["cpu_mean"] - model(int(m)) for m, v in direct_runs.items() if m != "all"]
-        overhead = float(np.mean(over)) if over else None
     for m in keep:
-        cpu = model(m)
+        cpu = pre_cpu + prep + min(m, top) * compare_cpu
         out["keep"][str(m)] = {
             "kept_share": float((ranks < m).mean()) if len(ranks) else None,
             "cpu_seconds": cpu,
             "seconds_on_jobs": cpu / n_jobs,
         }
-        if overhead is not None:
-            out["keep"][str(m)]["seconds_on_jobs_measured_overhead"] = (cpu + overhead) / n_jobs
     out["compare_cpu_mean"] = compare_cpu
     out["precheck_cpu_per_query"] = pre_cpu
-    out["overhead_cpu"] = overhead
     return out
+
+
+def overhead(curve_precheck: dict, direct_runs: dict | None) -> float | None:
+    """CPU that ``bx.search`` spent beyond the model of `curve` (workers starting, scans read and
+    sent, results weighed), averaged over the pruned direct runs; None without them."""
+    over = [
+        v["cpu_mean"] - curve_precheck["keep"][m]["cpu_seconds"]
+        for m, v in (direct_runs or {}).items()
+        if m in curve_precheck["keep"]
+    ]
+    return float(np.mean(over)) if over else None
 
 
 def run_queries(name, folder, queries, shortlists, same, jobs, n_timed, n_unshared) -> list[dict]:
@@ -316,23 +315,32 @@ def evaluate(name, folder, gun_of, queries, lists, args, index, real=None) -> di
         dq = queries[: args.direct_queries]
         keeps = list(args.direct_keep) + ([None] if args.direct_all else [])
         out["direct"] = direct(index, Scans(folder), dq, keeps, args.jobs, shortlist)
-    out["curves"] = {p: curve(res, p, args.keep, args.jobs, out.get("direct"), real) for p in PRUNERS}
+    summarise(out, args.keep, args.jobs, real)
     return out
 
 
+def summarise(out: dict, keep, n_jobs: int, real=None) -> None:
+    """The curves, the measured overhead and the recommended settings of one set, from its
+    per-query measurements and direct runs."""
+    out["curves"] = {p: curve(out["per_query"], p, keep, n_jobs, real) for p in PRUNERS}
+    out["overhead_cpu"] = overhead(out["curves"]["precheck"], out.get("direct"))
+    out["recommended"] = {
+        p: recommend(c, BUDGET_SECONDS, out["overhead_cpu"], n_jobs)
+        for p, c in out["curves"].items()
+        if PRUNERS[p] is not None
+    }
+
+
 # ---------------------------------------------------------------- report
-def recommend(c: dict, budget: float) -> dict | None:
-    """The largest m whose modelled time on the jobs' cores (with the measured overhead of
-    ``bx.search`` when there is one) is within ``budget``."""
-
-    def seconds(v):
-        return v.get("seconds_on_jobs_measured_overhead", v["seconds_on_jobs"])
-
-    fits = [(int(m), v) for m, v in c["keep"].items() if seconds(v) <= budget]
+def recommend(c: dict, budget: float, overhead_cpu: float | None = None, n_jobs: int = 2) -> dict | None:
+    """The largest m whose modelled time on the jobs' cores, with the measured overhead of
+    ``bx.search`` (when positive), is within ``budget``."""
+    extra = max(overhead_cpu or 0.0, 0.0) / n_jobs
+    fits = [(int(m), v) for m, v in c["keep"].items() if v["seconds_on_jobs"] + extra <= budget]
     if not fits:
         return None
     m, v = max(fits)
-    return {"verify_top": m, **v}
+    return {"verify_top": m, **v, "seconds_on_jobs_with_overhead": v["seconds_on_jobs"] + extra}
 
 
 def figure(out: dict, path: Path) -> None:
@@ -386,12 +394,19 @@ def print_tables(out: dict) -> None:
             row = [m]
             for p in PRUNERS:
                 v = r["curves"][p]["keep"][m]
-                row += [v["kept_share"], v.get("seconds_on_jobs_measured_overhead", v["seconds_on_jobs"])]
+                row += [v["kept_share"], v["seconds_on_jobs"]]
             rows.append(row)
         head = ["verify_top"] + [f"{p}: {w}" for p in PRUNERS for w in ("kept", "s/query")]
         print(table(rows, head))
         worst = {p: (c["worst_rank"], c.get("worst_rank_among_real")) for p, c in r["curves"].items()}
         print(f"worst rank of an identified partner (0 = first; among the real scans): {worst}")
+        rec = r["recommended"]["precheck"]
+        if rec:
+            print(
+                f"largest verify_top within {BUDGET_SECONDS:g} s on {out['params']['jobs']} cores (model, with "
+                f"bx.search's measured overhead of {r['overhead_cpu'] or 0:.1f} CPU s): {rec['verify_top']}, "
+                f"keeps {rec['kept_share']:.3f}"
+            )
         if "direct" in r:
             print(
                 table(
@@ -417,7 +432,16 @@ def main(argv=None) -> int:
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--cache", type=Path, help="keep the processed scans in this folder (reused when present)")
     p.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
+    p.add_argument("--report-only", action="store_true", help="recompute curves, tables and figure from the JSON")
     args = p.parse_args(argv)
+    if args.report_only:
+        out = json.loads((RESULTS / "verify_scale.json").read_text())
+        for name in ("fadul", "simulated"):
+            if name in out:
+                real = set(range(FADUL_OFFSET, FADUL_OFFSET + len(out[name]["per_query"]))) if name == "fadul" else None
+                summarise(out[name], out["params"]["keep"], out["params"]["jobs"], real)
+        out.pop("benchmark", None)  # the machine and date of the measurement stay
+        return report(out)
     if args.quick:
         args.sim_scans, args.queries, args.shortlist = 40, 3, 30
         args.timed, args.unshared, args.direct_queries, args.direct_all = 2, 1, 1, False
@@ -450,23 +474,21 @@ def main(argv=None) -> int:
         if (SHARED_DATA / "fadul").is_dir() and not args.skip_real:
             # the 40 real scans: each query's shortlist holds the other 39 and the nearest simulated
             # scans (all different guns) up to the shortlist size
-            offset = 1_000_000
-            fguns, fvecs = fadul_scans(folder, offset)
-            fids = offset + np.arange(len(fguns))
+            fguns, fvecs = fadul_scans(folder, FADUL_OFFSET)
+            fids = FADUL_OFFSET + np.arange(len(fguns))
             lists = padded_shortlists(fids.tolist(), fvecs, index, args.shortlist)
             gun_of.update(zip(fids.tolist(), fguns.tolist()))
             fq = fids.tolist()[: args.queries if args.quick else None]  # all 40 (quick: a few)
             index.add(fids, fvecs)  # for the end-to-end runs (their shortlists are the index's own)
             real = set(fids.tolist())
             out["fadul"] = evaluate("fadul", folder.folder, gun_of, fq, lists[: len(fq)], args, index, real)
-        for name in ("fadul", "simulated"):
-            if name in out:
-                out[name]["recommended"] = {
-                    p: recommend(c, BUDGET_SECONDS) for p, c in out[name]["curves"].items() if PRUNERS[p] is not None
-                }
     finally:
         if args.cache is None:
             shutil.rmtree(work, ignore_errors=True)
+    return report(out)
+
+
+def report(out: dict) -> int:
     path = write_json("verify_scale", out)
     figure(out, RESULTS / "verify_scale.png")
     print_tables(out)
