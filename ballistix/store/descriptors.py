@@ -100,12 +100,9 @@ def descriptor_chunks(db: sqlite3.Connection, dim: int, *, rowids=None, chunk: i
         for i in range(0, len(rowids), chunk):
             part = rowids[i : i + chunk].tolist()
             marks = ",".join("?" * len(part))
-            rows = db.execute(
-                f"SELECT rowid, descriptor FROM exhibits WHERE rowid IN ({marks}) AND length(descriptor)=? "
-                "ORDER BY rowid",
-                (*part, size),
-            ).fetchall()
-            yield _vectors(rows, dim)
+            rows = db.execute(f"SELECT rowid, descriptor FROM exhibits WHERE rowid IN ({marks}) ORDER BY rowid", part)
+            # lengths checked here, not in SQL: length() in the query made a re-ranking's reads about 2x slower
+            yield _vectors([r for r in rows if isinstance(r[1], bytes) and len(r[1]) == size], dim)
         return
     last = -1
     while True:
@@ -125,13 +122,8 @@ def fetch(db: sqlite3.Connection, dim: int, rowids: np.ndarray) -> np.ndarray:
     rowids = np.asarray(rowids, np.int64)
     out = np.full((len(rowids), dim), np.nan, np.float32)
     where = {int(r): i for i, r in enumerate(rowids)}
-    size = 4 * dim
-    for i in range(0, len(rowids), CHUNK):
-        part = rowids[i : i + CHUNK].tolist()
-        rows = db.execute(f"SELECT rowid, descriptor FROM exhibits WHERE rowid IN ({','.join('?' * len(part))})", part)
-        for r, blob in rows:
-            if isinstance(blob, bytes) and len(blob) == size:
-                out[where[r]] = np.frombuffer(blob, np.float32)
+    for ids, vecs in descriptor_chunks(db, dim, rowids=np.unique(rowids)):
+        out[[where[r] for r in ids.tolist()]] = vecs
     return out
 
 
