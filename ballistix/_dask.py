@@ -10,11 +10,11 @@ back in input order, and each worker runs OpenCV and FAISS single-threaded
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .errors import ParameterError
 
-__all__ = ["get_client", "dask_map", "single_threaded"]
+__all__ = ["get_client", "dask_map", "dask_as_completed", "single_threaded"]
 
 
 def single_threaded() -> None:
@@ -51,3 +51,18 @@ def dask_map(fn: Callable, items: Sequence, client) -> list:
     c = get_client(client)
     futures = c.map(_run, [fn] * len(items), list(items), pure=False)
     return c.gather(futures)
+
+
+def dask_as_completed(fn: Callable, items: Iterable, client) -> Iterator:
+    """``fn(x)`` for each of ``items`` on a Dask cluster, yielded as each finishes (so that the
+    caller can record results while the others run); a task's exception is raised here."""
+    from distributed import as_completed
+
+    c = get_client(client)
+    items = list(items)
+    if not items:
+        return
+    for future in as_completed(c.map(_run, [fn] * len(items), items, pure=False)):
+        result = future.result()
+        future.release()  # the scheduler and the worker let go of it now
+        yield result

@@ -440,7 +440,7 @@ def cmd_link(args) -> int:
     """Compare every new exhibit of a store with its shortlist, and write the linkage graph."""
     with _store(args) as st:
         with _store_warnings(show=False):
-            n = st.link_new(n_jobs=args.jobs, progress=not args.json, client=args.scheduler)
+            n = st.link_new(n_jobs=args.jobs, progress=not args.json, client=args.scheduler, verify_top=args.verify_top)
         skipped = st.skipped
         g = st.graph()
     if skipped:
@@ -770,6 +770,11 @@ def _link_parser(sub) -> None:
     )
     li.add_argument("--jobs", type=_positive_int, default=1)
     li.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): compare on the cluster")
+    li.add_argument(
+        "--verify-top",
+        type=_positive_int,
+        help="pre-check each shortlist and verify and record only its best N (default: verify all)",
+    )
     li.add_argument("--json", action="store_true")
     li.set_defaults(func=cmd_link)
 

@@ -8,10 +8,12 @@ import sys
 import textwrap
 import time
 
+import networkx as nx
 import numpy as np
 import pytest
 
 import ballistix as bx
+from ballistix.errors import StoreWarning
 from ballistix.store import CaseStore, StoreError
 
 FAST = {"spacing_um": 12.5}  # 12.5 um grids keep the tests quick
@@ -336,34 +338,143 @@ def test_readers_see_a_consistent_store_while_a_writer_ingests(tmp_path, files):
     assert os.path.exists(folder / "index.bxi")
 
 
-def test_dask_cluster_gives_the_same_store_as_a_local_run(tmp_path, files):
-    distributed = pytest.importorskip("distributed")
-    paths, _ = files
-    with CaseStore(tmp_path / "local", preprocess_params=FAST, shortlist=3) as st:
-        st.ingest(paths, progress=False)
-        st.link_new(progress=False)
-        local = (
+LINK_ROWS = "SELECT a, b, cmc_count, score, rotation_deg, log10_lr, evidence_json FROM comparisons"
+
+
+def _linked_store(folder, paths, shortlist=3, **link):
+    """A store of ``paths`` linked with ``link_new(**link)``: (exhibits, descriptors, comparisons)."""
+    client = link.pop("ingest_client", None)
+    with CaseStore(folder, preprocess_params=FAST, shortlist=shortlist) as st:
+        r = st.ingest(paths, progress=False, client=client)
+        assert len(r.added) == len(paths)
+        st.link_new(progress=False, **link)
+        return (
             st.exhibits(),
             sql(st.folder, "SELECT descriptor FROM exhibits ORDER BY rowid"),
-            sorted(sql(st.folder, "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")),
+            sorted(sql(st.folder, LINK_ROWS)),
         )
+
+
+def test_dask_cluster_and_a_process_pool_give_the_same_store_as_a_local_run(tmp_path, files):
+    distributed = pytest.importorskip("distributed")
+    paths, _ = files
+    local = _linked_store(tmp_path / "local", paths)
+    pool = _linked_store(tmp_path / "pool", paths, n_jobs=2)  # one exhibit a worker at a time
     with (
         distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
         distributed.Client(lc) as client,
-        CaseStore(tmp_path / "dask", preprocess_params=FAST, shortlist=3) as st,
     ):
-        r = st.ingest(paths, progress=False, client=client)
-        assert len(r.added) == len(paths)
-        st.link_new(progress=False, client=client)
-        remote = (
-            st.exhibits(),
-            sql(st.folder, "SELECT descriptor FROM exhibits ORDER BY rowid"),
-            sorted(sql(st.folder, "SELECT a, b, cmc_count, score, rotation_deg FROM comparisons")),
-        )
+        remote = _linked_store(tmp_path / "dask", paths, ingest_client=client, client=client)
     keys = ("exhibit_id", "source_sha256", "kind", "scan_file")
     assert [{k: e[k] for k in keys} for e in local[0]] == [{k: e[k] for k in keys} for e in remote[0]]
     assert len(local[1]) == len(paths) and local[1] == remote[1]  # bit-identical descriptors
-    assert local[2] and local[2] == remote[2]  # identical comparisons
+    # identical comparisons, weighed alike; every exhibit compared with its 3 nearest, no pair twice
+    assert local[2] and local[2] == remote[2] == pool[2]
+    assert len({(a, b) for a, b, *_ in local[2]}) == len(local[2]) >= len(paths) * 3 // 2
+
+
+def test_link_new_with_verify_top_records_each_shortlists_best(tmp_path, files):
+    paths, guns = files
+    full = {(a, b): rest for a, b, *rest in _linked_store(tmp_path / "full", paths, shortlist=4)[2]}
+    top = _linked_store(tmp_path / "top", paths, shortlist=4, verify_top=1)[2]
+    # one comparison recorded per exhibit at most (its shortlist's best by the pre-check), each the
+    # same as the full link's comparison of that pair
+    assert 0 < len(top) <= len(paths) < len(full)
+    assert all(full[(a, b)] == rest for a, b, *rest in top)
+    names = {i + 1: p.stem for i, p in enumerate(paths)}  # rowids in ingest order
+    # the pairs recorded with 6+ cells still join each gun's three shots, and only them (an
+    # exhibit whose same-gun shots were planned by earlier ones records its best other: a low count)
+    g = nx.Graph([(names[a], names[b]) for a, b, cmc, *_ in top if cmc >= 6])
+    truth = {}
+    for e, f in guns.items():
+        truth.setdefault(f, set()).add(e)
+    assert sorted(map(sorted, nx.connected_components(g))) == sorted(map(sorted, truth.values()))
+    with CaseStore(tmp_path / "full") as st:
+        for bad in (0, -1, 1.5, True):
+            with pytest.raises(bx.ParameterError, match="verify_top must be a positive integer"):
+                st.link_new(progress=False, verify_top=bad)
+        with pytest.raises(bx.ParameterError, match="without verify_top"):
+            st.link_new(progress=False, precheck={"factor": 4})
+
+
+def test_a_damaged_descriptor_leaves_its_exhibit_unlinked_with_a_warning(tmp_path, files):
+    paths, _ = files
+    with CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=3) as st:
+        st.ingest(paths[:5], progress=False)
+    db = sqlite3.connect(tmp_path / "s" / "store.sqlite")
+    with db:
+        db.execute("UPDATE exhibits SET descriptor=? WHERE exhibit_id='case-02'", (b"\0" * 10,))
+    db.close()
+    with CaseStore(tmp_path / "s") as st:
+        with pytest.warns(StoreWarning, match="'case-02' was not linked: its stored descriptor is damaged"):
+            assert st.link_new(progress=False) > 0
+    linked = dict(sql(tmp_path / "s", "SELECT exhibit_id, linked FROM exhibits"))
+    assert linked.pop("case-02") == 0 and all(linked.values())
+
+
+def test_link_on_a_cluster_started_the_way_cluster_managers_start_one(tmp_path, files):
+    """dask-jobqueue and Kubernetes start ``dask scheduler`` and ``dask worker`` processes: the CLI's
+    ``--scheduler`` address then links the store there, with the same comparisons as a local run."""
+    distributed = pytest.importorskip("distributed")
+    paths, _ = files
+    local = _linked_store(tmp_path / "local", paths[:6])[2]
+    with CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=3) as st:
+        st.ingest(paths[:6], progress=False)
+    info = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    procs = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--scheduler-file", str(info), "--no-dashboard", "--port", "0"],
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [*dask, "worker", "--scheduler-file", str(info), "--nthreads", "1", "--no-dashboard"],
+                    stderr=subprocess.DEVNULL,
+                    cwd=tmp_path,  # the workers see the store's folder at the same path, as on a shared file system
+                )
+            )
+        deadline = time.monotonic() + 60
+        while not (info.is_file() and info.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ballistix",
+                "link",
+                "--store",
+                str(tmp_path / "s"),
+                "--out",
+                str(tmp_path / "g.json"),
+                "--shortlist",
+                "3",
+                "--scheduler",
+                address,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["comparisons_recorded"] == len(local)
+        with distributed.Client(address) as client:  # the exhibits were verified there: one task each
+            done = client.run_on_scheduler(
+                lambda dask_scheduler: sum(p.state_counts["forgotten"] for p in dask_scheduler.task_prefixes.values())
+            )
+        assert done == 6
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    assert sorted(sql(tmp_path / "s", LINK_ROWS)) == local
 
 
 def test_failed_migration_leaves_the_store_unchanged(tmp_path, monkeypatch):

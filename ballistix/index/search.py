@@ -16,7 +16,7 @@ from ..scan import Scan
 from ..verify import compare_many
 from .scan_index import ScanIndex
 
-__all__ = ["Candidate", "query_vector", "rerank", "search"]
+__all__ = ["Candidate", "check_top", "query_vector", "rerank", "search", "verify"]
 
 
 @dataclass
@@ -150,13 +150,9 @@ def search(
     """
     if not isinstance(index, ScanIndex):
         raise ParameterError(f"search expects a ScanIndex, got {type(index).__name__}")
-    for name, v in (("k", k), ("shortlist", shortlist), ("verify_top", verify_top)):
-        if name == "verify_top" and v is None:
-            continue
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ParameterError(f"{name} must be a positive integer, got {v!r}")
-    if precheck is not None and verify_top is None:
-        raise ParameterError("precheck settings were given without verify_top: the pre-check only runs with it")
+    for name, v in (("k", k), ("shortlist", shortlist)):
+        _check_positive(name, v)
+    check_top(verify_top, precheck)
     k, shortlist = int(k), max(int(shortlist), int(k))
     excluded = {int(i) for i in np.atleast_1d(np.asarray(list(exclude), dtype=np.int64))}
     vec = query_vector(index, scan)
@@ -183,6 +179,57 @@ def search(
             raise ParameterError(f"scans gave a {type(t).__name__} for id {c.id}, expected a Scan")
         kept.append(c)
         targets.append(t)
+    return verify(
+        scan,
+        kept,
+        targets,
+        n_jobs=n_jobs,
+        progress=progress,
+        client=client,
+        executor=executor,
+        verify_top=verify_top,
+        precheck=precheck,
+        **compare_params,
+    )[:k]
+
+
+def _check_positive(name: str, v) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or int(v) != v or v < 1:
+        raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+
+
+def check_top(verify_top, precheck) -> None:
+    """Check ``verify_top`` (None or a positive integer) and ``precheck`` (only with it)."""
+    if verify_top is not None:
+        _check_positive("verify_top", verify_top)
+    if precheck is not None and verify_top is None:
+        raise ParameterError("precheck settings were given without verify_top: the pre-check only runs with it")
+
+
+def verify(
+    scan: Scan,
+    candidates: list[Candidate],
+    targets: list[Scan],
+    *,
+    n_jobs: int = 1,
+    progress: bool = False,
+    client=None,
+    executor=None,
+    verify_top: int | None = None,
+    precheck: dict | None = None,
+    **compare_params,
+) -> list[Candidate]:
+    """The second stage of `search`: compare ``scan`` with the shortlisted ``targets`` (the scans of
+    ``candidates``, in the same order) and return the candidates verified, best first (`rerank`).
+
+    ``verify_top``, ``precheck``, ``n_jobs``, ``progress``, ``client``, ``executor`` and
+    ``**compare_params`` as for `search`. Used by `search` and by a store's `link_new`, which
+    draws up every new exhibit's shortlist first and verifies each here or on a worker.
+    """
+    check_top(verify_top, precheck)
+    if len(candidates) != len(targets):
+        raise ParameterError(f"{len(candidates)} candidates for {len(targets)} scans")
+    kept = list(candidates)
     own_pool = n_jobs > 1 and executor is None and client is None and verify_top is not None
     with process_pool(n_jobs) if own_pool else nullcontext(executor) as pool:
         if verify_top is not None:
@@ -197,7 +244,7 @@ def search(
         )
     for c, r in zip(kept, results):
         c.cmc_count, c.score, c.comparison = int(r.cmc_count), float(r.score), r
-    return rerank(kept)[:k]
+    return rerank(kept)
 
 
 def _precheck(scan, kept, targets, top, settings, n_jobs, client, pool):

@@ -53,7 +53,7 @@ import os
 import secrets
 import sqlite3
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,18 +64,21 @@ from .._files import atomic_file, list_members, open_zip, read_member, sha256_fi
 from .._records import check_exhibit_meta, check_firearm, check_scene, safe_id, safe_text
 from .._version import __version__
 from ..errors import BallistixError, DamagedScanError, IndexFormatError, ParameterError, StoreError, StoreWarning
+from ..evidence import weigh
 from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
 from ..features.comparison import process_pool
 from ..features.describe import describe, descriptor_info
 from ..features.preprocessing import preprocess
 from ..graph.linkage import LINK_LR
 from ..index import ScanIndex
+from ..index.search import check_top
 from ..index.search import search as search_index
-from ..io import check_units, read_npz, read_scan, write_npz
+from ..io import check_units, read_scan, write_npz
 from ..provenance import population
 from ..scan import Scan, scan_sha256
 from .bulk import import_prepared
 from .descriptors import PROJECT_FROM, build_index, descriptor_chunks, refine, refit_due
+from .link import Job, Outcome, ScanRef, plan, read_cached_scan, run_jobs
 
 __all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
 
@@ -1110,35 +1113,7 @@ class CaseStore:
         return self._read_cached(int(rowid), *row)
 
     def _read_cached(self, rowid: int, eid: str, rel: str, sha: str | None, source_sha: str, state: str) -> Scan:
-        path = self.folder / rel
-        if not path.is_file():
-            if state == "missing":
-                raise DamagedScanError(
-                    path,
-                    eid,
-                    "was dropped as damaged by `ballistix check --repair` (put its "
-                    "source back and repair again, or restore the file from a backup)",
-                    state="missing",
-                )
-            raise DamagedScanError(path, eid, "is missing from the cache")
-        try:
-            scan = read_npz(path)
-        except (BallistixError, OSError) as e:
-            raise DamagedScanError(path, eid, f"is unreadable ({e})") from None
-        if sha is not None and scan.meta.get("sha256") != sha:
-            raise DamagedScanError(
-                path,
-                eid,
-                "is not the file recorded at ingest (its SHA-256 differs: altered, "
-                "or another exhibit's scan copied over it)",
-            )
-        if sha is None and scan.meta.get("source_sha256") != source_sha:
-            raise DamagedScanError(
-                path,
-                eid,
-                "was made from another source (the source SHA-256 inside it is not "
-                "the exhibit's): another exhibit's scan copied over it",
-            )
+        scan = read_cached_scan(self.folder, ScanRef(rowid, eid, rel, sha, source_sha, state))
         if state != "ok":  # restored since: say so where the store can be written
             self._set_scan_state(rowid, "ok")
         return scan
@@ -1152,25 +1127,29 @@ class CaseStore:
             self._db.execute("UPDATE exhibits SET scan_state=? WHERE rowid=?", (state, int(rowid)))
 
     def _usable_scan(self, rowid: int) -> Scan | None:
-        """The cached scan of a candidate, or None when it is damaged: then the exhibit is listed in
-        ``self.skipped`` (once per search or link), recorded as damaged, and a `StoreWarning` names it
-        (not for scans `check` already dropped: those are skipped quietly)."""
+        """The cached scan of a candidate, or None when it is damaged (`_note_damaged`)."""
         try:
             return self.scan(int(rowid))
         except DamagedScanError as e:
-            if any(s["exhibit_id"] == e.exhibit_id for s in self.skipped):
-                return None
-            self.skipped.append({"exhibit_id": e.exhibit_id, "file": e.path, "problem": e.problem, "state": e.state})
-            if e.state != "missing":
-                self._set_scan_state(rowid, "damaged")
-                warnings.warn(
-                    f"skipped exhibit {e.exhibit_id!r}: {e}; run `ballistix check --store {self.folder} --repair`",
-                    StoreWarning,
-                    stacklevel=4,
-                )
+            self._note_damaged(int(rowid), e.exhibit_id, e.path, e.problem, e.state)
             return None
 
-    # -------------------------------------------------------------- search
+    def _note_damaged(self, rowid: int, exhibit_id: str, file: str, problem: str, state: str) -> None:
+        """A damaged cached scan met by a search or link: listed in ``self.skipped`` (once per search
+        or link), recorded as damaged, and named by a `StoreWarning` (not for scans `check` already
+        dropped: those are skipped quietly)."""
+        if any(s["exhibit_id"] == exhibit_id for s in self.skipped):
+            return
+        self.skipped.append({"exhibit_id": exhibit_id, "file": file, "problem": problem, "state": state})
+        if state != "missing":
+            self._set_scan_state(rowid, "damaged")
+            warnings.warn(
+                f"skipped exhibit {exhibit_id!r}: {file}: the cached scan of exhibit {exhibit_id!r} {problem}; "
+                f"run `ballistix check --store {self.folder} --repair`",
+                StoreWarning,
+                stacklevel=4,
+            )
+
     def search(
         self,
         query,
@@ -1252,58 +1231,100 @@ class CaseStore:
 
     # ---------------------------------------------------------------- link
     @_writes("link exhibits")
-    def link_new(self, *, n_jobs: int = 1, progress: bool = True, client=None) -> int:
+    def link_new(
+        self,
+        *,
+        n_jobs: int = 1,
+        progress: bool = True,
+        client=None,
+        verify_top: int | None = None,
+        precheck: dict | None = None,
+    ) -> int:
         """Compare every exhibit not linked yet with its shortlist in the store and record the
-        comparisons; returns the number of comparisons recorded. ``client``: compare on a Dask
-        cluster (see `ingest`).
+        comparisons; returns the number of comparisons recorded.
+
+        Every new exhibit's shortlist is drawn up first, then each exhibit's is verified as one
+        task, then recorded (``store/link.py``): the results are the same in this process, on
+        ``n_jobs`` worker processes (several exhibits: one exhibit a worker at a time; one
+        exhibit: its pairs spread over them), or on a Dask cluster (``client``: a
+        `distributed.Client` or a scheduler address; the workers need the store's folder at
+        the same path, and the database is written only here). ``verify_top``/``precheck``:
+        as for `search` (pre-check each shortlist, verify and record only its best ``verify_top``).
 
         Each exhibit's comparisons are committed together with its ``linked`` mark. An exhibit
         whose cached scan is damaged is left unlinked, and skipped as a candidate of the others,
         with a `StoreWarning`; ``self.skipped`` lists them after the call.
         """
+        from tqdm.auto import tqdm
+
+        check_top(verify_top, precheck)
         self.skipped = []
         todo = [r[0] for r in self._db.execute("SELECT rowid FROM exhibits WHERE linked=0 ORDER BY rowid")]
         if not todo:
             return 0
-        # one pool of workers for every exhibit's shortlist (a pool per exhibit cost a second each)
-        with process_pool(n_jobs) if n_jobs > 1 and client is None else nullcontext() as pool:
-            return self._link(todo, n_jobs, progress, client, pool)
-
-    def _link(self, todo, n_jobs, progress, client, pool) -> int:
-        """Compare each exhibit of ``todo`` with its shortlist (`search`), except the exhibits it was
-        compared with before, and record the comparisons with its ``linked`` mark."""
-        from tqdm.auto import tqdm
-
-        params = json.dumps({**COMPARE_DEFAULTS, **self.compare_params}, sort_keys=True, default=str)
-        n = 0
-        for rowid in tqdm(todo, disable=not progress, desc="link"):
-            have = {b for (b,) in self._db.execute("SELECT b FROM comparisons WHERE a=?", (rowid,))} | {
-                a for (a,) in self._db.execute("SELECT a FROM comparisons WHERE b=?", (rowid,))
-            }
-            proc = self._usable_scan(rowid)
-            if proc is None:  # left unlinked: `check --repair`, then link again
-                continue
-
-            def uncompared(i, have=have):
-                return None if i in have else self._usable_scan(i)
-
-            cands = search_index(
-                self._index,
-                proc,
-                k=self.shortlist,
-                shortlist=self.shortlist,
-                exclude=(rowid,),
-                scans=uncompared,
+        local_pool = n_jobs > 1 and client is None
+        # one pool of workers for every exhibit (a pool per exhibit cost a second each)
+        with process_pool(n_jobs) if local_pool else nullcontext() as pool:
+            outcomes = run_jobs(
+                self._link_jobs(todo, verify_top, precheck),
                 n_jobs=n_jobs,
                 client=client,
-                executor=pool,
-                calibration=self.calibrations(),
-                **self.compare_params,
+                pool=pool,
+                many=len(todo) > 1,
             )
+            return self._record_links(tqdm(outcomes, total=len(todo), disable=not progress, desc="link"))
+
+    def _link_jobs(self, todo: list[int], verify_top, precheck) -> Iterator[Job]:
+        """Each new exhibit's verification `Job` (see `link_new`); an exhibit with a damaged
+        descriptor is left unlinked with a `StoreWarning`."""
+        refs = {}
+
+        def ref(rowid: int) -> ScanRef:
+            if rowid not in refs:
+                row = self._db.execute(
+                    "SELECT exhibit_id, scan_file, scan_sha256, source_sha256, scan_state FROM exhibits WHERE rowid=?",
+                    (rowid,),
+                ).fetchone()
+                refs[rowid] = ScanRef(rowid, *row)
+            return refs[rowid]
+
+        for rowid, cands in plan(self._index, self._db, self.descriptor["dim"], todo, self.shortlist):
+            if cands is None:
+                eid = ref(rowid).exhibit_id
+                warnings.warn(
+                    f"exhibit {eid!r} was not linked: its stored descriptor is damaged; run "
+                    f"`ballistix check --store {self.folder}`",
+                    StoreWarning,
+                    stacklevel=5,
+                )
+                continue
+            yield Job(
+                str(self.folder),
+                ref(rowid),
+                cands,
+                [ref(c.id) for c in cands],
+                dict(self.compare_params),
+                verify_top,
+                precheck,
+            )
+            refs.clear()
+
+    def _record_links(self, outcomes: Iterable[Outcome]) -> int:
+        """Weigh and record each exhibit's verified comparisons with its ``linked`` mark."""
+        params = json.dumps({**COMPARE_DEFAULTS, **self.compare_params}, sort_keys=True, default=str)
+        calibrations = self.calibrations()
+        n = 0
+        for out in outcomes:
+            for d in out.damaged:
+                self._note_damaged(**d)
+            for rowid in out.restored:
+                self._set_scan_state(rowid, "ok")
+            if out.verified is None:  # left unlinked: `check --repair`, then link again
+                continue
             with self._transaction() as db:
-                for c in cands:
-                    r = c.comparison
-                    a, b = sorted((rowid, c.id))
+                for c in out.verified:
+                    r = weigh(c.comparison, calibrations)
+                    a, b = sorted((out.rowid, c.id))
                     db.execute(
                         "INSERT OR REPLACE INTO comparisons (a, b, cmc_count, score, rotation_deg, params_json, "
                         "confirmed, created_utc, created_by, ballistix_version, log10_lr, evidence_json) "
@@ -1322,8 +1343,8 @@ class CaseStore:
                             json.dumps(r.evidence, sort_keys=True, default=str),
                         ),
                     )
-                db.execute("UPDATE exhibits SET linked=1 WHERE rowid=?", (rowid,))
-            n += len(cands)
+                db.execute("UPDATE exhibits SET linked=1 WHERE rowid=?", (out.rowid,))
+            n += len(out.verified)
         return n
 
     # --------------------------------------------------------------- check
