@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .errors import ParameterError
 
-__all__ = ["get_client", "dask_map", "dask_as_completed", "single_threaded"]
+__all__ = ["get_client", "dask_map", "dask_as_completed", "single_threaded", "versions"]
 
 
 def single_threaded() -> None:
@@ -28,17 +28,50 @@ def single_threaded() -> None:
         faiss.omp_set_num_threads(1)
 
 
-def get_client(client):
-    """A `distributed.Client` from a client or a scheduler address."""
+#: Seconds to wait for a first worker to join the scheduler (a cluster manager starts them as jobs).
+WAIT_FOR_WORKERS_S = 300.0
+
+
+def versions() -> dict[str, str]:
+    """The versions of the libraries that decide a result's bits, in this process."""
+    import cv2
+    import numpy
+    import scipy
+
+    from ._version import __version__
+
+    return {"ballistix": __version__, "numpy": numpy.__version__, "scipy": scipy.__version__, "opencv": cv2.__version__}
+
+
+def get_client(client, *, wait_s: float | None = None):
+    """A `distributed.Client` from a client or a scheduler address, checked: at least one worker
+    joins within ``wait_s`` seconds (default `WAIT_FOR_WORKERS_S`), and every worker runs the same
+    versions of ballistix, NumPy, SciPy and OpenCV as this process (`versions`), so that the
+    results are the ones this process would give."""
     try:
         from distributed import Client
     except ImportError:
         raise ParameterError("client= needs dask.distributed: pip install 'ballistix[dask]'") from None
-    if isinstance(client, Client):
-        return client
     if isinstance(client, str):
-        return Client(client)
-    raise ParameterError(f"client must be a distributed.Client or a scheduler address, got {type(client).__name__}")
+        client = Client(client)
+    elif not isinstance(client, Client):
+        raise ParameterError(f"client must be a distributed.Client or a scheduler address, got {type(client).__name__}")
+    wait_s = WAIT_FOR_WORKERS_S if wait_s is None else wait_s
+    try:
+        client.wait_for_workers(1, timeout=wait_s)
+    except TimeoutError:
+        raise ParameterError(
+            f"no Dask worker joined the scheduler {client.scheduler.address} within {wait_s:.0f} s"
+        ) from None
+    here = versions()
+    for worker, there in client.run(versions).items():
+        if there != here:
+            diff = ", ".join(f"{k} {there.get(k)} (here {v})" for k, v in here.items() if there.get(k) != v)
+            raise ParameterError(
+                f"Dask worker {worker} runs {diff}: its results could differ from this process's; "
+                "install the same versions on the workers"
+            )
+    return client
 
 
 def _run(fn, item):
