@@ -86,16 +86,29 @@ def dask_map(fn: Callable, items: Sequence, client) -> list:
     return c.gather(futures)
 
 
-def dask_as_completed(fn: Callable, items: Iterable, client) -> Iterator:
-    """``fn(x)`` for each of ``items`` on a Dask cluster, yielded as each finishes (so that the
-    caller can record results while the others run); a task's exception is raised here."""
-    from distributed import as_completed
+def dask_as_completed(fn: Callable, items: Iterable, client, *, ahead: int | None = None) -> Iterator:
+    """``fn(x)`` for each of ``items`` on a Dask cluster, yielded as each finishes, so that the caller
+    records results while the others run. ``items`` is read lazily, ``ahead`` tasks at most in
+    flight (default: four per worker thread), so that producing them (a link's plan) overlaps the
+    work. A task's exception is raised here."""
+    from distributed import wait
 
     c = get_client(client)
-    items = list(items)
-    if not items:
-        return
-    for future in as_completed(c.map(_run, [fn] * len(items), items, pure=False)):
-        result = future.result()
-        future.release()  # the scheduler and the worker let go of it now
-        yield result
+    ahead = ahead or 4 * max(1, sum(c.nthreads().values()))
+    running: set = set()
+
+    def finished(block: bool):
+        done = {f for f in running if f.done()}
+        if block and not done:
+            done = set(wait(running, return_when="FIRST_COMPLETED").done)
+        for f in done:
+            running.discard(f)
+            result = f.result()
+            f.release()  # the scheduler and the worker let go of it now
+            yield result
+
+    for item in items:
+        running.add(c.submit(_run, fn, item, pure=False))
+        yield from finished(block=len(running) >= ahead)
+    while running:
+        yield from finished(block=True)

@@ -56,6 +56,7 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
     "cross_population": (["--quick", "--skip-real"], ["--store", "batch", "subclass"]),
     "skimage_choices": (["--quick"], []),
     "verify_scale": (["--quick", "--skip-real"], []),
+    "backlog": (["--old-guns", "8", "--new", "4", "--shortlist", "5", "--verify-top", "2"], []),
 }
 TAKES_JOBS = {
     "cmc_accuracy",
@@ -66,6 +67,7 @@ TAKES_JOBS = {
     "populations",
     "cross_population",
     "verify_scale",
+    "backlog",
 }
 
 
@@ -270,6 +272,15 @@ def summary_rows() -> list[list[str]]:
                     f"{_fmt(rec.get('seconds_on_jobs_with_overhead', rec['seconds_on_jobs']))}",
                     d,
                 )
+    if d := load("backlog"):
+        modes, ways = d.get("modes", {}), ("one process", "process pool", "Dask cluster")
+        add(
+            "backlog",
+            f"link_new of {_get(d, 'store', 'backlog')} new exhibits x shortlist {_get(d, 'params', 'shortlist')}: "
+            "pairs/s one process / pool / Dask (2 workers); identical",
+            " / ".join(_fmt(_get(modes, m, "pairs_per_second")) for m in ways) + f"; {d.get('identical')}",
+            d,
+        )
     if d := load("store"):
         add(
             "store",

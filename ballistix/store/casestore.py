@@ -1245,8 +1245,8 @@ class CaseStore:
 
         Every new exhibit's shortlist is drawn up first, then each exhibit's is verified as one
         task, then recorded (``store/link.py``): the results are the same in this process, on
-        ``n_jobs`` worker processes (several exhibits: one exhibit a worker at a time; one
-        exhibit: its pairs spread over them), or on a Dask cluster (``client``: a
+        ``n_jobs`` worker processes (one exhibit a worker at a time; fewer exhibits than workers:
+        each exhibit's pairs spread over them), or on a Dask cluster (``client``: a
         `distributed.Client` or a scheduler address; the workers need the store's folder at
         the same path, and the database is written only here). ``verify_top``/``precheck``:
         as for `search` (pre-check each shortlist, verify and record only its best ``verify_top``).
@@ -1270,7 +1270,7 @@ class CaseStore:
                 n_jobs=n_jobs,
                 client=client,
                 pool=pool,
-                many=len(todo) > 1,
+                many=len(todo) >= n_jobs,  # else one exhibit's pairs spread over the workers
             )
             return self._record_links(tqdm(outcomes, total=len(todo), disable=not progress, desc="link"))
 

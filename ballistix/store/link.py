@@ -22,7 +22,8 @@ the task; the store records it and warns (`CaseStore._note_damaged`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,16 +205,28 @@ def plan(index, db, dim: int, todo: list[int], shortlist: int) -> Iterator[tuple
             yield rowid, cands
 
 
-def run_jobs(jobs: Iterator[Job], *, n_jobs: int = 1, client=None, pool=None, many: bool = True) -> Iterator[Outcome]:
-    """The `Outcome` of each job: on a Dask ``client`` (one task a job, in the order they finish),
-    on ``pool`` (one job a worker at a time when ``many``; else each job's pairs spread over the
-    pool), or here."""
+def run_jobs(jobs: Iterable[Job], *, n_jobs: int = 1, client=None, pool=None, many: bool = True) -> Iterator[Outcome]:
+    """The `Outcome` of each job: on a Dask ``client`` (one task a job), on ``pool`` (one job a
+    worker at a time when ``many``; else each job's pairs spread over the pool), or here. Jobs are
+    drawn from ``jobs`` as workers free up, and outcomes come in the order they finish."""
     if client is not None:
         from .._dask import dask_as_completed
 
         yield from dask_as_completed(_verify_task, jobs, client)
     elif pool is not None and many:
-        yield from pool.map(_verify_task, jobs)
+        yield from _pool_as_completed(pool, jobs, ahead=2 * n_jobs)
     else:
         for job in jobs:
             yield verify_job(job, n_jobs=n_jobs, executor=pool)
+
+
+def _pool_as_completed(pool, jobs: Iterable[Job], ahead: int) -> Iterator[Outcome]:
+    running: set = set()
+    for job in jobs:
+        running.add(pool.submit(_verify_task, job))
+        if len(running) >= ahead:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            yield from (f.result() for f in sorted(done, key=lambda f: f.result().rowid))
+    while running:
+        done, running = wait(running, return_when=FIRST_COMPLETED)
+        yield from (f.result() for f in sorted(done, key=lambda f: f.result().rowid))
