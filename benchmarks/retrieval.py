@@ -26,9 +26,11 @@ import csv
 import itertools
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # workers inherit: one thread each
     os.environ.setdefault(_v, "1")
@@ -123,6 +125,24 @@ def sim_cache_path(n_scans: int, seed: int):
     return RESULTS / f"sim_descriptors_{n_scans}_seed{seed}.npz"
 
 
+def _resumable(ex, chunks: list, parts: Path) -> list:
+    """The rows of every chunk (guns, descriptors; no scans): those in ``parts`` from an earlier,
+    interrupted run are read back (the plan is the same for the same seed), the others simulated
+    and saved there one by one. ``parts`` is removed once the whole database is cached."""
+    parts.mkdir(parents=True, exist_ok=True)
+    path = [parts / f"chunk_{i:05d}.npz" for i in range(len(chunks))]
+    todo = [i for i, p in enumerate(path) if not p.is_file()]
+    for i, part in zip(todo, ex.map(_simulate_chunk, [chunks[i] for i in todo])):
+        tmp = path[i].with_suffix(".tmp.npz")
+        np.savez(tmp, gun=np.array([r[0] for r in part]), vecs=np.array([r[1] for r in part], np.float32))
+        tmp.replace(path[i])
+    rows = []
+    for p in path:
+        with np.load(p) as z:
+            rows += [(g, v, None) for g, v in zip(z["gun"], z["vecs"])]
+    return rows
+
+
 def simulated_db(n_scans: int, jobs: int, seed: int, keep_scans: bool):
     """Simulate, preprocess and describe a database: ([(gun, descriptor, scan or None)], seconds, n_guns).
 
@@ -142,11 +162,15 @@ def simulated_db(n_scans: int, jobs: int, seed: int, keep_scans: bool):
     chunks = [(plan[i : i + 10], shots[i : i + 10], keep_scans) for i in range(0, len(plan), 10)]
     t = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-        rows = [r for part in ex.map(_simulate_chunk, chunks) for r in part]
+        if keep_scans:
+            rows = [r for part in ex.map(_simulate_chunk, chunks) for r in part]
+        else:  # each chunk kept as it is done: an interrupted run resumes where it stopped
+            rows = _resumable(ex, chunks, cache.with_suffix(".parts"))
     seconds = time.perf_counter() - t
     RESULTS.mkdir(parents=True, exist_ok=True)
     gun, vecs = np.array([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32)
     np.savez(cache, gun=gun, vecs=vecs, seconds=seconds, n_guns=len(shots), ballistix=bx.__version__)
+    shutil.rmtree(cache.with_suffix(".parts"), ignore_errors=True)
     return rows, seconds, len(shots)
 
 
