@@ -9,12 +9,13 @@ back in input order, and each worker runs OpenCV and FAISS single-threaded
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .errors import ParameterError
 
-__all__ = ["get_client", "dask_map", "dask_as_completed", "single_threaded", "versions"]
+__all__ = ["get_client", "dask_map", "dask_as_completed", "single_threaded", "steady_malloc", "versions"]
 
 
 def single_threaded() -> None:
@@ -74,8 +75,38 @@ def get_client(client, *, wait_s: float | None = None):
     return client
 
 
+#: glibc malloc settings in a Dask worker. Dask's nanny starts workers with
+#: ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap threshold at 128 KiB: every large
+#: temporary array of a comparison is then mapped and unmapped again, each page faulted in anew.
+#: Measured on Fadul 1-1 vs 1-2, one core: 1.06 s a comparison (0.38 s of it system time, 169,000
+#: page faults) instead of 0.59 s (3,600 faults). Large blocks up to 64 MiB now come from the heap,
+#: and up to 256 MiB of freed heap is kept for the next task.
+MMAP_THRESHOLD_BYTES = 64 << 20
+TRIM_THRESHOLD_BYTES = 256 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
+_malloc_set = False
+
+
+def steady_malloc() -> None:
+    """Set `MMAP_THRESHOLD_BYTES` and `TRIM_THRESHOLD_BYTES` in this process (once; glibc only,
+    elsewhere nothing)."""
+    global _malloc_set
+    if _malloc_set or not sys.platform.startswith("linux"):
+        return
+    _malloc_set = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl has no mallopt worth setting)
+        return
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+
+
 def _run(fn, item):
     single_threaded()
+    steady_malloc()
     return fn(item)
 
 

@@ -109,14 +109,46 @@ def copy_store(src: Path, dst: Path) -> Path:
     return dst
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and every live process under it (pool and Dask workers, the
+    scheduler), user + system."""
+    import psutil  # (installed with dask.distributed)
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def run(folder: Path, shortlist: int, **link) -> dict:
     with bx.CaseStore(folder, shortlist=shortlist) as st:
-        t = time.perf_counter()
+        _children_cpu()  # (from here on)
+        cpu, t = cpu_seconds(), time.perf_counter()
         n = st.link_new(progress=False, **link)
         seconds = time.perf_counter() - t
+        # a pool's workers have exited by now (their CPU is in this process's children's times)
+        cpu = cpu_seconds() + _children_cpu() - cpu
         rows = st._db.execute(ROWS).fetchall()
         ids = dict(st._db.execute("SELECT rowid, exhibit_id FROM exhibits"))
-    return {"pairs": n, "seconds": seconds, "rows": rows, "ids": ids}
+    return {"pairs": n, "seconds": seconds, "cpu_seconds": cpu, "rows": rows, "ids": ids}
+
+
+def _children_cpu() -> float:
+    """CPU time of the child processes that have exited and been waited for, since the last call."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    now = r.ru_utime + r.ru_stime
+    spent, _children_cpu.seen = now - _children_cpu.seen, now
+    return spent
+
+
+_children_cpu.seen = 0.0
 
 
 def partners(res: dict, gun: dict, backlog: list[str]) -> int:
@@ -183,6 +215,9 @@ def main(argv=None) -> int:
             "pairs": r["pairs"],
             "seconds": r["seconds"],
             "pairs_per_second": rate,
+            "cpu_seconds": r["cpu_seconds"],
+            "cpu_seconds_per_pair": r["cpu_seconds"] / max(1, r["pairs"]),
+            "cores_busy": r["cpu_seconds"] / r["seconds"],
             "speedup": ref["seconds"] / r["seconds"],
             "backlog_exhibits_with_a_partner_found": partners(r, gun, new_ids),
             "hours_for_10000_x_50": hours,
@@ -194,6 +229,7 @@ def main(argv=None) -> int:
                 f"{r['seconds']:.1f}",
                 f"{rate:.2f}",
                 f"{ref['seconds'] / r['seconds']:.2f}",
+                f"{r['cpu_seconds'] / max(1, r['pairs']):.2f} ({r['cpu_seconds'] / r['seconds']:.2f})",
                 f"{partners(r, gun, new_ids)} / {len(backlog)}",
                 f"{hours:.1f}",
             ]
@@ -203,7 +239,16 @@ def main(argv=None) -> int:
     print(
         table(
             rows,
-            ["run", "pairs", "wall s", "pairs/s", "speed-up", "backlog with a partner (6+ cells)", "h for 10,000 x 50"],
+            [
+                "run",
+                "pairs",
+                "wall s",
+                "pairs/s",
+                "speed-up",
+                "CPU s a pair (cores busy)",
+                "backlog with a partner (6+ cells)",
+                "h for 10,000 x 50",
+            ],
         )
     )
     print(

@@ -1,5 +1,9 @@
 """The checks a Dask cluster passes before ballistix sends it work (`ballistix._dask.get_client`)."""
 
+import os
+import platform
+import sys
+
 import pytest
 
 from ballistix import ParameterError
@@ -47,3 +51,28 @@ def test_a_scheduler_without_workers_is_refused_after_waiting():
 def test_client_must_be_a_client_or_an_address(bad):
     with pytest.raises(ParameterError, match="distributed.Client or a scheduler address"):
         get_client(bad)
+
+
+def _page_faults(_):
+    """Minor page faults of allocating, filling and freeing a 16 MB array 20 times in this process."""
+    import resource
+
+    import numpy as np
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        a = np.empty(4 << 20, np.float32)
+        a.fill(1.0)
+        del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_workers_reuse_large_blocks_instead_of_faulting_them_in_each_time(client):
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which maps and unmaps every large
+    array again (4,096 page faults for each 16 MB): the tasks ballistix sends reset glibc's thresholds."""
+    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("glibc's malloc only")
+    if not all(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()):
+        pytest.skip("this Dask starts its workers without MALLOC_TRIM_THRESHOLD_")
+    faults = dask_map(_page_faults, [None], client)[0]
+    assert faults < 4096  # 20 x 4,096 without the reset: every array faulted in anew
