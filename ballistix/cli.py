@@ -517,6 +517,34 @@ def cmd_report(args) -> int:
 EXIT_PROBLEMS = 1
 
 
+def cmd_import(args) -> int:
+    """Import case data into a store from CSV files: scenes, recovered firearms, tracing results
+    (the columns: docs/store.md, "Case data"). Each file is checked whole and written all or
+    nothing; a refused file names its line and column and changes nothing."""
+    done = []
+    with _store(args, create=True) as st:
+        for f in args.files:
+            done.append(st.import_table(f, args.kind))
+    if args.json:
+        print(json.dumps(done, indent=2))
+    else:
+        for d in done:
+            print(
+                f"{safe_text(d['file'])}: {d['rows']} {d['kind']} rows, {d['added']} added, {d['updated']} updated "
+                f"(sha256 {d['sha256'][:12]})"
+            )
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Export a store's case data as CSV: scenes, firearms or tracing (the columns `ballistix import`
+    reads, so a table exported and imported again is the same)."""
+    with _store(args, read_only=True) as st:
+        out = st.export_table(args.out, args.table)
+    print(f"wrote {safe_text(out)}")
+    return 0
+
+
 def cmd_check(args) -> int:
     """Verify a case store, fsck-style: the database (integrity, schema, settings), every exhibit's
     descriptor and cached scan (present, readable, the file recorded at ingest), the index (the ids
@@ -667,6 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
         _report_parser,
         _check_parser,
         _rule_parser,
+        _import_parser,
+        _export_parser,
         _register_calibration_parser,
         _validate_parser,
         _bench_parser,
@@ -777,6 +807,27 @@ def _link_parser(sub) -> None:
     )
     li.add_argument("--json", action="store_true")
     li.set_defaults(func=cmd_link)
+
+
+def _import_parser(sub) -> None:
+    """The ``import`` subcommand and its arguments."""
+    im = sub.add_parser("import", help="import scenes, firearms or tracing CSV files", description=cmd_import.__doc__)
+    im.add_argument("files", nargs="+", help="CSV files (scenes.csv, firearms.csv, tracing.csv)")
+    im.add_argument("--store", required=True)
+    im.add_argument("--kind", choices=["scenes", "firearms", "tracing"], help="the table (default: from the columns)")
+    im.add_argument("--json", action="store_true")
+    im.set_defaults(func=cmd_import)
+
+
+def _export_parser(sub) -> None:
+    """The ``export`` subcommand and its arguments."""
+    ex = sub.add_parser(
+        "export", help="export a store's scenes, firearms or tracing as CSV", description=cmd_export.__doc__
+    )
+    ex.add_argument("table", choices=["scenes", "firearms", "tracing"])
+    ex.add_argument("--store", required=True)
+    ex.add_argument("--out", required=True, help="CSV file to write")
+    ex.set_defaults(func=cmd_export)
 
 
 def _report_parser(sub) -> None:

@@ -77,6 +77,7 @@ from ..io import check_units, read_scan, write_npz
 from ..provenance import population
 from ..scan import Scan, scan_sha256
 from .bulk import import_prepared
+from .casedata import KINDS, read_table, write_table
 from .descriptors import PROJECT_FROM, build_index, descriptor_chunks, refine, refit_due
 from .link import Job, Outcome, ScanRef, plan, read_cached_scan, run_jobs
 
@@ -810,6 +811,52 @@ class CaseStore:
         surrendered), recovery_date (YYYY-MM-DD), tracing_status (traced, in progress, not traced,
         not requested), ... (checked: see `ballistix._records.check_firearm`)."""
         self._upsert("firearms", "firearm_id", firearm_id, check_firearm(firearm_id, attrs))
+
+    @_writes("import case data")
+    def import_table(self, path, kind: str | None = None) -> dict:
+        """Import a scenes, firearms or tracing CSV file (`ballistix.store.casedata`: the columns,
+        the checks), all or nothing. Returns ``{"kind", "file", "sha256", "rows", "added",
+        "updated"}``; a refused file raises (`FileFormatError`, `ParameterError` naming the line and
+        column) and changes nothing."""
+        sha = sha256_file(Path(path)) if Path(path).is_file() else None  # (read_table names a missing file)
+        kind, records = read_table(path, kind)
+        table, key = ("scenes", "scene_id") if kind == "scenes" else ("firearms", "firearm_id")
+        check = check_scene if kind == "scenes" else check_firearm
+        added = updated = 0
+        with self._transaction() as db:
+            for rec in records:
+                ident = rec[key]
+                row = db.execute(f"SELECT attrs_json FROM {table} WHERE {key}=?", (ident,)).fetchone()
+                if row is None and kind == "tracing":
+                    raise ParameterError(f"{path}: firearm {ident!r} of the tracing table is not in the store")
+                attrs = {**(json.loads(row[0]) if row else {}), **{k: v for k, v in rec.items() if k != key}}
+                attrs = check(ident, {k: v for k, v in attrs.items() if v is not None})
+                db.execute(
+                    f"INSERT INTO {table} VALUES (?, ?, ?, ?) "
+                    f"ON CONFLICT({key}) DO UPDATE SET attrs_json=excluded.attrs_json",
+                    (ident, json.dumps(attrs, sort_keys=True, default=str), _now(), _user()),
+                )
+                added, updated = added + (row is None), updated + (row is not None)
+        return {
+            "kind": kind,
+            "file": str(path),
+            "sha256": sha,
+            "rows": len(records),
+            "added": added,
+            "updated": updated,
+        }
+
+    def export_table(self, path, kind: str) -> Path:
+        """Write the store's scenes, firearms or tracing table as CSV, in the columns
+        `import_table` reads (`ballistix.store.casedata.COLUMNS`), sorted by id."""
+        if kind not in KINDS:
+            raise ParameterError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+        table, key = ("scenes", "scene_id") if kind == "scenes" else ("firearms", "firearm_id")
+        records = [
+            {key: ident, **json.loads(attrs)}
+            for ident, attrs in self._db.execute(f"SELECT {key}, attrs_json FROM {table} ORDER BY {key}")
+        ]
+        return write_table(path, kind, records)
 
     @_writes("record scenes or firearms")
     def _upsert(self, table: str, key: str, value: str, attrs: dict) -> None:

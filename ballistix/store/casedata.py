@@ -1,0 +1,193 @@
+"""Case data in and out of a store as CSV: scenes, recovered firearms, tracing results.
+
+The columns (the first row of the file names them, in any order; only ``scene_id`` /
+``firearm_id`` is required, and an empty cell means "not known"):
+
+- **scenes**: ``scene_id``, ``date`` (YYYY-MM-DD), ``place``, ``lat``, ``lon`` (decimal
+  degrees), ``context`` (for example organized crime, terrorism, other);
+- **firearms**: ``firearm_id``, ``make``, ``model``, ``calibre``, ``serial``,
+  ``serial_obliterated`` (yes / no), ``status`` (seized, found, surrendered),
+  ``recovery_date``, ``recovery_place``, ``recovery_country``, ``origin_country``,
+  ``tracing_status`` (traced, in progress, not traced, not requested), ``tracing_result``;
+- **tracing**: ``firearm_id`` (a firearm already in the store), ``tracing_status``,
+  ``tracing_result``, ``origin_country``.
+
+Each row sets, for its scene or firearm, the fields of the file's columns (an empty cell clears
+the field); fields of columns the file does not have are kept. A tracing file thus updates the
+tracing fields of firearms the store holds, and nothing else.
+
+A file is checked whole before anything is written: an unknown column, a bad value (named by
+its line and column), an id given twice or, for tracing, a firearm the store does not hold
+refuse the whole file, and the store is unchanged. A good file is written in one transaction.
+Export writes the same columns, so a table exported and imported again is the same table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from .._files import atomic_file
+from .._records import check_firearm, check_scene
+from ..errors import FileFormatError, ParameterError
+
+__all__ = ["COLUMNS", "KINDS", "read_table", "table_rows", "write_table"]
+
+COLUMNS = {
+    "scenes": ("scene_id", "date", "place", "lat", "lon", "context"),
+    "firearms": (
+        "firearm_id",
+        "make",
+        "model",
+        "calibre",
+        "serial",
+        "serial_obliterated",
+        "status",
+        "recovery_date",
+        "recovery_place",
+        "recovery_country",
+        "origin_country",
+        "tracing_status",
+        "tracing_result",
+    ),
+    "tracing": ("firearm_id", "tracing_status", "tracing_result", "origin_country"),
+}
+KINDS = tuple(COLUMNS)
+#: Largest CSV file read (bytes): a lab's tables are far smaller.
+MAX_CSV_BYTES = 200_000_000
+_YES, _NO = ("yes", "true", "1", "y"), ("no", "false", "0", "n")
+
+
+def _kind_of(header: list[str], path) -> str:
+    """The table a header belongs to: scenes (``scene_id``), tracing (``firearm_id`` and only
+    tracing columns) or firearms (``firearm_id``)."""
+    cols = set(header)
+    if "scene_id" in cols:
+        return "scenes"
+    if "firearm_id" in cols:
+        return "tracing" if cols <= set(COLUMNS["tracing"]) and len(cols) > 1 else "firearms"
+    raise FileFormatError(
+        path, "the first row names no scene_id or firearm_id column: not a scenes, firearms or tracing table"
+    )
+
+
+def _value(kind: str, col: str, text: str, where: str):
+    """A cell as recorded: None when empty, numbers for lat/lon, a bool for serial_obliterated."""
+    text = text.strip()
+    if not text:
+        return None
+    if col in ("lat", "lon"):
+        try:
+            return float(text)
+        except ValueError:
+            raise ParameterError(f"{where}: {col} must be a number of degrees, got {text!r}") from None
+    if col == "serial_obliterated":
+        if text.lower() in _YES:
+            return True
+        if text.lower() in _NO:
+            return False
+        raise ParameterError(f"{where}: serial_obliterated must be yes or no, got {text!r}")
+    return text
+
+
+def read_table(path, kind: str | None = None) -> tuple[str, list[dict]]:
+    """Read and check a scenes, firearms or tracing CSV file: (kind, records), each record the id
+    column and every other column of the file (None for an empty cell).
+
+    Parameters
+    ----------
+    path : path
+        A CSV file (UTF-8, an optional byte-order mark; comma-separated, first row the column names).
+    kind : {"scenes", "firearms", "tracing"}, optional
+        The table; by default told from the columns.
+
+    Raises
+    ------
+    FileFormatError
+        The file cannot be read as such a table (not UTF-8, too large, malformed, unknown columns).
+    ParameterError
+        A value is refused: the message names the file, the line and the column.
+    """
+    path = Path(path)
+    if kind is not None and kind not in KINDS:
+        raise ParameterError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    try:
+        if path.stat().st_size > MAX_CSV_BYTES:
+            raise FileFormatError(path, f"larger than {MAX_CSV_BYTES:,} bytes: not a case-data table")
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise FileFormatError(path, f"cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise FileFormatError(path, f"is not UTF-8 text (byte {e.start})") from None
+    if "\0" in text:
+        raise FileFormatError(path, "holds NUL bytes: not a CSV text file")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise FileFormatError(path, "is empty: the first row must name the columns") from None
+    except csv.Error as e:
+        raise FileFormatError(path, f"line 1: {e}") from None
+    kind = kind or _kind_of(header, path)
+    allowed = COLUMNS[kind]
+    unknown = [h for h in header if h not in allowed]
+    if unknown or len(set(header)) != len(header):
+        problem = f"unknown columns {unknown}" if unknown else "a column named twice"
+        raise FileFormatError(path, f"{problem} for a {kind} table (its columns: {', '.join(allowed)})")
+    key = allowed[0]
+    if key not in header:
+        raise FileFormatError(path, f"a {kind} table needs a {key} column")
+    records, seen = [], {}
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in row):
+                continue  # a blank line
+            if len(row) != len(header):
+                raise FileFormatError(path, f"line {line}: {len(row)} cells for {len(header)} columns")
+            where = f"{path}: line {line}"
+            rec = {col: _value(kind, col, cell, where) for col, cell in zip(header, row)}
+            ident = rec.pop(key, None)
+            if ident is None:
+                raise ParameterError(f"{where}: {key} is empty")
+            if ident in seen:
+                raise ParameterError(f"{where}: {key} {ident!r} was given on line {seen[ident]} already")
+            seen[ident] = line
+            try:
+                check = check_scene if kind == "scenes" else check_firearm
+                check(ident, {k: v for k, v in rec.items() if v is not None})
+            except ParameterError as e:
+                raise ParameterError(f"{where}: {e}") from None
+            records.append({key: ident, **rec})
+    except csv.Error as e:
+        raise FileFormatError(path, f"line {reader.line_num}: {e}") from None
+    return kind, records
+
+
+def table_rows(kind: str, records: list[dict]) -> list[list[str]]:
+    """``records`` (as a store lists them: the id column and attributes) as CSV rows of ``kind``'s
+    columns, the header first; attributes outside the columns are left out."""
+    if kind not in KINDS:
+        raise ParameterError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    cols = COLUMNS[kind]
+
+    def cell(v) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        return repr(v) if isinstance(v, float) else str(v)
+
+    return [list(cols)] + [[cell(r.get(c)) for c in cols] for r in records]
+
+
+def write_table(path, kind: str, records: list[dict]) -> Path:
+    """Write ``records`` as a ``kind`` CSV file (UTF-8, all or nothing); returns its path."""
+    rows = table_rows(kind, records)
+    buf = io.StringIO(newline="")
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    path = Path(path)
+    with atomic_file(path) as f:
+        f.write(buf.getvalue().encode("utf-8"))
+    return path
