@@ -42,6 +42,8 @@ _SCENE_TEXT = ("place", "context")
 _FIREARM_TEXT = (
     "make",
     "model",
+    "type",
+    "context",
     "calibre",
     "serial",
     "recovery_place",

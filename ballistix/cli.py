@@ -538,10 +538,21 @@ def cmd_import(args) -> int:
 
 def cmd_export(args) -> int:
     """Export a store's case data as CSV: scenes, firearms or tracing (the columns `ballistix import`
-    reads, so a table exported and imported again is the same)."""
+    reads, so a table exported and imported again is the same); or iafq: the figures of the UNODC
+    Illicit Arms Flows Questionnaire and SDG 16.4.2 for --year (CSV, or XLSX when --out ends in .xlsx)."""
+    if args.table == "iafq" and args.year is None:
+        raise ParameterError("export iafq needs --year (the calendar year of the recoveries)")
     with _store(args, read_only=True) as st:
-        out = st.export_table(args.out, args.table)
-    print(f"wrote {safe_text(out)}")
+        if args.table == "iafq":
+            fig = st.iafq(args.year, args.out)
+            sdg = fig["sdg_16_4_2"]["value"]
+            print(
+                f"{fig['firearms']} firearms recovered in {args.year} ({fig['undated']} with no recovery date); "
+                f"SDG 16.4.2 traced share: {'n/a' if sdg is None else f'{sdg:.1%}'}"
+            )
+        else:
+            st.export_table(args.out, args.table)
+    print(f"wrote {safe_text(args.out)}")
     return 0
 
 
@@ -824,9 +835,10 @@ def _export_parser(sub) -> None:
     ex = sub.add_parser(
         "export", help="export a store's scenes, firearms or tracing as CSV", description=cmd_export.__doc__
     )
-    ex.add_argument("table", choices=["scenes", "firearms", "tracing"])
+    ex.add_argument("table", choices=["scenes", "firearms", "tracing", "iafq"])
     ex.add_argument("--store", required=True)
-    ex.add_argument("--out", required=True, help="CSV file to write")
+    ex.add_argument("--out", required=True, help="file to write: .csv (iafq: also .xlsx)")
+    ex.add_argument("--year", type=_positive_int, help="iafq: the calendar year of the recoveries")
     ex.set_defaults(func=cmd_export)
 
 

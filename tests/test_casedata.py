@@ -141,8 +141,76 @@ def test_command_line_import_and_export(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "f2.csv").read_text().splitlines()[1].startswith("F-1,Ruger,P95,9mm Luger,,yes,seized")
+    assert (tmp_path / "f2.csv").read_text().splitlines()[1].startswith("F-1,Ruger,P95,,9mm Luger,,yes,seized,,2025-05-01")
     bad = _write(tmp_path, "bad.csv", "scene_id,date\nS-9,31/12/2025\n")
     out = subprocess.run([*run, "import", str(bad), "--store", str(tmp_path / "st")], capture_output=True, text=True)
     assert out.returncode != 0 and "bad.csv: line 2: scene S-9: date must be an ISO 8601 date" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+IAFQ_FIREARMS = """firearm_id,type,status,context,recovery_date,origin_country,tracing_status,tracing_result
+G-1,pistol,seized,organized crime,2025-02-01,AT,traced,diverted from a dealer
+G-2,pistol,seized,organized crime,2025-03-01,,not traced,
+G-3,rifle,found,other,2025-07-15,US,traced,stolen from an owner
+G-4,revolver,surrendered,,2025-12-31,,,
+G-5,pistol,seized,terrorism,2024-12-31,BE,traced,
+G-6,=HYPERLINK("http://x"),,,2025-05-05,,,
+G-7,pistol,seized,,,,traced,
+"""
+
+
+def test_iafq_figures_count_the_years_recoveries_by_status_and_breakdown(tmp_path):
+    with CaseStore(tmp_path / "s") as st:
+        st.import_table(_write(tmp_path, "f.csv", IAFQ_FIREARMS))
+        fig = st.iafq(2025)
+    assert (fig["firearms"], fig["undated"]) == (5, 1)  # G-5 is 2024's, G-7 in no year
+    by_type = {r["category"]: r for r in fig["tables"]["type"]}
+    assert by_type["pistol"] == {
+        "category": "pistol",
+        "seized": 2,
+        "found": 0,
+        "surrendered": 0,
+        "status not recorded": 0,
+        "total": 2,
+    }
+    assert by_type['=HYPERLINK("http://x")']["status not recorded"] == 1
+    ctx = {r["category"]: r["total"] for r in fig["tables"]["context"]}
+    assert ctx == {"organized crime": 2, "other": 1, "not recorded": 2}
+    assert {r["category"]: r["total"] for r in fig["tables"]["origin_country"]} == {"AT": 1, "US": 1, "not recorded": 3}
+    sdg = fig["sdg_16_4_2"]  # traced among the year's seized, found or surrendered: G-1 and G-3 of 4
+    assert (sdg["traced"], sdg["firearms"], sdg["value"]) == (2, 4, 0.5)
+    assert sdg["by_status"]["seized"] == {"firearms": 2, "traced": 1}
+    with pytest.raises(ParameterError, match="calendar year"):
+        CaseStore(tmp_path / "s").iafq("2025")
+
+
+def test_iafq_export_as_csv_and_as_a_workbook_whose_text_is_never_a_formula(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    with CaseStore(tmp_path / "s") as st:
+        st.import_table(_write(tmp_path, "f.csv", IAFQ_FIREARMS))
+    run = [sys.executable, "-m", "ballistix", "export", "iafq", "--store", str(tmp_path / "s"), "--year", "2025"]
+    out = subprocess.run([*run, "--out", str(tmp_path / "iafq.csv")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "5 firearms recovered in 2025 (1 with no recovery date); SDG 16.4.2 traced share: 50.0%" in out.stdout
+    lines = (tmp_path / "iafq.csv").read_text().splitlines()
+    assert lines[0] == "table,category,seized,found,surrendered,status not recorded,total"
+    assert "by type,pistol,2,0,0,0,2" in lines and "SDG 16.4.2,share traced,0.5000,1.0000,0.0000,,0.5000" in lines
+    out = subprocess.run([*run, "--out", str(tmp_path / "iafq.xlsx")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    wb = openpyxl.load_workbook(tmp_path / "iafq.xlsx")
+    assert wb.sheetnames == [
+        "summary",
+        "by type",
+        "by context",
+        "by tracing_status",
+        "by tracing_result",
+        "by origin_country",
+    ]
+    cells = {c.value: c.data_type for row in wb["by type"].iter_rows() for c in row}
+    assert cells['=HYPERLINK("http://x")'] == "s"  # kept as text
+    assert [c.value for c in wb["summary"]["A"]][:2] == [
+        "UNODC Illicit Arms Flows Questionnaire: firearms recovered in",
+        "firearms recovered in the year",
+    ]
+    out = subprocess.run(run[:-2] + ["--out", str(tmp_path / "x.csv")], capture_output=True, text=True)
+    assert out.returncode != 0 and "needs --year" in out.stderr

@@ -90,7 +90,8 @@ def test_every_declared_dependency_is_imported_and_every_import_declared():
         return {import_name.get(d, d.replace("-", "_")) for d in dists}
 
     declared = names(project["dependencies"])
-    optional = names(project["optional-dependencies"]["dask"]) | {"distributed"}  # dask[distributed]
+    extras = project["optional-dependencies"]
+    optional = names(extras["dask"]) | {"distributed"} | names(extras["xlsx"])  # dask[distributed]; openpyxl
     imported = _third_party_imports()
     assert declared <= imported, f"declared but never imported: {sorted(declared - imported)}"
     assert imported <= declared | optional, f"imported but not declared: {sorted(imported - declared - optional)}"

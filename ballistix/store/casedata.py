@@ -5,9 +5,11 @@ The columns (the first row of the file names them, in any order; only ``scene_id
 
 - **scenes**: ``scene_id``, ``date`` (YYYY-MM-DD), ``place``, ``lat``, ``lon`` (decimal
   degrees), ``context`` (for example organized crime, terrorism, other);
-- **firearms**: ``firearm_id``, ``make``, ``model``, ``calibre``, ``serial``,
-  ``serial_obliterated`` (yes / no), ``status`` (seized, found, surrendered),
-  ``recovery_date``, ``recovery_place``, ``recovery_country``, ``origin_country``,
+- **firearms**: ``firearm_id``, ``make``, ``model``, ``type`` (pistol, revolver, rifle,
+  shotgun, submachine gun, machine gun, other: the UNODC questionnaire's), ``calibre``,
+  ``serial``, ``serial_obliterated`` (yes / no), ``status`` (seized, found, surrendered),
+  ``context`` of the recovery (organized crime, terrorism, other, ...), ``recovery_date``,
+  ``recovery_place``, ``recovery_country``, ``origin_country``,
   ``tracing_status`` (traced, in progress, not traced, not requested), ``tracing_result``;
 - **tracing**: ``firearm_id`` (a firearm already in the store), ``tracing_status``,
   ``tracing_result``, ``origin_country``.
@@ -40,10 +42,12 @@ COLUMNS = {
         "firearm_id",
         "make",
         "model",
+        "type",
         "calibre",
         "serial",
         "serial_obliterated",
         "status",
+        "context",
         "recovery_date",
         "recovery_place",
         "recovery_country",

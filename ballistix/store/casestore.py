@@ -79,6 +79,7 @@ from ..scan import Scan, scan_sha256
 from .bulk import import_prepared
 from .casedata import KINDS, read_table, write_table
 from .descriptors import PROJECT_FROM, build_index, descriptor_chunks, refine, refit_due
+from .iafq import iafq_figures, write_iafq
 from .link import Job, Outcome, ScanRef, plan, read_cached_scan, run_jobs
 
 __all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
@@ -857,6 +858,16 @@ class CaseStore:
             for ident, attrs in self._db.execute(f"SELECT {key}, attrs_json FROM {table} ORDER BY {key}")
         ]
         return write_table(path, kind, records)
+
+    def iafq(self, year: int, path=None) -> dict:
+        """The UNODC Illicit Arms Flows Questionnaire figures and the SDG 16.4.2 share of the
+        firearms recovered in ``year`` (`ballistix.store.iafq.iafq_figures`); with ``path``, also
+        written there (CSV, or XLSX when it ends in .xlsx)."""
+        rows = [(f, json.loads(a)) for f, a in self._db.execute("SELECT firearm_id, attrs_json FROM firearms")]
+        fig = iafq_figures(rows, year)
+        if path is not None:
+            write_iafq(path, fig, source={"store": str(self.folder), "firearms in the store": len(rows)})
+        return fig
 
     @_writes("record scenes or firearms")
     def _upsert(self, table: str, key: str, value: str, attrs: dict) -> None:
