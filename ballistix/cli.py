@@ -556,6 +556,33 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_exhibits(args) -> int:
+    """Write a store's exhibits (all, or --exhibits) as a bundle for another lab: their source x3p
+    files, metadata, provenance and SHA-256, the scenes and firearms they refer to, and --lab."""
+    with _store(args, read_only=True) as st:
+        out = st.export_exhibits(args.out, args.exhibits, lab=args.lab, lab_name=args.lab_name)
+    print(f"wrote {safe_text(out)}")
+    return 0
+
+
+def cmd_import_exhibits(args) -> int:
+    """Import a bundle of exhibits from another lab: every checksum is verified before anything is
+    written (one failure refuses the bundle), and each exhibit keeps the sending lab's identity."""
+    with _store(args, create=True) as st:
+        r = st.import_exhibits(args.bundle, progress=not args.json)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(
+            f"from {safe_text(r['lab']['id'])}: {len(r['added'])} exhibits added, {len(r['existing'])} already here, "
+            f"{len(r['failed'])} failed; {len(r['scenes_added'])} scenes and {len(r['firearms_added'])} firearms "
+            f"added, {len(r['kept_local'])} kept as this store has them (bundle sha256 {r['bundle_sha256'][:12]})"
+        )
+        for source, reason in r["failed"]:
+            print(f"failed: {safe_text(source)}: {safe_text(reason)}", file=sys.stderr)
+    return 0 if not r["failed"] else 1
+
+
 def cmd_check(args) -> int:
     """Verify a case store, fsck-style: the database (integrity, schema, settings), every exhibit's
     descriptor and cached scan (present, readable, the file recorded at ingest), the index (the ids
@@ -708,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
         _rule_parser,
         _import_parser,
         _export_parser,
+        _exchange_parsers,
         _register_calibration_parser,
         _validate_parser,
         _bench_parser,
@@ -840,6 +868,26 @@ def _export_parser(sub) -> None:
     ex.add_argument("--out", required=True, help="file to write: .csv (iafq: also .xlsx)")
     ex.add_argument("--year", type=_positive_int, help="iafq: the calendar year of the recoveries")
     ex.set_defaults(func=cmd_export)
+
+
+def _exchange_parsers(sub) -> None:
+    """The ``export-exhibits`` and ``import-exhibits`` subcommands and their arguments."""
+    ex = sub.add_parser(
+        "export-exhibits", help="write exhibits as a bundle for another lab", description=cmd_export_exhibits.__doc__
+    )
+    ex.add_argument("--store", required=True)
+    ex.add_argument("--out", required=True, help="bundle file to write")
+    ex.add_argument("--lab", required=True, help="this lab's identifier, kept on every record by the receiver")
+    ex.add_argument("--lab-name", help="this lab's name")
+    ex.add_argument("--exhibits", nargs="+", help="exhibit ids (default: all)")
+    ex.set_defaults(func=cmd_export_exhibits)
+    im = sub.add_parser(
+        "import-exhibits", help="import a bundle of exhibits from another lab", description=cmd_import_exhibits.__doc__
+    )
+    im.add_argument("bundle")
+    im.add_argument("--store", required=True)
+    im.add_argument("--json", action="store_true")
+    im.set_defaults(func=cmd_import_exhibits)
 
 
 def _report_parser(sub) -> None:

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import atomic_file, list_members, open_zip, read_member, sha256_file
-from .._records import check_exhibit_meta, check_firearm, check_scene, safe_id, safe_text
+from .._records import check_exhibit_meta, check_firearm, check_scene, check_text, safe_id, safe_text
 from .._version import __version__
 from ..errors import BallistixError, DamagedScanError, IndexFormatError, ParameterError, StoreError, StoreWarning
 from ..evidence import weigh
@@ -79,6 +79,7 @@ from ..scan import Scan, scan_sha256
 from .bulk import import_prepared
 from .casedata import KINDS, read_table, write_table
 from .descriptors import PROJECT_FROM, build_index, descriptor_chunks, refine, refit_due
+from .exchange import read_bundle, write_bundle
 from .iafq import iafq_figures, write_iafq
 from .link import Job, Outcome, ScanRef, plan, read_cached_scan, run_jobs
 
@@ -858,6 +859,123 @@ class CaseStore:
             for ident, attrs in self._db.execute(f"SELECT {key}, attrs_json FROM {table} ORDER BY {key}")
         ]
         return write_table(path, kind, records)
+
+    def export_exhibits(self, path, exhibit_ids=None, *, lab: str, lab_name: str | None = None) -> Path:
+        """Write exhibits (all, or ``exhibit_ids``) as a bundle for another lab
+        (`ballistix.store.exchange`): their source x3p files, metadata, ingest provenance and
+        SHA-256, the scenes and firearms they refer to, and this lab's identity (``lab``, an
+        identifier; ``lab_name``). Each source file must still be the one ingested (its SHA-256 is
+        checked); an exhibit whose source is gone, changed, or not an x3p file refuses the export."""
+        check_text(lab, "lab", required=True)
+        check_text(lab_name, "lab_name")
+        cols = (
+            "exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre, date, meta_json, "
+            "source_path, source_read, created_utc, created_by, ballistix_version"
+        )
+        if exhibit_ids is None:
+            rows = self._db.execute(f"SELECT {cols} FROM exhibits ORDER BY rowid").fetchall()
+        else:
+            ids = [str(e) for e in exhibit_ids]
+            rows = [self._db.execute(f"SELECT {cols} FROM exhibits WHERE exhibit_id=?", (e,)).fetchone() for e in ids]
+            missing = [e for e, r in zip(ids, rows) if r is None]
+            if missing:
+                raise ParameterError(f"no exhibits {missing} in the store")
+        if not rows:
+            raise ParameterError("the store holds no exhibits to export")
+        records, files, scenes, firearms = [], [], {}, {}
+        for eid, sha, name, kind, scene, gun, cal, date, meta, src, read, created, by, version in rows:
+            src = Path(os.fsdecode(src)) if src is not None else None
+            if src is None or src.suffix.lower() != ".x3p" or not src.is_file() or sha256_file(src) != sha:
+                raise ParameterError(
+                    f"exhibit {eid!r} cannot be exported: its source x3p file {safe_text(str(src))} is "
+                    + ("not recorded (an in-memory scan)" if src is None else "gone, changed or not an x3p file")
+                )
+            labels = {k: v for k, v in json.loads(meta).items() if k != "population"}
+            records.append(
+                {
+                    "exhibit_id": eid,
+                    "kind": kind,
+                    "scene_id": scene,
+                    "firearm_id": gun,
+                    "calibre": cal,
+                    "date": date,
+                    "labels": labels,
+                    "source_name": name,
+                    "source_sha256": sha,
+                    "suffix": ".x3p",
+                    "units": (json.loads(read or "{}")).get("units", "auto"),
+                    "ingested": {"utc": created, "by": by, "ballistix_version": version},
+                }
+            )
+            files.append(src)
+            for table, key, ident, out in (
+                ("scenes", "scene_id", scene, scenes),
+                ("firearms", "firearm_id", gun, firearms),
+            ):
+                row = self._db.execute(f"SELECT attrs_json FROM {table} WHERE {key}=?", (ident,)).fetchone()
+                if ident is not None and row is not None:
+                    out[ident] = json.loads(row[0])
+        lab_rec = {"id": lab, "name": lab_name, "sent_utc": _now(), "sent_by": _user()}
+        return write_bundle(path, lab=lab_rec, exhibits=records, files=files, scenes=scenes, firearms=firearms)
+
+    @_writes("import exhibits")
+    def import_exhibits(self, path, *, progress: bool = False) -> dict:
+        """Import a bundle from another lab (`export_exhibits`). The whole bundle is checked first
+        (`ballistix.store.exchange.read_bundle`: the archive, the manifest's checksum, every source
+        file's SHA-256): one failure refuses it and the store is unchanged. The source files are kept
+        in the store's ``received/`` folder and ingested like local files. Each exhibit records
+        ``received_from`` (the sending lab, its exhibit id and ingest provenance, the bundle's
+        SHA-256, when it was received); an exhibit id already taken here gets a suffix, an exhibit
+        already in the store (same source SHA-256) is left as it is. The sender's scenes and
+        firearms are added where this store has no record of that id (those it has are kept, and
+        listed). Returns the `IngestReport` as a dict with ``bundle_sha256``, ``lab``,
+        ``scenes_added``, ``firearms_added`` and ``kept_local``."""
+        manifest, bundle_sha, files = read_bundle(path, self.folder / "received")
+        lab = manifest["lab"]
+        received = _now()
+        metas, units = [], []
+        for e in manifest["exhibits"]:
+            metas.append(
+                {
+                    **{k: e.get(k) for k in ("exhibit_id", "kind", "scene_id", "firearm_id", "calibre", "date")},
+                    "labels": e.get("labels") or {},
+                    "received_from": {
+                        "lab": lab.get("id"),
+                        "lab_name": lab.get("name"),
+                        "exhibit_id": e["exhibit_id"],
+                        "source_name": e["source_name"],
+                        "ingested": e.get("ingested"),
+                        "bundle_sha256": bundle_sha,
+                        "sent_utc": lab.get("sent_utc"),
+                        "received_utc": received,
+                    },
+                }
+            )
+            units.append(e["units"])
+        added = {"scenes": [], "firearms": []}
+        kept = []
+        for table, key, add in (("scenes", "scene_id", self.add_scene), ("firearms", "firearm_id", self.add_firearm)):
+            for ident, attrs in manifest[table].items():
+                if self._db.execute(f"SELECT 1 FROM {table} WHERE {key}=?", (ident,)).fetchone():
+                    kept.append(f"{table[:-1]} {ident}")
+                else:
+                    add(ident, **{**attrs, "received_from": lab.get("id")})
+                    added[table].append(ident)
+        report = IngestReport([], [], [])
+        for u in sorted(set(units)):
+            part = [i for i, x in enumerate(units) if x == u]
+            r = self.ingest([files[i] for i in part], [metas[i] for i in part], progress=progress, units=u)
+            report.added += r.added
+            report.existing += r.existing
+            report.failed += r.failed
+        return {
+            **report.to_dict(),
+            "bundle_sha256": bundle_sha,
+            "lab": lab,
+            "scenes_added": added["scenes"],
+            "firearms_added": added["firearms"],
+            "kept_local": kept,
+        }
 
     def iafq(self, year: int, path=None) -> dict:
         """The UNODC Illicit Arms Flows Questionnaire figures and the SDG 16.4.2 share of the
