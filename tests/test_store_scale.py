@@ -186,6 +186,27 @@ def test_refine_with_reranks_by_the_full_vectors():
     assert exact[0, 1] not in ids[0]  # a vector the source cannot give is left out
 
 
+def test_search_refine_false_is_the_projected_search_alone():
+    dim = 64
+    x = unit_rows(40, dim, 4)
+    index = bx.ScanIndex(dim, pca_dim=8, pca_center=False)
+    index.train(x)
+    index.add(np.arange(40), x)
+    compact = index.search(x[:10], 3)
+    calls = []
+    index.refine_with(lambda ids: calls.append(len(ids)) or x[ids], factor=14)
+    alone = index.search(x[:10], 3, refine=False)
+    assert not calls  # the source is not read
+    assert all(np.array_equal(a, b) for a, b in zip(alone, compact, strict=True))
+    _, refined = index.search(x[:10], 3)  # the switch is per search: the next one re-ranks again
+    assert len(calls) == 10 and not np.array_equal(refined, compact[1])
+    plain = bx.ScanIndex(dim)
+    plain.add(np.arange(40), x)
+    assert np.array_equal(plain.search(x[:2], 3, refine=False)[1], plain.search(x[:2], 3)[1])  # nothing to skip
+    with pytest.raises(ParameterError, match="refine"):
+        index.search(x[:1], 3, refine=5)
+
+
 def test_a_compact_store_shortlists_like_its_full_descriptors(tmp_path, pool, small_policy):
     dim = pool[0][1].size
     vecs = unit_rows(30, dim, 6)

@@ -470,18 +470,25 @@ class ScanIndex:
             self._compact()
         return int(present.size)
 
-    def search(self, vectors, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors, k: int = 10, *, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most similar indexed vectors of each query.
 
         Returns ``(scores, ids)``, arrays of shape (n_queries, k), best first;
         scores are inner products of unit vectors (cosine similarity, 1 = same
         direction). Where fewer than ``k`` vectors exist, ids are -1 and scores -inf.
+
+        ``refine``: with a source of full vectors set by `refine_with`, False
+        searches the projected vectors alone (scores are then the projected
+        cosines): what the re-ranking costs and what it changes. Without such a
+        source it changes nothing.
         """
         if int(k) != k or k < 1:
             raise ParameterError(f"k must be a positive integer, got {k!r}")
+        if not isinstance(refine, (bool, np.bool_)):
+            raise ParameterError(f"refine must be True or False, got {refine!r}")
         k = int(k)
         x = self._check_vectors(vectors, "query vectors")
-        if self._exact is None or self.pca_dim is None:
+        if self._exact is None or self.pca_dim is None or not refine:
             return self._search_projected(self._project(x), k)
         fetch, factor = self._exact
         _, ids = self._search_projected(self._project(x), k * factor)
@@ -492,7 +499,8 @@ class ScanIndex:
         vectors are ordered by the exact cosine of their full vectors, ``fetch(ids)`` (an array of
         shape (len(ids), dim), NaN rows for ids it cannot give). Only for an index with a PCA; the
         source is not saved with the index (a `CaseStore` sets its SQLite descriptors). Scores are
-        then the full vectors' cosines."""
+        then the full vectors' cosines. ``search(..., refine=False)`` skips the re-ranking for one
+        search."""
         if int(factor) != factor or factor < 1:
             raise ParameterError(f"factor must be a positive integer, got {factor!r}")
         self._exact = (fetch, int(factor))
