@@ -207,6 +207,18 @@ def test_search_refine_false_is_the_projected_search_alone():
         index.search(x[:1], 3, refine=5)
 
 
+def test_fetch_gives_the_full_descriptors_in_the_order_asked(tmp_path, pool):
+    dim = pool[0][1].size
+    vecs = unit_rows(6, dim, 8)
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        st.import_prepared(records(vecs, pool))
+        st._db.execute("UPDATE exhibits SET descriptor=? WHERE rowid=4", (b"\x00" * 8,))  # damaged: too short
+        got = D.fetch(st._db, dim, np.array([5, 1, 4, 99, 5, 2]))  # unsorted, a repeat, damaged and absent ids
+        assert D.fetch(st._db, dim, np.zeros(0, np.int64)).shape == (0, dim)
+    assert np.array_equal(got[[0, 1, 4, 5]], vecs[[4, 0, 4, 1]])
+    assert np.isnan(got[[2, 3]]).all()
+
+
 def test_a_compact_store_shortlists_like_its_full_descriptors(tmp_path, pool, small_policy):
     dim = pool[0][1].size
     vecs = unit_rows(30, dim, 6)
