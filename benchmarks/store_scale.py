@@ -1,6 +1,8 @@
 """A national-size case store: one million exhibits on one machine, through the store's own API.
 
-    python -m benchmarks.store_scale [--exhibits 1000000] [--sim-guns 30] [--queries 200] [--verify 2]
+    python -m benchmarks.store_scale [--exhibits 1000000] [--sim-guns 30] [--queries 200]
+        [--refine-factors 5,10] [--verify 2] [--verify-top 20] [--jobs 2] [--keep]
+    python -m benchmarks.store_scale --reuse [--work DIR] ...   # measure a kept store again
 
 What is in the store:
 
@@ -21,13 +23,31 @@ What is in the store:
 
 Everything goes in through `CaseStore.import_prepared` (batches of 10,000,
 one transaction each; the index is built compact at the end). Then, each step
-in a fresh process so that its memory is its own: opening the store; the
-first stage (`ballistix.search` without scans) one query at a time for the
-planted exhibits and for bulk-like descriptors, p50/p99; whether each planted
-query's same-gun partners are in its compact shortlist of 200, against the
-shortlist of the full 9,216-value descriptors (exact, computed by brute force
-over the regenerated bulk); and ``--verify`` full verified searches
-(`CaseStore.search`, shortlist 200, 2 processes).
+in a fresh process so that its memory is its own (peak RSS: the process's own
+``VmHWM``):
+
+- opening the store, its files dropped from the page cache first;
+- the first stage (the store's index), one query at a time, for the planted
+  exhibits and for bulk-like descriptors, p50/p99: the compact index alone
+  (``ScanIndex.search(..., refine=False)``), then re-ranked by the full
+  descriptors read from SQLite as the store does it, for each of
+  ``--refine-factors`` (the best factor x k compact candidates), once with
+  store.sqlite dropped from the page cache (cold: a national store's
+  descriptors do not fit in memory) and once more for the same queries
+  (cached), with the time spent reading SQLite;
+- whether each planted query's same-gun partners are in its shortlist of 200,
+  against the shortlist of the full 9,216-value descriptors (exact, by brute
+  force over the store's descriptors);
+- ``--verify`` verified searches of Fadul and as many of simulated planted
+  exhibits (`CaseStore.search`, shortlist 200, CMC on the pre-checked best
+  ``--verify-top``, or on all 200 with ``--verify-top 0``; ``--jobs``
+  processes): time, best three with their CMC counts, and whether the best is
+  of the query's gun.
+
+``--reuse`` measures the store already in ``WORK/store`` with
+``WORK/planted.npz`` (``--work``, by default benchmarks/results/store_scale_work):
+no planting, no import; the new measurements replace the old ones in
+benchmarks/results/store_scale.json, whose build section is kept.
 
 Writes benchmarks/results/store_scale.json, prints a table.
 """
@@ -208,13 +228,63 @@ def build(work: Path, n: int, plant: dict, seed: int) -> dict:
     }
 
 
-def first_stage(work: Path, plant: dict, seed: int, queries: int) -> dict:
-    """In a fresh process: open time, first-stage latency, and the planted partners kept (compact vs full)."""
+def evict(path: Path) -> bool:
+    """Drop ``path``'s pages from the page cache (``POSIX_FADV_DONTNEED``: this file only, nothing
+    else's); False where the system cannot. A national store's descriptors do not fit the cache:
+    a query's candidates are read from disk."""
+    if not hasattr(os, "posix_fadvise"):  # pragma: no cover - not Linux
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _ms(x) -> dict:
+    x = np.asarray(x) * 1e3
+    return {"p50": float(np.percentile(x, 50)), "p99": float(np.percentile(x, 99))}
+
+
+def refined_pass(index, db, dim: int, queries: np.ndarray, factor: int) -> tuple[dict, list]:
+    """One query at a time, re-ranked as the store does it (`store.descriptors.refine`: the best
+    ``factor`` x k compact candidates ordered by their full descriptors, `descriptors.fetch` from
+    SQLite), with the time spent reading them; the rest is the compact search and the products."""
+    from ballistix.store.descriptors import fetch
+
+    spent = []
+
+    def timed(ids):
+        t = time.perf_counter()
+        out = fetch(db, dim, ids)
+        spent[-1] += time.perf_counter() - t
+        return out
+
+    index.refine_with(timed, factor=factor)
+    lat, lists = [], []
+    for v in queries:
+        spent.append(0.0)
+        t = time.perf_counter()
+        _, ids = index.search(v[None], SHORTLIST + 1)
+        lat.append(time.perf_counter() - t)
+        lists.append(ids[0])
+    lat, spent = np.array(lat), np.array(spent)
+    return {**_ms(lat), "sqlite_read_ms": _ms(spent), "rest_ms": _ms(lat - spent), "n": len(lat)}, lists
+
+
+def first_stage(work: Path, plant: dict, seed: int, queries: int, factors: list[int]) -> dict:
+    """In a fresh process: open time, first-stage latency (compact alone, then re-ranked by the full
+    descriptors with each of ``factors``, its SQLite reads cold and cached), and the planted partners
+    kept (compact, re-ranked, against the full descriptors' exact shortlist)."""
+    from ballistix.index.scan_index import REFINE_FACTOR
+
+    cold_open = all([evict(work / "store" / "store.sqlite"), evict(work / "store" / "index.bxi")])
     t = time.perf_counter()
     st = bx.CaseStore(work / "store", read_only=True)
     open_s = time.perf_counter() - t
     open_rss = peak_rss_mb()
-    index = st._index
+    index, dim = st._index, int(st.descriptor["dim"])
     keep = [i for i, s in enumerate(plant["set"]) if s != "pool"]
     names = [plant["name"][i] for i in keep]
     gun = np.array([plant["gun"][i] for i in keep])
@@ -224,88 +294,109 @@ def first_stage(work: Path, plant: dict, seed: int, queries: int) -> dict:
     # one query at a time: the planted exhibits, then bulk-like descriptors
     bulk = Bulk(fit_set(qv), FIT_RANK, seed + 7)
     extra = bulk.chunk(0, max(0, queries - len(qv)))
-    refine, index._exact = index._exact, None  # first the compact search alone, then as the store runs it
+    allq = np.vstack([qv, extra])
     lat, shortlists = [], []
-    for v in np.vstack([qv, extra]):
+    for v in allq:  # the compact index alone
         t = time.perf_counter()
-        _, ids = index.search(v[None], SHORTLIST + 1)
+        _, ids = index.search(v[None], SHORTLIST + 1, refine=False)
         lat.append(time.perf_counter() - t)
         shortlists.append(ids[0])
-    lat = np.array(lat) * 1e3
-    index._exact = refine
-    lat_r, refined = [], []
-    for v in np.vstack([qv, extra]) if refine is not None else ():
-        t = time.perf_counter()
-        _, ids = index.search(v[None], SHORTLIST + 1)
-        lat_r.append(time.perf_counter() - t)
-        refined.append(ids[0])
-    lat_r = np.array(lat_r) * 1e3
+    out = {"open_seconds": open_s, "open_cold": cold_open, "open_peak_rss_mb": open_rss, "index_type": index.index_type}
+    out["first_stage_ms"] = {**_ms(lat), "n": len(lat)}
+    refined, out["refined"] = {}, {}
+    db_file = work / "store" / "store.sqlite"
+    for f in factors if index.pca_dim is not None else ():
+        evicted = evict(db_file)  # the descriptors read from disk, as at a national size ...
+        rec, refined[f] = refined_pass(index, st._db, dim, allq, f)
+        rec_warm, again = refined_pass(index, st._db, dim, allq, f)  # ... and from the page cache
+        assert all(np.array_equal(a, b) for a, b in zip(again, refined[f], strict=True))
+        out["refined"][str(f)] = {
+            "candidates": f * (SHORTLIST + 1),
+            "cold": rec,
+            "evicted_first": evicted,
+            "cached": rec_warm,
+        }
+        if f == REFINE_FACTOR:
+            out["first_stage_refined_ms"] = {"p50": rec["p50"], "p99": rec["p99"], "factor": f}
     # exact shortlists of the full descriptors, by brute force over the store's descriptors
     t = time.perf_counter()
     best_s = np.full((len(qv), SHORTLIST + 1), -np.inf, np.float32)
     best_i = np.zeros((len(qv), SHORTLIST + 1), np.int64)
     from ballistix.store.descriptors import descriptor_chunks
 
-    for ids, vecs in descriptor_chunks(st._db, st.descriptor["dim"], chunk=20_000):
+    for ids, vecs in descriptor_chunks(st._db, dim, chunk=20_000):
         s = qv @ vecs.T
         cat_s, cat_i = np.hstack([best_s, s]), np.hstack([best_i, np.broadcast_to(ids, s.shape)])
         top = np.argpartition(-cat_s, SHORTLIST, axis=1)[:, : SHORTLIST + 1]
         best_s, best_i = np.take_along_axis(cat_s, top, 1), np.take_along_axis(cat_i, top, 1)
-    exact_seconds = time.perf_counter() - t
-    rows = []
-    for q in range(len(qv)):
-        partners = set(ids_planted[(gun == gun[q]) & (ids_planted != ids_planted[q])].tolist())
-        full = partners & set(best_i[q].tolist())
-        compact = partners & set(shortlists[q].tolist())
-        ref = partners & set(refined[q].tolist()) if refined else compact
-        rows.append(
-            (
-                plant["set"][keep[q]],
-                len(partners),
-                len(full),
-                len(full & compact),
-                len(compact),
-                len(full & ref),
-                len(ref),
-            )
-        )
-    out = {"open_seconds": open_s, "open_peak_rss_mb": open_rss, "index_type": index.index_type}
-    out["first_stage_ms"] = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "n": len(lat)}
-    if len(lat_r):
-        out["first_stage_refined_ms"] = {"p50": float(np.percentile(lat_r, 50)), "p99": float(np.percentile(lat_r, 99))}
-    out["exact_full_seconds"] = exact_seconds
-    for name in sorted({r[0] for r in rows}):
-        rs = [r for r in rows if r[0] == name]
-        full, both, compact, partners, both_r, refined_n = (sum(r[i] for r in rs) for i in (2, 3, 4, 1, 5, 6))
-        first = [r for r in rs if r[1]]
-        out[f"partners_{name}"] = {
-            "queries": len(rs),
-            "partners": partners,
-            "in_full_shortlist": full,
+    out["exact_full_seconds"] = time.perf_counter() - t
+    for name in sorted(set(plant["set"][i] for i in keep)):
+        qs = [q for q in range(len(qv)) if plant["set"][keep[q]] == name]
+        partners = {q: set(ids_planted[(gun == gun[q]) & (ids_planted != ids_planted[q])].tolist()) for q in qs}
+        full = {q: partners[q] & set(best_i[q].tolist()) for q in qs}
+        n_full = sum(len(full[q]) for q in qs)
+
+        def kept(lists, qs=qs, partners=partners, full=full, n_full=n_full):
+            held = {q: partners[q] & set(lists[q].tolist()) for q in qs}
+            both = sum(len(full[q] & held[q]) for q in qs)
+            return sum(len(h) for h in held.values()), (both / n_full if n_full else None), held
+
+        compact, compact_kept, held = kept(shortlists)
+        rec = {
+            "queries": len(qs),
+            "partners": sum(len(p) for p in partners.values()),
+            "in_full_shortlist": n_full,
             "in_compact_shortlist": compact,
-            "compact_keeps_of_full": both / full if full else None,
-            "in_refined_shortlist": refined_n,
-            "refined_keeps_of_full": both_r / full if full else None,
-            "queries_with_a_partner_in_compact_shortlist": sum(r[4] > 0 for r in first) / max(1, len(first)),
+            "compact_keeps_of_full": compact_kept,
+            "queries_with_a_partner_in_compact_shortlist": sum(bool(held[q]) for q in qs if partners[q])
+            / max(1, sum(bool(partners[q]) for q in qs)),
         }
+        for f, lists in refined.items():
+            n, share, _ = kept(lists)
+            rec[f"refined_x{f}"] = {"in_shortlist": n, "keeps_of_full": share}
+            if f == REFINE_FACTOR:
+                rec["in_refined_shortlist"], rec["refined_keeps_of_full"] = n, share
+        out[f"partners_{name}"] = rec
     out["peak_rss_mb"] = peak_rss_mb()
     st.close()
     return out
 
 
-def verified(work: Path, plant: dict, n: int, jobs: int) -> dict:
-    """In a fresh process: full searches (shortlist 200, CMC on every candidate) of planted exhibits."""
+def verified(work: Path, plant: dict, n: int, jobs: int, verify_top: int | None) -> dict:
+    """In a fresh process: verified searches (`CaseStore.search`, shortlist 200, CMC on the best
+    ``verify_top`` after the pre-check, or on all 200 when None) of ``n`` Fadul and ``n`` simulated
+    planted exhibits; for each, its time, its best three and whether the best is of the same gun."""
     st = bx.CaseStore(work / "store", read_only=True)
-    names = [plant["name"][i] for i, s in enumerate(plant["set"]) if s == "fadul"][:n] or [
-        plant["name"][i] for i, s in enumerate(plant["set"]) if s == "simulated"
-    ][:n]
+    gun = {e: g for e, g, s in zip(plant["name"], plant["gun"], plant["set"], strict=True) if s != "pool"}
+    names = []
+    for s in ("fadul", "simulated"):
+        names += [e for e, t in zip(plant["name"], plant["set"], strict=True) if t == s][:n]
     out = []
     for name in names:
         t = time.perf_counter()
-        hits = st.search(name, k=20, shortlist=SHORTLIST, n_jobs=jobs)
-        out.append({"query": name, "seconds": time.perf_counter() - t, "top": hits[0]["exhibit_id"] if hits else None})
+        hits = st.search(name, k=20, shortlist=SHORTLIST, n_jobs=jobs, verify_top=verify_top)
+        seconds = time.perf_counter() - t
+        same = [h["exhibit_id"] != name and gun.get(h["exhibit_id"]) == gun[name] for h in hits]
+        out.append(
+            {
+                "query": name,
+                "set": "fadul" if name.startswith("fadul") else "simulated",
+                "seconds": seconds,
+                "top": [h["exhibit_id"] for h in hits[:3]],
+                "cmc": [h["cmc_count"] for h in hits[:3]],
+                "top_is_partner": bool(same and same[0]),
+                "partners_in_results": int(sum(same)),
+                "partners_in_store": sum(g == gun[name] for e, g in gun.items() if e != name),
+            }
+        )
     st.close()
-    return {"queries": out, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "verify_top": verify_top,
+        "shortlist": SHORTLIST,
+        "jobs": jobs,
+        "queries": out,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def _step(argv: list[str]) -> dict:
@@ -322,71 +413,173 @@ def _step(argv: list[str]) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _load_plant(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: (z[k].tolist() if k != "vecs" else z[k]) for k in z.files}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--exhibits", type=int, default=1_000_000)
     p.add_argument("--sim-guns", type=int, default=30)
     p.add_argument("--pool", type=int, default=20, help="processed scans the bulk exhibits reference")
     p.add_argument("--queries", type=int, default=200, help="first-stage queries timed")
-    p.add_argument("--verify", type=int, default=2, help="verified searches (shortlist 200)")
+    p.add_argument(
+        "--refine-factors",
+        default=None,
+        help="re-rankings measured, comma-separated multiples of k (default: the store's, ScanIndex's REFINE_FACTOR)",
+    )
+    p.add_argument("--verify", type=int, default=2, help="verified searches of each set, Fadul and simulated")
+    p.add_argument(
+        "--verify-top",
+        type=int,
+        default=20,
+        help="CMC on the pre-checked best N of the shortlist of 200 (0: on all 200)",
+    )
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=RESULTS / "store_scale_work")
     p.add_argument("--keep", action="store_true", help="keep the store (it is large)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure the store already in WORK/store (with WORK/planted.npz): no planting, no import; "
+        "the results go into store_scale.json beside its build",
+    )
     p.add_argument("--step", choices=["first-stage", "verified"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    from ballistix.index.scan_index import REFINE_FACTOR
+
+    factors = [int(f) for f in args.refine_factors.split(",")] if args.refine_factors else [REFINE_FACTOR]
+    verify_top = args.verify_top or None
     plant_file = args.work / "planted.npz"
     if args.step:  # a child process
-        z = dict(np.load(plant_file, allow_pickle=False))
-        plant = {k: (v.tolist() if k != "vecs" else v) for k, v in z.items()}
-        res = first_stage(args.work, plant, args.seed, args.queries) if args.step == "first-stage" else None
-        res = res or verified(args.work, plant, args.verify, args.jobs)
+        plant = _load_plant(plant_file)
+        if args.step == "first-stage":
+            res = first_stage(args.work, plant, args.seed, args.queries, factors)
+        else:
+            res = verified(args.work, plant, args.verify, args.jobs, verify_top)
         print(json.dumps(res))
         return 0
-    shutil.rmtree(args.work, ignore_errors=True)
-    args.work.mkdir(parents=True)
-    t = time.perf_counter()
-    plant = planted(args.work, args.sim_guns, args.pool, args.seed, args.jobs)
-    np.savez(plant_file, **{k: np.asarray(v) for k, v in plant.items()})
-    out = {"params": {k: str(v) for k, v in vars(args).items()}, "planting_seconds": time.perf_counter() - t}
-    out["build"] = build(args.work, args.exhibits, plant, args.seed)
-    write_json("store_scale", out)
-    out["first_stage"] = _step(["--step", "first-stage", "--work", str(args.work), "--queries", str(args.queries)])
+    params = {k: str(v) for k, v in vars(args).items()}
+    if args.reuse:
+        if not (args.work / "store" / "store.sqlite").is_file() or not plant_file.is_file():
+            p.error(f"--reuse needs a store in {args.work / 'store'} and {plant_file}")
+        previous = RESULTS / "store_scale.json"
+        out = json.loads(previous.read_text()) if previous.is_file() else {}
+        out.pop("benchmark", None), out.pop("machine", None)
+        for k in ("first_stage", "verified"):
+            out.pop(k, None)  # measured again below; the build and its parameters are kept
+        out["measure_params"] = params
+    else:
+        shutil.rmtree(args.work, ignore_errors=True)
+        args.work.mkdir(parents=True)
+        t = time.perf_counter()
+        plant = planted(args.work, args.sim_guns, args.pool, args.seed, args.jobs)
+        np.savez(plant_file, **{k: np.asarray(v) for k, v in plant.items()})
+        out = {"params": params, "planting_seconds": time.perf_counter() - t}
+        out["build"] = build(args.work, args.exhibits, plant, args.seed)
+        write_json("store_scale", out)
+    common = ["--work", str(args.work), "--seed", str(args.seed)]
+    out["first_stage"] = _step(
+        [
+            "--step",
+            "first-stage",
+            *common,
+            "--queries",
+            str(args.queries),
+            "--refine-factors",
+            ",".join(map(str, factors)),
+        ]
+    )
     write_json("store_scale", out)
     if args.verify:
         out["verified"] = _step(
-            ["--step", "verified", "--work", str(args.work), "--verify", str(args.verify), "--jobs", str(args.jobs)]
+            [
+                "--step",
+                "verified",
+                *common,
+                "--verify",
+                str(args.verify),
+                "--jobs",
+                str(args.jobs),
+                "--verify-top",
+                str(args.verify_top),
+            ]
         )
     path = write_json("store_scale", out)
-    if not args.keep:
+    if not args.keep and not args.reuse:
         shutil.rmtree(args.work / "store", ignore_errors=True)
-    b, f = out["build"], out["first_stage"]
-    rows = [
-        ["exhibits", b["exhibits"]],
-        ["import, exhibits/s", b["import_per_second"]],
-        ["import peak RSS, GB", b["import_peak_rss_mb"] / 1024],
-        ["disk, GB (sqlite / index)", f"{b['disk_gb']:.2f} ({b['disk_sqlite_gb']:.2f} / {b['disk_index_gb']:.2f})"],
-        ["open, s (peak RSS GB)", f"{f['open_seconds']:.2f} ({f['open_peak_rss_mb'] / 1024:.2f})"],
-        ["index", f"{f['index_type']}, {b['projection'].get('kind')} {b['projection'].get('dim')}"],
-        ["first stage p50 / p99, ms", f"{f['first_stage_ms']['p50']:.2f} / {f['first_stage_ms']['p99']:.2f}"],
-    ]
-    if "first_stage_refined_ms" in f:
-        r = f["first_stage_refined_ms"]
-        rows.append(["... re-ranked by full descriptors, ms", f"{r['p50']:.1f} / {r['p99']:.1f}"])
-    for k, v in f.items():
-        if k.startswith("partners_"):
-            rows.append(
-                [
-                    f"{k[9:]}: partners in full / compact / re-ranked shortlist (kept)",
-                    f"{v['in_full_shortlist']} / {v['in_compact_shortlist']} / {v['in_refined_shortlist']} of "
-                    f"{v['partners']} ({v['compact_keeps_of_full']} / {v['refined_keeps_of_full']})",
-                ]
-            )
-    for q in out.get("verified", {}).get("queries", []):
-        rows.append([f"verified search {q['query']}, s", f"{q['seconds']:.1f} (top {q['top']})"])
-    print(table(rows, ["measure", "value"]))
+    print(table(summary_rows(out), ["measure", "value"]))
     print(f"\nwrote {path}")
     return 0
+
+
+def summary_rows(out: dict) -> list[list]:
+    """The table printed at the end, from the JSON written."""
+    b, f = out.get("build"), out["first_stage"]
+    rows = []
+    if b:
+        rows += [
+            ["exhibits", b["exhibits"]],
+            ["import, exhibits/s", b["import_per_second"]],
+            ["import peak RSS, GB", b["import_peak_rss_mb"] / 1024],
+            ["disk, GB (sqlite / index)", f"{b['disk_gb']:.2f} ({b['disk_sqlite_gb']:.2f} / {b['disk_index_gb']:.2f})"],
+        ]
+    rows += [
+        [
+            f"open{', files not cached' if f.get('open_cold') else ''}, s (peak RSS GB)",
+            f"{f['open_seconds']:.2f} ({f['open_peak_rss_mb'] / 1024:.2f})",
+        ],
+        [
+            "index",
+            f"{f['index_type']}" + (f", {b['projection'].get('kind')} {b['projection'].get('dim')}" if b else ""),
+        ],
+        [
+            "first stage, compact alone, p50 / p99, ms",
+            f"{f['first_stage_ms']['p50']:.2f} / {f['first_stage_ms']['p99']:.2f}",
+        ],
+    ]
+    for factor, r in f.get("refined", {}).items():
+        for how in ("cold", "cached"):
+            m, rd = r[how], r[how]["sqlite_read_ms"]
+            rows.append(
+                [
+                    f"... re-ranked, best {r['candidates']} ({factor} x k), SQLite {how}: p50 / p99 (reading), ms",
+                    f"{m['p50']:.1f} / {m['p99']:.1f} ({rd['p50']:.1f} / {rd['p99']:.1f})",
+                ]
+            )
+    for k, v in f.items():
+        if k.startswith("partners_"):
+            refined = " / ".join(
+                f"x{x[9:]} {r['in_shortlist']} ({r['keeps_of_full']:.3f})"
+                for x, r in v.items()
+                if x.startswith("refined_x")
+            )
+            rows.append(
+                [
+                    f"{k[9:]}: of {v['partners']} partners, in the full / compact (kept) / re-ranked (kept) shortlist",
+                    f"{v['in_full_shortlist']} / {v['in_compact_shortlist']} "
+                    f"({v['compact_keeps_of_full']:.3f}) / {refined}",
+                ]
+            )
+    if out.get("verified"):
+        rows.append(
+            [
+                "peak RSS, GB: first stage / verified",
+                f"{f['peak_rss_mb'] / 1024:.2f} / {out['verified']['peak_rss_mb'] / 1024:.2f}",
+            ]
+        )
+        top = out["verified"].get("verify_top")
+        for q in out["verified"]["queries"]:
+            best = ", ".join(f"{e} {c}" for e, c in zip(q["top"], q["cmc"], strict=True))
+            rows.append(
+                [
+                    f"verified {q['query']} (CMC on {top or 'all'}), s",
+                    f"{q['seconds']:.1f}: {best} (best {'is' if q['top_is_partner'] else 'not'} same gun)",
+                ]
+            )
+    return rows
 
 
 if __name__ == "__main__":
