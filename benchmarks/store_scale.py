@@ -553,7 +553,7 @@ def summary_rows(out: dict) -> list[list]:
             f"{f['first_stage_ms']['p50']:.2f} / {f['first_stage_ms']['p99']:.2f}",
         ],
     ]
-    for factor, r in f.get("refined", {}).items():
+    for factor, r in sorted(f.get("refined", {}).items(), key=lambda kv: int(kv[0])):
         for how in ("cold", "cached"):
             m, rd = r[how], r[how]["sqlite_read_ms"]
             rows.append(
@@ -566,7 +566,7 @@ def summary_rows(out: dict) -> list[list]:
         if k.startswith("partners_"):
             refined = " / ".join(
                 f"x{x[9:]} {r['in_shortlist']} ({r['keeps_of_full']:.3f})"
-                for x, r in v.items()
+                for x, r in sorted(v.items(), key=lambda kv: int(kv[0][9:]) if kv[0].startswith("refined_x") else 0)
                 if x.startswith("refined_x")
             )
             rows.append(
