@@ -41,8 +41,8 @@ in a fresh process so that its memory is its own (peak RSS: the process's own
 - ``--verify`` verified searches of Fadul and as many of simulated planted
   exhibits (`CaseStore.search`, shortlist 200, CMC on the pre-checked best
   ``--verify-top``, or on all 200 with ``--verify-top 0``; ``--jobs``
-  processes): time, best three with their CMC counts, and whether the best is
-  of the query's gun.
+  processes): time, best three with their CMC counts, whether the best is
+  of the query's gun, and the peak memory of the verification workers.
 
 ``--reuse`` measures the store already in ``WORK/store`` with
 ``WORK/planted.npz`` (``--work``, by default benchmarks/results/store_scale_work):
@@ -57,6 +57,7 @@ Writes benchmarks/results/store_scale.json, prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -99,6 +100,37 @@ def peak_rss_mb() -> float:
     except OSError:  # pragma: no cover - not Linux
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class ChildPeaks:
+    """Peak resident memory (``VmHWM``) of this process's child processes (the verification
+    workers), polled while they live: `getrusage` cannot tell (see `peak_rss_mb`)."""
+
+    def __init__(self, every: float = 0.2):
+        import threading
+
+        self.every, self.peaks, self._stop = every, {}, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every):
+            pids = set()
+            for f in Path("/proc/self/task").glob("*/children"):
+                with contextlib.suppress(OSError):
+                    pids.update(int(x) for x in f.read_text().split())
+            for pid in pids:
+                with contextlib.suppress(OSError, ValueError):
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
+
+    def __enter__(self) -> ChildPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def du_gb(path: Path) -> float:
@@ -384,7 +416,8 @@ def verified(work: Path, plant: dict, n: int, jobs: int, verify_top: int | None)
     out = []
     for name in names:
         t = time.perf_counter()
-        hits = st.search(name, k=20, shortlist=SHORTLIST, n_jobs=jobs, verify_top=verify_top)
+        with ChildPeaks() as workers:
+            hits = st.search(name, k=20, shortlist=SHORTLIST, n_jobs=jobs, verify_top=verify_top)
         seconds = time.perf_counter() - t
         same = [h["exhibit_id"] != name and gun.get(h["exhibit_id"]) == gun[name] for h in hits]
         out.append(
@@ -397,6 +430,7 @@ def verified(work: Path, plant: dict, n: int, jobs: int, verify_top: int | None)
                 "top_is_partner": bool(same and same[0]),
                 "partners_in_results": int(sum(same)),
                 "partners_in_store": sum(g == gun[name] for e, g in gun.items() if e != name),
+                "workers_peak_rss_mb": sorted(workers.peaks.values(), reverse=True),
             }
         )
     st.close()
@@ -579,7 +613,13 @@ def summary_rows(out: dict) -> list[list]:
     for key in ("verified", "verified_all"):
         if not out.get(key):
             continue
-        rows.append([f"peak RSS of the {key} step, GB", out[key]["peak_rss_mb"] / 1024])
+        workers = [sum(q.get("workers_peak_rss_mb", [])) for q in out[key]["queries"]]
+        rows.append(
+            [
+                f"peak RSS of the {key} step, GB: its process (+ its workers' peaks)",
+                f"{out[key]['peak_rss_mb'] / 1024:.2f} (+ {max(workers, default=0) / 1024:.2f})",
+            ]
+        )
         top = out[key].get("verify_top")
         for q in out[key]["queries"]:
             best = ", ".join(f"{e} {c}" for e, c in zip(q["top"], q["cmc"], strict=True))
