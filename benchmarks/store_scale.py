@@ -48,8 +48,9 @@ in a fresh process so that its memory is its own (peak RSS: the process's own
 ``WORK/planted.npz`` (``--work``, by default benchmarks/results/store_scale_work):
 no planting, no import; the new measurements replace the old ones in
 benchmarks/results/store_scale.json, whose build section is kept (and its
-verified searches, with ``--verify 0``; those with ``--verify-top 0`` are kept
-apart, under ``verified_all``).
+verified searches with ``--verify 0``, and its first stage with ``--queries
+0``; verified searches with ``--verify-top 0`` are kept apart, under
+``verified_all``).
 
 Writes benchmarks/results/store_scale.json, prints a table.
 """
@@ -467,7 +468,9 @@ def main(argv=None) -> int:
     p.add_argument("--exhibits", type=int, default=1_000_000)
     p.add_argument("--sim-guns", type=int, default=30)
     p.add_argument("--pool", type=int, default=20, help="processed scans the bulk exhibits reference")
-    p.add_argument("--queries", type=int, default=200, help="first-stage queries timed")
+    p.add_argument(
+        "--queries", type=int, default=200, help="first-stage queries timed (with --reuse, 0 keeps those measured)"
+    )
     p.add_argument(
         "--refine-factors",
         default=None,
@@ -513,7 +516,10 @@ def main(argv=None) -> int:
         previous = RESULTS / "store_scale.json"
         out = json.loads(previous.read_text()) if previous.is_file() else {}
         out.pop("benchmark", None), out.pop("machine", None)
-        out.pop("first_stage", None)  # measured again below; the build and its parameters are kept
+        if args.queries:  # measured again below; the build and its parameters are kept
+            out.pop("first_stage", None)
+        elif "first_stage" not in out:
+            p.error("--queries 0 keeps the first stage measured before: store_scale.json holds none")
         if args.verify:
             out.pop(verified_key, None)
         out["measure_params"] = params
@@ -527,18 +533,19 @@ def main(argv=None) -> int:
         out["build"] = build(args.work, args.exhibits, plant, args.seed)
         write_json("store_scale", out)
     common = ["--work", str(args.work), "--seed", str(args.seed)]
-    out["first_stage"] = _step(
-        [
-            "--step",
-            "first-stage",
-            *common,
-            "--queries",
-            str(args.queries),
-            "--refine-factors",
-            ",".join(map(str, factors)),
-        ]
-    )
-    write_json("store_scale", out)
+    if args.queries or not args.reuse:
+        out["first_stage"] = _step(
+            [
+                "--step",
+                "first-stage",
+                *common,
+                "--queries",
+                str(args.queries),
+                "--refine-factors",
+                ",".join(map(str, factors)),
+            ]
+        )
+        write_json("store_scale", out)
     if args.verify:
         out[verified_key] = _step(
             [
