@@ -141,7 +141,8 @@ def test_command_line_import_and_export(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "f2.csv").read_text().splitlines()[1].startswith("F-1,Ruger,P95,,9mm Luger,,yes,seized,,2025-05-01")
+    first = (tmp_path / "f2.csv").read_text().splitlines()[1]
+    assert first.startswith("F-1,Ruger,P95,,9mm Luger,,yes,seized,,2025-05-01")
     bad = _write(tmp_path, "bad.csv", "scene_id,date\nS-9,31/12/2025\n")
     out = subprocess.run([*run, "import", str(bad), "--store", str(tmp_path / "st")], capture_output=True, text=True)
     assert out.returncode != 0 and "bad.csv: line 2: scene S-9: date must be an ISO 8601 date" in out.stderr
