@@ -1630,7 +1630,6 @@ class CaseStore:
         (48211, 97)
         """
         from ..graph import LinkageGraph
-        from ..graph.linkage import _result_fields
         from .cohort_lrs import CHUNK, CohortWeigher
 
         rule = self.decision_rule
@@ -1669,13 +1668,20 @@ class CaseStore:
                         g.add_comparison(names[row[0]], names[row[1]], _comparison_fields(row, cohort))
                 return g
             # evidence: read in the table's order (sequential on disk), keep what an analysis uses, add it
-            # in the order "all" adds comparisons (a, b)
+            # in the order "all" adds comparisons (a, b). A comparison is judged by the fields the graph
+            # would give it (`_result_fields` only drops empty ones, which the rule reads as absent);
+            # the evidence record, which names the calibration and decides nothing, is read for those kept.
             keeps, kept, left = g.rule.is_evidence, [], dict.fromkeys(names, 0)
-            cur = db.execute(columns)
+            record = "SELECT evidence_json FROM comparisons WHERE rowid=?"
+            cur = db.execute(columns.replace("evidence_json", "rowid"))
             while chunk := cur.fetchmany(CHUNK):
                 for row, cohort in zip(chunk, weigher.weigh(chunk)):
-                    if keeps(_result_fields(_comparison_fields(row, cohort, origin=False))):
-                        kept.append((row[0], row[1], _comparison_fields(row, cohort)))
+                    res = _comparison_fields(row, cohort, origin=False)
+                    if keeps(res):
+                        if row[6] is not None:
+                            (ev,) = db.execute(record, (row[8],)).fetchone()
+                            res = _comparison_fields((*row[:8], ev), cohort)
+                        kept.append((row[0], row[1], res))
                     else:
                         left[row[0]] += 1
                         left[row[1]] += 1

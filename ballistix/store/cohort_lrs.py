@@ -262,7 +262,6 @@ class CohortWeigher:
                     "pair_log10_lr": row[6],
                     "cmc_excess": float(x),
                     "cmc_background": bg,
-                    "lr_basis": f"cohort: {cal.name}",
                     **self._named(ci),
                 }
             )
@@ -272,7 +271,11 @@ class CohortWeigher:
         """A calibration's checksum and origin, once (each canonicalises the whole calibration)."""
         if ci not in self._names:
             cal = self.cals[ci]
-            self._names[ci] = {"calibration_sha256": cal.sha256, "calibration_origin": cal.describe_origin()}
+            self._names[ci] = {
+                "lr_basis": f"cohort: {cal.name}",
+                "calibration_sha256": cal.sha256,
+                "calibration_origin": cal.describe_origin(),
+            }
         return self._names[ci]
 
 
