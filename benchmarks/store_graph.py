@@ -252,8 +252,10 @@ def fill_store(
             )
         if gun_size[k] > 1:
             mates.append(i)
-        if len(rows) >= 200_000:
+        if len(rows) >= 200_000:  # one transaction each: the write-ahead log stays this size
             db.executemany(insert, rows)
+            db.execute("COMMIT")
+            db.execute("BEGIN")
             n_comparisons += len(rows)
             rows = []
     db.executemany(insert, rows)
