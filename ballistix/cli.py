@@ -442,7 +442,7 @@ def cmd_link(args) -> int:
         with _store_warnings(show=False):
             n = st.link_new(n_jobs=args.jobs, progress=not args.json, client=args.scheduler, verify_top=args.verify_top)
         skipped = st.skipped
-        g = st.graph()
+        g = st.graph(comparisons=args.comparisons)
     if skipped:
         print(f"warning: {_skipped_line(skipped, args.store)}", file=sys.stderr)
     out = Path(args.out)
@@ -458,6 +458,7 @@ def cmd_link(args) -> int:
                     "groups": groups,
                     "candidates": cands,
                     "skipped": skipped,
+                    "graph": _graph_kept(g),
                     "out": str(out),
                 },
                 indent=2,
@@ -469,13 +470,39 @@ def cmd_link(args) -> int:
             f"{len(cands)} candidates for review; wrote {safe_text(out)}"
         )
         print(f"links: {g.decision_rule()}")
+        if _graph_kept(g)["comparisons"] == "evidence":
+            print(_evidence_line(g.nx.graph["comparisons_recorded"], g.nx.graph["comparisons_left_out"]))
     return 0
+
+
+def _graph_kept(g) -> dict:
+    """Which comparisons a store's graph holds: ``comparisons`` ("all" or "evidence"), how many the
+    store recorded and how many the graph left out."""
+    a = g.nx.graph
+    if a.get("comparisons") == "evidence":
+        keys = ("comparisons", "comparisons_recorded", "comparisons_left_out")
+        return {k: a[k] for k in keys}
+    n = sum(1 for *_, k in g.nx.edges(data="kind") if k == "match")
+    return {"comparisons": "all", "comparisons_recorded": n, "comparisons_left_out": 0}
+
+
+def _evidence_line(recorded: int, left_out: int | None) -> str:
+    """What an evidence-only graph left out, in one line."""
+    from .store.casestore import GRAPH_ALL_LIMIT
+
+    left = (
+        f"{left_out:,} eliminations (compared, no link) left out" if left_out is not None else "eliminations left out"
+    )
+    return (
+        f"graph: evidence only: the links, candidates for review and examiner verdicts of {recorded:,} recorded "
+        f"comparisons; {left} (a store of more than {GRAPH_ALL_LIMIT:,} comparisons; --comparisons all keeps every one)"
+    )
 
 
 def cmd_rule(args) -> int:
     """Show or set a store's link rule: a likelihood ratio from an applicable calibration (the
     default, LR >= 100), or a CMC count rule the lab validated on its own population."""
-    from .graph.linkage import LINK_LR
+    from .graph.linkage import LINK_LR, DecisionRule
 
     with _store(args) as st:
         if args.count_rule is not None or args.link_lr is not None:
@@ -487,7 +514,7 @@ def cmd_rule(args) -> int:
                 ) from None
             st.set_decision_rule(link_lr=args.link_lr or LINK_LR, count_rule=count, reason=args.reason or "")
         rule = st.decision_rule
-        text = st.graph().decision_rule()
+        text = DecisionRule(link_lr=rule["link_lr"], count_rule=rule["count_rule"]).describe()
     print(json.dumps({**rule, "rule": text}, indent=2) if args.json else f"links: {text}")
     return 0
 
@@ -509,8 +536,14 @@ def cmd_register(args) -> int:
 def cmd_report(args) -> int:
     """Write a case store's report: leads, same-gun groups, scene timeline, 16.4.2 (one offline HTML file)."""
     with _store(args, read_only=not _writable(args.store)) as st:
-        path = st.report(args.out, since=args.since)
-    print(json.dumps({"report": str(path)}) if args.json else f"wrote {safe_text(path)}")
+        kept = st.graph_comparisons(args.comparisons)
+        path = st.report(args.out, since=args.since, comparisons=kept["comparisons"])
+    if args.json:
+        print(json.dumps({"report": str(path), "graph": kept}))
+        return 0
+    print(f"wrote {safe_text(path)}")
+    if kept["comparisons"] == "evidence":
+        print(_evidence_line(kept["comparisons_recorded"], None) + "; counted in the report")
     return 0
 
 
@@ -844,6 +877,7 @@ def _link_parser(sub) -> None:
         type=_positive_int,
         help="pre-check each shortlist and verify and record only its best N (default: verify all)",
     )
+    _comparisons_argument(li)
     li.add_argument("--json", action="store_true")
     li.set_defaults(func=cmd_link)
 
@@ -890,6 +924,17 @@ def _exchange_parsers(sub) -> None:
     im.set_defaults(func=cmd_import_exhibits)
 
 
+def _comparisons_argument(parser) -> None:
+    parser.add_argument(
+        "--comparisons",
+        choices=("auto", "all", "evidence"),
+        default="auto",
+        help="comparisons in the graph: every one ('all'), or only links, candidates for review and "
+        "examiner verdicts ('evidence', the eliminations counted); 'auto' (default): 'all' unless the "
+        "store holds more than ballistix.store.GRAPH_ALL_LIMIT comparisons (see docs/store.md)",
+    )
+
+
 def _report_parser(sub) -> None:
     """The ``report`` subcommand and its arguments."""
     rp = sub.add_parser("report", help="write a case store's HTML report", description=cmd_report.__doc__)
@@ -904,6 +949,7 @@ def _report_parser(sub) -> None:
     rp.add_argument(
         "--read-only", action="store_true", help="write nothing to the store (automatic when it is not writable)"
     )
+    _comparisons_argument(rp)
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_report)
 

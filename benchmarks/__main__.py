@@ -52,6 +52,7 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "store": (["--exhibits", "12"], ["--exhibits", "300"]),
     "graph_scale": (["--quick"], ["--exhibits", "1000000", "--read"]),
+    "store_graph": (["--quick"], ["--exhibits", "20000", "100000", "200000", "--all-up-to", "100000"]),
     "populations": (["--quick", "--skip-real"], []),
     "cross_population": (["--quick", "--skip-real"], ["--store", "batch", "subclass"]),
     "skimage_choices": (["--quick"], []),
@@ -261,6 +262,21 @@ def summary_rows() -> list[list[str]]:
             + f"; report {_fmt(f.get('report.html'))} MB",
             d,
         )
+    if d := (load("store_graph") or load("store_graph_quick")):
+        for row in _get(d, "results", default=[]):
+            st, modes = row["store"], row["modes"]
+            add(
+                "store_graph",
+                f"store of {st['exhibits']:,} exhibits, {st['comparisons']:,} comparisons: graph() of all / "
+                f"of the evidence: s (peak GB)",
+                " / ".join(
+                    "-"
+                    if "graph_seconds" not in modes.get(m, {})
+                    else f"{_fmt(modes[m]['graph_seconds'])} ({_fmt(modes[m]['graph_peak_rss_mb'] / 1024, '.2f')})"
+                    for m in ("all", "evidence")
+                ),
+                d,
+            )
     if d := load("verify_scale"):
         for name in ("fadul", "simulated"):
             rec = _get(d, name, "recommended", "precheck")

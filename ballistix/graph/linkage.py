@@ -52,9 +52,9 @@ from .._version import __version__
 from ..errors import ParameterError
 from . import analysis, export
 from ._intern import shared
-from .rules import CONVENTIONAL_CMC_RULE, LINK_LR
+from .rules import CONVENTIONAL_CMC_RULE, LINK_LR, DecisionRule
 
-__all__ = ["LinkageGraph", "node_key", "LINK_LR", "CONVENTIONAL_CMC_RULE"]
+__all__ = ["LinkageGraph", "node_key", "LINK_LR", "CONVENTIONAL_CMC_RULE", "DecisionRule"]
 
 
 KINDS = ("exhibit", "scene", "firearm")
@@ -194,19 +194,22 @@ class LinkageGraph:
     def confirmed_only(self) -> bool:
         return bool(self.nx.graph["confirmed_only"])
 
+    @property
+    def rule(self) -> DecisionRule:
+        """The decision rule of the graph's attributes (``link_lr``, ``count_rule``,
+        ``confirmed_only``): what makes a comparison a link, a candidate or an elimination."""
+        g = self.nx.graph
+        key = (g["link_lr"], g["count_rule"], g["confirmed_only"])
+        if getattr(self, "_rule_key", None) != key:
+            self._rule = DecisionRule(
+                link_lr=float(key[0]), count_rule=int(key[1]) or None, confirmed_only=bool(key[2])
+            )
+            self._rule_key = key
+        return self._rule
+
     def decision_rule(self) -> str:
         """The rule that makes a comparison a link, in words (shown in every output)."""
-        if self.confirmed_only:
-            return "examiner-confirmed comparisons only"
-        if self.count_rule is not None:
-            return (
-                f"{self.count_rule} or more congruent matching cells (a count rule set by the lab), "
-                f"or examiner-confirmed"
-            )
-        return (
-            f"likelihood ratio >= {self.link_lr:g} from a calibration that applies to both scans, "
-            f"or examiner-confirmed; pairs without an applicable calibration are candidates for review"
-        )
+        return self.rule.describe()
 
     def __repr__(self) -> str:
         n = {k: 0 for k in KINDS}
@@ -388,18 +391,8 @@ class LinkageGraph:
         return dict(self.nx.nodes[key])
 
     def is_link(self, edge: Mapping) -> bool:
-        """Whether a match edge's attributes make it a link (see the module notes)."""
-        c = edge.get("confirmed")
-        if c is not None:
-            return bool(c)
-        if self.confirmed_only:
-            return False
-        if self.count_rule is not None:
-            return (edge.get("cmc_count") or 0) >= self.count_rule
-        lr = edge.get("log10_lr")
-        if not (edge.get("cmc_count") or 0) > 0:  # an identification never rests on a pair with no congruent cells
-            return False
-        return lr is not None and math.isfinite(lr) and lr >= math.log10(self.link_lr) - 1e-12
+        """Whether a match edge's attributes make it a link (see the module notes; `DecisionRule.is_link`)."""
+        return self.rule.is_link(edge)
 
     def candidates(self) -> list[dict]:
         """Comparisons for an examiner to review: not links, not rejected, and either with no
@@ -408,19 +401,14 @@ class LinkageGraph:
         Strongest first (LR, then CMC count); each with ``a``, ``b``, ``cmc_count``,
         ``log10_lr`` (None: no calibration applied) and ``why``."""
         out = []
+        rule = self.rule
         for u, v, d in self.nx.edges(data=True):
-            if d["kind"] != "match" or d.get("confirmed") is not None or self.is_link(d):
-                continue
-            lr, cmc = d.get("log10_lr"), d.get("cmc_count") or 0
-            if lr is None and cmc > 0:
-                basis = str(d.get("lr_basis", ""))
-                why = basis if basis.startswith("withheld") else "no calibration applies to both scans"
-            elif lr is not None and lr > 0:
-                why = f"LR above 1, below the link rule ({self.decision_rule().split(',')[0]})"
-            else:
+            if d["kind"] != "match" or (why := rule.review(d)) is None:
                 continue
             a, b = sorted((self.nx.nodes[u]["id"], self.nx.nodes[v]["id"]))
-            out.append({"a": a, "b": b, "cmc_count": cmc, "log10_lr": lr, "why": why})
+            out.append(
+                {"a": a, "b": b, "cmc_count": d.get("cmc_count") or 0, "log10_lr": d.get("log10_lr"), "why": why}
+            )
         return sorted(
             out,
             key=lambda r: (

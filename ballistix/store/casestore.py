@@ -69,7 +69,7 @@ from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
 from ..features.comparison import process_pool
 from ..features.describe import describe, descriptor_info
 from ..features.preprocessing import preprocess
-from ..graph.linkage import LINK_LR
+from ..graph.linkage import LINK_LR, node_key
 from ..index import ScanIndex
 from ..index.search import check_top
 from ..index.search import search as search_index
@@ -83,9 +83,20 @@ from .exchange import read_bundle, write_bundle
 from .iafq import iafq_figures, write_iafq
 from .link import Job, Outcome, ScanRef, plan, read_cached_scan, run_jobs
 
-__all__ = ["CaseStore", "StoreError", "DamagedScanError", "SearchResult", "SCHEMA_VERSION", "IngestReport"]
+__all__ = [
+    "CaseStore",
+    "StoreError",
+    "DamagedScanError",
+    "SearchResult",
+    "SCHEMA_VERSION",
+    "GRAPH_ALL_LIMIT",
+    "IngestReport",
+]
 
 SCHEMA_VERSION = 3
+#: `CaseStore.graph` keeps every comparison of a store of up to this many comparisons (by default);
+#: above, only those an analysis uses (links, candidates, verdicts): see docs/store.md, "A national-size store".
+GRAPH_ALL_LIMIT = 2_000_000
 
 _SCHEMA = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -1579,67 +1590,161 @@ class CaseStore:
         if cur.rowcount == 0:
             raise ParameterError(f"no comparison of {exhibit_a!r} and {exhibit_b!r} in the store")
 
-    def report(self, path, *, since: str | None = None) -> Path:
+    def report(self, path, *, since: str | None = None, comparisons: str = "auto") -> Path:
         """Write the HTML report (leads, same-gun groups, scene timeline, 16.4.2) under the store's
-        decision rule; see `report.write_report`."""
+        decision rule; see `report.write_report`. ``comparisons``: those of its graph (see `graph`:
+        by default every one up to `GRAPH_ALL_LIMIT`, else the evidence, which the report says)."""
         from .report import write_report
 
-        return write_report(self, path, since=since)
+        return write_report(self, path, since=since, comparisons=comparisons)
 
-    def graph(self, *, confirmed_only: bool = False):
-        """The `LinkageGraph` of everything in the store, under the store's `decision_rule`
-        (``confirmed_only``: only examiner-confirmed links)."""
+    def graph(self, *, confirmed_only: bool = False, comparisons: str = "auto"):
+        """The `LinkageGraph` of the store, under the store's `decision_rule`.
+
+        Parameters
+        ----------
+        confirmed_only : bool
+            Only examiner-confirmed comparisons are links.
+        comparisons : {"auto", "all", "evidence"}
+            Which recorded comparisons become match edges. ``"all"``: every one.
+            ``"evidence"``: only those an analysis uses, decided by the graph's own
+            `DecisionRule.is_evidence` on the LR each is judged by (a cohort LR where a
+            cohort calibration weighs it): links, candidates for review and examiner
+            verdicts. The others, eliminations (compared, not linked), are left out and
+            counted: each exhibit node's ``comparisons_left_out``, and the graph's
+            ``comparisons`` ("evidence"), ``comparisons_recorded``,
+            ``comparisons_left_out`` and ``comparisons_rule`` (the rule in words). Groups,
+            leads, candidates, weak links and scene links are those of the whole graph; a
+            store's comparisons are read one chunk at a time and memory grows with the
+            exhibits and the comparisons kept. ``"auto"`` (default): ``"all"`` for a store
+            of up to `GRAPH_ALL_LIMIT` comparisons, ``"evidence"`` above.
+
+        Returns
+        -------
+        LinkageGraph
+
+        Examples
+        --------
+        >>> g = CaseStore("casefile/", create=False).graph(comparisons="evidence")  # doctest: +SKIP
+        >>> g.nx.graph["comparisons_left_out"], g.node("exhibit", "case-17")["comparisons_left_out"]  # doctest: +SKIP
+        (48211, 97)
+        """
         from ..graph import LinkageGraph
-        from .cohort_lrs import cohort_lrs
+        from .cohort_lrs import CHUNK, CohortWeigher
 
         rule = self.decision_rule
         g = LinkageGraph(link_lr=rule["link_lr"], count_rule=rule["count_rule"], confirmed_only=confirmed_only)
-        for sid, attrs in self._db.execute("SELECT scene_id, attrs_json FROM scenes"):
-            g.add_scene(sid, **json.loads(attrs))
-        for fid, attrs in self._db.execute("SELECT firearm_id, attrs_json FROM firearms"):
-            g.add_firearm(fid, **json.loads(attrs))
-        names = {}
-        for rowid, eid, sha, src, kind, scene, gun, cal, date in self._db.execute(
-            "SELECT rowid, exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre, date "
-            "FROM exhibits ORDER BY rowid"
-        ):
-            names[rowid] = eid
-            g.add_exhibit(
-                eid,
-                scene=scene if kind == "scene" else None,
-                test_fired_from=gun if kind == "test_fire" else None,
-                sha256=sha,
-                source_name=src,
-                calibre=cal,
-                date=date,
+        with self._snapshot() as db:
+            kept = self.graph_comparisons(comparisons)
+            comparisons, total = kept["comparisons"], kept["comparisons_recorded"]
+            for sid, attrs in db.execute("SELECT scene_id, attrs_json FROM scenes"):
+                g.add_scene(sid, **json.loads(attrs))
+            for fid, attrs in db.execute("SELECT firearm_id, attrs_json FROM firearms"):
+                g.add_firearm(fid, **json.loads(attrs))
+            names = {}
+            for rowid, eid, sha, src, kind, scene, gun, cal, date in db.execute(
+                "SELECT rowid, exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre, date "
+                "FROM exhibits ORDER BY rowid"
+            ):
+                names[rowid] = eid
+                g.add_exhibit(
+                    eid,
+                    scene=scene if kind == "scene" else None,
+                    test_fired_from=gun if kind == "test_fire" else None,
+                    sha256=sha,
+                    source_name=src,
+                    calibre=cal,
+                    date=date,
+                )
+            weigher = CohortWeigher.from_store(self)
+            columns = (
+                "SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr, params_json, evidence_json "
+                "FROM comparisons"
             )
-        rows = self._db.execute(
-            "SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr, params_json, "
-            "evidence_json FROM comparisons ORDER BY a, b"
-        ).fetchall()
-        cohort = cohort_lrs(self, [r[:8] for r in rows])
-        for a, b, cmc, score, rot, confirmed, lr, _, ev in rows:
-            ev = json.loads(ev or "{}")
-            origin = (
-                {
-                    "calibration_sha256": ev.get("calibration_sha256"),
-                    "calibration_origin": (ev.get("calibration_origin") or {}).get("text"),
-                }
-                if lr is not None
-                else {}
-            )
-            res = {
-                "cmc_count": cmc,
-                "score": score,
-                "rotation_deg": rot,
-                "log10_lr": lr,
-                **origin,
-                **cohort.get((a, b), {}),
-            }
-            if confirmed is not None:
-                res["confirmed"] = bool(confirmed)
-            g.add_comparison(names[a], names[b], res)
+            if comparisons == "all":
+                cur = db.execute(columns + " ORDER BY a, b")
+                while chunk := cur.fetchmany(CHUNK):
+                    for row, cohort in zip(chunk, weigher.weigh(chunk)):
+                        g.add_comparison(names[row[0]], names[row[1]], _comparison_fields(row, cohort))
+                return g
+            # evidence: read in the table's order (sequential on disk), keep what an analysis uses, add it
+            # in the order "all" adds comparisons (a, b). A comparison is judged by the fields the graph
+            # would give it (`_result_fields` only drops empty ones, which the rule reads as absent);
+            # the evidence record, which names the calibration and decides nothing, is read for those kept.
+            keeps, kept, left = g.rule.is_evidence, [], dict.fromkeys(names, 0)
+            record = "SELECT evidence_json FROM comparisons WHERE rowid=?"
+            cur = db.execute(columns.replace("evidence_json", "rowid"))
+            while chunk := cur.fetchmany(CHUNK):
+                for row, cohort in zip(chunk, weigher.weigh(chunk)):
+                    res = _comparison_fields(row, cohort, origin=False)
+                    if keeps(res):
+                        if row[6] is not None:
+                            (ev,) = db.execute(record, (row[8],)).fetchone()
+                            res = _comparison_fields((*row[:8], ev), cohort)
+                        kept.append((row[0], row[1], res))
+                    else:
+                        left[row[0]] += 1
+                        left[row[1]] += 1
+            kept.sort(key=lambda r: (r[0], r[1]))
+            n_kept = len(kept)
+            for a, b, res in kept:
+                g.add_comparison(names[a], names[b], res)
+            del kept
+        nodes = g.nx.nodes
+        for rowid, n in left.items():
+            nodes[node_key("exhibit", names[rowid])]["comparisons_left_out"] = n
+        g.nx.graph.update(
+            comparisons="evidence",
+            comparisons_recorded=int(total),
+            comparisons_left_out=int(total - n_kept),
+            comparisons_rule=f"kept: links ({g.decision_rule().split(';')[0]}), candidates for review and "
+            f"examiner verdicts; left out: the other comparisons (eliminations), counted on each exhibit "
+            f"as comparisons_left_out",
+        )
         return g
+
+    def graph_comparisons(self, comparisons: str = "auto") -> dict:
+        """Which comparisons `graph` keeps: ``{"comparisons": "all" or "evidence", "comparisons_recorded":
+        the store's count}``; ``comparisons`` as `graph` takes it ("auto": "all" up to
+        `GRAPH_ALL_LIMIT` recorded comparisons)."""
+        if comparisons not in ("auto", "all", "evidence"):
+            raise ParameterError(f"comparisons must be 'auto', 'all' or 'evidence', got {comparisons!r}")
+        (total,) = self._db.execute("SELECT COUNT(*) FROM comparisons").fetchone()
+        if comparisons == "auto":
+            comparisons = "all" if total <= GRAPH_ALL_LIMIT else "evidence"
+        return {"comparisons": comparisons, "comparisons_recorded": int(total)}
+
+    @contextlib.contextmanager
+    def _snapshot(self):
+        """Read the database as one snapshot (a read transaction), so that a writer in another process
+        cannot change it between the queries of one answer."""
+        db = self._db
+        if db.in_transaction:
+            yield db
+            return
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+
+
+def _comparison_fields(row: tuple, cohort: dict | None, *, origin: bool = True) -> dict:
+    """A recorded comparison as `LinkageGraph.add_comparison` takes it: the row's fields, its
+    calibration (parsed from ``evidence_json`` only with ``origin``: no decision reads it), then
+    the cohort LR's fields where a cohort calibration weighed it (they replace the pair's)."""
+    a, b, cmc, score, rot, confirmed, lr, _, ev = row
+    res = {"cmc_count": cmc, "score": score, "rotation_deg": rot, "log10_lr": lr}
+    if origin and lr is not None:
+        ev = json.loads(ev or "{}")
+        res["calibration_sha256"] = ev.get("calibration_sha256")
+        res["calibration_origin"] = (ev.get("calibration_origin") or {}).get("text")
+    if cohort:
+        res.update(cohort)
+    if confirmed is not None:
+        res["confirmed"] = bool(confirmed)
+    return res
 
 
 def _prepare(job: tuple) -> tuple:

@@ -186,7 +186,9 @@ class _Tables:
                 old.unlink()
 
 
-def write_report(store, path, *, since: str | None = None, max_rows: int = REPORT_ROWS) -> Path:
+def write_report(
+    store, path, *, since: str | None = None, max_rows: int = REPORT_ROWS, comparisons: str = "auto"
+) -> Path:
     """Write the store's report to ``path`` (one self-contained HTML file; figures inline).
 
     ``since`` (ISO date or time): exhibits ingested from then on are the new
@@ -195,9 +197,11 @@ def write_report(store, path, *, since: str | None = None, max_rows: int = REPOR
     at the top; comparisons no calibration applies to are listed for review.
     Tables longer than ``max_rows`` show their first rows; every row goes to a CSV
     file in ``<report name>-tables/`` beside the report (see `write_graph_report`).
+    ``comparisons``: those of the store's graph (`CaseStore.graph`); a graph of the
+    evidence only says at the top what it left out.
     """
     check_since(since)
-    g = store.graph()
+    g = store.graph(comparisons=comparisons)
     db = store._db  # the new exhibits' ids only: a store of a million exhibits is not read whole
     if since is None:
         (latest,) = db.execute("SELECT max(created_utc) FROM exhibits").fetchone()
@@ -392,6 +396,15 @@ def write_graph_report(
         f"<p>{n['exhibit']} exhibits, {n['scene']} scenes, {n['firearm']} recovered firearms; "
         f"{len(groups)} same-gun groups of two or more exhibits; {n_links} scene links.</p>",
     ]
+    kept = g.nx.graph
+    if kept.get("comparisons") == "evidence":
+        recorded, left = kept.get("comparisons_recorded", 0), kept.get("comparisons_left_out", 0)
+        head.append(
+            f"<p class='muted'>Of the {recorded:,} comparisons recorded, this report's graph keeps the "
+            f"{recorded - left:,} that an analysis uses (links, candidates for review, examiner verdicts) and "
+            f"leaves out {left:,} eliminations (compared, no link): each exhibit's count of them is in the "
+            f"graph ({escape('comparisons_left_out')}); the calibrations table counts the comparisons kept.</p>"
+        )
     if tables.long:
         head.append(
             f"<p class='muted'>A large store: tables show their first {max_rows:,} rows (strongest leads, "
