@@ -123,7 +123,9 @@ class ChildPeaks:
                 with contextlib.suppress(OSError, ValueError):
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmHWM:"):
-                            self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
+                            # the latest reading, not the largest: a child read between fork and exec
+                            # still shares this process's memory, and showed its peak (3.3 GB)
+                            self.peaks[pid] = int(line.split()[1]) / 1024
 
     def __enter__(self) -> ChildPeaks:
         self._thread.start()

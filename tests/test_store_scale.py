@@ -207,6 +207,16 @@ def test_search_refine_false_is_the_projected_search_alone():
         index.search(x[:1], 3, refine=5)
 
 
+def test_the_store_rowids_are_sorted_whatever_index_sqlite_reads_them_from(tmp_path, pool):
+    dim = pool[0][1].size
+    with CaseStore(tmp_path / "s", preprocess_params=FAST) as st:
+        st.import_prepared(records(unit_rows(12, dim, 9), pool))  # exhibit ids B0, B1, B10, B11, B2, ...
+        plan = st._db.execute("EXPLAIN QUERY PLAN SELECT rowid FROM exhibits").fetchall()
+        assert "COVERING INDEX" in plan[0][-1]  # not the table's pages
+        assert np.array_equal(st._rowids(), np.arange(1, 13))
+        assert np.array_equal(st._index.ids, st._rowids())
+
+
 def test_fetch_gives_the_full_descriptors_in_the_order_asked(tmp_path, pool):
     dim = pool[0][1].size
     vecs = unit_rows(6, dim, 8)
