@@ -285,6 +285,26 @@ def test_processes_creating_one_store_at_once_make_one_store(tmp_path):
             assert st.check()["ok"]
 
 
+def test_store_created_between_the_checks_is_opened_not_called_damaged(tmp_path, monkeypatch):
+    """Another process may create the store after this one saw no store.sqlite but before it listed
+    the folder: the listing then shows a whole store, which is opened (it is not 'missing its
+    database'). The race is forced here by hiding store.sqlite from the first existence check."""
+    folder = tmp_path / "s"
+    with CaseStore(folder) as st:
+        assert st.created
+    real_exists, hidden = os.path.exists, []
+
+    def exists(self):
+        if self.name == "store.sqlite" and not hidden:
+            hidden.append(True)
+            return False
+        return real_exists(self)
+
+    monkeypatch.setattr(type(folder), "exists", exists)
+    with CaseStore(folder) as st:
+        assert not st.created and hidden
+
+
 # ---------------------------------------------------------------- 4. read-only stores
 def test_read_only_store_searches_writes_nothing_and_refuses_writes(base, tmp_path, sources):
     paths, guns = sources

@@ -329,6 +329,8 @@ class CaseStore:
             raise StoreError(f"{folder}: cannot list the folder ({e.strerror}); nothing was changed") from None
         if not names:
             return True
+        if "store.sqlite" in names:  # another process created the store since the check above
+            return False
         found = [n for n in names if n in _STORE_FILES]
         if found:
             raise StoreError(
