@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -257,6 +258,50 @@ def test_other_parameters_on_reopen_are_refused(tmp_path):
         pass
     with pytest.raises(bx.ParameterError, match="preprocess_params"):
         CaseStore(tmp_path / "s", preprocess_params={"spacing_um": 6.25})
+
+
+def test_a_store_keeps_the_descriptor_it_was_made_with(tmp_path, files, monkeypatch):
+    """A new store records the current descriptor (version 2). A store made before descriptors were
+    recorded holds version-1 vectors: it is opened as version 1 (its index is not rebuilt), and a query
+    is described with version 1, so that an exhibit's own file is found with similarity 1."""
+    from ballistix.features.describe import DESCRIPTOR_NAME, V1_INFO
+    from ballistix.store import casestore
+
+    paths, _ = files
+    with CaseStore(tmp_path / "new", preprocess_params=FAST) as st:
+        assert st.descriptor["name"] == DESCRIPTOR_NAME
+    assert json.loads(sql(tmp_path / "new", "SELECT value FROM meta WHERE key='descriptor'")[0][0]) == st.descriptor
+
+    with monkeypatch.context() as m:  # a store of an older ballistix: version-1 vectors
+        m.setattr(casestore, "descriptor_info", lambda: dict(V1_INFO))
+        with CaseStore(tmp_path / "old", preprocess_params=FAST) as st:
+            st.ingest(paths[:5], progress=False)
+    db = sqlite3.connect(tmp_path / "old" / "store.sqlite")
+    db.execute("DELETE FROM meta WHERE key='descriptor'")  # it recorded none
+    db.commit()
+    db.close()
+    index_before = (tmp_path / "old" / "index.bxi").read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no rebuild, no warning
+        with CaseStore(tmp_path / "old") as st:
+            assert st.descriptor == V1_INFO
+            hit = st.search(paths[4], k=1)[0]
+            assert hit["exhibit_id"] == "case-04" and hit["descriptor_score"] == pytest.approx(1.0, abs=1e-5)
+            st.ingest(paths[5:6], progress=False)  # a new exhibit of an old store: version 1 as well
+            assert st.search(paths[5], k=1)[0]["descriptor_score"] == pytest.approx(1.0, abs=1e-5)
+    assert index_before != (tmp_path / "old" / "index.bxi").read_bytes()  # the ingest added to it
+    assert json.loads(sql(tmp_path / "old", "SELECT value FROM meta WHERE key='descriptor'")[0][0]) == V1_INFO
+
+
+def test_a_store_with_a_descriptor_this_ballistix_cannot_compute_is_refused(tmp_path):
+    with CaseStore(tmp_path / "s", preprocess_params=FAST):
+        pass
+    db = sqlite3.connect(tmp_path / "s" / "store.sqlite")
+    db.execute("UPDATE meta SET value=? WHERE key='descriptor'", (json.dumps({"name": "future-v9", "params": {}}),))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="descriptor.*future-v9"):
+        CaseStore(tmp_path / "s")
 
 
 _INGEST = textwrap.dedent("""

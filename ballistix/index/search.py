@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DescriptorMismatchError, ParameterError
 from ..features.comparison import Comparison, process_pool
-from ..features.describe import DESCRIPTOR_NAME, describe
+from ..features.describe import describe, descriptor_params
 from ..features.precheck import precheck_scores
 from ..scan import Scan
 from ..verify import compare_many
@@ -63,15 +63,7 @@ def rerank(candidates: list[Candidate]) -> list[Candidate]:
 def query_vector(index: ScanIndex, scan: Scan) -> np.ndarray:
     """The descriptor of ``scan`` made with the parameters ``index`` was built with."""
     info = index.descriptor
-    if info is None:
-        vec = describe(scan)
-    else:
-        if info.get("name") != DESCRIPTOR_NAME:
-            raise DescriptorMismatchError(
-                f"index built with descriptor {info.get('name')!r}; this ballistix "
-                f"computes {DESCRIPTOR_NAME!r}: pass vectors to index.search instead"
-            )
-        vec = describe(scan, **{k: tuple(v) if isinstance(v, list) else v for k, v in info["params"].items()})
+    vec = describe(scan) if info is None else describe(scan, **descriptor_params(info))
     if vec.size != index.dim:
         raise DescriptorMismatchError(f"descriptor of length {vec.size} for an index of dimension {index.dim}")
     return vec

@@ -67,7 +67,7 @@ from ..errors import BallistixError, DamagedScanError, IndexFormatError, Paramet
 from ..evidence import weigh
 from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
 from ..features.comparison import process_pool
-from ..features.describe import describe, descriptor_info
+from ..features.describe import V1_INFO, describe, descriptor_info, descriptor_params
 from ..features.preprocessing import preprocess
 from ..graph.linkage import LINK_LR, node_key
 from ..index import ScanIndex
@@ -265,7 +265,7 @@ class CaseStore:
         self.created = False  # whether this call created the store
         self.skipped: list[dict] = []  # exhibits the last search or link_new left out (damaged cached scans)
         self.shortlist = int(shortlist)
-        self.descriptor = descriptor_info()
+        self.descriptor = descriptor_info()  # a new store's; an existing store's is read from it below
         self._cals = None  # calibrations to choose from (registered, then shipped), read when first needed
         self._opening: list[dict] = []  # problems found and worked around while opening (reported by check)
         self._migrated_from = None
@@ -283,6 +283,7 @@ class CaseStore:
                 self._migrate()
                 self.preprocess_params = self._setting("preprocess_params", dict(preprocess_params or {}))
                 self.compare_params = self._setting("compare_params", dict(compare_params or {}))
+                self.descriptor = self._descriptor()
                 if not self.read_only:
                     (self.folder / "scans").mkdir(exist_ok=True)
                 self._index = self._load_or_rebuild_index()
@@ -373,6 +374,7 @@ class CaseStore:
                         ("created_by", _user()),
                         ("preprocess_params", json.dumps(dict(preprocess_params or {}), sort_keys=True)),
                         ("compare_params", json.dumps(dict(compare_params or {}), sort_keys=True)),
+                        ("descriptor", json.dumps(self.descriptor, sort_keys=True)),
                     ],
                 )
                 db.execute("COMMIT")
@@ -535,6 +537,21 @@ class CaseStore:
         if value and value != stored:
             raise ParameterError(f"this store was made with {key}={stored}; open it without {key} or use a new store")
         return stored
+
+    def _descriptor(self) -> dict:
+        """The descriptor this store's vectors were made with (``meta.descriptor``): a store keeps the one
+        it was created with. A store made before descriptors were recorded holds version 1 (`V1_INFO`)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='descriptor'").fetchone()
+        if row is None:
+            if not self.read_only:
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('descriptor', ?)", (json.dumps(V1_INFO),))
+            return dict(V1_INFO)
+        try:
+            info = json.loads(row[0])
+            descriptor_params(info)
+        except (ValueError, BallistixError) as e:
+            raise StoreError(f"{self.db_path}: the store's descriptor cannot be computed here ({e})") from None
+        return info
 
     @property
     def decision_rule(self) -> dict:
@@ -1086,7 +1103,16 @@ class CaseStore:
                         source,
                         m,
                         origin,
-                        (str(self.folder), self.preprocess_params, item, m, sha_known, units, pixel_size_m),
+                        (
+                            str(self.folder),
+                            self.preprocess_params,
+                            item,
+                            m,
+                            sha_known,
+                            units,
+                            pixel_size_m,
+                            descriptor_params(self.descriptor),
+                        ),
                     )
                 )
         if client is not None:  # the heavy part on the cluster, the database writes here
@@ -1759,7 +1785,7 @@ def _prepare(job: tuple) -> tuple:
     (sha256, name, processing steps, descriptor, cache path relative to the store, population,
     private path relative to the store, SHA-256 of the written file) or (None, reason). No space
     left to write is raised: it would fail every other input too."""
-    folder, params, item, meta, sha, units, pixel_size_m = job
+    folder, params, item, meta, sha, units, pixel_size_m, describe_kw = job
     try:
         if isinstance(item, Scan):
             raw, name = item, str(item.meta.get("source") or meta.get("exhibit_id") or "in-memory scan")
@@ -1768,7 +1794,7 @@ def _prepare(job: tuple) -> tuple:
             raw = read_scan(item, units=units, **_image_kw(item, pixel_size_m))
         sha = sha or scan_sha256(raw)
         proc = preprocess(raw, **params)
-        vec = describe(proc)
+        vec = describe(proc, **describe_kw)
         rel = f"scans/{sha[:2]}/{sha}.npz"
         part = f"scans/{sha[:2]}/.{sha}.{secrets.token_hex(6)}.part"
         (Path(folder) / "scans" / sha[:2]).mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._files import sha256_file
 from ..errors import BallistixError, DamagedScanError, StoreError
-from ..features.describe import describe
+from ..features.describe import describe, descriptor_params
 from ..features.preprocessing import preprocess
 from ..io import read_scan, write_npz
 
@@ -256,7 +256,7 @@ def _repair_scan(
         try:
             kw = json.loads(read) if read else {"units": "auto"}
             proc = preprocess(read_scan(src, **kw), **store.preprocess_params)
-            vec = describe(proc)
+            vec = describe(proc, **descriptor_params(store.descriptor))
         except BallistixError as e:
             why = f"re-reading its source {src} failed ({e})"
         else:
