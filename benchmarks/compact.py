@@ -34,9 +34,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 
 import ballistix as bx  # noqa: E402
+from ballistix.features.describe import DESCRIPTOR_NAME  # noqa: E402
 
 from ._common import RESULTS, SHARED_DATA, table, write_json  # noqa: E402
-from .retrieval import sim_cache_path  # noqa: E402
+from .retrieval import load_sim_cache, sim_cache_path  # noqa: E402
 
 HEADER = [
     "set",
@@ -53,7 +54,7 @@ HEADER = [
 
 
 def fadul_descriptors() -> tuple[np.ndarray, np.ndarray] | None:
-    cache = RESULTS / "fadul_descriptors.npz"
+    cache = RESULTS / f"fadul_descriptors_{DESCRIPTOR_NAME.rsplit('-', 1)[-1]}.npz"  # of the current descriptor
     if cache.is_file():
         with np.load(cache) as z:
             return z["vecs"], z["gun"]
@@ -139,15 +140,14 @@ def main(argv=None) -> int:
     p.add_argument("--shortlist", type=int, default=200)
     p.add_argument("--rerank", type=int, default=1000, help="compact candidates re-ranked exactly")
     args = p.parse_args(argv)
-    cache = sim_cache_path(args.sim_size, args.seed)
-    if not cache.is_file():
+    got = load_sim_cache(args.sim_size, args.seed)
+    if got is None:
         print(
-            f"no simulated database at {cache}: run python -m benchmarks.retrieval --sim-sizes {args.sim_size} "
-            "--skip-real --no-verify first"
+            f"no simulated database at {sim_cache_path(args.sim_size, args.seed)}: run python -m "
+            f"benchmarks.retrieval --sim-sizes {args.sim_size} --skip-real --no-verify first"
         )
         return 1
-    with np.load(cache) as z:
-        sim, sgun = z["vecs"].astype(np.float32), z["gun"].astype(str)
+    sim, sgun = got
     n = len(sim)
     fad = fadul_descriptors()
     scen = {"sim": (sim, sgun, np.arange(n), np.arange(n), np.arange(n))}

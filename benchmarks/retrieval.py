@@ -39,13 +39,15 @@ import numpy as np  # noqa: E402
 
 import ballistix as bx  # noqa: E402
 from ballistix.datasets.simulate import MODELS, fire, gun_plan, make_firearm  # noqa: E402
-from ballistix.features.describe import descriptor_info  # noqa: E402
+from ballistix.features.describe import V1_INFO, descriptor_info, descriptor_params  # noqa: E402
 from ballistix.graph.linkage import CONVENTIONAL_CMC_RULE  # noqa: E402
 from ballistix.index.search import Candidate, rerank  # noqa: E402
 
 from ._common import RESULTS, SHARED_DATA, table, write_json  # noqa: E402
 
 RULE = CONVENTIONAL_CMC_RULE  # a same-gun pair CMC identifies at this count
+#: descriptor versions a simulated database is described with (the same scans): version -> descriptor info
+DESCRIPTORS = {"v2": descriptor_info(), "v1": V1_INFO}
 KS = (1, 5, 10, 20, 50, 100, 200)
 
 
@@ -57,9 +59,9 @@ def recall_at(order_same: np.ndarray, n_same: np.ndarray, ks) -> dict:
     return {int(k): float((hits[:, min(k, hits.shape[1]) - 1] / n_same[ok]).mean()) for k in ks}
 
 
-def descriptor_rankings(vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def descriptor_rankings(vecs: np.ndarray, k: int, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each scan as a query against all the others through a ScanIndex: (scores, positions)."""
-    index = bx.ScanIndex(vecs.shape[1], descriptor=descriptor_info())
+    index = bx.ScanIndex(vecs.shape[1], descriptor=info or descriptor_info())
     index.add(np.arange(len(vecs)), vecs)
     scores, ids = index.search(vecs, min(k + 1, len(vecs)))
     keep = ids != np.arange(len(vecs))[:, None]  # drop the query itself
@@ -104,7 +106,8 @@ def real(jobs: int) -> dict:
 
 
 def _simulate_chunk(args):
-    """Worker: simulate, preprocess and describe the shots of some guns of a plan."""
+    """Worker: simulate, preprocess and describe (every version of `DESCRIPTORS`) the shots of some
+    guns of a plan: [(gun, {version: descriptor}, processed scan or None)]."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -116,17 +119,28 @@ def _simulate_chunk(args):
             raw = fire(gun, k, seed=shot_seed, difficulty="realistic-hard", resolution="standard")
             proc = bx.preprocess(raw)
             keep = bx.Scan(proc.heights.astype(np.float32), proc.dx, proc.dy, {}) if keep_scans else None
-            out.append((raw.meta["labels"]["firearm"], bx.describe(proc), keep))
+            vecs = {v: bx.describe(proc, **descriptor_params(info)) for v, info in DESCRIPTORS.items()}
+            out.append((raw.meta["labels"]["firearm"], vecs, keep))
     return out
 
 
 def sim_cache_path(n_scans: int, seed: int):
-    """Where a simulated database's gun labels and descriptors are kept (reused by `benchmarks.compact`)."""
-    return RESULTS / f"sim_descriptors_{n_scans}_seed{seed}.npz"
+    """Where a simulated database's gun labels and descriptors (``vecs_<version>`` for every version of
+    `DESCRIPTORS`) are kept (reused by `benchmarks.compact` and `benchmarks.store_scale`)."""
+    return RESULTS / f"sim_descriptors_{n_scans}_seed{seed}_{'_'.join(sorted(DESCRIPTORS))}.npz"
+
+
+def load_sim_cache(n_scans: int, seed: int, version: str = "v2") -> tuple[np.ndarray, np.ndarray] | None:
+    """(descriptors of ``version``, gun labels) of a cached simulated database, or None."""
+    cache = sim_cache_path(n_scans, seed)
+    if not cache.is_file():
+        return None
+    with np.load(cache) as z:
+        return z[f"vecs_{version}"].astype(np.float32), z["gun"].astype(str)
 
 
 def _resumable(ex, chunks: list, parts: Path) -> list:
-    """The rows of every chunk (guns, descriptors; no scans): those in ``parts`` from an earlier,
+    """The rows of every chunk (guns, descriptors of every version; no scans): those in ``parts`` from an earlier,
     interrupted run are read back (the plan is the same for the same seed), the others simulated
     and saved there one by one. ``parts`` is removed once the whole database is cached."""
     parts.mkdir(parents=True, exist_ok=True)
@@ -134,23 +148,29 @@ def _resumable(ex, chunks: list, parts: Path) -> list:
     todo = [i for i, p in enumerate(path) if not p.is_file()]
     for i, part in zip(todo, ex.map(_simulate_chunk, [chunks[i] for i in todo])):
         tmp = path[i].with_suffix(".tmp.npz")
-        np.savez(tmp, gun=np.array([r[0] for r in part]), vecs=np.array([r[1] for r in part], np.float32))
+        vecs = {f"vecs_{v}": np.array([r[1][v] for r in part], np.float32) for v in DESCRIPTORS}
+        np.savez(tmp, gun=np.array([r[0] for r in part]), **vecs)
         tmp.replace(path[i])
     rows = []
     for p in path:
         with np.load(p) as z:
-            rows += [(g, v, None) for g, v in zip(z["gun"], z["vecs"])]
+            rows += [
+                (g, dict(zip(DESCRIPTORS, v)), None) for g, *v in zip(z["gun"], *(z[f"vecs_{v}"] for v in DESCRIPTORS))
+            ]
     return rows
 
 
 def simulated_db(n_scans: int, jobs: int, seed: int, keep_scans: bool):
-    """Simulate, preprocess and describe a database: ([(gun, descriptor, scan or None)], seconds, n_guns).
+    """Simulate, preprocess and describe a database:
+    ([(gun, {version: descriptor}, scan or None)], seconds, n_guns).
 
     Without ``keep_scans`` the labels and descriptors are cached (`sim_cache_path`) and reused."""
     cache = sim_cache_path(n_scans, seed)
     if not keep_scans and cache.is_file():
         with np.load(cache) as z:
-            return [(g, v, None) for g, v in zip(z["gun"], z["vecs"])], float(z["seconds"]), int(z["n_guns"])
+            vecs = zip(*(z[f"vecs_{v}"] for v in DESCRIPTORS))
+            rows = [(g, dict(zip(DESCRIPTORS, v)), None) for g, v in zip(z["gun"], vecs)]
+            return rows, float(z["seconds"]), int(z["n_guns"])
     rng = np.random.default_rng(seed)
     shots = []
     while sum(shots) < n_scans:
@@ -168,8 +188,9 @@ def simulated_db(n_scans: int, jobs: int, seed: int, keep_scans: bool):
             rows = _resumable(ex, chunks, cache.with_suffix(".parts"))
     seconds = time.perf_counter() - t
     RESULTS.mkdir(parents=True, exist_ok=True)
-    gun, vecs = np.array([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32)
-    np.savez(cache, gun=gun, vecs=vecs, seconds=seconds, n_guns=len(shots), ballistix=bx.__version__)
+    gun = np.array([r[0] for r in rows])
+    vecs = {f"vecs_{v}": np.array([r[1][v] for r in rows], np.float32) for v in DESCRIPTORS}
+    np.savez(cache, gun=gun, seconds=seconds, n_guns=len(shots), ballistix=bx.__version__, **vecs)
     shutil.rmtree(cache.with_suffix(".parts"), ignore_errors=True)
     return rows, seconds, len(shots)
 
@@ -177,19 +198,20 @@ def simulated_db(n_scans: int, jobs: int, seed: int, keep_scans: bool):
 def simulated(n_scans: int, jobs: int, seed: int, verify: bool, rerank_queries: int, km_pairs: int) -> dict:
     rows, t_sim, n_guns = simulated_db(n_scans, jobs, seed, keep_scans=verify)
     gun = np.array([r[0] for r in rows])
-    vecs = np.array([r[1] for r in rows])
-    t = time.perf_counter()
-    dscore, dorder = descriptor_rankings(vecs, 200)
-    t_search = (time.perf_counter() - t) / len(vecs)
-    same = gun[dorder] == gun[:, None]
     n_same = (gun[:, None] == gun[None, :]).sum(1) - 1
-    out = {
-        "n_scans": len(rows),
-        "n_guns": n_guns,
-        "simulate_preprocess_describe_seconds": t_sim,
-        "flat_search_seconds_per_query": t_search,
-        "descriptor": {"recall_at": recall_at(same, n_same, KS), "top1": float(same[:, 0].mean())},
-    }
+    out = {"n_scans": len(rows), "n_guns": n_guns, "simulate_preprocess_describe_seconds": t_sim}
+    for v in reversed(DESCRIPTORS):  # the current version last: its ranking is the one verified below
+        vecs = np.array([r[1][v] for r in rows])
+        t = time.perf_counter()
+        dscore, dorder = descriptor_rankings(vecs, 200, DESCRIPTORS[v])
+        same = gun[dorder] == gun[:, None]
+        first = np.where(same.any(1), same.argmax(1) + 1, 201)[n_same > 0]  # first same-gun rank (201: beyond)
+        out["descriptor" if v == "v2" else f"descriptor_{v}"] = {
+            "recall_at": recall_at(same, n_same, KS),
+            "top1": float(same[:, 0].mean()),
+            "first_partner_within": {int(k): float(np.mean(first <= k)) for k in KS},
+            "flat_search_seconds_per_query": (time.perf_counter() - t) / len(vecs),
+        }
     if not verify:
         return out
     scans = [r[2] for r in rows]
@@ -291,18 +313,11 @@ def main(argv=None) -> int:
             km_pairs=args.km_pairs,
         )
         out["simulated"][str(n)] = s
-        ra = s["descriptor"]["recall_at"]
-        rows.append(
-            [
-                f"sim {n} ({s['n_guns']} guns), descriptor",
-                ra[1],
-                ra[5],
-                ra[10],
-                ra[50],
-                ra[200],
-                s["descriptor"]["top1"],
-            ]
-        )
+        for key, name in (("descriptor_v1", "descriptor v1"), ("descriptor", "descriptor v2")):
+            ra = s[key]["recall_at"]
+            rows.append(
+                [f"sim {n} ({s['n_guns']} guns), {name}", ra[1], ra[5], ra[10], ra[50], ra[200], s[key]["top1"]]
+            )
         if "reranked" in s:
             rows.append(
                 [

@@ -80,7 +80,7 @@ import numpy as np  # noqa: E402
 import ballistix as bx  # noqa: E402
 
 from ._common import RESULTS, SHARED_DATA, table, write_json  # noqa: E402
-from .retrieval import sim_cache_path  # noqa: E402
+from .retrieval import load_sim_cache  # noqa: E402
 
 CHUNK = 10_000
 SHORTLIST = 200
@@ -208,11 +208,11 @@ class Bulk:
 def fit_set(planted_vecs: np.ndarray) -> np.ndarray:
     """The descriptors the bulk's Gaussian is fitted on: the planted ones, plus the simulated database
     of `benchmarks.retrieval` when it is cached (2,000 scans of 388 guns: a fuller covariance)."""
-    cache = sim_cache_path(2000, 0)
-    if not cache.is_file():
-        return planted_vecs
-    with np.load(cache) as z:
-        return np.vstack([planted_vecs, z["vecs"].astype(np.float32)])
+    for n in (2000, 10000):
+        got = load_sim_cache(n, 0)  # descriptors of the version the store makes
+        if got is not None:
+            return np.vstack([planted_vecs, got[0]])
+    return planted_vecs
 
 
 def build(work: Path, n: int, plant: dict, seed: int) -> dict:

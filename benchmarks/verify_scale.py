@@ -251,7 +251,7 @@ def simulated_scans(n: int, jobs: int, seed: int, folder: Scans, offset: int = 0
     for i, (_, _, s) in enumerate(rows):
         folder.put(offset + i, s)
     print(f"simulated {n} scans of {n_guns} guns in {seconds:.0f} s", flush=True)
-    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32)
+    return np.array([r[0] for r in rows]), np.array([r[1]["v2"] for r in rows], np.float32)
 
 
 def fadul_scans(folder: Scans, offset: int):
