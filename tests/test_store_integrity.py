@@ -475,7 +475,7 @@ def test_check_finds_every_kind_of_damage_and_repair_mends_it(tmp_path, sources,
             "store": str(folder),
             "ok": True,
             "repair": False,
-            "checked": {"database": 1, "descriptors": 6, "scans": 6, "index": 1, "calibrations": 0},
+            "checked": {"database": 1, "decisions": 0, "descriptors": 6, "scans": 6, "index": 1, "calibrations": 0},
             "problems": [],
             "notes": [],
         }

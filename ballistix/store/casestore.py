@@ -2,7 +2,7 @@
 
 Layout of the folder::
 
-    store.sqlite     exhibits, scenes, firearms, comparisons, failures, provenance (SQLite, WAL)
+    store.sqlite     exhibits, scenes, firearms, comparisons, decisions, failures, provenance (SQLite, WAL)
     scans/ab/<sha256>.npz   processed scans, named by the SHA-256 of their source
     index.bxi        the FAISS index of the exhibits' descriptors (`ScanIndex`)
     calibrations/<sha256>.json   calibrations the lab registered (`register_calibration`)
