@@ -1,7 +1,7 @@
 """The ``ballistix`` command.
 
 ``ballistix demo`` runs the main job on built-in simulated casework;
-``ballistix ingest | search | compare | link | report | check`` work on a case store;
+``ballistix ingest | search | compare | link | report | check | confirm | decisions`` work on a case store;
 ``ballistix info FILE...`` reads scans and prints what is in them.
 Errors print one line to stderr and exit with a non-zero code.
 """
@@ -23,6 +23,9 @@ from ._version import __version__
 from .errors import BallistixError, ParameterError, ResolutionWarning
 
 EXIT_BAD_INPUT = 2
+#: An examiner's verdicts (`ballistix.store.casestore.VERDICTS`; named here so that building the
+#: parser does not load the store).
+VERDICTS = ("identification", "elimination", "inconclusive")
 
 
 # ------------------------------------------------------------------ arguments
@@ -550,6 +553,51 @@ def cmd_report(args) -> int:
 EXIT_PROBLEMS = 1
 
 
+def cmd_confirm(args) -> int:
+    """Record an examiner's decision on a recorded comparison of two exhibits: identification,
+    elimination or inconclusive, with the examiner's name and the reason. Decisions are kept in the
+    store's append-only log with the time and the user: a later decision on the same pair supersedes
+    this one, none is ever changed. The graph, the leads and the report follow the current decision
+    (inconclusive: neither a link nor an elimination, a candidate for review)."""
+    with _store(args) as st:
+        d = st.confirm(args.a, args.b, args.verdict, examiner=args.examiner, reason=args.reason)
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        print(
+            f"decision {d['decision_id']}: {safe_text(d['exhibit_a'])} - {safe_text(d['exhibit_b'])}: "
+            f"{d['verdict']} by {safe_text(d['examiner'])} at {d['created_utc']}"
+            + (f", superseding decision {d['supersedes']}" if d["supersedes"] is not None else "")
+        )
+    return 0
+
+
+def cmd_decisions(args) -> int:
+    """List a store's examiners' decisions, oldest first: all of them, those on one exhibit's
+    comparisons (A), or those on one pair (A B); --current: only the decision in force for each pair."""
+    with _store(args, read_only=not _writable(args.store)) as st:
+        rows = st.decisions(args.a, args.b, current=args.current)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_table(
+        [
+            {
+                "id": d["decision_id"],
+                "a": safe_text(d["exhibit_a"]),
+                "b": safe_text(d["exhibit_b"]),
+                "verdict": d["verdict"],
+                "examiner": safe_text(d["examiner"]),
+                "when (UTC)": d["created_utc"],
+                "supersedes": "-" if d["supersedes"] is None else d["supersedes"],
+                "reason": safe_text(d["reason"]),
+            }
+            for d in rows
+        ]
+    )
+    return 0
+
+
 def cmd_import(args) -> int:
     """Import case data into a store from CSV files: scenes, recovered firearms, tracing results
     (the columns: docs/store.md, "Case data"). Each file is checked whole and written all or
@@ -765,6 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
         _link_parser,
         _report_parser,
         _check_parser,
+        _confirm_parser,
+        _decisions_parser,
         _rule_parser,
         _import_parser,
         _export_parser,
@@ -961,6 +1011,32 @@ def _check_parser(sub) -> None:
     ck.add_argument("--repair", action="store_true", help="rebuild the index, re-create or drop damaged cached scans")
     ck.add_argument("--json", action="store_true")
     ck.set_defaults(func=cmd_check)
+
+
+def _confirm_parser(sub) -> None:
+    """The ``confirm`` subcommand and its arguments."""
+    co = sub.add_parser(
+        "confirm", help="record an examiner's decision on a recorded comparison", description=cmd_confirm.__doc__
+    )
+    co.add_argument("a", help="an exhibit id")
+    co.add_argument("b", help="the other exhibit's id")
+    co.add_argument("--store", required=True)
+    co.add_argument("--verdict", required=True, choices=VERDICTS)
+    co.add_argument("--examiner", required=True, type=_text, help="who decided")
+    co.add_argument("--reason", required=True, type=_text, help="why: what was seen, or the case note")
+    co.add_argument("--json", action="store_true")
+    co.set_defaults(func=cmd_confirm)
+
+
+def _decisions_parser(sub) -> None:
+    """The ``decisions`` subcommand and its arguments."""
+    de = sub.add_parser("decisions", help="list a store's examiners' decisions", description=cmd_decisions.__doc__)
+    de.add_argument("a", nargs="?", help="only the decisions on this exhibit's comparisons")
+    de.add_argument("b", nargs="?", help="only those on its comparison with this exhibit")
+    de.add_argument("--store", required=True)
+    de.add_argument("--current", action="store_true", help="only each pair's current decision")
+    de.add_argument("--json", action="store_true")
+    de.set_defaults(func=cmd_decisions)
 
 
 def _rule_parser(sub) -> None:

@@ -151,11 +151,11 @@ def test_link_new_records_comparisons_once_and_the_graph_groups_guns(store, file
     assert sorted(map(sorted, g.groups())) == sorted(map(sorted, truth.values()))
     x, y = sorted(min(g.link_graph().edges(), key=sorted))  # two shots of one gun, linked by their count
     assert guns[x] == guns[y]
-    store.confirm(x, y, False)  # an examiner rejects it: no longer a link, and recorded as rejected
+    store.confirm(x, y, "elimination", examiner="A. Examiner", reason="test")  # rejected: no longer a link
     g = store.graph()
     assert not g.link_graph().has_edge(x, y) and g.nx.edges[f"exhibit:{x}", f"exhibit:{y}"]["confirmed"] is False
     with pytest.raises(bx.ParameterError, match="no exhibit"):
-        store.confirm("nobody", x, True)
+        store.confirm("nobody", x, "identification", examiner="A. Examiner", reason="test")
     # the shipped calibration is for 6.25 um grids: this 12.5 um store records why there is no LR
     rows = sql(store.folder, "SELECT log10_lr, evidence_json FROM comparisons")
     assert len(rows) == n
@@ -172,6 +172,7 @@ def test_v1_store_is_migrated_and_keeps_its_comparisons(store):
     db = sqlite3.connect(folder / "store.sqlite")
     db.execute("ALTER TABLE comparisons DROP COLUMN log10_lr")  # as ballistix 0.1.0 left it
     db.execute("ALTER TABLE comparisons DROP COLUMN evidence_json")
+    db.execute("DROP TABLE decisions")  # schema 4's log (its index and triggers go with it)
     for col in ("scan_sha256", "scan_state", "source_path", "source_read"):  # schema 3's columns: 0.1.0 had none
         db.execute(f"ALTER TABLE exhibits DROP COLUMN {col}")
     db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")

@@ -21,7 +21,7 @@ import pytest
 import ballistix as bx
 from ballistix.cli import main
 from ballistix.errors import StoreWarning
-from ballistix.store import CaseStore, StoreError
+from ballistix.store import SCHEMA_VERSION, CaseStore, StoreError
 from ballistix.store.casestore import DamagedScanError
 
 FAST = {"spacing_um": 12.5}  # 12.5 um grids keep the tests quick
@@ -115,8 +115,9 @@ def test_swapped_cached_scan_is_refused_not_reported_as_a_45_cmc_match(base, tmp
 
 
 def _downgrade_to_v2(folder):
-    """Make a store look as ballistix 0.2 left it: no schema-3 columns, schema version 2."""
+    """Make a store look as ballistix 0.2 left it: no schema-3 columns, no schema-4 decisions, schema version 2."""
     db = sqlite3.connect(folder / "store.sqlite")
+    db.execute("DROP TABLE decisions")
     for col in ("scan_sha256", "scan_state", "source_path", "source_read"):
         db.execute(f"ALTER TABLE exhibits DROP COLUMN {col}")
     db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
@@ -128,7 +129,7 @@ def test_migrated_store_checks_scans_by_source_until_repair_records_their_checks
     folder = fresh(base, tmp_path)
     _downgrade_to_v2(folder)
     with CaseStore(folder) as st:
-        assert st.schema_version == 3
+        assert st.schema_version == SCHEMA_VERSION
         assert {r["scan_sha256"] for r in st.exhibits()} == {None}
         st.scan("e-1")  # verified by the source SHA-256 inside the file
         report = st.check()
@@ -320,7 +321,7 @@ def test_read_only_store_searches_writes_nothing_and_refuses_writes(base, tmp_pa
             for call in (
                 lambda: st.ingest(paths[:1], progress=False),
                 lambda: st.link_new(progress=False),
-                lambda: st.confirm("e-0", "e-1", True),
+                lambda: st.confirm("e-0", "e-1", "identification", examiner="A. Examiner", reason="x"),
                 lambda: st.set_decision_rule(link_lr=10.0),
                 lambda: st.register_calibration(paths[0], reason="x"),
                 st.rebuild_index,
@@ -474,7 +475,7 @@ def test_check_finds_every_kind_of_damage_and_repair_mends_it(tmp_path, sources,
             "store": str(folder),
             "ok": True,
             "repair": False,
-            "checked": {"database": 1, "descriptors": 6, "scans": 6, "index": 1, "calibrations": 0},
+            "checked": {"database": 1, "decisions": 0, "descriptors": 6, "scans": 6, "index": 1, "calibrations": 0},
             "problems": [],
             "notes": [],
         }

@@ -31,6 +31,7 @@ SHARED_VALUES = frozenset(
         "tracing_status",
         "tracing_result",
         "examiner",
+        "verdict",
         "lr_basis",
         "calibration_sha256",
         "calibration_origin",

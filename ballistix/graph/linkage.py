@@ -14,13 +14,18 @@ Edges (attribute ``kind``):
 
 - ``match`` exhibit-exhibit: ``cmc_count``, ``score``, ``confirmed`` (True:
   an examiner confirmed the identification; False: an examiner rejected it;
-  None: not reviewed) and, when built from a `Comparison`, ``rotation_deg``;
+  None: not reviewed, or reviewed and found inconclusive), ``verdict``
+  (``identification``, ``elimination`` or ``inconclusive``, with ``examiner``
+  and ``decided_utc``, when an examiner decided: a store's current decision,
+  see `CaseStore.confirm`) and, when built from a `Comparison`, ``rotation_deg``;
 - ``found_at`` exhibit-scene; ``test_fired`` exhibit-firearm.
 
 A match edge is a *link* (evidence of one gun) when an examiner confirmed it,
-or, unless ``confirmed_only``, when no examiner rejected it and its calibrated
+or, unless ``confirmed_only``, when no examiner ruled on it and its calibrated
 likelihood ratio reaches ``link_lr`` (100 by default: the "identification"
-step of the conclusion scale). The LR comes from a calibration whose domain
+step of the conclusion scale). An examiner's inconclusive verdict makes a
+comparison neither a link (whatever its LR) nor an elimination: it stays a
+candidate for review. The LR comes from a calibration whose domain
 holds both scans (see `ballistix.evidence`); a comparison without one is an
 unverified *candidate* for an examiner (`candidates`), never a link, whatever
 its CMC count. A lab that has validated a count rule on its own population
@@ -80,6 +85,8 @@ def _result_fields(result) -> dict[str, Any]:
         out = {"cmc_count": int(result["cmc_count"]), "score": float(result.get("score", result["cmc_count"]))}
         for k in (
             "confirmed",
+            "verdict",
+            "decided_utc",
             "rotation_deg",
             "log10_lr",
             "examiner",
@@ -93,7 +100,7 @@ def _result_fields(result) -> dict[str, Any]:
         ):
             if result.get(k) is not None:
                 out[k] = result[k]
-        return out
+        return _with_verdict(out)
     if hasattr(result, "cmc_count") and hasattr(result, "score"):
         out = {
             "cmc_count": int(result.cmc_count),
@@ -110,6 +117,28 @@ def _result_fields(result) -> dict[str, Any]:
     raise ParameterError(
         f"a comparison result must be a Comparison, a mapping or a CMC count, got {type(result).__name__}"
     )
+
+
+#: An examiner's verdict and the ``confirmed`` it means (None: inconclusive, neither link nor elimination).
+VERDICT_CONFIRMED = {"identification": True, "elimination": False, "inconclusive": None}
+
+
+def _with_verdict(fields: dict) -> dict:
+    """``fields`` with ``confirmed`` following its ``verdict``, if it has one (an unknown verdict,
+    or a ``confirmed`` that says otherwise, is refused)."""
+    if "verdict" not in fields:
+        return fields
+    verdict = fields["verdict"]
+    if verdict not in VERDICT_CONFIRMED:
+        raise ParameterError(f"verdict must be one of {list(VERDICT_CONFIRMED)}, got {verdict!r}")
+    confirmed = VERDICT_CONFIRMED[verdict]
+    if "confirmed" in fields and fields["confirmed"] != confirmed:
+        raise ParameterError(f"verdict {verdict!r} and confirmed={fields['confirmed']!r} disagree")
+    if confirmed is None:
+        fields.pop("confirmed", None)
+    else:
+        fields["confirmed"] = confirmed
+    return fields
 
 
 class LinkageGraph:

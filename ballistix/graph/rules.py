@@ -19,6 +19,8 @@ LINK_LR = IDENTIFICATION_LR
 #: may set it as ``count_rule`` for a population on which it validated it; benchmarks and
 #: validation tables compare against it.
 CONVENTIONAL_CMC_RULE = 6
+#: Why a comparison an examiner found inconclusive is a candidate (`DecisionRule.review`).
+INCONCLUSIVE = "an examiner found it inconclusive: not a link, not an elimination; for further review"
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,14 @@ class DecisionRule:
     candidates and the store's evidence-only graph (`CaseStore.graph`) share.
 
     A comparison is judged by its match-edge attributes as `LinkageGraph` keeps them
-    (``cmc_count``, ``log10_lr``, ``confirmed``, ``lr_basis``): with a store's cohort
-    calibration, ``log10_lr`` is the cohort LR, not the pair's own.
+    (``cmc_count``, ``log10_lr``, ``confirmed``, ``verdict``, ``lr_basis``): with a store's
+    cohort calibration, ``log10_lr`` is the cohort LR, not the pair's own.
+
+    An examiner's verdict decides: an identification (``confirmed`` True) is a link, an
+    elimination (False) never is. An *inconclusive* verdict (``verdict="inconclusive"``,
+    ``confirmed`` None) is neither: never a link, even where the LR passes the rule (the
+    examiner looked and could not say), and not an elimination: it stays a candidate for
+    review, and is kept in a store's evidence graph.
 
     Parameters
     ----------
@@ -75,7 +83,7 @@ class DecisionRule:
         c = edge.get("confirmed")
         if c is not None:
             return bool(c)
-        if self.confirmed_only:
+        if self.confirmed_only or edge.get("verdict") == "inconclusive":
             return False
         if self.count_rule is not None:
             return (edge.get("cmc_count") or 0) >= self.count_rule
@@ -87,11 +95,13 @@ class DecisionRule:
     def review(self, edge: Mapping) -> str | None:
         """Why a comparison is a candidate for an examiner's review, or None when it is not one.
 
-        A candidate is not a link and not reviewed, and either has no applicable calibration
+        A candidate is not a link and not decided, and either has no applicable calibration
         (no LR, whatever its count) and at least one congruent cell, or an LR above 1 that
-        falls short of the rule."""
+        falls short of the rule; or an examiner found it inconclusive."""
         if edge.get("confirmed") is not None or self.is_link(edge):
             return None
+        if edge.get("verdict") == "inconclusive":
+            return INCONCLUSIVE
         return self._short(edge)
 
     def _short(self, edge: Mapping) -> str | None:
@@ -107,4 +117,9 @@ class DecisionRule:
     def is_evidence(self, edge: Mapping) -> bool:
         """Whether an analysis uses the comparison: an examiner's verdict, a link or a candidate for
         review. The others are eliminations (compared, not linked), which only say that."""
-        return edge.get("confirmed") is not None or self.is_link(edge) or self._short(edge) is not None
+        return (
+            edge.get("confirmed") is not None
+            or edge.get("verdict") is not None
+            or self.is_link(edge)
+            or self._short(edge) is not None
+        )

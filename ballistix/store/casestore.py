@@ -2,7 +2,7 @@
 
 Layout of the folder::
 
-    store.sqlite     exhibits, scenes, firearms, comparisons, failures, provenance (SQLite, WAL)
+    store.sqlite     exhibits, scenes, firearms, comparisons, decisions, failures, provenance (SQLite, WAL)
     scans/ab/<sha256>.npz   processed scans, named by the SHA-256 of their source
     index.bxi        the FAISS index of the exhibits' descriptors (`ScanIndex`)
     calibrations/<sha256>.json   calibrations the lab registered (`register_calibration`)
@@ -90,13 +90,45 @@ __all__ = [
     "SearchResult",
     "SCHEMA_VERSION",
     "GRAPH_ALL_LIMIT",
+    "VERDICTS",
     "IngestReport",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: `CaseStore.graph` keeps every comparison of a store of up to this many comparisons (by default);
 #: above, only those an analysis uses (links, candidates, verdicts): see docs/store.md, "A national-size store".
 GRAPH_ALL_LIMIT = 2_000_000
+
+#: Examiners' decisions on recorded comparisons (schema 4): an append-only audit log. A decision is
+#: never changed or deleted (the triggers refuse it in SQLite itself), only superseded by a later one
+#: of the same pair, which names the one it replaces (``supersedes``: the pair's latest decision, or
+#: NULL for its first). The latest decision of a pair is its current one; `CaseStore.confirm` writes
+#: its effect on the comparison (``comparisons.confirmed``) in the same transaction.
+_DECISIONS = [
+    """CREATE TABLE decisions (
+        decision_id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: a gap is a deleted decision
+        a INTEGER NOT NULL REFERENCES exhibits(rowid), b INTEGER NOT NULL REFERENCES exhibits(rowid),
+        verdict TEXT NOT NULL CHECK (verdict IN ('identification', 'elimination', 'inconclusive')),
+        examiner TEXT NOT NULL CHECK (length(trim(examiner)) > 0),
+        reason TEXT NOT NULL CHECK (length(trim(reason)) > 0),
+        created_utc TEXT NOT NULL, created_by TEXT NOT NULL, ballistix_version TEXT NOT NULL,
+        supersedes INTEGER REFERENCES decisions(decision_id),   -- the pair's decision this one replaces
+        CHECK (a < b))""",
+    """CREATE INDEX decisions_pair ON decisions (a, b, decision_id)""",
+    """CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only: a decision is never changed, only superseded'); END""",
+    """CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only: a decision is never deleted, only superseded'); END""",
+    """CREATE TRIGGER decisions_chain BEFORE INSERT ON decisions
+        WHEN NEW.supersedes IS NOT (SELECT max(decision_id) FROM decisions WHERE a = NEW.a AND b = NEW.b)
+        BEGIN SELECT RAISE(ABORT, 'a decision supersedes the latest decision of its pair'); END""",
+]
+#: The triggers that keep `_DECISIONS` append-only (`check` verifies they are there).
+DECISION_TRIGGERS = ("decisions_no_update", "decisions_no_delete", "decisions_chain")
+#: An examiner's verdicts, and what each makes of its comparison's ``confirmed`` (read by the graph's
+#: link rule): an identification is a link, an elimination is not, an inconclusive one is neither
+#: (``NULL``; the graph keeps it for review, never a link by its LR: see `DecisionRule`).
+VERDICTS = {"identification": 1, "elimination": 0, "inconclusive": None}
 
 _SCHEMA = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -131,6 +163,7 @@ _SCHEMA = [
         evidence_json TEXT,                   -- calibration, conclusion and its error rates, or why no LR
         PRIMARY KEY (a, b), CHECK (a < b))""",
     """CREATE TABLE failures (source TEXT NOT NULL, sha256 TEXT, reason TEXT NOT NULL, created_utc TEXT NOT NULL)""",
+    *_DECISIONS,
 ]
 #: Migrations: MIGRATIONS[v] takes a store at schema version v to v + 1.
 MIGRATIONS: dict[int, list[str]] = {
@@ -142,6 +175,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE exhibits ADD COLUMN source_path TEXT",
         "ALTER TABLE exhibits ADD COLUMN source_read TEXT",
     ],
+    3: list(_DECISIONS),
 }
 #: Temporary databases of a store being created start with this (see `CaseStore._create`).
 _NEW_PREFIX = ".store.sqlite.new-"
@@ -149,6 +183,18 @@ _NEW_PREFIX = ".store.sqlite.new-"
 _STORE_FILES = ("scans", "index.bxi", "calibrations", "store.sqlite-wal", "store.sqlite-shm")
 _NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _NO_SPACE_SQLITE = ("database or disk is full", "disk i/o error")
+#: The columns a comparison recorded again replaces (all but the pair and the examiner's ``confirmed``).
+_RECOMPARED = (
+    "cmc_count",
+    "score",
+    "rotation_deg",
+    "params_json",
+    "created_utc",
+    "created_by",
+    "ballistix_version",
+    "log10_lr",
+    "evidence_json",
+)
 
 
 class SearchResult(list):
@@ -1544,10 +1590,11 @@ class CaseStore:
                 for c in out.verified:
                     r = weigh(c.comparison, calibrations)
                     a, b = sorted((out.rowid, c.id))
-                    db.execute(
-                        "INSERT OR REPLACE INTO comparisons (a, b, cmc_count, score, rotation_deg, params_json, "
+                    db.execute(  # a pair compared again keeps its examiner's verdict (see `confirm`)
+                        "INSERT INTO comparisons (a, b, cmc_count, score, rotation_deg, params_json, "
                         "confirmed, created_utc, created_by, ballistix_version, log10_lr, evidence_json) "
-                        "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
+                        "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?) ON CONFLICT (a, b) DO UPDATE SET "
+                        + ", ".join(f"{c}=excluded.{c}" for c in _RECOMPARED),
                         (
                             a,
                             b,
@@ -1614,13 +1661,138 @@ class CaseStore:
                     f"{self.db_path}: the database is damaged ({e}); restore store.sqlite from a backup"
                 ) from None
 
-    @_writes("record a verdict")
-    def confirm(self, exhibit_a: str, exhibit_b: str, verdict: bool) -> None:
-        """Record an examiner's verdict on a recorded comparison."""
+    @_writes("record a decision")
+    def confirm(self, exhibit_a: str, exhibit_b: str, verdict: str, *, examiner: str, reason: str) -> dict:
+        """Record an examiner's decision on a recorded comparison, in the store's append-only audit log.
+
+        A decision is never changed or deleted, only superseded: a later decision on the same
+        pair is appended and names the one it replaces (``supersedes``); the latest is the
+        pair's current decision. Its effect on the comparison (``confirmed``: 1, 0 or NULL) is
+        written in the same transaction, and the graph, the leads and the report follow it:
+        an identification is a link whatever the LR, an elimination is never one, and an
+        inconclusive comparison is neither: not a link (even where its LR passes the rule),
+        not an elimination, a candidate that stays for review (see `DecisionRule`).
+
+        Parameters
+        ----------
+        exhibit_a, exhibit_b : str
+            Two exhibits of the store whose comparison is recorded (`link_new`), in either order.
+        verdict : {"identification", "elimination", "inconclusive"}
+        examiner : str
+            Who decided (their name as the lab records it).
+        reason : str
+            Why: what the examiner saw, or the case note it is in.
+
+        Returns
+        -------
+        dict
+            The decision as `decisions` lists it: ``decision_id``, ``exhibit_a``, ``exhibit_b``,
+            ``verdict``, ``examiner``, ``reason``, ``created_utc``, ``created_by`` (the OS user and
+            ballistix version), ``ballistix_version``, ``supersedes`` and ``earlier`` (how many
+            decisions of the pair came before it).
+
+        Raises
+        ------
+        ParameterError
+            An unknown verdict, a blank examiner or reason, one exhibit twice, an exhibit not
+            in the store, or a pair with no recorded comparison. Nothing is written.
+        StoreError
+            The store is opened read-only.
+
+        Examples
+        --------
+        >>> store.confirm("case-17", "t1", "identification", examiner="A. Jansen",
+        ...               reason="breech-face marks agree over the whole primer")  # doctest: +SKIP
+        {'decision_id': 1, 'exhibit_a': 'case-17', 'exhibit_b': 't1', 'verdict': 'identification', ...}
+        """
+        if isinstance(verdict, bool) or not isinstance(verdict, str) or verdict not in VERDICTS:
+            raise ParameterError(
+                f"verdict must be one of {list(VERDICTS)}, got {verdict!r}"
+                + (
+                    " (True/False verdicts are no longer taken: say identification or elimination)"
+                    if isinstance(verdict, bool)
+                    else ""
+                )
+            )
+        check_text(examiner, "examiner", required=True)
+        check_text(reason, "reason", required=True)
+        if exhibit_a == exhibit_b:
+            raise ParameterError(f"a decision is on two exhibits, got {exhibit_a!r} twice")
         a, b = sorted((self._rowid(exhibit_a), self._rowid(exhibit_b)))
-        cur = self._db.execute("UPDATE comparisons SET confirmed=? WHERE a=? AND b=?", (int(bool(verdict)), a, b))
-        if cur.rowcount == 0:
-            raise ParameterError(f"no comparison of {exhibit_a!r} and {exhibit_b!r} in the store")
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM comparisons WHERE a=? AND b=?", (a, b)).fetchone() is None:
+                raise ParameterError(
+                    f"no recorded comparison of {exhibit_a!r} and {exhibit_b!r} in the store: a decision is on a "
+                    f"comparison `link_new` (`ballistix link`) recorded"
+                )
+            (latest,) = db.execute("SELECT max(decision_id) FROM decisions WHERE a=? AND b=?", (a, b)).fetchone()
+            cur = db.execute(
+                "INSERT INTO decisions (a, b, verdict, examiner, reason, created_utc, created_by, ballistix_version, "
+                "supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (a, b, verdict, examiner, reason, _now(), _user(), __version__, latest),
+            )
+            db.execute("UPDATE comparisons SET confirmed=? WHERE a=? AND b=?", (VERDICTS[verdict], a, b))
+            decision_id = cur.lastrowid
+        return self._decisions("d.decision_id=?", (decision_id,))[0]
+
+    def decisions(
+        self, exhibit_a: str | None = None, exhibit_b: str | None = None, *, current: bool = False
+    ) -> list[dict]:
+        """The examiners' decisions (see `confirm`), oldest first: all of them, those on comparisons
+        of ``exhibit_a``, or those on the pair ``exhibit_a``, ``exhibit_b``.
+
+        Each decision is a dict: ``decision_id``, ``exhibit_a``, ``exhibit_b`` (the pair's ids),
+        ``verdict``, ``examiner``, ``reason``, ``created_utc``, ``created_by``,
+        ``ballistix_version``, ``supersedes`` (the id of the pair's decision it replaced, or None)
+        and ``earlier`` (how many decisions of the pair came before it). ``current=True``: only
+        each pair's latest decision, the one in force.
+
+        Examples
+        --------
+        >>> [d["verdict"] for d in store.decisions("case-17", "t1")]  # doctest: +SKIP
+        ['inconclusive', 'identification']
+        """
+        if exhibit_a is None and exhibit_b is not None:
+            raise ParameterError("give exhibit_a to list the decisions of a pair (or neither for all of them)")
+        if exhibit_a is not None and exhibit_a == exhibit_b:
+            raise ParameterError(f"a decision is on two exhibits, got {exhibit_a!r} twice")
+        if exhibit_b is not None:
+            a, b = sorted((self._rowid(exhibit_a), self._rowid(exhibit_b)))
+            out = self._decisions("d.a=? AND d.b=?", (a, b))
+        elif exhibit_a is not None:
+            r = self._rowid(exhibit_a)
+            out = self._decisions("(d.a=? OR d.b=?)", (r, r))
+        else:
+            out = self._decisions("1", ())
+        if current:
+            latest = {(d["exhibit_a"], d["exhibit_b"]): d for d in out}
+            out = sorted(latest.values(), key=lambda d: d["decision_id"])
+        return out
+
+    def _decisions(self, where: str, args: tuple) -> list[dict]:
+        """The decisions matching ``where`` (on ``d``, the decisions table), oldest first, as `decisions` lists them."""
+        rows = self._db.execute(
+            "SELECT d.decision_id, ea.exhibit_id, eb.exhibit_id, d.verdict, d.examiner, d.reason, d.created_utc, "
+            "d.created_by, d.ballistix_version, d.supersedes, "
+            "(SELECT COUNT(*) FROM decisions p WHERE p.a = d.a AND p.b = d.b AND p.decision_id < d.decision_id) "
+            "FROM decisions d JOIN exhibits ea ON ea.rowid = d.a JOIN exhibits eb ON eb.rowid = d.b "
+            f"WHERE {where} ORDER BY d.decision_id",
+            args,
+        ).fetchall()
+        keys = (
+            "decision_id",
+            "exhibit_a",
+            "exhibit_b",
+            "verdict",
+            "examiner",
+            "reason",
+            "created_utc",
+            "created_by",
+            "ballistix_version",
+            "supersedes",
+            "earlier",
+        )
+        return [dict(zip(keys, r)) for r in rows]
 
     def report(self, path, *, since: str | None = None, comparisons: str = "auto") -> Path:
         """Write the HTML report (leads, same-gun groups, scene timeline, 16.4.2) under the store's
@@ -1689,6 +1861,7 @@ class CaseStore:
                     date=date,
                 )
             weigher = CohortWeigher.from_store(self)
+            decided = self._current_decisions(db)
             columns = (
                 "SELECT a, b, cmc_count, score, rotation_deg, confirmed, log10_lr, params_json, evidence_json "
                 "FROM comparisons"
@@ -1697,7 +1870,8 @@ class CaseStore:
                 cur = db.execute(columns + " ORDER BY a, b")
                 while chunk := cur.fetchmany(CHUNK):
                     for row, cohort in zip(chunk, weigher.weigh(chunk)):
-                        g.add_comparison(names[row[0]], names[row[1]], _comparison_fields(row, cohort))
+                        fields = _comparison_fields(row, cohort, decided.get((row[0], row[1])))
+                        g.add_comparison(names[row[0]], names[row[1]], fields)
                 return g
             # evidence: read in the table's order (sequential on disk), keep what an analysis uses, add it
             # in the order "all" adds comparisons (a, b). A comparison is judged by the fields the graph
@@ -1708,11 +1882,12 @@ class CaseStore:
             cur = db.execute(columns.replace("evidence_json", "rowid"))
             while chunk := cur.fetchmany(CHUNK):
                 for row, cohort in zip(chunk, weigher.weigh(chunk)):
-                    res = _comparison_fields(row, cohort, origin=False)
+                    decision = decided.get((row[0], row[1]))
+                    res = _comparison_fields(row, cohort, decision, origin=False)
                     if keeps(res):
                         if row[6] is not None:
                             (ev,) = db.execute(record, (row[8],)).fetchone()
-                            res = _comparison_fields((*row[:8], ev), cohort)
+                            res = _comparison_fields((*row[:8], ev), cohort, decision)
                         kept.append((row[0], row[1], res))
                     else:
                         left[row[0]] += 1
@@ -1734,6 +1909,18 @@ class CaseStore:
             f"as comparisons_left_out",
         )
         return g
+
+    @staticmethod
+    def _current_decisions(db) -> dict[tuple[int, int], tuple[str, str, str]]:
+        """Each decided pair's current decision: ``(a, b)`` rowids -> (verdict, examiner, created_utc).
+        Decisions are made by people: few next to the comparisons, held in memory."""
+        return {
+            (a, b): (verdict, examiner, when)
+            for a, b, verdict, examiner, when in db.execute(
+                "SELECT a, b, verdict, examiner, created_utc FROM decisions WHERE decision_id IN "
+                "(SELECT max(decision_id) FROM decisions GROUP BY a, b)"
+            )
+        }
 
     def graph_comparisons(self, comparisons: str = "auto") -> dict:
         """Which comparisons `graph` keeps: ``{"comparisons": "all" or "evidence", "comparisons_recorded":
@@ -1762,10 +1949,13 @@ class CaseStore:
                 db.execute("ROLLBACK")
 
 
-def _comparison_fields(row: tuple, cohort: dict | None, *, origin: bool = True) -> dict:
+def _comparison_fields(row: tuple, cohort: dict | None, decision: tuple | None = None, *, origin: bool = True) -> dict:
     """A recorded comparison as `LinkageGraph.add_comparison` takes it: the row's fields, its
     calibration (parsed from ``evidence_json`` only with ``origin``: no decision reads it), then
-    the cohort LR's fields where a cohort calibration weighed it (they replace the pair's)."""
+    the cohort LR's fields where a cohort calibration weighed it (they replace the pair's), and
+    the pair's current examiner decision, ``(verdict, examiner, created_utc)``: the audit log is
+    the record, so its verdict sets ``confirmed`` (a row's own ``confirmed`` that disagrees is
+    damage `check` reports)."""
     a, b, cmc, score, rot, confirmed, lr, _, ev = row
     res = {"cmc_count": cmc, "score": score, "rotation_deg": rot, "log10_lr": lr}
     if origin and lr is not None:
@@ -1774,6 +1964,10 @@ def _comparison_fields(row: tuple, cohort: dict | None, *, origin: bool = True) 
         res["calibration_origin"] = (ev.get("calibration_origin") or {}).get("text")
     if cohort:
         res.update(cohort)
+    if decision is not None:
+        verdict, examiner, when = decision
+        confirmed = VERDICTS[verdict]
+        res.update(verdict=verdict, examiner=examiner, decided_utc=when)
     if confirmed is not None:
         res["confirmed"] = bool(confirmed)
     return res

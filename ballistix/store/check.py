@@ -1,10 +1,12 @@
 """`CaseStore.check`: verify a whole store, fsck-style, and repair what can be repaired.
 
 Checked in turn: the database (integrity, schema version, settings, comparisons that name
-exhibits), the descriptors, the cached scans (against the checksum recorded at ingest), the
-index file, the registered calibrations, and leftovers of interrupted writes. A damaged cached
-scan is re-created from its source only when the source is unchanged and re-processing it gives
-the stored descriptor exactly; otherwise it is dropped and the exhibit's scan marked missing.
+exhibits), the examiners' decisions (the audit log whole and append-only, each comparison's
+``confirmed`` the effect of its current decision), the descriptors, the cached scans (against
+the checksum recorded at ingest), the index file, the registered calibrations, and leftovers of
+interrupted writes. A damaged cached scan is re-created from its source only when the source is
+unchanged and re-processing it gives the stored descriptor exactly; otherwise it is dropped and
+the exhibit's scan marked missing.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
     problems = [dict(p) for p in store._opening]
     notes: list[str] = []
     checked = {"database": _check_database(store, schema_version, problems)}
+    checked["decisions"] = _check_decisions(store, repair, problems, notes)
     checked["descriptors"], bad_descriptors = _check_descriptors(store, problems)
     checked["scans"] = _check_scans(store, repair, bad_descriptors, cached, problems, notes)
     checked["index"] = _check_index(store, repair, problems)
@@ -108,6 +111,93 @@ def _check_database(store, schema_version: int, problems: list) -> int:
             RESTORE,
         )
     return 1
+
+
+def _check_decisions(store, repair: bool, problems: list, notes: list) -> int:
+    """The examiners' decisions (`CaseStore.confirm`): the triggers that keep the log append-only
+    are there, no decision is missing (ids are never reused: a gap, or a highest id below the one
+    SQLite handed out last, is a deleted decision), each supersedes its pair's previous decision,
+    each names a recorded comparison, and each comparison's ``confirmed`` is what its current
+    decision makes it. The log is the record: only a ``confirmed`` that disagrees with it is
+    repaired (set from the current decision; the graph follows the decision meanwhile). Returns
+    the number of decisions checked."""
+    from .casestore import DECISION_TRIGGERS, VERDICTS
+
+    db = store._db
+    triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    missing = [t for t in DECISION_TRIGGERS if t not in triggers]
+    if missing:
+        _problem(
+            problems,
+            "decisions",
+            "decisions",
+            f"the triggers that keep the decisions append-only are missing ({', '.join(missing)}): the log "
+            f"may have been edited",
+            RESTORE,
+        )
+    rows = db.execute("SELECT decision_id, a, b, verdict, supersedes FROM decisions ORDER BY decision_id").fetchall()
+    seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='decisions'").fetchone()
+    issued = max(seq[0] if seq else 0, rows[-1][0] if rows else 0)
+    if issued != len(rows):
+        _problem(
+            problems,
+            "decisions",
+            "decisions",
+            f"{issued - len(rows)} of the {issued} decisions recorded are missing (deleted from the log)",
+            RESTORE,
+        )
+    latest: dict[tuple[int, int], tuple[int, str]] = {}
+    for did, a, b, verdict, supersedes in rows:
+        before = latest.get((a, b), (None,))[0]
+        if supersedes != before:
+            _problem(
+                problems,
+                "decisions",
+                f"decision {did}",
+                f"supersedes decision {supersedes}, but its pair's previous decision is {before}",
+                RESTORE,
+            )
+        latest[(a, b)] = (did, verdict)
+    names = dict(
+        db.execute(
+            "SELECT rowid, exhibit_id FROM exhibits WHERE rowid IN (SELECT a FROM decisions "
+            "UNION SELECT b FROM decisions)"
+        )
+    )
+    for (a, b), (did, verdict) in latest.items():
+        row = db.execute("SELECT confirmed FROM comparisons WHERE a=? AND b=?", (a, b)).fetchone()
+        pair = f"{names.get(a, a)} - {names.get(b, b)}"
+        if row is None:
+            _problem(problems, "decisions", pair, f"decision {did} is on a comparison that is not recorded", RESTORE)
+            continue
+        effect = VERDICTS.get(verdict)
+        if row[0] == effect:
+            continue
+        text = (
+            f"the comparison's confirmed is {row[0]!r}, but its current decision ({did}, {verdict}) makes it "
+            f"{effect!r}: changed outside `confirm`"
+        )
+        if repair:
+            db.execute("UPDATE comparisons SET confirmed=? WHERE a=? AND b=?", (effect, a, b))
+            _problem(problems, "decisions", pair, text, f"set from decision {did}", repaired=True)
+        else:
+            _problem(
+                problems,
+                "decisions",
+                pair,
+                text + " (the graph and the report follow the decision)",
+                "`ballistix check --repair` sets it from the decision",
+            )
+    (legacy,) = db.execute(
+        "SELECT COUNT(*) FROM comparisons c WHERE confirmed IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM decisions d WHERE d.a = c.a AND d.b = c.b)"
+    ).fetchone()
+    if legacy:
+        notes.append(
+            f"{legacy} comparisons carry a verdict recorded without a decision (before schema 4, or written "
+            f"directly): no examiner, reason or time; `ballistix confirm` records one"
+        )
+    return len(rows)
 
 
 def _check_descriptors(store, problems: list) -> tuple[int, set[int]]:

@@ -107,6 +107,37 @@ def _calibrations_used(g) -> list[dict]:
     ]
 
 
+def _decision_rows(g, decisions: Iterable[dict] | None) -> Iterable[dict]:
+    """The rows of the decisions table: the store's current decisions or, for a bare graph, those its
+    match edges carry."""
+    if decisions is not None:
+        for d in decisions:
+            yield {
+                "a": d["exhibit_a"],
+                "b": d["exhibit_b"],
+                "verdict": d["verdict"],
+                "examiner": d["examiner"],
+                "reason": d["reason"],
+                "when (UTC)": d["created_utc"],
+                "earlier decisions": d["earlier"],
+            }
+        return
+    rows = []
+    for u, v, d in g.nx.edges(data=True):
+        if d.get("kind") == "match" and d.get("verdict"):
+            a, b = sorted((g.nx.nodes[u]["id"], g.nx.nodes[v]["id"]))
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "verdict": d["verdict"],
+                    "examiner": d.get("examiner"),
+                    "when (UTC)": d.get("decided_utc"),
+                }
+            )
+    yield from sorted(rows, key=lambda r: (str(r["when (UTC)"]), r["a"], r["b"]))
+
+
 #: Rows a table of the report shows; a longer table shows its first rows, and all of them go to a
 #: CSV file beside the report (``<report>-tables/<table>.csv``), linked below the table.
 REPORT_ROWS = 500
@@ -122,6 +153,7 @@ _TABLES = (
     "contexts",
     "candidates",
     "weak_links",
+    "decisions",
     "calibrations",
     "failures",
 )
@@ -219,6 +251,7 @@ def write_report(
         source=str(store.folder),
         rule=store.decision_rule,
         failures=store.failures(),
+        decisions=store.decisions(current=True),
         max_rows=max_rows,
     )
 
@@ -232,10 +265,11 @@ def write_graph_report(
     source: str = "",
     rule: dict | None = None,
     failures: Iterable[dict] = (),
+    decisions: Iterable[dict] | None = None,
     max_rows: int = REPORT_ROWS,
 ) -> Path:
     """Write the report of a `LinkageGraph` to ``path``: leads, same-gun groups, scene timeline and
-    links, unrecovered guns, tracing (SDG 16.4.2), review lists, calibrations.
+    links, unrecovered guns, tracing (SDG 16.4.2), review lists, examiners' decisions, calibrations.
 
     `write_report` calls it for a store. For a large graph the HTML stays a few MB: a table
     of more than ``max_rows`` rows shows its first rows (the strongest leads, the largest
@@ -259,6 +293,10 @@ def write_graph_report(
         The store's decision rule record (`CaseStore.decision_rule`): who set a count rule, when, why.
     failures : list of dict
         Files that could not be ingested (source, reason, created_utc).
+    decisions : list of dict, optional
+        The examiners' current decisions (`CaseStore.decisions` with ``current=True``: pair,
+        verdict, examiner, reason, time, how many earlier decisions of the pair each superseded).
+        Default: those the graph's edges carry (verdict, examiner, time; no reason).
     max_rows : int
         Rows a table shows before the rest goes to its CSV file.
 
@@ -376,6 +414,12 @@ def write_graph_report(
         ),
         "<h2>Review: links cut by the chaining rule</h2>",
         tables.show("weak_links", g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
+        "<h2>Examiners' decisions</h2>",
+        "<p class='muted'>The current decision on each comparison an examiner ruled on, from the store's "
+        "append-only log: a decision is never changed, only superseded by a later one (counted here). An "
+        "identification is a link whatever the LR, an elimination never is; an inconclusive comparison is "
+        "neither, and stays a candidate for review.</p>",
+        tables.show("decisions", _decision_rows(g, decisions), "no examiner has ruled on a comparison"),
         "<h2>Calibrations behind the likelihood ratios</h2>",
         "<p class='muted'>Only calibrations shipped with ballistix (checksums pinned in its code) or registered "
         "in this store weigh its comparisons; each LR above names the one it came from.</p>",
