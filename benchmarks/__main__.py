@@ -58,6 +58,7 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
     "skimage_choices": (["--quick"], []),
     "verify_scale": (["--quick", "--skip-real"], []),
     "backlog": (["--old-guns", "8", "--new", "4", "--shortlist", "5", "--verify-top", "2"], []),
+    "first_stage": (["--quick", "--skip-real"], []),
 }
 TAKES_JOBS = {
     "cmc_accuracy",
@@ -69,6 +70,7 @@ TAKES_JOBS = {
     "cross_population",
     "verify_scale",
     "backlog",
+    "first_stage",
 }
 
 
@@ -297,6 +299,19 @@ def summary_rows() -> list[list[str]]:
             " / ".join(_fmt(_get(modes, m, "pairs_per_second")) for m in ways) + f"; {d.get('identical')}",
             d,
         )
+    if d := load("first_stage"):
+        res = d.get("results", {})
+        for where in ("all sets in one index", "batch", "fadul"):
+            if where in res.get("v2", {}):
+                add(
+                    "first_stage",
+                    f"{where}: first same-gun partner at rank 1 / in top 10, descriptor v1 -> v2",
+                    " -> ".join(
+                        f"{_fmt(_get(res, v, where, 'rank1'))} / {_fmt(_get(res, v, where, 'top10'))}"
+                        for v in ("v1", "v2")
+                    ),
+                    d,
+                )
     if d := load("store"):
         add(
             "store",
