@@ -24,6 +24,7 @@ from ..errors import BallistixError, DamagedScanError, StoreError
 from ..features.describe import describe, descriptor_params
 from ..features.preprocessing import preprocess
 from ..io import read_scan, write_npz
+from .decisions import DECISION_TRIGGERS, VERDICTS
 
 __all__ = ["check_store"]
 
@@ -121,7 +122,6 @@ def _check_decisions(store, repair: bool, problems: list, notes: list) -> int:
     decision makes it. The log is the record: only a ``confirmed`` that disagrees with it is
     repaired (set from the current decision; the graph follows the decision meanwhile). Returns
     the number of decisions checked."""
-    from .casestore import DECISION_TRIGGERS, VERDICTS
 
     db = store._db
     triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}

@@ -1,0 +1,39 @@
+"""Examiners' decisions: the schema of the append-only audit log and the verdicts (see `CaseStore.confirm`).
+
+Kept apart from `casestore` so that `check` reads them without importing the store module.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DECISION_TRIGGERS", "VERDICTS"]
+
+#: Examiners' decisions on recorded comparisons (schema 4): an append-only audit log. A decision is
+#: never changed or deleted (the triggers refuse it in SQLite itself), only superseded by a later one
+#: of the same pair, which names the one it replaces (``supersedes``: the pair's latest decision, or
+#: NULL for its first). The latest decision of a pair is its current one; `CaseStore.confirm` writes
+#: its effect on the comparison (``comparisons.confirmed``) in the same transaction.
+_DECISIONS = [
+    """CREATE TABLE decisions (
+        decision_id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: a gap is a deleted decision
+        a INTEGER NOT NULL REFERENCES exhibits(rowid), b INTEGER NOT NULL REFERENCES exhibits(rowid),
+        verdict TEXT NOT NULL CHECK (verdict IN ('identification', 'elimination', 'inconclusive')),
+        examiner TEXT NOT NULL CHECK (length(trim(examiner)) > 0),
+        reason TEXT NOT NULL CHECK (length(trim(reason)) > 0),
+        created_utc TEXT NOT NULL, created_by TEXT NOT NULL, ballistix_version TEXT NOT NULL,
+        supersedes INTEGER REFERENCES decisions(decision_id),   -- the pair's decision this one replaces
+        CHECK (a < b))""",
+    """CREATE INDEX decisions_pair ON decisions (a, b, decision_id)""",
+    """CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only: a decision is never changed, only superseded'); END""",
+    """CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only: a decision is never deleted, only superseded'); END""",
+    """CREATE TRIGGER decisions_chain BEFORE INSERT ON decisions
+        WHEN NEW.supersedes IS NOT (SELECT max(decision_id) FROM decisions WHERE a = NEW.a AND b = NEW.b)
+        BEGIN SELECT RAISE(ABORT, 'a decision supersedes the latest decision of its pair'); END""",
+]
+#: The triggers that keep `_DECISIONS` append-only (`check` verifies they are there).
+DECISION_TRIGGERS = ("decisions_no_update", "decisions_no_delete", "decisions_chain")
+#: An examiner's verdicts, and what each makes of its comparison's ``confirmed`` (read by the graph's
+#: link rule): an identification is a link, an elimination is not, an inconclusive one is neither
+#: (``NULL``; the graph keeps it for review, never a link by its LR: see `DecisionRule`).
+VERDICTS = {"identification": 1, "elimination": 0, "inconclusive": None}
