@@ -601,6 +601,12 @@ class LinkageGraph:
         """A self-contained interactive view (no network needed), for a browser or a notebook."""
         return export.to_html(self, path, title=title)
 
+    def view(self, *, title: str = "ballistix linkage graph", height: int = 520, seed: int = 0):
+        """The interactive view of `to_html`, shown inline in Jupyter: an object whose rich display is
+        the whole page in an ``<iframe srcdoc=...>``, so that a saved or exported notebook shows it
+        without a file beside it. ``height``: of the frame, in pixels. See `export.GraphView`."""
+        return export.GraphView(export.html_document(self, title=title, seed=seed), title=title, height=height)
+
     def plot(self, ax=None, *, seed: int = 0):
         """A static matplotlib figure of the graph; returns the axes."""
         return export.plot(self, ax=ax, seed=seed)
