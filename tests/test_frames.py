@@ -358,6 +358,22 @@ def test_flows_figure_has_one_bar_per_route(small):
     assert not plot_timeline(LinkageGraph()).get_yticklabels()
 
 
+def test_figures_draw_ids_as_typed():
+    g = LinkageGraph.from_comparisons(
+        [("E1", "E2", {"cmc_count": 20, "log10_lr": 3.0})],
+        scenes=[
+            {"id": "$x^$", "date": "2024-01-01", "lat": 52.0, "lon": 4.3},
+            {"id": "$y$", "date": "2024-02-01", "lat": 52.1, "lon": 4.2},
+        ],
+        firearms=[{"id": "$f$", "origin_country": "$a$", "recovery_country": "NL"}],
+        exhibits=[{"id": "E1", "scene": "$x^$"}, {"id": "E2", "scene": "$y$"}, {"id": "T1", "test_fired_from": "$f$"}],
+    )
+    for ax in (plot_timeline(g), plot_map(g), plot_flows(g)):
+        texts = [t for t in [*ax.texts, *ax.get_yticklabels()] if "$" in t.get_text()]
+        assert texts and all(t.get_parse_math() is False for t in texts)
+        ax.figure.canvas.draw()  # "$x^$" as a formula would fail to render
+
+
 def test_figures_draw_on_the_axes_given(small):
     fig, axs = plt.subplots(1, 3)
     assert plot_timeline(small, ax=axs[0]) is axs[0]
