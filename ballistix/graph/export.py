@@ -26,7 +26,7 @@ from ..errors import FileFormatError, ParameterError
 from ._intern import shared
 from .rules import LINK_LR
 
-__all__ = ["write", "read", "to_html", "plot", "FORMATS"]
+__all__ = ["write", "read", "to_html", "html_document", "GraphView", "plot", "FORMATS"]
 
 FORMATS = (".graphml", ".gexf", ".json")
 _JSON = "json:"
@@ -790,8 +790,8 @@ fit();
 """
 
 
-def to_html(g, path, *, title: str = "ballistix linkage graph", seed: int = 0) -> Path:
-    path = Path(path)
+def html_document(g, *, title: str = "ballistix linkage graph", seed: int = 0) -> str:
+    """The text of the graph's interactive view: one page, its data and script inline (no network)."""
     pos = _layout(g, seed)
     nodes = {}
     for n, d in g.nx.nodes(data=True):
@@ -830,7 +830,47 @@ def to_html(g, path, *, title: str = "ballistix linkage graph", seed: int = 0) -
         no_link=NO_LINK,
         **KIND_COLOURS,
     )
+    return text
+
+
+def to_html(g, path, *, title: str = "ballistix linkage graph", seed: int = 0) -> Path:
+    path = Path(path)
+    text = html_document(g, title=title, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         f.write(text.encode("utf-8"))
     return path
+
+
+class GraphView:
+    """The interactive graph view for Jupyter (`LinkageGraph.view`).
+
+    Its ``_repr_html_`` is an ``<iframe>`` whose ``srcdoc`` holds the whole page (escaped), run in a
+    sandbox that allows its script and nothing else (no access to the notebook, no forms, no
+    pop-ups); the page loads nothing from the network. ``html`` is the page itself; `save` writes it.
+    """
+
+    def __init__(self, document: str, *, title: str = "ballistix linkage graph", height: int = 520):
+        if isinstance(height, bool) or not isinstance(height, int) or height < 50:
+            raise ParameterError(f"height must be a whole number of pixels (50 or more), got {height!r}")
+        self.html = document
+        self.title = title
+        self.height = height
+
+    def _repr_html_(self) -> str:
+        return (
+            f'<iframe srcdoc="{html.escape(self.html, quote=True)}" title="{html.escape(self.title, quote=True)}" '
+            f'sandbox="allow-scripts" style="width: 100%; height: {self.height}px; border: 1px solid {BORDER};">'
+            "</iframe>"
+        )
+
+    def save(self, path) -> Path:
+        """Write the page to ``path`` (as `LinkageGraph.to_html` does)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            f.write(self.html.encode("utf-8"))
+        return path
+
+    def __repr__(self) -> str:
+        return f"<GraphView {self.title!r}: {len(self.html):,} characters of HTML>"

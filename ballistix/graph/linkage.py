@@ -564,6 +564,29 @@ class LinkageGraph:
         """See `analysis.unrecovered_guns`."""
         return analysis.unrecovered_guns(self)
 
+    def frame(self, name: str, *args, **kwargs):
+        """One of the graph's tables as a pandas DataFrame (needs ``pip install 'ballistix[analysis]'``).
+
+        ``name`` is one of `frames.FRAMES`: ``"groups"``, ``"scene_links"``, ``"leads"``,
+        ``"timeline"``, ``"flows"``, ``"indicator"``, ``"contexts"``, ``"candidates"``,
+        ``"weak_links"``, ``"unrecovered"``, ``"nodes"``; ``g.frame(name, ...)`` is
+        ``ballistix.graph.frames.<name>_frame(g, ...)``, whose docstring lists the columns and
+        their types. Arguments follow the analysis: ``g.frame("leads", new_ids)``,
+        ``g.frame("timeline", exhibit)``, ``g.frame("groups", min_size=2)``, ``g.frame("nodes", "firearm")``.
+
+        Examples
+        --------
+        >>> import ballistix as bx
+        >>> g = bx.LinkageGraph.from_comparisons([("A", "B", {"cmc_count": 20, "log10_lr": 3.0})])
+        >>> g.frame("groups").loc[0, "exhibits"]  # doctest: +SKIP
+        ['A', 'B']
+        """
+        from . import frames
+
+        if name not in frames.FRAMES:
+            raise ParameterError(f"no frame {name!r}: one of {', '.join(frames.FRAMES)}")
+        return getattr(frames, f"{name}_frame")(self, *args, **kwargs)
+
     # ------------------------------------------------------ files, pictures
     def export(self, path) -> Path:
         """Write the graph; the format follows the suffix: .graphml, .gexf or .json (node-link)."""
@@ -577,6 +600,12 @@ class LinkageGraph:
     def to_html(self, path, *, title: str = "ballistix linkage graph") -> Path:
         """A self-contained interactive view (no network needed), for a browser or a notebook."""
         return export.to_html(self, path, title=title)
+
+    def view(self, *, title: str = "ballistix linkage graph", height: int = 520, seed: int = 0):
+        """The interactive view of `to_html`, shown inline in Jupyter: an object whose rich display is
+        the whole page in an ``<iframe srcdoc=...>``, so that a saved or exported notebook shows it
+        without a file beside it. ``height``: of the frame, in pixels. See `export.GraphView`."""
+        return export.GraphView(export.html_document(self, title=title, seed=seed), title=title, height=height)
 
     def plot(self, ax=None, *, seed: int = 0):
         """A static matplotlib figure of the graph; returns the axes."""

@@ -180,6 +180,13 @@ class SearchResult(list):
         super().__init__(candidates)
         self.skipped = list(skipped)
 
+    def to_frame(self):
+        """The candidates as a pandas DataFrame, best first (`ballistix.graph.frames.search_frame`:
+        the columns and their types; ``attrs["skipped"]``). Needs ``pip install 'ballistix[analysis]'``."""
+        from ..graph.frames import search_frame
+
+        return search_frame(self)
+
 
 def _no_space(e: BaseException) -> bool:
     """Whether ``e`` says a write failed for lack of room (full disk, quota, file size limit)."""

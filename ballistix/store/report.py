@@ -12,11 +12,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .._files import atomic_file
-from .._html import BLUE, GREEN, LIGHT, escape, page, png, table
+from .._html import GREEN, LIGHT, escape, page, png, table
 from .._records import check_since, safe_text
 from .._version import __version__
 from ..errors import ParameterError
 from ..graph.analysis import iter_group_summaries, iter_unrecovered_guns, scene_pairs
+from ..graph.figures import plot_timeline
 
 __all__ = ["write_report", "write_graph_report", "REPORT_ROWS", "TIMELINE_ROWS"]
 
@@ -25,48 +26,18 @@ def _png(fig) -> str:
     return png(fig, dpi=110)
 
 
-def _date(value) -> _dt.date | None:
-    """A record's date, or None where there is none or it is no date (stores written before dates
-    were checked at the door may hold one; the report leaves it off the timeline, never fails)."""
-    try:
-        return _dt.date.fromisoformat(str(value)[:10]) if value else None
-    except ValueError:
-        return None
-
-
 def _timeline_figure(g, groups) -> str | None:
-    import matplotlib
-    import matplotlib.dates
     import matplotlib.pyplot as plt
 
-    rows = [(k, s) for k, s in enumerate(groups) if len(s["scenes"]) >= 2 or s["firearm"]]
+    rows = [s["group"] for s in groups if len(s["scenes"]) >= 2 or s["firearm"]]
     if not rows:
         return None
     shown = f"the {TIMELINE_ROWS} largest of {len(rows):,} linked guns: " if len(rows) > TIMELINE_ROWS else ""
     rows = rows[:TIMELINE_ROWS]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
-    for y, (_, s) in enumerate(rows):
-        dates = [d for d in (_date(g.node("scene", sc).get("date")) for sc in s["scenes"]) if d]
-        if dates:
-            ax.plot(dates, [y] * len(dates), "o-", color=BLUE)
-        if s["firearm"]:
-            rd = _date(g.node("firearm", s["firearm"]).get("recovery_date"))
-            if rd:
-                ax.plot([rd], [y], "^", color=GREEN, ms=9)
-    ax.set_yticks(
-        range(len(rows)),
-        [f"gun {s['group']}" + (f" ({s['firearm']})" if s["firearm"] else "") for _, s in rows],
-        fontsize=8,
-        parse_math=False,
-        usetex=False,
-    )  # firearm ids drawn as typed: "$x$" is no formula
-    ax.set_ylim(len(rows) - 0.4, -0.6)  # gun 0 on top, as in the groups table; room for the markers
+    _, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    plot_timeline(g, rows, ax=ax, labels=False, max_rows=TIMELINE_ROWS)
     ax.set_title(f"{shown}scenes of each linked gun (circles) and its recovery (triangle)", fontsize=10)
-    locator = matplotlib.dates.AutoDateLocator(maxticks=8)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
-    ax.grid(alpha=0.3)
-    return _png(fig)
+    return _png(ax.figure)
 
 
 def _tracing_figure(ind: dict) -> str | None:
