@@ -74,10 +74,7 @@ def table(rows: list[dict], empty: str = "none", *, cls: str = "", num: tuple = 
         return f"<td><a href='{html.escape(href, quote=True)}'>{escape(link[1])}</a></td>" if href else "<td></td>"
 
     body = "".join(
-        "<tr>"
-        + "".join(f"<td{' class=num' if k in num else ''}>{escape(r[k])}</td>" for k in keys)
-        + last(r)
-        + "</tr>"
+        "<tr>" + "".join(f"<td{' class=num' if k in num else ''}>{escape(r[k])}</td>" for k in keys) + last(r) + "</tr>"
         for r in rows
     )
     opening = f"<table class='{escape(cls)}'>" if cls else "<table>"

@@ -416,6 +416,10 @@ def create_app(
     def scale():
         return Response(review.scale, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
+    @app.get("/favicon.ico")
+    def favicon():  # asked for by pages without an icon of their own (the report)
+        return send_from_directory(app.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=3600)
+
     @app.get("/groups")
     def groups():
         return render_template("groups.html", groups=group_rows(review.graph(store())))
