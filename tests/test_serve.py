@@ -100,7 +100,7 @@ def test_queue_lists_links_and_candidates_strongest_first(base):
     assert pairs_on(page.get_data(as_text=True)) == [(r["a"], r["b"]) for r in rows]
 
 
-def test_queue_filters_by_scene_date_exhibit_and_status(base):
+def test_queue_filters_by_scene_date_exhibit_and_status(base, monkeypatch):
     c = client(base)
     with bx.CaseStore(base, create=False, read_only=True) as st:
         g = st.graph()
@@ -116,6 +116,10 @@ def test_queue_filters_by_scene_date_exhibit_and_status(base):
         (r["a"], r["b"]) for r in dated
     ]
     assert pairs_on(c.get("/?status=decided").get_data(as_text=True)) == []
+    monkeypatch.setattr("ballistix.serve.app.QUEUE_ROWS", 3)  # a long queue shows its strongest rows
+    page = c.get("/?status=all").get_data(as_text=True)
+    assert pairs_on(page) == [(r["a"], r["b"]) for r in every[:3]]
+    assert f"{len(every)} comparisons: the\n  strongest 3 shown" in page
     bad = c.get("/?from=2024-13-01&scene=<b>x</b>")
     assert bad.status_code == 400
     text = bad.get_data(as_text=True)
@@ -381,8 +385,11 @@ def server(folder):
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{srv.effective_port}", folder
-    srv.close()
+    srv.task_dispatcher.shutdown()
+    # waitress has no stop(): its loop ends when it has nothing left to watch, so close it all from inside
+    srv.trigger.pull_trigger(lambda: [d.close() for d in list(srv._map.values())])
     t.join(10)
+    assert not t.is_alive()
 
 
 def test_review_a_queue_end_to_end_in_chromium(server, tmp_path):

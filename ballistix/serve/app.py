@@ -45,6 +45,8 @@ __all__ = ["create_app", "LOCAL_NAMES", "is_loopback"]
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 #: Comparisons computed again and drawn, kept in memory (each a few hundred kB of PNG).
 PAIRS_KEPT = 16
+#: Rows the queue page shows at most (the strongest first; the filters narrow it).
+QUEUE_ROWS = 500
 #: The pages' Content-Security-Policy: everything from the app itself, no inline script or style.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; "
@@ -79,7 +81,7 @@ class _Review:
         self.read_only = read_only
         self.hosts = hosts
         self.lock = threading.Lock()
-        self._graph = (None, None)
+        self._graph = (None, None, None)
         self._pairs: collections.OrderedDict = collections.OrderedDict()
         self._report_dir = tempfile.TemporaryDirectory(prefix="ballistix-review-")
         self._report_state = None
@@ -104,8 +106,19 @@ class _Review:
         with self.lock:
             key = self.state(store)
             if self._graph[0] != key:
-                self._graph = (key, store.graph())
+                self._graph = (key, store.graph(), None)
             return self._graph[1]
+
+    def open_queue(self, store) -> list[tuple[str, str]]:
+        """The pairs of the unfiltered queue (what waits for review), in order: for "next"."""
+        graph = self.graph(store)
+        with self.lock:
+            key, g, pairs = self._graph
+            if pairs is None or g is not graph:
+                pairs = [(r["a"], r["b"]) for r in queue(graph)]
+                if g is graph:
+                    self._graph = (key, g, pairs)
+            return pairs
 
     def pair(self, store, a: str, b: str, record: dict):
         """The comparison of ``a`` and ``b`` computed again and drawn (`review_pair`), kept for the
@@ -285,7 +298,8 @@ def create_app(
         return (
             render_template(
                 "queue.html",
-                rows=rows,
+                rows=rows[:QUEUE_ROWS],
+                total=len(rows),
                 flt=flt,
                 error=error,
                 scenes=graph.ids("scene"),
@@ -334,8 +348,7 @@ def create_app(
             reviewed, key = review.pair(st, a, b, record)
         except (DamagedScanError, BallistixError) as e:
             problem = str(e)
-        open_rows = queue(graph)
-        pairs = [(r["a"], r["b"]) for r in open_rows]
+        pairs = review.open_queue(st)
         here = (record["a"], record["b"]) if record["a"] < record["b"] else (record["b"], record["a"])
         nxt = None
         if pairs:
