@@ -673,8 +673,9 @@ def cmd_serve(args) -> int:
         )
     except OSError as e:
         raise ParameterError(f"cannot serve on {args.host}:{args.port} ({e.strerror or e})") from None
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+    except KeyboardInterrupt:  # waitress ends its loop on Ctrl-C itself; this is for an interrupt before it runs
+        pass
+    print("stopped", file=sys.stderr)
     return 0
 
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import urllib.parse
+import urllib.request
 
 import markupsafe
 import pytest
@@ -345,8 +347,10 @@ def test_with_a_login_every_page_needs_it(folder, tmp_path):
     assert away.status_code == 303 and c.get("/").status_code == 302
     c2 = client(folder, password_hash=generate_password_hash("pw"))
     tok2 = token(c2, "/login")
-    off = c2.post("/login", data={"csrf_token": tok2, "password": "pw", "next": "//evil.example/x"})
-    assert off.headers["Location"] == "/"  # never sent elsewhere after logging in
+    for elsewhere in ("//evil.example/x", "/\\evil.example/x", "https://evil.example/"):
+        off = c2.post("/login", data={"csrf_token": tok2, "password": "pw", "next": elsewhere})
+        assert off.headers["Location"] == "/"  # never sent elsewhere after logging in
+        tok2 = token(c2)
     with bx.CaseStore(folder, create=False, read_only=True) as st:
         assert len(st.decisions()) == 1
 
@@ -358,6 +362,26 @@ def test_a_read_only_store_is_shown_and_takes_no_decisions(base):
     with c.session_transaction() as s:  # a valid token: the refusal is the store's, not the form's
         s["csrf"] = "token"
     assert decide(c, "E0008", "T0003", "identification", "token").status_code == 403
+
+
+def test_ballistix_serve_serves_until_interrupted(base):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ballistix", "serve", "--store", str(base), "--port", "0", "--examiner", "D. Maas"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"at (http://127\.0\.0\.1:\d+/)", line).group(1)
+        with urllib.request.urlopen(url + "compare?a=E0008&b=T0003", timeout=60) as r:
+            page = r.read().decode()
+            assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        assert 'name="examiner" value="D. Maas"' in page
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "stopped" in err
 
 
 def test_serve_without_flask_says_what_to_install(base, capsys, monkeypatch):

@@ -464,7 +464,7 @@ def create_app(
         if not review.password_hash:
             return redirect(url_for("queue"))
         nxt = request.values.get("next") or url_for("queue")
-        if not nxt.startswith("/") or nxt.startswith("//"):  # never a redirect off this server
+        if not nxt.startswith("/") or "\\" in nxt or urllib.parse.urlsplit(nxt).netloc:  # never off this server
             nxt = url_for("queue")
         error = None
         if request.method == "POST":
