@@ -55,16 +55,26 @@ def escape(v) -> str:
     return html.escape(safe_text(text))
 
 
-def table(rows: list[dict], empty: str = "none", *, cls: str = "", num: tuple = ()) -> str:
+def table(rows: list[dict], empty: str = "none", *, cls: str = "", num: tuple = (), link=None) -> str:
     """An HTML table of ``rows`` (dicts with the same keys: the header, ``_`` read as a space);
     ``empty``: said instead when there are no rows; ``cls``: the table's class; ``num``: the
-    columns aligned as numbers."""
+    columns aligned as numbers; ``link``: ``(header, text, href)``, a last column whose cells
+    link to ``href(row)`` (a URL, or None for no link) with ``text``."""
     if not rows:
         return f"<p class='muted'>{escape(empty)}</p>"
     keys = list(rows[0])
     head = "".join(f"<th>{escape(k.replace('_', ' '))}</th>" for k in keys)
+    if link is not None:
+        head += f"<th>{escape(link[0])}</th>"
+
+    def last(r) -> str:
+        if link is None:
+            return ""
+        href = link[2](r)
+        return f"<td><a href='{html.escape(href, quote=True)}'>{escape(link[1])}</a></td>" if href else "<td></td>"
+
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if k in num else ''}>{escape(r[k])}</td>" for k in keys) + "</tr>"
+        "<tr>" + "".join(f"<td{' class=num' if k in num else ''}>{escape(r[k])}</td>" for k in keys) + last(r) + "</tr>"
         for r in rows
     )
     opening = f"<table class='{escape(cls)}'>" if cls else "<table>"

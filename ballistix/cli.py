@@ -2,6 +2,7 @@
 
 ``ballistix demo`` runs the main job on built-in simulated casework;
 ``ballistix ingest | search | compare | link | report | check | confirm | decisions`` work on a case store;
+``ballistix serve`` is the examiners' review app of one (a local web page);
 ``ballistix info FILE...`` reads scans and prints what is in them.
 Errors print one line to stderr and exit with a non-zero code.
 """
@@ -48,6 +49,17 @@ def _non_negative_int(text: str) -> int:
         v = -1
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {safe_text(text)!r}")
+    return v
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port 0-65535, got {safe_text(text)!r}")
     return v
 
 
@@ -598,6 +610,75 @@ def cmd_decisions(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Serve the examiners' review app of a store on this machine (http://127.0.0.1:8750/ by
+    default): the review queue, each comparison drawn with its pose and congruent cells, the
+    decision form (the store's append-only audit log), groups, graph and report. Another interface
+    (--host) needs --allow-remote and a login (--password-file, or BALLISTIX_SERVE_PASSWORD).
+    Needs Flask and waitress: pip install 'ballistix[serve]'."""
+    try:
+        import flask  # noqa: F401
+        import waitress  # noqa: F401
+    except ImportError as e:
+        print(
+            f"error: ballistix serve needs Flask and waitress ({e.name} is not installed): "
+            "pip install 'ballistix[serve]'",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    from werkzeug.security import generate_password_hash
+
+    from .serve import check_binding, serve
+
+    password_hash = None
+    if args.password_file:
+        try:
+            password_hash = Path(args.password_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ParameterError(f"{args.password_file}: cannot read the password file ({e})") from None
+        if not password_hash.count("$") >= 2:
+            raise ParameterError(
+                f'{args.password_file}: not a password hash (make one with: python -c "from werkzeug.security '
+                f"import generate_password_hash as h; print(h(input('password: ')))\")"
+            )
+    elif os.environ.get("BALLISTIX_SERVE_PASSWORD"):
+        password_hash = generate_password_hash(os.environ["BALLISTIX_SERVE_PASSWORD"])
+    check_binding(args.host, allow_remote=args.allow_remote, password_hash=password_hash)
+    read_only = args.read_only or not _writable(args.store)
+
+    def ready(url: str) -> None:
+        print(
+            f"serving {safe_text(args.store)}{' (read-only)' if read_only else ''} at {url}"
+            f"{' (login required)' if password_hash else ''}; Ctrl-C stops",
+            flush=True,
+        )
+        if args.allow_remote:
+            print(
+                "warning: plain HTTP: the password and the pages cross the network unencrypted; "
+                "serve it behind a TLS proxy outside a trusted network",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    try:
+        serve(
+            args.store,
+            host=args.host,
+            port=args.port,
+            allow_remote=args.allow_remote,
+            password_hash=password_hash,
+            examiner=args.examiner,
+            read_only=read_only,
+            ready=ready,
+        )
+    except OSError as e:
+        raise ParameterError(f"cannot serve on {args.host}:{args.port} ({e.strerror or e})") from None
+    except KeyboardInterrupt:  # waitress ends its loop on Ctrl-C itself; this is for an interrupt before it runs
+        pass
+    print("stopped", file=sys.stderr)
+    return 0
+
+
 def cmd_import(args) -> int:
     """Import case data into a store from CSV files: scenes, recovered firearms, tracing results
     (the columns: docs/store.md, "Case data"). Each file is checked whole and written all or
@@ -815,6 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
         _check_parser,
         _confirm_parser,
         _decisions_parser,
+        _serve_parser,
         _rule_parser,
         _import_parser,
         _export_parser,
@@ -1037,6 +1119,26 @@ def _decisions_parser(sub) -> None:
     de.add_argument("--current", action="store_true", help="only each pair's current decision")
     de.add_argument("--json", action="store_true")
     de.set_defaults(func=cmd_decisions)
+
+
+def _serve_parser(sub) -> None:
+    """The ``serve`` subcommand and its arguments."""
+    se = sub.add_parser(
+        "serve", help="the examiners' review app of a store (a local web page)", description=cmd_serve.__doc__
+    )
+    se.add_argument("--store", required=True)
+    se.add_argument("--port", type=_port, default=8750, help="TCP port (default 8750; 0: any free port)")
+    se.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    se.add_argument(
+        "--allow-remote", action="store_true", help="allow a --host other than this machine (needs a login)"
+    )
+    se.add_argument(
+        "--password-file",
+        help="file holding a password hash (werkzeug.security.generate_password_hash): every page needs a login",
+    )
+    se.add_argument("--examiner", type=_text, help="the name the decision form starts with")
+    se.add_argument("--read-only", action="store_true", help="show the store, record no decisions")
+    se.set_defaults(func=cmd_serve)
 
 
 def _rule_parser(sub) -> None:

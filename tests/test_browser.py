@@ -5,225 +5,36 @@ any uncaught JavaScript error, console error, resource that did not load,
 image that did not decode, or request that would need the network, and saves
 a full-page screenshot under the test's ``tmp_path`` (its path is printed).
 
-Chromium is driven through the DevTools protocol over ``--remote-debugging-pipe``
-(file descriptors 3 and 4, messages separated by NUL bytes), so no websocket
-or browser-automation package is needed. The tests skip when no Chromium
-binary is found (``.ci/run`` installs Debian's ``chromium`` when it can).
+The browser is driven over the DevTools pipe (`_browser.DevTools`, shared with
+test_serve.py); the tests skip when no Chromium binary is found (``.ci/run``
+installs Debian's ``chromium`` when it can).
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import os
-import select
-import shutil
-import subprocess
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from _browser import (  # noqa: F401  (re-exported: test_validate.py takes its helpers from here)
+    BROKEN_IMAGES_JS,
+    BROWSERS,
+    LOCAL_SCHEMES,
+    DevTools,
+    PageResult,
+    chromium_or_skip,
+    find_chromium,
+    png_size,
+    problems_in,
+)
 
 import ballistix as bx
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "headless_shell")
-LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
-
-
-def find_chromium() -> str | None:
-    """The Chromium (or Chrome) executable: ``$BALLISTIX_CHROMIUM``, else the first of
-    `BROWSERS` on the ``PATH``; None when there is none."""
-    exe = os.environ.get("BALLISTIX_CHROMIUM")
-    if exe:
-        return exe if Path(exe).is_file() else None
-    for name in BROWSERS:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    exe = find_chromium()
-    if exe is None:
-        pytest.skip("no Chromium found (install Debian's 'chromium' or set BALLISTIX_CHROMIUM)")
-    return exe
-
-
-class DevTools:
-    """A headless Chromium driven over the DevTools pipe (``--remote-debugging-pipe``).
-
-    Parameters
-    ----------
-    exe : str
-        The Chromium executable.
-    profile : path
-        An empty folder for the browser profile.
-    timeout : float
-        Seconds to wait for any one answer before giving up.
-    """
-
-    def __init__(self, exe: str, profile: Path, timeout: float = 60.0):
-        self.timeout = timeout
-        self.events: list[dict] = []
-        self._buf = b""
-        self._id = 0
-        to_browser_r, self._to_browser = os.pipe()
-        self._from_browser, from_browser_w = os.pipe()
-
-        def child_fds():  # the browser reads commands on fd 3 and writes answers on fd 4
-            a, b = os.dup(to_browser_r), os.dup(from_browser_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        self.stderr = open(Path(profile) / "stderr.txt", "w+b")
-        args = [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--remote-debugging-pipe",
-            f"--user-data-dir={profile}",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--hide-scrollbars",
-            "--mute-audio",
-            # offline: no host name resolves, so nothing can leave the machine even by accident
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            "about:blank",
-        ]
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=self.stderr,
-            stderr=self.stderr,
-            preexec_fn=child_fds,
-            close_fds=False,
-        )
-        os.close(to_browser_r)
-        os.close(from_browser_w)
-
-    def _read(self, timeout: float) -> dict | None:
-        """The next message from the browser, or None after ``timeout`` seconds."""
-        end = time.monotonic() + timeout
-        while b"\0" not in self._buf:
-            left = end - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self._from_browser], [], [], left)
-            if ready:
-                chunk = os.read(self._from_browser, 1 << 20)
-                if not chunk:
-                    raise RuntimeError(f"Chromium closed the DevTools pipe; its log:\n{self.log()}")
-                self._buf += chunk
-        msg, self._buf = self._buf.split(b"\0", 1)
-        return json.loads(msg)
-
-    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
-        """Send one command and return its result; events that arrive meanwhile are kept in ``events``."""
-        self._id += 1
-        msg = {"id": self._id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        os.write(self._to_browser, json.dumps(msg).encode() + b"\0")
-        while True:
-            answer = self._read(self.timeout)
-            if answer is None:
-                raise TimeoutError(f"Chromium did not answer {method} within {self.timeout} s")
-            if answer.get("id") == self._id:
-                if "error" in answer:
-                    raise RuntimeError(f"{method}: {answer['error']}")
-                return answer.get("result", {})
-            self.events.append(answer)
-
-    def wait_for(self, method: str, timeout: float) -> bool:
-        """Collect events until one named ``method`` arrives (True) or ``timeout`` passes (False)."""
-        end = time.monotonic() + timeout
-        while (left := end - time.monotonic()) > 0:
-            m = self._read(left)
-            if m is None:
-                return False
-            self.events.append(m)
-            if m.get("method") == method:
-                return True
-        return False
-
-    def settle(self, quiet: float = 0.5, limit: float = 5.0) -> None:
-        """Collect events until none has arrived for ``quiet`` seconds (at most ``limit``)."""
-        end = time.monotonic() + limit
-        while time.monotonic() < end:
-            m = self._read(quiet)
-            if m is None:
-                return
-            self.events.append(m)
-
-    def log(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode("utf-8", "replace")[-4000:]
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close")
-        except Exception:
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        os.close(self._to_browser)
-        os.close(self._from_browser)
-        self.stderr.close()
-
-
-@dataclass
-class PageResult:
-    """What a page did in the browser: its problems (empty when clean), the screenshot, and
-    the values of the JavaScript expressions asked for."""
-
-    url: str
-    problems: list[str] = field(default_factory=list)
-    screenshot: Path | None = None
-    values: dict = field(default_factory=dict)
-
-
-def problems_in(events: list[dict]) -> list[str]:
-    """Everything in a page's DevTools events that a person would call broken: uncaught
-    exceptions, console errors and assertions, error log entries (failed resources), failed
-    loads, HTTP error statuses, and requests that would leave the machine."""
-    urls, out = {}, []
-    for e in events:
-        m, p = e.get("method"), e.get("params", {})
-        if m == "Network.requestWillBeSent":
-            url = p["request"]["url"]
-            urls[p["requestId"]] = url
-            if not url.startswith(LOCAL_SCHEMES):
-                out.append(f"needs the network: {url}")
-        elif m == "Runtime.exceptionThrown":
-            d = p["exceptionDetails"]
-            what = d.get("exception", {}).get("description") or d.get("text")
-            out.append(f"uncaught exception at {d.get('url', '?')}:{d.get('lineNumber', -1) + 1}: {what}")
-        elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            text = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
-            out.append(f"console.{p['type']}: {text}")
-        elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
-            out.append(f"log error: {p['entry'].get('text')} ({p['entry'].get('url', '')})")
-        elif m == "Network.loadingFailed" and not p.get("canceled"):
-            out.append(f"failed to load {urls.get(p['requestId'], p['requestId'])}: {p.get('errorText')}")
-        elif m == "Network.responseReceived" and p["response"].get("status", 200) >= 400:
-            out.append(f"HTTP {p['response']['status']} for {p['response'].get('url')}")
-    return out
-
-
-BROKEN_IMAGES_JS = "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+    return chromium_or_skip()
 
 
 def render(
@@ -326,13 +137,6 @@ def render(
         result.problems += [f"image did not load: {src[:80]}" for src in result.values.get("broken_images") or []]
     print(f"screenshot of {page}: {result.screenshot}")
     return result
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a PNG, read from its header."""
-    head = Path(path).read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 # ----------------------------------------------------------------- the checker itself can fail

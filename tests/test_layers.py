@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("ballistix.evidence", "ballistix.verify", "ballistix.cohort", "ballistix.index"),
     ("ballistix.graph",),
     ("ballistix.store", "ballistix.validation"),
-    ("ballistix._demo", "ballistix.cli", "ballistix.__main__", "ballistix"),
+    ("ballistix._demo", "ballistix.serve", "ballistix.cli", "ballistix.__main__", "ballistix"),
 ]
 
 

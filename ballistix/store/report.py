@@ -8,7 +8,7 @@ import io
 import itertools
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .._files import atomic_file
@@ -147,14 +147,17 @@ class _Tables:
     """The report's tables: short ones whole, long ones as their first `REPORT_ROWS` rows plus a
     CSV file of every row, written row by row."""
 
-    def __init__(self, path: Path, max_rows: int):
+    def __init__(self, path: Path, max_rows: int, links: Mapping | None = None):
         self.folder = path.with_name(path.stem + "-tables")
         self.max_rows = max_rows
+        self.links = dict(links or {})
         self.written: list[Path] = []
         self.long: list[str] = []
 
     def show(self, name: str, rows: Iterable[dict], empty: str = "none", **kw) -> str:
         assert name in _TABLES
+        if name in self.links:
+            kw["link"] = self.links[name]
         rows = iter(rows)
         head = list(itertools.islice(rows, self.max_rows + 1))
         if len(head) <= self.max_rows:
@@ -190,7 +193,13 @@ class _Tables:
 
 
 def write_report(
-    store, path, *, since: str | None = None, max_rows: int = REPORT_ROWS, comparisons: str = "auto"
+    store,
+    path,
+    *,
+    since: str | None = None,
+    max_rows: int = REPORT_ROWS,
+    comparisons: str = "auto",
+    links: Mapping | None = None,
 ) -> Path:
     """Write the store's report to ``path`` (one self-contained HTML file; figures inline).
 
@@ -201,7 +210,7 @@ def write_report(
     Tables longer than ``max_rows`` show their first rows; every row goes to a CSV
     file in ``<report name>-tables/`` beside the report (see `write_graph_report`).
     ``comparisons``: those of the store's graph (`CaseStore.graph`); a graph of the
-    evidence only says at the top what it left out.
+    evidence only says at the top what it left out. ``links``: as for `write_graph_report`.
     """
     check_since(since)
     g = store.graph(comparisons=comparisons)
@@ -224,6 +233,7 @@ def write_report(
         failures=store.failures(),
         decisions=store.decisions(current=True),
         max_rows=max_rows,
+        links=links,
     )
 
 
@@ -238,6 +248,7 @@ def write_graph_report(
     failures: Iterable[dict] = (),
     decisions: Iterable[dict] | None = None,
     max_rows: int = REPORT_ROWS,
+    links: Mapping | None = None,
 ) -> Path:
     """Write the report of a `LinkageGraph` to ``path``: leads, same-gun groups, scene timeline and
     links, unrecovered guns, tracing (SDG 16.4.2), review lists, examiners' decisions, calibrations.
@@ -270,6 +281,11 @@ def write_graph_report(
         Default: those the graph's edges carry (verdict, examiner, time; no reason).
     max_rows : int
         Rows a table shows before the rest goes to its CSV file.
+    links : mapping, optional
+        Table name (``leads``, ``groups``, ``candidates``, ``weak_links``, ``decisions``, ...) to
+        ``(header, text, href)``: the table gets a last column whose cells link to ``href(row)``
+        (a URL or None), shown as ``text`` (the review app links rows to its comparison pages;
+        the CSV files are unchanged).
 
     Returns
     -------
@@ -289,7 +305,7 @@ def write_graph_report(
     rule, failures = rule or {}, list(failures)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tables = _Tables(path, max_rows)
+    tables = _Tables(path, max_rows, links)
     n = Counter(kind for _, kind in g.nx.nodes(data="kind"))
     leads = g.leads(new_exhibits)
     groups = list(iter_group_summaries(g, min_size=2))
