@@ -364,12 +364,20 @@ def test_a_read_only_store_is_shown_and_takes_no_decisions(base):
     assert decide(c, "E0008", "T0003", "identification", "token").status_code == 403
 
 
+def _ctrl_c_as_in_a_terminal():
+    """Ctrl-C's default action in the child: a test run started in the background (``cmd &`` in a
+    script, as CI may start it) ignores SIGINT, and a child inherits that, so Python would never see
+    the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ballistix_serve_serves_until_interrupted(base):
     proc = subprocess.Popen(
         [sys.executable, "-m", "ballistix", "serve", "--store", str(base), "--port", "0", "--examiner", "D. Maas"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     try:
         line = proc.stdout.readline()
