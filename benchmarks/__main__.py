@@ -299,6 +299,33 @@ def summary_rows() -> list[list[str]]:
             " / ".join(_fmt(_get(modes, m, "pairs_per_second")) for m in ways) + f"; {d.get('identical')}",
             d,
         )
+    if d := load("store_scale"):
+        b, f = d.get("build", {}), d.get("first_stage", {})
+        add(
+            "store_scale",
+            f"{b.get('exhibits', 0):,} exhibits: import /s, disk GB, open s, peak RSS GB",
+            f"{_fmt(b.get('import_per_second'))}, {_fmt(b.get('disk_gb'))}, {_fmt(f.get('open_seconds'))}, "
+            f"{_fmt((f.get('peak_rss_mb') or 0) / 1024)}",
+            d,
+        )
+        add(
+            "store_scale",
+            "first stage p50 ms: compact / re-ranked 10 x k (cold); Fadul partners kept of the full shortlist",
+            f"{_fmt(_get(f, 'first_stage_ms', 'p50'))} / {_fmt(_get(f, 'first_stage_refined_ms', 'p50'))}; "
+            f"{_fmt(_get(f, 'partners_fadul', 'compact_keeps_of_full'))} / "
+            f"{_fmt(_get(f, 'partners_fadul', 'refined_keeps_of_full'))}",
+            d,
+        )
+        secs = [q["seconds"] for q in _get(d, "verified", "queries", default=[])]
+        all_secs = [q["seconds"] for q in _get(d, "verified_all", "queries", default=[])]
+        if secs or all_secs:
+            add(
+                "store_scale",
+                "verified search s: verify_top=20 / all 200 of the shortlist (2 cores)",
+                f"{_fmt(min(secs)) if secs else 'n/a'}-{_fmt(max(secs)) if secs else 'n/a'} / "
+                f"{_fmt(min(all_secs)) if all_secs else 'n/a'}-{_fmt(max(all_secs)) if all_secs else 'n/a'}",
+                d,
+            )
     if d := load("first_stage"):
         res = d.get("results", {})
         for where in ("all sets in one index", "batch", "fadul"):
