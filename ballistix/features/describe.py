@@ -38,9 +38,10 @@ axis):
 Step 4's log spectrum and harmonic weights and step 3's band are version 2
 (``polar-spectrum-crossradius-v2``). On simulated photometric-stereo scans in
 batches that share an instrument artefact (every gun's other shots in other
-batches) they bring the first same-gun partner to rank 1 for 88% of queries,
-against none with version 1, and keep the real Fadul scans at rank 1 for every
-query (``python -m benchmarks.first_stage``). Version 1 stays computable
+batches) they bring the first same-gun partner to rank 1 for 72% of queries
+(89% with moderate impressions), against 0% (14%) with version 1, and put a
+same-slide scan first for every real Fadul query (``python -m
+benchmarks.first_stage``; docs/search.md has the table). Version 1 stays computable
 (`descriptor_params` of its recorded info): a store or index keeps the
 descriptor it was built with.
 
