@@ -20,13 +20,15 @@ tracing fields of firearms the store holds, and nothing else.
 
 A file is checked whole before anything is written: an unknown column, a bad value (named by
 its line and column), an id given twice or, for tracing, a firearm the store does not hold
-refuse the whole file, and the store is unchanged. A good file is written in one transaction.
+refuse the whole file, and the store is unchanged. A good file is written in one transaction,
+with its record in the store's imports log (`CaseStore.imports`).
 Export writes the same columns, so a table exported and imported again is the same table.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from pathlib import Path
 
@@ -113,13 +115,19 @@ def read_table(path, kind: str | None = None) -> tuple[str, list[dict]]:
     ParameterError
         A value is refused: the message names the file, the line and the column.
     """
+    return read_table_sha256(path, kind)[:2]
+
+
+def read_table_sha256(path, kind: str | None = None) -> tuple[str, list[dict], str]:
+    """`read_table`, and the SHA-256 of the bytes it read: (kind, records, sha256)."""
     path = Path(path)
     if kind is not None and kind not in KINDS:
         raise ParameterError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     try:
         if path.stat().st_size > MAX_CSV_BYTES:
             raise FileFormatError(path, f"larger than {MAX_CSV_BYTES:,} bytes: not a case-data table")
-        text = path.read_bytes().decode("utf-8-sig")
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
     except OSError as e:
         raise FileFormatError(path, f"cannot be read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
@@ -166,7 +174,7 @@ def read_table(path, kind: str | None = None) -> tuple[str, list[dict]]:
             records.append({key: ident, **rec})
     except csv.Error as e:
         raise FileFormatError(path, f"line {reader.line_num}: {e}") from None
-    return kind, records
+    return kind, records, hashlib.sha256(data).hexdigest()
 
 
 def table_rows(kind: str, records: list[dict]) -> list[list[str]]:
