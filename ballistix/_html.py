@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Mapping
 
 from ._records import safe_text
 
@@ -55,11 +56,15 @@ def escape(v) -> str:
     return html.escape(safe_text(text))
 
 
-def table(rows: list[dict], empty: str = "none", *, cls: str = "", num: tuple = (), link=None) -> str:
+def table(
+    rows: list[dict], empty: str = "none", *, cls: str = "", num: tuple = (), link=None, short: Mapping | None = None
+) -> str:
     """An HTML table of ``rows`` (dicts with the same keys: the header, ``_`` read as a space);
     ``empty``: said instead when there are no rows; ``cls``: the table's class; ``num``: the
     columns aligned as numbers; ``link``: ``(header, text, href)``, a last column whose cells
-    link to ``href(row)`` (a URL, or None for no link) with ``text``."""
+    link to ``href(row)`` (a URL, or None for no link) with ``text``; ``short``: column to
+    length, cells of that column longer than it shown shortened, whole in their title."""
+    short = dict(short or {})
     if not rows:
         return f"<p class='muted'>{escape(empty)}</p>"
     keys = list(rows[0])
@@ -73,10 +78,15 @@ def table(rows: list[dict], empty: str = "none", *, cls: str = "", num: tuple = 
         href = link[2](r)
         return f"<td><a href='{html.escape(href, quote=True)}'>{escape(link[1])}</a></td>" if href else "<td></td>"
 
-    body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if k in num else ''}>{escape(r[k])}</td>" for k in keys) + last(r) + "</tr>"
-        for r in rows
-    )
+    def cell(k, v) -> str:
+        attrs = " class=num" if k in num else ""
+        text = "" if v is None else str(v)
+        if k in short and len(text) > short[k]:
+            attrs += f" title='{html.escape(safe_text(text), quote=True)}'"
+            v = text[: short[k]] + "\u2026"
+        return f"<td{attrs}>{escape(v)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(k, r[k]) for k in keys) + last(r) + "</tr>" for r in rows)
     opening = f"<table class='{escape(cls)}'>" if cls else "<table>"
     return f"{opening}<tr>{head}</tr>{body}</table>"
 

@@ -1,7 +1,8 @@
 """The ``ballistix`` command.
 
 ``ballistix demo`` runs the main job on built-in simulated casework;
-``ballistix ingest | search | compare | link | report | check | confirm | decisions`` work on a case store;
+``ballistix ingest | search | compare | link | report | check | confirm | decisions | imports`` work on a
+case store;
 ``ballistix serve`` is the examiners' review app of one (a local web page);
 ``ballistix info FILE...`` reads scans and prints what is in them.
 Errors print one line to stderr and exit with a non-zero code.
@@ -610,6 +611,43 @@ def cmd_decisions(args) -> int:
     return 0
 
 
+def cmd_imports(args) -> int:
+    """List the files imported into a store, oldest first: case-data tables (ballistix import) and
+    bundles of exhibits from other labs (ballistix import-exhibits), each with its SHA-256, its
+    counts, who imported it and when. The log is append-only: a record is never changed."""
+    with _store(args, read_only=not _writable(args.store)) as st:
+        rows = st.imports()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_table([_import_row(d) for d in rows])
+    return 0
+
+
+def _import_row(d: dict) -> dict:
+    """A row of the imports log as ``ballistix imports`` prints it."""
+    s = d["summary"] or {}
+    note = ""
+    if d["kind"] == "exhibits-bundle":
+        lab = s.get("lab") or {}
+        note = (
+            f"from {safe_text(lab.get('id'))}: {s.get('exhibits_existing', 0)} already here, "
+            f"{s.get('exhibits_failed', 0)} failed"
+        )
+    return {
+        "id": d["import_id"],
+        "kind": d["kind"],
+        "file": safe_text(d["source_name"]),
+        "sha256": d["sha256"][:12],
+        "rows": d["rows"],
+        "added": d["added"],
+        "updated": d["updated"],
+        "by": safe_text(d["created_by"]),
+        "when (UTC)": d["created_utc"],
+        "notes": note or "-",
+    }
+
+
 def cmd_serve(args) -> int:
     """Serve the examiners' review app of a store on this machine (http://127.0.0.1:8750/ by
     default): the review queue, each comparison drawn with its pose and congruent cells, the
@@ -896,6 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
         _check_parser,
         _confirm_parser,
         _decisions_parser,
+        _imports_parser,
         _serve_parser,
         _rule_parser,
         _import_parser,
@@ -1119,6 +1158,14 @@ def _decisions_parser(sub) -> None:
     de.add_argument("--current", action="store_true", help="only each pair's current decision")
     de.add_argument("--json", action="store_true")
     de.set_defaults(func=cmd_decisions)
+
+
+def _imports_parser(sub) -> None:
+    """The ``imports`` subcommand and its arguments."""
+    ip = sub.add_parser("imports", help="list the files imported into a store", description=cmd_imports.__doc__)
+    ip.add_argument("--store", required=True)
+    ip.add_argument("--json", action="store_true")
+    ip.set_defaults(func=cmd_imports)
 
 
 def _serve_parser(sub) -> None:

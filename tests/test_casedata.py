@@ -1,5 +1,6 @@
 """Case data in and out of a store as CSV (`ballistix.store.casedata`, `CaseStore.import_table`)."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 from ballistix.errors import BallistixError, FileFormatError, ParameterError
 from ballistix.store import CaseStore
+from ballistix.store.casedata import FORMULA_START, guard_cell, unguard_cell
 
 SCENES = """scene_id,date,place,lat,lon,context
 S-1,2025-03-02,Harbour district,51.5,-0.12,organized crime
@@ -63,6 +65,73 @@ def test_tables_round_trip_and_reach_the_graph(tmp_path):
         again = st.export_table(tmp_path / "again.csv", "firearms")
     assert again.read_bytes() == out["firearms"].read_bytes()
     assert out["tracing"].read_text().splitlines()[1] == "F-1,traced,diverted from a dealer,US"
+
+
+FORMULAS = [
+    '=HYPERLINK("http://x")',
+    "+31 20 555",
+    "@SUM(A1)",
+    "-2+3",
+    "-",
+    "'=already quoted",
+    "''+twice",
+    "'plain apostrophe",
+    "'",
+    "plain",
+]
+NUMBERS = ["-33.9", "+5", "1e-05", "-.5"]
+
+
+@pytest.mark.parametrize("text", [*FORMULAS, *NUMBERS, "=", "@"])
+def test_guard_cell_is_undone_by_unguard_cell(text):
+    cell = guard_cell(text)
+    assert unguard_cell(cell) == text
+    # what a spreadsheet reads first is never a formula start, unless the cell is a plain number
+    assert not cell.startswith(FORMULA_START) or text in NUMBERS
+    assert (cell == text) == (text in [*NUMBERS, "'plain apostrophe", "'", "plain"])
+
+
+def test_exported_cells_a_spreadsheet_would_run_are_guarded_and_come_back_the_same(tmp_path):
+    with CaseStore(tmp_path / "a") as st:
+        st.add_scene("S-1", lat=-33.9, lon=-70.65, place="=1+1", context="@evil")
+        st.add_scene("=S-2", lon=151.2, place="-")
+        for k, text in enumerate(FORMULAS):
+            st.add_firearm(f"F-{k}", make=text, tracing_result=text, origin_country="AT")
+        st.add_firearm("+F", model="+31 20 555")
+        out = {k: st.export_table(tmp_path / f"{k}.csv", k) for k in ("scenes", "firearms", "tracing")}
+        before = _tables(st)
+    scenes = out["scenes"].read_text(encoding="utf-8").splitlines()
+    assert scenes[1:] == ["'=S-2,,'-,,151.2,", "S-1,,'=1+1,-33.9,-70.65,'@evil"]  # numbers stay numbers
+    rows = list(csv.reader(out["firearms"].open(encoding="utf-8", newline="")))
+    makes = {r[0]: r[1] for r in rows[1:]}
+    assert [makes[f"F-{k}"] for k in range(len(FORMULAS))] == [
+        "'" + FORMULAS[0],
+        "'+31 20 555",
+        "'@SUM(A1)",
+        "'-2+3",
+        "'-",
+        "''=already quoted",
+        "'''+twice",
+        "'plain apostrophe",
+        "'",
+        "plain",
+    ]
+    assert rows[1][0] == "'+F" and rows[1][2] == "'+31 20 555"
+    assert """'=HYPERLINK(""http://x"")""" in out["tracing"].read_text(encoding="utf-8")  # CSV-quoted
+    for row in rows[1:]:  # no cell a spreadsheet would run
+        assert not any(c.startswith(FORMULA_START) for c in row)
+    with CaseStore(tmp_path / "b") as st:  # imported again: the same values, byte for byte when exported again
+        for k in ("scenes", "firearms"):
+            st.import_table(out[k])
+        assert _tables(st) == before
+        f0 = dict(_tables(st)["firearms"])["F-0"]
+        assert f0["make"] == '=HYPERLINK("http://x")' and f0["tracing_result"] == '=HYPERLINK("http://x")'
+        assert dict(_tables(st)["scenes"])["S-1"]["lon"] == -70.65
+        st.import_table(out["tracing"])
+        assert _tables(st) == before
+        again = {k: st.export_table(tmp_path / f"again-{k}.csv", k) for k in ("scenes", "firearms", "tracing")}
+    for k in again:
+        assert again[k].read_bytes() == out[k].read_bytes()
 
 
 def test_a_partial_file_sets_its_columns_and_an_empty_cell_clears(tmp_path):
@@ -196,6 +265,7 @@ def test_iafq_export_as_csv_and_as_a_workbook_whose_text_is_never_a_formula(tmp_
     lines = (tmp_path / "iafq.csv").read_text().splitlines()
     assert lines[0] == "table,category,seized,found,surrendered,status not recorded,total"
     assert "by type,pistol,2,0,0,0,2" in lines and "SDG 16.4.2,share traced,0.5000,1.0000,0.0000,,0.5000" in lines
+    assert """by type,"'=HYPERLINK(""http://x"")",0,0,0,1,1""" in lines  # text a spreadsheet would run: guarded
     out = subprocess.run([*run, "--out", str(tmp_path / "iafq.xlsx")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     wb = openpyxl.load_workbook(tmp_path / "iafq.xlsx")

@@ -11,7 +11,7 @@ import pytest
 
 import ballistix as bx
 from ballistix.errors import FileFormatError, ParameterError
-from ballistix.store import CaseStore
+from ballistix.store import CaseStore, casestore
 
 FAST = {"spacing_um": 12.5}
 
@@ -52,12 +52,73 @@ def test_a_bundle_moves_exhibits_with_their_records_and_the_senders_identity(tmp
         assert g.nx.nodes["firearm:F-1"]["received_from"] == "LAB-A"
         again = st.import_exhibits(bundle)  # the same bundle twice: nothing new
         assert again["added"] == [] and sorted(again["existing"]) == sorted(r["added"])
+        log = st.imports()  # each import of the bundle is in the log, with its checksum and counts
+    assert [(d["import_id"], d["kind"], d["source_name"], d["rows"], d["added"], d["updated"]) for d in log] == [
+        (1, "exhibits-bundle", str(bundle), 4, 4, 0),
+        (2, "exhibits-bundle", str(bundle), 4, 0, 0),
+    ]
+    assert [d["import_id"] for d in log] == [r["import_id"], again["import_id"]]
+    assert {d["sha256"] for d in log} == {r["bundle_sha256"], hashlib.sha256(bundle.read_bytes()).hexdigest()}
+    assert log[0]["summary"] == {
+        "lab": {"id": "LAB-A", "name": "Lab A", "sent_utc": r["lab"]["sent_utc"], "sent_by": r["lab"]["sent_by"]},
+        "exhibits_added": 4,
+        "exhibits_existing": 0,
+        "exhibits_failed": 0,
+        "scenes_added": 0,
+        "firearms_added": 1,
+        "kept_local": 1,
+    }
+    assert (log[1]["summary"]["exhibits_existing"], log[1]["summary"]["firearms_added"]) == (4, 0)
+    assert log[1]["summary"]["kept_local"] == 2  # the scene, and now the firearm the first import added
     a, b = _rows(d / "store"), _rows(tmp_path / "b")
     assert [x[:3] for x in a] == [x[:3] for x in b]  # the same sources, bit-identical descriptors
     meta = json.loads(b[0][3])["received_from"]
     assert meta["lab"] == "LAB-A" and meta["exhibit_id"] == "case-0" and meta["bundle_sha256"] == r["bundle_sha256"]
     assert meta["ingested"]["ballistix_version"] == bx.__version__
     assert (tmp_path / "b" / "received" / f"{a[0][1]}.x3p").is_file()  # the evidence received, kept
+
+
+def test_a_bundle_with_a_failed_exhibit_is_logged_with_it(tmp_path, lab_a, monkeypatch):
+    _, _, bundle = lab_a
+    prepare = casestore._prepare
+
+    def fail_the_first(job):  # as if the first exhibit's file could not be read here
+        return (None, "unreadable here") if job[3]["exhibit_id"] == "case-0" else prepare(job)
+
+    monkeypatch.setattr(casestore, "_prepare", fail_the_first)
+    with CaseStore(tmp_path / "b", preprocess_params=FAST) as st:
+        r = st.import_exhibits(bundle)
+        assert len(r["failed"]) == 1 and len(r["added"]) == 3
+        (log,) = st.imports()
+    assert (log["rows"], log["added"]) == (4, 3)
+    assert (log["summary"]["exhibits_failed"], log["summary"]["exhibits_existing"]) == (1, 0)
+
+
+def test_an_interrupted_bundle_import_is_logged_when_run_again(tmp_path, lab_a, monkeypatch):
+    """The exhibits are committed one by one (as ingest does); the sender's records and the log row
+    together at the end. Interrupted, the exhibits committed stay and nothing is logged; the same
+    bundle imported again completes the import and logs it."""
+    _, _, bundle = lab_a
+    insert = CaseStore._insert
+    calls = []
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return insert(self, *args)
+
+    monkeypatch.setattr(CaseStore, "_insert", interrupted)
+    with CaseStore(tmp_path / "b", preprocess_params=FAST) as st:
+        with pytest.raises(KeyboardInterrupt):
+            st.import_exhibits(bundle)
+        assert len(st) == 1 and st.imports() == []
+        assert st._db.execute("SELECT COUNT(*) FROM firearms").fetchone()[0] == 0
+        monkeypatch.setattr(CaseStore, "_insert", insert)
+        r = st.import_exhibits(bundle)
+        assert (len(r["added"]), len(r["existing"]), r["firearms_added"]) == (3, 1, ["F-1"])
+        (log,) = st.imports()
+    assert (log["import_id"], log["added"], log["summary"]["exhibits_existing"]) == (1, 3, 1)
 
 
 def _rewrite(src, dst, change):
@@ -115,6 +176,7 @@ def test_a_damaged_or_altered_bundle_is_refused_whole(tmp_path, lab_a, change, m
             st.import_exhibits(bad)
         assert str(bad) in str(e.value)
         assert len(st) == 0 and st.graph().nx.number_of_nodes() == 0
+        assert st.imports() == []  # a refused bundle is not logged
     assert not list((tmp_path / "b" / "received").glob("*.x3p"))
 
 
@@ -137,15 +199,17 @@ def test_a_consistently_rewritten_manifest_still_has_to_match_the_files(tmp_path
     with CaseStore(tmp_path / "b", preprocess_params=FAST) as st:
         with pytest.raises(FileFormatError, match="files the manifest does not list|is missing"):
             st.import_exhibits(bad)
-        assert len(st) == 0
+        assert len(st) == 0 and st.imports() == []
 
 
 @pytest.mark.parametrize("data", [b"", b"not a zip at all", b"PK\x03\x04" + b"\0" * 40])
 def test_a_file_that_is_not_a_bundle_is_refused(tmp_path, data):
     path = tmp_path / "x.bxex"
     path.write_bytes(data)
-    with CaseStore(tmp_path / "b") as st, pytest.raises(FileFormatError, match="x.bxex"):
-        st.import_exhibits(path)
+    with CaseStore(tmp_path / "b") as st:
+        with pytest.raises(FileFormatError, match="x.bxex"):
+            st.import_exhibits(path)
+        assert st.imports() == []
 
 
 def test_export_refuses_a_source_that_changed_since_ingest(tmp_path, lab_a):
@@ -179,3 +243,9 @@ def test_command_line_exchange(tmp_path, lab_a):
     )
     assert out.returncode == 0, out.stderr
     assert "from LAB-A: 2 exhibits added, 0 already here, 0 failed" in out.stdout
+    out = subprocess.run([*run, "imports", "--store", str(tmp_path / "b")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.splitlines()[2]
+    sha = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    assert row.split()[:7] == ["1", "exhibits-bundle", str(bundle), sha[:12], "2", "2", "0"]
+    assert row.endswith("from LAB-A: 0 already here, 0 failed")

@@ -173,6 +173,7 @@ def test_v1_store_is_migrated_and_keeps_its_comparisons(store):
     db.execute("ALTER TABLE comparisons DROP COLUMN log10_lr")  # as ballistix 0.1.0 left it
     db.execute("ALTER TABLE comparisons DROP COLUMN evidence_json")
     db.execute("DROP TABLE decisions")  # schema 4's log (its index and triggers go with it)
+    db.execute("DROP TABLE imports")  # schema 5's log
     for col in ("scan_sha256", "scan_state", "source_path", "source_read"):  # schema 3's columns: 0.1.0 had none
         db.execute(f"ALTER TABLE exhibits DROP COLUMN {col}")
     db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")

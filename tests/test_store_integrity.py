@@ -115,9 +115,11 @@ def test_swapped_cached_scan_is_refused_not_reported_as_a_45_cmc_match(base, tmp
 
 
 def _downgrade_to_v2(folder):
-    """Make a store look as ballistix 0.2 left it: no schema-3 columns, no schema-4 decisions, schema version 2."""
+    """Make a store look as ballistix 0.2 left it: no schema-3 columns, no schema-4 decisions, no schema-5
+    imports log, schema version 2."""
     db = sqlite3.connect(folder / "store.sqlite")
     db.execute("DROP TABLE decisions")
+    db.execute("DROP TABLE imports")
     for col in ("scan_sha256", "scan_state", "source_path", "source_read"):
         db.execute(f"ALTER TABLE exhibits DROP COLUMN {col}")
     db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
@@ -475,7 +477,15 @@ def test_check_finds_every_kind_of_damage_and_repair_mends_it(tmp_path, sources,
             "store": str(folder),
             "ok": True,
             "repair": False,
-            "checked": {"database": 1, "decisions": 0, "descriptors": 6, "scans": 6, "index": 1, "calibrations": 0},
+            "checked": {
+                "database": 1,
+                "decisions": 0,
+                "imports": 0,
+                "descriptors": 6,
+                "scans": 6,
+                "index": 1,
+                "calibrations": 0,
+            },
             "problems": [],
             "notes": [],
         }

@@ -20,21 +20,31 @@ tracing fields of firearms the store holds, and nothing else.
 
 A file is checked whole before anything is written: an unknown column, a bad value (named by
 its line and column), an id given twice or, for tracing, a firearm the store does not hold
-refuse the whole file, and the store is unchanged. A good file is written in one transaction.
+refuse the whole file, and the store is unchanged. A good file is written in one transaction,
+with its record in the store's imports log (`CaseStore.imports`).
 Export writes the same columns, so a table exported and imported again is the same table.
+
+**Formulas.** A spreadsheet runs a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+carriage return as a formula ("CSV injection"). Export writes such a text behind an apostrophe
+(``'=HYPERLINK(...)``), as OWASP advises; a number (``-33.9``, a negative longitude) stays a
+number. Import takes the apostrophe off again (`unguard_cell`), so a table exported and imported
+again is still the same table. To keep that exact, a text that starts with apostrophes followed by
+one of those characters gets one apostrophe more (``'=x`` is written ``''=x``).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import re
 from pathlib import Path
 
 from .._files import atomic_file
 from .._records import check_firearm, check_scene
 from ..errors import FileFormatError, ParameterError
 
-__all__ = ["COLUMNS", "KINDS", "read_table", "table_rows", "write_table"]
+__all__ = ["COLUMNS", "KINDS", "guard_cell", "read_table", "table_rows", "unguard_cell", "write_table"]
 
 COLUMNS = {
     "scenes": ("scene_id", "date", "place", "lat", "lon", "context"),
@@ -61,6 +71,39 @@ KINDS = tuple(COLUMNS)
 #: Largest CSV file read (bytes): a lab's tables are far smaller.
 MAX_CSV_BYTES = 200_000_000
 _YES, _NO = ("yes", "true", "1", "y"), ("no", "false", "0", "n")
+#: The first characters that make a spreadsheet read a cell as a formula (OWASP, "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: A plain decimal number (``-33.9``, ``1e-05``): written as it is, never guarded.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _guarded(text: str) -> bool:
+    """Whether ``text`` as written by `guard_cell` carries its guard: apostrophes, then a formula start."""
+    return text.startswith("'") and text.lstrip("'").startswith(FORMULA_START)
+
+
+def guard_cell(v):
+    """A CSV cell a spreadsheet will not run as a formula: a text starting with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return, that is not a plain number, gets a leading apostrophe (and
+    so does one that `unguard_cell` would otherwise take an apostrophe off); anything else,
+    numbers and other types included, is returned as it is.
+
+    Examples
+    --------
+    >>> guard_cell("=1+2"), guard_cell("-33.9"), guard_cell("'=x"), guard_cell("'abc"), guard_cell(-1)
+    ("'=1+2", '-33.9', "''=x", "'abc", -1)
+    """
+    if not isinstance(v, str):
+        return v
+    if (v.startswith(FORMULA_START) and not _NUMBER.fullmatch(v)) or _guarded(v):
+        return "'" + v
+    return v
+
+
+def unguard_cell(text: str) -> str:
+    """A cell as `guard_cell` had it: one leading apostrophe taken off a text whose apostrophes are
+    followed by a formula start (``'=x`` is ``=x``, ``''=x`` is ``'=x``, ``'abc`` stays)."""
+    return text[1:] if _guarded(text) else text
 
 
 def _kind_of(header: list[str], path) -> str:
@@ -78,7 +121,7 @@ def _kind_of(header: list[str], path) -> str:
 
 def _value(kind: str, col: str, text: str, where: str):
     """A cell as recorded: None when empty, numbers for lat/lon, a bool for serial_obliterated."""
-    text = text.strip()
+    text = unguard_cell(text.strip())
     if not text:
         return None
     if col in ("lat", "lon"):
@@ -113,13 +156,19 @@ def read_table(path, kind: str | None = None) -> tuple[str, list[dict]]:
     ParameterError
         A value is refused: the message names the file, the line and the column.
     """
+    return read_table_sha256(path, kind)[:2]
+
+
+def read_table_sha256(path, kind: str | None = None) -> tuple[str, list[dict], str]:
+    """`read_table`, and the SHA-256 of the bytes it read: (kind, records, sha256)."""
     path = Path(path)
     if kind is not None and kind not in KINDS:
         raise ParameterError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     try:
         if path.stat().st_size > MAX_CSV_BYTES:
             raise FileFormatError(path, f"larger than {MAX_CSV_BYTES:,} bytes: not a case-data table")
-        text = path.read_bytes().decode("utf-8-sig")
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
     except OSError as e:
         raise FileFormatError(path, f"cannot be read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
@@ -166,12 +215,13 @@ def read_table(path, kind: str | None = None) -> tuple[str, list[dict]]:
             records.append({key: ident, **rec})
     except csv.Error as e:
         raise FileFormatError(path, f"line {reader.line_num}: {e}") from None
-    return kind, records
+    return kind, records, hashlib.sha256(data).hexdigest()
 
 
 def table_rows(kind: str, records: list[dict]) -> list[list[str]]:
     """``records`` (as a store lists them: the id column and attributes) as CSV rows of ``kind``'s
-    columns, the header first; attributes outside the columns are left out."""
+    columns, the header first; attributes outside the columns are left out; text a spreadsheet
+    would run as a formula behind an apostrophe (`guard_cell`)."""
     if kind not in KINDS:
         raise ParameterError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     cols = COLUMNS[kind]
@@ -183,7 +233,7 @@ def table_rows(kind: str, records: list[dict]) -> list[list[str]]:
             return "yes" if v else "no"
         return repr(v) if isinstance(v, float) else str(v)
 
-    return [list(cols)] + [[cell(r.get(c)) for c in cols] for r in records]
+    return [list(cols)] + [[guard_cell(cell(r.get(c))) for c in cols] for r in records]
 
 
 def write_table(path, kind: str, records: list[dict]) -> Path:

@@ -77,11 +77,12 @@ from ..io import check_units, read_scan, write_npz
 from ..provenance import population
 from ..scan import Scan, scan_sha256
 from .bulk import import_prepared
-from .casedata import KINDS, read_table, write_table
+from .casedata import KINDS, read_table_sha256, write_table
 from .decisions import _DECISIONS, VERDICTS
 from .descriptors import PROJECT_FROM, build_index, descriptor_chunks, refine, refit_due
 from .exchange import read_bundle, write_bundle
 from .iafq import iafq_figures, write_iafq
+from .imports import _IMPORTS
 from .link import Job, Outcome, ScanRef, plan, read_cached_scan, run_jobs
 
 __all__ = [
@@ -95,7 +96,7 @@ __all__ = [
     "IngestReport",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: `CaseStore.graph` keeps every comparison of a store of up to this many comparisons (by default);
 #: above, only those an analysis uses (links, candidates, verdicts): see docs/store.md, "A national-size store".
 GRAPH_ALL_LIMIT = 2_000_000
@@ -135,6 +136,7 @@ _SCHEMA = [
         PRIMARY KEY (a, b), CHECK (a < b))""",
     """CREATE TABLE failures (source TEXT NOT NULL, sha256 TEXT, reason TEXT NOT NULL, created_utc TEXT NOT NULL)""",
     *_DECISIONS,
+    *_IMPORTS,
 ]
 #: Migrations: MIGRATIONS[v] takes a store at schema version v to v + 1.
 MIGRATIONS: dict[int, list[str]] = {
@@ -147,6 +149,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE exhibits ADD COLUMN source_read TEXT",
     ],
     3: list(_DECISIONS),
+    4: list(_IMPORTS),
 }
 #: Temporary databases of a store being created start with this (see `CaseStore._create`).
 _NEW_PREFIX = ".store.sqlite.new-"
@@ -876,10 +879,11 @@ class CaseStore:
     def import_table(self, path, kind: str | None = None) -> dict:
         """Import a scenes, firearms or tracing CSV file (`ballistix.store.casedata`: the columns,
         the checks), all or nothing. Returns ``{"kind", "file", "sha256", "rows", "added",
-        "updated"}``; a refused file raises (`FileFormatError`, `ParameterError` naming the line and
-        column) and changes nothing."""
-        sha = sha256_file(Path(path)) if Path(path).is_file() else None  # (read_table names a missing file)
-        kind, records = read_table(path, kind)
+        "updated", "import_id"}``; a refused file raises (`FileFormatError`, `ParameterError` naming
+        the line and column) and changes nothing. The import is recorded in the imports log
+        (`imports`) in the same transaction: the file as given, the SHA-256 of the bytes read, the
+        counts, when and by whom."""
+        kind, records, sha = read_table_sha256(path, kind)
         table, key = ("scenes", "scene_id") if kind == "scenes" else ("firearms", "firearm_id")
         check = check_scene if kind == "scenes" else check_firearm
         added = updated = 0
@@ -897,6 +901,7 @@ class CaseStore:
                     (ident, json.dumps(attrs, sort_keys=True, default=str), _now(), _user()),
                 )
                 added, updated = added + (row is None), updated + (row is not None)
+            import_id = self._log_import(db, kind, path, sha, len(records), added, updated)
         return {
             "kind": kind,
             "file": str(path),
@@ -904,7 +909,55 @@ class CaseStore:
             "rows": len(records),
             "added": added,
             "updated": updated,
+            "import_id": import_id,
         }
+
+    @staticmethod
+    def _log_import(db, kind, path, sha, rows, added, updated, summary=None) -> int:
+        """Record an import in the imports log, inside the caller's transaction; returns its id."""
+        cur = db.execute(
+            "INSERT INTO imports (kind, source_name, sha256, rows, added, updated, summary_json, created_utc, "
+            "created_by, ballistix_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                kind,
+                safe_text(os.fsdecode(path)),
+                sha,
+                rows,
+                added,
+                updated,
+                None if summary is None else json.dumps(summary, sort_keys=True, default=str),
+                _now(),
+                _user(),
+                __version__,
+            ),
+        )
+        return int(cur.lastrowid)
+
+    def imports(self) -> list[dict]:
+        """The imports log, oldest first: each case-data table (`import_table`) and bundle of exhibits
+        (`import_exhibits`) imported into the store, as a dict with ``import_id``, ``kind`` (scenes,
+        firearms, tracing or exhibits-bundle), ``source_name`` (the file as it was given),
+        ``sha256``, ``rows``, ``added``, ``updated``, ``summary`` (a bundle's sending lab and counts;
+        None for a table), ``created_utc``, ``created_by`` and ``ballistix_version``."""
+        keys = (
+            "import_id",
+            "kind",
+            "source_name",
+            "sha256",
+            "rows",
+            "added",
+            "updated",
+            "summary",
+            "created_utc",
+            "created_by",
+            "ballistix_version",
+        )
+        cols = ", ".join("summary_json" if k == "summary" else k for k in keys)
+        rows = self._db.execute(f"SELECT {cols} FROM imports ORDER BY import_id").fetchall()
+        out = [dict(zip(keys, r)) for r in rows]
+        for d in out:
+            d["summary"] = None if d["summary"] is None else json.loads(d["summary"])
+        return out
 
     def export_table(self, path, kind: str) -> Path:
         """Write the store's scenes, firearms or tracing table as CSV, in the columns
@@ -987,7 +1040,13 @@ class CaseStore:
         already in the store (same source SHA-256) is left as it is. The sender's scenes and
         firearms are added where this store has no record of that id (those it has are kept, and
         listed). Returns the `IngestReport` as a dict with ``bundle_sha256``, ``lab``,
-        ``scenes_added``, ``firearms_added`` and ``kept_local``."""
+        ``scenes_added``, ``firearms_added``, ``kept_local`` and ``import_id``.
+
+        The import is recorded in the imports log (`imports`: the bundle as given, its SHA-256, the
+        sending lab, the counts). The exhibits are committed one by one, as `ingest` does; the
+        sender's scenes and firearms and the log row are then written in one transaction. An import
+        interrupted before it (a full disk) keeps the exhibits it committed, each naming the bundle's
+        SHA-256 in ``received_from``, and has no log row: importing the bundle again completes it."""
         manifest, bundle_sha, files = read_bundle(path, self.folder / "received")
         lab = manifest["lab"]
         received = _now()
@@ -1010,15 +1069,6 @@ class CaseStore:
                 }
             )
             units.append(e["units"])
-        added = {"scenes": [], "firearms": []}
-        kept = []
-        for table, key, add in (("scenes", "scene_id", self.add_scene), ("firearms", "firearm_id", self.add_firearm)):
-            for ident, attrs in manifest[table].items():
-                if self._db.execute(f"SELECT 1 FROM {table} WHERE {key}=?", (ident,)).fetchone():
-                    kept.append(f"{table[:-1]} {ident}")
-                else:
-                    add(ident, **{**attrs, "received_from": lab.get("id")})
-                    added[table].append(ident)
         report = IngestReport([], [], [])
         for u in sorted(set(units)):
             part = [i for i, x in enumerate(units) if x == u]
@@ -1026,6 +1076,31 @@ class CaseStore:
             report.added += r.added
             report.existing += r.existing
             report.failed += r.failed
+        added = {"scenes": [], "firearms": []}
+        kept = []
+        with self._transaction() as db:  # the sender's records and the log row: together or not at all
+            for table, key, check in (("scenes", "scene_id", check_scene), ("firearms", "firearm_id", check_firearm)):
+                for ident, attrs in manifest[table].items():
+                    if db.execute(f"SELECT 1 FROM {table} WHERE {key}=?", (ident,)).fetchone():
+                        kept.append(f"{table[:-1]} {ident}")
+                        continue
+                    attrs = check(ident, {**attrs, "received_from": lab.get("id")})
+                    db.execute(
+                        f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
+                        (ident, json.dumps(attrs, sort_keys=True, default=str), _now(), _user()),
+                    )
+                    added[table].append(ident)
+            summary = {
+                "lab": {k: lab.get(k) for k in ("id", "name", "sent_utc", "sent_by")},
+                "exhibits_added": len(report.added),
+                "exhibits_existing": len(report.existing),
+                "exhibits_failed": len(report.failed),
+                "scenes_added": len(added["scenes"]),
+                "firearms_added": len(added["firearms"]),
+                "kept_local": len(kept),
+            }
+            n = len(manifest["exhibits"])
+            import_id = self._log_import(db, "exhibits-bundle", path, bundle_sha, n, len(report.added), 0, summary)
         return {
             **report.to_dict(),
             "bundle_sha256": bundle_sha,
@@ -1033,6 +1108,7 @@ class CaseStore:
             "scenes_added": added["scenes"],
             "firearms_added": added["firearms"],
             "kept_local": kept,
+            "import_id": import_id,
         }
 
     def iafq(self, year: int, path=None) -> dict:

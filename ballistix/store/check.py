@@ -2,11 +2,11 @@
 
 Checked in turn: the database (integrity, schema version, settings, comparisons that name
 exhibits), the examiners' decisions (the audit log whole and append-only, each comparison's
-``confirmed`` the effect of its current decision), the descriptors, the cached scans (against
-the checksum recorded at ingest), the index file, the registered calibrations, and leftovers of
-interrupted writes. A damaged cached scan is re-created from its source only when the source is
-unchanged and re-processing it gives the stored descriptor exactly; otherwise it is dropped and
-the exhibit's scan marked missing.
+``confirmed`` the effect of its current decision), the imports log (whole and append-only), the
+descriptors, the cached scans (against the checksum recorded at ingest), the index file, the
+registered calibrations, and leftovers of interrupted writes. A damaged cached scan is re-created
+from its source only when the source is unchanged and re-processing it gives the stored
+descriptor exactly; otherwise it is dropped and the exhibit's scan marked missing.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..features.describe import describe, descriptor_params
 from ..features.preprocessing import preprocess
 from ..io import read_scan, write_npz
 from .decisions import DECISION_TRIGGERS, VERDICTS
+from .imports import IMPORT_TRIGGERS
 
 __all__ = ["check_store"]
 
@@ -43,6 +44,7 @@ def check_store(store, repair: bool, *, schema_version: int, new_prefix: str, ca
     notes: list[str] = []
     checked = {"database": _check_database(store, schema_version, problems)}
     checked["decisions"] = _check_decisions(store, repair, problems, notes)
+    checked["imports"] = _check_imports(store, problems)
     checked["descriptors"], bad_descriptors = _check_descriptors(store, problems)
     checked["scans"] = _check_scans(store, repair, bad_descriptors, cached, problems, notes)
     checked["index"] = _check_index(store, repair, problems)
@@ -198,6 +200,36 @@ def _check_decisions(store, repair: bool, problems: list, notes: list) -> int:
             f"directly): no examiner, reason or time; `ballistix confirm` records one"
         )
     return len(rows)
+
+
+def _check_imports(store, problems: list) -> int:
+    """The imports log (`CaseStore.imports`): the triggers that keep it append-only are there and no
+    row is missing (ids are never reused: a gap, or a highest id below the one SQLite handed out
+    last, is a deleted row). Nothing is repaired: the log is the record. Returns the rows checked."""
+    db = store._db
+    triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    missing = [t for t in IMPORT_TRIGGERS if t not in triggers]
+    if missing:
+        _problem(
+            problems,
+            "imports",
+            "imports",
+            f"the triggers that keep the imports log append-only are missing ({', '.join(missing)}): the log "
+            f"may have been edited",
+            RESTORE,
+        )
+    ids = [r[0] for r in db.execute("SELECT import_id FROM imports ORDER BY import_id")]
+    seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='imports'").fetchone()
+    issued = max(seq[0] if seq else 0, ids[-1] if ids else 0)
+    if issued > len(ids):
+        _problem(
+            problems,
+            "imports",
+            "imports",
+            f"{issued - len(ids)} of the {issued} imports recorded are missing (deleted from the log)",
+            RESTORE,
+        )
+    return len(ids)
 
 
 def _check_descriptors(store, problems: list) -> tuple[int, set[int]]:

@@ -22,6 +22,7 @@ from .._files import atomic_file
 from .._records import FIREARM_STATUS
 from .._version import __version__
 from ..errors import ParameterError
+from .casedata import guard_cell
 
 __all__ = ["BREAKDOWNS", "iafq_figures", "write_iafq"]
 
@@ -94,12 +95,13 @@ def write_iafq(path, fig: dict, *, source: dict | None = None) -> Path:
     """Write ``fig`` (`iafq_figures`) as CSV, or as an XLSX workbook when ``path`` ends in .xlsx
     (openpyxl: ``pip install 'ballistix[xlsx]'``): a summary sheet (year, counts, the SDG 16.4.2
     share, ``source``: where the figures come from) and one sheet a breakdown. Text is written
-    as text, never as a formula."""
+    as text, never as a formula: in the workbook typed as text, in the CSV file behind an
+    apostrophe where a spreadsheet would run it (``=``, ``+``, ``-``, ``@``, ...: `guard_cell`)."""
     path = Path(path)
     rows = _csv_rows(fig)
     if path.suffix.lower() != ".xlsx":
         buf = io.StringIO(newline="")
-        csv.writer(buf, lineterminator="\n").writerows(rows)
+        csv.writer(buf, lineterminator="\n").writerows([[guard_cell(v) for v in row] for row in rows])
         with atomic_file(path) as f:
             f.write(buf.getvalue().encode("utf-8"))
         return path

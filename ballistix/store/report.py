@@ -127,7 +127,25 @@ _TABLES = (
     "decisions",
     "calibrations",
     "failures",
+    "imports",
 )
+
+
+def _import_rows(imports: Iterable[dict]) -> Iterable[dict]:
+    """The rows of the imports table (`CaseStore.imports`)."""
+    for d in imports:
+        s = d.get("summary") or {}
+        lab = (s.get("lab") or {}).get("id")
+        yield {
+            "file": d["source_name"],
+            "kind": d["kind"] + (f" from {lab}" if lab else ""),
+            "sha256": d["sha256"],
+            "rows": d["rows"],
+            "added": d["added"],
+            "updated": d["updated"],
+            "by": d["created_by"],
+            "when": d["created_utc"],
+        }
 
 
 def _csv_cell(v) -> str:
@@ -232,6 +250,7 @@ def write_report(
         rule=store.decision_rule,
         failures=store.failures(),
         decisions=store.decisions(current=True),
+        imports=store.imports(),
         max_rows=max_rows,
         links=links,
     )
@@ -249,6 +268,7 @@ def write_graph_report(
     decisions: Iterable[dict] | None = None,
     max_rows: int = REPORT_ROWS,
     links: Mapping | None = None,
+    imports: Iterable[dict] | None = None,
 ) -> Path:
     """Write the report of a `LinkageGraph` to ``path``: leads, same-gun groups, scene timeline and
     links, unrecovered guns, tracing (SDG 16.4.2), review lists, examiners' decisions, calibrations.
@@ -286,6 +306,10 @@ def write_graph_report(
         ``(header, text, href)``: the table gets a last column whose cells link to ``href(row)``
         (a URL or None), shown as ``text`` (the review app links rows to its comparison pages;
         the CSV files are unchanged).
+    imports : list of dict, optional
+        The files imported into the store (`CaseStore.imports`): listed with their kind, SHA-256
+        (shortened on the page, whole in its title and in the CSV file), rows, who and when.
+        Default: no such section (a bare graph has no imports).
 
     Returns
     -------
@@ -414,6 +438,14 @@ def write_graph_report(
     ]
     if failures:
         sections += ["<h2>Files that could not be ingested</h2>", tables.show("failures", failures)]
+    if imports is not None:
+        sections += [
+            "<h2>Files imported</h2>",
+            "<p class='muted'>Case-data tables and other labs' bundles of exhibits imported into the store, "
+            "oldest first, from its append-only log; the SHA-256 of each file as it was read (whole in the "
+            "cell's tooltip).</p>",
+            tables.show("imports", _import_rows(imports), "no file has been imported", short={"sha256": 12}),
+        ]
     head = [
         f"<h1>Case store report</h1><p class='muted'>{escape(source)} &middot; generated "
         f"{_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} &middot; ballistix {__version__} "
