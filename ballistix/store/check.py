@@ -126,28 +126,8 @@ def _check_decisions(store, repair: bool, problems: list, notes: list) -> int:
     the number of decisions checked."""
 
     db = store._db
-    triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
-    missing = [t for t in DECISION_TRIGGERS if t not in triggers]
-    if missing:
-        _problem(
-            problems,
-            "decisions",
-            "decisions",
-            f"the triggers that keep the decisions append-only are missing ({', '.join(missing)}): the log "
-            f"may have been edited",
-            RESTORE,
-        )
     rows = db.execute("SELECT decision_id, a, b, verdict, supersedes FROM decisions ORDER BY decision_id").fetchall()
-    seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='decisions'").fetchone()
-    issued = max(seq[0] if seq else 0, rows[-1][0] if rows else 0)
-    if issued != len(rows):
-        _problem(
-            problems,
-            "decisions",
-            "decisions",
-            f"{issued - len(rows)} of the {issued} decisions recorded are missing (deleted from the log)",
-            RESTORE,
-        )
+    _check_append_only(db, "decisions", "decisions", DECISION_TRIGGERS, [r[0] for r in rows], problems)
     latest: dict[tuple[int, int], tuple[int, str]] = {}
     for did, a, b, verdict, supersedes in rows:
         before = latest.get((a, b), (None,))[0]
@@ -207,29 +187,36 @@ def _check_imports(store, problems: list) -> int:
     row is missing (ids are never reused: a gap, or a highest id below the one SQLite handed out
     last, is a deleted row). Nothing is repaired: the log is the record. Returns the rows checked."""
     db = store._db
+    ids = [r[0] for r in db.execute("SELECT import_id FROM imports ORDER BY import_id")]
+    _check_append_only(db, "imports", "the imports log", IMPORT_TRIGGERS, ids, problems)
+    return len(ids)
+
+
+def _check_append_only(db, table: str, log: str, trigger_names, ids: list[int], problems: list) -> None:
+    """An append-only log (``table``, AUTOINCREMENT ids ``ids`` in order): the triggers that keep it
+    append-only are there, and no row is missing (ids are never reused: a gap, or a highest id below
+    the one SQLite handed out last, is a deleted row)."""
     triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
-    missing = [t for t in IMPORT_TRIGGERS if t not in triggers]
+    missing = [t for t in trigger_names if t not in triggers]
     if missing:
         _problem(
             problems,
-            "imports",
-            "imports",
-            f"the triggers that keep the imports log append-only are missing ({', '.join(missing)}): the log "
-            f"may have been edited",
+            table,
+            table,
+            f"the triggers that keep {log} append-only are missing ({', '.join(missing)}): the log may have "
+            f"been edited",
             RESTORE,
         )
-    ids = [r[0] for r in db.execute("SELECT import_id FROM imports ORDER BY import_id")]
-    seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='imports'").fetchone()
+    seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
     issued = max(seq[0] if seq else 0, ids[-1] if ids else 0)
     if issued > len(ids):
         _problem(
             problems,
-            "imports",
-            "imports",
-            f"{issued - len(ids)} of the {issued} imports recorded are missing (deleted from the log)",
+            table,
+            table,
+            f"{issued - len(ids)} of the {issued} {table} recorded are missing (deleted from the log)",
             RESTORE,
         )
-    return len(ids)
 
 
 def _check_descriptors(store, problems: list) -> tuple[int, set[int]]:
