@@ -232,6 +232,30 @@ def chromium_or_skip() -> str:
     return exe
 
 
+def capture_page(b: DevTools, session: str, width: int, height: int, path) -> Path:
+    """Write the whole page of ``session`` (not only the first screen of ``width`` x ``height``) as a PNG."""
+    size = b.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
+    shot = b.call(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {
+                "x": 0,
+                "y": 0,
+                "width": max(width, size["width"]),
+                "height": max(height, size["height"]),
+                "scale": 1,
+            },
+        },
+        session=session,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
 class Tab:
     """One page of a headless Chromium, driven step by step (open, click, type, read), recording
     every event for `problems_in`. Use as a context manager.
@@ -336,25 +360,7 @@ class Tab:
 
     def screenshot(self, path: Path) -> Path:
         """The whole page as a PNG."""
-        size = self.b.call("Page.getLayoutMetrics", session=self.s)["cssContentSize"]
-        shot = self.b.call(
-            "Page.captureScreenshot",
-            {
-                "format": "png",
-                "captureBeyondViewport": True,
-                "clip": {
-                    "x": 0,
-                    "y": 0,
-                    "width": max(self.width, size["width"]),
-                    "height": max(self.height, size["height"]),
-                    "scale": 1,
-                },
-            },
-            session=self.s,
-        )
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        path = capture_page(self.b, self.s, self.width, self.height, path)
         print(f"screenshot: {path}")
         return path
 

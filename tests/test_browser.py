@@ -12,7 +12,6 @@ installs Debian's ``chromium`` when it can).
 
 from __future__ import annotations
 
-import base64
 import tempfile
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from _browser import (  # noqa: F401  (re-exported: test_validate.py takes its h
     LOCAL_SCHEMES,
     DevTools,
     PageResult,
+    capture_page,
     chromium_or_skip,
     find_chromium,
     png_size,
@@ -110,26 +110,7 @@ def render(
                 if "exceptionDetails" in r:
                     result.problems.append(f"evaluating {name}: {r['exceptionDetails'].get('text')}")
                 result.values[name] = r["result"].get("value")
-            size = b.call("Page.getLayoutMetrics", session=s)["cssContentSize"]
-            shot = b.call(
-                "Page.captureScreenshot",
-                {
-                    "format": "png",
-                    "captureBeyondViewport": True,
-                    "clip": {
-                        "x": 0,
-                        "y": 0,
-                        "width": max(width, size["width"]),
-                        "height": max(height, size["height"]),
-                        "scale": 1,
-                    },
-                },
-                session=s,
-            )
-            screenshot = Path(screenshot)
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            screenshot.write_bytes(base64.b64decode(shot["data"]))
-            result.screenshot = screenshot
+            result.screenshot = capture_page(b, s, width, height, screenshot)
             b.settle(quiet=0.2)
         finally:
             b.close()
