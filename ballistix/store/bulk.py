@@ -3,9 +3,9 @@
 A national collection is not ingested one scan file at a time: its exhibits
 are read, preprocessed and described on many machines (a Dask cluster, see
 `CaseStore.ingest`'s ``client``) or exported from another system, then
-imported in batches. Each batch is one SQLite transaction, and the index is
+imported in batches. Each batch is one transaction, and the index is
 updated (or rebuilt compact, see `ballistix.store.descriptors`) and saved
-once at the end, so the rate is set by SQLite and the disk, not by a commit
+once at the end, so the rate is set by the database and the disk, not by a commit
 per exhibit.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -93,17 +92,25 @@ def _row(rec: Mapping, dim: int, scans: dict, spacing_m: float, signature, now: 
 
 
 _INSERT = (
-    "INSERT INTO exhibits (exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre, date,"
+    "INSERT INTO exhibits (rowid, exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre, date,"
     " meta_json, processing_json, descriptor, scan_file, created_utc, created_by, ballistix_version, scan_sha256,"
-    " scan_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok')"
+    " scan_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok')"
 )
+
+
+def _existing(db, column: str, values: list) -> set:
+    """The ``values`` of ``column`` already in the exhibits table."""
+    if not values:
+        return set()
+    marks = ",".join("?" * len(values))
+    return {v for (v,) in db.execute(f"SELECT {column} FROM exhibits WHERE {column} IN ({marks})", values)}
 
 
 def import_prepared(store, records: Iterable[Mapping], *, batch: int = BATCH, stamp: tuple[str, str]) -> dict:
     """Import exhibits that were preprocessed and described elsewhere (see `CaseStore.import_prepared`)."""
     if int(batch) != batch or batch < 1:
         raise ParameterError(f"batch must be a positive integer, got {batch!r}")
-    db: sqlite3.Connection = store._db
+    db = store._db
     dim = int(store.descriptor["dim"])
     spacing_m = 1e-6 * float(store.preprocess_params.get("spacing_um", PREPROCESS_DEFAULTS["spacing_um"]))
     first = db.execute("SELECT processing_json FROM exhibits ORDER BY rowid LIMIT 1").fetchone()
@@ -115,31 +122,28 @@ def import_prepared(store, records: Iterable[Mapping], *, batch: int = BATCH, st
     new_ids: list[np.ndarray] = []
 
     def flush() -> None:
-        db.execute("BEGIN IMMEDIATE")
+        db.begin_write()
         try:
             shas = [r[1] for r in pending]
-            marks = ",".join("?" * len(shas))
-            known = {
-                s for (s,) in db.execute(f"SELECT source_sha256 FROM exhibits WHERE source_sha256 IN ({marks})", shas)
-            }
+            known = _existing(db, "source_sha256", shas)
             rows = []
             for r in pending:  # first of each source, in order
                 if r[1] not in known:
                     known.add(r[1])
                     rows.append(r)
             ids = [r[0] for r in rows]
-            marks = ",".join("?" * len(ids))
-            taken = {e for (e,) in db.execute(f"SELECT exhibit_id FROM exhibits WHERE exhibit_id IN ({marks})", ids)}
+            taken = _existing(db, "exhibit_id", ids)
             repeated = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
             if taken or repeated:
                 raise ParameterError(
                     f"exhibit ids already in the store or repeated in the batch: {sorted(taken | repeated)[:5]}"
                 )
             start = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM exhibits").fetchone()[0]
-            db.executemany(_INSERT, rows)
+            if rows:  # the ids are given (max + 1 on, under the write lock), as SQLite would assign them
+                db.executemany(_INSERT, [(start + 1 + i, *r) for i, r in enumerate(rows)])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            db.rollback()
             raise
         new_ids.append(np.arange(start + 1, start + 1 + len(rows), dtype=np.int64))
         out["added"] += len(rows)

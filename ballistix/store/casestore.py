@@ -78,6 +78,8 @@ from ..provenance import population
 from ..scan import Scan, scan_sha256
 from .bulk import import_prepared
 from .casedata import KINDS, read_table_sha256, write_table
+from .db import Database, Dialects, is_url, path_from_db, path_to_db, redact, render
+from .db import errors as db_errors
 from .decisions import _DECISIONS, VERDICTS
 from .descriptors import PROJECT_FROM, build_index, descriptor_chunks, refine, refit_due
 from .exchange import read_bundle, write_bundle
@@ -134,7 +136,12 @@ _SCHEMA = [
         log10_lr REAL,                        -- calibrated likelihood ratio (NULL: no calibration applied)
         evidence_json TEXT,                   -- calibration, conclusion and its error rates, or why no LR
         PRIMARY KEY (a, b), CHECK (a < b))""",
-    """CREATE TABLE failures (source TEXT NOT NULL, sha256 TEXT, reason TEXT NOT NULL, created_utc TEXT NOT NULL)""",
+    Dialects(  # PostgreSQL's tables have no rowid: the failures' order is kept in a column of their own
+        "CREATE TABLE failures (source TEXT NOT NULL, sha256 TEXT, reason TEXT NOT NULL, created_utc TEXT NOT NULL)",
+        'CREATE TABLE failures (source TEXT COLLATE "C" NOT NULL, sha256 TEXT COLLATE "C", '
+        'reason TEXT COLLATE "C" NOT NULL, created_utc TEXT COLLATE "C" NOT NULL, '
+        "failure_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY)",
+    ),
     *_DECISIONS,
     *_IMPORTS,
 ]
@@ -153,6 +160,8 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 #: Temporary databases of a store being created start with this (see `CaseStore._create`).
 _NEW_PREFIX = ".store.sqlite.new-"
+#: A store whose database is on a PostgreSQL server names it in this file of its folder (see `CaseStore`).
+_POINTER = "store.database"
 #: Files that mark a folder as a case store's, beside store.sqlite.
 _STORE_FILES = ("scans", "index.bxi", "calibrations", "store.sqlite-wal", "store.sqlite-shm")
 _NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -193,6 +202,8 @@ class SearchResult(list):
 
 def _no_space(e: BaseException) -> bool:
     """Whether ``e`` says a write failed for lack of room (full disk, quota, file size limit)."""
+    if getattr(e, "sqlstate", None) == "53100":  # PostgreSQL's disk_full
+        return True
     if isinstance(e, sqlite3.OperationalError):
         return str(e).lower() in _NO_SPACE_SQLITE
     return isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS
@@ -279,6 +290,7 @@ class CaseStore:
         self,
         folder,
         *,
+        database: str | None = None,
         preprocess_params: Mapping | None = None,
         compare_params: Mapping | None = None,
         shortlist: int = 50,
@@ -296,6 +308,10 @@ class CaseStore:
         self._cals = None  # calibrations to choose from (registered, then shipped), read when first needed
         self._opening: list[dict] = []  # problems found and worked around while opening (reported by check)
         self._migrated_from = None
+        if database is not None and not is_url(database):
+            raise ParameterError(
+                f"database must be a postgresql:// URL (or None: SQLite in the folder), got {database!r}"
+            )
         with self._space():
             if self._is_new():
                 if not create or self.read_only:
@@ -304,8 +320,11 @@ class CaseStore:
                         f"FILES` creates one"
                         + (" (opened read-only: nothing is created)" if self.read_only and create else "")
                     )
-                self.created = self._create(preprocess_params, compare_params)
-            self._db = self._connect()
+                if database is None:
+                    self.created = self._create(preprocess_params, compare_params)
+                else:
+                    self.created = self._create_postgresql(database, preprocess_params, compare_params)
+            self._db = self._connect(database)
             try:
                 self._migrate()
                 self.preprocess_params = self._setting("preprocess_params", dict(preprocess_params or {}))
@@ -318,13 +337,18 @@ class CaseStore:
                 self._db.close()
                 raise
 
+    @property
+    def backend(self) -> str:
+        """Where the store's records are: ``"sqlite"`` (``store.sqlite`` in the folder) or ``"postgresql"``."""
+        return self._db.dialect
+
     # ------------------------------------------------------------ database
     @contextlib.contextmanager
     def _space(self):
         """Turn a write that failed for lack of room into a `StoreError` naming the store."""
         try:
             yield
-        except (sqlite3.OperationalError, OSError) as e:
+        except (*db_errors(), OSError) as e:
             if not _no_space(e):
                 raise
             detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
@@ -341,6 +365,8 @@ class CaseStore:
             raise StoreError(f"{folder}: not a folder")
         if not folder.exists():
             return True
+        if (folder / _POINTER).exists():
+            return False
         if db.exists() or db.is_symlink():
             if not db.is_file():
                 raise StoreError(f"{db}: not a file; the store's database must be a SQLite file; nothing was changed")
@@ -357,7 +383,7 @@ class CaseStore:
             raise StoreError(f"{folder}: cannot list the folder ({e.strerror}); nothing was changed") from None
         if not names:
             return True
-        if "store.sqlite" in names:  # another process created the store since the check above
+        if "store.sqlite" in names or _POINTER in names:  # another process created the store since the check above
             return False
         found = [n for n in names if n in _STORE_FILES]
         if found:
@@ -370,18 +396,23 @@ class CaseStore:
             f"only in a missing or empty folder; nothing was changed"
         )
 
+    def _new_meta(self, preprocess_params, compare_params) -> list[tuple[str, str]]:
+        return [
+            ("format", "ballistix-case-store"),
+            ("schema_version", str(SCHEMA_VERSION)),
+            ("created_utc", _now()),
+            ("created_by", _user()),
+            ("preprocess_params", json.dumps(dict(preprocess_params or {}), sort_keys=True)),
+            ("compare_params", json.dumps(dict(compare_params or {}), sort_keys=True)),
+            ("descriptor", json.dumps(self.descriptor, sort_keys=True)),
+        ]
+
     def _create(self, preprocess_params, compare_params) -> bool:
         """Create the store whole: the schema and settings in a temporary database in the folder,
         then hard-linked to ``store.sqlite`` (which fails if another process created it first:
         then theirs is opened). Returns whether this call created it."""
         folder = self.folder
-        made_folder = not folder.exists()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            if _no_space(e):
-                raise
-            raise StoreError(f"{folder}: cannot create the store here ({e.strerror})") from None
+        made_folder = self._make_folder()
         tmp = folder / f"{_NEW_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         created = False
         try:
@@ -391,19 +422,9 @@ class CaseStore:
                 db.execute("PRAGMA synchronous=FULL")
                 db.execute("BEGIN")
                 for stmt in _SCHEMA:
-                    db.execute(stmt)
-                db.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [
-                        ("format", "ballistix-case-store"),
-                        ("schema_version", str(SCHEMA_VERSION)),
-                        ("created_utc", _now()),
-                        ("created_by", _user()),
-                        ("preprocess_params", json.dumps(dict(preprocess_params or {}), sort_keys=True)),
-                        ("compare_params", json.dumps(dict(compare_params or {}), sort_keys=True)),
-                        ("descriptor", json.dumps(self.descriptor, sort_keys=True)),
-                    ],
-                )
+                    if sql := render(stmt, "sqlite"):
+                        db.execute(sql)
+                db.executemany("INSERT INTO meta VALUES (?, ?)", self._new_meta(preprocess_params, compare_params))
                 db.execute("COMMIT")
             finally:
                 db.close()
@@ -437,7 +458,128 @@ class CaseStore:
                     folder.rmdir()
         return created
 
-    def _connect(self) -> sqlite3.Connection:
+    def _make_folder(self) -> bool:
+        """Create the store's folder; returns whether it was missing."""
+        made = not self.folder.exists()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            if _no_space(e):
+                raise
+            raise StoreError(f"{self.folder}: cannot create the store here ({e.strerror})") from None
+        return made
+
+    def _create_postgresql(self, url: str, preprocess_params, compare_params) -> bool:
+        """Create a store whose records are in the (empty) PostgreSQL database ``url``: the schema and
+        settings in one transaction under the store's write lock, and the folder's ``store.database``
+        naming it (its URL without password, and the store's id) linked in before the commit. A
+        second process creating the same store waits for the lock, then finds the file and opens
+        the store. Returns whether this call created it."""
+        folder = self.folder
+        made_folder = self._make_folder()
+        pointer, tmp = folder / _POINTER, folder / f"{_NEW_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        store_id = secrets.token_hex(16)
+        linked = created = False
+        db = self._connect_postgresql(url)
+        try:
+            with db.write():
+                if pointer.exists():  # another process created it while this one waited for the lock
+                    return False
+                if db.tables():
+                    raise StoreError(
+                        f"{db.name}: the database is not empty (tables {', '.join(sorted(db.tables())[:5])}); a "
+                        f"new store needs an empty database of its own; nothing was changed"
+                    )
+                for stmt in _SCHEMA:
+                    if sql := render(stmt, "postgresql"):
+                        db.execute(sql)
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [*self._new_meta(preprocess_params, compare_params), ("store_id", store_id)],
+                )
+                with atomic_file(tmp) as f:
+                    f.write(
+                        json.dumps(
+                            {"format": "ballistix-store-database", "url": db.name, "store_id": store_id}
+                        ).encode()
+                    )
+                os.link(tmp, pointer)  # fails if another process made the store first: nothing is committed
+                linked = True
+            created = True
+            _fsync_dir(folder)
+        except FileExistsError:
+            return False
+        except db_errors() as e:
+            if _no_space(e):
+                raise
+            raise StoreError(f"{db.name}: cannot create the store there ({e}); nothing was changed") from None
+        finally:
+            db.close()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if linked and not created:  # the file was linked, the schema not committed: take it back
+                with contextlib.suppress(OSError):
+                    pointer.unlink()
+            if made_folder and not created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        return created
+
+    def _read_pointer(self) -> dict:
+        path = self.folder / _POINTER
+        try:
+            rec = json.loads(path.read_text())
+            if rec.get("format") != "ballistix-store-database" or not is_url(rec.get("url")):
+                raise ValueError("not a ballistix store.database file")
+            return rec
+        except (OSError, ValueError, AttributeError) as e:
+            raise StoreError(
+                f"{path}: cannot be read ({e}): it names the PostgreSQL database of this store; nothing was changed"
+            ) from None
+
+    def _connect_postgresql(self, url: str, *, read_only: bool = False) -> Database:
+        try:
+            return Database.postgresql(url, read_only=read_only)
+        except db_errors() as e:
+            raise StoreError(f"{redact(url)}: cannot connect to the store's PostgreSQL server ({e})".strip()) from None
+
+    def _connect(self, database: str | None = None) -> Database:
+        if (self.folder / _POINTER).exists():
+            rec = self._read_pointer()
+            db = self._connect_postgresql(database or rec["url"], read_only=self.read_only)
+            self.db_path = db.name
+            try:
+                with db.write() if not self.read_only else db.snapshot():  # after any creation in progress
+                    tables = db.tables()
+                    row = (
+                        db.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
+                        if "meta" in tables
+                        else None
+                    )
+            except BaseException:
+                db.close()
+                raise
+            if row is None or row[0] != rec["store_id"]:
+                db.close()
+                raise StoreError(
+                    f"{db.name}: "
+                    + (
+                        "holds no store: its creation was interrupted, or the database was emptied; remove "
+                        f"{self.folder / _POINTER} to create the store again"
+                        if row is None
+                        else f"holds another store than the one {self.folder / _POINTER} names (store id {row[0]}, "
+                        f"not {rec['store_id']})"
+                    )
+                    + "; nothing was changed"
+                )
+            return db
+        if database is not None:
+            raise StoreError(
+                f"{self.folder}: holds a store whose database is the SQLite file store.sqlite, not {redact(database)}"
+            )
+        return Database.sqlite(self._connect_sqlite(), self.db_path)
+
+    def _connect_sqlite(self) -> sqlite3.Connection:
         uri = self.db_path.resolve().as_uri()
         try:
             if self.read_only:
@@ -492,23 +634,15 @@ class CaseStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @contextlib.contextmanager
     def _transaction(self):
-        """One write transaction (``BEGIN IMMEDIATE``: other writers wait), rolled back on any error."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        """One write transaction (other writers wait: see `Database.begin_write`), rolled back on any error."""
+        return self._db.write()
 
     def _migrate(self) -> None:
         db = self._db
         try:
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError as e:
+            tables = db.tables()
+        except db_errors() as e:
             raise StoreError(f"{self.db_path}: not a readable SQLite database ({e})") from None
         if not tables:  # a store is created whole (see _create): a database without tables is damage
             raise StoreError(
@@ -517,11 +651,11 @@ class CaseStore:
             )
         if "meta" not in tables:
             raise StoreError(f"{self.db_path}: not a ballistix store (no meta table)")
-        if not self.read_only:
+        if not self.read_only and db.dialect == "sqlite":
             db.execute("PRAGMA journal_mode=WAL")  # a store made by ballistix is in WAL mode already: no write
         try:
             version = int(dict(db.execute("SELECT key, value FROM meta")).get("schema_version", -1))
-        except (sqlite3.DatabaseError, ValueError, TypeError) as e:
+        except (*db_errors(), ValueError, TypeError) as e:
             raise StoreError(f"{self.db_path}: the meta table is damaged ({e})") from None
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -539,14 +673,17 @@ class CaseStore:
         while version < SCHEMA_VERSION:
             if version not in MIGRATIONS:
                 raise StoreError(f"{self.db_path}: no migration from schema version {version}")
-            db.execute("BEGIN IMMEDIATE")
+            db.begin_write()
             try:
-                for stmt in MIGRATIONS[version]:
-                    db.execute(stmt)
-                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version + 1),))
+                (current,) = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if int(current) == version:  # else another process migrated it meanwhile
+                    for stmt in MIGRATIONS[version]:
+                        if sql := render(stmt, db.dialect):
+                            db.execute(sql)
+                    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version + 1),))
                 db.execute("COMMIT")
-            except sqlite3.DatabaseError as e:
-                db.execute("ROLLBACK")
+            except db_errors() as e:
+                db.rollback()
                 if _no_space(e):
                     raise
                 raise StoreError(
@@ -558,7 +695,9 @@ class CaseStore:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         if row is None:
             if not self.read_only:
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+                self._db.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT DO NOTHING", (key, json.dumps(value, sort_keys=True))
+                )
             return value
         stored = json.loads(row[0])
         if value and value != stored:
@@ -571,7 +710,9 @@ class CaseStore:
         row = self._db.execute("SELECT value FROM meta WHERE key='descriptor'").fetchone()
         if row is None:
             if not self.read_only:
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('descriptor', ?)", (json.dumps(V1_INFO),))
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('descriptor', ?) ON CONFLICT DO NOTHING", (json.dumps(V1_INFO),)
+                )
             return dict(V1_INFO)
         try:
             info = json.loads(row[0])
@@ -714,8 +855,7 @@ class CaseStore:
         if not skip_damaged:
             size = 4 * self.descriptor["dim"]
             bad = self._db.execute(
-                "SELECT exhibit_id, descriptor FROM exhibits WHERE typeof(descriptor)!='blob' OR length(descriptor)!=?"
-                " LIMIT 1",
+                f"SELECT exhibit_id, descriptor FROM exhibits WHERE {self._db.blob_length_sql('descriptor')} LIMIT 1",
                 (size,),
             ).fetchone()
             if bad is not None:
@@ -916,8 +1056,9 @@ class CaseStore:
     def _log_import(db, kind, path, sha, rows, added, updated, summary=None) -> int:
         """Record an import in the imports log, inside the caller's transaction; returns its id."""
         cur = db.execute(
-            "INSERT INTO imports (kind, source_name, sha256, rows, added, updated, summary_json, created_utc, "
-            "created_by, ballistix_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO imports (import_id, kind, source_name, sha256, rows, added, updated, summary_json, "
+            f"created_utc, created_by, ballistix_version) VALUES ({db.next_id('imports', 'import_id')}, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING import_id",
             (
                 kind,
                 safe_text(os.fsdecode(path)),
@@ -931,7 +1072,7 @@ class CaseStore:
                 __version__,
             ),
         )
-        return int(cur.lastrowid)
+        return int(cur.fetchone()[0])
 
     def imports(self) -> list[dict]:
         """The imports log, oldest first: each case-data table (`import_table`) and bundle of exhibits
@@ -995,7 +1136,7 @@ class CaseStore:
             raise ParameterError("the store holds no exhibits to export")
         records, files, scenes, firearms = [], [], {}, {}
         for eid, sha, name, kind, scene, gun, cal, date, meta, src, read, created, by, version in rows:
-            src = Path(os.fsdecode(src)) if src is not None else None
+            src = Path(path_from_db(src)) if src is not None else None
             if src is None or src.suffix.lower() != ".x3p" or not src.is_file() or sha256_file(src) != sha:
                 raise ParameterError(
                     f"exhibit {eid!r} cannot be exported: its source x3p file {safe_text(str(src))} is "
@@ -1282,7 +1423,10 @@ class CaseStore:
 
     def _fail(self, report: IngestReport, source: str, reason: str) -> None:
         source, reason = safe_text(source), safe_text(reason)  # names that are not UTF-8 (bytes on disk)
-        self._db.execute("INSERT INTO failures VALUES (?, ?, ?, ?)", (source, None, reason, _now()))
+        self._db.execute(
+            "INSERT INTO failures (source, sha256, reason, created_utc) VALUES (?, ?, ?, ?)",
+            (source, None, reason, _now()),
+        )
         report.failed.append((source, reason))
 
     def _insert(self, sha, name, processing, vec, rel, pop, part, scan_sha, m, origin) -> tuple[int, str, bool]:
@@ -1295,11 +1439,11 @@ class CaseStore:
         wanted = m.pop("exhibit_id", None) or safe_id(Path(name).stem) or sha[:12]
         fields = {k: m.pop(k, None) for k in ("scene_id", "firearm_id", "calibre", "date")}
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        db.begin_write()
         try:
             row = db.execute("SELECT rowid, exhibit_id FROM exhibits WHERE source_sha256=?", (sha,)).fetchone()
             if row:  # another writer (or an earlier run) committed it meanwhile: its scan stays as it is
-                db.execute("ROLLBACK")
+                db.rollback()
                 with contextlib.suppress(OSError):
                     (self.folder / part).unlink()
                 return row[0], row[1], False
@@ -1308,10 +1452,12 @@ class CaseStore:
                 k += 1
                 exhibit_id = f"{wanted}-{k}"
             cur = db.execute(
-                "INSERT INTO exhibits (exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id, calibre,"
-                " date, meta_json, processing_json, descriptor, scan_file, created_utc, created_by,"
+                "INSERT INTO exhibits (rowid, exhibit_id, source_sha256, source_name, kind, scene_id, firearm_id,"
+                " calibre, date, meta_json, processing_json, descriptor, scan_file, created_utc, created_by,"
                 " ballistix_version, scan_sha256, scan_state, source_path, source_read)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)",
+                f" VALUES ({db.next_id('exhibits', 'rowid')}, "
+                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)"
+                " RETURNING rowid",
                 (
                     exhibit_id,
                     sha,
@@ -1329,19 +1475,19 @@ class CaseStore:
                     _user(),
                     __version__,
                     scan_sha,
-                    _path_value(source_path),
+                    path_to_db(source_path, db.dialect),
                     None if read is None else json.dumps(read, sort_keys=True),
                 ),
             )
+            rowid = int(cur.fetchone()[0])
             os.replace(self.folder / part, self.folder / rel)  # a crash from here to COMMIT: an orphan file
             db.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+            db.rollback()
             with contextlib.suppress(OSError):
                 (self.folder / part).unlink()
             raise
-        return int(cur.lastrowid), exhibit_id, True
+        return rowid, exhibit_id, True
 
     # -------------------------------------------------------------- access
     def add_casework(self, cw, items=None, *, progress: bool = True, client=None) -> IngestReport:
@@ -1392,12 +1538,12 @@ class CaseStore:
         rows = self._db.execute(f"SELECT {', '.join(cols)} FROM exhibits ORDER BY rowid").fetchall()
         out = [dict(zip(cols, r)) for r in rows]
         for e in out:  # a path kept as bytes (not UTF-8): as os.listdir would give it
-            if isinstance(e["source_path"], bytes):
-                e["source_path"] = os.fsdecode(e["source_path"])
+            e["source_path"] = path_from_db(e["source_path"])
         return out
 
     def failures(self) -> list[dict]:
-        rows = self._db.execute("SELECT source, reason, created_utc FROM failures ORDER BY rowid").fetchall()
+        order = "rowid" if self._db.dialect == "sqlite" else "failure_id"
+        rows = self._db.execute(f"SELECT source, reason, created_utc FROM failures ORDER BY {order}").fetchall()
         return [{"source": s, "reason": r, "created_utc": t} for s, r, t in rows]
 
     def _rowid(self, exhibit_id: str) -> int:
@@ -1442,7 +1588,7 @@ class CaseStore:
         a busy writer leave it as it was; the caller warns anyway)."""
         if self.read_only:
             return
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*db_errors()):
             self._db.execute("UPDATE exhibits SET scan_state=? WHERE rowid=?", (state, int(rowid)))
 
     def _usable_scan(self, rowid: int) -> Scan | None:
@@ -1523,10 +1669,14 @@ class CaseStore:
             verify_top=verify_top,
             **self.compare_params,
         )
-        ids = [c.id for c in cands]
-        rows = self._db.execute(
-            f"SELECT rowid, exhibit_id, source_name FROM exhibits WHERE rowid IN ({','.join('?' * len(ids))})", ids
-        ).fetchall()
+        ids = [int(c.id) for c in cands]
+        rows = (
+            self._db.execute(
+                f"SELECT rowid, exhibit_id, source_name FROM exhibits WHERE rowid IN ({','.join('?' * len(ids))})", ids
+            ).fetchall()
+            if ids
+            else []
+        )
         names, files = {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
         return SearchResult(
             [
@@ -1708,7 +1858,7 @@ class CaseStore:
                 return check_store(
                     self, bool(repair), schema_version=SCHEMA_VERSION, new_prefix=_NEW_PREFIX, cached=_cached
                 )
-            except sqlite3.DatabaseError as e:
+            except db_errors() as e:
                 if _no_space(e):
                     raise
                 raise StoreError(
@@ -1781,12 +1931,13 @@ class CaseStore:
                 )
             (latest,) = db.execute("SELECT max(decision_id) FROM decisions WHERE a=? AND b=?", (a, b)).fetchone()
             cur = db.execute(
-                "INSERT INTO decisions (a, b, verdict, examiner, reason, created_utc, created_by, ballistix_version, "
-                "supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO decisions (decision_id, a, b, verdict, examiner, reason, created_utc, created_by, "
+                f"ballistix_version, supersedes) VALUES ({db.next_id('decisions', 'decision_id')}, "
+                "?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING decision_id",
                 (a, b, verdict, examiner, reason, _now(), _user(), __version__, latest),
             )
             db.execute("UPDATE comparisons SET confirmed=? WHERE a=? AND b=?", (VERDICTS[verdict], a, b))
-            decision_id = cur.lastrowid
+            decision_id = int(cur.fetchone()[0])
         return self._decisions("d.decision_id=?", (decision_id,))[0]
 
     def decisions(
@@ -1921,7 +2072,7 @@ class CaseStore:
                 "FROM comparisons"
             )
             if comparisons == "all":
-                cur = db.execute(columns + " ORDER BY a, b")
+                cur = db.stream(columns + " ORDER BY a, b")
                 while chunk := cur.fetchmany(CHUNK):
                     for row, cohort in zip(chunk, weigher.weigh(chunk)):
                         fields = _comparison_fields(row, cohort, decided.get((row[0], row[1])))
@@ -1932,15 +2083,15 @@ class CaseStore:
             # would give it (`_result_fields` only drops empty ones, which the rule reads as absent);
             # the evidence record, which names the calibration and decides nothing, is read for those kept.
             keeps, kept, left = g.rule.is_evidence, [], dict.fromkeys(names, 0)
-            record = "SELECT evidence_json FROM comparisons WHERE rowid=?"
-            cur = db.execute(columns.replace("evidence_json", "rowid"))
+            record = "SELECT evidence_json FROM comparisons WHERE a=? AND b=?"
+            cur = db.stream(columns)
             while chunk := cur.fetchmany(CHUNK):
                 for row, cohort in zip(chunk, weigher.weigh(chunk)):
                     decision = decided.get((row[0], row[1]))
                     res = _comparison_fields(row, cohort, decision, origin=False)
                     if keeps(res):
                         if row[6] is not None:
-                            (ev,) = db.execute(record, (row[8],)).fetchone()
+                            (ev,) = db.execute(record, (row[0], row[1])).fetchone()
                             res = _comparison_fields((*row[:8], ev), cohort, decision)
                         kept.append((row[0], row[1], res))
                     else:
@@ -1987,20 +2138,10 @@ class CaseStore:
             comparisons = "all" if total <= GRAPH_ALL_LIMIT else "evidence"
         return {"comparisons": comparisons, "comparisons_recorded": int(total)}
 
-    @contextlib.contextmanager
     def _snapshot(self):
         """Read the database as one snapshot (a read transaction), so that a writer in another process
         cannot change it between the queries of one answer."""
-        db = self._db
-        if db.in_transaction:
-            yield db
-            return
-        db.execute("BEGIN")
-        try:
-            yield db
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+        return self._db.snapshot()
 
 
 def _comparison_fields(row: tuple, cohort: dict | None, decision: tuple | None = None, *, origin: bool = True) -> dict:
@@ -2085,18 +2226,6 @@ def _image_kw(path, pixel_size_m) -> dict:
         if pixel_size_m is not None and Path(path).suffix.lower() in IMAGE_SUFFIXES
         else {}
     )
-
-
-def _path_value(path: str | None):
-    """A path as SQLite keeps it: text, or its bytes where it is not valid UTF-8 (restored by
-    ``os.fsdecode``)."""
-    if path is None:
-        return None
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from ..errors import BallistixError, DamagedScanError, StoreError
 from ..features.describe import describe, descriptor_params
 from ..features.preprocessing import preprocess
 from ..io import read_scan, write_npz
+from .db import path_from_db
 from .decisions import DECISION_TRIGGERS, VERDICTS
 from .imports import IMPORT_TRIGGERS
 
@@ -69,7 +69,7 @@ def _check_database(store, schema_version: int, problems: list) -> int:
     """The database: SQLite's integrity check, format and schema version, settings that are JSON of
     the right kind, comparisons that name exhibits of the store. Returns 1 (one database checked)."""
     db = store._db
-    result = [r[0] for r in db.execute("PRAGMA integrity_check")]
+    result = db.integrity_check()
     if result != ["ok"]:
         _problem(problems, "database", store.db_path, "integrity_check: " + "; ".join(result[:5]), RESTORE)
     meta = dict(db.execute("SELECT key, value FROM meta"))
@@ -196,7 +196,7 @@ def _check_append_only(db, table: str, log: str, trigger_names, ids: list[int], 
     """An append-only log (``table``, AUTOINCREMENT ids ``ids`` in order): the triggers that keep it
     append-only are there, and no row is missing (ids are never reused: a gap, or a highest id below
     the one SQLite handed out last, is a deleted row)."""
-    triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    triggers = db.triggers()
     missing = [t for t in trigger_names if t not in triggers]
     if missing:
         _problem(
@@ -207,8 +207,7 @@ def _check_append_only(db, table: str, log: str, trigger_names, ids: list[int], 
             f"been edited",
             RESTORE,
         )
-    seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
-    issued = max(seq[0] if seq else 0, ids[-1] if ids else 0)
+    issued = max(db.issued(table), ids[-1] if ids else 0)
     if issued > len(ids):
         _problem(
             problems,
@@ -351,7 +350,7 @@ def _repair_scan(
 ) -> tuple[bool, str]:
     """Re-create a damaged cached scan from its source, or drop it. Returns (re-created, what was done)."""
     path = store.folder / rel
-    src = os.fsdecode(src) if isinstance(src, bytes) else src
+    src = path_from_db(src)
     why = None
     if not src:
         why = "no source file recorded (an in-memory scan, or ingested before schema 3)"

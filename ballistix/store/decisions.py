@@ -5,7 +5,29 @@ Kept apart from `casestore` so that `check` reads them without importing the sto
 
 from __future__ import annotations
 
-__all__ = ["DECISION_TRIGGERS", "VERDICTS"]
+from .db import Dialects
+
+__all__ = ["DECISION_TRIGGERS", "VERDICTS", "REFUSE_FUNCTION"]
+
+#: PostgreSQL's trigger function that refuses a change with the trigger's message (SQLite says it inline).
+REFUSE_FUNCTION = Dialects(
+    "",
+    """CREATE OR REPLACE FUNCTION ballistix_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'integrity_constraint_violation'; END $$""",
+)
+
+
+def _refuse(name: str, table: str, event: str, message: str, *, postgresql_only: bool = False) -> Dialects:
+    """A trigger that refuses every ``event`` (UPDATE, DELETE; TRUNCATE, which skips PostgreSQL's row
+    triggers and which SQLite does not have) on ``table`` with ``message``."""
+    return Dialects(
+        ""
+        if postgresql_only
+        else f"CREATE TRIGGER {name} BEFORE {event} ON {table}\n        BEGIN SELECT RAISE(ABORT, '{message}'); END",
+        f"CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH {'STATEMENT' if event == 'TRUNCATE' else 'ROW'} "
+        f"EXECUTE FUNCTION ballistix_refuse('{message}')",
+    )
+
 
 #: Examiners' decisions on recorded comparisons (schema 4): an append-only audit log. A decision is
 #: never changed or deleted (the triggers refuse it in SQLite itself), only superseded by a later one
@@ -23,13 +45,41 @@ _DECISIONS = [
         supersedes INTEGER REFERENCES decisions(decision_id),   -- the pair's decision this one replaces
         CHECK (a < b))""",
     """CREATE INDEX decisions_pair ON decisions (a, b, decision_id)""",
-    """CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
-        BEGIN SELECT RAISE(ABORT, 'decisions are append-only: a decision is never changed, only superseded'); END""",
-    """CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
-        BEGIN SELECT RAISE(ABORT, 'decisions are append-only: a decision is never deleted, only superseded'); END""",
-    """CREATE TRIGGER decisions_chain BEFORE INSERT ON decisions
+    REFUSE_FUNCTION,
+    _refuse(
+        "decisions_no_update",
+        "decisions",
+        "UPDATE",
+        "decisions are append-only: a decision is never changed, only superseded",
+    ),
+    _refuse(
+        "decisions_no_delete",
+        "decisions",
+        "DELETE",
+        "decisions are append-only: a decision is never deleted, only superseded",
+    ),
+    Dialects(
+        """CREATE TRIGGER decisions_chain BEFORE INSERT ON decisions
         WHEN NEW.supersedes IS NOT (SELECT max(decision_id) FROM decisions WHERE a = NEW.a AND b = NEW.b)
         BEGIN SELECT RAISE(ABORT, 'a decision supersedes the latest decision of its pair'); END""",
+        """CREATE OR REPLACE FUNCTION ballistix_decisions_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.supersedes IS DISTINCT FROM (SELECT max(decision_id) FROM decisions WHERE a = NEW.a AND b = NEW.b)
+            THEN RAISE EXCEPTION 'a decision supersedes the latest decision of its pair'
+                USING ERRCODE = 'integrity_constraint_violation';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER decisions_chain BEFORE INSERT ON decisions FOR EACH ROW
+        EXECUTE FUNCTION ballistix_decisions_chain()""",
+    ),
+    _refuse(
+        "decisions_no_truncate",
+        "decisions",
+        "TRUNCATE",
+        "decisions are append-only: never truncated",
+        postgresql_only=True,
+    ),
 ]
 #: The triggers that keep `_DECISIONS` append-only (`check` verifies they are there).
 DECISION_TRIGGERS = ("decisions_no_update", "decisions_no_delete", "decisions_chain")

@@ -63,7 +63,6 @@ Doubling keeps the total work of refits proportional to the store's size.
 from __future__ import annotations
 
 import datetime as _dt
-import sqlite3
 from collections.abc import Iterator
 
 import numpy as np
@@ -85,7 +84,7 @@ PROJECTION_DIM = 256  # values kept per exhibit in the index
 PROJECTION_CENTER = False  # uncentred: cosines inside the fitted subspace kept exactly (see the module notes)
 PROJECT_FROM = 1024  # exhibits from which the index is compact (4 x PROJECTION_DIM)
 TRAIN_MAX = 16_384  # exhibits a refit is drawn from, at most; past this, refits are deliberate
-CHUNK = 8192  # descriptors read from SQLite at a time (300 MB)
+CHUNK = 8192  # descriptors read from the database at a time (300 MB)
 
 
 def _vectors(rows: list, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +94,7 @@ def _vectors(rows: list, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
 
 
-def _rows_by_rowid(db: sqlite3.Connection, size: int, rowids: np.ndarray, chunk: int) -> Iterator:
+def _rows_by_rowid(db, size: int, rowids: np.ndarray, chunk: int) -> Iterator:
     """(rowid, descriptor bytes) of the well-formed descriptors (``size`` bytes) among sorted ``rowids``,
     in rowid order, one query a ``chunk``: the one by-rowid read of the store's descriptors."""
     for i in range(0, len(rowids), chunk):
@@ -106,7 +105,7 @@ def _rows_by_rowid(db: sqlite3.Connection, size: int, rowids: np.ndarray, chunk:
         yield from (r for r in rows if isinstance(r[1], bytes) and len(r[1]) == size)
 
 
-def descriptor_chunks(db: sqlite3.Connection, dim: int, *, rowids=None, chunk: int = CHUNK) -> Iterator:
+def descriptor_chunks(db, dim: int, *, rowids=None, chunk: int = CHUNK) -> Iterator:
     """(rowids, descriptors) of the store's exhibits in rowid order, ``chunk`` at a time.
 
     Only well-formed descriptors (``4 * dim`` bytes) are read; `CaseStore` and
@@ -130,7 +129,7 @@ def descriptor_chunks(db: sqlite3.Connection, dim: int, *, rowids=None, chunk: i
         yield _vectors(rows, dim)
 
 
-def fetch(db: sqlite3.Connection, dim: int, rowids: np.ndarray) -> np.ndarray:
+def fetch(db, dim: int, rowids: np.ndarray) -> np.ndarray:
     """The full descriptors of ``rowids``, in that order (NaN rows for those missing or damaged):
     what the compact index re-ranks its candidates with (`ScanIndex.refine_with`).
 
@@ -165,16 +164,15 @@ def refit_due(projection: dict | None, n_exhibits: int) -> bool:
     return due is not None and n_exhibits >= due
 
 
-def well_formed_rowids(db: sqlite3.Connection, dim: int) -> np.ndarray:
+def well_formed_rowids(db, dim: int) -> np.ndarray:
     """Rowids of the exhibits whose descriptor is ``4 * dim`` bytes, sorted."""
     rows = db.execute(
-        "SELECT rowid FROM exhibits WHERE typeof(descriptor)='blob' AND length(descriptor)=? ORDER BY rowid",
-        (4 * dim,),
+        f"SELECT rowid FROM exhibits WHERE NOT {db.blob_length_sql('descriptor')} ORDER BY rowid", (4 * dim,)
     )
     return np.array([r[0] for r in rows], np.int64)
 
 
-def build_index(db: sqlite3.Connection, descriptor: dict) -> tuple[ScanIndex, dict]:
+def build_index(db, descriptor: dict) -> tuple[ScanIndex, dict]:
     """The index of every exhibit with a well-formed descriptor, and its projection record.
 
     Compact (a PCA fitted on `training_rowids`) from ``PROJECT_FROM`` exhibits,
@@ -206,7 +204,7 @@ def build_index(db: sqlite3.Connection, descriptor: dict) -> tuple[ScanIndex, di
     return refine(index, db), record
 
 
-def refine(index: ScanIndex, db: sqlite3.Connection) -> ScanIndex:
+def refine(index: ScanIndex, db) -> ScanIndex:
     """A compact index re-ranks its best ``REFINE_FACTOR * k`` candidates by the full descriptors in
     SQLite, so that the store's shortlist is the full descriptor's (see the module notes)."""
     if index.pca_dim is not None:

@@ -6,6 +6,8 @@ Kept apart from `casestore` so that `check` reads it without importing the store
 
 from __future__ import annotations
 
+from .decisions import REFUSE_FUNCTION, _refuse
+
 __all__ = ["IMPORT_KINDS", "IMPORT_TRIGGERS"]
 
 #: What an imported file held: a case-data table (`ballistix.store.casedata`) or another lab's
@@ -27,10 +29,16 @@ _IMPORTS = [
         rows INTEGER NOT NULL, added INTEGER NOT NULL, updated INTEGER NOT NULL,
         summary_json TEXT,
         created_utc TEXT NOT NULL, created_by TEXT NOT NULL, ballistix_version TEXT NOT NULL)""",
-    """CREATE TRIGGER imports_no_update BEFORE UPDATE ON imports
-        BEGIN SELECT RAISE(ABORT, 'imports are append-only: a record of an import is never changed'); END""",
-    """CREATE TRIGGER imports_no_delete BEFORE DELETE ON imports
-        BEGIN SELECT RAISE(ABORT, 'imports are append-only: a record of an import is never deleted'); END""",
+    REFUSE_FUNCTION,
+    _refuse(
+        "imports_no_update", "imports", "UPDATE", "imports are append-only: a record of an import is never changed"
+    ),
+    _refuse(
+        "imports_no_delete", "imports", "DELETE", "imports are append-only: a record of an import is never deleted"
+    ),
+    _refuse(
+        "imports_no_truncate", "imports", "TRUNCATE", "imports are append-only: never truncated", postgresql_only=True
+    ),
 ]
 #: The triggers that keep `_IMPORTS` append-only (`check` verifies they are there).
 IMPORT_TRIGGERS = ("imports_no_update", "imports_no_delete")
