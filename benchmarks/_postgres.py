@@ -100,6 +100,23 @@ class PostgresServer:
             db.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def clone_database(self, url: str) -> str:
+        """A new database copied from the one at ``url`` (which must have no open connection)."""
+        import psycopg
+
+        name = f"store_{uuid.uuid4().hex[:12]}"
+        source = url.rsplit("/", 1)[1].split("?", 1)[0]
+        with psycopg.connect(self.url("postgres"), autocommit=True) as db:
+            db.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+        return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        import psycopg
+
+        name = url.rsplit("/", 1)[1].split("?", 1)[0]
+        with psycopg.connect(self.url("postgres"), autocommit=True) as db:
+            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(subprocess.SubprocessError):  # immediate: the cluster is removed next

@@ -12,22 +12,15 @@ import warnings
 import networkx as nx
 import numpy as np
 import pytest
+from _stores import connect, sql
 
 import ballistix as bx
 from ballistix.errors import StoreWarning
 from ballistix.store import CaseStore, StoreError
 
 FAST = {"spacing_um": 12.5}  # 12.5 um grids keep the tests quick
-
-
-def sql(folder, query, *args):
-    """Rows of a query on a store's database file (``store.sqlite``, the store's on-disk format), read
-    on a connection of its own."""
-    db = sqlite3.connect(f"file:{folder / 'store.sqlite'}?mode=ro", uri=True)
-    try:
-        return db.execute(query, args).fetchall()
-    finally:
-        db.close()
+# every test here runs on SQLite and on PostgreSQL (conftest: store_backend) but those marked sqlite_only
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def files(tmp_path_factory):
 
 
 @pytest.fixture()
-def store(tmp_path, files):
+def store(store_backend, tmp_path, files):
     st = CaseStore(tmp_path / "casefile", preprocess_params=FAST, shortlist=4)
     st.ingest(files[0], progress=False)
     yield st
@@ -163,6 +156,7 @@ def test_link_new_records_comparisons_once_and_the_graph_groups_guns(store, file
         assert lr is None and "no likelihood ratio" in json.loads(ev)["note"]
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself (PostgreSQL stores start at the current schema)
 def test_v1_store_is_migrated_and_keeps_its_comparisons(store):
     store.link_new(progress=False)
     folder = store.folder
@@ -215,6 +209,7 @@ def test_lost_or_corrupt_index_is_detected_and_rebuilt(store, damage):
         assert again.search("case-03", k=4) == before
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself (PostgreSQL stores start at the current schema)
 def test_schema_versions_and_foreign_files(tmp_path, files):
     from ballistix.store import casestore
 
@@ -241,6 +236,7 @@ def test_schema_versions_and_foreign_files(tmp_path, files):
         CaseStore(junk)
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself (PostgreSQL stores start at the current schema)
 def test_migrations_run_in_order(tmp_path, monkeypatch):
     from ballistix.store import casestore
 
@@ -278,10 +274,7 @@ def test_a_store_keeps_the_descriptor_it_was_made_with(tmp_path, files, monkeypa
         m.setattr(casestore, "descriptor_info", lambda: dict(V1_INFO))
         with CaseStore(tmp_path / "old", preprocess_params=FAST) as st:
             st.ingest(paths[:5], progress=False)
-    db = sqlite3.connect(tmp_path / "old" / "store.sqlite")
-    db.execute("DELETE FROM meta WHERE key='descriptor'")  # it recorded none
-    db.commit()
-    db.close()
+    sql(tmp_path / "old", "DELETE FROM meta WHERE key='descriptor'")  # it recorded none
     index_before = (tmp_path / "old" / "index.bxi").read_bytes()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no rebuild, no warning
@@ -298,10 +291,11 @@ def test_a_store_keeps_the_descriptor_it_was_made_with(tmp_path, files, monkeypa
 def test_a_store_with_a_descriptor_this_ballistix_cannot_compute_is_refused(tmp_path):
     with CaseStore(tmp_path / "s", preprocess_params=FAST):
         pass
-    db = sqlite3.connect(tmp_path / "s" / "store.sqlite")
-    db.execute("UPDATE meta SET value=? WHERE key='descriptor'", (json.dumps({"name": "future-v9", "params": {}}),))
-    db.commit()
-    db.close()
+    sql(
+        tmp_path / "s",
+        "UPDATE meta SET value=? WHERE key='descriptor'",
+        json.dumps({"name": "future-v9", "params": {}}),
+    )
     with pytest.raises(StoreError, match="descriptor.*future-v9"):
         CaseStore(tmp_path / "s")
 
@@ -332,6 +326,7 @@ def test_kill_9_during_ingest_never_loses_or_duplicates(tmp_path, many_files):
     script = tmp_path / "ingest.py"
     script.write_text(_INGEST)
     args = [sys.executable, str(script), str(folder)] + [str(p) for p in paths]
+    CaseStore(folder, preprocess_params=FAST).close()  # made here: on the backend under test
     rnd = random.Random(0)
     counts = []
     for _ in range(20):
@@ -372,9 +367,9 @@ def test_readers_see_a_consistent_store_while_a_writer_ingests(tmp_path, files):
     )
     seen = []
     while proc.poll() is None:
-        db = sqlite3.connect(f"file:{folder / 'store.sqlite'}?mode=ro", uri=True, timeout=30)
+        db = connect(folder)  # a reader of its own (store.sqlite, or the PostgreSQL database)
         n = db.execute("SELECT COUNT(*) FROM exhibits").fetchone()[0]
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.integrity_check() == ["ok"]
         db.close()
         seen.append(n)
         time.sleep(0.2)
@@ -448,10 +443,7 @@ def test_a_damaged_descriptor_leaves_its_exhibit_unlinked_with_a_warning(tmp_pat
     paths, _ = files
     with CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=3) as st:
         st.ingest(paths[:5], progress=False)
-    db = sqlite3.connect(tmp_path / "s" / "store.sqlite")
-    with db:
-        db.execute("UPDATE exhibits SET descriptor=? WHERE exhibit_id='case-02'", (b"\0" * 10,))
-    db.close()
+    sql(tmp_path / "s", "UPDATE exhibits SET descriptor=? WHERE exhibit_id='case-02'", b"\0" * 10)
     with CaseStore(tmp_path / "s") as st:
         with pytest.warns(StoreWarning, match="'case-02' was not linked: its stored descriptor is damaged"):
             assert st.link_new(progress=False) > 0
@@ -524,6 +516,7 @@ def test_link_on_a_cluster_started_the_way_cluster_managers_start_one(tmp_path, 
     assert sorted(sql(tmp_path / "s", LINK_ROWS)) == local
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself (PostgreSQL stores start at the current schema)
 def test_failed_migration_leaves_the_store_unchanged(tmp_path, monkeypatch):
     from ballistix.store import casestore
 

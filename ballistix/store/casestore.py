@@ -1968,7 +1968,7 @@ class CaseStore:
             r = self._rowid(exhibit_a)
             out = self._decisions("(d.a=? OR d.b=?)", (r, r))
         else:
-            out = self._decisions("1", ())
+            out = self._decisions("TRUE", ())
         if current:
             latest = {(d["exhibit_a"], d["exhibit_b"]): d for d in out}
             out = sorted(latest.values(), key=lambda d: d["decision_id"])
