@@ -907,16 +907,16 @@ class CaseStore:
             ) else "holds other exhibit ids than the store"
         row = self._db.execute("SELECT value FROM meta WHERE key='index_digest'").fetchone()
         if row is None:
-            return None, "no checksum of the index is recorded in store.sqlite"
+            return None, "no checksum of the index is recorded in the database"
         if row[0] != digest:
             return None, (
                 "its vectors are not the ones this store saved (the checksum of its content differs "
-                "from the one recorded in store.sqlite): another store's index or an altered file"
+                "from the one recorded in the database): another store's index or an altered file"
             )
         row = self._db.execute("SELECT value FROM meta WHERE key='projection'").fetchone()
         projection = json.loads(row[0]) if row else {"kind": "none", "dim": None, "compact_from": PROJECT_FROM}
         if projection.get("sha256") != index.projection_sha256:
-            return None, "its projection is not the one recorded in store.sqlite"
+            return None, "its projection is not the one recorded in the database"
         self._projection = projection
         return refine(index, self._db), None
 
@@ -958,7 +958,7 @@ class CaseStore:
             return index
         if self.read_only:
             self._rebuilt(
-                problem, "rebuilt in memory from the descriptors in store.sqlite (read-only: the file is left as it is)"
+                problem, "rebuilt in memory from the descriptors in the database (read-only: the file is left as it is)"
             )
             return self._build_index(skip_damaged=True)
         with self._transaction():
@@ -975,7 +975,7 @@ class CaseStore:
                     stacklevel=3,
                 )
                 return self._build_index(skip_damaged=True)
-            self._rebuilt(problem, "rebuilt from the descriptors in store.sqlite")
+            self._rebuilt(problem, "rebuilt from the descriptors in the database")
             self._index.save(self.index_path)
             self._record_index()
         return self._index
@@ -1862,7 +1862,7 @@ class CaseStore:
                 if _no_space(e):
                     raise
                 raise StoreError(
-                    f"{self.db_path}: the database is damaged ({e}); restore store.sqlite from a backup"
+                    f"{self.db_path}: the database is damaged ({e}); restore the database from a backup"
                 ) from None
 
     @_writes("record a decision")

@@ -31,7 +31,7 @@ __all__ = ["check_store"]
 
 
 #: What to do about damage to the database itself.
-RESTORE = "restore store.sqlite from a backup"
+RESTORE = "restore the store's database (store.sqlite, or the PostgreSQL database) from a backup"
 #: Leftovers of interrupted writes older than this (seconds) are removed by repair.
 STALE_AFTER_S = 3600
 
@@ -286,7 +286,7 @@ def _check_index(store, repair: bool, problems: list) -> int:
         return 1
     problems[:] = [p for p in problems if p["check"] != "index"]  # the same problem, seen again
     if not repair:
-        action = "`ballistix check --repair` rebuilds it from the descriptors in store.sqlite"
+        action = "`ballistix check --repair` rebuilds it from the descriptors in the database"
         _problem(problems, "index", store.index_path, index_problem, action)
         return 1
     try:
@@ -294,7 +294,7 @@ def _check_index(store, repair: bool, problems: list) -> int:
     except StoreError as e:
         _problem(problems, "index", store.index_path, index_problem, f"not rebuilt: {e}")
     else:
-        action = "rebuilt from the descriptors in store.sqlite"
+        action = "rebuilt from the descriptors in the database"
         _problem(problems, "index", store.index_path, index_problem, action, repaired=True)
     return 1
 

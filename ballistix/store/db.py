@@ -16,8 +16,9 @@ here and nowhere else:
 - **Read snapshots** (`Database.snapshot`): a deferred transaction on SQLite, ``REPEATABLE READ
   READ ONLY`` on PostgreSQL.
 - **New ids**: exhibits and logs take ``max + 1`` under the write lock on PostgreSQL (no sequence:
-  a sequence leaves gaps on rollback, and a gap in an audit log must mean a deleted row); SQLite
-  assigns them itself (``AUTOINCREMENT`` logs: never reused).
+  a sequence leaves gaps on rollback, and a gap in an audit log must mean a deleted row), and a
+  trigger keeps the highest id each log handed out (`Database.issued`); SQLite assigns them itself
+  (``AUTOINCREMENT`` logs: never reused, counted in ``sqlite_sequence``).
 - **The catalogue**: tables, triggers, the integrity check, the ids handed out.
 
 A connection is one `sqlite3.Connection` or one `psycopg.Connection` in autocommit mode (explicit
@@ -260,11 +261,13 @@ class Database:
         return f"(SELECT COALESCE(MAX({column}), 0) + 1 FROM {table})"
 
     def issued(self, table: str) -> int:
-        """The highest id ever handed out in an ``AUTOINCREMENT`` log (SQLite keeps it apart from the
-        rows); 0 where the engine does not keep one (PostgreSQL: the ids are max + 1)."""
-        if self.dialect != "sqlite":
-            return 0
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
+        """The highest id an append-only log has handed out (kept apart from its rows, in the inserting
+        transaction: SQLite's ``sqlite_sequence``; on PostgreSQL ``meta.issued:<table>``, kept by a
+        trigger), or 0."""
+        if self.dialect == "sqlite":
+            row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name=?", (table,)).fetchone()
+        else:
+            row = self.execute("SELECT value FROM meta WHERE key=?", (f"issued:{table}",)).fetchone()
         return int(row[0]) if row else 0
 
     # -------------------------------------------------------------- catalogue

@@ -9,12 +9,30 @@ from .db import Dialects
 
 __all__ = ["DECISION_TRIGGERS", "VERDICTS", "REFUSE_FUNCTION"]
 
-#: PostgreSQL's trigger function that refuses a change with the trigger's message (SQLite says it inline).
+#: PostgreSQL's trigger functions (SQLite says both inline or keeps the count itself):
+#: ``ballistix_refuse`` refuses a change with the trigger's message; ``ballistix_issued`` keeps the
+#: highest id an append-only log has handed out in ``meta`` (key ``issued:<table>``), in the
+#: inserting transaction, as SQLite's ``sqlite_sequence`` does: a deleted latest row shows.
 REFUSE_FUNCTION = Dialects(
     "",
     """CREATE OR REPLACE FUNCTION ballistix_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'integrity_constraint_violation'; END $$""",
+    BEGIN RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'integrity_constraint_violation'; END $$;
+    CREATE OR REPLACE FUNCTION ballistix_issued() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO meta VALUES ('issued:' || TG_TABLE_NAME, to_jsonb(NEW) ->> TG_ARGV[0])
+        ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value::bigint, excluded.value::bigint)::text;
+        RETURN NULL;
+    END $$""",
 )
+
+
+def _issued(table: str, column: str) -> Dialects:
+    """PostgreSQL: count the ids ``table`` hands out (see `REFUSE_FUNCTION`); SQLite keeps them itself."""
+    return Dialects(
+        "",
+        f"CREATE TRIGGER {table}_issued AFTER INSERT ON {table} FOR EACH ROW "
+        f"EXECUTE FUNCTION ballistix_issued('{column}')",
+    )
 
 
 def _refuse(name: str, table: str, event: str, message: str, *, postgresql_only: bool = False) -> Dialects:
@@ -73,6 +91,7 @@ _DECISIONS = [
         CREATE TRIGGER decisions_chain BEFORE INSERT ON decisions FOR EACH ROW
         EXECUTE FUNCTION ballistix_decisions_chain()""",
     ),
+    _issued("decisions", "decision_id"),
     _refuse(
         "decisions_no_truncate",
         "decisions",

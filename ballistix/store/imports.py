@@ -6,7 +6,7 @@ Kept apart from `casestore` so that `check` reads it without importing the store
 
 from __future__ import annotations
 
-from .decisions import REFUSE_FUNCTION, _refuse
+from .decisions import REFUSE_FUNCTION, _issued, _refuse
 
 __all__ = ["IMPORT_KINDS", "IMPORT_TRIGGERS"]
 
@@ -36,6 +36,7 @@ _IMPORTS = [
     _refuse(
         "imports_no_delete", "imports", "DELETE", "imports are append-only: a record of an import is never deleted"
     ),
+    _issued("imports", "import_id"),
     _refuse(
         "imports_no_truncate", "imports", "TRUNCATE", "imports are append-only: never truncated", postgresql_only=True
     ),
