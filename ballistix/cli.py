@@ -230,6 +230,8 @@ def _store(args, *, create: bool = False, read_only: bool = False):
     from .store import CaseStore
 
     kw = {"shortlist": args.shortlist} if getattr(args, "shortlist", None) else {}
+    if getattr(args, "database", None):
+        kw["database"] = args.database
     with _store_warnings():
         return CaseStore(args.store, create=create, read_only=read_only or getattr(args, "read_only", False), **kw)
 
@@ -973,6 +975,13 @@ def _ingest_parser(sub) -> None:
     ing = sub.add_parser("ingest", help="add scan files to a case store", description=cmd_ingest.__doc__)
     ing.add_argument("files", nargs="+")
     ing.add_argument("--store", required=True, help="the store's folder (created if new)")
+    ing.add_argument(
+        "--database",
+        metavar="URL",
+        help="postgresql://user@host/db: a new store's records on a PostgreSQL server (an empty database; the "
+        "password from ~/.pgpass or PGPASSWORD); the folder, shared, keeps the scans and the index and names "
+        "the database, so later commands need only --store",
+    )
     ing.add_argument("--scene", type=_text, help="scene id of these cartridge cases")
     ing.add_argument("--firearm", type=_text, help="firearm id, for test fires")
     ing.add_argument("--kind", choices=["scene", "test_fire"])

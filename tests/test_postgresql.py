@@ -209,3 +209,15 @@ def test_a_writer_killed_with_kill_9_leaves_a_store_that_checks_clean(tmp_path, 
             assert st.check()["ok"]
     subprocess.run(args, check=True, capture_output=True, timeout=600)  # and a run completes it
     _check_whole(folder, len(files))
+
+
+def test_command_line_makes_a_store_on_the_server_and_finds_it_by_its_folder(tmp_path, url, files, capsys):
+    from ballistix.cli import main
+
+    folder = str(tmp_path / "s")
+    assert main(["ingest", *map(str, files[:3]), "--store", folder, "--database", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == ["pg-00", "pg-01", "pg-02"]
+    assert main(["link", "--store", folder, "--out", str(tmp_path / "graph.graphml")]) == 0
+    assert main(["check", "--store", folder]) == 0
+    with CaseStore(folder) as st:
+        assert st.backend == "postgresql" and len(st) == 3 and all(e["linked"] for e in st.exhibits())
