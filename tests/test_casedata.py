@@ -11,6 +11,9 @@ from ballistix.errors import BallistixError, FileFormatError, ParameterError
 from ballistix.store import CaseStore
 from ballistix.store.casedata import FORMULA_START, guard_cell, unguard_cell
 
+# every test here runs on SQLite and on PostgreSQL (conftest: store_backend) but those marked sqlite_only
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 SCENES = """scene_id,date,place,lat,lon,context
 S-1,2025-03-02,Harbour district,51.5,-0.12,organized crime
 S-2,2025-04-11,"Market, north side",,,other
@@ -83,6 +86,7 @@ NUMBERS = ["-33.9", "+5", "1e-05", "-.5"]
 
 
 @pytest.mark.parametrize("text", [*FORMULAS, *NUMBERS, "=", "@"])
+@pytest.mark.sqlite_only  # no store
 def test_guard_cell_is_undone_by_unguard_cell(text):
     cell = guard_cell(text)
     assert unguard_cell(cell) == text
@@ -196,6 +200,7 @@ def test_a_bad_row_after_good_ones_leaves_the_store_unchanged(tmp_path):
         assert _tables(st) == {"scenes": [], "firearms": []}
 
 
+@pytest.mark.sqlite_only  # the command line in a process of its own: a new store there is SQLite
 def test_command_line_import_and_export(tmp_path):
     run = [sys.executable, "-m", "ballistix"]
     s, f = _write(tmp_path, "s.csv", SCENES), _write(tmp_path, "f.csv", FIREARMS)
@@ -254,6 +259,7 @@ def test_iafq_figures_count_the_years_recoveries_by_status_and_breakdown(tmp_pat
         CaseStore(tmp_path / "s").iafq("2025")
 
 
+@pytest.mark.sqlite_only  # the command line in a process of its own: a new store there is SQLite
 def test_iafq_export_as_csv_and_as_a_workbook_whose_text_is_never_a_formula(tmp_path):
     openpyxl = pytest.importorskip("openpyxl")
     with CaseStore(tmp_path / "s") as st:

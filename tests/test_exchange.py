@@ -2,16 +2,19 @@
 
 import hashlib
 import json
-import sqlite3
 import subprocess
 import sys
 import zipfile
 
 import pytest
+from _stores import sql
 
 import ballistix as bx
 from ballistix.errors import FileFormatError, ParameterError
 from ballistix.store import CaseStore, casestore
+
+# every test here runs on SQLite and on PostgreSQL (conftest: store_backend): the receiving store is on each
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 FAST = {"spacing_um": 12.5}
 
@@ -32,11 +35,7 @@ def lab_a(tmp_path_factory):
 
 
 def _rows(folder):
-    db = sqlite3.connect(f"file:{folder / 'store.sqlite'}?mode=ro", uri=True)
-    try:
-        return db.execute("SELECT exhibit_id, source_sha256, descriptor, meta_json FROM exhibits ORDER BY 1").fetchall()
-    finally:
-        db.close()
+    return sql(folder, "SELECT exhibit_id, source_sha256, descriptor, meta_json FROM exhibits ORDER BY 1")
 
 
 def test_a_bundle_moves_exhibits_with_their_records_and_the_senders_identity(tmp_path, lab_a):
@@ -228,6 +227,7 @@ def test_export_refuses_a_source_that_changed_since_ingest(tmp_path, lab_a):
     assert not (tmp_path / "b.bxex").exists()
 
 
+@pytest.mark.sqlite_only  # the command line in a process of its own: a new store there is SQLite
 def test_command_line_exchange(tmp_path, lab_a):
     d, _, _ = lab_a
     run = [sys.executable, "-m", "ballistix"]

@@ -10,6 +10,7 @@ import json
 import sqlite3
 
 import pytest
+from _stores import sql
 
 import ballistix as bx
 from ballistix import __version__
@@ -20,6 +21,9 @@ from ballistix.store import casestore as casestore_module
 from ballistix.store.casestore import SCHEMA_VERSION
 from ballistix.store.imports import IMPORT_TRIGGERS
 from ballistix.store.report import write_graph_report, write_report
+
+# every test here runs on SQLite and on PostgreSQL (conftest: store_backend) but those marked sqlite_only
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 SCENES = "scene_id,date,place,lat,lon\nS-1,2025-03-02,Harbour,51.5,-0.12\nS-2,2025-04-11,Market,,\n"
 FIREARMS = "firearm_id,make,status\nF-1,Ruger,seized\nF-2,Glock,found\nF-3,Beretta,seized\n"
@@ -32,22 +36,12 @@ def _write(tmp_path, name, text):
     return path
 
 
-def sql(folder, query, *args):
-    db = sqlite3.connect(folder / "store.sqlite")
-    try:
-        out = db.execute(query, args).fetchall()
-        db.commit()
-        return out
-    finally:
-        db.close()
-
-
 def _tables(st):
     return {k: st._db.execute(f"SELECT * FROM {k} ORDER BY 1").fetchall() for k in ("scenes", "firearms")}
 
 
 @pytest.fixture()
-def store(tmp_path):
+def store(store_backend, tmp_path):
     """A store with a scenes, a firearms and a tracing table imported (in that order)."""
     with CaseStore(tmp_path / "s") as st:
         for name, text in (("scenes.csv", SCENES), ("firearms.csv", FIREARMS), ("tracing.csv", TRACING)):
@@ -120,6 +114,7 @@ def test_the_records_and_their_log_row_are_one_transaction(store, tmp_path, monk
         assert _tables(st) == before and st.imports() == log
 
 
+@pytest.mark.sqlite_only  # SQLite's own triggers and schema (PostgreSQL's: test_postgresql.py)
 def test_the_log_is_append_only_in_sqlite_itself(store):
     for stmt in (
         "UPDATE imports SET rows = 0",
@@ -136,6 +131,7 @@ def test_the_log_is_append_only_in_sqlite_itself(store):
             "ballistix_version) VALUES ('photos', 'x', ?, 0, 0, 0, 't', 'u', 'v')", "0" * 64)  # fmt: skip
 
 
+@pytest.mark.sqlite_only  # SQLite's own triggers and schema (PostgreSQL's: test_postgresql.py)
 def test_check_reports_a_dropped_trigger_and_a_deleted_row(store):
     with CaseStore(store, create=False) as st:
         r = st.check()
@@ -157,6 +153,7 @@ def test_check_reports_a_dropped_trigger_and_a_deleted_row(store):
     assert any("imports_no_update, imports_no_delete" in p for p in problems)
 
 
+@pytest.mark.sqlite_only  # SQLite's own triggers and schema (PostgreSQL's: test_postgresql.py)
 def test_a_schema_4_store_is_migrated_and_keeps_its_data(store, tmp_path):
     # as ballistix left a schema-4 store: no imports table (its triggers go with it)
     sql(store, "DROP TABLE imports")
