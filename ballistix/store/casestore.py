@@ -543,19 +543,21 @@ class CaseStore:
         except db_errors() as e:
             raise StoreError(f"{redact(url)}: cannot connect to the store's PostgreSQL server ({e})".strip()) from None
 
+    @staticmethod
+    def _store_id(db: Database):
+        """The ``(store_id,)`` a PostgreSQL store's database records, or None where it holds no store."""
+        return db.execute("SELECT value FROM meta WHERE key='store_id'").fetchone() if "meta" in db.tables() else None
+
     def _connect(self, database: str | None = None) -> Database:
         if (self.folder / _POINTER).exists():
             rec = self._read_pointer()
             db = self._connect_postgresql(database or rec["url"], read_only=self.read_only)
             self.db_path = db.name
             try:
-                with db.write() if not self.read_only else db.snapshot():  # after any creation in progress
-                    tables = db.tables()
-                    row = (
-                        db.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
-                        if "meta" in tables
-                        else None
-                    )
+                row = self._store_id(db)
+                if row is None and not self.read_only:
+                    with db.write():  # a creation in progress holds the lock until its commit: read after it
+                        row = self._store_id(db)
             except BaseException:
                 db.close()
                 raise

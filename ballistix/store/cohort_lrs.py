@@ -118,7 +118,7 @@ class CohortWeigher:
             "SELECT rowid, kind, firearm_id, calibre, meta_json, processing_json FROM exhibits ORDER BY rowid"
         )
         if comparisons is None:
-            comparisons = _chunks(db.execute("SELECT a, b, cmc_count FROM comparisons"), 1 << 16)
+            comparisons = _chunks(db.stream("SELECT a, b, cmc_count FROM comparisons"), 1 << 16)
         else:
             comparisons = [list(comparisons)]
         return cls(cals, exhibits, comparisons)
