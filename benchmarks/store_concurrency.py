@@ -386,8 +386,9 @@ def main(argv=None) -> int:
                 if url and "postgresql" not in versions:
                     versions["postgresql"] = _server_version(url)
                 bx.CaseStore(folder, database=url, preprocess_params=FAST, shortlist=args.shortlist).close()
-                t = time.perf_counter()
+                t, load = time.perf_counter(), os.getloadavg()
                 runs[backend][str(n)] = run_clients(folder, paths, sums, n, args)
+                runs[backend][str(n)]["load_average_before_after"] = [load[0], os.getloadavg()[0]]
                 print(f"{backend}, {n} client(s): {time.perf_counter() - t:.0f} s", flush=True)
                 shutil.rmtree(folder, ignore_errors=True)
                 if url:
@@ -429,7 +430,8 @@ def main(argv=None) -> int:
         "params": {**vars(args), "preprocess_params": FAST, "search_k": 5, "difficulty": "easy", "resolution": "fast"},
         "versions": versions,
         "cpus": os.cpu_count(),
-        "note": f"{os.cpu_count()} CPUs: with more clients than CPUs the clients share the cores",
+        "note": f"{os.cpu_count()} CPUs: with more clients than CPUs the clients share the cores; "
+        "load_average_before_after (1 min) shows other work on the machine",
         "inputs": {"files": len(paths), "sha256": sums},
         "skipped": skipped,
         "runs": runs,
