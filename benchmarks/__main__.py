@@ -59,6 +59,7 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
     "verify_scale": (["--quick", "--skip-real"], []),
     "backlog": (["--old-guns", "8", "--new", "4", "--shortlist", "5", "--verify-top", "2"], []),
     "first_stage": (["--quick", "--skip-real"], []),
+    "store_concurrency": (["--quick"], []),
 }
 TAKES_JOBS = {
     "cmc_accuracy",
@@ -339,6 +340,25 @@ def summary_rows() -> list[list[str]]:
                     ),
                     d,
                 )
+    if d := load("store_concurrency"):
+        for backend, by_n in _get(d, "runs", default={}).items():
+            ns = sorted(by_n, key=int)
+            add(
+                "store_concurrency",
+                f"{backend}, {'/'.join(ns)} clients: ingest exhibits/s; link distinct comparisons/s "
+                f"(recorded/distinct); searches/s; nothing lost",
+                " / ".join(_fmt(_get(by_n, n, "ingest", "exhibits_per_second")) for n in ns)
+                + "; "
+                + " / ".join(
+                    f"{_fmt(_get(by_n, n, 'link', 'comparisons_per_second'))} "
+                    f"({_get(by_n, n, 'link', 'recorded_sum')}/{_get(by_n, n, 'link', 'distinct_comparisons')})"
+                    for n in ns
+                )
+                + "; "
+                + " / ".join(_fmt(_get(by_n, n, "search", "searches_per_second")) for n in ns)
+                + f"; {all(_get(by_n, n, ph, 'ok') for n in ns for ph in ('ingest', 'link', 'search'))}",
+                d,
+            )
     if d := load("store"):
         add(
             "store",
