@@ -1,5 +1,16 @@
 import os
-from pathlib import Path
+import sys
+
+# numpy picks its SIMD code when it is imported. Its AVX-512 paths (X86_V4) compute sin, cos, exp and
+# power a last bit differently from its AVX2 ones, which changes the simulator's heights in their last
+# bits and so every checksum of simulated data (tests/golden.json, test_simulate, test_populations). The
+# tests run numpy's AVX2 paths on every machine, so one set of checksums holds across CPUs (a user's
+# AVX-512 machine simulates data sets that differ from these in the last bits only).
+if "numpy" in sys.modules:
+    raise RuntimeError("numpy was imported before tests/conftest.py could choose its SIMD paths")
+os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V4 AVX512_ICL AVX512_SPR")
+
+from pathlib import Path  # noqa: E402
 
 import matplotlib
 import pytest

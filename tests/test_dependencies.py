@@ -91,9 +91,10 @@ def test_every_declared_dependency_is_imported_and_every_import_declared():
 
     declared = names(project["dependencies"])
     extras = project["optional-dependencies"]
-    # dask[distributed]; openpyxl; pandas (DataFrames); flask, waitress, werkzeug (the review app, ballistix/serve)
+    # dask[distributed]; openpyxl; pandas (DataFrames); flask, waitress, werkzeug (the review app, ballistix/serve);
+    # psycopg (the shared store on PostgreSQL)
     optional = names(extras["dask"]) | {"distributed"} | names(extras["xlsx"]) | names(extras["analysis"])
-    optional |= names(extras["serve"])
+    optional |= names(extras["serve"]) | names(extras["postgresql"])
     imported = _third_party_imports()
     assert declared <= imported, f"declared but never imported: {sorted(declared - imported)}"
     assert imported <= declared | optional, f"imported but not declared: {sorted(imported - declared - optional)}"
