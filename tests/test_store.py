@@ -676,3 +676,22 @@ def test_exhibits_that_do_not_discriminate_in_their_population_give_no_lr(tmp_pa
         assert g.groups(min_size=2) == []
         cands = g.candidates()
         assert cands and all(c["why"].startswith("withheld") for c in cands)
+
+
+def test_a_store_kept_open_sees_the_exhibits_another_client_added(tmp_path, files):
+    """Two clients of one store (two processes in a lab; two objects here): what the other one ingested
+    and indexed is searched and linked by the first without reopening it."""
+    paths, guns = files
+    a = CaseStore(tmp_path / "s", preprocess_params=FAST, shortlist=4)
+    a.ingest(paths[:5], progress=False)
+    with CaseStore(tmp_path / "s", shortlist=4) as b:
+        b.ingest(paths[5:], progress=False)
+        assert len(b._index) == len(paths)
+    assert len(a) == len(paths) and len(a._index) == 5  # not yet: a reads the index when it searches
+    found = {c["exhibit_id"] for c in a.search(paths[8], k=3)}
+    assert len(a._index) == len(paths)
+    assert {p.stem for p in paths[6:8] if guns[p.stem] == guns[paths[8].stem]} <= found
+    a.link_new(progress=False)
+    linked = sql(tmp_path / "s", "SELECT COUNT(*) FROM exhibits WHERE linked=1")[0][0]
+    assert linked == len(paths)
+    a.close()

@@ -308,6 +308,7 @@ class CaseStore:
         self._cals = None  # calibrations to choose from (registered, then shipped), read when first needed
         self._opening: list[dict] = []  # problems found and worked around while opening (reported by check)
         self._migrated_from = None
+        self._index_seen = None  # the index digest this process's index is (see `_fresh_index`)
         if database is not None and not is_url(database):
             raise ParameterError(
                 f"database must be a postgresql:// URL (or None: SQLite in the folder), got {database!r}"
@@ -920,6 +921,7 @@ class CaseStore:
         if projection.get("sha256") != index.projection_sha256:
             return None, "its projection is not the one recorded in the database"
         self._projection = projection
+        self._read_digest = digest
         return refine(index, self._db), None
 
     def _save_index(self) -> None:
@@ -932,10 +934,26 @@ class CaseStore:
             self._record_index()
 
     def _record_index(self) -> None:
-        for key, value in (("index_digest", self._index_digest()), ("projection", json.dumps(self._projection))):
+        digest = self._index_digest()
+        for key, value in (("index_digest", digest), ("projection", json.dumps(self._projection))):
             self._db.execute(
                 "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)
             )
+        self._index_seen = digest
+
+    def _fresh_index(self) -> None:
+        """Take the index another client saved since this one's was read or saved (its exhibits become
+        searchable here): one read of the recorded digest when nothing changed. An index file that is
+        not (yet) the store's whole, e.g. while another client has committed exhibits it has not yet
+        indexed, is left for that client's save or the next opening; this one's is kept meanwhile."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='index_digest'").fetchone()
+        if row is None or row[0] == self._index_seen:
+            return
+        index, problem = self._read_index()
+        if problem is None:
+            self._index, self._index_seen = index, self._read_digest
+        else:
+            self._index_seen = row[0]  # tried: again only when another save records a new digest
 
     @property
     def projection(self) -> dict:
@@ -957,6 +975,7 @@ class CaseStore:
     def _load_or_rebuild_index(self) -> ScanIndex:
         index, problem = self._read_index()
         if problem is None:
+            self._index_seen = self._read_digest
             return index
         if self.read_only:
             self._rebuilt(
@@ -966,6 +985,7 @@ class CaseStore:
         with self._transaction():
             index, problem = self._read_index()  # another process may have saved and recorded it meanwhile
             if problem is None:
+                self._index_seen = self._read_digest
                 return index
             try:
                 self._index = self._build_index()
@@ -1649,6 +1669,7 @@ class CaseStore:
         """
         exclude = ()
         self.skipped = []
+        self._fresh_index()
         if (
             isinstance(query, str)
             and not Path(query).suffix
@@ -1730,6 +1751,7 @@ class CaseStore:
 
         check_top(verify_top, precheck)
         self.skipped = []
+        self._fresh_index()
         todo = [r[0] for r in self._db.execute("SELECT rowid FROM exhibits WHERE linked=0 ORDER BY rowid")]
         if not todo:
             return 0
