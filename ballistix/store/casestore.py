@@ -1757,15 +1757,18 @@ class CaseStore:
             return 0
         local_pool = n_jobs > 1 and client is None
         # one pool of workers for every exhibit (a pool per exhibit cost a second each)
-        with process_pool(n_jobs) if local_pool else nullcontext() as pool:
-            outcomes = run_jobs(
-                self._link_jobs(todo, verify_top, precheck),
-                n_jobs=n_jobs,
-                client=client,
-                pool=pool,
-                many=len(todo) >= n_jobs,  # else one exhibit's pairs spread over the workers
-            )
-            return self._record_links(tqdm(outcomes, total=len(todo), disable=not progress, desc="link"))
+        try:
+            with process_pool(n_jobs) if local_pool else nullcontext() as pool:
+                outcomes = run_jobs(
+                    self._link_jobs(todo, verify_top, precheck),
+                    n_jobs=n_jobs,
+                    client=client,
+                    pool=pool,
+                    many=len(todo) >= n_jobs,  # else one exhibit's pairs spread over the workers
+                )
+                return self._record_links(tqdm(outcomes, total=len(todo), disable=not progress, desc="link"))
+        finally:
+            self._db.release_all()
 
     def _link_jobs(self, todo: list[int], verify_top, precheck) -> Iterator[Job]:
         """Each new exhibit's verification `Job` (see `link_new`); an exhibit with a damaged
@@ -1781,8 +1784,13 @@ class CaseStore:
                 refs[rowid] = ScanRef(rowid, *row)
             return refs[rowid]
 
-        for rowid, cands in plan(self._index, self._db, self.descriptor["dim"], todo, self.shortlist):
+        db = self._db
+        for rowid, cands in plan(self._index, db, self.descriptor["dim"], todo, self.shortlist):
+            # another client linking the store at the same time: what it linked or is verifying is its own
+            if db.execute("SELECT linked FROM exhibits WHERE rowid=?", (rowid,)).fetchone()[0] or not db.claim(rowid):
+                continue
             if cands is None:
+                db.release(rowid)
                 eid = ref(rowid).exhibit_id
                 warnings.warn(
                     f"exhibit {eid!r} was not linked: its stored descriptor is damaged; run "
@@ -1813,6 +1821,7 @@ class CaseStore:
             for rowid in out.restored:
                 self._set_scan_state(rowid, "ok")
             if out.verified is None:  # left unlinked: `check --repair`, then link again
+                self._db.release(out.rowid)
                 continue
             with self._transaction() as db:
                 for c in out.verified:
@@ -1838,6 +1847,7 @@ class CaseStore:
                         ),
                     )
                 db.execute("UPDATE exhibits SET linked=1 WHERE rowid=?", (out.rowid,))
+            self._db.release(out.rowid)
             n += len(out.verified)
         return n
 

@@ -40,6 +40,8 @@ __all__ = ["Database", "Dialects", "render", "is_url", "redact", "path_to_db", "
 _names = itertools.count()
 #: The advisory lock every writer of a PostgreSQL store takes (one store per database).
 _LOCK_KEY = 0x62616C6C  # "ball"
+#: The class of the advisory locks by which a client claims an exhibit to link (`Database.claim`).
+_CLAIM_CLASS = 0x6C696E6B  # "link"
 
 
 def is_url(database) -> bool:
@@ -153,6 +155,7 @@ class Database:
 
     def __init__(self, conn, dialect: str, name: str):
         self.conn, self.dialect, self.name = conn, dialect, name
+        self._claims: set[int] = set()  # work this connection claimed (`claim`)
 
     # -------------------------------------------------------------- connecting
     @classmethod
@@ -251,6 +254,28 @@ class Database:
             yield self
         finally:
             self.rollback()
+
+    # ------------------------------------------------------------------ claims
+    def claim(self, key: int) -> bool:
+        """Claim a piece of work (an exhibit to link) for this connection, if no other connection holds it:
+        on PostgreSQL a session-level advisory lock, which the server releases when the client ends,
+        however it ends; SQLite has no such lock (always True: clients there re-check the work instead)."""
+        if self.dialect == "sqlite":
+            return True
+        got = self.execute("SELECT pg_try_advisory_lock(?, ?)", (_CLAIM_CLASS, int(key) & 0x7FFFFFFF)).fetchone()[0]
+        if got:
+            self._claims.add(int(key))
+        return bool(got)
+
+    def release(self, key: int) -> None:
+        if int(key) in self._claims:
+            self._claims.discard(int(key))
+            self.execute("SELECT pg_advisory_unlock(?, ?)", (_CLAIM_CLASS, int(key) & 0x7FFFFFFF))
+
+    def release_all(self) -> None:
+        for key in list(self._claims):
+            with contextlib.suppress(*errors()):
+                self.release(key)
 
     # -------------------------------------------------------------------- ids
     def next_id(self, table: str, column: str) -> str:
