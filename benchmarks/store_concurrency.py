@@ -13,10 +13,12 @@ clients at once) and lasts until the last client is done:
 1. ingest: the same x3p files every time (simulated, easy, fast resolution;
    written once and kept in benchmarks/results/store_concurrency_files/), split
    between the clients (client k takes every N-th file); exhibits/s.
-2. link: every client calls ``link_new`` at once. The store has no work
-   claiming, so two clients may verify the same exhibit: the sum of the
-   comparisons they report against the distinct comparison rows recorded shows
-   the duplicated work; comparisons/s counts the distinct rows.
+2. link: every client calls ``link_new`` at once. On PostgreSQL each client
+   claims an exhibit before verifying it (a session advisory lock); on SQLite
+   a client only skips what another has already linked, so clients that start
+   together verify the same exhibits. The sum of the comparisons the clients
+   report against the distinct comparison rows recorded shows duplicated work;
+   comparisons/s counts the distinct rows.
 3. search: each client searches ``--searches`` exhibit ids (k=5); searches/s
    and latency.
 
@@ -138,8 +140,9 @@ def _client(k: int, folder: str, files: list[str], searches: int, shortlist: int
             return {"added": len(rep.added), "existing": len(rep.existing), "failed": [f for f in rep.failed]}
 
         def link():
-            index_size = len(st._index)  # what this client's shortlists are drawn from (its in-memory index)
-            return {"recorded": st.link_new(progress=False), "index_size": index_size, "store_size": len(st)}
+            recorded = st.link_new(progress=False)  # takes the index other clients saved first (_fresh_index)
+            index_size = len(st._index)  # what this client's shortlists were drawn from (its in-memory index)
+            return {"recorded": recorded, "index_size": index_size, "store_size": len(st)}
 
         def search():
             ids = [e["exhibit_id"] for e in st.exhibits()]
@@ -483,7 +486,7 @@ def main(argv=None) -> int:
         f"\n{len(paths)} files, shortlist {args.shortlist}, {args.searches} searches a client; {os.cpu_count()} CPUs "
         f"(more clients than CPUs share them); versions {versions}\n"
         "recorded/distinct: comparisons the clients' link_new calls returned / distinct comparison rows; "
-        "stale index: clients whose in-memory index lacked exhibits others added when link began; "
+        "stale index: clients whose in-memory index lacked exhibits others added, after link_new; "
         "pairs missing/extra: compared pairs against the fewest clients' run\n"
         f"wrote {path} and {png}"
     )
