@@ -100,16 +100,6 @@ class PostgresServer:
             db.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def clone_database(self, url: str) -> str:
-        """A new database copied from the one at ``url`` (which must have no open connection)."""
-        import psycopg
-
-        name = f"store_{uuid.uuid4().hex[:12]}"
-        source = url.rsplit("/", 1)[1].split("?", 1)[0]
-        with psycopg.connect(self.url("postgres"), autocommit=True) as db:
-            db.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
-        return self.url(name)
-
     def drop_database(self, url: str) -> None:
         import psycopg
 

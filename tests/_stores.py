@@ -4,7 +4,6 @@ or PostgreSQL (the database the folder's ``store.database`` names; see conftest'
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -28,17 +27,3 @@ def sql(folder, query, *args):
         return cur.fetchall() if cur.description else []
     finally:
         db.close()
-
-
-def copy_store(src, dst, server=None) -> Path:
-    """A copy of the store at ``src`` at ``dst``: its folder, and on PostgreSQL its database too
-    (``CREATE DATABASE ... TEMPLATE``: a backup restored under another name), named in the copy's
-    ``store.database``."""
-    src, dst = Path(src), Path(dst)
-    shutil.copytree(src, dst)
-    pointer = dst / "store.database"
-    if pointer.exists():
-        rec = json.loads(pointer.read_text())
-        rec["url"] = server.clone_database(rec["url"])
-        pointer.write_text(json.dumps(rec))
-    return dst
