@@ -221,3 +221,27 @@ def test_command_line_makes_a_store_on_the_server_and_finds_it_by_its_folder(tmp
     assert main(["check", "--store", folder]) == 0
     with CaseStore(folder) as st:
         assert st.backend == "postgresql" and len(st) == 3 and all(e["linked"] for e in st.exhibits())
+
+
+def test_the_review_app_serves_a_store_on_the_server(tmp_path, url):
+    """The review app opens the store by its folder: a decision made in its form lands in the server's
+    audit log and the graph follows it."""
+    pytest.importorskip("flask")
+    from test_serve import decide, pairs_on, token
+
+    from ballistix.serve import create_app
+
+    cw = bx.datasets.simulate_casework(n_firearms=2, n_scenes=3, seed=2, resolution="fast")
+    with CaseStore(tmp_path / "s", database=url, shortlist=3) as st:
+        st.add_casework(cw, progress=False)
+        st.link_new(progress=False)
+    c = create_app(tmp_path / "s").test_client()
+    queue = c.get("/")
+    assert queue.status_code == 200
+    a, b = pairs_on(queue.get_data(as_text=True))[0]
+    tok = token(c, f"/compare?a={a}&b={b}")
+    assert decide(c, a, b, "elimination", tok).status_code in (200, 303)
+    with CaseStore(tmp_path / "s", read_only=True) as st:
+        (d,) = st.decisions(a, b)
+        assert d["verdict"] == "elimination" and st.backend == "postgresql"
+        assert st.graph().nx.edges[f"exhibit:{a}", f"exhibit:{b}"]["verdict"] == "elimination"
