@@ -22,7 +22,7 @@ here and nowhere else:
 - **The catalogue**: tables, triggers, the integrity check, the ids handed out.
 
 A connection is one `sqlite3.Connection` or one `psycopg.Connection` in autocommit mode (explicit
-transactions, as the store writes them). psycopg is imported only for a ``postgresql://`` URL.
+transactions, as the store writes them). psycopg is needed only for a ``postgresql://`` URL.
 """
 
 from __future__ import annotations
