@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("ballistix.io",),
     ("ballistix.features", "ballistix.datasets"),
     ("ballistix.evaluation",),
-    ("ballistix.evidence", "ballistix.verify", "ballistix.cohort", "ballistix.index"),
+    ("ballistix.evidence", "ballistix.fusion", "ballistix.verify", "ballistix.cohort", "ballistix.index"),
     ("ballistix.graph",),
     ("ballistix.store", "ballistix.validation"),
     ("ballistix._demo", "ballistix.serve", "ballistix.cli", "ballistix.__main__", "ballistix"),
