@@ -78,6 +78,9 @@ MIN_REGION_COHERENCE = 0.4
 PROFILE_BAND_UM = (6.0, 100.0)
 #: A profile position needs this many measured points along the striations (else NaN).
 MIN_POINTS_ALONG = 3
+#: ... and at least this share of the number most positions have (the 90th percentile): the corners of a
+#: tilted patch average a handful of points and would add noise at the profile's ends.
+MIN_ALONG_SHARE = 0.2
 #: A usable profile is at least this long (um): two segments of the default 75 um.
 MIN_PROFILE_UM = 150.0
 #: ... and its patch at least this wide along the striations (um).
@@ -417,7 +420,7 @@ def shear_profile(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             raw = np.nanmedian(patch, axis=0)
-    raw[n_along < MIN_POINTS_ALONG] = np.nan
+    raw[n_along < max(MIN_POINTS_ALONG, MIN_ALONG_SHARE * np.percentile(n_along, 90))] = np.nan
     measured = np.flatnonzero(~np.isnan(raw))
     direction = float(np.degrees(theta) % 180.0)
     axis = float(np.degrees(np.arctan2(v[1], v[0])) % 360.0)
