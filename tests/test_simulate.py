@@ -142,13 +142,16 @@ def test_fire_without_seed_differs_by_shot_and_is_repeatable():
 def test_default_view_is_bit_for_bit_unchanged():
     """Every simulated data set depends on the order of the random draws in `fire`: the case-head
     view draws from its own stream, so the default output must stay exactly what it was (checksum
-    computed on the code before the view existed)."""
+    computed on the code before the view existed). Rewritten on purpose once since, for issue 19: the
+    firing-pin tip's marks in the crater and the aperture-shear striations on the sheared sector of the
+    flowback ring changed the raw heights there (their draws come from streams of their own; every
+    other point, and every point the breech-face pipeline keeps for guns without a shear, as before)."""
     import hashlib
 
     h = hashlib.sha256()
     for s in simulate(n_firearms=2, shots=2, seed=0, resolution="fast"):
         h.update(np.ascontiguousarray(s.heights).tobytes())
-    assert h.hexdigest() == "3276da0b009cdf6dc05e21e9e71e27945c695bd5c6bff2ccf6a80a6bcd18c4db"
+    assert h.hexdigest() == "754146bcbab963114d1d28c23196cde3b25b72f1f1b561c2b2dddac9eb8fb052"
     assert (
         simulate(1, 1, seed=0, resolution="fast", view="primer")[0].meta
         == simulate(1, 1, seed=0, resolution="fast")[0].meta

@@ -37,6 +37,7 @@ holds the ground truth of `fire` plus the instrument and batch settings
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -499,7 +500,7 @@ def iter_population(
                     args["run"], args["make_model"], seed=args["run_seed"], resolution=resolution
                 ).surface
             mixed = np.sqrt(w) * runs[args["run"]] + np.sqrt(1 - w) * gun.surface
-            gun = Firearm(gun.id, gun.make_model, gun.run, gun.spacing_m, mixed.astype(np.float32), gun.geometry)
+            gun = dataclasses.replace(gun, surface=mixed.astype(np.float32))  # its pin and shear marks kept
         for k, shot_seed in enumerate(args["seed"].spawn(shots)):
             session = sessions[k % n_batches]
             if s["instrument"] == "confocal" and s["artefact_um"] == 0 and s["rotation_spread_deg"] is None:

@@ -60,21 +60,102 @@ __all__ = [
     "RESOLUTIONS",
     "CASE_HEAD_RESOLUTIONS",
     "VIEWS",
+    "FIRING_PIN_SHAPES",
 ]
 
 #: Makes/models the simulator knows. ``family`` is the kind of machining mark
 #: on the breech face (the class characteristic), ``shear`` the chance of an
-#: aperture shear, ``drag`` of a firing-pin drag lobe.
+#: aperture shear, ``drag`` of a firing-pin drag lobe; ``pin`` the firing-pin
+#: tip's shape (a key of `FIRING_PIN_SHAPES`: the impression's outline and
+#: depth profile, shared by every gun of the model) and ``pin_depth_um`` the
+#: impression's nominal depth below the primer face (each gun within 8 %).
 MODELS: dict[str, dict[str, Any]] = {
-    "Ruger P95": dict(make="Ruger", model="P95", family="filed", angle_deg=20.0, shear=0.6, drag=0.0),
-    "Glock 17": dict(make="Glock", model="17", family="granular", angle_deg=0.0, shear=0.3, drag=0.9),
-    "Smith & Wesson SD9": dict(
-        make="Smith & Wesson", model="SD9", family="arched", angle_deg=75.0, shear=0.4, drag=0.0
+    "Ruger P95": dict(
+        make="Ruger",
+        model="P95",
+        family="filed",
+        angle_deg=20.0,
+        shear=0.6,
+        drag=0.0,
+        pin="hemispherical",
+        pin_depth_um=190.0,
     ),
-    "Hi-Point C9": dict(make="Hi-Point", model="C9", family="circular", angle_deg=0.0, shear=0.2, drag=0.1),
-    "SIG Sauer P226": dict(make="SIG Sauer", model="P226", family="arched", angle_deg=-30.0, shear=0.5, drag=0.0),
-    "Beretta 92FS": dict(make="Beretta", model="92FS", family="filed", angle_deg=-60.0, shear=0.3, drag=0.0),
-    "Taurus PT111": dict(make="Taurus", model="PT111", family="granular", angle_deg=0.0, shear=0.4, drag=0.2),
+    "Glock 17": dict(
+        make="Glock",
+        model="17",
+        family="granular",
+        angle_deg=0.0,
+        shear=0.3,
+        drag=0.9,
+        pin="rectangular",
+        pin_depth_um=150.0,
+    ),
+    "Smith & Wesson SD9": dict(
+        make="Smith & Wesson",
+        model="SD9",
+        family="arched",
+        angle_deg=75.0,
+        shear=0.4,
+        drag=0.0,
+        pin="hemispherical",
+        pin_depth_um=170.0,
+    ),
+    "Hi-Point C9": dict(
+        make="Hi-Point",
+        model="C9",
+        family="circular",
+        angle_deg=0.0,
+        shear=0.2,
+        drag=0.1,
+        pin="hemispherical",
+        pin_depth_um=200.0,
+    ),
+    "SIG Sauer P226": dict(
+        make="SIG Sauer",
+        model="P226",
+        family="arched",
+        angle_deg=-30.0,
+        shear=0.5,
+        drag=0.0,
+        pin="hemispherical",
+        pin_depth_um=180.0,
+    ),
+    "Beretta 92FS": dict(
+        make="Beretta",
+        model="92FS",
+        family="filed",
+        angle_deg=-60.0,
+        shear=0.3,
+        drag=0.0,
+        pin="hemispherical",
+        pin_depth_um=170.0,
+    ),
+    "Taurus PT111": dict(
+        make="Taurus",
+        model="PT111",
+        family="granular",
+        angle_deg=0.0,
+        shear=0.4,
+        drag=0.2,
+        pin="hemispherical",
+        pin_depth_um=170.0,
+    ),
+}
+
+#: Firing-pin tip shapes (class characteristics). The impression's outline is the superellipse
+#: ``(|u| / a)**outline_power + (|v| / b)**outline_power = 1`` in the pin's own axes (``a`` the crater's lip
+#: radius, ``b = aspect * a``, ``u`` along the gun-frame angle ``orientation_deg``); its depth profile is a
+#: spherical cap ("hemispherical": a round-nosed pin, as on the Ruger P95, SIG P226 and most hammer-fired
+#: pistols) or ``1 - rho**floor_power`` of the outline coordinate ``rho`` ("rectangular": Glock's striker, whose
+#: tip is a rounded rectangle in section and leaves the known elongated, flat-floored impression). Each gun
+#: varies a little about its model: aspect by ``aspect_sd``, orientation by ``orientation_sd_deg``.
+FIRING_PIN_SHAPES: dict[str, dict[str, Any]] = {
+    "hemispherical": dict(
+        outline_power=2.0, aspect=1.0, aspect_sd=0.01, orientation_deg=0.0, orientation_sd_deg=0.0, floor_power=None
+    ),
+    "rectangular": dict(
+        outline_power=4.0, aspect=0.72, aspect_sd=0.02, orientation_deg=0.0, orientation_sd_deg=3.0, floor_power=3.0
+    ),
 }
 
 #: Per-firing imperfection settings, from easy to realistic-hard.
@@ -136,8 +217,10 @@ RESOLUTIONS = {"full": (3.125, 1200), "standard": (6.25, 600), "fast": (12.5, 30
 
 #: Fields of view: "primer" (default) is a 3.75 mm field on the primer, like the NIST scans;
 #: "case_head" shows the whole 9 mm Luger case head (rim, headstamp, primer pocket gap, primer) in one
-#: scan, as some instruments record it.
-VIEWS = ("primer", "case_head")
+#: scan, as some instruments record it; "firing_pin" is the primer field again with the instrument's depth
+#: window set on the firing-pin impression, as labs scan it for firing-pin comparison: its floor is measured
+#: (in the "primer" view, as on the raw NIST scans, it lies below the window), steep walls are still lost.
+VIEWS = ("primer", "case_head", "firing_pin")
 
 #: Named resolutions of the "case_head" view (spacing_um, size_px): an 11 mm field. "full" is like the
 #: whole-head instrument that prompted the view (7.38 um); "fast" keeps the primer view's 12.5 um so that
@@ -153,6 +236,31 @@ _CASE_HEAD_STREAM = 0xCA5E  # spawn-key suffix of the case-head view's own rando
 
 _ACCEPTANCE_SLOPE = np.tan(np.deg2rad(17.5))  # NA 0.30 objective
 _BREECH_RMS_UM = (1.2, 1.3)  # class-kind and individual marks, before transfer
+
+# Firing-pin and aperture-shear marks (issue 19). Their randomness comes from streams of their own, spawned
+# from the gun's and the shot's seeds, so every draw of the breech face, the geometry and the firing stays
+# as it was.
+_PIN_STREAM = 0xF1A9  # spawn-key suffix of the gun's firing-pin tip and aperture-edge tool marks
+_MARKS_STREAM = 0xF1A8  # spawn-key suffix of a shot's firing-pin and shear transfer
+#: The pin tip's individual tool marks (RMS before transfer, um, drawn per gun) and wavelengths (um). A pin tip
+#: is a small turned and polished part: finer and shallower marks than the filed or milled breech face
+#: (1.2-1.3 um), pressed in under a much higher contact pressure, so they transfer at a fraction of a
+#: micrometre; CMX studies of firing-pin impressions compare marks of about this size (sub-micrometre after
+#: their band-pass).
+_PIN_MARKS_RMS_UM = (0.4, 0.8)
+_PIN_MARKS_BAND_UM = (6.0, 150.0)
+#: The pin-tip grid covers this radius about the firing-pin axis (the largest crater lip, 0.62 mm, with room).
+_PIN_FIELD_RADIUS_M = 0.75e-3
+#: Aperture-shear striations: the aperture edge's own tool marks scraped across the flowback metal. Cut,
+#: not pressed, so deeper than the pin's marks: RMS drawn per gun (um), wavelengths (um) of the 1-D profile.
+_SHEAR_RMS_UM = (1.0, 2.0)
+_SHEAR_BAND_UM = (5.0, 200.0)
+#: Half-length (metres) of the shear profile across the shear direction: covers the widest sector (80 degrees
+#: at the largest aperture, 1.15 mm) with room for the shot-to-shot shift.
+_SHEAR_PROFILE_HALF_M = 1.0e-3
+#: Ends of the striated zone and the sector's sides fade out over this distance (metres) / angle (degrees).
+_SHEAR_TAPER_M = 30e-6
+_SHEAR_TAPER_DEG = 3.0
 
 
 # ----------------------------------------------------------------------------
@@ -269,6 +377,11 @@ class Firearm:
 
     ``surface`` is the breech face in the gun's frame (metres, float32) on a
     square grid of spacing ``spacing_m`` centred on the firing-pin axis.
+    ``pin_marks`` is the firing-pin tip's individual tool marks on the same
+    kind of grid (covering the crater; None: a smooth tip) and
+    ``shear_profile`` the aperture edge's striation profile across the shear
+    direction (metres, one value per ``spacing_m``, centred on the firing-pin
+    axis; None: the gun leaves no aperture shear).
     """
 
     id: str
@@ -277,6 +390,8 @@ class Firearm:
     spacing_m: float
     surface: np.ndarray = field(repr=False)
     geometry: dict[str, Any] = field(default_factory=dict)
+    pin_marks: np.ndarray | None = field(default=None, repr=False)
+    shear_profile: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -410,7 +525,66 @@ def make_firearm(
         "drag_deg": float(rng.uniform(0, 360)) if rng.random() < m["drag"] else None,
         "drag_length_m": float(rng.uniform(0.25e-3, 0.5e-3)),
     }
-    return Firearm(firearm_id, make_model, run or firearm_id, spacing_um / 1e6, surface.astype(np.float32), geometry)
+    pin_marks, shear_profile = _pin_and_shear(ss, m, geometry, spacing_um)
+    return Firearm(
+        firearm_id,
+        make_model,
+        run or firearm_id,
+        spacing_um / 1e6,
+        surface.astype(np.float32),
+        geometry,
+        pin_marks,
+        shear_profile,
+    )
+
+
+def _pin_and_shear(
+    ss: np.random.SeedSequence, m: dict, geometry: dict, spacing_um: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A gun's firing pin and aperture edge, from a stream of their own (spawned from the gun's seed):
+    the pin's class shape with this gun's small variation (``geometry["firing_pin"]``, in place), the pin
+    tip's individual tool marks (metres, on a grid of ``spacing_um`` centred on the firing-pin axis) and,
+    for a gun with an aperture shear, the aperture edge's striation profile and where the striations lie
+    (``geometry["aperture_shear"]``). Draws are made in the same order whether or not the gun shears."""
+    prng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_PIN_STREAM,)))
+    shape = FIRING_PIN_SHAPES[m["pin"]]
+    aspect = float(np.clip(shape["aspect"] + prng.normal(0, shape["aspect_sd"]), 0.3, 1.0))
+    orientation = float(shape["orientation_deg"] + prng.normal(0, 1) * shape["orientation_sd_deg"])
+    rc = geometry["crater_radius_m"]
+    # The depth is the model's, within 8 %: the gun's depth draw (120-220 um for every model, kept as
+    # ``crater_depth_m``: see `_primer_relief`) mapped onto that range
+    depth = m["pin_depth_um"] * 1e-6 * (1 + 0.08 * (geometry["crater_depth_m"] - 170e-6) / 50e-6)
+    cap = depth + geometry["flowback_height_m"]  # from the lip (top of the flowback) to the floor
+    geometry["firing_pin"] = {
+        "shape": m["pin"],
+        "radius_m": rc,
+        "depth_m": depth,
+        "aspect": aspect,
+        "orientation_deg": orientation,
+        "outline_power": shape["outline_power"],
+        "floor_power": shape["floor_power"],
+        # a spherical cap through the lip with this height: the pin tip's radius of curvature
+        "tip_radius_m": float((rc**2 + cap**2) / (2 * cap)) if shape["floor_power"] is None else None,
+        "marks_rms_m": float(prng.uniform(*_PIN_MARKS_RMS_UM)) * 1e-6,
+    }
+    n = int(np.ceil(2 * _PIN_FIELD_RADIUS_M / (spacing_um * 1e-6))) | 1
+    pin = _spectral_field(prng, (n, n), spacing_um, *_PIN_MARKS_BAND_UM, alpha=1.5)
+    pin_marks = (pin * geometry["firing_pin"]["marks_rms_m"]).astype(np.float32)
+    shear_rms = float(prng.uniform(*_SHEAR_RMS_UM)) * 1e-6
+    k = int(np.ceil(_SHEAR_PROFILE_HALF_M / (spacing_um * 1e-6)))
+    profile = _spectral_field(prng, (1, 2 * k + 1), spacing_um, *_SHEAR_BAND_UM, alpha=1.5)[0] * shear_rms
+    start_share = float(prng.uniform(0.05, 0.3))  # striations begin this share of the way from lip to aperture
+    if geometry["shear_deg"] is None:
+        geometry["aperture_shear"] = {"present": False}
+        return pin_marks, None
+    geometry["aperture_shear"] = {
+        "present": True,
+        # the aperture edge moved across the flowback along the sector's centre line: striations parallel to it
+        "direction_deg": geometry["shear_deg"],
+        "striation_rms_m": shear_rms,
+        "start_m": rc + start_share * (geometry["aperture_radius_m"] - rc),
+    }
+    return pin_marks, profile
 
 
 # ----------------------------------------------------------------------------
@@ -493,16 +667,30 @@ def fire(
         case_c = primer + hrng.normal(0, 25e-6, 2)  # the primer pocket is nearly concentric with the head
         xy = xy._replace(r_case=np.hypot(xy.px - case_c[0], xy.py - case_c[1]))
     marks, amp, poor = _transfer_marks(rng, firearm, d, n, dx, spacing_um, rot, fp, wide)
-    z, pr = _primer_relief(rng, firearm.geometry, xy, dx)
+    # z: the heights; geom: the shape alone, what decides where the instrument measures nothing
+    z, geom, pr = _primer_relief(rng, firearm.geometry, xy, dx, true_hole=view == "firing_pin")
     head_truth = {}
     if wide:
         head_z, head_truth = _case_head_relief(hrng, xy.r_case, xy.px - case_c[0], xy.py - case_c[1], spacing_um)
         z = np.where(pr.head, head_z, z)
-    geom = z.copy()  # the shape alone: what decides where the instrument measures nothing
+        geom = np.where(pr.head, head_z, geom)
     _add_form(rng, hrng, z, xy, primer, pr.r_primer)
     _add_texture(rng, z, marks, pr, d, spacing_um)
+    # the firing pin's and the aperture edge's marks, from the shot's own stream: every draw above stays
+    mrng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_MARKS_STREAM,)))
+    pin_shear, marks_truth = _pin_and_shear_marks(mrng, firearm, d, xy, dx, spacing_um, rot, fp, poor)
+    z += pin_shear
     missing = _unmeasured(
-        rng, geom, xy, pr, firearm.geometry, d, dx, spacing_um, head_truth["case_head_radius_m"] if wide else None
+        rng,
+        geom,
+        xy,
+        pr,
+        firearm.geometry,
+        d,
+        dx,
+        spacing_um,
+        head_truth["case_head_radius_m"] if wide else None,
+        crater_in_window=view == "firing_pin",
     )
     _add_spikes(rng, z, d["spikes"])
     z[missing] = np.nan
@@ -523,8 +711,12 @@ def fire(
             "crater_radius_m": float(firearm.geometry["crater_radius_m"]),
             "amplitude": amp,
             "poor_impression": poor,
+            **marks_truth,
         },
     )
+    if view == "firing_pin":
+        meta["comment"] += ", depth window on the firing-pin impression"
+        meta["truth"]["view"] = view
     if wide:
         meta["comment"] += ", whole case head in view"
         meta["truth"].update(
@@ -634,10 +826,124 @@ def _transfer_marks(
     return marks, amp, poor
 
 
-def _primer_relief(rng: np.random.Generator, g: dict, xy: _Coords, dx: float) -> tuple[np.ndarray, _Primer]:
+def _warp_gun_grid(src: np.ndarray, spacing_m: float, n: int, dx: float, rot: float, fp: np.ndarray) -> np.ndarray:
+    """A field on a gun-frame grid (spacing ``spacing_m``, centred on the firing-pin axis) as it lies on the
+    ``n x n`` scan grid at the case's pose (zero beyond the field), as `_transfer_marks` places the breech
+    face."""
+    m_src = src.shape[0]
+    scale = dx / spacing_m
+    R = _rot(-rot) * scale
+    c_src = (m_src - 1) / 2
+    t = np.array([c_src, c_src]) - R @ (fp / dx)
+    M = np.hstack([R, t[:, None]]).astype(np.float64)
+    if scale > 1.5:  # a coarser grid than the gun's: smooth first so the warp does not alias
+        src = cv2.GaussianBlur(src, (0, 0), sigmaX=0.5 * scale)
+    return cv2.warpAffine(
+        src, M, (n, n), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    ).astype(np.float64)
+
+
+def _pin_and_shear_marks(
+    mrng: np.random.Generator,
+    firearm: Firearm,
+    d: dict,
+    xy: _Coords,
+    dx: float,
+    spacing_um: float,
+    rot: float,
+    fp: np.ndarray,
+    poor: bool,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The firing pin's tip marks pressed into the crater (floor and walls) and, for a gun with an aperture
+    shear, the aperture edge's striations scraped across the sheared sector of the flowback ring: heights
+    (metres) to add, and what was drawn for ``meta["truth"]`` (``firing_pin``, ``aperture_shear``).
+
+    Shot to shot: the pin's transfer amplitude (``amplitude`` of the difficulty, halved for a poor
+    impression), partial transfer in patches (``transfer_loss``), the finest detail lost (``blur_um``); the
+    shear's start (25 um spread) and run (half to all the way to the aperture edge), its amplitude, a
+    shift of the striations across (2 um) and a profile noise of a fifth of their RMS. A gun built
+    without these marks (no ``firing_pin`` in its geometry) gets none."""
+    g = firearm.geometry
+    n = xy.px.shape[0]
+    out = np.zeros((n, n))
+    pin = g.get("firing_pin")
+    if pin is None or firearm.pin_marks is None:
+        return out, {}
+    scale = 0.5 if poor else 1.0
+    # -- firing pin: the tip's marks at the case's pose, in the impression
+    amp = float(mrng.uniform(*d["amplitude"])) * scale
+    marks = _warp_gun_grid(firearm.pin_marks, firearm.spacing_m, n, dx, rot, fp)
+    if d["blur_um"] > 0:
+        marks = cv2.GaussianBlur(marks, (0, 0), sigmaX=d["blur_um"] / spacing_um)
+    loss = d["transfer_loss"] + (0.25 if poor else 0.0)
+    contact = 1.0 / (1.0 + np.exp(-(_smooth_field(mrng, (n, n), 150 / spacing_um) + 1.6 - 4.0 * loss) * 3.0))
+    in_crater = _crater_outline(g, xy.gx, xy.gy) < 1
+    out += np.where(in_crater, marks * amp * contact, 0.0)
+    truth: dict[str, Any] = {
+        "firing_pin": {
+            "shape": pin["shape"],
+            "radius_m": pin["radius_m"],
+            "depth_m": pin["depth_m"],
+            "aspect": pin["aspect"],
+            "orientation_deg": float((pin["orientation_deg"] + rot) % 360.0),
+            "tip_radius_m": pin["tip_radius_m"],
+            "marks_rms_m": pin["marks_rms_m"],
+            "amplitude": amp,
+        }
+    }
+    # -- aperture shear: striations parallel to the shear direction across the cut sector of the ring
+    sh = g.get("aperture_shear", {"present": False})
+    if not sh["present"] or firearm.shear_profile is None:
+        truth["aperture_shear"] = {"present": False}
+        return out, truth
+    rc, ra = g["crater_radius_m"], g["aperture_radius_m"]
+    start = float(sh["start_m"] + mrng.normal(0, 25e-6))
+    length = float((ra - start) * mrng.uniform(0.5, 1.0))
+    s_amp = float(mrng.uniform(*d["amplitude"])) * scale
+    shift = float(mrng.normal(0, 2e-6))
+    prof = firearm.shear_profile
+    noise = cv2.GaussianBlur(mrng.standard_normal((1, prof.size)), (0, 0), sigmaX=1.0)[0]
+    prof = prof + 0.2 * sh["striation_rms_m"] * noise / (noise.std() + 1e-30)
+    a = np.deg2rad(sh["direction_deg"])
+    along = xy.gx * np.cos(a) + xy.gy * np.sin(a)
+    across = -xy.gx * np.sin(a) + xy.gy * np.cos(a)
+    k = (prof.size - 1) / 2
+    stri = np.interp((across + shift) / firearm.spacing_m + k, np.arange(prof.size), prof)
+    dphi = np.abs((xy.phi - g["shear_deg"] + 180) % 360 - 180)
+    w = np.clip((g["shear_width_deg"] / 2 - dphi) / _SHEAR_TAPER_DEG, 0, 1)
+    w = w * np.clip((along - start) / _SHEAR_TAPER_M, 0, 1) * np.clip((start + length - along) / _SHEAR_TAPER_M, 0, 1)
+    stri = stri * w * s_amp
+    if d["blur_um"] > 0:
+        stri = cv2.GaussianBlur(stri, (0, 0), sigmaX=d["blur_um"] / spacing_um)
+    out += np.where((xy.r_fp > rc) & (xy.r_fp < ra), stri, 0.0)  # on the flowback ring only
+    truth["aperture_shear"] = {
+        "present": True,
+        "angle_deg": float((g["shear_deg"] + rot) % 360.0),
+        "width_deg": float(g["shear_width_deg"]),
+        "direction_deg": float((sh["direction_deg"] + rot) % 360.0),
+        "start_m": start,
+        "length_m": length,
+        "striation_rms_m": float(sh["striation_rms_m"]),
+        "amplitude": s_amp,
+        "shift_m": shift,
+    }
+    return out, truth
+
+
+def _primer_relief(
+    rng: np.random.Generator, g: dict, xy: _Coords, dx: float, *, true_hole: bool = False
+) -> tuple[np.ndarray, np.ndarray, _Primer]:
     """Heights (metres) of the primer and what surrounds it, from the gun's geometry ``g``: the flat face
     rounding off at the primer edge, the pocket gap, the case head 40-80 um lower; the flowback ring in
-    the firing-pin aperture (cut down in a sector by an aperture shear); the crater, with a drag lobe."""
+    the firing-pin aperture (cut down in a sector by an aperture shear); the crater, with a drag lobe.
+
+    Returns ``(z, geom, primer)``: the heights with the firing pin's own impression (the model's shape,
+    `FIRING_PIN_SHAPES`), and the shape that decides where the instrument measures nothing. Unless
+    ``true_hole``, that shape keeps the parabolic bowl of the gun's ``crater_depth_m`` that this data
+    version has always drawn: in the "primer" and "case_head" views the crater lies below the depth
+    window and beyond the acceptance angle either way, and keeping its hole point for point keeps the
+    breech-face mask, and every result of the breech-face pipeline, exactly as it was. The "firing_pin"
+    view measures the crater itself, so there the true shape decides."""
     n = xy.px.shape[0]
     r_fp, phi, r_pr = xy.r_fp, xy.phi, xy.r_pr
     rc, ra, depth, hfb = g["crater_radius_m"], g["aperture_radius_m"], g["crater_depth_m"], g["flowback_height_m"]
@@ -661,8 +967,14 @@ def _primer_relief(rng: np.random.Generator, g: dict, xy: _Coords, dx: float) ->
         dphi = np.abs((phi - g["shear_deg"] + 180) % 360 - 180)
         fb = np.where(dphi < g["shear_width_deg"] / 2, fb * 0.15, fb)
     z += np.where(r_fp < ra, fb, 0.0)
-    # crater: parabolic bowl; drag: an elongated lobe of the crater along drag_deg
-    bowl = np.where(r_fp < rc, -(depth + hfb) * (1 - (r_fp / rc) ** 2), 0.0)
+    # crater: the data version's parabolic bowl, and the model's firing-pin shape (the bowl again for a gun
+    # built without one); drag: an elongated lobe of the crater along drag_deg
+    legacy = np.where(r_fp < rc, -(depth + hfb) * (1 - (r_fp / rc) ** 2), 0.0)
+    if "firing_pin" in g:
+        rho_pin = _crater_outline(g, xy.gx, xy.gy)
+        pin = np.where(rho_pin < 1, _crater_depth(g, rho_pin), 0.0)
+    else:
+        pin = legacy
     if g["drag_deg"] is not None:
         a = np.deg2rad(g["drag_deg"])
         along = xy.gx * np.cos(a) + xy.gy * np.sin(a)
@@ -674,10 +986,47 @@ def _primer_relief(rng: np.random.Generator, g: dict, xy: _Coords, dx: float) ->
         in_lobe = dd < w
         lobe = -0.35 * depth * (1 - (dd / w) ** 2) * (1 - s / (reach * 1.2))
         # inside the lobe the surface drops to the groove (cancelling the flowback there only)
-        bowl = np.where(in_lobe, np.minimum(bowl, lobe - np.where(r_fp < ra, fb, 0.0)), bowl)
-    z += bowl
+        groove = lobe - np.where(r_fp < ra, fb, 0.0)
+        legacy = np.where(in_lobe, np.minimum(legacy, groove), legacy)
+        pin = np.where(in_lobe, np.minimum(pin, groove), pin)
+    bowl = pin if true_hole else legacy
     face = (r_fp >= ra) & (r_pr <= r_flat)
-    return z, _Primer(r_flat, r_primer, gap, head, in_gap, face, bowl)
+    return z + pin, z + bowl, _Primer(r_flat, r_primer, gap, head, in_gap, face, bowl)
+
+
+def _outline_reach(power: float, aspect: float) -> float:
+    """Largest distance from the centre of the superellipse ``|u|**power + (|v| / aspect)**power = 1``."""
+    t = np.linspace(0, np.pi / 2, 721)
+    u, v = np.cos(t) ** (2 / power), aspect * np.sin(t) ** (2 / power)
+    return float(np.hypot(u, v).max())
+
+
+def _crater_outline(g: dict, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """The firing-pin impression's outline coordinate at gun-frame points ``(gx, gy)`` (metres): 0 on the
+    pin's axis, 1 on the outline, a superellipse (`FIRING_PIN_SHAPES`) scaled to lie within the crater's lip
+    circle so that the flowback ring around it is untouched."""
+    fp = g["firing_pin"]
+    p, aspect = fp["outline_power"], fp["aspect"]
+    a = g["crater_radius_m"] / _outline_reach(p, aspect)  # the major semi-axis
+    t = np.deg2rad(fp["orientation_deg"])
+    u = (gx * np.cos(t) + gy * np.sin(t)) / a
+    v = (-gx * np.sin(t) + gy * np.cos(t)) / (aspect * a)
+    if p == 2.0:
+        return np.hypot(u, v)
+    return (np.abs(u) ** p + np.abs(v) ** p) ** (1 / p)
+
+
+def _crater_depth(g: dict, rho: np.ndarray) -> np.ndarray:
+    """Heights (metres, below the flowback's top; 0 on the outline) of the firing-pin impression at outline
+    coordinate ``rho`` (< 1): a spherical cap of the tip's radius through the lip, or ``1 - rho**floor_power``
+    of the cap's height for a flat-floored tip."""
+    fp = g["firing_pin"]
+    cap = fp["depth_m"] + g["flowback_height_m"]
+    if fp["floor_power"] is None:
+        R = fp["tip_radius_m"]
+        r = np.minimum(rho, 1.0) * g["crater_radius_m"]
+        return -(np.sqrt(np.maximum(R**2 - r**2, 0.0)) - (R - cap))
+    return -cap * (1 - np.minimum(rho, 1.0) ** fp["floor_power"])
 
 
 def _add_form(
@@ -725,11 +1074,13 @@ def _unmeasured(
     dx: float,
     spacing_um: float,
     rim_m: float | None,
+    crater_in_window: bool = False,
 ) -> np.ndarray:
     """Where the instrument measures nothing (True): slopes of the shape ``geom`` near and beyond the
-    objective's acceptance angle, the crater floor below the depth window, the pocket gap, patches of
-    the flowback ring and the dark case head, and random clusters of drop-outs (``dropout``).
-    ``rim_m``: the case-head view's rim radius, beyond which nothing is measured (None: primer view)."""
+    objective's acceptance angle, the crater floor below the depth window (unless ``crater_in_window``:
+    the "firing_pin" view), the pocket gap, patches of the flowback ring and the dark case head, and
+    random clusters of drop-outs (``dropout``). ``rim_m``: the case-head view's rim radius, beyond which
+    nothing is measured (None: primer view)."""
     shape = geom.shape
     wide = rim_m is not None
     rc, ra, hfb = g["crater_radius_m"], g["aperture_radius_m"], g["flowback_height_m"]
@@ -743,7 +1094,8 @@ def _unmeasured(
     p_miss = np.maximum(p_miss, 0.6 * np.clip(near_steep.astype(np.float64) * 3, 0, 1))
     missing = u < p_miss
     window = float(rng.uniform(30e-6, 60e-6))  # crater floor below the depth window
-    missing |= (xy.r_fp < rc) & (pr.bowl < -(hfb + window))
+    if not crater_in_window:
+        missing |= (xy.r_fp < rc) & (pr.bowl < -(hfb + window))
     missing |= pr.in_gap
     # the flowback metal is rough and tilted: it returns little light, so about half of it is lost in patches
     missing |= (xy.r_fp < ra) & (_smooth_field(rng, shape, 25 / spacing_um) + 0.6 * rng.standard_normal(shape) > 0.3)
