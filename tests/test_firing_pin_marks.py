@@ -1,0 +1,270 @@
+"""Firing-pin impression: extraction and comparison (ballistix.features.marks.firing_pin, issue 19).
+
+Synthetic craters: a parabolic bowl with its floor lost (as confocal scans lose it), a tilt, and a field of
+individual marks fixed to the pin, placed in each scan at a known rotation and centre; measurement noise and
+drop-outs differ per scan.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import ballistix as bx
+from ballistix.errors import ParameterError
+from ballistix.features.marks import MarkResult
+from ballistix.features.marks.firing_pin import (
+    FiringPinImpression,
+    compare_firing_pins,
+    extract_firing_pin,
+    polar_unwrap,
+)
+
+DX = 4e-6  # scan spacing (m)
+N = 520  # scan side (points): 2.08 mm
+CRATER_R = 0.45e-3  # bowl radius
+APERTURE_R = 0.8e-3
+N_THETA = 720  # 0.5 degree: quick tests
+KW = dict(n_theta=N_THETA)
+
+
+def _marks_field(seed: int) -> tuple[np.ndarray, float]:
+    """The pin's individual marks on a grid centred on the pin axis (metres), 8 um correlation length, 1 um rms."""
+    rng = np.random.default_rng(seed)
+    f = ndimage.gaussian_filter(rng.standard_normal((N + 80, N + 80)), 2.0)
+    return f / f.std() * 1e-6, (N + 80 - 1) / 2
+
+
+def crater_scan(
+    marks_seed=1, rotation_deg=0.0, centre_px=(260.0, 260.0), noise_seed=0, depth_m=60e-6, crater_r=CRATER_R
+) -> tuple[bx.Scan, SimpleNamespace]:
+    """A scan of a firing-pin impression with the pin's marks rotated by ``rotation_deg``
+    (``p - c = R(rotation) g``) about ``centre_px``, and the region the breech-face search would give."""
+    rng = np.random.default_rng(noise_seed)
+    yy, xx = np.mgrid[0:N, 0:N].astype(float)
+    cx, cy = centre_px
+    px, py = xx - cx, yy - cy
+    r = np.hypot(px, py) * DX
+    z = np.where(r < crater_r, -depth_m * (1 - (r / crater_r) ** 2), 0.0)
+    z += 3e-3 * px * DX - 2e-3 * py * DX  # tilt
+    field, c0 = _marks_field(marks_seed)
+    a = np.deg2rad(rotation_deg)
+    gx = np.cos(a) * px + np.sin(a) * py  # g = R(-rotation) (p - c)
+    gy = -np.sin(a) * px + np.cos(a) * py
+    z += np.where(r < APERTURE_R, ndimage.map_coordinates(field, [gy + c0, gx + c0], order=1), 0.0)
+    z += rng.normal(0, 0.05e-6, z.shape)
+    z[r < 0.75 * crater_r] = np.nan  # the floor, below the depth window
+    z[rng.random(z.shape) < 0.05] = np.nan  # drop-outs
+    region = SimpleNamespace(
+        crater_center_m=(cx * DX + rng.normal(0, 4e-6), cy * DX + rng.normal(0, 4e-6)),
+        crater_radius_m=0.75 * crater_r,  # the hole: the floor and the steepest wall
+        aperture_center_m=(cx * DX, cy * DX),
+        aperture_radius_m=APERTURE_R,
+        inner_edge="flowback step",
+    )
+    return bx.Scan(z, DX, DX, {"labels": {"exhibit": f"m{marks_seed}-n{noise_seed}"}}), region
+
+
+def impression(**kw) -> FiringPinImpression:
+    scan, region = crater_scan(**kw)
+    fp = extract_firing_pin(scan, region, **KW)
+    assert fp.usable, fp.reason
+    return fp
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return impression(marks_seed=1, noise_seed=0)
+
+
+def _angle_err(a, b):
+    return abs((a - b + 180) % 360 - 180)
+
+
+# ---------------------------------------------------------------------------------------------- extraction
+
+
+def test_extraction_keeps_class_shape_apart_from_marks(ref):
+    # the bowl and tilt are gone from the marks: what is left is the ~1 um marks field, band-passed
+    m = ref.marks_m[np.isfinite(ref.marks_m)]
+    assert 0.2e-6 < m.std() < 1.2e-6 and abs(np.median(m)) < 0.1e-6
+    # the depth profile follows the parabolic bowl on the measured wall (0.6-1.0 crater radius)
+    r = ref.profile_radii_m
+    wall = (r > 0.8 * CRATER_R) & (r < 1.0 * CRATER_R)
+    truth = 60e-6 * (1 - (r[wall] / CRATER_R) ** 2)
+    assert np.nanmax(np.abs(ref.depth_profile_m[wall] - truth)) < 3e-6
+    assert ref.depth_m == pytest.approx(60e-6 * (1 - 0.75**2), abs=6e-6)  # deepest measured: the wall's foot
+    assert ref.floor_measured_share < 0.05
+    # the outline at 10 um depth is the circle where the bowl is 10 um deep
+    o = ref.outline(10e-6)
+    assert np.isfinite(o).mean() > 0.9
+    assert np.nanmedian(o) == pytest.approx(CRATER_R * np.sqrt(1 - 10 / 60), abs=8e-6)
+
+
+def test_polar_unwrap_is_a_rotation_of_the_angle():
+    z = np.add.outer(np.arange(41.0), np.zeros(41))  # height = y
+    p = polar_unwrap(z, (1.0, 1.0), (20.0, 20.0), np.array([10.0]), 8)
+    np.testing.assert_allclose(p[0], 20 + 10 * np.sin(2 * np.pi * np.arange(8) / 8), atol=1e-9)
+    z[20, 30] = np.nan  # theta 0, radius 10
+    assert np.isnan(polar_unwrap(z, (1.0, 1.0), (20.0, 20.0), np.array([10.0]), 8)[0, 0])
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+
+
+@pytest.mark.parametrize("rotation", [0.0, 37.0, 200.5])
+def test_same_pin_found_at_the_known_rotation(ref, rotation):
+    b = impression(marks_seed=1, rotation_deg=rotation, centre_px=(263.0, 258.0), noise_seed=5)
+    res = compare_firing_pins(ref, b)
+    assert isinstance(res, MarkResult) and res.used and res.mark == "firing_pin"
+    assert _angle_err(res.rotation_deg, rotation) <= 1.5
+    assert res.n_elements >= 15
+    assert res.count >= 0.6 * res.n_elements  # rotation invariant: a high count at any rotation
+    assert res.score > 0.5
+    # the crater centres differ by the fits' error only (4 um each way): the centre search stays near 0
+    tx, ty = res.features["translation_um"]
+    assert abs(tx) <= 12 and abs(ty) <= 12
+
+
+def test_different_pins_give_a_low_count(ref):
+    other = impression(marks_seed=2, rotation_deg=37.0, noise_seed=5)
+    same = compare_firing_pins(ref, impression(marks_seed=1, rotation_deg=37.0, noise_seed=5))
+    diff = compare_firing_pins(ref, other)
+    assert diff.used
+    assert diff.count <= 2 and diff.count < 0.1 * diff.n_elements
+    assert diff.score < 0.2 < same.score
+    assert same.count >= 5 * max(diff.count, 1)
+
+
+def test_breech_face_pose_limits_the_search(ref):
+    b = impression(marks_seed=1, rotation_deg=37.0, noise_seed=5)
+    near = compare_firing_pins(ref, b, rotation_deg=35.0)
+    assert _angle_err(near.rotation_deg, 37.0) <= 1.5 and near.count >= 0.6 * near.n_elements
+    assert near.features["params"]["window_deg"] == 5.0
+    far = compare_firing_pins(ref, b, rotation_deg=120.0)  # a wrong pose: no marks agree there
+    assert _angle_err(far.rotation_deg, 120.0) <= 5.0 + 1e-9
+    assert far.count <= 2
+
+
+def test_class_features_tell_crater_sizes_apart(ref):
+    same = compare_firing_pins(ref, impression(marks_seed=2, rotation_deg=90.0, noise_seed=3))
+    wider = compare_firing_pins(ref, impression(marks_seed=2, noise_seed=3, crater_r=0.54e-3))
+    cf, cw = same.class_features, wider.class_features
+    assert cf["outline_radius_diff_um"] < 5 and cf["profile_rms_diff_um"] < 3 and cf["depth_ratio"] > 0.9
+    assert cw["outline_radius_diff_um"] > 20 and cw["profile_rms_diff_um"] > 5
+    # class and individual evidence stay apart: a same-shape pair of other pins has a low count
+    assert same.count <= 2
+
+
+# ---------------------------------------------------------------------------------------------- not used
+
+
+def _flat_scan():
+    rng = np.random.default_rng(0)
+    return bx.Scan(rng.normal(0, 0.5e-6, (N, N)), DX, DX, {"source": "flat.x3p"})
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("no crater or aperture", "no firing-pin crater"),
+        ("flat inside the aperture", "no firing-pin depression"),
+        ("processed scan", "already processed"),
+        ("mask edge", "clean mask edge"),
+        ("nothing measured", "too few measured points"),
+    ],
+)
+def test_missing_impression_is_not_used_with_a_reason(ref, case, words):
+    centre = (260 * DX, 260 * DX)
+    region = SimpleNamespace(
+        crater_center_m=None, crater_radius_m=None, aperture_center_m=centre, aperture_radius_m=APERTURE_R
+    )
+    scan = _flat_scan()
+    if case == "no crater or aperture":
+        region.aperture_center_m = region.aperture_radius_m = None
+    elif case == "processed scan":
+        scan = bx.Scan(scan.heights, DX, DX, {"processing": [{"step": "find_breech_face", "params": {}}]})
+    elif case == "mask edge":
+        region.inner_edge = "mask edge"
+    elif case == "nothing measured":
+        scan, region = crater_scan()
+        z = scan.heights.copy()
+        z[np.hypot(*np.mgrid[0:N, 0:N] - 260.0) * DX < APERTURE_R] = np.nan
+        scan = bx.Scan(z, DX, DX)
+    fp = extract_firing_pin(scan, region, **KW)
+    assert not fp.usable and words in fp.reason
+    res = compare_firing_pins(ref, fp)
+    assert not res.used and res.count == 0 and np.isnan(res.score)  # no evidence, not zero evidence
+    assert res.reason.startswith("scan B:") and words in res.reason
+
+
+def test_simulated_scans_and_their_processed_versions():
+    gun = bx.datasets.make_firearm("g0", "Ruger P95", seed=0, resolution="fast")
+    raw = bx.datasets.fire(gun, 0, resolution="fast")
+    fp = extract_firing_pin(raw)  # the breech-face search locates the crater
+    assert isinstance(fp, FiringPinImpression)
+    assert fp.centre_m is not None and fp.usable == (fp.reason is None)
+    done = extract_firing_pin(bx.preprocess(raw))
+    assert not done.usable and "already processed" in done.reason
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(spacing_um=0.0), "spacing_um"),
+        (dict(spacing_um=float("nan")), "spacing_um"),
+        (dict(n_theta=100), "n_theta"),
+        (dict(n_theta=722), "multiple of 8"),
+        (dict(short_cutoff_um=200.0), "short_cutoff_um"),
+        (dict(outer_radius_crater_share=0.5), "outer_radius_crater_share"),
+    ],
+)
+def test_bad_extraction_parameters(kw, words):
+    scan, region = crater_scan()
+    with pytest.raises(ParameterError, match=words):
+        extract_firing_pin(scan, region, **kw)
+
+
+def test_bad_comparison_input(ref):
+    with pytest.raises(ParameterError, match="ballistix Scan"):
+        extract_firing_pin(np.zeros((10, 10)))
+    with pytest.raises(ParameterError, match="FiringPinImpression"):
+        compare_firing_pins(ref, np.zeros((3, 3)))
+    with pytest.raises(ParameterError, match="rotation_deg"):
+        compare_firing_pins(ref, ref, rotation_deg=float("nan"))
+    with pytest.raises(ParameterError, match="ccf_threshold"):
+        compare_firing_pins(ref, ref, ccf_threshold=1.5)
+    scan, region = crater_scan()
+    other = extract_firing_pin(scan, region, n_theta=1440)
+    with pytest.raises(ParameterError, match="different polar grids"):
+        compare_firing_pins(ref, other)
+
+
+# ---------------------------------------------------------------------------------------------- real scans
+
+
+def test_fadul_raw_same_gun_above_different_guns(shared_data):
+    names = ["fadul-1-1", "fadul-1-2", "fadul-2-1"]
+    paths = [shared_data / "fadul-raw" / f"{n}-raw.x3p" for n in names]
+    if not all(p.exists() for p in paths):
+        pytest.skip("raw Fadul scans not available")
+    fps = [extract_firing_pin(bx.read_x3p(p)) for p in paths]
+    assert all(fp.usable for fp in fps), [fp.reason for fp in fps]
+    t = time.perf_counter()
+    km = compare_firing_pins(fps[0], fps[1])
+    seconds = time.perf_counter() - t
+    knm = [compare_firing_pins(fps[0], fps[2]), compare_firing_pins(fps[1], fps[2])]
+    # measured: KM count 5 of 72, score 0.20, rotation 20.6 deg (breech face: 24); KNM counts 1-2, scores <= 0.011
+    assert km.count > max(r.count for r in knm)
+    assert km.score > 0.1 > max(r.score for r in knm)
+    assert _angle_err(km.rotation_deg, 24.0) <= 8
+    cf = km.class_features
+    assert cf["outline_radius_diff_um"] < min(r.class_features["outline_radius_diff_um"] for r in knm)
+    assert seconds < 60
