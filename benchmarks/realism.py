@@ -4,7 +4,11 @@ Processed breech faces: RMS height, distribution shape (Pearson kurtosis,
 skewness, tail ratio) and autocorrelation length after the same 16-500 um
 Gaussian band-pass at 6.25 um. Raw scans: missing-data fraction, crater core
 radius, primer edge radius, relief, flowback-ring height, all measured the
-same way on real and simulated scans (no ground truth used).
+same way on real and simulated scans (no ground truth used). Firing-pin
+impression and aperture shear (issue 19), from `find_breech_face` on the raw
+scans: crater hole and aperture radii, the flowback lip's height, the slope
+where the crater's measured wall ends, how deep into the crater the instrument
+still saw, and how far an aperture shear reaches beyond the aperture circle.
 
     python -m benchmarks.realism [--guns 10] [--shots 2] [--seed 0]
 
@@ -27,6 +31,59 @@ from ._common import RESULTS, SHARED_DATA, table, write_json
 
 TEXTURE_KEYS = ["rms_um", "kurtosis", "skewness", "tail_ratio", "acf_length_um"]
 RAW_KEYS = ["missing_fraction", "crater_core_radius_mm", "outer_radius_mm", "relief_um", "ring_height_um"]
+PIN_KEYS = [
+    "hole_radius_mm",
+    "aperture_radius_mm",
+    "lip_height_um",
+    "edge_slope_deg",
+    "deepest_seen_um",
+    "shear_extension_max_mm",
+    "shear_extension_share",
+]
+
+
+def pin_stats(scan: bx.Scan, *, bin_um: float = 25.0) -> dict | None:
+    """The firing-pin impression and aperture shear of a raw scan (real or simulated), as the breech-face
+    search sees them (no ground truth used); None when it finds no crater or aperture.
+
+    ``hole_radius_mm`` and ``aperture_radius_mm``: the fitted crater (the hole of missing data) and
+    aperture circles; heights are taken about the crater centre relative to the face 1.35-1.6 mm out, in
+    ``bin_um`` rings (``profile_um``, the median of each): ``lip_height_um`` is the flowback's highest ring
+    between hole and aperture, ``edge_slope_deg`` the slope over the first 50 um outside the hole (how steep
+    the wall is where the measurement stops), ``deepest_seen_um`` the deepest measured point within 50 um
+    of the hole's edge, below the face; ``shear_extension_max_mm`` and ``shear_extension_share`` how far and
+    on what share of the rays the impression goes on beyond the aperture circle (an aperture shear that
+    pushed primer metal out, or a drag mark)."""
+    from ballistix.features.preprocessing import find_breech_face
+
+    reg = find_breech_face(scan)
+    if reg.crater_center_m is None or reg.aperture_center_m is None:
+        return None
+    ny, nx = scan.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    r = np.hypot(xx * scan.dx - reg.crater_center_m[0], yy * scan.dy - reg.crater_center_m[1])
+    z, v = scan.heights, scan.valid_mask
+    face = np.median(z[v & (r > 1.35e-3) & (r < 1.6e-3)])
+    edges = np.arange(0, 1.6e-3 + 1e-9, bin_um * 1e-6)
+    idx = np.digitize(r, edges) - 1
+    prof = np.array(
+        [np.median(z[v & (idx == i)]) - face if (v & (idx == i)).sum() > 20 else np.nan for i in range(len(edges) - 1)]
+    )
+    hole, mids = reg.crater_radius_m, (edges[:-1] + edges[1:]) / 2
+    i0 = np.nonzero((mids > hole) & ~np.isnan(prof))[0][0]
+    slope = (prof[i0 + 2] - prof[i0]) / (mids[i0 + 2] - mids[i0])
+    near = v & (r < hole + 50e-6)
+    ext = reg.pin_extension_m
+    return {
+        "hole_radius_mm": hole * 1e3,
+        "aperture_radius_mm": reg.aperture_radius_m * 1e3,
+        "lip_height_um": float(np.nanmax(prof[(mids > hole) & (mids < reg.aperture_radius_m)])) * 1e6,
+        "edge_slope_deg": float(np.rad2deg(np.arctan(abs(slope)))),
+        "deepest_seen_um": float((face - np.min(z[near])) * 1e6) if near.any() else float("nan"),
+        "shear_extension_max_mm": float(ext.max() * 1e3) if ext.size else 0.0,
+        "shear_extension_share": float((ext > 50e-6).mean()) if ext.size else 0.0,
+        "profile_um": [round(float(p), 2) for p in prof * 1e6],
+    }
 
 
 def texture_stats(z: np.ndarray, spacing_m: float) -> dict:
@@ -42,6 +99,10 @@ def real_stats(data: Path = SHARED_DATA):
         tex.append(texture_stats(gaussian_bandpass(s.heights, s.dx), s.dx))
     raw = [raw_scan_stats(bx.read_scan(f)) for f in sorted((data / "fadul-raw").glob("*.x3p"))]
     return tex, raw
+
+
+def real_pin_stats(data: Path = SHARED_DATA) -> dict:
+    return {f.stem: pin_stats(bx.read_scan(f)) for f in sorted((data / "fadul-raw").glob("*.x3p"))}
 
 
 def sim_stats(scans):
@@ -164,6 +225,21 @@ def main(argv=None) -> int:
                 row += [s, (s - r) if k == "skewness" else (s / r if r else float("nan"))]
             rows.append(row)
     out["ratios_sim_over_real"] = {name: {r[0]: r[3 + 2 * i] for r in rows} for i, name in enumerate(sets)}
+    # firing-pin impression and aperture shear: the real raw scans against the Fadul-like simulated Ruger P95s
+    real_pin = real_pin_stats()
+    sim_scans = sets["Fadul-like (one run of Ruger P95 slides)"]
+    sim_pin = [st for st in (pin_stats(s) for s in sim_scans) if st is not None]
+    out["firing_pin"] = {
+        "real": real_pin,
+        "real_summary": summarise([st for st in real_pin.values() if st], PIN_KEYS),
+        "simulated_summary": summarise(sim_pin, PIN_KEYS),
+        "simulated_with_shear": sum(s.meta["truth"]["aperture_shear"]["present"] for s in sim_scans),
+        "n_simulated": len(sim_pin),
+    }
+    pin_rows = [
+        [k, out["firing_pin"]["real_summary"][k]["median"], out["firing_pin"]["simulated_summary"][k]["median"]]
+        for k in PIN_KEYS
+    ]
     path = write_json("realism", out)
     figure(
         bx.read_scan(SHARED_DATA / "fadul-raw" / "fadul-1-1-raw.x3p"),
@@ -176,6 +252,8 @@ def main(argv=None) -> int:
         header += [name.split(" (")[0], "sim/real"]
     print(table(rows, header))
     print("(skewness row: sim - real)")
+    print("\nfiring-pin impression and aperture shear (raw scans, as find_breech_face sees them)")
+    print(table(pin_rows, ["statistic (median)", "real raw Fadul", "simulated Ruger P95"]))
     print(f"\nwrote {path} and {RESULTS / 'realism.png'}")
     return 0
 
