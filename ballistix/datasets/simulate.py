@@ -12,6 +12,10 @@ primer, scanned by a confocal-like instrument:
   a raised ring of primer metal that flowed back into the firing-pin aperture,
   for some guns an aperture shear or a firing-pin drag lobe; a residual tilt
   and dome;
+- the firing pin's impression in the model's tip shape (`FIRING_PIN_SHAPES`)
+  with the pin tip's own tool marks, and for guns with an aperture shear the
+  aperture edge's striations across the sheared sector, reproduced shot to
+  shot with variation;
 - the gun's marks transferred with a random pose (full 0-360 degree rotation,
   translation), contact-pressure amplitude, partial transfer (patches where the
   primer did not touch), loss of the finest detail, and a share of poor
@@ -635,6 +639,19 @@ def fire(
     >>> s = bx.datasets.fire(gun, 0, resolution="fast", view="case_head")
     >>> s.shape, s.meta["truth"]["view"]
     ((880, 880), 'case_head')
+
+    ``view="firing_pin"`` is the primer field scanned with the depth window on
+    the firing-pin impression: the crater floor is measured (in the default
+    view it lies below the window, as on the raw NIST scans), its steep walls
+    are still lost; everything else is the same firing. Every view carries
+    the firing pin's tip marks in the crater and, for a gun with an aperture
+    shear, the aperture edge's striations on the sheared sector of the
+    flowback ring; ``meta["truth"]["firing_pin"]`` (shape, lip radius, depth,
+    aspect, orientation in the scan, tip radius, marks' RMS, transfer
+    amplitude) and ``meta["truth"]["aperture_shear"]`` (``present``; the
+    sector's angle and width, the striations' direction in the scan, where
+    they start from the firing-pin axis and how far they run, amplitude,
+    shift) say what was drawn.
 
     ``rotation_deg`` fixes the case's rotation in the scan (how it was
     mounted) instead of drawing it uniformly; the random stream is the same
