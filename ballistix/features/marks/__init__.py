@@ -1,10 +1,21 @@
 """Marks other than the breech face: the firing-pin impression and the aperture shear (issue 19).
 
-Each mark has its own module: extraction from a raw scan (None, with the reason, where the scan holds
-no usable mark) and a comparison of two extracted marks giving a `MarkResult`. The per-mark results
-are weighed and fused into one likelihood ratio elsewhere (`ballistix.evidence`), never multiplied.
+Each mark has its own module: extraction from a raw scan (an object that says whether it is usable and,
+if not, why) and a comparison of two extracted marks giving a `MarkResult`. The per-mark results are
+calibrated and fused into one likelihood ratio by `ballistix.fusion`, never multiplied.
 """
 
-from .result import MarkResult
+from .aperture_shear import ShearProfile, compare_shears, extract_aperture_shear
+from .firing_pin import FiringPinImpression, compare_firing_pins, extract_firing_pin
+from .result import MARKS, MarkResult
 
-__all__ = ["MarkResult"]
+__all__ = [
+    "MARKS",
+    "MarkResult",
+    "FiringPinImpression",
+    "extract_firing_pin",
+    "compare_firing_pins",
+    "ShearProfile",
+    "extract_aperture_shear",
+    "compare_shears",
+]
