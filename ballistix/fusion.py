@@ -37,7 +37,7 @@ from .errors import ParameterError
 from .evaluation import elub_bounds
 from .evidence import _fit_weights
 
-__all__ = ["MARK_NAMES", "MarkModel", "Fusion", "fit_mark", "fit_fusion"]
+__all__ = ["MARK_NAMES", "MarkModel", "Fusion", "fit_mark", "fit_fusion", "weigh_marks"]
 
 #: The marks a fusion may combine: the breech face (its calibrated LR, `ballistix.evidence.weigh`)
 #: and the marks of `ballistix.features.marks`.
@@ -270,3 +270,55 @@ def fit_fusion(
             f"reference pairs: nothing to fit"
         )
     return fusion
+
+
+def weigh_marks(
+    breech_face_log10_lr: float | None,
+    results: Mapping[str, Any],
+    models: Mapping[str, MarkModel] | None = None,
+    fusion: Fusion | None = None,
+) -> dict[str, Any]:
+    """One pair's evidence, mark by mark and fused, with an honest account of what was used.
+
+    Parameters
+    ----------
+    breech_face_log10_lr : float or None
+        The breech face's calibrated log10 LR (``bx.compare(...).log10_lr``; None: no calibration applied).
+    results : mapping
+        Mark name -> `MarkResult` (`ballistix.features.marks.compare_marks`).
+    models : mapping, optional
+        Mark name -> its `MarkModel` (`fit_mark`). A mark without one is present but not weighed.
+    fusion : Fusion, optional
+        The fusion of the marks' log10 LRs (`fit_fusion`); None: no fused LR.
+
+    Returns
+    -------
+    dict
+        ``per_mark`` (each mark's ``used``, ``log10_lr`` and, where it adds nothing, ``reason``) and
+        ``fused`` (`Fusion.fuse`'s answer, or ``log10_lr`` None and ``reason`` without a fusion).
+    """
+    models = dict(models or {})
+    per: dict[str, dict[str, Any]] = {
+        "breech_face": {
+            "used": breech_face_log10_lr is not None,
+            "log10_lr": breech_face_log10_lr,
+            **({} if breech_face_log10_lr is not None else {"reason": "no calibration applies to the breech face"}),
+        }
+    }
+    for mark, r in results.items():
+        _check_mark(mark)
+        used = bool(getattr(r, "used", False))
+        lr = models[mark].log10_lr(r) if used and mark in models else None
+        entry: dict[str, Any] = {"used": used and lr is not None, "log10_lr": lr}
+        if not used:
+            entry["reason"] = getattr(r, "reason", None) or "not compared"
+        elif mark not in models:
+            entry["reason"] = f"compared, but no calibration of the {mark.replace('_', ' ')} is given: not weighed"
+        per[mark] = entry
+    lrs = {m: e["log10_lr"] for m, e in per.items()}
+    if fusion is None:
+        fused = {"log10_lr": None, "reason": "no fusion given: the marks' LRs are not combined (never multiplied)"}
+    else:
+        fused = fusion.fuse(lrs)
+        fused["present_not_fused"] += [m for m, e in per.items() if e["used"] and m not in fusion.marks]
+    return {"per_mark": per, "fused": fused}

@@ -6,6 +6,7 @@ calibrated and fused into one likelihood ratio by `ballistix.fusion`, never mult
 """
 
 from .aperture_shear import ShearProfile, compare_shears, extract_aperture_shear
+from .compare import compare_marks, extract_marks
 from .firing_pin import FiringPinImpression, compare_firing_pins, extract_firing_pin
 from .result import MARKS, MarkResult
 
@@ -18,4 +19,6 @@ __all__ = [
     "ShearProfile",
     "extract_aperture_shear",
     "compare_shears",
+    "extract_marks",
+    "compare_marks",
 ]
