@@ -18,6 +18,7 @@ from .._version import __version__
 from ..errors import ParameterError
 from ..graph.analysis import iter_group_summaries, iter_unrecovered_guns, scene_pairs
 from ..graph.figures import plot_timeline
+from .casedata import guard_cell
 
 __all__ = ["write_report", "write_graph_report", "REPORT_ROWS", "TIMELINE_ROWS"]
 
@@ -114,7 +115,6 @@ def _decision_rows(g, decisions: Iterable[dict] | None) -> Iterable[dict]:
 REPORT_ROWS = 500
 #: Guns the timeline figure draws at most (largest groups first); all of them are in the groups table.
 TIMELINE_ROWS = 60
-_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 _TABLES = (
     "leads",
     "groups",
@@ -149,15 +149,14 @@ def _import_rows(imports: Iterable[dict]) -> Iterable[dict]:
 
 
 def _csv_cell(v) -> str:
-    """A value as a CSV cell: lists joined with "; ", nothing empty, and text a spreadsheet would
-    run as a formula (``=``, ``+``, ``-``, ``@``) behind an apostrophe."""
+    """A value as a CSV cell: lists joined with "; ", None empty, and text a spreadsheet would run as
+    a formula behind an apostrophe (`ballistix.store.casedata.guard_cell`: not plain numbers)."""
     if v is None:
         return ""
     if isinstance(v, (list, tuple, set)):
         v = "; ".join(map(str, v))
     if isinstance(v, str):
-        v = safe_text(v)
-        return "'" + v if v.startswith(_CSV_FORMULA) and len(v) > 1 else v  # a lone "-" is no formula
+        return guard_cell(safe_text(v))  # as the case-data tables' export guards them (`casedata.guard_cell`)
     return str(v)
 
 
