@@ -113,9 +113,12 @@ def test_an_interrupted_bundle_import_is_logged_when_run_again(tmp_path, lab_a, 
             st.import_exhibits(bundle)
         assert len(st) == 1 and st.imports() == []
         assert st._db.execute("SELECT COUNT(*) FROM firearms").fetchone()[0] == 0
+        (problem,) = [p for p in st.check()["problems"] if p["check"] == "imports"]  # check says so
+        assert "import was interrupted" in problem["problem"] and "again" in problem["action"]
         monkeypatch.setattr(CaseStore, "_insert", insert)
         r = st.import_exhibits(bundle)
         assert (len(r["added"]), len(r["existing"]), r["firearms_added"]) == (3, 1, ["F-1"])
+        assert not [p for p in st.check()["problems"] if p["check"] == "imports"]
         (log,) = st.imports()
     assert (log["import_id"], log["added"], log["summary"]["exhibits_existing"]) == (1, 3, 1)
 

@@ -185,10 +185,32 @@ def _check_decisions(store, repair: bool, problems: list, notes: list) -> int:
 def _check_imports(store, problems: list) -> int:
     """The imports log (`CaseStore.imports`): the triggers that keep it append-only are there and no
     row is missing (ids are never reused: a gap, or a highest id below the one SQLite handed out
-    last, is a deleted row). Nothing is repaired: the log is the record. Returns the rows checked."""
+    last, is a deleted row), and every bundle some exhibit was received from has its row (an import
+    interrupted after some exhibits were committed has none: importing the bundle again completes
+    it). Nothing is repaired: the log is the record. Returns the rows checked."""
     db = store._db
     ids = [r[0] for r in db.execute("SELECT import_id FROM imports ORDER BY import_id")]
     _check_append_only(db, "imports", "the imports log", IMPORT_TRIGGERS, ids, problems)
+    logged = {sha for (sha,) in db.execute("SELECT sha256 FROM imports WHERE kind='exhibits-bundle'")}
+    received: dict[str, list[str]] = {}
+    for eid, meta in db.execute(
+        "SELECT exhibit_id, meta_json FROM exhibits WHERE meta_json LIKE '%\"received_from\"%' ORDER BY rowid"
+    ):
+        try:
+            sha = (json.loads(meta).get("received_from") or {}).get("bundle_sha256")
+        except (ValueError, AttributeError):
+            continue  # a damaged record: the database check says so
+        if sha and sha not in logged:
+            received.setdefault(sha, []).append(eid)
+    for sha, eids in received.items():
+        _problem(
+            problems,
+            "imports",
+            f"bundle {sha[:12]}",
+            f"{len(eids)} exhibits ({', '.join(eids[:3])}{', ...' if len(eids) > 3 else ''}) were received from "
+            f"a bundle (SHA-256 {sha}) whose import is not in the log: the import was interrupted",
+            "import the same bundle again: it completes the import and logs it",
+        )
     return len(ids)
 
 
