@@ -21,6 +21,7 @@ with ``p_b - c_b = R(phi) (p_a - c_a)`` (``R`` as in the simulator's pose conven
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +114,10 @@ RADIAL_TOLERANCE_UM = 8.0
 #: With the breech face's pose given, rotations are searched only this far from it.
 POSE_WINDOW_DEG = 5.0
 #: Translation search of B's crater centre: +- this, on a coarse then a fine step. The crater centres of two
-#: shots fitted to their holes of missing data agree to ~10-20 um.
+#: shots fitted to their holes of missing data agree to ~10-20 um. On raw Fadul pairs the search ends at its
+#: reach (32 um), but there the whole-impression correlation against the shift is a broad ridge, not a peak
+#: beyond reach: widened to +-96 um it rises for different guns as well (1-2 vs 2-1 at the breech-face pose:
+#: 0.156 at (60, -48) um against 0.016 within +-32 um), so the search is kept narrow.
 TRANSLATION_SEARCH_UM = 24.0
 TRANSLATION_STEPS_UM = (8.0, 4.0)
 #: The outline (edge radius against angle) is sampled at 1 degree, at this share of the shallower impression's
@@ -661,26 +665,54 @@ def extract_firing_pin(
 # ================================================================================================================
 
 
+def _centre_shift_geometry(n_r: int, n_t: int, dr: float, delta_m, row0: int = 0):
+    """Where each point of a polar grid (rows ``row0 .. n_r - 1``, radii ``k dr``) about a centre moved by
+    ``delta_m = (dx, dy)`` lies on the grid about the old centre: the flat indices of its bilinear
+    neighbours' corner (row ``r``, column ``c``; into the rows ``row0 ..``, padded as `_resample` pads) and the
+    fractional parts. Depends on the grid and the shift only: computed once per shift, reused for every map."""
+    theta = 2 * np.pi * np.arange(n_t) / n_t
+    r = np.arange(row0, n_r)[:, None] * dr
+    x = r * np.cos(theta) + delta_m[0]
+    y = r * np.sin(theta) + delta_m[1]
+    rows = np.hypot(x, y) * (1.0 / dr) - (row0 - 1)  # +1: one padding row of NaN before row0
+    cols = np.arctan2(y, x) * (n_t / (2 * np.pi))
+    cols[cols < 0] += n_t
+    rows = np.clip(rows, 0.0, n_r - row0 + 1.0)  # beyond the grid: the NaN padding rows
+    r0 = rows.astype(np.int64)
+    c0 = cols.astype(np.int64)
+    c0[c0 >= n_t] = n_t - 1  # cols == n_t by rounding: the wrap column carries it
+    return r0 * (n_t + 1) + c0, rows - r0, cols - c0
+
+
+def _resample(m: np.ndarray, geometry) -> np.ndarray:
+    """Bilinear resampling of ``m`` (the rows ``row0 ..`` `_centre_shift_geometry` was made for) at its
+    points: NaN where any neighbour that carries weight is missing or outside the grid, so no height is made
+    up near missing data."""
+    i00, fr, fc = geometry
+    n_rows, n_t = m.shape
+    pad = np.full((n_rows + 3, n_t + 1), np.nan)  # a NaN row before and two after, the wrap column
+    pad[1 : n_rows + 1, :n_t] = m
+    pad[1 : n_rows + 1, n_t] = m[:, 0]
+    flat = pad.ravel()
+    w = n_t + 1
+    v00, v01, v10, v11 = flat[i00], flat[i00 + 1], flat[i00 + w], flat[i00 + w + 1]
+    eps = 1e-9
+    # a neighbour with no weight may be missing: leave it out (as a constant-mode map_coordinates would)
+    v01 = np.where(fc > eps, v01, 0.0)
+    v10 = np.where(fr > eps, v10, 0.0)
+    v11 = np.where((fr > eps) & (fc > eps), v11, 0.0)
+    v00 = np.where((1 - fr > eps) & (1 - fc > eps), v00, 0.0)
+    top = v00 + fc * (v01 - v00)
+    bot = v10 + fc * (v11 - v10)
+    return top + fr * (bot - top)
+
+
 def _shift_centre(m: np.ndarray, dr: float, delta_m) -> np.ndarray:
     """``m`` (polar, rows ``k dr``) resampled about its centre moved by ``delta_m = (dx, dy)``: the exact
     polar coordinates about the old centre of each new grid point, bilinear, NaN-safe."""
     if delta_m[0] == 0 and delta_m[1] == 0:
         return m
-    n_r, n_t = m.shape
-    theta = 2 * np.pi * np.arange(n_t) / n_t
-    r = np.arange(n_r)[:, None] * dr
-    x = r * np.cos(theta) + delta_m[0]
-    y = r * np.sin(theta) + delta_m[1]
-    rows = np.hypot(x, y) / dr
-    cols = np.mod(np.arctan2(y, x), 2 * np.pi) / (2 * np.pi) * n_t
-    valid = ~np.isnan(m)
-    # wrap in theta: pad one column
-    mz = np.concatenate([np.where(valid, m, 0.0), np.where(valid[:, :1], m[:, :1], 0.0)], axis=1)
-    vw = np.concatenate([valid, valid[:, :1]], axis=1).astype(np.float64)
-    out = ndimage.map_coordinates(mz, [rows, cols], order=1, mode="constant", cval=0.0)
-    w = ndimage.map_coordinates(vw, [rows, cols], order=1, mode="constant", cval=0.0)
-    out[w < 1 - 1e-9] = np.nan
-    return out
+    return _resample(m, _centre_shift_geometry(m.shape[0], m.shape[1], dr, delta_m)).reshape(m.shape)
 
 
 def _spectra(m: np.ndarray, axes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -731,31 +763,44 @@ def _allowed_shifts(n_t: int, rotation_deg: float | None, window_deg: float) -> 
     return np.abs(_angle_diff_deg(ang, rotation_deg)) <= window_deg + 1e-9
 
 
-def _translation_search(a, b, dr, allowed, min_overlap, radius_um, steps_um):
+def _translation_search(a, b, dr, allowed, min_overlap, radius_um, steps_um, row0=0, n_r=None):
     """Best centre shift of B (metres), coarse to fine, by the whole-impression correlation over the allowed
-    rotations. Returns ``(delta_m, b_shifted, ncc_curve)``."""
+    rotations. ``a`` and ``b`` are the rows ``row0 ..`` of grids of ``n_r`` rows (everything below ``row0``
+    unmeasured in both, within the reach of the search). Returns ``(delta_m, b_shifted, ncc_curve,
+    n_evaluated)``."""
+    n_r = a.shape[0] + row0 if n_r is None else n_r
     sa = _spectra(a, 1)
     best = (-np.inf, (0.0, 0.0), b, None)
+    seen: set = set()
     centre = (0.0, 0.0)
     reach = radius_um
     for step in steps_um:
         k = int(np.floor(reach / step + 1e-9))
         for i in range(-k, k + 1):
             for j in range(-k, k + 1):
-                d = (centre[0] + i * step * 1e-6, centre[1] + j * step * 1e-6)
-                bs = _shift_centre(b, dr, d)
+                d_um = (round(centre[0] + i * step, 6), round(centre[1] + j * step, 6))
+                if d_um in seen:  # the finer grid revisits the coarse one's best
+                    continue
+                seen.add(d_um)
+                d = (d_um[0] * 1e-6, d_um[1] * 1e-6)
+                if d == (0.0, 0.0):
+                    bs = b
+                else:
+                    bs = _resample(b, _centre_shift_geometry(n_r, b.shape[1], dr, d, row0))
                 ncc = _ncc_theta(sa, bs, min_overlap)
                 v = np.where(allowed, ncc, np.nan)
                 top = np.nanmax(v) if np.isfinite(v).any() else -np.inf
                 if top > best[0]:
-                    best = (top, d, bs, ncc)
+                    best = (top, d_um, bs, ncc)
         centre, reach = best[1], step
-    return best[1], best[2], best[3]
+    delta = (best[1][0] * 1e-6, best[1][1] * 1e-6)
+    return delta, best[2], best[3], len(seen)
 
 
-def _cells(a: np.ndarray, dr_um: float) -> list[tuple[int, int, int, int]]:
+def _cells(a: np.ndarray, dr_um: float, row_offset: int = 0) -> list[tuple[int, int, int, int]]:
     """The cells of A: ``(row0, row1, col0, col1)`` of bands `BAND_UM` wide and arcs about `CELL_ARC_UM`
-    long, kept where at least `CELL_MIN_VALID_SHARE` of the points are measured."""
+    long, kept where at least `CELL_MIN_VALID_SHARE` of the points are measured. ``a``'s first row is the
+    grid's row ``row_offset`` (radius ``row_offset * dr_um``)."""
     n_r, n_t = a.shape
     valid = ~np.isnan(a)
     rows = np.flatnonzero(valid.any(1))
@@ -767,7 +812,7 @@ def _cells(a: np.ndarray, dr_um: float) -> list[tuple[int, int, int, int]]:
         r1 = min(r0 + h, n_r)
         if r1 - r0 < h // 2:
             continue
-        r_mid = (r0 + r1 - 1) / 2 * dr_um
+        r_mid = (r0 + r1 - 1 + 2 * row_offset) / 2 * dr_um
         n_sec = max(int(round(2 * np.pi * r_mid / CELL_ARC_UM)), 1)
         edges = np.round(np.linspace(0, n_t, n_sec + 1)).astype(int)
         for c0, c1 in zip(edges[:-1], edges[1:]):
@@ -907,10 +952,15 @@ def compare_firing_pins(
        `CELL_ARC_UM` long. Each cell is correlated with B over every rotation (a circular shift along
        theta; masked FFT correlation, missing points left out) and radial shifts up to
        `RADIAL_SEARCH_UM`; its best correlation, rotation and radial shift are kept.
-    3. Congruence (NIST CMX/CMC spirit): the consensus rotation is the one most cells reaching
-       ``ccf_threshold`` agree on within ``rotation_tolerance_deg``; a cell is congruent when it reaches
-       the threshold, its rotation lies within the tolerance of the consensus and its radial shift
-       within ``radial_tolerance_um`` of the agreeing cells' median.
+       The same is done the other way (B's cells searched in A, over the reversed rotations).
+    3. Congruence (NIST CMX/CMC spirit, forward and backward): the consensus rotation is the one most
+       cells of both directions reaching ``ccf_threshold`` agree on within ``rotation_tolerance_deg``
+       (B's cells' rotations reversed); a cell is congruent when it reaches the threshold, its rotation
+       lies within the tolerance of the consensus and its radial shift agrees with its direction's
+       fitted centre offset within ``radial_tolerance_um``. ``count`` is the larger direction's count,
+       ``n_elements`` the larger direction's cells compared. The pair is computed in a fixed order of the
+       two impressions, so ``compare(a, b)`` and ``compare(b, a)`` give the same count, elements and
+       score, and opposite rotations.
     4. Class: depth profiles, outlines at a common depth (at the found rotation; mean radius and first
        harmonic taken apart, as the centres' error), depth ratio, into ``class_features``.
 
@@ -934,7 +984,8 @@ def compare_firing_pins(
         ``mark="firing_pin"``; ``count`` congruent cells of ``n_elements`` compared; ``score`` the
         correlation of the whole impressions at the consensus rotation; ``rotation_deg`` the rotation
         of B relative to A (``p_b - c_b = R(phi) (p_a - c_a)``, as `ballistix.compare`);
-        ``class_features``; ``features`` with the translation, per-cell results and parameters. Not
+        ``class_features``; ``features`` with the translation (B's centre shift, B's frame), each
+        direction's count (``directions``: ``a_in_b``, ``b_in_a``), per-cell results and parameters. Not
         used (with the reason) when either impression is not usable: no evidence either way.
 
     Raises
@@ -948,7 +999,7 @@ def compare_firing_pins(
     >>> a, b = (extract_firing_pin(bx.read_x3p(f"fadul-{n}-raw.x3p")) for n in ("1-1", "1-2"))  # doctest: +SKIP
     >>> res = compare_firing_pins(a, b)  # doctest: +SKIP
     >>> res.count, res.n_elements, round(res.score, 2), round(res.rotation_deg)  # doctest: +SKIP
-    (5, 72, 0.2, 21)
+    (4, 71, 0.18, 11)
     """
     for name, v in (("a", a), ("b", b)):
         if not isinstance(v, FiringPinImpression):
@@ -993,89 +1044,196 @@ def compare_firing_pins(
         "radial_search_um": RADIAL_SEARCH_UM,
         "extraction": {"a": a.params, "b": b.params},
     }
-    dr = a.spacing_um * 1e-6
-    n_t = a.n_theta
-    n = max(a.marks_m.shape[0], b.marks_m.shape[0])
-    A = np.full((n, n_t), np.nan)
-    B = np.full((n, n_t), np.nan)
-    A[: a.marks_m.shape[0]] = a.marks_m
-    B[: b.marks_m.shape[0]] = b.marks_m
-    allowed = _allowed_shifts(n_t, rotation_deg, window_deg)
-    min_overlap = MIN_MEASURED_POINTS // 2
-
-    # 1. centre
-    steps = tuple(s for s in TRANSLATION_STEPS_UM if s <= translation_search_um) or (translation_search_um,)
-    if translation_search_um > 0:
-        delta, Bs, ncc = _translation_search(A, B, dr, allowed, min_overlap, translation_search_um, steps)
+    # the pair is compared in a fixed order of the two impressions (whichever was passed first): A's cells
+    # in B and B's cells in A, combined; the result is then stated from the caller's side, so that swapping
+    # the arguments gives the same count and score and the opposite rotation, to the last bit
+    swap = _order_key(b) < _order_key(a)
+    if swap:
+        first, second, pose = b, a, None if rotation_deg is None else (-rotation_deg) % 360.0
     else:
-        delta, Bs = (0.0, 0.0), B
-        ncc = _ncc_theta(_spectra(A, 1), B, min_overlap)
-    if ncc is None or not np.isfinite(np.where(allowed, ncc, np.nan)).any():
-        return MarkResult.not_used(
-            "firing_pin", "the two impressions share too few measured points at any allowed rotation"
-        )
-    global_shift = int(np.nanargmax(np.where(allowed, ncc, np.nan)))
-    global_rot = global_shift * 360.0 / n_t
-
-    # 2. cells
-    cells = _cells(A, a.spacing_um)
-    s_r = int(round(RADIAL_SEARCH_UM / a.spacing_um))
-    res, spec = [], {}
-    for c in cells:  # cells of one band share B's band region
-        if (c[0], c[1]) not in spec:
-            reg = _band_region(Bs, c[0], c[1], s_r)
-            spec = {(c[0], c[1]): (_spectra(reg, 2), reg.shape)}
-        sp, shape = spec[(c[0], c[1])]
-        res.append(_cell_search(A, c, s_r, sp, shape, allowed))
-    ccf = np.array([r[0] for r in res], dtype=float)
-    rot = np.array([r[1] * 360.0 / n_t for r in res], dtype=float)
-    shift_r_um = np.array([r[2] * a.spacing_um for r in res], dtype=float)
-    n_el = int(np.isfinite(ccf).sum())
-
-    # 3. congruence
-    ccf_z = np.where(np.isfinite(ccf), ccf, -np.inf)
-    cons = _consensus(ccf_z, rot, ccf_threshold, rotation_tolerance_deg)
-    congruent = np.zeros(len(cells), bool)
-    if cons is not None:
-        agree = (ccf_z >= ccf_threshold) & (np.abs(_angle_diff_deg(rot, cons)) <= rotation_tolerance_deg)
-        theta_c = np.array([(c[2] + c[3]) / 2 * 2 * np.pi / n_t for c in cells]) + np.deg2rad(cons)
-        congruent = agree & (np.abs(_radial_residual(shift_r_um, theta_c, agree)) <= radial_tolerance_um)
-    rotation = cons if cons is not None else global_rot
-    k = int(round(rotation * n_t / 360.0)) % n_t
-    score = float(ncc[k]) if np.isfinite(ncc[k]) else float("nan")
-
-    features = {
-        "translation_um": [float(delta[0] * 1e6), float(delta[1] * 1e6)],
-        "global_ccf_max": float(np.nanmax(np.where(allowed, ncc, np.nan))),
-        "global_rotation_deg": float(global_rot),
-        "consensus_found": cons is not None,
-        "congruent_share": float(congruent.sum() / n_el) if n_el else float("nan"),
-        "cell_ccf_median": float(np.nanmedian(ccf)) if n_el else float("nan"),
-        "cells": [
-            {
-                "rows": [c[0], c[1]],
-                "cols": [c[2], c[3]],
-                "radius_um": float((c[0] + c[1] - 1) / 2 * a.spacing_um),
-                "theta_deg": float((c[2] + c[3]) / 2 * 360.0 / n_t),
-                "ccf": float(ccf[i]),
-                "rotation_deg": float(rot[i]),
-                "shift_r_um": float(shift_r_um[i]),
-                "congruent": bool(congruent[i]),
-            }
-            for i, c in enumerate(cells)
-        ],
-        "impressions": {"a": a.summary(), "b": b.summary()},
-        "params": params,
-    }
+        first, second, pose = a, b, rotation_deg
+    found = _compare_both_ways(
+        first,
+        second,
+        pose,
+        window_deg,
+        ccf_threshold,
+        rotation_tolerance_deg,
+        radial_tolerance_um,
+        translation_search_um,
+    )
+    if isinstance(found, str):
+        return MarkResult.not_used("firing_pin", found)
+    if swap:
+        found = _mirror(found)
+    rotation = found.pop("rotation_deg")
+    count, n_el, score = found.pop("count"), found.pop("n_elements"), found.pop("score")
+    found["impressions"] = {"a": a.summary(), "b": b.summary()}
+    found["params"] = params
     return MarkResult(
         "firing_pin",
         True,
         None,
-        count=int(congruent.sum()),
+        count=count,
         n_elements=n_el,
         score=score,
         rotation_deg=float(rotation % 360.0),
         shift_um=None,
         class_features=_class_features(a, b, rotation),
-        features=features,
+        features=found,
     )
+
+
+def _order_key(fp: FiringPinImpression) -> bytes:
+    """A fixed order of impressions (a digest of the marks and geometry), to compare a pair the same way
+    whichever is passed first."""
+    h = hashlib.sha1(np.ascontiguousarray(fp.marks_m).tobytes())
+    h.update(repr((fp.source, fp.centre_m, fp.spacing_um, fp.n_theta, fp.marks_m.shape)).encode())
+    return h.digest()
+
+
+def _rotate(v, deg: float) -> tuple[float, float]:
+    c, s = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+    return (float(c * v[0] - s * v[1]), float(s * v[0] + c * v[1]))
+
+
+def _mirror(found: dict[str, Any]) -> dict[str, Any]:
+    """`_compare_both_ways`'s result for (B, A) stated for (A, B): the rotation reversed, the centre shift
+    moved to the other impression, the directions swapped."""
+    out = dict(found)
+    rot = (-found["rotation_deg"]) % 360.0
+    out["rotation_deg"] = rot
+    out["global_rotation_deg"] = (-found["global_rotation_deg"]) % 360.0
+    # found: A's centre moved by d' (A's frame); the same alignment moves B's by -R(phi) d' (B's frame)
+    d = _rotate(found["translation_um"], rot)
+    out["translation_um"] = [-d[0], -d[1]]
+    swap = {"a_in_b": "b_in_a", "b_in_a": "a_in_b"}
+    out["directions"] = {swap[k]: v for k, v in found["directions"].items()}
+    out["cells"] = [dict(c, direction=swap[c["direction"]]) for c in found["cells"]]
+    return out
+
+
+def _direction(X, Y, row0, spacing_um, s_r, allowed):
+    """X's cells searched in Y (both the rows ``row0 ..`` of one polar grid). Returns the cells and, per
+    cell, the best correlation, its rotation (degrees, Y relative to X) and radial shift (um)."""
+    n_t = X.shape[1]
+    cells = _cells(X, spacing_um, row0)
+    res, spec = [], {}
+    for c in cells:  # cells of one band share Y's band region
+        if (c[0], c[1]) not in spec:
+            reg = _band_region(Y, c[0], c[1], s_r)
+            spec = {(c[0], c[1]): (_spectra(reg, 2), reg.shape)}
+        sp, shape = spec[(c[0], c[1])]
+        res.append(_cell_search(X, c, s_r, sp, shape, allowed))
+    ccf = np.array([r[0] for r in res], dtype=float)
+    rot = np.array([r[1] * 360.0 / n_t for r in res], dtype=float)
+    shift_r_um = np.array([r[2] * spacing_um for r in res], dtype=float)
+    return cells, ccf, rot, shift_r_um
+
+
+def _congruent(cells, ccf, rot, shift_r_um, cons, n_t, threshold, rot_tol, radial_tol):
+    """Which cells of one direction are congruent with the consensus rotation ``cons`` (of the searched map
+    relative to the cells' map)."""
+    ok = np.isfinite(ccf)
+    agree = ok & (np.where(ok, ccf, -np.inf) >= threshold) & (np.abs(_angle_diff_deg(rot, cons)) <= rot_tol)
+    theta_c = np.array([(c[2] + c[3]) / 2 * 2 * np.pi / n_t for c in cells]) + np.deg2rad(cons)
+    return agree & (np.abs(_radial_residual(shift_r_um, theta_c, agree)) <= radial_tol)
+
+
+def _compare_both_ways(
+    a, b, rotation_deg, window_deg, ccf_threshold, rotation_tolerance_deg, radial_tolerance_um, translation_search_um
+) -> dict[str, Any] | str:
+    """The comparison proper (see `compare_firing_pins`); a reason string when the pair cannot be compared."""
+    dr = a.spacing_um * 1e-6
+    n_t = a.n_theta
+    n = max(a.marks_m.shape[0], b.marks_m.shape[0])
+    steps = tuple(s for s in TRANSLATION_STEPS_UM if s <= translation_search_um) or (translation_search_um,)
+    # rows below the first measured ones (the crater's hole) are left out: every map and shift is computed
+    # only from the first row a centre shift within the search's reach can bring a measured point to
+    reach_um = np.hypot(1, 1) * (translation_search_um + sum(steps)) if translation_search_um > 0 else 0.0
+    first = [np.flatnonzero(np.isfinite(m).any(1)) for m in (a.marks_m, b.marks_m)]
+    if any(f.size == 0 for f in first):
+        return "the two impressions share too few measured points at any allowed rotation"
+    row0 = max(min(int(first[0][0]), int(first[1][0])) - int(np.ceil(reach_um / a.spacing_um)) - 2, 0)
+    A = np.full((n - row0, n_t), np.nan)
+    B = np.full((n - row0, n_t), np.nan)
+    A[: a.marks_m.shape[0] - row0] = a.marks_m[row0:]
+    B[: b.marks_m.shape[0] - row0] = b.marks_m[row0:]
+    allowed = _allowed_shifts(n_t, rotation_deg, window_deg)
+    min_overlap = MIN_MEASURED_POINTS // 2
+
+    # 1. centre
+    if translation_search_um > 0:
+        delta, Bs, ncc, n_centres = _translation_search(
+            A, B, dr, allowed, min_overlap, translation_search_um, steps, row0, n
+        )
+    else:
+        delta, Bs, n_centres = (0.0, 0.0), B, 1
+        ncc = _ncc_theta(_spectra(A, 1), B, min_overlap)
+    if ncc is None or not np.isfinite(np.where(allowed, ncc, np.nan)).any():
+        return "the two impressions share too few measured points at any allowed rotation"
+    global_shift = int(np.nanargmax(np.where(allowed, ncc, np.nan)))
+    global_rot = global_shift * 360.0 / n_t
+
+    # 2. cells, both ways: A's in B (rotations of B relative to A) and B's in A (of A relative to B)
+    s_r = int(round(RADIAL_SEARCH_UM / a.spacing_um))
+    back_allowed = allowed[(-np.arange(n_t)) % n_t]
+    fwd = _direction(A, Bs, row0, a.spacing_um, s_r, allowed)
+    bwd = _direction(Bs, A, row0, a.spacing_um, s_r, back_allowed)
+
+    # 3. congruence: one consensus rotation from the cells of both directions (B's cells' rotations reversed),
+    # then each direction's congruent cells at it; the count is the larger direction's (NIST's forward and
+    # backward CMC: both must agree on the registration, and the better-registered direction counts)
+    ccf_all = np.concatenate([fwd[1], bwd[1]])
+    rot_all = np.concatenate([fwd[2], (-bwd[2]) % 360.0])
+    cons = _consensus(np.where(np.isfinite(ccf_all), ccf_all, -np.inf), rot_all, ccf_threshold, rotation_tolerance_deg)
+    tol = (ccf_threshold, rotation_tolerance_deg, radial_tolerance_um)
+    directions, cells_out = {}, []
+    for name, (cells, ccf, rot, shr), sign in (("a_in_b", fwd, 1.0), ("b_in_a", bwd, -1.0)):
+        if cons is not None:
+            cong = _congruent(cells, ccf, rot, shr, (sign * cons) % 360.0, n_t, *tol)
+        else:
+            cong = np.zeros(len(cells), bool)
+        n_el = int(np.isfinite(ccf).sum())
+        own = _consensus(np.where(np.isfinite(ccf), ccf, -np.inf), rot, ccf_threshold, rotation_tolerance_deg)
+        directions[name] = {
+            "count": int(cong.sum()),
+            "n_elements": n_el,
+            "consensus_rotation_deg": own,
+            "cell_ccf_median": float(np.nanmedian(ccf)) if n_el else float("nan"),
+        }
+        cells_out += [
+            {
+                "direction": name,
+                "rows": [c[0] + row0, c[1] + row0],
+                "cols": [c[2], c[3]],
+                "radius_um": float((c[0] + c[1] - 1 + 2 * row0) / 2 * a.spacing_um),
+                "theta_deg": float((c[2] + c[3]) / 2 * 360.0 / n_t),
+                "ccf": float(ccf[i]),
+                "rotation_deg": float(rot[i]),
+                "shift_r_um": float(shr[i]),
+                "congruent": bool(cong[i]),
+            }
+            for i, c in enumerate(cells)
+        ]
+    count = max(d["count"] for d in directions.values())
+    n_el = max(d["n_elements"] for d in directions.values())
+    rotation = cons if cons is not None else global_rot
+    k = int(round(rotation * n_t / 360.0)) % n_t
+    score = float(ncc[k]) if np.isfinite(ncc[k]) else float("nan")
+    return {
+        "count": count,
+        "n_elements": n_el,
+        "score": score,
+        "rotation_deg": float(rotation),
+        "translation_um": [float(delta[0] * 1e6), float(delta[1] * 1e6)],
+        "centres_evaluated": int(n_centres),
+        "rows_skipped": int(row0),
+        "global_ccf_max": float(np.nanmax(np.where(allowed, ncc, np.nan))),
+        "global_rotation_deg": float(global_rot),
+        "consensus_found": cons is not None,
+        "congruent_share": float(count / n_el) if n_el else float("nan"),
+        "cell_ccf_median": float(np.nanmedian(ccf_all)) if np.isfinite(ccf_all).any() else float("nan"),
+        "directions": directions,
+        "cells": cells_out,
+    }
