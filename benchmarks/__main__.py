@@ -60,6 +60,7 @@ SIZES: dict[str, tuple[list[str], list[str]]] = {
     "backlog": (["--old-guns", "8", "--new", "4", "--shortlist", "5", "--verify-top", "2"], []),
     "first_stage": (["--quick", "--skip-real"], []),
     "store_concurrency": (["--quick"], []),
+    "marks": (["--quick", "--skip-real"], ["--guns", "16", "--shots", "4", "--knm-per-km", "5"]),
 }
 TAKES_JOBS = {
     "cmc_accuracy",
@@ -72,6 +73,7 @@ TAKES_JOBS = {
     "verify_scale",
     "backlog",
     "first_stage",
+    "marks",
 }
 
 
@@ -357,6 +359,17 @@ def summary_rows() -> list[list[str]]:
                 + "; "
                 + " / ".join(_fmt(_get(by_n, n, "search", "searches_per_second")) for n in ns)
                 + f"; {all(_get(by_n, n, ph, 'ok') for n in ns for ph in ('ingest', 'link', 'search'))}",
+                d,
+            )
+    if d := load("marks"):
+        for view, v in _get(d, "views", default={}).items():
+            bf, fu = v.get("breech_face", {}), v.get("fused", {})
+            add(
+                "marks",
+                f"sim. realistic-hard, {view} view ({v.get('n_same')} KM / {v.get('n_different')} KNM), CV by gun: "
+                f"KM found at 0 FP, BF alone / fused; Cllr BF / fused",
+                f"{_fmt(bf.get('found_at_zero_fp'))} / {_fmt(fu.get('found_at_zero_fp'))}; "
+                f"{_fmt(bf.get('cllr'))} / {_fmt(fu.get('cllr'))}",
                 d,
             )
     if d := load("store"):
