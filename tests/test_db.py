@@ -54,3 +54,39 @@ def test_a_path_that_is_not_utf8_comes_back_as_os_fsdecode_gives_it(dialect):
     assert isinstance(kept, bytes if dialect == "sqlite" else str)
     assert path_from_db(kept) == name
     assert path_to_db("/scans/ok.x3p", dialect) == "/scans/ok.x3p" and path_from_db(None) is None
+
+
+def test_sqlite_claims_exclude_other_processes_and_end_with_them(tmp_path):
+    """A claim (an exhibit a client is linking) is a lock on one byte of the claims file: another
+    process cannot take it while the holder lives, and gets it once the holder is killed."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from ballistix.store import db as dbmod
+
+    if dbmod.fcntl is None:
+        pytest.skip("no POSIX locks on this platform")
+    path = tmp_path / "store.sqlite-claims"
+    holder = (
+        "import sqlite3, sys; from ballistix.store.db import Database; "
+        "d = Database.sqlite(sqlite3.connect(':memory:'), 'x', sys.argv[1]); print(d.claim(5), flush=True); "
+        "sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", holder, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "True"
+        mine = dbmod.Database.sqlite(sqlite3.connect(":memory:"), "mine", path)
+        assert not mine.claim(5) and mine.claim(6)  # byte 5 is the child's, byte 6 free
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert mine.claim(5)  # the operating system released the killed holder's claim
+        mine.release(5)
+        mine.release_all()
+        mine.close()
+    finally:
+        if child.poll() is None:
+            child.kill()

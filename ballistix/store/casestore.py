@@ -162,8 +162,10 @@ MIGRATIONS: dict[int, list[str]] = {
 _NEW_PREFIX = ".store.sqlite.new-"
 #: A store whose database is on a PostgreSQL server names it in this file of its folder (see `CaseStore`).
 _POINTER = "store.database"
+#: The file whose bytes SQLite clients lock to claim the exhibits they link (`Database.claim`).
+_CLAIMS = "store.sqlite-claims"
 #: Files that mark a folder as a case store's, beside store.sqlite.
-_STORE_FILES = ("scans", "index.bxi", "calibrations", "store.sqlite-wal", "store.sqlite-shm")
+_STORE_FILES = ("scans", "index.bxi", "calibrations", "store.sqlite-wal", "store.sqlite-shm", _CLAIMS)
 _NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _NO_SPACE_SQLITE = ("database or disk is full", "disk i/o error")
 #: The columns a comparison recorded again replaces (all but the pair and the examiner's ``confirmed``).
@@ -580,7 +582,7 @@ class CaseStore:
             raise StoreError(
                 f"{self.folder}: holds a store whose database is the SQLite file store.sqlite, not {redact(database)}"
             )
-        return Database.sqlite(self._connect_sqlite(), self.db_path)
+        return Database.sqlite(self._connect_sqlite(), self.db_path, self.folder / _CLAIMS)
 
     def _connect_sqlite(self) -> sqlite3.Connection:
         uri = self.db_path.resolve().as_uri()

@@ -30,10 +30,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 import re
 import sqlite3
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
+
+try:
+    import fcntl
+except ImportError:  # Windows: no POSIX locks; SQLite clients linking at once then repeat each other's work
+    fcntl = None
 
 __all__ = ["Database", "Dialects", "render", "is_url", "redact", "path_to_db", "path_from_db", "errors"]
 
@@ -153,14 +159,16 @@ class Database:
     Use `Database.sqlite` and `Database.postgresql` to make one.
     """
 
-    def __init__(self, conn, dialect: str, name: str):
+    def __init__(self, conn, dialect: str, name: str, claims_path=None):
         self.conn, self.dialect, self.name = conn, dialect, name
         self._claims: set[int] = set()  # work this connection claimed (`claim`)
+        self._claims_path, self._claims_fd = claims_path, None  # SQLite: the file whose bytes are claimed
 
     # -------------------------------------------------------------- connecting
     @classmethod
-    def sqlite(cls, conn: sqlite3.Connection, name: str) -> Database:
-        return cls(conn, "sqlite", name)
+    def sqlite(cls, conn: sqlite3.Connection, name: str, claims_path=None) -> Database:
+        """``claims_path``: the file whose byte ranges `claim` locks (None: claims always succeed)."""
+        return cls(conn, "sqlite", name, claims_path)
 
     @classmethod
     def postgresql(cls, url: str, *, read_only: bool = False, connect_timeout_s: int = 30) -> Database:
@@ -210,6 +218,9 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+        if self._claims_fd is not None:
+            os.close(self._claims_fd)  # releases this process's claims on the file
+            self._claims_fd = None
 
     @property
     def in_transaction(self) -> bool:
@@ -257,19 +268,40 @@ class Database:
 
     # ------------------------------------------------------------------ claims
     def claim(self, key: int) -> bool:
-        """Claim a piece of work (an exhibit to link) for this connection, if no other connection holds it:
-        on PostgreSQL a session-level advisory lock, which the server releases when the client ends,
-        however it ends; SQLite has no such lock (always True: clients there re-check the work instead)."""
+        """Claim a piece of work (an exhibit to link) if no other client holds it: on PostgreSQL a
+        session-level advisory lock, which the server releases when the client ends, however it ends;
+        on SQLite a POSIX lock on byte ``key`` of the claims file beside the database, which the
+        operating system releases when the process ends (claims of one process do not exclude each
+        other; where the platform has no such locks, every claim succeeds)."""
         if self.dialect == "sqlite":
-            return True
+            return self._claim_byte(int(key))
         got = self.execute("SELECT pg_try_advisory_lock(?, ?)", (_CLAIM_CLASS, int(key) & 0x7FFFFFFF)).fetchone()[0]
         if got:
             self._claims.add(int(key))
         return bool(got)
 
+    def _claim_byte(self, key: int) -> bool:
+        if self._claims_path is None or fcntl is None:
+            return True
+        if self._claims_fd is None:
+            try:
+                self._claims_fd = os.open(self._claims_path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:
+                return True  # a folder we cannot write: linking fails there anyway, and says why
+        try:
+            fcntl.lockf(self._claims_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+        except OSError:
+            return False
+        self._claims.add(key)
+        return True
+
     def release(self, key: int) -> None:
-        if int(key) in self._claims:
-            self._claims.discard(int(key))
+        if int(key) not in self._claims:
+            return
+        self._claims.discard(int(key))
+        if self.dialect == "sqlite":
+            fcntl.lockf(self._claims_fd, fcntl.LOCK_UN, 1, int(key))
+        else:
             self.execute("SELECT pg_advisory_unlock(?, ?)", (_CLAIM_CLASS, int(key) & 0x7FFFFFFF))
 
     def release_all(self) -> None:
