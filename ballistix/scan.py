@@ -135,6 +135,17 @@ class Scan:
         ny, nx = self.shape
         return nx * self.dx, ny * self.dy
 
+    @property
+    def label(self) -> str:
+        """What a message calls this scan: its source file, else its exhibit label, else a placeholder."""
+        meta = self.meta or {}
+        if meta.get("source"):
+            return str(meta["source"])
+        lab = meta.get("labels")
+        if isinstance(lab, dict) and lab.get("exhibit") is not None:
+            return f"exhibit {lab['exhibit']}"
+        return "scan (no source recorded)"
+
     def copy(self) -> Scan:
         """A deep copy (heights and meta)."""
         return Scan(self.heights.copy(), self.dx, self.dy, copy.deepcopy(self.meta))

@@ -170,9 +170,7 @@ class ShearProfile:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _source(scan) -> str:
-    if isinstance(scan, Scan):
-        return str((scan.meta or {}).get("source") or "scan (no source recorded)")
-    return "array"
+    return scan.label if isinstance(scan, Scan) else "array"
 
 
 def _sigma_px(sigma_um: float, spacing_m: float) -> float:

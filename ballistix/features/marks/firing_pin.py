@@ -227,16 +227,6 @@ class FiringPinImpression:
 # ================================================================================================================
 
 
-def _source(scan: Scan) -> str:
-    meta = scan.meta or {}
-    if meta.get("source"):
-        return str(meta["source"])
-    lab = meta.get("labels")
-    if isinstance(lab, dict) and lab.get("exhibit") is not None:
-        return f"exhibit {lab['exhibit']}"
-    return "scan"
-
-
 def _finite_number(v, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
         raise ParameterError(f"{name} must be a finite number, got {v!r}")
@@ -512,7 +502,7 @@ def extract_firing_pin(
         "long_cutoff_um": long_cutoff_um,
         "outer_radius_crater_share": outer_share,
     }
-    source = _source(scan)
+    source = scan.label
     processed = _processed_reason(scan)
     if processed:
         return _not_usable(source, processed, params=params)

@@ -78,12 +78,4 @@ def _record(
 
 
 def _source_of(scan) -> str:
-    if isinstance(scan, Scan):
-        meta = scan.meta or {}
-        if meta.get("source"):
-            return str(meta["source"])
-        lab = meta.get("labels")
-        if isinstance(lab, dict) and lab.get("exhibit") is not None:
-            return f"exhibit {lab['exhibit']}"
-        return "scan (no source recorded)"
-    return "array"
+    return scan.label if isinstance(scan, Scan) else "array"
