@@ -130,8 +130,6 @@ def path_to_db(path: str | None, dialect: str):
     """A source path as the database keeps it: text; a path that is not valid UTF-8 as its bytes on
     SQLite (a BLOB in the text column) and as ``hex:`` and its bytes in hex on PostgreSQL (whose text
     holds only UTF-8; a recorded path is absolute, so the prefix cannot be a path's own)."""
-    import os
-
     if path is None:
         return None
     try:
@@ -144,8 +142,6 @@ def path_to_db(path: str | None, dialect: str):
 
 def path_from_db(value) -> str | None:
     """A path as `path_to_db` kept it, as ``os.fsdecode`` gives it."""
-    import os
-
     if isinstance(value, bytes | memoryview):
         return os.fsdecode(bytes(value))
     if isinstance(value, str) and value.startswith("hex:"):
