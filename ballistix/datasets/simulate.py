@@ -65,6 +65,7 @@ __all__ = [
     "CASE_HEAD_RESOLUTIONS",
     "VIEWS",
     "FIRING_PIN_SHAPES",
+    "CRATERS",
 ]
 
 #: Makes/models the simulator knows. ``family`` is the kind of machining mark
@@ -267,6 +268,38 @@ _SHEAR_TAPER_M = 30e-6
 _SHEAR_TAPER_DEG = 3.0
 
 
+#: Crater models (a property of the gun, chosen at `make_firearm`; `fire` follows it). "v1" is the crater every
+#: simulated data set has been drawn with (the default, bit for bit); "realistic" is shaped after the raw Fadul
+#: Ruger P95 scans: see `_REALISTIC_CRATER`.
+CRATERS = ("v1", "realistic")
+#: The "realistic" crater, fitted to the three raw Fadul Ruger P95 scans (`benchmarks.realism`; docs/realism.md).
+#: The gun's v1 draws (the same stream) are rescaled: the pin's outline radius (where its tip crosses the
+#: flowback's top) by ``crater_scale`` and the aperture by ``aperture_scale`` (real aperture 1.28 mm, v1 1.05);
+#: the flowback height is v1's draw (25-55 um), but as a plateau (real lip 29-39 um) that rounds down over
+#: ``aperture_fall_m`` to the step at the aperture (the real profiles peak ~0.1 mm inside it). The pin's tip
+#: (the model's shape, `FIRING_PIN_SHAPES`) goes over into the nose's conical flank (``flank_deg`` from the
+#: face) where it gets as steep; it is pressed into the primer cup, a sheet that bends rather than shears,
+#: so the crater's rim is rounded: a quadratic smooth minimum of the tip's and the primer's surfaces over
+#: ``rim_rounding_um`` (drawn per gun), a parabolic shoulder like the real walls', which rise from 17-25 deg
+#: at the hole to flat over 0.3 mm. During set-back the primer flows back along the pin, so the tip's marks
+#: print on the whole impression out to where it meets the flowback (fading over ``contact_taper_m``); the
+#: pin-mark grid covers ``pin_field_radius_m``. That wall, burnished by the pin, reflects like a mirror: the
+#: instrument loses it where it is steeper than the objective accepts, with a sharp cut-off
+#: (``burnished_sharpness``, where the rough primer's is soft) -- the real scans stop at 17-19 deg -- and
+#: below the depth window, as everywhere else. Chosen on 8 simulated Ruger P95s against the Fadul medians.
+_REALISTIC_CRATER = dict(
+    crater_scale=1.65,
+    aperture_scale=1.22,
+    aperture_fall_m=0.08e-3,
+    rim_rounding_um=(130.0, 170.0),
+    flank_deg=27.0,
+    burnished_sharpness=15.0,
+    contact_taper_m=3e-6,
+    pin_field_radius_m=1.45e-3,
+)
+_CRATER_STREAM = 0xC7A7  # spawn-key suffix of the realistic crater's own draws (the rim's rounding)
+
+
 # ----------------------------------------------------------------------------
 # random fields
 # ----------------------------------------------------------------------------
@@ -385,7 +418,8 @@ class Firearm:
     kind of grid (covering the crater; None: a smooth tip) and
     ``shear_profile`` the aperture edge's striation profile across the shear
     direction (metres, one value per ``spacing_m``, centred on the firing-pin
-    axis; None: the gun leaves no aperture shear).
+    axis; None: the gun leaves no aperture shear). ``crater`` is the crater
+    model (`CRATERS`) every shot of the gun is drawn with.
     """
 
     id: str
@@ -396,6 +430,7 @@ class Firearm:
     geometry: dict[str, Any] = field(default_factory=dict)
     pin_marks: np.ndarray | None = field(default=None, repr=False)
     shear_profile: np.ndarray | None = field(default=None, repr=False)
+    crater: str = "v1"
 
     @property
     def info(self) -> dict[str, Any]:
@@ -451,6 +486,12 @@ def _view(view) -> str:
     return view
 
 
+def _crater(crater) -> str:
+    if not (isinstance(crater, str) and crater in CRATERS):
+        raise ParameterError(f"crater must be one of {list(CRATERS)}, got {crater!r}")
+    return crater
+
+
 def _resolution(resolution, view: str = "primer") -> tuple[float, int]:
     if isinstance(resolution, str):
         if resolution not in RESOLUTIONS:
@@ -476,6 +517,7 @@ def make_firearm(
     run_seed: int | np.random.SeedSequence | None = None,
     subclass_share: float = 0.5,
     resolution="full",
+    crater: str = "v1",
 ) -> Firearm:
     """Build one gun: breech-face marks and firing geometry.
 
@@ -495,7 +537,17 @@ def make_firearm(
         Share of the machining-mark variance that comes from the run (only
         when ``run_seed`` is given).
     resolution : "full", "standard", "fast" or (spacing_um, size_px)
+    crater : {"v1", "realistic"}
+        The crater model of every shot of this gun (`CRATERS`). "v1" (the
+        default) is the one every simulated data set so far was drawn with,
+        bit for bit. "realistic" is shaped after the raw Fadul Ruger P95
+        scans: a larger impression and aperture, the pin's tip pressed in
+        with a rounded rim whose upper wall the instrument measures down to
+        its acceptance angle and depth window, with the pin's marks on it
+        (see `_REALISTIC_CRATER`). The same seed gives the same breech face
+        and draws either way; the geometry's ``crater`` entry says which.
     """
+    crater = _crater(crater)
     if make_model not in MODELS:
         raise ParameterError(f"unknown make_model {make_model!r}; known: {sorted(MODELS)}")
     if not 0.0 <= subclass_share <= 1.0:
@@ -529,7 +581,11 @@ def make_firearm(
         "drag_deg": float(rng.uniform(0, 360)) if rng.random() < m["drag"] else None,
         "drag_length_m": float(rng.uniform(0.25e-3, 0.5e-3)),
     }
-    pin_marks, shear_profile = _pin_and_shear(ss, m, geometry, spacing_um)
+    field_radius_m = _PIN_FIELD_RADIUS_M
+    if crater == "realistic":
+        _realistic_geometry(ss, geometry)
+        field_radius_m = _REALISTIC_CRATER["pin_field_radius_m"]
+    pin_marks, shear_profile = _pin_and_shear(ss, m, geometry, spacing_um, field_radius_m)
     return Firearm(
         firearm_id,
         make_model,
@@ -539,11 +595,26 @@ def make_firearm(
         geometry,
         pin_marks,
         shear_profile,
+        crater,
     )
 
 
+def _realistic_geometry(ss: np.random.SeedSequence, geometry: dict) -> None:
+    """Rescale (in place) a gun's v1 crater, aperture and flowback draws to the realistic crater's and add
+    ``geometry["crater"]`` (the model, the rim's rounding drawn from a stream of its own)."""
+    rc_ = _REALISTIC_CRATER
+    crng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_CRATER_STREAM,)))
+    geometry["crater_radius_m"] *= rc_["crater_scale"]
+    geometry["aperture_radius_m"] *= rc_["aperture_scale"]
+    geometry["crater"] = {
+        "model": "realistic",
+        "rim_rounding_m": float(crng.uniform(*rc_["rim_rounding_um"])) * 1e-6,
+        "aperture_fall_m": rc_["aperture_fall_m"],
+    }
+
+
 def _pin_and_shear(
-    ss: np.random.SeedSequence, m: dict, geometry: dict, spacing_um: float
+    ss: np.random.SeedSequence, m: dict, geometry: dict, spacing_um: float, field_radius_m: float = _PIN_FIELD_RADIUS_M
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A gun's firing pin and aperture edge, from a stream of their own (spawned from the gun's seed):
     the pin's class shape with this gun's small variation (``geometry["firing_pin"]``, in place), the pin
@@ -571,7 +642,7 @@ def _pin_and_shear(
         "tip_radius_m": float((rc**2 + cap**2) / (2 * cap)) if shape["floor_power"] is None else None,
         "marks_rms_m": float(prng.uniform(*_PIN_MARKS_RMS_UM)) * 1e-6,
     }
-    n = int(np.ceil(2 * _PIN_FIELD_RADIUS_M / (spacing_um * 1e-6))) | 1
+    n = int(np.ceil(2 * field_radius_m / (spacing_um * 1e-6))) | 1
     pin = _spectral_field(prng, (n, n), spacing_um, *_PIN_MARKS_BAND_UM, alpha=1.5)
     pin_marks = (pin * geometry["firing_pin"]["marks_rms_m"]).astype(np.float32)
     shear_rms = float(prng.uniform(*_SHEAR_RMS_UM)) * 1e-6
@@ -695,7 +766,7 @@ def fire(
     _add_texture(rng, z, marks, pr, d, spacing_um)
     # the firing pin's and the aperture edge's marks, from the shot's own stream: every draw above stays
     mrng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_MARKS_STREAM,)))
-    pin_shear, marks_truth = _pin_and_shear_marks(mrng, firearm, d, xy, dx, spacing_um, rot, fp, poor)
+    pin_shear, marks_truth = _pin_and_shear_marks(mrng, firearm, d, xy, dx, spacing_um, rot, fp, poor, pr.contact)
     z += pin_shear
     missing = _unmeasured(
         rng,
@@ -731,6 +802,9 @@ def fire(
             **marks_truth,
         },
     )
+    if "crater" in firearm.geometry:
+        meta["comment"] += f", {firearm.geometry['crater']['model']} crater"
+        meta["truth"]["crater"] = firearm.geometry["crater"]["model"]
     if view == "firing_pin":
         meta["comment"] += ", depth window on the firing-pin impression"
         meta["truth"]["view"] = view
@@ -766,7 +840,8 @@ class _Coords(NamedTuple):
 class _Primer(NamedTuple):
     """The primer's shape as drawn by `_primer_relief`: radii (metres) of its flat face, of the primer
     and of the pocket gap's width; masks of the case head, the gap and the breech-face impression
-    (``face``); and the crater's depth profile (``bowl``, heights in metres)."""
+    (``face``); the crater's depth profile (``bowl``, heights in metres); and, for the realistic crater, where
+    the pin touched the primer (``contact``, 0-1; None: inside the pin's outline)."""
 
     r_flat: float
     r_primer: float
@@ -775,6 +850,7 @@ class _Primer(NamedTuple):
     in_gap: np.ndarray
     face: np.ndarray
     bowl: np.ndarray
+    contact: np.ndarray | None = None
 
 
 def _draw_pose(
@@ -870,6 +946,7 @@ def _pin_and_shear_marks(
     rot: float,
     fp: np.ndarray,
     poor: bool,
+    contact_pin: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The firing pin's tip marks pressed into the crater (floor and walls) and, for a gun with an aperture
     shear, the aperture edge's striations scraped across the sheared sector of the flowback ring: heights
@@ -879,7 +956,8 @@ def _pin_and_shear_marks(
     impression), partial transfer in patches (``transfer_loss``), the finest detail lost (``blur_um``); the
     shear's start (25 um spread) and run (half to all the way to the aperture edge), its amplitude, a
     shift of the striations across (2 um) and a profile noise of a fifth of their RMS. A gun built
-    without these marks (no ``firing_pin`` in its geometry) gets none."""
+    without these marks (no ``firing_pin`` in its geometry) gets none. ``contact_pin``: where the pin
+    touched the primer (0-1; the realistic crater's, see `_primer_relief`), else inside the pin's outline."""
     g = firearm.geometry
     n = xy.px.shape[0]
     out = np.zeros((n, n))
@@ -894,8 +972,11 @@ def _pin_and_shear_marks(
         marks = cv2.GaussianBlur(marks, (0, 0), sigmaX=d["blur_um"] / spacing_um)
     loss = d["transfer_loss"] + (0.25 if poor else 0.0)
     contact = 1.0 / (1.0 + np.exp(-(_smooth_field(mrng, (n, n), 150 / spacing_um) + 1.6 - 4.0 * loss) * 3.0))
-    in_crater = _crater_outline(g, xy.gx, xy.gy) < 1
-    out += np.where(in_crater, marks * amp * contact, 0.0)
+    if contact_pin is None:
+        in_crater = _crater_outline(g, xy.gx, xy.gy) < 1
+        out += np.where(in_crater, marks * amp * contact, 0.0)
+    else:
+        out += marks * amp * contact * contact_pin
     truth: dict[str, Any] = {
         "firing_pin": {
             "shape": pin["shape"],
@@ -975,15 +1056,22 @@ def _primer_relief(
     in_gap = (r_pr > r_primer) & ~head
     z[in_gap] = -200e-6
     # flowback ring: primer metal in the firing-pin aperture, falling from the crater lip to a step at ra
-    frac = np.clip((ra - r_fp) / (ra - rc), 0, 1)
+    realistic = "crater" in g
     step = 0.2 * hfb
-    fb = step + (hfb - step) * frac**0.8
+    if realistic:  # a plateau that rounds down to the step
+        frac = np.clip((ra - r_fp) / g["crater"]["aperture_fall_m"], 0, 1)
+        fb = step + (hfb - step) * (0.5 - 0.5 * np.cos(np.pi * frac))
+    else:
+        frac = np.clip((ra - r_fp) / (ra - rc), 0, 1)
+        fb = step + (hfb - step) * frac**0.8
     edge_w = 2.0 * dx  # the step is a few micrometres wide: steeper than any objective accepts
     fb = fb * np.clip((ra - r_fp) / edge_w + 0.5, 0, 1)
     if g["shear_deg"] is not None:  # aperture shear: the ring is cut down in a sector
         dphi = np.abs((phi - g["shear_deg"] + 180) % 360 - 180)
         fb = np.where(dphi < g["shear_width_deg"] / 2, fb * 0.15, fb)
     z += np.where(r_fp < ra, fb, 0.0)
+    if realistic:
+        return _realistic_crater(g, xy, z, fb, r_flat, r_primer, gap, head, in_gap, r_pr)
     # crater: the data version's parabolic bowl, and the model's firing-pin shape (the bowl again for a gun
     # built without one); drag: an elongated lobe of the crater along drag_deg
     legacy = np.where(r_fp < rc, -(depth + hfb) * (1 - (r_fp / rc) ** 2), 0.0)
@@ -1009,6 +1097,72 @@ def _primer_relief(
     bowl = pin if true_hole else legacy
     face = (r_fp >= ra) & (r_pr <= r_flat)
     return z + pin, z + bowl, _Primer(r_flat, r_primer, gap, head, in_gap, face, bowl)
+
+
+def _drag_groove(g: dict, xy: _Coords, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The drag lobe along ``drag_deg``: where it lies and the groove's heights there (the flowback cancelled)."""
+    rc, ra, depth = g["crater_radius_m"], g["aperture_radius_m"], g["crater_depth_m"]
+    a = np.deg2rad(g["drag_deg"])
+    along = xy.gx * np.cos(a) + xy.gy * np.sin(a)
+    across = -xy.gx * np.sin(a) + xy.gy * np.cos(a)
+    reach = rc + g["drag_length_m"]  # the groove runs from the crater out across the face
+    s = np.clip(along, 0, reach)
+    dd = np.hypot(along - s, across)
+    w = 0.45 * rc
+    lobe = -0.35 * depth * (1 - (dd / w) ** 2) * (1 - s / (reach * 1.2))
+    return dd < w, lobe - np.where(xy.r_fp < ra, fb, 0.0)
+
+
+def _realistic_crater(
+    g: dict,
+    xy: _Coords,
+    z: np.ndarray,
+    fb: np.ndarray,
+    r_flat: float,
+    r_primer: float,
+    gap: float,
+    head: np.ndarray,
+    in_gap: np.ndarray,
+    r_pr: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, _Primer]:
+    """`_primer_relief`'s end for the realistic crater (`_REALISTIC_CRATER`): the pin's tip surface
+    (`_pin_surface`) pressed into the primer ``z`` with a rounded rim, the quadratic smooth minimum
+    ``z + (z_pin - z) b - w b (1 - b)``, ``b = clip(1/2 + (z - z_pin) / (2 w), 0, 1)``, of rounding height ``w``
+    (exactly the lower surface where the two differ by more than ``w``); a drag lobe as for v1. The true shape
+    decides what the instrument loses in every view; the pin touched the primer where the impression lies
+    below the undisturbed primer, fully from ``contact_taper_m`` below it."""
+    w = g["crater"]["rim_rounding_m"]
+    z_pin = g["flowback_height_m"] + _pin_surface(g, _crater_outline(g, xy.gx, xy.gy))
+    blend = np.clip(0.5 + 0.5 * (z - z_pin) / w, 0.0, 1.0)  # 1: the pin's surface, 0: the primer's
+    imp = z + (z_pin - z) * blend - w * blend * (1 - blend)
+    if g["drag_deg"] is not None:
+        in_lobe, groove = _drag_groove(g, xy, fb)
+        imp = np.where(in_lobe, np.minimum(imp, groove), imp)
+    contact = np.clip((z - imp) / _REALISTIC_CRATER["contact_taper_m"], 0.0, 1.0)
+    face = (xy.r_fp >= g["aperture_radius_m"]) & (r_pr <= r_flat)
+    shape = imp.copy()  # the heights get form, texture and marks in place; the shape stays as drawn
+    return imp, shape, _Primer(r_flat, r_primer, gap, head, in_gap, face, shape, contact)
+
+
+def _pin_surface(g: dict, rho: np.ndarray) -> np.ndarray:
+    """Heights (metres, relative to the flowback's top) of the pin tip's surface at outline coordinate ``rho``,
+    continued beyond the outline (``rho > 1``, above the flowback): the tip's profile (a spherical cap, or
+    ``-cap (1 - rho**floor_power)`` for a flat-floored tip) up to where it is as steep as the nose's flank
+    (``flank_deg`` of `_REALISTIC_CRATER`), then the flank, a cone."""
+    fp = g["firing_pin"]
+    cap = fp["depth_m"] + g["flowback_height_m"]
+    t = np.tan(np.deg2rad(_REALISTIC_CRATER["flank_deg"]))
+    if fp["floor_power"] is None:
+        R = fp["tip_radius_m"]
+        r = rho * g["crater_radius_m"]
+        r_star = R * np.sin(np.arctan(t))
+        rr = np.minimum(r, r_star)
+        return -(np.sqrt(R**2 - rr**2) - (R - cap)) + (r - rr) * t
+    p = fp["floor_power"]
+    a = g["crater_radius_m"] / _outline_reach(fp["outline_power"], fp["aspect"])  # metres per unit of rho
+    rho_star = (t * a / (cap * p)) ** (1 / (p - 1))
+    rr = np.minimum(rho, rho_star)
+    return -cap * (1 - rr**p) + (rho - rr) * a * t
 
 
 def _outline_reach(power: float, aspect: float) -> float:
@@ -1106,16 +1260,21 @@ def _unmeasured(
     u = rng.random(shape)
     # fewer photons come back as the slope nears the acceptance angle: a soft threshold
     p_miss = 1.0 / (1.0 + np.exp(-(slope / _ACCEPTANCE_SLOPE - 0.75) * 6.0))
+    if pr.contact is not None:  # the realistic crater's burnished wall reflects like a mirror: a sharp cut-off
+        sharp = 1.0 / (1.0 + np.exp(-(slope / _ACCEPTANCE_SLOPE - 1.0) * _REALISTIC_CRATER["burnished_sharpness"]))
+        p_miss = np.where(pr.contact > 0.5, sharp, p_miss)
     # speckle of missing points grows near steep zones (low returned light)
     near_steep = cv2.GaussianBlur((slope > _ACCEPTANCE_SLOPE).astype(np.float32), (0, 0), 12.0 / spacing_um * 2)
     p_miss = np.maximum(p_miss, 0.6 * np.clip(near_steep.astype(np.float64) * 3, 0, 1))
     missing = u < p_miss
     window = float(rng.uniform(30e-6, 60e-6))  # crater floor below the depth window
-    if not crater_in_window:
-        missing |= (xy.r_fp < rc) & (pr.bowl < -(hfb + window))
+    if not crater_in_window:  # the realistic crater's rounded rim reaches out to the aperture
+        missing |= (xy.r_fp < (ra if "crater" in g else rc)) & (pr.bowl < -(hfb + window))
     missing |= pr.in_gap
     # the flowback metal is rough and tilted: it returns little light, so about half of it is lost in patches
-    missing |= (xy.r_fp < ra) & (_smooth_field(rng, shape, 25 / spacing_um) + 0.6 * rng.standard_normal(shape) > 0.3)
+    # (the realistic crater's wall, burnished by the pin where it pressed, reflects as the face does)
+    patches = (xy.r_fp < ra) & (_smooth_field(rng, shape, 25 / spacing_um) + 0.6 * rng.standard_normal(shape) > 0.3)
+    missing |= patches if pr.contact is None else patches & (pr.contact < 0.5)
     # dark, tilted case head; a whole-head instrument is set up to measure it: far fewer drop-outs there
     missing |= pr.head & (_smooth_field(rng, shape, 150 / spacing_um) > (1.2 if wide else -0.6))
     if wide:
@@ -1250,6 +1409,7 @@ def iter_simulate(
     run_size: int = 1,
     subclass_share: float = 0.5,
     view: str = "primer",
+    crater: str = "v1",
 ) -> Iterator[Scan]:
     """Like `simulate`, but yields the scans one at a time (one gun in memory at once)."""
     _seed_sequence(seed)
@@ -1265,6 +1425,7 @@ def iter_simulate(
     _as_difficulty(difficulty)
     _resolution(resolution)
     _view(view)
+    _crater(crater)
     if models is not None and len(models) == 0:
         raise ParameterError("models must name at least one make/model (or be None for all)")
     models = list(models) if models is not None else sorted(MODELS)
@@ -1272,7 +1433,7 @@ def iter_simulate(
         if mm not in MODELS:
             raise ParameterError(f"unknown model {mm!r}; known: {sorted(MODELS)}")
     for gun_args, n_shots in zip(gun_plan(n_firearms, seed, models, run_size), shots_per):
-        gun = make_firearm(**gun_args, subclass_share=subclass_share, resolution=resolution)
+        gun = make_firearm(**gun_args, subclass_share=subclass_share, resolution=resolution, crater=crater)
         for k, shot_seed in enumerate(gun_args["seed"].spawn(n_shots)):
             yield fire(gun, k, seed=shot_seed, difficulty=difficulty, resolution=resolution, view=view)
 
@@ -1288,6 +1449,7 @@ def simulate(
     run_size: int = 1,
     subclass_share: float = 0.5,
     view: str = "primer",
+    crater: str = "v1",
 ) -> list[Scan]:
     """Simulate labelled raw scans of cartridge cases fired in ``n_firearms`` guns.
 
@@ -1314,10 +1476,15 @@ def simulate(
         manufactured slides.
     subclass_share : float
         Share of machining-mark variance shared within a run.
-    view : {"primer", "case_head"}
+    view : {"primer", "case_head", "firing_pin"}
         Field of view: "primer" (default), or the whole case head (rim,
-        headstamp, primer pocket gap, primer) in an 11 mm field; the guns are
-        the same, only the scanning differs (see `fire`).
+        headstamp, primer pocket gap, primer) in an 11 mm field, or the primer
+        with the depth window on the firing-pin impression; the guns are the
+        same, only the scanning differs (see `fire`).
+    crater : {"v1", "realistic"}
+        The guns' crater model (see `make_firearm`): "v1" (default) is every
+        earlier data set bit for bit; "realistic" is shaped after the raw
+        Fadul scans (measured wall, rounded rim, larger aperture).
 
     Returns
     -------
@@ -1343,5 +1510,6 @@ def simulate(
             run_size=run_size,
             subclass_share=subclass_share,
             view=view,
+            crater=crater,
         )
     )
