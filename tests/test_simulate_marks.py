@@ -26,10 +26,10 @@ def _fire(gun, k, view="firing_pin", **kw):
     return fire(gun, k, resolution=RES, view=view, **kw)
 
 
-def _residual(s: bx.Scan, region: np.ndarray) -> np.ndarray:
-    """Heights minus the smooth class shape (form and crater profile): a 100 um Gaussian high-pass."""
+def _residual(s: bx.Scan, region: np.ndarray, long_cutoff_um: float = 100.0) -> np.ndarray:
+    """Heights minus the smooth class shape (form and crater profile): a Gaussian high-pass (100 um)."""
     z = np.where(region, s.heights, np.nan)
-    return gaussian_bandpass(z, s.dx, short_cutoff_um=8.0, long_cutoff_um=100.0)
+    return gaussian_bandpass(z, s.dx, short_cutoff_um=8.0, long_cutoff_um=long_cutoff_um)
 
 
 def _to_b(za: np.ndarray, a: bx.Scan, b: bx.Scan) -> np.ndarray:
@@ -52,9 +52,9 @@ def _crater(s: bx.Scan, inner_share: float = 0.8) -> np.ndarray:
     return r < inner_share * t["crater_radius_m"]
 
 
-def _aligned_corr(a: bx.Scan, b: bx.Scan, region) -> tuple[float, int]:
-    wa = _to_b(_residual(a, region(a)), a, b)
-    zb = _residual(b, region(b))
+def _aligned_corr(a: bx.Scan, b: bx.Scan, region, long_cutoff_um: float = 100.0) -> tuple[float, int]:
+    wa = _to_b(_residual(a, region(a), long_cutoff_um), a, b)
+    zb = _residual(b, region(b), long_cutoff_um)
     both = ~np.isnan(wa) & ~np.isnan(zb)
     return float(np.corrcoef(wa[both], zb[both])[0, 1]), int(both.sum())
 
@@ -219,3 +219,143 @@ def test_view_is_checked():
     g = _gun(0)
     with pytest.raises(bx.ParameterError, match="view"):
         fire(g, 0, resolution=RES, view="pin")
+
+
+# -- the opt-in realistic crater (crater="realistic"): shaped after the raw Fadul Ruger P95 scans ------------------
+
+
+def _realistic(i: int, model: str = "Ruger P95", **kw):
+    return make_firearm(f"C{i}", model, seed=i, resolution=RES, crater="realistic", **kw)
+
+
+def _crater_profile(s: bx.Scan, edges_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Measured share and median height (relative to the face 1.45-1.6 mm out) of rings about the true
+    firing-pin axis."""
+    c = s.meta["truth"]["firing_pin_center_m"]
+    yy, xx = np.mgrid[0 : s.shape[0], 0 : s.shape[1]] * s.dx
+    r = np.hypot(xx - c[0], yy - c[1])
+    face = np.nanmedian(s.heights[(r > 1.45e-3) & (r < 1.6e-3)])
+    share, height = [], []
+    for lo, hi in zip(edges_m[:-1], edges_m[1:]):
+        z = s.heights[(r >= lo) & (r < hi)]
+        share.append(float(np.mean(~np.isnan(z))))
+        height.append(float(np.nanmedian(z) - face) if share[-1] > 0 else np.nan)
+    return np.array(share), np.array(height)
+
+
+def test_default_crater_is_v1_and_realistic_keeps_the_guns_draws():
+    v1 = make_firearm("C0", seed=0, resolution="fast")
+    assert v1.crater == "v1" and "crater" not in v1.geometry
+    assert "crater" not in fire(v1, 0, resolution="fast").meta["truth"]
+    re = make_firearm("C0", seed=0, resolution="fast", crater="realistic")
+    assert re.crater == "realistic" and re.geometry["crater"]["model"] == "realistic"
+    np.testing.assert_array_equal(v1.surface, re.surface)  # the breech face is the same gun's
+    assert re.geometry["aperture_radius_m"] > v1.geometry["aperture_radius_m"]
+    assert re.geometry["crater_radius_m"] > v1.geometry["crater_radius_m"]
+    s = fire(re, 0, resolution="fast")
+    assert s.meta["truth"]["crater"] == "realistic" and "realistic crater" in s.meta["comment"]
+
+
+@pytest.mark.parametrize("bad", ["v2", None, 1])
+def test_crater_is_checked(bad):
+    with pytest.raises(bx.errors.ParameterError, match="crater must be one of"):
+        make_firearm("X", resolution="fast", crater=bad)
+    with pytest.raises(bx.errors.ParameterError, match="crater must be one of"):
+        bx.datasets.simulate(1, 1, resolution="fast", crater=bad)
+
+
+def test_simulate_passes_the_crater_to_every_gun():
+    scans = bx.datasets.simulate(2, 1, seed=3, resolution="fast", crater="realistic")
+    assert [s.meta["truth"]["crater"] for s in scans] == ["realistic", "realistic"]
+    v1 = bx.datasets.simulate(2, 1, seed=3, resolution="fast")
+    assert all("crater" not in s.meta["truth"] for s in v1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_realistic_crater_wall_measured_as_on_the_raw_fadul_scans(seed):
+    # raw Fadul (Ruger P95): the hole of missing data 0.66-0.74 mm in radius, the wall measured from ~20-70 um
+    # below the face up to a 29-39 um flowback lip, the aperture step at ~1.28 mm
+    g = _realistic(seed)
+    s = fire(g, 0, resolution=RES, difficulty="realistic")
+    edges = np.arange(0.3e-3, 1.45e-3, 50e-6)
+    share, height = _crater_profile(s, edges)
+    mids = (edges[:-1] + edges[1:]) / 2
+    assert share[mids < 0.5e-3].max() < 0.05  # the floor and the steep wall are lost (depth window, slope)
+    wall = (mids > 0.6e-3) & (mids < 0.85e-3)
+    assert np.nanmin(height[wall & (share > 0.05)]) < -20e-6  # the wall is measured below the face
+    assert share[(mids > 0.85e-3) & (mids < 1.1e-3)].mean() > 0.5  # the burnished upper wall and lip
+    lip = np.nanmax(height[(mids > 0.8e-3) & (mids < 1.25e-3)])
+    assert 18e-6 < lip < 60e-6
+    ra = s.meta["truth"]["aperture_radius_m"]
+    assert 1.1e-3 < ra < 1.45e-3
+    # the v1 crater of the same gun: a sharp-rimmed hole, nothing measured below the face
+    s1 = fire(make_firearm(f"C{seed}", seed=seed, resolution=RES), 0, resolution=RES, difficulty="realistic")
+    share1, height1 = _crater_profile(s1, edges)
+    assert not np.any((share1 > 0.05) & (height1 < -20e-6))
+
+
+def test_realistic_crater_found_by_the_breech_face_search():
+    from ballistix.features.preprocessing import find_breech_face
+
+    holes, apertures = [], []
+    for i in range(3):
+        g = _realistic(10 + i)
+        reg = find_breech_face(fire(g, 0, resolution=RES, difficulty="realistic"), check=False)
+        holes.append(reg.crater_radius_m)
+        apertures.append(reg.aperture_radius_m)
+    # raw Fadul: hole 0.664-0.741 mm, aperture 1.258-1.287 mm (v1: 0.54 and 1.05 mm)
+    assert 0.55e-3 < np.median(holes) < 0.8e-3, holes
+    assert 1.1e-3 < np.median(apertures) < 1.45e-3, apertures
+
+
+def test_pin_marks_on_the_measured_wall_repeat_within_a_gun():
+    # the pin's tip marks are printed on the measured upper wall, so its residual repeats shot to shot
+    def wall(s):
+        t = s.meta["truth"]
+        yy, xx = np.mgrid[0 : s.shape[0], 0 : s.shape[1]] * s.dx
+        r = np.hypot(xx - t["firing_pin_center_m"][0], yy - t["firing_pin_center_m"][1])
+        return (r > 0.6e-3) & (r < 0.95e-3)
+
+    g1, g2 = _realistic(20), _realistic(21)
+    a, b, c = (fire(g, k, resolution=RES, difficulty="easy") for g, k in ((g1, 0), (g1, 1), (g2, 0)))
+    # a 30 um high-pass: the rim's rounded shoulder is the same ring on every gun, and at 100 um its curvature
+    # alone correlates between guns aligned on their axes (0.6-0.7); the pin's marks reach down to 6 um
+    same, n_same = _aligned_corr(a, b, wall, long_cutoff_um=30.0)
+    other, n_other = _aligned_corr(a, c, wall, long_cutoff_um=30.0)
+    print(f"wall residual correlation: same gun {same:.3f}, other gun {other:.3f}")
+    assert n_same > 1000 and n_other > 1000
+    assert same > 0.4, same
+    assert abs(other) < 0.2, other
+
+
+def test_firing_pin_extractor_usable_on_the_realistic_crater():
+    from ballistix.features.marks import compare_firing_pins, extract_firing_pin
+
+    g1, g2 = _realistic(100), _realistic(102)
+    shots = [fire(g, k, resolution=RES, difficulty="realistic") for g, k in ((g1, 0), (g1, 1), (g2, 0))]
+    fps = [extract_firing_pin(s) for s in shots]
+    assert all(fp.usable for fp in fps), [fp.reason for fp in fps]
+    assert all(fp.depth_m > 20e-6 for fp in fps)
+
+    def rel(i, j):
+        return (shots[j].meta["truth"]["rotation_deg"] - shots[i].meta["truth"]["rotation_deg"]) % 360
+
+    same = compare_firing_pins(fps[0], fps[1], rotation_deg=rel(0, 1))
+    other = compare_firing_pins(fps[0], fps[2], rotation_deg=rel(0, 2))
+    assert same.used and other.used
+    assert same.score > other.score + 0.1, (same.score, other.score)
+    # v1's sharp-rimmed hole: the extractor finds no impression to compare (why the realistic crater exists)
+    v1 = extract_firing_pin(fire(make_firearm("C100", seed=100, resolution=RES), 0, resolution=RES))
+    assert not v1.usable
+
+
+def test_realistic_crater_of_a_flat_floored_pin():
+    # the Glock's rectangular striker: the same rounded rim, and in the firing_pin view its floor is measured
+    g = _realistic(5, "Glock 17")
+    s = fire(g, 0, resolution=RES, view="firing_pin", difficulty="easy")
+    assert s.meta["truth"]["crater"] == "realistic"
+    edges = np.arange(0.0, 1.45e-3, 50e-6)
+    share, height = _crater_profile(s, edges)
+    assert share[:4].mean() > 0.5  # the flat floor
+    depth = -np.nanmin(height)
+    assert 0.7 * g.geometry["firing_pin"]["depth_m"] < depth < 1.5 * g.geometry["firing_pin"]["depth_m"]

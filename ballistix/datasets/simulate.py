@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
+from scipy import special
 
 from .._version import __version__
 from ..errors import ParameterError
@@ -273,8 +274,10 @@ _SHEAR_TAPER_DEG = 3.0
 #: Ruger P95 scans: see `_REALISTIC_CRATER`.
 CRATERS = ("v1", "realistic")
 #: The "realistic" crater, fitted to the three raw Fadul Ruger P95 scans (`benchmarks.realism`; docs/realism.md).
-#: The gun's v1 draws (the same stream) are rescaled: the pin's outline radius (where its tip crosses the
-#: flowback's top) by ``crater_scale`` and the aperture by ``aperture_scale`` (real aperture 1.28 mm, v1 1.05);
+#: The gun's v1 draws (the same stream) are moved: the pin's outline radius (where its tip crosses the
+#: flowback's top) to ``crater_radius_m`` and the aperture's to ``aperture_radius_m`` (real 1.26-1.29 mm, v1
+#: 0.95-1.15), each keeping ``spread`` of its v1 draw's deviation from the middle of v1's range (the real
+#: holes lie within 0.66-0.74 mm; a wider spread puts pins almost as wide as the aperture);
 #: the flowback height is v1's draw (25-55 um), but as a plateau (real lip 29-39 um) that rounds down over
 #: ``aperture_fall_m`` to the step at the aperture (the real profiles peak ~0.1 mm inside it). The pin's tip
 #: (the model's shape, `FIRING_PIN_SHAPES`) goes over into the nose's conical flank (``flank_deg`` from the
@@ -285,15 +288,18 @@ CRATERS = ("v1", "realistic")
 #: print on the whole impression out to where it meets the flowback (fading over ``contact_taper_m``); the
 #: pin-mark grid covers ``pin_field_radius_m``. That wall, burnished by the pin, reflects like a mirror: the
 #: instrument loses it where it is steeper than the objective accepts, with a sharp cut-off
-#: (``burnished_sharpness``, where the rough primer's is soft) -- the real scans stop at 17-19 deg -- and
-#: below the depth window, as everywhere else. Chosen on 8 simulated Ruger P95s against the Fadul medians.
+#: (``burnished_sharpness``, where the rough primer's is soft) -- the real scans stop at 17-19 deg -- in
+#: patches of about ``wall_patch_um`` (Gaussian sigma), and below the depth window, as everywhere else.
+#: Chosen on 8 simulated Ruger P95s against the Fadul medians, and so that the firing-pin extractor finds them.
 _REALISTIC_CRATER = dict(
-    crater_scale=1.65,
-    aperture_scale=1.22,
+    crater_radius_m=0.88e-3,
+    aperture_radius_m=1.28e-3,
+    spread=0.5,
     aperture_fall_m=0.08e-3,
     rim_rounding_um=(130.0, 170.0),
     flank_deg=27.0,
     burnished_sharpness=15.0,
+    wall_patch_um=8.0,
     contact_taper_m=3e-6,
     pin_field_radius_m=1.45e-3,
 )
@@ -600,12 +606,13 @@ def make_firearm(
 
 
 def _realistic_geometry(ss: np.random.SeedSequence, geometry: dict) -> None:
-    """Rescale (in place) a gun's v1 crater, aperture and flowback draws to the realistic crater's and add
+    """Move (in place) a gun's v1 crater and aperture draws to the realistic crater's (0.535 and 1.05 mm: the
+    middle of v1's ranges) and add
     ``geometry["crater"]`` (the model, the rim's rounding drawn from a stream of its own)."""
     rc_ = _REALISTIC_CRATER
     crng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_CRATER_STREAM,)))
-    geometry["crater_radius_m"] *= rc_["crater_scale"]
-    geometry["aperture_radius_m"] *= rc_["aperture_scale"]
+    geometry["crater_radius_m"] = rc_["crater_radius_m"] + rc_["spread"] * (geometry["crater_radius_m"] - 0.535e-3)
+    geometry["aperture_radius_m"] = rc_["aperture_radius_m"] + rc_["spread"] * (geometry["aperture_radius_m"] - 1.05e-3)
     geometry["crater"] = {
         "model": "realistic",
         "rim_rounding_m": float(crng.uniform(*rc_["rim_rounding_um"])) * 1e-6,
@@ -1260,13 +1267,18 @@ def _unmeasured(
     u = rng.random(shape)
     # fewer photons come back as the slope nears the acceptance angle: a soft threshold
     p_miss = 1.0 / (1.0 + np.exp(-(slope / _ACCEPTANCE_SLOPE - 0.75) * 6.0))
-    if pr.contact is not None:  # the realistic crater's burnished wall reflects like a mirror: a sharp cut-off
-        sharp = 1.0 / (1.0 + np.exp(-(slope / _ACCEPTANCE_SLOPE - 1.0) * _REALISTIC_CRATER["burnished_sharpness"]))
-        p_miss = np.where(pr.contact > 0.5, sharp, p_miss)
     # speckle of missing points grows near steep zones (low returned light)
     near_steep = cv2.GaussianBlur((slope > _ACCEPTANCE_SLOPE).astype(np.float32), (0, 0), 12.0 / spacing_um * 2)
     p_miss = np.maximum(p_miss, 0.6 * np.clip(near_steep.astype(np.float64) * 3, 0, 1))
     missing = u < p_miss
+    if pr.contact is not None:
+        # the realistic crater's wall, burnished by the pin, reflects like a mirror: a sharp cut-off at the
+        # acceptance angle, and its losses come in patches (the marks tilt it locally), not single points:
+        # the same draws smoothed over ``wall_patch_um`` and made uniform again
+        sharp = 1.0 / (1.0 + np.exp(-(slope / _ACCEPTANCE_SLOPE - 1.0) * _REALISTIC_CRATER["burnished_sharpness"]))
+        uc = cv2.GaussianBlur(u, (0, 0), _REALISTIC_CRATER["wall_patch_um"] / spacing_um) - 0.5
+        uc = special.ndtr(uc / (uc.std() + 1e-30))
+        missing = np.where(pr.contact > 0.5, uc < sharp, missing)
     window = float(rng.uniform(30e-6, 60e-6))  # crater floor below the depth window
     if not crater_in_window:  # the realistic crater's rounded rim reaches out to the aperture
         missing |= (xy.r_fp < (ra if "crater" in g else rc)) & (pr.bowl < -(hfb + window))
