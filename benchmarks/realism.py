@@ -8,7 +8,9 @@ same way on real and simulated scans (no ground truth used). Firing-pin
 impression and aperture shear (issue 19), from `find_breech_face` on the raw
 scans: crater hole and aperture radii, the flowback lip's height, the slope
 where the crater's measured wall ends, how deep into the crater the instrument
-still saw, and how far an aperture shear reaches beyond the aperture circle.
+still saw, and how far an aperture shear reaches beyond the aperture circle; for
+the default crater ("v1") and the opt-in realistic one (``crater="realistic"``,
+the same guns and shots otherwise).
 
     python -m benchmarks.realism [--guns 10] [--shots 2] [--seed 0]
 
@@ -225,21 +227,34 @@ def main(argv=None) -> int:
                 row += [s, (s - r) if k == "skewness" else (s / r if r else float("nan"))]
             rows.append(row)
     out["ratios_sim_over_real"] = {name: {r[0]: r[3 + 2 * i] for r in rows} for i, name in enumerate(sets)}
-    # firing-pin impression and aperture shear: the real raw scans against the Fadul-like simulated Ruger P95s
+    # firing-pin impression and aperture shear: the real raw scans against the Fadul-like simulated Ruger P95s,
+    # with the default (v1) crater and the realistic one (the same guns and shots otherwise)
     real_pin = real_pin_stats()
     sim_scans = sets["Fadul-like (one run of Ruger P95 slides)"]
-    sim_pin = [st for st in (pin_stats(s) for s in sim_scans) if st is not None]
+    realistic_scans = bx.datasets.simulate(
+        args.guns,
+        args.shots,
+        seed=args.seed + 1,
+        difficulty=args.difficulty,
+        models=["Ruger P95"],
+        run_size=args.guns,
+        crater="realistic",
+    )
     out["firing_pin"] = {
         "real": real_pin,
         "real_summary": summarise([st for st in real_pin.values() if st], PIN_KEYS),
-        "simulated_summary": summarise(sim_pin, PIN_KEYS),
         "simulated_with_shear": sum(s.meta["truth"]["aperture_shear"]["present"] for s in sim_scans),
-        "n_simulated": len(sim_pin),
     }
-    pin_rows = [
-        [k, out["firing_pin"]["real_summary"][k]["median"], out["firing_pin"]["simulated_summary"][k]["median"]]
-        for k in PIN_KEYS
-    ]
+    for crater, scans in (("v1", sim_scans), ("realistic", realistic_scans)):
+        found = [st for st in (pin_stats(s) for s in scans) if st is not None]
+        key = "simulated" if crater == "v1" else "simulated_realistic"
+        out["firing_pin"][f"{key}_summary"] = summarise(found, PIN_KEYS)
+        out["firing_pin"][f"n_{key}"] = len(found)
+    fp = out["firing_pin"]
+    pin_rows = []
+    for k in PIN_KEYS:
+        r, v1, re = (fp[f"{x}_summary"][k]["median"] for x in ("real", "simulated", "simulated_realistic"))
+        pin_rows.append([k, r, v1, re, re / r if r else float("nan")])
     path = write_json("realism", out)
     figure(
         bx.read_scan(SHARED_DATA / "fadul-raw" / "fadul-1-1-raw.x3p"),
@@ -253,7 +268,12 @@ def main(argv=None) -> int:
     print(table(rows, header))
     print("(skewness row: sim - real)")
     print("\nfiring-pin impression and aperture shear (raw scans, as find_breech_face sees them)")
-    print(table(pin_rows, ["statistic (median)", "real raw Fadul", "simulated Ruger P95"]))
+    print(
+        table(
+            pin_rows,
+            ["statistic (median)", "real raw Fadul", "Ruger P95 (v1 crater)", "realistic crater", "realistic/real"],
+        )
+    )
     print(f"\nwrote {path} and {RESULTS / 'realism.png'}")
     return 0
 

@@ -87,3 +87,27 @@ def test_crater_floor_unseen_on_raw_scans_real_and_simulated(pin_real_and_sim):
     assert max(x["deepest_seen_um"] for x in real) < 130
     assert max(x["deepest_seen_um"] for x in sim) < 130
     assert all(x["hole_radius_mm"] > 0.4 for x in real + sim)
+
+
+@pytest.fixture(scope="module")
+def realistic_pin(shared_data):
+    from benchmarks.realism import pin_stats
+
+    # the same Fadul-like guns and shots as fadul_like_sims, with the opt-in realistic crater
+    sims = bx.datasets.simulate(
+        3, 1, seed=11, models=["Ruger P95"], run_size=3, difficulty="realistic", crater="realistic"
+    )
+    return [pin_stats(s) for s in sims]
+
+
+@pytest.mark.parametrize(
+    "key", ["hole_radius_mm", "aperture_radius_mm", "lip_height_um", "edge_slope_deg", "deepest_seen_um"]
+)
+def test_realistic_crater_close_to_the_raw_fadul_scans(pin_real_and_sim, realistic_pin, key):
+    # benchmarks.realism (8 guns): every median within 15 % of the real one; with 3 guns here, within 25 %.
+    # The v1 crater is far off on the last two (wall slope 2 vs 19 deg, deepest point seen 11 vs 79 um).
+    real, _ = pin_real_and_sim
+    r = np.median([x[key] for x in real])
+    s = np.median([x[key] for x in realistic_pin if x is not None])
+    assert sum(x is not None for x in realistic_pin) == 3
+    assert 0.75 <= s / r <= 1.25, f"{key}: realistic crater {s:.3g} vs real {r:.3g}"

@@ -276,9 +276,9 @@ CRATERS = ("v1", "realistic")
 #: The "realistic" crater, fitted to the three raw Fadul Ruger P95 scans (`benchmarks.realism`; docs/realism.md).
 #: The gun's v1 draws (the same stream) are moved: the pin's outline radius (where its tip crosses the
 #: flowback's top) to ``crater_radius_m`` and the aperture's to ``aperture_radius_m`` (real 1.26-1.29 mm, v1
-#: 0.95-1.15), each keeping ``spread`` of its v1 draw's deviation from the middle of v1's range (the real
-#: holes lie within 0.66-0.74 mm; a wider spread puts pins almost as wide as the aperture);
-#: the flowback height is v1's draw (25-55 um), but as a plateau (real lip 29-39 um) that rounds down over
+#: 0.95-1.15) and the flowback's height to ``flowback_height_m`` (real lip 29-39 um, v1 25-55), each keeping
+#: ``spread`` of its v1 draw's deviation from the middle of v1's range (the real holes lie within 0.66-0.74
+#: mm; a wider spread puts pins almost as wide as the aperture). The flowback is a plateau that rounds down over
 #: ``aperture_fall_m`` to the step at the aperture (the real profiles peak ~0.1 mm inside it). The pin's tip
 #: (the model's shape, `FIRING_PIN_SHAPES`) goes over into the nose's conical flank (``flank_deg`` from the
 #: face) where it gets as steep; it is pressed into the primer cup, a sheet that bends rather than shears,
@@ -294,6 +294,7 @@ CRATERS = ("v1", "realistic")
 _REALISTIC_CRATER = dict(
     crater_radius_m=0.88e-3,
     aperture_radius_m=1.28e-3,
+    flowback_height_m=34e-6,
     spread=0.5,
     aperture_fall_m=0.08e-3,
     rim_rounding_um=(130.0, 170.0),
@@ -606,13 +607,14 @@ def make_firearm(
 
 
 def _realistic_geometry(ss: np.random.SeedSequence, geometry: dict) -> None:
-    """Move (in place) a gun's v1 crater and aperture draws to the realistic crater's (0.535 and 1.05 mm: the
-    middle of v1's ranges) and add
+    """Move (in place) a gun's v1 crater, aperture and flowback draws to the realistic crater's (0.535 mm,
+    1.05 mm and 40 um: the middle of v1's ranges) and add
     ``geometry["crater"]`` (the model, the rim's rounding drawn from a stream of its own)."""
     rc_ = _REALISTIC_CRATER
     crng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_CRATER_STREAM,)))
     geometry["crater_radius_m"] = rc_["crater_radius_m"] + rc_["spread"] * (geometry["crater_radius_m"] - 0.535e-3)
     geometry["aperture_radius_m"] = rc_["aperture_radius_m"] + rc_["spread"] * (geometry["aperture_radius_m"] - 1.05e-3)
+    geometry["flowback_height_m"] = rc_["flowback_height_m"] + rc_["spread"] * (geometry["flowback_height_m"] - 40e-6)
     geometry["crater"] = {
         "model": "realistic",
         "rim_rounding_m": float(crng.uniform(*rc_["rim_rounding_um"])) * 1e-6,
