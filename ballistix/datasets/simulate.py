@@ -25,6 +25,11 @@ primer, scanned by a confocal-like instrument:
   steeper than the objective's acceptance angle (crater walls, the aperture
   step, the primer edge), the crater floor below the depth window, and random
   clusters of drop-outs;
+- optionally (``make_firearm(..., crater="realistic")``, ``simulate(...,
+  crater="realistic")``) a crater shaped after the raw Fadul scans: the pin's
+  tip pressed in with a rounded rim whose upper wall, carrying the pin's marks,
+  is measured down to the objective's acceptance angle and the depth window
+  (the default "v1" crater is a sharp-rimmed hole, bit for bit as before);
 - optionally (``view="case_head"``) the whole case head in an 11 mm field, as
   some instruments record it: rim and its chamfer, stamped headstamp
   characters, the primer pocket gap and the primer, the head tilted.
