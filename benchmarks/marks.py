@@ -209,6 +209,7 @@ def simulated_pairs(args) -> dict:
         "models": MODELS_USED,
         "difficulty": "realistic-hard",
         "resolution": args.resolution,
+        "crater": args.crater,
         "spacing_um": SIM_SPACING_UM,
         "code": _code_signature(),
     }
@@ -224,6 +225,7 @@ def simulated_pairs(args) -> dict:
         resolution=args.resolution,
         run_size=run_size,
         models=MODELS_USED,
+        crater=args.crater,
     )
     scans = {view: bx.datasets.simulate(args.guns, args.shots, view=view, **sim) for view in args.views}
     primer = scans.get("primer") or bx.datasets.simulate(args.guns, args.shots, view="primer", **sim)
@@ -682,6 +684,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--min-pairs", type=int, default=MIN_PAIRS_PER_CLASS, help="reference pairs per class a fusion pattern needs"
+    )
+    p.add_argument(
+        "--crater",
+        default="realistic",
+        choices=["realistic", "v1"],
+        help="the simulator's crater: realistic (walls measured as on the raw Fadul scans) or v1 (the default "
+        "data sets', whose marks the extractors cannot use)",
     )
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--fresh", action="store_true", help="recompute the simulated pairs even if cached")
