@@ -173,6 +173,17 @@ def _source(scan) -> str:
     return scan.label if isinstance(scan, Scan) else "array"
 
 
+def _heights_spacing(heights, spacing_m, who: str) -> tuple[np.ndarray, float, float]:
+    """Heights (float64) and spacing of a `Scan`, or of an array with ``spacing_m``, checked."""
+    z = np.asarray(check_heights(heights, "heights", min_points=2), np.float64)
+    if spacing_m is None:
+        if not isinstance(heights, Scan):
+            raise ParameterError(f"{who} needs spacing_m (metres) for an array input")
+        spacing_m = (heights.dx, heights.dy)
+    dx, dy = check_spacing(spacing_m, "spacing_m")
+    return z, dx, dy
+
+
 def _sigma_px(sigma_um: float, spacing_m: float) -> float:
     return sigma_um * 1e-6 / spacing_m
 
@@ -252,15 +263,10 @@ def striation_map(heights, spacing_m=None, *, band_um=DETECTION_BAND_UM, sigma_u
     >>> bool(coh[32, 32] > 0.9), round(float(ang[32, 32]))
     (True, 90)
     """
-    z = check_heights(heights, "heights", min_points=2)
-    if spacing_m is None:
-        if not isinstance(heights, Scan):
-            raise ParameterError("striation_map needs spacing_m (metres) for an array input")
-        spacing_m = (heights.dx, heights.dy)
-    dx, dy = check_spacing(spacing_m, "spacing_m")
+    z, dx, dy = _heights_spacing(heights, spacing_m, "striation_map")
     band = _band(band_um, "band_um")
     sigma = _positive(sigma_um, "sigma_um")
-    jxx, jyy, jxy, w = _structure_tensor(np.asarray(z, np.float64) * 1e6, dx, dy, band, sigma)
+    jxx, jyy, jxy, w = _structure_tensor(z * 1e6, dx, dy, band, sigma)
     coh, line = _coherence_and_direction(jxx, jyy, jxy)
     coh[w < 0.25] = np.nan
     return coh, np.degrees(line) % 180.0
@@ -357,12 +363,7 @@ def shear_profile(
     >>> p.usable, round(p.direction_deg) % 180, p.length_um > 1000
     (True, 90, True)
     """
-    z = np.asarray(check_heights(heights, "heights", min_points=2), np.float64)
-    if spacing_m is None:
-        if not isinstance(heights, Scan):
-            raise ParameterError("shear_profile needs spacing_m (metres) for an array input")
-        spacing_m = (heights.dx, heights.dy)
-    dx, dy = check_spacing(spacing_m, "spacing_m")
+    z, dx, dy = _heights_spacing(heights, spacing_m, "shear_profile")
     band = _band(band_um, "band_um")
     sigma = _positive(sigma_um, "sigma_um")
     src = _source(heights) if source is None else str(source)
