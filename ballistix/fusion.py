@@ -20,24 +20,50 @@ contains, and the marks it leaves out are reported as present but not fused.
 `fit_mark` fits a mark's own calibration (its features, e.g. the count of congruent elements and the
 score, to a log-LR); `fit_fusion` fits the fusion of the per-mark log-LRs; `Fusion.fuse` weighs one
 pair and says which marks were present and used.
+
+`MarksCalibration` keeps the mark models and the fusion together with what they rest on: the breech-face
+calibration whose LRs the fusion was fitted on (by checksum: a pair weighed by another is not fused),
+the population they were fitted on (a domain, as a breech-face calibration's), the reference pairs and
+the cross-validated performance with its conclusion error rates. `fit_marks_calibration` fits one on
+weighed comparisons; `weigh_comparison_marks` applies one (by default the shipped ones,
+`shipped_marks_calibrations`) to a weighed comparison that carries marks, and where one applies the
+comparison's LR is the fused one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from itertools import combinations
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import ParameterError
+from ._files import atomic_file
+from ._version import __version__
+from .errors import FileFormatError, ParameterError
 from .evaluation import elub_bounds
-from .evidence import _fit_weights
+from .evidence import _canon, _check_domain, _fit_weights, conclusion, domain_check
 
-__all__ = ["MARK_NAMES", "MarkModel", "Fusion", "fit_mark", "fit_fusion", "weigh_marks"]
+__all__ = [
+    "MARK_NAMES",
+    "MarkModel",
+    "Fusion",
+    "fit_mark",
+    "fit_fusion",
+    "weigh_marks",
+    "MarksCalibration",
+    "fit_marks_calibration",
+    "load_marks_calibration",
+    "shipped_marks_calibrations",
+    "weigh_comparison_marks",
+    "SHIPPED_MARKS_SHA256",
+]
 
 #: The marks a fusion may combine: the breech face (its calibrated LR, `ballistix.evidence.weigh`)
 #: and the marks of `ballistix.features.marks`.
@@ -322,3 +348,300 @@ def weigh_marks(
         fused = fusion.fuse(lrs)
         fused["present_not_fused"] += [m for m, e in per.items() if e["used"] and m not in fusion.marks]
     return {"per_mark": per, "fused": fused}
+
+
+# ---------------------------------------------------------------------------------------------- calibrations
+
+MARKS_FORMAT = "ballistix-marks-calibration"
+MARKS_FORMAT_VERSION = 1
+#: SHA-256 of the content of each marks calibration shipped in ``ballistix/data`` (``marks_*.json``),
+#: pinned in the code as `ballistix.evidence.SHIPPED_SHA256` pins the breech-face ones.
+SHIPPED_MARKS_SHA256: dict[str, str] = {}
+
+
+@dataclass
+class MarksCalibration:
+    """Per-mark calibrations and their fusion, with what they rest on (see the module notes).
+
+    ``models``: mark -> `MarkModel`; ``fusion``: the `Fusion` of the breech face's and the marks'
+    log10 LRs; ``breech_face_sha256``: the breech-face calibration (`ballistix.evidence.Calibration`)
+    whose LRs the fusion was fitted on; ``domain``: the population (`ballistix.evidence.domain_check`);
+    ``reference``: name, description, reference pairs; ``performance``: cross-validated measures and
+    ``conclusions`` (the fused LR's error rates, as `ballistix.evidence.conclusion` reads them).
+    """
+
+    models: dict[str, MarkModel]
+    fusion: Fusion
+    breech_face_sha256: str
+    reference: dict[str, Any]
+    domain: dict[str, Any] | None = None
+    performance: dict[str, Any] = field(default_factory=dict)
+    version: str = __version__
+    #: "shipped", "fitted" (in this session), "file" (read from a file: not trusted) or "unverified".
+    origin: ClassVar[dict[str, Any]] = {"kind": "unverified"}
+
+    @property
+    def name(self) -> str:
+        return str(self.reference.get("name", "unnamed"))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(_canon(self.to_dict()).encode()).hexdigest()
+
+    @property
+    def trusted(self) -> bool:
+        return self.origin.get("kind") in ("shipped", "fitted")
+
+    def describe_origin(self) -> str:
+        kind = self.origin.get("kind")
+        where = {
+            "shipped": f"shipped with ballistix ({self.origin.get('file')})",
+            "fitted": "fitted in this session",
+            "file": f"read from {self.origin.get('path')}: origin unknown, not trusted",
+        }.get(kind, "built by hand: origin unknown, not trusted")
+        return f"{self.name} [sha256 {self.sha256[:16]}; {where}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": MARKS_FORMAT,
+            "format_version": MARKS_FORMAT_VERSION,
+            "models": {m: v.to_dict() for m, v in sorted(self.models.items())},
+            "fusion": asdict(self.fusion),
+            "breech_face_sha256": self.breech_face_sha256,
+            "reference": self.reference,
+            "domain": self.domain,
+            "performance": self.performance,
+            "version": self.version,
+        }
+
+    def save(self, path) -> Path:
+        """Write as one JSON file (atomically) with a SHA-256 of its content."""
+        body = _canon(self.to_dict())
+        doc = {"sha256": hashlib.sha256(body.encode()).hexdigest(), "marks_calibration": json.loads(body)}
+        path = Path(path)
+        with atomic_file(path) as f:
+            f.write(json.dumps(doc, indent=1, sort_keys=True).encode())
+        return path
+
+    def check(self, comparison) -> str | None:
+        """Why this calibration cannot weigh the marks of ``comparison`` (a weighed `Comparison`), or None."""
+        ev = comparison.evidence or {}
+        if comparison.log10_lr is None or ev.get("calibration_sha256") is None:
+            return "the breech face has no likelihood ratio to fuse with"
+        if ev["calibration_sha256"] != self.breech_face_sha256:
+            return (
+                f"its fusion was fitted on the LRs of breech-face calibration {self.breech_face_sha256[:16]}, "
+                f"and this pair was weighed by {ev['calibration_sha256'][:16]}"
+            )
+        for side in ("a", "b"):
+            inp = comparison.inputs[side]
+            why = domain_check(self.domain, inp.get("population") or {}, f"scan {inp.get('label', side)}")
+            if why:
+                return why
+        return None
+
+
+def load_marks_calibration(path) -> MarksCalibration:
+    """Read a marks calibration written by `MarksCalibration.save`; a damaged or foreign file raises
+    `FileFormatError` naming it. The result is not trusted (``origin`` "file") unless it is shipped."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > 10_000_000:
+            raise FileFormatError(path, "too large for a marks calibration file")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileFormatError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(path, f"not a readable marks calibration file ({e})") from None
+    body = doc.get("marks_calibration") if isinstance(doc, dict) else None
+    if not isinstance(body, dict):
+        raise FileFormatError(path, "not a ballistix marks calibration file (no 'marks_calibration' object)")
+    if hashlib.sha256(_canon(body).encode()).hexdigest() != doc.get("sha256"):
+        raise FileFormatError(path, "checksum mismatch: the marks calibration was altered or damaged")
+    if body.get("format") != MARKS_FORMAT or body.get("format_version") != MARKS_FORMAT_VERSION:
+        raise FileFormatError(path, f"unsupported format {body.get('format')!r} {body.get('format_version')!r}")
+    _check_domain(body.get("domain"), path)
+    try:
+        models = {}
+        for m, d in body["models"].items():
+            model = MarkModel(**d)
+            n = len(model.features)
+            if model.mark != m or len(model.coef) != n + 1 or len(model.mean) != n or len(model.scale) != n:
+                raise ValueError(m)
+            if not all(math.isfinite(v) for v in [*model.coef, *model.mean, *model.scale, *model.bounds_log10]):
+                raise ValueError(m)
+            if any(v < 0 for v in model.coef[1:]) or any(v <= 0 for v in model.scale):
+                raise ValueError(m)
+            _check_mark(m)
+            models[m] = model
+        fusion = Fusion(list(body["fusion"]["marks"]), dict(body["fusion"]["patterns"]))
+        for key, p in fusion.patterns.items():
+            marks = key.split("+")
+            lo, hi = p["bounds_log10"]
+            if not (
+                all(m in fusion.marks for m in marks)
+                and set(p["weights"]) == set(marks)
+                and all(math.isfinite(w) and w >= 0 for w in p["weights"].values())
+                and math.isfinite(p["offset"])
+                and lo <= 0 <= hi
+            ):
+                raise ValueError(key)
+        out = MarksCalibration(
+            models,
+            fusion,
+            str(body["breech_face_sha256"]),
+            dict(body["reference"]),
+            body.get("domain"),
+            dict(body.get("performance") or {}),
+            str(body.get("version")),
+        )
+    except (KeyError, TypeError, ValueError, ParameterError, AttributeError):
+        raise FileFormatError(path, "marks calibration values are incomplete or out of range") from None
+    out.origin = {"kind": "file", "path": str(path), "sha256": doc["sha256"]}
+    return out
+
+
+_SHIPPED_MARKS: list[MarksCalibration] | None = None
+
+
+def shipped_marks_calibrations() -> list[MarksCalibration]:
+    """The marks calibrations shipped with the package (``ballistix/data/marks_*.json``), each checked
+    against its pinned checksum (`SHIPPED_MARKS_SHA256`). See docs/comparison.md for what they rest on."""
+    global _SHIPPED_MARKS
+    if _SHIPPED_MARKS is None:
+        out = []
+        for f in sorted(resources.files("ballistix").joinpath("data").iterdir(), key=lambda f: f.name):
+            if f.name.startswith("marks_") and f.name.endswith(".json"):
+                with resources.as_file(f) as p:
+                    mc = load_marks_calibration(p)
+                if SHIPPED_MARKS_SHA256.get(f.name) != mc.origin["sha256"]:
+                    raise FileFormatError(
+                        f"ballistix/data/{f.name}",
+                        "not the marks calibration shipped with this version (its checksum is not the one "
+                        "pinned in ballistix.fusion.SHIPPED_MARKS_SHA256): reinstall ballistix",
+                    )
+                mc.origin = {"kind": "shipped", "file": f.name, "sha256": mc.origin["sha256"]}
+                out.append(mc)
+        _SHIPPED_MARKS = out
+    return list(_SHIPPED_MARKS)
+
+
+def fit_marks_calibration(
+    comparisons: Sequence,
+    same,
+    *,
+    name: str,
+    description: str = "",
+    domain: dict[str, Any] | None = None,
+    min_pairs_per_class: int = MIN_PAIRS_PER_CLASS,
+    performance: dict[str, Any] | None = None,
+) -> MarksCalibration:
+    """Fit the mark models and their fusion on weighed comparisons of known truth.
+
+    Parameters
+    ----------
+    comparisons : sequence of Comparison
+        Reference pairs compared with their marks (``marks``) and weighed (`ballistix.evidence.weigh`)
+        by one breech-face calibration: the fusion is fitted on its LRs and applies only to pairs it
+        weighs. A pair weighed by another calibration, or with no breech-face LR, is refused.
+    same : (n,) bool
+        True for same-gun pairs.
+    name, description : str
+        What the calibration is called and what it was fitted on.
+    domain : dict, optional
+        The population it applies to (see `ballistix.evidence.domain_check`).
+    performance : dict, optional
+        Measured performance to record (cross-validated, as ``benchmarks.marks`` measures it).
+
+    Returns
+    -------
+    MarksCalibration
+        Trusted in this session (``origin`` "fitted").
+    """
+    comparisons = list(comparisons)
+    y = _labels(same, len(comparisons))
+    _check_domain(domain)
+    shas = {(c.evidence or {}).get("calibration_sha256") for c in comparisons}
+    bf = [c.evidence.get("breech_face_log10_lr", c.log10_lr) if c.evidence else c.log10_lr for c in comparisons]
+    if len(shas) != 1 or None in shas or any(v is None for v in bf):
+        raise ParameterError(
+            "every reference comparison must be weighed by one breech-face calibration with a likelihood ratio "
+            f"(found calibrations {sorted(str(s)[:16] for s in shas)})"
+        )
+    models = {}
+    for m in MARK_NAMES[1:]:
+        try:
+            models[m] = fit_mark(m, [c.marks.get(m, {"used": False}) for c in comparisons], y)
+        except ParameterError:
+            continue  # too few pairs where the mark was used: not weighed
+    rows = [
+        {
+            "breech_face": float(v),
+            **{m: models[m].log10_lr(c.marks[m]) if m in models and m in c.marks else None for m in MARK_NAMES[1:]},
+        }
+        for v, c in zip(bf, comparisons)
+    ]
+    fusion = fit_fusion(rows, y, min_pairs_per_class=min_pairs_per_class)
+    out = MarksCalibration(
+        models,
+        fusion,
+        shas.pop(),
+        {"name": name, "description": description, "n_same": int(y.sum()), "n_different": int((~y).sum())},
+        domain,
+        dict(performance or {}),
+    )
+    out.origin = {"kind": "fitted"}
+    return out
+
+
+def weigh_comparison_marks(res, marks_calibration="default") -> None:
+    """Weigh the marks of a `Comparison` weighed by `ballistix.evidence.weigh` (in place; ``bx.compare``
+    and the store call it after the breech face is weighed; nothing happens without ``res.marks``).
+
+    ``marks_calibration``: "default" (the shipped marks calibrations, the first that applies), a
+    trusted `MarksCalibration`, a list of them, or None (the marks are reported, not weighed).
+    ``res.evidence["marks"]`` gets `weigh_marks`'s answer and the calibration used or why none
+    applies. Where a fused LR results, it becomes ``res.log10_lr`` with its conclusion (the fused
+    LR's error rates); the breech face's own stays in ``evidence["breech_face_log10_lr"]``.
+    """
+    if not res.marks:
+        return
+    if marks_calibration is None:
+        cands = []
+    elif isinstance(marks_calibration, str) and marks_calibration == "default":
+        cands = shipped_marks_calibrations()
+    else:
+        cands = list(marks_calibration) if isinstance(marks_calibration, (list, tuple)) else [marks_calibration]
+        for c in cands:
+            if not isinstance(c, MarksCalibration):
+                raise ParameterError(f"marks_calibration must be MarksCalibration objects, got {type(c).__name__}")
+            if not c.trusted:
+                raise ParameterError(
+                    f"marks calibration {c.describe_origin()} is not trusted: only shipped ones and ones fitted "
+                    f"in this session weigh evidence"
+                )
+    refused, mc = [], None
+    for c in cands:
+        why = c.check(res)
+        if why is None:
+            mc = c
+            break
+        refused.append(f"{c.name}: {why}")
+    bf = res.log10_lr
+    weighed = weigh_marks(bf, res.marks, mc.models if mc else None, mc.fusion if mc else None)
+    if mc is None:
+        weighed["fused"]["reason"] = "no marks calibration applies (" + ("; ".join(refused) or "none given") + ")"
+        for e in weighed["per_mark"].values():
+            if e.get("reason", "").startswith("compared, but no calibration"):
+                e["reason"] = "compared, but no marks calibration applies: not weighed"
+        res.evidence["marks"] = weighed
+        return
+    weighed["calibration"] = {"name": mc.name, "sha256": mc.sha256, "origin": mc.describe_origin()}
+    res.evidence["marks"] = weighed
+    fused = weighed["fused"].get("log10_lr")
+    if fused is not None and weighed["fused"].get("used") != ["breech_face"]:
+        res.evidence["breech_face_log10_lr"] = bf
+        res.evidence["breech_face_conclusion"] = res.evidence.get("conclusion")
+        res.evidence["lr_basis"] = "fused: " + " + ".join(m.replace("_", " ") for m in weighed["fused"]["used"])
+        res.log10_lr = float(fused)
+        res.evidence["conclusion"] = conclusion(res.log10_lr, mc)

@@ -92,6 +92,11 @@ class Scan:
         - ``labels``: dict such as ``{"exhibit": ..., "firearm": ...}``;
         - ``truth``: ground truth of simulated scans (pose, geometry);
         - ``processing``: list of processing steps with their parameters.
+    marks : dict, optional
+        The marks other than the breech face, extracted from the raw scan before `preprocess` cut them
+        away (``preprocess(raw, marks=True)``): mark name (``"firing_pin"``, ``"aperture_shear"``) to
+        its extraction (`ballistix.features.marks`), or to the record `read_npz` read back (JSON fields
+        and float arrays). Empty for a raw scan and when the marks were not extracted.
 
     Examples
     --------
@@ -105,6 +110,7 @@ class Scan:
     dx: float
     dy: float
     meta: dict[str, Any] = field(default_factory=dict)
+    marks: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         h = check_heights(self.heights, "Scan heights")
@@ -112,6 +118,8 @@ class Scan:
             setattr(self, name, check_spacing_value(getattr(self, name), f"Scan {name}", plausible=False))
         if not isinstance(self.meta, dict):
             raise ParameterError(f"Scan meta must be a dict, got {type(self.meta).__name__}")
+        if not isinstance(self.marks, dict):
+            raise ParameterError(f"Scan marks must be a dict, got {type(self.marks).__name__}")
         self.heights = h
 
     @property
@@ -147,8 +155,8 @@ class Scan:
         return "scan (no source recorded)"
 
     def copy(self) -> Scan:
-        """A deep copy (heights and meta)."""
-        return Scan(self.heights.copy(), self.dx, self.dy, copy.deepcopy(self.meta))
+        """A deep copy (heights, meta and marks)."""
+        return Scan(self.heights.copy(), self.dx, self.dy, copy.deepcopy(self.meta), copy.deepcopy(self.marks))
 
     def __repr__(self) -> str:
         labels = self.meta.get("labels")

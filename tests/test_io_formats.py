@@ -282,7 +282,7 @@ def _write(tmp, data):
 def _too_many(tmp):
     path = npz_case()(tmp)
     with zipfile.ZipFile(path, "a") as zf:
-        for i in range(13):
+        for i in range(20):  # more than the 4 members and 13 of marks a scan may hold
             zf.writestr(f"junk{i}.npy", b"")
     return path
 

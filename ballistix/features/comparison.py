@@ -108,6 +108,13 @@ class Comparison:
         there is no LR; when the inputs carry a checked segmentation,
         ``evidence["segmentation"]`` gives both statuses and ``lr_withheld``.
         ``inputs[side]["segmentation"]`` holds each side's status and reasons.
+        With marks weighed (see ``marks``), ``evidence["marks"]`` holds each mark's LR and the fused
+        one, and ``log10_lr`` is the fused LR (``evidence["lr_basis"]`` says so; the breech face's own
+        is ``evidence["breech_face_log10_lr"]``).
+    marks : dict
+        Where both scans carry their other marks (``preprocess(raw, marks=True)``): mark name to its
+        `ballistix.features.marks.MarkResult`, the firing pin compared near this breech-face pose. A
+        mark either scan lacks is "not used" with the reason, never zero evidence. Empty otherwise.
     """
 
     cmc_count: int
@@ -122,6 +129,7 @@ class Comparison:
     log10_lr: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. a scan far coarser than the grid (ResolutionWarning)
+    marks: dict[str, Any] = field(default_factory=dict)
     _surfaces: tuple = field(default=(), repr=False)
 
     @property
@@ -173,6 +181,7 @@ class Comparison:
                 "lr": self.lr,
                 "evidence": self.evidence,
                 "warnings": self.warnings,
+                "marks": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.marks.items()},
             }
         )
 
@@ -786,6 +795,15 @@ def _compare(q: Query, b: Scan) -> Comparison:
     for side, original_um, _ in coarse:
         res.inputs[side]["original_spacing_um"] = original_um
     _note_segmentation(res, a, b)
+    if a.marks and b.marks:  # the other marks both scans carry, the firing pin near this pose
+        from .marks import compare_marks
+
+        res.marks = compare_marks(
+            a.marks,
+            b.marks,
+            rotation_deg=res.rotation_deg,
+            labels=(res.inputs["a"].get("label", "A"), res.inputs["b"].get("label", "B")),
+        )
     return res
 
 

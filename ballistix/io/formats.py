@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 NPZ_FORMAT_VERSION = 1
+#: At most this many mark arrays in a ``.npz`` (the marks of `ballistix.features.marks` use six).
+MAX_MARK_ARRAYS = 12
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 #: An image resolution tag is believed only if it implies pixels at most this large:
 #: 72/96 dpi defaults written by ordinary software are not a microscope's calibration.
@@ -246,6 +248,11 @@ def read_image(
 #   spacing.npy  float64 [dx, dy] in metres
 #   meta.npy     0-d unicode string: the JSON-encoded meta dict
 #   version.npy  0-d int64: NPZ_FORMAT_VERSION
+# and, for a processed scan that carries its other marks (``Scan.marks``), optionally:
+#   marks.npy                 0-d unicode string: JSON {mark name: its fields}
+#   marks.<mark>.<field>.npy  the marks' float arrays (at most MAX_MARK_ARRAYS of them)
+# Marks are records to this module (JSON fields and float arrays); `ballistix.features.marks` checks
+# and rebuilds them when they are compared.
 
 
 def write_npz(scan: Scan, path) -> Path:
@@ -260,6 +267,7 @@ def write_npz(scan: Scan, path) -> Path:
         meta_json = json.dumps(meta, sort_keys=True, allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as e:
         raise ParameterError(f"scan meta cannot be stored as JSON: {e}") from None
+    extra = _mark_members(scan.marks)
     with atomic_file(path) as f:
         np.savez_compressed(
             f,
@@ -267,8 +275,75 @@ def write_npz(scan: Scan, path) -> Path:
             spacing=np.array([scan.dx, scan.dy], np.float64),
             meta=np.array(meta_json),
             version=np.array(NPZ_FORMAT_VERSION, np.int64),
+            **extra,
         )
     return path
+
+
+def _mark_members(marks: dict) -> dict[str, np.ndarray]:
+    """The npz members of a scan's marks: ``marks`` (JSON of every mark's fields) and one per array."""
+    if not marks:
+        return {}
+    from .x3p import _json_default
+
+    fields, out = {}, {}
+    for name, m in marks.items():
+        rec = m.to_record() if hasattr(m, "to_record") else m
+        if not (isinstance(name, str) and name.isidentifier() and isinstance(rec, dict)):
+            raise ParameterError(f"scan marks must map mark names to extractions or records, got {name!r}")
+        fields[name] = rec.get("fields") or {}
+        for key, arr in (rec.get("arrays") or {}).items():
+            a = np.asarray(arr)
+            if not (isinstance(key, str) and key.isidentifier() and a.dtype.kind == "f"):
+                raise ParameterError(f"mark {name}: array {key!r} must be a float array, got {a.dtype}")
+            out[f"marks.{name}.{key}"] = a
+    if len(out) > MAX_MARK_ARRAYS:
+        raise ParameterError(f"scan marks hold {len(out)} arrays, more than {MAX_MARK_ARRAYS}")
+    try:
+        out["marks"] = np.array(json.dumps(fields, sort_keys=True, allow_nan=False, default=_json_default))
+    except (TypeError, ValueError) as e:
+        raise ParameterError(f"scan marks cannot be stored as JSON: {e}") from None
+    return out
+
+
+def _read_marks(path, zf, members: dict, limit: int) -> dict:
+    """The mark records of a ``.npz`` (see `_mark_members`): ``{name: {"fields": ..., "arrays": ...}}``."""
+    names = [n for n in members if n.startswith("marks.") and n.endswith(".npy") and n != "marks.npy"]
+    if "marks.npy" not in members:
+        if names:
+            raise ScanFormatError(path, "npz holds mark arrays but no marks.npy")
+        return {}
+    if len(names) > MAX_MARK_ARRAYS:
+        raise ScanFormatError(path, f"npz holds {len(names)} mark arrays, more than {MAX_MARK_ARRAYS}")
+    fields = _json_member(path, _npy(path, zf, members, "marks.npy", 1024 * 1024), "marks")
+    if not all(isinstance(v, dict) for v in fields.values()):
+        raise ScanFormatError(path, "marks JSON must map each mark to an object of its fields")
+    out = {name: {"fields": f, "arrays": {}} for name, f in fields.items()}
+    for n in names:
+        parts = n[: -len(".npy")].split(".")
+        if len(parts) != 3 or parts[1] not in out:
+            raise ScanFormatError(path, f"npz member {n} belongs to no mark in marks.npy")
+        a = _npy(path, zf, members, n, limit)
+        if a.dtype.kind != "f":
+            raise ScanFormatError(path, f"npz member {n} must hold floats, got {a.dtype}")
+        out[parts[1]]["arrays"][parts[2]] = a
+    return out
+
+
+def _json_member(path, arr: np.ndarray, name: str) -> dict:
+    """A 0-d unicode member holding a JSON object, decoded and checked."""
+    if arr.shape != () or arr.dtype.kind != "U":
+        raise ScanFormatError(path, f"{name} must be a 0-d unicode string holding JSON")
+    codes = np.frombuffer(arr.tobytes(), arr.dtype.str[0] + "u4")
+    if codes.size and int(codes.max()) > 0x10FFFF:  # numpy would build an invalid Python str from these
+        raise ScanFormatError(path, f"{name} holds code points beyond U+10FFFF")
+    try:
+        out = json.loads(str(arr))
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise ScanFormatError(path, f"{name} is not valid JSON: {e}") from None
+    if not isinstance(out, dict):
+        raise ScanFormatError(path, f"{name} JSON must be an object")
+    return out
 
 
 def _npy(path, zf, members, name, limit):
@@ -362,7 +437,7 @@ def read_npz(
     max_working_points = check_limit(max_working_points, "max_working_points", integer=True)
     reduced = None
     with open_zip(path, "a ballistix .npz file") as zf:
-        members = list_members(path, zf, 16)
+        members = list_members(path, zf, 5 + MAX_MARK_ARRAYS)
         version = _npy(path, zf, members, "version.npy", 4096)
         if version.shape != () or version.dtype.kind not in "iu" or int(version) != NPZ_FORMAT_VERSION:
             raise ScanFormatError(path, f"npz format version {version!r} is not {NPZ_FORMAT_VERSION}")
@@ -391,21 +466,12 @@ def read_npz(
         else:
             heights = _npy(path, zf, members, "heights.npy", max_points * 8 + 4096)
         meta_arr = _npy(path, zf, members, "meta.npy", 16 * 1024 * 1024)
+        marks = _read_marks(path, zf, members, max_points * 8 + 4096)
     if heights.size > max_points:
         raise ScanFormatError(path, f"heights have {heights.size} points, more than the limit of {max_points}")
     if spacing.shape != (2,) or spacing.dtype.kind != "f":
         raise ScanFormatError(path, f"spacing must be two floats [dx, dy], got {spacing.dtype} {spacing.shape}")
-    if meta_arr.shape != () or meta_arr.dtype.kind != "U":
-        raise ScanFormatError(path, "meta must be a 0-d unicode string holding JSON")
-    codes = np.frombuffer(meta_arr.tobytes(), meta_arr.dtype.str[0] + "u4")
-    if codes.size and int(codes.max()) > 0x10FFFF:  # numpy would build an invalid Python str from these
-        raise ScanFormatError(path, "meta holds code points beyond U+10FFFF")
-    try:
-        meta = json.loads(str(meta_arr))
-    except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
-        raise ScanFormatError(path, f"meta is not valid JSON: {e}") from None
-    if not isinstance(meta, dict):
-        raise ScanFormatError(path, "meta JSON must be an object")
+    meta = _json_member(path, meta_arr, "meta")
     meta.update(
         source=str(path),
         sha256=sha256_file(path),
@@ -438,7 +504,7 @@ def read_npz(
         )
         dx, dy = dx * factor, dy * factor
     try:
-        return Scan(heights, dx, dy, meta)
+        return Scan(heights, dx, dy, meta, marks)
     except ParameterError as e:
         raise ScanFormatError(path, str(e)) from None
 

@@ -18,7 +18,7 @@ the +x axis towards +y (clockwise on an image shown with row 0 at the top).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import ndimage
@@ -26,9 +26,9 @@ from scipy import ndimage
 from ...errors import ParameterError
 from ...scan import Scan, check_heights, check_spacing
 from ..filters import gaussian_lowpass
-from ..preprocessing import find_breech_face
+from ..preprocessing.breech_face import find_breech_face
 from ..preprocessing.region import BreechFaceRegion
-from .result import MarkResult
+from .result import MarkResult, record_of
 
 __all__ = ["ShearProfile", "extract_aperture_shear", "shear_profile", "compare_shears", "striation_map"]
 
@@ -161,6 +161,13 @@ class ShearProfile:
     def length_um(self) -> float:
         """Length of the profile (um)."""
         return 0.0 if self.profile_um is None else float(self.profile_um.size * self.spacing_um)
+
+    #: The array fields and their dimensions (the rest are JSON in a stored record).
+    ARRAY_FIELDS: ClassVar[dict[str, int]] = {"profile_um": 1, "patch_um": 2}
+
+    def to_record(self) -> dict[str, Any]:
+        """This extraction as JSON fields and float arrays (how a ``.npz`` keeps it)."""
+        return record_of(self, self.ARRAY_FIELDS)
 
     @classmethod
     def not_usable(cls, reason: str, source: str = "", **features) -> ShearProfile:

@@ -6,9 +6,10 @@ from typing import Any
 
 from ...errors import BallistixError, ParameterError
 from ...scan import Scan
-from ..preprocessing import find_breech_face
+from ..preprocessing.breech_face import find_breech_face
 from .aperture_shear import compare_shears, extract_aperture_shear
 from .firing_pin import compare_firing_pins, extract_firing_pin
+from .record import as_mark
 from .result import MarkResult
 
 __all__ = ["extract_marks", "compare_marks"]
@@ -40,12 +41,16 @@ def extract_marks(scan: Scan, region=None) -> dict[str, Any]:
     return {"firing_pin": extract_firing_pin(scan, region), "aperture_shear": extract_aperture_shear(scan, region)}
 
 
-def compare_marks(a: dict, b: dict, *, rotation_deg: float | None = None) -> dict[str, MarkResult]:
-    """Compare the marks of two scans (from `extract_marks`): one `MarkResult` per mark.
+def compare_marks(
+    a: dict, b: dict, *, rotation_deg: float | None = None, labels: tuple[str, str] = ("A", "B")
+) -> dict[str, MarkResult]:
+    """Compare the marks of two scans (from `extract_marks`, or a processed scan's ``marks``): one
+    `MarkResult` per mark.
 
     ``rotation_deg``: the breech face's pose (``bx.compare(...).rotation_deg``); the firing pin is then
     searched near it. Returns one `MarkResult` per mark of `MARKS`; a mark missing from either scan, or
-    not usable there, is "not used" with the reason: no evidence either way.
+    not usable there, is "not used" with the reason: no evidence either way. Records read back from a
+    file (`ballistix.io.read_npz`) are checked first (`ParameterError` naming the scan).
     """
     for name, m in (("a", a), ("b", b)):
         if not isinstance(m, dict):
@@ -53,9 +58,10 @@ def compare_marks(a: dict, b: dict, *, rotation_deg: float | None = None) -> dic
     out = {}
     for mark, compare in (("firing_pin", compare_firing_pins), ("aperture_shear", compare_shears)):
         if a.get(mark) is None or b.get(mark) is None:
-            out[mark] = MarkResult.not_used(mark, f"scan {'A' if a.get(mark) is None else 'B'}: not extracted")
-        elif mark == "firing_pin":
-            out[mark] = compare(a[mark], b[mark], rotation_deg=rotation_deg)
-        else:
-            out[mark] = compare(a[mark], b[mark])
+            out[mark] = MarkResult.not_used(
+                mark, f"scan {labels[0] if a.get(mark) is None else labels[1]}: not extracted"
+            )
+            continue
+        ma, mb = as_mark(mark, a[mark], labels[0]), as_mark(mark, b[mark], labels[1])
+        out[mark] = compare(ma, mb, rotation_deg=rotation_deg) if mark == "firing_pin" else compare(ma, mb)
     return out

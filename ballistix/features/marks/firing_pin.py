@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import ndimage
 
 from ...errors import BallistixError, ParameterError
 from ...scan import Scan
-from .result import MarkResult
+from .result import MarkResult, record_of
 
 __all__ = [
     "FiringPinImpression",
@@ -200,6 +200,18 @@ class FiringPinImpression:
         n = self.marks_m.shape[0]
         ref = _outline(self.depth_profile_m[:n, None], self.spacing_um * 1e-6, depth_m)[0]
         return _outline(self.depth_map_m, self.spacing_um * 1e-6, depth_m, None if np.isnan(ref) else ref)
+
+    #: The array fields and their dimensions (the rest are JSON in a stored record).
+    ARRAY_FIELDS: ClassVar[dict[str, int]] = {
+        "marks_m": 2,
+        "profile_radii_m": 1,
+        "depth_profile_m": 1,
+        "depth_map_m": 2,
+    }
+
+    def to_record(self) -> dict[str, Any]:
+        """This extraction as JSON fields and float arrays (how a ``.npz`` keeps it)."""
+        return record_of(self, self.ARRAY_FIELDS)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers (no arrays)."""
@@ -509,7 +521,7 @@ def extract_firing_pin(
 
     # 1. locate
     if region is None:
-        from ..preprocessing import find_breech_face
+        from ..preprocessing.breech_face import find_breech_face
 
         try:
             region = find_breech_face(scan, check=False)

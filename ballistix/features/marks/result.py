@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["MarkResult", "MARKS"]
+import numpy as np
+
+__all__ = ["MarkResult", "MARKS", "record_of"]
 
 #: The marks compared besides the breech face.
 MARKS = ("firing_pin", "aperture_shear")
@@ -67,3 +71,31 @@ class MarkResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _json(v):
+    if isinstance(v, tuple | list):
+        return [_json(x) for x in v]
+    if isinstance(v, np.floating | float) and not isinstance(v, bool):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, dict):
+        return {str(k): _json(x) for k, x in v.items()}
+    return v
+
+
+def record_of(mark, array_fields: dict[str, int]) -> dict[str, Any]:
+    """A mark's extraction (a dataclass) as ``{"fields": JSON-ready dict, "arrays": {field: ndarray}}``:
+    how a ``.npz`` keeps it (`ballistix.features.marks.record.from_record` builds it back)."""
+    fields, arrays = {}, {}
+    for f in dataclasses.fields(mark):
+        v = getattr(mark, f.name)
+        if f.name in array_fields:
+            if v is not None:
+                arrays[f.name] = np.asarray(v)
+        else:
+            fields[f.name] = _json(v)
+    return {"fields": fields, "arrays": arrays}
