@@ -232,6 +232,8 @@ def _store(args, *, create: bool = False, read_only: bool = False):
     kw = {"shortlist": args.shortlist} if getattr(args, "shortlist", None) else {}
     if getattr(args, "database", None):
         kw["database"] = args.database
+    if create and getattr(args, "marks", False):
+        kw["preprocess_params"] = {"marks": True}
     with _store_warnings():
         return CaseStore(args.store, create=create, read_only=read_only or getattr(args, "read_only", False), **kw)
 
@@ -988,6 +990,13 @@ def _ingest_parser(sub) -> None:
     ing.add_argument("--date", type=_date, help="date of the cartridge cases, YYYY-MM-DD")
     ing.add_argument("--calibre", type=_text)
     ing.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): preprocess on the cluster")
+    ing.add_argument(
+        "--marks",
+        action="store_true",
+        help="a new store also extracts each raw scan's firing pin and aperture shear, compares them with every "
+        "pair it verifies and fuses them with the breech face where a marks calibration applies (about 3x the "
+        "time a pair; a store's setting, fixed when it is created)",
+    )
     ing.add_argument("--json", action="store_true")
     _units_option(ing)
     _pixel_size_option(ing)

@@ -527,65 +527,66 @@ def shipped_marks_calibrations() -> list[MarksCalibration]:
 
 
 def fit_marks_calibration(
-    comparisons: Sequence,
+    breech_face_log10_lr,
+    marks: Sequence[Mapping[str, Any]],
     same,
     *,
+    breech_face_sha256: str,
     name: str,
     description: str = "",
     domain: dict[str, Any] | None = None,
     min_pairs_per_class: int = MIN_PAIRS_PER_CLASS,
     performance: dict[str, Any] | None = None,
 ) -> MarksCalibration:
-    """Fit the mark models and their fusion on weighed comparisons of known truth.
+    """Fit the mark models and their fusion on reference pairs of known truth.
 
     Parameters
     ----------
-    comparisons : sequence of Comparison
-        Reference pairs compared with their marks (``marks``) and weighed (`ballistix.evidence.weigh`)
-        by one breech-face calibration: the fusion is fitted on its LRs and applies only to pairs it
-        weighs. A pair weighed by another calibration, or with no breech-face LR, is refused.
+    breech_face_log10_lr : (n,) array of float
+        Each pair's breech-face log10 LR, as the breech-face calibration ``breech_face_sha256`` weighs it
+        (``evidence.weigh(...).log10_lr``): the fusion is fitted on these and applies only to pairs that
+        calibration weighs.
+    marks : sequence of mappings
+        Each pair's mark results (``Comparison.marks``: mark -> `MarkResult` or its ``to_dict``).
     same : (n,) bool
         True for same-gun pairs.
+    breech_face_sha256 : str
+        The breech-face calibration's ``sha256``.
     name, description : str
         What the calibration is called and what it was fitted on.
     domain : dict, optional
         The population it applies to (see `ballistix.evidence.domain_check`).
     performance : dict, optional
-        Measured performance to record (cross-validated, as ``benchmarks.marks`` measures it).
+        Measured performance to record (cross-validated, as ``benchmarks.marks --ship`` measures it), with
+        ``conclusions`` (`ballistix.evaluation.conclusion_rates` of held-out fused LRs) for the conclusions.
 
     Returns
     -------
     MarksCalibration
-        Trusted in this session (``origin`` "fitted").
+        Trusted in this session (``origin`` "fitted"); a mark used in too few reference pairs gets no model
+        (it is then "present, not weighed").
     """
-    comparisons = list(comparisons)
-    y = _labels(same, len(comparisons))
+    bf = np.asarray(breech_face_log10_lr, float)
+    y = _labels(same, bf.size)
+    if bf.ndim != 1 or len(marks) != bf.size or not np.isfinite(bf).all():
+        raise ParameterError("breech_face_log10_lr must be finite, one per pair, as many as marks")
+    if not (isinstance(breech_face_sha256, str) and len(breech_face_sha256) == 64):
+        raise ParameterError(f"breech_face_sha256 must be a calibration's SHA-256, got {breech_face_sha256!r}")
     _check_domain(domain)
-    shas = {(c.evidence or {}).get("calibration_sha256") for c in comparisons}
-    bf = [c.evidence.get("breech_face_log10_lr", c.log10_lr) if c.evidence else c.log10_lr for c in comparisons]
-    if len(shas) != 1 or None in shas or any(v is None for v in bf):
-        raise ParameterError(
-            "every reference comparison must be weighed by one breech-face calibration with a likelihood ratio "
-            f"(found calibrations {sorted(str(s)[:16] for s in shas)})"
-        )
     models = {}
     for m in MARK_NAMES[1:]:
         try:
-            models[m] = fit_mark(m, [c.marks.get(m, {"used": False}) for c in comparisons], y)
+            models[m] = fit_mark(m, [r.get(m) or {"used": False} for r in marks], y)
         except ParameterError:
             continue  # too few pairs where the mark was used: not weighed
     rows = [
-        {
-            "breech_face": float(v),
-            **{m: models[m].log10_lr(c.marks[m]) if m in models and m in c.marks else None for m in MARK_NAMES[1:]},
-        }
-        for v, c in zip(bf, comparisons)
+        {"breech_face": float(v), **{m: models[m].log10_lr(r[m]) if m in models and r.get(m) else None for m in models}}
+        for v, r in zip(bf, marks)
     ]
-    fusion = fit_fusion(rows, y, min_pairs_per_class=min_pairs_per_class)
     out = MarksCalibration(
         models,
-        fusion,
-        shas.pop(),
+        fit_fusion(rows, y, min_pairs_per_class=min_pairs_per_class),
+        breech_face_sha256,
         {"name": name, "description": description, "n_same": int(y.sum()), "n_different": int((~y).sum())},
         domain,
         dict(performance or {}),
@@ -594,15 +595,34 @@ def fit_marks_calibration(
     return out
 
 
+def _compact(r) -> dict[str, Any]:
+    """What a store keeps of a `MarkResult` (its JSON evidence): used, why not, count, score, pose."""
+    d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
+
+    def num(v):
+        return None if v is None or not math.isfinite(float(v)) else round(float(v), 5)
+
+    return {
+        "used": bool(d.get("used")),
+        "reason": d.get("reason"),
+        "count": int(d.get("count") or 0),
+        "n_elements": int(d.get("n_elements") or 0),
+        "score": num(d.get("score")),
+        "rotation_deg": num(d.get("rotation_deg")),
+        "shift_um": num(d.get("shift_um")),
+    }
+
+
 def weigh_comparison_marks(res, marks_calibration="default") -> None:
     """Weigh the marks of a `Comparison` weighed by `ballistix.evidence.weigh` (in place; ``bx.compare``
     and the store call it after the breech face is weighed; nothing happens without ``res.marks``).
 
     ``marks_calibration``: "default" (the shipped marks calibrations, the first that applies), a
     trusted `MarksCalibration`, a list of them, or None (the marks are reported, not weighed).
-    ``res.evidence["marks"]`` gets `weigh_marks`'s answer and the calibration used or why none
-    applies. Where a fused LR results, it becomes ``res.log10_lr`` with its conclusion (the fused
-    LR's error rates); the breech face's own stays in ``evidence["breech_face_log10_lr"]``.
+    ``res.evidence["marks"]`` gets `weigh_marks`'s answer, ``results`` (each mark's count, score,
+    pose, or why it was not used: what a store keeps) and the calibration used or why none applies.
+    Where a fused LR results, it becomes ``res.log10_lr`` with its conclusion (the fused LR's error
+    rates); the breech face's own stays in ``evidence["breech_face_log10_lr"]``.
     """
     if not res.marks:
         return
@@ -620,6 +640,7 @@ def weigh_comparison_marks(res, marks_calibration="default") -> None:
                     f"marks calibration {c.describe_origin()} is not trusted: only shipped ones and ones fitted "
                     f"in this session weigh evidence"
                 )
+    results = {m: _compact(r) for m, r in res.marks.items()}
     refused, mc = [], None
     for c in cands:
         why = c.check(res)
@@ -634,8 +655,9 @@ def weigh_comparison_marks(res, marks_calibration="default") -> None:
         for e in weighed["per_mark"].values():
             if e.get("reason", "").startswith("compared, but no calibration"):
                 e["reason"] = "compared, but no marks calibration applies: not weighed"
-        res.evidence["marks"] = weighed
+        res.evidence["marks"] = {**weighed, "results": results}
         return
+    weighed["results"] = results
     weighed["calibration"] = {"name": mc.name, "sha256": mc.sha256, "origin": mc.describe_origin()}
     res.evidence["marks"] = weighed
     fused = weighed["fused"].get("log10_lr")

@@ -34,6 +34,15 @@
    comparison and each mark's comparison (CPU seconds in the worker), on the simulated set and on the
    3.125 um raw Fadul scans.
 
+6. ``--ship``: the marks calibration shipped with the package (``ballistix/data/marks_simulated.json``):
+   mark models and fusion (`ballistix.fusion.fit_marks_calibration`) fitted on every primer-view pair
+   whose regions were found, on the breech-face LRs of the shipped default calibration as
+   `ballistix.evidence.weigh` gives them (capped without congruent cells). Its recorded performance
+   and conclusion error rates are cross-validated by gun the same way (the shipped breech-face
+   calibration fixed, the marks and the fusion fitted per fold). Its domain is the simulator's
+   instrument: it weighs simulated scans only. The checksum to pin in
+   `ballistix.fusion.SHIPPED_MARKS_SHA256` is printed.
+
 Writes benchmarks/results/marks.json and marks.png, prints tables.
 """
 
@@ -66,7 +75,7 @@ from ballistix.features.marks import (  # noqa: E402
     extract_firing_pin,
 )
 from ballistix.features.preprocessing import find_breech_face  # noqa: E402
-from ballistix.fusion import MIN_PAIRS_PER_CLASS, fit_fusion, fit_mark  # noqa: E402
+from ballistix.fusion import MIN_PAIRS_PER_CLASS, fit_fusion, fit_mark, fit_marks_calibration  # noqa: E402
 from ballistix.graph.linkage import CONVENTIONAL_CMC_RULE as RULE  # noqa: E402
 
 from ._common import RESULTS, ROOT, SHARED_DATA, table, write_json  # noqa: E402
@@ -672,6 +681,88 @@ def _perf_row(name, r):
     ]
 
 
+SHIPPED_MARKS = ROOT / "ballistix" / "data" / "marks_simulated.json"
+SIM_INSTRUMENT = "ballistix simulated confocal, NA 0.30"
+
+
+def ship(d: dict, folds: int, seed: int, min_pairs: int, write: bool) -> dict:
+    """The shipped marks calibration: fitted on every primer-view pair with both regions found, on the
+    shipped default calibration's breech-face LRs; performance cross-validated by gun (see module notes)."""
+    default = ev.default_calibration()
+    scans = d["scans"]
+    pairs = [p for p in d["pairs"] if scans[p["a"]]["region_status"] == "ok" and scans[p["b"]]["region_status"] == "ok"]
+    y = np.array([p["same"] for p in pairs], bool)
+    X = np.array([p["bf"] for p in pairs], float)
+    bf = np.array([ev.cap_without_cells(v, p["cmc"]) for v, p in zip(default.log10_lr(X), pairs)])
+    marks = [{m: _results([p], "primer", m)[0] for m in MARKS} for p in pairs]
+    ga = [scans[p["a"]]["firearm"] for p in pairs]
+    gb = [scans[p["b"]]["firearm"] for p in pairs]
+    held = np.full(len(pairs), np.nan)
+    for train, test in ev.cv_splits(ga, gb, folds, seed):
+        if not test.any():
+            continue
+        tr = np.flatnonzero(train)
+        try:
+            mc = fit_marks_calibration(
+                bf[train],
+                [marks[i] for i in tr],
+                y[train],
+                breech_face_sha256=default.sha256,
+                name="fold",
+                min_pairs_per_class=min_pairs,
+            )
+        except ParameterError:
+            held[test] = bf[test]  # nothing fitted in this fold: the breech face alone
+            continue
+        for i in np.flatnonzero(test):
+            row = {
+                "breech_face": bf[i],
+                **{m: mc.models[m].log10_lr(marks[i][m]) if m in mc.models else None for m in MARKS},
+            }
+            f = mc.fusion.fuse(row)
+            held[i] = bf[i] if f["log10_lr"] is None or f["used"] == ["breech_face"] else f["log10_lr"]
+    perf = {
+        "cross_validation": f"{folds} folds by gun (no pair weighed by a fit on either of its guns); the shipped "
+        f"breech-face calibration fixed, the mark models and the fusion fitted per fold",
+        "fused": performance(held, y),
+        "breech_face": performance(bf, y),
+        "conclusions": lr.conclusion_rates(held, y),
+        "misleading": lr.misleading(held, y),
+    }
+    mc = fit_marks_calibration(
+        bf,
+        marks,
+        y,
+        breech_face_sha256=default.sha256,
+        name=f"ballistix marks simulated {bx.__version__}",
+        description=(
+            f"firing pin and aperture shear of simulated realistic-hard 9 mm cases with the realistic crater "
+            f"({d['key']['guns']} guns of {len(MODELS_USED)} models x {d['key']['shots']} shots, primer view, "
+            f"benchmarks.marks); fused with the breech-face LRs of {default.name}. Simulated scans only: "
+            f"no real scan lies in its domain"
+        ),
+        domain={
+            "calibre": ["9mm Luger"],
+            "instrument": [SIM_INSTRUMENT],
+            "description": "scans of the ballistix simulator (confocal instrument) only",
+        },
+        min_pairs_per_class=min_pairs,
+        performance=perf,
+    )
+    out = {
+        "n_same": int(y.sum()),
+        "n_different": int((~y).sum()),
+        "performance": perf,
+        "sha256": mc.sha256,
+        "models": {m: v.to_dict() for m, v in mc.models.items()},
+        "fusion": mc.fusion.patterns,
+    }
+    if write:
+        mc.save(SHIPPED_MARKS)
+        out["written"] = str(SHIPPED_MARKS.relative_to(ROOT))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=2)
@@ -693,6 +784,9 @@ def main(argv=None) -> int:
         "data sets', whose marks the extractors cannot use)",
     )
     p.add_argument("--skip-real", action="store_true")
+    p.add_argument(
+        "--ship", action="store_true", help=f"fit and write the shipped marks calibration ({SHIPPED_MARKS.name})"
+    )
     p.add_argument("--fresh", action="store_true", help="recompute the simulated pairs even if cached")
     p.add_argument("--quick", action="store_true", help="smoke test: 8 guns x 2 shots, primer view, 4 folds")
     args = p.parse_args(argv)
@@ -740,6 +834,8 @@ def main(argv=None) -> int:
             "patterns": {k: v["weights"] for k, v in fusion.patterns.items()} if fusion else None,
             "mark_models": {m: (models[m].to_dict() if models[m] else None) for m in MARKS},
         }
+    if "primer" in args.views:
+        out["shipped"] = ship(d, args.folds, args.seed, args.min_pairs, write=args.ship and not args.quick)
     out["seconds"] = time.perf_counter() - t0
     write_json("marks", out)
     figure(out, RESULTS / "marks.png")
@@ -748,6 +844,16 @@ def main(argv=None) -> int:
 
 
 def report(out: dict) -> None:
+    s = out.get("shipped")
+    if s:
+        f, b = s["performance"]["fused"], s["performance"]["breech_face"]
+        print(
+            f"\nshipped marks calibration ({s.get('written', 'not written: --ship')}, sha256 {s['sha256']}): "
+            f"{s['n_same']} KM / {s['n_different']} KNM; cross-validated: found at 0 FP "
+            f"{b.get('found_at_zero_fp', 0):.3f} breech face (shipped calibration) -> "
+            f"{f.get('found_at_zero_fp', 0):.3f} fused; "
+            f"Cllr {b.get('cllr', float('nan')):.3f} -> {f.get('cllr', float('nan')):.3f}"
+        )
     c = out["composition"]
     print(
         f"\nsimulated realistic-hard: {c['guns']} guns x {c['shots']} shots ({c['guns_per_model']}), "

@@ -97,6 +97,7 @@ def _result_fields(result) -> dict[str, Any]:
             "pair_log10_lr",
             "calibration_sha256",
             "calibration_origin",
+            *MARK_EDGE_KEYS,
         ):
             if result.get(k) is not None:
                 out[k] = result[k]
@@ -113,10 +114,30 @@ def _result_fields(result) -> dict[str, Any]:
             if ev.get("calibration_sha256"):
                 out["calibration_sha256"] = ev["calibration_sha256"]
                 out["calibration_origin"] = (ev.get("calibration_origin") or {}).get("text", ev.get("calibration"))
+            out.update(mark_edge_fields(ev))
         return out
     raise ParameterError(
         f"a comparison result must be a Comparison, a mapping or a CMC count, got {type(result).__name__}"
     )
+
+
+#: Edge attributes of a comparison whose marks were weighed (`mark_edge_fields`): each mark's own log10 LR
+#: beside the fused ``log10_lr``, and ``lr_basis`` naming what was fused.
+MARK_EDGE_KEYS = ("breech_face_log10_lr", "firing_pin_log10_lr", "aperture_shear_log10_lr")
+
+
+def mark_edge_fields(evidence: Mapping) -> dict:
+    """The edge attributes a comparison's ``evidence["marks"]`` gives (`MARK_EDGE_KEYS`, ``lr_basis``):
+    flat numbers, so that GraphML and GEXF keep them; nothing for a mark not weighed."""
+    marks = (evidence or {}).get("marks") or {}
+    out = {
+        f"{m}_log10_lr": float(e["log10_lr"])
+        for m, e in (marks.get("per_mark") or {}).items()
+        if f"{m}_log10_lr" in MARK_EDGE_KEYS and e.get("log10_lr") is not None
+    }
+    if out and evidence.get("lr_basis"):
+        out["lr_basis"] = str(evidence["lr_basis"])
+    return out if len(out) > 1 else {}
 
 
 #: An examiner's verdict and the ``confirmed`` it means (None: inconclusive, neither link nor elimination).

@@ -280,6 +280,42 @@ class ReviewedPair:
         }
 
 
+def mark_rows(evidence: dict) -> dict | None:
+    """The compare page's table of a recorded comparison's other marks (``evidence["marks"]``, written
+    by `ballistix.fusion.weigh_comparison_marks`), or None when the store did not compare them."""
+    marks = (evidence or {}).get("marks")
+    if not isinstance(marks, dict):
+        return None
+    per, results, fused = marks.get("per_mark") or {}, marks.get("results") or {}, marks.get("fused") or {}
+
+    def num(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    rows = []
+    for m in ("breech_face", "firing_pin", "aperture_shear"):
+        e, r = per.get(m) or {}, results.get(m) or {}
+        if not e and not r:
+            continue
+        rows.append(
+            {
+                "mark": m.replace("_", " "),
+                "used": bool(e.get("used")),
+                "count": f"{r['count']} of {r['n_elements']}" if m != "breech_face" and r.get("used") else "-",
+                "score": "-" if m == "breech_face" else num(r.get("score"), ".3f"),
+                "log10_lr": num(e.get("log10_lr"), "+.2f"),
+                "note": e.get("reason") or "",
+            }
+        )
+    absent = ", ".join(x.replace("_", " ") for x in fused.get("absent") or [])
+    return {
+        "rows": rows,
+        "fused_used": " + ".join(x.replace("_", " ") for x in fused.get("used") or []) or "nothing fused",
+        "fused_lr": num(fused.get("log10_lr"), "+.2f"),
+        "fused_note": fused.get("reason") or (f"absent or not weighed: {absent}" if absent else ""),
+        "calibration": (marks.get("calibration") or {}).get("origin"),
+    }
+
+
 def comparison_record(store, a: str, b: str) -> dict | None:
     """The store's record of the comparison of exhibits ``a`` and ``b`` (either order), or None:
     ``a``, ``b`` (ids in the store's order), ``cmc_count``, ``score``, ``rotation_deg``,

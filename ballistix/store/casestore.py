@@ -69,7 +69,8 @@ from ..features.comparison import DEFAULTS as COMPARE_DEFAULTS
 from ..features.comparison import process_pool
 from ..features.describe import V1_INFO, describe, descriptor_info, descriptor_params
 from ..features.preprocessing import preprocess
-from ..graph.linkage import LINK_LR, node_key
+from ..fusion import weigh_comparison_marks
+from ..graph.linkage import LINK_LR, mark_edge_fields, node_key
 from ..index import ScanIndex
 from ..index.search import check_top
 from ..index.search import search as search_index
@@ -1828,6 +1829,7 @@ class CaseStore:
             with self._transaction() as db:
                 for c in out.verified:
                     r = weigh(c.comparison, calibrations)
+                    weigh_comparison_marks(r)  # where both scans carry marks (a store ingesting with marks)
                     a, b = sorted((out.rowid, c.id))
                     db.execute(  # a pair compared again keeps its examiner's verdict (see `confirm`)
                         "INSERT INTO comparisons (a, b, cmc_count, score, rotation_deg, params_json, "
@@ -2193,6 +2195,7 @@ def _comparison_fields(row: tuple, cohort: dict | None, decision: tuple | None =
         ev = json.loads(ev or "{}")
         res["calibration_sha256"] = ev.get("calibration_sha256")
         res["calibration_origin"] = (ev.get("calibration_origin") or {}).get("text")
+        res.update(mark_edge_fields(ev))
     if cohort:
         res.update(cohort)
     if decision is not None:
@@ -2240,12 +2243,14 @@ def _prepare(job: tuple) -> tuple:
 
 
 def _cached(proc: Scan, sha: str, pop) -> Scan:
-    """The processed scan as the cache keeps it (float32 heights, provenance in its meta)."""
+    """The processed scan as the cache keeps it (float32 heights, provenance in its meta, its other marks
+    where the store extracts them)."""
     return Scan(
         proc.heights.astype(np.float32),
         proc.dx,
         proc.dy,
         {"processing": proc.meta.get("processing", []), "source_sha256": sha, "population": pop},
+        proc.marks,
     )
 
 

@@ -6,6 +6,7 @@ import csv
 import datetime as _dt
 import io
 import itertools
+import math
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from .._version import __version__
 from ..errors import ParameterError
 from ..graph.analysis import iter_group_summaries, iter_unrecovered_guns, scene_pairs
 from ..graph.figures import plot_timeline
+from ..graph.linkage import MARK_EDGE_KEYS
 from .casedata import guard_cell
 
 __all__ = ["write_report", "write_graph_report", "REPORT_ROWS", "TIMELINE_ROWS"]
@@ -77,6 +79,28 @@ def _calibrations_used(g) -> list[dict]:
         {"calibration sha256": sha, "calibration and origin": origin, "comparisons": n}
         for (sha, origin), n in sorted(used.items())
     ]
+
+
+def _mark_rows(g) -> Iterable[dict]:
+    """One row per comparison whose other marks were weighed (`ballistix.fusion`), strongest fused LR first:
+    each mark's own LR beside the fused one, and what was fused."""
+    rows = [
+        (u, v, d)
+        for u, v, d in g.nx.edges(data=True)
+        if d.get("kind") == "match" and any(d.get(k) is not None for k in MARK_EDGE_KEYS[1:])
+    ]
+    rows.sort(key=lambda r: (-(r[2].get("log10_lr") if r[2].get("log10_lr") is not None else -math.inf), r[0], r[1]))
+    for u, v, d in rows:
+        yield {
+            "a": g.nx.nodes[u]["id"],
+            "b": g.nx.nodes[v]["id"],
+            "CMC": d.get("cmc_count"),
+            "breech face LR": _lr(d.get("breech_face_log10_lr")),
+            "firing pin LR": _lr(d.get("firing_pin_log10_lr")),
+            "aperture shear LR": _lr(d.get("aperture_shear_log10_lr")),
+            "fused LR": _lr(d.get("log10_lr")) if d.get("lr_basis", "").startswith("fused") else "-",
+            "basis": d.get("lr_basis") or "the breech face alone (the marks add nothing to fuse)",
+        }
 
 
 def _decision_rows(g, decisions: Iterable[dict] | None) -> Iterable[dict]:
@@ -422,6 +446,15 @@ def write_graph_report(
             ),
             "none",
         ),
+        "<h2>Other marks: firing pin and aperture shear</h2>",
+        "<p class='muted'>Comparisons whose firing-pin impression or aperture shear was weighed by a marks "
+        "calibration and fused with the breech face (logistic fusion fitted on reference pairs: the marks are "
+        "not independent, so their LRs are never multiplied). The fused LR is the comparison's LR everywhere in "
+        "this report. A mark shown '-' was absent from a scan, not usable, or not weighed: no evidence either "
+        "way. Marks are compared only in a store that extracts them (<code>ballistix ingest --marks</code>), "
+        "and weighed only where a marks calibration applies to both scans (the shipped one: simulated scans "
+        "only; see docs/comparison.md).</p>",
+        tables.show("marks", _mark_rows(g), "no comparison's other marks were weighed"),
         "<h2>Review: links cut by the chaining rule</h2>",
         tables.show("weak_links", g.weak_links(), "none: no group rests on a single link between two sets of exhibits"),
         "<h2>Examiners' decisions</h2>",
