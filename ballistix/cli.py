@@ -370,7 +370,9 @@ def cmd_compare(args) -> int:
     def prepared(f):
         image = Path(f).suffix.lower() in (".png", ".tif", ".tiff")
         with _naming(f):
-            return preprocess(read_scan(f, units=args.units, **(_image_kw(args) if image else {})))
+            return preprocess(
+                read_scan(f, units=args.units, **(_image_kw(args) if image else {})), marks=bool(args.marks)
+            )
 
     a, b = prepared(args.a), prepared(args.b)
     given = {k: v for k, v in (("calibre", args.calibre), ("make_model", args.make_model)) if v}
@@ -403,6 +405,7 @@ def cmd_compare(args) -> int:
         "lr": r.lr,
         "evidence": r.evidence,
         "warnings": r.warnings,
+        "marks": {m: v.to_dict() for m, v in r.marks.items()},
     }
     if args.json:
         print(json.dumps({**out, "comparison": r.to_dict()}, indent=2, default=str))
@@ -417,9 +420,36 @@ def cmd_compare(args) -> int:
         ]
     )
     print()
-    for line in evidence_lines(r):
+    for line in evidence_lines(r) + mark_lines(r):
         print(line)
     return 0
+
+
+def mark_lines(r) -> list[str]:
+    """The other marks of a comparison (``--marks``), one line each, and the fused LR or why there is none."""
+    if not r.marks:
+        return []
+    per = (r.evidence.get("marks") or {}).get("per_mark") or {}
+    lines = []
+    for m, res in r.marks.items():
+        name = m.replace("_", " ")
+        lr = (per.get(m) or {}).get("log10_lr")
+        if not res.used:
+            lines.append(f"{name}: not used ({res.reason})")
+        else:
+            weighed = (
+                f", log10 LR {lr:+.2f}" if lr is not None else f" ({(per.get(m) or {}).get('reason', 'not weighed')})"
+            )
+            lines.append(f"{name}: {res.count} of {res.n_elements} congruent, score {res.score:.3f}{weighed}")
+    fused = (r.evidence.get("marks") or {}).get("fused") or {}
+    if r.evidence.get("lr_basis"):
+        lines.append(
+            f"the likelihood ratio above is {r.evidence['lr_basis']} (breech face alone: log10 LR "
+            f"{r.evidence['breech_face_log10_lr']:+.2f})"
+        )
+    elif fused.get("reason"):
+        lines.append(f"marks not fused: {fused['reason']}")
+    return lines
 
 
 def evidence_lines(r) -> list[str]:
@@ -1045,6 +1075,12 @@ def _compare_parser(sub) -> None:
         "--calibre", type=_text, help="calibre of both cartridge cases, e.g. '9mm Luger' (chooses the calibration)"
     )
     co.add_argument("--make-model", type=_text, help="make and model of the firearm, when known, e.g. 'Ruger P95'")
+    co.add_argument(
+        "--marks",
+        action="store_true",
+        help="also compare the firing-pin impressions and aperture shears of the raw scans, and fuse them with the "
+        "breech face where a marks calibration applies (about 1-2 s more)",
+    )
     co.add_argument("--json", action="store_true")
     _units_option(co)
     _pixel_size_option(co)

@@ -165,6 +165,7 @@ def _report_links() -> dict:
         "leads": ("review", "its comparisons", lambda r: url_for("queue", exhibit=r["exhibit"], status="all")),
         "groups": ("review", "the group's comparisons", lambda r: url_for("groups") + f"#gun-{r['gun']}"),
         "candidates": pair,
+        "marks": pair,
         "weak_links": pair,
         "decisions": pair,
     }

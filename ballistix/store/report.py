@@ -147,6 +147,7 @@ _TABLES = (
     "trafficking_routes",
     "contexts",
     "candidates",
+    "marks",
     "weak_links",
     "decisions",
     "calibrations",
