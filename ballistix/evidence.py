@@ -242,35 +242,11 @@ def _fit_weights(
     return res.x, mu, sd
 
 
-@dataclass
-class Calibration:
-    """A fitted LR model with its bounds, reference set and measured performance.
+class _Recorded:
+    """What a calibration file shares, whatever it calibrates: its name, the SHA-256 of its content, its
+    origin (``origin``, not part of the content) and how it is written (``{"sha256": ..., DOC_KEY: ...}``)."""
 
-    ``coef`` are the natural-log-odds weights on the standardised features
-    (``mean``, ``scale``), ``bounds_log10`` the ELUB bounds. ``reference``
-    describes the data it was fitted on (sets, counts, SHA-256 of the
-    features); ``preprocessing`` and ``comparison`` are the parameters the
-    reference comparisons were made with; a comparison made otherwise is
-    refused. ``performance`` holds the cross-validated measures and the
-    conclusion scale's error rates. ``domain`` is the population it was
-    validated on (see `domain_check`): scans from outside it are refused.
-    """
-
-    coef: list[float]
-    mean: list[float]
-    scale: list[float]
-    bounds_log10: list[float]
-    reference: dict[str, Any]
-    preprocessing: list | None = None
-    comparison: dict[str, Any] | None = None
-    performance: dict[str, Any] = field(default_factory=dict)
-    features: list[str] = field(default_factory=lambda: list(FEATURES))
-    version: str = __version__
-    domain: dict[str, Any] | None = None
-    #: Where this calibration comes from (not part of its content or checksum): ``kind`` is
-    #: "shipped", "registered" (in a case store), "fitted" (by `fit` in this session), "file" (read
-    #: from a file of unknown origin: not trusted) or "unverified" (built by hand: not trusted).
-    origin: ClassVar[dict[str, Any]] = {"kind": "unverified"}
+    DOC_KEY = "calibration"
 
     @property
     def name(self) -> str:
@@ -300,6 +276,55 @@ class Calibration:
             "file": lambda: f"read from {o.get('path')}: origin unknown, not trusted",
         }.get(kind, lambda: "built by hand: origin unknown, not trusted")()
         return f"{self.name} [sha256 {self.sha256[:16]}; {where}]"
+
+    def domain_problem(self, comparison) -> str | None:
+        """Why either scan of ``comparison`` lies outside the calibration's ``domain`` (None: both inside)."""
+        for side in ("a", "b"):
+            inp = comparison.inputs[side]
+            why = domain_check(self.domain, inp.get("population") or {}, f"scan {inp.get('label', side)}")
+            if why:
+                return why
+        return None
+
+    def save(self, path) -> Path:
+        """Write the calibration as one JSON file (atomically), with a SHA-256 of its content."""
+        body = _canon(self.to_dict())
+        doc = {"sha256": hashlib.sha256(body.encode()).hexdigest(), self.DOC_KEY: json.loads(body)}
+        path = Path(path)
+        with atomic_file(path) as f:
+            f.write(json.dumps(doc, indent=1, sort_keys=True).encode())
+        return path
+
+
+@dataclass
+class Calibration(_Recorded):
+    """A fitted LR model with its bounds, reference set and measured performance.
+
+    ``coef`` are the natural-log-odds weights on the standardised features
+    (``mean``, ``scale``), ``bounds_log10`` the ELUB bounds. ``reference``
+    describes the data it was fitted on (sets, counts, SHA-256 of the
+    features); ``preprocessing`` and ``comparison`` are the parameters the
+    reference comparisons were made with; a comparison made otherwise is
+    refused. ``performance`` holds the cross-validated measures and the
+    conclusion scale's error rates. ``domain`` is the population it was
+    validated on (see `domain_check`): scans from outside it are refused.
+    """
+
+    coef: list[float]
+    mean: list[float]
+    scale: list[float]
+    bounds_log10: list[float]
+    reference: dict[str, Any]
+    preprocessing: list | None = None
+    comparison: dict[str, Any] | None = None
+    performance: dict[str, Any] = field(default_factory=dict)
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    version: str = __version__
+    domain: dict[str, Any] | None = None
+    #: Where this calibration comes from (not part of its content or checksum): ``kind`` is
+    #: "shipped", "registered" (in a case store), "fitted" (by `fit` in this session), "file" (read
+    #: from a file of unknown origin: not trusted) or "unverified" (built by hand: not trusted).
+    origin: ClassVar[dict[str, Any]] = {"kind": "unverified"}
 
     def specificity(self) -> int:
         """How many population keys the domain restricts (a more specific calibration is preferred)."""
@@ -338,12 +363,7 @@ class Calibration:
                         f"scan {comparison.inputs[side].get('label', side)} was not preprocessed with the "
                         f"calibration's preprocessing steps and parameters"
                     )
-        for side in ("a", "b"):
-            inp = comparison.inputs[side]
-            why = domain_check(self.domain, inp.get("population") or {}, f"scan {inp.get('label', side)}")
-            if why:
-                return why
-        return None
+        return self.domain_problem(comparison)
 
     def weigh(self, comparison, strict: bool = True) -> float | None:
         """Bounded log10 LR of one comparison; a mismatch raises `CalibrationMismatchError`
@@ -358,33 +378,31 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
 
-    def save(self, path) -> Path:
-        """Write the calibration as one JSON file (atomically), with a SHA-256 of its content."""
-        body = _canon(self.to_dict())
-        doc = {"sha256": hashlib.sha256(body.encode()).hexdigest(), "calibration": json.loads(body)}
-        path = Path(path)
-        with atomic_file(path) as f:
-            f.write(json.dumps(doc, indent=1, sort_keys=True).encode())
-        return path
+
+def _read_recorded(path: Path, key: str, max_bytes: int) -> tuple[dict, dict]:
+    """A file `_Recorded.save` wrote, read and checked against its own SHA-256: ``(document, body)``.
+    ``key``: the body's name in the document ("calibration", "marks_calibration")."""
+    what = key.replace("_", " ")
+    try:
+        if path.stat().st_size > max_bytes:
+            raise FileFormatError(path, f"too large for a {what} file")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileFormatError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(path, f"not a readable {what} file ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get(key), dict):
+        raise FileFormatError(path, f"not a ballistix {what} file (no {key!r} object)")
+    if hashlib.sha256(_canon(doc[key]).encode()).hexdigest() != doc.get("sha256"):
+        raise FileFormatError(path, f"checksum mismatch: the {what} was altered or damaged")
+    return doc, doc[key]
 
 
 def load_calibration(path) -> Calibration:
     """Read a calibration written by `Calibration.save`; a damaged or foreign file raises
     `FileFormatError` naming it."""
     path = Path(path)
-    try:
-        if path.stat().st_size > 50_000_000:
-            raise FileFormatError(path, "too large for a calibration file")
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileFormatError:
-        raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FileFormatError(path, f"not a readable calibration file ({e})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("calibration"), dict):
-        raise FileFormatError(path, "not a ballistix calibration file (no 'calibration' object)")
-    cal = doc["calibration"]
-    if hashlib.sha256(_canon(cal).encode()).hexdigest() != doc.get("sha256"):
-        raise FileFormatError(path, "checksum mismatch: the calibration was altered or damaged")
+    doc, cal = _read_recorded(path, "calibration", 50_000_000)
     if cal.get("format") != FORMAT or cal.get("format_version") != FORMAT_VERSION:
         raise FileFormatError(
             path, f"unsupported calibration format {cal.get('format')!r} version {cal.get('format_version')!r}"

@@ -32,7 +32,6 @@ comparison's LR is the fused one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -44,11 +43,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._files import atomic_file
 from ._version import __version__
 from .errors import FileFormatError, ParameterError
 from .evaluation import elub_bounds
-from .evidence import _canon, _check_domain, _fit_weights, conclusion, domain_check
+from .evidence import _check_domain, _fit_weights, _read_recorded, _Recorded, conclusion
 
 __all__ = [
     "MARK_NAMES",
@@ -362,7 +360,7 @@ SHIPPED_MARKS_SHA256: dict[str, str] = {
 
 
 @dataclass
-class MarksCalibration:
+class MarksCalibration(_Recorded):
     """Per-mark calibrations and their fusion, with what they rest on (see the module notes).
 
     ``models``: mark -> `MarkModel`; ``fusion``: the `Fusion` of the breech face's and the marks'
@@ -381,27 +379,7 @@ class MarksCalibration:
     version: str = __version__
     #: "shipped", "fitted" (in this session), "file" (read from a file: not trusted) or "unverified".
     origin: ClassVar[dict[str, Any]] = {"kind": "unverified"}
-
-    @property
-    def name(self) -> str:
-        return str(self.reference.get("name", "unnamed"))
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(_canon(self.to_dict()).encode()).hexdigest()
-
-    @property
-    def trusted(self) -> bool:
-        return self.origin.get("kind") in ("shipped", "fitted")
-
-    def describe_origin(self) -> str:
-        kind = self.origin.get("kind")
-        where = {
-            "shipped": f"shipped with ballistix ({self.origin.get('file')})",
-            "fitted": "fitted in this session",
-            "file": f"read from {self.origin.get('path')}: origin unknown, not trusted",
-        }.get(kind, "built by hand: origin unknown, not trusted")
-        return f"{self.name} [sha256 {self.sha256[:16]}; {where}]"
+    DOC_KEY: ClassVar[str] = "marks_calibration"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -416,15 +394,6 @@ class MarksCalibration:
             "version": self.version,
         }
 
-    def save(self, path) -> Path:
-        """Write as one JSON file (atomically) with a SHA-256 of its content."""
-        body = _canon(self.to_dict())
-        doc = {"sha256": hashlib.sha256(body.encode()).hexdigest(), "marks_calibration": json.loads(body)}
-        path = Path(path)
-        with atomic_file(path) as f:
-            f.write(json.dumps(doc, indent=1, sort_keys=True).encode())
-        return path
-
     def check(self, comparison) -> str | None:
         """Why this calibration cannot weigh the marks of ``comparison`` (a weighed `Comparison`), or None."""
         ev = comparison.evidence or {}
@@ -435,31 +404,14 @@ class MarksCalibration:
                 f"its fusion was fitted on the LRs of breech-face calibration {self.breech_face_sha256[:16]}, "
                 f"and this pair was weighed by {ev['calibration_sha256'][:16]}"
             )
-        for side in ("a", "b"):
-            inp = comparison.inputs[side]
-            why = domain_check(self.domain, inp.get("population") or {}, f"scan {inp.get('label', side)}")
-            if why:
-                return why
-        return None
+        return self.domain_problem(comparison)
 
 
 def load_marks_calibration(path) -> MarksCalibration:
     """Read a marks calibration written by `MarksCalibration.save`; a damaged or foreign file raises
     `FileFormatError` naming it. The result is not trusted (``origin`` "file") unless it is shipped."""
     path = Path(path)
-    try:
-        if path.stat().st_size > 10_000_000:
-            raise FileFormatError(path, "too large for a marks calibration file")
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileFormatError:
-        raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FileFormatError(path, f"not a readable marks calibration file ({e})") from None
-    body = doc.get("marks_calibration") if isinstance(doc, dict) else None
-    if not isinstance(body, dict):
-        raise FileFormatError(path, "not a ballistix marks calibration file (no 'marks_calibration' object)")
-    if hashlib.sha256(_canon(body).encode()).hexdigest() != doc.get("sha256"):
-        raise FileFormatError(path, "checksum mismatch: the marks calibration was altered or damaged")
+    doc, body = _read_recorded(path, "marks_calibration", 10_000_000)
     if body.get("format") != MARKS_FORMAT or body.get("format_version") != MARKS_FORMAT_VERSION:
         raise FileFormatError(path, f"unsupported format {body.get('format')!r} {body.get('format_version')!r}")
     _check_domain(body.get("domain"), path)
