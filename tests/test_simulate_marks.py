@@ -359,3 +359,33 @@ def test_realistic_crater_of_a_flat_floored_pin():
     assert share[:4].mean() > 0.5  # the flat floor
     depth = -np.nanmin(height)
     assert 0.7 * g.geometry["firing_pin"]["depth_m"] < depth < 1.5 * g.geometry["firing_pin"]["depth_m"]
+
+
+def test_realistic_crater_shear_found_by_the_shear_extractor():
+    """With crater="realistic" the shear is shaped after the raw Fadul one (a cut pocket below the face with
+    radial striations, a trough beyond the aperture behind it): `extract_aperture_shear` finds it on the
+    sheared gun's shots, the profiles of two shots agree, and a gun without shear gives none."""
+    from ballistix.features.marks import compare_shears
+    from ballistix.features.marks.aperture_shear import extract_aperture_shear
+
+    def gun(shear: bool):
+        for seed in range(200):
+            g = make_firearm(f"G{seed}", "Ruger P95", seed=seed, resolution=RES, crater="realistic")
+            if (g.geometry["shear_deg"] is not None) == shear:
+                return g
+        raise AssertionError("no such gun")
+
+    g = gun(True)
+    shots = [_fire(g, k, view="primer", difficulty="moderate") for k in range(4)]
+    found = [extract_aperture_shear(s) for s in shots]
+    for s in shots:
+        t = s.meta["truth"]["aperture_shear"]
+        assert t["present"] and t["pocket_depth_m"] > 0 and t["displacement_m"] > 0
+    usable = [sh for sh in found if sh.usable]
+    assert len(usable) >= 2, [sh.reason for sh in found]  # the real fadul-1-1 has one, fadul-1-2 none
+    for sh in usable:
+        assert sh.features["angle_to_radius_deg"] < 35 and sh.features["area_um2"] >= 10_000
+    res = compare_shears(usable[0], usable[1])
+    assert res.used and res.count >= 2, (res.count, res.n_elements)
+    plain = _fire(gun(False), 0, view="primer", difficulty="moderate")
+    assert not extract_aperture_shear(plain).usable

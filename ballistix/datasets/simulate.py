@@ -272,6 +272,26 @@ _SHEAR_PROFILE_HALF_M = 1.0e-3
 #: Ends of the striated zone and the sector's sides fade out over this distance (metres) / angle (degrees).
 _SHEAR_TAPER_M = 30e-6
 _SHEAR_TAPER_DEG = 3.0
+#: The realistic crater's aperture shear (``crater="realistic"`` only; v1 guns keep the sector cut of
+#: `_primer_relief`), shaped after the raw Fadul scans (docs/realism.md): when the gun unlocks, the case
+#: moves ``displacement_m`` along the shear direction against the breech face while primer metal still
+#: stands in the aperture. The aperture's leading edge sweeps a crescent of the flowback ring (0.15-0.25 mm
+#: wide on its centre line on fadul-1-1, from where the ring ends to the aperture circle), cuts it down to a
+#: pocket ``pocket_depth_um`` below the face (real: 10-25 um) and scrapes its own tool marks into it along the
+#: motion (striations about radial in the sector's middle); the cut metal is smooth and reflects, so the pocket
+#: is measured (not lost in the flowback's patches). Behind the motion the retreating edge leaves a trough
+#: beyond the aperture circle (real: 10-18 um deep, up to 0.27 mm out on 14-24 % of the directions),
+#: ``trough_share`` of the pocket's depth. The displacement is the gun's (from the striations' start draw),
+#: varying shot to shot with that start (25 um); the depth is the gun's, 80-100 % of it shot to shot.
+_REALISTIC_SHEAR = dict(
+    displacement_m=(0.2e-3, 0.3e-3),
+    pocket_depth_um=(10.0, 20.0),
+    trough_share=0.7,
+    trough_fall_m=25e-6,
+    form_um=60.0,
+    patch_half_m=(0.12e-3, 0.22e-3),
+    rough_kept=0.5,
+)
 
 
 #: Crater models (a property of the gun, chosen at `make_firearm`; `fire` follows it). "v1" is the crater every
@@ -663,6 +683,13 @@ def _pin_and_shear(
     k = int(np.ceil(_SHEAR_PROFILE_HALF_M / (spacing_um * 1e-6)))
     profile = _spectral_field(prng, (1, 2 * k + 1), spacing_um, *_SHEAR_BAND_UM, alpha=1.5)[0] * shear_rms
     start_share = float(prng.uniform(0.05, 0.3))  # striations begin this share of the way from lip to aperture
+    # the realistic crater's shear (`_REALISTIC_SHEAR`): one more draw, after every v1 one, whether or not it shears
+    pocket_depth = patch = None
+    if "crater" in geometry:
+        pocket_depth = float(prng.uniform(*_REALISTIC_SHEAR["pocket_depth_um"])) * 1e-6
+        # where on the edge its marks lie: the striated patch's centre across the motion (share of the sector's
+        # half-width at the aperture) and half-width (metres)
+        patch = (float(prng.uniform(-0.6, 0.6)), float(prng.uniform(*_REALISTIC_SHEAR["patch_half_m"])))
     if geometry["shear_deg"] is None:
         geometry["aperture_shear"] = {"present": False}
         return pin_marks, None
@@ -673,6 +700,18 @@ def _pin_and_shear(
         "striation_rms_m": shear_rms,
         "start_m": rc + start_share * (geometry["aperture_radius_m"] - rc),
     }
+    if pocket_depth is not None:  # the swept crescent starts the displacement inside the aperture
+        lo, hi = _REALISTIC_SHEAR["displacement_m"]
+        displacement = lo + (hi - lo) * (start_share - 0.05) / 0.25
+        geometry["aperture_shear"].update(
+            start_m=geometry["aperture_radius_m"] - displacement,
+            displacement_m=displacement,
+            pocket_depth_m=pocket_depth,
+            patch_centre_m=patch[0]
+            * geometry["aperture_radius_m"]
+            * np.sin(np.deg2rad(geometry["shear_width_deg"] / 2)),
+            patch_half_m=patch[1],
+        )
     return pin_marks, profile
 
 
@@ -780,8 +819,12 @@ def fire(
     _add_texture(rng, z, marks, pr, d, spacing_um)
     # the firing pin's and the aperture edge's marks, from the shot's own stream: every draw above stays
     mrng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (_MARKS_STREAM,)))
-    pin_shear, marks_truth = _pin_and_shear_marks(mrng, firearm, d, xy, dx, spacing_um, rot, fp, poor, pr.contact)
+    pin_shear, marks_truth, cut = _pin_and_shear_marks(
+        mrng, firearm, d, xy, dx, spacing_um, rot, fp, poor, pr.contact, pr.bowl if pr.contact is not None else None, z
+    )
     z += pin_shear
+    if cut is not None:  # the realistic shear's pocket and trough: the instrument sees the new shape
+        geom = geom + cut["relief"]
     missing = _unmeasured(
         rng,
         geom,
@@ -793,6 +836,7 @@ def fire(
         spacing_um,
         head_truth["case_head_radius_m"] if wide else None,
         crater_in_window=view == "firing_pin",
+        smooth=None if cut is None else cut["smooth"],
     )
     _add_spikes(rng, z, d["spikes"])
     z[missing] = np.nan
@@ -961,7 +1005,9 @@ def _pin_and_shear_marks(
     fp: np.ndarray,
     poor: bool,
     contact_pin: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
+    shape: np.ndarray | None = None,
+    z: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, Any], dict[str, np.ndarray] | None]:
     """The firing pin's tip marks pressed into the crater (floor and walls) and, for a gun with an aperture
     shear, the aperture edge's striations scraped across the sheared sector of the flowback ring: heights
     (metres) to add, and what was drawn for ``meta["truth"]`` (``firing_pin``, ``aperture_shear``).
@@ -971,13 +1017,19 @@ def _pin_and_shear_marks(
     shear's start (25 um spread) and run (half to all the way to the aperture edge), its amplitude, a
     shift of the striations across (2 um) and a profile noise of a fifth of their RMS. A gun built
     without these marks (no ``firing_pin`` in its geometry) gets none. ``contact_pin``: where the pin
-    touched the primer (0-1; the realistic crater's, see `_primer_relief`), else inside the pin's outline."""
+    touched the primer (0-1; the realistic crater's, see `_primer_relief`), else inside the pin's outline.
+
+    The realistic crater's shear (`_REALISTIC_SHEAR`) is a change of shape as well: the swept crescent cut
+    down to a pocket below the face (from ``shape``, the primer's drawn shape, and ``z``, the heights so far:
+    the cut takes the primer's roughness away and keeps the form) with the striations over it,
+    and the trough behind the motion. The third value is that change of shape (metres; the instrument's
+    losses follow it), with where the cut metal lies (``"smooth"``); None for v1 guns and guns without shear."""
     g = firearm.geometry
     n = xy.px.shape[0]
     out = np.zeros((n, n))
     pin = g.get("firing_pin")
     if pin is None or firearm.pin_marks is None:
-        return out, {}
+        return out, {}, None
     scale = 0.5 if poor else 1.0
     # -- firing pin: the tip's marks at the case's pose, in the impression
     amp = float(mrng.uniform(*d["amplitude"])) * scale
@@ -1007,7 +1059,9 @@ def _pin_and_shear_marks(
     sh = g.get("aperture_shear", {"present": False})
     if not sh["present"] or firearm.shear_profile is None:
         truth["aperture_shear"] = {"present": False}
-        return out, truth
+        return out, truth, None
+    if "pocket_depth_m" in sh and shape is not None and z is not None:
+        return _realistic_shear(mrng, firearm, d, xy, dx, spacing_um, rot, scale, shape, z, out, truth, contact_pin)
     rc, ra = g["crater_radius_m"], g["aperture_radius_m"]
     start = float(sh["start_m"] + mrng.normal(0, 25e-6))
     length = float((ra - start) * mrng.uniform(0.5, 1.0))
@@ -1039,7 +1093,97 @@ def _pin_and_shear_marks(
         "amplitude": s_amp,
         "shift_m": shift,
     }
-    return out, truth
+    return out, truth, None
+
+
+def _realistic_shear(
+    mrng: np.random.Generator,
+    firearm: Firearm,
+    d: dict,
+    xy: _Coords,
+    dx: float,
+    spacing_um: float,
+    rot: float,
+    scale: float,
+    shape: np.ndarray,
+    z: np.ndarray,
+    out: np.ndarray,
+    truth: dict[str, Any],
+    contact_pin: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, Any], dict[str, np.ndarray]]:
+    """`_pin_and_shear_marks`' aperture shear for the realistic crater (`_REALISTIC_SHEAR`): the case moved
+    ``ra - start`` along the shear direction ``u`` against the breech face. A point ``p`` of the flowback
+    (``|p| < ra``) that the aperture's edge passed over (``|p + D u| > ra``: under the face at the end) is cut
+    down to the pocket, ``depth`` below the face, with the aperture edge's striations along ``u``; a point of
+    the face that the retreating edge uncovered (``|p| > ra``, ``|p + D u| < ra``: in the aperture at the
+    end) sinks into the trough. Both within the gun's sector (the pocket about ``shear_deg``, the trough
+    opposite), the pocket not on the crater's wall (``contact_pin``). The v1 shear's draws in its order,
+    then the shot's depth."""
+    g = firearm.geometry
+    sh = g["aperture_shear"]
+    rs = _REALISTIC_SHEAR
+    ra = g["aperture_radius_m"]
+    start = float(sh["start_m"] + mrng.normal(0, 25e-6))
+    run = float(mrng.uniform(0.5, 1.0))  # the striations' run: this share of the displacement
+    s_amp = float(mrng.uniform(*d["amplitude"])) * scale
+    shift = float(mrng.normal(0, 2e-6))
+    prof = firearm.shear_profile
+    noise = cv2.GaussianBlur(mrng.standard_normal((1, prof.size)), (0, 0), sigmaX=1.0)[0]
+    prof = prof + 0.2 * sh["striation_rms_m"] * noise / (noise.std() + 1e-30)
+    disp = max(ra - start, 0.0)
+    depth = sh["pocket_depth_m"] * float(mrng.uniform(0.8, 1.0))  # after the v1 shear's draws
+    a = np.deg2rad(sh["direction_deg"])
+    ux, uy = np.cos(a), np.sin(a)
+    across = -xy.gx * uy + xy.gy * ux
+    k = (prof.size - 1) / 2
+    stri = np.interp((across + shift) / firearm.spacing_m + k, np.arange(prof.size), prof) * s_amp
+    if d["blur_um"] > 0:
+        stri = cv2.GaussianBlur(stri, (0, 0), sigmaX=d["blur_um"] / spacing_um)
+    half = g["shear_width_deg"] / 2
+    edge = 2.0 * dx  # the cut's walls are a few micrometres wide, as the aperture step
+    dphi = np.abs((xy.phi - g["shear_deg"] + 180) % 360 - 180)
+    ahead = np.clip((half - dphi) / _SHEAR_TAPER_DEG, 0, 1)
+    behind = np.clip((half - (180 - dphi)) / _SHEAR_TAPER_DEG, 0, 1)
+    # the pocket: swept by the edge (outside the aperture's final place), inside the aperture circle
+    swept = np.clip((np.hypot(xy.gx + disp * ux, xy.gy + disp * uy) - ra) / edge + 0.5, 0, 1)
+    inside = np.clip((ra - xy.r_fp) / edge + 0.5, 0, 1)
+    w = swept * inside * ahead
+    if contact_pin is not None:  # the edge shears the flowback, not the crater wall the pin fully pressed
+        w = w * (contact_pin < 1.0)
+    pocket = w * (-depth - shape)
+    # the cut surface keeps the form (the heights less the drawn shape, smoothed over ``form_um``) and
+    # ``rough_kept`` of the primer's roughness (the metal is cut and smeared); the aperture edge's marks lie on
+    # a patch of it: across the motion about the gun's ``patch_centre_m``, along it over ``run`` of the
+    # displacement, in the middle of the pocket (whose inner edge, where the motion ended, lies ``D`` along the
+    # motion before the aperture circle)
+    rough = z - shape
+    rough = rough - cv2.GaussianBlur(rough, (0, 0), sigmaX=rs["form_um"] / spacing_um)
+    along = xy.gx * ux + xy.gy * uy
+    from_edge = along + disp - np.sqrt(np.maximum(ra**2 - across**2, 0.0))
+    marked = np.clip((sh["patch_half_m"] - np.abs(across - sh["patch_centre_m"])) / _SHEAR_TAPER_M, 0, 1)
+    marked = marked * np.clip((run * disp / 2 - np.abs(from_edge - disp / 2)) / _SHEAR_TAPER_M, 0, 1)
+    # the trough: uncovered by the retreating edge, beyond the aperture circle, its sides falling over trough_fall_m
+    uncovered = np.clip((ra - np.hypot(xy.gx + disp * ux, xy.gy + disp * uy)) / rs["trough_fall_m"], 0, 1)
+    outside = np.clip((xy.r_fp - ra) / rs["trough_fall_m"], 0, 1)
+    trough = -rs["trough_share"] * depth * uncovered * outside * behind
+    relief = pocket + trough
+    out += relief + w * (marked * stri - (1 - rs["rough_kept"]) * rough)
+    truth["aperture_shear"] = {
+        "present": True,
+        "angle_deg": float((g["shear_deg"] + rot) % 360.0),
+        "width_deg": float(g["shear_width_deg"]),
+        "direction_deg": float((sh["direction_deg"] + rot) % 360.0),
+        "start_m": start,
+        "length_m": run * disp,
+        "displacement_m": disp,
+        "patch_centre_m": float(sh["patch_centre_m"]),
+        "patch_half_m": float(sh["patch_half_m"]),
+        "pocket_depth_m": depth,
+        "striation_rms_m": float(sh["striation_rms_m"]),
+        "amplitude": s_amp,
+        "shift_m": shift,
+    }
+    return out, truth, {"relief": relief, "smooth": w > 0.5}
 
 
 def _primer_relief(
@@ -1080,7 +1224,7 @@ def _primer_relief(
         fb = step + (hfb - step) * frac**0.8
     edge_w = 2.0 * dx  # the step is a few micrometres wide: steeper than any objective accepts
     fb = fb * np.clip((ra - r_fp) / edge_w + 0.5, 0, 1)
-    if g["shear_deg"] is not None:  # aperture shear: the ring is cut down in a sector
+    if g["shear_deg"] is not None and not realistic:  # aperture shear: the ring is cut down in a sector
         dphi = np.abs((phi - g["shear_deg"] + 180) % 360 - 180)
         fb = np.where(dphi < g["shear_width_deg"] / 2, fb * 0.15, fb)
     z += np.where(r_fp < ra, fb, 0.0)
@@ -1260,12 +1404,14 @@ def _unmeasured(
     spacing_um: float,
     rim_m: float | None,
     crater_in_window: bool = False,
+    smooth: np.ndarray | None = None,
 ) -> np.ndarray:
     """Where the instrument measures nothing (True): slopes of the shape ``geom`` near and beyond the
     objective's acceptance angle, the crater floor below the depth window (unless ``crater_in_window``:
     the "firing_pin" view), the pocket gap, patches of the flowback ring and the dark case head, and
     random clusters of drop-outs (``dropout``). ``rim_m``: the case-head view's rim radius, beyond which
-    nothing is measured (None: primer view)."""
+    nothing is measured (None: primer view). ``smooth``: where the realistic shear cut the flowback (not lost
+    in its patches)."""
     shape = geom.shape
     wide = rim_m is not None
     rc, ra, hfb = g["crater_radius_m"], g["aperture_radius_m"], g["flowback_height_m"]
@@ -1293,6 +1439,8 @@ def _unmeasured(
     # the flowback metal is rough and tilted: it returns little light, so about half of it is lost in patches
     # (the realistic crater's wall, burnished by the pin where it pressed, reflects as the face does)
     patches = (xy.r_fp < ra) & (_smooth_field(rng, shape, 25 / spacing_um) + 0.6 * rng.standard_normal(shape) > 0.3)
+    if smooth is not None:  # the realistic shear's pocket: cut metal, smooth, reflects as the face does
+        patches &= ~smooth
     missing |= patches if pr.contact is None else patches & (pr.contact < 0.5)
     # dark, tilted case head; a whole-head instrument is set up to measure it: far fewer drop-outs there
     missing |= pr.head & (_smooth_field(rng, shape, 150 / spacing_um) > (1.2 if wide else -0.6))
