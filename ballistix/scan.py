@@ -58,6 +58,30 @@ def check_spacing_value(value, name: str = "spacing_m", *, plausible: bool = Tru
     return v
 
 
+def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
+    """A finite positive number (or non-negative, with ``allow_zero``), checked; `ParameterError` naming
+    ``name`` otherwise."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ParameterError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value!r}")
+    return v
+
+
+def check_range(value, name: str) -> tuple[float, float]:
+    """A ``(low, high)`` pair with ``0 < low < high`` (cutoffs of a band, a window), checked;
+    `ParameterError` naming ``name`` otherwise."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a (low, high) pair, got {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
+        raise ParameterError(f"{name} must be a (low, high) pair with 0 < low < high, got {value!r}")
+    return lo, hi
+
+
 def check_spacing(spacing_m, name: str = "spacing_m", *, plausible: bool = True) -> tuple[float, float]:
     """``(dx, dy)`` in metres from one number or a pair, each checked by `check_spacing_value`."""
     try:

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import ParameterError
-from ...scan import Scan, check_heights, check_spacing
+from ...scan import Scan, check_heights, check_positive, check_range, check_spacing
 from ..filters import gaussian_lowpass
 from ..preprocessing.breech_face import find_breech_face
 from ..preprocessing.region import BreechFaceRegion
@@ -195,26 +195,6 @@ def _sigma_px(sigma_um: float, spacing_m: float) -> float:
     return sigma_um * 1e-6 / spacing_m
 
 
-def _band(band_um, name: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in band_um)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a (short, long) pair of cutoffs in um, got {band_um!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
-        raise ParameterError(f"{name} must be a (short, long) pair with 0 < short < long (um), got {band_um!r}")
-    return lo, hi
-
-
-def _positive(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a positive number, got {value!r}") from None
-    if not (np.isfinite(v) and v > 0):
-        raise ParameterError(f"{name} must be a positive number, got {value!r}")
-    return v
-
-
 def _structure_tensor(z: np.ndarray, dx: float, dy: float, band_um, sigma_um: float):
     """Structure tensor (Jxx, Jyy, Jxy) of the band-passed heights ``z``, NaN-aware: gradients only between
     measured points, averaged with normalised Gaussian weights. Also returns the weight (share of measured
@@ -271,8 +251,8 @@ def striation_map(heights, spacing_m=None, *, band_um=DETECTION_BAND_UM, sigma_u
     (True, 90)
     """
     z, dx, dy = _heights_spacing(heights, spacing_m, "striation_map")
-    band = _band(band_um, "band_um")
-    sigma = _positive(sigma_um, "sigma_um")
+    band = check_range(band_um, "band_um")
+    sigma = check_positive(sigma_um, "sigma_um")
     jxx, jyy, jxy, w = _structure_tensor(z * 1e6, dx, dy, band, sigma)
     coh, line = _coherence_and_direction(jxx, jyy, jxy)
     coh[w < 0.25] = np.nan
@@ -371,8 +351,8 @@ def shear_profile(
     (True, 90, True)
     """
     z, dx, dy = _heights_spacing(heights, spacing_m, "shear_profile")
-    band = _band(band_um, "band_um")
-    sigma = _positive(sigma_um, "sigma_um")
+    band = check_range(band_um, "band_um")
+    sigma = check_positive(sigma_um, "sigma_um")
     src = _source(heights) if source is None else str(source)
     if mask is None:
         inside = ~np.isnan(z)
@@ -608,16 +588,16 @@ def extract_aperture_shear(
         raise ParameterError(
             f"extract_aperture_shear needs a raw Scan (heights and spacing), got {type(scan).__name__}"
         )
-    band = _band(band_um, "band_um")
-    det_band = _band(detection_band_um, "detection_band_um")
-    sigma = _positive(sigma_um, "sigma_um")
+    band = check_range(band_um, "band_um")
+    det_band = check_range(detection_band_um, "detection_band_um")
+    sigma = check_positive(sigma_um, "sigma_um")
     min_coh = float(min_coherence)
     if not 0 <= min_coh < 1:
         raise ParameterError(f"min_coherence must be in [0, 1), got {min_coherence!r}")
     max_angle = float(max_angle_to_radius_deg)
     if not 0 < max_angle <= 90:
         raise ParameterError(f"max_angle_to_radius_deg must be in (0, 90], got {max_angle_to_radius_deg!r}")
-    min_area = _positive(min_area_um2, "min_area_um2")
+    min_area = check_positive(min_area_um2, "min_area_um2")
     src = _source(scan)
     steps = [p.get("step") for p in scan.meta.get("processing", []) if isinstance(p, dict)]
     if steps:
@@ -892,13 +872,13 @@ def compare_shears(
     for name, p in (("a", a), ("b", b)):
         if not isinstance(p, ShearProfile):
             raise ParameterError(f"{name} must be a ShearProfile (extract_aperture_shear), got {type(p).__name__}")
-    seg_um = _positive(segment_um, "segment_um")
+    seg_um = check_positive(segment_um, "segment_um")
     tol_um = float(tolerance_um)
     if not (np.isfinite(tol_um) and tol_um >= 0):
         raise ParameterError(f"tolerance_um must be a non-negative number, got {tolerance_um!r}")
     if isinstance(n_peaks, bool) or not isinstance(n_peaks, (int, np.integer)) or n_peaks < 1:
         raise ParameterError(f"n_peaks must be a positive integer, got {n_peaks!r}")
-    min_ov_um = _positive(min_overlap_um, "min_overlap_um")
+    min_ov_um = check_positive(min_overlap_um, "min_overlap_um")
     if not a.usable or not b.usable:
         why = "; ".join(f"case {n}: {p.reason}" for n, p in (("A", a), ("B", b)) if not p.usable)
         return MarkResult.not_used(MARK, why)

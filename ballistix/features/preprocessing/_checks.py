@@ -8,7 +8,7 @@ import numpy as np
 
 from ..._version import __version__
 from ...errors import ParameterError
-from ...scan import Scan, check_heights, check_spacing
+from ...scan import Scan, check_heights, check_positive, check_range, check_spacing
 
 
 def _heights(heights, name: str = "heights") -> np.ndarray:
@@ -30,24 +30,8 @@ def _spacing_of(heights, spacing_m, step: str) -> tuple[float, float]:
     return _spacing(spacing_m)
 
 
-def _positive(value, name: str, *, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ParameterError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value!r}")
-    return v
-
-
-def _range(value, name: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a (low, high) pair, got {value!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
-        raise ParameterError(f"{name} must be a (low, high) pair with 0 < low < high, got {value!r}")
-    return lo, hi
+_positive = check_positive  # the names this package's modules use
+_range = check_range
 
 
 def _check_cutoffs(short_cutoff_um, long_cutoff_um) -> tuple[float, float]:
