@@ -580,6 +580,12 @@ def weigh_comparison_marks(res, marks_calibration="default") -> None:
     """
     if not res.marks:
         return
+    if "breech_face_log10_lr" in res.evidence:  # weighed before: start again from the breech face's own LR
+        res.log10_lr = res.evidence.pop("breech_face_log10_lr")
+        res.evidence["conclusion"] = res.evidence.pop("breech_face_conclusion", None)
+        if res.evidence["conclusion"] is None:
+            res.evidence.pop("conclusion")
+        res.evidence.pop("lr_basis", None)
     if marks_calibration is None:
         cands = []
     elif isinstance(marks_calibration, str) and marks_calibration == "default":

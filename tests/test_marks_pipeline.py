@@ -178,6 +178,8 @@ def test_a_fitted_marks_calibration_fuses_and_the_fused_lr_becomes_the_compariso
         assert ev["marks"]["fused"]["used"] == ["breech_face", "firing_pin"]
         assert ev["marks"]["calibration"]["sha256"] == mc.sha256
         assert copy.log10_lr == ev["marks"]["fused"]["log10_lr"] == ev["conclusion"]["log10_lr"]
+        weigh_comparison_marks(copy, mc)  # weighed again: the same, never fused twice
+        assert copy.evidence["breech_face_log10_lr"] == bf and copy.log10_lr == ev["marks"]["fused"]["log10_lr"]
         fused[res is same] = copy.log10_lr
     assert fused[True] > fused[False]
 
