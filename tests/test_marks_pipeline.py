@@ -116,6 +116,7 @@ def _npy(arr) -> bytes:
         (lambda m: m.update({"marks.npy": _npy(np.array("{not json"))}), "not valid JSON"),
         (lambda m: m.update({"marks.ghost.x.npy": _npy(np.zeros(3))}), "belongs to no mark"),
         (lambda m: m.update({"marks.firing_pin.marks_m.npy": _npy(np.zeros((2, 2), np.int32))}), "must hold floats"),
+        (lambda m: m.update({"marks.firing_pin.marks_m.npy": _npy(np.zeros((4100, 4100)))}), "bytes together"),
     ],
 )
 def test_a_damaged_npz_of_marks_is_refused_naming_the_file(tmp_path, scans, change, message):

@@ -38,8 +38,10 @@ __all__ = [
 ]
 
 NPZ_FORMAT_VERSION = 1
-#: At most this many mark arrays in a ``.npz`` (the marks of `ballistix.features.marks` use six).
+#: At most this many mark arrays in a ``.npz`` (the marks of `ballistix.features.marks` use six), holding
+#: at most this many bytes together (a firing-pin impression at 1 um on a 7,200-column polar grid: ~30 MB).
 MAX_MARK_ARRAYS = 12
+MAX_MARK_BYTES = 128 * 1024 * 1024
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 #: An image resolution tag is believed only if it implies pixels at most this large:
 #: 72/96 dpi defaults written by ordinary software are not a microscope's calibration.
@@ -306,8 +308,9 @@ def _mark_members(marks: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_marks(path, zf, members: dict, limit: int) -> dict:
-    """The mark records of a ``.npz`` (see `_mark_members`): ``{name: {"fields": ..., "arrays": ...}}``."""
+def _read_marks(path, zf, members: dict) -> dict:
+    """The mark records of a ``.npz`` (see `_mark_members`): ``{name: {"fields": ..., "arrays": ...}}``,
+    their arrays within `MAX_MARK_BYTES` together (checked before each is decoded)."""
     names = [n for n in members if n.startswith("marks.") and n.endswith(".npy") and n != "marks.npy"]
     if "marks.npy" not in members:
         if names:
@@ -319,11 +322,15 @@ def _read_marks(path, zf, members: dict, limit: int) -> dict:
     if not all(isinstance(v, dict) for v in fields.values()):
         raise ScanFormatError(path, "marks JSON must map each mark to an object of its fields")
     out = {name: {"fields": f, "arrays": {}} for name, f in fields.items()}
-    for n in names:
+    left = MAX_MARK_BYTES
+    for n in sorted(names):
         parts = n[: -len(".npy")].split(".")
         if len(parts) != 3 or parts[1] not in out:
             raise ScanFormatError(path, f"npz member {n} belongs to no mark in marks.npy")
-        a = _npy(path, zf, members, n, limit)
+        if members[n].file_size > left + 4096:
+            raise ScanFormatError(path, f"the mark arrays hold more than {MAX_MARK_BYTES} bytes together")
+        a = _npy(path, zf, members, n, left + 4096)
+        left -= a.nbytes
         if a.dtype.kind != "f":
             raise ScanFormatError(path, f"npz member {n} must hold floats, got {a.dtype}")
         out[parts[1]]["arrays"][parts[2]] = a
@@ -466,7 +473,7 @@ def read_npz(
         else:
             heights = _npy(path, zf, members, "heights.npy", max_points * 8 + 4096)
         meta_arr = _npy(path, zf, members, "meta.npy", 16 * 1024 * 1024)
-        marks = _read_marks(path, zf, members, max_points * 8 + 4096)
+        marks = _read_marks(path, zf, members)
     if heights.size > max_points:
         raise ScanFormatError(path, f"heights have {heights.size} points, more than the limit of {max_points}")
     if spacing.shape != (2,) or spacing.dtype.kind != "f":
