@@ -355,7 +355,7 @@ MARKS_FORMAT_VERSION = 1
 #: SHA-256 of the content of each marks calibration shipped in ``ballistix/data`` (``marks_*.json``),
 #: pinned in the code as `ballistix.evidence.SHIPPED_SHA256` pins the breech-face ones.
 SHIPPED_MARKS_SHA256: dict[str, str] = {
-    "marks_simulated.json": "1832194cb737f590f1ea3e8022b6c009821276624195ef26673538bef6786d43",
+    "marks_simulated.json": "349d39e031149bc848b3199fae78e56f936de51012f02275b2fb44a0673220d1",
 }
 
 

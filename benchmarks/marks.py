@@ -745,6 +745,7 @@ def ship(d: dict, folds: int, seed: int, min_pairs: int, write: bool) -> dict:
             "calibre": ["9mm Luger"],
             "instrument": [SIM_INSTRUMENT],
             "description": "scans of the ballistix simulator (confocal instrument) only",
+            "unknown_ok": ["calibre"],
         },
         min_pairs_per_class=min_pairs,
         performance=perf,
