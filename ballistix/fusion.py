@@ -620,8 +620,10 @@ def weigh_comparison_marks(res, marks_calibration="default") -> None:
     weighed["results"] = results
     weighed["calibration"] = {"name": mc.name, "sha256": mc.sha256, "origin": mc.describe_origin()}
     res.evidence["marks"] = weighed
+    if weighed["fused"].get("used") == ["breech_face"]:  # nothing to fuse with: the breech face's LR stands
+        weighed["fused"].update(log10_lr=None, reason="no other mark was weighed: the breech face's own LR stands")
     fused = weighed["fused"].get("log10_lr")
-    if fused is not None and weighed["fused"].get("used") != ["breech_face"]:
+    if fused is not None:
         res.evidence["breech_face_log10_lr"] = bf
         res.evidence["breech_face_conclusion"] = res.evidence.get("conclusion")
         res.evidence["lr_basis"] = "fused: " + " + ".join(m.replace("_", " ") for m in weighed["fused"]["used"])

@@ -70,6 +70,10 @@ def test_a_scan_without_firing_pin_data_gives_not_used_never_zero_evidence(scans
     assert not fp.used and "scan B" in fp.reason and fp.count == 0 and math.isnan(fp.score)
     entry = res.evidence["marks"]["per_mark"]["firing_pin"]
     assert entry["used"] is False and entry["log10_lr"] is None and entry["reason"]
+    # the shipped marks calibration applies (simulated scans), but nothing is left to fuse with the breech face
+    assert res.evidence["marks"]["calibration"]["name"].startswith("ballistix marks simulated")
+    assert res.evidence["marks"]["fused"]["log10_lr"] is None and "lr_basis" not in res.evidence
+    assert res.log10_lr == evidence.weigh(res).log10_lr  # the breech face's own LR stands
     without = bx.compare(procs[0], bx.preprocess(raw[1]))  # one side carries no marks: nothing compared
     assert without.marks == {} and "marks" not in without.evidence
 
