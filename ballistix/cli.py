@@ -572,7 +572,8 @@ def cmd_rule(args) -> int:
 def cmd_register(args) -> int:
     """Register a calibration file (for example validation/calibration.json from ``ballistix validate``)
     in a store: its comparisons then take the most specific registered or shipped calibration whose
-    population holds both scans."""
+    population holds both scans. A marks calibration (``ballistix.fusion.MarksCalibration.save``) weighs
+    and fuses the firing pin and aperture shear of a store made with ``ingest --marks``."""
     with _store(args) as st:
         rec = st.register_calibration(args.calibration, reason=args.reason)
     print(
@@ -1260,7 +1261,7 @@ def _register_calibration_parser(sub) -> None:
     rc = sub.add_parser(
         "register-calibration", help="register a lab's calibration file in a store", description=cmd_register.__doc__
     )
-    rc.add_argument("calibration", help="the calibration file (JSON)")
+    rc.add_argument("calibration", help="the calibration file (JSON): a breech-face or a marks calibration")
     rc.add_argument("--store", required=True)
     rc.add_argument("--reason", required=True, type=_text, help="why it applies: the validation behind it")
     rc.add_argument("--json", action="store_true")

@@ -11,7 +11,7 @@ import pytest
 
 import ballistix as bx
 from ballistix import evidence
-from ballistix.errors import FileFormatError, ParameterError, ScanFormatError
+from ballistix.errors import FileFormatError, ParameterError, ScanFormatError, StoreError
 from ballistix.features.marks import MarkResult
 from ballistix.fusion import (
     MarksCalibration,
@@ -255,17 +255,28 @@ def test_fadul_scans_are_outside_the_shipped_marks_calibration(compared):
 def test_a_store_with_marks_records_them_and_its_graph_report_and_review_page_show_them(tmp_path, scans):
     raw, _ = scans
     folder = tmp_path / "store"
+    lab = _reference(evidence.default_calibration().sha256)  # a lab's own marks calibration, registered
+    lab.reference["name"] = "lab marks"
     with bx.CaseStore(folder, preprocess_params={"marks": True}) as st:
         st.ingest(raw, meta=[{"exhibit_id": f"E{k}"} for k in range(3)], progress=False)
         assert set(st.scan("E0").marks) == {"firing_pin", "aperture_shear"}  # the cached scan keeps them
+        rec = st.register_calibration(lab.save(tmp_path / "lab.json"), reason="validated on our reference set")
+        assert rec["kind"] == "marks" and rec["breech_face_sha256"] == lab.breech_face_sha256
+        assert [c.name for c in st.marks_calibrations()][0] == "lab marks"
+        assert "lab marks" not in [c.name for c in st.calibrations()]  # not a breech-face calibration
         st.link_new(progress=False)
         rows = st._db.execute("SELECT a, b, log10_lr, evidence_json FROM comparisons").fetchall()
         assert len(rows) == 3
         for *_, lr, ev in rows:
             marks = json.loads(ev)["marks"]
             assert marks["results"]["firing_pin"]["used"] and set(marks["per_mark"]) >= {"breech_face", "firing_pin"}
-            if json.loads(ev).get("lr_basis"):  # fused by the shipped marks calibration (simulated scans)
-                assert lr == marks["fused"]["log10_lr"]
+            assert (
+                marks["calibration"]["name"] == "lab marks"
+                and "registered in the store" in marks["calibration"]["origin"]
+            )
+            assert json.loads(ev)["lr_basis"] == "fused: breech face + firing pin"
+            assert lr == marks["fused"]["log10_lr"]
+        assert st.check()["ok"]
         g = st.graph()
         fused = [d for *_, d in g.nx.edges(data=True) if d.get("kind") == "match" and d.get("firing_pin_log10_lr")]
         assert fused and all(d["lr_basis"].startswith("fused") and "breech_face_log10_lr" in d for d in fused)
@@ -279,3 +290,9 @@ def test_a_store_with_marks_records_them_and_its_graph_report_and_review_page_sh
     assert 'id="marks"' in page and "firing pin" in page and 'id="fused-lr"' in page
     with pytest.raises(ParameterError, match="preprocess_params"):  # a store's setting, fixed at creation
         bx.CaseStore(folder, preprocess_params={"marks": False, "spacing_um": 3.0})
+    kept = folder / rec["file"]  # a registered marks calibration altered afterwards: refused, and check says so
+    kept.write_text(kept.read_text().replace("lab marks", "lab marx"))
+    with bx.CaseStore(folder) as st:
+        assert any(p["check"] == "calibration" for p in st.check()["problems"])
+        with pytest.raises(StoreError, match="missing or altered"):
+            st.marks_calibrations()

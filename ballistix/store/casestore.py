@@ -309,6 +309,7 @@ class CaseStore:
         self.shortlist = int(shortlist)
         self.descriptor = descriptor_info()  # a new store's; an existing store's is read from it below
         self._cals = None  # calibrations to choose from (registered, then shipped), read when first needed
+        self._marks_cals = None  # the same for the other marks (`marks_calibrations`)
         self._opening: list[dict] = []  # problems found and worked around while opening (reported by check)
         self._migrated_from = None
         self._index_seen = None  # the index digest this process's index is (see `_fresh_index`)
@@ -766,20 +767,20 @@ class CaseStore:
         """Register a calibration file (for example the one `ballistix.validate` wrote from the
         lab's own reference scans) for this store's comparisons.
 
-        The file is checked (`evidence.load_calibration`) and copied into the
-        store's ``calibrations/`` folder under its SHA-256; who registered it,
-        when, from which file, from what reference data (the counts and
-        validation record the calibration states) and why are recorded. Only
-        shipped and registered calibrations weigh this store's comparisons
-        (see `evidence.trusted_calibration`). From then on each new
-        comparison takes the most specific calibration, registered or shipped,
-        whose domain holds both scans. Returns the record.
+        The file is checked (`evidence.load_calibration`, or for a marks calibration
+        `fusion.load_marks_calibration`) and copied into the store's ``calibrations/`` folder under its
+        SHA-256; who registered it, when, from which file, from what reference data (the counts and
+        validation record the calibration states) and why are recorded. Only shipped and registered
+        calibrations weigh this store's comparisons (see `evidence.trusted_calibration`). From then on
+        each new comparison takes the most specific calibration, registered or shipped, whose domain
+        holds both scans; a registered marks calibration (``kind`` "marks" in the record) weighs and
+        fuses the other marks of the pairs its breech-face calibration weighed, before the shipped
+        ones (`marks_calibrations`). Returns the record.
         """
-        from .. import evidence
-
         if not str(reason).strip():
             raise ParameterError("say why this calibration applies (for example its validation report)")
-        evidence.load_calibration(path)  # size, format and checksum checked before anything is copied
+        kind, load = self._calibration_kind(path)
+        load(path)  # size, format and checksum checked before anything is copied
         data = Path(path).read_bytes()
         sha = hashlib.sha256(data).hexdigest()
         rel = f"calibrations/{sha}.json"
@@ -787,7 +788,7 @@ class CaseStore:
         with atomic_file(self.folder / rel) as f:
             f.write(data)
             f.flush()
-            cal = evidence.load_calibration(f.name)  # the bytes that are kept are the bytes checked
+            cal = load(f.name)  # the bytes that are kept are the bytes checked
         ref = cal.reference
         rec = {
             "file": rel,
@@ -805,13 +806,29 @@ class CaseStore:
                 if ref.get(k) is not None
             },
         }
+        if kind == "marks":
+            rec.update(kind="marks", breech_face_sha256=cal.breech_face_sha256)
         recs = [r for r in self.calibration_records() if r["sha256"] != sha] + [rec]
         self._db.execute(
             "INSERT INTO meta VALUES ('calibrations', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (json.dumps(recs, sort_keys=True),),
         )
-        self._cals = None
+        self._cals = self._marks_cals = None
         return rec
+
+    @staticmethod
+    def _calibration_kind(path) -> tuple:
+        """``("breech_face" | "marks", loader)`` of a calibration file, by the object it holds (a file of
+        neither kind is left to the breech-face loader, whose error names it)."""
+        from .. import evidence, fusion
+
+        try:
+            head = Path(path).read_bytes()[:4096] if Path(path).stat().st_size <= 10_000_000 else b""
+        except OSError:
+            head = b""
+        if b'"marks_calibration"' in head:
+            return "marks", fusion.load_marks_calibration
+        return "breech_face", evidence.load_calibration
 
     def calibration_records(self) -> list[dict]:
         """The calibrations registered in this store (see `register_calibration`)."""
@@ -824,25 +841,42 @@ class CaseStore:
         from .. import evidence
 
         if self._cals is None:
-            cals = []
-            for r in self.calibration_records():
-                path = self.folder / r["file"]
-                try:
-                    ok = sha256_file(path) == r["sha256"]
-                except OSError:
-                    ok = False
-                if not ok:
-                    raise StoreError(f"{path}: the registered calibration {r['name']!r} is missing or altered")
-                cal = evidence.load_calibration(path)
-                cal.origin = {
-                    "kind": "registered",
-                    "store": str(self.folder),
-                    "sha256": cal.sha256,
-                    **{k: r.get(k) for k in ("registered_by", "registered_utc", "reason", "source")},
-                }
-                cals.append(cal)
-            self._cals = cals + evidence.shipped_calibrations()
+            self._cals = self._registered("breech_face", evidence.load_calibration) + evidence.shipped_calibrations()
         return self._cals
+
+    def marks_calibrations(self) -> list:
+        """The marks calibrations that weigh and fuse the other marks of this store's comparisons (a store
+        made with ``preprocess_params={"marks": True}``): the registered ones, then the shipped ones
+        (`ballistix.fusion.weigh_comparison_marks` takes the first that applies)."""
+        from .. import fusion
+
+        if self._marks_cals is None:
+            self._marks_cals = self._registered("marks", fusion.load_marks_calibration) + (
+                fusion.shipped_marks_calibrations()
+            )
+        return self._marks_cals
+
+    def _registered(self, kind: str, load) -> list:
+        out = []
+        for r in self.calibration_records():
+            if r.get("kind", "breech_face") != kind:
+                continue
+            path = self.folder / r["file"]
+            try:
+                ok = sha256_file(path) == r["sha256"]
+            except OSError:
+                ok = False
+            if not ok:
+                raise StoreError(f"{path}: the registered calibration {r['name']!r} is missing or altered")
+            cal = load(path)
+            cal.origin = {
+                "kind": "registered",
+                "store": str(self.folder),
+                "sha256": cal.sha256,
+                **{k: r.get(k) for k in ("registered_by", "registered_utc", "reason", "source")},
+            }
+            out.append(cal)
+        return out
 
     @property
     def schema_version(self) -> int:
@@ -1692,6 +1726,7 @@ class CaseStore:
             scans=self._usable_scan,
             n_jobs=n_jobs,
             calibration=self.calibrations(),
+            marks_calibration=self.marks_calibrations(),
             verify_top=verify_top,
             **self.compare_params,
         )
@@ -1816,7 +1851,7 @@ class CaseStore:
     def _record_links(self, outcomes: Iterable[Outcome]) -> int:
         """Weigh and record each exhibit's verified comparisons with its ``linked`` mark."""
         params = json.dumps({**COMPARE_DEFAULTS, **self.compare_params}, sort_keys=True, default=str)
-        calibrations = self.calibrations()
+        calibrations, marks_calibrations = self.calibrations(), self.marks_calibrations()
         n = 0
         for out in outcomes:
             for d in out.damaged:
@@ -1829,7 +1864,7 @@ class CaseStore:
             with self._transaction() as db:
                 for c in out.verified:
                     r = weigh(c.comparison, calibrations)
-                    weigh_comparison_marks(r)  # where both scans carry marks (a store ingesting with marks)
+                    weigh_comparison_marks(r, marks_calibrations)  # where both scans carry marks
                     a, b = sorted((out.rowid, c.id))
                     db.execute(  # a pair compared again keeps its examiner's verdict (see `confirm`)
                         "INSERT INTO comparisons (a, b, cmc_count, score, rotation_deg, params_json, "
