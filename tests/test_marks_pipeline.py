@@ -137,7 +137,10 @@ def test_a_damaged_npz_of_marks_is_refused_naming_the_file(tmp_path, scans, chan
         (lambda r: r["fields"].update(secret=1), "unknown fields"),
         (lambda r: r["arrays"].pop("marks_m"), "needs its arrays"),
         (lambda r: r["arrays"].update(marks_m=np.zeros((3, 7), np.float32)), "shapes do not agree"),
-        (lambda r: r["fields"].update(usable="yes"), "'usable' must be"),
+        (lambda r: r["fields"].update(usable="yes"), "usable must be true or false"),
+        (lambda r: r["fields"].update(centre_m="here"), "centre_m must be two finite numbers"),
+        (lambda r: r["fields"].update(n_theta=1.5), "n_theta must be an integer"),
+        (lambda r: r["fields"].update(spacing_um=-2.0), "positive spacing_um"),
     ],
 )
 def test_a_stored_mark_that_does_not_hold_together_is_refused_when_compared(tmp_path, scans, change, message):
