@@ -283,9 +283,11 @@ def test_a_store_with_marks_records_them_and_its_graph_report_and_review_page_sh
         g = st.graph()
         fused = [d for *_, d in g.nx.edges(data=True) if d.get("kind") == "match" and d.get("firing_pin_log10_lr")]
         assert fused and all(d["lr_basis"].startswith("fused") and "breech_face_log10_lr" in d for d in fused)
+        assert all(d["marks_calibration_origin"].startswith("lab marks") for d in fused)
         report = st.report(tmp_path / "report.html").read_text()
     assert "Other marks: firing pin and aperture shear" in report
     assert "no comparison&#x27;s other marks were weighed" not in report and "fused:" in report
+    assert "marks: lab marks" in report  # the calibrations table names the marks calibration too
     from ballistix.serve import create_app
 
     a, b = sorted(("E0", "E1"))

@@ -35,6 +35,8 @@ SHARED_VALUES = frozenset(
         "lr_basis",
         "calibration_sha256",
         "calibration_origin",
+        "marks_calibration_sha256",
+        "marks_calibration_origin",
     }
 )
 

@@ -98,6 +98,8 @@ def _result_fields(result) -> dict[str, Any]:
             "calibration_sha256",
             "calibration_origin",
             *MARK_EDGE_KEYS,
+            "marks_calibration_sha256",
+            "marks_calibration_origin",
         ):
             if result.get(k) is not None:
                 out[k] = result[k]
@@ -127,17 +129,24 @@ MARK_EDGE_KEYS = ("breech_face_log10_lr", "firing_pin_log10_lr", "aperture_shear
 
 
 def mark_edge_fields(evidence: Mapping) -> dict:
-    """The edge attributes a comparison's ``evidence["marks"]`` gives (`MARK_EDGE_KEYS`, ``lr_basis``):
-    flat numbers, so that GraphML and GEXF keep them; nothing for a mark not weighed."""
+    """The edge attributes a comparison's ``evidence["marks"]`` gives (`MARK_EDGE_KEYS`, ``lr_basis``, the
+    marks calibration's ``marks_calibration_sha256`` and ``marks_calibration_origin``): flat numbers and
+    text, so that GraphML and GEXF keep them; nothing where no mark but the breech face was weighed."""
     marks = (evidence or {}).get("marks") or {}
     out = {
         f"{m}_log10_lr": float(e["log10_lr"])
         for m, e in (marks.get("per_mark") or {}).items()
         if f"{m}_log10_lr" in MARK_EDGE_KEYS and e.get("log10_lr") is not None
     }
-    if out and evidence.get("lr_basis"):
+    if len(out) < 2:  # the breech face alone: no other mark was weighed
+        return {}
+    if evidence.get("lr_basis"):
         out["lr_basis"] = str(evidence["lr_basis"])
-    return out if len(out) > 1 else {}
+    cal = marks.get("calibration") or {}
+    if cal.get("sha256"):
+        out["marks_calibration_sha256"] = str(cal["sha256"])
+        out["marks_calibration_origin"] = str(cal.get("origin") or cal.get("name"))
+    return out
 
 
 #: An examiner's verdict and the ``confirmed`` it means (None: inconclusive, neither link nor elimination).

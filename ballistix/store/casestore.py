@@ -823,10 +823,10 @@ class CaseStore:
         from .. import evidence, fusion
 
         try:
-            head = Path(path).read_bytes()[:4096] if Path(path).stat().st_size <= 10_000_000 else b""
-        except OSError:
-            head = b""
-        if b'"marks_calibration"' in head:
+            doc = json.loads(Path(path).read_bytes()) if Path(path).stat().st_size <= 10_000_000 else None
+        except (OSError, ValueError):
+            doc = None  # the loader says what is wrong with the file
+        if isinstance(doc, dict) and "marks_calibration" in doc:
             return "marks", fusion.load_marks_calibration
         return "breech_face", evidence.load_calibration
 

@@ -75,6 +75,9 @@ def _calibrations_used(g) -> list[dict]:
         if d.get("kind") == "match" and d.get("log10_lr") is not None:
             key = (d.get("calibration_sha256") or "not recorded", d.get("calibration_origin") or "not recorded")
             used[key] = used.get(key, 0) + 1
+            if d.get("marks_calibration_sha256"):  # the marks' calibration, fused with the breech face's
+                key = (d["marks_calibration_sha256"], f"marks: {d.get('marks_calibration_origin')}")
+                used[key] = used.get(key, 0) + 1
     return [
         {"calibration sha256": sha, "calibration and origin": origin, "comparisons": n}
         for (sha, origin), n in sorted(used.items())
