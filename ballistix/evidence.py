@@ -505,29 +505,31 @@ def _check_domain(domain, path=None) -> None:
 _SHIPPED: dict[str, Calibration] | None = None
 
 
+def _shipped_files(prefix: str, pins: dict[str, str], load, pinned_in: str) -> dict[str, Any]:
+    """The calibration files ``ballistix/data/<prefix>*.json`` shipped with the package, read by ``load``
+    and each held to the SHA-256 pinned in ``pins`` (named ``pinned_in`` in the message when it is not),
+    by name (the file name without prefix and suffix), with their origin "shipped"."""
+    out = {}
+    for f in sorted(resources.files("ballistix").joinpath("data").iterdir(), key=lambda f: f.name):
+        if f.name.startswith(prefix) and f.name.endswith(".json"):
+            with resources.as_file(f) as p:
+                cal = load(p)
+            if pins.get(f.name) != cal.origin["sha256"]:
+                raise FileFormatError(
+                    f"ballistix/data/{f.name}",
+                    f"not the calibration shipped with this version (its checksum is not the one pinned in "
+                    f"{pinned_in}): reinstall ballistix (a developer who regenerated it on purpose updates the "
+                    f"pin in the same commit)",
+                )
+            cal.origin = {"kind": "shipped", "file": f.name, "sha256": cal.origin["sha256"], "ballistix": __version__}
+            out[f.name[len(prefix) : -len(".json")]] = cal
+    return out
+
+
 def _shipped() -> dict[str, Calibration]:
     global _SHIPPED
     if _SHIPPED is None:
-        cals = {}
-        for f in sorted(resources.files("ballistix").joinpath("data").iterdir(), key=lambda f: f.name):
-            if f.name.startswith("calibration_") and f.name.endswith(".json"):
-                with resources.as_file(f) as p:
-                    cal = load_calibration(p)
-                if SHIPPED_SHA256.get(f.name) != cal.origin["sha256"]:
-                    raise FileFormatError(
-                        f"ballistix/data/{f.name}",
-                        "not the calibration shipped with this "
-                        "version (its checksum is not the one pinned in ballistix.evidence."
-                        "SHIPPED_SHA256): reinstall ballistix (a developer who regenerated it "
-                        "on purpose updates the pin in the same commit)",
-                    )
-                cal.origin = {
-                    "kind": "shipped",
-                    "file": f.name,
-                    "sha256": cal.origin["sha256"],
-                    "ballistix": __version__,
-                }
-                cals[f.name[len("calibration_") : -len(".json")]] = cal
+        cals = _shipped_files("calibration_", SHIPPED_SHA256, load_calibration, "ballistix.evidence.SHIPPED_SHA256")
         if "default" not in cals:
             raise FileFormatError("ballistix/data/calibration_default.json", "missing from the package")
         _SHIPPED = cals

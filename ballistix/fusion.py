@@ -36,7 +36,6 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from itertools import combinations
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,7 +45,7 @@ import numpy as np
 from ._version import __version__
 from .errors import FileFormatError, ParameterError
 from .evaluation import elub_bounds
-from .evidence import _check_domain, _fit_weights, _read_recorded, _Recorded, conclusion
+from .evidence import _check_domain, _fit_weights, _read_recorded, _Recorded, _shipped_files, conclusion
 
 __all__ = [
     "MARK_NAMES",
@@ -463,20 +462,10 @@ def shipped_marks_calibrations() -> list[MarksCalibration]:
     against its pinned checksum (`SHIPPED_MARKS_SHA256`). See docs/comparison.md for what they rest on."""
     global _SHIPPED_MARKS
     if _SHIPPED_MARKS is None:
-        out = []
-        for f in sorted(resources.files("ballistix").joinpath("data").iterdir(), key=lambda f: f.name):
-            if f.name.startswith("marks_") and f.name.endswith(".json"):
-                with resources.as_file(f) as p:
-                    mc = load_marks_calibration(p)
-                if SHIPPED_MARKS_SHA256.get(f.name) != mc.origin["sha256"]:
-                    raise FileFormatError(
-                        f"ballistix/data/{f.name}",
-                        "not the marks calibration shipped with this version (its checksum is not the one "
-                        "pinned in ballistix.fusion.SHIPPED_MARKS_SHA256): reinstall ballistix",
-                    )
-                mc.origin = {"kind": "shipped", "file": f.name, "sha256": mc.origin["sha256"]}
-                out.append(mc)
-        _SHIPPED_MARKS = out
+        found = _shipped_files(
+            "marks_", SHIPPED_MARKS_SHA256, load_marks_calibration, "ballistix.fusion.SHIPPED_MARKS_SHA256"
+        )
+        _SHIPPED_MARKS = list(found.values())
     return list(_SHIPPED_MARKS)
 
 
