@@ -556,6 +556,26 @@ def _compact(r) -> dict[str, Any]:
     }
 
 
+def marks_candidates(marks_calibration="default") -> list[MarksCalibration]:
+    """The marks calibrations ``marks_calibration`` names (see `weigh_comparison_marks`), each checked to be
+    trusted; `ParameterError` otherwise. ``bx.compare`` calls it before comparing, so a refused one fails
+    before the work."""
+    if marks_calibration is None:
+        return []
+    if isinstance(marks_calibration, str) and marks_calibration == "default":
+        return shipped_marks_calibrations()
+    cands = list(marks_calibration) if isinstance(marks_calibration, (list, tuple)) else [marks_calibration]
+    for c in cands:
+        if not isinstance(c, MarksCalibration):
+            raise ParameterError(f"marks_calibration must be MarksCalibration objects, got {type(c).__name__}")
+        if not c.trusted:
+            raise ParameterError(
+                f"marks calibration {c.describe_origin()} is not trusted: only shipped ones, ones registered in a "
+                f"store and ones fitted in this session weigh evidence"
+            )
+    return cands
+
+
 def weigh_comparison_marks(res, marks_calibration="default") -> None:
     """Weigh the marks of a `Comparison` weighed by `ballistix.evidence.weigh` (in place; ``bx.compare``
     and the store call it after the breech face is weighed; nothing happens without ``res.marks``).
@@ -575,20 +595,7 @@ def weigh_comparison_marks(res, marks_calibration="default") -> None:
         if res.evidence["conclusion"] is None:
             res.evidence.pop("conclusion")
         res.evidence.pop("lr_basis", None)
-    if marks_calibration is None:
-        cands = []
-    elif isinstance(marks_calibration, str) and marks_calibration == "default":
-        cands = shipped_marks_calibrations()
-    else:
-        cands = list(marks_calibration) if isinstance(marks_calibration, (list, tuple)) else [marks_calibration]
-        for c in cands:
-            if not isinstance(c, MarksCalibration):
-                raise ParameterError(f"marks_calibration must be MarksCalibration objects, got {type(c).__name__}")
-            if not c.trusted:
-                raise ParameterError(
-                    f"marks calibration {c.describe_origin()} is not trusted: only shipped ones and ones fitted "
-                    f"in this session weigh evidence"
-                )
+    cands = marks_candidates(marks_calibration)
     results = {m: _compact(r) for m, r in res.marks.items()}
     refused, mc = [], None
     for c in cands:

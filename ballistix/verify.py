@@ -56,6 +56,7 @@ def compare(a, b, *, calibration="default", marks_calibration="default", **param
     (21, 2.71, 'identification')
     """
     calibration = evidence._trusted(calibration)  # a refused calibration fails before the comparison
+    marks_calibration = fusion.marks_candidates(marks_calibration)
     return _weigh(cmc.compare(a, b, **params), calibration, marks_calibration)
 
 
@@ -85,6 +86,7 @@ def compare_many(
         As for `compare`.
     """
     calibration = evidence._trusted(calibration)  # read and checked once for all pairs
+    marks_calibration = fusion.marks_candidates(marks_calibration)
     results = cmc.compare_many(pairs, n_jobs=n_jobs, progress=progress, client=client, executor=executor, **params)
     return [_weigh(r, calibration, marks_calibration) for r in results]
 

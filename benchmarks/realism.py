@@ -188,16 +188,10 @@ def main(argv=None) -> int:
         print(f"skipped: real scans not found at {SHARED_DATA}")
         return 0
     real_tex, real_raw = real_stats()
+    fadul_run = dict(seed=args.seed + 1, difficulty=args.difficulty, models=["Ruger P95"], run_size=args.guns)
     sets = {
         "mixed models": bx.datasets.simulate(args.guns, args.shots, seed=args.seed, difficulty=args.difficulty),
-        "Fadul-like (one run of Ruger P95 slides)": bx.datasets.simulate(
-            args.guns,
-            args.shots,
-            seed=args.seed + 1,
-            difficulty=args.difficulty,
-            models=["Ruger P95"],
-            run_size=args.guns,
-        ),
+        "Fadul-like (one run of Ruger P95 slides)": bx.datasets.simulate(args.guns, args.shots, **fadul_run),
     }
     out = {
         "params": vars(args),
@@ -231,15 +225,7 @@ def main(argv=None) -> int:
     # with the default (v1) crater and the realistic one (the same guns and shots otherwise)
     real_pin = real_pin_stats()
     sim_scans = sets["Fadul-like (one run of Ruger P95 slides)"]
-    realistic_scans = bx.datasets.simulate(
-        args.guns,
-        args.shots,
-        seed=args.seed + 1,
-        difficulty=args.difficulty,
-        models=["Ruger P95"],
-        run_size=args.guns,
-        crater="realistic",
-    )
+    realistic_scans = bx.datasets.simulate(args.guns, args.shots, crater="realistic", **fadul_run)
     out["firing_pin"] = {
         "real": real_pin,
         "real_summary": summarise([st for st in real_pin.values() if st], PIN_KEYS),
